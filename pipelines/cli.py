@@ -1,0 +1,29 @@
+"""`efm`: one console script, a subcommand per pipeline (each also `python -m pipelines.<name>`)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
+    "demo": ("pipelines.demo", "run the workflow end to end on generated data, offline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: efm <command> [flags]  (efm <command> --help for its flags)\n\ncommands:")
+        for name, (_, summary) in SUBCOMMANDS.items():
+            print(f"  {name:<10} {summary}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"efm: error: unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return module.run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

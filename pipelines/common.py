@@ -1,0 +1,85 @@
+"""What every pipeline entry point shares: flags, Beam options, errors, the run summary."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Callable, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from transforms.errors import InputError
+
+LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
+
+
+def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        allow_abbrev=False,  # an abbreviation must not swallow a Beam flag
+        epilog="Any other flag is passed to Beam's PipelineOptions (e.g. --runner, --direct_num_workers, "
+        "--temp_location, --project, --region for Dataflow).",
+    )
+
+
+def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
+    """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
+    args, rest = parser.parse_known_args(argv)
+    options = PipelineOptions(rest)
+    known = set(options.get_all_options(drop_default=False, retain_unknown_options=False))
+    for token in rest:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0]
+            if name.replace("-", "_") not in known:
+                raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
+    return args, options
+
+
+def runner_name(options: PipelineOptions) -> str | None:
+    return options.view_as(StandardOptions).runner
+
+
+def local_workers(options: PipelineOptions) -> int | None:
+    """Worker processes of a local runner, or None for a distributed runner."""
+    if runner_name(options) not in LOCAL_RUNNERS:
+        return None
+    return max(1, options.view_as(DirectOptions).direct_num_workers or 1)
+
+
+def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run an entry point; bad input becomes one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return main(argv)
+    except InputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def print_summary(title: str, rows: list[tuple[str, object]], stream=None) -> None:
+    stream = stream or sys.stdout
+    width = max(len(name) for name, _ in rows)
+    print(f"{title}", file=stream)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}", file=stream)
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions):
+    """Build and run, waiting for the end; returns the PipelineResult."""
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result

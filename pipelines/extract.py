@@ -1,0 +1,135 @@
+"""`efm extract`: an area and years -> a Zarr store of the 64-band embeddings.
+
+    source chunk specs | FetchChunks(EarthEngineSource) | WriteChunks | MarkComplete
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import apache_beam as beam
+
+from pipelines import common
+from transforms import earthengine, grid as gridlib, request_plan, store
+from transforms.chunks import plan_chunks
+from transforms.errors import InputError
+from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
+
+DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 shards share the 40
+
+
+def build_parser():
+    parser = common.make_parser("efm extract", "Extract satellite embedding fields from Earth Engine into a Zarr store.")
+    area = parser.add_mutually_exclusive_group(required=True)
+    area.add_argument("--bbox", help="area as W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0")
+    area.add_argument("--aoi", help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested")
+    parser.add_argument("--years", required=True, help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
+    parser.add_argument("--output", required=True, help="Zarr store to write: a local path or gs://bucket/path")
+    parser.add_argument("--collection", default=earthengine.DEFAULT_COLLECTION, help="Earth Engine image collection (default: %(default)s)")
+    parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)")
+    parser.add_argument("--scale", type=float, default=10.0, help="pixel size in CRS units (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="chunk side in pixels (default: %(default)s)")
+    parser.add_argument("--request-tile-size", type=int, help="square request tile side in pixels; must divide --chunk-size (default: the fewest requests that fit)")
+    parser.add_argument("--dtype", choices=["float32", "int8"], default="float32", help="store dtype: float32 (NaN no-data) or int8 codes (-128 no-data) (default: %(default)s)")
+    parser.add_argument("--transfer-dtype", choices=["auto", "int8", "float32"], default="auto",
+                        help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise")
+    parser.add_argument("--ee-project", help="Google Cloud project for Earth Engine requests (default: from the credentials)")
+    parser.add_argument("--ee-api-url", default=earthengine.HIGH_VOLUME_URL, help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)")
+    parser.add_argument("--max-concurrent-requests", type=int, default=40, help="cap on requests in flight across all workers (default: %(default)s, the project quota)")
+    parser.add_argument("--max-requests-per-second", type=float, default=100.0, help="cap on requests per second across all workers (default: %(default)s)")
+    parser.add_argument("--threads-per-worker", type=int, help="request threads per shard (default: the whole cap split over local workers; 10 on Dataflow)")
+    parser.add_argument("--max-retries", type=int, default=8, help="retries per request on 429/5xx/timeouts (default: %(default)s)")
+    parser.add_argument("--retry-initial-delay", type=float, default=1.0, help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="finish an interrupted run: fetch and write only the missing chunks")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def _check_positive(flag: str, value, kind=int):
+    if value is not None and not value > 0:
+        raise InputError(flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, options = common.split_args(build_parser(), argv)
+    # 1. Local checks: cheap, no network.
+    aoi = gridlib.parse_bbox(args.bbox) if args.bbox else gridlib.read_aoi(args.aoi)
+    years = gridlib.parse_years(args.years)
+    for flag, value in [("--max-concurrent-requests", args.max_concurrent_requests), ("--threads-per-worker", args.threads_per_worker), ("--request-tile-size", args.request_tile_size)]:
+        _check_positive(flag, value)
+    _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
+    gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
+    grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
+    transfer_dtype = args.transfer_dtype
+    if transfer_dtype == "auto":
+        transfer_dtype = "int8" if args.collection == earthengine.DEFAULT_COLLECTION else "float32"
+    itemsize = 1 if transfer_dtype == "int8" else 4
+    bands = earthengine.EMBEDDING_BANDS
+    if args.request_tile_size:
+        request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
+    store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
+
+    # 2. Earth Engine checks: credentials, collection, years.
+    settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
+    earthengine.initialize(settings)
+    earthengine.check_collection(args.collection, years)
+
+    # 3. Plan, then set up (or reopen) the store: the first write of the run.
+    windows, skipped = gridlib.windows_touching(grid, list(gridlib.chunk_windows(grid, args.chunk_size)), aoi_in_crs)
+    specs = plan_chunks(years, windows)
+    template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {
+        "source": f"earthengine:{args.collection}",
+        "collection": args.collection,
+        "transfer_dtype": transfer_dtype,
+        "skipped_chunks": skipped,
+    })
+    done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
+    todo = [spec for spec in specs if spec.marker not in done]
+
+    source = earthengine.EarthEngineSource(
+        grid=grid, years=tuple(years), bands=bands, store_dtype=args.dtype, transfer_itemsize=itemsize,
+        request_tile_size=args.request_tile_size, collection=args.collection, settings=settings, transfer_dtype=transfer_dtype,
+    )
+    workers = common.local_workers(options)
+    threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else DEFAULT_THREADS_DISTRIBUTED)
+    fetch = FetchChunks(
+        source, max_concurrent_requests=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second,
+        threads_per_worker=threads, retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
+    )
+
+    def build(pipeline: beam.Pipeline) -> None:
+        written = (
+            pipeline
+            | "ChunkSpecs" >> beam.Create(todo)
+            | "Fetch" >> fetch
+            | "Write" >> store.WriteChunks(args.output, template)
+        )
+        written | "MarkComplete" >> store.MarkComplete(args.output, [spec.marker for spec in specs])
+
+    with common.Stopwatch() as clock:
+        result = common.run_pipeline(build, options)
+    totals = metric_totals(result)
+    megabytes = totals.get("bytes", 0) / 1e6
+    common.print_summary(f"efm extract: {args.output} complete", [
+        ("grid", f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)"),
+        ("chunks planned", len(specs)),
+        ("chunks skipped (outside the AOI)", skipped * len(years)),
+        ("chunks already done (resume)", len(specs) - len(todo)),
+        ("chunks written", totals.get("chunks_written", 0)),
+        ("requests", totals.get("requests", 0)),
+        ("retries", totals.get("retries", 0)),
+        ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
+        ("shards x threads", f"{fetch.shards} x {args.max_concurrent_requests // fetch.shards}"),
+        ("wall time", f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)"),
+    ])
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm extract", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,49 @@
+"""efm-pipelines: Beam pipelines for Earth Engine satellite embedding fields."""
+import setuptools
+
+# Versions tested together (CI installs exactly these, plus constraints.txt for the
+# transitive set). templates/Dockerfile pins the same; tests check they agree.
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "xarray-beam==0.11.5",
+    "xee==0.1.2",
+    "earthengine-api==1.7.35",
+    "zarr==3.1.6",
+    "xarray==2026.9.0",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "dask==2026.8.0",
+    "scikit-learn==1.9.1",
+    "gcsfs==2026.10.1",
+    "fsspec==2026.9.0",
+    "rioxarray==0.19.0",
+    "rasterio==1.4.4",
+    "pyproj==3.7.2",
+    "shapely==2.2.0",
+    "geopandas==1.2.0",
+    "pyogrio==0.13.0",
+    "pyarrow==25.0.1",
+    "skops==0.16.0",
+    "matplotlib==3.11.2",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest==9.2.0",
+        "pytest-timeout==2.4.0",
+        "hypothesis==6.170.15",
+        "gcp-storage-emulator==2026.7.19",
+    ],
+}
+
+setuptools.setup(
+    name="efm-pipelines",
+    version="0.1.0",
+    description="Apache Beam pipelines for Earth Engine satellite embedding fields: extract to Zarr, classify with scikit-learn.",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*", "emulators", "emulators.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["efm = pipelines.cli:main"]},
+)

@@ -1,0 +1,32 @@
+"""The embeddings' int8 quantisation, as the public COG mirror publishes it.
+
+value = (code / 127.5) ** 2 * sign(code), code in [-127, 127], -128 = no data.
+De-quantising in float64 and casting to float32 reproduces Earth Engine's float32 values
+bit for bit (float32 arithmetic is one ulp off).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NODATA_CODE = -128
+SCALE = 127.5
+FORMULA = "value = (code / 127.5) ** 2 * sign(code); code -128 = no data"
+
+
+def dequantize(codes: np.ndarray) -> np.ndarray:
+    """int8 codes -> float32 values, NaN where the code is -128."""
+    codes = np.asarray(codes)
+    as_float = codes.astype(np.float64)
+    values = np.square(as_float / SCALE) * np.sign(as_float)
+    values[codes == NODATA_CODE] = np.nan
+    return values.astype(np.float32)
+
+
+def quantize(values: np.ndarray) -> np.ndarray:
+    """float values -> int8 codes (-128 where NaN); exact inverse of `dequantize` on its range."""
+    values = np.asarray(values, dtype=np.float64)
+    nodata = np.isnan(values)
+    codes = np.rint(np.sign(values) * np.sqrt(np.abs(np.where(nodata, 0.0, values))) * SCALE)
+    codes = np.clip(codes, -127, 127).astype(np.int8)
+    codes[nodata] = NODATA_CODE
+    return codes

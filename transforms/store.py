@@ -1,0 +1,248 @@
+"""The embedding store (see the data contract in docs/data-contract.md).
+
+Zarr format 2 with consolidated metadata, on purpose: one read opens a store on GCS, and
+every reader we care about (xarray, rioxarray via xarray, GDAL's Zarr driver, zarr-python 2
+and 3) reads it. Completeness is explicit: the group attribute `efm_status` is
+"incomplete" from set-up until every planned chunk has been written; each written chunk
+leaves a marker under `.efm/done/`, which is what `--resume` trusts (a chunk of all
+no-data is not stored by Zarr, so the chunk files alone cannot tell).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Iterable
+
+import apache_beam as beam
+import fsspec
+import numpy as np
+import xarray as xr
+import xarray_beam as xbeam
+
+from transforms import quantize
+from transforms.errors import InputError
+from transforms.fetch import METRICS_NAMESPACE
+from transforms.grid import Grid
+
+ZARR_FORMAT = 2
+STATUS_ATTR = "efm_status"
+MARKER_DIR = ".efm/done"
+LICENSE = "CC-BY-4.0"
+ATTRIBUTION = (
+    "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google DeepMind; "
+    "licensed CC-BY 4.0."
+)
+log = logging.getLogger(__name__)
+
+
+def tool_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("efm-pipelines")
+    except Exception:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def fill_value(dtype: str):
+    return quantize.NODATA_CODE if np.dtype(dtype) == np.int8 else np.nan
+
+
+def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype: str, chunk_size: int, attrs: dict) -> xr.Dataset:
+    """A lazy (dask) Dataset with the store's full shape, coords, CRS and attrs."""
+    import dask.array as da
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    bands = list(bands)
+    shape = (len(years), grid.height, grid.width, len(bands))
+    data = da.full(shape, fill_value(dtype), dtype=dtype, chunks=(1, chunk_size, chunk_size, len(bands)))
+    ds = xr.Dataset(
+        {"embedding": (("time", "y", "x", "band"), data)},
+        coords={
+            "time": np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]"),
+            "y": np.array(grid.y_centres(), dtype=np.float64),
+            "x": np.array(grid.x_centres(), dtype=np.float64),
+            "band": np.array(bands, dtype=object),
+        },
+    )
+    ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
+    ds["embedding"].encoding.pop("grid_mapping", None)
+    ds["embedding"].attrs.update(grid_mapping="spatial_ref", long_name="satellite embedding", units="1")
+    if np.dtype(dtype) == np.int8:
+        ds["embedding"].attrs["quantization"] = quantize.FORMULA
+    ds.attrs.update(attrs)
+    ds.attrs.update({
+        "crs": grid.crs,
+        "scale": grid.scale,
+        "years": list(years),
+        "chunk_size": chunk_size,
+        "license": LICENSE,
+        "attribution": ATTRIBUTION,
+        "efm_version": tool_version(),
+        STATUS_ATTR: "incomplete",
+    })
+    if np.dtype(dtype) == np.int8:
+        ds.attrs["quantization"] = quantize.FORMULA
+    return ds
+
+
+def _fs(path: str):
+    fs, root = fsspec.core.url_to_fs(path)
+    return fs, root.rstrip("/")
+
+
+def exists(path: str) -> bool:
+    fs, root = _fs(path)
+    return fs.exists(root)
+
+
+def done_markers(path: str) -> set[str]:
+    fs, root = _fs(path)
+    fs.invalidate_cache()
+    directory = f"{root}/{MARKER_DIR}"
+    if not fs.exists(directory):
+        return set()
+    return {name.rsplit("/", 1)[-1] for name in fs.ls(directory, detail=False)}
+
+
+# Attributes that must agree for --resume to continue an existing store.
+_RESUME_KEYS = ("source", "collection", "crs", "scale", "years", "chunk_size")
+
+
+def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, flag: str = "--output") -> set[str]:
+    """Create the store (or reopen it for --resume). Returns the markers of chunks already done.
+
+    Never writes anything when it refuses.
+    """
+    if resume and overwrite:
+        raise InputError("--resume", "--resume and --overwrite contradict each other; pass one")
+    if exists(path):
+        if not (resume or overwrite):
+            raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
+        if resume:
+            existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT)
+            for key in _RESUME_KEYS:
+                a, b = existing.attrs.get(key), template.attrs.get(key)
+                if (list(a) if isinstance(a, (list, tuple, np.ndarray)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+                    raise InputError("--resume", f"{path} was made with {key}={a!r}, this run asks for {b!r}; pass --overwrite to replace it")
+            if existing.sizes != template.sizes or existing["embedding"].dtype != template["embedding"].dtype:
+                raise InputError("--resume", f"{path} has shape {dict(existing.sizes)} {existing['embedding'].dtype}, this run needs {dict(template.sizes)} {template['embedding'].dtype}; pass --overwrite")
+            return done_markers(path)
+        fs, root = _fs(path)
+        fs.rm(root, recursive=True)
+    setup(path, template)
+    return set()
+
+
+def setup(path: str, template: xr.Dataset) -> None:
+    """Write metadata and coords (not the chunks): the store exists, marked incomplete."""
+    variable = next(iter(template.data_vars))
+    chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
+    fill = fill_value(template[variable].dtype)
+    xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=ZARR_FORMAT, encoding={variable: {"_FillValue": fill}})
+
+
+def set_status(path: str, status: str, **extra_attrs) -> None:
+    import zarr
+
+    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
+    group.attrs.update({STATUS_ATTR: status, **extra_attrs})
+    zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
+
+
+class _WriteChunkFn(beam.DoFn):
+    def __init__(self, path: str, template: xr.Dataset):
+        self.path = path
+        self.template = template
+        self.written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunks_written")
+
+    def setup(self):
+        self.fs, self.root = _fs(self.path)
+        variable = next(iter(self.template.data_vars))
+        self.zarr_chunks = dict(zip(self.template[variable].dims, self.template[variable].data.chunksize))
+
+    def process(self, element):
+        key, chunk = element
+        xbeam.validate_zarr_chunk(key, chunk, self.template, self.zarr_chunks)
+        xbeam.write_chunk_to_zarr(key, chunk, self.path, self.template)
+        o = key.offsets
+        name = f"{o['time']}.{o['y']}.{o['x']}"  # == ChunkSpec.marker
+        self.fs.pipe_file(f"{self.root}/{MARKER_DIR}/{name}", b"")  # only after the chunk is in place
+        self.written.inc()
+        yield name
+
+
+@dataclasses.dataclass
+class WriteChunks(beam.PTransform):
+    """(xbeam.Key, Dataset) chunks -> written to a store already set up; emits marker names."""
+
+    path: str
+    template: xr.Dataset
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, chunks):
+        return chunks | "WriteChunk" >> beam.ParDo(_WriteChunkFn(self.path, self.template))
+
+
+def finalize(path: str, expected: Iterable[str]) -> None:
+    """Mark the store complete if every expected chunk has its marker; else fail loudly."""
+    expected = set(expected)
+    missing = expected - done_markers(path)
+    if missing:
+        raise RuntimeError(f"{path}: {len(missing)} of {len(expected)} chunks were not written; run again with --resume")
+    set_status(path, "complete")
+
+
+@dataclasses.dataclass
+class MarkComplete(beam.PTransform):
+    """Runs once after all writes: flips `efm_status` to "complete" when nothing is missing."""
+
+    path: str
+    expected: list[str]
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, written):
+        path, expected = self.path, self.expected
+        return (
+            written
+            | "CountWritten" >> beam.combiners.Count.Globally()
+            | "Finalize" >> beam.Map(lambda _: finalize(path, expected))
+        )
+
+
+def open_embeddings(path: str, *, flag: str = "--embeddings", require_complete: bool = True) -> xr.Dataset:
+    """Open an embedding store lazily, refusing stores that are missing or unfinished."""
+    try:
+        ds = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, chunks=None)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise InputError(flag, f"cannot open {path} as an embedding store: {exc}") from None
+    if "embedding" not in ds:
+        raise InputError(flag, f"{path} has no 'embedding' variable; is it an efm embedding store?")
+    if require_complete and ds.attrs.get(STATUS_ATTR) != "complete":
+        raise InputError(flag, f"{path} is incomplete ({STATUS_ATTR}={ds.attrs.get(STATUS_ATTR)!r}); finish it with `efm extract ... --resume`")
+    return ds
+
+
+def as_float(values: np.ndarray) -> np.ndarray:
+    """Embedding values as float32 whatever the store's dtype (int8 stores are de-quantised)."""
+    values = np.asarray(values)
+    return quantize.dequantize(values) if values.dtype == np.int8 else values.astype(np.float32, copy=False)
+
+
+def check_output_location(path: str, *, resume: bool, overwrite: bool, flag: str = "--output") -> None:
+    """Before any work: refuse an existing output (unless resuming/overwriting) or a missing bucket."""
+    fs, root = _fs(path)
+    if "://" in path:
+        bucket = root.split("/", 1)[0]
+        try:
+            bucket_exists = fs.exists(bucket)
+        except Exception as exc:  # auth or network: say so now, not on a worker later
+            raise InputError(flag, f"cannot reach {path}: {str(exc).splitlines()[0]}") from None
+        if not bucket_exists:
+            raise InputError(flag, f"bucket {bucket!r} of {path} does not exist (or is not visible to these credentials)")
+    if fs.exists(root) and not (resume or overwrite):
+        raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
