@@ -6,6 +6,11 @@ import sys
 
 SUBCOMMANDS = {
     "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
+    "sample": ("pipelines.sample", "sample the embedding at labelled points into a table"),
+    "train": ("pipelines.train", "train a classifier on sampled points, with cross-validation"),
+    "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),
+    "classify": ("pipelines.classify", "apply a model to a store chunk by chunk -> class map"),
+    "export": ("pipelines.export", "class map or embedding band -> Cloud-Optimized GeoTIFF + PNG"),
     "demo": ("pipelines.demo", "run the workflow end to end on generated data, offline"),
 }
 

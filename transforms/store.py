@@ -105,8 +105,8 @@ def done_markers(path: str) -> set[str]:
     return {name.rsplit("/", 1)[-1] for name in fs.ls(directory, detail=False)}
 
 
-# Attributes that must agree for --resume to continue an existing store.
-_RESUME_KEYS = ("source", "collection", "crs", "scale", "years", "chunk_size")
+# Attributes that must agree for --resume to continue an existing store (when the template has them).
+_RESUME_KEYS = ("source", "collection", "model_sha256", "crs", "scale", "years", "chunk_size")
 
 
 def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, flag: str = "--output") -> set[str]:
@@ -121,12 +121,14 @@ def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, f
             raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
         if resume:
             existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT)
-            for key in _RESUME_KEYS:
+            for key in (k for k in _RESUME_KEYS if k in template.attrs):
                 a, b = existing.attrs.get(key), template.attrs.get(key)
                 if (list(a) if isinstance(a, (list, tuple, np.ndarray)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
                     raise InputError("--resume", f"{path} was made with {key}={a!r}, this run asks for {b!r}; pass --overwrite to replace it")
-            if existing.sizes != template.sizes or existing["embedding"].dtype != template["embedding"].dtype:
-                raise InputError("--resume", f"{path} has shape {dict(existing.sizes)} {existing['embedding'].dtype}, this run needs {dict(template.sizes)} {template['embedding'].dtype}; pass --overwrite")
+            variable = next(iter(template.data_vars))
+            if variable not in existing or existing.sizes != template.sizes or existing[variable].dtype != template[variable].dtype:
+                have = f"{dict(existing.sizes)} {existing[variable].dtype if variable in existing else 'no ' + variable}"
+                raise InputError("--resume", f"{path} has {have}, this run needs {dict(template.sizes)} {template[variable].dtype}; pass --overwrite")
             return done_markers(path)
         fs, root = _fs(path)
         fs.rm(root, recursive=True)
