@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from typing import Iterable
 
 import apache_beam as beam
@@ -149,7 +150,9 @@ def set_status(path: str, status: str, **extra_attrs) -> None:
 
     group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
     group.attrs.update({STATUS_ATTR: status, **extra_attrs})
-    zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
+    with warnings.catch_warnings():  # the .efm/ marker folder is ours, not a Zarr node
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
 
 
 class _WriteChunkFn(beam.DoFn):
@@ -160,6 +163,7 @@ class _WriteChunkFn(beam.DoFn):
 
     def setup(self):
         self.fs, self.root = _fs(self.path)
+        self.fs.makedirs(f"{self.root}/{MARKER_DIR}", exist_ok=True)  # local paths need the folder
         variable = next(iter(self.template.data_vars))
         self.zarr_chunks = dict(zip(self.template[variable].dims, self.template[variable].data.chunksize))
 
@@ -219,7 +223,9 @@ class MarkComplete(beam.PTransform):
 def open_embeddings(path: str, *, flag: str = "--embeddings", require_complete: bool = True) -> xr.Dataset:
     """Open an embedding store lazily, refusing stores that are missing or unfinished."""
     try:
-        ds = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, chunks=None)
+        # mask_and_scale=False: int8 stores come back as their codes (-128 = no data), not
+        # as float with NaN; `as_float` de-quantises. Float stores hold NaN either way.
+        ds = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, chunks=None, mask_and_scale=False)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(flag, f"cannot open {path} as an embedding store: {exc}") from None
     if "embedding" not in ds:

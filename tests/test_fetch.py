@@ -1,0 +1,125 @@
+"""FetchChunks: the source-agnostic part (sharding, concurrency cap, retries, assembly).
+
+Uses a small deterministic source whose pixels are a function of their coordinates, so
+expected values are computed independently; the Earth Engine source is tested end to end
+against the emulator in test_extract.py.
+"""
+import dataclasses
+import random
+import threading
+import time
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.chunks import GridSource, plan_chunks
+from transforms.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError, shard_count
+from transforms.grid import Grid, chunk_windows
+
+
+def pixel_values(year, rows, cols, bands):
+    """The value of every pixel: a pure function of its position."""
+    r, c, b = np.meshgrid(rows, cols, np.arange(bands), indexing="ij")
+    return ((r * 7 + c * 3 + b + year) % 251).astype(np.float32)
+
+
+class Tracker:
+    lock = threading.Lock()
+    in_flight = 0
+    max_in_flight = 0
+    calls = 0
+
+
+@dataclasses.dataclass
+class FlakySource(GridSource):
+    failure_rate: float = 0.0
+    latency_s: float = 0.0
+
+    def setup(self):
+        self.rng = random.Random(1)
+
+    def fetch(self, spec, tile):
+        with Tracker.lock:
+            Tracker.in_flight += 1
+            Tracker.calls += 1
+            Tracker.max_in_flight = max(Tracker.max_in_flight, Tracker.in_flight)
+            fail = self.rng.random() < self.failure_rate
+        try:
+            time.sleep(self.latency_s)
+            if fail:
+                raise RetryableError("HTTP 429: injected")
+            return pixel_values(spec.year, np.arange(tile.row, tile.row + tile.rows), np.arange(tile.col, tile.col + tile.cols), len(self.bands))
+        finally:
+            with Tracker.lock:
+                Tracker.in_flight -= 1
+
+
+COLLECTED = {}  # module-level: FnApiRunner runs in this process, the DoFn finds it by reference
+
+
+def collect(element):
+    key, ds = element
+    COLLECTED[(key.offsets["time"], key.offsets["y"], key.offsets["x"])] = ds
+
+
+def run_fetch(source, specs, **kwargs):
+    Tracker.in_flight = Tracker.max_in_flight = Tracker.calls = 0
+    COLLECTED.clear()
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        _ = p | beam.Create(specs) | FetchChunks(source, **kwargs) | beam.Map(collect)
+    return dict(COLLECTED)
+
+
+def make_source(**kwargs):
+    grid = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
+    # 8 bands x 4 B + mask: a 128 x 128 chunk needs 2 requests under a 300 kB limit
+    return FlakySource(
+        grid=grid, years=(2021, 2022), bands=tuple(f"A{i:02d}" for i in range(8)), store_dtype="float32",
+        transfer_itemsize=4, max_request_bytes=300_000, **kwargs), grid
+
+
+def test_chunks_are_assembled_exactly_and_requests_follow_the_plan():
+    source, grid = make_source()
+    specs = plan_chunks([2021, 2022], list(chunk_windows(grid, 128)))
+    results = run_fetch(source, specs, max_concurrent_requests=4, threads_per_worker=4)
+    assert len(results) == len(specs) == 2 * 6
+    assert Tracker.calls == sum(len(source.plan(s)) for s in specs) > len(specs)
+    for spec in specs:
+        ds = results[(spec.time_index, spec.window.row, spec.window.col)]
+        w = spec.window
+        expected = pixel_values(spec.year, np.arange(w.row, w.row + w.rows), np.arange(w.col, w.col + w.cols), 8)
+        np.testing.assert_array_equal(ds["embedding"].values[0], expected)
+        np.testing.assert_array_equal(ds["x"].values, grid.x_centres(w.col, w.col + w.cols))
+
+
+def test_retries_make_flaky_fetches_whole_and_respect_the_cap():
+    source, grid = make_source(failure_rate=0.3, latency_s=0.002)
+    specs = plan_chunks([2021, 2022], list(chunk_windows(grid, 128)))
+    results = run_fetch(source, specs, max_concurrent_requests=3, threads_per_worker=2, retry=RetryPolicy(max_retries=30, initial_delay_s=0.001, max_delay_s=0.01))
+    assert len(results) == len(specs)
+    assert Tracker.calls > sum(len(source.plan(s)) for s in specs)  # some were retried
+    assert Tracker.max_in_flight <= 3
+
+
+def test_gives_up_with_a_clear_error_naming_the_tile():
+    source, grid = make_source(failure_rate=1.0)
+    specs = plan_chunks([2021], list(chunk_windows(grid, 128)))[:1]
+    with pytest.raises(Exception, match=r"gave up on year 2021, rows 0-128, cols 0-128, request tile rows 0-\d+ cols 0-128 after 3 attempts"):
+        run_fetch(source, specs, retry=RetryPolicy(max_retries=2, initial_delay_s=0.001))
+
+
+@pytest.mark.parametrize("cap, threads", [(40, 40), (40, 10), (40, 16), (7, 3), (1, 8), (100, 7)])
+def test_shards_times_threads_never_exceed_the_cap(cap, threads):
+    shards = shard_count(cap, threads)
+    assert shards * (cap // shards) <= cap
+    assert cap // shards >= 1
+
+
+def test_retry_delay_is_exponential_with_jitter():
+    policy = RetryPolicy(initial_delay_s=1.0, max_delay_s=10.0)
+    rng = random.Random(0)
+    for attempt, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (5, 10.0)]:
+        delays = [policy.delay(attempt, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays) and len(set(delays)) > 1
