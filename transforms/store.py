@@ -141,8 +141,9 @@ def setup(path: str, template: xr.Dataset) -> None:
     """Write metadata and coords (not the chunks): the store exists, marked incomplete."""
     variable = next(iter(template.data_vars))
     chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
-    fill = fill_value(template[variable].dtype)
-    xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=ZARR_FORMAT, encoding={variable: {"_FillValue": fill}})
+    # Each variable's fill: its template encoding's _FillValue if set (e.g. a uint8 class map), else the contract's.
+    encoding = {name: {"_FillValue": template[name].encoding.get("_FillValue", fill_value(template[name].dtype))} for name in template.data_vars}
+    xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=ZARR_FORMAT, encoding=encoding)
 
 
 def set_status(path: str, status: str, **extra_attrs) -> None:
