@@ -8,6 +8,10 @@ import uuid
 # Must be set before gcsfs is imported anywhere: its experimental storage-layout gRPC call
 # hangs for 60 s per bucket against an emulator.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+# google.auth must never probe the GCE metadata server (a non-loopback address) from tests.
+os.environ["NO_GCE_CHECK"] = "True"
+os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
+os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
 import pytest  # noqa: E402
 
