@@ -121,7 +121,7 @@ def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, f
         if not (resume or overwrite):
             raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
         if resume:
-            existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT)
+            existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False)  # stored dtypes
             for key in (k for k in _RESUME_KEYS if k in template.attrs):
                 a, b = existing.attrs.get(key), template.attrs.get(key)
                 if (list(a) if isinstance(a, (list, tuple, np.ndarray)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
