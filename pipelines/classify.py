@@ -1,0 +1,113 @@
+"""`efm classify`: an embedding store + a model -> a class-map store, chunk by chunk.
+
+    chunk specs | ClassifyChunks(store, model) | WriteChunks | MarkComplete
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+import apache_beam as beam
+
+from pipelines import common
+from transforms import grid as gridlib, models, readers, store
+from transforms.classify import ClassifyChunks, class_encoding, class_template
+from transforms.errors import InputError
+from transforms.fetch import metric_totals
+
+
+def build_parser():
+    parser = common.make_parser("efm classify", "Apply a trained model (or k-means) to every pixel of an embedding store -> a class-map Zarr store.")
+    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
+    parser.add_argument("--model", required=True, help="model file from `efm train` / `efm cluster` (.skops, or .pkl/.joblib pickle)")
+    parser.add_argument("--model-sha256", help="load a pickle only if its sha256 is this (printed by efm train/cluster, in the sidecar)")
+    parser.add_argument("--trust-pickle", action="store_true", help="load a pickle without a hash check (a pickle runs code: only for files you made)")
+    parser.add_argument("--output", required=True, help="class-map store to write (Zarr, local path or gs://)")
+    parser.add_argument("--confidence", action="store_true", help="also write `confidence`, the maximum class probability")
+    parser.add_argument("--years", help="years to classify, e.g. 2021,2022 (default: every year of the store)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="finish an interrupted run: classify only the missing chunks")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def worker_threads(options) -> int | None:
+    """Estimator threads per worker process: the cores split over local workers; 1 per SDK process elsewhere."""
+    workers = common.local_workers(options)
+    return max(1, (os.cpu_count() or 1) // workers) if workers else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, options = common.split_args(build_parser(), argv)
+    # 1. Checks, before anything is written or any worker starts.
+    ds = store.open_embeddings(args.embeddings)
+    info = readers.store_info(args.embeddings, ds)
+    years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    models.check_bands(loaded, list(info.bands), args.embeddings)
+    if args.confidence and not models.has_proba(loaded.model):
+        raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
+    encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.sidecar.get("kind") == "clusterer" else "class")
+    store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
+    if args.resume and store.exists(args.output):
+        import xarray as xr
+
+        previous = xr.open_zarr(args.output, consolidated=True, zarr_format=store.ZARR_FORMAT)
+        if ("confidence" in previous) != args.confidence:
+            raise InputError("--resume", f"{args.output} was made {'with' if 'confidence' in previous else 'without'} --confidence; run the same way or pass --overwrite")
+
+    template = class_template(ds, years, encoding, confidence=args.confidence, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, attrs={
+        "source": args.embeddings,
+        "embeddings_source": info.source,
+        "model": args.model,
+        "model_sha256": loaded.sha256,
+        "model_estimator": type(loaded.model).__name__,
+        "crs": info.crs,
+        "scale": abs(info.transform[0]),
+        "chunk_size": info.chunk_rows,
+        "license": store.LICENSE,
+        "attribution": store.ATTRIBUTION,
+    })
+    specs = info.chunk_specs(years)
+    done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
+    todo = [spec for spec in specs if spec.marker not in done]
+    classify = ClassifyChunks(
+        embeddings=args.embeddings, model_path=args.model, model_sha256=loaded.sha256, encoding=encoding,
+        year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options),
+    )
+
+    def build(pipeline: beam.Pipeline) -> None:
+        written = (
+            pipeline
+            | "ChunkSpecs" >> beam.Create(todo)
+            | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
+            | "Classify" >> classify
+            | "Write" >> store.WriteChunks(args.output, template)
+        )
+        written | "MarkComplete" >> store.MarkComplete(args.output, [spec.marker for spec in specs])
+
+    with common.Stopwatch() as clock:
+        result = common.run_pipeline(build, options)
+    totals = metric_totals(result)
+    pixels = totals.get("pixels_classified", 0)
+    common.print_summary(f"efm classify: {args.output} complete", [
+        ("model", f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"),
+        ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
+        ("chunks planned", len(specs)),
+        ("chunks already done (resume)", len(specs) - len(todo)),
+        ("chunks written", totals.get("chunks_written", 0)),
+        ("pixels classified", pixels),
+        ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),
+        ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
+        ("wall time", f"{clock.seconds:.1f} s ({pixels / max(clock.seconds, 1e-9):,.0f} px/s)"),
+    ])
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm classify", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,95 @@
+"""`efm export`: a class-map store (or one band of an embedding store) -> a COG per year [+ PNG].
+
+Not a Beam pipeline: one GeoTIFF is one sequential file, written window by window by one
+process (memory stays flat; the store is read chunk by chunk).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import fsspec
+
+from pipelines import common
+from transforms import export, grid as gridlib
+from transforms.errors import InputError
+
+
+def build_parser():
+    parser = common.make_parser("efm export", "Export a class map (or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.")
+    parser.add_argument("--input", required=True, help="class-map store from `efm classify`, or an embedding store with --band")
+    parser.add_argument("--output", required=True, help="GeoTIFF path; several years give <name>_<year>.tif (or put {year} in the name)")
+    parser.add_argument("--years", help="years to export (default: every year of the store)")
+    parser.add_argument("--variable", choices=["class", "confidence"], help="class-map variable to export (default: class)")
+    parser.add_argument("--band", help="embedding stores: the band to export, e.g. A01")
+    parser.add_argument("--png", action="store_true", help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; false colour for embedding stores)")
+    parser.add_argument("--rgb", default=",".join(export.DEFAULT_RGB), help="embedding stores: three bands for the false-colour PNG (default: %(default)s)")
+    parser.add_argument("--png-size", type=int, default=1024, help="longest side of the quicklook in pixels (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, _ = common.split_args(build_parser(), argv)
+    if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
+        raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
+    layer = export.open_layer(args.input, variable=args.variable, band=args.band)
+    years = gridlib.parse_years(args.years) if args.years else list(layer.years)
+    missing = [y for y in years if y not in layer.years]
+    if missing:
+        raise InputError("--years", f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}")
+    rgb, rgb_idx = [], []
+    if args.png and layer.variable == "embedding":
+        rgb = [b.strip() for b in args.rgb.split(",")]
+        from transforms import store
+
+        bands = [str(b) for b in store.open_embeddings(args.input)["band"].values]
+        if len(rgb) != 3 or any(b not in bands for b in rgb):
+            raise InputError("--rgb", f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}")
+        rgb_idx = [bands.index(b) for b in rgb]
+    paths = export.output_paths(args.output, years)
+    for path in paths.values():
+        fs, root = fsspec.core.url_to_fs(path)
+        if fs.exists(root) and not args.overwrite:
+            raise InputError("--output", f"{path} already exists; pass --overwrite to replace it")
+    colors = export.class_colors(layer.values) if layer.is_class else None
+    rows = []
+    with common.Stopwatch() as clock:
+        for year, path in paths.items():
+            t = layer.years.index(year)
+            export.write_cog(layer, t, path, colors)
+            rows.append((f"{year}", path))
+            if args.png:
+                png = path.rsplit(".", 1)[0] + ".png"
+                if layer.is_class:
+                    local = path if "://" not in path else _download(path)
+                    export.quicklook_classes(local, png, layer, colors, year, args.png_size)
+                else:
+                    export.quicklook_false_colour(layer, t, rgb, rgb_idx, png, year, args.png_size)
+                rows.append((f"{year} quicklook", png))
+    what = f"band {args.band}" if layer.variable == "embedding" else layer.variable
+    common.print_summary(f"efm export: {args.input} ({what}) -> Cloud-Optimized GeoTIFF", [
+        ("grid", f"{layer.width} x {layer.height} px in {layer.crs}"),
+        ("nodata", layer.nodata),
+        *rows,
+        ("classes", ", ".join(f"{v}={lbl}" for v, lbl in zip(layer.values, layer.labels)) if layer.is_class else "-"),
+        ("wall time", f"{clock.seconds:.1f} s"),
+    ])
+    return 0
+
+
+def _download(path: str) -> str:
+    import tempfile
+
+    fs, root = fsspec.core.url_to_fs(path)
+    local = tempfile.mkstemp(suffix=".tif")[1]
+    fs.get_file(root, local)
+    return local
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm export", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

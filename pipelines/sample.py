@@ -1,0 +1,88 @@
+"""`efm sample`: labelled points + an embedding store -> a training table (Parquet).
+
+    point batches | SamplePoints (split by chunk, group, read each chunk once) -> parts -> TABLE.parquet
+"""
+from __future__ import annotations
+
+import collections
+import sys
+from typing import Sequence
+
+import apache_beam as beam
+import fsspec
+
+from pipelines import common
+from transforms import grid as gridlib, readers, sampling, store
+from transforms.errors import InputError
+from transforms.fetch import metric_totals
+
+
+def build_parser():
+    parser = common.make_parser("efm sample", "Sample the embedding of the pixel under each labelled point, for each year -> a Parquet table.")
+    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
+    parser.add_argument("--points", required=True, help="labelled points: GeoJSON, GeoPackage, GeoParquet, or CSV with lon/lat columns; any CRS")
+    parser.add_argument("--label-column", required=True, help="the column holding each point's class label")
+    parser.add_argument("--output", required=True, help="table to write, e.g. samples.parquet (local path or gs://)")
+    parser.add_argument("--years", help="years to sample, e.g. 2021,2022 (default: every year of the store)")
+    parser.add_argument("--points-crs", help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, options = common.split_args(build_parser(), argv)
+    if not args.output.lower().endswith((".parquet", ".pq", ".geoparquet")):
+        raise InputError("--output", f"{args.output}: the table is written as Parquet; name it e.g. samples.parquet")
+    ds = store.open_embeddings(args.embeddings)
+    info = readers.store_info(args.embeddings, ds)
+    years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    fs, root = fsspec.core.url_to_fs(args.output)
+    if fs.exists(root) and not args.overwrite:
+        raise InputError("--output", f"{args.output} already exists; pass --overwrite to replace it")
+    points = sampling.read_points(args.points, args.label_column, args.points_crs)
+    if len(points.labels) == 0:
+        raise InputError("--points", f"{args.points} holds no labelled point (column {args.label_column!r} is empty)")
+    rows, cols = sampling.to_pixels(info, points)
+    outside = int((rows < 0).sum())
+    if outside == len(rows):
+        raise InputError("--points", f"none of the {len(rows)} points of {args.points} ({points.crs}) falls inside {args.embeddings} ({info.crs}); check the CRS and the area")
+    batches = sampling.point_batches(points, rows, cols)
+    parts_dir = args.output + ".parts"
+    parts_fs, parts_root = fsspec.core.url_to_fs(parts_dir)
+    if parts_fs.exists(parts_root):  # left by an interrupted run
+        parts_fs.rm(parts_root, recursive=True)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
+
+    with common.Stopwatch() as clock:
+        result = common.run_pipeline(build, options)
+    totals = metric_totals(result)
+    metadata = {
+        "embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years,
+        "store_years": list(info.years), "bands": list(info.bands), "store_dtype": info.dtype,
+        "points": args.points, "points_crs": points.crs, "label_column": args.label_column,
+    }
+    table = sampling.assemble(parts_dir, args.output, metadata, info.bands)
+    per_class = collections.Counter(table.column("label").to_pylist())
+    common.print_summary(f"efm sample: {args.output} written", [
+        ("points read", len(points.labels) + points.missing_label),
+        ("dropped: no label", points.missing_label),
+        ("dropped: outside the store", outside),
+        ("dropped: no data (point, year)", totals.get("samples_nodata", 0)),
+        ("rows written (point x year)", table.num_rows),
+        ("chunk reads", f"{totals.get('chunk_reads', 0)} (each chunk once per year)"),
+        ("rows per class", ", ".join(f"{k}: {v}" for k, v in sorted(per_class.items(), key=lambda kv: str(kv[0]))) or "none"),
+        ("wall time", f"{clock.seconds:.1f} s"),
+    ])
+    if table.num_rows == 0:
+        print("efm sample: warning: every point fell on no data; the table is empty", file=sys.stderr)
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm sample", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

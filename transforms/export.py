@@ -1,0 +1,297 @@
+"""Class map (or one band of an embedding store) -> Cloud-Optimized GeoTIFF per year, + PNG quicklook.
+
+Written window by window: each store chunk is read and written into a tiled GeoTIFF, then
+GDAL's COG driver copies it (block by block, building overviews) into the final layout.
+Memory stays at a few chunks plus GDAL's block cache, whatever the area. Quicklooks are
+read decimated (from the COG's overviews, or strided chunk by chunk from the store).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+
+import fsspec
+import numpy as np
+import xarray as xr
+
+from transforms import store
+from transforms.errors import InputError
+from transforms.grid import Window
+
+BLOCK_SIZE = 512
+DEFAULT_RGB = ("A01", "A16", "A09")  # the false-colour bands of the original talk / Earth Engine tutorial
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One 2-D variable per year of a store, as exported."""
+
+    path: str
+    variable: str  # "class", "confidence" or "embedding"
+    band_index: int | None  # for embedding stores
+    crs: str
+    transform: tuple
+    width: int
+    height: int
+    chunk_rows: int
+    chunk_cols: int
+    years: tuple[int, ...]
+    dtype: str  # on disk
+    nodata: float | int
+    labels: tuple = ()
+    values: tuple = ()
+
+    @property
+    def is_class(self) -> bool:
+        return self.variable == "class"
+
+    def windows(self) -> list[Window]:
+        return [
+            Window(r, c, min(self.chunk_rows, self.height - r), min(self.chunk_cols, self.width - c))
+            for r in range(0, self.height, self.chunk_rows)
+            for c in range(0, self.width, self.chunk_cols)
+        ]
+
+    def open_array(self):
+        import zarr
+
+        return zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)[self.variable]
+
+    def read(self, array, time_index: int, w: Window) -> np.ndarray:
+        rows, cols = slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
+        if self.variable == "embedding":
+            return store.as_float(array[time_index, rows, cols, self.band_index])
+        return array[time_index, rows, cols]
+
+
+def open_layer(path: str, *, variable: str | None = None, band: str | None = None, flag: str = "--input") -> Layer:
+    """A complete class-map store (`class`/`confidence`) or an embedding store + `band`."""
+    import rioxarray  # noqa: F401
+
+    try:
+        ds = xr.open_zarr(path, consolidated=True, zarr_format=store.ZARR_FORMAT, mask_and_scale=False)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
+    if ds.attrs.get(store.STATUS_ATTR) != "complete":
+        raise InputError(flag, f"{path} is incomplete ({store.STATUS_ATTR}={ds.attrs.get(store.STATUS_ATTR)!r}); finish it with --resume first")
+    band_index, labels, values = None, (), ()
+    if "embedding" in ds:
+        if variable not in (None, "embedding"):
+            raise InputError("--variable", f"{path} is an embedding store; export one band with --band")
+        if not band:
+            raise InputError("--band", f"{path} is an embedding store: name the band to export, e.g. --band A01")
+        bands = [str(b) for b in ds["band"].values]
+        if band not in bands:
+            raise InputError("--band", f"{path} has no band {band!r}; bands are {bands[0]}…{bands[-1]}")
+        variable, band_index, dtype, nodata = "embedding", bands.index(band), "float32", float("nan")
+    else:
+        variable = variable or "class"
+        if variable not in ds:
+            raise InputError("--variable", f"{path} has no {variable!r} variable (it has {', '.join(ds.data_vars)})")
+        attrs = ds[variable].attrs
+        dtype = str(ds[variable].dtype)
+        nodata = attrs.get("fill_value", ds[variable].encoding.get("_FillValue"))
+        nodata = float("nan") if nodata in (None, "NaN") else nodata
+        if variable == "class":
+            values = tuple(int(v) for v in np.atleast_1d(attrs.get("flag_values", [])))
+            labels = tuple(attrs.get("class_labels") or str(attrs.get("flag_meanings", "")).split())
+    chunks = ds[variable].encoding.get("chunks")
+    chunks = dict(zip(ds[variable].dims, chunks)) if chunks else {}
+    return Layer(
+        path=path, variable=variable, band_index=band_index, crs=str(ds.rio.crs), transform=tuple(ds.rio.transform(recalc=False))[:6],
+        width=ds.sizes["x"], height=ds.sizes["y"], chunk_rows=int(chunks.get("y", ds.sizes["y"])), chunk_cols=int(chunks.get("x", ds.sizes["x"])),
+        years=tuple(int(str(t)[:4]) for t in ds["time"].values), dtype=dtype, nodata=nodata, labels=labels, values=values,
+    )
+
+
+def class_colors(values) -> dict[int, tuple[int, int, int]]:
+    """A distinct colour per class value (tab10/tab20, then evenly spaced hues)."""
+    import matplotlib
+
+    n = len(values)
+    if n <= 10:
+        palette = matplotlib.colormaps["tab10"].colors
+    elif n <= 20:
+        palette = matplotlib.colormaps["tab20"].colors
+    else:
+        palette = [matplotlib.colors.hsv_to_rgb((i / n, 0.65, 0.9)) for i in range(n)]
+    return {int(v): tuple(int(round(255 * c)) for c in palette[i][:3]) for i, v in enumerate(values)}
+
+
+def output_paths(output: str, years, suffix: str = ".tif") -> dict[int, str]:
+    """`map.tif` -> {year: map.tif} for one year, {year: map_<year>.tif} for several; `{year}` is substituted."""
+    years = list(years)
+    if "{year}" in output:
+        return {y: output.replace("{year}", str(y)) for y in years}
+    stem, ext = os.path.splitext(output)
+    ext = ext or suffix
+    return {y: f"{stem}{ext}" if len(years) == 1 else f"{stem}_{y}{ext}" for y in years}
+
+
+def _local_target(path: str):
+    """(local path to write, upload callback) — rasterio writes local files; gs:// is uploaded after."""
+    if "://" not in path or path.startswith("file://"):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        return local, lambda: None
+    handle, local = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
+    os.close(handle)
+
+    def upload():
+        fs, root = fsspec.core.url_to_fs(path)
+        fs.put_file(local, root)
+        os.remove(local)
+
+    return local, upload
+
+
+def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = None) -> str:
+    """One year of a layer -> COG at `output` (local or gs://), window by window."""
+    import rasterio
+    import rasterio.shutil
+    from affine import Affine
+    from rasterio.windows import Window as RioWindow
+
+    local, upload = _local_target(output)
+    fd, tiled = tempfile.mkstemp(suffix=".tif", dir=os.path.dirname(os.path.abspath(local)))
+    os.close(fd)
+    profile = dict(
+        driver="GTiff", width=layer.width, height=layer.height, count=1, dtype=layer.dtype, crs=layer.crs,
+        transform=Affine(*layer.transform), nodata=layer.nodata, tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE,
+        compress="deflate", BIGTIFF="IF_SAFER",
+    )
+    try:
+        array = layer.open_array()
+        with rasterio.open(tiled, "w", **profile) as dst:
+            for w in layer.windows():
+                dst.write(layer.read(array, time_index, w), 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
+            if colors and layer.dtype in ("uint8", "uint16"):
+                table = {v: (*rgb, 255) for v, rgb in colors.items()}
+                table.setdefault(int(layer.nodata), (0, 0, 0, 0))
+                dst.write_colormap(1, table)
+            if layer.is_class and layer.labels:
+                dst.update_tags(1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)})
+        rasterio.shutil.copy(
+            tiled, local, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK_SIZE, BIGTIFF="IF_SAFER",
+            OVERVIEW_RESAMPLING="NEAREST" if layer.is_class else "AVERAGE", PREDICTOR="YES" if layer.dtype == "float32" else "NO",
+        )
+    finally:
+        if os.path.exists(tiled):
+            os.remove(tiled)
+    upload()
+    return output
+
+
+def validate_cog(path: str) -> list[str]:
+    """Problems that make `path` not a Cloud-Optimized GeoTIFF (empty list = valid).
+
+    The checks of GDAL's validate_cloud_optimized_geotiff.py that matter to readers: tiled,
+    overviews when larger than a block, the COG layout marker (IFDs first), and the image
+    data of each overview placed before the full-resolution data.
+    """
+    import rasterio
+
+    problems = []
+    with rasterio.open(path) as src:
+        if src.driver != "GTiff":
+            return [f"driver is {src.driver}, not GTiff"]
+        if not src.profile.get("tiled") and max(src.width, src.height) > BLOCK_SIZE:
+            problems.append("not tiled")
+        if src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG":
+            problems.append("no LAYOUT=COG marker (IFDs are not at the start)")
+        overviews = src.overviews(1)
+        if max(src.width, src.height) > BLOCK_SIZE and not overviews:
+            problems.append("no overviews")
+        main = src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)
+        for i in range(len(overviews)):
+            offset = src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=i)
+            if main and offset and int(offset) > int(main):
+                problems.append(f"overview {i} data is after the full-resolution data")
+    return problems
+
+
+def _legend_figure(image, extent_px, title: str, handles=None):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    height, width = extent_px
+    fig_w = 8.0
+    fig_h = max(3.0, fig_w * height / max(width, 1)) if not handles else max(3.0, (fig_w - 2.5) * height / max(width, 1))
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    if handles:
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
+def quicklook_classes(cog_path: str, png: str, layer: Layer, colors: dict, year: int, max_size: int = 1024) -> str:
+    """A PNG of the class map read from the COG's overviews, with a legend naming the classes."""
+    import matplotlib.patches as mpatches
+    import matplotlib.pyplot as plt
+    import rasterio
+    from rasterio.enums import Resampling
+
+    step = max(1, math.ceil(max(layer.width, layer.height) / max_size))
+    shape = (max(1, layer.height // step), max(1, layer.width // step))
+    with rasterio.open(cog_path) as src:
+        codes = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    rgba = np.zeros(shape + (4,), dtype=np.uint8)
+    for value, rgb in colors.items():
+        rgba[codes == value] = (*rgb, 255)
+    handles = [mpatches.Patch(color=np.array(colors[v]) / 255, label=str(lbl)) for v, lbl in zip(layer.values, layer.labels)]
+    fig = _legend_figure(rgba, shape, f"{os.path.basename(layer.path.rstrip('/'))} — {year}", handles)
+    _save(fig, png)
+    plt.close(fig)
+    return png
+
+
+def _strided(layer_like_windows, read, step: int, shape, channels: int):
+    out = np.full(shape + (channels,), np.nan, dtype=np.float32)
+    for w in layer_like_windows:
+        r0 = -(-w.row // step) * step  # first multiple of step at or after the window's first row
+        c0 = -(-w.col // step) * step
+        if r0 >= w.row + w.rows or c0 >= w.col + w.cols:
+            continue
+        block = read(w)[r0 - w.row :: step, c0 - w.col :: step]
+        rows, cols = min(block.shape[0], shape[0] - r0 // step), min(block.shape[1], shape[1] - c0 // step)
+        out[r0 // step : r0 // step + rows, c0 // step : c0 // step + cols] = block[:rows, :cols].reshape(rows, cols, channels)
+    return out
+
+
+def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_size: int = 1024) -> np.ndarray:
+    """(h, w, 3) uint8 RGBA-ready image of three embedding bands, strided chunk by chunk, 2–98 % stretch."""
+    from transforms.readers import StoreReader
+
+    step = max(1, math.ceil(max(layer.width, layer.height) / max_size))
+    shape = (-(-layer.height // step), -(-layer.width // step))
+    reader = StoreReader(layer.path)
+    image = _strided(layer.windows(), lambda w: reader.read(time_index, w)[..., band_indices], step, shape, 3)
+    rgba = np.zeros(shape + (4,), dtype=np.uint8)
+    valid = ~np.isnan(image).any(axis=-1)
+    if valid.any():
+        low, high = np.percentile(image[valid], [2, 98], axis=0)
+        scaled = np.clip((image - low) / np.where(high > low, high - low, 1), 0, 1)
+        rgba[..., :3] = np.nan_to_num(scaled * 255).astype(np.uint8)
+        rgba[..., 3] = np.where(valid, 255, 0)
+    return rgba
+
+
+def quicklook_false_colour(layer: Layer, time_index: int, bands: list[str], band_indices: list[int], png: str, year: int, max_size: int = 1024) -> str:
+    import matplotlib.pyplot as plt
+
+    rgba = false_colour(layer, time_index, band_indices, max_size)
+    fig = _legend_figure(rgba, rgba.shape[:2], f"{os.path.basename(layer.path.rstrip('/'))} — {year} — R,G,B = {', '.join(bands)}")
+    _save(fig, png)
+    plt.close(fig)
+    return png
+
+
+def _save(fig, png: str) -> None:
+    with fsspec.open(png, "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight")

@@ -1,0 +1,385 @@
+"""Model files: the classifier registry, saving with a JSON sidecar, and loading safely.
+
+A model file is a pickle (`.pkl`, `.pickle`, `.joblib`, written with joblib) or a `.skops`
+file. Next to it, `<model file>.json` (the sidecar) records the class labels, the band
+names, the store the samples came from, the scikit-learn version, the metrics, and the
+file's sha256.
+
+Loading is where the danger is: a pickle is code, and unpickling a file from a bucket runs
+whatever it holds on every worker. So:
+* a `.skops` file loads through skops' trusted-types check, with the default trusted set
+  plus an explicit list of scikit-learn types we produce (`TRUSTED_SKOPS_TYPES`);
+* a pickle loads only when its sha256 equals `--model-sha256`, or with `--trust-pickle`;
+  the bytes are hashed and unpickled from the same buffer (no swap between check and load).
+Workers load again from the path and the sha256 the driver checked, so they never unpickle
+a file the driver did not see.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime
+import hashlib
+import importlib
+import io
+import json
+import warnings
+
+import fsspec
+import numpy as np
+
+from transforms.errors import InputError
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+SKOPS_SUFFIXES = (".skops",)
+SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = "efm-model/1"
+
+# name -> (module, class, defaults); --param k=v override the defaults.
+CLASSIFIERS: dict[str, tuple[str, str, dict]] = {
+    "knn": ("sklearn.neighbors", "KNeighborsClassifier", {"n_neighbors": 5}),
+    "random-forest": ("sklearn.ensemble", "RandomForestClassifier", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
+    "extra-trees": ("sklearn.ensemble", "ExtraTreesClassifier", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
+    "gradient-boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier", {"random_state": 0}),
+    "logistic-regression": ("sklearn.linear_model", "LogisticRegression", {"max_iter": 1000}),
+    "svm": ("sklearn.svm", "SVC", {}),
+    "mlp": ("sklearn.neural_network", "MLPClassifier", {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0}),
+}
+
+# Types skops does not trust by default that our registry's models (and k-means) contain.
+TRUSTED_SKOPS_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.link.Interval",
+)
+
+
+# ---------------------------------------------------------------- building estimators
+
+def parse_params(items: list[str] | None, flag: str = "--param") -> dict:
+    """["n_neighbors=7", "weights=distance"] -> {"n_neighbors": 7, "weights": "distance"} (Python literals typed)."""
+    params = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise InputError(flag, f"expected NAME=VALUE, e.g. n_neighbors=7, got {item!r}")
+        text = text.strip()
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = {"none": None, "true": True, "false": False}.get(text.lower(), text)
+        params[key] = value
+    return params
+
+
+def make_classifier(name: str, params: dict | None = None, flag: str = "--classifier"):
+    if name not in CLASSIFIERS:
+        raise InputError(flag, f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    module, cls, defaults = CLASSIFIERS[name]
+    estimator_class = getattr(importlib.import_module(module), cls)
+    valid = estimator_class().get_params()
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise InputError("--param", f"{cls} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(valid))}")
+    try:
+        return estimator_class(**{**defaults, **params})
+    except (TypeError, ValueError) as exc:
+        raise InputError("--param", f"{cls}: {exc}") from None
+
+
+# ---------------------------------------------------------------- files
+
+def sidecar_path(model_path: str) -> str:
+    return model_path + SIDECAR_SUFFIX
+
+
+def model_format(path: str, flag: str = "--model") -> str:
+    lower = path.lower()
+    if lower.endswith(SKOPS_SUFFIXES):
+        return "skops"
+    if lower.endswith(PICKLE_SUFFIXES):
+        return "pickle"
+    raise InputError(flag, f"{path}: model files end in {', '.join(PICKLE_SUFFIXES + SKOPS_SUFFIXES)} (pickle via joblib, or skops)")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with fsspec.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(flag, f"{path} does not exist") from None
+    except OSError as exc:
+        raise InputError(flag, f"cannot read {path}: {exc}") from None
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
+    """Write the model (joblib pickle or skops by suffix) and its sidecar; returns the sidecar."""
+    import sklearn
+
+    fmt = model_format(path, flag)
+    buffer = io.BytesIO()
+    if fmt == "skops":
+        import skops.io
+
+        data = skops.io.dumps(model)
+    else:
+        import joblib
+
+        joblib.dump(model, buffer)
+        data = buffer.getvalue()
+    meta = {
+        "format": SIDECAR_FORMAT,
+        "model_file": path.rstrip("/").rsplit("/", 1)[-1],
+        "model_format": fmt,
+        "estimator": f"{type(model).__module__}.{type(model).__qualname__}",
+        **_jsonable(sidecar),
+        "sklearn_version": sklearn.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "sha256": sha256_bytes(data),
+    }
+    with fsspec.open(path, "wb") as f:
+        f.write(data)
+    with fsspec.open(sidecar_path(path), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: object
+    sidecar: dict
+    sha256: str
+    path: str
+
+    @property
+    def classes(self) -> list:
+        return model_classes(self.model, self.sidecar)
+
+    @property
+    def bands(self) -> list[str] | None:
+        return model_bands(self.model, self.sidecar)
+
+
+def read_sidecar(path: str) -> dict:
+    fs, root = fsspec.core.url_to_fs(sidecar_path(path))
+    if not fs.exists(root):
+        return {}
+    try:
+        with fs.open(root, "r") as f:
+            meta = json.load(f)
+    except (ValueError, OSError) as exc:
+        raise InputError("--model", f"the sidecar {sidecar_path(path)} is not valid JSON ({exc}); restore it or delete it") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_model(path: str, *, sha256: str | None = None, trust_pickle: bool = False, flag: str = "--model") -> LoadedModel:
+    """Load a model file after its safety check (see the module docstring). Raises InputError."""
+    fmt = model_format(path, flag)
+    data = _read(path, flag)
+    digest = sha256_bytes(data)
+    if sha256 and sha256.strip().lower() != digest:
+        raise InputError("--model-sha256", f"sha256 of {path} is {digest}, not {sha256.strip().lower()}; refusing to load a model file that is not the one you named")
+    if fmt == "pickle":
+        if not (sha256 or trust_pickle):
+            raise InputError(
+                "--model",
+                f"{path} is a pickle, which runs code when loaded: pass --model-sha256 with the sha256 that `efm train` printed "
+                "when you made it (the file loads only if it matches), or --trust-pickle if you trust where it came from, "
+                "or use a .skops model",
+            )
+        import joblib
+
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                model = joblib.load(io.BytesIO(data))
+        except Exception as exc:  # unpickling raises anything
+            raise InputError(flag, f"cannot load {path}: not a valid joblib/pickle model file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    else:
+        model = _load_skops(data, path, flag)
+    if not hasattr(model, "predict"):
+        raise InputError(flag, f"{path} holds a {type(model).__name__}, not a scikit-learn model with predict()")
+    sidecar = read_sidecar(path)
+    if sidecar.get("sha256") and sidecar["sha256"] != digest:
+        raise InputError(flag, f"{sidecar_path(path)} describes another file (sha256 {sidecar['sha256'][:12]}…, this one is {digest[:12]}…); copy the model and its sidecar together")
+    return LoadedModel(model, sidecar, digest, path)
+
+
+def _load_skops(data: bytes, path: str, flag: str):
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except Exception as exc:
+        raise InputError(flag, f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_SKOPS_TYPES))
+    if refused:
+        raise InputError(flag, f"{path} contains types that are not trusted: {', '.join(refused)}; efm loads only scikit-learn models built from trusted types")
+    try:
+        return skops.io.loads(data, trusted=[t for t in untrusted if t in TRUSTED_SKOPS_TYPES])
+    except Exception as exc:
+        raise InputError(flag, f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def load_verified(path: str, sha256: str):
+    """On a worker: load the file the driver checked (same sha256), nothing else."""
+    return load_model(path, sha256=sha256).model
+
+
+# ---------------------------------------------------------------- what a model expects
+
+def model_classes(model, sidecar: dict) -> list:
+    if sidecar.get("classes") is not None:
+        return list(sidecar["classes"])
+    if hasattr(model, "classes_"):
+        return _jsonable(np.asarray(model.classes_))
+    if hasattr(model, "cluster_centers_"):
+        return list(range(len(model.cluster_centers_)))
+    raise InputError("--model", f"cannot tell the classes of a {type(model).__name__}: it has no classes_ and no sidecar")
+
+
+def model_bands(model, sidecar: dict) -> list[str] | None:
+    if sidecar.get("bands"):
+        return list(sidecar["bands"])
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else None
+
+
+def check_bands(loaded: LoadedModel, store_bands: list[str], store_path: str, flag: str = "--model") -> list[str]:
+    """The bands (in the model's order) to feed the model; fails naming both sides on a mismatch."""
+    n_features = getattr(loaded.model, "n_features_in_", None)
+    bands = loaded.bands
+    if bands is None:  # a model from elsewhere, trained on arrays: only the count can be checked
+        if n_features is not None and n_features != len(store_bands):
+            raise InputError(flag, f"{loaded.path} expects {n_features} features but {store_path} has {len(store_bands)} bands ({store_bands[0]}…{store_bands[-1]})")
+        return list(store_bands)
+    if n_features is not None and n_features != len(bands):
+        raise InputError(flag, f"{loaded.path}: its sidecar lists {len(bands)} bands but the model expects {n_features} features")
+    if list(bands) != list(store_bands):
+        missing = [b for b in bands if b not in store_bands]
+        what = f"bands missing from the store: {', '.join(missing[:5])}" if missing else "the same bands in another order"
+        raise InputError(flag, f"{loaded.path} was trained on {len(bands)} bands {_span(bands)} but {store_path} has {len(store_bands)} bands {_span(store_bands)} ({what})")
+    return list(bands)
+
+
+def _span(bands: list[str]) -> str:
+    return f"[{', '.join(bands)}]" if len(bands) <= 4 else f"[{bands[0]}, {bands[1]}, …, {bands[-1]}]"
+
+
+def has_proba(model) -> bool:
+    try:
+        return hasattr(model, "predict_proba") and callable(model.predict_proba)
+    except AttributeError:  # e.g. SVC(probability=False) raises from the property
+        return False
+
+
+# ---------------------------------------------------------------- training and validation
+
+def load_samples(path: str, label_column: str = "label", flag: str = "--samples"):
+    """A table from `efm sample` -> (X float32 (n, bands), labels, groups (point ids) or None, bands, table metadata)."""
+    import pandas as pd
+
+    from transforms import sampling
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            frame = pd.read_parquet(f)
+        meta = sampling.read_table_metadata(path)
+    except FileNotFoundError:
+        raise InputError(flag, f"{path} does not exist") from None
+    except Exception as exc:
+        raise InputError(flag, f"cannot read {path} as a Parquet table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if label_column not in frame.columns:
+        raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))}")
+    bands = meta.get("bands") or [c for c in frame.columns if len(str(c)) == 3 and str(c)[0] == "A" and str(c)[1:].isdigit()]
+    missing = [b for b in bands if b not in frame.columns]
+    if not bands or missing:
+        raise InputError(flag, f"{path} lacks band columns ({'missing ' + ', '.join(missing[:3]) if missing else 'none of A00…A63'}); make it with `efm sample`")
+    frame = frame[frame[label_column].notna()]
+    X = frame[bands].to_numpy(np.float32)
+    keep = ~np.isnan(X).any(axis=1)
+    frame, X = frame[keep], X[keep]
+    if len(frame) == 0:
+        raise InputError(flag, f"{path} holds no usable sample")
+    groups = frame["point_id"].to_numpy() if "point_id" in frame.columns and frame["point_id"].duplicated().any() else None
+    return X, frame[label_column].to_numpy(), groups, list(bands), meta
+
+
+def check_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> None:
+    """Refuse when a class has fewer samples (points, when grouped) than folds."""
+    if folds < 2:
+        raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise InputError("--samples", f"only one class ({classes[0]!r}) in the samples; a classifier needs at least two")
+    if groups is not None:
+        counts = np.array([len(np.unique(groups[labels == c])) for c in classes])
+    short = [(c, n) for c, n in zip(classes, counts) if n < folds]
+    if short:
+        unit = "points" if groups is not None else "samples"
+        listed = ", ".join(f"{c!r}: {n}" for c, n in short[:5])
+        raise InputError("--folds", f"too few {unit} to validate with {folds} folds in class {listed}; add samples to these classes or lower --folds (each class needs at least {folds})")
+
+
+def cross_validate(estimator, X: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> dict:
+    """Stratified k-fold (grouped by point when a point has several years) -> metrics."""
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+
+    check_folds(labels, groups, folds)
+    if groups is not None:
+        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(clone(estimator), X, labels, groups=groups, cv=cv)
+    classes = np.unique(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    return _jsonable({
+        "folds": folds,
+        "grouped_by_point": groups is not None,
+        "samples": len(labels),
+        "overall_accuracy": float(accuracy_score(labels, predicted)),
+        "classes": classes,
+        "per_class": {str(c): {"precision": p, "recall": r, "f1": f, "support": s} for c, p, r, f, s in zip(classes, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes),
+    })
+
+
+def format_metrics(metrics: dict) -> str:
+    """Overall accuracy, per-class precision/recall, and the confusion matrix (rows = truth)."""
+    names = [str(c) for c in metrics["classes"]]
+    width = max(8, *(len(n) for n in names))
+    lines = [f"cross-validation: {metrics['folds']}-fold stratified{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+             f"overall accuracy: {metrics['overall_accuracy']:.4f}", "",
+             f"{'class':<{width}}  precision  recall  f1      support"]
+    for name in names:
+        m = metrics["per_class"][name]
+        lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)", " " * width + "  " + " ".join(f"{n[:8]:>8}" for n in names)]
+    for name, row in zip(names, metrics["confusion_matrix"]):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:>8d}" for v in row))
+    return "\n".join(lines)
