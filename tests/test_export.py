@@ -1,0 +1,89 @@
+"""efm export: COGs that rasterio reads with the store's CRS, transform and values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import zarr
+
+from pipelines import export as export_cli
+from store_factory import make_store
+from transforms import store
+from transforms.classify import class_encoding, class_template
+from transforms.export import class_colors, output_paths, validate_cog
+
+
+def make_class_store(path, embeddings, labels=("water", "forest", "crop land")):
+    """A complete class-map store on the embedding store's grid, written directly."""
+    ds = store.open_embeddings(embeddings)
+    enc = class_encoding(list(labels))
+    chunk = ds["embedding"].encoding["chunks"][1]
+    template = class_template(ds, [2021, 2022], enc, confidence=False, chunk_rows=chunk, chunk_cols=chunk, attrs={"source": embeddings})
+    store.setup(path, template)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, len(labels), (2, ds.sizes["y"], ds.sizes["x"])).astype(np.uint8)
+    codes[:, :40, :50] = enc.fill
+    zarr.open_group(path, mode="r+", zarr_format=2)["class"][...] = codes
+    store.set_status(path, "complete")
+    return ds, codes
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """1100 x 700 px with 256-px chunks: several windows, overviews, COG layout that matters."""
+    root = tmp_path_factory.mktemp("big")
+    s = make_store(str(root / "emb.zarr"), height=1100, width=700, chunk_size=256, years=(2021,), n_classes=3)
+    ds, codes = make_class_store(str(root / "classes.zarr"), s.path)
+    return s, ds, codes, str(root / "classes.zarr")
+
+
+def test_class_cog_matches_the_store(big, tmp_path, capsys):
+    s, ds, codes, classes = big
+    out = tmp_path / "map.tif"
+    assert export_cli.run(["--input", classes, "--output", str(out), "--png"]) == 0
+    assert "0=water, 1=forest, 2=crop land" in capsys.readouterr().out
+    for t, year in enumerate((2021, 2022)):
+        path = tmp_path / f"map_{year}.tif"
+        assert validate_cog(str(path)) == []
+        with rasterio.open(path) as src:
+            assert src.crs == ds.rio.crs and src.transform == ds.rio.transform()
+            assert src.nodata == 255 and src.dtypes[0] == "uint8" and src.overviews(1)
+            np.testing.assert_array_equal(src.read(1), codes[t])
+            cmap = src.colormap(1)
+            expected = class_colors([0, 1, 2])
+            assert all(cmap[v][:3] == expected[v] for v in (0, 1, 2))
+            assert src.tags(1)["CLASS_2"] == "crop land"
+        png = tmp_path / f"map_{year}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_embedding_band_export_and_false_colour(big, tmp_path):
+    s, ds, _, _ = big
+    out = tmp_path / "a05_{year}.tif"
+    assert export_cli.run(["--input", s.path, "--band", "A05", "--years", "2021", "--output", str(out), "--png", "--rgb", "A01,A16,A09"]) == 0
+    path = tmp_path / "a05_2021.tif"
+    assert validate_cog(str(path)) == []
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(src.read(1), s.values[0, :, :, 5])
+        assert np.isnan(src.nodata) and src.crs == ds.rio.crs and src.transform == ds.rio.transform()
+    assert (tmp_path / "a05_2021.png").exists()
+
+
+def test_a_plain_tiff_is_not_a_cog(tmp_path):
+    path = tmp_path / "plain.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=1200, height=1000, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1000, 1200), np.uint8), 1)
+    problems = validate_cog(str(path))
+    assert "not tiled" in problems and "no overviews" in problems
+
+
+def test_export_refuses_bad_input(big, tmp_path, capsys):
+    s, _, _, classes = big
+    assert export_cli.run(["--input", s.path, "--output", str(tmp_path / "x.tif")]) == 2
+    assert "--band" in capsys.readouterr().err
+    assert export_cli.run(["--input", classes, "--output", str(tmp_path / "x.png")]) == 2
+    assert "--output" in capsys.readouterr().err
+    assert export_cli.run(["--input", classes, "--years", "2019", "--output", str(tmp_path / "x.tif")]) == 2
+    assert "--years" in capsys.readouterr().err
+    assert output_paths("a/b.tif", [2021]) == {2021: "a/b.tif"}
+    assert output_paths("a/b.tif", [2021, 2022]) == {2021: "a/b_2021.tif", 2022: "a/b_2022.tif"}
