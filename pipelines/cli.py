@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),
     "classify": ("pipelines.classify", "apply a model to a store chunk by chunk -> class map"),
     "export": ("pipelines.export", "class map or embedding band -> Cloud-Optimized GeoTIFF + PNG"),
+    "make-sample-data": ("pipelines.make_sample_data", "generate a local COG mirror with ground truth and labelled points"),
     "demo": ("pipelines.demo", "run the workflow end to end on generated data, offline"),
 }
 

@@ -1,6 +1,6 @@
 """`efm extract`: an area and years -> a Zarr store of the 64-band embeddings.
 
-    source chunk specs | FetchChunks(EarthEngineSource) | WriteChunks | MarkComplete
+    source chunk specs | FetchChunks(EarthEngineSource or CogSource) | WriteChunks | MarkComplete
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 import apache_beam as beam
 
 from pipelines import common
-from transforms import earthengine, grid as gridlib, request_plan, store
+from transforms import cog, earthengine, grid as gridlib, request_plan, store
 from transforms.chunks import plan_chunks
 from transforms.errors import InputError
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
@@ -20,12 +20,14 @@ DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 sha
 
 
 def build_parser():
-    parser = common.make_parser("efm extract", "Extract satellite embedding fields from Earth Engine into a Zarr store.")
+    parser = common.make_parser("efm extract", "Extract satellite embedding fields from Earth Engine (or the int8 COG mirror, --source cog) into a Zarr store.")
     area = parser.add_mutually_exclusive_group(required=True)
     area.add_argument("--bbox", help="area as W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0")
     area.add_argument("--aoi", help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested")
     parser.add_argument("--years", required=True, help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
     parser.add_argument("--output", required=True, help="Zarr store to write: a local path or gs://bucket/path")
+    parser.add_argument("--source", choices=["ee", "cog"], default="ee", help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root (default: %(default)s)")
+    parser.add_argument("--cog-root", help="with --source cog: the mirror's root (local folder or gs://bucket/path) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff")
     parser.add_argument("--collection", default=earthengine.DEFAULT_COLLECTION, help="Earth Engine image collection (default: %(default)s)")
     parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)")
     parser.add_argument("--scale", type=float, default=10.0, help="pixel size in CRS units (default: %(default)s)")
@@ -62,7 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
     grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
-    transfer_dtype = args.transfer_dtype
+    if args.source == "cog" and not args.cog_root:
+        raise InputError("--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path")
+    if args.source != "cog" and args.cog_root:
+        raise InputError("--cog-root", "only used with --source cog; add --source cog to read the COG mirror")
+    transfer_dtype = "int8" if args.source == "cog" else args.transfer_dtype
     if transfer_dtype == "auto":
         transfer_dtype = "int8" if args.collection == earthengine.DEFAULT_COLLECTION else "float32"
     itemsize = 1 if transfer_dtype == "int8" else 4
@@ -71,27 +77,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
     store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
 
-    # 2. Earth Engine checks: credentials, collection, years.
+    # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
-    earthengine.initialize(settings)
-    earthengine.check_collection(args.collection, years)
+    if args.source == "cog":
+        cog_index = cog.check_cog_root(args.cog_root, years, aoi)
+    else:
+        earthengine.initialize(settings)
+        earthengine.check_collection(args.collection, years)
 
     # 3. Plan, then set up (or reopen) the store: the first write of the run.
     windows, skipped = gridlib.windows_touching(grid, list(gridlib.chunk_windows(grid, args.chunk_size)), aoi_in_crs)
     specs = plan_chunks(years, windows)
-    template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {
+    source_attrs = cog.store_attrs(args.cog_root) if args.source == "cog" else {
         "source": f"earthengine:{args.collection}",
         "collection": args.collection,
         "transfer_dtype": transfer_dtype,
-        "skipped_chunks": skipped,
-    })
+    }
+    template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped})
     done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
     todo = [spec for spec in specs if spec.marker not in done]
 
-    source = earthengine.EarthEngineSource(
-        grid=grid, years=tuple(years), bands=bands, store_dtype=args.dtype, transfer_itemsize=itemsize,
-        request_tile_size=args.request_tile_size, collection=args.collection, settings=settings, transfer_dtype=transfer_dtype,
-    )
+    if args.source == "cog":
+        source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, cog_index, args.request_tile_size)
+    else:
+        source = earthengine.EarthEngineSource(
+            grid=grid, years=tuple(years), bands=bands, store_dtype=args.dtype, transfer_itemsize=itemsize,
+            request_tile_size=args.request_tile_size, collection=args.collection, settings=settings, transfer_dtype=transfer_dtype,
+        )
     workers = common.local_workers(options)
     threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else DEFAULT_THREADS_DISTRIBUTED)
     fetch = FetchChunks(

@@ -1,0 +1,90 @@
+"""`efm make-sample-data`: a local COG mirror of generated embeddings, with ground truth.
+
+Writes, under --output: `mirror/` (the public int8 COG mirror's layout and index, two
+UTM zones, two years), `ground_truth.tif`, `labels.geojson` and `sample_data.json`.
+No network, no credentials. See transforms/sample_data.py for how the data is made.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from typing import Sequence
+
+from pipelines import common
+from transforms import grid as gridlib, sample_data
+from transforms.errors import InputError
+
+SIZES = {"small": sample_data.SMALL, "default": {}}
+
+
+def build_parser():
+    parser = common.make_parser("efm make-sample-data", "Generate a realistic sample of the int8 COG mirror (two UTM zones, two years) with ground truth and labelled points.")
+    parser.add_argument("--output", required=True, help="folder to write (local)")
+    parser.add_argument("--size", default="default", help="small | default | ROWSxCOLS in 10 m pixels (default: %(default)s = 1024x1280)")
+    parser.add_argument("--tile-size", type=int, help="side of each COG file in pixels (default: 512, small: 128; the public mirror's is 8192)")
+    parser.add_argument("--years", default="2022,2023", help="years to generate (default: %(default)s)")
+    parser.add_argument("--bottom-up", action="store_true", help="write rows bottom-up (positive y resolution), as some mirrors do")
+    parser.add_argument("--seed", type=int, default=sample_data.SampleSpec.seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    return parser
+
+
+def parse_size(text: str) -> dict:
+    if text in SIZES:
+        return dict(SIZES[text])
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise InputError("--size", f"expected small, default or ROWSxCOLS such as 1024x1280, got {text!r}")
+    rows, cols = int(match[1]), int(match[2])
+    if rows < 64 or cols < 64 or rows * cols > 64_000_000:
+        raise InputError("--size", f"{rows}x{cols} is out of range: at least 64 px a side, at most 64 million pixels")
+    return {"rows": rows, "cols": cols}
+
+
+def spec_from_args(args) -> sample_data.SampleSpec:
+    options = parse_size(args.size)
+    if args.tile_size is not None:
+        if args.tile_size < 64:
+            raise InputError("--tile-size", f"must be at least 64 px, got {args.tile_size}")
+        options["tile_size"] = args.tile_size
+    years = gridlib.parse_years(args.years)
+    if len(years) < 1:
+        raise InputError("--years", "give at least one year")
+    return sample_data.SampleSpec(years=tuple(years), bottom_up=args.bottom_up, seed=args.seed, **options)
+
+
+def prepare_output(path: str, overwrite: bool) -> None:
+    if "://" in path:
+        raise InputError("--output", f"{path}: sample data is written to a local folder; copy it to a bucket afterwards (gsutil -m cp -r)")
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        if not overwrite:
+            raise InputError("--output", f"{path} already exists and is not empty; pass --overwrite to replace it")
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    spec = spec_from_args(args)
+    prepare_output(args.output, args.overwrite)
+    with common.Stopwatch() as clock:
+        data = sample_data.generate(args.output, spec)
+    common.print_summary(f"efm make-sample-data: {args.output}", [
+        ("area", f"{spec.rows} x {spec.cols} px at 10 m, zones {spec.zone_a} and {spec.zone_b}, years {', '.join(map(str, spec.years))}"),
+        ("bbox (W,S,E,N)", ",".join(f"{v:.6f}" for v in data.bbox)),
+        ("mirror", f"{data.mirror} ({len(data.files)} COG files, index {', '.join(os.path.basename(p) for p in data.index.values())})"),
+        ("ground truth", data.ground_truth),
+        ("labelled points", f"{data.points} ({data.n_points} points, property 'label')"),
+        ("manifest", data.manifest),
+        ("wall time", f"{clock.seconds:.1f} s"),
+    ])
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm make-sample-data", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,448 @@
+"""The COG mirror source: index look-up, windowed reads, reprojection, mosaic, fail-fast checks.
+
+Expected values come from an independent reference (`lookup` below): for every target pixel
+centre, transform it exactly (pyproj) into each file's CRS, take the file pixel containing it
+through the file's own geotransform (whatever its row direction), mosaic the files the way the
+contract says (files in the grid's CRS first, then the first with data), then de-quantise.
+No GDAL warping, no window arithmetic: nothing shared with transforms/cog.py but the files.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pyproj
+import pytest
+import rasterio
+import xarray as xr
+
+from pipelines import extract
+from transforms import cog, quantize, sample_data
+from transforms.chunks import ChunkSpec
+from transforms.errors import InputError
+from transforms.fetch import RetryableError
+from transforms.grid import Grid, Window
+
+BANDS = sample_data.BANDS
+FNAPI = ["--runner=FnApiRunner"]
+
+# ---------------------------------------------------------------------------------------
+# The independent reference
+# ---------------------------------------------------------------------------------------
+
+NODATA = -128
+EDGE = 0.01  # file pixels: a target centre this close to a source pixel edge may go either way
+
+
+def _file_arrays(paths):
+    arrays = {}
+    for path in paths:
+        with rasterio.open(path) as ds:
+            arrays[path] = (np.moveaxis(ds.read(), 0, -1), ds.transform, f"EPSG:{ds.crs.to_epsg()}")
+    return arrays
+
+
+def lookup(grid: Grid, window: Window, paths: list[str], offset=(0.0, 0.0), _cache={}):
+    """(rows, cols, bands) int8 codes of `window`, and which pixels came from another CRS."""
+    key = tuple(sorted(paths))
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = _file_arrays(paths)
+    arrays = _cache[key]
+    rows, cols = np.mgrid[window.row : window.row + window.rows, window.col : window.col + window.cols]
+    xs = grid.x0 + (cols + 0.5) * grid.scale
+    ys = grid.y0 - (rows + 0.5) * grid.scale
+    n_bands = next(iter(arrays.values()))[0].shape[-1] if arrays else 64
+    out = np.full((window.rows, window.cols, n_bands), NODATA, dtype=np.int8)
+    foreign = np.zeros((window.rows, window.cols), dtype=bool)
+    order = sorted(arrays, key=lambda p: arrays[p][2] != grid.crs)
+    for path in order:
+        data, transform, crs = arrays[path]
+        if crs == grid.crs:
+            fx, fy = xs, ys
+        else:
+            fx, fy = pyproj.Transformer.from_crs(grid.crs, crs, always_xy=True).transform(xs, ys)
+        fc, fr = sample_data.apply(~transform, fx, fy)
+        c = np.floor(fc + offset[0]).astype(np.intp)
+        r = np.floor(fr + offset[1]).astype(np.intp)
+        inside = (r >= 0) & (r < data.shape[0]) & (c >= 0) & (c < data.shape[1])
+        values = np.full(out.shape, NODATA, dtype=np.int8)
+        values[inside] = data[r[inside], c[inside]]
+        take = (out[..., 0] == NODATA) & (values != NODATA).all(axis=-1)
+        out[take] = values[take]
+        foreign |= take & (crs != grid.crs)
+    return out, foreign
+
+
+def check_nearest(got: np.ndarray, grid: Grid, window: Window, paths: list[str]) -> dict:
+    """Assert `got` (int8 codes) is the exact nearest-pixel mosaic, allowing only target
+    centres within EDGE of a source pixel edge (reprojected pixels) to take the pixel on
+    the other side. Returns counts for further assertions."""
+    expected, foreign = lookup(grid, window, paths)
+    same = (got == expected).all(axis=-1)
+    if not same.all():
+        variants = [lookup(grid, window, paths, (dx, dy))[0] for dx, dy in itertools.product((-EDGE, 0.0, EDGE), repeat=2)]
+        near_edge_ok = np.zeros_like(same)
+        for v in variants:
+            near_edge_ok |= (got == v).all(axis=-1)
+        bad = ~same & ~(near_edge_ok & foreign)
+        assert not bad.any(), f"{bad.sum()} pixels differ from the exact nearest look-up (first at {np.argwhere(bad)[0]})"
+    return {"pixels": same.size, "differ_at_edges": int((~same).sum()), "foreign": int(foreign.sum()),
+            "nodata": int((expected[..., 0] == NODATA).sum()), "expected": expected}
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures and helpers
+# ---------------------------------------------------------------------------------------
+
+YEARS = (2022, 2023)
+SPEC = sample_data.SampleSpec(**sample_data.SMALL)
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    return sample_data.generate(str(tmp_path_factory.mktemp("sample")), SPEC)
+
+
+@pytest.fixture(scope="module")
+def mirror_bottom_up(tmp_path_factory):
+    return sample_data.generate(str(tmp_path_factory.mktemp("sample-bottom-up")), sample_data.SampleSpec(**sample_data.SMALL, bottom_up=True))
+
+
+def reference_grid(data) -> Grid:
+    manifest = json.load(open(data.manifest))
+    a, _, c, _, e, f = manifest["transform"]
+    spec = manifest["spec"]
+    return Grid(crs=manifest["crs"], scale=a, x0=c, y0=f, width=spec["cols"], height=spec["rows"])
+
+
+def make_source(root: str, grid: Grid, dtype: str, years=YEARS) -> cog.CogSource:
+    index = cog.read_index(root)
+    source = cog.make_source(grid, list(years), BANDS, dtype, root, index[index["year"].isin(years)])
+    source.setup()
+    return source
+
+
+def fetch(source: cog.CogSource, window: Window, year: int) -> np.ndarray:
+    return source.fetch(ChunkSpec(0, source.years.index(year), year, window), window)
+
+
+def files_of(source: cog.CogSource, year: int) -> list[str]:
+    return [f.path for f in source.files if f.year == year]
+
+
+def files_touching(source: cog.CogSource, window: Window, year: int, native_only: bool = False) -> set[str]:
+    bounds = source.grid.window_bounds(window)
+    return {f.path for f in source.files if f.year == year and f.intersects(bounds) and (f.crs == source.grid.crs or not native_only)}
+
+
+def assert_reads_match_files(root: str, grid: Grid, window: Window, year: int) -> dict:
+    """int8 codes are the exact nearest-pixel mosaic; float32 is their de-quantisation."""
+    codes = fetch(make_source(root, grid, "int8"), window, year)
+    assert codes.dtype == np.int8 and codes.shape == (window.rows, window.cols, 64)
+    paths = files_of(make_source(root, grid, "int8"), year)
+    counts = check_nearest(codes, grid, window, paths)
+    values = fetch(make_source(root, grid, "float32"), window, year)
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, quantize.dequantize(codes))  # NaN where -128, in the same places
+    expected_values = quantize.dequantize(counts["expected"])
+    exact = (codes == counts["expected"]).all(axis=-1)
+    np.testing.assert_array_equal(values[exact], expected_values[exact])
+    return counts
+
+
+# ---------------------------------------------------------------------------------------
+# Reading through the index equals de-quantising the files directly
+# ---------------------------------------------------------------------------------------
+
+def test_chunk_inside_one_file(mirror):
+    grid = reference_grid(mirror)
+    window = Window(10, 10, 100, 100)
+    source = make_source(mirror.mirror, grid, "int8")
+    assert len(files_touching(source, window, 2022, native_only=True)) == 1
+    counts = assert_reads_match_files(mirror.mirror, grid, window, 2022)
+    assert counts["differ_at_edges"] == 0 and counts["foreign"] == 0
+
+
+def test_chunk_across_two_files(mirror):
+    grid = reference_grid(mirror)
+    window = Window(60, 100, 40, 60)  # straddles the tile edge at column 128
+    assert len(files_touching(make_source(mirror.mirror, grid, "int8"), window, 2023, native_only=True)) == 2
+    counts = assert_reads_match_files(mirror.mirror, grid, window, 2023)
+    assert counts["differ_at_edges"] == 0 and counts["foreign"] == 0
+
+
+def test_chunk_across_two_utm_zones_is_reprojected_nearest(mirror):
+    grid = reference_grid(mirror)
+    window = Window(40, 130, 150, 150)  # the zone boundary runs near column 192
+    source = make_source(mirror.mirror, grid, "int8")
+    assert {f.crs for f in source.files if f.path in files_touching(source, window, 2022)} == {"EPSG:32610", "EPSG:32611"}
+    counts = assert_reads_match_files(mirror.mirror, grid, window, 2022)
+    native = counts["pixels"] - counts["foreign"] - counts["nodata"]
+    assert counts["foreign"] > 0.2 * counts["pixels"] and native > 0.2 * counts["pixels"]
+    assert counts["differ_at_edges"] < 0.005 * counts["foreign"]  # only centres within 1/100 px of an edge
+
+
+def test_chunk_over_nodata(mirror):
+    grid = reference_grid(mirror)
+    whole = Window(0, 0, grid.height, grid.width)
+    codes = fetch(make_source(mirror.mirror, grid, "int8"), whole, 2023)
+    nodata = codes[..., 0] == -128
+    # the year's no-data blobs plus the grid's edge beyond zone B's files: pick a window with both
+    rows, cols = np.nonzero(nodata[8:-8, 8:-8])
+    r, c = rows[len(rows) // 2] + 8, cols[len(cols) // 2] + 8
+    window = Window(max(0, r - 40), max(0, c - 40), 80, 80)
+    counts = assert_reads_match_files(mirror.mirror, grid, window, 2023)
+    assert 0 < counts["nodata"] < counts["pixels"]
+    values = fetch(make_source(mirror.mirror, grid, "float32"), window, 2023)
+    missing = np.isnan(values)
+    assert (missing.all(axis=-1) == missing.any(axis=-1)).all()  # no-data in all bands or none
+    assert missing[..., 0].sum() == counts["nodata"]
+
+
+def test_whole_grid_matches_and_vectors_are_unit_length(mirror):
+    grid = reference_grid(mirror)
+    whole = Window(0, 0, grid.height, grid.width)
+    for year in YEARS:
+        source = make_source(mirror.mirror, grid, "int8")
+        check_nearest(fetch(source, whole, year), grid, whole, files_of(source, year))
+    values = fetch(make_source(mirror.mirror, grid, "float32"), whole, 2022)
+    norms = np.linalg.norm(values.reshape(-1, 64).astype(np.float64), axis=-1)
+    norms = norms[~np.isnan(norms)]
+    assert abs(np.median(norms) - 1.0) < 0.01
+
+
+def test_bottom_up_cog_reads_the_right_way_up(mirror, mirror_bottom_up):
+    flipped = [p for p in mirror_bottom_up.files if "/2022/" in p]
+    with rasterio.open(flipped[0]) as ds:
+        assert ds.transform.e > 0  # really stored bottom-up
+    grid = reference_grid(mirror)
+    assert reference_grid(mirror_bottom_up) == grid
+    whole = Window(0, 0, grid.height, grid.width)
+    for year in YEARS:
+        top_down = fetch(make_source(mirror.mirror, grid, "int8"), whole, year)
+        bottom_up = fetch(make_source(mirror_bottom_up.mirror, grid, "int8"), whole, year)
+        np.testing.assert_array_equal(bottom_up, top_down)
+    # and against the reference, which only follows each file's own geotransform
+    window = Window(30, 120, 120, 140)
+    assert_reads_match_files(mirror_bottom_up.mirror, grid, window, 2022)
+
+
+def test_index_formats_agree(mirror, tmp_path):
+    frames = {}
+    for name in cog.INDEX_NAMES:
+        root = tmp_path / name.split(".")[-1]
+        root.mkdir()
+        os.symlink(os.path.join(mirror.mirror, name), root / name)
+        for year in YEARS:
+            os.symlink(os.path.join(mirror.mirror, str(year)), root / str(year))
+        frame = cog.read_index(str(root))
+        assert frame.attrs["index_path"].endswith(name)
+        frames[name] = frame
+    base = frames["aef_index.parquet"]
+    for name, frame in frames.items():
+        assert [p.split("/")[-3:] for p in frame["path"]] == [p.split("/")[-3:] for p in base["path"]]
+        assert list(frame["year"]) == list(base["year"]) and list(frame["crs"]) == list(base["crs"])
+        np.testing.assert_allclose(frame[["west", "south", "east", "north"]].to_numpy(), base[["west", "south", "east", "north"]].to_numpy())
+        assert all(a.hausdorff_distance(b) < 1e-7 for a, b in zip(frame["footprint"], base["footprint"]))
+
+
+def test_index_paths_resolve_under_the_root():
+    listed = "gs://alphaearth_foundations/satellite_embedding/v1/annual/2023/10N/xabc-0000000000-0000008192.tiff"
+    assert cog.resolve_path("gs://copy/aef", listed) == "gs://copy/aef/2023/10N/xabc-0000000000-0000008192.tiff"
+    assert cog.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
+    assert cog.zone_crs("10N") == "EPSG:32610" and cog.zone_crs("33S") == "EPSG:32733"
+    with pytest.raises(InputError, match="--cog-root"):
+        cog.resolve_path("/data", "s3://elsewhere/file.tiff")
+
+
+def test_source_pickles_without_open_files(mirror):
+    import pickle
+
+    grid = reference_grid(mirror)
+    source = make_source(mirror.mirror, grid, "int8")
+    window = Window(0, 0, 64, 64)
+    first = fetch(source, window, 2022)
+    clone = pickle.loads(pickle.dumps(source))
+    assert not hasattr(clone, "_handles")
+    assert len(pickle.dumps(source)) < 20_000  # files selected for the grid, not the index
+    clone.setup()
+    np.testing.assert_array_equal(fetch(clone, window, 2022), first)
+
+
+def test_file_vanishing_after_the_check_is_a_clear_error(mirror, tmp_path):
+    grid = reference_grid(mirror)
+    source = make_source(mirror.mirror, grid, "int8")
+    gone = str(tmp_path / "2022" / "10N" / "gone.tiff")
+    source.files = (cog.CogFile(gone, 2022, "EPSG:32610", source.files[0].bounds),)
+    source.setup()
+    with pytest.raises(FileNotFoundError, match="gone.tiff"):
+        fetch(source, Window(0, 0, 64, 64), 2022)
+
+
+# ---------------------------------------------------------------------------------------
+# gs:// through the GCS emulator
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gs_mirror(mirror, gcs):
+    bucket = gcs.make_bucket()
+    gcs.fs.put(mirror.mirror + "/", f"{bucket}/satellite_embedding/v1/annual", recursive=True)
+    return f"gs://{bucket}/satellite_embedding/v1/annual"
+
+
+def test_gs_root_reads_the_same_as_local(mirror, gs_mirror):
+    grid = reference_grid(mirror)
+    aoi = sample_data_aoi(mirror)
+    index = cog.check_cog_root(gs_mirror, list(YEARS), aoi)
+    assert all(p.startswith(gs_mirror + "/") for p in index["path"])
+    window = Window(40, 130, 150, 150)  # both zones, reprojection included
+    for dtype in ("int8", "float32"):
+        remote = make_source(gs_mirror, grid, dtype)
+        local = make_source(mirror.mirror, grid, dtype)
+        np.testing.assert_array_equal(fetch(remote, window, 2022), fetch(local, window, 2022))
+
+
+def test_gs_file_vanishing_after_the_check_is_a_clear_error(mirror, gs_mirror):
+    grid = reference_grid(mirror)
+    source = make_source(gs_mirror, grid, "int8")
+    source.files = (cog.CogFile(f"{gs_mirror}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds),)
+    source.setup()
+    with pytest.raises(FileNotFoundError, match="gone.tiff"):
+        fetch(source, Window(0, 0, 64, 64), 2022)
+
+
+def test_extract_from_gs_root(mirror, gs_mirror, gcs_bucket):
+    output = f"{gcs_bucket}/cog.zarr"
+    rc = extract.run(["--source", "cog", "--cog-root", gs_mirror, f"--bbox={bbox_arg(mirror)}", "--crs", "EPSG:32610",
+                      "--years", "2022", "--output", output, "--chunk-size", "128", "--dtype", "int8",
+                      "--max-concurrent-requests", "4", *FNAPI])
+    assert rc == 0
+    ds = xr.open_zarr(output, consolidated=True, zarr_format=2, mask_and_scale=False)
+    assert ds.attrs["efm_status"] == "complete" and ds.attrs["source"] == f"cog:{gs_mirror}"
+    assert ds.attrs["resampling"] == "nearest"
+    got = ds["embedding"].isel(time=0).values
+    grid = grid_of(ds)
+    source = make_source(mirror.mirror, grid, "int8", years=(2022,))
+    check_nearest(got, grid, Window(0, 0, grid.height, grid.width), files_of(source, 2022))
+
+
+# ---------------------------------------------------------------------------------------
+# efm extract --source cog
+# ---------------------------------------------------------------------------------------
+
+def sample_data_aoi(data):
+    from transforms import grid as gridlib
+
+    return gridlib.parse_bbox(bbox_arg(data))
+
+
+def bbox_arg(data) -> str:
+    return ",".join(repr(v) for v in data.bbox)
+
+
+def grid_of(ds: xr.Dataset) -> Grid:
+    x, y = ds["x"].values, ds["y"].values
+    scale = float(x[1] - x[0])
+    return Grid(crs=ds.attrs["crs"], scale=scale, x0=float(x[0] - scale / 2), y0=float(y[0] + scale / 2), width=len(x), height=len(y))
+
+
+def run_extract(data, output, *extra):
+    return extract.run(["--source", "cog", "--cog-root", data.mirror, f"--bbox={bbox_arg(data)}", "--crs", "EPSG:32610",
+                        "--years", "2022,2023", "--output", str(output), "--chunk-size", "128",
+                        "--max-concurrent-requests", "4", *extra, *FNAPI])
+
+
+def test_extract_float32_store(mirror, tmp_path):
+    output = tmp_path / "float.zarr"
+    assert run_extract(mirror, output) == 0
+    ds = xr.open_zarr(str(output), consolidated=True, zarr_format=2)
+    assert ds["embedding"].dtype == np.float32 and ds.attrs["efm_status"] == "complete"
+    assert ds.attrs["source"] == f"cog:{mirror.mirror}" and ds.attrs["resampling"] == "nearest"
+    assert ds.rio.crs.to_epsg() == 32610
+    grid = grid_of(ds)
+    source = make_source(mirror.mirror, grid, "int8")
+    for t, year in enumerate(YEARS):
+        values = ds["embedding"].isel(time=t).values
+        codes = quantize.quantize(values)  # lossless: the store holds de-quantised codes
+        np.testing.assert_array_equal(quantize.dequantize(codes), values)
+        check_nearest(codes, grid, Window(0, 0, grid.height, grid.width), files_of(source, year))
+
+
+def test_extract_resume_finishes_the_store(mirror, tmp_path):
+    import shutil
+
+    output = tmp_path / "resume.zarr"
+    assert run_extract(mirror, output, "--dtype", "int8") == 0
+    complete = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)["embedding"].values
+    markers = sorted(os.listdir(output / ".efm" / "done"))
+    os.remove(output / ".efm" / "done" / markers[0])  # one chunk "not written"
+    t, r, c = (int(v) for v in markers[0].split("."))
+    chunk_dir = output / "embedding"
+    for name in os.listdir(chunk_dir):
+        if name.startswith(f"{t}.{r // 128}.{c // 128}."):
+            os.remove(chunk_dir / name)
+    assert run_extract(mirror, output, "--dtype", "int8", "--resume") == 0
+    again = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)["embedding"].values
+    np.testing.assert_array_equal(again, complete)
+    shutil.rmtree(output)
+
+
+# ---------------------------------------------------------------------------------------
+# Fail fast with a clear message, before any store is written
+# ---------------------------------------------------------------------------------------
+
+def assert_refused(capsys, output, rc, *fragments):
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not os.path.exists(output)
+
+
+def test_missing_index_fails_fast(mirror, tmp_path, capsys):
+    root = tmp_path / "no-index"
+    (root / "2022" / "10N").mkdir(parents=True)
+    output = tmp_path / "out.zarr"
+    rc = extract.run(["--source", "cog", "--cog-root", str(root), f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--cog-root", "no index table", "aef_index.parquet")
+
+
+def test_missing_root_fails_fast(mirror, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    rc = extract.run(["--source", "cog", "--cog-root", str(tmp_path / "nowhere"), f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--cog-root", "no index table")
+
+
+def test_years_without_files_fail_fast(mirror, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    rc = extract.run(["--source", "cog", "--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--years", "2019,2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--years", "no files for 2019", "2022, 2023")
+
+
+def test_area_outside_coverage_fails_fast(mirror, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    rc = extract.run(["--source", "cog", "--cog-root", mirror.mirror, "--bbox=-121.5,38.0,-121.4,38.1", "--years", "2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--bbox/--aoi", "outside the mirror's coverage for 2022")
+
+
+def test_index_listing_absent_files_fails_fast(mirror, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "index-only"
+    root.mkdir()
+    shutil.copy(os.path.join(mirror.mirror, "aef_index.csv"), root)
+    output = tmp_path / "out.zarr"
+    rc = extract.run(["--source", "cog", "--cog-root", str(root), f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--cog-root", "missing", "mirror's root")
+
+
+def test_cog_flags_must_go_together(mirror, tmp_path, capsys):
+    output = tmp_path / "out.zarr"
+    rc = extract.run(["--source", "cog", f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--cog-root", "--source cog needs --cog-root")
+    rc = extract.run(["--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    assert_refused(capsys, output, rc, "--cog-root", "only used with --source cog")
