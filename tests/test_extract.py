@@ -1,0 +1,185 @@
+"""`efm extract` end to end: the real ee client -> the Earth Engine emulator -> Beam -> Zarr.
+
+Expected values are computed independently by direct indexing into the source arrays the
+emulator serves (the grid is aligned with them, so no resampling is involved).
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyproj
+import pytest
+import rioxarray  # noqa: F401
+import xarray as xr
+
+from emulators.earthengine import EarthEngineEmulator
+from emulators.earthengine.synthetic import make_embedding_collection
+from pipelines import extract
+from transforms import request_plan, store
+from transforms.earthengine import DEFAULT_COLLECTION
+
+YEARS = (2021, 2022)
+FNAPI = ["--runner=FnApiRunner"]
+MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_embedding_collection(years=YEARS, seed=3)
+
+
+@pytest.fixture
+def emulator(images, ee_token):
+    emu = EarthEngineEmulator(max_in_flight=40)
+    for image in images:
+        emu.add_image(**image)
+    with emu:
+        yield emu
+
+
+def same_zone_images(images, crs="EPSG:32631"):
+    return [i for i in images if i["crs"] == crs]
+
+
+def bbox_inside(images, year, crs="EPSG:32631", margin_px=15):
+    """A lon/lat box well inside the union of the year's tiles in one zone."""
+    tiles = [i for i in same_zone_images(images, crs) if i["start"].startswith(str(year))]
+    lefts, tops, rights, bottoms = [], [], [], []
+    for t in tiles:
+        a, _, c, _, e, f = t["transform"]
+        bands, h, w = t["data"].shape
+        lefts.append(c), tops.append(f), rights.append(c + a * w), bottoms.append(f + e * h)
+    left, right, bottom, top = min(lefts) + margin_px * 10, max(rights) - margin_px * 10, max(bottoms) + margin_px * 10, min(tops) - margin_px * 10
+    to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    (w, s), (e, n) = to_lonlat.transform(left, bottom), to_lonlat.transform(right, top)
+    # Shrink a little so the box, curved in UTM, stays inside the tiles.
+    dx, dy = (e - w) * 0.05, (n - s) * 0.05
+    return f"{w + dx},{s + dy},{e - dx},{n - dy}"
+
+
+def expected_array(images, ds):
+    """Direct indexing: for every grid pixel, the source pixel of the tile that holds it."""
+    out = np.full(ds["embedding"].shape, np.nan, dtype=np.float32)
+    xs, ys = ds["x"].values, ds["y"].values
+    for t_index, year in enumerate(YEARS):
+        for image in same_zone_images(images):  # later images win, as in a mosaic
+            if not image["start"].startswith(str(year)):
+                continue
+            a, _, c, _, e, f = image["transform"]
+            cols = np.floor((xs - c) / a).astype(int)
+            rows = np.floor((ys - f) / e).astype(int)
+            _, h, w = image["data"].shape
+            ok_c, ok_r = (cols >= 0) & (cols < w), (rows >= 0) & (rows < h)
+            block = image["data"][:, rows[ok_r]][:, :, cols[ok_c]]  # (bands, r, c)
+            block = np.moveaxis(block, 0, -1)
+            target = out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))]
+            valid = ~np.isnan(block).all(axis=-1, keepdims=True)
+            out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))] = np.where(valid, block, target)
+    return out
+
+
+def run_extract(emu, output, *args, runner=FNAPI):
+    argv = ["--years", ",".join(map(str, YEARS)), "--output", output, "--ee-api-url", emu.url, "--ee-project", "test-project",
+            "--retry-initial-delay", "0.01", *args, *runner]
+    assert extract.main(argv) == 0
+
+
+def expected_requests(ds, chunk_size, itemsize):
+    rows, cols = ds.sizes["y"], ds.sizes["x"]
+    total = 0
+    for r in range(0, rows, chunk_size):
+        for c in range(0, cols, chunk_size):
+            h, w = min(chunk_size, rows - r), min(chunk_size, cols - c)
+            fit = request_plan.MAX_REQUEST_BYTES // request_plan.request_bytes(1, w, 64, itemsize)
+            total += math.ceil(h / fit)
+    return total * len(YEARS)
+
+
+@pytest.mark.parametrize("transfer, chunk_size", [("int8", 256), ("float32", 512)])
+def test_extract_equals_source_with_planned_requests(emulator, images, tmp_path, transfer, chunk_size):
+    output = str(tmp_path / "emb.zarr")
+    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", str(chunk_size), "--transfer-dtype", transfer)
+    ds = store.open_embeddings(output)
+    np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
+    assert np.isnan(ds["embedding"].values).any() and not np.isnan(ds["embedding"].values).all()
+    assert list(ds["band"].values) == [f"A{i:02d}" for i in range(64)]
+    assert list(ds["time"].values) == [np.datetime64(f"{y}-01-01") for y in YEARS]
+    assert ds.rio.crs.to_epsg() == 32631
+    transform = ds.rio.transform()
+    assert (transform.a, transform.e) == (10.0, -10.0) and transform.c % 10 == 0 and transform.f % 10 == 0
+    np.testing.assert_allclose(ds["x"].values, transform.c + 5 + 10 * np.arange(ds.sizes["x"]))
+    opened = xr.open_zarr(output)  # a plain xarray user sees the same
+    assert opened.rio.crs.to_epsg() == 32631 and opened.attrs["license"] == "CC-BY-4.0"
+    assert opened.attrs["source"] == f"earthengine:{DEFAULT_COLLECTION}" and opened.attrs["years"] == list(YEARS)
+    itemsize = 1 if transfer == "int8" else 4
+    assert emulator.count("computePixels") == expected_requests(ds, chunk_size, itemsize)
+    for record in (r for r in emulator.requests if r.kind == "computePixels"):
+        assert len(record.body["bandIds"]) == 64  # all bands in one request
+
+
+def test_extract_to_gcs(emulator, images, gcs_bucket):
+    output = f"{gcs_bucket}/emb.zarr"
+    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", "256")
+    ds = store.open_embeddings(output)
+    np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
+    assert ds.rio.crs.to_epsg() == 32631
+
+
+def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path):
+    bbox = bbox_inside(images, 2021)
+    clean = str(tmp_path / "clean.zarr")
+    run_extract(emulator, clean, "--bbox", bbox, "--chunk-size", "128")
+    emulator.reset_stats()
+    emulator.configure(error_rates={"429": 0.12, "500": 0.04, "503": 0.04}, truncate_rate=0.05, latency_s=0.01, max_in_flight=40)
+    faulty = str(tmp_path / "faulty.zarr")
+    run_extract(emulator, faulty, "--bbox", bbox, "--chunk-size", "128", "--max-concurrent-requests", "3", "--max-retries", "20")
+    statuses = [r.status for r in emulator.requests if r.kind == "computePixels"]
+    assert statuses.count(429) > 0 and statuses.count(500) + statuses.count(503) > 0
+    assert emulator.max_in_flight_seen <= 3
+    a, b = store.open_embeddings(clean), store.open_embeddings(faulty)
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)
+    assert store.done_markers(faulty) == store.done_markers(clean)
+
+
+def test_multiprocess_direct_runner(emulator, images, tmp_path):
+    output = str(tmp_path / "emb.zarr")
+    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", "128", "--max-concurrent-requests", "4", runner=MULTIPROCESS)
+    ds = store.open_embeddings(output)
+    np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
+    assert emulator.max_in_flight_seen <= 4
+
+
+def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_path):
+    bbox = bbox_inside(images, 2021)
+    reference = str(tmp_path / "reference.zarr")
+    run_extract(emulator, reference, "--bbox", bbox, "--chunk-size", "128")
+    total_chunks = len(store.done_markers(reference))
+    emulator.configure(latency_s=0.1)
+    output = str(tmp_path / "emb.zarr")
+    argv = [sys.executable, "-m", "pipelines.extract", "--bbox", bbox, "--years", "2021,2022", "--output", output, "--chunk-size", "128",
+            "--ee-api-url", emulator.url, "--ee-project", "test-project", "--max-concurrent-requests", "1", *FNAPI]
+    proc = subprocess.Popen(argv, cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(store.done_markers(output)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = store.done_markers(output)
+    assert 3 <= len(done) < total_chunks
+    assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
+    emulator.configure(latency_s=0.0)
+    emulator.reset_stats()
+    with pytest.raises(Exception, match="already exists"):
+        run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128")
+    run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128", "--resume")
+    assert emulator.count("computePixels") == total_chunks - len(done)  # one request per 128 px int8 chunk
+    a, b = store.open_embeddings(reference), store.open_embeddings(output)
+    np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)

@@ -1,0 +1,83 @@
+"""Bad input fails fast: one line on stderr naming the flag, exit 2, nothing written."""
+import json
+
+import pytest
+
+from emulators.earthengine import EarthEngineEmulator
+from emulators.earthengine.synthetic import make_embedding_collection
+from pipelines import extract
+
+GOOD_BBOX = "3.0,45.0,3.01,45.01"
+
+
+@pytest.fixture(scope="module")
+def emu():
+    emulator = EarthEngineEmulator()
+    for image in make_embedding_collection(years=(2021,), seed=1):
+        emulator.add_image(**image)
+    with emulator:
+        yield emulator
+
+
+def run(capsys, emu, tmp_path, *args, output=None):
+    output = output or str(tmp_path / "out.zarr")
+    argv = ["--output", output, "--ee-api-url", emu.url, "--ee-project", "p", "--runner=FnApiRunner", *args]
+    code = extract.run(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("args, flag, words", [
+    (["--bbox", "3.1,45,3.0,45.1", "--years", "2021"], "--bbox", "inverted"),
+    (["--bbox", "3,95,4,96", "--years", "2021"], "--bbox", "out of range"),
+    (["--bbox", GOOD_BBOX, "--years", "2015"], "--years", "before 2017"),
+    (["--bbox", GOOD_BBOX, "--years", "2099"], "--years", "future"),
+    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "16"], "--chunk-size", "too small"),
+    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "1000", "--request-tile-size", "256"], "--chunk-size", "not a multiple"),
+    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "1024", "--request-tile-size", "1024", "--transfer-dtype", "float32"], "--request-tile-size", "does not fit"),
+    (["--bbox", "-20,40,20,41", "--years", "2021", "--crs", "EPSG:32631"], "--bbox/--aoi", "too large for EPSG:32631"),
+    (["--bbox", GOOD_BBOX, "--years", "2021", "--collection", "NO/SUCH/COLLECTION"], "--collection", "NO/SUCH/COLLECTION"),
+    (["--bbox", GOOD_BBOX, "--years", "2019"], "--years", "no images for 2019"),
+    (["--bbox", GOOD_BBOX, "--years", "2021", "--max-concurrent-requests", "0"], "--max-concurrent-requests", "positive"),
+    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk_sise", "3"], "--chunk_sise", "unknown flag"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(capsys, emu, tmp_path, ee_token, args, flag, words):
+    code, err = run(capsys, emu, tmp_path, *args)
+    assert code == 2
+    assert err.startswith(f"efm extract: error: {flag}: ") and words in err and "\n" not in err, err
+    assert not (tmp_path / "out.zarr").exists()
+    assert emu.count("computePixels") == 0
+
+
+def test_unreadable_aoi(capsys, emu, tmp_path, ee_token):
+    bad = tmp_path / "aoi.geojson"
+    bad.write_text("{ this is not geojson")
+    code, err = run(capsys, emu, tmp_path, "--aoi", str(bad), "--years", "2021")
+    assert code == 2 and err.startswith("efm extract: error: --aoi: cannot read") and "\n" not in err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_existing_output_is_refused(capsys, emu, tmp_path, ee_token):
+    existing = tmp_path / "out.zarr"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("precious")
+    code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021")
+    assert code == 2 and "--output: " in err and "--resume" in err and "--overwrite" in err
+    assert (existing / "keep.txt").read_text() == "precious" and len(list(existing.iterdir())) == 1
+
+
+def test_missing_credentials_say_how_to_authenticate(capsys, emu, tmp_path, monkeypatch):
+    monkeypatch.delenv("EFM_EE_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    import transforms.earthengine as ee_module
+
+    monkeypatch.setattr(ee_module, "_initialized_with", None)
+    code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021")
+    assert code == 2 and "no Earth Engine credentials" in err and "gcloud auth" in err and "EFM_EE_ACCESS_TOKEN" in err
+    assert "\n" not in err and not (tmp_path / "out.zarr").exists()
+
+
+def test_missing_bucket_is_refused(capsys, emu, tmp_path, gcs, ee_token):
+    code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021", output="gs://no-such-bucket-efm/out.zarr")
+    assert code == 2 and "bucket 'no-such-bucket-efm'" in err and "does not exist" in err
