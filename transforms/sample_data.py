@@ -77,10 +77,12 @@ class SampleSpec:
     centre_lat: float = 39.0
     n_classes: int = 8
     points_per_class: int = 36
-    noise: float = 0.11  # per-band std of per-pixel noise (|noise| ~ 0.9 before normalising)
-    texture: float = 0.22  # amplitude of the smooth within-class variation
+    noise: float = 0.15  # per-band std of per-pixel noise (|noise| ~ 1.2 before normalising)
+    noise_persistence: float = 0.8  # share of the noise variance a pixel keeps from year to year
+    texture: float = 0.38  # amplitude of the smooth within-class variation
     drift: float = 0.12  # year-to-year drift of each class direction
-    class_similarity: float = 0.45  # cosine shared by every pair of class directions
+    class_similarity: float = 0.65  # cosine shared by every pair of class directions
+    mixing_px: float = 0.8  # class edges blur over about this many pixels (mixed pixels)
     nodata_fraction: float = 0.03  # of the area, per year
     zone_b_overlap_deg: float = 0.004  # zone B's files reach this far west of the boundary
     bottom_up: bool = False  # write rows bottom-up (positive y resolution), like some mirrors
@@ -191,18 +193,35 @@ def year_directions(base: np.ndarray, drift_dirs: np.ndarray, year_offset: int, 
     return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
 
-def embedding_codes(classes: np.ndarray, texture: np.ndarray, valid: np.ndarray, directions: np.ndarray,
-                    texture_dirs: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """int8 codes (rows, cols, bands): class direction + texture + noise, unit length, quantised.
+def mixing_weights(classes: np.ndarray, n_classes: int, sigma_px: float) -> np.ndarray:
+    """(classes, rows, cols) float32 weights summing to 1: the one-hot classes blurred by
+    `sigma_px`, so that pixels on a class edge mix the two classes, as real pixels do."""
+    from scipy import ndimage
 
-    classes (rows, cols) uint8; texture (T, rows, cols); valid (rows, cols) bool;
-    directions (classes, bands); texture_dirs (T, classes, bands).
+    weights = np.stack([ndimage.gaussian_filter((classes == k).astype(np.float32), sigma_px, mode="nearest") for k in range(n_classes)])
+    weights /= weights.sum(axis=0, keepdims=True)
+    return weights
+
+
+def embedding_codes(classes: np.ndarray, weights: np.ndarray, texture: np.ndarray, valid: np.ndarray, directions: np.ndarray,
+                    texture_dirs: np.ndarray, noise: float, rng: np.random.Generator,
+                    persistent_rng: np.random.Generator | None = None, persistence: float = 0.0) -> np.ndarray:
+    """int8 codes (rows, cols, bands): mixed class directions + texture + noise, unit length, quantised.
+
+    classes (rows, cols) uint8; weights (classes, rows, cols) mixing weights; texture (T, rows,
+    cols); valid (rows, cols) bool; directions (classes, bands); texture_dirs (T, classes, bands).
+    A share `persistence` of the noise variance comes from `persistent_rng` (the same draw
+    every year: a pixel keeps its character), the rest from `rng` (this year's).
     """
     c = np.where(valid, classes, 0).astype(np.intp)
-    vectors = directions.astype(np.float32)[c]
+    vectors = np.tensordot(np.moveaxis(weights, 0, -1), directions.astype(np.float32), axes=1).astype(np.float32)
     for t in range(texture.shape[0]):
         vectors += texture[t][..., np.newaxis] * texture_dirs[t].astype(np.float32)[c]
-    vectors += rng.standard_normal(vectors.shape, dtype=np.float32) * np.float32(noise)
+    if persistent_rng is not None and persistence > 0:
+        vectors += persistent_rng.standard_normal(vectors.shape, dtype=np.float32) * np.float32(noise * math.sqrt(persistence))
+        vectors += rng.standard_normal(vectors.shape, dtype=np.float32) * np.float32(noise * math.sqrt(1 - persistence))
+    else:
+        vectors += rng.standard_normal(vectors.shape, dtype=np.float32) * np.float32(noise)
     vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
     codes = quantize.quantize(vectors)
     codes[~valid] = quantize.NODATA_CODE
@@ -219,6 +238,7 @@ class World:
     crs: str  # zone A
     transform: affine.Affine  # reference grid, north-up, 10 m
     classes: np.ndarray  # (rows, cols) uint8
+    weights: np.ndarray  # (classes, rows, cols) mixing weights at class edges
     texture: np.ndarray  # (T, rows, cols) float32
     nodata: dict[int, np.ndarray]  # year -> (rows, cols) bool
     lon: np.ndarray  # (rows, cols) longitude of pixel centres
@@ -260,7 +280,8 @@ def make_world(spec: SampleSpec) -> World:
     texture_dirs = rng.standard_normal((texture.shape[0], spec.n_classes, N_BANDS))
     texture_dirs *= spec.texture / np.linalg.norm(texture_dirs, axis=-1, keepdims=True)
     directions = {y: year_directions(base, drift_dirs, y - spec.years[0], spec.drift) for y in spec.years}
-    return World(spec, crs, transform, classes, texture, nodata, np.asarray(lon, dtype=np.float64), directions, texture_dirs)
+    weights = mixing_weights(classes, spec.n_classes, spec.mixing_px)
+    return World(spec, crs, transform, classes, weights, texture, nodata, np.asarray(lon, dtype=np.float64), directions, texture_dirs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,7 +350,7 @@ def tile_fields(world: World, tile: TilePlan, year: int) -> tuple[np.ndarray, np
     else:
         in_zone = lon >= spec.boundary_lon - spec.zone_b_overlap_deg
     valid = inside & in_zone & ~world.nodata[year][r, c]
-    return world.classes[r, c], world.texture[:, r, c], valid
+    return world.classes[r, c], world.weights[:, r, c], world.texture[:, r, c], valid
 
 
 def file_name(zone: str, year: int, row_off: int, col_off: int) -> str:
@@ -366,11 +387,13 @@ def write_mirror(world: World, mirror_dir: str) -> list[dict]:
     for year in spec.years:
         for zone in (spec.zone_a, spec.zone_b):
             for tile in zone_tiles(world, zone):
-                classes, texture, valid = tile_fields(world, tile, year)
+                classes, weights, texture, valid = tile_fields(world, tile, year)
                 if not valid.any():
                     continue  # the mirror has no file where there is no data
                 rng = _seeded(spec, "pixels", year, zone, tile.row_off, tile.col_off)
-                codes = embedding_codes(classes, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng)
+                persistent = _seeded(spec, "pixels", zone, tile.row_off, tile.col_off)
+                codes = embedding_codes(classes, weights, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng,
+                                        persistent, spec.noise_persistence)
                 name = file_name(zone, year, tile.row_off, tile.col_off)
                 path = os.path.join(mirror_dir, str(year), zone, name)
                 write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up)
