@@ -24,6 +24,7 @@ def build_parser():
     parser.add_argument("--band", help="embedding stores: the band to export, e.g. A01")
     parser.add_argument("--png", action="store_true", help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; false colour for embedding stores)")
     parser.add_argument("--rgb", default=",".join(export.DEFAULT_RGB), help="embedding stores: three bands for the false-colour PNG (default: %(default)s)")
+    parser.add_argument("--colors", help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour} (default: matplotlib's tab10/tab20)")
     parser.add_argument("--png-size", type=int, default=1024, help="longest side of the quicklook in pixels (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
@@ -53,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fs.exists(root) and not args.overwrite:
             raise InputError("--output", f"{path} already exists; pass --overwrite to replace it")
     colors = export.class_colors(layer.values) if layer.is_class else None
+    if args.colors:
+        if not layer.is_class:
+            raise InputError("--colors", "colours apply to class maps only")
+        colors.update(parse_colors(args.colors, layer))
     rows = []
     with common.Stopwatch() as clock:
         for year, path in paths.items():
@@ -76,6 +81,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("wall time", f"{clock.seconds:.1f} s"),
     ])
     return 0
+
+
+def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:
+    """`water=#2b6cb0,forest=#1f5f2e` or a JSON file {label: colour} -> {class value: (r, g, b)}."""
+    import json
+    import os
+
+    import matplotlib.colors
+
+    if os.path.exists(text):
+        with open(text) as f:
+            pairs = list(json.load(f).items())
+    else:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    by_label = {str(label): value for label, value in zip(layer.labels, layer.values)}
+    out = {}
+    for pair in pairs:
+        if len(pair) != 2:
+            raise InputError("--colors", f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, got {text!r}")
+        label, colour = str(pair[0]).strip(), str(pair[1]).strip()
+        if label not in by_label:
+            raise InputError("--colors", f"{label!r} is not a class of this map ({', '.join(by_label)})")
+        try:
+            out[by_label[label]] = tuple(int(round(255 * c)) for c in matplotlib.colors.to_rgb(colour))
+        except ValueError:
+            raise InputError("--colors", f"{colour!r} is not a colour (use #rrggbb or a name)") from None
+    return out
 
 
 def _download(path: str) -> str:

@@ -87,3 +87,13 @@ def test_export_refuses_bad_input(big, tmp_path, capsys):
     assert "--years" in capsys.readouterr().err
     assert output_paths("a/b.tif", [2021]) == {2021: "a/b.tif"}
     assert output_paths("a/b.tif", [2021, 2022]) == {2021: "a/b_2021.tif", 2022: "a/b_2022.tif"}
+
+
+def test_colours_from_the_command_line(big, tmp_path, capsys):
+    _, _, _, classes = big
+    out = tmp_path / "c_{year}.tif"
+    assert export_cli.run(["--input", classes, "--years", "2022", "--output", str(out), "--colors", "water=#2b6cb0,crop land=yellow"]) == 0
+    with rasterio.open(tmp_path / "c_2022.tif") as src:
+        assert src.colormap(1)[0][:3] == (0x2B, 0x6C, 0xB0) and src.colormap(1)[2][:3] == (255, 255, 0)
+    assert export_cli.run(["--input", classes, "--output", str(tmp_path / "d.tif"), "--colors", "lava=#ff0000"]) == 2
+    assert "'lava' is not a class" in capsys.readouterr().err

@@ -15,6 +15,7 @@ CF `flag_values` / `flag_meanings`, the original labels in `class_labels`; optio
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 
@@ -134,6 +135,11 @@ def class_template(embeddings: xr.Dataset, years: list[int], encoding: ClassEnco
     return ds
 
 
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
 class _LoadedModel:
     """Weak-referenceable holder, so that beam's Shared can keep one model per worker process."""
 
@@ -169,8 +175,12 @@ class _ClassifyFn(beam.DoFn):
         self.lookup = self.encoding.lookup()
 
     def process(self, spec: ChunkSpec):
+        import threadpoolctl
+
         values = self.reader.read(self.year_to_time[spec.year], spec.window)
-        classes, conf = predict_chunk(self.model, values, self.lookup, self.encoding.dtype, self.encoding.fill, self.confidence)
+        # BLAS/OpenMP threads (k-NN distances, ...) share the cores with the other workers, like n_jobs.
+        with threadpoolctl.threadpool_limits(limits=self.n_jobs) if self.n_jobs else _nothing():
+            classes, conf = predict_chunk(self.model, values, self.lookup, self.encoding.dtype, self.encoding.fill, self.confidence)
         n_valid = int(np.count_nonzero(classes != self.encoding.fill))
         self.pixels.inc(n_valid)
         self.nodata.inc(classes.size - n_valid)
