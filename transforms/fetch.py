@@ -136,8 +136,11 @@ class _FetchShardFn(beam.DoFn):
         in_flight: dict[concurrent.futures.Future, tuple[ChunkSpec, Window]] = {}
         try:
             while pending_chunks or queued_tiles or in_flight:
-                # Open a new chunk only when no tile is waiting: bounds chunks held in memory.
-                while len(in_flight) < self.threads and (queued_tiles or pending_chunks):
+                # Keep up to one extra tile per thread queued in the pool, so requests keep
+                # going out while this thread assembles and writes a finished chunk; the
+                # pool's size still bounds what is in flight. Open a new chunk only when no
+                # tile is waiting: that bounds the chunks held in memory.
+                while len(in_flight) < 2 * self.threads and (queued_tiles or pending_chunks):
                     if not queued_tiles:
                         spec = pending_chunks.popleft()
                         tiles = self.source.plan(spec)
