@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("mirror", f"{data.mirror} ({len(data.files)} COG files, index {', '.join(os.path.basename(p) for p in data.index.values())})"),
         ("ground truth", data.ground_truth),
         ("labelled points", f"{data.points} ({data.n_points} points, property 'label')"),
+        ("class colours", data.colors),
         ("manifest", data.manifest),
         ("wall time", f"{clock.seconds:.1f} s"),
     ])

@@ -8,6 +8,7 @@ What `efm make-sample-data` (and `efm demo`) writes under one folder:
     ground_truth.tif                       the land-cover classes (uint8, 255 = none)
                                            on the reference grid (zone A, 10 m)
     labels.geojson                         labelled points (lon/lat), a few dozen a class
+    colors.json                            {label: colour} (for `efm export --colors`)
     sample_data.json                       what was generated: grid, classes, files
 
 How the data is made, so that it looks and behaves like the real thing:
@@ -516,6 +517,7 @@ class SampleData:
     mirror: str
     ground_truth: str
     points: str
+    colors: str
     manifest: str
     index: dict[str, str]
     files: list[str]
@@ -537,6 +539,9 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
     points = labelled_points(world, _seeded(spec, "points"))
     points_path = os.path.join(output, "labels.geojson")
     write_points(points, points_path)
+    colors = os.path.join(output, "colors.json")
+    with open(colors, "w") as f:
+        json.dump(dict(zip(CLASS_NAMES[: spec.n_classes], CLASS_COLOURS)), f, indent=1)
     bbox = inner_bbox(world)
     manifest = os.path.join(output, "sample_data.json")
     with open(manifest, "w") as f:
@@ -551,7 +556,7 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
             "files": [r["path"] for r in rows],
             "points": len(points),
         }, f, indent=1)
-    return SampleData(output, mirror, ground_truth, points_path, manifest, index, [r["path"] for r in rows], bbox, world.crs, len(points), spec)
+    return SampleData(output, mirror, ground_truth, points_path, colors, manifest, index, [r["path"] for r in rows], bbox, world.crs, len(points), spec)
 
 
 def inner_bbox(world: World) -> tuple[float, float, float, float]:
@@ -570,3 +575,64 @@ def inner_bbox(world: World) -> tuple[float, float, float, float]:
     west, east = np.max(lon[150:200]), np.min(lon[50:100])
     south, north = np.max(lat[:50]), np.min(lat[100:150])
     return (round(float(west), 6) + 1e-6, round(float(south), 6) + 1e-6, round(float(east), 6) - 1e-6, round(float(north), 6) - 1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring a class map against the ground truth
+# ---------------------------------------------------------------------------------------
+
+def read_ground_truth(path: str) -> tuple[np.ndarray, affine.Affine, str, list[str]]:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds.transform, f"EPSG:{ds.crs.to_epsg()}", json.loads(ds.tags()["classes"])
+
+
+def truth_on_grid(truth_path: str, crs: str, transform: affine.Affine, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+    """The ground-truth classes on another grid (nearest neighbour; exact when aligned)."""
+    import rasterio.warp
+    from rasterio.enums import Resampling
+
+    classes, t, truth_crs, names = read_ground_truth(truth_path)
+    out = np.full(shape, NODATA_CLASS, dtype=np.uint8)
+    rasterio.warp.reproject(classes, out, src_transform=t, src_crs=truth_crs, src_nodata=NODATA_CLASS,
+                            dst_transform=transform, dst_crs=crs, dst_nodata=NODATA_CLASS, resampling=Resampling.nearest)
+    return out, names
+
+
+def point_pixels(points_path: str, crs: str, transform: affine.Affine, shape: tuple[int, int], radius_px: int = 1) -> np.ndarray:
+    """Pixels within `radius_px` of a labelled point (bool): what held-out scoring leaves out."""
+    with open(points_path) as f:
+        coords = np.array([feat["geometry"]["coordinates"][:2] for feat in json.load(f)["features"]], dtype=float).reshape(-1, 2)
+    mask = np.zeros(shape, dtype=bool)
+    if not len(coords):
+        return mask
+    xs, ys = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(coords[:, 0], coords[:, 1])
+    cols, rows = apply(~transform, xs, ys)
+    for r, c in zip(np.floor(rows).astype(int), np.floor(cols).astype(int)):
+        mask[max(0, r - radius_px) : r + radius_px + 1, max(0, c - radius_px) : c + radius_px + 1] = True
+    return mask
+
+
+def score(predicted: np.ndarray, predicted_labels: list[str], fill: int, truth: np.ndarray, truth_names: list[str],
+          exclude: np.ndarray | None = None) -> dict:
+    """Held-out accuracy of a class map against the ground truth (both on one grid).
+
+    `predicted` holds indices into `predicted_labels` (`fill` = no data); pixels in `exclude`
+    (the labelled points) and pixels without data on either side are left out.
+    """
+    lookup = np.full(max(int(predicted.max(initial=0)), fill, len(predicted_labels)) + 1, -1, dtype=np.int64)
+    for value, label in enumerate(predicted_labels):
+        lookup[value] = truth_names.index(label) if label in truth_names else -2
+    mapped = lookup[predicted]
+    scored = (predicted != fill) & (truth != NODATA_CLASS) & (mapped != -1)
+    if exclude is not None:
+        scored &= ~exclude
+    hits = (mapped == truth) & scored
+    per_class = {}
+    for k, name in enumerate(truth_names):
+        of_class = scored & (truth == k)
+        if of_class.any():
+            per_class[name] = float(hits[of_class].sum() / of_class.sum())
+    n = int(scored.sum())
+    return {"accuracy": float(hits.sum() / n) if n else float("nan"), "pixels": n, "recall": per_class}
