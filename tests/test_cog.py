@@ -446,3 +446,9 @@ def test_cog_flags_must_go_together(mirror, tmp_path, capsys):
     assert_refused(capsys, output, rc, "--cog-root", "--source cog needs --cog-root")
     rc = extract.run(["--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
     assert_refused(capsys, output, rc, "--cog-root", "only used with --source cog")
+
+
+def test_table_dequantisation_is_the_formula():
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    np.testing.assert_array_equal(cog.dequantize(codes), quantize.dequantize(codes))  # bit for bit, NaN at -128
+    assert cog.dequantize(codes).dtype == np.float32
