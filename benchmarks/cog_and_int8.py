@@ -233,8 +233,8 @@ def main() -> int:
         "the transposition to the store's (y, x, band) layout, the mosaic and, off the native zone, the "
         "nearest-neighbour warp of 64 bands (GDAL), its main cost. `efm extract` adds Beam, Zarr compression and "
         "writes, and for float32 4x the bytes. An int8 store is read back as float32 through a 256-entry table "
-        "in `transforms.cog.dequantize` only inside the COG source; readers use `quantize.dequantize` (float64 "
-        "arithmetic), which is why reading int8 as float32 is no faster than reading float32."
+        "(`transforms.cog.dequantize`) only inside the COG source; readers use `quantize.dequantize` (float64 "
+        "arithmetic), which is most of the time of reading an int8 store as float32 (compare the last column)."
     )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     header = (f"{SECTION}\n\n`/work/venv/bin/python benchmarks/cog_and_int8.py --size {args.size} --tile-size {args.tile_size} "
