@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import resource
@@ -44,8 +43,7 @@ sys.path.insert(0, ROOT)
 
 from pipelines import extract  # noqa: E402
 from transforms import cog, grid as gridlib, readers, sample_data  # noqa: E402
-from transforms.chunks import ChunkSpec, plan_chunks  # noqa: E402
-from transforms.grid import Window  # noqa: E402
+from transforms.chunks import plan_chunks  # noqa: E402
 
 SECTION = "## COG source and int8 stores"
 CHUNK = 512

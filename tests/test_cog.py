@@ -16,13 +16,13 @@ import numpy as np
 import pyproj
 import pytest
 import rasterio
+import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from pipelines import extract
 from transforms import cog, quantize, sample_data
 from transforms.chunks import ChunkSpec
 from transforms.errors import InputError
-from transforms.fetch import RetryableError
 from transforms.grid import Grid, Window
 
 BANDS = sample_data.BANDS

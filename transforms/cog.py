@@ -31,9 +31,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import io
-import logging
 import math
-import posixpath
 import re
 import threading
 import warnings
@@ -42,7 +40,6 @@ import affine
 import numpy as np
 import pyproj
 import shapely
-import shapely.geometry
 
 from transforms import quantize
 from transforms.chunks import ChunkSpec, GridSource
@@ -50,7 +47,6 @@ from transforms.errors import InputError
 from transforms.fetch import RetryableError
 from transforms.grid import Grid, Window
 
-log = logging.getLogger(__name__)
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.gpkg", "aef_index.csv")
 RESAMPLING = "nearest"
