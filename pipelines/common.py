@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from typing import Callable, Sequence
@@ -27,7 +28,7 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
     options = PipelineOptions(rest)
     known = set(options.get_all_options(drop_default=False, retain_unknown_options=False))
     for token in rest:
@@ -36,6 +37,23 @@ def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
             if name.replace("-", "_") not in known:
                 raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
     return args, options
+
+
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:
+    """`--bbox -122.5,37.7,...` -> `--bbox=-122.5,37.7,...`: argparse would take the value for a flag."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    takes_value = {flag for action in parser._actions if action.nargs is None and action.option_strings for flag in action.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in takes_value and i + 1 < len(argv) and re.match(r"-\d", argv[i + 1]):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def runner_name(options: PipelineOptions) -> str | None:
