@@ -446,23 +446,3 @@ def test_cog_flags_must_go_together(mirror, tmp_path, capsys):
     assert_refused(capsys, output, rc, "--cog-root", "--source cog needs --cog-root")
     rc = extract.run(["--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
     assert_refused(capsys, output, rc, "--cog-root", "only used with --source cog")
-
-
-def test_table_dequantisation_is_the_formula():
-    codes = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
-    np.testing.assert_array_equal(cog.dequantize(codes), quantize.dequantize(codes))  # bit for bit, NaN at -128
-    assert cog.dequantize(codes).dtype == np.float32
-
-
-def test_extract_in_worker_processes(mirror, tmp_path):
-    """The source pickles to worker processes and opens its files there."""
-    output = tmp_path / "mp.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--crs", "EPSG:32610",
-                      "--years", "2023", "--output", str(output), "--chunk-size", "128", "--dtype", "int8",
-                      "--max-concurrent-requests", "4", "--runner=DirectRunner", "--direct_num_workers=2",
-                      "--direct_running_mode=multi_processing"])
-    assert rc == 0
-    ds = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)
-    grid = grid_of(ds)
-    source = make_source(mirror.mirror, grid, "int8", years=(2023,))
-    check_nearest(ds["embedding"].isel(time=0).values, grid, Window(0, 0, grid.height, grid.width), files_of(source, 2023))

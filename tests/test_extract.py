@@ -90,6 +90,12 @@ def run_extract(emu, output, *args, runner=FNAPI):
     assert extract.main(argv) == 0
 
 
+def summary_values(out: str) -> dict[str, str]:
+    """The run summary's `name  value` lines."""
+    rows = [line.strip().split("  ", 1) for line in out.splitlines() if line.startswith("  ")]
+    return {name.strip(): value.strip() for name, value in rows}
+
+
 def expected_requests(ds, chunk_size, itemsize):
     rows, cols = ds.sizes["y"], ds.sizes["x"]
     total = 0
@@ -102,9 +108,10 @@ def expected_requests(ds, chunk_size, itemsize):
 
 
 @pytest.mark.parametrize("transfer, chunk_size", [("int8", 256), ("float32", 512)])
-def test_extract_equals_source_with_planned_requests(emulator, images, tmp_path, transfer, chunk_size):
+def test_extract_equals_source_with_planned_requests(emulator, images, tmp_path, capsys, transfer, chunk_size):
     output = str(tmp_path / "emb.zarr")
     run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", str(chunk_size), "--transfer-dtype", transfer)
+    summary = summary_values(capsys.readouterr().out)
     ds = store.open_embeddings(output)
     np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
     assert np.isnan(ds["embedding"].values).any() and not np.isnan(ds["embedding"].values).all()
@@ -118,7 +125,9 @@ def test_extract_equals_source_with_planned_requests(emulator, images, tmp_path,
     assert opened.rio.crs.to_epsg() == 32631 and opened.attrs["license"] == "CC-BY-4.0"
     assert opened.attrs["source"] == f"earthengine:{DEFAULT_COLLECTION}" and opened.attrs["years"] == list(YEARS)
     itemsize = 1 if transfer == "int8" else 4
-    assert emulator.count("computePixels") == expected_requests(ds, chunk_size, itemsize)
+    assert emulator.count("computePixels") == expected_requests(ds, chunk_size, itemsize) == int(summary["requests"])
+    assert summary["transferred"].startswith(f"{ds.sizes['y'] * ds.sizes['x'] * 64 * itemsize * len(YEARS) / 1e6:.1f} MB")
+    assert int(summary["chunks written"]) == len(store.done_markers(output)) and summary["retries"] == "0"
     for record in (r for r in emulator.requests if r.kind == "computePixels"):
         assert len(record.body["bandIds"]) == 64  # all bands in one request
 
@@ -131,7 +140,7 @@ def test_extract_to_gcs(emulator, images, gcs_bucket):
     assert ds.rio.crs.to_epsg() == 32631
 
 
-def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path):
+def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, capsys):
     bbox = bbox_inside(images, 2021)
     clean = str(tmp_path / "clean.zarr")
     run_extract(emulator, clean, "--bbox", bbox, "--chunk-size", "128")
@@ -140,6 +149,9 @@ def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path):
     faulty = str(tmp_path / "faulty.zarr")
     run_extract(emulator, faulty, "--bbox", bbox, "--chunk-size", "128", "--max-concurrent-requests", "3", "--max-retries", "20")
     statuses = [r.status for r in emulator.requests if r.kind == "computePixels"]
+    summary = summary_values(capsys.readouterr().out.split("efm extract: " + faulty)[-1])
+    # every failure (429, 5xx, and truncated 200s) was retried: one success per planned request
+    assert int(summary["requests"]) == len(statuses) and int(summary["retries"]) == len(statuses) - len(store.done_markers(clean)) > 0
     assert statuses.count(429) > 0 and statuses.count(500) + statuses.count(503) > 0
     assert emulator.max_in_flight_seen <= 3
     a, b = store.open_embeddings(clean), store.open_embeddings(faulty)

@@ -95,3 +95,14 @@ def test_resume_returns_done_chunks_and_refuses_a_different_run(tmp_path):
         store.prepare(path, template(collection="other"), resume=True, overwrite=False)
     assert store.prepare(path, template(), resume=False, overwrite=True) == set()
     assert store.done_markers(path) == set()
+
+
+def test_dequantize_is_the_published_formula_bit_for_bit():
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    c = codes.astype(np.float64)
+    expected = ((c / 127.5) ** 2 * np.sign(c)).astype(np.float32)  # float64 then float32, as Earth Engine serves
+    expected[codes == -128] = np.nan
+    got = quantize.dequantize(codes)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(quantize.quantize(got), codes)  # and back

@@ -447,16 +447,6 @@ def _warp_into_grid(ds, indexes, grid_crs, scale, left, top, rows, cols) -> np.n
     return np.moveaxis(destination, 0, -1)
 
 
-# quantize.dequantize of every code, indexed by the code's bits as uint8: the same float32
-# values (computed once, in float64), 15x faster than the arithmetic on a 512 x 1024 tile.
-_DEQUANTIZED = np.roll(quantize.dequantize(np.arange(-128, 128, dtype=np.int8)), -128)
-
-
-def dequantize(codes: np.ndarray) -> np.ndarray:
-    """int8 codes -> float32, NaN for -128; identical to `quantize.dequantize`, by table look-up."""
-    return _DEQUANTIZED[np.asarray(codes, dtype=np.int8).view(np.uint8)]
-
-
 def mosaic_into(out: np.ndarray, part: np.ndarray) -> None:
     """Fill `out`'s no-data pixels from `part` (first file with data wins).
 
@@ -556,7 +546,7 @@ class CogSource(GridSource):
                     break
         if np.dtype(self.store_dtype) == np.int8:
             return codes
-        return dequantize(codes)
+        return quantize.dequantize(codes)
 
     def _read(self, f: CogFile, left: float, top: float, rows: int, cols: int) -> np.ndarray | None:
         import rasterio.errors

@@ -46,6 +46,8 @@ class TileFetchError(RuntimeError):
 class TileSource(Protocol):
     """What FetchChunks needs from a source. Instances are pickled to workers: keep them small."""
 
+    transfer_itemsize: int  # bytes per band value in a request
+
     def setup(self) -> None: ...
     def plan(self, spec: ChunkSpec) -> list[Window]: ...
     def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray: ...
@@ -108,23 +110,19 @@ class _FetchShardFn(beam.DoFn):
     def teardown(self):
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fetch_tile(self, spec: ChunkSpec, tile: Window, limiter: RateLimiter) -> np.ndarray:
+    def _fetch_tile(self, spec: ChunkSpec, tile: Window, limiter: RateLimiter) -> tuple[np.ndarray, int]:
+        """One tile, retried; returns it with the number of attempts (runs in a pool thread)."""
         for attempt in range(self.retry.max_retries + 1):
             limiter.acquire()
-            self.requests.inc()
             try:
-                data = self.source.fetch(spec, tile)
+                return self.source.fetch(spec, tile), attempt + 1
             except RetryableError as exc:
                 if attempt == self.retry.max_retries:
                     raise TileFetchError(
                         f"gave up on {spec.describe()}, request tile rows {tile.row}-{tile.row + tile.rows} "
                         f"cols {tile.col}-{tile.col + tile.cols} after {attempt + 1} attempts: {exc}"
                     ) from exc
-                self.retries.inc()
                 time.sleep(self.retry.delay(attempt, self.rng))
-                continue
-            self.bytes.inc(data.nbytes)
-            return data
         raise AssertionError("unreachable")
 
     def process(self, element) -> Iterator[tuple[xbeam.Key, object]]:
@@ -151,7 +149,11 @@ class _FetchShardFn(beam.DoFn):
                 done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     spec, tile = in_flight.pop(future)
-                    data = future.result()
+                    # Counters only count in the bundle's own thread, not in pool threads.
+                    data, attempts = future.result()
+                    self.requests.inc(attempts)
+                    self.retries.inc(attempts - 1)
+                    self.bytes.inc(tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize)  # on the wire
                     held = partial[spec]
                     w = spec.window
                     held[0][tile.row - w.row : tile.row - w.row + tile.rows, tile.col - w.col : tile.col - w.col + tile.cols] = data
