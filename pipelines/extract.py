@@ -16,6 +16,8 @@ from transforms.errors import InputError
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
 
 DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project
+DEFAULT_COG_CONCURRENCY = 8  # window reads: CPU- and memory-bound, not quota-bound
 DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 shards share the 40
 
 
@@ -38,7 +40,8 @@ def build_parser():
                         help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise")
     parser.add_argument("--ee-project", help="Google Cloud project for Earth Engine requests (default: from the credentials)")
     parser.add_argument("--ee-api-url", default=earthengine.HIGH_VOLUME_URL, help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)")
-    parser.add_argument("--max-concurrent-requests", type=int, default=40, help="cap on requests in flight across all workers (default: %(default)s, the project quota)")
+    parser.add_argument("--max-concurrent-requests", type=int, help="cap on requests (COG window reads) in flight across all workers "
+                        "(default: 40, Earth Engine's per-project quota; 8 with --source cog, where each read holds up to 48 MiB)")
     parser.add_argument("--max-requests-per-second", type=float, default=100.0, help="cap on requests per second across all workers (default: %(default)s)")
     parser.add_argument("--threads-per-worker", type=int, help="request threads per shard (default: the whole cap split over local workers; 10 on Dataflow)")
     parser.add_argument("--max-retries", type=int, default=8, help="retries per request on 429/5xx/timeouts (default: %(default)s)")
@@ -62,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in [("--max-concurrent-requests", args.max_concurrent_requests), ("--threads-per-worker", args.threads_per_worker), ("--request-tile-size", args.request_tile_size)]:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
+    if args.max_concurrent_requests is None:
+        args.max_concurrent_requests = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
     grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
     if args.source == "cog" and not args.cog_root:
