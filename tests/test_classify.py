@@ -159,3 +159,19 @@ def test_bad_inputs_fail_before_any_work(stores, trained, tmp_path, capsys):
     assert run("--embeddings", s.path, "--model", km_path, "--output", output, "--confidence", *FNAPI) == 2
     assert "--confidence" in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_classify_from_and_to_a_bucket(stores, trained, gcs, gcs_bucket, tmp_path):
+    """The same pipeline on gs:// (GCS emulator, real gcsfs): read the store, write the class map."""
+    s = stores["int8"]
+    est, path, _ = trained["knn"]
+    gcs.fs.put(s.path, f"{gcs_bucket[5:]}/emb.zarr", recursive=True)
+    remote_model = f"{gcs_bucket}/models/knn.skops"
+    gcs.fs.put(path, remote_model[5:])
+    gcs.fs.put(path + ".json", remote_model[5:] + ".json")
+    output = f"{gcs_bucket}/classes.zarr"
+    assert run("--embeddings", f"{gcs_bucket}/emb.zarr", "--model", remote_model, "--output", output, "--years", "2021", *FNAPI) == 0
+    got = xr.open_zarr(output, mask_and_scale=False)
+    classes, _ = expected_map(est, s.values[:1], class_encoding(list(est.classes_)))
+    np.testing.assert_array_equal(got["class"].values, classes)
+    assert got.attrs[store.STATUS_ATTR] == "complete"
