@@ -9,7 +9,7 @@ import time
 from typing import Callable, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from transforms.errors import InputError
 
@@ -70,11 +70,17 @@ def local_workers(options: PipelineOptions) -> int | None:
 def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run an entry point; bad input becomes one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Dataflow's "Created job with id: [...]" and console-URL lines: people read them, and Airflow's
+    # Beam operator finds the job id in them (to link and wait on the job).
+    logging.getLogger("apache_beam.runners.dataflow.internal.apiclient").setLevel(logging.INFO)
     try:
         return main(argv)
     except InputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except JobSubmitted as exc:
+        print(f"{prog}: {exc}")
+        return 0
 
 
 def print_summary(title: str, rows: list[tuple[str, object]], stream=None) -> None:
@@ -94,10 +100,35 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self.start
 
 
+class JobSubmitted(Exception):
+    """The pipeline went to Dataflow and this process must not wait for it (a flex template launch)."""
+
+
+FLEX_LAUNCHER_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"  # set in a flex template's image (templates/Dockerfile)
+
+
+def detached(options: PipelineOptions) -> bool:
+    """Submit and return without waiting: when writing a template (--template_location), or when run by
+    the flex template launcher, whose job only starts once this process has exited."""
+    if runner_name(options) in LOCAL_RUNNERS:
+        return False
+    return bool(options.view_as(GoogleCloudOptions).template_location) or FLEX_LAUNCHER_ENV in os.environ
+
+
 def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions):
-    """Build and run, waiting for the end; returns the PipelineResult."""
+    """Build and run, waiting for the end; returns the PipelineResult.
+
+    Raises JobSubmitted instead of waiting when `detached(options)`: the run summary (counters)
+    is then in the Dataflow job's page, not on this process's stdout.
+    """
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
     result = pipeline.run()
+    if detached(options):
+        template = options.view_as(GoogleCloudOptions).template_location
+        if template:
+            raise JobSubmitted(f"job graph written to {template}; Dataflow starts the job from it (this process does not wait)")
+        job_id = getattr(result, "job_id", lambda: None)()
+        raise JobSubmitted(f"submitted Dataflow job {job_id}; this process does not wait for it")
     result.wait_until_finish()
     return result
