@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipelines import extract  # noqa: E402
-from transforms import cog, grid as gridlib, readers, sample_data  # noqa: E402
+from transforms import cog, cog_index, grid as gridlib, readers, sample_data  # noqa: E402
 from transforms.chunks import plan_chunks  # noqa: E402
 
 SECTION = "## COG source and int8 stores"
@@ -74,7 +74,7 @@ def plan(data, half: bool):
     aoi = gridlib.parse_bbox(",".join(repr(v) for v in bbox))
     grid, _ = gridlib.plan_grid(aoi, data.crs, 10.0)
     years = list(data.spec.years)
-    index = cog.check_cog_root(data.mirror, years, aoi)
+    index = cog_index.check_cog_root(data.mirror, years, aoi)
     specs = plan_chunks(years, list(gridlib.chunk_windows(grid, CHUNK)))
     return bbox, grid, years, index, specs
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import apache_beam as beam
 
 from pipelines import common
-from transforms import cog, earthengine, grid as gridlib, request_plan, store
+from transforms import cog, cog_index, earthengine, grid as gridlib, request_plan, store
 from transforms.chunks import plan_chunks
 from transforms.errors import InputError
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
     if args.source == "cog":
-        cog_index = cog.check_cog_root(args.cog_root, years, aoi)
+        mirror_index = cog_index.check_cog_root(args.cog_root, years, aoi)
     else:
         earthengine.initialize(settings)
         earthengine.check_collection(args.collection, years)
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = [spec for spec in specs if spec.marker not in done]
 
     if args.source == "cog":
-        source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, cog_index, args.request_tile_size)
+        source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, mirror_index, args.request_tile_size)
     else:
         source = earthengine.EarthEngineSource(
             grid=grid, years=tuple(years), bands=bands, store_dtype=args.dtype, transfer_itemsize=itemsize,

@@ -4,7 +4,7 @@ Expected values come from an independent reference (`lookup` below): for every t
 centre, transform it exactly (pyproj) into each file's CRS, take the file pixel containing it
 through the file's own geotransform (whatever its row direction), mosaic the files the way the
 contract says (files in the grid's CRS first, then the first with data), then de-quantise.
-No GDAL warping, no window arithmetic: nothing shared with transforms/cog.py but the files.
+No GDAL warping, no window arithmetic: nothing shared with transforms/cog*.py but the files.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from pipelines import extract
-from transforms import cog, quantize, sample_data
+from transforms import cog, cog_index, quantize, sample_data
 from transforms.chunks import ChunkSpec
 from transforms.errors import InputError
 from transforms.grid import Grid, Window
@@ -119,7 +119,7 @@ def reference_grid(data) -> Grid:
 
 
 def make_source(root: str, grid: Grid, dtype: str, years=YEARS) -> cog.CogSource:
-    index = cog.read_index(root)
+    index = cog_index.read_index(root)
     source = cog.make_source(grid, list(years), BANDS, dtype, root, index[index["year"].isin(years)])
     source.setup()
     return source
@@ -232,13 +232,13 @@ def test_bottom_up_cog_reads_the_right_way_up(mirror, mirror_bottom_up):
 
 def test_index_formats_agree(mirror, tmp_path):
     frames = {}
-    for name in cog.INDEX_NAMES:
+    for name in cog_index.INDEX_NAMES:
         root = tmp_path / name.split(".")[-1]
         root.mkdir()
         os.symlink(os.path.join(mirror.mirror, name), root / name)
         for year in YEARS:
             os.symlink(os.path.join(mirror.mirror, str(year)), root / str(year))
-        frame = cog.read_index(str(root))
+        frame = cog_index.read_index(str(root))
         assert frame.attrs["index_path"].endswith(name)
         frames[name] = frame
     base = frames["aef_index.parquet"]
@@ -251,11 +251,11 @@ def test_index_formats_agree(mirror, tmp_path):
 
 def test_index_paths_resolve_under_the_root():
     listed = "gs://alphaearth_foundations/satellite_embedding/v1/annual/2023/10N/xabc-0000000000-0000008192.tiff"
-    assert cog.resolve_path("gs://copy/aef", listed) == "gs://copy/aef/2023/10N/xabc-0000000000-0000008192.tiff"
-    assert cog.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
-    assert cog.zone_crs("10N") == "EPSG:32610" and cog.zone_crs("33S") == "EPSG:32733"
+    assert cog_index.resolve_path("gs://copy/aef", listed) == "gs://copy/aef/2023/10N/xabc-0000000000-0000008192.tiff"
+    assert cog_index.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
+    assert cog_index.zone_crs("10N") == "EPSG:32610" and cog_index.zone_crs("33S") == "EPSG:32733"
     with pytest.raises(InputError, match="--cog-root"):
-        cog.resolve_path("/data", "s3://elsewhere/file.tiff")
+        cog_index.resolve_path("/data", "s3://elsewhere/file.tiff")
 
 
 def test_source_pickles_without_open_files(mirror):
@@ -276,7 +276,7 @@ def test_file_vanishing_after_the_check_is_a_clear_error(mirror, tmp_path):
     grid = reference_grid(mirror)
     source = make_source(mirror.mirror, grid, "int8")
     gone = str(tmp_path / "2022" / "10N" / "gone.tiff")
-    source.files = (cog.CogFile(gone, 2022, "EPSG:32610", source.files[0].bounds),)
+    source.files = (cog_index.CogFile(gone, 2022, "EPSG:32610", source.files[0].bounds),)
     source.setup()
     with pytest.raises(FileNotFoundError, match="gone.tiff"):
         fetch(source, Window(0, 0, 64, 64), 2022)
@@ -296,7 +296,7 @@ def gs_mirror(mirror, gcs):
 def test_gs_root_reads_the_same_as_local(mirror, gs_mirror):
     grid = reference_grid(mirror)
     aoi = sample_data_aoi(mirror)
-    index = cog.check_cog_root(gs_mirror, list(YEARS), aoi)
+    index = cog_index.check_cog_root(gs_mirror, list(YEARS), aoi)
     assert all(p.startswith(gs_mirror + "/") for p in index["path"])
     window = Window(40, 130, 150, 150)  # both zones, reprojection included
     for dtype in ("int8", "float32"):
@@ -308,7 +308,7 @@ def test_gs_root_reads_the_same_as_local(mirror, gs_mirror):
 def test_gs_file_vanishing_after_the_check_is_a_clear_error(mirror, gs_mirror):
     grid = reference_grid(mirror)
     source = make_source(gs_mirror, grid, "int8")
-    source.files = (cog.CogFile(f"{gs_mirror}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds),)
+    source.files = (cog_index.CogFile(f"{gs_mirror}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds),)
     source.setup()
     with pytest.raises(FileNotFoundError, match="gone.tiff"):
         fetch(source, Window(0, 0, 64, 64), 2022)

@@ -13,7 +13,7 @@ import rasterio
 from scipy import ndimage
 
 from pipelines import make_sample_data
-from transforms import cog, quantize, sample_data
+from transforms import cog_index, quantize, sample_data
 
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
 PUBLIC_INDEX_COLUMNS = {"fid", "path", "year", "crs", "utm_zone", "utm_west", "utm_south", "utm_east", "utm_north",
@@ -52,7 +52,7 @@ def test_layout_is_the_mirrors(data):
     years = {f.split("/")[0] for f in files}
     zones = {f.split("/")[1] for f in files}
     assert years == {"2022", "2023"} and zones == {"10N", "11N"}
-    for name in cog.INDEX_NAMES:
+    for name in cog_index.INDEX_NAMES:
         assert os.path.exists(os.path.join(data.mirror, name))
     for path in data.files:
         with rasterio.open(path) as ds:
@@ -60,7 +60,7 @@ def test_layout_is_the_mirrors(data):
             assert ds.dtypes[0] == "int8" and ds.nodata == -128
             assert ds.descriptions == sample_data.BANDS
             assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-            assert ds.crs.to_epsg() == int(cog.zone_crs(path.split("/")[-2]).split(":")[1])
+            assert ds.crs.to_epsg() == int(cog_index.zone_crs(path.split("/")[-2]).split(":")[1])
             assert ds.transform.a == 10.0 and abs(ds.transform.e) == 10.0
 
 
