@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipelines import extract  # noqa: E402
-from transforms import cog, cog_index, grid as gridlib, readers, sample_data  # noqa: E402
+from transforms import cog, cog_index, grid as gridlib, readers, sample_data, sample_embedding  # noqa: E402
 from transforms.chunks import plan_chunks  # noqa: E402
 
 SECTION = "## COG source and int8 stores"
@@ -122,7 +122,7 @@ def _overlaps(win, ds) -> bool:
 
 
 def cog_fetch(grid, years, index, specs, root, dtype="int8"):
-    source = cog.make_source(grid, years, sample_data.BANDS, dtype, root, index)
+    source = cog.make_source(grid, years, sample_embedding.BANDS, dtype, root, index)
     source.setup()
     total = 0
     for spec in specs:

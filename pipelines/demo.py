@@ -21,7 +21,7 @@ import time
 from typing import Callable, Sequence
 
 from pipelines import common
-from transforms import sample_data
+from transforms import sample_data, sample_truth
 from transforms.errors import InputError
 
 RUNNER = ["--runner=FnApiRunner"]
@@ -88,14 +88,14 @@ def class_map_scores(classes_path: str, data: sample_data.SampleData) -> dict[in
     transform = affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, -dy, float(y[0]) + dy / 2)
     crs = ds.attrs["crs"]
     shape = (len(y), len(x))
-    truth, names = sample_data.truth_on_grid(data.ground_truth, crs, transform, shape)
-    exclude = sample_data.point_pixels(data.points, crs, transform, shape)
+    truth, names = sample_truth.truth_on_grid(data.ground_truth, crs, transform, shape)
+    exclude = sample_truth.point_pixels(data.points, crs, transform, shape)
     labels = [str(v) for v in ds["class"].attrs["class_labels"]]
     fill = int(ds["class"].attrs.get("fill_value", 255))
     scores = {}
     for t, time_value in enumerate(ds["time"].values):
         predicted = np.asarray(ds["class"].isel(time=t).values)
-        scores[int(str(time_value)[:4])] = sample_data.score(predicted, labels, fill, truth, names, exclude)
+        scores[int(str(time_value)[:4])] = sample_truth.score(predicted, labels, fill, truth, names, exclude)
     return scores
 
 
@@ -110,7 +110,7 @@ def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: d
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    truth, _, _, names = sample_data.read_ground_truth(data.ground_truth)
+    truth, _, _, names = sample_truth.read_ground_truth(data.ground_truth)
     colours = json.load(open(data.colors))
     ds = xr.open_zarr(classes_path, consolidated=True, zarr_format=2, mask_and_scale=False)
     labels = [str(v) for v in ds["class"].attrs["class_labels"]]
@@ -118,7 +118,7 @@ def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: d
     cmap = ListedColormap([colours[n] for n in names])
     years = list(scores)
     fig, axes = plt.subplots(1, 1 + len(years), figsize=(5.2 * (1 + len(years)), 5.2), constrained_layout=True)
-    shown = np.ma.masked_equal(truth, sample_data.NODATA_CLASS)
+    shown = np.ma.masked_equal(truth, sample_truth.NODATA_CLASS)
     axes[0].imshow(shown, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
     axes[0].set_title("ground truth")
     to_truth = np.array([names.index(label) for label in labels] + [0] * (256 - len(labels)))

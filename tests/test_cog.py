@@ -20,12 +20,12 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from pipelines import extract
-from transforms import cog, cog_index, quantize, sample_data
+from transforms import cog, cog_index, quantize, sample_data, sample_embedding, sample_world
 from transforms.chunks import ChunkSpec
 from transforms.errors import InputError
 from transforms.grid import Grid, Window
 
-BANDS = sample_data.BANDS
+BANDS = sample_embedding.BANDS
 FNAPI = ["--runner=FnApiRunner"]
 
 # ---------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def lookup(grid: Grid, window: Window, paths: list[str], offset=(0.0, 0.0), _cac
             fx, fy = xs, ys
         else:
             fx, fy = pyproj.Transformer.from_crs(grid.crs, crs, always_xy=True).transform(xs, ys)
-        fc, fr = sample_data.apply(~transform, fx, fy)
+        fc, fr = sample_world.apply(~transform, fx, fy)
         c = np.floor(fc + offset[0]).astype(np.intp)
         r = np.floor(fr + offset[1]).astype(np.intp)
         inside = (r >= 0) & (r < data.shape[0]) & (c >= 0) & (c < data.shape[1])

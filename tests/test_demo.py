@@ -11,7 +11,7 @@ import rasterio
 import xarray as xr
 
 from pipelines import cli, demo
-from transforms import sample_data
+from transforms import sample_truth, sample_world
 
 THRESHOLD = 0.78  # --small scores ~0.85; a map flipped, shifted or with classes mixed up scores < 0.5
 
@@ -57,7 +57,7 @@ def test_demo_outputs_are_consistent(demo_run):
     with rasterio.open(os.path.join(output, "land_cover_2022.png")) as png:
         assert png.width > 200
     labels = [str(v) for v in classes["class"].attrs["class_labels"]]
-    assert set(labels) == set(sample_data.CLASS_NAMES)
+    assert set(labels) == set(sample_world.CLASS_NAMES)
 
 
 def test_the_threshold_catches_a_broken_step(demo_run):
@@ -72,10 +72,10 @@ def test_the_threshold_catches_a_broken_step(demo_run):
     import affine
 
     transform = affine.Affine(10.0, 0.0, float(x[0]) - 5, 0.0, -10.0, float(y[0]) + 5)
-    truth, names = sample_data.truth_on_grid(os.path.join(data_dir, "ground_truth.tif"), classes.attrs["crs"], transform, predicted.shape)
+    truth, names = sample_truth.truth_on_grid(os.path.join(data_dir, "ground_truth.tif"), classes.attrs["crs"], transform, predicted.shape)
 
     def accuracy(p, label_list=labels):
-        return sample_data.score(p, label_list, 255, truth, names)["accuracy"]
+        return sample_truth.score(p, label_list, 255, truth, names)["accuracy"]
 
     assert accuracy(predicted) > THRESHOLD
     assert accuracy(predicted[::-1]) < 0.5  # rows upside down (a bottom-up COG read naively)
@@ -94,5 +94,5 @@ def test_demo_refuses_to_overwrite_without_the_flag(demo_run, capsys):
 def test_comparison_uses_the_ground_truth_colours(demo_run):
     rc, _, output = demo_run
     colours = json.load(open(os.path.join(output, "sample-data", "colors.json")))
-    assert colours == dict(zip(sample_data.CLASS_NAMES, sample_data.CLASS_COLOURS))
+    assert colours == dict(zip(sample_world.CLASS_NAMES, sample_world.CLASS_COLOURS))
     assert os.path.getsize(os.path.join(output, "comparison.png")) > 20_000

@@ -18,7 +18,7 @@ import zarr
 
 from pipelines import classify, cluster, export, extract, sample, train
 from test_cog import check_nearest, files_of, grid_of, make_source
-from transforms import quantize, readers, sample_data, store
+from transforms import quantize, readers, sample_data, sample_embedding, store
 from transforms.grid import Window
 
 FNAPI = ["--runner=FnApiRunner"]
@@ -99,7 +99,7 @@ def test_sample_train_classify_agree_on_int8_and_float(mirror, stores, tmp_path)
         tables[dtype] = str(tmp_path / f"samples-{dtype}.parquet")
         assert sample.run(["--embeddings", path, "--points", mirror.points, "--label-column", "label", "--output", tables[dtype], *FNAPI]) == 0
     a, b = pd.read_parquet(tables["int8"]), pd.read_parquet(tables["float32"])
-    band_columns = [c for c in a.columns if c in sample_data.BANDS]
+    band_columns = [c for c in a.columns if c in sample_embedding.BANDS]
     assert len(band_columns) == 64 and len(a) > 50
     pd.testing.assert_frame_equal(a[band_columns], b[band_columns])
     counts = b["label"].value_counts()

@@ -13,7 +13,7 @@ import rasterio
 from scipy import ndimage
 
 from pipelines import make_sample_data
-from transforms import cog_index, quantize, sample_data
+from transforms import cog_index, quantize, sample_data, sample_embedding, sample_world
 
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
 PUBLIC_INDEX_COLUMNS = {"fid", "path", "year", "crs", "utm_zone", "utm_west", "utm_south", "utm_east", "utm_north",
@@ -58,7 +58,7 @@ def test_layout_is_the_mirrors(data):
         with rasterio.open(path) as ds:
             assert (ds.count, ds.width, ds.height) == (64, SPEC.tile_size, SPEC.tile_size)
             assert ds.dtypes[0] == "int8" and ds.nodata == -128
-            assert ds.descriptions == sample_data.BANDS
+            assert ds.descriptions == sample_embedding.BANDS
             assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
             assert ds.crs.to_epsg() == int(cog_index.zone_crs(path.split("/")[-2]).split(":")[1])
             assert ds.transform.a == 10.0 and abs(ds.transform.e) == 10.0
@@ -89,7 +89,7 @@ def test_two_zones_cover_the_area_on_both_sides_of_the_boundary(data, truth):
     classes, transform, crs, _ = truth
     to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     rows, cols = np.mgrid[0 : classes.shape[0], 0 : classes.shape[1]]
-    lon, _ = to_lonlat.transform(*sample_data.apply(transform, cols + 0.5, rows + 0.5))
+    lon, _ = to_lonlat.transform(*sample_world.apply(transform, cols + 0.5, rows + 0.5))
     codes = native_codes(data, 2022)
     east = lon >= SPEC.boundary_lon
     assert 0.2 < east.mean() < 0.6
@@ -115,7 +115,7 @@ def test_land_cover_is_irregular_patches_at_several_scales(truth):
     shares = np.bincount(classes.ravel(), minlength=n) / classes.size
     assert shares.min() > 0.005
     # bigger areas for the same generator: the default size, where the larger scales show
-    world = sample_data.make_world(sample_data.SampleSpec())
+    world = sample_world.make_world(sample_data.SampleSpec())
     big = world.classes
     assert (np.bincount(big.ravel(), minlength=n) / big.size).min() > 0.03
     sizes, rectangular = [], 0
@@ -182,12 +182,12 @@ def test_points_are_labelled_from_the_ground_truth_like_a_person_would(data, tru
     assert len(features) == data.n_points
     to_grid = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     per_class = {name: [] for name in names}
-    world = sample_data.make_world(SPEC)
+    world = sample_world.make_world(SPEC)
     nodata_any = world.nodata[2022] | world.nodata[2023]
     for feature in features:
         lon, lat = feature["geometry"]["coordinates"]
         x, y = to_grid.transform(lon, lat)
-        col, row = (int(v) for v in sample_data.apply(~transform, x, y))
+        col, row = (int(v) for v in sample_world.apply(~transform, x, y))
         label = feature["properties"]["label"]
         assert names[classes[row, col]] == label
         assert feature["properties"]["class_id"] == names.index(label)
@@ -206,10 +206,10 @@ def test_points_are_labelled_from_the_ground_truth_like_a_person_would(data, tru
 
 
 def test_generation_is_deterministic():
-    a, b = sample_data.make_world(SPEC), sample_data.make_world(SPEC)
+    a, b = sample_world.make_world(SPEC), sample_world.make_world(SPEC)
     np.testing.assert_array_equal(a.classes, b.classes)
     np.testing.assert_array_equal(a.nodata[2022], b.nodata[2022])
-    other = sample_data.make_world(sample_data.SampleSpec(**sample_data.SMALL, seed=SPEC.seed + 1))
+    other = sample_world.make_world(sample_data.SampleSpec(**sample_data.SMALL, seed=SPEC.seed + 1))
     assert (other.classes != a.classes).mean() > 0.5
 
 
