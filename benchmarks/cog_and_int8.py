@@ -230,9 +230,8 @@ def main() -> int:
         "\nReading the table: the reference only reads and decompresses the windows. `CogSource.fetch` adds "
         "the transposition to the store's (y, x, band) layout, the mosaic and, off the native zone, the "
         "nearest-neighbour warp of 64 bands (GDAL), its main cost. `efm extract` adds Beam, Zarr compression and "
-        "writes, and for float32 4x the bytes. The COG source de-quantises with a 256-entry table "
-        "(`transforms.cog.dequantize`, the same values); readers of int8 stores use `quantize.dequantize` (float64 "
-        "arithmetic), which is most of the time of reading an int8 store as float32 (compare the last column)."
+        "writes, and for float32 4x the bytes. The COG source and all readers of int8 stores de-quantise with "
+        "`quantize.dequantize`, a 256-entry table look-up giving the formula's float32 values."
     )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     header = (f"{SECTION}\n\n`/work/venv/bin/python benchmarks/cog_and_int8.py --size {args.size} --tile-size {args.tile_size} "
