@@ -74,16 +74,31 @@ def initialize(settings: EarthEngineSettings) -> None:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         ee.data._get_state().requests_session = session  # ee keeps a preset session
+        import google.auth.exceptions
+
         try:
             ee.Initialize(credentials=credentials, project=settings.project, url=settings.api_url)
         except ee.EEException as exc:
             message = str(exc).splitlines()[0]
+            if any(word in message.lower() for word in ("permission", "not registered", "forbidden")):
+                raise InputError("--ee-project", f"these credentials may not use Earth Engine{' in project ' + settings.project if settings.project else ''}: "
+                                 f"{message} (the account needs roles/earthengine.viewer or .writer and roles/serviceusage.serviceUsageConsumer "
+                                 "on a project registered for Earth Engine)") from None
             if "project" in message.lower():
                 raise InputError("--ee-project", f"Earth Engine needs a Cloud project: pass --ee-project ({message})") from None
             raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: {message}") from None
+        except google.auth.exceptions.GoogleAuthError as exc:  # e.g. expired or revoked credentials
+            raise CredentialsError(f"the credentials cannot get a token: {_first_line(exc)}") from None
+        except OSError as exc:  # connection refused, DNS, TLS: Earth Engine is not reachable from here
+            raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: cannot connect ({_first_line(exc)[:200]})") from None
         ee.data.setMaxRetries(0)  # we retry ourselves: with jitter, counters and a clear final error
         ee.data.setDeadline(int(settings.request_timeout_s * 1000))
         _initialized_with = settings
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def year_image(collection: str, year: int, bands: tuple[str, ...], transfer_dtype: str):
