@@ -1,0 +1,428 @@
+"""Dataflow flex templates (templates/): metadata, launcher, Dockerfile, and launches against the emulators.
+
+* metadata.json files parse as Dataflow's TemplateMetadata (the real google-cloud-dataflow-client
+  message), every parameter is a flag of the pipeline, every flag (required ones above all) is a
+  parameter, and the regexes accept the documented examples and reject bad values;
+* the entry files run exactly as the flex template launcher runs them — `python <main.py>
+  --<param>=<value> ... <Beam options>` in a process of its own, with FLEX_TEMPLATE_* set as in the
+  image — once on DirectRunner (extract -> sample -> classify, Earth Engine emulator -> GCS emulator),
+  and once on DataflowRunner writing the job to --template_location (what the launcher does: no
+  Google Cloud needed), which also stages setup.py as --setup_file with Beam's own stager;
+* bad input (a parameter failing its regex, a missing bucket, credentials that cannot reach
+  Earth Engine) fails in the launcher with one clear line, before any job exists;
+* the Dockerfile pins what setup.py pins and points the launcher at files that exist.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import FAKE_TOKEN
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates"
+sys.path.insert(0, str(TEMPLATES))
+import flex_launcher  # noqa: E402
+
+from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy  # noqa: E402
+
+PIPELINES = ("extract", "classify", "sample")
+SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
+NOT_IN_TEMPLATE: dict[str, set[str]] = {p: set() for p in PIPELINES}  # flags deliberately left out (none)
+
+
+def parser_of(pipeline: str) -> argparse.ArgumentParser:
+    import importlib
+
+    return importlib.import_module(f"pipelines.{pipeline}").build_parser()
+
+
+def example_of(param: dict) -> str:
+    assert "Example: " in param["helpText"], f"{param['name']}: helpText must end with 'Example: <value>'"
+    return param["helpText"].rpartition("Example: ")[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata.json <-> the pipelines' flags
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_metadata_is_dataflow_template_metadata(pipeline):
+    from google.cloud.dataflow_v1beta3.types import ParameterType, TemplateMetadata
+
+    text = (TEMPLATES / pipeline / "metadata.json").read_text()
+    parsed = TemplateMetadata.from_json(text)  # raises on any field Dataflow's schema doesn't have
+    raw = json.loads(text)
+    assert parsed.name and parsed.description and parsed.parameters
+    names = [p["name"] for p in raw["parameters"]]
+    assert len(names) == len(set(names))
+    for param in raw["parameters"]:
+        assert set(param) >= {"name", "label", "helpText", "isOptional", "regexes", "paramType"}, param["name"]
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", param["name"]), f"{param['name']}: Dataflow-style parameter names (underscores)"
+        assert param["paramType"] in ParameterType.__members__ and param["regexes"]
+        for pattern in param["regexes"]:
+            assert pattern.startswith("^") and pattern.endswith("$")
+            re.compile(pattern)
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_every_parameter_is_a_flag_and_every_flag_a_parameter(pipeline):
+    parser = parser_of(pipeline)
+    actions = flex_launcher.flag_actions(parser)
+    params = flex_launcher.parameters(pipeline)
+    for name, param in params.items():
+        flag = flex_launcher.flag_for(name, actions)
+        assert flag is not None, f"templates/{pipeline}/metadata.json: {name} is not a flag of efm {pipeline}"
+        action = actions[flag]
+        assert param["isOptional"] == (not action.required), f"{name}: isOptional must be {not action.required} (the flag's required)"
+        if isinstance(action, argparse._StoreTrueAction):
+            assert param["regexes"] == ["^(true|false)$"], f"{name} is a switch: its values are true/false"
+    covered = {flex_launcher.flag_for(name, actions) for name in params}
+    for flag, action in actions.items():
+        if flag in NOT_IN_TEMPLATE[pipeline]:
+            continue
+        assert flag in covered, (f"efm {pipeline} {flag} has no parameter in templates/{pipeline}/metadata.json: add one "
+                                 f"(name {flag[2:].replace('-', '_')!r}) or list it in NOT_IN_TEMPLATE")
+    for group in parser._mutually_exclusive_groups:  # e.g. --bbox | --aoi, one of them required
+        if group.required:
+            assert all(a.option_strings[0] in covered for a in group._group_actions)
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_regexes_accept_the_documented_examples_and_every_choice(pipeline):
+    actions = flex_launcher.flag_actions(parser_of(pipeline))
+    for name, param in flex_launcher.parameters(pipeline).items():
+        example = example_of(param)
+        flex_launcher.check_value(param, example)
+        action = actions[flex_launcher.flag_for(name, actions)]
+        if action.type is not None:
+            action.type(example)  # the example is also valid for the flag itself
+        for choice in action.choices or []:
+            flex_launcher.check_value(param, choice)
+        if action.choices:
+            assert example in action.choices
+
+
+GCS_BAD = ["/local/path/store.zarr", "gs://", "gs://bucket", "gs://Bucket/upper.zarr", "s3://bucket/x.zarr", "gs://b/x", "gs://bucket/a\nb"]
+BAD_VALUES = {
+    "bbox": ["5.9,45.8,6.2", "a,b,c,d", "5.9;45.8;6.2;46.0", "5.9, 45.8, 6.2, 46.0 ", ""],
+    "aoi": GCS_BAD, "cog_root": GCS_BAD, "output": GCS_BAD, "embeddings": GCS_BAD, "points": GCS_BAD,
+    "years": ["21", "2021;2022", "2021-", "last year", "2021,,2022"],
+    "source": ["gee", "EE", ""], "dtype": ["int16", "float"], "transfer_dtype": ["uint8", "Auto"],
+    "collection": ["", "GOOGLE/ SATELLITE", "/leading/slash"],
+    "crs": ["32631", "EPSG:", "+proj=utm +zone=31", "EPSG:32631 "],
+    "scale": ["-10", "ten", "1e1"], "chunk_size": ["0", "-1024", "1024.0", "1k"], "request_tile_size": ["0", "256px"],
+    "ee_project": ["My_Project", "p", "-leading-dash", "project!"],
+    "ee_api_url": ["earthengine.googleapis.com", "ftp://x", "https://"],
+    "max_concurrent_requests": ["0", "-4", "four"], "max_requests_per_second": ["-1", "fast"],
+    "threads_per_worker": ["0", "ten"], "max_retries": ["-1", "many"], "retry_initial_delay": ["-1", "1s"],
+    "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "trust_pickle": ["yes"], "confidence": ["on"],
+    "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
+    "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],
+    "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"],
+}
+BAD_BY_PIPELINE = {"sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]}}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_regexes_reject_bad_values(pipeline):
+    for name, param in flex_launcher.parameters(pipeline).items():
+        bad = BAD_BY_PIPELINE.get(pipeline, {}).get(name, BAD_VALUES.get(name))
+        assert bad, f"{pipeline}.{name}: add bad values for it to BAD_VALUES"
+        for value in bad:
+            with pytest.raises(flex_launcher.TemplateParameterError, match=rf"^{name}: "):
+                flex_launcher.check_value(param, value)
+
+
+def test_launcher_translates_template_parameters_to_efm_flags():
+    argv = ["--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr", "--chunk_size=512",
+            "--ee_project", "my-ee-project", "--overwrite=true", "--resume=false", "--crs=",
+            "--runner=DataflowRunner", "--temp_location=gs://my-bucket/tmp", "--sdk_container_image=" + SDK_IMAGE]
+    assert flex_launcher.to_pipeline_args("extract", argv) == [
+        "--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr", "--chunk-size=512",
+        "--ee-project=my-ee-project", "--overwrite",  # resume=false and the blank crs are dropped
+        "--runner=DataflowRunner", "--temp_location=gs://my-bucket/tmp", "--sdk_container_image=" + SDK_IMAGE]
+    assert flex_launcher.to_pipeline_args("classify", ["--model_sha256=" + "a" * 64, "--trust_pickle=false", "--confidence=true"]) == [
+        "--model-sha256=" + "a" * 64, "--confidence"]
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^chunk_size: '1k' is not a valid chunk size \(must match"):
+        flex_launcher.to_pipeline_args("extract", ["--chunk_size=1k"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match="^years: a value is required"):
+        flex_launcher.to_pipeline_args("extract", ["--years="])
+
+
+# ---------------------------------------------------------------------------------------------
+# The image
+
+
+def dockerfile() -> str:
+    return (TEMPLATES / "Dockerfile").read_text()
+
+
+def setup_pins() -> dict[str, str]:
+    tree = ast.parse((REPO / "setup.py").read_text())
+    install = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "INSTALL_REQUIRES")
+    pins = {}
+    for spec in ast.literal_eval(install):
+        name, version = spec.split("==")
+        pins[re.sub(r"\[.*\]", "", name).lower()] = version
+    return pins
+
+
+def constraint_pins() -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text().splitlines()]
+    return {line.split("==")[0].lower(): line.split("==")[1] for line in lines if "==" in line}
+
+
+def test_dockerfile_pins_the_tested_versions():
+    text = dockerfile()
+    froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
+    images = {stage: image for image, stage in froms}
+    beam = re.fullmatch(r"apache/beam_python(3\.\d+)_sdk:(\S+)", images["base"])
+    assert beam, "the workers' base must be Google's pattern: apache/beam_python<3.x>_sdk:<beam version>"
+    python, beam_version = beam.groups()
+    assert beam_version == setup_pins()["apache-beam"] == constraint_pins()["apache-beam"]
+    requires = re.search(r'python_requires="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    assert requires == f">={python}", "the image's Python is the oldest setup.py allows (CI's 3.11)"
+    launcher = re.fullmatch(r"gcr\.io/dataflow-templates-base/python(\d+)-template-launcher-base:\$\{LAUNCHER_TAG\}", images["launcher"])
+    assert launcher and launcher.group(1) == python.replace(".", ""), "launcher base image for the same Python"
+    assert re.search(r"^ARG LAUNCHER_TAG=\S+$", text, re.M)
+    assert "COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher" in text
+    # Everything installed comes at setup.py / constraints.txt versions: no loose pip installs.
+    installs = re.findall(r"pip install ([^\n\\&]+)", text)
+    assert installs == ["--no-cache-dir -c constraints.txt . "], installs
+    for name, version in re.findall(r"([A-Za-z0-9_.\-\[\]]+)==([0-9][^\s'\"]*)", text):
+        assert setup_pins().get(re.sub(r"\[.*\]", "", name).lower(), constraint_pins().get(name.lower())) == version, name
+    assert re.search(r'ENTRYPOINT \["/opt/apache/beam/boot"\]', text)
+
+
+def test_dockerfile_points_the_launcher_at_files_that_exist():
+    text = dockerfile()
+    copies = re.findall(r"^COPY (?!--from)(.+)$", text, re.M)
+    copied = [src for line in copies for src in line.split()[:-1]]
+    for src in copied:
+        assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
+    setup = (REPO / "setup.py").read_text()
+    for package in re.findall(r'"(\w+)", "\1\.\*"', setup):
+        assert package in copied, f"setup.py's package {package} is not copied into the image"
+    workdir = re.search(r"^WORKDIR (\S+)$", text, re.M).group(1)
+    assert re.search(rf"^ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE={workdir}/setup.py$", text, re.M)
+    stages = dict(re.findall(r"^FROM base AS (\w+)\nENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)$", text, re.M))
+    assert set(stages) == set(PIPELINES)
+    for pipeline, path in stages.items():
+        assert path == f"{workdir}/templates/{pipeline}/main.py"
+        assert (REPO / path.removeprefix(workdir + "/")).is_file()
+    build = (TEMPLATES / "cloudbuild.yaml").read_text()
+    for pipeline in PIPELINES:
+        assert re.search(rf"--target, {pipeline},", build), f"cloudbuild.yaml builds no {pipeline} target"
+
+
+def test_entry_modules_import_without_test_only_packages():
+    """The launcher image has no test extras (pytest, emulators' deps, airflow): importing must not need them."""
+    blocked = ["gcp_storage_emulator", "pytest", "hypothesis", "airflow"]
+    code = ("import sys\n"
+            "class Block:\n"
+            f"    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            f"sys.path.insert(0, {str(TEMPLATES)!r})\n"
+            "import flex_launcher, pipelines.extract, pipelines.classify, pipelines.sample\n"
+            "for p in flex_launcher.PIPELINES: flex_launcher.to_pipeline_args(p, [])\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=child_env())
+
+
+# ---------------------------------------------------------------------------------------------
+# Launches, as the flex template launcher does them, against the emulators
+
+
+def fake_adc(path: Path) -> str:
+    """Application-default credentials as a worker service account has them: a token that needs no refresh."""
+    path.write_text(json.dumps({"type": "authorized_user", "client_id": "efm-test", "client_secret": "efm-test",
+                                "refresh_token": "efm-test", "token": FAKE_TOKEN, "expiry": "2099-01-01T00:00:00Z"}))
+    return str(path)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("EFM_EE_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def launch(pipeline: str, params: dict[str, str], options: list[str], env: dict[str, str], expect: int = 0, timeout: float = 300):
+    """`python templates/<pipeline>/main.py --name=value ... <options>`, FLEX_TEMPLATE_* set as in the image."""
+    main = TEMPLATES / pipeline / "main.py"
+    argv = [sys.executable, str(main), *(f"--{k}={v}" for k, v in params.items()), *options]
+    env = dict(env, FLEX_TEMPLATE_PYTHON_PY_FILE=str(main), FLEX_TEMPLATE_PYTHON_SETUP_FILE=str(REPO / "setup.py"))
+    proc = subprocess.run(argv, cwd="/", env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def launcher_options(bucket: str, job: str, runner: str) -> list[str]:
+    """The Beam options the flex template launcher adds (plus the ones a user passes with --parameters)."""
+    return [f"--runner={runner}", "--project=my-project", "--region=europe-west1", f"--job_name={job}",
+            f"--temp_location={bucket}/tmp", f"--staging_location={bucket}/staging", f"--sdk_container_image={SDK_IMAGE}",
+            f"--setup_file={REPO / 'setup.py'}", "--labels=goog-dataflow-provided-template-type=flex"]
+
+
+@pytest.fixture(scope="module")
+def ee_emulator():
+    from emulators.earthengine import EarthEngineEmulator
+    from emulators.earthengine.synthetic import make_embedding_collection
+
+    emu = EarthEngineEmulator()
+    emu.add_images(make_embedding_collection(years=(2021,), seed=SEED))
+    with emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def adc(tmp_path_factory) -> str:
+    return fake_adc(tmp_path_factory.mktemp("adc") / "application_default_credentials.json")
+
+
+@pytest.fixture(scope="module")
+def launched(gcs, ee_emulator, adc, tmp_path_factory):
+    """extract -> sample -> classify through the entry files on DirectRunner (train in between: not a template)."""
+    from pipelines import train
+
+    bucket = f"gs://{gcs.make_bucket()}"
+    env = child_env(GOOGLE_APPLICATION_CREDENTIALS=adc)
+    paths = {"embeddings": f"{bucket}/emb.zarr", "points": f"{bucket}/points.csv", "samples": f"{bucket}/samples.parquet",
+             "model": f"{bucket}/model.skops", "classes": f"{bucket}/classes.zarr", "bucket": bucket}
+    with gcs.fs.open(paths["points"].removeprefix("gs://"), "wb") as f:
+        f.write(labelled_points_csv())
+    direct = lambda job: launcher_options(bucket, job, "DirectRunner")  # noqa: E731
+    outs = {}
+    outs["extract"] = launch("extract", {"bbox": area_bbox(), "years": "2021", "crs": CRS, "output": paths["embeddings"],
+                                         "chunk_size": "256", "ee_api_url": ee_emulator.url, "ee_project": "test-project"},
+                             direct("efm-extract"), env)
+    outs["sample"] = launch("sample", {"embeddings": paths["embeddings"], "points": paths["points"], "label_column": "label",
+                                       "output": paths["samples"]}, direct("efm-sample"), env)
+    assert train.run(["--samples", paths["samples"], "--classifier", "logistic-regression", "--output", paths["model"], "--folds", "3"]) == 0
+    outs["classify"] = launch("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": paths["classes"],
+                                           "confidence": "true", "resume": "false"}, direct("efm-classify"), env)
+    return paths, outs, env
+
+
+def test_entry_files_run_the_pipelines_as_the_launcher_does(launched, ee_emulator):
+    import xarray as xr
+
+    paths, outs, _ = launched
+    assert "efm extract: " in outs["extract"].stdout and "complete" in outs["extract"].stdout
+    assert ee_emulator.count("computePixels") > 0  # through application-default credentials, as on Dataflow workers
+    assert "efm sample: " in outs["sample"].stdout and "efm classify: " in outs["classify"].stdout
+    with xr.open_zarr(paths["classes"], consolidated=True, zarr_format=2) as ds:
+        assert ds.attrs["efm_status"] == "complete" and "confidence" in ds
+    accuracy, _ = map_accuracy(paths["classes"])
+    assert accuracy > 0.8
+
+
+def staged_job(gcs, template_location: str) -> dict:
+    return json.loads(gcs.fs.cat(template_location.removeprefix("gs://")))
+
+
+def test_dataflow_launch_writes_the_job_stages_setup_py_and_does_not_wait(launched, gcs, ee_emulator):
+    """DataflowRunner with --template_location, as the flex launcher runs it: checks pass against the
+    emulators, the job graph is written, the process returns at once (no waiting on a job)."""
+    paths, _, env = launched
+    bucket = paths["bucket"]
+    for pipeline, params in [
+        ("extract", {"bbox": area_bbox(), "years": "2021", "crs": CRS, "output": f"{bucket}/df-emb.zarr", "ee_api_url": ee_emulator.url,
+                     "ee_project": "test-project", "chunk_size": "256"}),
+        ("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": f"{bucket}/df-classes.zarr"}),
+    ]:
+        template_location = f"{bucket}/launches/{pipeline}/job_object"
+        proc = launch(pipeline, params, launcher_options(bucket, f"efm-{pipeline}", "DataflowRunner")
+                      + [f"--template_location={template_location}"], env, timeout=180)
+        assert f"efm {pipeline}: job graph written to {template_location}" in proc.stdout
+        job = staged_job(gcs, template_location)
+        environment = job["environment"]
+        assert any(c.get("containerImage") == SDK_IMAGE for c in environment["workerPools"][0]["sdkHarnessContainerImages"])
+        staged = [p["location"] for p in environment["workerPools"][0]["packages"]]
+        workflow = next(p for p in staged if p.endswith("/workflow.tar.gz"))  # setup.py, built by Beam's stager
+        sdist = tarfile.open(fileobj=io.BytesIO(gcs.fs.cat(workflow.split("storage.googleapis.com/", 1)[1])))
+        names = sdist.getnames()
+        for module in ("pipelines/extract.py", "pipelines/classify.py", "transforms/earthengine.py", "transforms/store.py"):
+            assert any(n.endswith(module) for n in names), module
+        requires = sdist.extractfile(next(n for n in names if n.endswith(".egg-info/requires.txt"))).read().decode()
+        for name, version in setup_pins().items():
+            assert re.search(rf"^{re.escape(name)}(\[\w+\])?=={re.escape(version)}$", requires, re.M | re.I), name
+
+
+class RefusingEmulator:
+    """The Earth Engine emulator answering 403 to the algorithm list, as Earth Engine does for an account
+    (say a worker service account) that may not use it in the project."""
+
+    def __new__(cls):
+        from emulators.earthengine import EarthEngineEmulator
+        from emulators.earthengine.server import error_reply
+
+        class Refusing(EarthEngineEmulator):
+            def handle(self, method, target, raw_body):
+                reply, kind, body = super().handle(method, target, raw_body)
+                if kind == "algorithms":
+                    return error_reply(403, "Caller does not have required permission to use project test-project."), kind, body
+                return reply, kind, body
+
+        return Refusing()
+
+
+@pytest.mark.parametrize("case", ["regex", "bucket", "no-credentials", "refused-credentials", "model"])
+def test_bad_input_fails_at_launch_with_one_line(case, launched, gcs, ee_emulator, tmp_path):
+    paths, _, env = launched
+    bucket = paths["bucket"]
+    template_location = f"{bucket}/launches/bad-{case}/job_object"
+    options = launcher_options(bucket, "efm-bad", "DataflowRunner") + [f"--template_location={template_location}"]
+    extract = {"bbox": area_bbox(), "years": "2021", "output": f"{bucket}/bad-{case}.zarr", "ee_api_url": ee_emulator.url, "ee_project": "test-project"}
+    pipeline, expected = "extract", None
+    if case == "regex":
+        extract["chunk_size"] = "1k"
+        expected = r"^efm extract \(flex template\): error: chunk_size: '1k' is not a valid chunk size \(must match \^\[1-9\]\[0-9\]\*\$\); e\.g\. 1024$"
+    elif case == "bucket":
+        extract["output"] = "gs://efm-no-such-bucket/emb.zarr"
+        expected = r"^efm extract: error: --output: bucket 'efm-no-such-bucket' of gs://efm-no-such-bucket/emb.zarr does not exist"
+    elif case == "no-credentials":
+        env = child_env(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path))
+        expected = r"^efm extract: error: --ee-project: no Earth Engine credentials found; run `gcloud auth application-default login"
+    elif case == "refused-credentials":
+        refusing = RefusingEmulator().start()
+        extract["ee_api_url"] = refusing.url
+        expected = r"^efm extract: error: --ee-project: these credentials may not use Earth Engine in project test-project: Caller does not have"
+    else:
+        pipeline = "classify"
+        extract = {"embeddings": paths["embeddings"], "model": f"{bucket}/no-such-model.skops", "output": f"{bucket}/bad.zarr"}
+        expected = r"^efm classify: error: --model: "
+    try:
+        proc = launch(pipeline, extract, options, env, expect=2, timeout=120)
+    finally:
+        if case == "refused-credentials":
+            refusing.stop()
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
+    assert len(lines) == 1 and re.search(expected, lines[0]), proc.stderr[-2000:]
+    assert not gcs.fs.exists(template_location.removeprefix("gs://")), "no job may exist after a failed launch"
+
+
+def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
+    """No Earth Engine at the URL (closed port): a clear --ee-api-url error, not a traceback.
+    (ee retries the connection 5 times with backoff first, about 50 s: made 0 here.)"""
+    import ee
+
+    from conftest import free_port
+    from transforms import earthengine
+    from transforms.errors import InputError
+
+    monkeypatch.setattr(ee.data._get_state(), "max_retries", 0)
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(InputError, match=rf"^--ee-api-url: cannot initialise Earth Engine at {url}: cannot connect"):
+        earthengine.initialize(earthengine.EarthEngineSettings(project="test-project", api_url=url))
