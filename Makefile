@@ -15,7 +15,7 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/efm demo --output demo-output
+	$(VENV)/bin/efm demo --output demo-output --overwrite  # the folder is the demo's own: re-running replaces it
 
 test: $(STAMP)
 	$(PY) -m pytest -q
