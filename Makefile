@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Airflow runs in its own virtualenv (Airflow and Beam pin conflicting dependencies); the example
+# DAGs start the pipelines with the project's interpreter, EFM_PYTHON.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test install benchmark clean
+.PHONY: demo test test-airflow install airflow-env benchmark clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +21,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/efm demo --output demo-output --overwrite  # the folder is the demo's own: re-running replaces it
 
-test: $(STAMP)
+$(AIRFLOW_STAMP): tests_airflow/requirements.txt tests_airflow/constraints.txt scripts/airflow_env.sh
+	PYTHON=$(PYTHON) bash scripts/airflow_env.sh $(AIRFLOW_VENV)
+
+airflow-env: $(AIRFLOW_STAMP)
+
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest -q
+	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
+
+test-airflow: $(STAMP) $(AIRFLOW_STAMP)
+	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_vs_xee.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) demo-output .pytest_cache

@@ -1,0 +1,102 @@
+"""Shared by the example DAGs: the DAG parameters, and the flex template launch body built from them.
+
+Only Airflow and the standard library are imported here: the DAGs parse in an Airflow environment
+that has neither efm nor Beam's pipeline dependencies. The pipelines run in a Python of their
+own, EFM_PYTHON (an interpreter with efm-pipelines installed; default `python3`).
+"""
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import Param
+
+# The interpreter the Beam operator runs `python -m pipelines.<step>` with.
+EFM_PYTHON = os.environ.get("EFM_PYTHON", "python3")
+
+# The params both DAGs take (each DAG adds its own). Paths may be local (DirectRunner) or gs://.
+COMMON_PARAMS = {
+    # area and years (efm extract)
+    "bbox": Param("5.9,45.8,6.2,46.0", type="string", description="Area as W,S,E,N in degrees (efm extract --bbox)"),
+    "years": Param("2022", type="string", description="Years, e.g. 2021,2022 or 2019-2024 (efm extract --years)"),
+    "crs": Param(None, type=["null", "string"], description="Target CRS, e.g. EPSG:32631 (default: the UTM zone of the area)"),
+    "chunk_size": Param(None, type=["null", "integer"], minimum=128, description="Chunk side in pixels (default 1024)"),
+    "dtype": Param("float32", enum=["float32", "int8"], description="Store dtype"),
+    "source": Param("ee", enum=["ee", "cog"], description="ee = Earth Engine; cog = the int8 COG mirror at cog_root"),
+    "cog_root": Param(None, type=["null", "string"], description="With source=cog: the mirror's root folder or gs:// path"),
+    "ee_project": Param(None, type=["null", "string"], description="Cloud project for Earth Engine requests"),
+    "ee_api_url": Param(None, type=["null", "string"], description="Earth Engine API URL (default: the high-volume endpoint)"),
+    # the stores and the model
+    "embeddings": Param("gs://my-bucket/efm/embeddings.zarr", type="string", description="Embedding store extract writes and classify reads"),
+    "model": Param("gs://my-bucket/efm/model.skops", type="string", description="Model from efm train / efm cluster (.skops, or a pickle with model_sha256)"),
+    "model_sha256": Param(None, type=["null", "string"], description="sha256 of a pickled model (efm train prints it)"),
+    "classes": Param("gs://my-bucket/efm/classes.zarr", type="string", description="Class-map store classify writes"),
+    "confidence": Param(False, type="boolean", description="Also write the maximum class probability"),
+    "overwrite": Param(False, type="boolean", description="Replace existing outputs (else an existing output fails the task)"),
+    # Google Cloud (Dataflow)
+    "gcp_project": Param(None, type=["null", "string"], description="Project the Dataflow jobs run in"),
+    "region": Param("europe-west1", type="string", description="Dataflow region"),
+    "temp_location": Param(None, type=["null", "string"], description="gs:// folder for Dataflow's temporary files"),
+    "sdk_container_image": Param(None, type=["null", "string"],
+                                 description="Worker image: the image built from templates/Dockerfile (holds efm and its pinned dependencies)"),
+    "service_account": Param(None, type=["null", "string"], description="Worker service account email (needs Earth Engine, Storage and Dataflow worker roles)"),
+    "max_workers": Param(None, type=["null", "integer"], minimum=1, description="Upper bound of Dataflow workers"),
+}
+
+# Each step's inputs, by the name of its flex template parameter (templates/<pipeline>/metadata.json)
+# -> the DAG param that feeds it. The efm flag is the same name with dashes (chunk_size -> --chunk-size).
+STEP_PARAMETERS = {
+    "extract": {"bbox": "bbox", "years": "years", "crs": "crs", "chunk_size": "chunk_size", "dtype": "dtype", "source": "source",
+                "cog_root": "cog_root", "ee_project": "ee_project", "ee_api_url": "ee_api_url", "output": "embeddings",
+                "overwrite": "overwrite"},
+    "classify": {"embeddings": "embeddings", "model": "model", "model_sha256": "model_sha256", "output": "classes",
+                 "confidence": "confidence", "overwrite": "overwrite"},
+}
+
+
+def _text(value) -> str | None:
+    """A DAG param as a template parameter value: strings only; None/False = not passed."""
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return "true"
+    return str(value)
+
+
+def beam_pipeline_options(pipeline: str, params: dict) -> dict:
+    """`pipeline_options` of BeamRunPythonPipelineOperator for `python -m pipelines.<pipeline>`.
+
+    Built in Python, not with one Jinja expression per option: with render_template_as_native_obj
+    a value such as "5.9,45.8,6.2,46.0" or "2021,2022" would come back as a tuple. Here strings stay
+    strings, None/False drop the flag and True makes it a bare switch (--overwrite). On Dataflow the
+    worker options are added; the operator adds --project, --region and --job_name from dataflow_config.
+    """
+    options: dict = {}
+    for name, param in STEP_PARAMETERS[pipeline].items():
+        value = params.get(param)
+        if value is None or value is False or value == "":
+            continue
+        options[name.replace("_", "-")] = True if value is True else str(value)
+    if params.get("runner") == "DataflowRunner":
+        dataflow = {"temp_location": params.get("temp_location"), "sdk_container_image": params.get("sdk_container_image"),
+                    "max_num_workers": params.get("max_workers")}
+        options.update({k: v for k, v in dataflow.items() if v is not None})
+    return options
+
+
+def flex_launch_body(pipeline: str, params: dict, job_name: str | None = None) -> dict:
+    """The `body` of DataflowStartFlexTemplateOperator (Dataflow's LaunchFlexTemplateParameter) for one template."""
+    parameters = {name: _text(params.get(param)) for name, param in STEP_PARAMETERS[pipeline].items()}
+    environment = {
+        "tempLocation": params.get("temp_location"),
+        "sdkContainerImage": params.get("sdk_container_image"),
+        "serviceAccountEmail": params.get("service_account"),
+        "maxWorkers": params.get("max_workers"),
+    }
+    return {
+        "launchParameter": {
+            "jobName": job_name or f"efm-{pipeline}",
+            "containerSpecGcsPath": params[f"{pipeline}_template"],
+            "parameters": {k: v for k, v in parameters.items() if v is not None},
+            "environment": {k: v for k, v in environment.items() if v is not None},
+        }
+    }

@@ -1,0 +1,165 @@
+"""The example DAGs under real Airflow 3: the folder imports cleanly; DAG (a) runs end to end with
+dag.test() on DirectRunner, offline, producing a class map; DAG (b) sends Dataflow exactly the
+parameters the flex templates declare.
+
+End to end on the offline sample data (efm make-sample-data: a local copy of the int8 COG
+mirror) with `source=cog`, rather than on the Earth Engine emulator: no extra server process to
+keep alive across Airflow's task runner, and the same data and code path as `make demo`. The
+Earth Engine path of the same entry points is covered under tests/ (test_templates.py,
+test_gcs_end_to_end.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import DAGS, REPO
+
+DAG_IDS = {"efm_extract_classify_beam", "efm_extract_classify_flex"}
+
+
+def dag_bag():
+    """The DAG folder parsed as Airflow 3's dag processor parses the dags-folder bundle (on sys.path:
+    the DAGs import their helper module, efm_airflow, from it)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)
+
+
+def run_efm(efm_python: str, *argv: str) -> str:
+    proc = subprocess.run([efm_python, "-m", *argv], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def test_dag_folder_imports_without_errors():
+    bag = dag_bag()
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == DAG_IDS
+    beam, flex = bag.get_dag("efm_extract_classify_beam"), bag.get_dag("efm_extract_classify_flex")
+    for dag in (beam, flex):
+        assert [t.task_id for t in dag.topological_sort()] == ["extract", "classify"]
+        assert dag.params["overwrite"] is False
+    assert {type(t).__name__ for t in beam.tasks} == {"BeamRunPythonPipelineOperator"}
+    assert {type(t).__name__ for t in flex.tasks} == {"DataflowStartFlexTemplateOperator"}
+    assert beam.params.get_param("runner").schema["enum"] == ["DirectRunner", "DataflowRunner"]
+
+
+def metadata(pipeline: str) -> dict[str, dict]:
+    return {p["name"]: p for p in json.loads((REPO / "templates" / pipeline / "metadata.json").read_text())["parameters"]}
+
+
+def test_flex_dag_sends_the_parameters_the_templates_declare():
+    from google.cloud.dataflow_v1beta3.types import LaunchFlexTemplateParameter
+
+    dag = dag_bag().get_dag("efm_extract_classify_flex")
+    params = {**{k: dag.params[k] for k in dag.params.keys()}, "gcp_project": "my-project", "ee_project": "my-ee-project",
+              "crs": "EPSG:32631", "chunk_size": 512, "overwrite": True, "confidence": True, "model_sha256": None,
+              "temp_location": "gs://my-bucket/tmp", "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1"}
+    env = dag.get_template_env()
+    for task in dag.tasks:
+        body = task.render_template(task.body, {"params": params}, jinja_env=env)
+        assert isinstance(body, dict)
+        LaunchFlexTemplateParameter.from_json(json.dumps(body["launchParameter"]))  # Dataflow's schema, strictly
+        launch = body["launchParameter"]
+        assert launch["containerSpecGcsPath"] == params[f"{task.task_id}_template"]
+        assert launch["environment"]["sdkContainerImage"] == params["sdk_container_image"]
+        declared = metadata(task.task_id)
+        sent = launch["parameters"]
+        assert set(sent) <= set(declared), f"{task.task_id}: not in metadata.json: {set(sent) - set(declared)}"
+        assert {n for n, p in declared.items() if not p["isOptional"]} <= set(sent)
+        for name, value in sent.items():
+            assert isinstance(value, str)
+            for pattern in declared[name]["regexes"]:
+                assert re.fullmatch(pattern, value), f"{task.task_id}.{name}={value!r} fails {pattern}"
+    assert "model_sha256" not in sent and sent["confidence"] == "true" and sent["overwrite"] == "true"
+
+
+@pytest.fixture(scope="module")
+def sample_world(tmp_path_factory, efm_python):
+    """Offline sample data, and a model trained on it beforehand (what a user brings to the DAG)."""
+    root = tmp_path_factory.mktemp("efm")
+    data = root / "sample-data"
+    run_efm(efm_python, "pipelines.make_sample_data", "--output", str(data), "--size", "small")
+    manifest = json.loads((data / "sample_data.json").read_text())
+    world = {
+        "mirror": str(data / "mirror"), "points": str(data / "labels.geojson"),
+        "bbox": ",".join(repr(v) for v in manifest["bbox"]), "crs": manifest["crs"],
+        "years": ",".join(str(y) for y in manifest["spec"]["years"]),
+    }
+    training = root / "training.zarr"
+    run_efm(efm_python, "pipelines.extract", "--source", "cog", "--cog-root", world["mirror"], f"--bbox={world['bbox']}",
+            "--crs", world["crs"], "--years", world["years"], "--output", str(training), "--chunk-size", "128", "--dtype", "int8",
+            "--runner=FnApiRunner")
+    run_efm(efm_python, "pipelines.sample", "--embeddings", str(training), "--points", world["points"], "--label-column", "label",
+            "--output", str(root / "samples.parquet"), "--runner=FnApiRunner")
+    run_efm(efm_python, "pipelines.train", "--samples", str(root / "samples.parquet"), "--classifier", "knn",
+            "--output", str(root / "model.skops"))
+    world.update(root=root, model=str(root / "model.skops"))
+    return world
+
+
+def test_beam_dag_runs_extract_then_classify_on_direct_runner(sample_world, efm_python):
+    from airflow.utils.state import DagRunState
+
+    world = sample_world
+    embeddings, classes = world["root"] / "dag-embeddings.zarr", world["root"] / "dag-classes.zarr"
+    dag = dag_bag().get_dag("efm_extract_classify_beam")
+    run = dag.test(run_conf={
+        "runner": "DirectRunner", "source": "cog", "cog_root": world["mirror"], "bbox": world["bbox"], "crs": world["crs"],
+        "years": world["years"], "chunk_size": 128, "dtype": "int8", "embeddings": str(embeddings), "model": world["model"],
+        "classes": str(classes), "confidence": True,
+    })
+    assert run.state == DagRunState.SUCCESS, f"DAG run {run.state}"
+    assert embeddings.is_dir() and classes.is_dir()
+    # The class map, read by the project's own stack (the Airflow environment has no xarray).
+    summary = json.loads(subprocess.run([efm_python, "-c", (
+        "import json, sys, numpy as np, xarray as xr\n"
+        f"ds = xr.open_zarr({str(classes)!r}, consolidated=True, zarr_format=2, mask_and_scale=False)\n"
+        f"model = json.load(open({world['model'] + '.json'!r}))\n"
+        "values = np.asarray(ds['class'].values); fill = int(ds['class'].attrs.get('fill_value', 255))\n"
+        "print(json.dumps({'status': ds.attrs['efm_status'], 'labels': [str(v) for v in ds['class'].attrs['class_labels']],\n"
+        "  'model_classes': [str(v) for v in model['classes']], 'classified': float((values != fill).mean()),\n"
+        "  'distinct': int(len(np.unique(values[values != fill]))), 'confidence': 'confidence' in ds, 'years': ds.sizes['time']}))\n"
+    )], capture_output=True, text=True, check=True, cwd=REPO).stdout)
+    assert summary["status"] == "complete" and summary["confidence"]
+    assert summary["labels"] == summary["model_classes"] and summary["distinct"] >= 3
+    assert summary["classified"] > 0.5 and summary["years"] == len(world["years"].split(","))
+
+
+def test_beam_dag_fails_the_task_on_bad_input(sample_world):
+    """Bad input fails at launch: efm's one-line error is in the task log and the run fails (no retry storm)."""
+    from airflow.utils.state import DagRunState
+
+    world = sample_world
+    dag = dag_bag().get_dag("efm_extract_classify_beam")
+    run = dag.test(run_conf={
+        "runner": "DirectRunner", "source": "cog", "cog_root": world["mirror"], "bbox": world["bbox"], "crs": world["crs"],
+        "years": "2016", "embeddings": str(world["root"] / "bad.zarr"), "model": world["model"],
+        "classes": str(world["root"] / "bad-classes.zarr"),
+    })
+    assert run.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["extract"] == "failed" and states["classify"] in ("upstream_failed", None)
+    assert not Path(world["root"] / "bad.zarr").exists()
+
+
+def test_both_dags_feed_every_step_the_flags_the_templates_declare():
+    """DAG (a) passes `--<name with dashes>` and DAG (b) template parameter `<name>` for the same
+    STEP_PARAMETERS, whose names tests/test_templates.py ties to the pipelines' flags."""
+    import efm_airflow
+
+    for pipeline, mapping in efm_airflow.STEP_PARAMETERS.items():
+        declared = metadata(pipeline)
+        assert set(mapping) <= set(declared)
+        assert {n for n, p in declared.items() if not p["isOptional"]} <= set(mapping)
+    options = efm_airflow.beam_pipeline_options("extract", {
+        "runner": "DataflowRunner", "bbox": "5.9,45.8,6.2,46.0", "years": "2021,2022", "embeddings": "gs://b/e.zarr", "chunk_size": 512,
+        "overwrite": True, "crs": None, "temp_location": "gs://b/tmp", "sdk_container_image": "img:1", "max_workers": None})
+    assert options == {"bbox": "5.9,45.8,6.2,46.0", "years": "2021,2022", "output": "gs://b/e.zarr", "chunk-size": "512", "overwrite": True,
+                       "temp_location": "gs://b/tmp", "sdk_container_image": "img:1"}
+    assert "temp_location" not in efm_airflow.beam_pipeline_options("classify", {"runner": "DirectRunner", "temp_location": "gs://b/tmp"})
