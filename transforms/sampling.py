@@ -23,6 +23,7 @@ import pandas as pd
 from transforms.errors import InputError
 from transforms.fetch import METRICS_NAMESPACE
 from transforms.readers import StoreInfo, StoreReader, valid_mask
+from transforms.store import as_float
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
@@ -181,8 +182,6 @@ class _SampleChunkFn(beam.DoFn):
         c0, c1 = int(batch["col"].min()), int(batch["col"].max()) + 1
         frames, nodata = [], 0
         for year in self.years:
-            from transforms.store import as_float
-
             values = as_float(self.reader.read_codes(self.info.time_index(year), slice(r0, r1), slice(c0, c1)))
             self.chunks.inc()
             frame, dropped = sample_rows(values, batch, r0, c0, year, self.info.bands)
