@@ -224,6 +224,11 @@ def test_dockerfile_points_the_launcher_at_files_that_exist():
     build = (TEMPLATES / "cloudbuild.yaml").read_text()
     for pipeline in PIPELINES:
         assert re.search(rf"--target, {pipeline},", build), f"cloudbuild.yaml builds no {pipeline} target"
+    # the Cloud Build upload (--ignore-file=templates/.gcloudignore) holds everything the Dockerfile copies
+    ignore = (TEMPLATES / ".gcloudignore").read_text().splitlines()
+    assert "/*" in ignore
+    uploaded = {line[2:].rstrip("/") for line in ignore if line.startswith("!/")}
+    assert set(copied) <= uploaded, f"templates/.gcloudignore leaves out {set(copied) - uploaded}"
 
 
 def test_entry_modules_import_without_test_only_packages():
