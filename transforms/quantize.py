@@ -34,7 +34,8 @@ def quantize(values: np.ndarray) -> np.ndarray:
     """float values -> int8 codes (-128 where NaN); exact inverse of `dequantize` on its range."""
     values = np.asarray(values, dtype=np.float64)
     nodata = np.isnan(values)
-    codes = np.rint(np.sign(values) * np.sqrt(np.abs(np.where(nodata, 0.0, values))) * SCALE)
+    clean = np.where(nodata, 0.0, values)  # no NaN reaches the int8 cast
+    codes = np.rint(np.sign(clean) * np.sqrt(np.abs(clean)) * SCALE)
     codes = np.clip(codes, -127, 127).astype(np.int8)
     codes[nodata] = NODATA_CODE
     return codes
