@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -35,6 +36,11 @@ def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0]
             if name.replace("-", "_") not in known:
+                if os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"):
+                    # Inside Dataflow's flex-template launcher, which adds service options of its
+                    # own (its parameters were already checked against their regexes): pass on.
+                    logging.getLogger(__name__).warning("passing unknown option --%s to Beam", name)
+                    continue
                 raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
     return args, options
 

@@ -81,3 +81,15 @@ def test_missing_credentials_say_how_to_authenticate(capsys, emu, tmp_path, monk
 def test_missing_bucket_is_refused(capsys, emu, tmp_path, gcs, ee_token):
     code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021", output="gs://no-such-bucket-efm/out.zarr")
     assert code == 2 and "bucket 'no-such-bucket-efm'" in err and "does not exist" in err
+
+
+def test_unknown_flags_pass_on_inside_the_flex_template_launcher(monkeypatch):
+    from pipelines import common
+
+    parser = extract.build_parser()
+    argv = ["--bbox", GOOD_BBOX, "--years", "2021", "--output", "x.zarr", "--launcher_only_option=1"]
+    with pytest.raises(Exception, match="unknown flag"):
+        common.split_args(parser, argv)
+    monkeypatch.setenv("FLEX_TEMPLATE_PYTHON_PY_FILE", "templates/extract/main.py")
+    args, _ = common.split_args(parser, argv)
+    assert args.output == "x.zarr"
