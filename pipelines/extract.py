@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("requests", totals.get("requests", 0)),
         ("retries", totals.get("retries", 0)),
         ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
-        ("shards x threads", f"{fetch.shards} x {args.max_concurrent_requests // fetch.shards}"),
+        ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}"),
         ("wall time", f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)"),
     ])
     return 0

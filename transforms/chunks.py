@@ -7,7 +7,7 @@ import numpy as np
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms import request_plan
+from transforms import quantize, request_plan
 from transforms.grid import Grid, Window
 
 
@@ -78,8 +78,7 @@ class GridSource:
         return request_plan.split_window(spec.window, len(self.bands), self.transfer_itemsize, self.request_tile_size, self.max_request_bytes)
 
     def empty_chunk(self, spec: ChunkSpec) -> np.ndarray:
-        fill = -128 if np.dtype(self.store_dtype) == np.int8 else np.nan
-        return np.full((spec.window.rows, spec.window.cols, len(self.bands)), fill, dtype=self.store_dtype)
+        return np.full((spec.window.rows, spec.window.cols, len(self.bands)), quantize.fill_value(self.store_dtype), dtype=self.store_dtype)
 
     def to_dataset(self, spec: ChunkSpec, data: np.ndarray) -> xr.Dataset:
         return chunk_dataset(self.grid, self.years, self.bands, spec, data)

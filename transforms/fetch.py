@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import logging
 import math
 import random
 import threading
@@ -32,7 +31,6 @@ from transforms.chunks import ChunkSpec
 from transforms.grid import Window
 
 METRICS_NAMESPACE = "efm"
-log = logging.getLogger(__name__)
 
 
 class RetryableError(Exception):
@@ -184,14 +182,17 @@ class FetchChunks(beam.PTransform):
     def shards(self) -> int:
         return shard_count(self.max_concurrent_requests, self.threads_per_worker)
 
+    @property
+    def threads_per_shard(self) -> int:
+        return self.max_concurrent_requests // self.shards
+
     def expand(self, specs: beam.PCollection) -> beam.PCollection:
         shards = self.shards
-        threads = self.max_concurrent_requests // shards
         return (
             specs
             | "DealToShards" >> beam.Map(lambda spec: (spec.index % shards, spec))
             | "GroupByShard" >> beam.GroupByKey()
-            | "FetchShard" >> beam.ParDo(_FetchShardFn(self.source, threads, self.max_requests_per_second / shards, self.retry))
+            | "FetchShard" >> beam.ParDo(_FetchShardFn(self.source, self.threads_per_shard, self.max_requests_per_second / shards, self.retry))
         )
 
 

@@ -13,6 +13,11 @@ SCALE = 127.5
 FORMULA = "value = (code / 127.5) ** 2 * sign(code); code -128 = no data"
 
 
+def fill_value(dtype):
+    """A store's no-data value for its dtype: -128 for int8 codes, NaN for floats."""
+    return NODATA_CODE if np.dtype(dtype) == np.int8 else np.nan
+
+
 def _dequantize_exact(codes: np.ndarray) -> np.ndarray:
     as_float = codes.astype(np.float64)
     values = np.square(as_float / SCALE) * np.sign(as_float)

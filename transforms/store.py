@@ -10,7 +10,6 @@ no-data is not stored by Zarr, so the chunk files alone cannot tell).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import warnings
 from typing import Iterable
 
@@ -33,7 +32,6 @@ ATTRIBUTION = (
     "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google DeepMind; "
     "licensed CC-BY 4.0."
 )
-log = logging.getLogger(__name__)
 
 
 def tool_version() -> str:
@@ -45,10 +43,6 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-def fill_value(dtype: str):
-    return quantize.NODATA_CODE if np.dtype(dtype) == np.int8 else np.nan
-
-
 def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype: str, chunk_size: int, attrs: dict) -> xr.Dataset:
     """A lazy (dask) Dataset with the store's full shape, coords, CRS and attrs."""
     import dask.array as da
@@ -56,7 +50,7 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
 
     bands = list(bands)
     shape = (len(years), grid.height, grid.width, len(bands))
-    data = da.full(shape, fill_value(dtype), dtype=dtype, chunks=(1, chunk_size, chunk_size, len(bands)))
+    data = da.full(shape, quantize.fill_value(dtype), dtype=dtype, chunks=(1, chunk_size, chunk_size, len(bands)))
     ds = xr.Dataset(
         {"embedding": (("time", "y", "x", "band"), data)},
         coords={
@@ -69,8 +63,6 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     ds["embedding"].encoding.pop("grid_mapping", None)
     ds["embedding"].attrs.update(grid_mapping="spatial_ref", long_name="satellite embedding", units="1")
-    if np.dtype(dtype) == np.int8:
-        ds["embedding"].attrs["quantization"] = quantize.FORMULA
     ds.attrs.update(attrs)
     ds.attrs.update({
         "crs": grid.crs,
@@ -83,7 +75,7 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
         STATUS_ATTR: "incomplete",
     })
     if np.dtype(dtype) == np.int8:
-        ds.attrs["quantization"] = quantize.FORMULA
+        ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
     return ds
 
 
@@ -142,7 +134,7 @@ def setup(path: str, template: xr.Dataset) -> None:
     variable = next(iter(template.data_vars))
     chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
     # Each variable's fill: its template encoding's _FillValue if set (e.g. a uint8 class map), else the contract's.
-    encoding = {name: {"_FillValue": template[name].encoding.get("_FillValue", fill_value(template[name].dtype))} for name in template.data_vars}
+    encoding = {name: {"_FillValue": template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype))} for name in template.data_vars}
     xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=ZARR_FORMAT, encoding=encoding)
 
 
