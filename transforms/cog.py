@@ -38,8 +38,9 @@ import numpy as np
 
 from transforms import quantize
 from transforms.chunks import ChunkSpec, GridSource
-from transforms.cog_index import CogFile, files_for_grid, filesystem, first_line, is_remote
+from transforms.cog_index import CogFile, files_for_grid, filesystem, is_remote
 from transforms.cog_read import MOSAIC_RULE, RESAMPLING, band_indexes, mosaic_into, read_into_grid
+from transforms.errors import first_line
 from transforms.fetch import RetryableError
 from transforms.grid import Grid, Window
 

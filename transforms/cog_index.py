@@ -19,7 +19,7 @@ import numpy as np
 import pyproj
 import shapely
 
-from transforms.errors import InputError
+from transforms.errors import InputError, first_line
 from transforms.grid import Grid
 
 
@@ -99,9 +99,6 @@ class CogFile:
         return self.bounds[0] < maxx and minx < self.bounds[2] and self.bounds[1] < maxy and miny < self.bounds[3]
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def find_index(root: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.lib import recfunctions
 
 from transforms import quantize
-from transforms.errors import CredentialsError, InputError
+from transforms.errors import CredentialsError, InputError, first_line
 from transforms.chunks import ChunkSpec, GridSource
 from transforms.fetch import RetryableError
 from transforms.grid import Grid, Window
@@ -88,17 +88,13 @@ def initialize(settings: EarthEngineSettings) -> None:
                 raise InputError("--ee-project", f"Earth Engine needs a Cloud project: pass --ee-project ({message})") from None
             raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: {message}") from None
         except google.auth.exceptions.GoogleAuthError as exc:  # e.g. expired or revoked credentials
-            raise CredentialsError(f"the credentials cannot get a token: {_first_line(exc)}") from None
+            raise CredentialsError(f"the credentials cannot get a token: {first_line(exc)}") from None
         except OSError as exc:  # connection refused, DNS, TLS: Earth Engine is not reachable from here
-            raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: cannot connect ({_first_line(exc)[:200]})") from None
+            raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: cannot connect ({first_line(exc)[:200]})") from None
         ee.data.setMaxRetries(0)  # we retry ourselves: with jitter, counters and a clear final error
         ee.data.setDeadline(int(settings.request_timeout_s * 1000))
         _initialized_with = settings
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def year_image(collection: str, year: int, bands: tuple[str, ...], transfer_dtype: str):

@@ -1,6 +1,12 @@
 """Errors a user can act on: one line, naming the flag and the fix."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type when it has no message): for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class InputError(ValueError):
     """Bad input detected before any work starts.
 

@@ -18,7 +18,7 @@ import shapely
 import shapely.geometry
 import shapely.ops
 
-from transforms.errors import InputError
+from transforms.errors import InputError, first_line
 
 FIRST_YEAR = 2017  # the collection starts in 2017
 MIN_CHUNK_SIZE = 128  # below this, per-chunk overhead dominates (and Zarr holds too many files)
@@ -90,8 +90,7 @@ def read_aoi(path: str) -> shapely.Geometry:
     try:
         frame = geopandas.read_file(path)
     except Exception as exc:  # pyogrio raises several types for unreadable files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError("--aoi", f"cannot read {path!r} as a vector file: {first_line}") from None
+        raise InputError("--aoi", f"cannot read {path!r} as a vector file: {first_line(exc)}") from None
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     if frame.empty:
         raise InputError("--aoi", f"{path!r} holds no geometry")

@@ -18,7 +18,8 @@ import pyproj
 
 from transforms import quantize
 from transforms.sample_embedding import BANDS, embedding_codes
-from transforms.sample_world import World, apply, seeded, zone_crs
+from transforms.cog_index import zone_crs
+from transforms.sample_world import World, apply, seeded
 
 
 # ---------------------------------------------------------------------------------------

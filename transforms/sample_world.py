@@ -17,6 +17,7 @@ import affine
 import numpy as np
 import pyproj
 
+from transforms.cog_index import zone_crs
 from transforms.sample_embedding import N_BANDS, class_directions, mixing_weights, year_directions
 
 if TYPE_CHECKING:
@@ -38,10 +39,6 @@ _CLASS_SCALE_WEIGHTS = np.array([
     [0.30, 0.60, 0.60, 0.40],  # shrubland
 ])
 _CLASS_BIAS = np.array([-0.35, 0.25, 0.15, 0.10, -0.15, -0.25, -0.30, 0.0])
-
-
-def zone_crs(zone: str) -> str:
-    return f"EPSG:{(32600 if zone[-1].upper() == 'N' else 32700) + int(zone[:-1])}"
 
 
 def seeded(spec: SampleSpec, *keys) -> np.random.Generator:

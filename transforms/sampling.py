@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from transforms.errors import InputError
+from transforms.errors import InputError, first_line
 from transforms.fetch import METRICS_NAMESPACE
 from transforms.readers import StoreInfo, StoreReader, valid_mask
 from transforms.store import as_float
@@ -41,10 +41,6 @@ class Points:
     crs: str
     missing_label: int = 0  # rows dropped because their label was empty
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_points(path: str, label_column: str, points_crs: str | None = None, flag: str = "--points") -> Points:
@@ -67,7 +63,7 @@ def read_points(path: str, label_column: str, points_crs: str | None = None, fla
     except FileNotFoundError:
         raise InputError(flag, f"{path} does not exist") from None
     except Exception as exc:
-        raise InputError(flag, f"cannot read {path} as points (GeoJSON, GeoPackage, GeoParquet or CSV): {_first_line(exc)}") from None
+        raise InputError(flag, f"cannot read {path} as points (GeoJSON, GeoPackage, GeoParquet or CSV): {first_line(exc)}") from None
     if label_column not in frame.columns:
         columns = [c for c in frame.columns if c != "geometry"]
         raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns are {', '.join(map(str, columns))}")
@@ -110,7 +106,7 @@ def to_pixels(info: StoreInfo, points: Points) -> tuple[np.ndarray, np.ndarray]:
     try:
         transformer = pyproj.Transformer.from_crs(points.crs, info.crs, always_xy=True)
     except pyproj.exceptions.CRSError as exc:
-        raise InputError("--points-crs", f"unknown CRS {points.crs!r}: {_first_line(exc)}") from None
+        raise InputError("--points-crs", f"unknown CRS {points.crs!r}: {first_line(exc)}") from None
     with np.errstate(invalid="ignore"):
         sx, sy = transformer.transform(points.x, points.y, errcheck=False)
     return pixel_index(info, np.asarray(sx, dtype=np.float64), np.asarray(sy, dtype=np.float64))
