@@ -31,18 +31,27 @@ def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
     options = PipelineOptions(rest)
-    known = set(options.get_all_options(drop_default=False, retain_unknown_options=False))
+    known = set(options.get_all_options(drop_default=False, retain_unknown_options=False)) | beam_flags()
     for token in rest:
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0]
+            # Inside Dataflow's flex template launcher too: every option it adds is a Beam option
+            # (templates/flex_launcher.LAUNCHER_OPTIONS), so an unknown name is a mistake there as well.
             if name.replace("-", "_") not in known:
-                if os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"):
-                    # Inside Dataflow's flex-template launcher, which adds service options of its
-                    # own (its parameters were already checked against their regexes): pass on.
-                    logging.getLogger(__name__).warning("passing unknown option --%s to Beam", name)
-                    continue
                 raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
     return args, options
+
+
+def beam_flags() -> set[str]:
+    """Every flag name Beam's options define, aliases included (`no_use_public_ips`, `worker_machine_type`):
+    option *names* alone would refuse flags Dataflow's launcher passes."""
+    flags: set[str] = set()
+
+    def collect(parser: argparse.ArgumentParser) -> None:
+        flags.update(s[2:] for action in parser._actions for s in action.option_strings if s.startswith("--"))
+
+    PipelineOptions([]).get_all_options(add_extra_args_fn=collect)
+    return flags
 
 
 def _attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:

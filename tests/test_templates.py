@@ -160,6 +160,54 @@ def test_launcher_translates_template_parameters_to_efm_flags():
         flex_launcher.to_pipeline_args("extract", ["--years="])
 
 
+def test_switches_take_the_bare_form_and_true_false_in_any_case():
+    base = ["--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr"]
+    for given, expected in [(["--overwrite"], ["--overwrite"]), (["--overwrite=TRUE"], ["--overwrite"]), (["--overwrite=True"], ["--overwrite"]),
+                            (["--overwrite=false"], []), (["--overwrite=FALSE"], []), (["--overwrite", "true"], ["--overwrite"]),
+                            (["--overwrite", "False"], [])]:
+        assert flex_launcher.to_pipeline_args("extract", base + given + ["--runner=DataflowRunner"]) == base + expected + ["--runner=DataflowRunner"], given
+    # bare, then another parameter or Beam option: the switch is on and the next token keeps its meaning
+    assert flex_launcher.to_pipeline_args("classify", ["--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]) == [
+        "--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^overwrite: 'yes' is not a valid"):
+        flex_launcher.to_pipeline_args("extract", ["--overwrite=yes"])
+
+
+def test_unknown_template_parameters_are_refused_naming_them():
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^chunk_sise: not a parameter of the efm-extract template; did you mean chunk_size\? its parameters are bbox, "):
+        flex_launcher.to_pipeline_args("extract", ["--years=2021", "--chunk_sise=512", "--runner=DataflowRunner"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^colour: not a parameter of the efm-classify template; its parameters"):
+        flex_launcher.to_pipeline_args("classify", ["--colour=red"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^2022: not a --parameter=value"):
+        flex_launcher.to_pipeline_args("extract", ["--years=2021", "2022"])
+
+
+def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
+    beam = flex_launcher.beam_option_names()
+    assert set(flex_launcher.LAUNCHER_OPTIONS) <= beam, set(flex_launcher.LAUNCHER_OPTIONS) - beam
+    options = [f"--{name}=x" for name in flex_launcher.LAUNCHER_OPTIONS]
+    assert flex_launcher.to_pipeline_args("sample", options) == options
+    from pipelines import common  # and efm's own check lets them through (aliases such as --no_use_public_ips too)
+
+    required = ["--embeddings=e.zarr", "--points=p.csv", "--label-column=label", "--output=s.parquet"]
+    bare = {"no_use_public_ips", "use_public_ips", "enable_streaming_engine", "update"}
+    flags = [f"--{name}" if name in bare else f"--{name}=1" for name in flex_launcher.LAUNCHER_OPTIONS]
+    args, _ = common.split_args(parser_of("sample"), required + flags)
+    assert args.output == "s.parquet"
+
+
+def test_unknown_parameter_fails_the_launch_with_one_line(tmp_path):
+    """Run as the launcher runs the entry file: exit 2, one line naming the parameter, nothing written."""
+    proc = launch("sample", {"embeddings": "gs://my-bucket/e.zarr", "points": "gs://my-bucket/p.csv", "label_column": "label",
+                             "output": "gs://my-bucket/s.parquet", "overwirte": "true"},
+                  ["--runner=DataflowRunner", f"--template_location={tmp_path}/job"], child_env(), expect=2, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
+    assert lines == ["efm sample (flex template): error: overwirte: not a parameter of the efm-sample template; did you mean overwrite? "
+                     "its parameters are embeddings, points, label_column, output, years, points_crs, overwrite"] or (
+        len(lines) == 1 and lines[0].startswith("efm sample (flex template): error: overwirte: not a parameter")), proc.stderr
+    assert not (tmp_path / "job").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # The image
 
