@@ -52,18 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parts_fs.exists(parts_root):  # left by an interrupted run
         parts_fs.rm(parts_root, recursive=True)
 
-    def build(pipeline: beam.Pipeline) -> None:
-        pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
-
-    with common.Stopwatch() as clock:
-        result = common.run_pipeline(build, options)
-    totals = metric_totals(result)
     metadata = {
         "embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years,
         "store_years": list(info.years), "bands": list(info.bands), "store_dtype": info.dtype,
         "points": args.points, "points_crs": points.crs, "label_column": args.label_column,
     }
-    table = sampling.assemble(parts_dir, args.output, metadata, info.bands)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        written = pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
+        written | "AssembleTable" >> sampling.AssembleTable(parts_dir, args.output, metadata, tuple(info.bands))
+
+    with common.Stopwatch() as clock:
+        result = common.run_pipeline(build, options)
+    totals = metric_totals(result)
+    table = sampling.read_table(args.output)  # written by the pipeline's last step
     per_class = collections.Counter(table.column("label").to_pylist())
     common.print_summary(f"efm sample: {args.output} written", [
         ("points read", len(points.labels) + points.missing_label),

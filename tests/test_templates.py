@@ -25,6 +25,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import FAKE_TOKEN
@@ -380,6 +381,34 @@ def test_entry_files_run_the_pipelines_as_the_launcher_does(launched, ee_emulato
         assert ds.attrs["efm_status"] == "complete" and "confidence" in ds
     accuracy, _ = map_accuracy(paths["classes"])
     assert accuracy > 0.8
+
+
+def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(monkeypatch, tmp_path, capsys):
+    """The flex launcher returns as soon as the job is submitted (common.run_pipeline raises JobSubmitted):
+    the table must be written by the pipeline itself. Here the same early return on FnApiRunner, which
+    has run the whole pipeline by then: the table is there, with the values the store holds, and its metadata."""
+    import pandas as pd
+
+    from pipelines import common, sample
+    from store_factory import BANDS, make_store
+    from transforms import sampling
+
+    s = make_store(str(tmp_path / "emb.zarr"), height=200, width=180, years=(2021,), seed=3)
+    rng = np.random.default_rng(1)
+    rows, cols = rng.integers(0, s.grid.height, 60), rng.integers(0, s.grid.width, 60)
+    x, y = s.grid.x0 + (cols + 0.5) * s.grid.scale, s.grid.y0 - (rows + 0.5) * s.grid.scale
+    pd.DataFrame({"x": x, "y": y, "label": np.where(rows % 2, "odd", "even")}).to_csv(tmp_path / "p.csv", index=False)
+    monkeypatch.setattr(common, "detached", lambda options: True)  # what the flex launcher makes run_pipeline do
+    out = tmp_path / "samples.parquet"
+    assert sample.run(["--embeddings", s.path, "--points", str(tmp_path / "p.csv"), "--points-crs", s.grid.crs,
+                       "--label-column", "label", "--output", str(out), "--runner=FnApiRunner"]) == 0
+    assert "this process does not wait" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    valid = s.valid[0, rows, cols]
+    assert len(table) == int(valid.sum()) > 0
+    np.testing.assert_array_equal(table[list(BANDS)].to_numpy(), s.values[0, rows[table["point_id"]], cols[table["point_id"]]])
+    assert sampling.read_table_metadata(str(out))["bands"] == list(BANDS)
+    assert not (tmp_path / "samples.parquet.parts").exists()
 
 
 def staged_job(gcs, template_location: str) -> dict:
