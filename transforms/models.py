@@ -13,6 +13,8 @@ whatever it holds on every worker. So:
   the bytes are hashed and unpickled from the same buffer (no swap between check and load).
 Workers load again from the path and the sha256 the driver checked, so they never unpickle
 a file the driver did not see.
+The sidecar's kind, classes and bands are also stored inside the model file and checked
+against it on load (transforms/model_sidecar.py): an edited sidecar is refused.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ import warnings
 import fsspec
 import numpy as np
 
+from transforms import model_sidecar
 from transforms.errors import InputError
+from transforms.model_sidecar import COVERED_FIELDS, EMBEDDED_ATTR, embedded_fields
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SKOPS_SUFFIXES = (".skops",)
@@ -140,6 +144,8 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
     import sklearn
 
     fmt = model_format(path, flag)
+    embedded = {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None}
+    setattr(model, EMBEDDED_ATTR, embedded)  # saved with the model: what the sidecar says, covered by the file's hash
     buffer = io.BytesIO()
     if fmt == "skops":
         import skops.io
@@ -225,6 +231,7 @@ def load_model(path: str, *, sha256: str | None = None, trust_pickle: bool = Fal
     sidecar = read_sidecar(path)
     if sidecar.get("sha256") and sidecar["sha256"] != digest:
         raise InputError(flag, f"{sidecar_path(path)} describes another file (sha256 {sidecar['sha256'][:12]}…, this one is {digest[:12]}…); copy the model and its sidecar together")
+    model_sidecar.check_sidecar(model, sidecar, path, flag)
     return LoadedModel(model, sidecar, digest, path)
 
 
@@ -252,6 +259,8 @@ def load_verified(path: str, sha256: str):
 # ---------------------------------------------------------------- what a model expects
 
 def model_classes(model, sidecar: dict) -> list:
+    if embedded_fields(model).get("classes") is not None:  # equal to the sidecar's when both exist (check_sidecar)
+        return list(embedded_fields(model)["classes"])
     if sidecar.get("classes") is not None:
         return list(sidecar["classes"])
     if hasattr(model, "classes_"):
@@ -262,6 +271,8 @@ def model_classes(model, sidecar: dict) -> list:
 
 
 def model_bands(model, sidecar: dict) -> list[str] | None:
+    if embedded_fields(model).get("bands"):
+        return list(embedded_fields(model)["bands"])
     if sidecar.get("bands"):
         return list(sidecar["bands"])
     names = getattr(model, "feature_names_in_", None)
