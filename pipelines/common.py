@@ -149,3 +149,21 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
         job_id = getattr(result, "job_id", lambda: None)()
         raise JobSubmitted(f"submitted Dataflow job {job_id}; this process does not wait for it")
     return result
+
+
+def check_writable(path: str, flag: str = "--output") -> None:
+    """A local output's folder must exist and take a new file: tried by creating (and removing) a
+    temporary file, as permission bits alone mislead (root, ACLs, read-only mounts)."""
+    if "://" in path:
+        return  # buckets: permission errors surface at write time, as one line
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(flag, f"the folder {folder} does not exist; create it or write elsewhere")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".efm-write-check-", dir=folder)
+    except OSError as exc:
+        raise InputError(flag, f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to") from None
+    os.close(fd)
+    os.remove(probe)

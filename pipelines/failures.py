@@ -222,7 +222,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 
 def _strip(text: str) -> str:
-    return _BEAM_STEP.sub("", text.strip().splitlines()[0] if text.strip() else text)
+    """First line, without Beam's "[while running ...]" suffix nor a final full stop (a clause follows)."""
+    return _BEAM_STEP.sub("", text.strip().splitlines()[0] if text.strip() else text).rstrip(".")
 
 
 def _fetch_message(text: str) -> str:
