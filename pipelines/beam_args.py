@@ -27,15 +27,25 @@ def _beam_parser() -> _BeamArgumentParser:
     return parser
 
 
+def option_names() -> set[str]:
+    """Every Beam option's name (dest), e.g. `direct_num_workers`."""
+    return {action.dest for action in _beam_parser()._actions}
+
+
 def refuse_stray_words(argv: Sequence[str], rest: Sequence[str], parser) -> None:
     """Refuse any token left over by our parser that Beam's own parser does not consume either
     (a word that is neither a flag nor the value of a flag)."""
     _, unknown = _beam_parser().parse_known_args(list(rest))
-    stray = [t for t in unknown if not t.startswith("-")]
+    stray, after_unknown_flag = [], False
+    for token in unknown:
+        if token.startswith("-"):
+            after_unknown_flag = "=" not in token
+        elif after_unknown_flag:  # the value of a flag nobody knows: split_args refuses that flag by name
+            after_unknown_flag = False
+        else:
+            stray.append(token)
     if not stray:
         return
-    if "--" in unknown:
-        stray = [t for t in unknown[:unknown.index("--")] if not t.startswith("-")] or stray
     word = stray[0]
     argv = list(argv)
     position = argv.index(word) if word in argv else -1

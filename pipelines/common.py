@@ -37,7 +37,7 @@ def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
     if not os.environ.get(FLEX_LAUNCHER_ENV):  # the launcher writes argv itself, with options of its own
         beam_args.refuse_stray_words(argv if argv is not None else sys.argv[1:], rest, parser)
     options = PipelineOptions(rest)
-    known = set(options.get_all_options(drop_default=False, retain_unknown_options=False))
+    known = beam_args.option_names()  # not get_all_options(): it warns "Discarding unparseable args" first
     for token in rest:
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0]

@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         earthengine.initialize(settings)
         earthengine.check_collection(args.collection, years)
+        earthengine.check_coverage(args.collection, years, aoi)
 
     # 3. Plan, then set up (or reopen) the store: the first write of the run.
     windows, skipped = gridlib.windows_touching(grid, list(gridlib.chunk_windows(grid, args.chunk_size)), aoi_in_crs)

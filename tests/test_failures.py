@@ -91,6 +91,41 @@ def test_stray_words_are_refused(emu, images, tmp_path, capsys):
     assert not out.exists() and emu.count("computePixels") == 0
 
 
+def test_an_area_without_earth_engine_data_is_refused_before_the_store(emu, images, tmp_path, capsys):
+    out = tmp_path / "out.zarr"
+    argv = extract_argv(emu, images, str(out), *FNAPI)
+    argv[argv.index("--bbox") + 1] = "3.0,45.0,3.01,45.01"  # near the emulator's images, outside all of them
+    assert extract.run(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("efm extract: error: --bbox/--aoi: GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL has no image over the area lon 3.0000..3.0100")
+    assert "in 2021" in line and not out.exists() and emu.count("computePixels") == 0
+
+
+def test_emulator_filter_bounds_counts_the_images_an_area_meets(emu, images):
+    import ee
+    import shapely
+
+    from transforms import earthengine
+
+    earthengine.initialize(earthengine.EarthEngineSettings(project="p", api_url=emu.url))
+    collection = ee.ImageCollection(earthengine.DEFAULT_COLLECTION)
+    inside = [float(v) for v in bbox_inside(images, 2021).split(",")]
+    expected = sum(shapely.Polygon(_footprint(i)).intersects(shapely.box(*inside)) for i in images)
+    assert expected > 0
+    assert collection.filterBounds(ee.Geometry.Rectangle(inside, None, False)).size().getInfo() == expected
+    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(shapely.box(3.0, 45.0, 3.01, 45.01)), None, False)).size().getInfo() == 0
+
+
+def _footprint(image):
+    import pyproj
+
+    a, _, c, _, e, f = image["transform"]
+    _, h, w = image["data"].shape
+    xs, ys = [c, c + a * w, c + a * w, c], [f, f, f + e * h, f + e * h]
+    lon, lat = pyproj.Transformer.from_crs(image["crs"], "EPSG:4326", always_xy=True).transform(xs, ys)
+    return list(zip(lon, lat))
+
+
 def test_beam_flags_with_separate_values_still_work():
     parser = extract.build_parser()
     base = ["--bbox", "3,45,3.01,45.01", "--years", "2021", "--output", "o.zarr"]
