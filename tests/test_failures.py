@@ -258,3 +258,30 @@ def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_pa
     last = err.strip().splitlines()[-1]
     assert last.startswith("efm extract: error: interrupted (Ctrl-C)") and last.endswith("--resume"), last
     assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
+
+
+def test_classify_failing_mid_run_prints_the_command_that_finishes_it(tmp_path):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from transforms import models
+
+    s = make_store(str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021,), n_classes=3)
+    t, r, c = np.nonzero(s.valid)
+    model = KNeighborsClassifier(3).fit(s.values[t[:60], r[:60], c[:60]], s.labels[t[:60], r[:60], c[:60]])
+    models.save_model(model, str(tmp_path / "m.skops"), {"kind": "classifier", "classes": model.classes_})
+    chunk = tmp_path / "emb.zarr" / "embedding" / "0.1.1.0"
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"\x00" * 40)  # a chunk damaged on disk: decoding fails inside a worker
+    output = str(tmp_path / "classes.zarr")
+    argv = ["classify", "--embeddings", s.path, "--model", str(tmp_path / "m.skops"), "--output", output, *FNAPI]
+    failed = run_cli(argv, env={"EFM_LOG_DIR": str(tmp_path)})
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("efm classify: error: ") and last.endswith("--resume"), last
+    assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
+    chunk.write_bytes(good)
+    resumed = run_cli(shlex.split(last.split("finish it with: ", 1)[1])[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    classes = xr.open_zarr(output, mask_and_scale=False)["class"].values[0]
+    valid = s.valid[0]
+    np.testing.assert_array_equal(classes[valid], model.predict(s.values[0][valid]))
