@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import io
 import logging
 import os
 import re
@@ -127,38 +128,69 @@ def note_args(parser, args) -> None:
 @contextlib.contextmanager
 def quiet_stderr():
     """Beam prints a failed bundle's traceback straight to stderr (sdk_worker.py), in this process
-    and in worker subprocesses, which inherit file descriptor 2: send those to the log instead."""
+    and in worker subprocesses, which inherit file descriptor 2. While a pipeline runs, fd 2 goes
+    to the log (only worker subprocesses write there directly), and sys.stderr passes everything
+    on to the terminal except tracebacks, which go to the log too."""
     state = current()
     if state is None or state.verbose:
         yield
         return
     raw = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    old_stderr = sys.stderr
+    real_fd2 = _is_fd2(old_stderr)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") if real_fd2 else old_stderr
+    if real_fd2 and state.handler is not None:  # our own log lines still reach the terminal
+        state.handler.setStream(terminal)
+    sys.stderr = _NoTracebacks(terminal, raw)
+    os.dup2(raw.fileno(), 2)
     try:
-        sys.stderr.flush()
-        real_fd2 = _is_fd2(sys.stderr)
-        saved = os.dup(2)
-        terminal = None
-        if real_fd2 and state.handler is not None:  # our own warnings still reach the terminal
-            terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
-            state.handler.setStream(terminal)
-        old_stderr, sys.stderr = sys.stderr, raw
-        os.dup2(raw.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr = old_stderr
-            raw.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if terminal is not None:
-                state.handler.setStream(old_stderr)
-                terminal.close()
-            raw.seek(0)
-            text = raw.read()
-            if text.strip():
-                state.records.append("stderr of the run:\n" + text.rstrip())
+        yield
     finally:
+        sys.stderr = old_stderr
+        raw.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if real_fd2:
+            if state.handler is not None:
+                state.handler.setStream(old_stderr)
+            terminal.close()
+        raw.seek(0)
+        text = raw.read()
         raw.close()
+        if text.strip():
+            state.records.append("stderr of the run:\n" + text.rstrip())
+
+
+class _NoTracebacks(io.TextIOBase):
+    """sys.stderr while a pipeline runs: a write holding a traceback (and the newline print adds
+    after it) goes to the log; anything else to the terminal."""
+
+    def __init__(self, terminal, log):
+        self.terminal, self.log, self._diverted = terminal, log, False
+
+    def write(self, text: str) -> int:
+        if "Traceback (most recent call last)" in text or (self._diverted and text == "\n"):
+            self.log.write(text)
+            self._diverted = text != "\n"
+        else:
+            self._diverted = False
+            self.terminal.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+
+    def fileno(self) -> int:
+        return self.terminal.fileno()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+    @property
+    def encoding(self):
+        return getattr(self.terminal, "encoding", "utf-8")
 
 
 def _is_fd2(stream) -> bool:

@@ -285,3 +285,32 @@ def test_classify_failing_mid_run_prints_the_command_that_finishes_it(tmp_path):
     classes = xr.open_zarr(output, mask_and_scale=False)["class"].values[0]
     valid = s.valid[0]
     np.testing.assert_array_equal(classes[valid], model.predict(s.values[0][valid]))
+
+
+def _loud_step(x):
+    import logging
+
+    print(f"progress {x}", file=sys.stderr)  # what a run prints on stderr still reaches the user
+    logging.getLogger("efm.test").warning("a warning from a worker")
+    if x == 2:
+        raise ValueError("bad element\nwith a second line")
+    return x
+
+
+def test_a_failing_pipeline_shows_its_output_but_no_traceback(tmp_path, capsys, monkeypatch):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
+
+    def main(argv):
+        common.run_pipeline(lambda p: p | beam.Create([1, 2]) | beam.Map(_loud_step), PipelineOptions(FNAPI))
+        return 0
+
+    assert common.run("efm sample", main, ["--output", str(tmp_path / "t.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert "progress 1" in err and "WARNING efm.test: a warning from a worker" in err and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("efm sample: error: unexpected ValueError: bad element (full trace in ") and "second line" not in last
+    log = last.split("full trace in ")[1].split(")")[0]
+    assert "Traceback (most recent call last)" in open(log).read() and "with a second line" in open(log).read()
