@@ -101,6 +101,9 @@ def session(prog: str, argv: Sequence[str] | None):
     handlers.append(terminal)
     state = Session(prog, argv, verbose, records, terminal)
     old_level = root.level
+    outer = current()
+    if outer is not None and outer.handler is not None:  # a command run by another (the demo): its lines go where it says
+        root.removeHandler(outer.handler)
     for h in handlers:
         root.addHandler(h)
     root.setLevel(logging.INFO)
@@ -111,6 +114,8 @@ def session(prog: str, argv: Sequence[str] | None):
         _sessions.pop()
         for h in handlers:
             root.removeHandler(h)
+        if outer is not None and outer.handler is not None:
+            root.addHandler(outer.handler)
         root.setLevel(old_level)
 
 
