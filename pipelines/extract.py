@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in [("--max-concurrent-requests", args.max_concurrent_requests), ("--threads-per-worker", args.threads_per_worker), ("--request-tile-size", args.request_tile_size)]:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
+    if args.max_retries < 0:
+        raise InputError("--max-retries", f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}")
+    if not 0 < args.retry_initial_delay < float("inf"):
+        raise InputError("--retry-initial-delay", f"must be a positive number of seconds (e.g. 1), got {args.retry_initial_delay}")
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
@@ -89,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         earthengine.initialize(settings)
         earthengine.check_collection(args.collection, years)
+        earthengine.check_coverage(args.collection, years, aoi)
 
     # 3. Plan, then set up (or reopen) the store: the first write of the run.
     windows, skipped = gridlib.windows_touching(grid, list(gridlib.chunk_windows(grid, args.chunk_size)), aoi_in_crs)
