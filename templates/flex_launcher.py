@@ -179,7 +179,9 @@ def check_other_option(pipeline: str, token: str, params: dict, beam: set[str]) 
 def worker_dependencies(args: Sequence[str]) -> list[str]:
     """Beam options that make workers without the template's image install the tested versions."""
     given = {token[2:].partition("=")[0] for token in args if token.startswith("--")}
-    runner = next((t.partition("=")[2] for t in args if t.startswith("--runner=")), None)
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(args)).view_as(StandardOptions).runner  # Beam's own reading of --runner
     if runner in (None, "DirectRunner", "FnApiRunner", "PrismRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
         return []  # runs here, in this image
     if given & {"sdk_container_image", "setup_file", "requirements_file"}:

@@ -198,6 +198,13 @@ def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
     assert args.output == "s.parquet"
 
 
+def test_workers_without_the_image_get_the_package_and_the_pins():
+    staged = [f"--setup_file={REPO / 'setup.py'}", f"--requirements_file={REPO / 'constraints.txt'}", "--requirements_cache=skip"]
+    assert flex_launcher.worker_dependencies(["--output=gs://b/x.zarr", "--runner", "DataflowRunner"]) == staged
+    assert flex_launcher.worker_dependencies(["--runner=DataflowRunner", f"--sdk_container_image={SDK_IMAGE}"]) == []  # nothing to install
+    assert flex_launcher.worker_dependencies(["--runner=DirectRunner"]) == flex_launcher.worker_dependencies([]) == []
+
+
 def test_unknown_parameter_fails_the_launch_with_one_line(tmp_path):
     """Run as the launcher runs the entry file: exit 2, one line naming the parameter, nothing written."""
     proc = launch("sample", {"embeddings": "gs://my-bucket/e.zarr", "points": "gs://my-bucket/p.csv", "label_column": "label",
