@@ -13,7 +13,11 @@ options; efm's flags use dashes (`--chunk-size`). This module, shared by the thr
    `--overwrite=true` (any case) into `--overwrite` (`=false` drops it); Beam's own options (those
    the launcher adds, `LAUNCHER_OPTIONS`, and any other Beam option) pass as they are, and any other
    `--name` is refused naming it: a misspelt parameter must not run with the default;
-3. runs `pipelines.<pipeline>.run`, whose checks (area, years, credentials, Earth Engine reachable,
+3. decides what the workers install: nothing when they run the template's image
+   (`sdk_container_image`, Google's pattern: the image has efm and every pin installed, so no
+   package is staged); without the image, the efm package (setup.py) and `constraints.txt` as
+   the requirements file, so the workers install exactly the tested versions, transitive ones too;
+4. runs `pipelines.<pipeline>.run`, whose checks (area, years, credentials, Earth Engine reachable,
    output bucket exists, model loads, ...) all happen here, before any worker starts. On Dataflow
    the launcher submits the job and returns without waiting (pipelines.common.detached).
 """
@@ -29,6 +33,7 @@ import sys
 from typing import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)  # /template in the image: setup.py and constraints.txt are there
 PIPELINES = ("extract", "classify", "sample")
 TRUE, FALSE = "true", "false"
 
@@ -171,11 +176,26 @@ def check_other_option(pipeline: str, token: str, params: dict, beam: set[str]) 
     raise TemplateParameterError(f"{name}: not a parameter of the efm-{pipeline} template; {hint}its parameters are {', '.join(params)}")
 
 
+def worker_dependencies(args: Sequence[str]) -> list[str]:
+    """Beam options that make workers without the template's image install the tested versions."""
+    given = {token[2:].partition("=")[0] for token in args if token.startswith("--")}
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(args)).view_as(StandardOptions).runner  # Beam's own reading of --runner
+    if runner in (None, "DirectRunner", "FnApiRunner", "PrismRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
+        return []  # runs here, in this image
+    if given & {"sdk_container_image", "setup_file", "requirements_file"}:
+        return []  # the image has everything (nothing staged), or the caller chose
+    return [f"--setup_file={os.path.join(REPO, 'setup.py')}", f"--requirements_file={os.path.join(REPO, 'constraints.txt')}",
+            "--requirements_cache=skip"]  # workers pip-install the pins; no download at launch
+
+
 def launch(pipeline: str, argv: Sequence[str] | None = None) -> int:
     """The flex template entry point: translate, then run the pipeline (exit status 2 on bad input)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = to_pipeline_args(pipeline, argv)
+        args += worker_dependencies(args)
     except TemplateParameterError as exc:
         print(f"efm {pipeline} (flex template): error: {exc}", file=sys.stderr)
         return 2
