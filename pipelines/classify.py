@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
-    encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.sidecar.get("kind") == "clusterer" else "class")
+    encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
     store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
     if args.resume and store.exists(args.output):
         import xarray as xr

@@ -4,6 +4,7 @@ model before any worker starts. An edited sidecar is one line, exit 2, nothing w
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -105,3 +106,14 @@ def test_model_file_carries_its_fields_without_a_sidecar(store, tmp_path, capsys
     assert code == 0, err
     with xr.open_zarr(out, consolidated=True, zarr_format=2) as ds:
         assert [str(v) for v in ds["class"].attrs["class_labels"]] == ["forest", "urban", "water"]
+
+
+def test_kmeans_without_a_sidecar_is_still_a_clusterer(tmp_path):
+    """The kind comes from the model file (or the fitted k-means), not from an optional sidecar."""
+    from sklearn.cluster import KMeans
+
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    path = str(tmp_path / "k.skops")
+    models.save_model(KMeans(n_clusters=3, n_init=1, random_state=0).fit(X), path, {"kind": "clusterer", "classes": [0, 1, 2]})
+    os.remove(models.sidecar_path(path))
+    assert models.load_model(path).kind == "clusterer"

@@ -235,6 +235,11 @@ class LoadedModel:
     def bands(self) -> list[str] | None:
         return model_bands(self.model, self.sidecar)
 
+    @property
+    def kind(self) -> str | None:
+        """"classifier" or "clusterer": the model file's record, else the fitted model's own attributes."""
+        return embedded_fields(self.model).get("kind") or model_sidecar.intrinsic_fields(self.model).get("kind")
+
 
 def read_sidecar(path: str) -> dict:
     fs, root = fsspec.core.url_to_fs(sidecar_path(path))
