@@ -28,18 +28,19 @@ from transforms.chunks import ChunkSpec
 from transforms.grid import Grid, Window
 
 # Bytes on disk / bytes uncompressed of a written chunk with data, by store dtype: measured on
-# emulator output (de-quantised int8 codes, like the real collection) with the store's own
-# Zarr compressor; `python benchmarks/plan_constants.py` (benchmarks/RESULTS.md).
-COMPRESSION_RATIO = {"float32": 0.93, "int8": 0.98}
+# emulator output (de-quantised int8 codes, like the real collection) with the store's own Zarr
+# compressor (Blosc lz4); `python benchmarks/plan_constants.py` (benchmarks/RESULTS.md). An upper
+# bound: chunks of no data (sea) compress to almost nothing.
+COMPRESSION_RATIO = {"float32": 0.933, "int8": 0.985}
 # Earth Engine: the per-project quota, and a per-request latency that is ASSUMED (nothing here
 # reaches Earth Engine): the time to compute and send one full-size (up to 48 MiB) request.
 EE_MAX_CONCURRENT = 40
 EE_MAX_REQUESTS_PER_SECOND = 100.0
 ASSUMED_EE_LATENCY_S = 5.0
-# Throughput measured against the emulator (300 ms latency, cap 40) on a 2-core machine, by
-# `python benchmarks/plan_constants.py`: what one local process reaches, CPU-bound.
-EMULATOR_REQUESTS_PER_SECOND = 1.3
-EMULATOR_WIRE_MB_PER_SECOND = 22.0
+# Throughput of `efm extract` (default flags, int8 on the wire) against the emulator (300 ms
+# latency, cap 40) on one 2-core machine shared with other jobs, by store dtype: (requests/s,
+# MB/s on the wire). CPU-bound (de-quantising, compressing), measured by the same script.
+EMULATOR_THROUGHPUT = {"float32": (0.3, 8.5), "int8": (0.9, 25.0)}
 
 # A run past any of these is "too big to be a mistake": its plan is printed and it runs only
 # with --yes (README, "Plan and size").
@@ -229,7 +230,8 @@ def estimate(plan: ChunkPlan, *, n_bands: int, transfer_itemsize: int, store_dty
     store_bytes = pixels * n_bands * np.dtype(store_dtype).itemsize
     wire_bytes = pixels * n_bands * transfer_itemsize  # as the `bytes` counter counts (no mask)
     rate = min(max_requests_per_second, max_concurrent / latency_s)
-    at_emulator = max(requests / EMULATOR_REQUESTS_PER_SECOND, wire_bytes / 1e6 / EMULATOR_WIRE_MB_PER_SECOND)
+    emulator_rps, emulator_mbps = EMULATOR_THROUGHPUT.get(store_dtype, EMULATOR_THROUGHPUT["float32"])
+    at_emulator = max(requests / emulator_rps, wire_bytes / 1e6 / emulator_mbps)
     return JobPlan(
         chunks=plan.count, skipped=plan.skipped, done=done, pixel_years=pixels, requests=requests, wire_bytes=wire_bytes,
         store_bytes=store_bytes, store_bytes_on_disk=int(store_bytes * COMPRESSION_RATIO.get(store_dtype, 1.0)),
@@ -271,6 +273,6 @@ def summary_rows(job: JobPlan, grid: Grid, years, *, transfer_dtype: str, store_
         ("store size", f"{human_bytes(job.store_bytes_on_disk)} on disk ({store_dtype}, {human_bytes(job.store_bytes)} uncompressed, "
                        f"x{COMPRESSION_RATIO.get(store_dtype, 1.0)} measured compression)"),
         ("time at the quota bound", at_quota),
-        ("time at emulator throughput", f"{human_seconds(job.seconds_at_emulator)} ({EMULATOR_REQUESTS_PER_SECOND:g} requests/s, "
-                                        f"{EMULATOR_WIRE_MB_PER_SECOND:g} MB/s on the wire, measured on one 2-core machine)"),
+        ("time at emulator throughput", "{} ({:g} requests/s, {:g} MB/s on the wire: one 2-core machine, measured)".format(
+            human_seconds(job.seconds_at_emulator), *EMULATOR_THROUGHPUT.get(store_dtype, EMULATOR_THROUGHPUT["float32"]))),
     ]

@@ -41,30 +41,42 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def progress_line(prog: str, done: int, planned: int, new: int, elapsed: float, bytes_per_unit: float,
+def count_files(folder: str, pattern: str) -> int:
+    """Files matching `pattern` in `folder` (local or gs://), listed afresh."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(folder)
+    fs.invalidate_cache()
+    return len(fs.glob(f"{root.rstrip('/')}/{pattern}")) if fs.exists(root) else 0
+
+
+def progress_line(prog: str, done: int, planned: int, new: int, elapsed: float, bytes_per_unit: float | None,
                   unit: str = "chunks", verb: str = "written") -> str:
-    """`done` of `planned` units are in place, `new` of them by this run in `elapsed` seconds."""
+    """`done` of `planned` units are in place, `new` of them by this run in `elapsed` seconds.
+
+    MB/s is left out when a unit has no meaningful size (`bytes_per_unit` None).
+    """
     percent = 100.0 * done / planned if planned else 100.0
     rate = new / elapsed if elapsed > 0 else 0.0
-    megabytes = new * bytes_per_unit / 1e6 / elapsed if elapsed > 0 else 0.0
+    speed = "" if bytes_per_unit is None else f", {new * bytes_per_unit / 1e6 / elapsed if elapsed > 0 else 0.0:.1f} MB/s"
     if done >= planned:
         eta = "ETA 0 s"
     elif rate > 0:
         eta = f"ETA {duration((planned - done) / rate)}"
     else:
         eta = "ETA unknown (nothing written yet)"
-    return f"{prog}: progress: {done}/{planned} {unit} {verb} ({percent:.0f}%), {megabytes:.1f} MB/s, {eta}"
+    return f"{prog}: progress: {done}/{planned} {unit} {verb} ({percent:.0f}%){speed}, {eta}"
 
 
 class Progress:
     """Context manager: prints a progress line every `interval` s while the body runs, and one at the end.
 
     `count()` returns how many units are in place now (including those of an earlier run:
-    `already`); `bytes_per_unit` turns units into MB/s (the uncompressed bytes of a unit).
+    `already`); `bytes_per_unit` turns units into MB/s (the uncompressed bytes of a unit; None: no MB/s).
     Does nothing when `enabled` is false (distributed runners, where counters are the progress).
     """
 
-    def __init__(self, prog: str, count: Callable[[], int], planned: int, *, already: int = 0, bytes_per_unit: float = 0.0,
+    def __init__(self, prog: str, count: Callable[[], int], planned: int, *, already: int = 0, bytes_per_unit: float | None = None,
                  unit: str = "chunks", verb: str = "written", enabled: bool = True, interval: float | None = None):
         self.prog, self.count, self.planned, self.already = prog, count, planned, already
         self.bytes_per_unit, self.unit, self.verb = bytes_per_unit, unit, verb
