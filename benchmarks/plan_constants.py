@@ -8,7 +8,7 @@
 3. `efm extract --dry-run` of a country-sized area (6 x 8 degrees in one UTM zone, 8 years) in
    a process of its own: wall time and peak RSS.
 
-    python benchmarks/plan_constants.py [--size 2048] [--latency 0.3] [--cap 40]
+    python benchmarks/plan_constants.py [--size 2048] [--latency 0.3] [--cap 40] [--country-only]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from extract_vs_xee import bbox_of  # noqa: E402
 
 YEAR = 2021
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COUNTRY_BBOX = "0.2,43,6,51"  # 5.8 x 8 degrees inside UTM 31N (France's width, Britain's height)
+COUNTRY_BBOX = "0.0,43.0,6.0,51.0"  # 6 x 8 degrees: all of UTM zone 31N between 43 and 51 N
 COUNTRY_YEARS = "2017-2024"
 
 
@@ -105,12 +105,15 @@ def main():
     parser.add_argument("--size", type=int, default=2048, help="area side in pixels (default %(default)s)")
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--cap", type=int, default=40)
+    parser.add_argument("--country-only", action="store_true", help="only the country's dry run (3.)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="efm-plan-bench-")
     try:
         seconds, rss, text = country_dry_run(work)
         print(f"country dry run: {seconds:.1f} s wall, peak RSS {rss:.0f} MiB\n{text}")
+        if args.country_only:
+            return
 
         from pipelines import extract  # noqa: F401  (import time is not the pipeline's)
 
