@@ -100,6 +100,34 @@ def country_dry_run(work):
     return seconds, peak / 1024, done.stdout
 
 
+def country_graph(work):
+    """What a real run of the country builds before it runs: plan, store set-up, the Beam graph (not run)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms import earthengine, grid as gridlib, plan as planlib, store
+    from transforms.fetch import FetchChunks
+
+    start = time.perf_counter()
+    grid, aoi = gridlib.plan_grid(gridlib.parse_bbox(COUNTRY_BBOX))
+    years = list(range(2017, 2025))
+    plan = planlib.ChunkPlan.for_area(grid, 1024, years, aoi)
+    template = store.embedding_template(grid, years, earthengine.EMBEDDING_BANDS, "float32", 1024, {"source": "benchmark"})
+    output = os.path.join(work, "country-graph.zarr")
+    store.prepare(output, template, resume=False, overwrite=False)
+    source = earthengine.EarthEngineSource(grid=grid, years=tuple(years), bands=earthengine.EMBEDDING_BANDS, store_dtype="float32", transfer_itemsize=1)
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    rows = list(plan.rows())  # as extract.main builds it
+    written = (pipeline | beam.Create(rows) | beam.FlatMap(plan.expand) | FetchChunks(source, threads_per_worker=40)
+               | store.WriteChunks(output, template))
+    written | store.MarkComplete(output, plan)
+    proto = pipeline.to_runner_api().SerializeToString()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"country graph (plan, store set-up, Beam graph of {len(rows)} ChunkRows for {plan.count} chunks; not run): "
+          f"{seconds:.1f} s, pipeline proto {len(proto) / 1e3:.0f} kB, peak RSS of this process so far {peak:.0f} MiB")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048, help="area side in pixels (default %(default)s)")
@@ -112,6 +140,7 @@ def main():
     try:
         seconds, rss, text = country_dry_run(work)
         print(f"country dry run: {seconds:.1f} s wall, peak RSS {rss:.0f} MiB\n{text}")
+        country_graph(work)
         if args.country_only:
             return
 

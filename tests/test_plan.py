@@ -137,3 +137,27 @@ def test_progress_prints_on_a_cadence_and_a_final_count(capsys):
     with progress.Progress("efm x", count, 10, already=10) as idle:  # nothing to do: no thread, no line
         pass
     assert idle.lines == [] and capsys.readouterr().err == ""
+
+
+def test_finalize_checks_markers_against_the_compact_plan(tmp_path):
+    """MarkComplete's check, given the plan (not a list): one missing marker keeps the store incomplete."""
+    import xarray as xr
+
+    from transforms import store
+
+    grid = gridlib.Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
+    path = str(tmp_path / "s.zarr")
+    store.prepare(path, store.embedding_template(grid, YEARS, ["A00"], "float32", 128, {"source": "test"}), resume=False, overwrite=False)
+    plan = planlib.ChunkPlan.full(grid.height, grid.width, 128, 128, YEARS)
+    markers = list(plan)
+    assert len(markers) == plan.count == 2 * 3 * 3
+    folder = tmp_path / "s.zarr" / ".efm" / "done"
+    folder.mkdir(parents=True)
+    for marker in markers[:-1]:
+        (folder / marker).write_bytes(b"")
+    with pytest.raises(RuntimeError, match=f"1 of {plan.count} chunks were not written"):
+        store.finalize(path, plan)
+    assert xr.open_zarr(path).attrs[store.STATUS_ATTR] == "incomplete"
+    (folder / markers[-1]).write_bytes(b"")
+    store.finalize(path, plan)
+    assert xr.open_zarr(path).attrs[store.STATUS_ATTR] == "complete"
