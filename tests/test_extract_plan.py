@@ -141,3 +141,20 @@ def test_progress_lines_on_a_local_run(emulator, images, tmp_path, capsys, monke
     planned = int(summary_values(out)["chunks planned"])
     assert all(p == planned for _, p in counts) and [d for d, _ in counts] == sorted(d for d, _ in counts)
     assert counts[-1][0] == planned == len(store.done_markers(output)) and lines[-1].endswith("ETA 0 s")
+
+
+def test_cog_dry_run_checks_the_index_and_plans_reads(tmp_path_factory, tmp_path, capsys):
+    """--source cog: the mirror's index and coverage are checked; reads are planned like requests; no quota."""
+    from transforms import sample_data
+
+    data = sample_data.generate(str(tmp_path_factory.mktemp("sample")), sample_data.SampleSpec(**sample_data.SMALL))
+    output = tmp_path / "cog.zarr"
+    args = ["--source", "cog", "--cog-root", data.mirror, "--bbox=" + ",".join(repr(v) for v in data.bbox), "--crs", "EPSG:32610",
+            "--output", str(output), "--chunk-size", "128", "--runner=FnApiRunner"]
+    assert extract.run([*args, "--years", "2022,2023", "--dry-run"]) == 0
+    plan = summary_values(capsys.readouterr().out)
+    assert plan["time at the quota bound"].startswith("no quota") and int(plan["requests"]) == int(plan["chunks planned"]) > 0
+    assert not output.exists()
+    assert extract.run([*args, "--years", "2021", "--dry-run"]) == 2  # a year the mirror does not have: refused by the index check
+    err = capsys.readouterr().err
+    assert "2021" in err and err.count("\n") == 1 and not output.exists()

@@ -163,3 +163,15 @@ def test_both_dags_feed_every_step_the_flags_the_templates_declare():
     assert options == {"bbox": "5.9,45.8,6.2,46.0", "years": "2021,2022", "output": "gs://b/e.zarr", "chunk-size": "512", "overwrite": True,
                        "temp_location": "gs://b/tmp", "sdk_container_image": "img:1"}
     assert "temp_location" not in efm_airflow.beam_pipeline_options("classify", {"runner": "DirectRunner", "temp_location": "gs://b/tmp"})
+
+
+def test_the_dags_pass_yes_to_extract():
+    """A large extraction runs only with yes=true (efm extract --yes / template parameter yes); default false."""
+    import efm_airflow
+
+    assert efm_airflow.COMMON_PARAMS["yes"].value is False and metadata("extract")["yes"]["regexes"] == ["^(true|false)$"]
+    params = {"bbox": "5.9,45.8,6.2,46.0", "years": "2021", "embeddings": "gs://b/e.zarr", "extract_template": "gs://b/t.json", "yes": True}
+    assert efm_airflow.beam_pipeline_options("extract", params)["yes"] is True  # a bare --yes
+    assert efm_airflow.flex_launch_body("extract", params)["launchParameter"]["parameters"]["yes"] == "true"
+    assert "yes" not in efm_airflow.beam_pipeline_options("extract", {**params, "yes": False})
+    assert "yes" not in efm_airflow.STEP_PARAMETERS["classify"]  # classify has no size gate (README, "Plan and size")
