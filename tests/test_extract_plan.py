@@ -18,7 +18,7 @@ from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import BAND_NAMES, COLLECTION_ID, make_embedding_collection
 from pipelines import extract
 from test_extract import bbox_inside, expected_array, summary_values
-from transforms import plan as planlib, store
+from transforms import store
 
 YEARS = (2021, 2022)
 COUNTRY = "0.0,43.0,6.0,51.0"  # 6 x 8 degrees inside UTM 31N
@@ -98,6 +98,9 @@ def test_plan_equals_what_the_run_sends(emulator, images, tmp_path, capsys, tran
 
 
 def test_country_plans_through_the_cli_and_needs_yes(emulator, tmp_path, capsys):
+    # Without efm's own flag, Beam takes --dry-run as its test option and the country really runs
+    # (tens of GB of memory against the in-process emulator): fail first, cheaply.
+    assert "--dry-run" in extract.build_parser()._option_string_actions
     output = tmp_path / "country.zarr"
     common = ["--bbox", COUNTRY, "--years", "2017-2024", "--output", str(output)]
     code, out, err = run(emulator, capsys, *common, "--dry-run")
@@ -114,6 +117,8 @@ def test_country_plans_through_the_cli_and_needs_yes(emulator, tmp_path, capsys)
 
 
 def test_yes_runs_a_job_past_the_threshold(emulator, images, tmp_path, capsys, monkeypatch):
+    from transforms import plan as planlib
+
     monkeypatch.setattr(planlib, "MAX_PIXEL_YEARS", 1000)  # make a small area "too big"
     output = str(tmp_path / "emb.zarr")
     args = ["--bbox", bbox_inside(images, 2021), "--years", "2021,2022", "--output", output, "--chunk-size", "256"]
