@@ -30,6 +30,7 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
+    _refuse_beam_dry_run(parser, rest)
     options = PipelineOptions(rest)
     known = set(options.get_all_options(drop_default=False, retain_unknown_options=False))
     for token in rest:
@@ -43,6 +44,15 @@ def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
                     continue
                 raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
     return args, options
+
+
+def _refuse_beam_dry_run(parser: argparse.ArgumentParser, rest: list[str]) -> None:
+    """A command without --dry-run of its own: Beam would take `--dry-run`/`--dry_run` as its test option and run the job."""
+    for token in rest:
+        flag = token.split("=", 1)[0]
+        if flag in ("--dry-run", "--dry_run"):
+            raise InputError(flag, f"`{parser.prog}` has no dry run (Beam's --dry_run test option would run the job anyway); "
+                                   "`efm extract --dry-run` plans an extraction")
 
 
 def _attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:

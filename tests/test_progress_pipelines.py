@@ -51,3 +51,13 @@ def test_sample_prints_progress_in_chunks_with_points(embeddings, tmp_path, caps
     assert sample.run(["--embeddings", embeddings.path, "--points", str(points), "--label-column", "label", "--output", output, "--runner=FnApiRunner"]) == 0
     counts = progress_lines(capsys.readouterr().err, "efm sample", "sampled")
     assert counts[-1] == (4, 4)
+
+
+@pytest.mark.parametrize("flag", ["--dry-run", "--dry_run", "--dry_run=true"])
+def test_commands_without_a_dry_run_refuse_the_flag(embeddings, tmp_path, capsys, flag):
+    """Beam would take it as its own test option and run the whole job: refused, nothing written."""
+    output = tmp_path / "classes.zarr"
+    code = classify.run(["--embeddings", embeddings.path, "--model", str(tmp_path / "m.skops"), "--output", str(output), flag, "--runner=FnApiRunner"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"efm classify: error: {flag.split('=')[0]}: `efm classify` has no dry run") and "\n" not in err
+    assert not output.exists()
