@@ -32,6 +32,8 @@ COMMON_PARAMS = {
     "classes": Param("gs://my-bucket/efm/classes.zarr", type="string", description="Class-map store classify writes"),
     "confidence": Param(False, type="boolean", description="Also write the maximum class probability"),
     "overwrite": Param(False, type="boolean", description="Replace existing outputs (else an existing output fails the task)"),
+    "yes": Param(False, type="boolean", description="Run an extraction past the size threshold (10^9 pixel-years, 1 TB or 100,000 chunks); "
+                 "without it such a run prints its plan in the task log and fails: read it, then trigger again with yes"),
     # Google Cloud (Dataflow)
     "gcp_project": Param(None, type=["null", "string"], description="Project the Dataflow jobs run in"),
     "region": Param("europe-west1", type="string", description="Dataflow region"),
@@ -48,7 +50,7 @@ COMMON_PARAMS = {
 STEP_PARAMETERS = {
     "extract": {"bbox": "bbox", "years": "years", "crs": "crs", "chunk_size": "chunk_size", "dtype": "dtype", "source": "source",
                 "cog_root": "cog_root", "ee_project": "ee_project", "ee_api_url": "ee_api_url", "output": "embeddings",
-                "overwrite": "overwrite"},
+                "overwrite": "overwrite", "yes": "yes"},
     "classify": {"embeddings": "embeddings", "model": "model", "model_sha256": "model_sha256", "output": "classes",
                  "confidence": "confidence", "overwrite": "overwrite"},
 }

@@ -34,6 +34,7 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
+    _refuse_beam_dry_run(parser, rest)
     if not os.environ.get(FLEX_LAUNCHER_ENV):  # the launcher writes argv itself, with options of its own
         beam_args.refuse_stray_words(argv if argv is not None else sys.argv[1:], rest, parser)
     options = PipelineOptions(rest)
@@ -60,6 +61,15 @@ def beam_flags() -> set[str]:
 
     PipelineOptions([]).get_all_options(add_extra_args_fn=collect)
     return flags
+
+
+def _refuse_beam_dry_run(parser: argparse.ArgumentParser, rest: list[str]) -> None:
+    """A command without --dry-run of its own: Beam would take `--dry-run`/`--dry_run` as its test option and run the job."""
+    for token in rest:
+        flag = token.split("=", 1)[0]
+        if flag in ("--dry-run", "--dry_run"):
+            raise InputError(flag, f"`{parser.prog}` has no dry run (Beam's --dry_run test option would run the job anyway); "
+                                   "`efm extract --dry-run` plans an extraction")
 
 
 def _attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:

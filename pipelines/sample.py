@@ -10,9 +10,10 @@ from typing import Sequence
 
 import apache_beam as beam
 import fsspec
+import numpy as np
 
 from pipelines import common
-from transforms import grid as gridlib, readers, sampling, store
+from transforms import grid as gridlib, progress, readers, sampling, store
 from transforms.errors import InputError
 from transforms.fetch import metric_totals
 
@@ -62,7 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
         written | "AssembleTable" >> sampling.AssembleTable(parts_dir, args.output, metadata, tuple(info.bands))
 
-    with common.Stopwatch() as clock:
+    inside = rows >= 0  # progress: one Parquet part per chunk holding points
+    planned = len(np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols))
+    watch = progress.Progress("efm sample", lambda: progress.count_files(parts_dir, "part-*.parquet"), planned, verb="sampled",
+                              enabled=common.local_workers(options) is not None and not common.detached(options))
+    with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
     table = sampling.read_table(args.output)  # written by the pipeline's last step

@@ -39,7 +39,9 @@ from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_a
 
 PIPELINES = ("extract", "classify", "sample")
 SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
-NOT_IN_TEMPLATE: dict[str, set[str]] = {p: set() for p in PIPELINES}  # flags deliberately left out (none)
+NOT_IN_TEMPLATE: dict[str, set[str]] = {p: set() for p in PIPELINES}  # flags deliberately left out
+# A dry run submits no job (the launch would fail for want of one): plan with `efm extract --dry-run` before launching.
+NOT_IN_TEMPLATE["extract"] |= {"--dry-run", "--dry_run"}
 
 
 def parser_of(pipeline: str) -> argparse.ArgumentParser:
@@ -127,7 +129,7 @@ BAD_VALUES = {
     "ee_api_url": ["earthengine.googleapis.com", "ftp://x", "https://"],
     "max_concurrent_requests": ["0", "-4", "four"], "max_requests_per_second": ["-1", "fast"],
     "threads_per_worker": ["0", "ten"], "max_retries": ["-1", "many"], "retry_initial_delay": ["-1", "1s"],
-    "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "trust_pickle": ["yes"], "confidence": ["on"],
+    "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "yes": ["yes", "y", "TRUE"], "trust_pickle": ["yes"], "confidence": ["on"],
     "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
     "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],
     "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"],

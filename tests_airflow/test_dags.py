@@ -199,3 +199,15 @@ def test_beam_dag_passes_the_service_account_as_beam_python_reads_it():
     options = efm_airflow.beam_pipeline_options("classify", {"runner": "DataflowRunner", "embeddings": "gs://b/e.zarr", "model": "gs://b/m.skops",
                                                              "classes": "gs://b/c.zarr", "service_account": "sa@p.iam.gserviceaccount.com"})
     assert options["service_account_email"] == "sa@p.iam.gserviceaccount.com"
+
+
+def test_the_dags_pass_yes_to_extract():
+    """A large extraction runs only with yes=true (efm extract --yes / template parameter yes); default false."""
+    import efm_airflow
+
+    assert efm_airflow.COMMON_PARAMS["yes"].value is False and metadata("extract")["yes"]["regexes"] == ["^(true|false)$"]
+    params = {"bbox": "5.9,45.8,6.2,46.0", "years": "2021", "embeddings": "gs://b/e.zarr", "extract_template": "gs://b/t.json", "yes": True}
+    assert efm_airflow.beam_pipeline_options("extract", params)["yes"] is True  # a bare --yes
+    assert efm_airflow.flex_launch_body("extract", params)["launchParameter"]["parameters"]["yes"] == "true"
+    assert "yes" not in efm_airflow.beam_pipeline_options("extract", {**params, "yes": False})
+    assert "yes" not in efm_airflow.STEP_PARAMETERS["classify"]  # classify has no size gate (README, "Plan and size")
