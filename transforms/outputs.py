@@ -68,6 +68,12 @@ class Found:
     files: list[str] = dataclasses.field(default_factory=list)  # relative to the path
     foreign: list[str] = dataclasses.field(default_factory=list)
     complete: bool | None = None  # stores only
+    is_file: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing there (or an empty folder): nothing to lose."""
+        return self.kind is None and not self.files and not self.foreign and not self.is_file
 
 
 # ---------------------------------------------------------------- places
@@ -238,9 +244,8 @@ def inspect(path: str, kind: str) -> Found:
     if files is None:
         return Found(None)
     if files == [""]:  # a file
-        if kind in ("table", "model", "model-sidecar", "geotiff", "png"):
-            return Found(_file_kind(fs, root, kind), [""])
-        return Found(None, [], ["a file, not a folder"])
+        found_kind = _file_kind(fs, root, kind) if kind in ("table", "model", "model-sidecar", "geotiff", "png") else None
+        return Found(found_kind, [""] if found_kind else [], is_file=True)
     if ".zgroup" in files:
         return _inspect_store(fs, root, files)
     marker = _read_json(fs, f"{root}/{MARKER_FILE}") if MARKER_FILE in files else None
@@ -275,12 +280,12 @@ def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bo
     fs, root = _location(path)
     _check_bucket(fs, path, root, flag)
     found = inspect(path, kind)
-    if found.kind is None and not found.files and not found.foreign:
-        found = _sidecar_check(path, kind, inputs, overwrite, flag) or found
-        return found
+    if found.empty:
+        return _sidecar_check(path, kind, inputs, overwrite, flag) or found
     what = KINDS[kind]
     if found.kind is None:
-        raise InputError(flag, f"{path} exists and is not {what} (it holds {_names(found.foreign)}); efm replaces only what it wrote: choose another path")
+        holds = "it is a file" if found.is_file else f"it holds {_names(found.foreign or found.files)}"
+        raise InputError(flag, f"{path} exists and is not {what} ({holds}); efm replaces only what it wrote: choose another path")
     if found.kind != kind:
         raise InputError(flag, f"{path} is {KINDS[found.kind]}, not {what}; choose another path")
     if found.foreign:
@@ -302,7 +307,7 @@ def _sidecar_check(path: str, kind: str, inputs, overwrite: bool, flag: str) -> 
     sidecar = path + ".json"
     check_place(sidecar, inputs=inputs, flag=flag)
     found = inspect(sidecar, "model-sidecar")
-    if found.kind is None and found.files == [] and not found.foreign:
+    if found.empty:
         return None
     if found.kind is None:
         raise InputError(flag, f"{sidecar} (where the model's sidecar goes) exists and is not an efm sidecar; choose another path")
@@ -315,10 +320,10 @@ def remove(path: str, kind: str, flag: str = "--output") -> None:
     """Delete the product at `path`: only its own files, after checking again that it is ours and alone."""
     fs, root = _location(path)
     found = inspect(path, kind)
-    if found.kind is None and not found.files and not found.foreign:
+    if found.empty:
         return
     if found.kind != kind or found.foreign:
-        raise InputError(flag, f"{path} is not {KINDS[kind]} alone (it holds {_names(found.foreign or found.files)}); nothing was deleted: choose another path")
+        raise InputError(flag, f"{path} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path")
     targets = [root if f == "" else f"{root}/{f}" for f in found.files]
     if targets:
         fs.rm(targets)
