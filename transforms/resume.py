@@ -110,10 +110,15 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
     for name in sorted(have & want):
         if existing[name].dtype != template[name].dtype:
             diffs.append(f"{name} dtype {existing[name].dtype} (this run: {template[name].dtype})")
+        # The chunks Zarr holds decide (a small area's single chunk is the same for any --chunk-size);
+        # the message names the --chunk-size each run asked for when both stores say.
         chunks_have, chunks_want = _chunks(existing, name), _chunks(template, name)
-        if chunks_have and chunks_want and chunks_have != chunks_want:
-            fmt = lambda chunks: " x ".join(str(chunks[d]) for d in ("y", "x") if d in chunks)  # noqa: E731
-            diffs.append(f"{name} chunks {fmt(chunks_have)} (this run: {fmt(chunks_want)})")
+        if chunks_have and chunks_want and chunks_have != chunks_want and not any(d.startswith("chunk size") for d in diffs):
+            if "chunk_size" in existing.attrs and "chunk_size" in template.attrs and existing.attrs["chunk_size"] != template.attrs["chunk_size"]:
+                diffs.append(f"chunk size {existing.attrs['chunk_size']} (this run: {template.attrs['chunk_size']})")
+            else:
+                fmt = lambda chunks: " x ".join(str(chunks[d]) for d in ("y", "x") if d in chunks)  # noqa: E731
+                diffs.append(f"{name} chunks {fmt(chunks_have)} (this run: {fmt(chunks_want)})")
     for key, label in SOURCE_ATTRS.items():
         if key in template.attrs and existing.attrs.get(key) != template.attrs[key]:
             diffs.append(f"{label} {existing.attrs.get(key)!r} (this run: {template.attrs[key]!r})")
