@@ -237,9 +237,27 @@ def _file_kind(fs, root: str, kind: str) -> str | None:
     return None
 
 
-def inspect(path: str, kind: str) -> Found:
-    """What `path` holds, judged as a place to write a product of `kind` (Found(None) = nothing there)."""
+def _inspect_store_shallow(fs, root: str) -> Found | None:
+    """For --resume, which deletes nothing: the store's kind from its metadata, without listing every chunk."""
+    fs.invalidate_cache()
+    if not fs.exists(f"{root}/.zgroup"):
+        return None
+    consolidated = _read_json(fs, f"{root}/.zmetadata")
+    keys = consolidated.get("metadata", {}) if isinstance(consolidated, dict) else {}
+    found = _inspect_store(fs, root, [".zgroup", ".zattrs", *(k for k in keys if k.endswith("/.zarray"))])
+    return dataclasses.replace(found, files=[], foreign=[])
+
+
+def inspect(path: str, kind: str, *, shallow: bool = False) -> Found:
+    """What `path` holds, judged as a place to write a product of `kind` (Found(None) = nothing there).
+
+    shallow: stores are judged by their metadata only (enough to resume into; not to delete).
+    """
     fs, root = _location(path)
+    if shallow and kind in STORE_VARIABLE:
+        found = _inspect_store_shallow(fs, root)
+        if found is not None:
+            return found
     files = _listing(fs, root)
     if files is None:
         return Found(None)
@@ -279,7 +297,7 @@ def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bo
     check_place(path, inputs=inputs, flag=flag)
     fs, root = _location(path)
     _check_bucket(fs, path, root, flag)
-    found = inspect(path, kind)
+    found = inspect(path, kind, shallow=resume)
     if found.empty:
         return _sidecar_check(path, kind, inputs, overwrite, flag) or found
     what = KINDS[kind]
@@ -316,10 +334,11 @@ def _sidecar_check(path: str, kind: str, inputs, overwrite: bool, flag: str) -> 
     return found
 
 
-def remove(path: str, kind: str, flag: str = "--output") -> None:
-    """Delete the product at `path`: only its own files, after checking again that it is ours and alone."""
+def remove(path: str, kind: str, flag: str = "--output", found: Found | None = None) -> None:
+    """Delete the product at `path`: only its own files, after checking that it is ours and alone
+    (`found`: what a check_output without --resume just saw, to spare a second listing)."""
     fs, root = _location(path)
-    found = inspect(path, kind)
+    found = found if found is not None and (found.files or found.is_file) else inspect(path, kind)
     if found.empty:
         return
     if found.kind != kind or found.foreign:

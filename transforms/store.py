@@ -115,7 +115,7 @@ def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, f
             existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False)  # stored dtypes
             resume_check.check(path, existing, template)
             return done_markers(path)
-        outputs.remove(path, kind, flag)
+        outputs.remove(path, kind, flag, found)
     setup(path, template)
     return set()
 
