@@ -153,7 +153,7 @@ def class_place(place):
 @pytest.mark.parametrize("state", ["complete", "interrupted"])
 @pytest.mark.parametrize("change, words", [
     ("model", "model sha256 "),
-    ("confidence", "variables class (this run: class, confidence)"),
+    ("confidence", "no confidence (this run: --confidence)"),
     ("shifted", "x origin "),
 ])
 def test_classify_resume_elsewhere_is_refused(place, class_place, tmp_path, capsys, state, change, words):

@@ -80,7 +80,9 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
     """What the existing store and this run's template disagree on, each as `what X (this run: Y)`."""
     diffs = []
     have, want = set(existing.data_vars), set(template.data_vars)
-    if have != want:
+    if have ^ want == {"confidence"}:  # classify --confidence
+        diffs.append("confidence (this run: without --confidence)" if "confidence" in have else "no confidence (this run: --confidence)")
+    elif have != want:
         diffs.append(f"variables {_short(sorted(have))} (this run: {_short(sorted(want))})")
     if not _same_crs(_crs(existing), _crs(template)):
         diffs.append(f"CRS {_crs_name(existing)} (this run: {_crs_name(template)})")
@@ -92,8 +94,9 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
     dims = [d for d in template.dims if d != "spatial_ref"]
     shape_have = {d: existing.sizes.get(d, 0) for d in dims}
     shape_want = {d: template.sizes[d] for d in dims}
-    if shape_have != shape_want:
-        fmt = lambda shape: " x ".join(f"{d} {n}" for d, n in shape.items())  # noqa: E731
+    changed = [d for d in dims if shape_have[d] != shape_want[d]]
+    if changed:
+        fmt = lambda shape: ", ".join(f"{d}={shape[d]}" for d in changed)  # noqa: E731
         diffs.append(f"shape {fmt(shape_have)} (this run: {fmt(shape_want)})")
     elif not any(d.startswith(("x origin", "y origin", "pixel")) for d in diffs):
         for axis in ("x", "y"):  # the transform agrees: the coordinates must too
@@ -116,7 +119,7 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
         if chunks_have and chunks_want and chunks_have != chunks_want and not any(d.startswith("chunk size") for d in diffs):
             if "chunk_size" in existing.attrs and "chunk_size" in template.attrs and existing.attrs["chunk_size"] != template.attrs["chunk_size"]:
                 diffs.append(f"chunk size {existing.attrs['chunk_size']} (this run: {template.attrs['chunk_size']})")
-            else:
+            elif not changed:  # (with another shape, chunks clipped to it differ anyway)
                 fmt = lambda chunks: " x ".join(str(chunks[d]) for d in ("y", "x") if d in chunks)  # noqa: E731
                 diffs.append(f"{name} chunks {fmt(chunks_have)} (this run: {fmt(chunks_want)})")
     for key, label in SOURCE_ATTRS.items():
