@@ -306,3 +306,19 @@ def test_own_store_on_a_bucket_is_replaced_and_a_foreign_object_stops_it(world, 
     assert_refused("classify", code, err, "also holds files efm did not write (notes.txt)")
     gcs.fs.invalidate_cache()
     assert {p: gcs.fs.cat(p) for p in gcs.fs.find(output[5:])} == before
+
+
+def test_export_and_train_replace_their_own_files_on_a_bucket(world, gcs, gcs_bucket, capsys):
+    """GeoTIFF/PNG tags and the model sidecar are read back through gcsfs, as on Dataflow."""
+    tif, model = f"{gcs_bucket}/maps/map.tif", f"{gcs_bucket}/models/m.skops"
+    for cmd, output in (("export", tif), ("train", model)):
+        assert RUN[cmd](argv(cmd, world, output)) == 0
+        code, err = call(cmd, argv(cmd, world, output), capsys)
+        # (the in-process emulator logs a client closing early to the same stderr: keep our line)
+        assert_refused(cmd, code, err.splitlines()[-1], "already exists", "pass --overwrite")
+        code, err = call(cmd, argv(cmd, world, output, "--overwrite"), capsys)
+        assert code == 0, err
+    gcs.fs.pipe(f"{gcs_bucket[5:]}/maps/map.png", b"\x89PNG not ours")
+    code, err = call("export", argv("export", world, tif, "--overwrite"), capsys)
+    assert_refused("export", code, err.splitlines()[-1], "map.png exists and is not an efm quicklook PNG")
+    assert gcs.fs.cat(f"{gcs_bucket[5:]}/maps/map.png") == b"\x89PNG not ours"
