@@ -25,7 +25,7 @@ import re
 
 import fsspec
 
-from transforms.errors import InputError
+from transforms.errors import InputError, first_line
 
 PRODUCT_ATTR = "efm_product"
 MARKER_FILE = ".efm-product"  # in the folders efm makes (sample data, demo)
@@ -56,7 +56,7 @@ DEMO_ENTRIES = {
 _MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
 _ZARR_META = {".zgroup", ".zattrs", ".zmetadata"}
 _CHUNK_KEY = re.compile(r"^\d+([./]\d+)*$")
-_DONE_MARKER = re.compile(r"^\.efm/done/\d+\.\d+\.\d+$")
+_EFM_DIR = ".efm/"  # a store's own bookkeeping (chunk markers, ...): part of the store
 _PART = re.compile(r"^part-\d+-\d+\.parquet$")
 
 
@@ -129,7 +129,7 @@ def _check_bucket(fs, path: str, root: str, flag: str) -> None:
     try:
         bucket_exists = fs.exists(bucket)
     except Exception as exc:  # auth or network: say so now, not on a worker later
-        raise InputError(flag, f"cannot reach {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise InputError(flag, f"cannot reach {path}: {first_line(exc)}") from None
     if not bucket_exists:
         raise InputError(flag, f"bucket {bucket!r} of {path} does not exist (or is not visible to these credentials)")
 
@@ -165,7 +165,7 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
     own, foreign = [], []
     for f in files:
         head, _, rest = f.partition("/")
-        ok = f in _ZARR_META or _DONE_MARKER.match(f) or (head in arrays and (rest in (".zarray", ".zattrs") or _CHUNK_KEY.match(rest)))
+        ok = f in _ZARR_META or f.startswith(_EFM_DIR) or (head in arrays and (rest in (".zarray", ".zattrs") or _CHUNK_KEY.match(rest)))
         (own if ok else foreign).append(f)
     return Found(kind, own, foreign, complete=attrs.get("efm_status") == "complete" if kind else None)
 
