@@ -10,7 +10,7 @@ from typing import Sequence
 import apache_beam as beam
 
 from pipelines import common
-from transforms import cog, cog_index, earthengine, grid as gridlib, plan as planlib, progress, request_plan, store
+from transforms import cog, cog_index, earthengine, grid as gridlib, outputs, plan as planlib, progress, request_plan, store
 from transforms.errors import InputError
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bands = earthengine.EMBEDDING_BANDS
     if args.request_tile_size:
         request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
-    store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
+    outputs.check_output(args.output, "embeddings", inputs={"--cog-root": args.cog_root, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
 
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
