@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     inside = rows >= 0  # progress: one Parquet part per chunk holding points
     planned = len(np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols))
-    watch = progress.Progress("efm sample", lambda: progress.count_files(parts_dir, "part-*.parquet"), planned, verb="sampled",
+
+    def sampled() -> int:  # the parts folder exists from start_parts until the table is assembled from it
+        return progress.count_files(parts_dir, "part-*.parquet") if store.exists(parts_dir) else planned
+
+    watch = progress.Progress("efm sample", sampled, planned, verb="sampled",
                               enabled=common.local_workers(options) is not None and not common.detached(options))
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
