@@ -240,7 +240,7 @@ def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(emu, i
 
 def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_path):
     output = str(tmp_path / "emb.zarr")
-    emu.configure(latency_s=0.2)
+    emu.configure(latency_s=0.5)  # slow enough that the run is still going when Ctrl-C comes
     argv = [sys.executable, "-m", "pipelines.cli", "extract", *extract_argv(emu, images, output, "--max-concurrent-requests", "1", *FNAPI)]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "EFM_LOG_DIR": str(tmp_path)})
