@@ -113,7 +113,10 @@ def test_emulator_filter_bounds_counts_the_images_an_area_meets(emu, images):
     expected = sum(shapely.Polygon(_footprint(i)).intersects(shapely.box(*inside)) for i in images)
     assert expected > 0
     assert collection.filterBounds(ee.Geometry.Rectangle(inside, None, False)).size().getInfo() == expected
-    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(shapely.box(3.0, 45.0, 3.01, 45.01)), None, False)).size().getInfo() == 0
+    outside = shapely.box(3.0, 45.0, 3.01, 45.01)
+    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(outside), None, False)).size().getInfo() == 0
+    both = shapely.MultiPolygon([outside, shapely.box(*inside)])  # an --aoi of two parts, one of them on the images
+    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(both), None, False)).size().getInfo() == expected
 
 
 def _footprint(image):
