@@ -4,21 +4,25 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines import common
 from transforms import cog, cog_index, earthengine, grid as gridlib, request_plan, store
 from transforms.chunks import plan_chunks
 from transforms.errors import InputError
+from transforms import fetch as fetchlib
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
 
 DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project
 DEFAULT_COG_CONCURRENCY = 8  # window reads: CPU- and memory-bound, not quota-bound
 DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 shards share the 40
+DEFAULT_WORKER_MEMORY_GB = 2.0  # fits an n1-standard-1 (3.75 GB) with room for the OS and the SDK harness
 
 
 def build_parser():
@@ -44,6 +48,9 @@ def build_parser():
                         "(default: 40, Earth Engine's per-project quota; 8 with --source cog, where each read holds up to 48 MiB)")
     parser.add_argument("--max-requests-per-second", type=float, default=100.0, help="cap on requests per second across all workers (default: %(default)s)")
     parser.add_argument("--threads-per-worker", type=int, help="request threads per shard (default: the whole cap split over local workers; 10 on Dataflow)")
+    parser.add_argument("--worker-memory-gb", type=float, default=DEFAULT_WORKER_MEMORY_GB,
+                        help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
+                        "a process holds while they are fetched (default: %(default)s)")
     parser.add_argument("--max-retries", type=int, default=8, help="retries per request on 429/5xx/timeouts (default: %(default)s)")
     parser.add_argument("--retry-initial-delay", type=float, default=1.0, help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)")
     mode = parser.add_mutually_exclusive_group()
@@ -57,6 +64,20 @@ def _check_positive(flag: str, value, kind=int):
         raise InputError(flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}")
 
 
+def open_chunk_limit(args, options) -> int:
+    """Chunks a process may hold, from --worker-memory-gb (README: what memory a run needs and why)."""
+    chunk_bytes = args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
+    workers = common.local_workers(options)
+    multiprocess = workers and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    processes = workers if multiprocess else 1  # locally the budget is the machine's; on Dataflow one worker process's
+    limit = fetchlib.max_open_chunks(args.worker_memory_gb * 2**30, chunk_bytes, processes)
+    if limit < 1:
+        need = (fetchlib.PROCESS_BASE_BYTES + fetchlib.CHUNK_COST_FACTOR * chunk_bytes) * processes / 2**30
+        raise InputError("--worker-memory-gb", f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk "
+                         f"per process ({processes}); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
+    return limit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # 1. Local checks: cheap, no network.
@@ -65,9 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in [("--max-concurrent-requests", args.max_concurrent_requests), ("--threads-per-worker", args.threads_per_worker), ("--request-tile-size", args.request_tile_size)]:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
+    _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
+    open_chunks = open_chunk_limit(args, options)
     grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
     if args.source == "cog" and not args.cog_root:
         raise InputError("--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path")
@@ -114,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch = FetchChunks(
         source, max_concurrent_requests=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second,
         threads_per_worker=threads, retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
+        max_open_chunks=open_chunks, global_cap=args.source != "cog", output=args.output,
     )
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -138,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("requests", totals.get("requests", 0)),
         ("retries", totals.get("retries", 0)),
         ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
-        ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}"),
+        ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}" if fetch.global_cap else f"all workers x {fetch.threads_per_shard} (no global cap)"),
+        ("chunks skipped (already written by a failed attempt)", totals.get("chunks_skipped_done", 0)),
+        ("peak open chunks per process", f"{fetchlib.metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})"),
         ("wall time", f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)"),
     ])
     return 0
