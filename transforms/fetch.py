@@ -317,7 +317,7 @@ class FetchChunks(beam.PTransform):
             return (
                 specs
                 | "SpreadOverWorkers" >> beam.Reshuffle()
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
+                | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
                 | "Unkeyed" >> beam.Map(lambda batch: (None, batch))
                 | "FetchBatch" >> beam.ParDo(fn)
             )
