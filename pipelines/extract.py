@@ -44,10 +44,10 @@ def build_parser():
                         help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise")
     parser.add_argument("--ee-project", help="Google Cloud project for Earth Engine requests (default: from the credentials)")
     parser.add_argument("--ee-api-url", default=earthengine.HIGH_VOLUME_URL, help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)")
-    parser.add_argument("--max-concurrent-requests", type=int, help="cap on requests (COG window reads) in flight across all workers "
-                        "(default: 40, Earth Engine's per-project quota; 8 with --source cog, where each read holds up to 48 MiB)")
+    parser.add_argument("--max-concurrent-requests", type=int, help="cap on Earth Engine requests in flight across all workers of this job "
+                        "(default: 40, the per-project quota); with --source cog, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)")
     parser.add_argument("--max-requests-per-second", type=float, default=100.0, help="cap on requests per second across all workers (default: %(default)s)")
-    parser.add_argument("--threads-per-worker", type=int, help="request threads per shard (default: the whole cap split over local workers; 10 on Dataflow)")
+    parser.add_argument("--threads-per-worker", type=int, help="request threads per shard; with --source cog, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog)")
     parser.add_argument("--worker-memory-gb", type=float, default=DEFAULT_WORKER_MEMORY_GB,
                         help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
                         "a process holds while they are fetched (default: %(default)s)")
@@ -73,8 +73,9 @@ def open_chunk_limit(args, options) -> int:
     limit = fetchlib.max_open_chunks(args.worker_memory_gb * 2**30, chunk_bytes, processes)
     if limit < 1:
         need = (fetchlib.PROCESS_BASE_BYTES + fetchlib.CHUNK_COST_FACTOR * chunk_bytes) * processes / 2**30
-        raise InputError("--worker-memory-gb", f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk "
-                         f"per process ({processes}); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
+        each = fetchlib.CHUNK_COST_FACTOR * chunk_bytes / 2**20
+        raise InputError("--worker-memory-gb", f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
+                         f"requests, plus 0.5 GiB per process, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
     return limit
 
 
@@ -133,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             request_tile_size=args.request_tile_size, collection=args.collection, settings=settings, transfer_dtype=transfer_dtype,
         )
     workers = common.local_workers(options)
-    threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else DEFAULT_THREADS_DISTRIBUTED)
+    distributed_threads = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_THREADS_DISTRIBUTED  # cog: per worker, no global cap
+    threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else distributed_threads)
     fetch = FetchChunks(
         source, max_concurrent_requests=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second,
         threads_per_worker=threads, retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),

@@ -146,3 +146,24 @@ def test_without_a_global_cap_chunks_are_spread_and_each_fetched_once(tmp_path):
     assert metric_totals(result)["chunks_fetched"] == len(specs)
     ds = store.open_embeddings(path, require_complete=False)
     np.testing.assert_array_equal(ds["embedding"].values, reference(source.grid))
+
+
+def test_open_chunks_follow_the_memory_budget():
+    from transforms.fetch import max_open_chunks
+
+    mib = 2**20
+    assert max_open_chunks(2 * 2**30, 256 * mib) == 2  # the defaults: 1024 px float32
+    assert max_open_chunks(2 * 2**30, 64 * mib) == 9  # int8
+    assert max_open_chunks(4 * 2**30, 256 * mib, processes=2) == 2  # the budget is shared by local processes
+    assert max_open_chunks(1 * 2**30, 256 * mib) == 0  # refused by efm extract
+
+
+def test_a_budget_too_small_for_one_chunk_is_refused_before_anything_is_written(tmp_path, capsys):
+    from pipelines import extract
+
+    output = tmp_path / "emb.zarr"
+    status = extract.run(["--bbox", "5.9,45.8,6.0,45.9", "--years", "2021", "--output", str(output), "--worker-memory-gb", "1", "--runner=FnApiRunner"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and not output.exists()
+    assert err.startswith("efm extract: error: --worker-memory-gb: 1 GB cannot hold one 1024 px float32 chunk") and "\n" not in err
+    assert "--chunk-size" in err and "--worker-memory-gb 1.2 or more" in err
