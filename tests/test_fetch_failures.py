@@ -167,3 +167,41 @@ def test_a_budget_too_small_for_one_chunk_is_refused_before_anything_is_written(
     assert status == 2 and not output.exists()
     assert err.startswith("efm extract: error: --worker-memory-gb: 1 GB cannot hold one 1024 px float32 chunk") and "\n" not in err
     assert "--chunk-size" in err and "--worker-memory-gb 1.2 or more" in err
+
+
+@dataclasses.dataclass
+class PidSource(GridSource):
+    """Leaves a file named after the process that fetched each tile (tiles come from many processes)."""
+
+    pid_dir: str = ""
+
+    def fetch(self, spec, tile):
+        import os
+
+        open(os.path.join(self.pid_dir, str(os.getpid())), "a").close()
+        time.sleep(0.02)
+        return pixel_values(spec.year, np.arange(tile.row, tile.row + tile.rows), np.arange(tile.col, tile.col + tile.cols), len(self.bands))
+
+
+@pytest.mark.parametrize("global_cap, processes", [(True, 1), (False, 2)])
+def test_without_a_global_cap_every_worker_process_reads(tmp_path, monkeypatch, global_cap, processes):
+    """One shard (cap = threads) runs in one process; without a global cap both processes read."""
+    import os
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))  # the workers unpickle PidSource from this module
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p))
+    grid = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 320, 256)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    source = PidSource(grid=grid, years=YEARS, bands=BANDS, store_dtype="float32", transfer_itemsize=4, pid_dir=str(pid_dir))
+    specs = plan_chunks(list(YEARS), list(chunk_windows(grid, 64)))
+    path = str(tmp_path / "emb.zarr")
+    template = store.embedding_template(grid, list(YEARS), BANDS, "float32", 64, {"source": "test"})
+    store.setup(path, template)
+    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    with beam.Pipeline(options=options) as p:
+        _ = (p | beam.Create(specs) | FetchChunks(source, max_concurrent_requests=4, threads_per_worker=4, global_cap=global_cap,
+                                                   batch_size=4, output=path) | store.WriteChunks(path, template))
+    assert len(list(pid_dir.iterdir())) == processes
+    ds = store.open_embeddings(path, require_complete=False)
+    np.testing.assert_array_equal(ds["embedding"].values, reference(grid))
