@@ -32,10 +32,13 @@ COMMON_PARAMS = {
     "classes": Param("gs://my-bucket/efm/classes.zarr", type="string", description="Class-map store classify writes"),
     "confidence": Param(False, type="boolean", description="Also write the maximum class probability"),
     "overwrite": Param(False, type="boolean", description="Replace existing outputs (else an existing output fails the task)"),
+    "yes": Param(False, type="boolean", description="Run an extraction past the size threshold (10^9 pixel-years, 1 TB or 100,000 chunks); "
+                 "without it such a run prints its plan in the task log and fails: read it, then trigger again with yes"),
     # Google Cloud (Dataflow)
     "gcp_project": Param(None, type=["null", "string"], description="Project the Dataflow jobs run in"),
     "region": Param("europe-west1", type="string", description="Dataflow region"),
     "temp_location": Param(None, type=["null", "string"], description="gs:// folder for Dataflow's temporary files"),
+    "staging_location": Param(None, type=["null", "string"], description="gs:// folder for Dataflow's staged files (default: temp_location)"),
     "sdk_container_image": Param(None, type=["null", "string"],
                                  description="Worker image: the image built from templates/Dockerfile (holds efm and its pinned dependencies)"),
     "service_account": Param(None, type=["null", "string"], description="Worker service account email (needs Earth Engine, Storage and Dataflow worker roles)"),
@@ -47,7 +50,7 @@ COMMON_PARAMS = {
 STEP_PARAMETERS = {
     "extract": {"bbox": "bbox", "years": "years", "crs": "crs", "chunk_size": "chunk_size", "dtype": "dtype", "source": "source",
                 "cog_root": "cog_root", "ee_project": "ee_project", "ee_api_url": "ee_api_url", "output": "embeddings",
-                "overwrite": "overwrite"},
+                "overwrite": "overwrite", "yes": "yes"},
     "classify": {"embeddings": "embeddings", "model": "model", "model_sha256": "model_sha256", "output": "classes",
                  "confidence": "confidence", "overwrite": "overwrite"},
 }
@@ -69,6 +72,9 @@ def beam_pipeline_options(pipeline: str, params: dict) -> dict:
     a value such as "5.9,45.8,6.2,46.0" or "2021,2022" would come back as a tuple. Here strings stay
     strings, None/False drop the flag and True makes it a bare switch (--overwrite). On Dataflow the
     worker options are added; the operator adds --project, --region and --job_name from dataflow_config.
+    The service account goes in as --service_account_email here, not through dataflow_config: the
+    Beam provider before 6.3.0 passes dataflow_config["service_account"] as --serviceAccount, which
+    Beam Python (and efm) do not know (apache/airflow#73236).
     """
     options: dict = {}
     for name, param in STEP_PARAMETERS[pipeline].items():
@@ -77,7 +83,8 @@ def beam_pipeline_options(pipeline: str, params: dict) -> dict:
             continue
         options[name.replace("_", "-")] = True if value is True else str(value)
     if params.get("runner") == "DataflowRunner":
-        dataflow = {"temp_location": params.get("temp_location"), "sdk_container_image": params.get("sdk_container_image"),
+        dataflow = {"temp_location": params.get("temp_location"), "staging_location": params.get("staging_location") or params.get("temp_location"),
+                    "sdk_container_image": params.get("sdk_container_image"), "service_account_email": params.get("service_account"),
                     "max_num_workers": params.get("max_workers")}
         options.update({k: v for k, v in dataflow.items() if v is not None})
     return options
@@ -88,6 +95,7 @@ def flex_launch_body(pipeline: str, params: dict, job_name: str | None = None) -
     parameters = {name: _text(params.get(param)) for name, param in STEP_PARAMETERS[pipeline].items()}
     environment = {
         "tempLocation": params.get("temp_location"),
+        "stagingLocation": params.get("staging_location") or params.get("temp_location"),  # else Dataflow picks a default bucket
         "sdkContainerImage": params.get("sdk_container_image"),
         "serviceAccountEmail": params.get("service_account"),
         "maxWorkers": params.get("max_workers"),

@@ -29,7 +29,7 @@ def dataflow_config(job_name: str) -> dict:
         "job_name": job_name,
         "project_id": "{{ params.gcp_project }}",
         "location": "{{ params.region }}",
-        "service_account": "{{ params.service_account }}",
+        # the service account is a pipeline option (efm_airflow.beam_pipeline_options): see there why
         "wait_until_finished": True,
     }
 

@@ -43,7 +43,8 @@ with DAG(
         project_id="{{ params.gcp_project }}",
         location="{{ params.region }}",
         body="{{ efm_flex_body('extract', params) }}",
-        wait_until_finished=True,
+        # no wait_until_finished: left unset, the task waits for the batch job either way (polling, or
+        # deferred to the triggerer); set to True it fails at import where default_deferrable=True.
     )
 
     classify = DataflowStartFlexTemplateOperator(
@@ -51,7 +52,8 @@ with DAG(
         project_id="{{ params.gcp_project }}",
         location="{{ params.region }}",
         body="{{ efm_flex_body('classify', params) }}",
-        wait_until_finished=True,
+        # no wait_until_finished: left unset, the task waits for the batch job either way (polling, or
+        # deferred to the triggerer); set to True it fails at import where default_deferrable=True.
     )
 
     extract >> classify

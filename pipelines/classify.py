@@ -11,7 +11,7 @@ from typing import Sequence
 import apache_beam as beam
 
 from pipelines import common
-from transforms import grid as gridlib, models, readers, store
+from transforms import grid as gridlib, models, plan as planlib, progress, readers, store
 from transforms.classify import ClassifyChunks, class_encoding, class_template
 from transforms.errors import InputError
 from transforms.fetch import metric_totals
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
-    encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.sidecar.get("kind") == "clusterer" else "class")
+    encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
     store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
     if args.resume and store.exists(args.output):
         import xarray as xr
@@ -69,9 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "license": store.LICENSE,
         "attribution": store.ATTRIBUTION,
     })
-    specs = info.chunk_specs(years)
+    plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
     done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
-    todo = [spec for spec in specs if spec.marker not in done]
+    todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
+    todo_count = sum(stop - start for row in todo for start, stop in row.runs)
     classify = ClassifyChunks(
         embeddings=args.embeddings, model_path=args.model, model_sha256=loaded.sha256, encoding=encoding,
         year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options),
@@ -80,22 +81,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     def build(pipeline: beam.Pipeline) -> None:
         written = (
             pipeline
-            | "ChunkSpecs" >> beam.Create(todo)
+            | "ChunkRows" >> beam.Create(todo)
+            | "ChunkSpecs" >> beam.FlatMap(plan.expand)
             | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
             | "Classify" >> classify
             | "Write" >> store.WriteChunks(args.output, template)
         )
-        written | "MarkComplete" >> store.MarkComplete(args.output, [spec.marker for spec in specs])
+        written | "MarkComplete" >> store.MarkComplete(args.output, plan)  # the plan iterates its markers: no list
 
-    with common.Stopwatch() as clock:
+    watch = progress.Progress("efm classify", lambda: len(store.done_markers(args.output)), plan.count, already=plan.count - todo_count,
+                              bytes_per_unit=info.chunk_rows * info.chunk_cols * len(info.bands) * 4,  # embeddings read, as float32
+                              enabled=common.local_workers(options) is not None and not common.detached(options))
+    with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
     pixels = totals.get("pixels_classified", 0)
     common.print_summary(f"efm classify: {args.output} complete", [
         ("model", f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"),
         ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
-        ("chunks planned", len(specs)),
-        ("chunks already done (resume)", len(specs) - len(todo)),
+        ("chunks planned", plan.count),
+        ("chunks already done (resume)", plan.count - todo_count),
         ("chunks written", totals.get("chunks_written", 0)),
         ("pixels classified", pixels),
         ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),

@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"efm: error: unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])  # Beam and friends take seconds to import
+    except KeyboardInterrupt:
+        print(f"efm {name}: error: interrupted (Ctrl-C) before it started; nothing was written", file=sys.stderr)
+        return 130
     return module.run(rest)
 
 

@@ -12,37 +12,64 @@ from typing import Callable, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from pipelines import beam_args, failures
 from transforms.errors import InputError
 
 LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         allow_abbrev=False,  # an abbreviation must not swallow a Beam flag
         epilog="Any other flag is passed to Beam's PipelineOptions (e.g. --runner, --direct_num_workers, "
         "--temp_location, --project, --region for Dataflow).",
     )
+    parser.add_argument("--verbose", action="store_true", help="on failure, print the full trace and the run's log on stderr "
+                        "(otherwise: one line, the trace in a log file it names)")
+    return parser
 
 
 def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
+    _refuse_beam_dry_run(parser, rest)
+    if not os.environ.get(FLEX_LAUNCHER_ENV):  # the launcher writes argv itself, with options of its own
+        beam_args.refuse_stray_words(argv if argv is not None else sys.argv[1:], rest, parser)
     options = PipelineOptions(rest)
-    known = set(options.get_all_options(drop_default=False, retain_unknown_options=False))
+    known = beam_args.option_names() | beam_flags()  # dests and every alias the launcher may pass
     for token in rest:
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0]
+            # Inside Dataflow's flex template launcher too: every option it adds is a Beam option
+            # (templates/flex_launcher.LAUNCHER_OPTIONS), so an unknown name is a mistake there as well.
             if name.replace("-", "_") not in known:
-                if os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"):
-                    # Inside Dataflow's flex-template launcher, which adds service options of its
-                    # own (its parameters were already checked against their regexes): pass on.
-                    logging.getLogger(__name__).warning("passing unknown option --%s to Beam", name)
-                    continue
                 raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
+    beam_args.check_runner(runner_name(options))
+    failures.note_args(parser, args)
     return args, options
+
+
+def beam_flags() -> set[str]:
+    """Every flag name Beam's options define, aliases included (`no_use_public_ips`, `worker_machine_type`):
+    option *names* alone would refuse flags Dataflow's launcher passes."""
+    flags: set[str] = set()
+
+    def collect(parser: argparse.ArgumentParser) -> None:
+        flags.update(s[2:] for action in parser._actions for s in action.option_strings if s.startswith("--"))
+
+    PipelineOptions([]).get_all_options(add_extra_args_fn=collect)
+    return flags
+
+
+def _refuse_beam_dry_run(parser: argparse.ArgumentParser, rest: list[str]) -> None:
+    """A command without --dry-run of its own: Beam would take `--dry-run`/`--dry_run` as its test option and run the job."""
+    for token in rest:
+        flag = token.split("=", 1)[0]
+        if flag in ("--dry-run", "--dry_run"):
+            raise InputError(flag, f"`{parser.prog}` has no dry run (Beam's --dry_run test option would run the job anyway); "
+                                   "`efm extract --dry-run` plans an extraction")
 
 
 def _attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:
@@ -74,19 +101,20 @@ def local_workers(options: PipelineOptions) -> int | None:
 
 
 def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run an entry point; bad input becomes one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Run an entry point. Every failure is one line on stderr (see pipelines/failures.py): bad input
+    exits 2, a runtime failure 1 (the trace in a log file, and the --resume command when a store is
+    left unfinished), Ctrl-C 130."""
     # Dataflow's "Created job with id: [...]" and console-URL lines: people read them, and Airflow's
     # Beam operator finds the job id in them (to link and wait on the job).
     logging.getLogger("apache_beam.runners.dataflow.internal.apiclient").setLevel(logging.INFO)
-    try:
-        return main(argv)
-    except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except JobSubmitted as exc:
-        print(f"{prog}: {exc}")
-        return 0
+    with failures.session(prog, argv) as state:
+        try:
+            return main(argv)
+        except JobSubmitted as exc:
+            print(f"{prog}: {exc}")
+            return 0
+        except (Exception, KeyboardInterrupt) as exc:  # SystemExit (argparse's own errors, exit 2) passes
+            return failures.report(state, exc)
 
 
 def print_summary(title: str, rows: list[tuple[str, object]], stream=None) -> None:
@@ -129,12 +157,32 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
     """
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
-    result = pipeline.run()
+    with failures.quiet_stderr():
+        result = pipeline.run()
+        if not detached(options):
+            result.wait_until_finish()
     if detached(options):
         template = options.view_as(GoogleCloudOptions).template_location
         if template:
             raise JobSubmitted(f"job graph written to {template}; Dataflow starts the job from it (this process does not wait)")
         job_id = getattr(result, "job_id", lambda: None)()
         raise JobSubmitted(f"submitted Dataflow job {job_id}; this process does not wait for it")
-    result.wait_until_finish()
     return result
+
+
+def check_writable(path: str, flag: str = "--output") -> None:
+    """A local output's folder must exist and take a new file: tried by creating (and removing) a
+    temporary file, as permission bits alone mislead (root, ACLs, read-only mounts)."""
+    if "://" in path:
+        return  # buckets: permission errors surface at write time, as one line
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(flag, f"the folder {folder} does not exist; create it or write elsewhere")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".efm-write-check-", dir=folder)
+    except OSError as exc:
+        raise InputError(flag, f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to") from None
+    os.close(fd)
+    os.remove(probe)

@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rgb_idx = [bands.index(b) for b in rgb]
     paths = export.output_paths(args.output, years)
     for path in paths.values():
+        common.check_writable(path)
         fs, root = fsspec.core.url_to_fs(path)
         if fs.exists(root) and not args.overwrite:
             raise InputError("--output", f"{path} already exists; pass --overwrite to replace it")

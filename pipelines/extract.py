@@ -12,8 +12,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines import common
-from transforms import cog, cog_index, earthengine, grid as gridlib, request_plan, store
-from transforms.chunks import plan_chunks
+from transforms import cog, cog_index, earthengine, grid as gridlib, plan as planlib, progress, request_plan, store
 from transforms.errors import InputError
 from transforms import fetch as fetchlib
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
@@ -56,6 +55,10 @@ def build_parser():
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted run: fetch and write only the missing chunks")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    # --dry_run too: Beam has a --dry_run test option that would otherwise take it silently.
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="check every input, print the plan (chunks, requests, bytes, store size, time) and stop: nothing is written")
+    parser.add_argument("--yes", action="store_true", help="run a job past the size threshold (see the README, 'Plan and size') after reading its plan")
     return parser
 
 
@@ -88,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
     _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
+    if args.max_retries < 0:
+        raise InputError("--max-retries", f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}")
+    if not 0 < args.retry_initial_delay < float("inf"):
+        raise InputError("--retry-initial-delay", f"must be a positive number of seconds (e.g. 1), got {args.retry_initial_delay}")
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
@@ -113,18 +120,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         earthengine.initialize(settings)
         earthengine.check_collection(args.collection, years)
+        earthengine.check_coverage(args.collection, years, aoi)
 
-    # 3. Plan, then set up (or reopen) the store: the first write of the run.
-    windows, skipped = gridlib.windows_touching(grid, list(gridlib.chunk_windows(grid, args.chunk_size)), aoi_in_crs)
-    specs = plan_chunks(years, windows)
+    # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
+    plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
+    if args.dry_run or not args.yes:
+        already = store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
+        job = planlib.estimate(plan, n_bands=len(bands), transfer_itemsize=itemsize, store_dtype=args.dtype, tile_size=args.request_tile_size,
+                               done=sum(1 for m in plan.markers() if m in already) if already else 0,
+                               max_concurrent=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second)
+        rows = planlib.summary_rows(job, grid, years, transfer_dtype=transfer_dtype, store_dtype=args.dtype,
+                                    max_concurrent=args.max_concurrent_requests, quota=args.source != "cog")
+        if args.dry_run:
+            common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
+            return 0
+        if job.too_big():
+            common.print_summary(f"efm extract: plan for {args.output}", rows)
+            raise InputError("--yes", f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
+                             "(or make the area, years or --scale smaller)")
+    # 4. Set up (or reopen) the store: the first write of the run.
     source_attrs = cog.store_attrs(args.cog_root) if args.source == "cog" else {
         "source": f"earthengine:{args.collection}",
         "collection": args.collection,
         "transfer_dtype": transfer_dtype,
     }
+    skipped = plan.touched.size - plan.per_year
     template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped})
     done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
-    todo = [spec for spec in specs if spec.marker not in done]
+    todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
+    todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
     if args.source == "cog":
         source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, mirror_index, args.request_tile_size)
@@ -145,21 +169,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     def build(pipeline: beam.Pipeline) -> None:
         written = (
             pipeline
-            | "ChunkSpecs" >> beam.Create(todo)
+            | "ChunkRows" >> beam.Create(todo)
+            | "ChunkSpecs" >> beam.FlatMap(plan.expand)
             | "Fetch" >> fetch
             | "Write" >> store.WriteChunks(args.output, template)
         )
-        written | "MarkComplete" >> store.MarkComplete(args.output, [spec.marker for spec in specs])
+        written | "MarkComplete" >> store.MarkComplete(args.output, plan)  # the plan iterates its markers: no list
 
-    with common.Stopwatch() as clock:
+    chunk_bytes = grid.width * grid.height / max(1, plan.touched.size) * len(bands) * (1 if args.dtype == "int8" else 4)
+    watch = progress.Progress("efm extract", lambda: len(store.done_markers(args.output)), plan.count, already=plan.count - todo_count,
+                              bytes_per_unit=chunk_bytes, enabled=workers is not None and not common.detached(options))
+    with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
     megabytes = totals.get("bytes", 0) / 1e6
     common.print_summary(f"efm extract: {args.output} complete", [
         ("grid", f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)"),
-        ("chunks planned", len(specs)),
-        ("chunks skipped (outside the AOI)", skipped * len(years)),
-        ("chunks already done (resume)", len(specs) - len(todo)),
+        ("chunks planned", plan.count),
+        ("chunks skipped (outside the AOI)", plan.skipped),
+        ("chunks already done (resume)", plan.count - todo_count),
         ("chunks written", totals.get("chunks_written", 0)),
         ("requests", totals.get("requests", 0)),
         ("retries", totals.get("retries", 0)),

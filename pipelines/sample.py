@@ -10,9 +10,10 @@ from typing import Sequence
 
 import apache_beam as beam
 import fsspec
+import numpy as np
 
 from pipelines import common
-from transforms import grid as gridlib, readers, sampling, store
+from transforms import grid as gridlib, progress, readers, sampling, store
 from transforms.errors import InputError
 from transforms.fetch import metric_totals
 
@@ -52,18 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parts_fs.exists(parts_root):  # left by an interrupted run
         parts_fs.rm(parts_root, recursive=True)
 
-    def build(pipeline: beam.Pipeline) -> None:
-        pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
-
-    with common.Stopwatch() as clock:
-        result = common.run_pipeline(build, options)
-    totals = metric_totals(result)
     metadata = {
         "embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years,
         "store_years": list(info.years), "bands": list(info.bands), "store_dtype": info.dtype,
         "points": args.points, "points_crs": points.crs, "label_column": args.label_column,
     }
-    table = sampling.assemble(parts_dir, args.output, metadata, info.bands)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        written = pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
+        written | "AssembleTable" >> sampling.AssembleTable(parts_dir, args.output, metadata, tuple(info.bands))
+
+    inside = rows >= 0  # progress: one Parquet part per chunk holding points
+    planned = len(np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols))
+    watch = progress.Progress("efm sample", lambda: progress.count_files(parts_dir, "part-*.parquet"), planned, verb="sampled",
+                              enabled=common.local_workers(options) is not None and not common.detached(options))
+    with common.Stopwatch() as clock, watch:
+        result = common.run_pipeline(build, options)
+    totals = metric_totals(result)
+    table = sampling.read_table(args.output)  # written by the pipeline's last step
     per_class = collections.Counter(table.column("label").to_pylist())
     common.print_summary(f"efm sample: {args.output} written", [
         ("points read", len(points.labels) + points.missing_label),

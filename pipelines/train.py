@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError("--output", f"{args.output} already exists; pass --overwrite to replace it")
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
     X, labels, groups, bands, table_meta = models.load_samples(args.samples, args.label_column)
+    if models.model_format(args.output, "--output") == "skops":
+        models.check_skops_loadable(estimator, X, labels, args.output)
     with common.Stopwatch() as cv_clock:
         metrics = models.cross_validate(estimator, X, labels, groups, args.folds, args.seed)
     print(models.format_metrics(metrics))

@@ -9,15 +9,22 @@ options; efm's flags use dashes (`--chunk-size`). This module, shared by the thr
 
 1. checks each template parameter against its metadata.json regexes, so the same values fail
    here as in Dataflow's own launch-time check (and when the entry file is run by hand);
-2. turns `--chunk_size=512` into `--chunk-size=512`, and a boolean `--overwrite=true` into
-   `--overwrite` (`false` drops it); every other token (Beam's options) passes as it is;
-3. runs `pipelines.<pipeline>.run`, whose checks (area, years, credentials, Earth Engine reachable,
+2. turns `--chunk_size=512` into `--chunk-size=512`, and a switch given bare (`--overwrite`) or as
+   `--overwrite=true` (any case) into `--overwrite` (`=false` drops it); Beam's own options (those
+   the launcher adds, `LAUNCHER_OPTIONS`, and any other Beam option) pass as they are, and any other
+   `--name` is refused naming it: a misspelt parameter must not run with the default;
+3. decides what the workers install: nothing when they run the template's image
+   (`sdk_container_image`, Google's pattern: the image has efm and every pin installed, so no
+   package is staged); without the image, the efm package (setup.py) and `constraints.txt` as
+   the requirements file, so the workers install exactly the tested versions, transitive ones too;
+4. runs `pipelines.<pipeline>.run`, whose checks (area, years, credentials, Earth Engine reachable,
    output bucket exists, model loads, ...) all happen here, before any worker starts. On Dataflow
    the launcher submits the job and returns without waiting (pipelines.common.detached).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import os
@@ -26,8 +33,24 @@ import sys
 from typing import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)  # /template in the image: setup.py and constraints.txt are there
 PIPELINES = ("extract", "classify", "sample")
 TRUE, FALSE = "true", "false"
+
+# What Dataflow's flex template launcher adds to the entry file's command line: the job's
+# environment (LaunchFlexTemplateParameter.environment, gcloud's --temp-location, --staging-location,
+# --service-account-email, --max-workers, --additional-experiments, --additional-pipeline-options,
+# ...) as Beam pipeline options, --template_location (where it collects the job graph), and the
+# FLEX_TEMPLATE_PYTHON_{SETUP,REQUIREMENTS}_FILE / _EXTRA_PACKAGES files. All are Beam options:
+# tests/test_templates.py checks each is one, so the check below lets every one of them through.
+LAUNCHER_OPTIONS = (
+    "runner", "project", "region", "job_name", "template_location", "temp_location", "staging_location",
+    "labels", "sdk_container_image", "service_account_email", "max_num_workers", "num_workers",
+    "machine_type", "worker_machine_type", "network", "subnetwork", "no_use_public_ips", "use_public_ips",
+    "worker_region", "worker_zone", "zone", "dataflow_kms_key", "experiments", "dataflow_service_options",
+    "enable_streaming_engine", "flexrs_goal", "autoscaling_algorithm", "disk_size_gb", "setup_file",
+    "requirements_file", "extra_packages", "impersonate_service_account", "update", "transform_name_mapping",
+)
 
 
 class TemplateParameterError(ValueError):
@@ -70,9 +93,9 @@ def check_value(param: dict, value: str) -> None:
                 f"(must match {pattern}); e.g. {example}")
 
 
-def split_tokens(argv: Sequence[str], names: set[str]) -> list[tuple[str, str | None, str]]:
+def split_tokens(argv: Sequence[str], names: set[str], switches: frozenset[str] = frozenset()) -> list[tuple[str, str | None, str]]:
     """Tokens -> (name, value, original) for `--name=value` / `--name value` of template parameters;
-    other tokens come back as (None, None, token)."""
+    other tokens come back as (None, None, token). A bare switch (`--overwrite`) has the value "true"."""
     out: list[tuple[str | None, str | None, str]] = []
     tokens = list(argv)
     i = 0
@@ -82,9 +105,15 @@ def split_tokens(argv: Sequence[str], names: set[str]) -> list[tuple[str, str | 
         if name in names:
             if not has_value:  # `--name value`, as a person may type it
                 value = None
-                if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                following = tokens[i + 1] if i + 1 < len(tokens) else None
+                if name in switches:  # bare: on; a following true/false is its value, anything else is not
+                    value = TRUE
+                    if following is not None and following.lower() in (TRUE, FALSE):
+                        i += 1
+                        value = following
+                elif following is not None and not following.startswith("--"):
                     i += 1
-                    value = tokens[i]
+                    value = following
             out.append((name, value, token))
         else:
             out.append((None, None, token))
@@ -96,11 +125,18 @@ def to_pipeline_args(pipeline: str, argv: Sequence[str]) -> list[str]:
     """Template launch arguments -> the argv `pipelines.<pipeline>` takes (see the module doc)."""
     params = parameters(pipeline)
     actions = flag_actions(importlib.import_module(f"pipelines.{pipeline}").build_parser())
+    switches = frozenset(n for n in params if isinstance(actions.get(flag_for(n, actions) or ""), argparse._StoreTrueAction))
+    beam = beam_option_names()
     args: list[str] = []
-    for name, value, token in split_tokens(argv, set(params)):
+    beam_value_next = False  # `--temp_location gs://...`: the word after a Beam option is its value
+    for name, value, token in split_tokens(argv, set(params), switches):
         if name is None:
+            if not (beam_value_next and not token.startswith("--")):
+                check_other_option(pipeline, token, params, beam)
+            beam_value_next = token.startswith("--") and "=" not in token
             args.append(token)  # a Beam / Dataflow option
             continue
+        beam_value_next = False
         param = params[name]
         flag = flag_for(name, actions)
         if flag is None:
@@ -109,13 +145,49 @@ def to_pipeline_args(pipeline: str, argv: Sequence[str]) -> list[str]:
             if param.get("isOptional", False):
                 continue  # left blank in the console: the flag's default
             raise TemplateParameterError(f"{name}: a value is required")
+        if name in switches:
+            value = value.lower()  # TRUE / False / true: the same switch
         check_value(param, value)
-        if isinstance(actions[flag], argparse._StoreTrueAction):
-            if value.lower() == TRUE:
+        if name in switches:
+            if value == TRUE:
                 args.append(flag)
             continue
         args.append(f"{flag}={value}")
     return args
+
+
+def beam_option_names() -> set[str]:
+    """Every flag Beam's PipelineOptions (and its registered subclasses) define, aliases included."""
+    from pipelines.common import beam_flags
+
+    return beam_flags()
+
+
+def check_other_option(pipeline: str, token: str, params: dict, beam: set[str]) -> None:
+    """A token that is not a template parameter must be a Beam option (what the launcher adds);
+    anything else is a misspelt or unknown parameter, refused naming it (never dropped)."""
+    if not token.startswith("--"):
+        raise TemplateParameterError(f"{token}: not a --parameter=value; template parameters are given as --name=value")
+    name = token[2:].partition("=")[0]
+    if name in params or name.replace("-", "_") in beam:
+        return
+    close = difflib.get_close_matches(name, list(params), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise TemplateParameterError(f"{name}: not a parameter of the efm-{pipeline} template; {hint}its parameters are {', '.join(params)}")
+
+
+def worker_dependencies(args: Sequence[str]) -> list[str]:
+    """Beam options that make workers without the template's image install the tested versions."""
+    given = {token[2:].partition("=")[0] for token in args if token.startswith("--")}
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(args)).view_as(StandardOptions).runner  # Beam's own reading of --runner
+    if runner in (None, "DirectRunner", "FnApiRunner", "PrismRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
+        return []  # runs here, in this image
+    if given & {"sdk_container_image", "setup_file", "requirements_file"}:
+        return []  # the image has everything (nothing staged), or the caller chose
+    return [f"--setup_file={os.path.join(REPO, 'setup.py')}", f"--requirements_file={os.path.join(REPO, 'constraints.txt')}",
+            "--requirements_cache=skip"]  # workers pip-install the pins; no download at launch
 
 
 def launch(pipeline: str, argv: Sequence[str] | None = None) -> int:
@@ -123,6 +195,7 @@ def launch(pipeline: str, argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = to_pipeline_args(pipeline, argv)
+        args += worker_dependencies(args)
     except TemplateParameterError as exc:
         print(f"efm {pipeline} (flex template): error: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ def test_kmeans_recovers_synthetic_classes(tmp_path, capsys):
     assert (clusters[~s.valid] == 255).all()
 
 
-def test_bottom_k_sample_is_uniform_and_split_independent():
+def test_bottom_k_sample_is_split_independent():
     rng = np.random.default_rng(0)
     keys = rng.random(10_000)
     vectors = np.arange(10_000, dtype=np.float32)[:, None]
@@ -40,11 +40,37 @@ def test_bottom_k_sample_is_uniform_and_split_independent():
     parts = [combine.add_input(combine.create_accumulator(), (keys[i:i + 999], vectors[i:i + 999])) for i in range(0, 10_000, 999)]
     merged = combine.extract_output(combine.merge_accumulators(parts))
     assert sorted(merged[1][:, 0]) == sorted(whole[1][:, 0])
-    # uniform: over many draws each item is picked with probability k / n
-    hits = np.zeros(1000)
-    for seed in range(400):
-        hits[sampling.bottom_k(np.random.default_rng(seed).random(1000), np.arange(1000)[:, None], 50)[1][:, 0]] += 1
-    assert abs(hits.mean() - 20) < 1e-9 and hits[:500].sum() / hits.sum() > 0.45
+
+
+def test_bottom_k_sample_is_uniform():
+    """Over many seeds, every item is drawn with probability k/n: a chi-square test over the items'
+    inclusion counts, plus the first and last halves and single positions, each against a bound
+    from the binomial (hypergeometric for halves) at a false-alarm rate below 1e-6. Drawn through
+    the combiner, split in uneven parts, as the pipeline does. A first-k sampler, or one that leans
+    to low or high positions by a few percent, fails it."""
+    from scipy import stats
+
+    n, k, seeds = 200, 20, 3000
+    p = k / n
+    hits = np.zeros(n)
+    first_half = np.zeros(seeds)
+    combine = sampling.BottomK(k, 1)
+    items = np.arange(n, dtype=np.float32)[:, None]
+    for seed in range(seeds):
+        keys = np.random.default_rng(seed).random(n)
+        parts = [combine.add_input(combine.create_accumulator(), (keys[i:j], items[i:j])) for i, j in [(0, 37), (37, 120), (120, n)]]
+        drawn = combine.extract_output(combine.merge_accumulators(parts))[1][:, 0].astype(int)
+        assert len(drawn) == k and len(set(drawn)) == k
+        hits[drawn] += 1
+        first_half[seed] = (drawn < n // 2).sum()
+    z = 5.3  # two-sided normal tail ~1e-7
+    chi2 = ((hits - seeds * p) ** 2 / (seeds * p * (1 - p))).sum()
+    assert chi2 < stats.chi2.ppf(1 - 1e-7, n - 1), chi2
+    half_sd = np.sqrt(seeds * k * 0.25 * (n - k) / (n - 1))  # hypergeometric: k of n, half of them "first"
+    assert abs(first_half.sum() - seeds * k / 2) < z * half_sd, first_half.sum()
+    single_sd = np.sqrt(seeds * p * (1 - p))
+    for position in (0, 1, n // 2, n - 2, n - 1):
+        assert abs(hits[position] - seeds * p) < z * single_sd, (position, hits[position])
 
 
 def test_cluster_refuses_bad_flags(tmp_path, capsys):

@@ -83,7 +83,9 @@ def test_missing_bucket_is_refused(capsys, emu, tmp_path, gcs, ee_token):
     assert code == 2 and "bucket 'no-such-bucket-efm'" in err and "does not exist" in err
 
 
-def test_unknown_flags_pass_on_inside_the_flex_template_launcher(monkeypatch):
+def test_unknown_flags_are_refused_inside_the_flex_template_launcher_too(monkeypatch):
+    """Every option Dataflow's launcher adds is a Beam option (tests/test_templates.py checks the
+    list), so an unknown name is refused there as well, not passed on with a warning."""
     from pipelines import common
 
     parser = extract.build_parser()
@@ -91,5 +93,7 @@ def test_unknown_flags_pass_on_inside_the_flex_template_launcher(monkeypatch):
     with pytest.raises(Exception, match="unknown flag"):
         common.split_args(parser, argv)
     monkeypatch.setenv("FLEX_TEMPLATE_PYTHON_PY_FILE", "templates/extract/main.py")
-    args, _ = common.split_args(parser, argv)
+    with pytest.raises(Exception, match="^--launcher_only_option: unknown flag"):
+        common.split_args(parser, argv)
+    args, _ = common.split_args(parser, argv[:-1] + ["--template_location=gs://b/job", "--labels=goog-dataflow-provided-template-type=flex"])
     assert args.output == "x.zarr"

@@ -25,6 +25,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import FAKE_TOKEN
@@ -38,7 +39,9 @@ from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_a
 
 PIPELINES = ("extract", "classify", "sample")
 SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
-NOT_IN_TEMPLATE: dict[str, set[str]] = {p: set() for p in PIPELINES}  # flags deliberately left out (none)
+NOT_IN_TEMPLATE: dict[str, set[str]] = {p: set() for p in PIPELINES}  # flags deliberately left out
+# A dry run submits no job (the launch would fail for want of one): plan with `efm extract --dry-run` before launching.
+NOT_IN_TEMPLATE["extract"] |= {"--dry-run", "--dry_run"}
 
 
 def parser_of(pipeline: str) -> argparse.ArgumentParser:
@@ -126,7 +129,7 @@ BAD_VALUES = {
     "ee_api_url": ["earthengine.googleapis.com", "ftp://x", "https://"],
     "max_concurrent_requests": ["0", "-4", "four"], "max_requests_per_second": ["-1", "fast"],
     "threads_per_worker": ["0", "ten"], "worker_memory_gb": ["-1", "2GB", "two"], "max_retries": ["-1", "many"], "retry_initial_delay": ["-1", "1s"],
-    "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "trust_pickle": ["yes"], "confidence": ["on"],
+    "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "yes": ["yes", "y", "TRUE"], "trust_pickle": ["yes"], "confidence": ["on"],
     "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
     "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],
     "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"],
@@ -158,6 +161,62 @@ def test_launcher_translates_template_parameters_to_efm_flags():
         flex_launcher.to_pipeline_args("extract", ["--chunk_size=1k"])
     with pytest.raises(flex_launcher.TemplateParameterError, match="^years: a value is required"):
         flex_launcher.to_pipeline_args("extract", ["--years="])
+
+
+def test_switches_take_the_bare_form_and_true_false_in_any_case():
+    base = ["--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr"]
+    for given, expected in [(["--overwrite"], ["--overwrite"]), (["--overwrite=TRUE"], ["--overwrite"]), (["--overwrite=True"], ["--overwrite"]),
+                            (["--overwrite=false"], []), (["--overwrite=FALSE"], []), (["--overwrite", "true"], ["--overwrite"]),
+                            (["--overwrite", "False"], [])]:
+        assert flex_launcher.to_pipeline_args("extract", base + given + ["--runner=DataflowRunner"]) == base + expected + ["--runner=DataflowRunner"], given
+    # bare, then another parameter or Beam option: the switch is on and the next token keeps its meaning
+    assert flex_launcher.to_pipeline_args("classify", ["--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]) == [
+        "--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^overwrite: 'yes' is not a valid"):
+        flex_launcher.to_pipeline_args("extract", ["--overwrite=yes"])
+
+
+def test_unknown_template_parameters_are_refused_naming_them():
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^chunk_sise: not a parameter of the efm-extract template; did you mean chunk_size\? its parameters are bbox, "):
+        flex_launcher.to_pipeline_args("extract", ["--years=2021", "--chunk_sise=512", "--runner=DataflowRunner"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^colour: not a parameter of the efm-classify template; its parameters"):
+        flex_launcher.to_pipeline_args("classify", ["--colour=red"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^2022: not a --parameter=value"):
+        flex_launcher.to_pipeline_args("extract", ["--years=2021", "2022"])
+
+
+def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
+    beam = flex_launcher.beam_option_names()
+    assert set(flex_launcher.LAUNCHER_OPTIONS) <= beam, set(flex_launcher.LAUNCHER_OPTIONS) - beam
+    options = [f"--{name}=x" for name in flex_launcher.LAUNCHER_OPTIONS]
+    assert flex_launcher.to_pipeline_args("sample", options) == options
+    from pipelines import common  # and efm's own check lets them through (aliases such as --no_use_public_ips too)
+
+    required = ["--embeddings=e.zarr", "--points=p.csv", "--label-column=label", "--output=s.parquet"]
+    bare = {"no_use_public_ips", "use_public_ips", "enable_streaming_engine", "update"}
+    values = {"flexrs_goal": "COST_OPTIMIZED", "autoscaling_algorithm": "NONE", "labels": "a=b"}
+    flags = [f"--{name}" if name in bare else f"--{name}={values.get(name, '1')}" for name in flex_launcher.LAUNCHER_OPTIONS]
+    args, _ = common.split_args(parser_of("sample"), required + flags)
+    assert args.output == "s.parquet"
+
+
+def test_workers_without_the_image_get_the_package_and_the_pins():
+    staged = [f"--setup_file={REPO / 'setup.py'}", f"--requirements_file={REPO / 'constraints.txt'}", "--requirements_cache=skip"]
+    assert flex_launcher.worker_dependencies(["--output=gs://b/x.zarr", "--runner", "DataflowRunner"]) == staged
+    assert flex_launcher.worker_dependencies(["--runner=DataflowRunner", f"--sdk_container_image={SDK_IMAGE}"]) == []  # nothing to install
+    assert flex_launcher.worker_dependencies(["--runner=DirectRunner"]) == flex_launcher.worker_dependencies([]) == []
+
+
+def test_unknown_parameter_fails_the_launch_with_one_line(tmp_path):
+    """Run as the launcher runs the entry file: exit 2, one line naming the parameter, nothing written."""
+    proc = launch("sample", {"embeddings": "gs://my-bucket/e.zarr", "points": "gs://my-bucket/p.csv", "label_column": "label",
+                             "output": "gs://my-bucket/s.parquet", "overwirte": "true"},
+                  ["--runner=DataflowRunner", f"--template_location={tmp_path}/job"], child_env(), expect=2, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
+    assert lines == ["efm sample (flex template): error: overwirte: not a parameter of the efm-sample template; did you mean overwrite? "
+                     "its parameters are embeddings, points, label_column, output, years, points_crs, overwrite"] or (
+        len(lines) == 1 and lines[0].startswith("efm sample (flex template): error: overwirte: not a parameter")), proc.stderr
+    assert not (tmp_path / "job").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +274,6 @@ def test_dockerfile_points_the_launcher_at_files_that_exist():
     for package in re.findall(r'"(\w+)", "\1\.\*"', setup):
         assert package in copied, f"setup.py's package {package} is not copied into the image"
     workdir = re.search(r"^WORKDIR (\S+)$", text, re.M).group(1)
-    assert re.search(rf"^ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE={workdir}/setup.py$", text, re.M)
     stages = dict(re.findall(r"^FROM base AS (\w+)\nENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)$", text, re.M))
     assert set(stages) == set(PIPELINES)
     for pipeline, path in stages.items():
@@ -229,6 +287,14 @@ def test_dockerfile_points_the_launcher_at_files_that_exist():
     assert "/*" in ignore
     uploaded = {line[2:].rstrip("/") for line in ignore if line.startswith("!/")}
     assert set(copied) <= uploaded, f"templates/.gcloudignore leaves out {set(copied) - uploaded}"
+
+
+def test_dockerfile_makes_the_launcher_stage_nothing_for_workers_that_run_the_image():
+    """Google's pattern for one image serving launcher and workers with the package pre-installed: no
+    FLEX_TEMPLATE_PYTHON_SETUP_FILE / _REQUIREMENTS_FILE / _EXTRA_PACKAGES (with any of them the
+    launcher passes --setup_file & co., and every worker pip-installs the staged package again)."""
+    flex_env = re.findall(r"^ENV (FLEX_TEMPLATE_\w+)=", dockerfile(), re.M)
+    assert set(flex_env) == {"FLEX_TEMPLATE_PYTHON_PY_FILE"}, flex_env
 
 
 def test_entry_modules_import_without_test_only_packages():
@@ -264,20 +330,22 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def launch(pipeline: str, params: dict[str, str], options: list[str], env: dict[str, str], expect: int = 0, timeout: float = 300):
-    """`python templates/<pipeline>/main.py --name=value ... <options>`, FLEX_TEMPLATE_* set as in the image."""
+    """`python templates/<pipeline>/main.py --name=value ... <options>`, FLEX_TEMPLATE_* set as in the image
+    (so the launcher adds no --setup_file / --requirements_file: see the Dockerfile test)."""
     main = TEMPLATES / pipeline / "main.py"
     argv = [sys.executable, str(main), *(f"--{k}={v}" for k, v in params.items()), *options]
-    env = dict(env, FLEX_TEMPLATE_PYTHON_PY_FILE=str(main), FLEX_TEMPLATE_PYTHON_SETUP_FILE=str(REPO / "setup.py"))
+    env = dict(env, FLEX_TEMPLATE_PYTHON_PY_FILE=str(main))  # the only FLEX_TEMPLATE_* the image sets
     proc = subprocess.run(argv, cwd="/", env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     return proc
 
 
-def launcher_options(bucket: str, job: str, runner: str) -> list[str]:
-    """The Beam options the flex template launcher adds (plus the ones a user passes with --parameters)."""
+def launcher_options(bucket: str, job: str, runner: str, image: bool = True) -> list[str]:
+    """The Beam options the flex template launcher adds: the job's environment, sdk_container_image among
+    them when the launch passes it the documented way (--additional-pipeline-options / environment.sdkContainerImage)."""
     return [f"--runner={runner}", "--project=my-project", "--region=europe-west1", f"--job_name={job}",
-            f"--temp_location={bucket}/tmp", f"--staging_location={bucket}/staging", f"--sdk_container_image={SDK_IMAGE}",
-            f"--setup_file={REPO / 'setup.py'}", "--labels=goog-dataflow-provided-template-type=flex"]
+            f"--temp_location={bucket}/tmp", f"--staging_location={bucket}/staging",
+            *([f"--sdk_container_image={SDK_IMAGE}"] if image else []), "--labels=goog-dataflow-provided-template-type=flex"]
 
 
 @pytest.fixture(scope="module")
@@ -333,19 +401,69 @@ def test_entry_files_run_the_pipelines_as_the_launcher_does(launched, ee_emulato
     assert accuracy > 0.8
 
 
+def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(monkeypatch, tmp_path, capsys):
+    """The flex launcher returns as soon as the job is submitted (common.run_pipeline raises JobSubmitted):
+    the table must be written by the pipeline itself. Here the same early return on FnApiRunner, which
+    has run the whole pipeline by then: the table is there, with the values the store holds, and its metadata."""
+    import pandas as pd
+
+    from pipelines import common, sample
+    from store_factory import BANDS, make_store
+    from transforms import sampling
+
+    s = make_store(str(tmp_path / "emb.zarr"), height=200, width=180, years=(2021,), seed=3)
+    rng = np.random.default_rng(1)
+    rows, cols = rng.integers(0, s.grid.height, 60), rng.integers(0, s.grid.width, 60)
+    x, y = s.grid.x0 + (cols + 0.5) * s.grid.scale, s.grid.y0 - (rows + 0.5) * s.grid.scale
+    pd.DataFrame({"x": x, "y": y, "label": np.where(rows % 2, "odd", "even")}).to_csv(tmp_path / "p.csv", index=False)
+    monkeypatch.setattr(common, "detached", lambda options: True)  # what the flex launcher makes run_pipeline do
+    out = tmp_path / "samples.parquet"
+    assert sample.run(["--embeddings", s.path, "--points", str(tmp_path / "p.csv"), "--points-crs", s.grid.crs,
+                       "--label-column", "label", "--output", str(out), "--runner=FnApiRunner"]) == 0
+    assert "this process does not wait" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    valid = s.valid[0, rows, cols]
+    assert len(table) == int(valid.sum()) > 0
+    np.testing.assert_array_equal(table[list(BANDS)].to_numpy(), s.values[0, rows[table["point_id"]], cols[table["point_id"]]])
+    assert sampling.read_table_metadata(str(out))["bands"] == list(BANDS)
+    assert not (tmp_path / "samples.parquet.parts").exists()
+
+
 def staged_job(gcs, template_location: str) -> dict:
     return json.loads(gcs.fs.cat(template_location.removeprefix("gs://")))
 
 
-def test_dataflow_launch_writes_the_job_stages_setup_py_and_does_not_wait(launched, gcs, ee_emulator):
+def staged_files(gcs, job: dict) -> dict[str, str]:
+    """name -> gcs path of what Beam staged for the workers (packages, requirements, ...)."""
+    return {p["name"]: p["location"].split("storage.googleapis.com/", 1)[1] for p in job["environment"]["workerPools"][0]["packages"]}
+
+
+# What a worker's boot pip-installs when staged. (Beam also stages submission_environment_dependencies.txt,
+# a `pip freeze` of the launcher the workers only compare against, and pickled_main_session: no installs.)
+def job_transforms(gcs, job: dict) -> set[str]:
+    """The names of the transforms in the Beam pipeline the job runs (Runner v2 stages it as a proto)."""
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    url = job["environment"]["sdkPipelineOptions"]["options"]["pipelineUrl"]
+    pipeline = beam_runner_api_pb2.Pipeline.FromString(gcs.fs.cat(url.split("storage.googleapis.com/", 1)[-1].removeprefix("gs://")))
+    return {t.unique_name for t in pipeline.components.transforms.values()}
+
+
+WORKER_INSTALLS = ("workflow.tar.gz", "requirements.txt", "extra_packages.txt")
+
+
+def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(launched, gcs, ee_emulator):
     """DataflowRunner with --template_location, as the flex launcher runs it: checks pass against the
-    emulators, the job graph is written, the process returns at once (no waiting on a job)."""
+    emulators, the job graph is written, the process returns at once (no waiting on a job). With the
+    image as sdk_container_image nothing is staged for workers to pip-install; sample's graph ends with
+    the step that writes its table (the launcher does not wait, so the job must)."""
     paths, _, env = launched
     bucket = paths["bucket"]
     for pipeline, params in [
         ("extract", {"bbox": area_bbox(), "years": "2021", "crs": CRS, "output": f"{bucket}/df-emb.zarr", "ee_api_url": ee_emulator.url,
                      "ee_project": "test-project", "chunk_size": "256"}),
         ("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": f"{bucket}/df-classes.zarr"}),
+        ("sample", {"embeddings": paths["embeddings"], "points": paths["points"], "label_column": "label", "output": f"{bucket}/df-samples.parquet"}),
     ]:
         template_location = f"{bucket}/launches/{pipeline}/job_object"
         proc = launch(pipeline, params, launcher_options(bucket, f"efm-{pipeline}", "DataflowRunner")
@@ -354,15 +472,32 @@ def test_dataflow_launch_writes_the_job_stages_setup_py_and_does_not_wait(launch
         job = staged_job(gcs, template_location)
         environment = job["environment"]
         assert any(c.get("containerImage") == SDK_IMAGE for c in environment["workerPools"][0]["sdkHarnessContainerImages"])
-        staged = [p["location"] for p in environment["workerPools"][0]["packages"]]
-        workflow = next(p for p in staged if p.endswith("/workflow.tar.gz"))  # setup.py, built by Beam's stager
-        sdist = tarfile.open(fileobj=io.BytesIO(gcs.fs.cat(workflow.split("storage.googleapis.com/", 1)[1])))
-        names = sdist.getnames()
-        for module in ("pipelines/extract.py", "pipelines/classify.py", "transforms/earthengine.py", "transforms/store.py"):
-            assert any(n.endswith(module) for n in names), module
-        requires = sdist.extractfile(next(n for n in names if n.endswith(".egg-info/requires.txt"))).read().decode()
-        for name, version in setup_pins().items():
-            assert re.search(rf"^{re.escape(name)}(\[\w+\])?=={re.escape(version)}$", requires, re.M | re.I), name
+        staged = staged_files(gcs, job)
+        assert not set(staged) & set(WORKER_INSTALLS), f"{pipeline}: staged for workers to install: {sorted(staged)}"
+        if pipeline == "sample":
+            transforms = job_transforms(gcs, job)
+            assert "AssembleTable/Assemble" in transforms and "Sample/SampleChunk" in transforms, "the table is written by a step of the job"
+            assert not gcs.fs.exists(params["output"].removeprefix("gs://")), "nothing written at launch"
+
+
+def test_dataflow_launch_without_the_image_stages_the_package_and_the_pins(launched, gcs):
+    """No sdk_container_image: workers run the stock Beam image, so the launcher stages setup.py (the efm
+    package, direct dependencies pinned) and constraints.txt as the requirements file (every transitive
+    version pinned): workers install exactly what CI tested, nothing resolved fresh."""
+    paths, _, env = launched
+    bucket = paths["bucket"]
+    template_location = f"{bucket}/launches/no-image/job_object"
+    launch("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": f"{bucket}/df-noimage.zarr"},
+           launcher_options(bucket, "efm-classify", "DataflowRunner", image=False) + [f"--template_location={template_location}"], env, timeout=180)
+    staged = staged_files(gcs, staged_job(gcs, template_location))
+    assert gcs.fs.cat(staged["requirements.txt"]) == (REPO / "constraints.txt").read_bytes()
+    sdist = tarfile.open(fileobj=io.BytesIO(gcs.fs.cat(staged["workflow.tar.gz"])))
+    names = sdist.getnames()
+    for module in ("pipelines/extract.py", "pipelines/classify.py", "transforms/earthengine.py", "transforms/store.py"):
+        assert any(n.endswith(module) for n in names), module
+    requires = sdist.extractfile(next(n for n in names if n.endswith(".egg-info/requires.txt"))).read().decode()
+    for name, version in setup_pins().items():
+        assert re.search(rf"^{re.escape(name)}(\[\w+\])?=={re.escape(version)}$", requires, re.M | re.I), name
 
 
 class RefusingEmulator:

@@ -11,8 +11,10 @@ test_gcs_end_to_end.py).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,7 @@ def test_flex_dag_sends_the_parameters_the_templates_declare():
         launch = body["launchParameter"]
         assert launch["containerSpecGcsPath"] == params[f"{task.task_id}_template"]
         assert launch["environment"]["sdkContainerImage"] == params["sdk_container_image"]
+        assert launch["environment"]["stagingLocation"] == params["temp_location"]  # not a bucket Dataflow picks
         declared = metadata(task.task_id)
         sent = launch["parameters"]
         assert set(sent) <= set(declared), f"{task.task_id}: not in metadata.json: {set(sent) - set(declared)}"
@@ -161,5 +164,50 @@ def test_both_dags_feed_every_step_the_flags_the_templates_declare():
         "runner": "DataflowRunner", "bbox": "5.9,45.8,6.2,46.0", "years": "2021,2022", "embeddings": "gs://b/e.zarr", "chunk_size": 512,
         "overwrite": True, "crs": None, "temp_location": "gs://b/tmp", "sdk_container_image": "img:1", "max_workers": None})
     assert options == {"bbox": "5.9,45.8,6.2,46.0", "years": "2021,2022", "output": "gs://b/e.zarr", "chunk-size": "512", "overwrite": True,
-                       "temp_location": "gs://b/tmp", "sdk_container_image": "img:1"}
+                       "temp_location": "gs://b/tmp", "staging_location": "gs://b/tmp", "sdk_container_image": "img:1"}
     assert "temp_location" not in efm_airflow.beam_pipeline_options("classify", {"runner": "DirectRunner", "temp_location": "gs://b/tmp"})
+
+
+def test_dag_folder_imports_with_deferrable_operators_by_default():
+    """Deployments (Cloud Composer among them) may set [operators] default_deferrable = True: then
+    DataflowStartFlexTemplateOperator(wait_until_finished=True) raises at import. Read at import, so
+    the DAG folder is parsed in a process of its own with that setting."""
+    code = (
+        "import json, sys\n"
+        f"sys.path.append({str(DAGS)!r})\n"
+        "from airflow.dag_processing.dagbag import BundleDagBag\n"
+        f"bag = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path={str(DAGS)!r})\n"
+        "print(json.dumps({'errors': {k: str(v)[-300:] for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dag_ids),\n"
+        "  'deferrable': sorted({t.task_id + ':' + str(t.deferrable) for d in bag.dags.values() for t in d.tasks})}))\n"
+    )
+    env = dict(os.environ, AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {} and set(result["dags"]) == DAG_IDS
+    assert "extract:True" in result["deferrable"]  # the setting took effect
+
+
+def test_beam_dag_passes_the_service_account_as_beam_python_reads_it():
+    """--service_account_email (what Beam Python reads), not dataflow_config["service_account"]: the Beam
+    provider before 6.3.0 turns that into --serviceAccount, which efm refuses (apache/airflow#73236)."""
+    import efm_airflow
+
+    dag = dag_bag().get_dag("efm_extract_classify_beam")
+    for task in dag.tasks:
+        assert "service_account" not in task.dataflow_config
+    options = efm_airflow.beam_pipeline_options("classify", {"runner": "DataflowRunner", "embeddings": "gs://b/e.zarr", "model": "gs://b/m.skops",
+                                                             "classes": "gs://b/c.zarr", "service_account": "sa@p.iam.gserviceaccount.com"})
+    assert options["service_account_email"] == "sa@p.iam.gserviceaccount.com"
+
+
+def test_the_dags_pass_yes_to_extract():
+    """A large extraction runs only with yes=true (efm extract --yes / template parameter yes); default false."""
+    import efm_airflow
+
+    assert efm_airflow.COMMON_PARAMS["yes"].value is False and metadata("extract")["yes"]["regexes"] == ["^(true|false)$"]
+    params = {"bbox": "5.9,45.8,6.2,46.0", "years": "2021", "embeddings": "gs://b/e.zarr", "extract_template": "gs://b/t.json", "yes": True}
+    assert efm_airflow.beam_pipeline_options("extract", params)["yes"] is True  # a bare --yes
+    assert efm_airflow.flex_launch_body("extract", params)["launchParameter"]["parameters"]["yes"] == "true"
+    assert "yes" not in efm_airflow.beam_pipeline_options("extract", {**params, "yes": False})
+    assert "yes" not in efm_airflow.STEP_PARAMETERS["classify"]  # classify has no size gate (README, "Plan and size")

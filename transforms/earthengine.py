@@ -182,6 +182,28 @@ def check_collection(collection: str, years: list[int]) -> None:
         raise InputError("--years", f"{collection} has no images for {', '.join(map(str, empty))}")
 
 
+MAX_REGION_VERTICES = 2000  # a bigger AOI is sent as its convex hull: a small request, a check that errs on the lenient side
+
+
+def check_coverage(collection: str, years: list[int], aoi_lonlat) -> None:
+    """Refuse an area where the collection has no image in some year (it would give a store
+    that is 100 % no-data for that year, marked complete): one filterBounds + size per year."""
+    import ee
+    import shapely
+
+    region = aoi_lonlat if aoi_lonlat.geom_type in ("Polygon", "MultiPolygon") else aoi_lonlat.convex_hull
+    if shapely.get_num_coordinates(region) > MAX_REGION_VERTICES or region.geom_type not in ("Polygon", "MultiPolygon"):
+        region = aoi_lonlat.convex_hull
+    geometry = ee.Geometry(shapely.geometry.mapping(region), None, False)  # planar lon/lat, as the AOI was drawn
+    images = ee.ImageCollection(collection).filterBounds(geometry)
+    sizes = ee.List([images.filterDate(f"{y}-01-01", f"{y + 1}-01-01").size() for y in years]).getInfo()
+    empty = [y for y, n in zip(years, sizes) if not n]
+    if empty:
+        west, south, east, north = aoi_lonlat.bounds
+        raise InputError("--bbox/--aoi", f"{collection} has no image over the area lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f} "
+                         f"in {', '.join(map(str, empty))}: the store would hold no data; check the area (W,S,E,N order, lon/lat) and the years")
+
+
 @dataclasses.dataclass
 class EarthEngineSource(GridSource):
     """Tiles of the per-year mosaic through `computePixels`, all bands in one request."""

@@ -13,6 +13,8 @@ whatever it holds on every worker. So:
   the bytes are hashed and unpickled from the same buffer (no swap between check and load).
 Workers load again from the path and the sha256 the driver checked, so they never unpickle
 a file the driver did not see.
+The sidecar's kind, classes and bands are also stored inside the model file and checked
+against it on load (transforms/model_sidecar.py): an edited sidecar is refused.
 """
 from __future__ import annotations
 
@@ -28,12 +30,15 @@ import warnings
 import fsspec
 import numpy as np
 
-from transforms.errors import InputError
+from transforms import model_sidecar
+from transforms.errors import InputError, first_line
+from transforms.model_sidecar import COVERED_FIELDS, EMBEDDED_ATTR, embedded_fields
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SKOPS_SUFFIXES = (".skops",)
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = "efm-model/1"
+PROBE_ROWS = 200  # rows of the trial fit that checks a .skops model will load
 
 # name -> (module, class, defaults); --param k=v override the defaults.
 CLASSIFIERS: dict[str, tuple[str, str, dict]] = {
@@ -56,6 +61,25 @@ TRUSTED_SKOPS_TYPES = (
     "sklearn._loss.link.LogitLink",
     "sklearn._loss.link.MultinomialLogit",
     "sklearn._loss.link.Interval",
+    # k-NN with algorithm=kd_tree/ball_tree (or "auto" on few bands): the fitted spatial index. Its
+    # state is numpy arrays (data, index, node bounds) and ints, restored by __setstate__: data only.
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    # The distance metric inside such an index: parameters only (p, weights, a covariance matrix).
+    # PyFuncDistance (a user's Python function) is left out on purpose: it holds code.
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.SEuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.MahalanobisDistance64",
+    "sklearn.metrics._dist_metrics.HaversineDistance64",
+    "sklearn.metrics._dist_metrics.CanberraDistance64",
+    "sklearn.metrics._dist_metrics.BrayCurtisDistance64",
+    # MLP's optimizer state (solver adam or sgd): learning-rate scalars and lists of moment arrays,
+    # restored by setting __dict__; no callables.
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
 )
 
 
@@ -89,9 +113,36 @@ def make_classifier(name: str, params: dict | None = None, flag: str = "--classi
     if unknown:
         raise InputError("--param", f"{cls} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(valid))}")
     try:
-        return estimator_class(**{**defaults, **params})
+        estimator = estimator_class(**{**defaults, **params})
+        # scikit-learn checks parameter types and ranges only at fit: check them now, before any work
+        validate = getattr(estimator, "_validate_params", None)
+        if validate is not None:
+            validate()
     except (TypeError, ValueError) as exc:
-        raise InputError("--param", f"{cls}: {exc}") from None
+        raise InputError("--param", f"{cls}: {first_line(exc)}") from None
+    return estimator
+
+
+def check_skops_loadable(estimator, X: np.ndarray, labels: np.ndarray, output: str) -> None:
+    """Before the real fit: fit a copy on a few rows and refuse a .skops output holding types that
+    `load_model` would not trust (e.g. a k-NN with a Python-function metric); a pickle can hold them."""
+    import skops.io
+    from sklearn.base import clone
+
+    first = np.unique(labels, return_index=True)[1]  # one row of each class, then the first rows
+    rows = np.unique(np.concatenate([first, np.arange(min(len(labels), PROBE_ROWS))]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. ConvergenceWarning on the tiny fit
+        try:
+            probe = clone(estimator).fit(X[rows], labels[rows])
+        except Exception:  # the real fit will say what is wrong, with all the data
+            return
+        untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(probe)))
+    refused = sorted(untrusted - set(TRUSTED_SKOPS_TYPES))
+    if refused:
+        pickle = output.rsplit(".", 1)[0] + ".pkl"
+        raise InputError("--output", f"a {type(estimator).__name__} with these parameters holds {', '.join(refused)}, which efm does not load "
+                         f"from .skops; write a pickle instead (--output {pickle}) and classify with the --model-sha256 that train prints")
 
 
 # ---------------------------------------------------------------- files
@@ -140,6 +191,8 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
     import sklearn
 
     fmt = model_format(path, flag)
+    embedded = {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None}
+    setattr(model, EMBEDDED_ATTR, embedded)  # saved with the model: what the sidecar says, covered by the file's hash
     buffer = io.BytesIO()
     if fmt == "skops":
         import skops.io
@@ -181,6 +234,11 @@ class LoadedModel:
     @property
     def bands(self) -> list[str] | None:
         return model_bands(self.model, self.sidecar)
+
+    @property
+    def kind(self) -> str | None:
+        """"classifier" or "clusterer": the model file's record, else the fitted model's own attributes."""
+        return embedded_fields(self.model).get("kind") or model_sidecar.intrinsic_fields(self.model).get("kind")
 
 
 def read_sidecar(path: str) -> dict:
@@ -225,6 +283,7 @@ def load_model(path: str, *, sha256: str | None = None, trust_pickle: bool = Fal
     sidecar = read_sidecar(path)
     if sidecar.get("sha256") and sidecar["sha256"] != digest:
         raise InputError(flag, f"{sidecar_path(path)} describes another file (sha256 {sidecar['sha256'][:12]}…, this one is {digest[:12]}…); copy the model and its sidecar together")
+    model_sidecar.check_sidecar(model, sidecar, path, flag)
     return LoadedModel(model, sidecar, digest, path)
 
 
@@ -252,6 +311,8 @@ def load_verified(path: str, sha256: str):
 # ---------------------------------------------------------------- what a model expects
 
 def model_classes(model, sidecar: dict) -> list:
+    if embedded_fields(model).get("classes") is not None:  # equal to the sidecar's when both exist (check_sidecar)
+        return list(embedded_fields(model)["classes"])
     if sidecar.get("classes") is not None:
         return list(sidecar["classes"])
     if hasattr(model, "classes_"):
@@ -262,6 +323,8 @@ def model_classes(model, sidecar: dict) -> list:
 
 
 def model_bands(model, sidecar: dict) -> list[str] | None:
+    if embedded_fields(model).get("bands"):
+        return list(embedded_fields(model)["bands"])
     if sidecar.get("bands"):
         return list(sidecar["bands"])
     names = getattr(model, "feature_names_in_", None)

@@ -1,6 +1,6 @@
 """Sample the embedding at labelled points.
 
-    point batches | SamplePoints(store path, ...) -> one Parquet part per chunk; then `assemble`
+    point batches | SamplePoints(store path, ...) -> one Parquet part per chunk | AssembleTable -> the table
 
 Points are read and reprojected to the store's CRS in the driver, vectorised (a million
 points take a second or two). Each point falls in the pixel whose half-open footprint
@@ -210,6 +210,38 @@ class SamplePoints(beam.PTransform):
             | "GroupByChunk" >> beam.GroupByKey()
             | "SampleChunk" >> beam.ParDo(_SampleChunkFn(self.info, tuple(self.years), self.parts_dir))
         )
+
+
+@dataclasses.dataclass
+class AssembleTable(beam.PTransform):
+    """Runs once, after every part is written (like store.MarkComplete): the parts -> the table.
+
+    A step of the pipeline, not code after `run()`: a flex template launch returns as soon as the
+    job is submitted, so only the job itself can write the table. Emits the number of rows."""
+
+    parts_dir: str
+    output: str
+    metadata: dict
+    bands: tuple[str, ...]
+
+    def __post_init__(self):
+        super().__init__()
+
+    def expand(self, written):
+        parts_dir, output, metadata, bands = self.parts_dir, self.output, self.metadata, tuple(self.bands)
+        return (
+            written
+            | "CountParts" >> beam.combiners.Count.Globally()  # one element, even when no part was written
+            | "Assemble" >> beam.Map(lambda _: assemble(parts_dir, output, metadata, bands).num_rows)
+        )
+
+
+def read_table(path: str):
+    """The table `AssembleTable` wrote (a pyarrow Table, with its metadata)."""
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as f:
+        return pq.read_table(f)
 
 
 def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame:

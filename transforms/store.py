@@ -186,11 +186,17 @@ class WriteChunks(beam.PTransform):
 
 
 def finalize(path: str, expected: Iterable[str]) -> None:
-    """Mark the store complete if every expected chunk has its marker; else fail loudly."""
-    expected = set(expected)
-    missing = expected - done_markers(path)
+    """Mark the store complete if every expected chunk has its marker; else fail loudly.
+
+    `expected` is iterated once, never held: a `plan.ChunkPlan` yields its markers from its compact form.
+    """
+    done = done_markers(path)
+    total = missing = 0
+    for marker in expected:
+        total += 1
+        missing += marker not in done
     if missing:
-        raise RuntimeError(f"{path}: {len(missing)} of {len(expected)} chunks were not written; run again with --resume")
+        raise RuntimeError(f"{path}: {missing} of {total} chunks were not written; run again with --resume")
     set_status(path, "complete")
 
 
@@ -199,7 +205,7 @@ class MarkComplete(beam.PTransform):
     """Runs once after all writes: flips `efm_status` to "complete" when nothing is missing."""
 
     path: str
-    expected: list[str]
+    expected: Iterable[str]  # re-iterable and small to pickle: a plan.ChunkPlan (or a list)
 
     def __post_init__(self):
         super().__init__()

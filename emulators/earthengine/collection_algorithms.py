@@ -28,7 +28,7 @@ def _from_images(ev: Evaluator, images: list) -> ImageCollection:
 
 @algorithm("Collection.filter")
 def _filter(ev: Evaluator, collection: ImageCollection, filter: Filter) -> ImageCollection:
-    return collection.derive([i for i in collection.images if filter.test(i.properties)])
+    return collection.derive([i for i in collection.images if filter.test(_ElementView(i))])
 
 
 @algorithm("Collection.size")
@@ -218,3 +218,82 @@ def _filter_or(ev: Evaluator, filters: list) -> Filter:
 @algorithm("Filter.not")
 def _filter_not(ev: Evaluator, filter: Filter) -> Filter:
     return Filter(lambda p: not filter.test(p))
+
+
+# ---- geometry: enough for filterBounds (Filter.intersects on an element's footprint, planar lon/lat)
+
+class Feature:
+    def __init__(self, geometry: Any, properties: dict | None = None):
+        self.geometry, self.properties = geometry, dict(properties or {})
+
+
+def _lonlat(name: str, crs: Any) -> None:
+    if crs not in (None, "EPSG:4326"):
+        raise EvaluationError(f"{name}: the emulator only implements lon/lat (EPSG:4326) geometries.")
+
+
+@algorithm("GeometryConstructors.Polygon")
+def _polygon(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, maxError: Any = None,
+             evenOdd: Any = None):
+    import shapely
+
+    _lonlat("GeometryConstructors.Polygon", crs)
+    return shapely.Polygon(coordinates[0], coordinates[1:])
+
+
+@algorithm("GeometryConstructors.MultiPolygon")
+def _multipolygon(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, maxError: Any = None,
+                  evenOdd: Any = None):
+    import shapely
+
+    _lonlat("GeometryConstructors.MultiPolygon", crs)
+    return shapely.MultiPolygon([shapely.Polygon(p[0], p[1:]) for p in coordinates])
+
+
+@algorithm("GeometryConstructors.Rectangle")
+def _rectangle(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, evenOdd: Any = None):
+    import shapely
+
+    _lonlat("GeometryConstructors.Rectangle", crs)
+    flat = [float(v) for pair in coordinates for v in (pair if isinstance(pair, list) else [pair])]
+    return shapely.box(*flat)
+
+
+@algorithm("Feature")
+def _feature(ev: Evaluator, geometry: Any = None, metadata: dict | None = None) -> Feature:
+    return Feature(geometry, metadata)
+
+
+class _ElementView(dict):
+    """An image's properties, plus its footprint under '.geo' (computed only when a filter asks)."""
+
+    def __init__(self, image: Image):
+        super().__init__(image.properties)
+        self._image = image
+
+    def __missing__(self, key: str) -> Any:
+        if key != ".geo":
+            raise KeyError(key)
+        import shapely
+
+        sources = {id(b.source): b.source for b in self._image.bands}
+        if not sources or None in sources.values():
+            return None  # a computed band (e.g. a constant) is unbounded, as in Earth Engine
+        return shapely.union_all([shapely.Polygon(s.footprint_lonlat) for s in sources.values()])
+
+
+@algorithm("Filter.intersects")
+def _filter_intersects(ev: Evaluator, leftField: Any = None, rightValue: Any = None, rightField: Any = None,
+                       leftValue: Any = None, maxError: Any = None) -> Filter:
+    import shapely
+
+    if leftField not in (".all", ".geo") or rightValue is None:
+        raise EvaluationError("Filter.intersects: the emulator implements leftField='.all'/'.geo' and a rightValue geometry.")
+    region = rightValue.geometry if isinstance(rightValue, Feature) else rightValue
+    if not isinstance(region, shapely.Geometry):
+        raise EvaluationError(f"Filter.intersects: expected a Geometry or Feature, got {type(rightValue).__name__}.")
+
+    def test(props: dict) -> bool:
+        footprint = props[".geo"] if isinstance(props, _ElementView) else None
+        return footprint is None or footprint.intersects(region)
+    return Filter(test)

@@ -1,0 +1,316 @@
+"""Every failure is one line and leaves a state you can act on.
+
+Bad input: one line naming the flag, exit 2, nothing written. Runtime failures (quota exhausted
+after all retries, a file system error, Ctrl-C): one line, exit 1 (130 for Ctrl-C), no traceback
+on stderr (it goes to a log file the line names, or to stderr with --verbose), and when an
+unfinished store is left, the line ends with the `--resume` command that finishes it.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from emulators.earthengine import EarthEngineEmulator
+from emulators.earthengine.synthetic import make_embedding_collection
+from pipelines import common, export as export_cli, extract
+from test_export import make_class_store
+from test_extract import bbox_inside
+from store_factory import make_store
+from transforms import store
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FNAPI = ["--runner=FnApiRunner"]
+MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_embedding_collection(years=(2021,), seed=4)
+
+
+@pytest.fixture
+def emu(images, ee_token):
+    emulator = EarthEngineEmulator()
+    for image in images:
+        emulator.add_image(**image)
+    with emulator:
+        yield emulator
+
+
+def extract_argv(emu, images, output, *extra):
+    return ["--bbox", bbox_inside(images, 2021), "--years", "2021", "--output", output, "--chunk-size", "128",
+            "--ee-api-url", emu.url, "--ee-project", "p", *extra]
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- bad input: exit 2, nothing written
+
+@pytest.mark.parametrize("extra, flag, words", [
+    (["--runner=DataflowRuner"], "--runner", "did you mean DataflowRunner? known runners: "),
+    (["--runner", "Flinck"], "--runner", "known runners: BundleBasedDirectRunner, DataflowRunner, DirectRunner"),
+    (["--runner=no.such.module.Runner"], "--runner", "cannot load the runner class"),
+    (["--max-retries", "-1"], "--max-retries", "must be 0 or more"),
+    (["--retry-initial-delay", "0"], "--retry-initial-delay", "must be a positive number of seconds"),
+    (["--retry-initial-delay", "-2"], "--retry-initial-delay", "must be a positive number of seconds"),
+    (["--retry-initial-delay", "nan"], "--retry-initial-delay", "must be a positive number of seconds"),
+])
+def test_bad_settings_are_one_line(emu, images, tmp_path, capsys, extra, flag, words):
+    out = tmp_path / "out.zarr"
+    runner = [] if any(e.startswith("--runner") for e in extra) else FNAPI
+    assert extract.run(extract_argv(emu, images, str(out), *runner, *extra)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"efm extract: error: {flag}: ") and words in line, line
+    assert not out.exists() and emu.count("computePixels") == 0
+
+
+def test_stray_words_are_refused(emu, images, tmp_path, capsys):
+    out = tmp_path / "out.zarr"
+    argv = extract_argv(emu, images, str(out), *FNAPI)
+    years = argv.index("--years")
+    argv[years + 1:years + 2] = ["2021", "2022"]  # --years 2021 2022: Beam would drop 2022 with a warning
+    assert extract.run(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("efm extract: error: --years: ") and "--years 2021,2022" in line
+    argv = extract_argv(emu, images, str(out), *FNAPI) + ["leftover"]
+    assert extract.run(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "unexpected word 'leftover'" in line
+    assert not out.exists() and emu.count("computePixels") == 0
+
+
+def test_an_area_without_earth_engine_data_is_refused_before_the_store(emu, images, tmp_path, capsys):
+    out = tmp_path / "out.zarr"
+    argv = extract_argv(emu, images, str(out), *FNAPI)
+    argv[argv.index("--bbox") + 1] = "3.0,45.0,3.01,45.01"  # near the emulator's images, outside all of them
+    assert extract.run(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("efm extract: error: --bbox/--aoi: GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL has no image over the area lon 3.0000..3.0100")
+    assert "in 2021" in line and not out.exists() and emu.count("computePixels") == 0
+
+
+def test_emulator_filter_bounds_counts_the_images_an_area_meets(emu, images):
+    import ee
+    import shapely
+
+    from transforms import earthengine
+
+    earthengine.initialize(earthengine.EarthEngineSettings(project="p", api_url=emu.url))
+    collection = ee.ImageCollection(earthengine.DEFAULT_COLLECTION)
+    inside = [float(v) for v in bbox_inside(images, 2021).split(",")]
+    expected = sum(shapely.Polygon(_footprint(i)).intersects(shapely.box(*inside)) for i in images)
+    assert expected > 0
+    assert collection.filterBounds(ee.Geometry.Rectangle(inside, None, False)).size().getInfo() == expected
+    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(shapely.box(3.0, 45.0, 3.01, 45.01)), None, False)).size().getInfo() == 0
+
+
+def _footprint(image):
+    import pyproj
+
+    a, _, c, _, e, f = image["transform"]
+    _, h, w = image["data"].shape
+    xs, ys = [c, c + a * w, c + a * w, c], [f, f, f + e * h, f + e * h]
+    lon, lat = pyproj.Transformer.from_crs(image["crs"], "EPSG:4326", always_xy=True).transform(xs, ys)
+    return list(zip(lon, lat))
+
+
+def test_beam_flags_with_separate_values_still_work():
+    parser = extract.build_parser()
+    base = ["--bbox", "3,45,3.01,45.01", "--years", "2021", "--output", "o.zarr"]
+    _, options = common.split_args(parser, [*base, "--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    assert common.runner_name(options) == "DirectRunner" and common.local_workers(options) == 2
+    _, options = common.split_args(parser, [*base, "--runner", "fnapi", "--experiments", "a", "--experiments=b"])
+    assert common.runner_name(options) == "fnapi"  # Beam's own aliases are accepted
+    _, options = common.split_args(parser, [*base, "--runner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner"])
+
+
+def test_export_into_a_read_only_folder_is_refused_before_work(tmp_path, capsys):
+    s = make_store(str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021, 2022), n_classes=3)
+    classes = str(tmp_path / "classes.zarr")
+    make_class_store(classes, s.path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with read_only(locked):
+        assert export_cli.run(["--input", classes, "--output", str(locked / "map.tif")]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith("efm export: error: --output: cannot write in ") and str(locked) in line
+        assert os.listdir(locked) == []
+    assert export_cli.run(["--input", classes, "--output", str(tmp_path / "missing" / "map.tif")]) == 2
+    assert "does not exist" in one_line(capsys.readouterr().err)
+
+
+class read_only:
+    """A folder nobody can create files in, root included (chattr +i), or the test is skipped."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __enter__(self):
+        if os.geteuid() != 0:
+            os.chmod(self.path, 0o555)
+        elif subprocess.run(["chattr", "+i", self.path], capture_output=True).returncode != 0:
+            pytest.skip("running as root on a file system without chattr +i: cannot make a read-only folder")
+        return self
+
+    def __exit__(self, *exc):
+        if os.geteuid() != 0:
+            os.chmod(self.path, 0o755)
+        else:
+            subprocess.run(["chattr", "-i", self.path], capture_output=True)
+
+
+# ---------------------------------------------------------------- runtime failures: exit 1, one line, the way on
+
+def test_write_time_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path / "logs"))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def main(argv):
+        with open(locked / "map.tif", "wb") as f:  # as a writer would, after the checks
+            f.write(b"x")
+        return 0
+
+    with read_only(locked):
+        assert common.run("efm export", main, ["--output", str(locked / "map.tif")]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"efm export: error: permission denied: {locked / 'map.tif'} (") or "Operation not permitted" in line, line
+    assert "Traceback" not in line and "full trace in " + str(tmp_path / "logs") in line
+    assert "re-run: efm export --output" in line
+    log = line.split("full trace in ")[1].split(")")[0]
+    assert "Traceback (most recent call last)" in open(log).read()
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_the_trace(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
+
+    def main(argv):
+        raise TypeError("something we did not foresee\nsecond line")
+
+    assert common.run("efm train", main, ["--output", "m.skops"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert "unexpected TypeError: something we did not foresee" in line and "second line" not in line
+    assert common.run("efm train", main, ["--output", "m.skops", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("efm train: error: unexpected TypeError")
+
+
+def run_cli(args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("runner", [FNAPI, MULTIPROCESS], ids=["fnapi", "multiprocess"])
+def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(emu, images, tmp_path, runner):
+    output = str(tmp_path / "emb.zarr")
+    reference = str(tmp_path / "reference.zarr")
+    assert extract.main(extract_argv(emu, images, reference, "--retry-initial-delay", "0.01", *FNAPI)) == 0
+    emu.configure(error_rates={"429": 1.0})  # every computePixels answers 429
+    argv = ["extract", *extract_argv(emu, images, output, "--max-retries", "1", "--retry-initial-delay", "0.01", "--overwrite", *runner)]
+    failed = run_cli(argv, env={"EFM_LOG_DIR": str(tmp_path / "logs")})
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("efm extract: error: quota exhausted: gave up on ") and "HTTP 429" in last
+    assert f"{output} is incomplete; finish it with: efm extract " in last and last.endswith("--resume")
+    assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
+    command = shlex.split(last.split("finish it with: ", 1)[1])
+    assert "--overwrite" not in command and command[:2] == ["efm", "extract"]
+    log = last.split("full trace in ")[1].split(")")[0]
+    assert "TileFetchError" in open(log).read()
+
+    emu.configure(error_rates={"429": 0.0})
+    resumed = run_cli(command[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "complete"
+    np.testing.assert_array_equal(store.open_embeddings(output)["embedding"].values, store.open_embeddings(reference)["embedding"].values)
+
+
+def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_path):
+    output = str(tmp_path / "emb.zarr")
+    emu.configure(latency_s=0.2)
+    argv = [sys.executable, "-m", "pipelines.cli", "extract", *extract_argv(emu, images, output, "--max-concurrent-requests", "1", *FNAPI)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "EFM_LOG_DIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 120
+        while len(store.done_markers(output) if os.path.exists(output) else ()) < 1 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("efm extract: error: interrupted (Ctrl-C)") and last.endswith("--resume"), last
+    assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
+
+
+def test_classify_failing_mid_run_prints_the_command_that_finishes_it(tmp_path):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from transforms import models
+
+    s = make_store(str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021,), n_classes=3)
+    t, r, c = np.nonzero(s.valid)
+    model = KNeighborsClassifier(3).fit(s.values[t[:60], r[:60], c[:60]], s.labels[t[:60], r[:60], c[:60]])
+    models.save_model(model, str(tmp_path / "m.skops"), {"kind": "classifier", "classes": model.classes_})
+    chunk = tmp_path / "emb.zarr" / "embedding" / "0.1.1.0"
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"\x00" * 40)  # a chunk damaged on disk: decoding fails inside a worker
+    output = str(tmp_path / "classes.zarr")
+    argv = ["classify", "--embeddings", s.path, "--model", str(tmp_path / "m.skops"), "--output", output, *FNAPI]
+    failed = run_cli(argv, env={"EFM_LOG_DIR": str(tmp_path)})
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("efm classify: error: ") and last.endswith("--resume"), last
+    assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
+    chunk.write_bytes(good)
+    resumed = run_cli(shlex.split(last.split("finish it with: ", 1)[1])[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    classes = xr.open_zarr(output, mask_and_scale=False)["class"].values[0]
+    valid = s.valid[0]
+    np.testing.assert_array_equal(classes[valid], model.predict(s.values[0][valid]))
+
+
+def _loud_step(x):
+    import logging
+
+    print(f"progress {x}", file=sys.stderr)  # what a run prints on stderr still reaches the user
+    logging.getLogger("efm.test").warning("a warning from a worker")
+    if x == 2:
+        raise ValueError("bad element\nwith a second line")
+    return x
+
+
+def test_a_failing_pipeline_shows_its_output_but_no_traceback(tmp_path, capsys, monkeypatch):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
+
+    def main(argv):
+        common.run_pipeline(lambda p: p | beam.Create([1, 2]) | beam.Map(_loud_step), PipelineOptions(FNAPI))
+        return 0
+
+    assert common.run("efm sample", main, ["--output", str(tmp_path / "t.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert "progress 1" in err and "WARNING efm.test: a warning from a worker" in err and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("efm sample: error: unexpected ValueError: bad element (full trace in ") and "second line" not in last
+    log = last.split("full trace in ")[1].split(")")[0]
+    assert "Traceback (most recent call last)" in open(log).read() and "with a second line" in open(log).read()
