@@ -127,6 +127,23 @@ def grid_params(grid: Grid, window: Window) -> dict:
     }
 
 
+_NPY_HEADER_LOCK = threading.Lock()
+
+
+def _npy_converter():
+    """NUMPY_NDARRAY, decoded one body at a time: `numpy.load` parses the header with
+    `ast.literal_eval`, and CPython 3.11's AST constructor is not thread-safe (python/cpython#106905:
+    a rare `SystemError: AST constructor recursion depth mismatch` from parallel request threads)."""
+    from ee import image_converter
+
+    class LockedNumPyConverter(image_converter.NumPyConverter):
+        def do_conversion(self, data: bytes):
+            with _NPY_HEADER_LOCK:
+                return super().do_conversion(data)
+
+    return LockedNumPyConverter()
+
+
 def compute_pixels(image, grid: Grid, window: Window, bands: tuple[str, ...]) -> np.ndarray:
     """One request: all bands of one tile -> (rows, cols, bands) in the transfer dtype.
 
@@ -135,7 +152,7 @@ def compute_pixels(image, grid: Grid, window: Window, bands: tuple[str, ...]) ->
     import ee
     import requests
 
-    params = {"expression": image, "fileFormat": "NUMPY_NDARRAY", "bandIds": list(bands), "grid": grid_params(grid, window)}
+    params = {"expression": image, "fileFormat": _npy_converter(), "bandIds": list(bands), "grid": grid_params(grid, window)}
     try:
         structured = ee.data.computePixels(params)
     except ee.EEException as exc:
