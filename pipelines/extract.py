@@ -4,20 +4,24 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines import common
 from transforms import cog, cog_index, earthengine, grid as gridlib, outputs, plan as planlib, progress, request_plan, store
 from transforms.errors import InputError
+from transforms import fetch as fetchlib
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
 
 DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project
 DEFAULT_COG_CONCURRENCY = 8  # window reads: CPU- and memory-bound, not quota-bound
 DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 shards share the 40
+DEFAULT_WORKER_MEMORY_GB = 2.0  # fits an n1-standard-1 (3.75 GB) with room for the OS and the SDK harness
 
 
 def build_parser():
@@ -39,10 +43,13 @@ def build_parser():
                         help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise")
     parser.add_argument("--ee-project", help="Google Cloud project for Earth Engine requests (default: from the credentials)")
     parser.add_argument("--ee-api-url", default=earthengine.HIGH_VOLUME_URL, help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)")
-    parser.add_argument("--max-concurrent-requests", type=int, help="cap on requests (COG window reads) in flight across all workers "
-                        "(default: 40, Earth Engine's per-project quota; 8 with --source cog, where each read holds up to 48 MiB)")
+    parser.add_argument("--max-concurrent-requests", type=int, help="cap on Earth Engine requests in flight across all workers of this job "
+                        "(default: 40, the per-project quota); with --source cog, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)")
     parser.add_argument("--max-requests-per-second", type=float, default=100.0, help="cap on requests per second across all workers (default: %(default)s)")
-    parser.add_argument("--threads-per-worker", type=int, help="request threads per shard (default: the whole cap split over local workers; 10 on Dataflow)")
+    parser.add_argument("--threads-per-worker", type=int, help="request threads per shard; with --source cog, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog)")
+    parser.add_argument("--worker-memory-gb", type=float, default=DEFAULT_WORKER_MEMORY_GB,
+                        help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
+                        "a process holds while they are fetched (default: %(default)s)")
     parser.add_argument("--max-retries", type=int, default=8, help="retries per request on 429/5xx/timeouts (default: %(default)s)")
     parser.add_argument("--retry-initial-delay", type=float, default=1.0, help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)")
     mode = parser.add_mutually_exclusive_group()
@@ -60,6 +67,21 @@ def _check_positive(flag: str, value, kind=int):
         raise InputError(flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}")
 
 
+def open_chunk_limit(args, options) -> int:
+    """Chunks a process may hold, from --worker-memory-gb (README: what memory a run needs and why)."""
+    chunk_bytes = args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
+    workers = common.local_workers(options)
+    multiprocess = workers and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    processes = workers if multiprocess else 1  # locally the budget is the machine's; on Dataflow one worker process's
+    limit = fetchlib.max_open_chunks(args.worker_memory_gb * 2**30, chunk_bytes, processes)
+    if limit < 1:
+        need = (fetchlib.PROCESS_BASE_BYTES + fetchlib.CHUNK_COST_FACTOR * chunk_bytes) * processes / 2**30
+        each = fetchlib.CHUNK_COST_FACTOR * chunk_bytes / 2**20
+        raise InputError("--worker-memory-gb", f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
+                         f"requests, plus 0.5 GiB per process, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
+    return limit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # 1. Local checks: cheap, no network.
@@ -68,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in [("--max-concurrent-requests", args.max_concurrent_requests), ("--threads-per-worker", args.threads_per_worker), ("--request-tile-size", args.request_tile_size)]:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
+    _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
     if args.max_retries < 0:
         raise InputError("--max-retries", f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}")
     if not 0 < args.retry_initial_delay < float("inf"):
@@ -75,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
+    open_chunks = open_chunk_limit(args, options)
     grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
     if args.source == "cog" and not args.cog_root:
         raise InputError("--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path")
@@ -134,10 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             request_tile_size=args.request_tile_size, collection=args.collection, settings=settings, transfer_dtype=transfer_dtype,
         )
     workers = common.local_workers(options)
-    threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else DEFAULT_THREADS_DISTRIBUTED)
+    distributed_threads = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_THREADS_DISTRIBUTED  # cog: per worker, no global cap
+    threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else distributed_threads)
     fetch = FetchChunks(
         source, max_concurrent_requests=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second,
         threads_per_worker=threads, retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
+        max_open_chunks=open_chunks, global_cap=args.source != "cog", output=args.output,
     )
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -166,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("requests", totals.get("requests", 0)),
         ("retries", totals.get("retries", 0)),
         ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
-        ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}"),
+        ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}" if fetch.global_cap else f"all workers x {fetch.threads_per_shard} (no global cap)"),
+        ("chunks skipped (already written by a failed attempt)", totals.get("chunks_skipped_done", 0)),
+        ("peak open chunks per process", f"{fetchlib.metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})"),
         ("wall time", f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)"),
     ])
     return 0

@@ -15,7 +15,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.chunks import GridSource, plan_chunks
-from transforms.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError, shard_count
+from transforms.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError
 from transforms.grid import Grid, chunk_windows
 
 
@@ -106,15 +106,45 @@ def test_retries_make_flaky_fetches_whole_and_respect_the_cap():
 def test_gives_up_with_a_clear_error_naming_the_tile():
     source, grid = make_source(failure_rate=1.0)
     specs = plan_chunks([2021], list(chunk_windows(grid, 128)))[:1]
-    with pytest.raises(Exception, match=r"gave up on year 2021, rows 0-128, cols 0-128, request tile rows 0-\d+ cols 0-128 after 3 attempts"):
+    with pytest.raises(Exception, match=r"gave up on year 2021, rows 0-128, cols 0-128, request tile rows \d+-\d+ cols 0-128 after 3 attempts"):
         run_fetch(source, specs, retry=RetryPolicy(max_retries=2, initial_delay_s=0.001))
 
 
-@pytest.mark.parametrize("cap, threads", [(40, 40), (40, 10), (40, 16), (7, 3), (1, 8), (100, 7)])
-def test_shards_times_threads_never_exceed_the_cap(cap, threads):
-    shards = shard_count(cap, threads)
-    assert shards * (cap // shards) <= cap
-    assert cap // shards >= 1
+MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
+    """Two worker processes, two shards of 2 threads under a cap of 4, against the emulator that
+    counts what it serves at once; one request fails hard mid-run (HTTP 400), the run is resumed."""
+    from emulators.earthengine import EarthEngineEmulator
+    from emulators.earthengine.synthetic import make_embedding_collection
+    from pipelines import extract
+    from test_extract import bbox_inside, expected_array
+    from transforms import store
+
+    images = make_embedding_collection(years=(2021, 2022), seed=3)
+    emulator = EarthEngineEmulator(max_in_flight=1000, latency_s=0.15)  # never refuses: it only counts
+    emulator.add_images(images)
+    output = str(tmp_path / "emb.zarr")
+    argv = ["--bbox", bbox_inside(images, 2021), "--years", "2021,2022", "--output", output, "--chunk-size", "128",
+            "--ee-project", "test-project", "--max-concurrent-requests", "4", "--retry-initial-delay", "0.01", *MULTIPROCESS]
+    with emulator:
+        argv += ["--ee-api-url", emulator.url]
+        emulator.configure(fail_once_after=10)
+        with pytest.raises(Exception, match="400|Invalid request"):
+            extract.main(argv)
+        failed_run_peak = emulator.max_in_flight_seen
+        written = store.done_markers(output)
+        emulator.reset_stats()
+        assert extract.main([*argv, "--resume"]) == 0
+        ds = store.open_embeddings(output)
+        assert len(written) < len(store.done_markers(output))
+        assert emulator.count("computePixels") == len(store.done_markers(output)) - len(written)  # one int8 request per 128 px chunk
+        resumed_peak = emulator.max_in_flight_seen
+    np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
+    assert failed_run_peak <= 4 and resumed_peak <= 4
+    # Both processes were fetching at once (more than one shard's threads in flight): the bound was tested.
+    assert max(failed_run_peak, resumed_peak) > 2
 
 
 def test_retry_delay_is_exponential_with_jitter():

@@ -129,7 +129,7 @@ BAD_VALUES = {
     "ee_project": ["My_Project", "p", "-leading-dash", "project!"],
     "ee_api_url": ["earthengine.googleapis.com", "ftp://x", "https://"],
     "max_concurrent_requests": ["0", "-4", "four"], "max_requests_per_second": ["-1", "fast"],
-    "threads_per_worker": ["0", "ten"], "max_retries": ["-1", "many"], "retry_initial_delay": ["-1", "1s"],
+    "threads_per_worker": ["0", "ten"], "worker_memory_gb": ["-1", "2GB", "two"], "max_retries": ["-1", "many"], "retry_initial_delay": ["-1", "1s"],
     "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "yes": ["yes", "y", "TRUE"], "trust_pickle": ["yes"], "confidence": ["on"],
     "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
     "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],

@@ -1,6 +1,7 @@
 """Runs the Earth Engine emulator as its own process (so it does not share the caller's GIL).
 
     python -m emulators.earthengine --port 0 --images DIR [--latency 0.3] [--max-in-flight 40] ...
+    python -m emulators.earthengine --procedural [--procedural-years 2021,2022] ...  (any area, no memory)
 
 DIR is written by ``emulators.earthengine.catalog.save_images`` (manifest.json + one
 .npy per image). The first stdout line is the URL; nothing else goes to stdout.
@@ -17,6 +18,7 @@ import threading
 
 from emulators.earthengine import pixels
 from emulators.earthengine.catalog import load_images
+from emulators.earthengine.procedural import procedural_collection
 from emulators.earthengine.server import EarthEngineEmulator
 
 
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--truncate-rate", type=float, default=0.0)
     parser.add_argument("--fault-kinds", default="computePixels", help="comma-separated request kinds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--procedural", action="store_true", help="serve the embedding collection procedurally (emulators/earthengine/procedural.py)")
+    parser.add_argument("--procedural-years", default="2021", help="years of the procedural collection, comma-separated")
     parser.add_argument("--record-requests", action="store_true",
                         help="keep every request in memory (off: only counters, for long benchmarks)")
     args = parser.parse_args(argv)
@@ -43,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         record_requests=args.record_requests)
     for directory in args.images:
         emulator.add_images(load_images(directory))
+    if args.procedural:
+        emulator.add_images(procedural_collection([int(y) for y in args.procedural_years.split(",")]))
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

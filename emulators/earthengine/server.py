@@ -34,7 +34,8 @@ _STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAU
                  503: "UNAVAILABLE"}
 _FAULT_MESSAGES = {429: "Quota exceeded (injected by the emulator).",
                    500: "An internal error has occurred (injected by the emulator).",
-                   503: "The service is currently unavailable (injected by the emulator)."}
+                   503: "The service is currently unavailable (injected by the emulator).",
+                   400: "Invalid request (a hard failure injected by the emulator)."}
 _ROUTES = [
     ("GET", re.compile(r"/\$discovery/rest"), "discovery"),
     ("GET", re.compile(r"/v1\w*/projects/([^/]+)/algorithms"), "algorithms"),
@@ -123,6 +124,7 @@ class EarthEngineEmulator:
         self.truncate_rate = truncate_rate
         self.max_request_bytes = max_request_bytes
         self.fault_kinds = tuple(fault_kinds)
+        self.fail_once_after: int | None = None  # answer the request after this many with a (non-retryable) 400, once
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._in_flight = 0
@@ -151,7 +153,7 @@ class EarthEngineEmulator:
 
     # ---- knobs and statistics ----
     def configure(self, **knobs: Any) -> None:
-        """Changes latency_s, error_rates, truncate_rate, max_in_flight, max_request_bytes, fault_kinds, seed."""
+        """Changes latency_s, error_rates, truncate_rate, max_in_flight, max_request_bytes, fault_kinds, seed, fail_once_after."""
         with self._lock:
             for key, value in knobs.items():
                 if key == "error_rates":
@@ -160,7 +162,7 @@ class EarthEngineEmulator:
                     self._rng = random.Random(value)
                 elif key == "fault_kinds":
                     self.fault_kinds = tuple(value)
-                elif key in ("latency_s", "truncate_rate", "max_in_flight", "max_request_bytes"):
+                elif key in ("latency_s", "truncate_rate", "max_in_flight", "max_request_bytes", "fail_once_after"):
                     setattr(self, key, value)
                 else:
                     raise ValueError(f"unknown emulator setting {key!r}")
@@ -233,6 +235,11 @@ class EarthEngineEmulator:
         with self._lock:
             if kind not in self.fault_kinds:
                 return None
+            if self.fail_once_after is not None:
+                self.fail_once_after -= 1
+                if self.fail_once_after < 0:
+                    self.fail_once_after = None
+                    return 400
             draw = self._rng.random()
             for code in ("429", "500", "503"):
                 draw -= self.error_rates.get(code, 0.0)
