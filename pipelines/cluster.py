@@ -20,6 +20,7 @@ from transforms.fetch import metric_totals
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
 DEFAULT_SAMPLE_SIZE = 100_000
+MAX_CLUSTERS = 32767  # the largest class map `efm classify` writes (int16 codes, -1 = fill)
 
 
 def build_parser():
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     if args.clusters < 2:
         raise InputError("--clusters", f"k-means needs at least 2 clusters, got {args.clusters}")
+    if args.clusters > MAX_CLUSTERS:
+        raise InputError("--clusters", f"{args.clusters} clusters cannot be stored in a class map (at most {MAX_CLUSTERS}, int16); k-means on embeddings is "
+                         "used with tens of clusters: pass e.g. --clusters 10")
     if args.sample_size < args.clusters:
         raise InputError("--sample-size", f"{args.sample_size} pixels cannot make {args.clusters} clusters; draw at least as many pixels as clusters")
     models.model_format(args.output, "--output")

@@ -78,3 +78,5 @@ def test_cluster_refuses_bad_flags(tmp_path, capsys):
     assert "--clusters: k-means needs at least 2" in capsys.readouterr().err
     assert cluster_cli.run(["--embeddings", str(tmp_path / "x.zarr"), "--clusters", "8", "--sample-size", "4", "--output", str(tmp_path / "m.skops")]) == 2
     assert "--sample-size" in capsys.readouterr().err
+    assert cluster_cli.run(["--embeddings", str(tmp_path / "x.zarr"), "--clusters", "100000", "--output", str(tmp_path / "m.skops")]) == 2
+    assert "--clusters: 100000 clusters cannot be stored in a class map" in capsys.readouterr().err

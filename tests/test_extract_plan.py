@@ -73,6 +73,7 @@ def test_dry_run_plans_and_writes_nothing(emulator, images, tmp_path, gcs_bucket
 def test_dry_run_checks_inputs_like_a_real_run(emulator, images, tmp_path, capsys):
     existing = tmp_path / "emb.zarr"
     existing.mkdir()
+    (existing / "notes.txt").write_text("not efm's")  # a folder efm did not write
     code, out, err = run(emulator, capsys, "--bbox", bbox_inside(images, 2021), "--years", "2021", "--output", str(existing), "--dry-run")
     assert code == 2 and err.startswith("efm extract: error: --output: ") and "\n" not in err.strip()
     code, out, err = run(emulator, capsys, "--bbox", bbox_inside(images, 2021), "--years", "2021", "--output", str(tmp_path / "x.zarr"),

@@ -195,7 +195,7 @@ def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
 
     required = ["--embeddings=e.zarr", "--points=p.csv", "--label-column=label", "--output=s.parquet"]
     bare = {"no_use_public_ips", "use_public_ips", "enable_streaming_engine", "update"}
-    values = {"flexrs_goal": "COST_OPTIMIZED", "autoscaling_algorithm": "NONE", "labels": "a=b"}
+    values = {"flexrs_goal": "COST_OPTIMIZED", "autoscaling_algorithm": "NONE", "labels": "a=b", "runner": "DataflowRunner"}
     flags = [f"--{name}" if name in bare else f"--{name}={values.get(name, '1')}" for name in flex_launcher.LAUNCHER_OPTIONS]
     args, _ = common.split_args(parser_of("sample"), required + flags)
     assert args.output == "s.parquet"
