@@ -11,7 +11,7 @@ from typing import Sequence
 import apache_beam as beam
 
 from pipelines import common
-from transforms import grid as gridlib, models, plan as planlib, progress, readers, store
+from transforms import grid as gridlib, models, outputs, plan as planlib, progress, readers, store
 from transforms.classify import ClassifyChunks, class_encoding, class_template
 from transforms.errors import InputError
 from transforms.fetch import metric_totals
@@ -49,13 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
     encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
-    store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
-    if args.resume and store.exists(args.output):
-        import xarray as xr
-
-        previous = xr.open_zarr(args.output, consolidated=True, zarr_format=store.ZARR_FORMAT)
-        if ("confidence" in previous) != args.confidence:
-            raise InputError("--resume", f"{args.output} was made {'with' if 'confidence' in previous else 'without'} --confidence; run the same way or pass --overwrite")
+    outputs.check_output(args.output, "classes", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)]},
+                         resume=args.resume, overwrite=args.overwrite)
 
     template = class_template(ds, years, encoding, confidence=args.confidence, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, attrs={
         "source": args.embeddings,

@@ -11,11 +11,10 @@ import sys
 from typing import Sequence
 
 import apache_beam as beam
-import fsspec
 import numpy as np
 
 from pipelines import common
-from transforms import grid as gridlib, models, readers, sampling, store
+from transforms import grid as gridlib, models, outputs, readers, sampling, store
 from transforms.errors import InputError
 from transforms.fetch import metric_totals
 
@@ -66,9 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sample_size < args.clusters:
         raise InputError("--sample-size", f"{args.sample_size} pixels cannot make {args.clusters} clusters; draw at least as many pixels as clusters")
     models.model_format(args.output, "--output")
-    fs, root = fsspec.core.url_to_fs(args.output)
-    if fs.exists(root) and not args.overwrite:
-        raise InputError("--output", f"{args.output} already exists; pass --overwrite to replace it")
+    outputs.check_output(args.output, "model", inputs={"--embeddings": args.embeddings}, overwrite=args.overwrite)
     info = readers.store_info(args.embeddings, store.open_embeddings(args.embeddings))
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
     specs = info.chunk_specs(years)

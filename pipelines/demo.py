@@ -15,19 +15,17 @@ import glob
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Callable, Sequence
 
 from pipelines import common
-from transforms import sample_data, sample_truth
+from transforms import outputs, sample_data, sample_truth
 from transforms.errors import InputError
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)
-OUTPUTS = ("sample-data", "embeddings.zarr", "samples.parquet", "model.skops", "model.skops.json", "classes.zarr",
-           "land_cover_*.tif", "land_cover_*.png", "comparison.png", "demo.log")
+OUTPUTS = tuple(outputs.DEMO_ENTRIES)
 
 
 def build_parser():
@@ -53,12 +51,10 @@ class StepFailed(RuntimeError):
 def prepare_output(path: str, overwrite: bool) -> None:
     if "://" in path:
         raise InputError("--output", f"{path}: the demo writes to a local folder")
-    existing = [p for pattern in OUTPUTS for p in glob.glob(os.path.join(path, pattern))]
-    if existing and not overwrite:
-        raise InputError("--output", f"{path} already holds demo outputs ({os.path.basename(existing[0])}, ...); pass --overwrite to replace them")
-    for p in existing:
-        shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-    os.makedirs(path, exist_ok=True)
+    # Only a folder the demo made (its marker) is replaced, and only the demo's files in it.
+    if outputs.check_output(path, "demo", overwrite=overwrite).kind:
+        outputs.remove(path, "demo")
+    outputs.mark_folder(path, "demo")
 
 
 def run_step(name: str, entry: Callable[[list[str]], int], argv: list[str], log) -> float:

@@ -5,13 +5,14 @@ process (memory stays flat; the store is read chunk by chunk).
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
 import fsspec
 
 from pipelines import common
-from transforms import export, grid as gridlib
+from transforms import export, grid as gridlib, outputs
 from transforms.errors import InputError
 
 
@@ -49,11 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--rgb", f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}")
         rgb_idx = [bands.index(b) for b in rgb]
     paths = export.output_paths(args.output, years)
+    inputs = {"--input": args.input, "--colors": args.colors if args.colors and os.path.exists(args.colors) else None}
     for path in paths.values():
         common.check_writable(path)
-        fs, root = fsspec.core.url_to_fs(path)
-        if fs.exists(root) and not args.overwrite:
-            raise InputError("--output", f"{path} already exists; pass --overwrite to replace it")
+        outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
+        if args.png:
+            outputs.check_output(path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=args.overwrite)
     colors = export.class_colors(layer.values) if layer.is_class else None
     if args.colors:
         if not layer.is_class:

@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines import common
-from transforms import cog, cog_index, earthengine, grid as gridlib, plan as planlib, progress, request_plan, store
+from transforms import cog, cog_index, earthengine, grid as gridlib, outputs, plan as planlib, progress, request_plan, store
 from transforms.errors import InputError
 from transforms import fetch as fetchlib
 from transforms.fetch import FetchChunks, RetryPolicy, metric_totals
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bands = earthengine.EMBEDDING_BANDS
     if args.request_tile_size:
         request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
-    store.check_output_location(args.output, resume=args.resume, overwrite=args.overwrite)
+    outputs.check_output(args.output, "embeddings", inputs={"--cog-root": args.cog_root, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
 
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
@@ -124,20 +124,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
-    if args.dry_run or not args.yes:
-        already = store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
-        job = planlib.estimate(plan, n_bands=len(bands), transfer_itemsize=itemsize, store_dtype=args.dtype, tile_size=args.request_tile_size,
-                               done=sum(1 for m in plan.markers() if m in already) if already else 0,
-                               max_concurrent=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second)
-        rows = planlib.summary_rows(job, grid, years, transfer_dtype=transfer_dtype, store_dtype=args.dtype,
-                                    max_concurrent=args.max_concurrent_requests, quota=args.source != "cog")
-        if args.dry_run:
-            common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
-            return 0
-        if job.too_big():
-            common.print_summary(f"efm extract: plan for {args.output}", rows)
-            raise InputError("--yes", f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
-                             "(or make the area, years or --scale smaller)")
+    # Every run shows its plan first (a 48 GB area must not start without a word).
+    already = store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
+    job = planlib.estimate(plan, n_bands=len(bands), transfer_itemsize=itemsize, store_dtype=args.dtype, tile_size=args.request_tile_size,
+                           done=sum(1 for m in plan.markers() if m in already) if already else 0,
+                           max_concurrent=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second)
+    rows = planlib.summary_rows(job, grid, years, transfer_dtype=transfer_dtype, store_dtype=args.dtype,
+                                max_concurrent=args.max_concurrent_requests, quota=args.source != "cog")
+    if args.dry_run:
+        common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
+        return 0
+    common.print_summary(f"efm extract: plan for {args.output}", rows)
+    if job.too_big() and not args.yes:
+        raise InputError("--yes", f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
+                         "(or make the area, years or --scale smaller)")
     # 4. Set up (or reopen) the store: the first write of the run.
     source_attrs = cog.store_attrs(args.cog_root) if args.source == "cog" else {
         "source": f"earthengine:{args.collection}",

@@ -265,7 +265,7 @@ def _strip(text: str) -> str:
 
 def _fetch_message(text: str) -> str:
     text = _strip(text)
-    if "429" in text:
+    if "HTTP 429" in text:
         return (f"quota exhausted: {text}; the service still refused after every retry: try later, or lower "
                 "--max-concurrent-requests / --max-requests-per-second, or raise --max-retries")
     return f"a request kept failing: {text}"
@@ -277,9 +277,10 @@ def _os_word(name: str) -> str:
 
 
 def _os_message(name: str, exc: OSError) -> str:
-    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    if not getattr(exc, "filename", None):  # not a file: e.g. a connection that broke (requests' errors are OSErrors)
+        return f"{name}: {_strip(first_line(exc))[:300]}"
     what = exc.strerror or first_line(exc)
-    return f"{_os_word(name)}:{where} ({what}); check that the path is right and writable, then re-run"
+    return f"{_os_word(name)}: {exc.filename} ({what}); check that the path is right and writable, then re-run"
 
 
 # ---------------------------------------------------------------- the line, the log, the next command

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 from typing import Sequence
 
 from pipelines import common
-from transforms import grid as gridlib, sample_data
+from transforms import grid as gridlib, outputs, sample_data
 from transforms.errors import InputError
 
 SIZES = {"small": sample_data.SMALL, "default": {}}
@@ -58,10 +57,9 @@ def spec_from_args(args) -> sample_data.SampleSpec:
 def prepare_output(path: str, overwrite: bool) -> None:
     if "://" in path:
         raise InputError("--output", f"{path}: sample data is written to a local folder; copy it to a bucket afterwards (gsutil -m cp -r)")
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        if not overwrite:
-            raise InputError("--output", f"{path} already exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if outputs.check_output(path, "sample-data", overwrite=overwrite).kind:
+        outputs.remove(path, "sample-data")  # only the files a sample-data folder holds
+    outputs.mark_folder(path, "sample-data")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,11 +9,10 @@ import sys
 from typing import Sequence
 
 import apache_beam as beam
-import fsspec
 import numpy as np
 
 from pipelines import common
-from transforms import grid as gridlib, progress, readers, sampling, store
+from transforms import grid as gridlib, outputs, progress, readers, sampling, store
 from transforms.errors import InputError
 from transforms.fetch import metric_totals
 
@@ -37,9 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    fs, root = fsspec.core.url_to_fs(args.output)
-    if fs.exists(root) and not args.overwrite:
-        raise InputError("--output", f"{args.output} already exists; pass --overwrite to replace it")
+    outputs.check_output(args.output, "table", inputs={"--embeddings": args.embeddings, "--points": args.points}, overwrite=args.overwrite)
+    outputs.check_parts(args.output + ".parts")
     points = sampling.read_points(args.points, args.label_column, args.points_crs)
     if len(points.labels) == 0:
         raise InputError("--points", f"{args.points} holds no labelled point (column {args.label_column!r} is empty)")
@@ -49,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError("--points", f"none of the {len(rows)} points of {args.points} ({points.crs}) falls inside {args.embeddings} ({info.crs}); check the CRS and the area")
     batches = sampling.point_batches(points, rows, cols)
     parts_dir = args.output + ".parts"
-    parts_fs, parts_root = fsspec.core.url_to_fs(parts_dir)
-    if parts_fs.exists(parts_root):  # left by an interrupted run
-        parts_fs.rm(parts_root, recursive=True)
+    outputs.start_parts(parts_dir)  # clears parts left by an interrupted run (only a folder efm sample marked)
 
     metadata = {
         "embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years,
@@ -65,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     inside = rows >= 0  # progress: one Parquet part per chunk holding points
     planned = len(np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols))
-    watch = progress.Progress("efm sample", lambda: progress.count_files(parts_dir, "part-*.parquet"), planned, verb="sampled",
+
+    def sampled() -> int:  # the parts folder exists from start_parts until the table is assembled from it
+        return progress.count_files(parts_dir, "part-*.parquet") if store.exists(parts_dir) else planned
+
+    watch = progress.Progress("efm sample", sampled, planned, verb="sampled",
                               enabled=common.local_workers(options) is not None and not common.detached(options))
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-import fsspec
-
 from pipelines import common
-from transforms import models
-from transforms.errors import InputError
+from transforms import models, outputs
 
 
 def build_parser():
@@ -31,9 +28,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args, _ = common.split_args(build_parser(), argv)
     models.model_format(args.output, "--output")
-    fs, root = fsspec.core.url_to_fs(args.output)
-    if fs.exists(root) and not args.overwrite:
-        raise InputError("--output", f"{args.output} already exists; pass --overwrite to replace it")
+    outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
     X, labels, groups, bands, table_meta = models.load_samples(args.samples, args.label_column)
     if models.model_format(args.output, "--output") == "skops":

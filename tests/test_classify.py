@@ -127,7 +127,7 @@ def test_existing_output_resume_and_overwrite(stores, trained, tmp_path, capsys)
     assert run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2022", *FNAPI) == 0
     reference = xr.open_zarr(output, mask_and_scale=False)["class"].values
     assert run("--embeddings", s.path, "--model", path, "--output", output, *FNAPI) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "already exists (an efm class-map store, complete); pass --overwrite" in capsys.readouterr().err
     # an interrupted run: one chunk's marker is gone and its data damaged
     import zarr
 

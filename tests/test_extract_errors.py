@@ -62,7 +62,8 @@ def test_existing_output_is_refused(capsys, emu, tmp_path, ee_token):
     existing.mkdir()
     (existing / "keep.txt").write_text("precious")
     code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021")
-    assert code == 2 and "--output: " in err and "--resume" in err and "--overwrite" in err
+    # not an efm store: no advice to --resume or --overwrite it, which would destroy it
+    assert code == 2 and "--output: " in err and "is not an efm embedding store" in err and "--resume" not in err and "--overwrite" not in err
     assert (existing / "keep.txt").read_text() == "precious" and len(list(existing.iterdir())) == 1
 
 

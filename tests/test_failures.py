@@ -113,7 +113,10 @@ def test_emulator_filter_bounds_counts_the_images_an_area_meets(emu, images):
     expected = sum(shapely.Polygon(_footprint(i)).intersects(shapely.box(*inside)) for i in images)
     assert expected > 0
     assert collection.filterBounds(ee.Geometry.Rectangle(inside, None, False)).size().getInfo() == expected
-    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(shapely.box(3.0, 45.0, 3.01, 45.01)), None, False)).size().getInfo() == 0
+    outside = shapely.box(3.0, 45.0, 3.01, 45.01)
+    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(outside), None, False)).size().getInfo() == 0
+    both = shapely.MultiPolygon([outside, shapely.box(*inside)])  # an --aoi of two parts, one of them on the images
+    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(both), None, False)).size().getInfo() == expected
 
 
 def _footprint(image):
@@ -240,7 +243,7 @@ def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(emu, i
 
 def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_path):
     output = str(tmp_path / "emb.zarr")
-    emu.configure(latency_s=0.2)
+    emu.configure(latency_s=0.5)  # slow enough that the run is still going when Ctrl-C comes
     argv = [sys.executable, "-m", "pipelines.cli", "extract", *extract_argv(emu, images, output, "--max-concurrent-requests", "1", *FNAPI)]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "EFM_LOG_DIR": str(tmp_path)})

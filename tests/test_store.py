@@ -91,7 +91,7 @@ def test_resume_returns_done_chunks_and_refuses_a_different_run(tmp_path):
     with pytest.raises(Exception, match="chunks were not written"):
         write(path, specs[:3])
     assert store.prepare(path, template(), resume=True, overwrite=False) == {s.marker for s in specs[:3]}
-    with pytest.raises(InputError, match="--resume: .* was made with collection='c'"):
+    with pytest.raises(InputError, match=r"--resume: .* has collection 'c' \(this run: 'other'\)"):
         store.prepare(path, template(collection="other"), resume=True, overwrite=False)
     assert store.prepare(path, template(), resume=False, overwrite=True) == set()
     assert store.done_markers(path) == set()

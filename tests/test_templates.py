@@ -39,7 +39,8 @@ from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_a
 
 PIPELINES = ("extract", "classify", "sample")
 SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
-NOT_IN_TEMPLATE: dict[str, set[str]] = {p: set() for p in PIPELINES}  # flags deliberately left out
+# Flags deliberately left out: --verbose is for a terminal; on Dataflow the traces are in the job's logs.
+NOT_IN_TEMPLATE: dict[str, set[str]] = {p: {"--verbose"} for p in PIPELINES}
 # A dry run submits no job (the launch would fail for want of one): plan with `efm extract --dry-run` before launching.
 NOT_IN_TEMPLATE["extract"] |= {"--dry-run", "--dry_run"}
 

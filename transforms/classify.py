@@ -131,7 +131,7 @@ def class_template(embeddings: xr.Dataset, years: list[int], encoding: ClassEnco
         ds["confidence"] = (("time", "y", "x"), da.full(shape, np.nan, dtype=np.float32, chunks=chunks))
         ds["confidence"].attrs.update(long_name="maximum class probability", units="1", grid_mapping="spatial_ref", fill_value="NaN")
     ds.attrs.update(attrs)
-    ds.attrs.update({"years": list(years), "efm_version": store.tool_version(), store.STATUS_ATTR: "incomplete"})
+    ds.attrs.update({"years": list(years), "efm_version": store.tool_version(), "efm_product": "classes", store.STATUS_ATTR: "incomplete"})
     return ds
 
 

@@ -171,6 +171,7 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
                 table = {v: (*rgb, 255) for v, rgb in colors.items()}
                 table.setdefault(int(layer.nodata), (0, 0, 0, 0))
                 dst.write_colormap(1, table)
+            dst.update_tags(EFM_PRODUCT="export", EFM_VERSION=store.tool_version())  # what `--overwrite` may replace
             if layer.is_class and layer.labels:
                 dst.update_tags(1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)})
         rasterio.shutil.copy(
@@ -294,4 +295,5 @@ def quicklook_false_colour(layer: Layer, time_index: int, bands: list[str], band
 
 def _save(fig, png: str) -> None:
     with fsspec.open(png, "wb") as f:
-        fig.savefig(f, format="png", bbox_inches="tight")
+        # the text chunk is how `--overwrite` knows the file is ours (transforms/outputs.py)
+        fig.savefig(f, format="png", bbox_inches="tight", metadata={"efm_product": "quicklook"})

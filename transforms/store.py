@@ -72,6 +72,7 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
         "license": LICENSE,
         "attribution": ATTRIBUTION,
         "efm_version": tool_version(),
+        "efm_product": "embeddings",  # what `--overwrite` may replace (transforms/outputs.py)
         STATUS_ATTR: "incomplete",
     })
     if np.dtype(dtype) == np.int8:
@@ -98,33 +99,23 @@ def done_markers(path: str) -> set[str]:
     return {name.rsplit("/", 1)[-1] for name in fs.ls(directory, detail=False)}
 
 
-# Attributes that must agree for --resume to continue an existing store (when the template has them).
-_RESUME_KEYS = ("source", "collection", "model_sha256", "crs", "scale", "years", "chunk_size")
-
-
 def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, flag: str = "--output") -> set[str]:
     """Create the store (or reopen it for --resume). Returns the markers of chunks already done.
 
-    Never writes anything when it refuses.
+    Never writes anything when it refuses: an existing store is resumed only where this run
+    would write the same place (transforms/resume.py) and replaced only if it is efm's store of
+    the same kind, holding nothing else (transforms/outputs.py); only its own files are deleted.
     """
-    if resume and overwrite:
-        raise InputError("--resume", "--resume and --overwrite contradict each other; pass one")
-    if exists(path):
-        if not (resume or overwrite):
-            raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
+    from transforms import outputs, resume as resume_check
+
+    kind = template.attrs.get("efm_product", "embeddings")
+    found = outputs.check_output(path, kind, resume=resume, overwrite=overwrite, flag=flag)
+    if found.kind is not None:
         if resume:
             existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False)  # stored dtypes
-            for key in (k for k in _RESUME_KEYS if k in template.attrs):
-                a, b = existing.attrs.get(key), template.attrs.get(key)
-                if (list(a) if isinstance(a, (list, tuple, np.ndarray)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
-                    raise InputError("--resume", f"{path} was made with {key}={a!r}, this run asks for {b!r}; pass --overwrite to replace it")
-            variable = next(iter(template.data_vars))
-            if variable not in existing or existing.sizes != template.sizes or existing[variable].dtype != template[variable].dtype:
-                have = f"{dict(existing.sizes)} {existing[variable].dtype if variable in existing else 'no ' + variable}"
-                raise InputError("--resume", f"{path} has {have}, this run needs {dict(template.sizes)} {template[variable].dtype}; pass --overwrite")
+            resume_check.check(path, existing, template)
             return done_markers(path)
-        fs, root = _fs(path)
-        fs.rm(root, recursive=True)
+        outputs.remove(path, kind, flag, found)
     setup(path, template)
     return set()
 
@@ -240,16 +231,8 @@ def as_float(values: np.ndarray) -> np.ndarray:
     return quantize.dequantize(values) if values.dtype == np.int8 else values.astype(np.float32, copy=False)
 
 
-def check_output_location(path: str, *, resume: bool, overwrite: bool, flag: str = "--output") -> None:
-    """Before any work: refuse an existing output (unless resuming/overwriting) or a missing bucket."""
-    fs, root = _fs(path)
-    if "://" in path:
-        bucket = root.split("/", 1)[0]
-        try:
-            bucket_exists = fs.exists(bucket)
-        except Exception as exc:  # auth or network: say so now, not on a worker later
-            raise InputError(flag, f"cannot reach {path}: {str(exc).splitlines()[0]}") from None
-        if not bucket_exists:
-            raise InputError(flag, f"bucket {bucket!r} of {path} does not exist (or is not visible to these credentials)")
-    if fs.exists(root) and not (resume or overwrite):
-        raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
+def check_output_location(path: str, *, resume: bool, overwrite: bool, flag: str = "--output", kind: str = "embeddings", inputs: dict | None = None) -> None:
+    """Before any work: may this store be written at `path`? (see transforms/outputs.py)."""
+    from transforms import outputs
+
+    outputs.check_output(path, kind, inputs=inputs, resume=resume, overwrite=overwrite, flag=flag)

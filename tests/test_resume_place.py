@@ -1,0 +1,172 @@
+"""--resume checks the place: a store is continued only where this run would write the same thing.
+
+A complete or an interrupted store, resumed with an area of the same size shifted east, another
+CRS, scale, chunk size, years or dtype, is refused with one line naming the difference, and the
+store is byte-for-byte untouched. Resumed with the flags that made it, it is finished exactly.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from pipelines import classify, extract, train
+from transforms import grid as gridlib, sample_data
+
+FNAPI = ["--runner=FnApiRunner"]
+
+
+def bbox_text(bbox) -> str:
+    return ",".join(repr(float(v)) for v in bbox)
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """Sample data, an area in its west, the same-size area shifted east, and a complete store of the first."""
+    root = tmp_path_factory.mktemp("place")
+    data = sample_data.generate(str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022, 2023)))
+    w, s, e, n = data.bbox
+    base = (w, s, w + 0.5 * (e - w), n)
+    grid, _ = gridlib.plan_grid(gridlib.parse_bbox(bbox_text(base)), data.crs, 10.0)
+    shifted = None
+    for k in range(1, 200):  # the same number of pixels, whole pixels further east
+        candidate = (base[0] + k * 0.0002, s, base[2] + k * 0.0002, n)
+        other, _ = gridlib.plan_grid(gridlib.parse_bbox(bbox_text(candidate)), data.crs, 10.0)
+        if (other.width, other.height) == (grid.width, grid.height) and other.x0 >= grid.x0 + 500:
+            shifted = candidate
+            break
+    assert shifted is not None
+    store = str(root / "emb.zarr")
+    p = {"data": data, "base": bbox_text(base), "shifted": bbox_text(shifted), "store": store, "root": root}
+    assert extract.run(extract_argv(p, store)) == 0
+    return p
+
+
+def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
+    options = {"--crs": p["data"].crs, "--years": "2022", "--chunk-size": "128", "--dtype": "float32", "--scale": "10"}
+    options.update({f"--{k.replace('_', '-')}": v for k, v in flags.items()})
+    args = ["--source", "cog", "--cog-root", p["data"].mirror, f"--bbox={bbox or p['base']}", "--output", str(output),
+            "--max-concurrent-requests", "2", *FNAPI]
+    for k, v in options.items():
+        args += [k, v]
+    return args
+
+
+def snapshot(path) -> dict[str, bytes]:
+    p = pathlib.Path(path)
+    return {str(f.relative_to(p)): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
+
+
+def interrupt(path: str) -> None:
+    """As a run killed half-way leaves a store: incomplete, some chunks not written."""
+    from transforms import store
+
+    done = pathlib.Path(path) / ".efm" / "done"
+    for marker in sorted(os.listdir(done))[::2]:
+        (done / marker).unlink()
+    store.set_status(path, "incomplete")
+
+
+@pytest.fixture(params=["complete", "interrupted"])
+def existing(request, place, tmp_path):
+    path = shutil.copytree(place["store"], tmp_path / "emb.zarr")
+    if request.param == "interrupted":
+        interrupt(str(path))
+    return str(path)
+
+
+CHANGES = {
+    "shifted east": (dict(bbox="shifted"), "x origin "),
+    "other CRS": (dict(crs="EPSG:32611"), "CRS EPSG:32610 (this run: EPSG:32611)"),
+    "other scale": (dict(scale="20"), "pixel width 10 (this run: 20)"),
+    "other chunk size": (dict(chunk_size="256"), "chunk size 128 (this run: 256)"),
+    "other years": (dict(years="2022,2023"), "years 2022 (this run: 2022, 2023)"),
+    "other dtype": (dict(dtype="int8"), "embedding dtype float32 (this run: int8)"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_resume_elsewhere_is_refused_naming_the_difference(place, existing, capsys, change):
+    flags, words = CHANGES[change]
+    flags = dict(flags)
+    bbox = place[flags.pop("bbox")] if "bbox" in flags else None
+    before = snapshot(existing)
+    capsys.readouterr()
+    code = extract.run(extract_argv(place, existing, bbox=bbox, **flags) + ["--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("efm extract: error: --resume: ") and "\n" not in err, err
+    assert words in err and "pass --overwrite to replace it" in err, err
+    assert snapshot(existing) == before
+
+
+def test_shifted_area_message_names_both_origins(place, existing, capsys):
+    import json
+
+    zattrs = json.loads((pathlib.Path(existing) / "spatial_ref" / ".zattrs").read_text())
+    x0 = float(zattrs["GeoTransform"].split()[0])
+    extract.run(extract_argv(place, existing, bbox=place["shifted"]) + ["--resume"])
+    err = capsys.readouterr().err
+    assert f"x origin {x0:.10g} (this run: " in err and "shape" not in err  # same size: only the place differs
+
+
+def test_resume_in_the_same_place_finishes_the_store_exactly(place, tmp_path, capsys):
+    path = str(shutil.copytree(place["store"], tmp_path / "emb.zarr"))
+    interrupt(path)
+    assert extract.run(extract_argv(place, path) + ["--resume"]) == 0, capsys.readouterr().err
+    assert "chunks already done (resume)" in capsys.readouterr().out
+    got = xr.open_zarr(path, mask_and_scale=False)
+    want = xr.open_zarr(place["store"], mask_and_scale=False)
+    assert got.attrs["efm_status"] == "complete"
+    np.testing.assert_array_equal(got["embedding"].values, want["embedding"].values)
+
+
+# ---------------------------------------------------------------- classify --resume
+
+@pytest.fixture(scope="module")
+def class_place(place):
+    """A class map of the base store, a second model, and a store of the shifted area."""
+    import pandas as pd
+
+    root = place["root"]
+    ds = xr.open_zarr(place["store"], mask_and_scale=False)
+    values = ds["embedding"].isel(time=0).values.reshape(-1, ds.sizes["band"])
+    rng = np.random.default_rng(0)
+    picked = values[rng.choice(np.flatnonzero(~np.isnan(values[:, 0])), 90, replace=False)]
+    for name, labels in (("a", np.repeat(["x", "y", "z"], 30)), ("b", np.tile(["x", "y", "z"], 30))):
+        frame = pd.DataFrame(picked, columns=[str(b) for b in ds["band"].values])
+        frame.insert(0, "label", labels)
+        frame.insert(0, "point_id", np.arange(90))
+        frame.to_parquet(root / f"samples-{name}.parquet")
+        assert train.run(["--samples", str(root / f"samples-{name}.parquet"), "--classifier", "knn", "--folds", "3", "--output", str(root / f"{name}.skops")]) == 0
+    shifted = str(root / "shifted.zarr")
+    assert extract.run(extract_argv(place, shifted, bbox=place["shifted"])) == 0
+    classes = str(root / "classes.zarr")
+    assert classify.run(["--embeddings", place["store"], "--model", str(root / "a.skops"), "--output", classes, *FNAPI]) == 0
+    return {"classes": classes, "model_a": str(root / "a.skops"), "model_b": str(root / "b.skops"), "shifted": shifted}
+
+
+@pytest.mark.parametrize("state", ["complete", "interrupted"])
+@pytest.mark.parametrize("change, words", [
+    ("model", "model sha256 "),
+    ("confidence", "no confidence (this run: --confidence)"),
+    ("shifted", "x origin "),
+])
+def test_classify_resume_elsewhere_is_refused(place, class_place, tmp_path, capsys, state, change, words):
+    path = str(shutil.copytree(class_place["classes"], tmp_path / "classes.zarr"))
+    if state == "interrupted":
+        interrupt(path)
+    embeddings = class_place["shifted"] if change == "shifted" else place["store"]
+    model = class_place["model_b"] if change == "model" else class_place["model_a"]
+    extra = ["--confidence"] if change == "confidence" else []
+    before = snapshot(path)
+    capsys.readouterr()
+    code = classify.run(["--embeddings", embeddings, "--model", model, "--output", path, "--resume", *extra, *FNAPI])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("efm classify: error: --resume: ") and "\n" not in err, err
+    assert words in err, err
+    assert snapshot(path) == before
