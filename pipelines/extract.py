@@ -82,6 +82,18 @@ def open_chunk_limit(args, options) -> int:
     return limit
 
 
+def requests_in_flight(args, options, open_chunks: int, itemsize: int) -> int:
+    """What a run keeps in flight: the cap, or fewer when memory bounds the chunks held open
+    (only the requests of open chunks go out). Locally one budget per process; on Dataflow one per shard."""
+    workers = common.local_workers(options)
+    if workers:
+        holders = workers if options.view_as(DirectOptions).direct_running_mode == "multi_processing" else 1
+    else:
+        holders = fetchlib.shard_count(args.max_concurrent_requests, args.threads_per_worker or DEFAULT_THREADS_DISTRIBUTED)
+    per_chunk = planlib.requests_per_chunk(args.chunk_size, args.chunk_size, len(earthengine.EMBEDDING_BANDS), itemsize, args.request_tile_size)
+    return max(1, min(args.max_concurrent_requests, holders * open_chunks * per_chunk))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # 1. Local checks: cheap, no network.
@@ -126,11 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
     # Every run shows its plan first (a 48 GB area must not start without a word).
     already = store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
+    in_flight = requests_in_flight(args, options, open_chunks, itemsize)
     job = planlib.estimate(plan, n_bands=len(bands), transfer_itemsize=itemsize, store_dtype=args.dtype, tile_size=args.request_tile_size,
                            done=sum(1 for m in plan.markers() if m in already) if already else 0,
-                           max_concurrent=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second)
+                           max_concurrent=in_flight, max_requests_per_second=args.max_requests_per_second)
     rows = planlib.summary_rows(job, grid, years, transfer_dtype=transfer_dtype, store_dtype=args.dtype,
-                                max_concurrent=args.max_concurrent_requests, quota=args.source != "cog")
+                                max_concurrent=in_flight, quota=args.source != "cog")
+    if args.source != "cog" and in_flight < args.max_concurrent_requests:
+        rows.append(("requests in flight", f"{in_flight} of the cap's {args.max_concurrent_requests}: --worker-memory-gb {args.worker_memory_gb:g} holds "
+                                           f"{open_chunks} open chunk(s) per process; more memory buys speed (README: what memory a run needs)"))
     if args.dry_run:
         common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
         return 0

@@ -164,3 +164,17 @@ def test_cog_dry_run_checks_the_index_and_plans_reads(tmp_path_factory, tmp_path
     assert extract.run([*args, "--years", "2021", "--dry-run"]) == 2  # a year the mirror does not have: refused by the index check
     err = capsys.readouterr().err
     assert "2021" in err and err.count("\n") == 1 and not output.exists()
+
+
+def test_the_plan_times_the_requests_memory_lets_fly(emulator, images, tmp_path, capsys):
+    """With the default memory budget a float32 run holds 2 chunks of 1024 px (2 int8 requests each):
+    the plan's quota time uses the 4 requests that can be in flight, not the cap's 40, and says why."""
+    common = ["--bbox", bbox_inside(images, 2021), "--years", "2021", "--output", str(tmp_path / "e.zarr"), "--dry-run"]
+    code, out, err = run(emulator, capsys, *common)
+    assert code == 0, err
+    plan = summary_values(out)
+    assert plan["requests in flight"].startswith("4 of the cap's 40: --worker-memory-gb 2 holds 2 open chunk(s)")
+    assert "0.8 requests/s: 4 in flight, 5 s per request assumed" in plan["time at the quota bound"]
+    code, out, err = run(emulator, capsys, *common, "--worker-memory-gb", "64")
+    plan = summary_values(out)
+    assert code == 0 and "requests in flight" not in plan and "8 requests/s: 40 in flight" in plan["time at the quota bound"]
