@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from pipelines import common
-from transforms import models, outputs
+from transforms import models, outputs, training
 
 
 def build_parser():
@@ -30,12 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.model_format(args.output, "--output")
     outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
-    X, labels, groups, bands, table_meta = models.load_samples(args.samples, args.label_column)
+    X, labels, groups, bands, table_meta = training.load_samples(args.samples, args.label_column)
     if models.model_format(args.output, "--output") == "skops":
         models.check_skops_loadable(estimator, X, labels, args.output)
     with common.Stopwatch() as cv_clock:
-        metrics = models.cross_validate(estimator, X, labels, groups, args.folds, args.seed)
-    print(models.format_metrics(metrics))
+        metrics = training.cross_validate(estimator, X, labels, groups, args.folds, args.seed)
+    print(training.format_metrics(metrics))
     with common.Stopwatch() as fit_clock:
         estimator.fit(X, labels)
     sidecar = models.save_model(estimator, args.output, {

@@ -10,7 +10,7 @@ import xarray as xr
 
 from pipelines import classify as classify_cli, train as train_cli
 from store_factory import BANDS, make_store
-from transforms import models
+from transforms import models, training
 from transforms.classify import class_encoding
 
 FNAPI = ["--runner=FnApiRunner"]
@@ -68,7 +68,7 @@ def test_untrusted_skops_model_is_refused_before_fitting(store_and_samples, tmp_
     from sklearn.neighbors import KNeighborsClassifier
 
     _, table = store_and_samples
-    X, labels, *_ = models.load_samples(table)
+    X, labels, *_ = training.load_samples(table)
     estimator = KNeighborsClassifier(3, algorithm="ball_tree", metric=_python_metric)
     with pytest.raises(models.InputError, match=r"--output: .*PyFuncDistance.*--output .*m\.pkl.*--model-sha256"):
         models.check_skops_loadable(estimator, X, labels, str(tmp_path / "m.skops"))
