@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from test_fetch import pixel_values
 from transforms import store
 from transforms.chunks import GridSource, plan_chunks
 from transforms.fetch import FetchChunks, metric_max, metric_totals
@@ -22,11 +23,6 @@ from transforms.grid import Grid, chunk_windows
 
 BANDS = tuple(f"A{i:02d}" for i in range(4))
 YEARS = (2021, 2022)
-
-
-def pixel_values(year, rows, cols, bands):
-    r, c, b = np.meshgrid(rows, cols, np.arange(bands), indexing="ij")
-    return ((r * 7 + c * 3 + b + year) % 251).astype(np.float32)
 
 
 class Tracker:
