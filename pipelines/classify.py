@@ -1,6 +1,8 @@
 """`efm classify`: an embedding store + a model -> a class-map store, chunk by chunk.
 
     chunk specs | ClassifyChunks(store, model) | WriteChunks | MarkComplete
+
+The flow (prepare, plan, progress, write, markers) is pipelines/product.py's, shared by every per-pixel product.
 """
 from __future__ import annotations
 
@@ -8,13 +10,10 @@ import os
 import sys
 from typing import Sequence
 
-import apache_beam as beam
-
-from pipelines import common
-from transforms import grid as gridlib, models, outputs, plan as planlib, progress, readers, store
+from pipelines import common, product
+from transforms import grid as gridlib, models, outputs, plan as planlib, readers, store
 from transforms.classify import ClassifyChunks, class_encoding, class_template
 from transforms.errors import InputError
-from transforms.fetch import metric_totals
 
 
 def build_parser():
@@ -65,38 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attribution": store.ATTRIBUTION,
     })
     plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
-    done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
-    todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
-    todo_count = sum(stop - start for row in todo for start, stop in row.runs)
     classify = ClassifyChunks(
         embeddings=args.embeddings, model_path=args.model, model_sha256=loaded.sha256, encoding=encoding,
-        year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options),
+        year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options), years=years,
     )
-
-    def build(pipeline: beam.Pipeline) -> None:
-        written = (
-            pipeline
-            | "ChunkRows" >> beam.Create(todo)
-            | "ChunkSpecs" >> beam.FlatMap(plan.expand)
-            | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
-            | "Classify" >> classify
-            | "Write" >> store.WriteChunks(args.output, template)
-        )
-        written | "MarkComplete" >> store.MarkComplete(args.output, plan)  # the plan iterates its markers: no list
-
-    watch = progress.Progress("efm classify", lambda: len(store.done_markers(args.output)), plan.count, already=plan.count - todo_count,
-                              bytes_per_unit=info.chunk_rows * info.chunk_cols * len(info.bands) * 4,  # embeddings read, as float32
-                              enabled=common.local_workers(options) is not None and not common.detached(options))
-    with common.Stopwatch() as clock, watch:
-        result = common.run_pipeline(build, options)
-    totals = metric_totals(result)
+    result = product.run_map("efm classify", args.output, template, plan, classify, options, info=info, resume=args.resume, overwrite=args.overwrite)
+    totals, clock = result.totals, result
     pixels = totals.get("pixels_classified", 0)
     common.print_summary(f"efm classify: {args.output} complete", [
         ("model", f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"),
         ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
-        ("chunks planned", plan.count),
-        ("chunks already done (resume)", plan.count - todo_count),
-        ("chunks written", totals.get("chunks_written", 0)),
+        *product.chunk_rows(result),
         ("pixels classified", pixels),
         ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),
         ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),

@@ -10,6 +10,8 @@ SUBCOMMANDS = {
     "train": ("pipelines.train", "train a classifier on sampled points, with cross-validation"),
     "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),
     "classify": ("pipelines.classify", "apply a model to a store chunk by chunk -> class map"),
+    "change": ("pipelines.change", "per-pixel similarity of two years (1 = unchanged) -> change store"),
+    "similarity": ("pipelines.similarity", "similarity of every pixel to reference points -> similarity store"),
     "export": ("pipelines.export", "class map or embedding band -> Cloud-Optimized GeoTIFF + PNG"),
     "make-sample-data": ("pipelines.make_sample_data", "generate a local COG mirror with ground truth and labelled points"),
     "demo": ("pipelines.demo", "run the workflow end to end on generated data, offline"),

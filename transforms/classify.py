@@ -2,6 +2,8 @@
 
     chunk specs | ClassifyChunks(store path, model path + sha256, ...) | store.WriteChunks | MarkComplete
 
+`ClassifyChunks` is the chunk-map frame (transforms/chunk_map.py) with `ClassifyFunction`.
+
 `predict_chunk` is the pure function under it: a (rows, cols, bands) float32 window in,
 class codes (rows, cols) and optionally the max class probability out. The window is
 viewed as a (pixels, bands) matrix without copying; only when some pixels are no data are
@@ -19,16 +21,13 @@ import contextlib
 import dataclasses
 import re
 
-import apache_beam as beam
 import numpy as np
 import xarray as xr
-import xarray_beam as xbeam
 
-from transforms import models, store
-from transforms.chunks import ChunkSpec
+from transforms import models
+from transforms.chunk_map import ChunkFunction, MapChunks, Variable, output_template
 from transforms.errors import InputError
-from transforms.fetch import METRICS_NAMESPACE
-from transforms.readers import StoreReader, valid_mask
+from transforms.readers import valid_mask
 
 UINT8_FILL = 255
 INT16_FILL = -1
@@ -110,29 +109,20 @@ def predict_chunk(model, values: np.ndarray, lookup: LabelLookup, dtype: str, fi
     return (classes, conf.reshape(rows, cols)) if confidence else (classes, None)
 
 
+def class_variables(encoding: ClassEncoding, *, confidence: bool) -> list[Variable]:
+    variables = [Variable("class", encoding.dtype, encoding.fill, {
+        "long_name": "class", "flag_values": list(encoding.values), "flag_meanings": " ".join(encoding.meanings),
+        "class_labels": list(encoding.labels), "fill_value": encoding.fill,
+    })]
+    if confidence:
+        variables.append(Variable("confidence", "float32", float("nan"), {"long_name": "maximum class probability", "units": "1", "fill_value": "NaN"}))
+    return variables
+
+
 def class_template(embeddings: xr.Dataset, years: list[int], encoding: ClassEncoding, *, confidence: bool, chunk_rows: int, chunk_cols: int, attrs: dict) -> xr.Dataset:
     """A lazy Dataset with the class map's full shape, the embedding store's coords and CRS."""
-    import dask.array as da
-
-    times = np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]")
-    shape = (len(years), embeddings.sizes["y"], embeddings.sizes["x"])
-    chunks = (1, chunk_rows, chunk_cols)
-    coords = {"time": times, "y": embeddings["y"].values, "x": embeddings["x"].values}
-    if "spatial_ref" in embeddings.coords:
-        coords["spatial_ref"] = ((), np.int64(0), dict(embeddings["spatial_ref"].attrs))
-    ds = xr.Dataset(coords=coords)
-    ds["class"] = (("time", "y", "x"), da.full(shape, encoding.fill, dtype=encoding.dtype, chunks=chunks))
-    ds["class"].attrs.update(
-        long_name="class", grid_mapping="spatial_ref", flag_values=list(encoding.values),
-        flag_meanings=" ".join(encoding.meanings), class_labels=list(encoding.labels), fill_value=encoding.fill,
-    )
-    ds["class"].encoding["_FillValue"] = np.array(encoding.fill, dtype=encoding.dtype)
-    if confidence:
-        ds["confidence"] = (("time", "y", "x"), da.full(shape, np.nan, dtype=np.float32, chunks=chunks))
-        ds["confidence"].attrs.update(long_name="maximum class probability", units="1", grid_mapping="spatial_ref", fill_value="NaN")
-    ds.attrs.update(attrs)
-    ds.attrs.update({"years": list(years), "efm_version": store.tool_version(), "efm_product": "classes", store.STATUS_ATTR: "incomplete"})
-    return ds
+    return output_template(embeddings, class_variables(encoding, confidence=confidence), years, chunk_rows=chunk_rows, chunk_cols=chunk_cols,
+                           product="classes", attrs=attrs)
 
 
 @contextlib.contextmanager
@@ -153,20 +143,20 @@ def _limit_threads(model, n_jobs: int | None):
     return model
 
 
-class _ClassifyFn(beam.DoFn):
-    def __init__(self, embeddings: str, model_path: str, model_sha256: str, encoding: ClassEncoding, year_to_time: dict, confidence: bool, n_jobs: int | None):
+class ClassifyFunction(ChunkFunction):
+    """The class map's per-chunk computation: one year's window -> `class` [and `confidence`]."""
+
+    counter = "pixels_classified"
+
+    def __init__(self, model_path: str, model_sha256: str, encoding: ClassEncoding, confidence: bool, n_jobs: int | None):
         from apache_beam.utils import shared
 
-        self.reader = StoreReader(embeddings)
         self.model_path = model_path
         self.model_sha256 = model_sha256
         self.encoding = encoding
-        self.year_to_time = year_to_time
         self.confidence = confidence
         self.n_jobs = n_jobs
         self.shared = shared.Shared()
-        self.pixels = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "pixels_classified")
-        self.nodata = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "pixels_nodata")
 
     def setup(self):
         path, sha, n_jobs = self.model_path, self.model_sha256, self.n_jobs
@@ -174,43 +164,25 @@ class _ClassifyFn(beam.DoFn):
         self.model = self.shared.acquire(lambda: _LoadedModel(_limit_threads(models.load_verified(path, sha), n_jobs)), tag=sha).model
         self.lookup = self.encoding.lookup()
 
-    def process(self, spec: ChunkSpec):
+    def __call__(self, windows, time_index):
         import threadpoolctl
 
-        values = self.reader.read(self.year_to_time[spec.year], spec.window)
         # BLAS/OpenMP threads (k-NN distances, ...) share the cores with the other workers, like n_jobs.
         with threadpoolctl.threadpool_limits(limits=self.n_jobs) if self.n_jobs else _nothing():
-            classes, conf = predict_chunk(self.model, values, self.lookup, self.encoding.dtype, self.encoding.fill, self.confidence)
-        n_valid = int(np.count_nonzero(classes != self.encoding.fill))
-        self.pixels.inc(n_valid)
-        self.nodata.inc(classes.size - n_valid)
-        data = {"class": (("time", "y", "x"), classes[np.newaxis])}
-        if self.confidence:
-            data["confidence"] = (("time", "y", "x"), conf[np.newaxis])
-        key = xbeam.Key({"time": spec.time_index, "y": spec.window.row, "x": spec.window.col})
-        yield key, xr.Dataset(data)
+            classes, conf = predict_chunk(self.model, windows[0], self.lookup, self.encoding.dtype, self.encoding.fill, self.confidence)
+        return {"class": classes, "confidence": conf} if self.confidence else {"class": classes}
 
 
-@dataclasses.dataclass
-class ClassifyChunks(beam.PTransform):
-    """ChunkSpecs -> (xbeam.Key, Dataset of `class` [and `confidence`]) for one model.
+def ClassifyChunks(embeddings: str, model_path: str, model_sha256: str, encoding: ClassEncoding, year_to_time: dict, confidence: bool = False,
+                   n_jobs: int | None = None, years: list[int] | None = None) -> MapChunks:
+    """ChunkSpecs -> (xbeam.Key, Dataset of `class` [and `confidence`]) for one model: a MapChunks.
 
     The model is read from `model_path` once per worker process (in setup(), shared across
     threads) and only if its sha256 is `model_sha256`, the hash the driver checked.
+    `year_to_time`: year -> store time index; output time index i is `years[i]` (default: its order).
     """
-
-    embeddings: str
-    model_path: str
-    model_sha256: str
-    encoding: ClassEncoding
-    year_to_time: dict
-    confidence: bool = False
-    n_jobs: int | None = None  # estimator n_jobs on workers (None: as trained)
-
-    def __post_init__(self):
-        super().__init__()
-
-    def expand(self, specs):
-        return specs | "Predict" >> beam.ParDo(
-            _ClassifyFn(self.embeddings, self.model_path, self.model_sha256, self.encoding, self.year_to_time, self.confidence, self.n_jobs)
-        )
+    years = list(year_to_time) if years is None else years
+    return MapChunks(
+        embeddings=embeddings, compute=ClassifyFunction(model_path, model_sha256, encoding, confidence, n_jobs),
+        inputs={i: (year_to_time[y],) for i, y in enumerate(years)}, variables=tuple(class_variables(encoding, confidence=confidence)),
+    )

@@ -5,7 +5,8 @@ else -- a folder or file that is not ours, a product of another kind, a bucket r
 filesystem root or a home folder, a path that is, holds or lies inside an input -- is
 refused with one line, and nothing is touched. How a product is recognised:
 
-    embedding / class-map store  group attr `efm_product` ("embeddings" | "classes"); older
+    embedding / class-map store  group attr `efm_product` ("embeddings" | "classes" | "change" |
+                                 "similarity"); older
                                  stores by their variable plus `efm_version`/`efm_status`
     sample table                 the Parquet schema metadata key b"efm" (transforms.sampling)
     model file                   its sidecar: `format: efm-model/1`, sha256 equal to the file's
@@ -36,6 +37,8 @@ PNG_KEY = "efm_product"
 KINDS = {
     "embeddings": "an efm embedding store",
     "classes": "an efm class-map store",
+    "change": "an efm change store",
+    "similarity": "an efm similarity store",
     "table": "an efm sample table",
     "model": "an efm model file",
     "geotiff": "an efm GeoTIFF export",
@@ -43,8 +46,9 @@ KINDS = {
     "sample-data": "an efm sample-data folder",
     "demo": "an efm demo folder",
 }
-STORE_VARIABLE = {"embeddings": "embedding", "classes": "class"}
+STORE_VARIABLE = {"embeddings": "embedding", "classes": "class", "change": "similarity", "similarity": "similarity"}
 RESUMABLE = set(STORE_VARIABLE)
+_BEFORE_PRODUCT_ATTR = ("embeddings", "classes")  # kinds that existed before `efm_product`: recognised by their variable
 
 # What each folder product holds (glob patterns of top-level entries -> the product an entry is, if any).
 SAMPLE_DATA_ENTRIES = {"mirror": "mirror", "ground_truth.tif": None, "labels.geojson": None, "colors.json": None, "sample_data.json": None}
@@ -161,7 +165,7 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
     if kind not in STORE_VARIABLE:
         kind = None
         if isinstance(attrs, dict) and ("efm_version" in attrs or "efm_status" in attrs):  # stores from before efm_product
-            kind = next((k for k, v in STORE_VARIABLE.items() if v in arrays), None)
+            kind = next((k for k in _BEFORE_PRODUCT_ATTR if STORE_VARIABLE[k] in arrays), None)
     own, foreign = [], []
     for f in files:
         head, _, rest = f.partition("/")

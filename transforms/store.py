@@ -156,7 +156,7 @@ class _WriteChunkFn(beam.DoFn):
         xbeam.validate_zarr_chunk(key, chunk, self.template, self.zarr_chunks)
         xbeam.write_chunk_to_zarr(key, chunk, self.path, self.template)
         o = key.offsets
-        name = f"{o['time']}.{o['y']}.{o['x']}"  # == ChunkSpec.marker
+        name = f"{o.get('time', 0)}.{o['y']}.{o['x']}"  # == ChunkSpec.marker (a (y, x) product: time 0)
         self.fs.pipe_file(f"{self.root}/{MARKER_DIR}/{name}", b"")  # only after the chunk is in place
         self.written.inc()
         yield name

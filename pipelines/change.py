@@ -1,0 +1,80 @@
+"""`efm change`: two years of an embedding store -> a change store, chunk by chunk.
+
+    chunk specs | MapChunks(ChangeFunction, reads (from-year, to-year) of each window) | WriteChunks | MarkComplete
+
+`similarity (y, x)` float32 = the dot product of the pixel's from-year and to-year vectors
+(1 = unchanged; NaN where either year has no data); with --threshold also `changed (y, x)`
+uint8 (1 = similarity < threshold, 0 otherwise, 255 = no data).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Sequence
+
+from pipelines import common, product
+from transforms import outputs, plan as planlib, readers, store
+from transforms.change import ChangeFunction, mask_variable, similarity_variable
+from transforms.chunk_map import MapChunks, output_template
+from transforms.errors import InputError
+
+
+def build_parser():
+    parser = common.make_parser("efm change", "Per-pixel similarity of two years of an embedding store (1 = unchanged) -> a change Zarr store.")
+    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
+    parser.add_argument("--from-year", required=True, type=int, help="the earlier year, e.g. 2022")
+    parser.add_argument("--to-year", required=True, type=int, help="the later year, e.g. 2023")
+    parser.add_argument("--output", required=True, help="change store to write (Zarr, local path or gs://)")
+    parser.add_argument("--threshold", type=float, help="also write `changed` = 1 where similarity < THRESHOLD (in [-1, 1], e.g. 0.8)")
+    product.add_resume_flags(parser)
+    return parser
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
+        raise InputError("--threshold", f"{threshold} is not a similarity; give a number in [-1, 1], e.g. 0.8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, options = common.split_args(build_parser(), argv)
+    # Checks, before anything is written or any worker starts.
+    check_threshold(args.threshold)
+    if args.from_year == args.to_year:
+        raise InputError("--to-year", f"--from-year and --to-year are both {args.to_year}; give two different years")
+    ds = store.open_embeddings(args.embeddings)
+    info = readers.store_info(args.embeddings, ds)
+    readers.select_years(info, [args.from_year], flag="--from-year")
+    readers.select_years(info, [args.to_year], flag="--to-year")
+    outputs.check_output(args.output, "change", inputs={"--embeddings": args.embeddings}, resume=args.resume, overwrite=args.overwrite)
+
+    variables = [similarity_variable(f"similarity of the {args.from_year} and {args.to_year} embeddings (1 = unchanged)")]
+    if args.threshold is not None:
+        variables.append(mask_variable("changed", f"similarity below {args.threshold}", args.threshold))
+    attrs = {**product.grid_attrs(args.embeddings, info), "from_year": args.from_year, "to_year": args.to_year, "years": [args.from_year, args.to_year]}
+    if args.threshold is not None:
+        attrs["threshold"] = args.threshold
+    template = output_template(ds, variables, None, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="change", attrs=attrs)
+    plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, [args.to_year])  # one (y, x) layer
+    transform = MapChunks(args.embeddings, ChangeFunction(args.threshold), {0: (info.time_index(args.from_year), info.time_index(args.to_year))},
+                          tuple(variables), timed=False)
+    result = product.run_map("efm change", args.output, template, plan, transform, options, info=info, resume=args.resume,
+                             overwrite=args.overwrite, windows_per_chunk=2)
+    pixels = result.totals.get("pixels_computed", 0)
+    common.print_summary(f"efm change: {args.output} complete", [
+        ("years", f"{args.from_year} -> {args.to_year}"),
+        ("grid", f"{info.width} x {info.height} px in {info.crs}"),
+        *product.chunk_rows(result),
+        ("pixels compared", pixels),
+        ("pixels without data in either year (NaN)", result.totals.get("pixels_nodata", 0)),
+        ("threshold", "none" if args.threshold is None else f"changed = similarity < {args.threshold}"),
+        ("wall time", f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)"),
+    ])
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm change", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

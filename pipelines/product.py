@@ -1,0 +1,80 @@
+"""The pipeline side of every per-pixel product (classify, change, similarity, predict), written once:
+
+    prepare the store (new, --resume or --overwrite) -> the chunks left to do -> Beam graph
+    (ChunkRows | ChunkSpecs | Reshuffle | MapChunks | WriteChunks | MarkComplete) with progress
+    -> metric totals for the summary.
+
+Each command checks its input first (one line, exit 2, nothing written), builds its template and
+its `MapChunks`, then calls `run_map`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+
+from pipelines import common
+from transforms import plan as planlib, progress, readers, store
+from transforms.fetch import metric_totals
+
+
+@dataclasses.dataclass
+class MapRun:
+    totals: dict
+    seconds: float
+    planned: int
+    already_done: int
+
+
+def run_map(prog: str, output: str, template, plan: planlib.ChunkPlan, transform, options, *, info: readers.StoreInfo, resume: bool,
+            overwrite: bool, windows_per_chunk: int = 1) -> MapRun:
+    """Write `template`'s store at `output` chunk by chunk with `transform` (a MapChunks)."""
+    done = store.prepare(output, template, resume=resume, overwrite=overwrite)
+    todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
+    todo_count = sum(stop - start for row in todo for start, stop in row.runs)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        written = (
+            pipeline
+            | "ChunkRows" >> beam.Create(todo)
+            | "ChunkSpecs" >> beam.FlatMap(plan.expand)
+            | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
+            | "Compute" >> transform
+            | "Write" >> store.WriteChunks(output, template)
+        )
+        written | "MarkComplete" >> store.MarkComplete(output, plan)  # the plan iterates its markers: no list
+
+    watch = progress.Progress(prog, lambda: len(store.done_markers(output)), plan.count, already=plan.count - todo_count,
+                              bytes_per_unit=info.chunk_rows * info.chunk_cols * len(info.bands) * 4 * windows_per_chunk,  # embeddings read, as float32
+                              enabled=common.local_workers(options) is not None and not common.detached(options))
+    with common.Stopwatch() as clock, watch:
+        result = common.run_pipeline(build, options)
+    return MapRun(metric_totals(result), clock.seconds, plan.count, plan.count - todo_count)
+
+
+def chunk_rows(run: MapRun) -> list[tuple[str, object]]:
+    """The summary rows every product prints about its chunks."""
+    return [
+        ("chunks planned", run.planned),
+        ("chunks already done (resume)", run.already_done),
+        ("chunks written", run.totals.get("chunks_written", 0)),
+    ]
+
+
+def add_resume_flags(parser, what: str = "compute only the missing chunks") -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help=f"finish an interrupted run: {what}")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def grid_attrs(args_embeddings: str, info: readers.StoreInfo) -> dict:
+    """Store attributes every product carries (provenance, grid, licence)."""
+    return {
+        "source": args_embeddings,
+        "embeddings_source": info.source,
+        "crs": info.crs,
+        "scale": abs(info.transform[0]),
+        "chunk_size": info.chunk_rows,
+        "license": store.LICENSE,
+        "attribution": store.ATTRIBUTION,
+    }
