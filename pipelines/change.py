@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     attrs = {**product.grid_attrs(args.embeddings, info), "from_year": args.from_year, "to_year": args.to_year, "years": [args.from_year, args.to_year]}
     if args.threshold is not None:
         attrs["threshold"] = args.threshold
+    product.check_resume_attrs(args.output, attrs, {"threshold": "--threshold"}, resume=args.resume)
     template = output_template(ds, variables, None, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="change", attrs=attrs)
     plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, [args.to_year])  # one (y, x) layer
     transform = MapChunks(args.embeddings, ChangeFunction(args.threshold), {0: (info.time_index(args.from_year), info.time_index(args.to_year))},

@@ -78,3 +78,21 @@ def grid_attrs(args_embeddings: str, info: readers.StoreInfo) -> dict:
         "license": store.LICENSE,
         "attribution": store.ATTRIBUTION,
     }
+
+
+def check_resume_attrs(output: str, attrs: dict, names: dict[str, str], *, resume: bool) -> None:
+    """--resume also needs the product's own inputs unchanged (attrs `names`: attr -> what it is), which
+    transforms/resume.py does not know of: e.g. a similarity store's reference vectors, a mask's threshold."""
+    if not resume or not store.exists(output):
+        return
+    import zarr
+
+    from transforms.errors import InputError
+
+    try:
+        existing = dict(zarr.open_group(output, mode="r", zarr_format=store.ZARR_FORMAT).attrs)
+    except Exception:  # not a store: outputs.check_output, run next, says what it is
+        return
+    differ = [what for name, what in names.items() if existing.get(name) != attrs.get(name)]
+    if differ:
+        raise InputError("--resume", f"{output} was made with another {' and another '.join(differ)}; resume with the flags that made it, or pass --overwrite to replace it")

@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.threshold is not None:
         attrs["threshold"] = args.threshold
+    product.check_resume_attrs(args.output, attrs, {"reference_vectors": "reference (points, --label or --reference-year)", "threshold": "--threshold"},
+                               resume=args.resume)
     template = output_template(ds, variables, years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="similarity", attrs=attrs)
     plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
     transform = MapChunks(args.embeddings, SimilarityFunction({t: r.vector for t, r in by_output.items()}, args.threshold),

@@ -105,6 +105,19 @@ def test_label_filter_and_reference_year(stores, tmp_path):
     assert abs(np.linalg.norm(ref) - 1) > 1e-4
 
 
+def test_resume_refuses_other_reference_points(stores, tmp_path, capsys):
+    s = stores["float32"]
+    first = write_points(tmp_path / "a.geojson", class_pixels(s, 1), ["a"] * 6)
+    other = write_points(tmp_path / "b.geojson", class_pixels(s, 2), ["a"] * 6)
+    output = tmp_path / "sim.zarr"
+    assert run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, *FNAPI) == 0
+    assert run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, "--resume", *FNAPI) == 0
+    capsys.readouterr()
+    assert run("--embeddings", s.path, "--points", other, "--years", 2021, "--output", output, "--resume", *FNAPI) == 2
+    assert "efm similarity: error: --resume: " in capsys.readouterr().err
+    assert run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, "--resume", "--threshold", 0.5, *FNAPI) == 2
+
+
 def test_similarity_on_gcs(stores, tmp_path, gcs, gcs_bucket):
     s = stores["int8"]
     gcs.fs.put(s.path, f"{gcs_bucket[5:]}/emb.zarr", recursive=True)
