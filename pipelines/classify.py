@@ -39,11 +39,16 @@ def worker_threads(options) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
+    return classify(args, options)
+
+
+def classify(args, options, loaded: models.LoadedModel | None = None, prog: str = "efm classify") -> int:
+    """The class map of a classifier or clusterer (`efm predict` comes here too, with the model it loaded)."""
     # 1. Checks, before anything is written or any worker starts.
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    loaded = loaded or models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
     models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
@@ -64,14 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attribution": store.ATTRIBUTION,
     })
     plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
-    classify = ClassifyChunks(
+    transform = ClassifyChunks(
         embeddings=args.embeddings, model_path=args.model, model_sha256=loaded.sha256, encoding=encoding,
         year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options), years=years,
     )
-    result = product.run_map("efm classify", args.output, template, plan, classify, options, info=info, resume=args.resume, overwrite=args.overwrite)
+    result = product.run_map(prog, args.output, template, plan, transform, options, info=info, resume=args.resume, overwrite=args.overwrite)
     totals, clock = result.totals, result
     pixels = totals.get("pixels_classified", 0)
-    common.print_summary(f"efm classify: {args.output} complete", [
+    common.print_summary(f"{prog}: {args.output} complete", [
         ("model", f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"),
         ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
         *product.chunk_rows(result),

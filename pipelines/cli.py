@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "train": ("pipelines.train", "train a classifier on sampled points, with cross-validation"),
     "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),
     "classify": ("pipelines.classify", "apply a model to a store chunk by chunk -> class map"),
+    "predict": ("pipelines.predict", "apply any model (classifier, clusterer, regressor) to a store -> map"),
     "change": ("pipelines.change", "per-pixel similarity of two years (1 = unchanged) -> change store"),
     "similarity": ("pipelines.similarity", "similarity of every pixel to reference points -> similarity store"),
     "export": ("pipelines.export", "class map or embedding band -> Cloud-Optimized GeoTIFF + PNG"),

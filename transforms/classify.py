@@ -162,7 +162,7 @@ class ClassifyFunction(ChunkFunction):
         path, sha, n_jobs = self.model_path, self.model_sha256, self.n_jobs
         # One model per worker process, shared by every thread's DoFn instance.
         self.model = self.shared.acquire(lambda: _LoadedModel(_limit_threads(models.load_verified(path, sha), n_jobs)), tag=sha).model
-        self.lookup = self.encoding.lookup()
+        self.lookup = self.encoding.lookup() if self.encoding is not None else None
 
     def __call__(self, windows, time_index):
         import threadpoolctl
@@ -186,3 +186,40 @@ def ClassifyChunks(embeddings: str, model_path: str, model_sha256: str, encoding
         embeddings=embeddings, compute=ClassifyFunction(model_path, model_sha256, encoding, confidence, n_jobs),
         inputs={i: (year_to_time[y],) for i, y in enumerate(years)}, variables=tuple(class_variables(encoding, confidence=confidence)),
     )
+
+
+def regress_chunk(model, values: np.ndarray) -> np.ndarray:
+    """(rows, cols, bands) float32, NaN = no data -> model.predict as float32 (rows, cols), NaN = no data."""
+    rows, cols, bands = values.shape
+    flat = values.reshape(rows * cols, bands)
+    valid = valid_mask(flat)
+    out = np.full(rows * cols, np.nan, dtype=np.float32)
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid:
+        out[valid] = np.asarray(model.predict(flat if n_valid == flat.shape[0] else flat[valid]), dtype=np.float64).reshape(n_valid, -1)[:, 0]
+    return out.reshape(rows, cols)
+
+
+def regression_variable(sidecar: dict) -> Variable:
+    """`prediction`, with the target's name and units from the model sidecar (when it names them)."""
+    target = sidecar.get("target") or sidecar.get("target_column") or "prediction"
+    attrs = {"long_name": f"predicted {target}", "target": target, "fill_value": "NaN"}
+    units = sidecar.get("units") or sidecar.get("target_units")
+    if units:
+        attrs["units"] = units
+    return Variable("prediction", "float32", float("nan"), attrs)
+
+
+class RegressFunction(ClassifyFunction):
+    """A regressor's per-chunk computation: one year's window -> `prediction` float32 (NaN = no data)."""
+
+    counter = "pixels_predicted"
+
+    def __init__(self, model_path: str, model_sha256: str, n_jobs: int | None):
+        super().__init__(model_path, model_sha256, None, False, n_jobs)
+
+    def __call__(self, windows, time_index):
+        import threadpoolctl
+
+        with threadpoolctl.threadpool_limits(limits=self.n_jobs) if self.n_jobs else _nothing():
+            return {"prediction": regress_chunk(self.model, windows[0])}

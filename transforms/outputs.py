@@ -6,7 +6,7 @@ filesystem root or a home folder, a path that is, holds or lies inside an input 
 refused with one line, and nothing is touched. How a product is recognised:
 
     embedding / class-map store  group attr `efm_product` ("embeddings" | "classes" | "change" |
-                                 "similarity"); older
+                                 "similarity" | "prediction"); older
                                  stores by their variable plus `efm_version`/`efm_status`
     sample table                 the Parquet schema metadata key b"efm" (transforms.sampling)
     model file                   its sidecar: `format: efm-model/1`, sha256 equal to the file's
@@ -39,6 +39,7 @@ KINDS = {
     "classes": "an efm class-map store",
     "change": "an efm change store",
     "similarity": "an efm similarity store",
+    "prediction": "an efm prediction store",
     "table": "an efm sample table",
     "model": "an efm model file",
     "geotiff": "an efm GeoTIFF export",
@@ -46,7 +47,7 @@ KINDS = {
     "sample-data": "an efm sample-data folder",
     "demo": "an efm demo folder",
 }
-STORE_VARIABLE = {"embeddings": "embedding", "classes": "class", "change": "similarity", "similarity": "similarity"}
+STORE_VARIABLE = {"embeddings": "embedding", "classes": "class", "change": "similarity", "similarity": "similarity", "prediction": "prediction"}
 RESUMABLE = set(STORE_VARIABLE)
 _BEFORE_PRODUCT_ATTR = ("embeddings", "classes")  # kinds that existed before `efm_product`: recognised by their variable
 

@@ -1,0 +1,73 @@
+"""`efm predict`: any model + an embedding store -> a map, chunk by chunk.
+
+A classifier or clusterer gives what `efm classify` gives (the same code, pipelines/classify.py);
+a regressor (`sklearn.base.is_regressor`, or kind "regressor" in the model file / sidecar) gives
+`prediction (time, y, x)` float32, NaN = no data, with the target's name and units from the
+sidecar in its attrs.
+
+    chunk specs | MapChunks(RegressFunction(model)) | WriteChunks | MarkComplete
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from pipelines import classify as classify_cli, common, product
+from transforms import grid as gridlib, models, outputs, plan as planlib, readers, store
+from transforms.chunk_map import MapChunks, output_template
+from transforms.classify import RegressFunction, regression_variable
+from transforms.errors import InputError
+
+
+def build_parser():
+    parser = classify_cli.build_parser()
+    parser.prog = "efm predict"
+    parser.description = ("Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> a class map "
+                          "(as efm classify), a regressor -> `prediction` float32.")
+    return parser
+
+
+def is_regressor(loaded: models.LoadedModel) -> bool:
+    from sklearn.base import is_regressor as sk_is_regressor
+
+    return sk_is_regressor(loaded.model) or loaded.kind == "regressor" or loaded.sidecar.get("kind") == "regressor"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, options = common.split_args(build_parser(), argv)
+    loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    if not is_regressor(loaded):
+        return classify_cli.classify(args, options, loaded, prog="efm predict")
+    if args.confidence:
+        raise InputError("--confidence", f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop --confidence")
+    ds = store.open_embeddings(args.embeddings)
+    info = readers.store_info(args.embeddings, ds)
+    years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    models.check_bands(loaded, list(info.bands), args.embeddings)
+    outputs.check_output(args.output, "prediction", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)]},
+                         resume=args.resume, overwrite=args.overwrite)
+    variable = regression_variable(loaded.sidecar)
+    attrs = {**product.grid_attrs(args.embeddings, info), "model": args.model, "model_sha256": loaded.sha256, "model_estimator": type(loaded.model).__name__}
+    template = output_template(ds, [variable], years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="prediction", attrs=attrs)
+    plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
+    transform = MapChunks(args.embeddings, RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
+                          {t: (info.time_index(year),) for t, year in enumerate(years)}, (variable,))
+    result = product.run_map("efm predict", args.output, template, plan, transform, options, info=info, resume=args.resume, overwrite=args.overwrite)
+    pixels = result.totals.get("pixels_predicted", 0)
+    common.print_summary(f"efm predict: {args.output} complete", [
+        ("model", f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}"),
+        ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
+        *product.chunk_rows(result),
+        ("pixels predicted", pixels),
+        ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
+        ("wall time", f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)"),
+    ])
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm predict", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
