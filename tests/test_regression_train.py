@@ -111,6 +111,7 @@ def bad_table(path):
     (["--target-column", "agbd", "--classifier", "knn"], "--classifier: --target-column trains a regressor"),
     (["--regressor", "knn"], "--regressor: a regressor needs the numeric column to learn: add --target-column"),
     (["--target-column", "agbd", "--regressor", "xgb"], "--regressor: unknown regressor 'xgb'"),
+    (["--target-column", "agbd", "--folds", "40"], "--folds: too few samples \\(30\\) to validate with 40 folds"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
     table = tmp_path / "s.parquet"
