@@ -1,7 +1,8 @@
-"""Model files: the classifier registry, saving with a JSON sidecar, and loading safely.
+"""Model files: the classifier and regressor registries, saving with a JSON sidecar, and loading safely.
 
 A model file is a pickle (`.pkl`, `.pickle`, `.joblib`, written with joblib) or a `.skops`
-file. Next to it, `<model file>.json` (the sidecar) records the class labels, the band
+file. Next to it, `<model file>.json` (the sidecar) records the class labels (a regressor's
+target column and units instead), the band
 names, the store the samples came from, the scikit-learn version, the metrics, and the
 file's sha256.
 
