@@ -2,9 +2,8 @@
 
 A model file is a pickle (`.pkl`, `.pickle`, `.joblib`, written with joblib) or a `.skops`
 file. Next to it, `<model file>.json` (the sidecar) records the class labels (a regressor's
-target column and units instead), the band
-names, the store the samples came from, the scikit-learn version, the metrics, and the
-file's sha256.
+target column and units instead), the band names, the store the samples came from, the
+scikit-learn version, the metrics, and the file's sha256.
 
 Loading is where the danger is: a pickle is code, and unpickling a file from a bucket runs
 whatever it holds on every worker. So:
