@@ -49,6 +49,9 @@ def classify(args, options, loaded: models.LoadedModel | None = None, prog: str 
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
     loaded = loaded or models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    if loaded.is_regressor:
+        raise InputError("--model", f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
+                                    "apply it with `efm predict` (same flags)")
     models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")

@@ -27,16 +27,10 @@ def build_parser():
     return parser
 
 
-def is_regressor(loaded: models.LoadedModel) -> bool:
-    from sklearn.base import is_regressor as sk_is_regressor
-
-    return sk_is_regressor(loaded.model) or loaded.kind == "regressor" or loaded.sidecar.get("kind") == "regressor"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
-    if not is_regressor(loaded):
+    if not loaded.is_regressor:
         return classify_cli.classify(args, options, loaded, prog="efm predict")
     if args.confidence:
         raise InputError("--confidence", f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop --confidence")

@@ -21,7 +21,9 @@ def build_parser():
     parser = common.make_parser("efm sample", "Sample the embedding of the pixel under each labelled point, for each year -> a Parquet table.")
     parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
     parser.add_argument("--points", required=True, help="labelled points: GeoJSON, GeoPackage, GeoParquet, or CSV with lon/lat columns; any CRS")
-    parser.add_argument("--label-column", required=True, help="the column holding each point's class label")
+    parser.add_argument("--label-column", help="the column holding each point's class label (required unless --keep-columns names columns: a table for regression only)")
+    parser.add_argument("--keep-columns", help="numeric columns of the points file to copy into the table, e.g. agbd,canopy_height "
+                        "(default: every numeric column but the coordinates and the label; 'none' for none)")
     parser.add_argument("--output", required=True, help="table to write, e.g. samples.parquet (local path or gs://)")
     parser.add_argument("--years", help="years to sample, e.g. 2021,2022 (default: every year of the store)")
     parser.add_argument("--points-crs", help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)")
@@ -38,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
     outputs.check_output(args.output, "table", inputs={"--embeddings": args.embeddings, "--points": args.points}, overwrite=args.overwrite)
     outputs.check_parts(args.output + ".parts")
-    points = sampling.read_points(args.points, args.label_column, args.points_crs)
-    if len(points.labels) == 0:
+    keep = parse_keep_columns(args.keep_columns, args.label_column)
+    points = sampling.read_points(args.points, args.label_column, args.points_crs, keep_columns=keep)
+    if len(points.x) == 0:
         raise InputError("--points", f"{args.points} holds no labelled point (column {args.label_column!r} is empty)")
     rows, cols = sampling.to_pixels(info, points)
     outside = int((rows < 0).sum())
@@ -53,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years,
         "store_years": list(info.years), "bands": list(info.bands), "store_dtype": info.dtype,
         "points": args.points, "points_crs": points.crs, "label_column": args.label_column,
+        "keep_columns": list(points.columns),
     }
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -71,20 +75,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
     table = sampling.read_table(args.output)  # written by the pipeline's last step
-    per_class = collections.Counter(table.column("label").to_pylist())
+    per_class = collections.Counter(table.column("label").to_pylist()) if points.labels is not None else None
     common.print_summary(f"efm sample: {args.output} written", [
-        ("points read", len(points.labels) + points.missing_label),
+        ("points read", len(points.x) + points.missing_label),
         ("dropped: no label", points.missing_label),
         ("dropped: outside the store", outside),
         ("dropped: no data (point, year)", totals.get("samples_nodata", 0)),
         ("rows written (point x year)", table.num_rows),
         ("chunk reads", f"{totals.get('chunk_reads', 0)} (each chunk once per year)"),
-        ("rows per class", ", ".join(f"{k}: {v}" for k, v in sorted(per_class.items(), key=lambda kv: str(kv[0]))) or "none"),
+        ("rows per class", "no label column" if per_class is None else
+         ", ".join(f"{k}: {v}" for k, v in sorted(per_class.items(), key=lambda kv: str(kv[0]))) or "none"),
+        ("columns kept", ", ".join(points.columns) or "none"),
         ("wall time", f"{clock.seconds:.1f} s"),
     ])
     if table.num_rows == 0:
         print("efm sample: warning: every point fell on no data; the table is empty", file=sys.stderr)
     return 0
+
+
+def parse_keep_columns(text: str | None, label_column: str | None) -> list[str] | None:
+    """--keep-columns -> names (None: every numeric column; [] for 'none'); without a label column
+    the table is for regression and needs the columns named."""
+    names = None if text is None else [] if text.strip().lower() == "none" else [c.strip() for c in text.split(",") if c.strip()]
+    if label_column is None and not names:
+        raise InputError("--label-column", "required: name the class label column, or (for regression only) name the numeric columns to keep with --keep-columns, e.g. --keep-columns agbd")
+    return names
 
 
 def run(argv: Sequence[str] | None = None) -> int:

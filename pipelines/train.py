@@ -1,7 +1,8 @@
-"""`efm train`: a sample table -> a cross-validated classifier in a model file + JSON sidecar.
+"""`efm train`: a sample table -> a cross-validated classifier (or, with --target-column, a
+regressor) in a model file + JSON sidecar.
 
-Runs in one process (the samples fit in memory; scikit-learn is the engine): stratified
-k-fold cross-validation first, then a fit on every sample, then the model and its sidecar.
+Runs in one process (the samples fit in memory; scikit-learn is the engine): k-fold
+cross-validation first (stratified for classes), then a fit on every sample, then the model and its sidecar.
 """
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from typing import Sequence
 
 from pipelines import common
 from transforms import models, outputs, training
+from transforms.errors import InputError
 
 
 def build_parser():
-    parser = common.make_parser("efm train", "Train a classifier on sampled embeddings, with stratified k-fold cross-validation.")
+    parser = common.make_parser("efm train", "Train a classifier (or a regressor, with --target-column) on sampled embeddings, with k-fold cross-validation.")
     parser.add_argument("--samples", required=True, help="table from `efm sample` (Parquet)")
-    parser.add_argument("--classifier", default="random-forest", help=f"one of {', '.join(models.CLASSIFIERS)} (default: %(default)s)")
+    parser.add_argument("--classifier", help=f"one of {', '.join(models.CLASSIFIERS)} (default: random-forest)")
+    parser.add_argument("--target-column", help="train a regressor on this numeric column of the table (kept by `efm sample --keep-columns`) instead of a classifier")
+    parser.add_argument("--regressor", help=f"with --target-column: one of {', '.join(models.REGRESSORS)} (default: random-forest)")
+    parser.add_argument("--target-units", default="", help="units of the target, recorded in the sidecar, e.g. Mg/ha (default: none)")
     parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="estimator parameter, repeatable, e.g. --param n_neighbors=7 (values are Python literals)")
     parser.add_argument("--output", required=True, help="model file: .skops (safe to share) or .pkl/.joblib (pickle); the sidecar goes to <output>.json")
     parser.add_argument("--label-column", default="label", help="label column of the table (default: %(default)s)")
@@ -27,6 +32,13 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, _ = common.split_args(build_parser(), argv)
+    if args.target_column is not None and args.classifier is not None:
+        raise InputError("--classifier", "--target-column trains a regressor: choose it with --regressor (or drop --target-column to train a classifier)")
+    if args.regressor is not None and args.target_column is None:
+        raise InputError("--regressor", "a regressor needs the numeric column to learn: add --target-column COLUMN (or use --classifier for classes)")
+    if args.target_column is not None:
+        return train_regressor(args)
+    args.classifier = args.classifier or "random-forest"
     models.model_format(args.output, "--output")
     outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
@@ -55,10 +67,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("classes", ", ".join(map(str, estimator.classes_))),
         ("samples", f"{len(labels)} x {len(bands)} bands"),
         ("overall accuracy (CV)", f"{metrics['overall_accuracy']:.4f}"),
+        ("balanced accuracy (CV)", f"{metrics['balanced_accuracy']:.4f}"),
+        ("macro F1 (CV)", f"{metrics['macro_f1']:.4f}"),
         ("sidecar", models.sidecar_path(args.output)),
         ("sha256", sidecar["sha256"]),
         ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
         ("next", f"efm classify --model {args.output}" + ("" if sidecar["model_format"] == "skops" else f" --model-sha256 {sidecar['sha256']}") + " --embeddings ... --output ..."),
+    ])
+    return 0
+
+
+def train_regressor(args) -> int:
+    """`efm train --target-column C [--regressor NAME]`: the same steps, with a regressor on a numeric column."""
+    args.regressor = args.regressor or "random-forest"
+    models.model_format(args.output, "--output")
+    outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
+    estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
+    X, y, groups, bands, table_meta = training.load_target_samples(args.samples, args.target_column)
+    if models.model_format(args.output, "--output") == "skops":
+        models.check_skops_loadable(estimator, X, y, args.output)
+    with common.Stopwatch() as cv_clock:
+        metrics = training.cross_validate_regression(estimator, X, y, groups, args.folds, args.seed)
+    print(training.format_regression_metrics(metrics, args.target_column, args.target_units))
+    with common.Stopwatch() as fit_clock:
+        estimator.fit(X, y)
+    sidecar = models.save_model(estimator, args.output, {
+        "kind": "regressor",
+        "regressor": args.regressor,
+        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
+        "target": args.target_column,
+        "units": args.target_units,
+        "bands": bands,
+        "n_features": len(bands),
+        "samples": {"path": args.samples, "rows": len(y), "target_column": args.target_column},
+        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
+        "metrics": metrics,
+    })
+    units = f" {args.target_units}" if args.target_units else ""
+    print()
+    common.print_summary(f"efm train: {args.output} written", [
+        ("regressor", f"{type(estimator).__name__} ({args.regressor})"),
+        ("target", f"{args.target_column}" + (f" ({args.target_units})" if args.target_units else "")),
+        ("samples", f"{len(y)} x {len(bands)} bands"),
+        ("R² (CV)", f"{metrics['r2']:.4f}"),
+        ("RMSE / MAE (CV)", f"{metrics['rmse']:.4g}{units} / {metrics['mae']:.4g}{units}"),
+        ("sidecar", models.sidecar_path(args.output)),
+        ("sha256", sidecar["sha256"]),
+        ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
     ])
     return 0
 

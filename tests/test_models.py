@@ -150,3 +150,39 @@ def test_train_refuses_classes_too_small_to_validate(tmp_path, capsys):
     assert "--folds: too few samples to validate with 5 folds in class 'forest': 3" in err
     assert not (tmp_path / "m.skops").exists()
     assert train_cli.run(["--samples", str(table), "--folds", "3", "--classifier", "knn", "--output", str(tmp_path / "m.pkl")]) == 0
+
+
+def test_balanced_accuracy_and_macro_f1_equal_scikit_learn(tmp_path, capsys):
+    """Unequal, overlapping classes: the three scores differ, and each equals scikit-learn's on the same folds."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["water", "forest", "urban"], [40, 12, 8])
+    X = (np.eye(64)[np.searchsorted(["forest", "urban", "water"], labels)] * 0.6 + rng.normal(scale=0.5, size=(60, 64))).astype(np.float32)
+    table = tmp_path / "s.parquet"
+    pd.DataFrame({"point_id": np.arange(60), "label": labels, "year": 2021, **dict(zip(BANDS, X.T))}).to_parquet(table)
+    assert train_cli.run(["--samples", str(table), "--classifier", "knn", "--output", str(tmp_path / "m.skops")]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m.skops.json").read_text())["metrics"]
+    predicted = cross_val_predict(KNeighborsClassifier(5), X, labels, cv=StratifiedKFold(5, shuffle=True, random_state=0))
+    expected = {"overall_accuracy": accuracy_score(labels, predicted), "balanced_accuracy": balanced_accuracy_score(labels, predicted),
+                "macro_f1": f1_score(labels, predicted, average="macro")}
+    assert len({round(v, 6) for v in expected.values()}) == 3  # the data tells them apart
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, rel=1e-12), name
+    assert f"balanced accuracy: {expected['balanced_accuracy']:.4f}" in printed and f"macro F1: {expected['macro_f1']:.4f}" in printed
+    assert f"balanced accuracy (CV)  {expected['balanced_accuracy']:.4f}" in printed
+
+
+@pytest.mark.parametrize("suffix", [".skops", ".pkl"])
+def test_ridge_linear_probe_trains_and_loads(tmp_path, suffix):
+    from sklearn.linear_model import RidgeClassifier
+
+    table, out = tmp_path / "samples.parquet", tmp_path / f"ridge{suffix}"
+    samples_table(table)
+    assert train_cli.run(["--samples", str(table), "--classifier", "ridge", "--output", str(out)]) == 0
+    meta = json.loads((tmp_path / f"ridge{suffix}.json").read_text())
+    loaded = models.load_model(str(out), sha256=meta["sha256"] if suffix == ".pkl" else None)
+    assert isinstance(loaded.model, RidgeClassifier) and loaded.kind == "classifier"
+    assert loaded.classes == ["forest", "urban", "water"] and meta["metrics"]["balanced_accuracy"] == 1.0

@@ -86,3 +86,14 @@ def test_a_regressor_with_confidence_is_refused(stores, regressors, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("efm predict: error: --confidence: a regressor") and "\n" not in err
     assert not output.exists()
+
+
+def test_classify_refuses_a_regressor_and_names_efm_predict(stores, regressors, tmp_path, capsys):
+    from pipelines import classify as classify_cli
+
+    _, path, sha = regressors["ridge"]
+    output = tmp_path / "classes.zarr"
+    assert classify_cli.run(["--embeddings", stores["float32"].path, "--model", path, "--model-sha256", sha, "--output", str(output), *FNAPI]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("efm classify: error: --model: ") and "apply it with `efm predict`" in err and "\n" not in err
+    assert not output.exists()

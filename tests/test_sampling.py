@@ -117,3 +117,71 @@ def test_split_by_chunk_groups_every_point_once():
     assert sorted(ids) == list(range(1000)) and len({k for k, _ in parts}) == len(parts)
     for (r0, c0), p in parts:
         assert (p["row"] // 256 * 256 == r0).all() and (p["col"] // 128 * 128 == c0).all()
+
+
+def points_with_columns(s, tmp_path, fmt, label=True):
+    """Points on chosen pixels with numeric columns (float with gaps, int), text and a boolean; the file and the pixels."""
+    rows, cols = chosen_pixels(s, n=60, seed=4)
+    x, y = centres(s, rows, cols)
+    rng = np.random.default_rng(7)
+    agbd = rng.gamma(2.0, 50.0, len(rows))
+    agbd[::7] = np.nan
+    columns = {**({"cls": np.where(rows % 2 == 0, "even", "odd")} if label else {}), "agbd": agbd,
+               "count": rng.integers(0, 1000, len(rows)), "name": [f"p{i}" for i in range(len(rows))], "flag": rows % 3 == 0}
+    if fmt == "csv":
+        lon, lat = pyproj.Transformer.from_crs(s.grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+        pd.DataFrame({"lon": lon, "lat": lat, **columns}).to_csv(tmp_path / "p.csv", index=False)
+        return tmp_path / "p.csv", pd.read_csv(tmp_path / "p.csv"), rows, cols
+    geopandas.GeoDataFrame(columns, geometry=shapely.points(x, y), crs=s.grid.crs).to_file(tmp_path / "p.geojson", driver="GeoJSON")
+    return tmp_path / "p.geojson", geopandas.read_file(tmp_path / "p.geojson"), rows, cols
+
+
+@pytest.mark.parametrize("fmt", ["csv", "geojson"])
+def test_sample_keeps_the_points_numeric_columns(stores, tmp_path, fmt, capsys):
+    s = stores["float32"]
+    points, file, rows, cols = points_with_columns(s, tmp_path, fmt)
+    out = tmp_path / "samples.parquet"
+    assert run("--embeddings", s.path, "--points", points, "--label-column", "cls", "--output", out) == 0
+    assert "columns kept                    agbd, count" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    check_table(table, s, rows, cols)
+    ids = table["point_id"].to_numpy()
+    # every numeric column but the coordinates and the label, with the file's values (gaps stay gaps)
+    assert [c for c in table.columns if c not in ("point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", *BANDS)] == ["agbd", "count"]
+    np.testing.assert_array_equal(table["agbd"].to_numpy(), file["agbd"].to_numpy()[ids])
+    np.testing.assert_array_equal(table["count"].to_numpy(), file["count"].to_numpy()[ids])
+    assert table["count"].dtype == file["count"].dtype and table["count"].dtype.kind == "i" and np.isnan(table["agbd"]).any()
+    assert sampling.read_table_metadata(str(out))["keep_columns"] == ["agbd", "count"]
+
+
+def test_sample_for_regression_without_a_label(stores, tmp_path, capsys):
+    s = stores["int8"]
+    points, file, rows, cols = points_with_columns(s, tmp_path, "csv", label=False)
+    out = tmp_path / "gedi.parquet"
+    assert run("--embeddings", s.path, "--points", points, "--keep-columns", "agbd", "--output", out) == 0
+    table = pd.read_parquet(out)
+    check_table(table, s, rows, cols)
+    assert "label" not in table.columns and "count" not in table.columns
+    np.testing.assert_array_equal(table["agbd"].to_numpy(), file["agbd"].to_numpy()[table["point_id"]])
+    meta = sampling.read_table_metadata(str(out))
+    assert meta["keep_columns"] == ["agbd"] and meta["label_column"] is None
+    # --keep-columns none: the table of before, nothing of the file's columns
+    file.assign(cls="a").to_csv(tmp_path / "l.csv", index=False)
+    assert run("--embeddings", s.path, "--points", tmp_path / "l.csv", "--label-column", "cls", "--keep-columns", "none", "--output", tmp_path / "n.parquet") == 0
+    assert list(pd.read_parquet(tmp_path / "n.parquet").columns) == ["point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", *BANDS]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--label-column", "cls", "--keep-columns", "name"], "--keep-columns: column 'name' of .* is not numeric"),
+    (["--label-column", "cls", "--keep-columns", "agbd,height"], "--keep-columns: .* has no column 'height'"),
+    (["--label-column", "cls", "--keep-columns", "cls"], "--keep-columns: 'cls' is a column the table already has"),
+    ([], "--label-column: required: name the class label column, or .* --keep-columns"),
+    (["--keep-columns", "none"], "--label-column: required"),
+])
+def test_bad_keep_columns(stores, tmp_path, capsys, argv, message):
+    s = stores["float32"]
+    points, *_ = points_with_columns(s, tmp_path, "csv")
+    assert run("--embeddings", s.path, "--points", points, "--output", tmp_path / "o.parquet", *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and __import__("re").search(message, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]

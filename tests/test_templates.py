@@ -133,7 +133,7 @@ BAD_VALUES = {
     "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "yes": ["yes", "y", "TRUE"], "trust_pickle": ["yes"], "confidence": ["on"],
     "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
     "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],
-    "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"],
+    "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"], "keep_columns": ["", "agbd,,height", ",agbd", "agbd,", "a\nb"],
 }
 BAD_BY_PIPELINE = {"sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]}}
 

@@ -1,9 +1,9 @@
-"""Model files: the classifier registry, saving with a JSON sidecar, and loading safely.
+"""Model files: the classifier and regressor registries, saving with a JSON sidecar, and loading safely.
 
 A model file is a pickle (`.pkl`, `.pickle`, `.joblib`, written with joblib) or a `.skops`
-file. Next to it, `<model file>.json` (the sidecar) records the class labels, the band
-names, the store the samples came from, the scikit-learn version, the metrics, and the
-file's sha256.
+file. Next to it, `<model file>.json` (the sidecar) records the class labels (a regressor's
+target column and units instead), the band names, the store the samples came from, the
+scikit-learn version, the metrics, and the file's sha256.
 
 Loading is where the danger is: a pickle is code, and unpickling a file from a bucket runs
 whatever it holds on every worker. So:
@@ -47,8 +47,21 @@ CLASSIFIERS: dict[str, tuple[str, str, dict]] = {
     "extra-trees": ("sklearn.ensemble", "ExtraTreesClassifier", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
     "gradient-boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier", {"random_state": 0}),
     "logistic-regression": ("sklearn.linear_model", "LogisticRegression", {"max_iter": 1000}),
+    "ridge": ("sklearn.linear_model", "RidgeClassifier", {}),  # a linear probe, as the AlphaEarth evaluations use
     "svm": ("sklearn.svm", "SVC", {}),
     "mlp": ("sklearn.neural_network", "MLPClassifier", {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0}),
+}
+
+# The same, for `efm train --target-column` (a numeric target).
+REGRESSORS: dict[str, tuple[str, str, dict]] = {
+    "knn": ("sklearn.neighbors", "KNeighborsRegressor", {"n_neighbors": 5}),
+    "random-forest": ("sklearn.ensemble", "RandomForestRegressor", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
+    "extra-trees": ("sklearn.ensemble", "ExtraTreesRegressor", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
+    "gradient-boosting": ("sklearn.ensemble", "HistGradientBoostingRegressor", {"random_state": 0}),
+    "ridge": ("sklearn.linear_model", "Ridge", {}),
+    "linear": ("sklearn.linear_model", "LinearRegression", {}),
+    "svr": ("sklearn.svm", "SVR", {}),
+    "mlp": ("sklearn.neural_network", "MLPRegressor", {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0}),
 }
 
 # Types skops does not trust by default that our registry's models (and k-means) contain.
@@ -103,9 +116,17 @@ def parse_params(items: list[str] | None, flag: str = "--param") -> dict:
 
 
 def make_classifier(name: str, params: dict | None = None, flag: str = "--classifier"):
-    if name not in CLASSIFIERS:
-        raise InputError(flag, f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
-    module, cls, defaults = CLASSIFIERS[name]
+    return _make(CLASSIFIERS, "classifier", name, params, flag)
+
+
+def make_regressor(name: str, params: dict | None = None, flag: str = "--regressor"):
+    return _make(REGRESSORS, "regressor", name, params, flag)
+
+
+def _make(registry: dict, kind: str, name: str, params: dict | None, flag: str):
+    if name not in registry:
+        raise InputError(flag, f"unknown {kind} {name!r}; choose from {', '.join(registry)}")
+    module, cls, defaults = registry[name]
     estimator_class = getattr(importlib.import_module(module), cls)
     valid = estimator_class().get_params()
     params = dict(params or {})
@@ -129,7 +150,8 @@ def check_skops_loadable(estimator, X: np.ndarray, labels: np.ndarray, output: s
     import skops.io
     from sklearn.base import clone
 
-    first = np.unique(labels, return_index=True)[1]  # one row of each class, then the first rows
+    # one row of each class, then the first rows (a numeric target: the first rows only)
+    first = np.unique(labels, return_index=True)[1] if labels.dtype.kind not in "fc" else np.empty(0, np.int64)
     rows = np.unique(np.concatenate([first, np.arange(min(len(labels), PROBE_ROWS))]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. ConvergenceWarning on the tiny fit
@@ -232,7 +254,8 @@ class LoadedModel:
     path: str
 
     @property
-    def classes(self) -> list:
+    def classes(self) -> list | None:
+        """The class labels; None for a regressor (it has no classes)."""
         return model_classes(self.model, self.sidecar)
 
     @property
@@ -240,8 +263,14 @@ class LoadedModel:
         return model_bands(self.model, self.sidecar)
 
     @property
+    def is_regressor(self) -> bool:
+        from sklearn.base import is_regressor
+
+        return self.kind == "regressor" or self.sidecar.get("kind") == "regressor" or is_regressor(self.model)
+
+    @property
     def kind(self) -> str | None:
-        """"classifier" or "clusterer": the model file's record, else the fitted model's own attributes."""
+        """"classifier", "clusterer" or "regressor": the model file's record, else the fitted model's own attributes."""
         return embedded_fields(self.model).get("kind") or model_sidecar.intrinsic_fields(self.model).get("kind")
 
 
@@ -314,7 +343,11 @@ def load_verified(path: str, sha256: str):
 
 # ---------------------------------------------------------------- what a model expects
 
-def model_classes(model, sidecar: dict) -> list:
+def model_classes(model, sidecar: dict) -> list | None:
+    """The class labels (cluster numbers for a clusterer); None for a regressor."""
+    kind = embedded_fields(model).get("kind") or model_sidecar.intrinsic_fields(model).get("kind")
+    if kind == "regressor":
+        return None
     if embedded_fields(model).get("classes") is not None:  # equal to the sidecar's when both exist (check_sidecar)
         return list(embedded_fields(model)["classes"])
     if sidecar.get("classes") is not None:

@@ -29,22 +29,30 @@ CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 COORD_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("lng", "lat"), ("x", "y"))
 METADATA_KEY = b"efm"
+# Columns every table has (bands A00..A63 too): a kept column may not take their names.
+RESERVED_COLUMNS = frozenset({"point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", "geometry"}
+                             | {f"A{i:02d}" for i in range(100)})
+KEPT_PREFIX = "keep:"  # batch keys of kept columns (the batch's own keys stay apart)
 
 
 @dataclasses.dataclass
 class Points:
-    """Labelled points in their own CRS."""
+    """Labelled points in their own CRS, with the numeric columns kept for the table."""
 
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: no label column (a table for regression only)
     x: np.ndarray
     y: np.ndarray
     crs: str
     missing_label: int = 0  # rows dropped because their label was empty
+    columns: dict = dataclasses.field(default_factory=dict)  # kept numeric columns: name -> values
 
 
+def read_points(path: str, label_column: str | None, points_crs: str | None = None, flag: str = "--points",
+                keep_columns: list[str] | None = None) -> Points:
+    """GeoJSON / GeoPackage / any OGR file, GeoParquet, or CSV with lon/lat (or x/y) columns.
 
-def read_points(path: str, label_column: str, points_crs: str | None = None, flag: str = "--points") -> Points:
-    """GeoJSON / GeoPackage / any OGR file, GeoParquet, or CSV with lon/lat (or x/y) columns."""
+    `keep_columns`: the numeric columns to carry into the table (None: every numeric one but the
+    coordinates and the label; [] for none)."""
     import geopandas
 
     lower = path.lower()
@@ -64,7 +72,7 @@ def read_points(path: str, label_column: str, points_crs: str | None = None, fla
         raise InputError(flag, f"{path} does not exist") from None
     except Exception as exc:
         raise InputError(flag, f"cannot read {path} as points (GeoJSON, GeoPackage, GeoParquet or CSV): {first_line(exc)}") from None
-    if label_column not in frame.columns:
+    if label_column is not None and label_column not in frame.columns:
         columns = [c for c in frame.columns if c != "geometry"]
         raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns are {', '.join(map(str, columns))}")
     if geo is not None:
@@ -86,6 +94,10 @@ def read_points(path: str, label_column: str, points_crs: str | None = None, fla
         x = pd.to_numeric(frame[pair[0]], errors="coerce").to_numpy(np.float64)
         y = pd.to_numeric(frame[pair[1]], errors="coerce").to_numpy(np.float64)
         crs = points_crs or "EPSG:4326"
+    coords = () if geo is not None else pair
+    columns = numeric_columns(frame, path, keep_columns, exclude={label_column, *coords})
+    if label_column is None:
+        return Points(None, np.asarray(x), np.asarray(y), crs, 0, columns)
     labels = frame[label_column]
     has_label = labels.notna().to_numpy() & (labels.astype(str).str.strip() != "").to_numpy()
     labels = labels.to_numpy()
@@ -96,7 +108,34 @@ def read_points(path: str, label_column: str, points_crs: str | None = None, fla
     elif np.issubdtype(labels.dtype, np.floating) and has_label.any() and np.all(labels[has_label] == np.round(labels[has_label])):
         labels = labels.astype(np.float64)  # integral floats (from a CSV with gaps) become ints below
         labels = np.where(has_label, labels, 0).astype(np.int64)
-    return Points(labels[has_label], np.asarray(x)[has_label], np.asarray(y)[has_label], crs, int((~has_label).sum()))
+    return Points(labels[has_label], np.asarray(x)[has_label], np.asarray(y)[has_label], crs, int((~has_label).sum()),
+                  {k: v[has_label] for k, v in columns.items()})
+
+
+def numeric_columns(frame: pd.DataFrame, path: str, keep: list[str] | None, exclude: set) -> dict:
+    """The columns to keep -> their values as in the file (ints stay ints). By default every numeric
+    (not boolean) column but `exclude` and the table's own column names; named ones must be numeric."""
+    def numeric(c):
+        dtype = frame[c].dtype
+        return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+    if keep is None:
+        names = [c for c in frame.columns if c != "geometry" and c not in exclude and str(c) not in RESERVED_COLUMNS and numeric(c)]
+    else:
+        names = list(keep)
+        for name in names:
+            if name not in frame.columns:
+                columns = [c for c in frame.columns if c != "geometry"]
+                raise InputError("--keep-columns", f"{path} has no column {name!r}; its columns are {', '.join(map(str, columns))}")
+            if name in RESERVED_COLUMNS or name in exclude:
+                raise InputError("--keep-columns", f"{name!r} is a column the table already has (or the label / a coordinate); keep other columns")
+            if not numeric(name):
+                raise InputError("--keep-columns", f"column {name!r} of {path} is not numeric ({frame[name].dtype}); keep only numeric columns")
+    return {str(c): frame[c].to_numpy() for c in names}
+
+
+def is_band(name) -> bool:
+    return len(str(name)) == 3 and str(name)[0] == "A" and str(name)[1:].isdigit()
 
 
 def to_pixels(info: StoreInfo, points: Points) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +167,8 @@ def point_batches(points: Points, rows: np.ndarray, cols: np.ndarray, batch_size
     """The points inside the grid, in batches of arrays (small Beam elements, not one per point)."""
     keep = np.flatnonzero(rows >= 0)
     return [
-        {"id": ids, "label": points.labels[ids], "x": points.x[ids], "y": points.y[ids], "row": rows[ids], "col": cols[ids]}
+        {"id": ids, **({} if points.labels is None else {"label": points.labels[ids]}), "x": points.x[ids], "y": points.y[ids],
+         "row": rows[ids], "col": cols[ids], **{KEPT_PREFIX + k: v[ids] for k, v in points.columns.items()}}
         for ids in (keep[i : i + batch_size] for i in range(0, len(keep), batch_size))
     ]
 
@@ -152,7 +192,8 @@ def sample_rows(values: np.ndarray, batch: dict, row0: int, col0: int, year: int
     vectors = values[batch["row"] - row0, batch["col"] - col0]  # (points, bands)
     valid = valid_mask(vectors)
     frame = pd.DataFrame({
-        "point_id": batch["id"][valid], "label": batch["label"][valid],
+        "point_id": batch["id"][valid], **({"label": batch["label"][valid]} if "label" in batch else {}),
+        **{k[len(KEPT_PREFIX):]: v[valid] for k, v in batch.items() if k.startswith(KEPT_PREFIX)},
         "point_x": batch["x"][valid], "point_y": batch["y"][valid],
         "year": np.full(int(valid.sum()), year, dtype=np.int16),
         "pixel_x": batch["col"][valid].astype(np.int32), "pixel_y": batch["row"][valid].astype(np.int32),
@@ -255,7 +296,9 @@ def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame
     if tables:
         table = pa.concat_tables(tables, promote_options="permissive").sort_by([("point_id", "ascending"), ("year", "ascending")])
     else:
-        empty = {"point_id": [], "label": [], "point_x": [], "point_y": [], "year": [], "pixel_x": [], "pixel_y": [], **{b: [] for b in bands}}
+        label = {"label": []} if metadata.get("label_column", "label") is not None else {}
+        kept = {c: [] for c in metadata.get("keep_columns", [])}
+        empty = {"point_id": [], **label, **kept, "point_x": [], "point_y": [], "year": [], "pixel_x": [], "pixel_y": [], **{b: [] for b in bands}}
         table = pa.Table.from_pandas(pd.DataFrame(empty).astype({b: np.float32 for b in bands}), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()})
     with fsspec.open(output, "wb") as f:
