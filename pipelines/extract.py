@@ -142,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 max_concurrent=args.max_concurrent_requests, quota=args.source != "cog")
     if args.dry_run:
         common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
+        if job.too_big():  # the dry run of a job the real run refuses says so
+            print(f"efm extract: a large job ({'; '.join(job.too_big())}): the real run needs --yes")
         return 0
     common.print_summary(f"efm extract: plan for {args.output}", rows)
     if job.too_big() and not args.yes:
