@@ -18,13 +18,14 @@ from transforms.errors import InputError
 LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
 
 
-def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def make_parser(prog: str, description: str, beam_options: bool = True) -> argparse.ArgumentParser:
+    """beam_options=False: a command that takes only its own flags (no Beam options to pass on)."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         allow_abbrev=False,  # an abbreviation must not swallow a Beam flag
         epilog="Any other flag is passed to Beam's PipelineOptions (e.g. --runner, --direct_num_workers, "
-        "--temp_location, --project, --region for Dataflow).",
+        "--temp_location, --project, --region for Dataflow)." if beam_options else None,
     )
     parser.add_argument("--verbose", action="store_true", help="on failure, print the full trace and the run's log on stderr "
                         "(otherwise: one line, the trace in a log file it names)")

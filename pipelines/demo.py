@@ -29,7 +29,7 @@ OUTPUTS = tuple(outputs.DEMO_ENTRIES)
 
 
 def build_parser():
-    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export -> accuracy.")
+    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export -> accuracy.", beam_options=False)
     parser.add_argument("--output", default="demo-output", help="folder to write everything to (default: %(default)s)")
     parser.add_argument("--small", action="store_true", help="a small area (256 x 320 px) for a quick check (about 30 s)")
     parser.add_argument("--dtype", choices=["int8", "float32"], default="int8", help="embedding store dtype (default: %(default)s, the mirror's own codes)")

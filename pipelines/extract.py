@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bands = earthengine.EMBEDDING_BANDS
     if args.request_tile_size:
         request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
-    outputs.check_output(args.output, "embeddings", inputs={"--cog-root": args.cog_root, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
+    found = outputs.check_output(args.output, "embeddings", inputs={"--cog-root": args.cog_root, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
 
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
@@ -136,6 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
+    source_attrs = cog.store_attrs(args.cog_root) if args.source == "cog" else {
+        "source": f"earthengine:{args.collection}",
+        "collection": args.collection,
+        "transfer_dtype": transfer_dtype,
+    }
+    skipped = plan.touched.size - plan.per_year
+    template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped})
+    if args.resume and found.kind is not None:  # a store in another place is refused before a plan (or dry run) counts its chunks as done
+        store.check_resume(args.output, template)
     # Every run shows its plan first (a 48 GB area must not start without a word).
     already = store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
     in_flight = requests_in_flight(args, options, open_chunks, itemsize)
@@ -149,19 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            f"{open_chunks} open chunk(s) per process; more memory buys speed (README: what memory a run needs)"))
     if args.dry_run:
         common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
+        if job.too_big():  # the dry run of a job the real run refuses says so
+            print(f"efm extract: a large job ({'; '.join(job.too_big())}): the real run needs --yes")
         return 0
     common.print_summary(f"efm extract: plan for {args.output}", rows)
     if job.too_big() and not args.yes:
         raise InputError("--yes", f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
                          "(or make the area, years or --scale smaller)")
     # 4. Set up (or reopen) the store: the first write of the run.
-    source_attrs = cog.store_attrs(args.cog_root) if args.source == "cog" else {
-        "source": f"earthengine:{args.collection}",
-        "collection": args.collection,
-        "transfer_dtype": transfer_dtype,
-    }
-    skipped = plan.touched.size - plan.per_year
-    template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped})
     done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)

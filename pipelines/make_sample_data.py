@@ -19,7 +19,7 @@ SIZES = {"small": sample_data.SMALL, "default": {}}
 
 
 def build_parser():
-    parser = common.make_parser("efm make-sample-data", "Generate a realistic sample of the int8 COG mirror (two UTM zones, two years) with ground truth and labelled points.")
+    parser = common.make_parser("efm make-sample-data", "Generate a realistic sample of the int8 COG mirror (two UTM zones, two years) with ground truth and labelled points.", beam_options=False)
     parser.add_argument("--output", required=True, help="folder to write (local)")
     parser.add_argument("--size", default="default", help="small | default | ROWSxCOLS in 10 m pixels (default: %(default)s = 1024x1280)")
     parser.add_argument("--tile-size", type=int, help="side of each COG file in pixels (default: 512, small: 128; the public mirror's is 8192)")

@@ -65,6 +65,7 @@ def test_dry_run_plans_and_writes_nothing(emulator, images, tmp_path, gcs_bucket
         assert plan["grid"].endswith("in EPSG:32631, 2 year(s)") and int(plan["chunks planned"]) > 0 and int(plan["requests"]) > 0
         for name in ("chunks skipped (outside the AOI)", "bytes on the wire", "store size", "time at the quota bound", "time at emulator throughput"):
             assert name in plan
+        assert "--yes" not in out  # a small job: no size warning
     assert not (tmp_path / "emb.zarr").exists() and list(tmp_path.iterdir()) == []
     assert gcs.fs.ls(gcs_bucket.removeprefix("gs://")) == []
     assert emulator.count("computePixels") == 0
@@ -110,6 +111,7 @@ def test_country_plans_through_the_cli_and_needs_yes(emulator, tmp_path, capsys)
     chunks = int(plan["chunks planned"].replace(",", ""))
     assert 20_000 <= chunks <= 60_000 and plan["grid"].endswith("in EPSG:32631, 8 year(s)")
     assert chunks < int(plan["requests"].replace(",", "")) < 2 * chunks and plan["store size"].split()[1] == "TB"
+    assert out.strip().splitlines()[-1].startswith("efm extract: a large job (") and out.strip().endswith("the real run needs --yes")
     # The same job without --dry-run and without --yes: the plan, then one line, exit 2, nothing written.
     code, out, err = run(emulator, capsys, *common)
     assert code == 2 and out.startswith(f"efm extract: plan for {output}\n") and summary_values(out)["chunks planned"] == plan["chunks planned"]

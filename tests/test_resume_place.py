@@ -104,6 +104,18 @@ def test_resume_elsewhere_is_refused_naming_the_difference(place, existing, caps
     assert snapshot(existing) == before
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_resume_elsewhere_is_refused_before_the_plan(place, existing, capsys, dry_run):
+    """No plan counting the other place's chunks as done, and a dry run fails as the run would."""
+    before = snapshot(existing)
+    capsys.readouterr()
+    code = extract.run(extract_argv(place, existing, bbox=place["shifted"]) + ["--resume", *dry_run])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith("efm extract: error: --resume: ") and "x origin" in err, err
+    assert "chunks already done" not in out, out
+    assert snapshot(existing) == before
+
+
 def test_shifted_area_message_names_both_origins(place, existing, capsys):
     import json
 

@@ -120,6 +120,14 @@ def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, f
     return set()
 
 
+def check_resume(path: str, template: xr.Dataset) -> None:
+    """Refuse (InputError, one line) to resume an existing store where this run would write elsewhere."""
+    from transforms import resume as resume_check
+
+    existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False)  # stored dtypes
+    resume_check.check(path, existing, template)
+
+
 def setup(path: str, template: xr.Dataset) -> None:
     """Write metadata and coords (not the chunks): the store exists, marked incomplete."""
     variable = next(iter(template.data_vars))
