@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             | "FitAndSave" >> beam.Map(fit_and_save, clusters=args.clusters, seed=args.seed, output=args.output, sidecar=sidecar)
         )
 
+    # No progress lines here (nothing is written before the fit): say what will happen instead.
+    print(f"efm cluster: drawing {args.sample_size:,} valid pixels uniformly from {len(specs):,} chunks, then k-means with "
+          f"{args.clusters} clusters (n_init=4) on them; the model is written at the end", file=sys.stderr, flush=True)
     with common.Stopwatch() as clock:
         result = common.run_pipeline(build, options)
     meta = models.read_sidecar(args.output)

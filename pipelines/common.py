@@ -18,9 +18,19 @@ from transforms.errors import InputError
 LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are efm's one line (`--flag: what`), not a usage block."""
+
+    def error(self, message: str):
+        match = re.match(r"argument (--[\w-]+)(?:/\S+)?: (.*)", message)
+        if match:
+            raise InputError(match.group(1), f"{match.group(2)} (see {self.prog} --help)")
+        raise InputError("", f"{message} (see {self.prog} --help)")
+
+
 def make_parser(prog: str, description: str, beam_options: bool = True) -> argparse.ArgumentParser:
     """beam_options=False: a command that takes only its own flags (no Beam options to pass on)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description=description,
         allow_abbrev=False,  # an abbreviation must not swallow a Beam flag

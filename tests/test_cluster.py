@@ -18,8 +18,9 @@ def test_kmeans_recovers_synthetic_classes(tmp_path, capsys):
     s = make_store(str(tmp_path / "emb.zarr"), n_classes=5, dtype="int8", seed=2)
     model = tmp_path / "km.skops"
     assert cluster_cli.run(["--embeddings", s.path, "--clusters", "5", "--sample-size", "3000", "--output", str(model), *FNAPI]) == 0
-    printed = capsys.readouterr().out
-    assert "3000 pixels drawn uniformly" in printed
+    captured = capsys.readouterr()
+    assert "3000 pixels drawn uniformly" in captured.out
+    assert "efm cluster: drawing 3,000 valid pixels uniformly from " in captured.err  # says what it does before it starts
     meta = json.loads((tmp_path / "km.skops.json").read_text())
     assert meta["kind"] == "clusterer" and meta["classes"] == [0, 1, 2, 3, 4] and meta["metrics"]["sample_size"] == 3000
     out = tmp_path / "clusters.zarr"

@@ -317,3 +317,21 @@ def test_a_failing_pipeline_shows_its_output_but_no_traceback(tmp_path, capsys, 
     assert last.startswith("efm sample: error: unexpected ValueError: bad element (full trace in ") and "second line" not in last
     log = last.split("full trace in ")[1].split(")")[0]
     assert "Traceback (most recent call last)" in open(log).read() and "with a second line" in open(log).read()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["extract", "--years", "2022", "--output", "x.zarr"], "efm extract: error: one of the arguments --bbox --aoi is required (see efm extract --help)"),
+    (["extract", "--bbox", "1,2,3,4", "--years", "2022", "--output", "x.zarr", "--chunk-size", "abc"],
+     "efm extract: error: --chunk-size: invalid int value: 'abc' (see efm extract --help)"),
+    (["classify", "--embeddings", "e.zarr", "--model", "m.skops", "--output", "c.zarr", "--years"],
+     "efm classify: error: --years: expected one argument (see efm classify --help)"),
+    (["make-sample-data", "--output", "sd", "--foo"], "efm make-sample-data: error: unrecognized arguments: --foo (see efm make-sample-data --help)"),
+])
+def test_argparse_errors_are_one_line_too(argv, message, tmp_path, capsys, monkeypatch):
+    """A missing or malformed flag is efm's one line, not argparse's usage block; exit 2, nothing written."""
+    from pipelines import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert list(tmp_path.iterdir()) == []
