@@ -335,3 +335,24 @@ def test_argparse_errors_are_one_line_too(argv, message, tmp_path, capsys, monke
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip() == message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["extract", "train", "sample", "cluster", "make-sample-data"])
+def test_every_command_refuses_an_output_it_cannot_create_before_any_work(command, tmp_path, capsys):
+    """A read-only folder (or one under it, to be created) is one line and exit 2 before anything runs."""
+    from pipelines import cli
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    target = str(locked / "new" / {"extract": "e.zarr", "train": "m.skops", "sample": "s.parquet", "cluster": "k.skops"}.get(command, "sd"))
+    argv = {
+        "extract": ["--bbox", "5.9,45.8,6.0,45.9", "--years", "2022", "--source", "cog", "--cog-root", str(tmp_path / "no-mirror")],
+        "train": ["--samples", str(tmp_path / "s.parquet")],
+        "sample": ["--embeddings", make_store(str(tmp_path / "e.zarr")).path, "--points", str(tmp_path / "p.csv"), "--label-column", "label"],
+        "cluster": ["--embeddings", str(tmp_path / "e.zarr")],
+    }.get(command, [])
+    with read_only(locked):
+        assert cli.main([command, *argv, "--output", target]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"efm {command}: error: --output: cannot write in {locked} ("), line
+    assert os.listdir(locked) == []

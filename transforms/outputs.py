@@ -290,6 +290,27 @@ def _names(files: list[str], n: int = 3) -> str:
 
 # ---------------------------------------------------------------- the check and the removal
 
+def _check_local_writable(path: str, flag: str) -> None:
+    """A local output must be creatable: tried in its nearest existing folder (missing ones are made),
+    by creating and removing a temporary file, as permission bits mislead (root, read-only mounts)."""
+    if "://" in path:
+        return  # buckets: permission errors surface at write time, as one line
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise InputError(flag, f"{folder} is a file, so {path} cannot be created; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".efm-write-check-", dir=folder)
+    except OSError as exc:
+        raise InputError(flag, f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to") from None
+    os.close(fd)
+    os.remove(probe)
+
+
 def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bool = False, overwrite: bool = False, flag: str = "--output") -> Found:
     """Before anything is written: may a command that writes `kind` write at `path`? Raises InputError if not.
 
@@ -300,6 +321,7 @@ def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bo
     if resume and kind not in RESUMABLE:
         raise InputError("--resume", f"only stores can be resumed, not {KINDS[kind][3:]}")
     check_place(path, inputs=inputs, flag=flag)
+    _check_local_writable(path, flag)
     fs, root = _location(path)
     _check_bucket(fs, path, root, flag)
     found = inspect(path, kind, shallow=resume)
