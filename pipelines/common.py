@@ -42,6 +42,13 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
     return parser
 
 
+def own_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """For a command that runs no Beam pipeline (train, export): its own flags only, anything else refused."""
+    args = parser.parse_args(_attach_negative_values(parser, argv))
+    failures.note_args(parser, args)
+    return args
+
+
 def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))

@@ -17,7 +17,7 @@ from transforms.errors import InputError
 
 
 def build_parser():
-    parser = common.make_parser("efm export", "Export a class map (or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.")
+    parser = common.make_parser("efm export", "Export a class map (or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.", beam_options=False)
     parser.add_argument("--input", required=True, help="class-map store from `efm classify`, or an embedding store with --band")
     parser.add_argument("--output", required=True, help="GeoTIFF path; several years give <name>_<year>.tif (or put {year} in the name)")
     parser.add_argument("--years", help="years to export (default: every year of the store)")
@@ -32,7 +32,7 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, _ = common.split_args(build_parser(), argv)
+    args = common.own_args(build_parser(), argv)
     if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
         raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
     layer = export.open_layer(args.input, variable=args.variable, band=args.band)

@@ -15,7 +15,7 @@ from transforms.errors import InputError
 
 
 def build_parser():
-    parser = common.make_parser("efm train", "Train a classifier (or a regressor, with --target-column) on sampled embeddings, with k-fold cross-validation.")
+    parser = common.make_parser("efm train", "Train a classifier (or a regressor, with --target-column) on sampled embeddings, with k-fold cross-validation.", beam_options=False)
     parser.add_argument("--samples", required=True, help="table from `efm sample` (Parquet)")
     parser.add_argument("--classifier", help=f"one of {', '.join(models.CLASSIFIERS)} (default: random-forest)")
     parser.add_argument("--target-column", help="train a regressor on this numeric column of the table (kept by `efm sample --keep-columns`) instead of a classifier")
@@ -31,7 +31,7 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, _ = common.split_args(build_parser(), argv)
+    args = common.own_args(build_parser(), argv)
     if args.target_column is not None and args.classifier is not None:
         raise InputError("--classifier", "--target-column trains a regressor: choose it with --regressor (or drop --target-column to train a classifier)")
     if args.regressor is not None and args.target_column is None:
