@@ -169,3 +169,22 @@ def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"efm export: error: {flag}") and words in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_band_on_a_product_store_is_refused(stores, tmp_path, capsys):
+    _, _, paths, _ = stores
+    assert export_cli.run(["--input", paths["prediction"], "--band", "A01", "--output", str(tmp_path / "x.tif")]) == 2
+    assert "--band: " in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_change_store_on_gcs_to_gcs(stores, gcs, gcs_bucket, tmp_path):
+    """gs:// in and out: the COG and PNG are uploaded, and the COG equals the store."""
+    _, emb, paths, _ = stores
+    remote = f"{gcs_bucket}/change.zarr"
+    gcs.fs.put(paths["change"], remote.removeprefix("gs://"), recursive=True)
+    assert export_cli.run(["--input", remote, "--output", f"{gcs_bucket}/out/change.tif", "--png"]) == 0
+    local = tmp_path / "change.tif"
+    gcs.fs.get_file(f"{gcs_bucket}/out/change.tif".removeprefix("gs://"), str(local))
+    got, nodata, _, _ = read_back(local, emb)
+    assert_float_equal(got, nodata, zarr.open_group(paths["change"], mode="r", zarr_format=store.ZARR_FORMAT)["similarity"][...])
+    assert gcs.fs.exists(f"{gcs_bucket}/out/change.png".removeprefix("gs://"))
