@@ -71,23 +71,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         colors.update(parse_colors(args.colors, layer))
     rows = []
     with common.Stopwatch() as clock:
-        for year, path in paths.items():
-            t = layer.years.index(year) if layer.timed else None
-            export.write_cog(layer, t, path, colors)
-            when = f"{year}" if layer.timed else _span(layer)
-            rows.append((when, path))
-            if args.png:
-                png = path.rsplit(".", 1)[0] + ".png"
-                if layer.kind == "continuous":
-                    local = path if "://" not in path else _download(path)
-                    title = f"{os.path.basename(layer.path.rstrip('/'))} — {layer.variable} — {when}"
-                    export.quicklook_continuous(local, png, layer, title, args.png_size)
-                elif layer.is_class:
-                    local = path if "://" not in path else _download(path)
-                    export.quicklook_classes(local, png, layer, colors, when, args.png_size)
-                else:
-                    export.quicklook_false_colour(layer, t, rgb, rgb_idx, png, year, args.png_size)
-                rows.append((f"{when} quicklook", png))
+        try:
+            for year, path in paths.items():
+                t = layer.years.index(year) if layer.timed else None
+                export.write_cog(layer, t, path, colors)
+                when = f"{year}" if layer.timed else _span(layer)
+                rows.append((when, path))
+                if args.png:
+                    png = path.rsplit(".", 1)[0] + ".png"
+                    if layer.kind == "continuous":
+                        local = path if "://" not in path else _download(path)
+                        title = f"{os.path.basename(layer.path.rstrip('/'))} — {layer.variable} — {when}"
+                        export.quicklook_continuous(local, png, layer, title, args.png_size)
+                    elif layer.is_class:
+                        local = path if "://" not in path else _download(path)
+                        export.quicklook_classes(local, png, layer, colors, when, args.png_size)
+                    else:
+                        export.quicklook_false_colour(layer, t, rgb, rgb_idx, png, year, args.png_size)
+                    rows.append((f"{when} quicklook", png))
+        except InputError:  # a --nodata value found in the map mid-way: drop this run's files, so nothing is left half done
+            for _, written in rows:
+                fs, root = fsspec.core.url_to_fs(written)
+                if fs.exists(root):
+                    fs.rm(root)
+            raise
     what = f"band {args.band}" if layer.variable == "embedding" else layer.variable
     common.print_summary(f"efm export: {args.input} ({what}) -> Cloud-Optimized GeoTIFF", [
         ("grid", f"{layer.width} x {layer.height} px in {layer.crs}"),

@@ -188,3 +188,14 @@ def test_change_store_on_gcs_to_gcs(stores, gcs, gcs_bucket, tmp_path):
     got, nodata, _, _ = read_back(local, emb)
     assert_float_equal(got, nodata, zarr.open_group(paths["change"], mode="r", zarr_format=store.ZARR_FORMAT)["similarity"][...])
     assert gcs.fs.exists(f"{gcs_bucket}/out/change.png".removeprefix("gs://"))
+
+
+def test_nodata_found_in_a_later_year_leaves_no_file(stores, tmp_path, capsys):
+    """2021 is written before 2022 shows the --nodata value: the 2021 COG and PNG are removed again."""
+    _, _, paths, arrays = stores
+    later = arrays["prediction"][1]
+    value = float(later[np.isfinite(later)][0])
+    assert not np.any(arrays["prediction"][0] == np.float32(value))
+    assert export_cli.run(["--input", paths["prediction"], "--output", str(tmp_path / "p.tif"), "--png", "--nodata", repr(value)]) == 2
+    assert "--nodata" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
