@@ -1,4 +1,5 @@
-"""`efm export`: a class-map store (or one band of an embedding store) -> a COG per year [+ PNG].
+"""`efm export`: a product store's map (class, prediction, similarity, change, confidence, 0/1 mask)
+or one band of an embedding store -> a COG per year (one for a store without time) [+ PNG].
 
 Not a Beam pipeline: one GeoTIFF is one sequential file, written window by window by one
 process (memory stays flat; the store is read chunk by chunk).
@@ -17,13 +18,14 @@ from transforms.errors import InputError
 
 
 def build_parser():
-    parser = common.make_parser("efm export", "Export a class map (or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.", beam_options=False)
-    parser.add_argument("--input", required=True, help="class-map store from `efm classify`, or an embedding store with --band")
-    parser.add_argument("--output", required=True, help="GeoTIFF path; several years give <name>_<year>.tif (or put {year} in the name)")
-    parser.add_argument("--years", help="years to export (default: every year of the store)")
-    parser.add_argument("--variable", choices=["class", "confidence"], help="class-map variable to export (default: class)")
+    parser = common.make_parser("efm export", "Export a map (class map, prediction, similarity, change, or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.", beam_options=False)
+    parser.add_argument("--input", required=True, help="store from `efm classify`/`predict`/`similarity`/`change`, or an embedding store with --band")
+    parser.add_argument("--output", required=True, help="GeoTIFF path; several years give <name>_<year>.tif (or put {year} in the name); a change store gives one file")
+    parser.add_argument("--years", help="years to export (default: every year of the store; not for a change store)")
+    parser.add_argument("--variable", help="the store's variable to export, e.g. confidence, similar, changed (default: the product's main one: class, prediction or similarity)")
+    parser.add_argument("--nodata", default=str(export.DEFAULT_FLOAT_NODATA), help="float maps: the GeoTIFF's nodata value written where the store holds NaN, a number or nan (default: %(default)s)")
     parser.add_argument("--band", help="embedding stores: the band to export, e.g. A01")
-    parser.add_argument("--png", action="store_true", help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; false colour for embedding stores)")
+    parser.add_argument("--png", action="store_true", help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; colour bar with units for float maps; false colour for embedding stores)")
     parser.add_argument("--rgb", default=",".join(export.DEFAULT_RGB), help="embedding stores: three bands for the false-colour PNG (default: %(default)s)")
     parser.add_argument("--colors", help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour} (default: matplotlib's tab10/tab20)")
     parser.add_argument("--png-size", type=int, default=1024, help="longest side of the quicklook in pixels (default: %(default)s)")
@@ -35,9 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
     if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
         raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
-    layer = export.open_layer(args.input, variable=args.variable, band=args.band)
-    years = gridlib.parse_years(args.years) if args.years else list(layer.years)
-    missing = [y for y in years if y not in layer.years]
+    try:
+        float_nodata = float(args.nodata)
+    except ValueError:
+        raise InputError("--nodata", f"expected a number or nan, e.g. -9999, got {args.nodata!r}") from None
+    layer = export.open_layer(args.input, variable=args.variable, band=args.band, float_nodata=float_nodata)
+    if not layer.timed and args.years:
+        raise InputError("--years", f"{args.input} has no time dimension ({layer.variable} is one map, e.g. of a change); drop --years")
+    years = gridlib.parse_years(args.years) if args.years else list(layer.years) if layer.timed else [None]
+    missing = [y for y in years if layer.timed and y not in layer.years]
     if missing:
         raise InputError("--years", f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}")
     rgb, rgb_idx = [], []
@@ -56,34 +64,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
         if args.png:
             outputs.check_output(path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=args.overwrite)
-    colors = export.class_colors(layer.values) if layer.is_class else None
+    colors = export.layer_colors(layer)
     if args.colors:
         if not layer.is_class:
             raise InputError("--colors", "colours apply to class maps only")
         colors.update(parse_colors(args.colors, layer))
     rows = []
     with common.Stopwatch() as clock:
-        for year, path in paths.items():
-            t = layer.years.index(year)
-            export.write_cog(layer, t, path, colors)
-            rows.append((f"{year}", path))
-            if args.png:
-                png = path.rsplit(".", 1)[0] + ".png"
-                if layer.is_class:
-                    local = path if "://" not in path else _download(path)
-                    export.quicklook_classes(local, png, layer, colors, year, args.png_size)
-                else:
-                    export.quicklook_false_colour(layer, t, rgb, rgb_idx, png, year, args.png_size)
-                rows.append((f"{year} quicklook", png))
+        try:
+            for year, path in paths.items():
+                t = layer.years.index(year) if layer.timed else None
+                export.write_cog(layer, t, path, colors)
+                when = f"{year}" if layer.timed else _span(layer)
+                rows.append((when, path))
+                if args.png:
+                    png = path.rsplit(".", 1)[0] + ".png"
+                    if layer.kind == "continuous":
+                        local = path if "://" not in path else _download(path)
+                        title = f"{os.path.basename(layer.path.rstrip('/'))} — {layer.variable} — {when}"
+                        export.quicklook_continuous(local, png, layer, title, args.png_size)
+                    elif layer.is_class:
+                        local = path if "://" not in path else _download(path)
+                        export.quicklook_classes(local, png, layer, colors, when, args.png_size)
+                    else:
+                        export.quicklook_false_colour(layer, t, rgb, rgb_idx, png, year, args.png_size)
+                    rows.append((f"{when} quicklook", png))
+        except InputError:  # a --nodata value found in the map mid-way: drop this run's files, so nothing is left half done
+            for _, written in rows:
+                fs, root = fsspec.core.url_to_fs(written)
+                if fs.exists(root):
+                    fs.rm(root)
+            raise
     what = f"band {args.band}" if layer.variable == "embedding" else layer.variable
     common.print_summary(f"efm export: {args.input} ({what}) -> Cloud-Optimized GeoTIFF", [
         ("grid", f"{layer.width} x {layer.height} px in {layer.crs}"),
-        ("nodata", layer.nodata),
+        ("nodata", f"{layer.nodata:g}" if layer.kind == "continuous" else layer.nodata),
+        *([("units", layer.attrs["units"])] if layer.attrs.get("units") and not layer.is_class else []),
         *rows,
         ("classes", ", ".join(f"{v}={lbl}" for v, lbl in zip(layer.values, layer.labels)) if layer.is_class else "-"),
         ("wall time", f"{clock.seconds:.1f} s"),
     ])
     return 0
+
+
+def _span(layer) -> str:
+    """The label of a store without time: its from/to years when it names them (change)."""
+    import xarray as xr
+
+    from transforms import store
+
+    attrs = xr.open_zarr(layer.path, consolidated=True, zarr_format=store.ZARR_FORMAT).attrs
+    return f"{attrs['from_year']} → {attrs['to_year']}" if "from_year" in attrs and "to_year" in attrs else "all"
 
 
 def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:

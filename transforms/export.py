@@ -1,4 +1,5 @@
-"""Class map (or one band of an embedding store) -> Cloud-Optimized GeoTIFF per year, + PNG quicklook.
+"""A product store's variable (class map, 0/1 mask, continuous map) or one band of an embedding
+store -> Cloud-Optimized GeoTIFF per year (one file for a store without time), + PNG quicklook.
 
 Written window by window: each store chunk is read and written into a tiled GeoTIFF, then
 GDAL's COG driver copies it (block by block, building overviews) into the final layout.
@@ -22,6 +23,9 @@ from transforms.grid import Window
 
 BLOCK_SIZE = 512
 DEFAULT_RGB = ("A01", "A16", "A09")  # the false-colour bands of the original talk / Earth Engine tutorial
+# Float products get a numeric nodata tag: NaN tags are not honoured by every GIS tool, -9999 is.
+DEFAULT_FLOAT_NODATA = -9999.0
+MAIN_VARIABLES = ("class", "prediction", "similarity")  # the default --variable, first one a store has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Layer:
     """One 2-D variable per year of a store, as exported."""
 
     path: str
-    variable: str  # "class", "confidence" or "embedding"
+    variable: str  # "class", "confidence", "prediction", "similarity", "similar", "changed" or "embedding"
     band_index: int | None  # for embedding stores
     crs: str
     transform: tuple
@@ -42,10 +46,14 @@ class Layer:
     nodata: float | int
     labels: tuple = ()
     values: tuple = ()
+    kind: str = "class"  # "class", "mask" (0/1 flags), "continuous" (float) or "embedding"
+    timed: bool = True  # False: a (y, x) store (change), exported as one file
+    attrs: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
 
     @property
     def is_class(self) -> bool:
-        return self.variable == "class"
+        """Coded values with a legend (class maps and 0/1 masks): nearest-neighbour overviews, colour table."""
+        return self.kind in ("class", "mask")
 
     def windows(self) -> list[Window]:
         return [
@@ -63,11 +71,21 @@ class Layer:
         rows, cols = slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
         if self.variable == "embedding":
             return store.as_float(array[time_index, rows, cols, self.band_index])
-        return array[time_index, rows, cols]
+        block = array[time_index, rows, cols] if self.timed else array[rows, cols]
+        if self.kind == "continuous" and not np.isnan(self.nodata):
+            if np.any(block == self.nodata):  # a real value would read back as no data
+                raise InputError("--nodata", f"{self.path} holds the value {self.nodata:g} itself; choose another, e.g. --nodata nan")
+            block = np.where(np.isnan(block), np.float32(self.nodata), block)
+        return block
 
 
-def open_layer(path: str, *, variable: str | None = None, band: str | None = None, flag: str = "--input") -> Layer:
-    """A complete class-map store (`class`/`confidence`) or an embedding store + `band`."""
+def open_layer(path: str, *, variable: str | None = None, band: str | None = None, flag: str = "--input",
+               float_nodata: float = DEFAULT_FLOAT_NODATA) -> Layer:
+    """A complete product store (class map, prediction, similarity, change) or an embedding store + `band`.
+
+    `variable` defaults to the product's main one (MAIN_VARIABLES); float variables are exported
+    with `float_nodata` in place of NaN.
+    """
     import rioxarray  # noqa: F401
 
     try:
@@ -76,7 +94,7 @@ def open_layer(path: str, *, variable: str | None = None, band: str | None = Non
         raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
     if ds.attrs.get(store.STATUS_ATTR) != "complete":
         raise InputError(flag, f"{path} is incomplete ({store.STATUS_ATTR}={ds.attrs.get(store.STATUS_ATTR)!r}); finish it with --resume first")
-    band_index, labels, values = None, (), ()
+    band_index, labels, values, kind = None, (), (), "class"
     if "embedding" in ds:
         if variable not in (None, "embedding"):
             raise InputError("--variable", f"{path} is an embedding store; export one band with --band")
@@ -85,24 +103,32 @@ def open_layer(path: str, *, variable: str | None = None, band: str | None = Non
         bands = [str(b) for b in ds["band"].values]
         if band not in bands:
             raise InputError("--band", f"{path} has no band {band!r}; bands are {bands[0]}…{bands[-1]}")
-        variable, band_index, dtype, nodata = "embedding", bands.index(band), "float32", float("nan")
+        variable, band_index, dtype, nodata, kind = "embedding", bands.index(band), "float32", float("nan"), "embedding"
     else:
-        variable = variable or "class"
+        if band:
+            raise InputError("--band", f"{path} is not an embedding store; choose a variable with --variable ({', '.join(ds.data_vars)})")
+        variable = variable or next((v for v in MAIN_VARIABLES if v in ds), None) or (list(ds.data_vars) + [""])[0]
         if variable not in ds:
-            raise InputError("--variable", f"{path} has no {variable!r} variable (it has {', '.join(ds.data_vars)})")
+            raise InputError("--variable", f"{path} has no {variable!r} variable; choose one of {', '.join(ds.data_vars)}")
+        if set(ds[variable].dims) - {"time", "y", "x"}:
+            raise InputError("--variable", f"{variable!r} of {path} is not a map (dims {ds[variable].dims}); choose one of {', '.join(ds.data_vars)}")
         attrs = ds[variable].attrs
         dtype = str(ds[variable].dtype)
         nodata = attrs.get("fill_value", ds[variable].encoding.get("_FillValue"))
         nodata = float("nan") if nodata in (None, "NaN") else nodata
-        if variable == "class":
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            kind, dtype, nodata = "continuous", "float32", float(float_nodata)
+        elif "flag_values" in attrs:
             values = tuple(int(v) for v in np.atleast_1d(attrs.get("flag_values", [])))
             labels = tuple(attrs.get("class_labels") or str(attrs.get("flag_meanings", "")).split())
+            kind = "class" if variable == "class" else "mask"
     chunks = ds[variable].encoding.get("chunks")
     chunks = dict(zip(ds[variable].dims, chunks)) if chunks else {}
     return Layer(
         path=path, variable=variable, band_index=band_index, crs=str(ds.rio.crs), transform=tuple(ds.rio.transform(recalc=False))[:6],
         width=ds.sizes["x"], height=ds.sizes["y"], chunk_rows=int(chunks.get("y", ds.sizes["y"])), chunk_cols=int(chunks.get("x", ds.sizes["x"])),
-        years=tuple(int(str(t)[:4]) for t in ds["time"].values), dtype=dtype, nodata=nodata, labels=labels, values=values,
+        years=tuple(int(str(t)[:4]) for t in ds["time"].values) if "time" in ds[variable].dims else (), dtype=dtype, nodata=nodata,
+        labels=labels, values=values, kind=kind, timed="time" in ds[variable].dims, attrs=dict(ds[variable].attrs),
     )
 
 
@@ -120,9 +146,20 @@ def class_colors(values) -> dict[int, tuple[int, int, int]]:
     return {int(v): tuple(int(round(255 * c)) for c in palette[i][:3]) for i, v in enumerate(values)}
 
 
+def layer_colors(layer: Layer) -> dict[int, tuple[int, int, int]] | None:
+    """Class maps: one colour per class; 0/1 masks: grey for 0, red for 1 (the flagged pixels stand out)."""
+    if layer.kind == "mask" and tuple(layer.values) == (0, 1):
+        return {0: (200, 200, 200), 1: (215, 48, 39)}
+    return class_colors(layer.values) if layer.is_class else None
+
+
 def output_paths(output: str, years, suffix: str = ".tif") -> dict[int, str]:
-    """`map.tif` -> {year: map.tif} for one year, {year: map_<year>.tif} for several; `{year}` is substituted."""
+    """`map.tif` -> {year: map.tif} for one year, {year: map_<year>.tif} for several; `{year}` is substituted.
+
+    A store without time has the single key None (one file, `{year}` dropped)."""
     years = list(years)
+    if years == [None]:
+        return {None: output.replace("_{year}", "").replace("{year}", "")}
     if "{year}" in output:
         return {y: output.replace("{year}", str(y)) for y in years}
     stem, ext = os.path.splitext(output)
@@ -172,6 +209,11 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
                 table.setdefault(int(layer.nodata), (0, 0, 0, 0))
                 dst.write_colormap(1, table)
             dst.update_tags(EFM_PRODUCT="export", EFM_VERSION=store.tool_version())  # what `--overwrite` may replace
+            if layer.kind == "continuous":  # what the quicklook's colour bar and a GIS user read
+                dst.update_tags(1, **{k.upper(): str(layer.attrs[k]) for k in ("long_name", "units", "target") if layer.attrs.get(k)})
+                dst.set_band_description(1, str(layer.attrs.get("long_name", layer.variable)))
+                if layer.attrs.get("units"):
+                    dst.set_band_unit(1, str(layer.attrs["units"]))
             if layer.is_class and layer.labels:
                 dst.update_tags(1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)})
         rasterio.shutil.copy(
@@ -247,6 +289,52 @@ def quicklook_classes(cog_path: str, png: str, layer: Layer, colors: dict, year:
         rgba[codes == value] = (*rgb, 255)
     handles = [mpatches.Patch(color=np.array(colors[v]) / 255, label=str(lbl)) for v, lbl in zip(layer.values, layer.labels)]
     fig = _legend_figure(rgba, shape, f"{os.path.basename(layer.path.rstrip('/'))} — {year}", handles)
+    _save(fig, png)
+    plt.close(fig)
+    return png
+
+
+def colour_scale(layer: Layer, values: np.ndarray) -> tuple[str, float, float]:
+    """(colormap, vmin, vmax): a fixed range when the variable states one (similarity: valid_range
+    [-1, 1] on a diverging map centred on 0; confidence: [0, 1]) so maps of different runs compare;
+    otherwise viridis over the 2–98 % range of the values shown."""
+    if "valid_range" in layer.attrs:
+        low, high = (float(v) for v in layer.attrs["valid_range"])
+        return ("RdBu" if low < 0 < high else "viridis"), low, high
+    if layer.variable == "confidence":
+        return "viridis", 0.0, 1.0
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return "viridis", 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(finite, [2, 98]))
+    return "viridis", low, high if high > low else low + 1.0
+
+
+def quicklook_continuous(cog_path: str, png: str, layer: Layer, title: str, max_size: int = 1024) -> str:
+    """A PNG of a float map read from the COG's overviews, with a colour bar naming the quantity and units; no data is grey."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import rasterio
+    from rasterio.enums import Resampling
+
+    step = max(1, math.ceil(max(layer.width, layer.height) / max_size))
+    shape = (max(1, layer.height // step), max(1, layer.width // step))
+    with rasterio.open(cog_path) as src:
+        data = src.read(1, out_shape=shape, resampling=Resampling.nearest, masked=True)
+    image = np.ma.masked_invalid(data.astype(np.float32).filled(np.nan))
+    name, vmin, vmax = colour_scale(layer, image.compressed())
+    cmap = matplotlib.colormaps[name].with_extremes(bad="#bdbdbd")
+    fig_w = 8.0
+    fig, ax = plt.subplots(figsize=(fig_w, max(3.0, (fig_w - 1.5) * shape[0] / max(shape[1], 1))), dpi=100)
+    im = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_title(f"{title}\n(grey = no data)", fontsize=10)
+    ax.set_axis_off()
+    units = str(layer.attrs.get("units", "")).strip()
+    label = str(layer.attrs.get("long_name", layer.variable))
+    label += f" [{'unitless' if units == '1' else units}]" if units else ""
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=9)
     _save(fig, png)
     plt.close(fig)
     return png
