@@ -14,7 +14,7 @@ exit: wall seconds and CPU seconds (user + system) of the whole process tree (ps
 sampled every 50 ms, and the root's wait4 rusage, which includes the children it waited for).
 The numpy outputs are compared with efm's (equal NaN positions, |diff| <= 1e-6).
 
-    python benchmarks/similarity_change_vs_numpy.py [--workdir /tmp/efm-bench9] [--keep]
+    python benchmarks/similarity_change_vs_numpy.py [--size 2048x2560] [--workdir /tmp/efm-bench9] [--keep]
 """
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def efm(args: list[str], log: str) -> None:
         subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
-def make_store(workdir: str) -> tuple[str, str]:
+def make_store(workdir: str, size: str = DEMO_SIZE) -> tuple[str, str]:
     """The demo's own generator and extract step at 4x the area; reused if already there."""
     data, emb, log = os.path.join(workdir, "data"), os.path.join(workdir, "emb.zarr"), os.path.join(workdir, "setup.log")
     if not os.path.exists(os.path.join(data, "sample_data.json")):
-        efm(["make-sample-data", "--output", data, "--size", DEMO_SIZE], log)
+        efm(["make-sample-data", "--output", data, "--size", size], log)
     manifest = json.load(open(os.path.join(data, "sample_data.json")))
     if not os.path.exists(emb):
         efm(["extract", "--source", "cog", "--cog-root", os.path.join(data, "mirror"), f"--bbox={','.join(repr(v) for v in manifest['bbox'])}",
@@ -194,6 +194,7 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp/efm-bench9")
+    parser.add_argument("--size", default=DEMO_SIZE, help="area ROWSxCOLS for make-sample-data (default: %(default)s = 4x the demo's)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data and store for another run")
     parser.add_argument("--numpy-pass", choices=["change", "similarity"], help=argparse.SUPPRESS)
     parser.add_argument("--embeddings", help=argparse.SUPPRESS)
@@ -205,7 +206,7 @@ def main() -> int:
         return 0
     os.makedirs(args.workdir, exist_ok=True)
     t = time.perf_counter()
-    emb, points = make_store(args.workdir)
+    emb, points = make_store(args.workdir, args.size)
     print(f"store {emb} ready in {time.perf_counter() - t:.0f} s", flush=True)
     load_before = os.getloadavg()
     rows = run_all(emb, points, args.workdir)
