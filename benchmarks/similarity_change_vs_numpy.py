@@ -214,11 +214,15 @@ def main() -> int:
     print(table(rows))
     print(f"\nload average (1, 5 min) before: {load_before[0]:.1f}, {load_before[1]:.1f}; after: {os.getloadavg()[0]:.1f}, "
           f"{os.getloadavg()[1]:.1f} ({os.cpu_count()} cores)")
-    for name in os.listdir(args.workdir):
-        if name.endswith(".zarr") and name != "emb.zarr":
-            shutil.rmtree(os.path.join(args.workdir, name), ignore_errors=True)
-    if not args.keep:
-        shutil.rmtree(args.workdir, ignore_errors=True)
+    # Only what this script wrote: the outputs, and without --keep the data and store it made.
+    ours = [f"{p}-{k}.zarr" for p in ("change", "similarity") for k in ("efm", "efm2", "numpy")] + ["warm.zarr"]
+    ours += [] if args.keep else ["data", "emb.zarr", "setup.log"]
+    for name in ours:
+        path = os.path.join(args.workdir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
     return 0
 
 
