@@ -35,6 +35,7 @@ test-airflow: $(STAMP) $(AIRFLOW_STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_vs_xee.py
+	$(PY) benchmarks/similarity_change_vs_numpy.py
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) demo-output .pytest_cache
