@@ -37,7 +37,7 @@ CHANGE_THRESHOLD = 0.8  # unchanged pixels' year-to-year dot product is ~0.9, ch
 
 
 def build_parser():
-    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export -> accuracy.", beam_options=False)
+    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export, then regression (sample -> train --regressor -> predict), similarity and change -> accuracy, R², similarity contrast, change recall.", beam_options=False)
     parser.add_argument("--output", default="demo-output", help="folder to write everything to (default: %(default)s)")
     parser.add_argument("--small", action="store_true", help="a small area (256 x 320 px) for a quick check (about 30 s)")
     parser.add_argument("--dtype", choices=["int8", "float32"], default="int8", help="embedding store dtype (default: %(default)s, the mirror's own codes)")
@@ -176,7 +176,7 @@ def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: d
     years = list(scores)
     n_cols = 1 + len(years) + (1 if fields is not None else 0)
     n_rows = 2 if fields is not None else 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, 5.0 * n_rows), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, (4.4 if fields is not None else 5.2) * n_rows), constrained_layout=True, squeeze=False)
     top = axes[0]
     shown = np.ma.masked_equal(truth, sample_truth.NODATA_CLASS)
     top[0].imshow(shown, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
@@ -220,7 +220,7 @@ def field_panels(fig, truth_ax, row, fields: FieldScores) -> None:
         for ax in row[2:]:
             ax.set_visible(False)
         return
-    image = row[2].imshow(a["change_similarity"], cmap="RdYlBu", vmin=0, vmax=1, interpolation="nearest")
+    image = row[2].imshow(a["change_similarity"], cmap="RdYlBu", vmin=0.4, vmax=1, interpolation="nearest")
     row[2].set_title("year-to-year similarity (1 = unchanged)")
     fig.colorbar(image, ax=row[2], shrink=0.8, label="dot product")
     if len(row) > 3:
