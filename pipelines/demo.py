@@ -1,7 +1,10 @@
 """`efm demo`: the whole workflow, offline, on generated data, in a few minutes on a laptop.
 
     make-sample-data -> extract --source cog -> sample -> train (k-NN) -> classify -> export
-    -> held-out accuracy against the ground truth, and a side-by-side picture
+    -> sample --keep-columns agbd (GEDI-like points) -> train --regressor knn -> predict
+    -> similarity (forest reference points) -> change (first year -> last year)
+    -> held-out accuracy, R², similarity contrast and change recall against what was
+       generated, and a side-by-side picture
 
 Every step is the real entry point (`pipelines.<step>.run`), run on Beam's in-process
 FnApiRunner: no network, no credentials. The steps' own summaries go to <output>/demo.log;
@@ -20,16 +23,21 @@ import time
 from typing import Callable, Sequence
 
 from pipelines import common
-from transforms import outputs, sample_data, sample_truth
+from transforms import outputs, sample_data, sample_fields, sample_truth
 from transforms.errors import InputError
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)
+# The regression, similarity and change products (registered here so that --overwrite
+# removes them; they belong in outputs.DEMO_ENTRIES, and SAMPLE_DATA_ENTRIES gains the fields).
+outputs.DEMO_ENTRIES.update({"gedi_samples.parquet": None, "biomass_model.skops": None, "biomass_model.skops.json": None,
+                             "biomass.zarr": "prediction", "similarity.zarr": "similarity", "change.zarr": "change"})
 OUTPUTS = tuple(outputs.DEMO_ENTRIES)
+CHANGE_THRESHOLD = 0.8  # unchanged pixels' year-to-year dot product is ~0.9, changed ones' ~0.6
 
 
 def build_parser():
-    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export -> accuracy.", beam_options=False)
+    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export, then regression (sample -> train --regressor -> predict), similarity and change -> accuracy, R², similarity contrast, change recall.", beam_options=False)
     parser.add_argument("--output", default="demo-output", help="folder to write everything to (default: %(default)s)")
     parser.add_argument("--small", action="store_true", help="a small area (256 x 320 px) for a quick check (about 30 s)")
     parser.add_argument("--dtype", choices=["int8", "float32"], default="int8", help="embedding store dtype (default: %(default)s, the mirror's own codes)")
@@ -72,20 +80,33 @@ def run_step(name: str, entry: Callable[[list[str]], int], argv: list[str], log)
     return seconds
 
 
-def class_map_scores(classes_path: str, data: sample_data.SampleData) -> dict[int, dict]:
-    """Held-out accuracy of each year's map against the ground truth (labelled pixels left out)."""
-    import affine
-    import numpy as np
+def open_store(path: str):
     import xarray as xr
 
-    ds = xr.open_zarr(classes_path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    return xr.open_zarr(path, consolidated=True, zarr_format=2, mask_and_scale=False)
+
+
+def grid_of(ds):
+    """(crs, transform, shape) of a store's grid."""
+    import affine
+
     x, y = ds["x"].values, ds["y"].values
     dx, dy = float(x[1] - x[0]), float(y[0] - y[1])
-    transform = affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, -dy, float(y[0]) + dy / 2)
-    crs = ds.attrs["crs"]
-    shape = (len(y), len(x))
+    return ds.attrs["crs"], affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, -dy, float(y[0]) + dy / 2), (len(y), len(x))
+
+
+def class_map_scores(classes_path: str, data: sample_data.SampleData) -> dict[int, dict]:
+    """Held-out accuracy of each year's map against the ground truth (labelled pixels, and
+    pixels whose land cover changed between the years, left out)."""
+    import numpy as np
+
+    ds = open_store(classes_path)
+    crs, transform, shape = grid_of(ds)
     truth, names = sample_truth.truth_on_grid(data.ground_truth, crs, transform, shape)
     exclude = sample_truth.point_pixels(data.points, crs, transform, shape)
+    change_truth = os.path.join(data.output, "change_truth.tif")
+    if os.path.exists(change_truth):
+        exclude |= sample_fields.read_on_grid(change_truth, crs, transform, shape, sample_fields.CHANGE_NODATA) == 1
     labels = [str(v) for v in ds["class"].attrs["class_labels"]]
     fill = int(ds["class"].attrs.get("fill_value", 255))
     scores = {}
@@ -95,41 +116,121 @@ def class_map_scores(classes_path: str, data: sample_data.SampleData) -> dict[in
     return scores
 
 
-def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: dict[int, dict], path: str) -> str:
-    """Ground truth next to each year's classified map, in the same colours."""
+@dataclasses.dataclass
+class FieldScores:
+    """The regression, similarity and change figures, and the arrays the picture shows (first year)."""
+
+    year: int
+    regression: dict
+    similarity: dict
+    change: dict | None
+    arrays: dict
+
+
+def field_scores(out: str, data: sample_data.SampleData) -> FieldScores:
+    """R² of the biomass map on pixels under no GEDI point, mean similarity of the reference
+    class vs the other classes (reference points left out), recall and precision of `changed`."""
+    import numpy as np
+
+    prediction = open_store(os.path.join(out, "biomass.zarr"))
+    crs, transform, shape = grid_of(prediction)
+    fields = json.load(open(data.manifest))["fields"]
+    truth_field = sample_fields.read_on_grid(os.path.join(data.output, fields["biomass"]), crs, transform, shape, np.nan)
+    predicted = np.asarray(prediction["prediction"].isel(time=0).values)
+    held_out = ~sample_truth.point_pixels(os.path.join(data.output, fields["gedi"]), crs, transform, shape)
+    regression = sample_fields.r2_score(predicted, truth_field, held_out)
+    classes, names = sample_truth.truth_on_grid(data.ground_truth, crs, transform, shape)
+    similarity = np.asarray(open_store(os.path.join(out, "similarity.zarr"))["similarity"].isel(time=0).values)
+    not_refs = ~sample_truth.point_pixels(os.path.join(data.output, fields["refs"]), crs, transform, shape)
+    contrast = sample_fields.similarity_contrast(similarity, classes, names.index(fields["reference_class"]), not_refs)
+    contrast["class"] = fields["reference_class"]
+    arrays = {"truth_field": truth_field, "predicted": predicted, "similarity": similarity}
+    change = None
+    if "change_truth" in fields:
+        store = open_store(os.path.join(out, "change.zarr"))
+        changed = np.asarray(store["changed"].values)
+        truth = sample_fields.read_on_grid(os.path.join(data.output, fields["change_truth"]), crs, transform, shape, sample_fields.CHANGE_NODATA)
+        change = sample_fields.change_score(changed, int(store["changed"].attrs.get("fill_value", 255)), truth)
+        arrays.update(change_similarity=np.asarray(store["similarity"].values), changed=changed, change_truth=truth)
+    return FieldScores(int(str(prediction["time"].values[0])[:4]), regression, contrast, change, arrays)
+
+
+def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: dict[int, dict], path: str,
+                      fields: FieldScores | None = None) -> str:
+    """Ground truth next to each year's classified map, in the same colours; with `fields`, a
+    second row: the true and predicted biomass, the similarity to the reference class, and change."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    import xarray as xr
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     truth, _, _, names = sample_truth.read_ground_truth(data.ground_truth)
     colours = json.load(open(data.colors))
-    ds = xr.open_zarr(classes_path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    ds = open_store(classes_path)
     labels = [str(v) for v in ds["class"].attrs["class_labels"]]
     fill = int(ds["class"].attrs.get("fill_value", 255))
     cmap = ListedColormap([colours[n] for n in names])
     years = list(scores)
-    fig, axes = plt.subplots(1, 1 + len(years), figsize=(5.2 * (1 + len(years)), 5.2), constrained_layout=True)
+    n_cols = 1 + len(years) + (1 if fields is not None else 0)
+    n_rows = 2 if fields is not None else 1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, (4.4 if fields is not None else 5.2) * n_rows), constrained_layout=True, squeeze=False)
+    top = axes[0]
     shown = np.ma.masked_equal(truth, sample_truth.NODATA_CLASS)
-    axes[0].imshow(shown, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
-    axes[0].set_title("ground truth")
+    top[0].imshow(shown, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
+    top[0].set_title("ground truth")
     to_truth = np.array([names.index(label) for label in labels] + [0] * (256 - len(labels)))
-    for ax, (t, year) in zip(axes[1:], enumerate(years)):
+    for ax, (t, year) in zip(top[1:], enumerate(years)):
         predicted = np.asarray(ds["class"].isel(time=t).values)
         image = np.ma.masked_where(predicted == fill, to_truth[predicted])
         ax.imshow(image, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
         ax.set_title(f"k-NN map {year}: held-out accuracy {scores[year]['accuracy']:.1%}")
-    for ax in axes:
+    if fields is not None:
+        field_panels(fig, top[-1], axes[1], fields)
+    for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
     fig.legend(handles=[Patch(color=colours[n], label=n) for n in names], loc="lower center", ncol=len(names), frameon=False,
-               bbox_to_anchor=(0.5, -0.06))
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+               bbox_to_anchor=(0.5, -0.03 if fields is not None else -0.06))
+    fig.savefig(path, dpi=90 if fields is None else 72, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def field_panels(fig, truth_ax, row, fields: FieldScores) -> None:
+    """True biomass (above), then predicted biomass, similarity, change similarity, and change found."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    a = fields.arrays
+    top = float(np.nanpercentile(a["truth_field"], 99))
+    image = truth_ax.imshow(a["truth_field"], cmap="YlGn", vmin=0, vmax=top, interpolation="nearest")
+    truth_ax.set_title("true biomass (synthetic)")
+    fig.colorbar(image, ax=truth_ax, shrink=0.8, label="Mg/ha")
+    image = row[0].imshow(a["predicted"], cmap="YlGn", vmin=0, vmax=top, interpolation="nearest")
+    r = fields.regression
+    row[0].set_title(f"k-NN biomass {fields.year}: held-out R² {r['r2']:.2f}")
+    fig.colorbar(image, ax=row[0], shrink=0.8, label="Mg/ha")
+    image = row[1].imshow(a["similarity"], cmap="magma", interpolation="nearest")
+    s = fields.similarity
+    row[1].set_title(f"similarity to {s['class']} points: {s['reference']:.2f} vs {s['others']:.2f}")
+    fig.colorbar(image, ax=row[1], shrink=0.8, label="dot product")
+    if fields.change is None:
+        for ax in row[2:]:
+            ax.set_visible(False)
+        return
+    image = row[2].imshow(a["change_similarity"], cmap="RdYlBu", vmin=0.4, vmax=1, interpolation="nearest")
+    row[2].set_title("year-to-year similarity (1 = unchanged)")
+    fig.colorbar(image, ax=row[2], shrink=0.8, label="dot product")
+    if len(row) > 3:
+        # 0 neither, 1 found (true), 2 missed, 3 false alarm; masked where there is no data
+        found, true = a["changed"] == 1, a["change_truth"] == 1
+        code = np.where(found & true, 1, np.where(true, 2, np.where(found, 3, 0)))
+        shown = np.ma.masked_where((a["change_truth"] == sample_fields.CHANGE_NODATA) | (a["changed"] > 1), code)
+        row[3].imshow(shown, cmap=ListedColormap(["#eeeeee", "#1a9850", "#d73027", "#fc8d59"]), vmin=0, vmax=3, interpolation="nearest")
+        c = fields.change
+        row[3].set_title(f"changed: found (green) {c['recall']:.0%}, missed (red),\nfalse alarms (orange); precision {c['precision']:.0%}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,9 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
              [])
         steps[-1].wrote = sorted(glob.glob(os.path.join(out, "land_cover_*.tif")) + glob.glob(os.path.join(out, "land_cover_*.png")))
 
+        run_field_steps(step, out, data, embeddings)
+
         start = time.perf_counter()
         scores = class_map_scores(classes, data)
-        figure = comparison_figure(classes, data, scores, os.path.join(out, "comparison.png"))
+        fields = field_scores(out, data)
+        figure = comparison_figure(classes, data, scores, os.path.join(out, "comparison.png"), fields)
         steps.append(Step("score", time.perf_counter() - start, [figure]))
         print(f"  {'score':<17} {steps[-1].seconds:6.1f} s", flush=True)
 
@@ -188,11 +292,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [(f"accuracy {year} (held out)", f"{s['accuracy']:.1%} of {s['pixels']:,} pixels against the ground truth") for year, s in scores.items()]
     worst = min((v, k) for s in scores.values() for k, v in s["recall"].items())
     rows.append(("lowest class recall", f"{worst[1]} {worst[0]:.1%}"))
+    r, sim = fields.regression, fields.similarity
+    rows.append((f"biomass R² {fields.year} (held out)", f"{r['r2']:.3f} (RMSE {r['rmse']:.1f} Mg/ha) on {r['pixels']:,} pixels under no GEDI point"))
+    rows.append((f"similarity {fields.year}", f"{sim['reference']:.3f} on {sim['class']} pixels vs {sim['others']:.3f} on the others"))
+    if fields.change is not None:
+        c = fields.change
+        rows.append((f"change {data.spec.years[0]}->{data.spec.years[-1]}", f"recall {c['recall']:.1%} of {c['changed']:,} truly changed pixels, "
+                     f"precision {c['precision']:.1%} (threshold {CHANGE_THRESHOLD})"))
     rows += [(f"time: {s.name}", f"{s.seconds:.1f} s") for s in steps] + [("time: total", f"{total:.1f} s")]
     rows += [("wrote", p) for s in steps for p in s.wrote]
     rows += [("ground truth", data.ground_truth), ("labelled points", data.points), ("step log", os.path.join(out, "demo.log"))]
     common.print_summary(f"efm demo: done in {total:.0f} s", rows)
     return 0
+
+
+def run_field_steps(step, out: str, data: sample_data.SampleData, embeddings: str) -> None:
+    """Regression on the GEDI-like points, similarity to the reference points, change between the years."""
+    from pipelines import change, predict, sample, similarity, train
+
+    fields = json.load(open(data.manifest))["fields"]
+    gedi_samples = os.path.join(out, "gedi_samples.parquet")
+    step("sample (agbd)", sample.run, ["--embeddings", embeddings, "--points", os.path.join(data.output, fields["gedi"]), "--keep-columns", "agbd",
+                                       "--output", gedi_samples, *RUNNER], [gedi_samples])
+    model = os.path.join(out, "biomass_model.skops")
+    step("train (regressor)", train.run, ["--samples", gedi_samples, "--target-column", "agbd", "--regressor", "knn", "--target-units", "Mg/ha",
+                                          "--output", model], [model, model + ".json"])
+    biomass = os.path.join(out, "biomass.zarr")
+    step("predict", predict.run, ["--embeddings", embeddings, "--model", model, "--output", biomass, *RUNNER], [biomass])
+    sim = os.path.join(out, "similarity.zarr")
+    step("similarity", similarity.run, ["--embeddings", embeddings, "--points", os.path.join(data.output, fields["refs"]), "--output", sim, *RUNNER],
+         [sim])
+    years = data.spec.years
+    if "change_truth" in fields and len(years) > 1:
+        changes = os.path.join(out, "change.zarr")
+        step("change", change.run, ["--embeddings", embeddings, "--from-year", str(years[0]), "--to-year", str(years[-1]),
+                                    "--threshold", str(CHANGE_THRESHOLD), "--output", changes, *RUNNER], [changes])
 
 
 def run(argv: Sequence[str] | None = None) -> int:

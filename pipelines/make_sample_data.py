@@ -1,7 +1,9 @@
 """`efm make-sample-data`: a local COG mirror of generated embeddings, with ground truth.
 
 Writes, under --output: `mirror/` (the public int8 COG mirror's layout and index, two
-UTM zones, two years), `ground_truth.tif`, `labels.geojson` and `sample_data.json`.
+UTM zones, two years), `ground_truth.tif`, `labels.geojson`, `biomass.tif` (a synthetic
+field, Mg/ha), `gedi.geojson` (points with `agbd`), `refs.geojson` (forest points),
+`change_truth.tif` (where the last year's land cover changed) and `sample_data.json`.
 No network, no credentials. See transforms/sample_data.py for how the data is made.
 """
 from __future__ import annotations
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("mirror", f"{data.mirror} ({len(data.files)} COG files, index {', '.join(os.path.basename(p) for p in data.index.values())})"),
         ("ground truth", data.ground_truth),
         ("labelled points", f"{data.points} ({data.n_points} points, property 'label')"),
+        ("biomass field", os.path.join(args.output, "biomass.tif") + " (Mg/ha; gedi.geojson: points with 'agbd')"),
+        ("reference points", os.path.join(args.output, "refs.geojson") + f" ({sample_data.REFERENCE_CLASS})"),
         ("class colours", data.colors),
         ("manifest", data.manifest),
         ("wall time", f"{clock.seconds:.1f} s"),

@@ -34,14 +34,49 @@ def test_demo_runs_and_prints_accuracy_times_and_paths(demo_run):
     accuracies = {int(y): float(a) / 100 for y, a in re.findall(r"accuracy (\d{4}) \(held out\)\s+([\d.]+)%", out)}
     assert set(accuracies) == {2022, 2023}
     assert all(a > THRESHOLD for a in accuracies.values()), accuracies
-    for name in ("make-sample-data", "extract", "sample", "train", "classify", "export", "score", "total"):
+    for name in ("make-sample-data", "extract", "sample", "train", "classify", "export", r"sample \(agbd\)", r"train \(regressor\)", "predict",
+                 "similarity", "change", "score", "total"):
         assert re.search(rf"time: {name}\s+[\d.]+ s", out), name
     wrote = re.findall(r"wrote\s+(\S+)", out)
     for path in wrote:
         assert os.path.exists(path), path
     names = {os.path.basename(p) for p in wrote}
     assert {"embeddings.zarr", "samples.parquet", "model.skops", "classes.zarr", "land_cover_2022.tif", "land_cover_2022.png",
-            "land_cover_2023.tif", "comparison.png"} <= names
+            "land_cover_2023.tif", "comparison.png", "gedi_samples.parquet", "biomass_model.skops", "biomass.zarr", "similarity.zarr",
+            "change.zarr"} <= names
+
+
+def test_demo_prints_regression_similarity_and_change_figures(demo_run):
+    rc, out, _ = demo_run
+    assert rc == 0, out
+    r2 = float(re.search(r"biomass R² 2022 \(held out\)\s+(-?[\d.]+) \(RMSE [\d.]+ Mg/ha\)", out)[1])
+    assert r2 > 0.5, out  # --small scores ~0.83; predictions shifted or unrelated to the field score < 0
+    reference, others = (float(v) for v in re.search(r"similarity 2022\s+(-?[\d.]+) on forest pixels vs (-?[\d.]+) on the others", out).groups())
+    assert reference > others + 0.05, out
+    recall, precision = (float(v) / 100 for v in re.search(r"change 2022->2023\s+recall ([\d.]+)% of [\d,]+ truly changed pixels, precision ([\d.]+)%", out).groups())
+    assert recall > 0.5 and precision > 0.5, out
+
+
+def test_the_field_figures_catch_a_broken_step(demo_run):
+    """Scored the same way, a shifted or flipped biomass map, or a change mask off the change, score low."""
+    rc, _, output = demo_run
+    assert rc == 0
+    from transforms import sample_fields
+
+    prediction = xr.open_zarr(os.path.join(output, "biomass.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
+    assert prediction["prediction"].dtype == np.float32 and prediction["prediction"].attrs.get("units") == "Mg/ha"
+    crs, transform, shape = demo.grid_of(prediction)
+    field = sample_fields.read_on_grid(os.path.join(output, "sample-data", "biomass.tif"), crs, transform, shape, np.nan)
+    predicted = prediction["prediction"].isel(time=0).values
+    everywhere = np.ones(shape, dtype=bool)
+    assert sample_fields.r2_score(predicted, field, everywhere)["r2"] > 0.5
+    assert sample_fields.r2_score(predicted[::-1], field, everywhere)["r2"] < 0.2
+    assert sample_fields.r2_score(np.roll(predicted, 40, axis=1), field, everywhere)["r2"] < 0.2
+    change = xr.open_zarr(os.path.join(output, "change.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
+    truth = sample_fields.read_on_grid(os.path.join(output, "sample-data", "change_truth.tif"), crs, transform, shape, 255)
+    changed = change["changed"].values
+    assert sample_fields.change_score(changed, 255, truth)["recall"] > 0.5
+    assert sample_fields.change_score(changed[::-1], 255, truth)["recall"] < 0.3
 
 
 def test_demo_outputs_are_consistent(demo_run):

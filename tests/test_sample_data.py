@@ -223,3 +223,56 @@ def test_command_line(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert make_sample_data.run(["--output", str(tmp_path / "x"), "--size", "huge"]) == 2
     assert "--size" in capsys.readouterr().err
+
+
+def test_biomass_follows_the_land_cover_with_smooth_noise(data, truth):
+    from transforms import sample_fields
+
+    classes, _, _, names = truth
+    with rasterio.open(os.path.join(data.output, "biomass.tif")) as ds:
+        field = ds.read(1)
+        assert ds.dtypes[0] == "float32" and ds.tags()["units"] == "Mg/ha" and field.shape == classes.shape
+    assert (field >= 0).all() and np.isfinite(field).all()
+    interior = {k: ndimage.binary_erosion(classes == k, iterations=3) for k in range(len(names))}
+    means = {names[k]: float(field[m].mean()) for k, m in interior.items() if m.sum() > 200}
+    assert means["forest"] > 150 > 40 > means["cropland"] and means["water"] < 1  # the class decides the level
+    forest = field[interior[1]]
+    assert 0.1 < forest.std() / forest.mean() < 0.5  # and varies within a class
+    world = sample_world.make_world(SPEC)
+    np.testing.assert_array_equal(sample_fields.biomass_field(world), field)  # deterministic from the seed
+
+
+def test_gedi_points_carry_the_field_at_their_pixel(data, truth):
+    classes, transform, crs, names = truth
+    with rasterio.open(os.path.join(data.output, "biomass.tif")) as ds:
+        field = ds.read(1)
+    features = json.load(open(os.path.join(data.output, "gedi.geojson")))["features"]
+    assert len(features) == SPEC.gedi_points
+    to_grid = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    agbd, at_pixel = [], []
+    for feature in features:
+        x, y = to_grid.transform(*feature["geometry"]["coordinates"])
+        col, row = (int(v) for v in sample_world.apply(~transform, x, y))
+        agbd.append(feature["properties"]["agbd"])
+        at_pixel.append(field[row, col])
+    np.testing.assert_allclose(agbd, at_pixel, atol=0.006)
+    assert len(set(agbd)) > 100  # spread over the area, not clustered in one patch
+    refs = json.load(open(os.path.join(data.output, "refs.geojson")))["features"]
+    assert len(refs) == SPEC.points_per_class and {f["properties"]["label"] for f in refs} == {"forest"}
+
+
+def test_the_last_year_has_a_known_change(data, truth):
+    classes, _, _, names = truth
+    with rasterio.open(os.path.join(data.output, "change_truth.tif")) as ds:
+        change = ds.read(1)
+    changed = change == 1
+    assert 0.01 < changed.mean() < 0.08
+    # the changed pixels' embeddings moved: the same pixel's two years agree much less there
+    a, b = native_codes(data, 2022), native_codes(data, 2023)
+    both = (a[..., 0] != -128) & (b[..., 0] != -128) & (change != 255)
+    dot = (quantize.dequantize(a[both]).astype(np.float64) * quantize.dequantize(b[both])).sum(axis=1)
+    flags = changed[both]
+    assert np.median(dot[flags]) < 0.7 < 0.8 < np.median(dot[~flags])
+    world = sample_world.make_world(SPEC)
+    np.testing.assert_array_equal(world.later_classes != world.classes, changed | ((change == 255) & (world.later_classes != world.classes)))
+    assert set(np.unique(world.later_classes[changed])) <= {names.index("bare"), names.index("grassland")}

@@ -8,6 +8,10 @@ What `efm make-sample-data` (and `efm demo`) writes under one folder:
     ground_truth.tif                       the land-cover classes (uint8, 255 = none)
                                            on the reference grid (zone A, 10 m)
     labels.geojson                         labelled points (lon/lat), a few dozen a class
+    biomass.tif                            synthetic biomass, Mg/ha (float32), same grid
+    gedi.geojson                           GEDI-like points with `agbd` from biomass.tif
+    refs.geojson                           the forest labelled points (for similarity)
+    change_truth.tif                       1 where land cover changed in the last year
     colors.json                            {label: colour} (for `efm export --colors`)
     sample_data.json                       what was generated: grid, classes, files
 
@@ -40,11 +44,16 @@ import dataclasses
 import json
 import os
 
+from transforms import outputs
+from transforms.sample_fields import CHANGE_NODATA, biomass_field, gedi_points, write_gedi, write_raster
 from transforms.sample_mirror import write_index, write_mirror
 from transforms.sample_truth import labelled_points, write_ground_truth, write_points
 from transforms.sample_world import CLASS_COLOURS, CLASS_NAMES, inner_bbox, make_world, seeded
 
 MIRROR_DIR = "mirror"
+REFERENCE_CLASS = "forest"  # refs.geojson: the labelled points of this class
+# the fields' files are the sample data's own (what --overwrite may remove); they belong in outputs.SAMPLE_DATA_ENTRIES
+outputs.SAMPLE_DATA_ENTRIES.update({"biomass.tif": None, "gedi.geojson": None, "refs.geojson": None, "change_truth.tif": None})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +69,7 @@ class SampleSpec:
     centre_lat: float = 39.0
     n_classes: int = 8
     points_per_class: int = 36
+    gedi_points: int = 400  # GEDI-like footprints with `agbd`
     noise: float = 0.15  # per-band std of per-pixel noise (|noise| ~ 1.2 before normalising)
     noise_persistence: float = 0.8  # share of the noise variance a pixel keeps from year to year
     texture: float = 0.38  # amplitude of the smooth within-class variation
@@ -87,7 +97,7 @@ class SampleSpec:
         return -180.0 + 6.0 * int(self.zone_a[:-1])
 
 
-SMALL = dict(rows=256, cols=320, tile_size=128, points_per_class=24)
+SMALL = dict(rows=256, cols=320, tile_size=128, points_per_class=24, gedi_points=250)
 
 
 @dataclasses.dataclass
@@ -106,6 +116,28 @@ class SampleData:
     spec: SampleSpec
 
 
+def write_fields(world, points: list[dict], output: str) -> dict:
+    """biomass.tif, gedi.geojson, refs.geojson and (with two years or more) change_truth.tif."""
+    import numpy as np
+
+    spec = world.spec
+    field = biomass_field(world)
+    write_raster(world, field, os.path.join(output, "biomass.tif"), "synthetic above-ground biomass", units="Mg/ha")
+    gedi = gedi_points(world, field, spec.gedi_points, seeded(spec, "gedi"))
+    write_gedi(gedi, os.path.join(output, "gedi.geojson"))
+    refs = [p for p in points if p["label"] == REFERENCE_CLASS]
+    write_points(refs, os.path.join(output, "refs.geojson"))
+    fields = {"biomass": "biomass.tif", "gedi": "gedi.geojson", "gedi_points": len(gedi), "refs": "refs.geojson",
+              "reference_class": REFERENCE_CLASS, "ref_points": len(refs)}
+    if world.later_classes is not None:
+        truth = (world.later_classes != world.classes).astype(np.uint8)
+        truth[world.nodata[spec.years[0]] | world.nodata[spec.years[-1]]] = CHANGE_NODATA
+        write_raster(world, truth, os.path.join(output, "change_truth.tif"),
+                     f"land cover changed between {spec.years[0]} and {spec.years[-1]} (1) or not (0)", nodata=CHANGE_NODATA)
+        fields["change_truth"] = "change_truth.tif"
+    return fields
+
+
 def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
     """Write the mirror, its index, the ground truth and the labelled points under `output`."""
     os.makedirs(output, exist_ok=True)
@@ -118,6 +150,7 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
     points = labelled_points(world, seeded(spec, "points"))
     points_path = os.path.join(output, "labels.geojson")
     write_points(points, points_path)
+    fields = write_fields(world, points, output)
     colors = os.path.join(output, "colors.json")
     with open(colors, "w") as f:
         json.dump(dict(zip(CLASS_NAMES[: spec.n_classes], CLASS_COLOURS)), f, indent=1)
@@ -134,5 +167,6 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
             "colours": list(CLASS_COLOURS[: spec.n_classes]),
             "files": [r["path"] for r in rows],
             "points": len(points),
+            "fields": fields,
         }, f, indent=1)
     return SampleData(output, mirror, ground_truth, points_path, colors, manifest, index, [r["path"] for r in rows], bbox, world.crs, len(points), spec)

@@ -88,7 +88,8 @@ def tile_fields(world: World, tile: TilePlan, year: int) -> tuple[np.ndarray, np
     else:
         in_zone = lon >= spec.boundary_lon - spec.zone_b_overlap_deg
     valid = inside & in_zone & ~world.nodata[year][r, c]
-    return world.classes[r, c], world.weights[:, r, c], world.texture[:, r, c], valid
+    classes, weights = world.classes_of(year)
+    return classes[r, c], weights[:, r, c], world.texture[:, r, c], valid
 
 
 def file_name(zone: str, year: int, row_off: int, col_off: int) -> str:

@@ -123,6 +123,14 @@ class World:
     lon: np.ndarray  # (rows, cols) longitude of pixel centres
     directions: dict[int, np.ndarray]  # year -> (classes, bands)
     texture_dirs: np.ndarray  # (T, classes, bands)
+    # the last year's classes and mixing weights where land cover changed (sample_fields)
+    later_classes: np.ndarray | None = None
+    later_weights: np.ndarray | None = None
+
+    def classes_of(self, year: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.later_classes is not None and year == self.spec.years[-1]:
+            return self.later_classes, self.later_weights
+        return self.classes, self.weights
 
 
 def apply(t: affine.Affine, cols, rows):
@@ -160,7 +168,13 @@ def make_world(spec: SampleSpec) -> World:
     texture_dirs *= spec.texture / np.linalg.norm(texture_dirs, axis=-1, keepdims=True)
     directions = {y: year_directions(base, drift_dirs, y - spec.years[0], spec.drift) for y in spec.years}
     weights = mixing_weights(classes, spec.n_classes, spec.mixing_px)
-    return World(spec, crs, transform, classes, weights, texture, nodata, np.asarray(lon, dtype=np.float64), directions, texture_dirs)
+    world = World(spec, crs, transform, classes, weights, texture, nodata, np.asarray(lon, dtype=np.float64), directions, texture_dirs)
+    if len(spec.years) > 1:  # a known change between the first and the last year
+        from transforms.sample_fields import change_classes
+
+        world.later_classes, _ = change_classes(world)
+        world.later_weights = mixing_weights(world.later_classes, spec.n_classes, spec.mixing_px)
+    return world
 
 
 def inner_bbox(world: World) -> tuple[float, float, float, float]:
