@@ -28,10 +28,6 @@ from transforms.errors import InputError
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)
-# The regression, similarity and change products (registered here so that --overwrite
-# removes them; they belong in outputs.DEMO_ENTRIES, and SAMPLE_DATA_ENTRIES gains the fields).
-outputs.DEMO_ENTRIES.update({"gedi_samples.parquet": None, "biomass_model.skops": None, "biomass_model.skops.json": None,
-                             "biomass.zarr": "prediction", "similarity.zarr": "similarity", "change.zarr": "change"})
 OUTPUTS = tuple(outputs.DEMO_ENTRIES)
 CHANGE_THRESHOLD = 0.8  # unchanged pixels' year-to-year dot product is ~0.9, changed ones' ~0.6
 

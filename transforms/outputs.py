@@ -52,11 +52,13 @@ RESUMABLE = set(STORE_VARIABLE)
 _BEFORE_PRODUCT_ATTR = ("embeddings", "classes")  # kinds that existed before `efm_product`: recognised by their variable
 
 # What each folder product holds (glob patterns of top-level entries -> the product an entry is, if any).
-SAMPLE_DATA_ENTRIES = {"mirror": "mirror", "ground_truth.tif": None, "labels.geojson": None, "colors.json": None, "sample_data.json": None}
+SAMPLE_DATA_ENTRIES = {"mirror": "mirror", "ground_truth.tif": None, "labels.geojson": None, "colors.json": None, "sample_data.json": None,
+                       "biomass.tif": None, "gedi.geojson": None, "refs.geojson": None, "change_truth.tif": None}
 DEMO_ENTRIES = {
     "sample-data": "sample-data", "embeddings.zarr": "embeddings", "samples.parquet": None, "model.skops": None,
     "model.skops.json": None, "classes.zarr": "classes", "land_cover_*.tif": None, "land_cover_*.png": None,
-    "comparison.png": None, "demo.log": None,
+    "comparison.png": None, "demo.log": None, "gedi_samples.parquet": None, "biomass_model.skops": None,
+    "biomass_model.skops.json": None, "biomass.zarr": "prediction", "similarity.zarr": "similarity", "change.zarr": "change",
 }
 _MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
 _ZARR_META = {".zgroup", ".zattrs", ".zmetadata"}

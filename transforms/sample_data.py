@@ -44,7 +44,6 @@ import dataclasses
 import json
 import os
 
-from transforms import outputs
 from transforms.sample_fields import CHANGE_NODATA, biomass_field, gedi_points, write_gedi, write_raster
 from transforms.sample_mirror import write_index, write_mirror
 from transforms.sample_truth import labelled_points, write_ground_truth, write_points
@@ -52,8 +51,6 @@ from transforms.sample_world import CLASS_COLOURS, CLASS_NAMES, inner_bbox, make
 
 MIRROR_DIR = "mirror"
 REFERENCE_CLASS = "forest"  # refs.geojson: the labelled points of this class
-# the fields' files are the sample data's own (what --overwrite may remove); they belong in outputs.SAMPLE_DATA_ENTRIES
-outputs.SAMPLE_DATA_ENTRIES.update({"biomass.tif": None, "gedi.geojson": None, "refs.geojson": None, "change_truth.tif": None})
 
 
 @dataclasses.dataclass(frozen=True)
