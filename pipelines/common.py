@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from pipelines import beam_args, failures
+from transforms import outputs
 from transforms.errors import InputError
 
 LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
@@ -189,18 +190,10 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
 
 
 def check_writable(path: str, flag: str = "--output") -> None:
-    """A local output's folder must exist and take a new file: tried by creating (and removing) a
-    temporary file, as permission bits alone mislead (root, ACLs, read-only mounts)."""
+    """A local output's folder must exist (export makes none) and take a new file."""
     if "://" in path:
         return  # buckets: permission errors surface at write time, as one line
-    import tempfile
-
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise InputError(flag, f"the folder {folder} does not exist; create it or write elsewhere")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".efm-write-check-", dir=folder)
-    except OSError as exc:
-        raise InputError(flag, f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to") from None
-    os.close(fd)
-    os.remove(probe)
+    outputs.check_local_writable(path, flag)

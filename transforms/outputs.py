@@ -292,7 +292,7 @@ def _names(files: list[str], n: int = 3) -> str:
 
 # ---------------------------------------------------------------- the check and the removal
 
-def _check_local_writable(path: str, flag: str) -> None:
+def check_local_writable(path: str, flag: str) -> None:
     """A local output must be creatable: tried in its nearest existing folder (missing ones are made),
     by creating and removing a temporary file, as permission bits mislead (root, read-only mounts)."""
     if "://" in path:
@@ -323,7 +323,7 @@ def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bo
     if resume and kind not in RESUMABLE:
         raise InputError("--resume", f"only stores can be resumed, not {KINDS[kind][3:]}")
     check_place(path, inputs=inputs, flag=flag)
-    _check_local_writable(path, flag)
+    check_local_writable(path, flag)
     fs, root = _location(path)
     _check_bucket(fs, path, root, flag)
     found = inspect(path, kind, shallow=resume)
