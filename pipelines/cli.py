@@ -7,13 +7,13 @@ import sys
 SUBCOMMANDS = {
     "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
     "sample": ("pipelines.sample", "sample the embedding at labelled points into a table"),
-    "train": ("pipelines.train", "train a classifier on sampled points, with cross-validation"),
+    "train": ("pipelines.train", "train a classifier or regressor on sampled points, with cross-validation"),
     "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),
     "classify": ("pipelines.classify", "apply a model to a store chunk by chunk -> class map"),
     "predict": ("pipelines.predict", "apply any model (classifier, clusterer, regressor) to a store -> map"),
     "change": ("pipelines.change", "per-pixel similarity of two years (1 = unchanged) -> change store"),
     "similarity": ("pipelines.similarity", "similarity of every pixel to reference points -> similarity store"),
-    "export": ("pipelines.export", "class map or embedding band -> Cloud-Optimized GeoTIFF + PNG"),
+    "export": ("pipelines.export", "any map (classes, prediction, similarity, change) or embedding band -> COG + PNG"),
     "make-sample-data": ("pipelines.make_sample_data", "generate a local COG mirror with ground truth and labelled points"),
     "demo": ("pipelines.demo", "run the workflow end to end on generated data, offline"),
 }
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: efm <command> [flags]  (efm <command> --help for its flags)\n\ncommands:")
         for name, (_, summary) in SUBCOMMANDS.items():
-            print(f"  {name:<10} {summary}")
+            print(f"  {name:<17} {summary}")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
