@@ -39,11 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target_column is not None:
         return train_regressor(args)
     args.classifier = args.classifier or "random-forest"
-    models.model_format(args.output, "--output")
+    model_format = models.model_format(args.output, "--output")
     outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
     X, labels, groups, bands, table_meta = training.load_samples(args.samples, args.label_column)
-    if models.model_format(args.output, "--output") == "skops":
+    if model_format == "skops":
         models.check_skops_loadable(estimator, X, labels, args.output)
     with common.Stopwatch() as cv_clock:
         metrics = training.cross_validate(estimator, X, labels, groups, args.folds, args.seed)
@@ -53,13 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sidecar = models.save_model(estimator, args.output, {
         "kind": "classifier",
         "classifier": args.classifier,
-        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
         "classes": estimator.classes_,
-        "bands": bands,
-        "n_features": len(bands),
         "samples": {"path": args.samples, "rows": len(labels), "label_column": args.label_column},
-        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
-        "metrics": metrics,
+        **_fitted_fields(estimator, bands, table_meta, metrics),
     })
     print()
     common.print_summary(f"efm train: {args.output} written", [
@@ -77,14 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict) -> dict:
+    """Sidecar fields every trained model has: its parameters, bands, source store and metrics."""
+    return {
+        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
+        "bands": bands,
+        "n_features": len(bands),
+        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
+        "metrics": metrics,
+    }
+
+
 def train_regressor(args) -> int:
     """`efm train --target-column C [--regressor NAME]`: the same steps, with a regressor on a numeric column."""
     args.regressor = args.regressor or "random-forest"
-    models.model_format(args.output, "--output")
+    model_format = models.model_format(args.output, "--output")
     outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
     estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
     X, y, groups, bands, table_meta = training.load_target_samples(args.samples, args.target_column)
-    if models.model_format(args.output, "--output") == "skops":
+    if model_format == "skops":
         models.check_skops_loadable(estimator, X, y, args.output)
     with common.Stopwatch() as cv_clock:
         metrics = training.cross_validate_regression(estimator, X, y, groups, args.folds, args.seed)
@@ -94,14 +101,10 @@ def train_regressor(args) -> int:
     sidecar = models.save_model(estimator, args.output, {
         "kind": "regressor",
         "regressor": args.regressor,
-        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
         "target": args.target_column,
         "units": args.target_units,
-        "bands": bands,
-        "n_features": len(bands),
         "samples": {"path": args.samples, "rows": len(y), "target_column": args.target_column},
-        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
-        "metrics": metrics,
+        **_fitted_fields(estimator, bands, table_meta, metrics),
     })
     units = f" {args.target_units}" if args.target_units else ""
     print()
