@@ -42,14 +42,19 @@ def bbox_of(tile: TileSpec, inset_px: int = 1) -> str:
 
 
 def run_efm(emu, tile, output, chunk_size, tile_size=None, threads=None, cap=40, transfer="auto"):
-    from pipelines import extract
-
     argv = ["--transfer-dtype", transfer, "--bbox", bbox_of(tile), "--crs", tile.crs, "--years", str(YEAR), "--output", output, "--chunk-size", str(chunk_size),
             "--ee-api-url", emu.url, "--ee-project", "bench", "--max-concurrent-requests", str(cap), "--runner=FnApiRunner"]
     if tile_size:
         argv += ["--request-tile-size", str(tile_size)]
     if threads:
         argv += ["--threads-per-worker", str(threads)]
+    extract_quietly(argv)
+
+
+def extract_quietly(argv: list[str]) -> None:
+    """`efm extract` in this process, its summary discarded (the tables are the benchmark's output)."""
+    from pipelines import extract
+
     with open(os.devnull, "w") as sink:
         stdout, sys.stdout = sys.stdout, sink
         try:

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from emulators.earthengine import EarthEngineEmulatorProcess  # noqa: E402
 from emulators.earthengine.synthetic import BAND_NAMES, COLLECTION_ID, TileSpec, make_embedding_collection  # noqa: E402
-from extract_vs_xee import bbox_of  # noqa: E402
+from extract_vs_xee import bbox_of, extract_quietly  # noqa: E402
 
 YEAR = 2021
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,17 +45,10 @@ def chunk_bytes_on_disk(store: str) -> int:
 
 
 def run_extract(emu, tile, output, dtype, cap):
-    from pipelines import extract
-
     # Inset by 128 px: the area's lon/lat box, squared up in UTM, stays inside the tile (every chunk has data).
     argv = ["--bbox", bbox_of(tile, inset_px=128), "--crs", tile.crs, "--years", str(YEAR), "--output", output, "--dtype", dtype,
             "--ee-api-url", emu.url, "--ee-project", "bench", "--max-concurrent-requests", str(cap), "--runner=FnApiRunner"]
-    with open(os.devnull, "w") as sink:
-        stdout, sys.stdout = sys.stdout, sink
-        try:
-            assert extract.main(argv) == 0
-        finally:
-            sys.stdout = stdout
+    extract_quietly(argv)
 
 
 def measure_store(emu, tile, work, dtype, cap):
