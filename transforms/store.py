@@ -106,14 +106,13 @@ def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, f
     would write the same place (transforms/resume.py) and replaced only if it is efm's store of
     the same kind, holding nothing else (transforms/outputs.py); only its own files are deleted.
     """
-    from transforms import outputs, resume as resume_check
+    from transforms import outputs
 
     kind = template.attrs.get("efm_product", "embeddings")
     found = outputs.check_output(path, kind, resume=resume, overwrite=overwrite, flag=flag)
     if found.kind is not None:
         if resume:
-            existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False)  # stored dtypes
-            resume_check.check(path, existing, template)
+            check_resume(path, template)
             return done_markers(path)
         outputs.remove(path, kind, flag, found)
     setup(path, template)
