@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              [])
         steps[-1].wrote = sorted(glob.glob(os.path.join(out, "land_cover_*.tif")) + glob.glob(os.path.join(out, "land_cover_*.png")))
 
-        run_field_steps(step, out, data, embeddings)
+        steps[-1].wrote = run_field_steps(step, out, data, embeddings)  # the exported maps: the last step's
 
         start = time.perf_counter()
         scores = class_map_scores(classes, data)
@@ -302,9 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_field_steps(step, out: str, data: sample_data.SampleData, embeddings: str) -> None:
-    """Regression on the GEDI-like points, similarity to the reference points, change between the years."""
-    from pipelines import change, predict, sample, similarity, train
+def run_field_steps(step, out: str, data: sample_data.SampleData, embeddings: str) -> list[str]:
+    """Regression on the GEDI-like points, similarity to the reference points, change between the years,
+    then each map exported as a float GeoTIFF with a PNG quicklook (colour bar, units)."""
+    from pipelines import change, export, predict, sample, similarity, train
 
     fields = json.load(open(data.manifest))["fields"]
     gedi_samples = os.path.join(out, "gedi_samples.parquet")
@@ -323,6 +324,19 @@ def run_field_steps(step, out: str, data: sample_data.SampleData, embeddings: st
         changes = os.path.join(out, "change.zarr")
         step("change", change.run, ["--embeddings", embeddings, "--from-year", str(years[0]), "--to-year", str(years[-1]),
                                     "--threshold", str(CHANGE_THRESHOLD), "--output", changes, *RUNNER], [changes])
+    maps = [(store, name) for store, name in ((biomass, "biomass"), (sim, "similarity"), (os.path.join(out, "change.zarr"), "change"))
+            if os.path.exists(store)]
+
+    def export_maps(argv: Sequence[str]) -> int:
+        for store, name in maps:
+            status = export.run(["--input", store, "--output", os.path.join(out, f"{name}.tif"), "--png"])
+            if status:
+                return status
+        return 0
+
+    step("export (maps)", export_maps, [], [])
+    step_wrote = sorted(p for _, name in maps for p in glob.glob(os.path.join(out, f"{name}*.tif")) + glob.glob(os.path.join(out, f"{name}*.png")))
+    return step_wrote
 
 
 def run(argv: Sequence[str] | None = None) -> int:

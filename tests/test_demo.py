@@ -35,7 +35,7 @@ def test_demo_runs_and_prints_accuracy_times_and_paths(demo_run):
     assert set(accuracies) == {2022, 2023}
     assert all(a > THRESHOLD for a in accuracies.values()), accuracies
     for name in ("make-sample-data", "extract", "sample", "train", "classify", "export", r"sample \(agbd\)", r"train \(regressor\)", "predict",
-                 "similarity", "change", "score", "total"):
+                 "similarity", "change", r"export \(maps\)", "score", "total"):
         assert re.search(rf"time: {name}\s+[\d.]+ s", out), name
     wrote = re.findall(r"wrote\s+(\S+)", out)
     for path in wrote:
@@ -43,7 +43,7 @@ def test_demo_runs_and_prints_accuracy_times_and_paths(demo_run):
     names = {os.path.basename(p) for p in wrote}
     assert {"embeddings.zarr", "samples.parquet", "model.skops", "classes.zarr", "land_cover_2022.tif", "land_cover_2022.png",
             "land_cover_2023.tif", "comparison.png", "gedi_samples.parquet", "biomass_model.skops", "biomass.zarr", "similarity.zarr",
-            "change.zarr"} <= names
+            "change.zarr", "biomass_2022.tif", "biomass_2022.png", "similarity_2023.tif", "similarity_2023.png", "change.tif", "change.png"} <= names
 
 
 def test_demo_prints_regression_similarity_and_change_figures(demo_run):
@@ -91,6 +91,15 @@ def test_demo_outputs_are_consistent(demo_run):
         np.testing.assert_array_equal(ds.read(1), classes["class"].isel(time=0).values)
     with rasterio.open(os.path.join(output, "land_cover_2022.png")) as png:
         assert png.width > 200
+    # the exported float maps are the stores' values, nodata where the store has NaN
+    for name, store, variable in (("biomass_2022", "biomass.zarr", "prediction"), ("similarity_2023", "similarity.zarr", "similarity"),
+                                  ("change", "change.zarr", "similarity")):
+        values = xr.open_zarr(os.path.join(output, store), consolidated=True, zarr_format=2)[variable]
+        values = values.isel(time=-1 if name.endswith("2023") else 0) if "time" in values.dims else values
+        with rasterio.open(os.path.join(output, f"{name}.tif")) as ds:
+            band = ds.read(1)
+            np.testing.assert_array_equal(band == ds.nodata, np.isnan(values.values))
+            np.testing.assert_array_equal(band[band != ds.nodata], values.values[~np.isnan(values.values)])
     labels = [str(v) for v in classes["class"].attrs["class_labels"]]
     assert set(labels) == set(sample_world.CLASS_NAMES)
 

@@ -59,6 +59,7 @@ DEMO_ENTRIES = {
     "model.skops.json": None, "classes.zarr": "classes", "land_cover_*.tif": None, "land_cover_*.png": None,
     "comparison.png": None, "demo.log": None, "gedi_samples.parquet": None, "biomass_model.skops": None,
     "biomass_model.skops.json": None, "biomass.zarr": "prediction", "similarity.zarr": "similarity", "change.zarr": "change",
+    "biomass_*.tif": None, "biomass_*.png": None, "similarity_*.tif": None, "similarity_*.png": None, "change.tif": None, "change.png": None,
 }
 _MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
 _ZARR_META = {".zgroup", ".zattrs", ".zmetadata"}
