@@ -19,7 +19,7 @@ import xarray as xr
 
 from transforms import store
 from transforms.errors import InputError
-from transforms.grid import Window
+from transforms.grid import Window, tile_windows
 
 BLOCK_SIZE = 512
 DEFAULT_RGB = ("A01", "A16", "A09")  # the false-colour bands of the original talk / Earth Engine tutorial
@@ -56,11 +56,7 @@ class Layer:
         return self.kind in ("class", "mask")
 
     def windows(self) -> list[Window]:
-        return [
-            Window(r, c, min(self.chunk_rows, self.height - r), min(self.chunk_cols, self.width - c))
-            for r in range(0, self.height, self.chunk_rows)
-            for c in range(0, self.width, self.chunk_cols)
-        ]
+        return list(tile_windows(self.height, self.width, self.chunk_rows, self.chunk_cols))
 
     def open_array(self):
         import zarr

@@ -198,9 +198,15 @@ def check_chunk_size(chunk_size: int, request_tile_size: int | None = None) -> N
 
 def chunk_windows(grid: Grid, chunk_size: int) -> Iterator[Window]:
     """The grid cut into chunk_size x chunk_size windows (smaller at the right/bottom edges)."""
-    for row in range(0, grid.height, chunk_size):
-        for col in range(0, grid.width, chunk_size):
-            yield Window(row, col, min(chunk_size, grid.height - row), min(chunk_size, grid.width - col))
+    return tile_windows(grid.height, grid.width, chunk_size, chunk_size)
+
+
+def tile_windows(height: int, width: int, chunk_rows: int, chunk_cols: int) -> Iterator[Window]:
+    """A height x width raster cut into chunk_rows x chunk_cols windows, row by row (smaller at the right/bottom
+    edges): the one list of chunk windows (the store's, a product's, an export's)."""
+    for row in range(0, height, chunk_rows):
+        for col in range(0, width, chunk_cols):
+            yield Window(row, col, min(chunk_rows, height - row), min(chunk_cols, width - col))
 
 
 def windows_touching(grid: Grid, windows: list[Window], aoi: shapely.Geometry) -> tuple[list[Window], int]:
