@@ -49,6 +49,8 @@ class Layer:
     kind: str = "class"  # "class", "mask" (0/1 flags), "continuous" (float) or "embedding"
     timed: bool = True  # False: a (y, x) store (change), exported as one file
     attrs: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    offset: tuple = (0, 0)  # (row, col) of this layer's origin in the store's grid (--bbox/--aoi: a window of it)
+    skip: frozenset = frozenset()  # (row, col) of the windows outside an --aoi: written as nodata, not read
 
     @property
     def is_class(self) -> bool:
@@ -63,7 +65,15 @@ class Layer:
 
         return zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)[self.variable]
 
+    def source(self, w: Window) -> Window:
+        """A window of this layer as the same pixels of the store's grid."""
+        return Window(w.row + self.offset[0], w.col + self.offset[1], w.rows, w.cols)
+
+    def kept_windows(self) -> list[Window]:
+        return [w for w in self.windows() if (w.row, w.col) not in self.skip]
+
     def read(self, array, time_index: int, w: Window) -> np.ndarray:
+        w = self.source(w)
         rows, cols = slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
         if self.variable == "embedding":
             return store.as_float(array[time_index, rows, cols, self.band_index])
@@ -126,6 +136,14 @@ def open_layer(path: str, *, variable: str | None = None, band: str | None = Non
         years=tuple(int(str(t)[:4]) for t in ds["time"].values) if "time" in ds[variable].dims else (), dtype=dtype, nodata=nodata,
         labels=labels, values=values, kind=kind, timed="time" in ds[variable].dims, attrs=dict(ds[variable].attrs),
     )
+
+
+def crop(layer: Layer, sub) -> Layer:
+    """The layer on a subset's window (transforms/subset.py): the GeoTIFF's grid and geotransform, chunks outside an --aoi as nodata."""
+    if not sub.active:
+        return layer
+    return dataclasses.replace(layer, width=sub.window.cols, height=sub.window.rows, transform=sub.transform(layer.transform), offset=sub.offset,
+                               skip=frozenset((w.row, w.col) for w, kept in sub.windows() if not kept))
 
 
 def class_colors(values) -> dict[int, tuple[int, int, int]]:
@@ -199,7 +217,8 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
         array = layer.open_array()
         with rasterio.open(tiled, "w", **profile) as dst:
             for w in layer.windows():
-                dst.write(layer.read(array, time_index, w), 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
+                block = np.full((w.rows, w.cols), layer.nodata, dtype=layer.dtype) if (w.row, w.col) in layer.skip else layer.read(array, time_index, w)
+                dst.write(block, 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
             if colors and layer.dtype in ("uint8", "uint16"):
                 table = {v: (*rgb, 255) for v, rgb in colors.items()}
                 table.setdefault(int(layer.nodata), (0, 0, 0, 0))
@@ -356,7 +375,7 @@ def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_siz
     step = max(1, math.ceil(max(layer.width, layer.height) / max_size))
     shape = (-(-layer.height // step), -(-layer.width // step))
     reader = StoreReader(layer.path)
-    image = _strided(layer.windows(), lambda w: reader.read(time_index, w)[..., band_indices], step, shape, 3)
+    image = _strided(layer.kept_windows(), lambda w: reader.read(time_index, layer.source(w))[..., band_indices], step, shape, 3)
     rgba = np.zeros(shape + (4,), dtype=np.uint8)
     valid = ~np.isnan(image).any(axis=-1)
     if valid.any():
