@@ -337,6 +337,16 @@ def test_export_bbox_crops_the_geotiff_to_the_window(stores, prediction_store, t
         assert (tmp_path / f"pred_{year}.png").exists()
 
 
+def test_export_bbox_of_an_embedding_band(stores, tmp_path):
+    s = stores["int8"]
+    output = tmp_path / "a01.tif"
+    assert export_cli.run(["--input", s.path, "--band", "A01", "--years", "2022", "--output", str(output), "--bbox", BBOX, "--png"]) == 0
+    with rasterio.open(output) as src:
+        assert tuple(src.transform)[:6] == (SCALE, 0.0, X0 + 40 * SCALE, 0.0, -SCALE, Y0 - 50 * SCALE)
+        np.testing.assert_array_equal(src.read(1), s.values[1][SLICE][..., 1])  # the de-quantised band, NaN in the same places
+    assert (tmp_path / "a01.png").exists()
+
+
 def test_export_aoi_leaves_the_chunks_outside_the_polygon_as_nodata(prediction_store, tmp_path, capsys):
     path, values = prediction_store
     squares = [(20, 40, 10, 30), (262, 282, 230, 250)]
