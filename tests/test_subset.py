@@ -6,6 +6,7 @@ expected window is known by construction, not by the code under test.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import geopandas
@@ -156,6 +157,9 @@ def test_subset_aligns_with_the_input_grid_and_counts_skipped_chunks(stores):
     assert whole.window == Window(0, 0, HEIGHT, WIDTH) and whole.skipped(3) == 0 and not whole.active and whole.summary_rows() == []
     with pytest.raises(InputError, match=r"^--aoi: the area .* lies outside .*float32.zarr, which covers lon"):
         subset.select(info, shapely.box(10, 10, 11, 11), "--aoi")
+    bottom_up = dataclasses.replace(info, transform=(SCALE, 0.0, X0, 0.0, SCALE, Y0))  # efm never writes one; a foreign store may
+    with pytest.raises(InputError, match=r"^--bbox/--aoi: .* not north-up with square pixels"):
+        subset.select(bottom_up, shapely.box(2, 44, 4, 46), "--bbox")
 
 
 # -- products on a --bbox equal their reference on the slice -------------------------------------
@@ -401,7 +405,7 @@ def commands(s, tmp_path, fitted, prediction_store):
 
 
 @pytest.mark.parametrize("command", ["predict", "classify", "similarity", "change", "export"])
-@pytest.mark.parametrize("case", ["bbox outside", "aoi outside", "bad bbox", "both"])
+@pytest.mark.parametrize("case", ["bbox outside", "aoi outside", "bad bbox", "both", "aoi missing"])
 def test_bad_area_is_one_line_exit_2_and_writes_nothing(stores, fitted, prediction_store, tmp_path, capsys, command, case):
     cli, flags, output = commands(stores["float32"], tmp_path, fitted, prediction_store)[command]
     area, flag, message = {
@@ -409,6 +413,7 @@ def test_bad_area_is_one_line_exit_2_and_writes_nothing(stores, fitted, predicti
         "aoi outside": (["--aoi", write_aoi(tmp_path / "far.gpkg", (-3000, -2900, 50, 60))], "--aoi", "lies outside"),
         "bad bbox": (["--bbox", "3.0,45.2,2.9,45.1"], "--bbox", "inverted or empty box"),
         "both": (["--bbox", BBOX, "--aoi", "x.gpkg"], "--aoi", "not allowed with argument --bbox"),
+        "aoi missing": (["--aoi", str(tmp_path / "nothere.gpkg")], "--aoi", "cannot read"),
     }[case]
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.run([*flags, "--output", str(output), *area, *([] if command == "export" else FNAPI)]) == 2
