@@ -69,9 +69,6 @@ class Layer:
         """A window of this layer as the same pixels of the store's grid."""
         return Window(w.row + self.offset[0], w.col + self.offset[1], w.rows, w.cols)
 
-    def kept_windows(self) -> list[Window]:
-        return [w for w in self.windows() if (w.row, w.col) not in self.skip]
-
     def read(self, array, time_index: int, w: Window) -> np.ndarray:
         w = self.source(w)
         rows, cols = slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
@@ -375,7 +372,8 @@ def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_siz
     step = max(1, math.ceil(max(layer.width, layer.height) / max_size))
     shape = (-(-layer.height // step), -(-layer.width // step))
     reader = StoreReader(layer.path)
-    image = _strided(layer.kept_windows(), lambda w: reader.read(time_index, layer.source(w))[..., band_indices], step, shape, 3)
+    kept = [w for w in layer.windows() if (w.row, w.col) not in layer.skip]
+    image = _strided(kept, lambda w: reader.read(time_index, layer.source(w))[..., band_indices], step, shape, 3)
     rgba = np.zeros(shape + (4,), dtype=np.uint8)
     valid = ~np.isnan(image).any(axis=-1)
     if valid.any():
