@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from pipelines import common, product
-from transforms import outputs, plan as planlib, readers, store
+from transforms import outputs, readers, store, subset
 from transforms.change import ChangeFunction, mask_variable, similarity_variable
 from transforms.chunk_map import MapChunks, output_template
 from transforms.errors import InputError
@@ -26,6 +26,7 @@ def build_parser():
     parser.add_argument("--to-year", required=True, type=int, help="the later year, e.g. 2023")
     parser.add_argument("--output", required=True, help="change store to write (Zarr, local path or gs://)")
     parser.add_argument("--threshold", type=float, help="also write `changed` = 1 where similarity < THRESHOLD (in [-1, 1], e.g. 0.8)")
+    subset.add_flags(parser)
     product.add_resume_flags(parser)
     return parser
 
@@ -45,19 +46,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = readers.store_info(args.embeddings, ds)
     readers.select_years(info, [args.from_year], flag="--from-year")
     readers.select_years(info, [args.to_year], flag="--to-year")
-    outputs.check_output(args.output, "change", inputs={"--embeddings": args.embeddings}, resume=args.resume, overwrite=args.overwrite)
+    sub = subset.from_args(args, info)  # --bbox/--aoi: a window of the grid (the whole store without them)
+    outputs.check_output(args.output, "change", inputs={"--embeddings": args.embeddings, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
 
     variables = [similarity_variable(f"similarity of the {args.from_year} and {args.to_year} embeddings (1 = unchanged)")]
     if args.threshold is not None:
         variables.append(mask_variable("changed", f"similarity below {args.threshold}", args.threshold))
-    attrs = {**product.grid_attrs(args.embeddings, info), "from_year": args.from_year, "to_year": args.to_year, "years": [args.from_year, args.to_year]}
+    attrs = {**product.grid_attrs(args.embeddings, info), "from_year": args.from_year, "to_year": args.to_year, "years": [args.from_year, args.to_year], **sub.attrs}
     if args.threshold is not None:
         attrs["threshold"] = args.threshold
-    product.check_resume_attrs(args.output, attrs, {"threshold": "--threshold"}, resume=args.resume)
-    template = output_template(ds, variables, None, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="change", attrs=attrs)
-    plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, [args.to_year])  # one (y, x) layer
+    product.check_resume_attrs(args.output, attrs, {"threshold": "--threshold", **subset.RESUME_ATTRS}, resume=args.resume)
+    template = output_template(ds, variables, None, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="change", attrs=attrs,
+                               window=sub.window)
+    plan = sub.plan([args.to_year])  # one (y, x) layer
     transform = MapChunks(args.embeddings, ChangeFunction(args.threshold), {0: (info.time_index(args.from_year), info.time_index(args.to_year))},
-                          tuple(variables), timed=False)
+                          tuple(variables), timed=False, offset=sub.offset)
     result = product.run_map("efm change", args.output, template, plan, transform, options, info=info, resume=args.resume,
                              overwrite=args.overwrite, windows_per_chunk=2)
     pixels = result.totals.get("pixels_computed", 0)
@@ -65,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("years", f"{args.from_year} -> {args.to_year}"),
         ("grid", f"{info.width} x {info.height} px in {info.crs}"),
         *product.chunk_rows(result),
+        *sub.summary_rows(),
         ("pixels compared", pixels),
         ("pixels without data in either year (NaN)", result.totals.get("pixels_nodata", 0)),
         ("threshold", "none" if args.threshold is None else f"changed = similarity < {args.threshold}"),

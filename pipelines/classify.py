@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from pipelines import common, product
-from transforms import grid as gridlib, models, outputs, plan as planlib, readers, store
+from transforms import grid as gridlib, models, outputs, readers, store, subset
 from transforms.classify import ClassifyChunks, class_encoding, class_template
 from transforms.errors import InputError
 
@@ -25,6 +25,7 @@ def build_parser():
     parser.add_argument("--output", required=True, help="class-map store to write (Zarr, local path or gs://)")
     parser.add_argument("--confidence", action="store_true", help="also write `confidence`, the maximum class probability")
     parser.add_argument("--years", help="years to classify, e.g. 2021,2022 (default: every year of the store)")
+    subset.add_flags(parser, "classify")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted run: classify only the missing chunks")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -48,6 +49,7 @@ def classify(args, options, loaded: models.LoadedModel | None = None, prog: str 
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    sub = subset.from_args(args, info)  # --bbox/--aoi: a window of the grid (the whole store without them)
     loaded = loaded or models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
     if loaded.is_regressor:
         raise InputError("--model", f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
@@ -56,8 +58,9 @@ def classify(args, options, loaded: models.LoadedModel | None = None, prog: str 
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
     encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
-    outputs.check_output(args.output, "classes", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)]},
+    outputs.check_output(args.output, "classes", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)], "--aoi": args.aoi},
                          resume=args.resume, overwrite=args.overwrite)
+    product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
 
     template = class_template(ds, years, encoding, confidence=args.confidence, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, attrs={
         "source": args.embeddings,
@@ -70,11 +73,13 @@ def classify(args, options, loaded: models.LoadedModel | None = None, prog: str 
         "chunk_size": info.chunk_rows,
         "license": store.LICENSE,
         "attribution": store.ATTRIBUTION,
-    })
-    plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
+        **sub.attrs,
+    }, window=sub.window)
+    plan = sub.plan(years)
     transform = ClassifyChunks(
         embeddings=args.embeddings, model_path=args.model, model_sha256=loaded.sha256, encoding=encoding,
         year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options), years=years,
+        offset=sub.offset,
     )
     result = product.run_map(prog, args.output, template, plan, transform, options, info=info, resume=args.resume, overwrite=args.overwrite)
     totals, clock = result.totals, result
@@ -83,6 +88,7 @@ def classify(args, options, loaded: models.LoadedModel | None = None, prog: str 
         ("model", f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"),
         ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
         *product.chunk_rows(result),
+        *sub.summary_rows(len(years)),
         ("pixels classified", pixels),
         ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),
         ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),

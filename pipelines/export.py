@@ -13,7 +13,7 @@ from typing import Sequence
 import fsspec
 
 from pipelines import common
-from transforms import export, grid as gridlib, outputs
+from transforms import export, grid as gridlib, outputs, subset
 from transforms.errors import InputError
 
 
@@ -29,6 +29,7 @@ def build_parser():
     parser.add_argument("--rgb", default=",".join(export.DEFAULT_RGB), help="embedding stores: three bands for the false-colour PNG (default: %(default)s)")
     parser.add_argument("--colors", help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour} (default: matplotlib's tab10/tab20)")
     parser.add_argument("--png-size", type=int, default=1024, help="longest side of the quicklook in pixels (default: %(default)s)")
+    subset.add_flags(parser, "export")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
 
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [y for y in years if layer.timed and y not in layer.years]
     if missing:
         raise InputError("--years", f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}")
+    sub = subset.from_args(args, layer)  # --bbox/--aoi: the GeoTIFF is that window of the store's grid
+    layer = export.crop(layer, sub)
     rgb, rgb_idx = [], []
     if args.png and layer.variable == "embedding":
         rgb = [b.strip() for b in args.rgb.split(",")]
@@ -58,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--rgb", f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}")
         rgb_idx = [bands.index(b) for b in rgb]
     paths = export.output_paths(args.output, years)
-    inputs = {"--input": args.input, "--colors": args.colors if args.colors and os.path.exists(args.colors) else None}
+    inputs = {"--input": args.input, "--colors": args.colors if args.colors and os.path.exists(args.colors) else None, "--aoi": args.aoi}
     for path in paths.values():
         common.check_writable(path)
         outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
@@ -98,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = f"band {args.band}" if layer.variable == "embedding" else layer.variable
     common.print_summary(f"efm export: {args.input} ({what}) -> Cloud-Optimized GeoTIFF", [
         ("grid", f"{layer.width} x {layer.height} px in {layer.crs}"),
+        *sub.summary_rows(len(paths)),
         ("nodata", f"{layer.nodata:g}" if layer.kind == "continuous" else layer.nodata),
         *([("units", layer.attrs["units"])] if layer.attrs.get("units") and not layer.is_class else []),
         *rows,

@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from pipelines import classify as classify_cli, common, product
-from transforms import grid as gridlib, models, outputs, plan as planlib, readers, store
+from transforms import grid as gridlib, models, outputs, readers, store, subset
 from transforms.chunk_map import MapChunks, output_template
 from transforms.classify import RegressFunction, regression_variable
 from transforms.errors import InputError
@@ -37,21 +37,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    sub = subset.from_args(args, info)  # --bbox/--aoi: a window of the grid (the whole store without them)
     models.check_bands(loaded, list(info.bands), args.embeddings)
-    outputs.check_output(args.output, "prediction", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)]},
+    outputs.check_output(args.output, "prediction", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)], "--aoi": args.aoi},
                          resume=args.resume, overwrite=args.overwrite)
+    product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
     variable = regression_variable(loaded.sidecar)
-    attrs = {**product.grid_attrs(args.embeddings, info), "model": args.model, "model_sha256": loaded.sha256, "model_estimator": type(loaded.model).__name__}
-    template = output_template(ds, [variable], years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="prediction", attrs=attrs)
-    plan = planlib.ChunkPlan.full(info.height, info.width, info.chunk_rows, info.chunk_cols, years)
+    attrs = {**product.grid_attrs(args.embeddings, info), "model": args.model, "model_sha256": loaded.sha256, "model_estimator": type(loaded.model).__name__, **sub.attrs}
+    template = output_template(ds, [variable], years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="prediction", attrs=attrs,
+                               window=sub.window)
+    plan = sub.plan(years)
     transform = MapChunks(args.embeddings, RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
-                          {t: (info.time_index(year),) for t, year in enumerate(years)}, (variable,))
+                          {t: (info.time_index(year),) for t, year in enumerate(years)}, (variable,), offset=sub.offset)
     result = product.run_map("efm predict", args.output, template, plan, transform, options, info=info, resume=args.resume, overwrite=args.overwrite)
     pixels = result.totals.get("pixels_predicted", 0)
     common.print_summary(f"efm predict: {args.output} complete", [
         ("model", f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}"),
         ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
         *product.chunk_rows(result),
+        *sub.summary_rows(len(years)),
         ("pixels predicted", pixels),
         ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
         ("wall time", f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)"),

@@ -21,7 +21,9 @@ import xarray_beam as xbeam
 from transforms import store
 from transforms.chunks import ChunkSpec
 from transforms.fetch import METRICS_NAMESPACE
+from transforms.grid import Window
 from transforms.readers import StoreReader
+from transforms.subset import geotransform_attrs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,18 +54,20 @@ class ChunkFunction:
 
 
 def output_template(embeddings: xr.Dataset, variables: list[Variable], years: list[int] | None, *, chunk_rows: int, chunk_cols: int,
-                    product: str, attrs: dict) -> xr.Dataset:
-    """A lazy Dataset on the embedding store's grid: (time, y, x) per year in `years`, or (y, x) if years is None."""
+                    product: str, attrs: dict, window: Window | None = None) -> xr.Dataset:
+    """A lazy Dataset on the embedding store's grid (or on `window` of it, --bbox/--aoi): (time, y, x) per year in `years`,
+    or (y, x) if years is None."""
     import dask.array as da
 
-    coords = {"y": embeddings["y"].values, "x": embeddings["x"].values}
+    rows, cols = (slice(None), slice(None)) if window is None else (slice(window.row, window.row + window.rows), slice(window.col, window.col + window.cols))
+    coords = {"y": embeddings["y"].values[rows], "x": embeddings["x"].values[cols]}
     if years is not None:
         coords = {"time": np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]"), **coords}
     dims = tuple(coords)
     shape = tuple(len(v) for v in coords.values())
     chunks = ((1,) if years is not None else ()) + (chunk_rows, chunk_cols)
     if "spatial_ref" in embeddings.coords:
-        coords["spatial_ref"] = ((), np.int64(0), dict(embeddings["spatial_ref"].attrs))
+        coords["spatial_ref"] = ((), np.int64(0), geotransform_attrs(embeddings["spatial_ref"].attrs, window))
     ds = xr.Dataset(coords=coords)
     for v in variables:
         ds[v.name] = (dims, da.full(shape, v.fill, dtype=v.dtype, chunks=chunks))
@@ -84,8 +88,10 @@ def count_valid(array: np.ndarray, fill) -> int:
 
 
 class _MapFn(beam.DoFn):
-    def __init__(self, embeddings: str, compute: ChunkFunction, inputs: dict, variables: tuple[Variable, ...], timed: bool):
+    def __init__(self, embeddings: str, compute: ChunkFunction, inputs: dict, variables: tuple[Variable, ...], timed: bool,
+                 offset: tuple[int, int] = (0, 0)):
         self.reader = StoreReader(embeddings)
+        self.offset = offset
         self.compute = compute
         self.inputs = inputs
         self.variables = variables
@@ -97,7 +103,9 @@ class _MapFn(beam.DoFn):
         self.compute.setup()
 
     def process(self, spec: ChunkSpec):
-        windows = [self.reader.read(t, spec.window) for t in self.inputs[spec.time_index]]
+        w, (dr, dc) = spec.window, self.offset  # spec: the output's chunk; read the same pixels of the input grid
+        source = Window(w.row + dr, w.col + dc, w.rows, w.cols)
+        windows = [self.reader.read(t, source) for t in self.inputs[spec.time_index]]
         out = self.compute(windows, spec.time_index)
         first = self.variables[0]
         n_valid = count_valid(out[first.name], first.fill)  # the first variable is no data exactly where the pixel is
@@ -118,6 +126,7 @@ class MapChunks(beam.PTransform):
 
     inputs: output time index -> the store time indexes whose windows `compute` gets, in order.
     timed: the output has a time dimension (False: (y, x), the plan has a single "year").
+    offset: (row, col) of the output grid's origin in the input grid (a --bbox/--aoi window, transforms/subset.py).
     """
 
     embeddings: str
@@ -125,9 +134,10 @@ class MapChunks(beam.PTransform):
     inputs: dict
     variables: tuple
     timed: bool = True
+    offset: tuple = (0, 0)
 
     def __post_init__(self):
         super().__init__()
 
     def expand(self, specs):
-        return specs | "Compute" >> beam.ParDo(_MapFn(self.embeddings, self.compute, self.inputs, tuple(self.variables), self.timed))
+        return specs | "Compute" >> beam.ParDo(_MapFn(self.embeddings, self.compute, self.inputs, tuple(self.variables), self.timed, tuple(self.offset)))

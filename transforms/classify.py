@@ -119,10 +119,11 @@ def class_variables(encoding: ClassEncoding, *, confidence: bool) -> list[Variab
     return variables
 
 
-def class_template(embeddings: xr.Dataset, years: list[int], encoding: ClassEncoding, *, confidence: bool, chunk_rows: int, chunk_cols: int, attrs: dict) -> xr.Dataset:
-    """A lazy Dataset with the class map's full shape, the embedding store's coords and CRS."""
+def class_template(embeddings: xr.Dataset, years: list[int], encoding: ClassEncoding, *, confidence: bool, chunk_rows: int, chunk_cols: int, attrs: dict,
+                   window=None) -> xr.Dataset:
+    """A lazy Dataset with the class map's full shape (or `window`'s), the embedding store's coords and CRS."""
     return output_template(embeddings, class_variables(encoding, confidence=confidence), years, chunk_rows=chunk_rows, chunk_cols=chunk_cols,
-                           product="classes", attrs=attrs)
+                           product="classes", attrs=attrs, window=window)
 
 
 @contextlib.contextmanager
@@ -174,7 +175,7 @@ class ClassifyFunction(ChunkFunction):
 
 
 def ClassifyChunks(embeddings: str, model_path: str, model_sha256: str, encoding: ClassEncoding, year_to_time: dict, confidence: bool = False,
-                   n_jobs: int | None = None, years: list[int] | None = None) -> MapChunks:
+                   n_jobs: int | None = None, years: list[int] | None = None, offset: tuple[int, int] = (0, 0)) -> MapChunks:
     """ChunkSpecs -> (xbeam.Key, Dataset of `class` [and `confidence`]) for one model: a MapChunks.
 
     The model is read from `model_path` once per worker process (in setup(), shared across
@@ -184,7 +185,7 @@ def ClassifyChunks(embeddings: str, model_path: str, model_sha256: str, encoding
     years = list(year_to_time) if years is None else years
     return MapChunks(
         embeddings=embeddings, compute=ClassifyFunction(model_path, model_sha256, encoding, confidence, n_jobs),
-        inputs={i: (year_to_time[y],) for i, y in enumerate(years)}, variables=tuple(class_variables(encoding, confidence=confidence)),
+        inputs={i: (year_to_time[y],) for i, y in enumerate(years)}, variables=tuple(class_variables(encoding, confidence=confidence)), offset=offset,
     )
 
 

@@ -19,7 +19,7 @@ import xarray as xr
 
 from transforms import store
 from transforms.errors import InputError
-from transforms.grid import Window
+from transforms.grid import Window, tile_windows
 
 BLOCK_SIZE = 512
 DEFAULT_RGB = ("A01", "A16", "A09")  # the false-colour bands of the original talk / Earth Engine tutorial
@@ -49,6 +49,8 @@ class Layer:
     kind: str = "class"  # "class", "mask" (0/1 flags), "continuous" (float) or "embedding"
     timed: bool = True  # False: a (y, x) store (change), exported as one file
     attrs: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    offset: tuple = (0, 0)  # (row, col) of this layer's origin in the store's grid (--bbox/--aoi: a window of it)
+    skip: frozenset = frozenset()  # (row, col) of the windows outside an --aoi: written as nodata, not read
 
     @property
     def is_class(self) -> bool:
@@ -56,18 +58,19 @@ class Layer:
         return self.kind in ("class", "mask")
 
     def windows(self) -> list[Window]:
-        return [
-            Window(r, c, min(self.chunk_rows, self.height - r), min(self.chunk_cols, self.width - c))
-            for r in range(0, self.height, self.chunk_rows)
-            for c in range(0, self.width, self.chunk_cols)
-        ]
+        return list(tile_windows(self.height, self.width, self.chunk_rows, self.chunk_cols))
 
     def open_array(self):
         import zarr
 
         return zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)[self.variable]
 
+    def source(self, w: Window) -> Window:
+        """A window of this layer as the same pixels of the store's grid."""
+        return Window(w.row + self.offset[0], w.col + self.offset[1], w.rows, w.cols)
+
     def read(self, array, time_index: int, w: Window) -> np.ndarray:
+        w = self.source(w)
         rows, cols = slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
         if self.variable == "embedding":
             return store.as_float(array[time_index, rows, cols, self.band_index])
@@ -130,6 +133,14 @@ def open_layer(path: str, *, variable: str | None = None, band: str | None = Non
         years=tuple(int(str(t)[:4]) for t in ds["time"].values) if "time" in ds[variable].dims else (), dtype=dtype, nodata=nodata,
         labels=labels, values=values, kind=kind, timed="time" in ds[variable].dims, attrs=dict(ds[variable].attrs),
     )
+
+
+def crop(layer: Layer, sub) -> Layer:
+    """The layer on a subset's window (transforms/subset.py): the GeoTIFF's grid and geotransform, chunks outside an --aoi as nodata."""
+    if not sub.active:
+        return layer
+    return dataclasses.replace(layer, width=sub.window.cols, height=sub.window.rows, transform=sub.transform(layer.transform), offset=sub.offset,
+                               skip=frozenset((w.row, w.col) for w, kept in sub.windows() if not kept))
 
 
 def class_colors(values) -> dict[int, tuple[int, int, int]]:
@@ -203,7 +214,8 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
         array = layer.open_array()
         with rasterio.open(tiled, "w", **profile) as dst:
             for w in layer.windows():
-                dst.write(layer.read(array, time_index, w), 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
+                block = np.full((w.rows, w.cols), layer.nodata, dtype=layer.dtype) if (w.row, w.col) in layer.skip else layer.read(array, time_index, w)
+                dst.write(block, 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
             if colors and layer.dtype in ("uint8", "uint16"):
                 table = {v: (*rgb, 255) for v, rgb in colors.items()}
                 table.setdefault(int(layer.nodata), (0, 0, 0, 0))
@@ -360,7 +372,8 @@ def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_siz
     step = max(1, math.ceil(max(layer.width, layer.height) / max_size))
     shape = (-(-layer.height // step), -(-layer.width // step))
     reader = StoreReader(layer.path)
-    image = _strided(layer.windows(), lambda w: reader.read(time_index, w)[..., band_indices], step, shape, 3)
+    kept = [w for w in layer.windows() if (w.row, w.col) not in layer.skip]
+    image = _strided(kept, lambda w: reader.read(time_index, layer.source(w))[..., band_indices], step, shape, 3)
     rgba = np.zeros(shape + (4,), dtype=np.uint8)
     valid = ~np.isnan(image).any(axis=-1)
     if valid.any():

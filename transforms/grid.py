@@ -159,6 +159,14 @@ def _check_area_of_use(aoi_lonlat: shapely.Geometry, crs: str) -> None:
         )
 
 
+def project(aoi_lonlat: shapely.Geometry, crs: str) -> shapely.Geometry | None:
+    """A lon/lat area in `crs` (None if it cannot be projected there)."""
+    to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
+    # Densify first so that box edges, which are curves in the target CRS, bound correctly.
+    aoi = shapely.ops.transform(to_crs, shapely.segmentize(aoi_lonlat, 0.01))
+    return aoi if all(math.isfinite(v) for v in aoi.bounds) else None
+
+
 def plan_grid(aoi_lonlat: shapely.Geometry, crs: str | None = None, scale: float = 10.0) -> tuple[Grid, shapely.Geometry]:
     """Snap the AOI's bounds in `crs` (default: UTM zone of its centre) outward to `scale`.
 
@@ -172,12 +180,10 @@ def plan_grid(aoi_lonlat: shapely.Geometry, crs: str | None = None, scale: float
     else:
         crs = normalise_crs(crs)
     _check_area_of_use(aoi_lonlat, crs)
-    to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
-    # Densify first so that box edges, which are curves in the target CRS, bound correctly.
-    aoi = shapely.ops.transform(to_crs, shapely.segmentize(aoi_lonlat, 0.01))
-    minx, miny, maxx, maxy = aoi.bounds
-    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+    aoi = project(aoi_lonlat, crs)
+    if aoi is None:
         raise InputError("--bbox/--aoi", f"the area cannot be projected to {crs}; pass --crs with one that covers it")
+    minx, miny, maxx, maxy = aoi.bounds
     x0 = math.floor(minx / scale) * scale
     y0 = math.ceil(maxy / scale) * scale
     width = max(1, math.ceil((maxx - x0) / scale - 1e-9))
@@ -198,9 +204,15 @@ def check_chunk_size(chunk_size: int, request_tile_size: int | None = None) -> N
 
 def chunk_windows(grid: Grid, chunk_size: int) -> Iterator[Window]:
     """The grid cut into chunk_size x chunk_size windows (smaller at the right/bottom edges)."""
-    for row in range(0, grid.height, chunk_size):
-        for col in range(0, grid.width, chunk_size):
-            yield Window(row, col, min(chunk_size, grid.height - row), min(chunk_size, grid.width - col))
+    return tile_windows(grid.height, grid.width, chunk_size, chunk_size)
+
+
+def tile_windows(height: int, width: int, chunk_rows: int, chunk_cols: int) -> Iterator[Window]:
+    """A height x width raster cut into chunk_rows x chunk_cols windows, row by row (smaller at the right/bottom
+    edges): the one list of chunk windows (the store's, a product's, an export's)."""
+    for row in range(0, height, chunk_rows):
+        for col in range(0, width, chunk_cols):
+            yield Window(row, col, min(chunk_rows, height - row), min(chunk_cols, width - col))
 
 
 def windows_touching(grid: Grid, windows: list[Window], aoi: shapely.Geometry) -> tuple[list[Window], int]:

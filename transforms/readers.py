@@ -16,7 +16,7 @@ import xarray as xr
 from transforms import store
 from transforms.chunks import ChunkSpec, plan_chunks
 from transforms.errors import InputError
-from transforms.grid import Window
+from transforms.grid import Window, tile_windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +40,7 @@ class StoreInfo:
         return affine.Affine(*self.transform)
 
     def windows(self) -> list[Window]:
-        return [
-            Window(row, col, min(self.chunk_rows, self.height - row), min(self.chunk_cols, self.width - col))
-            for row in range(0, self.height, self.chunk_rows)
-            for col in range(0, self.width, self.chunk_cols)
-        ]
+        return list(tile_windows(self.height, self.width, self.chunk_rows, self.chunk_cols))
 
     def chunk_specs(self, years: list[int]) -> list[ChunkSpec]:
         """Chunks of `years` (time_index = position in `years`, i.e. in the output store)."""
