@@ -12,8 +12,8 @@ Zarr 2 has no `dimension_names` field; the names `spatial:dimensions` refers to 
 `_ARRAY_DIMENSIONS`, which GDAL also reads. x/y also get their CF axis attributes
 (`standard_name` projection_x_coordinate / longitude, ...): that is how GDAL's Zarr driver tells
 the X and Y dimensions of `embedding (time, y, x, band)` from `band`, and derives the geotransform
-from the x/y coordinate arrays. Data variables also carry GDAL's own `_CRS` attribute, the only
-CRS that GDAL before 3.10 reads from Zarr.
+from the x/y coordinate arrays. Data variables also carry GDAL's own `_CRS` attribute: GDAL 3.6
+(Debian 12's) reads the CRS only from it; GDAL 3.10 also reads CF's grid_mapping.
 """
 from __future__ import annotations
 
@@ -92,8 +92,7 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
     for name in ds.data_vars:
         if {"y", "x"} <= set(ds[name].dims):
             ds[name].attrs.update(attrs)
-            # GDAL's own CRS attribute: GDAL before 3.10 (Debian 12 has 3.6) reads neither CF's
-            # grid_mapping nor proj:, only this.
+            # GDAL's own CRS attribute: GDAL 3.6 (Debian 12's) reads neither CF's grid_mapping nor proj:, only this.
             ds[name].attrs["_CRS"] = {"wkt": attrs["proj:wkt2"]}
     for name, cf in axis_attrs(crs).items():
         ds[name].attrs.update(cf)
