@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test test-airflow install airflow-env benchmark clean
+.PHONY: demo test test-airflow install airflow-env gdal-bin benchmark clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ $(AIRFLOW_STAMP): tests_airflow/requirements.txt tests_airflow/constraints.txt s
 
 airflow-env: $(AIRFLOW_STAMP)
 
-test: $(STAMP) $(AIRFLOW_STAMP)
+# Debian's GDAL command-line tools, which tests/test_geozarr.py runs on every store (apt-get, as root).
+gdal-bin:
+	bash scripts/gdal_bin.sh
+
+test: $(STAMP) $(AIRFLOW_STAMP) gdal-bin
 	$(PY) -m pytest -q
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
 

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms import store
+from transforms import geozarr, store
 from transforms.chunks import ChunkSpec
 from transforms.fetch import METRICS_NAMESPACE
 from transforms.grid import Window
@@ -78,7 +78,7 @@ def output_template(embeddings: xr.Dataset, variables: list[Variable], years: li
     if years is not None:
         ds.attrs["years"] = list(years)
     ds.attrs.update({"efm_version": store.tool_version(), "efm_product": product, store.STATUS_ATTR: "incomplete"})
-    return ds
+    return geozarr.annotate(ds) if "spatial_ref" in ds.coords else ds  # GeoZarr proj:/spatial: attrs (transforms/geozarr.py)
 
 
 def count_valid(array: np.ndarray, fill) -> int:

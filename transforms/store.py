@@ -1,8 +1,11 @@
 """The embedding store (see the data contract in docs/data-contract.md).
 
 Zarr format 2 with consolidated metadata, on purpose: one read opens a store on GCS, and
-every reader we care about (xarray, rioxarray via xarray, GDAL's Zarr driver, zarr-python 2
-and 3) reads it. Completeness is explicit: the group attribute `efm_status` is
+every reader we care about (xarray, rioxarray via xarray, zarr-python 2 and 3, GDAL's Zarr
+driver) reads it. GDAL reads it with its CRS and geotransform because the band names are
+fixed-width unicode (it refuses object arrays) and x/y carry CF axis attributes; stores also
+carry the GeoZarr `proj:`/`spatial:` attributes (transforms/geozarr.py; tests/test_geozarr.py
+opens them with GDAL 3.6's command-line tools and rasterio's GDAL 3.10). Completeness is explicit: the group attribute `efm_status` is
 "incomplete" from set-up until every planned chunk has been written; each written chunk
 leaves a marker under `.efm/done/`, which is what `--resume` trusts (a chunk of all
 no-data is not stored by Zarr, so the chunk files alone cannot tell).
@@ -19,7 +22,7 @@ import numpy as np
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms import quantize
+from transforms import geozarr, quantize
 from transforms.errors import InputError
 from transforms.fetch import METRICS_NAMESPACE
 from transforms.grid import Grid
@@ -57,7 +60,7 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
             "time": np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]"),
             "y": np.array(grid.y_centres(), dtype=np.float64),
             "x": np.array(grid.x_centres(), dtype=np.float64),
-            "band": np.array(bands, dtype=object),
+            "band": band_coord(bands),
         },
     )
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
@@ -77,7 +80,16 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
     })
     if np.dtype(dtype) == np.int8:
         ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
-    return ds
+    return geozarr.annotate(ds)  # GeoZarr proj:/spatial: attrs, x/y CF axis attrs (transforms/geozarr.py)
+
+
+def band_coord(bands: Iterable[str]) -> np.ndarray:
+    """Band names as fixed-width unicode (`<U3`): GDAL's Zarr driver cannot read an object (`|O`) array.
+
+    Stores written before this held them as object strings; every reader takes either (`str(b)`).
+    """
+    bands = [str(b) for b in bands]
+    return np.array(bands, dtype=f"<U{max(map(len, bands), default=1)}")
 
 
 def _fs(path: str):

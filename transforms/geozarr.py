@@ -1,0 +1,99 @@
+"""The GeoZarr conventions every efm store speaks, besides CF's `spatial_ref` (docs/data-contract.md).
+
+The OGC GeoZarr group builds on two Zarr conventions, written here exactly as published:
+- `proj:`    https://github.com/zarr-conventions/proj/blob/v0.1/README.md    (tag v0.1, 5ca5b2f9)
+- `spatial:` https://github.com/zarr-conventions/spatial/blob/v0.1/README.md (tag v0.1, 54d81b7c)
+Both are registered in the node's `zarr_conventions` list (zarr-conventions-spec v1), and the
+properties sit at the root of the node's attributes. They go on the group (the proj spec's
+recommended place: its direct child arrays inherit the CRS) and on every data variable with
+y/x dims (the spatial spec requires `spatial:dimensions` on arrays). Coordinate arrays get none.
+
+Zarr 2 has no `dimension_names` field; the names `spatial:dimensions` refers to are xarray's
+`_ARRAY_DIMENSIONS`, which GDAL also reads. x/y also get their CF axis attributes
+(`standard_name` projection_x_coordinate / longitude, ...): that is how GDAL's Zarr driver tells
+the X and Y dimensions of `embedding (time, y, x, band)` from `band`, and derives the geotransform
+from the x/y coordinate arrays. Data variables also carry GDAL's own `_CRS` attribute: GDAL 3.6
+(Debian 12's) reads the CRS only from it; GDAL 3.10 also reads CF's grid_mapping.
+"""
+from __future__ import annotations
+
+import affine
+import numpy as np
+import pyproj
+import xarray as xr
+
+PROJ = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/proj/refs/tags/v0.1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/proj/blob/v0.1/README.md",
+    "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
+    "name": "proj",
+    "description": "Coordinate reference system information for geospatial data",
+}
+SPATIAL = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v0.1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v0.1/README.md",
+    "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
+    "name": "spatial",
+    "description": "Spatial coordinate information",
+}
+DIMENSIONS = ["y", "x"]  # spatial:dimensions: the Y axis's dimension first, then X's
+
+
+def convention_attrs(crs, transform: affine.Affine, height: int, width: int) -> dict:
+    """The `zarr_conventions` registration and the proj:/spatial: properties of a north-up grid.
+
+    `transform` maps (col, row) of pixel corners to (x, y), as rasterio's: its first six
+    coefficients [a, b, c, d, e, f] are `spatial:transform` as the spec orders them.
+    """
+    crs = pyproj.CRS.from_user_input(crs)
+    attrs = {"zarr_conventions": [dict(PROJ), dict(SPATIAL)]}
+    authority = crs.to_authority(min_confidence=100)
+    if authority is not None:  # the spec: a code only where one names exactly this CRS
+        attrs["proj:code"] = f"{authority[0]}:{authority[1]}"
+    attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")  # the spec's SHOULD: always, self-contained
+    corners_x, corners_y = zip(*(transform @ (c, r) for c in (0, width) for r in (0, height)))
+    attrs.update({
+        "spatial:dimensions": list(DIMENSIONS),
+        "spatial:transform_type": "affine",
+        "spatial:transform": [float(v) for v in list(transform)[:6]],
+        "spatial:shape": [int(height), int(width)],
+        "spatial:bbox": [float(min(corners_x)), float(min(corners_y)), float(max(corners_x)), float(max(corners_y))],
+        "spatial:registration": "pixel",  # values are cell areas; x/y coords are the cell centres
+    })
+    return attrs
+
+
+def grid_of(ds: xr.Dataset) -> tuple[pyproj.CRS, affine.Affine]:
+    """CRS and transform from the dataset's CF `spatial_ref` (its GeoTransform; else from the x/y centres)."""
+    ref = ds["spatial_ref"].attrs
+    crs = pyproj.CRS.from_user_input(ref.get("crs_wkt") or ref.get("spatial_ref") or ds.attrs["crs"])
+    if ref.get("GeoTransform"):
+        return crs, affine.Affine.from_gdal(*(float(v) for v in str(ref["GeoTransform"]).split()))
+    x, y = np.asarray(ds["x"].values, dtype=np.float64), np.asarray(ds["y"].values, dtype=np.float64)
+    dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+    return crs, affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, dy, float(y[0]) - dy / 2)
+
+
+def axis_attrs(crs: pyproj.CRS) -> dict[str, dict]:
+    """CF attributes of the x and y coordinates (standard_name, long_name, units, axis) for this CRS."""
+    found = {}
+    for axis in crs.cs_to_cf():
+        name = {"X": "x", "Y": "y"}.get(axis.get("axis"))
+        if name:
+            found[name] = {k: axis[k] for k in ("standard_name", "long_name", "units", "axis") if k in axis}
+    return found
+
+
+def annotate(ds: xr.Dataset) -> xr.Dataset:
+    """Write the conventions (in place, and returned) on a template that has y/x coords and `spatial_ref`."""
+    crs, transform = grid_of(ds)
+    attrs = convention_attrs(crs, transform, ds.sizes["y"], ds.sizes["x"])
+    ds.attrs.update(attrs)
+    for name in ds.data_vars:
+        if {"y", "x"} <= set(ds[name].dims):
+            ds[name].attrs.update(attrs)
+            # GDAL's own CRS attribute: GDAL 3.6 (Debian 12's) reads neither CF's grid_mapping nor proj:, only this.
+            ds[name].attrs["_CRS"] = {"wkt": attrs["proj:wkt2"]}
+    for name, cf in axis_attrs(crs).items():
+        ds[name].attrs.update(cf)
+    return ds
