@@ -111,6 +111,10 @@ def check_grid(got, s, rows, cols):
     assert got.rio.transform() == want and got.rio.crs == emb.rio.crs
     # the stored GeoTransform itself (rioxarray and GDAL fall back on the coords when it disagrees; --resume reads it)
     assert [float(v) for v in got["spatial_ref"].attrs["GeoTransform"].split()] == list(want.to_gdal())
+    # and the GeoZarr spatial: attrs describe the window, not the input store
+    variable = next(v for v in got.data_vars if {"y", "x"} <= set(got[v].dims))
+    assert got[variable].attrs["spatial:transform"] == list(want)[:6]
+    assert got[variable].attrs["spatial:shape"] == [got.sizes["y"], got.sizes["x"]]
 
 
 def skipped_row(out: str) -> int:
