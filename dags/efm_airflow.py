@@ -7,6 +7,7 @@ own, EFM_PYTHON (an interpreter with efm-pipelines installed; default `python3`)
 from __future__ import annotations
 
 import os
+import shlex
 
 from airflow.sdk import Param
 
@@ -45,6 +46,28 @@ COMMON_PARAMS = {
     "max_workers": Param(None, type=["null", "integer"], minimum=1, description="Upper bound of Dataflow workers"),
 }
 
+# The params of the regression and map DAGs (dags/efm_regression_maps_*.py), on top of COMMON_PARAMS
+# (`model` is where train writes the regressor and predict reads it).
+MAP_PARAMS = {
+    "points": Param("gs://my-bucket/efm/gedi.geojson", type="string", description="Points with the numeric target (efm sample --points), e.g. GEDI footprints"),
+    "keep_columns": Param("agbd", type="string", description="Numeric columns of the points to keep in the table (efm sample --keep-columns)"),
+    "samples": Param("gs://my-bucket/efm/gedi.parquet", type="string", description="Sample table sample writes and train reads (Parquet)"),
+    "target_column": Param("agbd", type="string", description="Column the regressor learns (efm train --target-column)"),
+    "regressor": Param("knn", type="string", description="knn, random-forest, extra-trees, gradient-boosting, ridge, linear, svr or mlp (efm train --regressor)"),
+    "target_units": Param(None, type=["null", "string"], description="Units of the target, e.g. Mg/ha (efm train --target-units)"),
+    "prediction": Param("gs://my-bucket/efm/agbd.zarr", type="string", description="Prediction store predict writes"),
+    "reference_points": Param("gs://my-bucket/efm/refs.geojson", type="string", description="Reference points of similarity (efm similarity --points)"),
+    "reference_label_column": Param(None, type=["null", "string"], description="With reference_label: use only the points whose value in this column is it"),
+    "reference_label": Param(None, type=["null", "string"], description="The value of reference_label_column that marks the reference points"),
+    "reference_year": Param(None, type=["null", "integer"], description="Take the reference from this year for every year (default: each year its own)"),
+    "similarity": Param("gs://my-bucket/efm/similarity.zarr", type="string", description="Similarity store similarity writes"),
+    "similarity_threshold": Param(None, type=["null", "number"], minimum=-1, maximum=1, description="Also write `similar` where similarity >= this"),
+    "from_year": Param(2022, type="integer", description="Change: the earlier year (efm change --from-year)"),
+    "to_year": Param(2023, type="integer", description="Change: the later year (efm change --to-year)"),
+    "change": Param("gs://my-bucket/efm/change.zarr", type="string", description="Change store change writes"),
+    "change_threshold": Param(None, type=["null", "number"], minimum=-1, maximum=1, description="Also write `changed` where similarity < this"),
+}
+
 # Each step's inputs, by the name of its flex template parameter (templates/<pipeline>/metadata.json)
 # -> the DAG param that feeds it. The efm flag is the same name with dashes (chunk_size -> --chunk-size).
 STEP_PARAMETERS = {
@@ -53,7 +76,26 @@ STEP_PARAMETERS = {
                 "overwrite": "overwrite", "yes": "yes"},
     "classify": {"embeddings": "embeddings", "model": "model", "model_sha256": "model_sha256", "output": "classes",
                  "confidence": "confidence", "overwrite": "overwrite"},
+    # the regression and map DAGs
+    "sample": {"embeddings": "embeddings", "points": "points", "keep_columns": "keep_columns", "output": "samples", "overwrite": "overwrite"},
+    "predict": {"embeddings": "embeddings", "model": "model", "model_sha256": "model_sha256", "output": "prediction", "overwrite": "overwrite"},
+    "similarity": {"embeddings": "embeddings", "points": "reference_points", "label_column": "reference_label_column", "label": "reference_label",
+                   "reference_year": "reference_year", "threshold": "similarity_threshold", "output": "similarity", "overwrite": "overwrite"},
+    "change": {"embeddings": "embeddings", "from_year": "from_year", "to_year": "to_year", "threshold": "change_threshold", "output": "change",
+               "overwrite": "overwrite"},
 }
+
+
+def train_command(params: dict) -> str:
+    """`efm train` of a regressor as one shell command (train is one process, not a Beam pipeline: it runs on
+    the Airflow worker with EFM_PYTHON, in both DAGs). Every value is shell-quoted: params are user input."""
+    argv = [EFM_PYTHON, "-m", "pipelines.train", "--samples", str(params["samples"]), "--target-column", str(params["target_column"]),
+            "--regressor", str(params["regressor"]), "--output", str(params["model"])]
+    if params.get("target_units"):
+        argv += ["--target-units", str(params["target_units"])]
+    if params.get("overwrite") is True:
+        argv.append("--overwrite")
+    return shlex.join(argv)
 
 
 def _text(value) -> str | None:

@@ -5,7 +5,7 @@ Dataflow's launcher runs FLEX_TEMPLATE_PYTHON_PY_FILE (templates/<pipeline>/main
     python main.py --<parameter>=<value> ... --runner=DataflowRunner --project=... --region=... (Beam options)
 
 Template parameter names use underscores (`chunk_size`), the way Dataflow, gcloud and Beam name
-options; efm's flags use dashes (`--chunk-size`). This module, shared by the three entry files:
+options; efm's flags use dashes (`--chunk-size`). This module, shared by the entry files (one per template, PIPELINES):
 
 1. checks each template parameter against its metadata.json regexes, so the same values fail
    here as in Dataflow's own launch-time check (and when the entry file is run by hand);
@@ -34,7 +34,7 @@ from typing import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)  # /template in the image: setup.py and constraints.txt are there
-PIPELINES = ("extract", "classify", "sample")
+PIPELINES = ("extract", "classify", "sample", "predict", "similarity", "change")
 TRUE, FALSE = "true", "false"
 
 # What Dataflow's flex template launcher adds to the entry file's command line: the job's

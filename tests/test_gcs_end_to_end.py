@@ -131,3 +131,132 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
         np.testing.assert_array_equal(band, ds["class"].isel(time=0).values)
     sidecar = json.load(io.BytesIO(gcs.fs.cat(model.removeprefix("gs://") + ".json")))
     assert sidecar["kind"] == "classifier" and len(sidecar["classes"]) == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# The map products on gs:// (predict with a regressor, similarity, change): input store, points,
+# sample table, model and output stores all in the emulated bucket; each map compared on the whole
+# array to numpy / scikit-learn on the input store read straight from gs:// with xarray.
+
+MAP_YEARS = (2021, 2022)
+REF_ATOL = 1e-5  # float32 dot products of 64-band unit vectors against float64
+
+
+@pytest.fixture(scope="module")
+def map_world(gcs, tmp_path_factory):
+    """A two-year float32 embedding store (tests/store_factory.py) uploaded to a bucket, and on gs:// a
+    CSV of points (UTM x/y) with a class name and a numeric `agbd` that depends on the class and the vector."""
+    from store_factory import make_store
+
+    local = make_store(str(tmp_path_factory.mktemp("maps") / "emb.zarr"), years=MAP_YEARS, seed=11)
+    bucket = f"gs://{gcs.make_bucket()}"
+    embeddings = f"{bucket}/stores/emb.zarr"
+    gcs.fs.put(local.path, embeddings.removeprefix("gs://"), recursive=True)
+    rng = np.random.default_rng(4)
+    t, r, c = np.nonzero(local.valid[:1])  # points on pixels with data in the first year
+    pick = rng.choice(len(r), 300, replace=False)
+    rows, cols = r[pick], c[pick]
+    x, y = local.grid.x0 + (cols + 0.5) * local.grid.scale, local.grid.y0 - (rows + 0.5) * local.grid.scale
+    weights = rng.normal(size=local.values.shape[-1])
+    agbd = local.values[0, rows, cols] @ weights * 10 + local.labels[0, rows, cols] * 25 + 100 + rng.normal(size=len(rows))
+    kind = np.where(local.labels[0, rows, cols] == 1, "forest", "other")
+    points = f"{bucket}/points/gedi.csv"
+    with gcs.fs.open(points.removeprefix("gs://"), "wb") as f:
+        f.write(pd.DataFrame({"x": x, "y": y, "agbd": agbd, "kind": kind}).to_csv(index=False).encode())
+    return {"bucket": bucket, "embeddings": embeddings, "points": points, "local": local, "rows": rows, "cols": cols, "kind": kind}
+
+
+def gcs_embeddings(path: str) -> np.ndarray:
+    """(time, y, x, band) float64 of an embedding store on gs://, read whole with xarray (not efm's reader)."""
+    with xr.open_zarr(path, consolidated=True, zarr_format=2) as ds:
+        return ds["embedding"].values.astype(np.float64)
+
+
+def reference_prediction(model, values: np.ndarray) -> np.ndarray:
+    """model.predict on every pixel with data at once (float64 in, float32 out); NaN where there is no data."""
+    flat = values.reshape(-1, values.shape[-1])
+    valid = ~np.isnan(flat).any(axis=1)
+    out = np.full(flat.shape[0], np.nan)
+    out[valid] = model.predict(flat[valid])
+    return out.reshape(values.shape[:-1]).astype(np.float32)
+
+
+def reference_similarity(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Per year: the plain mean of the embeddings at the points' pixels (no-data pixels skipped), dotted with every pixel."""
+    out = np.full(values.shape[:-1], np.nan)
+    for t in range(values.shape[0]):
+        at_points = values[t, rows, cols]
+        reference = at_points[~np.isnan(at_points).any(axis=1)].mean(axis=0)
+        nodata = np.isnan(values[t]).any(axis=-1)
+        out[t] = np.einsum("yxb,b->yx", np.nan_to_num(values[t]), reference)
+        out[t][nodata] = np.nan
+    return out
+
+
+def reference_change(values: np.ndarray, t0: int, t1: int) -> np.ndarray:
+    a, b = values[t0], values[t1]
+    out = np.einsum("yxb,yxb->yx", np.nan_to_num(a), np.nan_to_num(b))
+    out[np.isnan(a).any(axis=-1) | np.isnan(b).any(axis=-1)] = np.nan
+    return out
+
+
+def assert_map_equals(path: str, variable: str, expected: np.ndarray, **tolerance) -> xr.Dataset:
+    ds = xr.open_zarr(path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    got = ds[variable].values
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, **tolerance)
+    assert ds.attrs["efm_status"] == "complete"
+    return ds
+
+
+def test_sample_train_regressor_predict_all_on_gcs(map_world, gcs, capsys):
+    from pipelines import predict
+    from transforms import models
+
+    w, bucket = map_world, map_world["bucket"]
+    samples, model, output = f"{bucket}/samples/gedi.parquet", f"{bucket}/models/agbd.skops", f"{bucket}/maps/agbd.zarr"
+    assert sample.run(["--embeddings", w["embeddings"], "--points", w["points"], "--points-crs", CRS, "--keep-columns", "agbd",
+                       "--output", samples, *FNAPI]) == 0
+    assert train.run(["--samples", samples, "--target-column", "agbd", "--regressor", "ridge", "--target-units", "Mg/ha",
+                      "--output", model, "--folds", "3"]) == 0
+    assert predict.run(["--embeddings", w["embeddings"], "--model", model, "--output", output, *FNAPI]) == 0
+    assert "efm predict: " in capsys.readouterr().out
+    table = pd.read_parquet(io.BytesIO(gcs.fs.cat(samples.removeprefix("gs://"))))
+    assert "agbd" in table and len(table) == int(w["local"].valid[:, w["rows"], w["cols"]].sum())  # each (point, year) with data
+    estimator = models.load_model(model).model  # the model file as train wrote it on gs://
+    # float32 out of a float64 predict: within float32 rounding of values around 100-200
+    ds = assert_map_equals(output, "prediction", reference_prediction(estimator, gcs_embeddings(w["embeddings"])), rtol=1e-6, atol=1e-4)
+    assert ds["prediction"].attrs["target"] == "agbd" and ds["prediction"].attrs["units"] == "Mg/ha"
+    assert ds.attrs["efm_product"] == "prediction" and ds.rio.crs.to_epsg() == 32631
+
+
+def test_similarity_all_on_gcs(map_world, capsys):
+    from pipelines import similarity
+
+    w = map_world
+    output = f"{w['bucket']}/maps/similarity.zarr"
+    assert similarity.run(["--embeddings", w["embeddings"], "--points", w["points"], "--points-crs", CRS, "--label-column", "kind",
+                           "--label", "forest", "--output", output, *FNAPI]) == 0
+    assert "efm similarity: " in capsys.readouterr().out
+    forest = w["kind"] == "forest"
+    expected = reference_similarity(gcs_embeddings(w["embeddings"]), w["rows"][forest], w["cols"][forest])
+    ds = assert_map_equals(output, "similarity", expected, rtol=0, atol=REF_ATOL)
+    assert ds["similarity"].dims == ("time", "y", "x") and ds.attrs["efm_product"] == "similarity"
+
+
+def test_change_all_on_gcs(map_world, capsys):
+    from pipelines import change
+
+    w = map_world
+    output = f"{w['bucket']}/maps/change.zarr"
+    assert change.run(["--embeddings", w["embeddings"], "--from-year", "2021", "--to-year", "2022", "--output", output,
+                       "--threshold", "0.5", *FNAPI]) == 0
+    assert "efm change: " in capsys.readouterr().out
+    expected = reference_change(gcs_embeddings(w["embeddings"]), 0, 1)
+    ds = assert_map_equals(output, "similarity", expected, rtol=0, atol=REF_ATOL)
+    assert ds["similarity"].dims == ("y", "x") and ds.attrs["efm_product"] == "change"
+    changed = ds["changed"].values
+    want = np.where(np.isnan(expected), 255, ds["similarity"].values < 0.5).astype(np.uint8)  # from the stored map: no flips at the threshold
+    np.testing.assert_array_equal(changed, want)
+    assert 0 < (changed == 1).sum() == (changed != 255).sum()  # store_factory's class pattern moves one class a year: every pixel with data changed

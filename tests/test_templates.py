@@ -37,7 +37,8 @@ import flex_launcher  # noqa: E402
 
 from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy  # noqa: E402
 
-PIPELINES = ("extract", "classify", "sample")
+PIPELINES = ("extract", "classify", "sample", "predict", "similarity", "change")
+MAP_PIPELINES = ("predict", "similarity", "change")  # launched on a two-year store_factory store (change needs two years)
 SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
 # Flags deliberately left out: --verbose is for a terminal; on Dataflow the traces are in the job's logs.
 NOT_IN_TEMPLATE: dict[str, set[str]] = {p: {"--verbose"} for p in PIPELINES}
@@ -134,6 +135,8 @@ BAD_VALUES = {
     "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
     "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],
     "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"], "keep_columns": ["", "agbd,,height", ",agbd", "agbd,", "a\nb"],
+    "label": ["", "forest\n"], "reference_year": ["22", "2022,2023", "2022-2023", "twenty"], "from_year": ["22", "2021,2022", ""],
+    "to_year": ["2023-2024", "last", ""], "threshold": ["1.5", "-2", "0.8.1", "high", "", "1e-1", "0,8"],
 }
 BAD_BY_PIPELINE = {"sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]}}
 
@@ -307,7 +310,7 @@ def test_entry_modules_import_without_test_only_packages():
             f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked: ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
             f"sys.path.insert(0, {str(TEMPLATES)!r})\n"
-            "import flex_launcher, pipelines.extract, pipelines.classify, pipelines.sample\n"
+            "import flex_launcher, pipelines.extract, pipelines.classify, pipelines.sample, pipelines.predict, pipelines.similarity, pipelines.change\n"
             "for p in flex_launcher.PIPELINES: flex_launcher.to_pipeline_args(p, [])\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=child_env())
 
@@ -567,3 +570,130 @@ def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(InputError, match=rf"^--ee-api-url: cannot initialise Earth Engine at {url}: cannot connect"):
         earthengine.initialize(earthengine.EarthEngineSettings(project="test-project", api_url=url))
+
+
+def test_every_template_folder_is_a_listed_pipeline():
+    """A template added under templates/ is checked by every test above (they run over PIPELINES) and launched."""
+    folders = {p.parent.name for p in TEMPLATES.glob("*/metadata.json")}
+    assert folders == set(PIPELINES) == set(flex_launcher.PIPELINES)
+    for pipeline in PIPELINES:
+        assert (TEMPLATES / pipeline / "main.py").read_text().rstrip().endswith(f'sys.exit(launch("{pipeline}"))')
+        assert f"efm-{pipeline}" in (TEMPLATES / "README.md").read_text(), f"templates/README.md does not name efm-{pipeline}"
+
+
+def test_map_templates_translate_their_parameters():
+    assert flex_launcher.to_pipeline_args("change", ["--embeddings=gs://my-bucket/e.zarr", "--from_year=2021", "--to_year=2022", "--output=gs://my-bucket/c.zarr",
+                                                     "--threshold=0.8", "--resume=false", "--runner=DataflowRunner"]) == [
+        "--embeddings=gs://my-bucket/e.zarr", "--from-year=2021", "--to-year=2022", "--output=gs://my-bucket/c.zarr", "--threshold=0.8", "--runner=DataflowRunner"]
+    assert flex_launcher.to_pipeline_args("similarity", ["--points=gs://my-bucket/r.geojson", "--label_column=kind", "--label=forest", "--reference_year=2022",
+                                                         "--threshold=-0.5", "--overwrite"]) == [
+        "--points=gs://my-bucket/r.geojson", "--label-column=kind", "--label=forest", "--reference-year=2022", "--threshold=-0.5", "--overwrite"]
+    assert flex_launcher.to_pipeline_args("predict", ["--model=gs://my-bucket/m.skops", "--confidence=false", "--years=2021"]) == [
+        "--model=gs://my-bucket/m.skops", "--years=2021"]
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^threshold: '1\.5' is not a valid threshold"):
+        flex_launcher.to_pipeline_args("change", ["--threshold=1.5"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^from_yaer: not a parameter of the efm-change template; did you mean from_year\?"):
+        flex_launcher.to_pipeline_args("change", ["--from_yaer=2021"])
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^reference: not a parameter of the efm-similarity template; did you mean"):
+        flex_launcher.to_pipeline_args("similarity", ["--reference=2022"])
+
+
+@pytest.fixture(scope="module")
+def map_launched(launched, gcs, tmp_path_factory):
+    """predict (a regressor), similarity and change through their entry files on DirectRunner, on a two-year
+    store in the bucket (tests/store_factory.py, uploaded) with the model and the reference points on gs://."""
+    import pandas as pd
+
+    from store_factory import BANDS, make_store
+    from transforms import models
+
+    paths, _, env = launched
+    bucket = paths["bucket"]
+    local = make_store(str(tmp_path_factory.mktemp("maps") / "emb.zarr"), years=(2021, 2022), seed=21)
+    embeddings = f"{bucket}/maps/emb.zarr"
+    gcs.fs.put(local.path, embeddings.removeprefix("gs://"), recursive=True)
+    rng = np.random.default_rng(2)
+    t, r, c = np.nonzero(local.valid[:1])
+    pick = rng.choice(len(r), 200, replace=False)
+    rows, cols = r[pick], c[pick]
+    from sklearn.linear_model import Ridge
+
+    X = local.values[0, rows, cols]
+    regressor = Ridge(alpha=0.1).fit(X, X @ rng.normal(size=X.shape[1]) * 10 + local.labels[0, rows, cols] * 20 + 50)
+    model = f"{bucket}/maps/agbd.skops"
+    models.save_model(regressor, model, {"kind": "regressor", "bands": list(BANDS), "target": "agbd", "units": "Mg/ha"})
+    refs = f"{bucket}/maps/refs.csv"
+    x, y = local.grid.x0 + (cols[:20] + 0.5) * local.grid.scale, local.grid.y0 - (rows[:20] + 0.5) * local.grid.scale
+    with gcs.fs.open(refs.removeprefix("gs://"), "wb") as f:
+        f.write(pd.DataFrame({"x": x, "y": y}).to_csv(index=False).encode())
+    out = {name: f"{bucket}/maps/{name}.zarr" for name in MAP_PIPELINES}
+    params = {
+        "predict": {"embeddings": embeddings, "model": model, "output": out["predict"], "years": "2021,2022"},
+        "similarity": {"embeddings": embeddings, "points": refs, "points_crs": CRS, "output": out["similarity"], "reference_year": "2021"},
+        "change": {"embeddings": embeddings, "from_year": "2021", "to_year": "2022", "output": out["change"], "threshold": "0.5"},
+    }
+    procs = {name: launch(name, params[name], launcher_options(bucket, f"efm-{name}", "DirectRunner"), env) for name in MAP_PIPELINES}
+    return {"embeddings": embeddings, "model": model, "params": params, "out": out, "procs": procs, "regressor": regressor,
+            "rows": rows[:20], "cols": cols[:20], "env": env, "bucket": bucket}
+
+
+def test_map_entry_files_run_their_pipelines_as_the_launcher_does(map_launched):
+    """Each new template's entry file, run as the launcher runs it, writes the map its pipeline writes:
+    equal to scikit-learn / numpy on the whole store read back from gs:// (test_gcs_end_to_end's references)."""
+    from test_gcs_end_to_end import REF_ATOL, assert_map_equals, gcs_embeddings, reference_change, reference_prediction, reference_similarity
+
+    m = map_launched
+    for name in MAP_PIPELINES:
+        assert f"efm {name}: " in m["procs"][name].stdout and "complete" in m["procs"][name].stdout, name
+    values = gcs_embeddings(m["embeddings"])
+    assert_map_equals(m["out"]["predict"], "prediction", reference_prediction(m["regressor"], values), rtol=1e-6, atol=1e-4)
+    similarity = reference_similarity(values[:1], m["rows"], m["cols"])[0]  # reference_year=2021: the 2021 reference for both years
+    expected = np.stack([similarity, reference_similarity_with(values[1], values[0], m["rows"], m["cols"])])
+    assert_map_equals(m["out"]["similarity"], "similarity", expected, rtol=0, atol=REF_ATOL)
+    ds = assert_map_equals(m["out"]["change"], "similarity", reference_change(values, 0, 1), rtol=0, atol=REF_ATOL)
+    assert "changed" in ds and ds.attrs["threshold"] == 0.5
+
+
+def reference_similarity_with(year_values: np.ndarray, reference_year_values: np.ndarray, rows, cols) -> np.ndarray:
+    """One year's pixels dotted with the mean of another year's embeddings at the points (--reference-year)."""
+    at_points = reference_year_values[rows, cols]
+    reference = at_points[~np.isnan(at_points).any(axis=1)].mean(axis=0)
+    out = np.einsum("yxb,b->yx", np.nan_to_num(year_values), reference)
+    out[np.isnan(year_values).any(axis=-1)] = np.nan
+    return out
+
+
+def test_map_templates_launch_on_dataflow_staging_nothing(map_launched, gcs):
+    """DataflowRunner with --template_location, as the flex launcher runs it: the checks pass, the job graph is
+    written, nothing staged for workers running the image, and nothing written at launch."""
+    m = map_launched
+    for name in MAP_PIPELINES:
+        params = dict(m["params"][name], output=f"{m['bucket']}/maps/df-{name}.zarr")
+        template_location = f"{m['bucket']}/launches/{name}/job_object"
+        proc = launch(name, params, launcher_options(m["bucket"], f"efm-{name}", "DataflowRunner") + [f"--template_location={template_location}"],
+                      m["env"], timeout=180)
+        assert f"efm {name}: job graph written to {template_location}" in proc.stdout, proc.stdout[-2000:]
+        job = staged_job(gcs, template_location)
+        assert any(c.get("containerImage") == SDK_IMAGE for c in job["environment"]["workerPools"][0]["sdkHarnessContainerImages"])
+        assert not set(staged_files(gcs, job)) & set(WORKER_INSTALLS), name
+        steps = job_transforms(gcs, job)
+        assert any(t.startswith("Compute/") for t in steps) and "MarkComplete" in steps, "the map is computed and marked by steps of the job"
+        assert not gcs.fs.exists(params["output"].removeprefix("gs://") + "/.efm/done"), "no chunk written at launch"
+
+
+@pytest.mark.parametrize("case", ["same-years", "regressor-confidence", "no-such-year"])
+def test_map_templates_refuse_bad_input_at_launch_with_one_line(case, map_launched, gcs):
+    m = map_launched
+    template_location = f"{m['bucket']}/launches/bad-{case}/job_object"
+    options = launcher_options(m["bucket"], "efm-bad", "DataflowRunner") + [f"--template_location={template_location}"]
+    if case == "same-years":
+        pipeline, params, expected = "change", dict(m["params"]["change"], to_year="2021"), r"^efm change: error: --to-year: --from-year and --to-year are both 2021"
+    elif case == "regressor-confidence":
+        pipeline, params, expected = "predict", dict(m["params"]["predict"], confidence="true"), r"^efm predict: error: --confidence: a regressor \(Ridge\)"
+    else:
+        pipeline, params, expected = "similarity", dict(m["params"]["similarity"], reference_year="2019"), r"^efm similarity: error: --reference-year: "
+    params["output"] = f"{m['bucket']}/maps/bad-{case}.zarr"
+    proc = launch(pipeline, params, options, m["env"], expect=2, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
+    assert len(lines) == 1 and re.search(expected, lines[0]), proc.stderr[-2000:]
+    assert not gcs.fs.exists(template_location.removeprefix("gs://")) and not gcs.fs.exists(params["output"].removeprefix("gs://"))

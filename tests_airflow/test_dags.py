@@ -21,7 +21,7 @@ import pytest
 
 from conftest import DAGS, REPO
 
-DAG_IDS = {"efm_extract_classify_beam", "efm_extract_classify_flex"}
+DAG_IDS = {"efm_extract_classify_beam", "efm_extract_classify_flex", "efm_regression_maps_beam", "efm_regression_maps_flex"}
 
 
 def dag_bag():
@@ -46,6 +46,15 @@ def test_dag_folder_imports_without_errors():
     for dag in (beam, flex):
         assert [t.task_id for t in dag.topological_sort()] == ["extract", "classify"]
         assert dag.params["overwrite"] is False
+    for dag_id in ("efm_regression_maps_beam", "efm_regression_maps_flex"):
+        dag = bag.get_dag(dag_id)
+        upstream = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
+        assert upstream == {"extract": [], "sample": ["extract"], "train": ["sample"], "predict": ["train"],
+                            "similarity": ["extract"], "change": ["extract"]}, dag_id  # similarity and change beside the regression branch
+        assert dag.params["overwrite"] is False and type(dag.get_task("train")).__name__ == "BashOperator"
+    maps_beam, maps_flex = bag.get_dag("efm_regression_maps_beam"), bag.get_dag("efm_regression_maps_flex")
+    assert {type(t).__name__ for t in maps_beam.tasks if t.task_id != "train"} == {"BeamRunPythonPipelineOperator"}
+    assert {type(t).__name__ for t in maps_flex.tasks if t.task_id != "train"} == {"DataflowStartFlexTemplateOperator"}
     assert {type(t).__name__ for t in beam.tasks} == {"BeamRunPythonPipelineOperator"}
     assert {type(t).__name__ for t in flex.tasks} == {"DataflowStartFlexTemplateOperator"}
     assert beam.params.get_param("runner").schema["enum"] == ["DirectRunner", "DataflowRunner"]
@@ -55,15 +64,26 @@ def metadata(pipeline: str) -> dict[str, dict]:
     return {p["name"]: p for p in json.loads((REPO / "templates" / pipeline / "metadata.json").read_text())["parameters"]}
 
 
-def test_flex_dag_sends_the_parameters_the_templates_declare():
+def test_flex_dags_send_the_parameters_the_templates_declare():
+    for dag_id in ("efm_extract_classify_flex", "efm_regression_maps_flex"):
+        sent = check_flex_dag(dag_id)
+    assert "model_sha256" not in sent and sent["overwrite"] == "true"
+
+
+def check_flex_dag(dag_id: str) -> dict:
+    """Every flex task's launch request, rendered from the DAG's params, against Dataflow's schema and the template's metadata."""
     from google.cloud.dataflow_v1beta3.types import LaunchFlexTemplateParameter
 
-    dag = dag_bag().get_dag("efm_extract_classify_flex")
+    dag = dag_bag().get_dag(dag_id)
     params = {**{k: dag.params[k] for k in dag.params.keys()}, "gcp_project": "my-project", "ee_project": "my-ee-project",
               "crs": "EPSG:32631", "chunk_size": 512, "overwrite": True, "confidence": True, "model_sha256": None,
-              "temp_location": "gs://my-bucket/tmp", "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1"}
+              "temp_location": "gs://my-bucket/tmp", "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1",
+              "reference_year": 2022, "similarity_threshold": 0.7, "change_threshold": -0.25, "reference_label_column": "kind",
+              "reference_label": "forest"}
     env = dag.get_template_env()
     for task in dag.tasks:
+        if task.task_id == "train":  # not a template: a BashOperator (see test_map_dags_train_command)
+            continue
         body = task.render_template(task.body, {"params": params}, jinja_env=env)
         assert isinstance(body, dict)
         LaunchFlexTemplateParameter.from_json(json.dumps(body["launchParameter"]))  # Dataflow's schema, strictly
@@ -79,21 +99,35 @@ def test_flex_dag_sends_the_parameters_the_templates_declare():
             assert isinstance(value, str)
             for pattern in declared[name]["regexes"]:
                 assert re.fullmatch(pattern, value), f"{task.task_id}.{name}={value!r} fails {pattern}"
-    assert "model_sha256" not in sent and sent["confidence"] == "true" and sent["overwrite"] == "true"
+        if task.task_id == "classify":
+            assert sent["confidence"] == "true"
+        if task.task_id == "change":
+            assert sent["threshold"] == "-0.25" and sent["from_year"] == "2022" and sent["to_year"] == "2023"
+        if task.task_id == "similarity":
+            assert sent["reference_year"] == "2022" and sent["label"] == "forest" and sent["points"] == params["reference_points"]
+    return sent
 
 
 @pytest.fixture(scope="module")
-def sample_world(tmp_path_factory, efm_python):
-    """Offline sample data, and a model trained on it beforehand (what a user brings to the DAG)."""
+def sample_data(tmp_path_factory, efm_python):
+    """Offline sample data (efm make-sample-data --size small): the COG mirror, labelled, GEDI-like and reference points."""
     root = tmp_path_factory.mktemp("efm")
     data = root / "sample-data"
     run_efm(efm_python, "pipelines.make_sample_data", "--output", str(data), "--size", "small")
     manifest = json.loads((data / "sample_data.json").read_text())
-    world = {
-        "mirror": str(data / "mirror"), "points": str(data / "labels.geojson"),
+    return {
+        "root": root, "mirror": str(data / "mirror"), "points": str(data / "labels.geojson"),
+        "gedi": str(data / "gedi.geojson"), "refs": str(data / "refs.geojson"),
         "bbox": ",".join(repr(v) for v in manifest["bbox"]), "crs": manifest["crs"],
         "years": ",".join(str(y) for y in manifest["spec"]["years"]),
     }
+
+
+@pytest.fixture(scope="module")
+def sample_world(sample_data, efm_python):
+    """The sample data, and a model trained on it beforehand (what a user brings to the DAG)."""
+    world = dict(sample_data)
+    root = world["root"]
     training = root / "training.zarr"
     run_efm(efm_python, "pipelines.extract", "--source", "cog", "--cog-root", world["mirror"], f"--bbox={world['bbox']}",
             "--crs", world["crs"], "--years", world["years"], "--output", str(training), "--chunk-size", "128", "--dtype", "int8",
@@ -178,7 +212,7 @@ def test_dag_folder_imports_with_deferrable_operators_by_default():
         "from airflow.dag_processing.dagbag import BundleDagBag\n"
         f"bag = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path={str(DAGS)!r})\n"
         "print(json.dumps({'errors': {k: str(v)[-300:] for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dag_ids),\n"
-        "  'deferrable': sorted({t.task_id + ':' + str(t.deferrable) for d in bag.dags.values() for t in d.tasks})}))\n"
+        "  'deferrable': sorted({t.task_id + ':' + str(getattr(t, 'deferrable', None)) for d in bag.dags.values() for t in d.tasks})}))\n"
     )
     env = dict(os.environ, AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
@@ -211,3 +245,57 @@ def test_the_dags_pass_yes_to_extract():
     assert efm_airflow.flex_launch_body("extract", params)["launchParameter"]["parameters"]["yes"] == "true"
     assert "yes" not in efm_airflow.beam_pipeline_options("extract", {**params, "yes": False})
     assert "yes" not in efm_airflow.STEP_PARAMETERS["classify"]  # classify has no size gate (README, "Plan and size")
+
+
+def test_map_dags_train_command_quotes_every_value():
+    """train runs as one shell command built from the params: values are quoted (they are user input), switches bare."""
+    import shlex
+
+    import efm_airflow
+
+    params = {"samples": "gs://b/s.parquet", "target_column": "agbd; rm -rf /", "regressor": "knn", "model": "/data/my model.skops",
+              "target_units": "Mg/ha", "overwrite": True}
+    argv = shlex.split(efm_airflow.train_command(params))
+    assert argv == [efm_airflow.EFM_PYTHON, "-m", "pipelines.train", "--samples", "gs://b/s.parquet", "--target-column", "agbd; rm -rf /",
+                    "--regressor", "knn", "--output", "/data/my model.skops", "--target-units", "Mg/ha", "--overwrite"]
+    assert "--overwrite" not in efm_airflow.train_command({**params, "overwrite": False})
+    dag = dag_bag().get_dag("efm_regression_maps_beam")
+    task = dag.get_task("train")
+    rendered = task.render_template(task.bash_command, {"params": {**{k: dag.params[k] for k in dag.params.keys()}}}, jinja_env=dag.get_template_env())
+    assert shlex.split(rendered)[2:] == ["pipelines.train", "--samples", dag.params["samples"], "--target-column", "agbd", "--regressor", "knn",
+                                         "--output", dag.params["model"]]
+
+
+def test_regression_maps_dag_runs_end_to_end_on_direct_runner(sample_data, efm_python):
+    """DAG (c) with dag.test() on DirectRunner on the offline sample data: extract -> sample (--keep-columns agbd) ->
+    train (knn regressor) -> predict, and similarity and change. Each store equals a reference computed on the
+    whole embedding array by tests_airflow/map_reference.py (skops + numpy, in EFM_PYTHON, not efm's code)."""
+    from airflow.utils.state import DagRunState
+
+    world, root = sample_data, sample_data["root"] / "maps"
+    paths = {name: str(root / name) for name in ("embeddings.zarr", "gedi.parquet", "agbd.skops", "agbd.zarr", "similarity.zarr", "change.zarr")}
+    first, last = (int(y) for y in world["years"].split(","))
+    threshold = 0.8
+    dag = dag_bag().get_dag("efm_regression_maps_beam")
+    run = dag.test(run_conf={
+        "runner": "DirectRunner", "source": "cog", "cog_root": world["mirror"], "bbox": world["bbox"], "crs": world["crs"],
+        "years": world["years"], "chunk_size": 128, "embeddings": paths["embeddings.zarr"],
+        "points": world["gedi"], "keep_columns": "agbd", "samples": paths["gedi.parquet"], "target_column": "agbd", "regressor": "knn",
+        "target_units": "Mg/ha", "model": paths["agbd.skops"], "prediction": paths["agbd.zarr"],
+        "reference_points": world["refs"], "similarity": paths["similarity.zarr"],
+        "from_year": first, "to_year": last, "change_threshold": threshold, "change": paths["change.zarr"],
+    })
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == DagRunState.SUCCESS, f"DAG run {run.state}: {states}"
+    assert set(states.values()) == {"success"} and len(states) == 6
+    spec = {"embeddings": paths["embeddings.zarr"], "model": paths["agbd.skops"], "prediction": paths["agbd.zarr"],
+            "similarity": paths["similarity.zarr"], "change": paths["change.zarr"], "refs": world["refs"], "threshold": threshold}
+    proc = subprocess.run([efm_python, str(REPO / "tests_airflow" / "map_reference.py"), json.dumps(spec)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == ["complete"] * 3 and result["pixels"] > 0
+    # float32 maps of float64 computations: predictions of ~10-400 Mg/ha within float32 rounding, dot products within 1e-5
+    assert result["prediction"] <= 1e-6 * result["prediction_range"][1] + 1e-4, result
+    assert result["prediction_attrs"] == {"target": "agbd", "units": "Mg/ha"}
+    assert result["similarity"] <= 1e-5 and min(result["reference_pixels"]) > 0, result
+    assert result["change"] <= 1e-5 and result["mask_equal"] and 0 < result["changed_share"] < 1, result
