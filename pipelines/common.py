@@ -119,6 +119,14 @@ def local_workers(options: PipelineOptions) -> int | None:
     return max(1, options.view_as(DirectOptions).direct_num_workers or 1)
 
 
+IN_PROCESS_RUNNERS = {None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner"}
+
+
+def single_local_worker(options: PipelineOptions) -> bool:
+    """One in-process worker (the default local run): a Reshuffle there spreads nothing and costs ~0.2 CPU s."""
+    return runner_name(options) in IN_PROCESS_RUNNERS and options.view_as(DirectOptions).direct_num_workers == 1
+
+
 def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run an entry point. Every failure is one line on stderr (see pipelines/failures.py): bad input
     exits 2, a runtime failure 1 (the trace in a log file, and the --resume command when a store is

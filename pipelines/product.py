@@ -34,14 +34,10 @@ def run_map(prog: str, output: str, template, plan: planlib.ChunkPlan, transform
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
     def build(pipeline: beam.Pipeline) -> None:
-        written = (
-            pipeline
-            | "ChunkRows" >> beam.Create(todo)
-            | "ChunkSpecs" >> beam.FlatMap(plan.expand)
-            | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
-            | "Compute" >> transform
-            | "Write" >> store.WriteChunks(output, template)
-        )
+        specs = pipeline | "ChunkRows" >> beam.Create(todo) | "ChunkSpecs" >> beam.FlatMap(plan.expand)
+        if not common.single_local_worker(options):
+            specs = specs | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
+        written = specs | "Compute" >> transform | "Write" >> store.WriteChunks(output, template)
         written | "MarkComplete" >> store.MarkComplete(output, plan)  # the plan iterates its markers: no list
 
     watch = progress.Progress(prog, lambda: len(store.done_markers(output)), plan.count, already=plan.count - todo_count,

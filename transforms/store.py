@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms import geozarr, quantize
+from transforms import geozarr, quantize, zarr_direct
 from transforms.errors import InputError
 from transforms.fetch import METRICS_NAMESPACE
 from transforms.grid import Grid
@@ -144,8 +144,8 @@ def setup(path: str, template: xr.Dataset) -> None:
     variable = next(iter(template.data_vars))
     chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
     # Each variable's fill: its template encoding's _FillValue if set (e.g. a uint8 class map), else the contract's.
-    encoding = {name: {"_FillValue": template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype))} for name in template.data_vars}
-    xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=ZARR_FORMAT, encoding=encoding)
+    fills = {name: template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype)) for name in template.data_vars}
+    zarr_direct.create(path, template, chunks, fills)  # what xbeam.setup_zarr writes, without its dask graph
 
 
 def set_status(path: str, status: str, **extra_attrs) -> None:
@@ -169,11 +169,12 @@ class _WriteChunkFn(beam.DoFn):
         self.fs.makedirs(f"{self.root}/{MARKER_DIR}", exist_ok=True)  # local paths need the folder
         variable = next(iter(self.template.data_vars))
         self.zarr_chunks = dict(zip(self.template[variable].dims, self.template[variable].data.chunksize))
+        self.writer = zarr_direct.ChunkWriter(self.path, self.template, self.zarr_chunks)
 
     def process(self, element):
         key, chunk = element
-        xbeam.validate_zarr_chunk(key, chunk, self.template, self.zarr_chunks)
-        xbeam.write_chunk_to_zarr(key, chunk, self.path, self.template)
+        xbeam.validate_zarr_chunk(key, chunk, self.template, self.zarr_chunks)  # coords: the chunk's place
+        self.writer.write(key.offsets, chunk)  # what xbeam.write_chunk_to_zarr does, without reopening the store per chunk
         o = key.offsets
         name = f"{o.get('time', 0)}.{o['y']}.{o['x']}"  # == ChunkSpec.marker (a (y, x) product: time 0)
         self.fs.pipe_file(f"{self.root}/{MARKER_DIR}/{name}", b"")  # only after the chunk is in place

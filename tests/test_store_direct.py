@@ -1,0 +1,130 @@
+"""store.setup / store.WriteChunks write with zarr directly (transforms/zarr_direct.py): the stores must be
+the ones xarray-beam's setup_zarr / write_chunk_to_zarr write, file for file (metadata and chunks)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+import xarray_beam as xbeam
+
+from transforms import quantize, store, zarr_direct
+from transforms.change import mask_variable, similarity_variable
+from transforms.chunk_map import Variable, output_template
+from transforms.grid import Grid
+
+GRID = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 150, 140)
+
+
+def _embeddings(dtype):
+    return store.embedding_template(GRID, [2021, 2022], [f"A{i:02d}" for i in range(64)], dtype, 64, {"source": "test", "n": np.int64(3)})
+
+
+@pytest.fixture(scope="module")
+def emb():
+    """The grid products take from an embedding store (coords and spatial_ref), not written by the code under test."""
+    return _embeddings("float32")
+
+
+def _templates(emb):
+    change = [similarity_variable("s"), mask_variable("changed", "below 0.5", 0.5)]
+    classes = [Variable("class", "uint8", 0, {"flag_values": [1, 2], "class_labels": ["a", "b"]}), similarity_variable("c")]
+    return {
+        "embeddings-int8": _embeddings("int8"),
+        "embeddings-float32": _embeddings("float32"),
+        "change": output_template(emb, change, None, chunk_rows=64, chunk_cols=64, product="change", attrs={"threshold": 0.5, "years": [1, 2]}),
+        "classes": output_template(emb, classes, [2021, 2022], chunk_rows=64, chunk_cols=64, product="classes", attrs={"a": 1}),
+    }
+
+
+def _old_setup(path, template):
+    """store.setup as it was (d3a4e19): xarray-beam's setup_zarr."""
+    variable = next(iter(template.data_vars))
+    chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
+    encoding = {name: {"_FillValue": template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype))} for name in template.data_vars}
+    xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=store.ZARR_FORMAT, encoding=encoding)
+
+
+def _files(path):
+    out = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, path)
+            data = open(full, "rb").read()
+            out[rel] = json.loads(data) if name.startswith(".z") else data
+    return out
+
+
+def _chunks(name, template, seed):
+    """Every chunk of `template` as (key, Dataset), values as the products make them (fill where no data)."""
+    rng = np.random.default_rng(seed)
+    variable = template[next(iter(template.data_vars))]
+    step = dict(zip(variable.dims, variable.data.chunksize))
+    sizes = dict(template.sizes)
+    starts = [{}]
+    for dim in variable.dims:
+        starts = [{**s, dim: o} for s in starts for o in range(0, sizes[dim], step[dim])]
+    for offsets in starts:
+        region = {d: slice(o, min(o + step[d], sizes[d])) for d, o in offsets.items()}
+        data = {}
+        for v in template.data_vars:
+            shape = tuple(region[d].stop - region[d].start for d in template[v].dims)
+            dtype = template[v].dtype
+            if dtype == np.int8:
+                values = rng.integers(-128, 128, size=shape).astype(np.int8)
+            elif np.issubdtype(dtype, np.integer):
+                values = rng.integers(0, 3, size=shape).astype(dtype)
+            else:
+                values = rng.random(shape).astype(dtype)
+                values[rng.random(shape) < 0.1] = np.nan
+            if offsets.get("y") == 0 and offsets.get("x") == 0:  # an all-fill chunk: stored by neither
+                values[...] = template[v].encoding.get("_FillValue", quantize.fill_value(dtype))
+            data[v] = (template[v].dims, values)
+        yield xbeam.Key({d: o for d, o in offsets.items() if d != "band"} | ({"band": 0} if "band" in offsets else {})), xr.Dataset(data)
+
+
+@pytest.mark.parametrize("kind", ["embeddings-int8", "embeddings-float32", "change", "classes"])
+def test_setup_and_writes_equal_xarray_beams(emb, tmp_path, kind):
+    template = _templates(emb)[kind]
+    old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
+    _old_setup(old, template)
+    store.setup(new, template)
+    assert _files(new) == _files(old)
+    variable = template[next(iter(template.data_vars))]
+    chunks = dict(zip(variable.dims, variable.data.chunksize))
+    writer = zarr_direct.ChunkWriter(new, template, chunks)
+    for key, chunk in _chunks(kind, template, 1):
+        xbeam.write_chunk_to_zarr(key, chunk, old, template)
+        writer.write(key.offsets, chunk)
+    store.set_status(old, "complete")
+    store.set_status(new, "complete")
+    got, want = _files(new), _files(old)
+    assert sorted(got) == sorted(want) and got == want
+
+
+def test_setup_never_replaces_a_store(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    store.setup(path, _embeddings("int8"))
+    before = _files(path)
+    with pytest.raises(Exception):
+        store.setup(path, _embeddings("float32"))
+    assert _files(path) == before
+
+
+def test_bad_chunks_are_refused(emb, tmp_path):
+    template = _templates(emb)["change"]
+    path = str(tmp_path / "c.zarr")
+    store.setup(path, template)
+    writer = zarr_direct.ChunkWriter(path, template, {"y": 64, "x": 64})
+    good = np.zeros((64, 64), np.float32)
+    with pytest.raises(ValueError, match="not aligned"):
+        writer.write({"y": 32, "x": 0}, xr.Dataset({"similarity": (("y", "x"), good)}))
+    with pytest.raises(ValueError, match="outside the store"):
+        writer.write({"y": 128, "x": 0}, xr.Dataset({"similarity": (("y", "x"), good)}))
+    with pytest.raises(ValueError, match="not in the store"):
+        writer.write({"y": 0, "x": 0}, xr.Dataset({"other": (("y", "x"), good)}))
+    with pytest.raises(TypeError, match="dtype"):
+        writer.write({"y": 0, "x": 0}, xr.Dataset({"changed": (("y", "x"), good)}))
