@@ -27,6 +27,7 @@ $(AIRFLOW_STAMP): tests_airflow/requirements.txt tests_airflow/constraints.txt s
 airflow-env: $(AIRFLOW_STAMP)
 
 test: $(STAMP) $(AIRFLOW_STAMP)
+	bash scripts/browser_env.sh  # chromium + chromium-driver for tests/test_label_browser.py (apt-get as root)
 	$(PY) -m pytest -q
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
 
