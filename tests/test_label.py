@@ -212,3 +212,28 @@ def test_loaded_points_are_written_back_unchanged_and_save_never_replaces_a_fore
     with pytest.raises(serverlib.BadRequest, match="changed by someone else"):
         session.save({"points": page_points})
     assert out.read_text() == "someone else's notes"
+
+
+# ---------------------------------------------------------------- the preview's k-NN
+
+@pytest.mark.parametrize("n_points", [3, 7, 12])
+def test_the_fast_knn_equals_scikit_learns_predict_ties_included(n_points):
+    """The preview's k-NN (a float32 product, scikit-learn where float32 could pick another neighbour
+    set) equals KNeighborsClassifier.predict, on int8-quantised embeddings with exact ties: training
+    points repeated with another label, and pixels equal to training points."""
+    from transforms import quantize
+    from transforms.label.view import knn_predict
+
+    rng = np.random.default_rng(n_points)
+    centres = rng.normal(size=(3, 64))
+    pixels = centres[rng.integers(0, 3, 20_000)] + rng.normal(scale=0.6, size=(20_000, 64))
+    pixels /= np.linalg.norm(pixels, axis=1, keepdims=True)
+    pixels = quantize.dequantize(quantize.quantize(pixels))  # values on the int8 grid, as real stores hold
+    train = pixels[rng.choice(len(pixels), n_points, replace=False)]
+    labels = rng.integers(0, 3, n_points)
+    labels[:3] = [0, 1, 2]
+    if n_points > 5:
+        train[-1], labels[-1] = train[0], (labels[0] + 1) % 3  # the same vector under two labels: tied distances
+    pixels[:50] = train[rng.integers(0, n_points, 50)]  # pixels at distance 0 from a point
+    model = KNeighborsClassifier(n_neighbors=min(5, n_points)).fit(train, labels)
+    np.testing.assert_array_equal(knn_predict(model, pixels), model.predict(pixels))

@@ -92,7 +92,7 @@ class Session:
             self.points = self.parse_points(body.get("points", []))
             pts = [(p.row, p.col, self.classes.index(p.label)) for p in self.points if p.row is not None]
         result = self.view.preview(w, pts)
-        answer = {"window": window_dict(w), "skipped": result["skipped"]}
+        answer = {"window": window_dict(result.get("window", w)), "skipped": result["skipped"]}
         if result["classes"] is None:
             return {**answer, "classes": None, "reason": result["reason"]}
         h, wd = result["classes"].shape

@@ -24,6 +24,7 @@ MAX_DECODED_BYTES = 1 << 30  # per request: 4 float32 chunks of 1024 px, 16 int8
 MAX_READ_PIXELS = 1_500_000  # pixels returned per request (after the stride): 384 MiB of float32 bands; a 1920x1080 view reads every 2nd pixel
 SAMPLE_PIXELS = 20_000  # pixels the PCA and the colour stretch are fitted on
 SAMPLE_CHUNKS = 8  # at most this many chunks are read to find them
+PREVIEW_MAX_PIXELS = 1_000_000  # the preview of a larger view takes every 2nd (3rd, ...) pixel of the image's grid
 NEIGHBOURS = 5  # k of the preview's k-NN (fewer when fewer points): the registry's default
 NO_CLASS = 255  # preview value where the store has no data
 
@@ -60,6 +61,7 @@ class StoreView:
         self.chunk_bytes = info.chunk_rows * info.chunk_cols * len(info.bands) * itemsize
         self._lock = threading.Lock()
         self._windows: collections.OrderedDict = collections.OrderedDict()  # Window -> float32 values (last few)
+        self._prepared: collections.OrderedDict = collections.OrderedDict()  # (Window, s) -> valid pixels for the k-NN
         self._vectors: dict[tuple[int, int], np.ndarray] = {}
         self._fit_colours(seed)
         models.make_classifier("knn")  # imports scikit-learn now, not at the first click (a second, cold)
@@ -118,6 +120,23 @@ class StoreView:
                 i, j = (ra - w.row0) // s, (ca - w.col0) // s
                 out[i:i + block.shape[0], j:j + block.shape[1]] = block
         return out
+
+    def _pixels(self, w: Window, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """The valid pixels of read(w)[::s, ::s], contiguous (flat mask, (n, bands)): prepared once per
+        view, so a click costs only the k-NN."""
+        key = (w, s)
+        with self._lock:
+            if key in self._prepared:
+                return self._prepared[key]
+        values = self.read(w)[::s, ::s]
+        flat = values.reshape(-1, values.shape[-1])
+        valid = valid_mask(flat)
+        prepared = (valid, np.ascontiguousarray(flat[valid]))
+        with self._lock:
+            self._prepared[key] = prepared
+            while len(self._prepared) > 1:
+                self._prepared.popitem(last=False)
+        return prepared
 
     def vector(self, row: int, col: int) -> np.ndarray:
         """The embedding of one pixel (float32, NaN = no data); cached, as a point is read once."""
@@ -194,7 +213,8 @@ class StoreView:
 
     def preview(self, w: Window, points: list[tuple[int, int, int]]) -> dict:
         """k-NN (the registry's "knn", k = min(5, points)) trained on the points' embeddings,
-        predicted on every pixel of the window: class indices, NO_CLASS where there is no data.
+        predicted on every pixel of the window (every `s`-th one of its grid past PREVIEW_MAX_PIXELS):
+        class indices, NO_CLASS where there is no data; "window" is the grid predicted.
 
         points: (row, col, class index). Points on no data are left out (counted)."""
         started = time.perf_counter()
@@ -210,14 +230,59 @@ class StoreView:
             return {"classes": None, "skipped": skipped, "reason": "points of two classes (on data) are needed"}
         model = models.make_classifier("knn", {"n_neighbors": min(NEIGHBOURS, len(labels))})
         model.fit(np.stack(vectors), np.array(labels))
-        values = self.read(w)
-        flat = values.reshape(-1, values.shape[-1])
-        valid = valid_mask(flat)
-        out = np.full(len(flat), NO_CLASS, dtype=np.uint8)
-        if valid.any():
-            out[valid] = model.predict(flat[valid])
-        return {"classes": out.reshape(w.shape), "skipped": skipped, "k": model.n_neighbors,
+        s = 1
+        while -(-w.shape[0] // s) * -(-w.shape[1] // s) > PREVIEW_MAX_PIXELS:
+            s += 1
+        grid = Window(w.row0, w.col0, w.rows, w.cols, w.step * s)  # a subset of the image's grid: read(w)[::s, ::s]
+        valid, pixels = self._pixels(w, s)
+        out = np.full(len(valid), NO_CLASS, dtype=np.uint8)
+        if len(pixels):
+            out[valid] = knn_predict(model, pixels)
+        return {"classes": out.reshape(grid.shape), "window": grid, "skipped": skipped, "k": model.n_neighbors,
                 "seconds": time.perf_counter() - started}
+
+
+def knn_predict(model, values: np.ndarray, tolerance: float = 3e-5) -> np.ndarray:
+    """What `model.predict(values)` (a fitted uniform-weight euclidean KNeighborsClassifier) gives,
+    several times faster on a screen of pixels and few points: one float32 matrix product instead
+    of scikit-learn's float64 distance reduction, then the same vote (the most frequent class; the
+    smallest label on a tie, as scikit-learn's argmax). Where points of different labels lie within
+    `tolerance` of the k-th nearest distance (squared, relative to the vectors' norms), float32
+    rounding could choose another neighbour set than scikit-learn's float64, so those pixels are
+    predicted by the model itself: the result equals model.predict. (A float32 dot product of 64
+    terms errs by at most 64 * 2**-24 * |x||t| = 3.8e-6 |x||t|; a difference of two squared
+    distances by four times that: the tolerance is twice the worst case.)
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # a skinny product, a few pixels for scikit-learn: threads gain little, and stall on a busy machine
+        return _knn_predict(model, values, tolerance)
+
+
+def _knn_predict(model, values: np.ndarray, tolerance: float) -> np.ndarray:
+    train = model._fit_X.astype(np.float32)
+    codes = model._y  # indices into model.classes_
+    k, n, n_classes = model.n_neighbors, len(train), len(model.classes_)
+    # ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: ||x||^2 is the same for every t, so it is left out of the ranking
+    sq = np.einsum("ij,ij->i", train, train)
+    d = sq[None, :] - 2 * (values @ train.T)
+    if k < n:
+        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(d, nearest, axis=1).max(axis=1)
+        # points within the tolerance of the k-th distance could swap places with it; that matters
+        # only when they carry different labels
+        scale = 1 + np.sqrt(np.einsum("ij,ij->i", values, values) * sq.max())
+        near = np.abs(d - kth[:, None]) <= (tolerance * scale)[:, None]
+        unsure = np.where(near, codes, n_classes).min(axis=1) != np.where(near, codes, -1).max(axis=1)
+    else:
+        nearest = np.broadcast_to(np.arange(n), (len(values), n))
+        unsure = np.zeros(len(values), dtype=bool)
+    flat_votes = (np.arange(len(values))[:, None] * n_classes + codes[nearest]).ravel()
+    votes = np.bincount(flat_votes, minlength=len(values) * n_classes).reshape(len(values), n_classes)
+    predicted = model.classes_[np.argmax(votes, axis=1)]
+    if unsure.any():
+        predicted[unsure] = model.predict(values[unsure])
+    return predicted
 
 
 def default_year(info: StoreInfo, year: int | None) -> int:

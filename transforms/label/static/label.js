@@ -113,14 +113,18 @@
         S.preview = null; $("status").textContent = r.reason + (r.skipped ? ` (${r.skipped} point(s) on no data left out)` : "");
         draw(); return;
       }
-      const bytes = Uint8Array.from(atob(r.classes), (ch) => ch.charCodeAt(0));
+      const text = atob(r.classes), bytes = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
       const off = document.createElement("canvas"); off.width = r.width; off.height = r.height;
       const octx = off.getContext("2d"), img = octx.createImageData(r.width, r.height);
-      const lut = S.classes.map((c) => rgbOf(c.color));
-      for (let i = 0; i < bytes.length; i++) {
-        if (bytes[i] === NO_CLASS) continue;  // transparent: no data
-        const c = lut[bytes[i]]; img.data.set([c[0], c[1], c[2], 255], 4 * i);
-      }
+      // one 32-bit write per pixel: RGBA bytes packed in the platform's order (little-endian: ABGR)
+      const px = new Uint32Array(img.data.buffer), lut = new Uint32Array(256);
+      const little = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+      S.classes.forEach((c, k) => {
+        const [red, green, blue] = rgbOf(c.color);
+        lut[k] = little ? ((255 << 24) | (blue << 16) | (green << 8) | red) >>> 0 : ((red << 24) | (green << 16) | (blue << 8) | 255) >>> 0;
+      });  // lut[255] (no data) stays 0: transparent
+      for (let i = 0; i < bytes.length; i++) px[i] = lut[bytes[i]];
       octx.putImageData(img, 0, 0);
       S.preview = { win: r.window, width: r.width, height: r.height, classes: bytes, canvas: off, nPoints: sent.length, k: r.k };
       draw();

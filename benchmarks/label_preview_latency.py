@@ -1,0 +1,97 @@
+"""Benchmark: how long `efm label`'s live preview takes, click to painted frame, in a real browser.
+
+Starts `efm label` on a store (default: the demo's, `make demo` -> demo-output/embeddings.zarr,
+1018 x 1274 px, float32, 512-px chunks: the whole store is one screen-sized view, read at full
+resolution, 1.3 M pixels), opens it in headless Chromium (1200 x 800 window), and clicks labelled
+points of the sample data's ground truth (demo-output/sample-data/labels.geojson), alternating
+between the classes. The page measures each click itself: performance.now() in the click
+handler, then again in the requestAnimationFrame after the preview is drawn (the frame that
+shows it); the server reports its own share (point read + k-NN fit + predict). The first click
+of a class pair gives no preview (one class); every later click is measured.
+
+    python benchmarks/label_preview_latency.py [--embeddings demo-output/embeddings.zarr]
+        [--points demo-output/sample-data/labels.geojson] [--classes water,forest,cropland]
+        [--per-class 4] [--screenshot docs/label.png]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+
+from test_label_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, click_pixel, pick_class, start_label, wait_for  # noqa: E402
+
+from transforms import readers, sampling  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--embeddings", default=os.path.join(REPO, "demo-output", "embeddings.zarr"))
+    parser.add_argument("--points", default=os.path.join(REPO, "demo-output", "sample-data", "labels.geojson"))
+    parser.add_argument("--classes", default="water,forest,cropland")
+    parser.add_argument("--per-class", type=int, default=4)
+    parser.add_argument("--screenshot", help="save the page, all points clicked, preview showing")
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    classes = args.classes.split(",")
+    info = readers.store_info(args.embeddings)
+    given = sampling.read_points(args.points, "label")
+    rows, cols = sampling.to_pixels(info, given)
+    rng = np.random.default_rng(args.seed)
+    picks, taken = [], []
+    for name in classes:
+        chosen = []
+        for i in rng.permutation(np.flatnonzero((given.labels == name) & (rows >= 0))):
+            # apart on screen: a click within a few pixels of a point removes it
+            if len(chosen) < args.per_class and all(abs(rows[i] - r) + abs(cols[i] - c) > 40 for r, c in taken):
+                chosen.append((int(rows[i]), int(cols[i])))
+                taken.append(chosen[-1])
+        picks.append(chosen)
+    order = [(classes[k], picks[k][i]) for i in range(args.per_class) for k in range(len(classes))]
+
+    work = tempfile.mkdtemp(prefix="efm-label-bench-")
+    proc, url = start_label("--embeddings", args.embeddings, "--output", os.path.join(work, "points.geojson"), "--classes", args.classes)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={os.path.join(work, 'profile')}")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.get(url)
+        wait_for(driver, "efmLabel.state.image !== null && efmLabel.idle()", timeout=120)
+        for name, (row, col) in order:
+            pick_class(driver, name)
+            click_pixel(driver, row, col)
+            wait_for(driver, "efmLabel.idle()", timeout=60)
+        wait_for(driver, f"efmLabel.state.timings.length >= {len(order) - 1}")
+        timings = driver.execute_script("return efmLabel.state.timings")
+        win = driver.execute_script("return efmLabel.state.preview.win")
+        if args.screenshot:
+            driver.save_screenshot(args.screenshot)
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(timeout=30)
+    ms = [t["ms"] for t in timings]
+    server = [t["server_ms"] for t in timings]
+    print(f"store {args.embeddings}: {info.height} x {info.width} px, {info.dtype}, chunks {info.chunk_rows} px")
+    print(f"view: rows {win['row0']}+{win['rows']}, cols {win['col0']}+{win['cols']}, every {win['step']} px -> {timings[-1]['pixels']:,} px previewed")
+    print(f"clicks measured: {len(ms)} ({len(classes)} classes, {args.per_class} points each)")
+    print(f"click to painted preview (ms): median {statistics.median(ms):.0f}, max {max(ms):.0f}  [{', '.join(f'{x:.0f}' for x in ms)}]")
+    print(f"of which the server (ms):      median {statistics.median(server):.0f}, max {max(server):.0f}")
+
+
+if __name__ == "__main__":
+    main()
