@@ -31,6 +31,23 @@ from test_label_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, click_pix
 from transforms import readers, sampling  # noqa: E402
 
 
+def pick_points(labels, rows, cols, classes, per_class, seed, apart):
+    """per_class points of each class (rows >= 0), apart on screen (a click within a few pixels of a
+    point removes it), in the order clicked: alternating between the classes."""
+    rng = np.random.default_rng(seed)
+    picks, taken = [], []
+    for name in classes:
+        chosen = []
+        for i in rng.permutation(np.flatnonzero((labels == name) & (rows >= 0))):
+            if len(chosen) < per_class and all(abs(rows[i] - r) + abs(cols[i] - c) > apart for r, c in taken):
+                chosen.append((int(rows[i]), int(cols[i])))
+                taken.append(chosen[-1])
+        if len(chosen) < per_class:
+            raise SystemExit(f"only {len(chosen)} points of {name!r} in view, apart; ask for fewer with --per-class")
+        picks.append(chosen)
+    return [(classes[k], picks[k][i]) for i in range(per_class) for k in range(len(classes))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", default=os.path.join(REPO, "demo-output", "embeddings.zarr"))
@@ -39,6 +56,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--screenshot", help="save the page, all points clicked, preview showing")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--scale", type=float, help="zoom to this many screen px per store px around the store's centre "
+                        "(1: a full-resolution view as large as the canvas); default: the whole store in view")
     args = parser.parse_args()
 
     from selenium import webdriver
@@ -48,18 +67,6 @@ def main() -> None:
     info = readers.store_info(args.embeddings)
     given = sampling.read_points(args.points, "label")
     rows, cols = sampling.to_pixels(info, given)
-    rng = np.random.default_rng(args.seed)
-    picks, taken = [], []
-    for name in classes:
-        chosen = []
-        for i in rng.permutation(np.flatnonzero((given.labels == name) & (rows >= 0))):
-            # apart on screen: a click within a few pixels of a point removes it
-            if len(chosen) < args.per_class and all(abs(rows[i] - r) + abs(cols[i] - c) > 40 for r, c in taken):
-                chosen.append((int(rows[i]), int(cols[i])))
-                taken.append(chosen[-1])
-        picks.append(chosen)
-    order = [(classes[k], picks[k][i]) for i in range(args.per_class) for k in range(len(classes))]
-
     work = tempfile.mkdtemp(prefix="efm-label-bench-")
     proc, url = start_label("--embeddings", args.embeddings, "--output", os.path.join(work, "points.geojson"), "--classes", args.classes)
     options = webdriver.ChromeOptions()
@@ -71,6 +78,13 @@ def main() -> None:
     try:
         driver.get(url)
         wait_for(driver, "efmLabel.state.image !== null && efmLabel.idle()", timeout=120)
+        if args.scale:
+            driver.execute_script("efmLabel.setView(arguments[0], arguments[1], arguments[2])", args.scale, info.height / 2, info.width / 2)
+            wait_for(driver, "efmLabel.idle()", timeout=120)
+        v = driver.execute_script("return efmLabel.state.image.win")
+        inside = (rows >= v["row0"] + 8) & (rows < v["row0"] + v["rows"] - 8) & (cols >= v["col0"] + 8) & (cols < v["col0"] + v["cols"] - 8)
+        apart = 20 / driver.execute_script("return efmLabel.state.view.scale")  # store px: 20 screen px
+        order = pick_points(given.labels, np.where(inside, rows, -1), cols, classes, args.per_class, args.seed, apart)
         for name, (row, col) in order:
             pick_class(driver, name)
             click_pixel(driver, row, col)

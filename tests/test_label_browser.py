@@ -131,7 +131,8 @@ def reference_preview(s, t: int, clicked: list[tuple[int, int, int]], window: di
 
     X = np.stack([s.values[t, r, c] for r, c, _ in clicked])
     y = np.array([k for _, _, k in clicked])
-    model = KNeighborsClassifier(n_neighbors=min(5, len(y))).fit(X, y)
+    k = min(5, *np.bincount(y))  # 5, or the smallest class's count (as docs/label.md says)
+    model = KNeighborsClassifier(n_neighbors=k).fit(X, y)
     w = window
     values = s.values[t, w["row0"]:w["row0"] + w["rows"]:w["step"], w["col0"]:w["col0"] + w["cols"]:w["step"]]
     flat = values.reshape(-1, values.shape[-1])

@@ -57,7 +57,7 @@ class Session:
         return {
             "store": i.path, "year": self.view.year, "years": list(i.years), "width": i.width, "height": i.height,
             "crs": i.crs, "transform": list(i.transform), "chunk_rows": i.chunk_rows, "chunk_cols": i.chunk_cols,
-            "bands": list(i.bands), "rgb": self.rgb, "output": self.output, "neighbours": 5,
+            "bands": list(i.bands), "rgb": self.rgb, "output": self.output,
             "classes": [{"name": n, "color": c} for n, c in zip(self.classes, self.colours())],
             "points": [{"id": p.id, "label": p.label, "row": p.row, "col": p.col} for p in self.points],
             "max_decoded_bytes": self.view.max_decoded_bytes, "chunk_bytes": self.view.chunk_bytes,

@@ -25,7 +25,7 @@ MAX_READ_PIXELS = 1_500_000  # pixels returned per request (after the stride): 3
 SAMPLE_PIXELS = 20_000  # pixels the PCA and the colour stretch are fitted on
 SAMPLE_CHUNKS = 8  # at most this many chunks are read to find them
 PREVIEW_MAX_PIXELS = 1_000_000  # the preview of a larger view takes every 2nd (3rd, ...) pixel of the image's grid
-NEIGHBOURS = 5  # k of the preview's k-NN (fewer when fewer points): the registry's default
+NEIGHBOURS = 5  # k of the preview's k-NN (fewer while a class has fewer points: `neighbours`): the registry's default
 NO_CLASS = 255  # preview value where the store has no data
 
 
@@ -212,7 +212,7 @@ class StoreView:
     # ------------------------------------------------------------ preview
 
     def preview(self, w: Window, points: list[tuple[int, int, int]]) -> dict:
-        """k-NN (the registry's "knn", k = min(5, points)) trained on the points' embeddings,
+        """k-NN (the registry's "knn", k = `neighbours`) trained on the points' embeddings,
         predicted on every pixel of the window (every `s`-th one of its grid past PREVIEW_MAX_PIXELS):
         class indices, NO_CLASS where there is no data; "window" is the grid predicted.
 
@@ -228,7 +228,7 @@ class StoreView:
             labels.append(int(label))
         if len(set(labels)) < 2:
             return {"classes": None, "skipped": skipped, "reason": "points of two classes (on data) are needed"}
-        model = models.make_classifier("knn", {"n_neighbors": min(NEIGHBOURS, len(labels))})
+        model = models.make_classifier("knn", {"n_neighbors": neighbours(labels)})
         model.fit(np.stack(vectors), np.array(labels))
         s = 1
         while -(-w.shape[0] // s) * -(-w.shape[1] // s) > PREVIEW_MAX_PIXELS:
@@ -246,12 +246,12 @@ def knn_predict(model, values: np.ndarray, tolerance: float = 3e-5) -> np.ndarra
     """What `model.predict(values)` (a fitted uniform-weight euclidean KNeighborsClassifier) gives,
     several times faster on a screen of pixels and few points: one float32 matrix product instead
     of scikit-learn's float64 distance reduction, then the same vote (the most frequent class; the
-    smallest label on a tie, as scikit-learn's argmax). Where points of different labels lie within
-    `tolerance` of the k-th nearest distance (squared, relative to the vectors' norms), float32
-    rounding could choose another neighbour set than scikit-learn's float64, so those pixels are
-    predicted by the model itself: the result equals model.predict. (A float32 dot product of 64
-    terms errs by at most 64 * 2**-24 * |x||t| = 3.8e-6 |x||t|; a difference of two squared
-    distances by four times that: the tolerance is twice the worst case.)
+    smallest label on a tie, as scikit-learn's argmax). Where the (k+1)-th nearest point lies within
+    `tolerance` of the k-th (squared distance, relative to the vectors' norms), float32 rounding
+    could choose another neighbour set than scikit-learn's float64, so those pixels (ties, and few
+    others) are predicted by the model itself: the result equals model.predict. (A float32 dot
+    product of 64 terms errs by at most 64 * 2**-24 * |x||t| = 3.8e-6 |x||t|; a difference of two
+    squared distances by four times that: the tolerance is twice the worst case.)
     """
     from threadpoolctl import threadpool_limits
 
@@ -262,27 +262,53 @@ def knn_predict(model, values: np.ndarray, tolerance: float = 3e-5) -> np.ndarra
 def _knn_predict(model, values: np.ndarray, tolerance: float) -> np.ndarray:
     train = model._fit_X.astype(np.float32)
     codes = model._y  # indices into model.classes_
-    k, n, n_classes = model.n_neighbors, len(train), len(model.classes_)
-    # ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: ||x||^2 is the same for every t, so it is left out of the ranking
+    k, n = model.n_neighbors, len(train)
+    # ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: ||x||^2 is the same for every t, so it is left out of the
+    # ranking. One row per point, contiguous over the pixels: every step below is a vector operation.
     sq = np.einsum("ij,ij->i", train, train)
-    d = sq[None, :] - 2 * (values @ train.T)
-    if k < n:
-        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(d, nearest, axis=1).max(axis=1)
-        # points within the tolerance of the k-th distance could swap places with it; that matters
-        # only when they carry different labels
-        scale = 1 + np.sqrt(np.einsum("ij,ij->i", values, values) * sq.max())
-        near = np.abs(d - kth[:, None]) <= (tolerance * scale)[:, None]
-        unsure = np.where(near, codes, n_classes).min(axis=1) != np.where(near, codes, -1).max(axis=1)
-    else:
-        nearest = np.broadcast_to(np.arange(n), (len(values), n))
-        unsure = np.zeros(len(values), dtype=bool)
-    flat_votes = (np.arange(len(values))[:, None] * n_classes + codes[nearest]).ravel()
-    votes = np.bincount(flat_votes, minlength=len(values) * n_classes).reshape(len(values), n_classes)
-    predicted = model.classes_[np.argmax(votes, axis=1)]
+    d = train @ values.T
+    d *= -2
+    d += sq[:, None]
+    kth, after = _kth_and_next(d, k)
+    # a (k+1)-th point within the tolerance of the k-th could take its place in float64
+    norm_bound = np.sqrt(np.einsum("ij,ij->i", values, values).max() * sq.max())
+    unsure = (after - kth) <= tolerance * (1 + norm_bound)
+    within = d <= kth  # elsewhere exactly the k nearest
+    best_votes, predicted = None, None
+    for code in range(len(model.classes_)):  # ascending: on equal votes the smaller label stays, as argmax
+        votes = within[codes == code].sum(axis=0, dtype=np.int16)
+        if best_votes is None:
+            best_votes, predicted = votes, np.zeros(len(values), dtype=np.intp)
+        else:
+            better = votes > best_votes
+            best_votes = np.where(better, votes, best_votes)
+            predicted[better] = code
+    predicted = model.classes_[predicted]
     if unsure.any():
         predicted[unsure] = model.predict(values[unsure])
     return predicted
+
+
+def _kth_and_next(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of d (points x pixels): the k-th and (k+1)-th smallest values. Few points: the k+1
+    smallest kept sorted by insertion, whole rows at a time; many: numpy's partition."""
+    if len(d) * (k + 1) > 400:
+        part = np.partition(d, (k - 1, k), axis=0)
+        return part[k - 1], part[k]
+    best = np.full((k + 1, d.shape[1]), np.inf, dtype=d.dtype)
+    for row in d:
+        carry = row
+        for i in range(k + 1):
+            low = np.minimum(best[i], carry)
+            carry = np.maximum(best[i], carry)
+            best[i] = low
+    return best[k - 1], best[k]
+
+
+def neighbours(labels: list[int]) -> int:
+    """The preview's k: 5 (efm train's default), or fewer while a class has fewer points, so that
+    every class can win a pixel (k = the smallest class's count: 1-NN with one point of a class)."""
+    return min(NEIGHBOURS, min(collections.Counter(labels).values()))
 
 
 def default_year(info: StoreInfo, year: int | None) -> int:

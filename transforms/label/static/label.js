@@ -241,6 +241,10 @@
   window.efmLabel = {
     state: S,
     pixelToCanvas: (row, col) => toScreen(row + 0.5, col + 0.5),
+    setView: (scale, row, col) => {  // centre store pixel (row, col) at `scale` CSS px per store px
+      const { w, h } = size();
+      S.view = { scale, left: col - w / 2 / scale, top: row - h / 2 / scale }; scheduleLoad();
+    },
     idle: () => S.busy === 0 && !S.loadPending,
     previewPixels: () => S.preview ? Array.from(S.preview.canvas.getContext("2d").getImageData(0, 0, S.preview.width, S.preview.height).data) : null,
   };
