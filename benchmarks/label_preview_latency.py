@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--points", default=os.path.join(REPO, "demo-output", "sample-data", "labels.geojson"))
     parser.add_argument("--classes", default="water,forest,cropland")
     parser.add_argument("--per-class", type=int, default=4)
+    parser.add_argument("--colors", help="passed to efm label, e.g. demo-output/sample-data/colors.json")
     parser.add_argument("--screenshot", help="save the page, all points clicked, preview showing")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--scale", type=float, help="zoom to this many screen px per store px around the store's centre "
@@ -68,7 +69,8 @@ def main() -> None:
     given = sampling.read_points(args.points, "label")
     rows, cols = sampling.to_pixels(info, given)
     work = tempfile.mkdtemp(prefix="efm-label-bench-")
-    proc, url = start_label("--embeddings", args.embeddings, "--output", os.path.join(work, "points.geojson"), "--classes", args.classes)
+    proc, url = start_label("--embeddings", args.embeddings, "--output", os.path.join(work, "points.geojson"), "--classes", args.classes,
+                            *(["--colors", args.colors] if args.colors else []))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:

@@ -8,6 +8,7 @@ page's "Save"; every input is checked before the server starts.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from typing import Sequence
 
@@ -30,6 +31,8 @@ def build_parser():
     parser.add_argument("--year", type=int, help="the year shown and previewed (default: the store's last)")
     parser.add_argument("--points", help="existing points to start from (any file `efm sample` reads, with a 'label' column); their labels must be among --classes")
     parser.add_argument("--rgb", help=f"start with these three bands as false colour instead of the first three principal components, e.g. {','.join(export.DEFAULT_RGB)}")
+    parser.add_argument("--colors", help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour}, as `efm export --colors` "
+                        "(default: matplotlib's tab10/tab20)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s; 0 for any free port)")
     parser.add_argument("--overwrite", action="store_true", help="let Save replace an existing points file that efm wrote")
     return parser
@@ -42,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError("--port", f"must be 0-65535 (0 = any free port), got {args.port}")
     classes = pointlib.parse_classes(args.classes)
+    colours = pointlib.parse_colours(args.colors)
+    unknown = [name for name in colours if classes and name not in classes]
+    if unknown and not os.path.exists(args.colors):  # a JSON palette may name more labels than these classes
+        raise InputError("--colors", f"{unknown[0]!r} is not one of --classes ({', '.join(classes)})")
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     year = default_year(info, args.year)
@@ -66,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"efm label: reading a sample of {args.embeddings} ({year}) for the false colour...", flush=True)
         view = StoreView(info, year)
         meta = {"embeddings": args.embeddings, "year": year, "crs": "EPSG:4326", "efm_version": store.tool_version()}
-        session = serverlib.Session(view, classes, loaded, args.output, overwrite=args.overwrite, rgb=rgb, meta=meta)
+        session = serverlib.Session(view, classes, loaded, args.output, overwrite=args.overwrite, rgb=rgb, meta=meta, colours=colours)
         httpd.RequestHandlerClass.session = session
         outside = sum(p.row is None for p in loaded)
         if outside:

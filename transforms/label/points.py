@@ -46,6 +46,32 @@ def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
     return names
 
 
+def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
+    """`water=#2b6cb0,forest=green` or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
+    name more labels than there are classes: a palette shared with `efm export --colors`)."""
+    if not text:
+        return {}
+    import matplotlib.colors
+
+    if os.path.exists(text):
+        try:
+            with open(text) as f:
+                pairs = [(str(k), v) for k, v in json.load(f).items()]
+        except (ValueError, AttributeError) as exc:
+            raise InputError(flag, f"{text} is not a JSON object {{label: colour}}: {exc}") from None
+    else:
+        pairs = [tuple(item.split("=", 1)) for item in text.split(",") if item.strip()]
+    out = {}
+    for pair in pairs:
+        if len(pair) != 2:
+            raise InputError(flag, f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, or a JSON file; got {text!r}")
+        try:
+            out[str(pair[0]).strip()] = matplotlib.colors.to_hex(str(pair[1]).strip())
+        except ValueError:
+            raise InputError(flag, f"{pair[1]!r} is not a colour (use #rrggbb or a name)") from None
+    return out
+
+
 def load(path: str, info: StoreInfo, classes: list[str], flag: str = "--points") -> tuple[list[Point], list[str]]:
     """Points of an existing file (any format `efm sample` reads, label column `label`) -> (points, classes).
 

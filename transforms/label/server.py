@@ -38,11 +38,12 @@ class Session:
     """What one `efm label` run holds: the view, the classes, the points the page last sent."""
 
     def __init__(self, view: StoreView, classes: list[str], loaded: list[pointlib.Point], output: str, *,
-                 overwrite: bool, rgb: list[str], meta: dict):
+                 overwrite: bool, rgb: list[str], meta: dict, colours: dict | None = None):
         from transforms.export import class_colors
 
         self.view, self.classes, self.output, self.overwrite, self.rgb, self.meta = view, list(classes), output, overwrite, rgb, meta
         self._palette = class_colors
+        self.chosen_colours = dict(colours or {})  # --colors: label -> "#rrggbb"
         self.loaded = {p.id: p for p in loaded}
         self.points = list(loaded)
         self.saved = None  # points count of the last save
@@ -50,7 +51,8 @@ class Session:
         self.lock = threading.Lock()
 
     def colours(self) -> list[str]:
-        return ["#%02x%02x%02x" % rgb for rgb in self._palette(list(range(len(self.classes)))).values()]
+        palette = ["#%02x%02x%02x" % rgb for rgb in self._palette(list(range(len(self.classes)))).values()]
+        return [self.chosen_colours.get(name, colour) for name, colour in zip(self.classes, palette)]
 
     def info(self) -> dict:
         i = self.view.info
@@ -103,6 +105,8 @@ class Session:
         name = str(body.get("name", "")).strip()
         if not name or "," in name:
             raise BadRequest("a class needs a name without commas")
+        if len(self.classes) >= 250:
+            raise BadRequest("250 classes at most (the preview stores a class per byte)")
         with self.lock:
             if name in self.classes:
                 raise BadRequest(f"class {name!r} exists already")

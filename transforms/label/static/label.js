@@ -60,7 +60,9 @@
     const o = toScreen(0, 0), e = toScreen(S.info.height, S.info.width);
     ctx.fillStyle = "#555"; ctx.fillRect(o.x, o.y, e.x - o.x, e.y - o.y);
     if (S.image) ctx.drawImage(S.image.bitmap, ...placeWindow(S.image.win, S.image.bitmap.width, S.image.bitmap.height));
-    if (S.preview && S.preview.canvas && hasTwoClasses()) {
+    const showing = S.preview && S.preview.canvas && hasTwoClasses() && $("show-preview").checked;
+    renderLegend(showing);
+    if (showing) {
       ctx.globalAlpha = $("opacity").value / 100;
       ctx.drawImage(S.preview.canvas, ...placeWindow(S.preview.win, S.preview.width, S.preview.height));
       ctx.globalAlpha = 1;
@@ -75,6 +77,22 @@
       ctx.lineWidth = 1; ctx.strokeStyle = "#000"; ctx.beginPath(); ctx.arc(c.x, c.y, 6.5, 0, 2 * Math.PI); ctx.stroke();
     }
     const m = $("message"); m.textContent = S.message; m.style.display = S.message ? "block" : "none";
+  }
+  function renderLegend(showing) {  // on the map: which colour is which class in the preview
+    const box = $("legend");
+    box.style.display = showing ? "block" : "none";
+    if (!showing) return;
+    const key = JSON.stringify([S.classes, S.preview.k]);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key; box.textContent = "";
+    const title = document.createElement("div"); title.className = "title"; title.textContent = `k-NN preview (k=${S.preview.k})`;
+    box.append(title);
+    for (const c of S.classes) {
+      const item = document.createElement("div"); item.className = "item";
+      const sw = document.createElement("span"); sw.className = "swatch"; sw.style.background = c.color;
+      const name = document.createElement("span"); name.textContent = c.name;
+      item.append(sw, name); box.append(item);
+    }
   }
   function colourOf(label) { const c = S.classes.find((k) => k.name === label); return c ? c.color : "#fff"; }
   function rgbOf(hex) { return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)); }
@@ -202,11 +220,14 @@
   }, { passive: false });
   window.addEventListener("keydown", (ev) => {
     const n = parseInt(ev.key, 10);
-    if (ev.target.tagName !== "INPUT" && n >= 1 && n <= S.classes.length) { S.current = n - 1; renderClasses(); }
+    if (ev.target.tagName === "INPUT") return;
+    if (n >= 1 && n <= S.classes.length) { S.current = n - 1; renderClasses(); }
+    if (ev.key === "p" || ev.key === "P") { $("show-preview").checked = !$("show-preview").checked; draw(); }
   });
   window.addEventListener("resize", () => { resize(); scheduleLoad(); });
   window.addEventListener("beforeunload", (ev) => { if (S.dirty) { ev.preventDefault(); ev.returnValue = ""; } });
   $("opacity").addEventListener("input", draw);
+  $("show-preview").addEventListener("change", draw);
   $("mode").addEventListener("change", () => { $("band-pick").classList.toggle("on", $("mode").value === "bands"); scheduleLoad(); });
   for (const id of ["band-r", "band-g", "band-b"]) $(id).addEventListener("change", scheduleLoad);
   $("add-class").addEventListener("submit", async (ev) => {
