@@ -107,6 +107,36 @@ def main() -> None:
     print(f"clicks measured: {len(ms)} ({len(classes)} classes, {args.per_class} points each)")
     print(f"click to painted preview (ms): median {statistics.median(ms):.0f}, max {max(ms):.0f}  [{', '.join(f'{x:.0f}' for x in ms)}]")
     print(f"of which the server (ms):      median {statistics.median(server):.0f}, max {max(server):.0f}")
+    compare_knn(info, win, order, classes)
+
+
+def compare_knn(info, win: dict, order, classes) -> None:
+    """In this process, on the last preview's pixels and the clicked points: the preview's k-NN
+    (view.knn_predict) against KNeighborsClassifier.predict, best of 3 each, outputs compared."""
+    import time
+
+    from transforms import models
+    from transforms.label.view import StoreView, Window, neighbours
+
+    view = StoreView(info, info.years[-1])
+    w = Window(win["row0"], win["col0"], win["rows"], win["cols"], 1)
+    values = view.read(Window(w.row0, w.col0, w.rows, w.cols, win["step"]))
+    flat = values.reshape(-1, values.shape[-1])
+    pixels = flat[~np.isnan(flat).any(axis=1)]
+    labels = [classes.index(name) for name, _ in order]
+    model = models.make_classifier("knn", {"n_neighbors": neighbours(labels)})
+    model.fit(np.stack([view.vector(r, c) for _, (r, c) in order]), labels)
+    from transforms.label.view import knn_predict
+
+    timed = {}
+    for name, predict in (("view.knn_predict", lambda: knn_predict(model, pixels)), ("KNeighborsClassifier.predict", lambda: model.predict(pixels))):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            timed[name] = predict()
+            best = min(best, time.perf_counter() - start)
+        print(f"{name:<30} {best * 1000:6.0f} ms on {len(pixels):,} px (best of 3)")
+    print("equal:", bool(np.array_equal(*timed.values())))
 
 
 if __name__ == "__main__":

@@ -63,12 +63,12 @@ def test_a_port_in_use_is_one_line_and_nothing_is_written(synthetic, tmp_path, c
 
 
 @pytest.mark.parametrize("case", ["not-a-store", "classes-twice", "labels-not-in-classes", "no-label-column", "not-geojson",
-                                  "year", "rgb", "output-not-efms", "output-efms-without-overwrite", "output-is-the-points"])
+                                  "year", "rgb", "colors", "output-not-efms", "output-efms-without-overwrite", "output-is-the-points"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_path, capsys, case):
     out = tmp_path / "p.geojson"
     args = ["--embeddings", synthetic.path, "--output", str(out), "--classes", "water,forest", "--port", "0"]
     flag = {"not-a-store": "--embeddings", "classes-twice": "--classes", "labels-not-in-classes": "--points", "no-label-column": "--points",
-            "not-geojson": "--output", "year": "--year", "rgb": "--rgb", "output-not-efms": "--output",
+            "not-geojson": "--output", "year": "--year", "rgb": "--rgb", "colors": "--colors", "output-not-efms": "--output",
             "output-efms-without-overwrite": "--output", "output-is-the-points": "--output"}[case]
     before = None
     if case == "not-a-store":
@@ -91,6 +91,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_path, c
         args += ["--year", "2019"]
     elif case == "rgb":
         args += ["--rgb", "A01,A02"]
+    elif case == "colors":
+        args += ["--colors", "crops=red"]
     elif case == "output-not-efms":
         out.write_text('{"type": "FeatureCollection", "features": []}')
         before = out.read_text()

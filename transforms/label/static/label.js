@@ -31,11 +31,15 @@
   }
   function fitView() {
     const { w, h } = size(), i = S.info;
-    // a store too large to read at once starts on a window of the chunks the server reads in one go
+    // the whole store when the server reads it at once; else a block of chunks it can read at the centre
     const cap = Math.max(1, Math.floor(i.max_decoded_bytes / i.chunk_bytes));
-    const across = Math.max(1, Math.floor(Math.sqrt(cap)));
-    const spanR = Math.min(i.height, across * i.chunk_rows), spanC = Math.min(i.width, across * i.chunk_cols);
-    const scale = 0.96 * Math.min(w / spanC, h / spanR);
+    let scale;
+    if (Math.ceil(i.height / i.chunk_rows) * Math.ceil(i.width / i.chunk_cols) <= cap) {
+      scale = 0.96 * Math.min(w / i.width, h / i.height);
+    } else {  // a view of `across` chunks a side touches at most (across + 1)^2 of them
+      const across = Math.max(1, Math.floor(Math.sqrt(cap)) - 1);
+      scale = Math.max(w / (across * i.chunk_cols), h / (across * i.chunk_rows));
+    }
     S.view = { scale, left: i.width / 2 - w / 2 / scale, top: i.height / 2 - h / 2 / scale };
   }
   function toStore(x, y) { const v = S.view; return { col: v.left + x / v.scale, row: v.top + y / v.scale }; }
