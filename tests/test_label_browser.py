@@ -184,6 +184,31 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
             drawn[(rgba[..., 3] == 255) & np.all(rgba[..., :3] == colour, axis=-1)] = k
         assert np.array_equal(drawn, expected)
 
+        # the view follows the wheel and a drag; the preview follows the view (and stays scikit-learn's k-NN)
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+        canvas = browser.find_element("id", "map")
+        for gesture in ("zoom in", "pan", "zoom out"):
+            before = browser.execute_script("return efmLabel.state.preview.win")
+            if gesture == "zoom in":
+                ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -400).perform()
+            elif gesture == "pan":
+                ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(120, 80).release().perform()
+            else:
+                ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, 1600).perform()
+            wait_for(browser, "efmLabel.idle() && efmLabel.state.preview && JSON.stringify(efmLabel.state.preview.win) !== arguments[0]".replace(
+                "arguments[0]", json.dumps(json.dumps(before, separators=(",", ":")))))
+            view = browser.execute_script("const S = efmLabel.state; return {win: S.preview.win, width: S.preview.width, height: S.preview.height, "
+                                          "classes: Array.from(S.preview.classes), points: S.points.length};")
+            assert view["points"] == len(clicked)  # a drag is not a click
+            moved = np.array(view["classes"], dtype=np.uint8).reshape(view["height"], view["width"])
+            np.testing.assert_array_equal(moved, reference_preview(s, t, clicked, view["win"]), err_msg=gesture)
+            if gesture == "zoom in":
+                assert view["win"]["rows"] < s.grid.height and view["win"]["cols"] < s.grid.width
+            if gesture == "zoom out":
+                assert view["win"]["step"] > 1
+
         timings = state["timings"]
         print("\nclick-to-preview (ms, page-measured from the click event to the painted frame):",
               ", ".join(f"{x['ms']:.0f} (server {x['server_ms']:.0f})" for x in timings), f"on {got.size} px")
