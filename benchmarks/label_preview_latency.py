@@ -69,7 +69,7 @@ def main() -> None:
     given = sampling.read_points(args.points, "label")
     rows, cols = sampling.to_pixels(info, given)
     work = tempfile.mkdtemp(prefix="efm-label-bench-")
-    proc, url = start_label("--embeddings", args.embeddings, "--output", os.path.join(work, "points.geojson"), "--classes", args.classes,
+    proc, url, _ = start_label("--embeddings", args.embeddings, "--output", os.path.join(work, "points.geojson"), "--classes", args.classes,
                             *(["--colors", args.colors] if args.colors else []))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

@@ -15,7 +15,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 import store_factory
-from pipelines import label
+from pipelines import cli, label
 from transforms import readers, sampling
 from transforms.label import points as pointlib
 from transforms.label import server as serverlib
@@ -57,7 +57,7 @@ def test_a_port_in_use_is_one_line_and_nothing_is_written(synthetic, tmp_path, c
         busy.listen()
         port = busy.getsockname()[1]
         out = tmp_path / "p.geojson"
-        assert label.run(["--embeddings", synthetic.path, "--output", str(out), "--classes", "a,b", "--port", str(port)]) == 2
+        assert cli.main(["label", "--embeddings", synthetic.path, "--output", str(out), "--classes", "a,b", "--port", str(port)]) == 2
     assert "in use" in one_error_line(capsys, "--port")
     assert not out.exists()
 

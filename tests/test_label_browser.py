@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -52,23 +52,23 @@ def synthetic(tmp_path):
 
 
 def start_label(*args, timeout: float = 120):
-    """`efm label ... --port 0` as a process; returns (process, url) once it prints its URL."""
+    """`efm label ... --port 0` as a process; returns (process, url, its later output lines) once it prints its URL."""
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.label", *args, "--port", "0"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)], daemon=True).start()  # None: the end
     deadline, seen = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
         try:
             line = lines.get(timeout=0.5)
         except queue.Empty:
-            if proc.poll() is not None:
-                break
             continue
+        if line is None:
+            break
         seen.append(line)
         if "open http://" in line:
-            return proc, line.split("open ", 1)[1].split()[0]
+            return proc, line.split("open ", 1)[1].split()[0], lines
     proc.kill()
     raise AssertionError("efm label did not print its URL:\n" + "".join(seen))
 
@@ -90,10 +90,15 @@ def browser(tmp_path):
 
 
 def wait_for(driver, script: str, timeout: float = 30):
+    from selenium.common.exceptions import JavascriptException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if driver.execute_script("return " + script):
-            return
+        try:
+            if driver.execute_script("return typeof efmLabel !== 'undefined' && (" + script + ")"):
+                return
+        except JavascriptException:  # e.g. a state not there yet; the deadline decides
+            pass
         time.sleep(0.05)
     status = driver.execute_script("return document.getElementById('status').textContent + ' | ' + document.getElementById('message').textContent")
     raise AssertionError(f"timed out waiting for {script}: the page says {status!r}")
@@ -149,7 +154,7 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
 
     s, t = synthetic, 0
     output = tmp_path / "points.geojson"
-    proc, url = start_label("--embeddings", s.path, "--output", str(output), "--classes", ",".join(CLASSES), "--year", str(YEAR))
+    proc, url, lines = start_label("--embeddings", s.path, "--output", str(output), "--classes", ",".join(CLASSES), "--year", str(YEAR))
     try:
         browser.get(url)
         wait_for(browser, "efmLabel.state.image !== null && efmLabel.idle()")
@@ -217,9 +222,14 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
 
         browser.find_element("id", "save").click()
         wait_for(browser, "document.getElementById('saved').textContent.startsWith('saved')")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the way to stop it
+        assert proc.wait(timeout=30) == 0
+        said = "".join(iter(lambda: lines.get(timeout=10), None))
+        assert f"efm label: stopped; {output} holds {len(clicked)} points (last Save)" in said, said
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
     saved = json.loads(output.read_text())
     assert saved["efm_product"] == "points"
