@@ -162,8 +162,8 @@ def test_the_api_on_a_gcs_store_previews_the_knn_and_saves_what_sample_reads(syn
     gcs.fs.put(synthetic.path, f"{gcs_bucket[5:]}/emb.zarr", recursive=True)
     path = f"{gcs_bucket}/emb.zarr"
     info = readers.store_info(path)
-    out = tmp_path / "points.geojson"
-    session = serverlib.Session(StoreView(info, YEAR), ["water", "forest"], [], str(out), overwrite=False, rgb=None, meta={})
+    out = f"{gcs_bucket}/labels/points.geojson"  # the output in the bucket too
+    session = serverlib.Session(StoreView(info, YEAR), ["water", "forest"], [], out, overwrite=False, rgb=None, meta={})
     httpd, url = serve(session)
     try:
         headers, png = call(url, "/api/image?row0=10&col0=20&rows=200&cols=150&step=2&bands=A01,A16,A09")
@@ -184,11 +184,13 @@ def test_the_api_on_a_gcs_store_previews_the_knn_and_saves_what_sample_reads(syn
         expected = np.full(valid.shape, NO_CLASS, dtype=np.uint8)
         expected[valid] = model.predict(values[valid])
         np.testing.assert_array_equal(got, expected)
-        assert json.loads(call(url, "/api/save", {"points": pts})[1]) == {"path": str(out), "count": len(pts)}
+        assert json.loads(call(url, "/api/save", {"points": pts})[1]) == {"path": out, "count": len(pts)}
     finally:
         httpd.shutdown()
         httpd.server_close()
-    read = sampling.read_points(str(out), "label")
+    local = tmp_path / "points.geojson"
+    local.write_bytes(gcs.fs.cat(out[5:]))
+    read = sampling.read_points(str(local), "label")
     rows, cols = sampling.to_pixels(info, read)
     assert sorted(zip(rows.tolist(), cols.tolist(), read.labels.tolist())) == sorted((p["row"], p["col"], p["label"]) for p in pts)
 

@@ -132,7 +132,7 @@
       const r = await (await api("/api/preview", { window: S.image.win, points: sent })).json();
       if (seq !== S.previewSeq) return;
       if (r.classes === null) {
-        S.preview = null; $("status").textContent = r.reason + (r.skipped ? ` (${r.skipped} point(s) on no data left out)` : "");
+        S.preview = null; S.clickT0 = null;  // no preview to time $("status").textContent = r.reason + (r.skipped ? ` (${r.skipped} point(s) on no data left out)` : "");
         draw(); return;
       }
       const text = atob(r.classes), bytes = new Uint8Array(text.length);
