@@ -103,7 +103,9 @@ def load(path: str, info: StoreInfo, classes: list[str], flag: str = "--points")
 def pixel_centres_lonlat(info: StoreInfo, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import pyproj
 
-    x, y = info.affine * (np.asarray(cols, dtype=np.float64) + 0.5, np.asarray(rows, dtype=np.float64) + 0.5)
+    a, b, c, d, e, f = info.transform
+    col, row = np.asarray(cols, dtype=np.float64) + 0.5, np.asarray(rows, dtype=np.float64) + 0.5
+    x, y = a * col + b * row + c, d * col + e * row + f
     return pyproj.Transformer.from_crs(info.crs, "EPSG:4326", always_xy=True).transform(x, y)
 
 
