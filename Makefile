@@ -31,6 +31,7 @@ gdal-bin:
 	bash scripts/gdal_bin.sh
 
 test: $(STAMP) $(AIRFLOW_STAMP) gdal-bin
+	bash scripts/browser_env.sh  # chromium + chromium-driver for tests/test_label_browser.py (apt-get as root)
 	$(PY) -m pytest -q
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
 

@@ -33,6 +33,7 @@ EXTRAS = {
         "pytest-timeout==2.4.0",
         "hypothesis==6.170.15",
         "gcp-storage-emulator==2026.7.19",
+        "selenium==4.51.0",  # drives Debian's chromium in tests/test_label_browser.py (4.52 needs a newer certifi)
     ],
 }
 
@@ -43,6 +44,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*", "emulators", "emulators.*"]),
+    package_data={"transforms.label": ["static/*"]},  # the labelling page: served by the package, no CDN
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["efm = pipelines.cli:main"]},

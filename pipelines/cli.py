@@ -6,6 +6,7 @@ import sys
 
 SUBCOMMANDS = {
     "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
+    "label": ("pipelines.label", "a local page to click labelled points on the map, with a live k-NN preview"),
     "sample": ("pipelines.sample", "sample the embedding at labelled points into a table"),
     "train": ("pipelines.train", "train a classifier or regressor on sampled points, with cross-validation"),
     "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),

@@ -12,6 +12,7 @@ refused with one line, and nothing is touched. How a product is recognised:
     model file                   its sidecar: `format: efm-model/1`, sha256 equal to the file's
     GeoTIFF / PNG (export)       the GeoTIFF tag EFM_PRODUCT / the PNG text chunk efm_product
     sample-data / demo folder    the marker file `.efm-product` in it
+    points file (efm label)      the GeoJSON top-level member `efm_product: "points"`
 
 Replacing deletes only the product's own files (for a store: its Zarr keys and `.efm/`),
 and a product holding anything else is refused, not cleaned.
@@ -46,6 +47,7 @@ KINDS = {
     "png": "an efm quicklook PNG",
     "sample-data": "an efm sample-data folder",
     "demo": "an efm demo folder",
+    "points": "an efm points file",
 }
 STORE_VARIABLE = {"embeddings": "embedding", "classes": "class", "change": "similarity", "similarity": "similarity", "prediction": "prediction"}
 RESUMABLE = set(STORE_VARIABLE)
@@ -235,6 +237,9 @@ def _file_kind(fs, root: str, kind: str) -> str | None:
 
             with fs.open(root, "rb") as f, rasterio.open(f) as src:
                 return "geotiff" if src.tags().get(GEOTIFF_TAG) == "export" else None
+        if kind == "points":
+            meta = _read_json(fs, root)
+            return "points" if isinstance(meta, dict) and meta.get(PRODUCT_ATTR) == "points" else None
         if kind == "png":
             from PIL import Image
 
@@ -270,7 +275,7 @@ def inspect(path: str, kind: str, *, shallow: bool = False) -> Found:
     if files is None:
         return Found(None)
     if files == [""]:  # a file
-        found_kind = _file_kind(fs, root, kind) if kind in ("table", "model", "model-sidecar", "geotiff", "png") else None
+        found_kind = _file_kind(fs, root, kind) if kind in ("table", "model", "model-sidecar", "geotiff", "png", "points") else None
         return Found(found_kind, [""] if found_kind else [], is_file=True)
     if ".zgroup" in files:
         return _inspect_store(fs, root, files)

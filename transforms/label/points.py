@@ -1,0 +1,136 @@
+"""The labelling page's points: classes, an existing points file, and the GeoJSON "Save" writes.
+
+A clicked point is the centre of the clicked pixel; a point read from --points keeps its own
+coordinates (written back unchanged, even when it lies outside the store). The file is GeoJSON
+in EPSG:4326 (lon, lat) with a `label` property, what `efm sample --label-column label` reads;
+a top-level member `efm_product: "points"` (a GeoJSON foreign member, ignored by readers) marks
+it as efm's, so that --overwrite replaces only a file efm wrote.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import fsspec
+import numpy as np
+
+from transforms import outputs, sampling
+from transforms.errors import InputError
+from transforms.readers import StoreInfo
+
+LABEL_COLUMN = "label"
+PRODUCT = "points"
+
+
+@dataclasses.dataclass
+class Point:
+    id: str
+    label: str
+    row: int | None  # None: outside the store (kept, not shown)
+    col: int | None
+    lonlat: tuple[float, float] | None = None  # a loaded point's own coordinates; None: the pixel centre
+
+
+def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
+    if text is None:
+        return []
+    names = [c.strip() for c in text.split(",")]
+    if any(not n for n in names):
+        raise InputError(flag, f"empty class name in {text!r}; separate names with single commas, e.g. --classes water,forest")
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise InputError(flag, f"class {name!r} is given twice in {text!r}; name each class once")
+        seen.add(name)
+    return names
+
+
+def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
+    """`water=#2b6cb0,forest=green` or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
+    name more labels than there are classes: a palette shared with `efm export --colors`)."""
+    if not text:
+        return {}
+    import matplotlib.colors
+
+    if os.path.exists(text):
+        try:
+            with open(text) as f:
+                pairs = [(str(k), v) for k, v in json.load(f).items()]
+        except (ValueError, AttributeError) as exc:
+            raise InputError(flag, f"{text} is not a JSON object {{label: colour}}: {exc}") from None
+    else:
+        pairs = [tuple(item.split("=", 1)) for item in text.split(",") if item.strip()]
+    out = {}
+    for pair in pairs:
+        if len(pair) != 2:
+            raise InputError(flag, f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, or a JSON file; got {text!r}")
+        try:
+            out[str(pair[0]).strip()] = matplotlib.colors.to_hex(str(pair[1]).strip())
+        except ValueError:
+            raise InputError(flag, f"{pair[1]!r} is not a colour (use #rrggbb or a name)") from None
+    return out
+
+
+def load(path: str, info: StoreInfo, classes: list[str], flag: str = "--points") -> tuple[list[Point], list[str]]:
+    """Points of an existing file (any format `efm sample` reads, label column `label`) -> (points, classes).
+
+    Without --classes the classes are the file's labels (sorted); with it, every label must be one."""
+    import pyproj
+
+    try:
+        read = sampling.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
+    except InputError as exc:
+        if exc.flag == "--label-column":  # read_points names efm sample's flag; here the file is at fault
+            raise InputError(flag, f"{path} has no {LABEL_COLUMN!r} column; efm label reads and writes the class in a column named {LABEL_COLUMN!r}") from None
+        raise
+    labels = [str(v) for v in read.labels]
+    if classes:
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise InputError(flag, f"{path} has labels not among --classes ({', '.join(classes)}): {', '.join(unknown)}; add them to --classes, or leave --classes out to take the file's labels")
+    else:
+        classes = sorted(set(labels))
+    lon, lat = pyproj.Transformer.from_crs(read.crs, "EPSG:4326", always_xy=True).transform(read.x, read.y)
+    rows, cols = sampling.to_pixels(info, read)
+    points = [
+        Point(f"f{i}", labels[i], int(rows[i]) if rows[i] >= 0 else None, int(cols[i]) if cols[i] >= 0 else None, (float(lon[i]), float(lat[i])))
+        for i in range(len(labels))
+    ]
+    return points, classes
+
+
+def pixel_centres_lonlat(info: StoreInfo, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pyproj
+
+    a, b, c, d, e, f = info.transform
+    col, row = np.asarray(cols, dtype=np.float64) + 0.5, np.asarray(rows, dtype=np.float64) + 0.5
+    x, y = a * col + b * row + c, d * col + e * row + f
+    return pyproj.Transformer.from_crs(info.crs, "EPSG:4326", always_xy=True).transform(x, y)
+
+
+def feature_collection(points: list[Point], info: StoreInfo, meta: dict) -> dict:
+    clicked = [p for p in points if p.lonlat is None]
+    lon, lat = pixel_centres_lonlat(info, [p.row for p in clicked], [p.col for p in clicked])
+    centres = {p.id: (float(x), float(y)) for p, x, y in zip(clicked, np.atleast_1d(lon), np.atleast_1d(lat))}
+    features = [
+        {"type": "Feature", "properties": {LABEL_COLUMN: p.label},
+         "geometry": {"type": "Point", "coordinates": list(p.lonlat or centres[p.id])}}
+        for p in points
+    ]
+    return {"type": "FeatureCollection", outputs.PRODUCT_ATTR: PRODUCT, "efm": meta, "features": features}
+
+
+def write(path: str, collection: dict) -> None:
+    """Whole or not at all: a local file is written next to its place and renamed over it."""
+    text = json.dumps(collection, indent=1) + "\n"
+    if "://" in path:
+        with fsspec.open(path, "w") as f:
+            f.write(text)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = os.path.join(folder, f".{os.path.basename(path)}.efm-partial")
+    with open(partial, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
