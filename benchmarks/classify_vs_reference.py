@@ -30,8 +30,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from transforms import models, store  # noqa: E402
-from transforms.grid import Grid, Window  # noqa: E402
+from transforms.learning import models  # noqa: E402
+from transforms.storage import store
+from transforms.core.grid import Grid, Window  # noqa: E402
 
 BANDS = [f"A{i:02d}" for i in range(64)]
 N_CLASSES = 6
@@ -71,7 +72,7 @@ def train_models(path: str, workdir: str, chunk: int, suffix: str) -> dict[str, 
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.neighbors import KNeighborsClassifier
 
-    from transforms.readers import StoreReader
+    from transforms.storage.readers import StoreReader
 
     values = StoreReader(path).read(0, Window(0, 0, chunk, chunk)).reshape(-1, 64)
     pick = np.random.default_rng(1).choice(np.flatnonzero(~np.isnan(values).any(axis=1)), 1000, replace=False)

@@ -1,6 +1,6 @@
 """Benchmark: the COG mirror source against plain rasterio reads, and float32 vs int8 stores.
 
-On one generated mirror (transforms/sample_data.py: two UTM zones, two years, int8 COGs,
+On one generated mirror (sample_data/generate.py: two UTM zones, two years, int8 COGs,
 DEFLATE, 256 px blocks), side by side in one run:
 
   1. reading the same windows (the store's chunks) of the same files:
@@ -42,8 +42,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipelines import extract  # noqa: E402
-from transforms import cog, cog_index, grid as gridlib, readers, sample_data, sample_embedding  # noqa: E402
-from transforms.chunks import plan_chunks  # noqa: E402
+from transforms.sources import cog, cog_index  # noqa: E402
+from transforms.core import grid as gridlib
+from transforms.storage import readers
+from sample_data import generate as sample_data, embedding as sample_embedding
+from transforms.core.chunks import plan_chunks  # noqa: E402
 
 SECTION = "## COG source and int8 stores"
 CHUNK = 512

@@ -71,7 +71,7 @@ def run_xee(emu, tile, output, chunk_size):
     import xarray_beam as xbeam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms import earthengine
+    from transforms.sources import earthengine
 
     earthengine.initialize(earthengine.EarthEngineSettings(project="bench", api_url=emu.url))
     collection = ee.ImageCollection(COLLECTION_ID).filterDate(f"{YEAR}-01-01", f"{YEAR + 1}-01-01")

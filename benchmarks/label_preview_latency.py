@@ -28,7 +28,8 @@ sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
 from test_label_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, click_pixel, pick_class, start_label, wait_for  # noqa: E402
 
-from transforms import readers, sampling  # noqa: E402
+from transforms.storage import readers  # noqa: E402
+from transforms.learning import sampling
 
 
 def pick_points(labels, rows, cols, classes, per_class, seed, apart):
@@ -115,7 +116,7 @@ def compare_knn(info, win: dict, order, classes) -> None:
     (view.knn_predict) against KNeighborsClassifier.predict, best of 3 each, outputs compared."""
     import time
 
-    from transforms import models
+    from transforms.learning import models
     from transforms.label.view import StoreView, Window, neighbours
 
     view = StoreView(info, info.years[-1])

@@ -1,4 +1,4 @@
-"""The constants of `efm extract --dry-run` (transforms/plan.py), measured, and the plan of a country.
+"""The constants of `efm extract --dry-run` (transforms/storage/plan.py), measured, and the plan of a country.
 
 1. Compression ratio of the store (bytes on disk / uncompressed) for float32 and int8 stores,
    measured on what `efm extract` writes from the Earth Engine emulator (synthetic embeddings that
@@ -98,8 +98,10 @@ def country_graph(work):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms import earthengine, grid as gridlib, plan as planlib, store
-    from transforms.fetch import FetchChunks
+    from transforms.sources import earthengine
+    from transforms.core import grid as gridlib
+    from transforms.storage import plan as planlib, store
+    from transforms.sources.fetch import FetchChunks
 
     start = time.perf_counter()
     grid, aoi = gridlib.plan_grid(gridlib.parse_bbox(COUNTRY_BBOX))

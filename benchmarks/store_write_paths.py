@@ -2,7 +2,7 @@
 so a loaded machine moves it less than a whole-run figure).
 
   setup   writing a change store's template (2041 x 2552, 512-px chunks), in a fresh process each time:
-          xarray-beam's setup_zarr (what store.setup did) vs transforms/zarr_direct.create (what it does),
+          xarray-beam's setup_zarr (what store.setup did) vs transforms/storage/zarr_direct.create (what it does),
           imports included (setup_zarr builds a dask graph, which imports dask.distributed);
   write   writing 20 float32 chunks of 512 x 512 into it: xarray-beam's write_chunk_to_zarr (what
           store.WriteChunks did) vs zarr_direct.ChunkWriter (what it does) vs a plain zarr write
@@ -35,8 +35,8 @@ def _template():
     import numpy as np
     import xarray as xr
 
-    from transforms.change import similarity_variable
-    from transforms.chunk_map import output_template
+    from transforms.products.change import similarity_variable
+    from transforms.products.chunk_map import output_template
 
     ds = xr.Dataset(coords={"y": np.arange(SHAPE[0], dtype=np.float64), "x": np.arange(SHAPE[1], dtype=np.float64)})
     return output_template(ds, [similarity_variable("s")], None, chunk_rows=CHUNK, chunk_cols=CHUNK, product="change", attrs={})
@@ -51,7 +51,7 @@ def child_setup(how: str, path: str) -> None:
 
         xbeam.setup_zarr(template, path, zarr_chunks={"y": CHUNK, "x": CHUNK}, zarr_format=2, encoding={"similarity": {"_FillValue": float("nan")}})
     else:
-        from transforms import zarr_direct
+        from transforms.storage import zarr_direct
 
         zarr_direct.create(path, template, {"y": CHUNK, "x": CHUNK}, {"similarity": float("nan")})
     print(_cpu() - start)
@@ -74,7 +74,7 @@ def write_costs(repeats: int) -> dict:
     import xarray_beam as xbeam
     import zarr
 
-    from transforms import store, zarr_direct
+    from transforms.storage import store, zarr_direct
 
     template = _template()
     data = list(chunks())

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from transforms.errors import InputError
+from transforms.core.errors import InputError
 
 
 def _beam_parser() -> _BeamArgumentParser:

@@ -11,9 +11,11 @@ import sys
 from typing import Sequence
 
 from pipelines import common, product
-from transforms import grid as gridlib, models, outputs, readers, store, subset
-from transforms.classify import ClassifyChunks, class_encoding, class_template
-from transforms.errors import InputError
+from transforms.core import grid as gridlib
+from transforms.learning import models
+from transforms.storage import outputs, readers, store, subset
+from transforms.products.classify import ClassifyChunks, class_encoding, class_template
+from transforms.core.errors import InputError
 
 
 def build_parser():

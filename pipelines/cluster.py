@@ -14,9 +14,11 @@ import apache_beam as beam
 import numpy as np
 
 from pipelines import common
-from transforms import grid as gridlib, models, outputs, readers, sampling, store
-from transforms.errors import InputError
-from transforms.fetch import metric_totals
+from transforms.core import grid as gridlib
+from transforms.learning import models, sampling
+from transforms.storage import outputs, readers, store
+from transforms.core.errors import InputError
+from transforms.sources.fetch import metric_totals
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
 DEFAULT_SAMPLE_SIZE = 100_000

@@ -23,8 +23,9 @@ import time
 from typing import Callable, Sequence
 
 from pipelines import common
-from transforms import outputs, sample_data, sample_fields, sample_truth
-from transforms.errors import InputError
+from transforms.storage import outputs
+from sample_data import generate as sample_data, fields as sample_fields, truth as sample_truth
+from transforms.core.errors import InputError
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)

@@ -13,8 +13,10 @@ from typing import Sequence
 import fsspec
 
 from pipelines import common
-from transforms import export, grid as gridlib, outputs, subset
-from transforms.errors import InputError
+from transforms.products import export
+from transforms.core import grid as gridlib
+from transforms.storage import outputs, subset
+from transforms.core.errors import InputError
 
 
 def build_parser():
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rgb, rgb_idx = [], []
     if args.png and layer.variable == "embedding":
         rgb = [b.strip() for b in args.rgb.split(",")]
-        from transforms import store
+        from transforms.storage import store
 
         bands = [str(b) for b in store.open_embeddings(args.input)["band"].values]
         if len(rgb) != 3 or any(b not in bands for b in rgb):
@@ -115,7 +117,7 @@ def _span(layer) -> str:
     """The label of a store without time: its from/to years when it names them (change)."""
     import xarray as xr
 
-    from transforms import store
+    from transforms.storage import store
 
     attrs = xr.open_zarr(layer.path, consolidated=True, zarr_format=store.ZARR_FORMAT).attrs
     return f"{attrs['from_year']} → {attrs['to_year']}" if "from_year" in attrs and "to_year" in attrs else "all"

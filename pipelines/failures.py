@@ -23,7 +23,7 @@ import tempfile
 import traceback
 from typing import Sequence
 
-from transforms.errors import InputError, first_line
+from transforms.core.errors import InputError, first_line
 
 EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
 LOG_DIR_ENV = "EFM_LOG_DIR"
@@ -228,7 +228,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """(exit status, one-line message) for any exception, unwrapping what Beam wrapped around ours."""
-    from transforms.fetch import TileFetchError
+    from transforms.sources.fetch import TileFetchError
 
     chain = _chain(exc)
     if any(isinstance(e, KeyboardInterrupt) for e in chain):
@@ -316,7 +316,7 @@ def _incomplete_store(path: str) -> bool:
     try:
         import zarr
 
-        from transforms import store
+        from transforms.storage import store
 
         group = zarr.open_group(path, mode="r", zarr_format=store.ZARR_FORMAT)
         return group.attrs.get(store.STATUS_ATTR) == "incomplete"

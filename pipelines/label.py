@@ -13,8 +13,9 @@ import sys
 from typing import Sequence
 
 from pipelines import common
-from transforms import export, outputs, readers, store
-from transforms.errors import InputError
+from transforms.products import export
+from transforms.storage import outputs, readers, store
+from transforms.core.errors import InputError
 from transforms.label import points as pointlib
 from transforms.label import server as serverlib
 from transforms.label.view import StoreView, default_year

@@ -4,7 +4,7 @@ Writes, under --output: `mirror/` (the public int8 COG mirror's layout and index
 UTM zones, two years), `ground_truth.tif`, `labels.geojson`, `biomass.tif` (a synthetic
 field, Mg/ha), `gedi.geojson` (points with `agbd`), `refs.geojson` (forest points),
 `change_truth.tif` (where the last year's land cover changed) and `sample_data.json`.
-No network, no credentials. See transforms/sample_data.py for how the data is made.
+No network, no credentials. See sample_data/generate.py for how the data is made.
 """
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import sys
 from typing import Sequence
 
 from pipelines import common
-from transforms import grid as gridlib, outputs, sample_data
-from transforms.errors import InputError
+from transforms.core import grid as gridlib
+from transforms.storage import outputs
+from sample_data import generate as sample_data
+from transforms.core.errors import InputError
 
 SIZES = {"small": sample_data.SMALL, "default": {}}
 

@@ -13,10 +13,12 @@ import sys
 from typing import Sequence
 
 from pipelines import classify as classify_cli, common, product
-from transforms import grid as gridlib, models, outputs, readers, store, subset
-from transforms.chunk_map import MapChunks, output_template
-from transforms.classify import RegressFunction, regression_variable
-from transforms.errors import InputError
+from transforms.core import grid as gridlib
+from transforms.learning import models
+from transforms.storage import outputs, readers, store, subset
+from transforms.products.chunk_map import MapChunks, output_template
+from transforms.products.classify import RegressFunction, regression_variable
+from transforms.core.errors import InputError
 
 
 def build_parser():

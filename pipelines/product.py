@@ -14,8 +14,8 @@ import dataclasses
 import apache_beam as beam
 
 from pipelines import common
-from transforms import plan as planlib, progress, readers, store
-from transforms.fetch import metric_totals
+from transforms.storage import plan as planlib, progress, readers, store
+from transforms.sources.fetch import metric_totals
 
 
 @dataclasses.dataclass
@@ -78,12 +78,12 @@ def grid_attrs(args_embeddings: str, info: readers.StoreInfo) -> dict:
 
 def check_resume_attrs(output: str, attrs: dict, names: dict[str, str], *, resume: bool) -> None:
     """--resume also needs the product's own inputs unchanged (attrs `names`: attr -> what it is), which
-    transforms/resume.py does not know of: e.g. a similarity store's reference vectors, a mask's threshold."""
+    transforms/storage/resume.py does not know of: e.g. a similarity store's reference vectors, a mask's threshold."""
     if not resume or not store.exists(output):
         return
     import zarr
 
-    from transforms.errors import InputError
+    from transforms.core.errors import InputError
 
     try:
         existing = dict(zarr.open_group(output, mode="r", zarr_format=store.ZARR_FORMAT).attrs)

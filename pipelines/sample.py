@@ -12,9 +12,11 @@ import apache_beam as beam
 import numpy as np
 
 from pipelines import common
-from transforms import grid as gridlib, outputs, progress, readers, sampling, store
-from transforms.errors import InputError
-from transforms.fetch import metric_totals
+from transforms.core import grid as gridlib
+from transforms.storage import outputs, progress, readers, store
+from transforms.learning import sampling
+from transforms.core.errors import InputError
+from transforms.sources.fetch import metric_totals
 
 
 def build_parser():

@@ -1,6 +1,6 @@
 """`efm similarity`: reference points + an embedding store -> a similarity store, chunk by chunk.
 
-    driver: points -> pixels -> reference vector per year (plain mean, transforms/similarity.py)
+    driver: points -> pixels -> reference vector per year (plain mean, transforms/products/similarity.py)
     chunk specs | MapChunks(SimilarityFunction(references)) | WriteChunks | MarkComplete
 
 `similarity (time, y, x)` float32 = the pixel's dot product with the year's reference vector
@@ -14,10 +14,11 @@ from typing import Sequence
 
 from pipelines import common, product
 from pipelines.change import check_threshold
-from transforms import grid as gridlib, outputs, readers, store, subset
-from transforms.change import SimilarityFunction, mask_variable, similarity_variable
-from transforms.chunk_map import MapChunks, output_template
-from transforms.similarity import read_reference_points, references
+from transforms.core import grid as gridlib
+from transforms.storage import outputs, readers, store, subset
+from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
+from transforms.products.chunk_map import MapChunks, output_template
+from transforms.products.similarity import read_reference_points, references
 
 
 def build_parser():

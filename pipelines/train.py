@@ -10,8 +10,9 @@ import sys
 from typing import Sequence
 
 from pipelines import common
-from transforms import models, outputs, training
-from transforms.errors import InputError
+from transforms.learning import models, training
+from transforms.storage import outputs
+from transforms.core.errors import InputError
 
 
 def build_parser():

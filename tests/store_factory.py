@@ -12,8 +12,9 @@ import dataclasses
 import numpy as np
 import zarr
 
-from transforms import quantize, store
-from transforms.grid import Grid
+from transforms.core import quantize
+from transforms.storage import store
+from transforms.core.grid import Grid
 
 BANDS = tuple(f"A{i:02d}" for i in range(64))
 

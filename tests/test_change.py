@@ -7,7 +7,7 @@ import xarray as xr
 
 from pipelines import change as change_cli
 from store_factory import make_store
-from transforms import store
+from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
 MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipelines import classify as classify_cli, cluster as cluster_cli
 from store_factory import make_store
-from transforms import sampling
+from transforms.learning import sampling
 
 FNAPI = ["--runner=FnApiRunner"]
 

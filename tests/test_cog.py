@@ -4,7 +4,7 @@ Expected values come from an independent reference (`lookup` below): for every t
 centre, transform it exactly (pyproj) into each file's CRS, take the file pixel containing it
 through the file's own geotransform (whatever its row direction), mosaic the files the way the
 contract says (files in the grid's CRS first, then the first with data), then de-quantise.
-No GDAL warping, no window arithmetic: nothing shared with transforms/cog*.py but the files.
+No GDAL warping, no window arithmetic: nothing shared with transforms/sources/cog*.py but the files.
 """
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from pipelines import extract
-from transforms import cog, cog_index, quantize, sample_data, sample_embedding, sample_world
-from transforms.chunks import ChunkSpec
-from transforms.errors import InputError
-from transforms.grid import Grid, Window
+from transforms.sources import cog, cog_index
+from transforms.core import quantize
+from sample_data import generate as sample_data, embedding as sample_embedding, world as sample_world
+from transforms.core.chunks import ChunkSpec
+from transforms.core.errors import InputError
+from transforms.core.grid import Grid, Window
 
 BANDS = sample_embedding.BANDS
 FNAPI = ["--runner=FnApiRunner"]
@@ -334,7 +336,7 @@ def test_extract_from_gs_root(mirror, gs_mirror, gcs_bucket):
 # ---------------------------------------------------------------------------------------
 
 def sample_data_aoi(data):
-    from transforms import grid as gridlib
+    from transforms.core import grid as gridlib
 
     return gridlib.parse_bbox(bbox_arg(data))
 

@@ -11,7 +11,7 @@ import rasterio
 import xarray as xr
 
 from pipelines import cli, demo
-from transforms import sample_truth, sample_world
+from sample_data import truth as sample_truth, world as sample_world
 
 THRESHOLD = 0.78  # --small scores ~0.85; a map flipped, shifted or with classes mixed up scores < 0.5
 
@@ -61,7 +61,7 @@ def test_the_field_figures_catch_a_broken_step(demo_run):
     """Scored the same way, a shifted or flipped biomass map, or a change mask off the change, score low."""
     rc, _, output = demo_run
     assert rc == 0
-    from transforms import sample_fields
+    from sample_data import fields as sample_fields
 
     prediction = xr.open_zarr(os.path.join(output, "biomass.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
     assert prediction["prediction"].dtype == np.float32 and prediction["prediction"].attrs.get("units") == "Mg/ha"

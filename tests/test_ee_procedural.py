@@ -8,7 +8,7 @@ import numpy as np
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine import procedural
 from pipelines import extract
-from transforms import store
+from transforms.storage import store
 
 
 def test_slices_compute_only_what_is_asked():

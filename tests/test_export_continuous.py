@@ -10,11 +10,11 @@ from PIL import Image
 from pipelines import change as change_cli
 from pipelines import export as export_cli
 from store_factory import make_store
-from transforms import store
-from transforms.change import mask_variable, similarity_variable
-from transforms.chunk_map import output_template
-from transforms.classify import class_encoding, class_template, regression_variable
-from transforms.export import DEFAULT_FLOAT_NODATA, validate_cog
+from transforms.storage import store
+from transforms.products.change import mask_variable, similarity_variable
+from transforms.products.chunk_map import output_template
+from transforms.products.classify import class_encoding, class_template, regression_variable
+from transforms.products.export import DEFAULT_FLOAT_NODATA, validate_cog
 
 
 def write_product(path, emb, variables, years, arrays, product):

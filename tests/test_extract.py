@@ -21,8 +21,9 @@ import xarray as xr
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import make_embedding_collection
 from pipelines import extract
-from transforms import request_plan, store
-from transforms.earthengine import DEFAULT_COLLECTION
+from transforms.sources import request_plan
+from transforms.storage import store
+from transforms.sources.earthengine import DEFAULT_COLLECTION
 
 YEARS = (2021, 2022)
 FNAPI = ["--runner=FnApiRunner"]

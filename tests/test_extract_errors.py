@@ -71,7 +71,7 @@ def test_missing_credentials_say_how_to_authenticate(capsys, emu, tmp_path, monk
     monkeypatch.delenv("EFM_EE_ACCESS_TOKEN", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    import transforms.earthengine as ee_module
+    import transforms.sources.earthengine as ee_module
 
     monkeypatch.setattr(ee_module, "_initialized_with", None)
     code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021")

@@ -18,7 +18,7 @@ from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import BAND_NAMES, COLLECTION_ID, make_embedding_collection
 from pipelines import extract
 from test_extract import bbox_inside, expected_array, summary_values
-from transforms import store
+from transforms.storage import store
 
 YEARS = (2021, 2022)
 COUNTRY = "0.0,43.0,6.0,51.0"  # 6 x 8 degrees inside UTM 31N
@@ -120,7 +120,7 @@ def test_country_plans_through_the_cli_and_needs_yes(emulator, tmp_path, capsys)
 
 
 def test_yes_runs_a_job_past_the_threshold(emulator, images, tmp_path, capsys, monkeypatch):
-    from transforms import plan as planlib
+    from transforms.storage import plan as planlib
 
     monkeypatch.setattr(planlib, "MAX_PIXEL_YEARS", 1000)  # make a small area "too big"
     output = str(tmp_path / "emb.zarr")
@@ -153,7 +153,7 @@ def test_progress_lines_on_a_local_run(emulator, images, tmp_path, capsys, monke
 
 def test_cog_dry_run_checks_the_index_and_plans_reads(tmp_path_factory, tmp_path, capsys):
     """--source cog: the mirror's index and coverage are checked; reads are planned like requests; no quota."""
-    from transforms import sample_data
+    from sample_data import generate as sample_data
 
     data = sample_data.generate(str(tmp_path_factory.mktemp("sample")), sample_data.SampleSpec(**sample_data.SMALL))
     output = tmp_path / "cog.zarr"

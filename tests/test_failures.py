@@ -24,7 +24,7 @@ from pipelines import common, export as export_cli, extract
 from test_export import make_class_store
 from test_extract import bbox_inside
 from store_factory import make_store
-from transforms import store
+from transforms.storage import store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FNAPI = ["--runner=FnApiRunner"]
@@ -105,7 +105,7 @@ def test_emulator_filter_bounds_counts_the_images_an_area_meets(emu, images):
     import ee
     import shapely
 
-    from transforms import earthengine
+    from transforms.sources import earthengine
 
     earthengine.initialize(earthengine.EarthEngineSettings(project="p", api_url=emu.url))
     collection = ee.ImageCollection(earthengine.DEFAULT_COLLECTION)
@@ -266,7 +266,7 @@ def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_pa
 def test_classify_failing_mid_run_prints_the_command_that_finishes_it(tmp_path):
     from sklearn.neighbors import KNeighborsClassifier
 
-    from transforms import models
+    from transforms.learning import models
 
     s = make_store(str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021,), n_classes=3)
     t, r, c = np.nonzero(s.valid)

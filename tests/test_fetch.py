@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.chunks import GridSource, plan_chunks
-from transforms.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError
-from transforms.grid import Grid, chunk_windows
+from transforms.core.chunks import GridSource, plan_chunks
+from transforms.sources.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError
+from transforms.core.grid import Grid, chunk_windows
 
 
 def pixel_values(year, rows, cols, bands):
@@ -120,7 +120,7 @@ def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
     from emulators.earthengine.synthetic import make_embedding_collection
     from pipelines import extract
     from test_extract import bbox_inside, expected_array
-    from transforms import store
+    from transforms.storage import store
 
     images = make_embedding_collection(years=(2021, 2022), seed=3)
     emulator = EarthEngineEmulator(max_in_flight=1000, latency_s=0.15)  # never refuses: it only counts

@@ -16,10 +16,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from test_fetch import pixel_values
-from transforms import store
-from transforms.chunks import GridSource, plan_chunks
-from transforms.fetch import FetchChunks, metric_max, metric_totals
-from transforms.grid import Grid, chunk_windows
+from transforms.storage import store
+from transforms.core.chunks import GridSource, plan_chunks
+from transforms.sources.fetch import FetchChunks, metric_max, metric_totals
+from transforms.core.grid import Grid, chunk_windows
 
 BANDS = tuple(f"A{i:02d}" for i in range(4))
 YEARS = (2021, 2022)
@@ -145,7 +145,7 @@ def test_without_a_global_cap_chunks_are_spread_and_each_fetched_once(tmp_path):
 
 
 def test_open_chunks_follow_the_memory_budget():
-    from transforms.fetch import max_open_chunks
+    from transforms.sources.fetch import max_open_chunks
 
     mib = 2**20
     assert max_open_chunks(2 * 2**30, 256 * mib) == 2  # the defaults: 1024 px float32

@@ -22,7 +22,7 @@ import xarray as xr
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import TileSpec, default_tiles, land_cover, make_embedding_collection
 from pipelines import classify, export, extract, sample, train
-from transforms import export as export_lib
+from transforms.products import export as export_lib
 
 YEARS = (2021,)
 SEED = 5
@@ -212,7 +212,7 @@ def assert_map_equals(path: str, variable: str, expected: np.ndarray, **toleranc
 
 def test_sample_train_regressor_predict_all_on_gcs(map_world, gcs, capsys):
     from pipelines import predict
-    from transforms import models
+    from transforms.learning import models
 
     w, bucket = map_world, map_world["bucket"]
     samples, model, output = f"{bucket}/samples/gedi.parquet", f"{bucket}/models/agbd.skops", f"{bucket}/maps/agbd.zarr"

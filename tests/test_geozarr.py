@@ -26,8 +26,11 @@ import zarr
 from sklearn.linear_model import Ridge
 
 from pipelines import change, classify, extract, predict, sample, similarity, train
-from transforms import geozarr, grid as gridlib, models, resume, sample_data, store
-from transforms.grid import Grid
+from transforms.storage import geozarr, resume, store
+from transforms.core import grid as gridlib
+from transforms.learning import models
+from sample_data import generate as sample_data
+from transforms.core.grid import Grid
 
 FNAPI = ["--runner=FnApiRunner"]
 SPEC_PROJ_UUID = "f17cb550-5864-4468-aeb7-f3180cfb622f"  # from the published specs (v0.1), not from the code

@@ -7,8 +7,8 @@ import pytest
 import shapely
 from hypothesis import given, settings, strategies as st
 
-from transforms import grid as g
-from transforms.errors import InputError
+from transforms.core import grid as g
+from transforms.core.errors import InputError
 
 
 def test_parse_bbox_ok():

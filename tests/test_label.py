@@ -16,7 +16,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import store_factory
 from pipelines import cli, label
-from transforms import readers, sampling
+from transforms.storage import readers
+from transforms.learning import sampling
 from transforms.label import points as pointlib
 from transforms.label import server as serverlib
 from transforms.label.view import NO_CLASS, StoreView, ZoomIn
@@ -227,7 +228,7 @@ def test_the_fast_knn_equals_scikit_learns_predict_ties_included(n_points):
     """The preview's k-NN (a float32 product, scikit-learn where float32 could pick another neighbour
     set) equals KNeighborsClassifier.predict, on int8-quantised embeddings with exact ties: training
     points repeated with another label, and pixels equal to training points."""
-    from transforms import quantize
+    from transforms.core import quantize
     from transforms.label.view import knn_predict
 
     rng = np.random.default_rng(n_points)

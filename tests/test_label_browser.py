@@ -150,7 +150,8 @@ def reference_preview(s, t: int, clicked: list[tuple[int, int, int]], window: di
 def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, browser, tmp_path):
     import pyproj
 
-    from transforms import readers, sampling
+    from transforms.storage import readers
+    from transforms.learning import sampling
 
     s, t = synthetic, 0
     output = tmp_path / "points.geojson"

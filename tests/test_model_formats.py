@@ -10,8 +10,8 @@ import xarray as xr
 
 from pipelines import classify as classify_cli, train as train_cli
 from store_factory import BANDS, make_store
-from transforms import models, training
-from transforms.classify import class_encoding
+from transforms.learning import models, training
+from transforms.products.classify import class_encoding
 
 FNAPI = ["--runner=FnApiRunner"]
 NAMES = np.array(["water", "forest", "crop", "urban"])

@@ -16,7 +16,7 @@ import shutil
 import pytest
 
 from pipelines import classify, cluster, demo, export, extract, make_sample_data, sample, train
-from transforms import sample_data
+from sample_data import generate as sample_data
 
 FNAPI = ["--runner=FnApiRunner"]
 RUN = {

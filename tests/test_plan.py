@@ -1,4 +1,4 @@
-"""transforms/plan.py: the compact chunk plan and the job estimates, against per-chunk references.
+"""transforms/storage/plan.py: the compact chunk plan and the job estimates, against per-chunk references.
 
 The references are the straightforward per-chunk computations (every window, every ChunkSpec,
 `request_plan.split_window` on each chunk) that the plan replaces with arithmetic.
@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import shapely
 
-from transforms import grid as gridlib, plan as planlib, progress, request_plan
-from transforms.chunks import ChunkSpec
+from transforms.core import grid as gridlib
+from transforms.storage import plan as planlib, progress
+from transforms.sources import request_plan
+from transforms.core.chunks import ChunkSpec
 
 YEARS = [2019, 2020, 2021]
 
@@ -143,7 +145,7 @@ def test_finalize_checks_markers_against_the_compact_plan(tmp_path):
     """MarkComplete's check, given the plan (not a list): one missing marker keeps the store incomplete."""
     import xarray as xr
 
-    from transforms import store
+    from transforms.storage import store
 
     grid = gridlib.Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
     path = str(tmp_path / "s.zarr")

@@ -9,7 +9,8 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 from pipelines import classify as classify_cli, predict as predict_cli
 from store_factory import BANDS, make_store
-from transforms import models, store
+from transforms.learning import models
+from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
 MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

@@ -9,7 +9,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from pipelines import classify, sample
 from store_factory import BANDS, make_store, pixel_centre
-from transforms import models, store
+from transforms.learning import models
+from transforms.storage import store
 
 
 @pytest.fixture(scope="module")

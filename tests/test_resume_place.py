@@ -15,7 +15,8 @@ import pytest
 import xarray as xr
 
 from pipelines import classify, extract, train
-from transforms import grid as gridlib, sample_data
+from transforms.core import grid as gridlib
+from sample_data import generate as sample_data
 
 FNAPI = ["--runner=FnApiRunner"]
 
@@ -63,7 +64,7 @@ def snapshot(path) -> dict[str, bytes]:
 
 def interrupt(path: str) -> None:
     """As a run killed half-way leaves a store: incomplete, some chunks not written."""
-    from transforms import store
+    from transforms.storage import store
 
     done = pathlib.Path(path) / ".efm" / "done"
     for marker in sorted(os.listdir(done))[::2]:

@@ -13,7 +13,9 @@ import rasterio
 from scipy import ndimage
 
 from pipelines import make_sample_data
-from transforms import cog_index, quantize, sample_data, sample_embedding, sample_world
+from transforms.sources import cog_index
+from transforms.core import quantize
+from sample_data import generate as sample_data, embedding as sample_embedding, world as sample_world
 
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
 PUBLIC_INDEX_COLUMNS = {"fid", "path", "year", "crs", "utm_zone", "utm_west", "utm_south", "utm_east", "utm_north",
@@ -226,7 +228,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_biomass_follows_the_land_cover_with_smooth_noise(data, truth):
-    from transforms import sample_fields
+    from sample_data import fields as sample_fields
 
     classes, _, _, names = truth
     with rasterio.open(os.path.join(data.output, "biomass.tif")) as ds:

@@ -6,10 +6,11 @@ import rioxarray  # noqa: F401
 import xarray as xr
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import quantize, store
-from transforms.chunks import GridSource, plan_chunks
-from transforms.errors import InputError
-from transforms.grid import Grid, chunk_windows
+from transforms.core import quantize
+from transforms.storage import store
+from transforms.core.chunks import GridSource, plan_chunks
+from transforms.core.errors import InputError
+from transforms.core.grid import Grid, chunk_windows
 
 GRID = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
 YEARS = [2021, 2022]

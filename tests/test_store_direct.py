@@ -1,4 +1,4 @@
-"""store.setup / store.WriteChunks write with zarr directly (transforms/zarr_direct.py): the stores must be
+"""store.setup / store.WriteChunks write with zarr directly (transforms/storage/zarr_direct.py): the stores must be
 the ones xarray-beam's setup_zarr / write_chunk_to_zarr write, file for file (metadata and chunks)."""
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms import quantize, store, zarr_direct
-from transforms.change import mask_variable, similarity_variable
-from transforms.chunk_map import Variable, output_template
-from transforms.grid import Grid
+from transforms.core import quantize
+from transforms.storage import store, zarr_direct
+from transforms.products.change import mask_variable, similarity_variable
+from transforms.products.chunk_map import Variable, output_template
+from transforms.core.grid import Grid
 
 GRID = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 150, 140)
 

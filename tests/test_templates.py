@@ -413,7 +413,7 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(monk
 
     from pipelines import common, sample
     from store_factory import BANDS, make_store
-    from transforms import sampling
+    from transforms.learning import sampling
 
     s = make_store(str(tmp_path / "emb.zarr"), height=200, width=180, years=(2021,), seed=3)
     rng = np.random.default_rng(1)
@@ -497,7 +497,7 @@ def test_dataflow_launch_without_the_image_stages_the_package_and_the_pins(launc
     assert gcs.fs.cat(staged["requirements.txt"]) == (REPO / "constraints.txt").read_bytes()
     sdist = tarfile.open(fileobj=io.BytesIO(gcs.fs.cat(staged["workflow.tar.gz"])))
     names = sdist.getnames()
-    for module in ("pipelines/extract.py", "pipelines/classify.py", "transforms/earthengine.py", "transforms/store.py"):
+    for module in ("pipelines/extract.py", "pipelines/classify.py", "transforms/sources/earthengine.py", "transforms/storage/store.py"):
         assert any(n.endswith(module) for n in names), module
     requires = sdist.extractfile(next(n for n in names if n.endswith(".egg-info/requires.txt"))).read().decode()
     for name, version in setup_pins().items():
@@ -563,8 +563,8 @@ def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
     import ee
 
     from conftest import free_port
-    from transforms import earthengine
-    from transforms.errors import InputError
+    from transforms.sources import earthengine
+    from transforms.core.errors import InputError
 
     monkeypatch.setattr(ee.data._get_state(), "max_retries", 0)
     url = f"http://127.0.0.1:{free_port()}"
@@ -605,7 +605,7 @@ def map_launched(launched, gcs, tmp_path_factory):
     import pandas as pd
 
     from store_factory import BANDS, make_store
-    from transforms import models
+    from transforms.learning import models
 
     paths, _, env = launched
     bucket = paths["bucket"]

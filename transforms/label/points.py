@@ -15,9 +15,10 @@ import os
 import fsspec
 import numpy as np
 
-from transforms import outputs, sampling
-from transforms.errors import InputError
-from transforms.readers import StoreInfo
+from transforms.storage import outputs
+from transforms.learning import sampling
+from transforms.core.errors import InputError
+from transforms.storage.readers import StoreInfo
 
 LABEL_COLUMN = "label"
 PRODUCT = "points"

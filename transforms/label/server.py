@@ -22,7 +22,7 @@ import logging
 import threading
 import urllib.parse
 
-from transforms import outputs
+from transforms.storage import outputs
 from transforms.label import points as pointlib
 from transforms.label.view import StoreView, ZoomIn
 
@@ -39,7 +39,7 @@ class Session:
 
     def __init__(self, view: StoreView, classes: list[str], loaded: list[pointlib.Point], output: str, *,
                  overwrite: bool, rgb: list[str], meta: dict, colours: dict | None = None):
-        from transforms.export import class_colors
+        from transforms.products.export import class_colors
 
         self.view, self.classes, self.output, self.overwrite, self.rgb, self.meta = view, list(classes), output, overwrite, rgb, meta
         self._palette = class_colors

@@ -16,9 +16,10 @@ import time
 
 import numpy as np
 
-from transforms import models, store
-from transforms.errors import InputError
-from transforms.readers import StoreInfo, StoreReader, valid_mask
+from transforms.learning import models
+from transforms.storage import store
+from transforms.core.errors import InputError
+from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 
 MAX_DECODED_BYTES = 1 << 30  # per request: 4 float32 chunks of 1024 px, 16 int8 ones, all of a small store
 MAX_READ_PIXELS = 1_500_000  # pixels returned per request (after the stride): 384 MiB of float32 bands; a 1920x1080 view reads every 2nd pixel

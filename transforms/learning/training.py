@@ -1,0 +1,184 @@
+"""Training: the sample table in, cross-validated metrics out (`efm train`).
+
+`load_samples` reads a table `efm sample` wrote; `cross_validate` scores a classifier with
+stratified k-fold (grouped by point when a point has several years); `format_metrics` prints it.
+`load_target_samples`, `cross_validate_regression` and `format_regression_metrics` do the same
+for a regressor on a numeric column (`efm train --target-column`).
+"""
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+
+from transforms.core.errors import InputError
+from transforms.learning.models import _jsonable
+
+
+def load_samples(path: str, label_column: str = "label", flag: str = "--samples"):
+    """A table from `efm sample` -> (X float32 (n, bands), labels, groups (point ids) or None, bands, table metadata)."""
+    frame, meta = _read_table(path, flag)
+    if label_column not in frame.columns:
+        raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))}")
+    return _rows(frame[frame[label_column].notna()], label_column, meta, path, flag)
+
+
+def load_target_samples(path: str, target_column: str, flag: str = "--samples"):
+    """Like `load_samples`, for regression: the target read as float64; refuses a column that is
+    missing, not numeric, or holds fewer than 3 distinct values (that is a class label)."""
+    import pandas as pd
+
+    frame, meta = _read_table(path, flag)
+    if target_column not in frame.columns:
+        raise InputError("--target-column", f"{path} has no column {target_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))} "
+                                            "(carry it from the points file with `efm sample --keep-columns`)")
+    column = frame[target_column]
+    if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        raise InputError("--target-column", f"column {target_column!r} of {path} is not numeric ({column.dtype}); a regressor predicts numbers "
+                                            "(for classes use --label-column with --classifier)")
+    frame = frame.assign(**{target_column: column.astype(np.float64)})
+    frame = frame[np.isfinite(frame[target_column].to_numpy())]
+    X, y, groups, bands, meta = _rows(frame, target_column, meta, path, flag)
+    distinct = len(np.unique(y))
+    if distinct < 3:
+        raise InputError("--target-column", f"column {target_column!r} of {path} holds only {distinct} distinct value{'s' if distinct != 1 else ''} "
+                                            f"({', '.join(map(str, np.unique(y)))}); did you mean --label-column (classification)?")
+    return X, y, groups, bands, meta
+
+
+def _read_table(path: str, flag: str):
+    import pandas as pd
+
+    from transforms.learning import sampling
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            frame = pd.read_parquet(f)
+        meta = sampling.read_table_metadata(path)
+    except FileNotFoundError:
+        raise InputError(flag, f"{path} does not exist") from None
+    except Exception as exc:
+        raise InputError(flag, f"cannot read {path} as a Parquet table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return frame, meta
+
+
+def _rows(frame, column: str, meta: dict, path: str, flag: str):
+    """The rows with every band -> (X, the column's values, groups, bands, meta)."""
+    bands = meta.get("bands") or [c for c in frame.columns if len(str(c)) == 3 and str(c)[0] == "A" and str(c)[1:].isdigit()]
+    missing = [b for b in bands if b not in frame.columns]
+    if not bands or missing:
+        raise InputError(flag, f"{path} lacks band columns ({'missing ' + ', '.join(missing[:3]) if missing else 'none of A00…A63'}); make it with `efm sample`")
+    X = frame[bands].to_numpy(np.float32)
+    keep = ~np.isnan(X).any(axis=1)
+    frame, X = frame[keep], X[keep]
+    if len(frame) == 0:
+        raise InputError(flag, f"{path} holds no usable sample")
+    groups = frame["point_id"].to_numpy() if "point_id" in frame.columns and frame["point_id"].duplicated().any() else None
+    return X, frame[column].to_numpy(), groups, list(bands), meta
+
+
+def check_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> None:
+    """Refuse when a class has fewer samples (points, when grouped) than folds."""
+    if folds < 2:
+        raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise InputError("--samples", f"only one class ({classes[0]!r}) in the samples; a classifier needs at least two")
+    if groups is not None:
+        counts = np.array([len(np.unique(groups[labels == c])) for c in classes])
+    short = [(c, n) for c, n in zip(classes, counts) if n < folds]
+    if short:
+        unit = "points" if groups is not None else "samples"
+        listed = ", ".join(f"{c!r}: {n}" for c, n in short[:5])
+        raise InputError("--folds", f"too few {unit} to validate with {folds} folds in class {listed}; add samples to these classes or lower --folds (each class needs at least {folds})")
+
+
+def cross_validate(estimator, X: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> dict:
+    """Stratified k-fold (grouped by point when a point has several years) -> metrics."""
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+
+    check_folds(labels, groups, folds)
+    if groups is not None:
+        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(clone(estimator), X, labels, groups=groups, cv=cv)
+    classes = np.unique(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    return _jsonable({
+        "folds": folds,
+        "grouped_by_point": groups is not None,
+        "samples": len(labels),
+        "overall_accuracy": float(accuracy_score(labels, predicted)),
+        # what the AlphaEarth evaluations report: mean recall over classes, blind to class sizes
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+        "classes": classes,
+        "per_class": {str(c): {"precision": p, "recall": r, "f1": f, "support": s} for c, p, r, f, s in zip(classes, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes),
+    })
+
+
+def format_metrics(metrics: dict) -> str:
+    """Overall accuracy, per-class precision/recall, and the confusion matrix (rows = truth)."""
+    names = [str(c) for c in metrics["classes"]]
+    width = max(8, *(len(n) for n in names))
+    lines = [f"cross-validation: {metrics['folds']}-fold stratified{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+             f"overall accuracy: {metrics['overall_accuracy']:.4f}",
+             f"balanced accuracy: {metrics['balanced_accuracy']:.4f}",
+             f"macro F1: {metrics['macro_f1']:.4f}", "",
+             f"{'class':<{width}}  precision  recall  f1      support"]
+    for name in names:
+        m = metrics["per_class"][name]
+        lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)", " " * width + "  " + " ".join(f"{n[:8]:>8}" for n in names)]
+    for name, row in zip(names, metrics["confusion_matrix"]):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:>8d}" for v in row))
+    return "\n".join(lines)
+
+
+def regression_cv(groups: np.ndarray | None, folds: int, seed: int = 0):
+    """Shuffled k-fold, or shuffled group k-fold when a point has several years (its years stay in one fold)."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if groups is not None:
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def cross_validate_regression(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> dict:
+    """k-fold predictions of every sample -> R², RMSE, MAE, and the target's mean and spread."""
+    from sklearn.base import clone
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+    from sklearn.model_selection import cross_val_predict
+
+    if folds < 2:
+        raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
+    units = len(np.unique(groups)) if groups is not None else len(y)
+    if units < folds:
+        raise InputError("--folds", f"too few {'points' if groups is not None else 'samples'} ({units}) to validate with {folds} folds; add samples or lower --folds")
+    predicted = cross_val_predict(clone(estimator), X, y, groups=groups, cv=regression_cv(groups, folds, seed))
+    return _jsonable({
+        "folds": folds,
+        "grouped_by_point": groups is not None,
+        "samples": len(y),
+        "r2": float(r2_score(y, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(y, predicted))),
+        "mae": float(mean_absolute_error(y, predicted)),
+        "target_mean": float(np.mean(y)),
+        "target_std": float(np.std(y)),
+        "target_min": float(np.min(y)),
+        "target_max": float(np.max(y)),
+    })
+
+
+def format_regression_metrics(metrics: dict, target: str, units: str = "") -> str:
+    u = f" {units}" if units else ""
+    return "\n".join([
+        f"cross-validation: {metrics['folds']}-fold shuffled{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+        f"target {target}: mean {metrics['target_mean']:.4g}{u}, std {metrics['target_std']:.4g}{u}, range {metrics['target_min']:.4g} to {metrics['target_max']:.4g}{u}",
+        f"R²:   {metrics['r2']:.4f}",
+        f"RMSE: {metrics['rmse']:.4g}{u}",
+        f"MAE:  {metrics['mae']:.4g}{u}",
+    ])

@@ -1,0 +1,300 @@
+"""Where the COG mirror's files are: the index table, paths under the root, fail-fast checks.
+
+The mirror is laid out as `<root>/<year>/<zone, e.g. 10N>/<name>.tiff` with an index table
+next to the year folders (`aef_index.parquet`, `.gpkg` or `.csv`) that lists every file's
+footprint. Files are found through that index only: the bucket is never listed.
+`check_cog_root` runs on the launcher; `files_for_grid` turns its rows into the small
+`CogFile` records the workers get.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import math
+import re
+import warnings
+
+import numpy as np
+import pyproj
+import shapely
+
+from transforms.core.errors import InputError, first_line
+from transforms.core.grid import Grid
+
+
+INDEX_NAMES = ("aef_index.parquet", "aef_index.gpkg", "aef_index.csv")
+FLAG = "--cog-root"
+
+
+# ---------------------------------------------------------------------------------------
+# Paths and filesystems
+# ---------------------------------------------------------------------------------------
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def filesystem(root: str):
+    import fsspec
+
+    fs, stripped = fsspec.core.url_to_fs(root)
+    return fs, stripped.rstrip("/")
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def zone_crs(zone: str) -> str:
+    """`10N` -> EPSG:32610, `33S` -> EPSG:32733."""
+    match = re.fullmatch(r"\s*(\d{1,2})\s*([NSns])\s*", str(zone))
+    if not match or not 1 <= int(match[1]) <= 60:
+        raise ValueError(f"not a UTM zone like 10N: {zone!r}")
+    return f"EPSG:{(32600 if match[2].upper() == 'N' else 32700) + int(match[1])}"
+
+
+def crs_zone(crs: str) -> str:
+    """EPSG:32610 -> `10N` (the mirror's folder name)."""
+    epsg = pyproj.CRS.from_user_input(crs).to_epsg()
+    if epsg is None or not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
+        raise ValueError(f"{crs} is not a WGS 84 / UTM zone")
+    return f"{epsg % 100}{'N' if epsg < 32700 else 'S'}"
+
+
+_LAYOUT = re.compile(r"(?:^|/)(\d{4})/(\d{1,2}[NSns])/([^/]+\.tiff?)$")
+
+
+def resolve_path(root: str, listed: str) -> str:
+    """Where a file the index lists lives under `root`.
+
+    The index of the public mirror lists absolute URLs of the original bucket; a copy of
+    the mirror keeps the layout `<year>/<zone>/<name>.tiff`, so that tail is joined to
+    `root`. A relative path is joined as is.
+    """
+    listed = str(listed)
+    match = _LAYOUT.search(listed)
+    if match:
+        return join(root, match[1], match[2], match[3])
+    if "://" in listed or listed.startswith("/"):
+        raise InputError(FLAG, f"the index lists {listed!r}, which is not laid out as <year>/<zone>/<name>.tiff")
+    return join(root, listed)
+
+
+# ---------------------------------------------------------------------------------------
+# The index table
+# ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CogFile:
+    """One file of the mirror, as the workers need it (small: pickled with the source)."""
+
+    path: str  # resolved under the root
+    year: int
+    crs: str  # the file's own CRS (its UTM zone)
+    bounds: tuple[float, float, float, float]  # footprint in the *grid's* CRS (minx, miny, maxx, maxy)
+
+    def intersects(self, bounds: tuple[float, float, float, float]) -> bool:
+        minx, miny, maxx, maxy = bounds
+        return self.bounds[0] < maxx and minx < self.bounds[2] and self.bounds[1] < maxy and miny < self.bounds[3]
+
+
+
+
+def find_index(root: str) -> str:
+    """The index table's path under `root`, or a clear error. Looks at three names, lists nothing."""
+    fs, base = filesystem(root)
+    for name in INDEX_NAMES:
+        try:
+            if fs.exists(f"{base}/{name}"):
+                return join(root, name)
+        except Exception as exc:  # auth, network: say so now
+            raise InputError(FLAG, f"cannot reach {root}: {first_line(exc)}") from None
+    raise InputError(
+        FLAG,
+        f"no index table in {root} (looked for {', '.join(INDEX_NAMES)}); point --cog-root at the mirror's root, "
+        "the folder that holds the index next to the <year>/<zone>/ folders",
+    )
+
+
+def _read_table(path: str):
+    """The raw index as a pandas DataFrame (geometry, if any, left as WKB/WKT/shapely)."""
+    import pandas as pd
+
+    fs, stripped = filesystem(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fs.open(stripped, "rb") as f:
+            return pq.read_table(f).to_pandas()
+    if path.endswith(".gpkg"):
+        import pyogrio
+
+        if not is_remote(path):
+            return pyogrio.read_dataframe(stripped)
+        with fs.open(stripped, "rb") as f:
+            data = f.read()
+        with warnings.catch_warnings():  # GDAL names the in-memory copy without .gpkg
+            warnings.filterwarnings("ignore", message=".*non conformant file extension")
+            return pyogrio.read_dataframe(io.BytesIO(data))
+    with fs.open(stripped, "rb") as f:
+        return pd.read_csv(f)
+
+
+def _geometry_lonlat(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, shapely.Geometry):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return shapely.from_wkb(bytes(value))
+    return shapely.from_wkt(str(value))
+
+
+def read_index(root: str):
+    """The mirror's index as a DataFrame with normalised columns.
+
+    Columns: `path` (resolved under root), `year`, `crs`, `west/south/east/north` (the
+    footprint in the file's CRS) and `footprint` (shapely, lon/lat). Accepts the public
+    index's columns (`path`, `year`, `crs`, `utm_zone`, `utm_west..utm_north`,
+    `wgs84_west..wgs84_north`, geometry); only `path` is strictly required.
+    """
+    import pandas as pd
+
+    index_path = find_index(root)
+    try:
+        raw = _read_table(index_path)
+    except Exception as exc:
+        raise InputError(FLAG, f"cannot read the index {index_path}: {first_line(exc)}") from None
+    columns = {c.lower(): c for c in raw.columns}
+    if "path" not in columns:
+        raise InputError(FLAG, f"the index {index_path} has no 'path' column (columns: {', '.join(map(str, raw.columns))})")
+    paths = raw[columns["path"]].astype(str)
+    layout = paths.str.extract(_LAYOUT.pattern)
+    if "year" in columns:
+        years = pd.to_numeric(raw[columns["year"]], errors="coerce")
+    else:
+        years = pd.to_numeric(layout[0], errors="coerce")
+    if "crs" in columns:
+        crs = raw[columns["crs"]].astype(str)
+    elif "utm_zone" in columns:
+        crs = raw[columns["utm_zone"]].astype(str).map(zone_crs)
+    else:
+        crs = layout[1].map(lambda z: zone_crs(z) if isinstance(z, str) else None)
+    if years.isna().any() or crs.isna().any():
+        raise InputError(FLAG, f"the index {index_path} has rows without a year or a CRS (columns: {', '.join(map(str, raw.columns))})")
+    geometry_column = next((columns[c] for c in ("geometry", "geom", "footprint", "wkt") if c in columns), None)
+    footprints = [_geometry_lonlat(v) for v in raw[geometry_column]] if geometry_column else [None] * len(raw)
+    has_wgs84 = all(f"wgs84_{side}" in columns for side in ("west", "south", "east", "north"))
+    has_utm = all(f"utm_{side}" in columns for side in ("west", "south", "east", "north"))
+    frame = pd.DataFrame({
+        "path": [resolve_path(root, p) for p in paths],
+        "year": years.astype(int).to_numpy(),
+        "crs": [_normalise_crs(c) for c in crs],
+    })
+    for i, fp in enumerate(footprints):
+        if fp is None and has_wgs84:
+            footprints[i] = shapely.box(*(float(raw[columns[f"wgs84_{s}"]].iloc[i]) for s in ("west", "south", "east", "north")))
+    if has_utm:
+        for side in ("west", "south", "east", "north"):
+            frame[side] = raw[columns[f"utm_{side}"]].astype(float).to_numpy()
+    else:  # the lon/lat footprint projected to the file's zone: approximate, enough to pick files
+        if any(fp is None for fp in footprints):
+            raise InputError(FLAG, f"the index {index_path} gives no footprint (utm_west.., wgs84_west.. or a geometry) for some files")
+        bounds = [_project(fp, "EPSG:4326", c).bounds for fp, c in zip(footprints, frame["crs"])]
+        frame["west"], frame["south"], frame["east"], frame["north"] = (np.array(b) for b in zip(*bounds))
+    if any(fp is None for fp in footprints):  # lon/lat footprint from the zone bounds
+        footprints = [fp if fp is not None else _project(shapely.box(w, s, e, n), c, "EPSG:4326")
+                      for fp, w, s, e, n, c in zip(footprints, frame["west"], frame["south"], frame["east"], frame["north"], frame["crs"])]
+    frame["footprint"] = footprints
+    frame.attrs["index_path"] = index_path
+    return frame
+
+
+_transformers: dict[tuple[str, str], pyproj.Transformer] = {}
+_crs_names: dict[str, str] = {}
+
+
+def _normalise_crs(value) -> str:
+    """`EPSG:32610`, `epsg:32610`, `32610` or a WKT -> `EPSG:32610` (or the WKT if it has no code)."""
+    key = str(value)
+    if key not in _crs_names:
+        try:
+            crs = pyproj.CRS.from_user_input(int(key) if key.isdigit() else key)
+        except pyproj.exceptions.CRSError:
+            raise InputError(FLAG, f"the index names an unknown CRS {key!r}") from None
+        epsg = crs.to_epsg()
+        _crs_names[key] = f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    return _crs_names[key]
+
+
+def _project(geometry, src: str, dst: str):
+    if src == dst:
+        return geometry
+    key = (src, dst)
+    if key not in _transformers:
+        _transformers[key] = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    densified = shapely.segmentize(geometry, max_segment_length=(0.01 if pyproj.CRS.from_user_input(src).is_geographic else 500.0))
+    return shapely.transform(densified, _transformers[key].transform, interleaved=False)
+
+
+def check_cog_root(root: str, years: list[int], aoi_lonlat: shapely.Geometry):
+    """Fail fast: an index must exist, list files for every year, and cover the area.
+
+    Returns the index rows of `years` whose footprint intersects the area (a DataFrame as
+    `read_index` gives), having checked that those files exist.
+    """
+    index = read_index(root)
+    index_path = index.attrs["index_path"]
+    available = sorted(set(int(y) for y in index["year"]))
+    missing = [y for y in years if y not in available]
+    if missing:
+        have = ", ".join(map(str, available)) if available else "none"
+        raise InputError("--years", f"{index_path} lists no files for {', '.join(map(str, missing))} (it has: {have}); pick years the mirror holds")
+    index = index[index["year"].isin(years)]
+    shapely.prepare(aoi_lonlat)
+    hits = np.array([fp is not None and aoi_lonlat.intersects(fp) for fp in index["footprint"]], dtype=bool)
+    selected = index[hits]
+    west, south, east, north = aoi_lonlat.bounds
+    for year in years:
+        if not (selected["year"] == year).any():
+            cover = shapely.union_all(list(index[index["year"] == year]["footprint"])).bounds
+            raise InputError(
+                "--bbox/--aoi",
+                f"the area lon {west:.3f}..{east:.3f}, lat {south:.3f}..{north:.3f} is outside the mirror's coverage for {year}: "
+                f"no file in {index_path} intersects it (its files span lon {cover[0]:.3f}..{cover[2]:.3f}, lat {cover[1]:.3f}..{cover[3]:.3f})",
+            )
+    _check_files_exist(root, list(selected["path"]))
+    return selected
+
+
+def _check_files_exist(root: str, paths: list[str]) -> None:
+    fs, _ = filesystem(root)
+
+    def exists(path: str) -> bool:
+        return fs.exists(filesystem(path)[1])
+
+    with concurrent.futures.ThreadPoolExecutor(min(16, max(1, len(paths)))) as pool:
+        found = list(pool.map(exists, paths))
+    absent = [p for p, ok in zip(paths, found) if not ok]
+    if absent:
+        raise InputError(
+            FLAG,
+            f"{len(absent)} of {len(paths)} files the index lists for this area are missing, e.g. {absent[0]}; "
+            "is --cog-root the mirror's root (the folder holding <year>/<zone>/<name>.tiff)?",
+        )
+
+
+def files_for_grid(index, grid: Grid) -> tuple[CogFile, ...]:
+    """Index rows -> the files whose footprint meets the grid, footprints in the grid's CRS."""
+    grid_box = shapely.box(grid.x0, grid.y0 - grid.height * grid.scale, grid.x0 + grid.width * grid.scale, grid.y0)
+    files = []
+    for row in index.itertuples(index=False):
+        footprint = shapely.box(row.west, row.south, row.east, row.north)
+        in_grid = _project(footprint, row.crs, grid.crs)
+        if not in_grid.is_valid or in_grid.is_empty or not math.isfinite(in_grid.area):
+            continue
+        if in_grid.intersects(grid_box):
+            files.append(CogFile(path=row.path, year=int(row.year), crs=row.crs, bounds=tuple(float(v) for v in in_grid.bounds)))
+    files.sort(key=lambda f: (f.year, f.crs != grid.crs, f.path))
+    return tuple(files)

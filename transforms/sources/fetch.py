@@ -1,0 +1,378 @@
+"""FetchChunks: chunk specs in, `(xbeam.Key, xr.Dataset)` out, with bounded requests and memory.
+
+Source-agnostic: a `TileSource` (Earth Engine, the COG mirror) says how a chunk splits into
+request tiles and fetches one tile. This module owns what every source needs the same way:
+
+* two ways to bound requests in flight (one fetch loop, `_FetchChunksFn`, serves both):
+  - `global_cap=True` (Earth Engine, a per-project quota): chunks are dealt round-robin to
+    `shards` keys and grouped, so each shard is processed by one DoFn call at a time, and
+    that call runs at most `max_concurrent_requests // shards` requests at once. However
+    many workers Dataflow starts, no more than `max_concurrent_requests` are in flight
+    *for this job* (two jobs on one project share the quota: the cap is per job);
+  - `global_cap=False` (the COG mirror, no quota): chunks are spread over every worker
+    (`Reshuffle`) and each DoFn runs at most `threads_per_worker` reads at once, so the
+    read rate grows with the workers;
+* bounded memory: a process holds at most `max_open_chunks` chunks being assembled
+  (a process-wide semaphore, whatever the number of shards or bundles it runs);
+* failures that cost little: a failing call stops submitting, waits for its requests in
+  flight (the cap holds while a retry starts), then raises; a retried call skips chunks
+  whose done marker (`<output>/.efm/done/<marker>`) exists when the chunk is taken;
+* retries with exponential backoff and jitter on transient failures, then a clear error
+  naming the tile;
+* Beam counters (requests, retries, bytes, chunks, chunks skipped) and the peak of open chunks.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import math
+import random
+import threading
+import time
+from typing import Iterable, Iterator, Protocol
+
+import apache_beam as beam
+import numpy as np
+import xarray_beam as xbeam
+
+from transforms.core.chunks import ChunkSpec
+from transforms.core.grid import Window
+
+METRICS_NAMESPACE = "efm"
+
+
+class RetryableError(Exception):
+    """A transient failure (429, 5xx, timeout, truncated body): try the request again."""
+
+
+class TileFetchError(RuntimeError):
+    """A tile that could not be fetched, named so the user can find it."""
+
+
+class _Stopped(Exception):
+    """A request not retried because its bundle is failing."""
+
+
+class TileSource(Protocol):
+    """What FetchChunks needs from a source. Instances are pickled to workers: keep them small."""
+
+    transfer_itemsize: int  # bytes per band value in a request
+
+    def setup(self) -> None: ...
+    def plan(self, spec: ChunkSpec) -> list[Window]: ...
+    def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray: ...
+    def empty_chunk(self, spec: ChunkSpec) -> np.ndarray: ...
+    def to_dataset(self, spec: ChunkSpec, data: np.ndarray): ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 8
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with 'equal jitter': half fixed, half random."""
+        ceiling = min(self.max_delay_s, self.initial_delay_s * 2**attempt)
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class RateLimiter:
+    """Spaces request starts at least 1/rate seconds apart (thread-safe)."""
+
+    def __init__(self, rate: float):
+        self._interval = 1.0 / rate if rate and math.isfinite(rate) else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def shard_count(max_concurrent_requests: int, threads_per_worker: int) -> int:
+    """Shards such that shards x threads-per-shard never exceeds the global cap."""
+    return max(1, math.ceil(max_concurrent_requests / max(1, min(threads_per_worker, max_concurrent_requests))))
+
+
+class OpenChunks:
+    """Process-wide bound on chunks being assembled: every DoFn of a process shares one.
+
+    Keyed by the bound so that pipelines with different settings in one process (tests)
+    do not share a count.
+    """
+
+    _registry: dict[int, "OpenChunks"] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._slots = threading.Semaphore(limit)
+        self._lock = threading.Lock()
+        self.open = 0
+
+    @classmethod
+    def for_limit(cls, limit: int) -> "OpenChunks":
+        with cls._registry_lock:
+            return cls._registry.setdefault(limit, cls(limit))
+
+    def try_acquire(self, blocking: bool) -> int | None:
+        """Take a slot; returns the number now open, or None when none is free (non-blocking)."""
+        if not self._slots.acquire(blocking=blocking):
+            return None
+        with self._lock:
+            self.open += 1
+            return self.open
+
+    def release(self) -> None:
+        with self._lock:
+            self.open -= 1
+        self._slots.release()
+
+
+class MarkerCheck:
+    """Is a chunk already written? Looks for its done marker under `<output>/.efm/done/`."""
+
+    def __init__(self, output: str):
+        self.output = output
+        self._fs = None
+
+    def __call__(self, spec: ChunkSpec) -> bool:
+        if self._fs is None:
+            import fsspec
+
+            from transforms.storage.store import MARKER_DIR  # not at import time: store imports this module
+
+            self._fs, root = fsspec.core.url_to_fs(self.output)
+            self._dir = f"{root.rstrip('/')}/{MARKER_DIR}"
+        self._fs.invalidate_cache(self._dir)  # a marker written a moment ago must be seen
+        return self._fs.exists(f"{self._dir}/{spec.marker}")
+
+    def __getstate__(self):  # a filesystem object is not needed on the other side
+        return {"output": self.output, "_fs": None}
+
+
+def return_big_buffers_to_the_os(threshold: int = 1 << 20) -> None:
+    """Ask glibc to mmap every buffer >= `threshold` (and unmap it when freed).
+
+    By default glibc raises its mmap threshold after each large free (up to 32 MiB), so tile
+    bodies and decoded tiles land in per-thread heaps that fragment: peak RSS then crept up
+    with the number of chunks (1.62 -> 1.87 GiB from 1x to 16x in benchmarks/memory.py). A fixed
+    threshold keeps it flat. No effect (and no error) off glibc.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+class _FetchChunksFn(beam.DoFn):
+    """Fetches every chunk of one element (a shard, or a batch) with a bounded pool of request threads."""
+
+    def __init__(self, source: TileSource, threads: int, requests_per_second: float, retry: RetryPolicy,
+                 max_open_chunks: int, output: str | None):
+        self.source = source
+        self.threads = threads
+        self.requests_per_second = requests_per_second
+        self.retry = retry
+        self.max_open_chunks = max_open_chunks
+        self.output = output
+        self.requests = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "requests")
+        self.retries = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "retries")
+        self.bytes = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "bytes")
+        self.chunks = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunks_fetched")
+        self.skipped = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunks_skipped_done")
+        self.peak_open = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "open_chunks")
+
+    def setup(self):
+        return_big_buffers_to_the_os()
+        self.source.setup()
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="efm-fetch")
+        self.rng = random.Random()
+        self.open_chunks = OpenChunks.for_limit(self.max_open_chunks)
+        self.is_done = MarkerCheck(self.output) if self.output else (lambda spec: False)
+
+    def teardown(self):
+        # process() never returns with requests of its own still running; wait anyway.
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_tile(self, spec: ChunkSpec, tile: Window, limiter: RateLimiter, stop: threading.Event) -> tuple[np.ndarray, int]:
+        """One tile, retried; returns it with the number of attempts (runs in a pool thread)."""
+        for attempt in range(self.retry.max_retries + 1):
+            if stop.is_set():
+                raise _Stopped()
+            limiter.acquire()
+            try:
+                return self.source.fetch(spec, tile), attempt + 1
+            except RetryableError as exc:
+                if attempt == self.retry.max_retries:
+                    raise TileFetchError(
+                        f"gave up on {spec.describe()}, request tile rows {tile.row}-{tile.row + tile.rows} "
+                        f"cols {tile.col}-{tile.col + tile.cols} after {attempt + 1} attempts: {exc}"
+                    ) from exc
+                if stop.wait(self.retry.delay(attempt, self.rng)):  # a failing bundle does not back off and retry
+                    raise _Stopped() from exc
+        raise AssertionError("unreachable")
+
+    def _take_chunk(self, pending: collections.deque, blocking: bool) -> ChunkSpec | None:
+        """The next chunk not yet written, holding an open-chunk slot; None if none (or no slot free)."""
+        while pending:
+            count = self.open_chunks.try_acquire(blocking)
+            if count is None:
+                return None
+            spec = pending.popleft()
+            # Checked now, not at launch: a retried bundle skips what its failed attempt wrote.
+            if self.is_done(spec):
+                self.open_chunks.release()
+                self.skipped.inc()
+                continue
+            self.peak_open.update(count)
+            return spec
+        return None
+
+    def process(self, element) -> Iterator[tuple[xbeam.Key, object]]:
+        _, specs = element
+        yield from self.fetch_all(specs)
+
+    def fetch_all(self, specs: Iterable[ChunkSpec]) -> Iterator[tuple[xbeam.Key, object]]:
+        limiter = RateLimiter(self.requests_per_second)
+        stop = threading.Event()
+        pending = collections.deque(sorted(specs))
+        queued_tiles: collections.deque = collections.deque()
+        partial: dict[ChunkSpec, list] = {}  # spec -> [array, tiles remaining]; each holds a slot
+        in_flight: dict[concurrent.futures.Future, tuple[ChunkSpec, Window]] = {}
+        try:
+            while pending or queued_tiles or in_flight:
+                # Keep up to one extra tile per thread queued in the pool, so requests keep going
+                # out while this thread assembles and writes a finished chunk; the pool's size
+                # bounds what is in flight. A new chunk is opened only when no tile of an open
+                # one is waiting and a slot is free: at most max_open_chunks are held.
+                while len(in_flight) < 2 * self.threads:
+                    if not queued_tiles:
+                        spec = self._take_chunk(pending, blocking=not in_flight and not partial)
+                        if spec is None:
+                            break
+                        tiles = self.source.plan(spec)
+                        partial[spec] = [self.source.empty_chunk(spec), len(tiles)]
+                        queued_tiles.extend((spec, tile) for tile in tiles)
+                    spec, tile = queued_tiles.popleft()
+                    in_flight[self.pool.submit(self._fetch_tile, spec, tile, limiter, stop)] = (spec, tile)
+                if not in_flight:
+                    continue
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    spec, tile = in_flight.pop(future)
+                    # Counters only count in the bundle's own thread, not in pool threads.
+                    data, attempts = future.result()
+                    self.requests.inc(attempts)
+                    self.retries.inc(attempts - 1)
+                    self.bytes.inc(tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize)  # on the wire
+                    held = partial[spec]
+                    w = spec.window
+                    held[0][tile.row - w.row : tile.row - w.row + tile.rows, tile.col - w.col : tile.col - w.col + tile.cols] = data
+                    held[1] -= 1
+                    if held[1] == 0:
+                        del partial[spec]
+                        try:
+                            self.chunks.inc()
+                            yield spec.key, self.source.to_dataset(spec, held[0])
+                        finally:
+                            self.open_chunks.release()
+        finally:
+            # Normal end: nothing is left. Failure (here, in a request or downstream of a yield):
+            # submit nothing more, drop queued requests, and wait for the running ones, so a
+            # retry of this bundle never runs beside requests of this attempt.
+            stop.set()
+            for future in in_flight:
+                future.cancel()
+            concurrent.futures.wait(in_flight)
+            for _ in partial:
+                self.open_chunks.release()
+
+
+@dataclasses.dataclass
+class FetchChunks(beam.PTransform):
+    """ChunkSpecs -> (xbeam.Key, xr.Dataset), with bounded requests in flight and chunks in memory.
+
+    `global_cap=True`: never more than `max_concurrent_requests` in flight across the job
+    (quota'd sources). `global_cap=False`: chunks spread over all workers, at most
+    `threads_per_worker` requests in flight per DoFn (sources without a quota).
+    `output`: the store the chunks go to; chunks with a done marker there are skipped.
+    """
+
+    source: TileSource
+    max_concurrent_requests: int = 40
+    max_requests_per_second: float = 100.0
+    threads_per_worker: int = 40
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    max_open_chunks: int = 4
+    global_cap: bool = True
+    output: str | None = None
+    batch_size: int = 16  # chunks per element without a global cap: keeps a DoFn's pool busy
+
+    def __post_init__(self):
+        super().__init__()
+
+    @property
+    def shards(self) -> int:
+        return shard_count(self.max_concurrent_requests, self.threads_per_worker) if self.global_cap else 0
+
+    @property
+    def threads_per_shard(self) -> int:
+        return self.max_concurrent_requests // self.shards if self.global_cap else self.threads_per_worker
+
+    def expand(self, specs: beam.PCollection) -> beam.PCollection:
+        if not self.global_cap:
+            fn = _FetchChunksFn(self.source, self.threads_per_worker, math.inf, self.retry, self.max_open_chunks, self.output)
+            return (
+                specs
+                | "SpreadOverWorkers" >> beam.Reshuffle()
+                | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
+                | "Unkeyed" >> beam.Map(lambda batch: (None, batch))
+                | "FetchBatch" >> beam.ParDo(fn)
+            )
+        shards = self.shards
+        fn = _FetchChunksFn(self.source, self.threads_per_shard, self.max_requests_per_second / shards, self.retry, self.max_open_chunks, self.output)
+        return (
+            specs
+            | "DealToShards" >> beam.Map(lambda spec: (spec.index % shards, spec))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "FetchShard" >> beam.ParDo(fn)
+        )
+
+
+def max_open_chunks(memory_bytes: float, chunk_bytes: int, processes: int = 1) -> int:
+    """Chunks one process may hold: what is left of its share of the budget after the
+    process's own footprint, over what one open chunk costs (see README, memory). 0 = too little."""
+    per_process = memory_bytes / max(1, processes) - PROCESS_BASE_BYTES
+    return max(0, int(per_process // (CHUNK_COST_FACTOR * chunk_bytes)))
+
+
+PROCESS_BASE_BYTES = 512 * 2**20  # Python, Beam, numpy, xarray, zarr, the ee client: measured ~400 MiB
+CHUNK_COST_FACTOR = 2.5  # the chunk, its tiles in flight (body + decoded) and the write's encoded copy
+
+
+def metric_totals(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    """Committed (or attempted, where the runner has no committed) counter values by name."""
+    totals: dict[str, int] = collections.defaultdict(int)
+    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] += value or 0
+    return dict(totals)
+
+
+def metric_max(result: beam.runners.runner.PipelineResult, name: str) -> int | None:
+    """The largest value a distribution saw (e.g. open_chunks: the peak held by one process)."""
+    peaks = []
+    for dist in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))["distributions"]:
+        value = dist.committed if dist.committed is not None else dist.attempted
+        if value is not None and value.count:
+            peaks.append(value.max)
+    return max(peaks) if peaks else None

@@ -1,0 +1,419 @@
+"""Where a command may write: the one check every writing command makes before it writes.
+
+`--overwrite` replaces only a product efm wrote, of the kind the command writes. Anything
+else -- a folder or file that is not ours, a product of another kind, a bucket root, the
+filesystem root or a home folder, a path that is, holds or lies inside an input -- is
+refused with one line, and nothing is touched. How a product is recognised:
+
+    embedding / class-map store  group attr `efm_product` ("embeddings" | "classes" | "change" |
+                                 "similarity" | "prediction"); older
+                                 stores by their variable plus `efm_version`/`efm_status`
+    sample table                 the Parquet schema metadata key b"efm" (transforms.learning.sampling)
+    model file                   its sidecar: `format: efm-model/1`, sha256 equal to the file's
+    GeoTIFF / PNG (export)       the GeoTIFF tag EFM_PRODUCT / the PNG text chunk efm_product
+    sample-data / demo folder    the marker file `.efm-product` in it
+    points file (efm label)      the GeoJSON top-level member `efm_product: "points"`
+
+Replacing deletes only the product's own files (for a store: its Zarr keys and `.efm/`),
+and a product holding anything else is refused, not cleaned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+import re
+
+import fsspec
+
+from transforms.core.errors import InputError, first_line
+
+PRODUCT_ATTR = "efm_product"
+MARKER_FILE = ".efm-product"  # in the folders efm makes (sample data, demo)
+PARTS_MARKER = ".efm-parts"  # in `efm sample`'s <output>.parts folder
+GEOTIFF_TAG = "EFM_PRODUCT"
+PNG_KEY = "efm_product"
+
+KINDS = {
+    "embeddings": "an efm embedding store",
+    "classes": "an efm class-map store",
+    "change": "an efm change store",
+    "similarity": "an efm similarity store",
+    "prediction": "an efm prediction store",
+    "table": "an efm sample table",
+    "model": "an efm model file",
+    "geotiff": "an efm GeoTIFF export",
+    "png": "an efm quicklook PNG",
+    "sample-data": "an efm sample-data folder",
+    "demo": "an efm demo folder",
+    "points": "an efm points file",
+}
+STORE_VARIABLE = {"embeddings": "embedding", "classes": "class", "change": "similarity", "similarity": "similarity", "prediction": "prediction"}
+RESUMABLE = set(STORE_VARIABLE)
+_BEFORE_PRODUCT_ATTR = ("embeddings", "classes")  # kinds that existed before `efm_product`: recognised by their variable
+
+# What each folder product holds (glob patterns of top-level entries -> the product an entry is, if any).
+SAMPLE_DATA_ENTRIES = {"mirror": "mirror", "ground_truth.tif": None, "labels.geojson": None, "colors.json": None, "sample_data.json": None,
+                       "biomass.tif": None, "gedi.geojson": None, "refs.geojson": None, "change_truth.tif": None}
+DEMO_ENTRIES = {
+    "sample-data": "sample-data", "embeddings.zarr": "embeddings", "samples.parquet": None, "model.skops": None,
+    "model.skops.json": None, "classes.zarr": "classes", "land_cover_*.tif": None, "land_cover_*.png": None,
+    "comparison.png": None, "demo.log": None, "gedi_samples.parquet": None, "biomass_model.skops": None,
+    "biomass_model.skops.json": None, "biomass.zarr": "prediction", "similarity.zarr": "similarity", "change.zarr": "change",
+    "biomass_*.tif": None, "biomass_*.png": None, "similarity_*.tif": None, "similarity_*.png": None, "change.tif": None, "change.png": None,
+}
+_MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
+_ZARR_META = {".zgroup", ".zattrs", ".zmetadata"}
+_CHUNK_KEY = re.compile(r"^\d+([./]\d+)*$")
+_EFM_DIR = ".efm/"  # a store's own bookkeeping (chunk markers, ...): part of the store
+_PART = re.compile(r"^part-\d+-\d+\.parquet$")
+
+
+@dataclasses.dataclass
+class Found:
+    """What is at a path: the efm product (None: not one), its files, and files that are not its own."""
+
+    kind: str | None
+    files: list[str] = dataclasses.field(default_factory=list)  # relative to the path
+    foreign: list[str] = dataclasses.field(default_factory=list)
+    complete: bool | None = None  # stores only
+    is_file: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing there (or an empty folder): nothing to lose."""
+        return self.kind is None and not self.files and not self.foreign and not self.is_file
+
+
+# ---------------------------------------------------------------- places
+
+def _location(path: str):
+    fs, root = fsspec.core.url_to_fs(path)
+    return fs, root.rstrip("/") or "/"
+
+
+def _is_remote(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol not in ("file", "local")
+
+
+def _key(path: str) -> str:
+    """A path normalised for comparison: absolute and symlink-free locally, protocol + key remotely."""
+    fs, root = _location(path)
+    if _is_remote(fs):
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        return f"{protocol}://{root}"
+    return os.path.realpath(os.path.expanduser(root))
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def check_place(path: str, *, inputs: dict | None = None, flag: str = "--output") -> None:
+    """Refuse a bucket root, the filesystem root, a home folder, and any overlap with an input."""
+    fs, root = _location(path)
+    if _is_remote(fs) and "/" not in root:
+        raise InputError(flag, f"{path} is a bucket root; write to a path inside it, e.g. {path.rstrip('/')}/out")
+    key = _key(path)
+    if not _is_remote(fs):
+        homes = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.environ.get("HOME", "~"))}
+        if key == os.path.realpath(os.sep) or key in homes:
+            raise InputError(flag, f"{path} is {'the filesystem root' if key == os.sep else 'a home folder'}; write to a new path inside it, e.g. {os.path.join(path, 'out')}")
+    for input_flag, value in (inputs or {}).items():
+        for item in ([value] if isinstance(value, str) else list(value or [])):
+            other = _key(item)
+            if key == other:
+                raise InputError(flag, f"{path} is the {input_flag} input; write to another path")
+            if _inside(key, other):
+                raise InputError(flag, f"{path} is inside the {input_flag} input {item}; write to a path outside it")
+            if _inside(other, key):
+                raise InputError(flag, f"{path} holds the {input_flag} input {item}; write to another path")
+
+
+def _check_bucket(fs, path: str, root: str, flag: str) -> None:
+    if not _is_remote(fs):
+        return
+    bucket = root.split("/", 1)[0]
+    try:
+        bucket_exists = fs.exists(bucket)
+    except Exception as exc:  # auth or network: say so now, not on a worker later
+        raise InputError(flag, f"cannot reach {path}: {first_line(exc)}") from None
+    if not bucket_exists:
+        raise InputError(flag, f"bucket {bucket!r} of {path} does not exist (or is not visible to these credentials)")
+
+
+def _listing(fs, root: str) -> list[str] | None:
+    """Files under `root`, relative to it; [""] when root is a file; None when nothing is there."""
+    fs.invalidate_cache()
+    if not fs.exists(root):
+        return None
+    if fs.isfile(root):
+        return [""]
+    return sorted(p[len(root) + 1:] for p in fs.find(root, withdirs=False) if p.rstrip("/") != root)
+
+
+# ---------------------------------------------------------------- what is there
+
+def _read_json(fs, path: str):
+    try:
+        with fs.open(path, "r") as f:
+            return json.load(f)
+    except Exception:  # unreadable or not JSON: not ours
+        return None
+
+
+def _inspect_store(fs, root: str, files: list[str]) -> Found:
+    attrs = _read_json(fs, f"{root}/.zattrs") or {}
+    arrays = {f.split("/", 1)[0] for f in files if f.endswith("/.zarray") and f.count("/") == 1}
+    kind = attrs.get(PRODUCT_ATTR) if isinstance(attrs, dict) else None
+    if kind not in STORE_VARIABLE:
+        kind = None
+        if isinstance(attrs, dict) and ("efm_version" in attrs or "efm_status" in attrs):  # stores from before efm_product
+            kind = next((k for k in _BEFORE_PRODUCT_ATTR if STORE_VARIABLE[k] in arrays), None)
+    own, foreign = [], []
+    for f in files:
+        head, _, rest = f.partition("/")
+        ok = f in _ZARR_META or f.startswith(_EFM_DIR) or (head in arrays and (rest in (".zarray", ".zattrs") or _CHUNK_KEY.match(rest)))
+        (own if ok else foreign).append(f)
+    return Found(kind, own, foreign, complete=attrs.get("efm_status") == "complete" if kind else None)
+
+
+def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
+    entries = SAMPLE_DATA_ENTRIES if kind == "sample-data" else DEMO_ENTRIES
+    own, foreign = [], []
+    by_entry: dict[str, list[str]] = {}
+    for f in files:
+        by_entry.setdefault(f.split("/", 1)[0], []).append(f)
+    for name, members in by_entry.items():
+        pattern = next((p for p in entries if fnmatch.fnmatchcase(name, p)), None)
+        if name == MARKER_FILE or (pattern is not None and entries[pattern] is None and members == [name]):
+            own += members
+        elif pattern is not None and entries[pattern] == "mirror":
+            for m in members:
+                (own if _MIRROR_FILE.match(m[len(name) + 1:]) else foreign).append(m)
+        elif pattern is not None and entries[pattern] is not None:
+            inner = inspect(f"{fs.unstrip_protocol(root)}/{name}" if _is_remote(fs) else f"{root}/{name}", entries[pattern])
+            if inner.kind == entries[pattern]:
+                own += [f"{name}/{m}" for m in inner.files]
+                foreign += [f"{name}/{m}" for m in inner.foreign]
+            else:
+                foreign += members
+        else:
+            foreign += members
+    return Found(kind, own, foreign)
+
+
+def _model_is_ours(fs, root: str) -> bool:
+    import hashlib
+
+    meta = _read_json(fs, root + ".json")
+    if not isinstance(meta, dict) or meta.get("format") != "efm-model/1":
+        return False
+    with fs.open(root, "rb") as f:
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return meta.get("sha256") == digest.hexdigest()
+
+
+def _file_kind(fs, root: str, kind: str) -> str | None:
+    try:
+        if kind == "table":
+            import pyarrow.parquet as pq
+
+            from transforms.learning.sampling import METADATA_KEY
+
+            with fs.open(root, "rb") as f:
+                return "table" if METADATA_KEY in (pq.read_schema(f).metadata or {}) else None
+        if kind == "model":
+            return "model" if _model_is_ours(fs, root) else None
+        if kind == "model-sidecar":
+            meta = _read_json(fs, root)
+            return kind if isinstance(meta, dict) and meta.get("format") == "efm-model/1" else None
+        if kind == "geotiff":
+            import rasterio
+
+            with fs.open(root, "rb") as f, rasterio.open(f) as src:
+                return "geotiff" if src.tags().get(GEOTIFF_TAG) == "export" else None
+        if kind == "points":
+            meta = _read_json(fs, root)
+            return "points" if isinstance(meta, dict) and meta.get(PRODUCT_ATTR) == "points" else None
+        if kind == "png":
+            from PIL import Image
+
+            with fs.open(root, "rb") as f, Image.open(f) as image:
+                return "png" if getattr(image, "text", {}).get(PNG_KEY) == "quicklook" else None
+    except Exception:  # unreadable as that format: not ours
+        return None
+    return None
+
+
+def _inspect_store_shallow(fs, root: str) -> Found | None:
+    """For --resume, which deletes nothing: the store's kind from its metadata, without listing every chunk."""
+    fs.invalidate_cache()
+    if not fs.exists(f"{root}/.zgroup"):
+        return None
+    consolidated = _read_json(fs, f"{root}/.zmetadata")
+    keys = consolidated.get("metadata", {}) if isinstance(consolidated, dict) else {}
+    found = _inspect_store(fs, root, [".zgroup", ".zattrs", *(k for k in keys if k.endswith("/.zarray"))])
+    return dataclasses.replace(found, files=[], foreign=[])
+
+
+def inspect(path: str, kind: str, *, shallow: bool = False) -> Found:
+    """What `path` holds, judged as a place to write a product of `kind` (Found(None) = nothing there).
+
+    shallow: stores are judged by their metadata only (enough to resume into; not to delete).
+    """
+    fs, root = _location(path)
+    if shallow and kind in STORE_VARIABLE:
+        found = _inspect_store_shallow(fs, root)
+        if found is not None:
+            return found
+    files = _listing(fs, root)
+    if files is None:
+        return Found(None)
+    if files == [""]:  # a file
+        found_kind = _file_kind(fs, root, kind) if kind in ("table", "model", "model-sidecar", "geotiff", "png", "points") else None
+        return Found(found_kind, [""] if found_kind else [], is_file=True)
+    if ".zgroup" in files:
+        return _inspect_store(fs, root, files)
+    marker = _read_json(fs, f"{root}/{MARKER_FILE}") if MARKER_FILE in files else None
+    found_kind = marker.get(PRODUCT_ATTR) if isinstance(marker, dict) else None
+    if found_kind is None and kind == "sample-data" and "sample_data.json" in files:  # made before the marker
+        manifest = _read_json(fs, f"{root}/sample_data.json")
+        found_kind = "sample-data" if isinstance(manifest, dict) and "spec" in manifest else None
+    if found_kind is None and kind == "demo" and "demo.log" in files:  # made before the marker
+        found_kind = "demo"
+    if found_kind in ("sample-data", "demo"):
+        return _inspect_folder(fs, root, files, found_kind)
+    return Found(None, [], files)
+
+
+def _names(files: list[str], n: int = 3) -> str:
+    shown = ", ".join(f or "a file" for f in files[:n])
+    return shown + (f" and {len(files) - n} more" if len(files) > n else "")
+
+
+# ---------------------------------------------------------------- the check and the removal
+
+def check_local_writable(path: str, flag: str) -> None:
+    """A local output must be creatable: tried in its nearest existing folder (missing ones are made),
+    by creating and removing a temporary file, as permission bits mislead (root, read-only mounts)."""
+    if "://" in path:
+        return  # buckets: permission errors surface at write time, as one line
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise InputError(flag, f"{folder} is a file, so {path} cannot be created; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".efm-write-check-", dir=folder)
+    except OSError as exc:
+        raise InputError(flag, f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bool = False, overwrite: bool = False, flag: str = "--output") -> Found:
+    """Before anything is written: may a command that writes `kind` write at `path`? Raises InputError if not.
+
+    Returns what is there (Found(None) for a new path). `inputs`: {flag: path or paths} the command reads.
+    """
+    if resume and overwrite:
+        raise InputError("--resume", "--resume and --overwrite contradict each other; pass one")
+    if resume and kind not in RESUMABLE:
+        raise InputError("--resume", f"only stores can be resumed, not {KINDS[kind][3:]}")
+    check_place(path, inputs=inputs, flag=flag)
+    check_local_writable(path, flag)
+    fs, root = _location(path)
+    _check_bucket(fs, path, root, flag)
+    found = inspect(path, kind, shallow=resume)
+    if found.empty:
+        return _sidecar_check(path, kind, inputs, overwrite, flag) or found
+    what = KINDS[kind]
+    if found.kind is None:
+        holds = "it is a file" if found.is_file else f"it holds {_names(found.foreign or found.files)}"
+        raise InputError(flag, f"{path} exists and is not {what} ({holds}); efm replaces only what it wrote: choose another path")
+    if found.kind != kind:
+        raise InputError(flag, f"{path} is {KINDS[found.kind]}, not {what}; choose another path")
+    if found.foreign:
+        raise InputError(flag, f"{path} is {what} but also holds files efm did not write ({_names(found.foreign)}); move them out or choose another path")
+    if resume:
+        return found
+    if not overwrite:
+        if kind in RESUMABLE and not found.complete:
+            raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
+        raise InputError(flag, f"{path} already exists ({what}{', complete' if found.complete else ''}); pass --overwrite to replace it")
+    _sidecar_check(path, kind, inputs, overwrite, flag)
+    return found
+
+
+def _sidecar_check(path: str, kind: str, inputs, overwrite: bool, flag: str) -> Found | None:
+    """A model file's sidecar is written too: it must be new, or ours and replaceable."""
+    if kind != "model":
+        return None
+    sidecar = path + ".json"
+    check_place(sidecar, inputs=inputs, flag=flag)
+    found = inspect(sidecar, "model-sidecar")
+    if found.empty:
+        return None
+    if found.kind is None:
+        raise InputError(flag, f"{sidecar} (where the model's sidecar goes) exists and is not an efm sidecar; choose another path")
+    if not overwrite:
+        raise InputError(flag, f"{sidecar} (an efm model sidecar) already exists; pass --overwrite to replace it")
+    return found
+
+
+def remove(path: str, kind: str, flag: str = "--output", found: Found | None = None) -> None:
+    """Delete the product at `path`: only its own files, after checking that it is ours and alone
+    (`found`: what a check_output without --resume just saw, to spare a second listing)."""
+    fs, root = _location(path)
+    found = found if found is not None and (found.files or found.is_file) else inspect(path, kind)
+    if found.empty:
+        return
+    if found.kind != kind or found.foreign:
+        raise InputError(flag, f"{path} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path")
+    targets = [root if f == "" else f"{root}/{f}" for f in found.files]
+    if targets:
+        fs.rm(targets)
+    if not _is_remote(fs) and os.path.isdir(root):  # remote stores have no folders to leave behind
+        for directory, _, _ in sorted(os.walk(root), key=lambda item: -len(item[0])):
+            if not os.listdir(directory):
+                os.rmdir(directory)
+    fs.invalidate_cache()
+
+
+def mark_folder(path: str, kind: str) -> None:
+    """Make `path` (a local folder) recognisable as efm's before filling it."""
+    from transforms.storage.store import tool_version
+
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, MARKER_FILE), "w") as f:
+        json.dump({PRODUCT_ATTR: kind, "efm_version": tool_version()}, f)
+
+
+# ---------------------------------------------------------------- efm sample's parts folder
+
+def start_parts(parts_dir: str, flag: str = "--output") -> None:
+    """Clear a parts folder left by an interrupted `efm sample` (only one it marked), then mark a fresh one."""
+    fs, root = _location(parts_dir)
+    files = _listing(fs, root)
+    if files:
+        if PARTS_MARKER not in files or any(not (_PART.match(f) or f == PARTS_MARKER) for f in files):
+            raise InputError(flag, f"{parts_dir} (where `efm sample` keeps its parts) exists and was not written by efm sample; move it away or choose another {flag}")
+        fs.rm([f"{root}/{f}" for f in files])
+    fs.makedirs(root, exist_ok=True)
+    fs.pipe_file(f"{root}/{PARTS_MARKER}", b"efm sample parts\n")
+
+
+def check_parts(parts_dir: str, flag: str = "--output") -> None:
+    """Before anything is written: refuse a parts folder efm did not write."""
+    fs, root = _location(parts_dir)
+    files = _listing(fs, root)
+    if files and (PARTS_MARKER not in files or any(not (_PART.match(f) or f == PARTS_MARKER) for f in files)):
+        raise InputError(flag, f"{parts_dir} (where `efm sample` keeps its parts) exists and was not written by efm sample; move it away or choose another {flag}")

@@ -1,0 +1,122 @@
+"""Reading an embedding store by path, lazily, a window at a time.
+
+DoFns carry a `StoreReader` (a path and a few small facts), never arrays: the store is
+opened once per worker, in `setup()`, and each chunk is read when its element arrives.
+Values come back as float32 (int8 stores de-quantised by `store.as_float`), NaN = no data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import affine
+import numpy as np
+import xarray as xr
+
+from transforms.storage import store
+from transforms.core.chunks import ChunkSpec, plan_chunks
+from transforms.core.errors import InputError
+from transforms.core.grid import Window, tile_windows
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreInfo:
+    """What a pipeline needs to know about a store, small enough to pickle to every worker."""
+
+    path: str
+    crs: str
+    transform: tuple[float, ...]  # affine coefficients a, b, c, d, e, f
+    width: int
+    height: int
+    chunk_rows: int
+    chunk_cols: int
+    years: tuple[int, ...]
+    bands: tuple[str, ...]
+    dtype: str
+    source: str
+
+    @property
+    def affine(self) -> affine.Affine:
+        return affine.Affine(*self.transform)
+
+    def windows(self) -> list[Window]:
+        return list(tile_windows(self.height, self.width, self.chunk_rows, self.chunk_cols))
+
+    def chunk_specs(self, years: list[int]) -> list[ChunkSpec]:
+        """Chunks of `years` (time_index = position in `years`, i.e. in the output store)."""
+        return plan_chunks(list(years), self.windows())
+
+    def time_index(self, year: int) -> int:
+        return self.years.index(year)
+
+    def grid_summary(self) -> dict:
+        return {"crs": self.crs, "transform": list(self.transform), "width": self.width, "height": self.height}
+
+
+def store_info(path: str, ds: xr.Dataset | None = None, *, flag: str = "--embeddings") -> StoreInfo:
+    """Open (or take) a complete embedding store and describe it."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    ds = store.open_embeddings(path, flag=flag) if ds is None else ds
+    emb = ds["embedding"]
+    chunks = emb.encoding.get("chunks") or emb.encoding.get("preferred_chunks")
+    chunks = dict(zip(emb.dims, chunks)) if isinstance(chunks, tuple) else dict(chunks or {})
+    try:
+        crs = str(ds.rio.crs) if ds.rio.crs is not None else ds.attrs["crs"]
+        transform = ds.rio.transform(recalc=False)
+    except Exception as exc:  # rioxarray raises several types for a missing grid mapping
+        raise InputError(flag, f"{path} has no readable CRS/transform (spatial_ref): {exc}") from None
+    years = tuple(int(str(t)[:4]) for t in ds["time"].values)
+    return StoreInfo(
+        path=path, crs=crs, transform=tuple(transform)[:6], width=ds.sizes["x"], height=ds.sizes["y"],
+        chunk_rows=int(chunks.get("y", ds.sizes["y"])), chunk_cols=int(chunks.get("x", ds.sizes["x"])),
+        years=years, bands=tuple(str(b) for b in ds["band"].values), dtype=str(emb.dtype),
+        source=str(ds.attrs.get("source", "")),
+    )
+
+
+def select_years(info: StoreInfo, years: list[int] | None, flag: str = "--years") -> list[int]:
+    if not years:
+        return list(info.years)
+    missing = [y for y in years if y not in info.years]
+    if missing:
+        raise InputError(flag, f"{info.path} has no year {missing[0]}; it holds {', '.join(map(str, info.years))}")
+    return list(years)
+
+
+class StoreReader:
+    """Reads windows of a store's `embedding` array; opens it on first use (per process)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._array = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    @property
+    def array(self):
+        if self._array is None:
+            import zarr
+
+            with self._lock:
+                if self._array is None:
+                    self._array = zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)["embedding"]
+        return self._array
+
+    def read_codes(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
+        """The stored values (float32, or int8 codes) of a window: (rows, cols, bands)."""
+        return self.array[time_index, rows, cols, :]
+
+    def read(self, time_index: int, window: Window) -> np.ndarray:
+        """A window as float32 (rows, cols, bands), NaN where there is no data."""
+        return store.as_float(self.read_codes(time_index, slice(window.row, window.row + window.rows), slice(window.col, window.col + window.cols)))
+
+
+def valid_mask(values: np.ndarray) -> np.ndarray:
+    """Pixels with data: (…, bands) -> (…) bool. NaN in any band = no data (one pass, no band-sized temporary)."""
+    return ~np.isnan(np.add.reduce(values, axis=-1, dtype=np.float32))

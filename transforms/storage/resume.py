@@ -1,0 +1,137 @@
+"""`--resume` checks the place: a store is continued only where this run would write the same thing.
+
+Chunk markers say *which* chunks are done, not *where* they are: a run over an area of the
+same size shifted east has the same chunk numbers. So before resuming, the existing store
+is compared with this run's template on what makes its values: variables, CRS, the
+GeoTransform (origin, pixel size) and the x/y coordinates themselves, shape, chunking,
+years, bands, dtype and source (collection or COG root; for class maps the embedding store,
+the model's sha256 and --confidence, which shows as a variable).
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+# Attributes naming where the values come from (compared when the run's template has them).
+SOURCE_ATTRS = {"source": "source", "collection": "collection", "cog_root": "COG root", "model_sha256": "model sha256", "embeddings_source": "embeddings source"}
+_TRANSFORM_TERMS = ((0, "x origin"), (3, "y origin"), (1, "pixel width"), (5, "pixel height"), (2, "x rotation"), (4, "y rotation"))
+
+
+def _number(value: float) -> str:
+    return f"{value:.10g}" if abs(value) < 1e15 else repr(value)
+
+
+def _geotransform(ds: xr.Dataset) -> list[float] | None:
+    """The GeoTransform the store's `spatial_ref` carries; else one derived from its x/y coords."""
+    if "spatial_ref" in ds.variables and ds["spatial_ref"].attrs.get("GeoTransform"):
+        return [float(v) for v in str(ds["spatial_ref"].attrs["GeoTransform"]).split()]
+    if ds.sizes.get("x", 0) > 1 and ds.sizes.get("y", 0) > 1:
+        x, y = ds["x"].values, ds["y"].values
+        dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+        return [float(x[0]) - dx / 2, dx, 0.0, float(y[0]) - dy / 2, 0.0, dy]
+    return None
+
+
+def _crs(ds: xr.Dataset):
+    wkt = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.variables else None
+    return wkt or ds.attrs.get("crs")
+
+
+def _crs_name(ds: xr.Dataset) -> str:
+    if ds.attrs.get("crs"):
+        return str(ds.attrs["crs"])
+    import pyproj
+
+    crs = pyproj.CRS.from_user_input(_crs(ds))
+    return crs.to_string()
+
+
+def _same_crs(a, b) -> bool:
+    if a is None or b is None:
+        return a == b
+    import pyproj
+
+    try:
+        return pyproj.CRS.from_user_input(a) == pyproj.CRS.from_user_input(b)
+    except pyproj.exceptions.CRSError:
+        return str(a) == str(b)
+
+
+def _years(ds: xr.Dataset) -> list[int]:
+    return [int(str(t)[:4]) for t in ds["time"].values] if "time" in ds.coords else list(ds.attrs.get("years", []))
+
+
+def _chunks(ds: xr.Dataset, name: str) -> dict | None:
+    variable = ds[name]
+    chunks = variable.encoding.get("chunks") or variable.encoding.get("preferred_chunks")
+    if chunks is None and variable.chunks is not None:
+        chunks = tuple(c[0] for c in variable.chunks)
+    if isinstance(chunks, dict):
+        return {d: int(chunks[d]) for d in variable.dims if d in chunks}
+    return dict(zip(variable.dims, (int(c) for c in chunks))) if chunks is not None else None
+
+
+def _short(values: list) -> str:
+    values = [str(v) for v in values]
+    return ", ".join(values) if len(values) <= 6 else f"{values[0]} .. {values[-1]} ({len(values)})"
+
+
+def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
+    """What the existing store and this run's template disagree on, each as `what X (this run: Y)`."""
+    diffs = []
+    have, want = set(existing.data_vars), set(template.data_vars)
+    if have ^ want == {"confidence"}:  # classify --confidence
+        diffs.append("confidence (this run: without --confidence)" if "confidence" in have else "no confidence (this run: --confidence)")
+    elif have != want:
+        diffs.append(f"variables {_short(sorted(have))} (this run: {_short(sorted(want))})")
+    if not _same_crs(_crs(existing), _crs(template)):
+        diffs.append(f"CRS {_crs_name(existing)} (this run: {_crs_name(template)})")
+    gt_have, gt_want = _geotransform(existing), _geotransform(template)
+    if gt_have and gt_want:
+        for index, name in _TRANSFORM_TERMS:
+            if not np.isclose(gt_have[index], gt_want[index], rtol=0, atol=1e-9 * max(1.0, abs(gt_want[index]))):
+                diffs.append(f"{name} {_number(gt_have[index])} (this run: {_number(gt_want[index])})")
+    dims = [d for d in template.dims if d != "spatial_ref"]
+    shape_have = {d: existing.sizes.get(d, 0) for d in dims}
+    shape_want = {d: template.sizes[d] for d in dims}
+    changed = [d for d in dims if shape_have[d] != shape_want[d]]
+    if changed:
+        fmt = lambda shape: ", ".join(f"{d}={shape[d]}" for d in changed)  # noqa: E731
+        diffs.append(f"shape {fmt(shape_have)} (this run: {fmt(shape_want)})")
+    elif not any(d.startswith(("x origin", "y origin", "pixel")) for d in diffs):
+        for axis in ("x", "y"):  # the transform agrees: the coordinates must too
+            if axis in template.coords and axis in existing.coords and not np.allclose(existing[axis].values, template[axis].values, rtol=0, atol=1e-6):
+                diffs.append(f"{axis} coordinates from {_number(float(existing[axis].values[0]))} (this run: from {_number(float(template[axis].values[0]))})")
+    years_have, years_want = _years(existing), _years(template)
+    if years_have != years_want:
+        diffs.append(f"years {_short(years_have)} (this run: {_short(years_want)})")
+    if "band" in template.coords:
+        bands_have = [str(b) for b in existing["band"].values] if "band" in existing.coords else []
+        bands_want = [str(b) for b in template["band"].values]
+        if bands_have != bands_want:
+            diffs.append(f"bands {_short(bands_have)} (this run: {_short(bands_want)})")
+    for name in sorted(have & want):
+        if existing[name].dtype != template[name].dtype:
+            diffs.append(f"{name} dtype {existing[name].dtype} (this run: {template[name].dtype})")
+        # The chunks Zarr holds decide (a small area's single chunk is the same for any --chunk-size);
+        # the message names the --chunk-size each run asked for when both stores say.
+        chunks_have, chunks_want = _chunks(existing, name), _chunks(template, name)
+        if chunks_have and chunks_want and chunks_have != chunks_want and not any(d.startswith("chunk size") for d in diffs):
+            if "chunk_size" in existing.attrs and "chunk_size" in template.attrs and existing.attrs["chunk_size"] != template.attrs["chunk_size"]:
+                diffs.append(f"chunk size {existing.attrs['chunk_size']} (this run: {template.attrs['chunk_size']})")
+            elif not changed:  # (with another shape, chunks clipped to it differ anyway)
+                fmt = lambda chunks: " x ".join(str(chunks[d]) for d in ("y", "x") if d in chunks)  # noqa: E731
+                diffs.append(f"{name} chunks {fmt(chunks_have)} (this run: {fmt(chunks_want)})")
+    for key, label in SOURCE_ATTRS.items():
+        if key in template.attrs and existing.attrs.get(key) != template.attrs[key]:
+            diffs.append(f"{label} {existing.attrs.get(key)!r} (this run: {template.attrs[key]!r})")
+    return diffs
+
+
+def check(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
+    """Raise InputError naming every difference; nothing is written either way."""
+    from transforms.core.errors import InputError
+
+    diffs = differences(existing, template)
+    if diffs:
+        raise InputError("--resume", f"{path} has {'; '.join(diffs)}; resume with the flags that made it, or pass --overwrite to replace it")
