@@ -43,8 +43,10 @@ setuptools.setup(
     description="Apache Beam pipelines for Earth Engine satellite embedding fields: extract to Zarr, classify with scikit-learn.",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*", "emulators", "emulators.*"]),
-    package_data={"transforms.label": ["static/*"]},  # the labelling page: served by the package, no CDN
+    # emulators/ and tests/ are test infrastructure: not installed, not in the image.
+    packages=setuptools.find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*", "sample_data", "sample_data.*",
+                                               "label_page", "label_page.*"]),
+    package_data={"label_page": ["static/*"]},  # the labelling page: served by the package, no CDN
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["efm = pipelines.cli:main"]},

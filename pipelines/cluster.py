@@ -18,7 +18,7 @@ from transforms.core import grid as gridlib
 from transforms.learning import models, sampling
 from transforms.storage import outputs, readers, store
 from transforms.core.errors import InputError
-from transforms.sources.fetch import metric_totals
+from transforms.core.metrics import metric_totals
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
 DEFAULT_SAMPLE_SIZE = 100_000

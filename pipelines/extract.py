@@ -17,7 +17,8 @@ from transforms.core import grid as gridlib
 from transforms.storage import outputs, plan as planlib, progress, store
 from transforms.core.errors import InputError
 from transforms.sources import fetch as fetchlib
-from transforms.sources.fetch import FetchChunks, RetryPolicy, metric_totals
+from transforms.sources.fetch import FetchChunks, RetryPolicy
+from transforms.core.metrics import metric_max, metric_totals
 
 DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
         ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}" if fetch.global_cap else f"all workers x {fetch.threads_per_shard} (no global cap)"),
         ("chunks skipped (already written by a failed attempt)", totals.get("chunks_skipped_done", 0)),
-        ("peak open chunks per process", f"{fetchlib.metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})"),
+        ("peak open chunks per process", f"{metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})"),
         ("wall time", f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)"),
     ])
     return 0

@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from pipelines import common
 from transforms.storage import plan as planlib, progress, readers, store
-from transforms.sources.fetch import metric_totals
+from transforms.core.metrics import metric_totals
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from transforms.core import grid as gridlib
 from transforms.storage import outputs, progress, readers, store
 from transforms.learning import sampling
 from transforms.core.errors import InputError
-from transforms.sources.fetch import metric_totals
+from transforms.core.metrics import metric_totals
 
 
 def build_parser():

@@ -17,8 +17,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from test_fetch import pixel_values
 from transforms.storage import store
-from transforms.core.chunks import GridSource, plan_chunks
-from transforms.sources.fetch import FetchChunks, metric_max, metric_totals
+from transforms.core.chunks import plan_chunks
+from transforms.sources.grid_source import GridSource
+from transforms.core.metrics import metric_max, metric_totals
+from transforms.sources.fetch import FetchChunks
 from transforms.core.grid import Grid, chunk_windows
 
 BANDS = tuple(f"A{i:02d}" for i in range(4))

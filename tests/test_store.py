@@ -8,7 +8,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core import quantize
 from transforms.storage import store
-from transforms.core.chunks import GridSource, plan_chunks
+from transforms.core.chunks import plan_chunks
+from transforms.sources.grid_source import GridSource
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, chunk_windows
 

@@ -277,6 +277,7 @@ def test_dockerfile_points_the_launcher_at_files_that_exist():
     setup = (REPO / "setup.py").read_text()
     for package in re.findall(r'"(\w+)", "\1\.\*"', setup):
         assert package in copied, f"setup.py's package {package} is not copied into the image"
+    assert not {"emulators", "tests", "tests_airflow"} & {src.rstrip("/") for src in copied}, "test infrastructure copied into the image"
     workdir = re.search(r"^WORKDIR (\S+)$", text, re.M).group(1)
     stages = dict(re.findall(r"^FROM base AS (\w+)\nENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)$", text, re.M))
     assert set(stages) == set(PIPELINES)

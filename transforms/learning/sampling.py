@@ -21,14 +21,15 @@ import numpy as np
 import pandas as pd
 
 from transforms.core.errors import InputError, first_line
-from transforms.sources.fetch import METRICS_NAMESPACE
+from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.storage.outputs import TABLE_METADATA_KEY
 from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 from transforms.storage.store import as_float
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 COORD_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("lng", "lat"), ("x", "y"))
-METADATA_KEY = b"efm"
+METADATA_KEY = TABLE_METADATA_KEY
 # Columns every table has (bands A00..A63 too): a kept column may not take their names.
 RESERVED_COLUMNS = frozenset({"point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", "geometry"}
                              | {f"A{i:02d}" for i in range(100)})

@@ -20,7 +20,7 @@ import xarray_beam as xbeam
 
 from transforms.storage import geozarr, store
 from transforms.core.chunks import ChunkSpec
-from transforms.sources.fetch import METRICS_NAMESPACE
+from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.core.grid import Window
 from transforms.storage.readers import StoreReader
 from transforms.storage.subset import geotransform_attrs

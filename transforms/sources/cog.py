@@ -37,7 +37,8 @@ import threading
 import numpy as np
 
 from transforms.core import quantize
-from transforms.core.chunks import ChunkSpec, GridSource
+from transforms.core.chunks import ChunkSpec
+from transforms.sources.grid_source import GridSource
 from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
 from transforms.sources.cog_read import MOSAIC_RULE, RESAMPLING, band_indexes, mosaic_into, read_into_grid
 from transforms.core.errors import first_line

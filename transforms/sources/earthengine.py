@@ -15,7 +15,8 @@ from numpy.lib import recfunctions
 
 from transforms.core import quantize
 from transforms.core.errors import CredentialsError, InputError, first_line
-from transforms.core.chunks import ChunkSpec, GridSource
+from transforms.core.chunks import ChunkSpec
+from transforms.sources.grid_source import GridSource
 from transforms.sources.fetch import RetryableError
 from transforms.core.grid import Grid, Window
 

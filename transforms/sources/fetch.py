@@ -36,10 +36,10 @@ import apache_beam as beam
 import numpy as np
 import xarray_beam as xbeam
 
-from transforms.core.chunks import ChunkSpec
+from transforms.core.chunks import MARKER_DIR, ChunkSpec
 from transforms.core.grid import Window
+from transforms.core.metrics import METRICS_NAMESPACE
 
-METRICS_NAMESPACE = "efm"
 
 
 class RetryableError(Exception):
@@ -145,8 +145,6 @@ class MarkerCheck:
     def __call__(self, spec: ChunkSpec) -> bool:
         if self._fs is None:
             import fsspec
-
-            from transforms.storage.store import MARKER_DIR  # not at import time: store imports this module
 
             self._fs, root = fsspec.core.url_to_fs(self.output)
             self._dir = f"{root.rstrip('/')}/{MARKER_DIR}"
@@ -357,22 +355,3 @@ def max_open_chunks(memory_bytes: float, chunk_bytes: int, processes: int = 1) -
 
 PROCESS_BASE_BYTES = 512 * 2**20  # Python, Beam, numpy, xarray, zarr, the ee client: measured ~400 MiB
 CHUNK_COST_FACTOR = 2.5  # the chunk, its tiles in flight (body + decoded) and the write's encoded copy
-
-
-def metric_totals(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
-    """Committed (or attempted, where the runner has no committed) counter values by name."""
-    totals: dict[str, int] = collections.defaultdict(int)
-    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] += value or 0
-    return dict(totals)
-
-
-def metric_max(result: beam.runners.runner.PipelineResult, name: str) -> int | None:
-    """The largest value a distribution saw (e.g. open_chunks: the peak held by one process)."""
-    peaks = []
-    for dist in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))["distributions"]:
-        value = dist.committed if dist.committed is not None else dist.attempted
-        if value is not None and value.count:
-            peaks.append(value.max)
-    return max(peaks) if peaks else None

@@ -29,6 +29,8 @@ import fsspec
 
 from transforms.core.errors import InputError, first_line
 
+TABLE_METADATA_KEY = b"efm"  # a sample table's Parquet schema key holding its provenance (efm sample)
+
 PRODUCT_ATTR = "efm_product"
 MARKER_FILE = ".efm-product"  # in the folders efm makes (sample data, demo)
 PARTS_MARKER = ".efm-parts"  # in `efm sample`'s <output>.parts folder
@@ -223,10 +225,8 @@ def _file_kind(fs, root: str, kind: str) -> str | None:
         if kind == "table":
             import pyarrow.parquet as pq
 
-            from transforms.learning.sampling import METADATA_KEY
-
             with fs.open(root, "rb") as f:
-                return "table" if METADATA_KEY in (pq.read_schema(f).metadata or {}) else None
+                return "table" if TABLE_METADATA_KEY in (pq.read_schema(f).metadata or {}) else None
         if kind == "model":
             return "model" if _model_is_ours(fs, root) else None
         if kind == "model-sidecar":

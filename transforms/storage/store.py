@@ -25,12 +25,12 @@ import xarray_beam as xbeam
 from transforms.storage import geozarr, zarr_direct
 from transforms.core import quantize
 from transforms.core.errors import InputError
-from transforms.sources.fetch import METRICS_NAMESPACE
+from transforms.core.chunks import MARKER_DIR  # noqa: F401  (store.MARKER_DIR: where a chunk is recorded as written)
+from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.core.grid import Grid
 
 ZARR_FORMAT = 2
 STATUS_ATTR = "efm_status"
-MARKER_DIR = ".efm/done"
 LICENSE = "CC-BY-4.0"
 ATTRIBUTION = (
     "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google DeepMind; "
