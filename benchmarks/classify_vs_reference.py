@@ -30,9 +30,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from transforms.core.grid import Grid, Window  # noqa: E402
 from transforms.learning import models  # noqa: E402
 from transforms.storage import store
-from transforms.core.grid import Grid, Window  # noqa: E402
 
 BANDS = [f"A{i:02d}" for i in range(64)]
 N_CLASSES = 6

@@ -42,11 +42,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipelines import extract  # noqa: E402
-from transforms.sources import cog, cog_index  # noqa: E402
-from transforms.core import grid as gridlib
-from transforms.storage import readers
 from sample_data import generate as sample_data, embedding as sample_embedding
+from transforms.core import grid as gridlib
 from transforms.core.chunks import plan_chunks  # noqa: E402
+from transforms.sources import cog, cog_index  # noqa: E402
+from transforms.storage import readers
 
 SECTION = "## COG source and int8 stores"
 CHUNK = 512

@@ -28,8 +28,8 @@ sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
 from test_label_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, click_pixel, pick_class, start_label, wait_for  # noqa: E402
 
-from transforms.storage import readers  # noqa: E402
 from transforms.learning import sampling
+from transforms.storage import readers  # noqa: E402
 
 
 def pick_points(labels, rows, cols, classes, per_class, seed, apart):
@@ -117,7 +117,7 @@ def compare_knn(info, win: dict, order, classes) -> None:
     import time
 
     from transforms.learning import models
-    from transforms.label.view import StoreView, Window, neighbours
+    from label_page.view import StoreView, Window, neighbours
 
     view = StoreView(info, info.years[-1])
     w = Window(win["row0"], win["col0"], win["rows"], win["cols"], 1)
@@ -127,7 +127,7 @@ def compare_knn(info, win: dict, order, classes) -> None:
     labels = [classes.index(name) for name, _ in order]
     model = models.make_classifier("knn", {"n_neighbors": neighbours(labels)})
     model.fit(np.stack([view.vector(r, c) for _, (r, c) in order]), labels)
-    from transforms.label.view import knn_predict
+    from label_page.view import knn_predict
 
     timed = {}
     for name, predict in (("view.knn_predict", lambda: knn_predict(model, pixels)), ("KNeighborsClassifier.predict", lambda: model.predict(pixels))):

@@ -13,10 +13,10 @@ import sys
 from typing import Sequence
 
 from pipelines import common, product
-from transforms.storage import outputs, readers, store, subset
+from transforms.core.errors import InputError
 from transforms.products.change import ChangeFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
-from transforms.core.errors import InputError
+from transforms.storage import outputs, readers, store, subset
 
 
 def build_parser():

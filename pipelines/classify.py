@@ -12,10 +12,10 @@ from typing import Sequence
 
 from pipelines import common, product
 from transforms.core import grid as gridlib
-from transforms.learning import models
-from transforms.storage import outputs, readers, store, subset
-from transforms.products.classify import ClassifyChunks, class_encoding, class_template
 from transforms.core.errors import InputError
+from transforms.learning import models
+from transforms.products.classify import ClassifyChunks, class_encoding, class_template
+from transforms.storage import outputs, readers, store, subset
 
 
 def build_parser():

@@ -15,10 +15,10 @@ import numpy as np
 
 from pipelines import common
 from transforms.core import grid as gridlib
-from transforms.learning import models, sampling
-from transforms.storage import outputs, readers, store
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
+from transforms.learning import models, sampling
+from transforms.storage import outputs, readers, store
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
 DEFAULT_SAMPLE_SIZE = 100_000

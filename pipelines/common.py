@@ -13,8 +13,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from pipelines import beam_args, failures
-from transforms.storage import outputs
 from transforms.core.errors import InputError
+from transforms.storage import outputs
 
 LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
 

@@ -23,9 +23,9 @@ import time
 from typing import Callable, Sequence
 
 from pipelines import common
-from transforms.storage import outputs
 from sample_data import generate as sample_data, fields as sample_fields, truth as sample_truth
 from transforms.core.errors import InputError
+from transforms.storage import outputs
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)

@@ -13,10 +13,10 @@ from typing import Sequence
 import fsspec
 
 from pipelines import common
-from transforms.products import export
 from transforms.core import grid as gridlib
-from transforms.storage import outputs, subset
 from transforms.core.errors import InputError
+from transforms.products import export
+from transforms.storage import outputs, subset
 
 
 def build_parser():

@@ -12,13 +12,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines import common
-from transforms.sources import cog, cog_index, earthengine, request_plan
 from transforms.core import grid as gridlib
-from transforms.storage import outputs, plan as planlib, progress, store
 from transforms.core.errors import InputError
-from transforms.sources import fetch as fetchlib
-from transforms.sources.fetch import FetchChunks, RetryPolicy
 from transforms.core.metrics import metric_max, metric_totals
+from transforms.sources import cog, cog_index, earthengine, request_plan, fetch as fetchlib
+from transforms.sources.fetch import FetchChunks, RetryPolicy
+from transforms.storage import outputs, plan as planlib, progress, store
 
 DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project

@@ -13,12 +13,12 @@ import sys
 from typing import Sequence
 
 from pipelines import common
+from transforms.core.errors import InputError
 from transforms.products import export
 from transforms.storage import outputs, readers, store
-from transforms.core.errors import InputError
-from transforms.label import points as pointlib
-from transforms.label import server as serverlib
-from transforms.label.view import StoreView, default_year
+from label_page import points as pointlib
+from label_page import server as serverlib
+from label_page.view import StoreView, default_year
 
 DEFAULT_PORT = 8765
 

@@ -14,10 +14,10 @@ import sys
 from typing import Sequence
 
 from pipelines import common
-from transforms.core import grid as gridlib
-from transforms.storage import outputs
 from sample_data import generate as sample_data
+from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
+from transforms.storage import outputs
 
 SIZES = {"small": sample_data.SMALL, "default": {}}
 

@@ -14,11 +14,11 @@ from typing import Sequence
 
 from pipelines import classify as classify_cli, common, product
 from transforms.core import grid as gridlib
+from transforms.core.errors import InputError
 from transforms.learning import models
-from transforms.storage import outputs, readers, store, subset
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.classify import RegressFunction, regression_variable
-from transforms.core.errors import InputError
+from transforms.storage import outputs, readers, store, subset
 
 
 def build_parser():

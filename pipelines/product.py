@@ -14,8 +14,8 @@ import dataclasses
 import apache_beam as beam
 
 from pipelines import common
-from transforms.storage import plan as planlib, progress, readers, store
 from transforms.core.metrics import metric_totals
+from transforms.storage import plan as planlib, progress, readers, store
 
 
 @dataclasses.dataclass

@@ -13,10 +13,10 @@ import numpy as np
 
 from pipelines import common
 from transforms.core import grid as gridlib
-from transforms.storage import outputs, progress, readers, store
-from transforms.learning import sampling
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
+from transforms.learning import sampling
+from transforms.storage import outputs, progress, readers, store
 
 
 def build_parser():

@@ -15,10 +15,10 @@ from typing import Sequence
 from pipelines import common, product
 from pipelines.change import check_threshold
 from transforms.core import grid as gridlib
-from transforms.storage import outputs, readers, store, subset
 from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.similarity import read_reference_points, references
+from transforms.storage import outputs, readers, store, subset
 
 
 def build_parser():

@@ -10,9 +10,9 @@ import sys
 from typing import Sequence
 
 from pipelines import common
+from transforms.core.errors import InputError
 from transforms.learning import models, training
 from transforms.storage import outputs
-from transforms.core.errors import InputError
 
 
 def build_parser():

@@ -16,10 +16,10 @@ import affine
 import numpy as np
 import pyproj
 
-from transforms.core import quantize
 from sample_data.embedding import BANDS, embedding_codes
-from transforms.sources.cog_index import zone_crs
 from sample_data.world import World, apply, seeded
+from transforms.core import quantize
+from transforms.sources.cog_index import zone_crs
 
 
 # ---------------------------------------------------------------------------------------

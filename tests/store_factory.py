@@ -13,8 +13,8 @@ import numpy as np
 import zarr
 
 from transforms.core import quantize
-from transforms.storage import store
 from transforms.core.grid import Grid
+from transforms.storage import store
 
 BANDS = tuple(f"A{i:02d}" for i in range(64))
 

@@ -8,9 +8,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import product
 from store_factory import make_store
-from transforms.storage import plan as planlib, readers, store
 from transforms.products.change import pair_similarity, reference_similarity, threshold_mask
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template
+from transforms.storage import plan as planlib, readers, store
 
 
 class BandDifference(ChunkFunction):

@@ -10,8 +10,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from pipelines import classify as classify_cli
 from store_factory import BANDS, make_store
 from transforms.learning import models
-from transforms.storage import store
 from transforms.products.classify import class_encoding, predict_chunk
+from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
 MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

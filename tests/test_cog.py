@@ -20,12 +20,12 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from pipelines import extract
-from transforms.sources import cog, cog_index
-from transforms.core import quantize
 from sample_data import generate as sample_data, embedding as sample_embedding, world as sample_world
+from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, Window
+from transforms.sources import cog, cog_index
 
 BANDS = sample_embedding.BANDS
 FNAPI = ["--runner=FnApiRunner"]

@@ -8,9 +8,9 @@ import zarr
 
 from pipelines import export as export_cli
 from store_factory import make_store
-from transforms.storage import store
 from transforms.products.classify import class_encoding, class_template
 from transforms.products.export import class_colors, output_paths, validate_cog
+from transforms.storage import store
 
 
 def make_class_store(path, embeddings, labels=("water", "forest", "crop land")):

@@ -22,8 +22,8 @@ from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import make_embedding_collection
 from pipelines import extract
 from transforms.sources import request_plan
-from transforms.storage import store
 from transforms.sources.earthengine import DEFAULT_COLLECTION
+from transforms.storage import store
 
 YEARS = (2021, 2022)
 FNAPI = ["--runner=FnApiRunner"]

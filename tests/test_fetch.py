@@ -15,9 +15,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core.chunks import plan_chunks
-from transforms.sources.grid_source import GridSource
-from transforms.sources.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError
 from transforms.core.grid import Grid, chunk_windows
+from transforms.sources.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError
+from transforms.sources.grid_source import GridSource
 
 
 def pixel_values(year, rows, cols, bands):

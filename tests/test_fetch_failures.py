@@ -16,12 +16,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from test_fetch import pixel_values
-from transforms.storage import store
 from transforms.core.chunks import plan_chunks
-from transforms.sources.grid_source import GridSource
+from transforms.core.grid import Grid, chunk_windows
 from transforms.core.metrics import metric_max, metric_totals
 from transforms.sources.fetch import FetchChunks
-from transforms.core.grid import Grid, chunk_windows
+from transforms.sources.grid_source import GridSource
+from transforms.storage import store
 
 BANDS = tuple(f"A{i:02d}" for i in range(4))
 YEARS = (2021, 2022)

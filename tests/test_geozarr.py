@@ -26,11 +26,11 @@ import zarr
 from sklearn.linear_model import Ridge
 
 from pipelines import change, classify, extract, predict, sample, similarity, train
-from transforms.storage import geozarr, resume, store
-from transforms.core import grid as gridlib
-from transforms.learning import models
 from sample_data import generate as sample_data
+from transforms.core import grid as gridlib
 from transforms.core.grid import Grid
+from transforms.learning import models
+from transforms.storage import geozarr, resume, store
 
 FNAPI = ["--runner=FnApiRunner"]
 SPEC_PROJ_UUID = "f17cb550-5864-4468-aeb7-f3180cfb622f"  # from the published specs (v0.1), not from the code

@@ -18,10 +18,10 @@ import zarr
 
 from pipelines import classify, cluster, export, extract, sample, train
 from test_cog import check_nearest, files_of, grid_of, make_source
-from transforms.core import quantize
-from transforms.storage import readers, store
 from sample_data import generate as sample_data, embedding as sample_embedding
+from transforms.core import quantize
 from transforms.core.grid import Window
+from transforms.storage import readers, store
 
 FNAPI = ["--runner=FnApiRunner"]
 YEARS = (2022, 2023)

@@ -16,11 +16,11 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import store_factory
 from pipelines import cli, label
-from transforms.storage import readers
 from transforms.learning import sampling
-from transforms.label import points as pointlib
-from transforms.label import server as serverlib
-from transforms.label.view import NO_CLASS, StoreView, ZoomIn
+from transforms.storage import readers
+from label_page import points as pointlib
+from label_page import server as serverlib
+from label_page.view import NO_CLASS, StoreView, ZoomIn
 
 YEAR = 2021
 
@@ -140,7 +140,7 @@ def test_a_view_touching_too_many_chunks_asks_to_zoom_in_and_the_stride_keeps_th
     with pytest.raises(ZoomIn, match="zoom in: this view touches 9 chunks, more than the 3"):
         view.read(view.clamp(0, 0, 300, 260, 1))
     assert view.read(view.clamp(0, 0, 128, 256, 1)).shape == (128, 256, 64)  # two chunks
-    monkeypatch.setattr("transforms.label.view.MAX_READ_PIXELS", 10_000)
+    monkeypatch.setattr("label_page.view.MAX_READ_PIXELS", 10_000)
     w = view.clamp(-50, -50, 1000, 1000, 1)  # clamped to the store, stride raised until <= 10,000 px
     assert (w.row0, w.col0, w.rows, w.cols) == (0, 0, 300, 260) and w.shape[0] * w.shape[1] <= 10_000 and w.step == 3
 
@@ -229,7 +229,7 @@ def test_the_fast_knn_equals_scikit_learns_predict_ties_included(n_points):
     set) equals KNeighborsClassifier.predict, on int8-quantised embeddings with exact ties: training
     points repeated with another label, and pixels equal to training points."""
     from transforms.core import quantize
-    from transforms.label.view import knn_predict
+    from label_page.view import knn_predict
 
     rng = np.random.default_rng(n_points)
     centres = rng.normal(size=(3, 64))

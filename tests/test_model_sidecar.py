@@ -14,8 +14,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from pipelines import classify as classify_cli
 from store_factory import BANDS, make_store
-from transforms.learning import models
 from transforms.core.errors import InputError
+from transforms.learning import models
 
 FNAPI = ["--runner=FnApiRunner"]
 

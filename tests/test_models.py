@@ -12,8 +12,8 @@ from sklearn.preprocessing import FunctionTransformer
 
 from pipelines import classify as classify_cli, train as train_cli
 from store_factory import BANDS, make_store
-from transforms.learning import models
 from transforms.core.errors import InputError
+from transforms.learning import models
 
 FNAPI = ["--runner=FnApiRunner"]
 

@@ -13,9 +13,9 @@ import pytest
 import shapely
 
 from transforms.core import grid as gridlib
-from transforms.storage import plan as planlib, progress
-from transforms.sources import request_plan
 from transforms.core.chunks import ChunkSpec
+from transforms.sources import request_plan
+from transforms.storage import plan as planlib, progress
 
 YEARS = [2019, 2020, 2021]
 

@@ -13,8 +13,8 @@ from sklearn.neighbors import KNeighborsRegressor
 
 from pipelines import train as train_cli
 from store_factory import BANDS
-from transforms.learning import models
 from transforms.core.errors import InputError
+from transforms.learning import models
 
 
 def regression_table(path, points=60, years=2, seed=0):

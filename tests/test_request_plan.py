@@ -4,9 +4,9 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from transforms.sources import request_plan as rp
 from transforms.core.errors import InputError
 from transforms.core.grid import Window
+from transforms.sources import request_plan as rp
 
 
 def test_known_sizes():

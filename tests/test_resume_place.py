@@ -15,8 +15,8 @@ import pytest
 import xarray as xr
 
 from pipelines import classify, extract, train
-from transforms.core import grid as gridlib
 from sample_data import generate as sample_data
+from transforms.core import grid as gridlib
 
 FNAPI = ["--runner=FnApiRunner"]
 

@@ -13,9 +13,9 @@ import rasterio
 from scipy import ndimage
 
 from pipelines import make_sample_data
-from transforms.sources import cog_index
-from transforms.core import quantize
 from sample_data import generate as sample_data, embedding as sample_embedding, world as sample_world
+from transforms.core import quantize
+from transforms.sources import cog_index
 
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
 PUBLIC_INDEX_COLUMNS = {"fid", "path", "year", "crs", "utm_zone", "utm_west", "utm_south", "utm_east", "utm_north",

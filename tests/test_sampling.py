@@ -10,8 +10,8 @@ import shapely
 
 from pipelines import sample as sample_cli
 from store_factory import BANDS, make_store
-from transforms.storage import readers
 from transforms.learning import sampling
+from transforms.storage import readers
 
 FNAPI = ["--runner=FnApiRunner"]
 

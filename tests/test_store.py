@@ -7,11 +7,11 @@ import xarray as xr
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core import quantize
-from transforms.storage import store
 from transforms.core.chunks import plan_chunks
-from transforms.sources.grid_source import GridSource
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, chunk_windows
+from transforms.sources.grid_source import GridSource
+from transforms.storage import store
 
 GRID = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
 YEARS = [2021, 2022]

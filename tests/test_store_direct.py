@@ -11,10 +11,10 @@ import xarray as xr
 import xarray_beam as xbeam
 
 from transforms.core import quantize
-from transforms.storage import store, zarr_direct
+from transforms.core.grid import Grid
 from transforms.products.change import mask_variable, similarity_variable
 from transforms.products.chunk_map import Variable, output_template
-from transforms.core.grid import Grid
+from transforms.storage import store, zarr_direct
 
 GRID = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 150, 140)
 

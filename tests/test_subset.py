@@ -23,12 +23,12 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from pipelines import change as change_cli, classify as classify_cli, export as export_cli, predict as predict_cli, similarity as similarity_cli
 from store_factory import BANDS, make_store
-from transforms.learning import models
-from transforms.storage import readers, store, subset
-from transforms.products.chunk_map import output_template
-from transforms.products.classify import regression_variable
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, Window
+from transforms.learning import models
+from transforms.products.chunk_map import output_template
+from transforms.products.classify import regression_variable
+from transforms.storage import readers, store, subset
 
 FNAPI = ["--runner=FnApiRunner"]
 MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

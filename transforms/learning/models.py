@@ -30,8 +30,8 @@ import warnings
 import fsspec
 import numpy as np
 
-from transforms.learning import model_sidecar
 from transforms.core.errors import InputError, first_line
+from transforms.learning import model_sidecar
 from transforms.learning.model_sidecar import COVERED_FIELDS, EMBEDDED_ATTR, embedded_fields
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")

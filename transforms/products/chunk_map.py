@@ -18,10 +18,10 @@ import numpy as np
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms.storage import geozarr, store
 from transforms.core.chunks import ChunkSpec
-from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.core.grid import Window
+from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.storage import geozarr, store
 from transforms.storage.readers import StoreReader
 from transforms.storage.subset import geotransform_attrs
 

@@ -24,9 +24,9 @@ import re
 import numpy as np
 import xarray as xr
 
+from transforms.core.errors import InputError
 from transforms.learning import models
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template
-from transforms.core.errors import InputError
 from transforms.storage.readers import valid_mask
 
 UINT8_FILL = 255

@@ -17,9 +17,9 @@ import fsspec
 import numpy as np
 import xarray as xr
 
-from transforms.storage import store
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
+from transforms.storage import store
 
 BLOCK_SIZE = 512
 DEFAULT_RGB = ("A01", "A16", "A09")  # the false-colour bands of the original talk / Earth Engine tutorial

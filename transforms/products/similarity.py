@@ -16,9 +16,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from transforms.learning import sampling
 from transforms.core.errors import InputError
 from transforms.core.grid import Window
+from transforms.learning import sampling
 from transforms.storage.readers import StoreInfo, StoreReader
 
 

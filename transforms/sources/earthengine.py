@@ -14,11 +14,11 @@ import numpy as np
 from numpy.lib import recfunctions
 
 from transforms.core import quantize
-from transforms.core.errors import CredentialsError, InputError, first_line
 from transforms.core.chunks import ChunkSpec
-from transforms.sources.grid_source import GridSource
-from transforms.sources.fetch import RetryableError
+from transforms.core.errors import CredentialsError, InputError, first_line
 from transforms.core.grid import Grid, Window
+from transforms.sources.fetch import RetryableError
+from transforms.sources.grid_source import GridSource
 
 DEFAULT_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"

@@ -23,9 +23,9 @@ from typing import Iterator
 import numpy as np
 import shapely
 
-from transforms.sources import request_plan
 from transforms.core.chunks import ChunkSpec
 from transforms.core.grid import Grid, Window
+from transforms.sources import request_plan
 
 # Bytes on disk / bytes uncompressed of a written chunk with data, by store dtype: measured on
 # emulator output (de-quantised int8 codes, like the real collection) with the store's own Zarr

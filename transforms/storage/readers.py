@@ -13,10 +13,10 @@ import affine
 import numpy as np
 import xarray as xr
 
-from transforms.storage import store
 from transforms.core.chunks import ChunkSpec, plan_chunks
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
+from transforms.storage import store
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,12 +22,12 @@ import numpy as np
 import xarray as xr
 import xarray_beam as xbeam
 
-from transforms.storage import geozarr, zarr_direct
 from transforms.core import quantize
-from transforms.core.errors import InputError
 from transforms.core.chunks import MARKER_DIR  # noqa: F401  (store.MARKER_DIR: where a chunk is recorded as written)
-from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.core.errors import InputError
 from transforms.core.grid import Grid
+from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.storage import geozarr, zarr_direct
 
 ZARR_FORMAT = 2
 STATUS_ATTR = "efm_status"

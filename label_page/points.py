@@ -15,9 +15,9 @@ import os
 import fsspec
 import numpy as np
 
-from transforms.storage import outputs
-from transforms.learning import sampling
 from transforms.core.errors import InputError
+from transforms.learning import sampling
+from transforms.storage import outputs
 from transforms.storage.readers import StoreInfo
 
 LABEL_COLUMN = "label"

@@ -23,8 +23,8 @@ import threading
 import urllib.parse
 
 from transforms.storage import outputs
-from transforms.label import points as pointlib
-from transforms.label.view import StoreView, ZoomIn
+from label_page import points as pointlib
+from label_page.view import StoreView, ZoomIn
 
 STATIC = {"index.html": "text/html", "label.js": "text/javascript", "label.css": "text/css"}
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _static(self, name: str) -> None:
         if name not in STATIC:
             return self._json(404, {"error": f"no such file: {name}"})
-        data = importlib.resources.files("transforms.label").joinpath("static", name).read_bytes()
+        data = importlib.resources.files("label_page").joinpath("static", name).read_bytes()
         self._send(200, data, STATIC[name] + "; charset=utf-8")
 
     def _image(self, query: dict) -> None:

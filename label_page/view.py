@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
+from transforms.core.errors import InputError
 from transforms.learning import models
 from transforms.storage import store
-from transforms.core.errors import InputError
 from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 
 MAX_DECODED_BYTES = 1 << 30  # per request: 4 float32 chunks of 1024 px, 16 int8 ones, all of a small store
