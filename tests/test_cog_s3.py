@@ -208,6 +208,28 @@ def test_extract_from_http_equals_local(http_mirror, local_store, tmp_path):
     assert not any(r.endswith((".aux.xml", ".ovr")) for r in http_mirror.requests_seen)  # GDAL looks for no side-cars
 
 
+def test_file_vanishing_after_the_check_is_a_clear_error(mirror, s3_mirror, http_mirror):
+    grid = reference_grid(mirror)
+    for root in (s3_mirror, http_mirror.root):
+        source = make_source(root, grid, "int8")
+        source.files = (cog_index.CogFile(f"{root}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds),)
+        source.setup()
+        with pytest.raises(FileNotFoundError, match="gone.tiff.*listed in the index but does not exist"):
+            _fetch(source, Window(0, 0, 64, 64))
+
+
+def test_http_server_gone_mid_run_is_retried_not_called_missing(mirror):
+    from transforms.sources.fetch import RetryableError
+
+    server, url = range_http.serve(os.path.dirname(mirror.mirror))
+    root = f"{url}/{os.path.basename(mirror.mirror)}"
+    source = make_source(root, reference_grid(mirror), "int8")
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(RetryableError):
+        _fetch(source, Window(0, 0, 64, 64))
+
+
 # ---------------------------------------------------------------------------------------
 # Bad roots: one line, exit 2, nothing written
 # ---------------------------------------------------------------------------------------
