@@ -234,8 +234,7 @@ def test_http_server_gone_mid_run_is_retried_not_called_missing(mirror):
 # Bad roots: one line, exit 2, nothing written
 # ---------------------------------------------------------------------------------------
 
-def assert_one_line(capsys, output, rc_or_none=None, *fragments):
-    fragments = tuple(f for f in (rc_or_none, *fragments) if f)
+def assert_one_line(capsys, output, *fragments):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("efm extract: error: --cog-root:"), err
