@@ -13,7 +13,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,s3]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,7 +34,15 @@ EXTRAS = {
         "hypothesis==6.170.15",
         "gcp-storage-emulator==2026.7.19",
         "selenium==4.51.0",  # drives Debian's chromium in tests/test_label_browser.py (4.52 needs a newer certifi)
+        # tests/test_cog_s3.py: moto's ThreadedMotoServer needs only flask + flask-cors for S3;
+        # moto[server] would pull every AWS service's dependencies (cfn-lint, sympy, docker, ...).
+        "moto[s3]==5.2.5",
+        "flask==3.1.3",
+        "flask-cors==6.0.5",
     ],
+    # --cog-root s3://... (e.g. the public mirror on Source Cooperative). s3fs moves in step
+    # with fsspec (same version); aiobotocore/botocore are pinned in constraints.txt.
+    "s3": ["s3fs==2026.9.0"],
 }
 
 setuptools.setup(

@@ -34,7 +34,7 @@ def build_parser():
     parser.add_argument("--years", required=True, help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
     parser.add_argument("--output", required=True, help="Zarr store to write: a local path or gs://bucket/path")
     parser.add_argument("--source", choices=["ee", "cog"], default="ee", help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root (default: %(default)s)")
-    parser.add_argument("--cog-root", help="with --source cog: the mirror's root (local folder or gs://bucket/path) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff")
+    parser.add_argument("--cog-root", help="with --source cog: the mirror's root (local folder, gs://, s3:// or https:// URL) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff")
     parser.add_argument("--collection", default=earthengine.DEFAULT_COLLECTION, help="Earth Engine image collection (default: %(default)s)")
     parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)")
     parser.add_argument("--scale", type=float, default=10.0, help="pixel size in CRS units (default: %(default)s)")

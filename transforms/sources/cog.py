@@ -21,9 +21,10 @@ For each request tile of a chunk, `CogSource.fetch`:
 Rows are never assumed to run top-down: some mirrors store them bottom-up (positive
 y resolution); the geotransform says which and the reader flips.
 
-Remote roots (`gs://...`, any fsspec URL) are read through fsspec file objects handed
-to GDAL (`rasterio.open(..., opener=fs)`): credentials follow fsspec/gcsfs's usual
-rules, anonymous access included (`FSSPEC_GCS_TOKEN=anon`).
+Remote roots (`gs://`, `s3://`, `https://`, any fsspec URL) are read through fsspec file
+objects handed to GDAL (`rasterio.open(..., opener=fs)`): credentials follow each fsspec
+backend's usual rules, anonymous access included (`FSSPEC_GCS_TOKEN=anon`; s3:// is
+anonymous unless credentials are found, see `remote_fs`).
 
 The index and paths are in `cog_index`, the reads of one file and the mosaic in
 `cog_read`; this module holds the source itself (open files, errors, retries).
@@ -41,6 +42,7 @@ from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import first_line
 from transforms.core.grid import Grid, Window
 from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
+from transforms.sources import remote_fs
 from transforms.sources.cog_read import MOSAIC_RULE, RESAMPLING, band_indexes, mosaic_into, read_into_grid
 from transforms.sources.fetch import RetryableError
 from transforms.sources.grid_source import GridSource
@@ -118,7 +120,7 @@ class CogSource(GridSource):
 
     def _remote_missing(self, path: str) -> bool:
         try:
-            return not self._fs.exists(filesystem(path)[1])
+            return not remote_fs.exists(self._fs, filesystem(path)[1])  # http: unreachable raises, not "absent"
         except Exception:  # cannot tell now: let the retry find out
             return False
 

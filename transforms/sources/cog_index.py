@@ -21,6 +21,7 @@ import shapely
 
 from transforms.core.errors import InputError, first_line
 from transforms.core.grid import Grid
+from transforms.sources import remote_fs
 
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.gpkg", "aef_index.csv")
@@ -36,9 +37,7 @@ def is_remote(path: str) -> bool:
 
 
 def filesystem(root: str):
-    import fsspec
-
-    fs, stripped = fsspec.core.url_to_fs(root)
+    fs, stripped = remote_fs.url_to_fs(root, FLAG)  # s3:// anonymous unless credentials: see remote_fs
     return fs, stripped.rstrip("/")
 
 
@@ -106,10 +105,14 @@ def find_index(root: str) -> str:
     fs, base = filesystem(root)
     for name in INDEX_NAMES:
         try:
-            if fs.exists(f"{base}/{name}"):
+            if remote_fs.exists(fs, f"{base}/{name}"):
                 return join(root, name)
         except Exception as exc:  # auth, network: say so now
-            raise InputError(FLAG, f"cannot reach {root}: {first_line(exc)}") from None
+            raise InputError(FLAG, f"cannot reach {root}: {type(exc).__name__}: {first_line(exc)}") from None
+    bucket = remote_fs.bucket_missing(fs, root)
+    if bucket:
+        hint = ", and the endpoint if you set AWS_ENDPOINT_URL" if root.startswith("s3") else ""
+        raise InputError(FLAG, f"no bucket named {bucket!r} (for {root}); check the bucket's name{hint}")
     raise InputError(
         FLAG,
         f"no index table in {root} (looked for {', '.join(INDEX_NAMES)}); point --cog-root at the mirror's root, "
@@ -272,7 +275,7 @@ def _check_files_exist(root: str, paths: list[str]) -> None:
     fs, _ = filesystem(root)
 
     def exists(path: str) -> bool:
-        return fs.exists(filesystem(path)[1])
+        return remote_fs.exists(fs, filesystem(path)[1])
 
     with concurrent.futures.ThreadPoolExecutor(min(16, max(1, len(paths)))) as pool:
         found = list(pool.map(exists, paths))
