@@ -262,7 +262,7 @@ def test_dockerfile_pins_the_tested_versions():
     assert "COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher" in text
     # Everything installed comes at setup.py / constraints.txt versions: no loose pip installs.
     installs = re.findall(r"pip install ([^\n\\&]+)", text)
-    assert installs == ["--no-cache-dir -c constraints.txt . "], installs
+    assert installs == ["--no-cache-dir -c constraints.txt '.[s3]' "], installs  # s3fs: --cog-root s3:// on workers
     for name, version in re.findall(r"([A-Za-z0-9_.\-\[\]]+)==([0-9][^\s'\"]*)", text):
         assert setup_pins().get(re.sub(r"\[.*\]", "", name).lower(), constraint_pins().get(name.lower())) == version, name
     assert re.search(r'ENTRYPOINT \["/opt/apache/beam/boot"\]', text)
