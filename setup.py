@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "pandas==3.1.1",
     "dask==2026.8.0",
+    "distributed==2026.8.0",  # the Python API (efm/) on a LocalCluster or a cluster on Kubernetes
     "scikit-learn==1.9.1",
     "gcsfs==2026.10.1",
     "fsspec==2026.9.0",
@@ -33,6 +34,9 @@ EXTRAS = {
         "pytest-timeout==2.4.0",
         "hypothesis==6.170.15",
         "gcp-storage-emulator==2026.7.19",
+        "nbclient==0.11.0",  # tests/test_notebook.py runs docs/notebook.ipynb headless
+        "nbformat==5.11.1",
+        "ipykernel==7.4.0",
     ],
 }
 
@@ -42,7 +46,7 @@ setuptools.setup(
     description="Apache Beam pipelines for Earth Engine satellite embedding fields: extract to Zarr, classify with scikit-learn.",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*", "emulators", "emulators.*"]),
+    packages=setuptools.find_packages(include=["efm", "efm.*", "transforms", "transforms.*", "pipelines", "pipelines.*", "emulators", "emulators.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["efm = pipelines.cli:main"]},
