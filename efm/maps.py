@@ -74,8 +74,7 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
     for t in sorted(inputs):
         windows = [emb[i] for i in inputs[t]]
         packed = da.map_blocks(_block, *windows, task=task, time_index=t, names=names, dtype=np.float64,
-                               chunks=(windows[0].chunks[0], windows[0].chunks[1], (len(names),)), meta=np.empty((0, 0, 0)),
-                               name=f"efm-{product}")
+                               chunks=(windows[0].chunks[0], windows[0].chunks[1], (len(names),)), meta=np.empty((0, 0, 0)))
         for i, v in enumerate(variables):
             layers[v.name].append(packed[:, :, i].astype(v.dtype))
     out = output_template(ds, variables, years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product=product, attrs=attrs)
