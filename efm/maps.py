@@ -4,13 +4,15 @@ Each map is the `ChunkFunction` its command runs on Beam (transforms/classify.py
 transforms/change.py), applied by `dask.array.map_blocks` to the store's chunks: one task per
 (year, chunk) reads the chunk's window(s), calls the function once and returns every output
 variable packed in one float64 block (exact for uint8 / int16 codes and float32), which the
-variables then slice. The function (with its model or reference vectors) is one key of the graph,
-sent once to each worker and set up once per process, like a Beam DoFn's `setup()`. Nothing is
-computed until the result is (`.compute()`, `.plot()`, `efm.to_cog`), on the active scheduler.
+variables then slice. The function (with its model or reference vectors, a copy set up with one
+thread: Dask parallelises over chunks) travels inside each task; past SHIP_ONCE_BYTES it is one key
+of the graph instead, sent once to each worker (measured: docs/python-api.md). Nothing is computed
+until the result is (`.compute()`, `.plot()`, `efm.to_cog`), on the active scheduler.
 """
 from __future__ import annotations
 
 import copy
+import os
 import threading
 
 import numpy as np
@@ -24,9 +26,11 @@ from transforms.classify import ClassifyFunction, RegressFunction, class_encodin
 from transforms.errors import InputError
 from transforms.readers import StoreInfo
 
+SHIP_ONCE_BYTES = 8 * 2**20  # a function (with its model) bigger than this travels as one graph key, not in each task
+
 
 class _SetUpOnce:
-    """A ChunkFunction whose `setup()` runs once per process before its first chunk (Beam calls it per DoFn)."""
+    """A ChunkFunction whose `setup()` runs once (per unpickled copy) before its first chunk, as a Beam DoFn's."""
 
     def __init__(self, fn: ChunkFunction):
         self.fn = fn
@@ -61,6 +65,7 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
     """The Dataset of `variables` on ds's grid: output time t = fn(windows of the store time steps inputs[t]).
 
     years None: one (y, x) map (inputs has the single key 0), as `efm change` writes."""
+    import cloudpickle
     import dask
     import dask.array as da
 
@@ -68,7 +73,11 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
     if not isinstance(emb, da.Array):
         emb = da.from_array(emb, chunks=(1, info.chunk_rows, info.chunk_cols, -1))
     emb = emb.rechunk({3: -1})  # a pixel's bands in one block (a no-op for a store's own chunks)
-    task = dask.delayed(_SetUpOnce(fn), pure=False)  # one key: shipped once per worker, not once per chunk
+    task = _SetUpOnce(fn)
+    if len(cloudpickle.dumps(task)) > SHIP_ONCE_BYTES:
+        # a big model: one key of the graph, sent once to each worker rather than inside every task (which, small,
+        # is better: a task waiting for that key lets its worker read further chunks meanwhile; see docs/python-api.md)
+        task = dask.delayed(task, pure=False)
     names = tuple(v.name for v in variables)
     layers: dict[str, list] = {name: [] for name in names}
     for t in sorted(inputs):
@@ -87,8 +96,8 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
 def _loaded(model, model_sha256: str | None, trust_pickle: bool) -> models.LoadedModel:
     if isinstance(model, models.LoadedModel):
         return model
-    if isinstance(model, str):  # a model file: loaded and checked as `efm classify --model` loads it
-        return models.load_model(model, sha256=model_sha256, trust_pickle=trust_pickle, flag="model")
+    if isinstance(model, (str, os.PathLike)):  # a model file: loaded and checked as `efm classify --model` loads it
+        return models.load_model(os.fspath(model), sha256=model_sha256, trust_pickle=trust_pickle, flag="model")
     if not hasattr(model, "predict"):
         raise InputError("model", f"expected a fitted scikit-learn model or a model file, got {type(model).__name__}")
     return models.LoadedModel(model, {}, "", "the model")
@@ -173,8 +182,8 @@ def similarity(ds, points, *, label_column: str | None = None, label=None, years
     years = _years(info, years)
     if (label is None) != (label_column is None):
         raise InputError("label" if label_column is not None else "label_column", "give both label_column and label, or neither")
-    if isinstance(points, str):
-        pts = similarity_refs.read_reference_points(points, label_column, label, points_crs)
+    if isinstance(points, (str, os.PathLike)):
+        pts = similarity_refs.read_reference_points(os.fspath(points), label_column, label, points_crs)
     else:
         pts = points_of(points, label_column, points_crs, keep_columns=[])
         if label_column is not None:
