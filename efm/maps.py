@@ -5,13 +5,16 @@ transforms/change.py), applied by `dask.array.map_blocks` to the store's chunks:
 (year, chunk) reads the chunk's window(s), calls the function once and returns every output
 variable packed in one float64 block (exact for uint8 / int16 codes and float32), which the
 variables then slice. The function (with its model or reference vectors, a copy set up with one
-thread: Dask parallelises over chunks) travels inside each task; past SHIP_ONCE_BYTES it is one key
-of the graph instead, sent once to each worker (measured: docs/python-api.md). Nothing is computed
-until the result is (`.compute()`, `.plot()`, `efm.to_cog`), on the active scheduler.
+thread: Dask parallelises over chunks) travels pickled inside each task and is unpickled and set up
+once per worker process; past SHIP_ONCE_BYTES it is one key of the graph instead, sent once to each
+worker (why not always: docs/python-api.md). Nothing is computed until the result is (`.compute()`,
+`.plot()`, `efm.to_cog`), on the active scheduler.
 """
 from __future__ import annotations
 
+import collections
 import copy
+import hashlib
 import os
 import threading
 
@@ -29,27 +32,38 @@ from transforms.readers import StoreInfo
 SHIP_ONCE_BYTES = 8 * 2**20  # a function (with its model) bigger than this travels as one graph key, not in each task
 
 
+_READY: "collections.OrderedDict[str, ChunkFunction]" = collections.OrderedDict()  # per process: payload hash -> set-up function
+_READY_LOCK = threading.Lock()
+KEEP_READY = 4  # functions (models) kept set up per process
+
+
 class _SetUpOnce:
-    """A ChunkFunction whose `setup()` runs once (per unpickled copy) before its first chunk, as a Beam DoFn's."""
+    """A ChunkFunction pickled once in the driver, unpickled and set up once per worker process (as Beam's
+    DoFn.setup() with a Shared model): each task carries the bytes; the first task of a process to see them
+    loads them, later tasks find the function ready (a forest is not unpickled again for every chunk)."""
 
     def __init__(self, fn: ChunkFunction):
-        self.fn = fn
-        self._ready = False
-        self._lock = threading.Lock()
+        import cloudpickle
 
-    def __getstate__(self):
-        return {"fn": self.fn}
+        self.payload = cloudpickle.dumps(fn)
+        self.token = hashlib.sha256(self.payload).hexdigest()
 
-    def __setstate__(self, state):
-        self.__init__(state["fn"])
+    def function(self) -> ChunkFunction:
+        with _READY_LOCK:  # the threads of one worker share it
+            fn = _READY.get(self.token)
+            if fn is None:
+                import cloudpickle
+
+                fn = cloudpickle.loads(self.payload)
+                fn.setup()
+                _READY[self.token] = fn
+                while len(_READY) > KEEP_READY:
+                    _READY.popitem(last=False)
+            _READY.move_to_end(self.token)
+        return fn
 
     def __call__(self, windows, time_index):
-        if not self._ready:
-            with self._lock:  # the threads of one worker share the function (and its model)
-                if not self._ready:
-                    self.fn.setup()
-                    self._ready = True
-        return self.fn(windows, time_index)
+        return self.function()(windows, time_index)
 
 
 def _block(*windows, task, time_index: int, names: tuple[str, ...]) -> np.ndarray:
@@ -65,7 +79,6 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
     """The Dataset of `variables` on ds's grid: output time t = fn(windows of the store time steps inputs[t]).
 
     years None: one (y, x) map (inputs has the single key 0), as `efm change` writes."""
-    import cloudpickle
     import dask
     import dask.array as da
 
@@ -74,7 +87,7 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
         emb = da.from_array(emb, chunks=(1, info.chunk_rows, info.chunk_cols, -1))
     emb = emb.rechunk({3: -1})  # a pixel's bands in one block (a no-op for a store's own chunks)
     task = _SetUpOnce(fn)
-    if len(cloudpickle.dumps(task)) > SHIP_ONCE_BYTES:
+    if len(task.payload) > SHIP_ONCE_BYTES:
         # a big model: one key of the graph, sent once to each worker rather than inside every task (which, small,
         # is better: a task waiting for that key lets its worker read further chunks meanwhile; see docs/python-api.md)
         task = dask.delayed(task, pure=False)
