@@ -255,3 +255,21 @@ def test_a_model_trained_on_other_bands_is_refused_before_anything_runs(stores, 
     with pytest.raises(InputError, match="^path: cannot open"):
         efm.open_embeddings(tmp_path / "nothing.zarr")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_store_and_a_geotiff_in_a_bucket(stores, saved, gcs, gcs_bucket, tmp_path):
+    """gs:// through the GCS emulator and real gcsfs: open the store, predict, write the COG to the bucket."""
+    import rasterio
+
+    s = stores["int8"]
+    gcs.fs.put(s.path, f"{gcs_bucket[5:]}/emb.zarr", recursive=True)
+    est, _ = saved["knn"]
+    with dask.config.set(scheduler="threads"):  # the module's LocalCluster workers were started without the emulator's address
+        ds = efm.open_embeddings(f"{gcs_bucket}/emb.zarr")
+        assert ds.rio.crs == efm.open_embeddings(s.path).rio.crs
+        classes = efm.predict(ds, est, years=[2021])
+        np.testing.assert_array_equal(classes.values[0], whole_array(est, s.values[0], 255, np.uint8))
+        efm.to_cog(classes, f"{gcs_bucket}/maps/classes.tif")
+    gcs.fs.get(f"{gcs_bucket[5:]}/maps/classes.tif", str(tmp_path / "classes.tif"))
+    with rasterio.open(tmp_path / "classes.tif") as src:
+        np.testing.assert_array_equal(src.read(1), classes.values[0])
