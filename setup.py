@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "pandas==3.1.1",
     "dask==2026.8.0",
+    "distributed==2026.8.0",  # the Python API (efm/) on a LocalCluster or a cluster on Kubernetes
     "scikit-learn==1.9.1",
     "gcsfs==2026.10.1",
     "fsspec==2026.9.0",
@@ -39,6 +40,9 @@ EXTRAS = {
         "moto[s3]==5.2.5",
         "flask==3.1.3",
         "flask-cors==6.0.5",
+        "nbclient==0.11.0",  # tests/test_notebook.py runs docs/notebook.ipynb headless
+        "nbformat==5.11.1",
+        "ipykernel==7.4.0",
     ],
     # --cog-root s3://... (e.g. the public mirror on Source Cooperative). s3fs moves in step
     # with fsspec (same version); aiobotocore/botocore are pinned in constraints.txt.
@@ -52,7 +56,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     # emulators/ and tests/ are test infrastructure: not installed, not in the image.
-    packages=setuptools.find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*", "sample_data", "sample_data.*",
+    packages=setuptools.find_packages(include=["efm", "efm.*", "transforms", "transforms.*", "pipelines", "pipelines.*", "sample_data", "sample_data.*",
                                                "label_page", "label_page.*"]),
     package_data={"label_page": ["static/*"]},  # the labelling page: served by the package, no CDN
     install_requires=INSTALL_REQUIRES,

@@ -33,10 +33,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
-    if args.target_column is not None and args.classifier is not None:
-        raise InputError("--classifier", "--target-column trains a regressor: choose it with --regressor (or drop --target-column to train a classifier)")
-    if args.regressor is not None and args.target_column is None:
-        raise InputError("--regressor", "a regressor needs the numeric column to learn: add --target-column COLUMN (or use --classifier for classes)")
+    training.check_estimator_choice(args.classifier, args.regressor, args.target_column)
     if args.target_column is not None:
         return train_regressor(args)
     args.classifier = args.classifier or "random-forest"
@@ -75,14 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict) -> dict:
-    """Sidecar fields every trained model has: its parameters, bands, source store and metrics."""
-    return {
-        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
-        "bands": bands,
-        "n_features": len(bands),
-        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
-        "metrics": metrics,
-    }
+    """Sidecar fields every trained model has (transforms/learning/training.py; the Python API builds the same)."""
+    return training.fitted_fields(estimator, bands, table_meta, metrics)
 
 
 def train_regressor(args) -> int:

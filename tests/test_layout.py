@@ -3,7 +3,8 @@ and test infrastructure (emulators/, tests/) stays out of the installed package.
 
     core  <-  sources  <-  storage  <-  learning  <-  products        (transforms/)
     sample_data (the demo's generator) may use core and sources; label_page (efm label's server and page)
-    may use all of transforms/; pipelines/ composes them all.
+    may use all of transforms/, and so may efm (the Python API, which also reuses the commands' checks);
+    pipelines/ composes them all.
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ ALLOWED = {
     "transforms.products": {"transforms.core", "transforms.storage", "transforms.learning"},
     "sample_data": {"transforms.core", "transforms.sources"},
     "label_page": {"transforms.core", "transforms.storage", "transforms.learning", "transforms.products"},
+    # the Python API: the same transforms, and the checks of the commands it mirrors
+    "efm": {"transforms.core", "transforms.storage", "transforms.learning", "transforms.products", "pipelines"},
     "pipelines": {"transforms.core", "transforms.sources", "transforms.storage", "transforms.learning", "transforms.products",
                   "sample_data", "label_page"},
 }
-OWN = ("transforms", "pipelines", "sample_data", "label_page", "emulators")
+OWN = ("transforms", "pipelines", "sample_data", "label_page", "efm", "emulators")
 
 
 def package_of(module: str) -> str | None:
@@ -51,7 +54,7 @@ def imports_of(path: pathlib.Path) -> set[str]:
 
 
 def source_files():
-    for top in ("transforms", "sample_data", "label_page", "pipelines"):
+    for top in ("transforms", "sample_data", "label_page", "efm", "pipelines"):
         yield from sorted((REPO / top).rglob("*.py"))
 
 
@@ -83,6 +86,6 @@ def test_the_installed_package_holds_the_product_and_no_test_infrastructure(monk
     monkeypatch.chdir(REPO)  # find_packages looks in the working directory
     exec(compile((REPO / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
     packages = set(captured["packages"])
-    assert {p.split(".")[0] for p in packages} == {"transforms", "pipelines", "sample_data", "label_page"}, packages
-    on_disk = {".".join(p.relative_to(REPO).parent.parts) for top in ("transforms", "pipelines", "sample_data", "label_page") for p in (REPO / top).rglob("__init__.py")}
+    assert {p.split(".")[0] for p in packages} == {"transforms", "pipelines", "sample_data", "label_page", "efm"}, packages
+    on_disk = {".".join(p.relative_to(REPO).parent.parts) for top in ("transforms", "pipelines", "sample_data", "label_page", "efm") for p in (REPO / top).rglob("__init__.py")}
     assert packages == on_disk, f"packages not installed: {on_disk - packages}"

@@ -217,8 +217,7 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
     import sklearn
 
     fmt = model_format(path, flag)
-    embedded = {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None}
-    setattr(model, EMBEDDED_ATTR, embedded)  # saved with the model: what the sidecar says, covered by the file's hash
+    embed_fields(model, sidecar)  # saved with the model: what the sidecar says, covered by the file's hash
     buffer = io.BytesIO()
     if fmt == "skops":
         import skops.io
@@ -244,6 +243,11 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
     with fsspec.open(sidecar_path(path), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
+
+
+def embed_fields(model, sidecar: dict) -> None:
+    """Record the sidecar's kind / classes / target / bands inside the model (transforms/learning/model_sidecar.py)."""
+    setattr(model, EMBEDDED_ATTR, {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None})
 
 
 @dataclasses.dataclass

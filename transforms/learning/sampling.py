@@ -73,6 +73,12 @@ def read_points(path: str, label_column: str | None, points_crs: str | None = No
         raise InputError(flag, f"{path} does not exist") from None
     except Exception as exc:
         raise InputError(flag, f"cannot read {path} as points (GeoJSON, GeoPackage, GeoParquet or CSV): {first_line(exc)}") from None
+    return frame_points(frame, geo, path, label_column, points_crs, flag, keep_columns)
+
+
+def frame_points(frame: pd.DataFrame, geo, path: str, label_column: str | None, points_crs: str | None = None, flag: str = "--points",
+                 keep_columns: list[str] | None = None) -> Points:
+    """`read_points` on a table already read: a GeoDataFrame (`geo` is it) or a DataFrame with coordinate columns (`geo` None)."""
     if label_column is not None and label_column not in frame.columns:
         columns = [c for c in frame.columns if c != "geometry"]
         raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns are {', '.join(map(str, columns))}")
@@ -288,12 +294,22 @@ def read_table(path: str):
 
 def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame:
     """Concatenate the parts, sorted by point and year, into one Parquet table with `metadata`."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     fs, root = fsspec.core.url_to_fs(parts_dir)
     files = sorted(fs.glob(f"{root}/part-*.parquet")) if fs.exists(root) else []
-    tables = [pq.read_table(f, filesystem=fs) for f in files]
+    table = combine([pq.read_table(f, filesystem=fs) for f in files], metadata, bands)
+    with fsspec.open(output, "wb") as f:
+        pq.write_table(table, f)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    return table
+
+
+def combine(tables: list, metadata: dict, bands):
+    """Per-chunk tables (pyarrow) -> the table, sorted by point and year, with `metadata` (also the Python API's `efm.sample`)."""
+    import pyarrow as pa
+
     if tables:
         table = pa.concat_tables(tables, promote_options="permissive").sort_by([("point_id", "ascending"), ("year", "ascending")])
     else:
@@ -301,12 +317,7 @@ def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame
         kept = {c: [] for c in metadata.get("keep_columns", [])}
         empty = {"point_id": [], **label, **kept, "point_x": [], "point_y": [], "year": [], "pixel_x": [], "pixel_y": [], **{b: [] for b in bands}}
         table = pa.Table.from_pandas(pd.DataFrame(empty).astype({b: np.float32 for b in bands}), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()})
-    with fsspec.open(output, "wb") as f:
-        pq.write_table(table, f)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-    return table
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()})
 
 
 def read_table_metadata(path: str) -> dict:

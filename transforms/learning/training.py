@@ -17,6 +17,11 @@ from transforms.learning.models import _jsonable
 def load_samples(path: str, label_column: str = "label", flag: str = "--samples"):
     """A table from `efm sample` -> (X float32 (n, bands), labels, groups (point ids) or None, bands, table metadata)."""
     frame, meta = _read_table(path, flag)
+    return frame_samples(frame, meta, label_column, path, flag)
+
+
+def frame_samples(frame, meta: dict, label_column: str = "label", path: str = "the table", flag: str = "--samples"):
+    """`load_samples` on a table already read (the Python API's efm.train takes a DataFrame); `meta`: the table's efm metadata."""
     if label_column not in frame.columns:
         raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))}")
     return _rows(frame[frame[label_column].notna()], label_column, meta, path, flag)
@@ -25,9 +30,14 @@ def load_samples(path: str, label_column: str = "label", flag: str = "--samples"
 def load_target_samples(path: str, target_column: str, flag: str = "--samples"):
     """Like `load_samples`, for regression: the target read as float64; refuses a column that is
     missing, not numeric, or holds fewer than 3 distinct values (that is a class label)."""
+    frame, meta = _read_table(path, flag)
+    return frame_target_samples(frame, meta, target_column, path, flag)
+
+
+def frame_target_samples(frame, meta: dict, target_column: str, path: str = "the table", flag: str = "--samples"):
+    """`load_target_samples` on a table already read."""
     import pandas as pd
 
-    frame, meta = _read_table(path, flag)
     if target_column not in frame.columns:
         raise InputError("--target-column", f"{path} has no column {target_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))} "
                                             "(carry it from the points file with `efm sample --keep-columns`)")
@@ -74,6 +84,25 @@ def _rows(frame, column: str, meta: dict, path: str, flag: str):
         raise InputError(flag, f"{path} holds no usable sample")
     groups = frame["point_id"].to_numpy() if "point_id" in frame.columns and frame["point_id"].duplicated().any() else None
     return X, frame[column].to_numpy(), groups, list(bands), meta
+
+
+def check_estimator_choice(classifier: str | None, regressor: str | None, target_column: str | None) -> None:
+    """--classifier goes with class labels, --regressor with --target-column: refuse a mix."""
+    if target_column is not None and classifier is not None:
+        raise InputError("--classifier", "--target-column trains a regressor: choose it with --regressor (or drop --target-column to train a classifier)")
+    if regressor is not None and target_column is None:
+        raise InputError("--regressor", "a regressor needs the numeric column to learn: add --target-column COLUMN (or use --classifier for classes)")
+
+
+def fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict) -> dict:
+    """Sidecar fields every trained model has: its parameters, bands, source store and metrics."""
+    return {
+        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
+        "bands": bands,
+        "n_features": len(bands),
+        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
+        "metrics": metrics,
+    }
 
 
 def check_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> None:

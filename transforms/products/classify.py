@@ -149,9 +149,10 @@ class ClassifyFunction(ChunkFunction):
 
     counter = "pixels_classified"
 
-    def __init__(self, model_path: str, model_sha256: str, encoding: ClassEncoding, confidence: bool, n_jobs: int | None):
+    def __init__(self, model_path: str, model_sha256: str, encoding: ClassEncoding, confidence: bool, n_jobs: int | None, model=None):
         from apache_beam.utils import shared
 
+        self.model_object = model  # a fitted model in memory (the Python API, efm/): pickled with the function, not loaded from model_path
         self.model_path = model_path
         self.model_sha256 = model_sha256
         self.encoding = encoding
@@ -161,6 +162,10 @@ class ClassifyFunction(ChunkFunction):
 
     def setup(self):
         path, sha, n_jobs = self.model_path, self.model_sha256, self.n_jobs
+        if self.model_object is not None:
+            self.model = _limit_threads(self.model_object, n_jobs)
+            self.lookup = self.encoding.lookup() if self.encoding is not None else None
+            return
         # One model per worker process, shared by every thread's DoFn instance.
         self.model = self.shared.acquire(lambda: _LoadedModel(_limit_threads(models.load_verified(path, sha), n_jobs)), tag=sha).model
         self.lookup = self.encoding.lookup() if self.encoding is not None else None
@@ -216,8 +221,8 @@ class RegressFunction(ClassifyFunction):
 
     counter = "pixels_predicted"
 
-    def __init__(self, model_path: str, model_sha256: str, n_jobs: int | None):
-        super().__init__(model_path, model_sha256, None, False, n_jobs)
+    def __init__(self, model_path: str, model_sha256: str, n_jobs: int | None, model=None):
+        super().__init__(model_path, model_sha256, None, False, n_jobs, model)
 
     def __call__(self, windows, time_index):
         import threadpoolctl

@@ -115,16 +115,8 @@ def open_layer(path: str, *, variable: str | None = None, band: str | None = Non
             raise InputError("--variable", f"{path} has no {variable!r} variable; choose one of {', '.join(ds.data_vars)}")
         if set(ds[variable].dims) - {"time", "y", "x"}:
             raise InputError("--variable", f"{variable!r} of {path} is not a map (dims {ds[variable].dims}); choose one of {', '.join(ds.data_vars)}")
-        attrs = ds[variable].attrs
-        dtype = str(ds[variable].dtype)
-        nodata = attrs.get("fill_value", ds[variable].encoding.get("_FillValue"))
-        nodata = float("nan") if nodata in (None, "NaN") else nodata
-        if np.issubdtype(np.dtype(dtype), np.floating):
-            kind, dtype, nodata = "continuous", "float32", float(float_nodata)
-        elif "flag_values" in attrs:
-            values = tuple(int(v) for v in np.atleast_1d(attrs.get("flag_values", [])))
-            labels = tuple(attrs.get("class_labels") or str(attrs.get("flag_meanings", "")).split())
-            kind = "class" if variable == "class" else "mask"
+        kind, dtype, nodata, labels, values = describe_variable(variable, str(ds[variable].dtype), ds[variable].attrs,
+                                                                ds[variable].encoding.get("_FillValue"), float_nodata)
     chunks = ds[variable].encoding.get("chunks")
     chunks = dict(zip(ds[variable].dims, chunks)) if chunks else {}
     return Layer(
@@ -141,6 +133,20 @@ def crop(layer: Layer, sub) -> Layer:
         return layer
     return dataclasses.replace(layer, width=sub.window.cols, height=sub.window.rows, transform=sub.transform(layer.transform), offset=sub.offset,
                                skip=frozenset((w.row, w.col) for w, kept in sub.windows() if not kept))
+
+
+def describe_variable(variable: str, dtype: str, attrs: dict, fill, float_nodata: float = DEFAULT_FLOAT_NODATA):
+    """A product variable as exported -> (kind, GeoTIFF dtype, nodata, class labels, class values)."""
+    nodata = attrs.get("fill_value", fill)
+    nodata = float("nan") if nodata in (None, "NaN") else nodata
+    kind, labels, values = "class", (), ()
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        kind, dtype, nodata = "continuous", "float32", float(float_nodata)
+    elif "flag_values" in attrs:
+        values = tuple(int(v) for v in np.atleast_1d(attrs.get("flag_values", [])))
+        labels = tuple(attrs.get("class_labels") or str(attrs.get("flag_meanings", "")).split())
+        kind = "class" if variable == "class" else "mask"
+    return kind, dtype, nodata, labels, values
 
 
 def class_colors(values) -> dict[int, tuple[int, int, int]]:

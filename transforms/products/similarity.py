@@ -79,8 +79,12 @@ def point_values(info: StoreInfo, rows: np.ndarray, cols: np.ndarray, time_index
     return out
 
 
-def references(info: StoreInfo, points: sampling.Points, years: list[int], path: str) -> dict[int, Reference]:
-    """Year -> the mean embedding at the points (points outside the grid or on no-data skipped)."""
+def references(info: StoreInfo, points: sampling.Points, years: list[int], path: str, read=None) -> dict[int, Reference]:
+    """Year -> the mean embedding at the points (points outside the grid or on no-data skipped).
+
+    `read(rows, cols, time_index)` -> (n, bands) float32 gives the pixels' values (default: `point_values`
+    from the store at info.path; the Python API reads them from its Dataset)."""
+    read = read or (lambda r, c, t: point_values(info, r, c, t))
     rows, cols = sampling.to_pixels(info, points)
     inside = rows >= 0
     if not inside.any():
@@ -88,7 +92,7 @@ def references(info: StoreInfo, points: sampling.Points, years: list[int], path:
     rows, cols = rows[inside], cols[inside]
     out = {}
     for year in years:
-        values = point_values(info, rows, cols, info.time_index(year)).astype(np.float64)
+        values = read(rows, cols, info.time_index(year)).astype(np.float64)
         valid = ~np.isnan(values).any(axis=1)
         if not valid.any():
             raise InputError("--points", f"all {len(rows)} points of {path} inside the store fall on pixels without data in {year}; "

@@ -41,8 +41,8 @@ from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import first_line
 from transforms.core.grid import Grid, Window
-from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
 from transforms.sources import remote_fs
+from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
 from transforms.sources.cog_read import MOSAIC_RULE, RESAMPLING, band_indexes, mosaic_into, read_into_grid
 from transforms.sources.fetch import RetryableError
 from transforms.sources.grid_source import GridSource

@@ -1,0 +1,27 @@
+"""efm: the Python API of efm-pipelines, for notebooks, on Dask.
+
+The same steps as the command line, over the same code (the per-pixel functions in
+`transforms/`), with lazy results that run on whatever Dask scheduler is active: the default
+threads, a `dask.distributed.LocalCluster`, or a cluster on Kubernetes (docs/python-api.md)::
+
+    import efm
+
+    ds = efm.open_embeddings("geneva.zarr")                     # lazy xarray.Dataset, float32, ds.rio.crs
+    table = efm.sample(ds, "points.geojson", label_column="landcover")
+    model, report = efm.train(table, classifier="knn")          # print(report): the metrics `efm train` prints
+    classes = efm.predict(ds, model)                            # lazy DataArray `class` (time, y, x)
+    efm.plot(classes.sel(time="2022"))                          # with the legend
+    efm.to_cog(classes.sel(time="2022"), "classes_2022.tif")    # the writer of `efm export`
+
+Bad input raises `transforms.core.errors.InputError` (a `ValueError`) with one line that names the
+parameter at fault and the fix, before anything is computed or written.
+"""
+from __future__ import annotations
+
+from efm.embeddings import open_embeddings, sample
+from efm.export import plot, to_cog
+from efm.learning import Report, save_model, train
+from efm.maps import change, predict, similarity
+from transforms.core.errors import InputError
+
+__all__ = ["open_embeddings", "sample", "train", "Report", "save_model", "predict", "similarity", "change", "to_cog", "plot", "InputError"]

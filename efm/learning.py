@@ -1,0 +1,105 @@
+"""Train a classifier or regressor on a sample table, as `efm train` does; save it for `efm classify`."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pandas as pd
+
+from transforms.core.errors import InputError
+from transforms.learning import models, training
+from transforms.storage import outputs
+
+
+@dataclasses.dataclass
+class Report:
+    """What `efm train` prints: cross-validated metrics (``metrics``, a dict) and their text (``str(report)``).
+
+    ``sidecar`` holds the fields `efm.save_model` writes next to the model file.
+    """
+
+    kind: str  # "classifier" or "regressor"
+    metrics: dict
+    text: str
+    sidecar: dict
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython / Jupyter show the text, as the CLI prints it
+        printer.text(self.text)
+
+
+def _table(table) -> tuple[pd.DataFrame, dict, str]:
+    """(frame, efm metadata, name for messages) of a DataFrame from `efm.sample` or a Parquet path from `efm sample`."""
+    if isinstance(table, (str, os.PathLike)):
+        frame, meta = training._read_table(os.fspath(table), "table")
+        return frame, meta, os.fspath(table)
+    if not isinstance(table, pd.DataFrame):
+        raise InputError("table", f"expected the DataFrame efm.sample returns or a Parquet table from `efm sample`, got {type(table).__name__}")
+    return table, dict(table.attrs.get("efm", {})), "the table"
+
+
+def train(table, *, classifier: str | None = None, regressor: str | None = None, target_column: str | None = None,
+          label_column: str = "label", params: dict | None = None, target_units: str = "", folds: int = 5, seed: int = 0):
+    """Cross-validate, then fit on every sample -> ``(model, report)``, the same as `efm train`.
+
+    ``classifier``: one of ``knn, random-forest (default), extra-trees, gradient-boosting,
+    logistic-regression, ridge, svm, mlp``; or, with ``target_column`` (a numeric column kept by
+    `efm.sample`), ``regressor``: ``knn, random-forest (default), extra-trees, gradient-boosting,
+    ridge, linear, svr, mlp``. ``params``: estimator parameters, e.g. ``{"n_neighbors": 7}``.
+    The model is the fitted scikit-learn estimator; it records its kind, classes (or target) and
+    bands, which `efm.predict` checks against the store.
+
+    >>> model, report = efm.train(table, classifier="knn", params={"n_neighbors": 3})   # doctest: +SKIP
+    >>> print(report)   # overall / balanced accuracy, per-class scores, confusion matrix  # doctest: +SKIP
+    >>> report.metrics["balanced_accuracy"]                                           # doctest: +SKIP
+    """
+    training.check_estimator_choice(classifier, regressor, target_column)
+    frame, meta, name = _table(table)
+    if target_column is None:
+        classifier = classifier or "random-forest"
+        estimator = models.make_classifier(classifier, params, flag="classifier")
+        X, labels, groups, bands, meta = training.frame_samples(frame, meta, label_column, name, flag="table")
+        metrics = training.cross_validate(estimator, X, labels, groups, folds, seed)
+        text = training.format_metrics(metrics)
+        estimator.fit(X, labels)
+        sidecar = {"kind": "classifier", "classifier": classifier, "classes": estimator.classes_,
+                   "samples": {"path": name, "rows": len(labels), "label_column": label_column}}
+    else:
+        regressor = regressor or "random-forest"
+        estimator = models.make_regressor(regressor, params, flag="regressor")
+        X, y, groups, bands, meta = training.frame_target_samples(frame, meta, target_column, name, flag="table")
+        metrics = training.cross_validate_regression(estimator, X, y, groups, folds, seed)
+        text = training.format_regression_metrics(metrics, target_column, target_units)
+        estimator.fit(X, y)
+        sidecar = {"kind": "regressor", "regressor": regressor, "target": target_column, "units": target_units,
+                   "samples": {"path": name, "rows": len(y), "target_column": target_column}}
+    sidecar.update(training.fitted_fields(estimator, bands, meta, metrics))
+    models.embed_fields(estimator, sidecar)  # what save_model stores: efm.predict checks the bands against the store
+    return estimator, Report(sidecar["kind"], metrics, text, models._jsonable(sidecar))
+
+
+def save_model(model, path: str, report: Report | None = None, *, overwrite: bool = False) -> dict:
+    """Write the model as `efm train` does (``.skops``, or a ``.pkl``/``.joblib`` pickle, + JSON
+    sidecar), for `efm classify --model PATH` on Beam / Dataflow. Returns the sidecar (its
+    ``sha256`` is what ``--model-sha256`` wants for a pickle).
+
+    >>> efm.save_model(model, "landcover.skops", report)                     # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    fmt = models.model_format(path, "path")
+    outputs.check_output(path, "model", overwrite=overwrite, flag="path")
+    sidecar = dict(report.sidecar) if report is not None else {}
+    if fmt == "skops":  # the same refusal as `efm train --output x.skops`: a type efm would not load back
+        untrusted = _untrusted(model)
+        if untrusted:
+            raise InputError("path", f"a {type(model).__name__} holding {', '.join(untrusted)} cannot be loaded from .skops by efm; "
+                                     f"save a pickle instead ({path.rsplit('.', 1)[0]}.pkl)")
+    return models.save_model(model, path, sidecar, flag="path")
+
+
+def _untrusted(model) -> list[str]:
+    import skops.io
+
+    return sorted(set(skops.io.get_untrusted_types(data=skops.io.dumps(model))) - set(models.TRUSTED_SKOPS_TYPES))
