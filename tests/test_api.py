@@ -269,8 +269,9 @@ def test_a_store_and_a_geotiff_in_a_bucket(stores, saved, gcs, gcs_bucket, tmp_p
         ds = efm.open_embeddings(f"{gcs_bucket}/emb.zarr")
         assert ds.rio.crs == efm.open_embeddings(s.path).rio.crs
         classes = efm.predict(ds, est, years=[2021])
-        np.testing.assert_array_equal(classes.values[0], whole_array(est, s.values[0], 255, np.uint8))
+        got = classes.values[0]  # computed here: outside this block the module's LocalCluster is the scheduler
+        np.testing.assert_array_equal(got, whole_array(est, s.values[0], 255, np.uint8))
         efm.to_cog(classes, f"{gcs_bucket}/maps/classes.tif")
     gcs.fs.get(f"{gcs_bucket[5:]}/maps/classes.tif", str(tmp_path / "classes.tif"))
     with rasterio.open(tmp_path / "classes.tif") as src:
-        np.testing.assert_array_equal(src.read(1), classes.values[0])
+        np.testing.assert_array_equal(src.read(1), got)
