@@ -127,43 +127,53 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
 
 def write_mirror(world: World, mirror_dir: str) -> list[dict]:
     """All COG files of both zones and years; returns the index rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = world.spec
+    tiles = {zone: zone_tiles(world, zone) for zone in (spec.zone_a, spec.zone_b)}
+    jobs = [(year, zone, tile) for year in spec.years for zone in (spec.zone_a, spec.zone_b) for tile in tiles[zone]]
+    # One file per thread: numpy, the generators and GDAL release the GIL, and every file's
+    # draws are seeded by the file alone, so the files are the same whatever the order.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(os.sched_getaffinity(0))))) as pool:
+        unique = list(dict.fromkeys(tile for _, _, tile in jobs))
+        pixels = dict(zip(unique, pool.map(lambda tile: tile_pixels(world, tile), unique)))  # the same every year
+        written = list(pool.map(lambda job: _write_file(world, mirror_dir, *job, pixels[job[2]]), jobs))
+    rows_out = [row for row in written if row is not None]
+    for fid, row in enumerate(rows_out, start=1):
+        row["fid"] = fid
+    return rows_out
+
+
+def _write_file(world: World, mirror_dir: str, year: int, zone: str, tile: TilePlan, pixels) -> dict | None:
+    """One COG file; its index row (without fid), or None where the tile holds no data."""
     from rasterio.warp import transform_bounds
 
     spec = world.spec
-    rows_out = []
-    tiles = {zone: zone_tiles(world, zone) for zone in (spec.zone_a, spec.zone_b)}
-    pixels = {}  # per tile, computed once for all years
-    for year in spec.years:
-        for zone in (spec.zone_a, spec.zone_b):
-            for tile in tiles[zone]:
-                if tile not in pixels:
-                    pixels[tile] = tile_pixels(world, tile)
-                classes, weights, texture, valid = tile_fields(world, tile, year, pixels[tile])
-                if not valid.any():
-                    continue  # the mirror has no file where there is no data
-                rng = seeded(spec, "pixels", year, zone, tile.row_off, tile.col_off)
-                persistent = seeded(spec, "pixels", zone, tile.row_off, tile.col_off)
-                codes = embedding_codes(classes, weights, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng,
-                                        persistent, spec.noise_persistence)
-                name = file_name(zone, year, tile.row_off, tile.col_off)
-                path = os.path.join(mirror_dir, str(year), zone, name)
-                write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up)
-                t = tile.transform
-                west, north = t.c, t.f
-                east, south = t.c + tile.size * t.a, t.f + tile.size * t.e
-                lon_lat = transform_bounds(tile.crs, "EPSG:4326", west, south, east, north, densify_pts=21)
-                footprint = _footprint_lonlat(tile.crs, west, south, east, north)
-                rows_out.append({
-                    "fid": len(rows_out) + 1,
-                    "path": os.path.abspath(path),
-                    "year": year,
-                    "crs": tile.crs,
-                    "utm_zone": zone,
-                    "utm_west": west, "utm_south": south, "utm_east": east, "utm_north": north,
-                    "wgs84_west": lon_lat[0], "wgs84_south": lon_lat[1], "wgs84_east": lon_lat[2], "wgs84_north": lon_lat[3],
-                    "geometry": footprint,
-                })
-    return rows_out
+    classes, weights, texture, valid = tile_fields(world, tile, year, pixels)
+    if not valid.any():
+        return None  # the mirror has no file where there is no data
+    rng = seeded(spec, "pixels", year, zone, tile.row_off, tile.col_off)
+    persistent = seeded(spec, "pixels", zone, tile.row_off, tile.col_off)
+    codes = embedding_codes(classes, weights, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng,
+                            persistent, spec.noise_persistence)
+    name = file_name(zone, year, tile.row_off, tile.col_off)
+    path = os.path.join(mirror_dir, str(year), zone, name)
+    write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up)
+    t = tile.transform
+    west, north = t.c, t.f
+    east, south = t.c + tile.size * t.a, t.f + tile.size * t.e
+    lon_lat = transform_bounds(tile.crs, "EPSG:4326", west, south, east, north, densify_pts=21)
+    footprint = _footprint_lonlat(tile.crs, west, south, east, north)
+    return {
+        "fid": 0,
+        "path": os.path.abspath(path),
+        "year": year,
+        "crs": tile.crs,
+        "utm_zone": zone,
+        "utm_west": west, "utm_south": south, "utm_east": east, "utm_north": north,
+        "wgs84_west": lon_lat[0], "wgs84_south": lon_lat[1], "wgs84_east": lon_lat[2], "wgs84_north": lon_lat[3],
+        "geometry": footprint,
+    }
 
 
 def _footprint_lonlat(crs: str, west: float, south: float, east: float, north: float):
