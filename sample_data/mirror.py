@@ -118,7 +118,7 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     block = 256 if min(rows, cols) >= 256 else 128
     with rasterio.open(path, "w", driver="COG", width=cols, height=rows, count=bands, dtype="int8", crs=crs,
-                       transform=transform, nodata=quantize.NODATA_CODE, compress="DEFLATE", level=1, blocksize=block,  # level 1: noise-like codes gain <0.1 % from more
+                       transform=transform, nodata=quantize.NODATA_CODE, compress="DEFLATE", level=1, blocksize=block,  # level 1: as small for noise-like codes, less CPU
                        overviews="NONE") as dst:
         dst.write(np.ascontiguousarray(data))
         dst.descriptions = BANDS[:bands]
