@@ -54,8 +54,27 @@ def embedding_codes(classes: np.ndarray, weights: np.ndarray, texture: np.ndarra
     A share `persistence` of the noise variance comes from `persistent_rng` (the same draw
     every year: a pixel keeps its character), the rest from `rng` (this year's).
     """
+    rows, cols = classes.shape
+    planes = np.empty((directions.shape[1], rows, cols), dtype=np.int8)
+    # A band of rows at a time: the float temporaries stay small (in cache, no page faults) and
+    # each generator is drawn in the same order as one whole-tile draw, so the codes are the same.
+    # The mixing is one product over the whole tile: BLAS rounds differently for other shapes.
+    mixed = np.tensordot(np.moveaxis(weights, 0, -1), directions.astype(np.float32), axes=1)
+    step = max(1, _CHUNK_VALUES // max(cols * directions.shape[1], 1))
+    for r0 in range(0, rows, step):
+        part = slice(r0, min(r0 + step, rows))
+        codes = _codes(classes[part], mixed[part], texture[:, part], valid[part], texture_dirs, noise, rng, persistent_rng, persistence)
+        planes[:, part] = np.moveaxis(codes, -1, 0)
+    # stored band by band (what rasterio's write takes: no whole-tile transpose there), seen pixel by pixel
+    return np.moveaxis(planes, 0, -1)
+
+
+_CHUNK_VALUES = 1 << 20  # floats per band of rows (4 MB in float32)
+
+
+def _codes(classes, vectors, texture, valid, texture_dirs, noise, rng, persistent_rng, persistence) -> np.ndarray:
+    """The codes of a band of rows; `vectors` (float32, the mixed class directions) is added to in place."""
     c = np.where(valid, classes, 0).astype(np.intp)
-    vectors = np.tensordot(np.moveaxis(weights, 0, -1), directions.astype(np.float32), axes=1).astype(np.float32)
     for t in range(texture.shape[0]):
         vectors += texture[t][..., np.newaxis] * texture_dirs[t].astype(np.float32)[c]
     if persistent_rng is not None and persistence > 0:

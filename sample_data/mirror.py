@@ -69,8 +69,9 @@ def _zone_b_bounds(world: World, crs: str) -> tuple[float, float, float, float]:
     return shapely.transform(shapely.segmentize(east, 0.001), to_b, interleaved=False).bounds
 
 
-def tile_fields(world: World, tile: TilePlan, year: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Classes, textures and validity of a tile's pixels, from the nearest reference pixel."""
+def tile_pixels(world: World, tile: TilePlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nearest reference pixel (rows, cols) of each of a tile's pixels, and which of them
+    are inside the area and on the tile's side of the zone boundary: the same every year."""
     spec = world.spec
     n = tile.size
     cols, rows = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
@@ -87,7 +88,14 @@ def tile_fields(world: World, tile: TilePlan, year: int) -> tuple[np.ndarray, np
         in_zone = lon < spec.boundary_lon
     else:
         in_zone = lon >= spec.boundary_lon - spec.zone_b_overlap_deg
-    valid = inside & in_zone & ~world.nodata[year][r, c]
+    return r, c, inside & in_zone
+
+
+def tile_fields(world: World, tile: TilePlan, year: int, pixels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes, textures and validity of a tile's pixels, from the nearest reference pixel
+    (`pixels`: `tile_pixels` of the tile, when already computed for another year)."""
+    r, c, kept = pixels if pixels is not None else tile_pixels(world, tile)
+    valid = kept & ~world.nodata[year][r, c]
     classes, weights = world.classes_of(year)
     return classes[r, c], weights[:, r, c], world.texture[:, r, c], valid
 
@@ -110,7 +118,7 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     block = 256 if min(rows, cols) >= 256 else 128
     with rasterio.open(path, "w", driver="COG", width=cols, height=rows, count=bands, dtype="int8", crs=crs,
-                       transform=transform, nodata=quantize.NODATA_CODE, compress="DEFLATE", blocksize=block,
+                       transform=transform, nodata=quantize.NODATA_CODE, compress="DEFLATE", level=1, blocksize=block,  # level 1: as small for noise-like codes, less CPU
                        overviews="NONE") as dst:
         dst.write(np.ascontiguousarray(data))
         dst.descriptions = BANDS[:bands]
@@ -119,39 +127,53 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
 
 def write_mirror(world: World, mirror_dir: str) -> list[dict]:
     """All COG files of both zones and years; returns the index rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = world.spec
+    tiles = {zone: zone_tiles(world, zone) for zone in (spec.zone_a, spec.zone_b)}
+    jobs = [(year, zone, tile) for year in spec.years for zone in (spec.zone_a, spec.zone_b) for tile in tiles[zone]]
+    # One file per thread: numpy, the generators and GDAL release the GIL, and every file's
+    # draws are seeded by the file alone, so the files are the same whatever the order.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(os.sched_getaffinity(0))))) as pool:
+        unique = list(dict.fromkeys(tile for _, _, tile in jobs))
+        pixels = dict(zip(unique, pool.map(lambda tile: tile_pixels(world, tile), unique)))  # the same every year
+        written = list(pool.map(lambda job: _write_file(world, mirror_dir, *job, pixels[job[2]]), jobs))
+    rows_out = [row for row in written if row is not None]
+    for fid, row in enumerate(rows_out, start=1):
+        row["fid"] = fid
+    return rows_out
+
+
+def _write_file(world: World, mirror_dir: str, year: int, zone: str, tile: TilePlan, pixels) -> dict | None:
+    """One COG file; its index row (without fid), or None where the tile holds no data."""
     from rasterio.warp import transform_bounds
 
     spec = world.spec
-    rows_out = []
-    for year in spec.years:
-        for zone in (spec.zone_a, spec.zone_b):
-            for tile in zone_tiles(world, zone):
-                classes, weights, texture, valid = tile_fields(world, tile, year)
-                if not valid.any():
-                    continue  # the mirror has no file where there is no data
-                rng = seeded(spec, "pixels", year, zone, tile.row_off, tile.col_off)
-                persistent = seeded(spec, "pixels", zone, tile.row_off, tile.col_off)
-                codes = embedding_codes(classes, weights, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng,
-                                        persistent, spec.noise_persistence)
-                name = file_name(zone, year, tile.row_off, tile.col_off)
-                path = os.path.join(mirror_dir, str(year), zone, name)
-                write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up)
-                t = tile.transform
-                west, north = t.c, t.f
-                east, south = t.c + tile.size * t.a, t.f + tile.size * t.e
-                lon_lat = transform_bounds(tile.crs, "EPSG:4326", west, south, east, north, densify_pts=21)
-                footprint = _footprint_lonlat(tile.crs, west, south, east, north)
-                rows_out.append({
-                    "fid": len(rows_out) + 1,
-                    "path": os.path.abspath(path),
-                    "year": year,
-                    "crs": tile.crs,
-                    "utm_zone": zone,
-                    "utm_west": west, "utm_south": south, "utm_east": east, "utm_north": north,
-                    "wgs84_west": lon_lat[0], "wgs84_south": lon_lat[1], "wgs84_east": lon_lat[2], "wgs84_north": lon_lat[3],
-                    "geometry": footprint,
-                })
-    return rows_out
+    classes, weights, texture, valid = tile_fields(world, tile, year, pixels)
+    if not valid.any():
+        return None  # the mirror has no file where there is no data
+    rng = seeded(spec, "pixels", year, zone, tile.row_off, tile.col_off)
+    persistent = seeded(spec, "pixels", zone, tile.row_off, tile.col_off)
+    codes = embedding_codes(classes, weights, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng,
+                            persistent, spec.noise_persistence)
+    name = file_name(zone, year, tile.row_off, tile.col_off)
+    path = os.path.join(mirror_dir, str(year), zone, name)
+    write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up)
+    t = tile.transform
+    west, north = t.c, t.f
+    east, south = t.c + tile.size * t.a, t.f + tile.size * t.e
+    lon_lat = transform_bounds(tile.crs, "EPSG:4326", west, south, east, north, densify_pts=21)
+    footprint = _footprint_lonlat(tile.crs, west, south, east, north)
+    return {
+        "fid": 0,
+        "path": os.path.abspath(path),
+        "year": year,
+        "crs": tile.crs,
+        "utm_zone": zone,
+        "utm_west": west, "utm_south": south, "utm_east": east, "utm_north": north,
+        "wgs84_west": lon_lat[0], "wgs84_south": lon_lat[1], "wgs84_east": lon_lat[2], "wgs84_north": lon_lat[3],
+        "geometry": footprint,
+    }
 
 
 def _footprint_lonlat(crs: str, west: float, south: float, east: float, north: float):

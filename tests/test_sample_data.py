@@ -278,3 +278,36 @@ def test_the_last_year_has_a_known_change(data, truth):
     world = sample_world.make_world(SPEC)
     np.testing.assert_array_equal(world.later_classes != world.classes, changed | ((change == 255) & (world.later_classes != world.classes)))
     assert set(np.unique(world.later_classes[changed])) <= {names.index("bare"), names.index("grassland")}
+
+
+def test_codes_made_a_band_of_rows_at_a_time_are_the_whole_tiles(monkeypatch):
+    """embedding_codes works on bands of rows (speed); the codes must be those of the whole-tile formula, bit for bit."""
+    import math
+
+    rng = np.random.default_rng(3)
+    rows, cols, n_classes = 203, 512, 8  # bands of 5 rows, the last one short; big enough for BLAS to block the product
+    classes = rng.integers(0, n_classes, (rows, cols)).astype(np.uint8)
+    weights = sample_embedding.mixing_weights(classes, n_classes, 0.8)
+    texture = rng.standard_normal((3, rows, cols)).astype(np.float32)
+    valid = rng.random((rows, cols)) > 0.1
+    directions = sample_embedding.class_directions(n_classes, rng, 0.65)
+    texture_dirs = rng.standard_normal((3, n_classes, 64)) * 0.05
+
+    def whole_tile(seed, persistent_seed):
+        r, p = np.random.default_rng(seed), np.random.default_rng(persistent_seed)
+        c = np.where(valid, classes, 0).astype(np.intp)
+        vectors = np.tensordot(np.moveaxis(weights, 0, -1), directions.astype(np.float32), axes=1).astype(np.float32)
+        for t in range(3):
+            vectors += texture[t][..., np.newaxis] * texture_dirs[t].astype(np.float32)[c]
+        vectors += p.standard_normal(vectors.shape, dtype=np.float32) * np.float32(0.15 * math.sqrt(0.8))
+        vectors += r.standard_normal(vectors.shape, dtype=np.float32) * np.float32(0.15 * math.sqrt(0.2))
+        vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
+        codes = quantize.quantize(vectors)
+        codes[~valid] = quantize.NODATA_CODE
+        return codes
+
+    monkeypatch.setattr(sample_embedding, "_CHUNK_VALUES", 5 * cols * 64)
+    codes = sample_embedding.embedding_codes(classes, weights, texture, valid, directions, texture_dirs, 0.15,
+                                             np.random.default_rng(1), np.random.default_rng(2), 0.8)
+    assert codes.shape == (rows, cols, 64) and codes.dtype == np.int8
+    np.testing.assert_array_equal(codes, whole_tile(1, 2))
