@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from transforms.core.errors import InputError
-from transforms.learning import models
+from transforms.learning import model_cache, models
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template
 from transforms.storage.readers import valid_mask
 
@@ -131,13 +131,6 @@ def _nothing():
     yield
 
 
-class _LoadedModel:
-    """Weak-referenceable holder, so that beam's Shared can keep one model per worker process."""
-
-    def __init__(self, model):
-        self.model = model
-
-
 def _limit_threads(model, n_jobs: int | None):
     if n_jobs is not None and hasattr(model, "get_params") and "n_jobs" in model.get_params(deep=False):
         model.set_params(n_jobs=n_jobs)
@@ -150,19 +143,15 @@ class ClassifyFunction(ChunkFunction):
     counter = "pixels_classified"
 
     def __init__(self, model_path: str, model_sha256: str, encoding: ClassEncoding, confidence: bool, n_jobs: int | None):
-        from apache_beam.utils import shared
-
         self.model_path = model_path
         self.model_sha256 = model_sha256
         self.encoding = encoding
         self.confidence = confidence
         self.n_jobs = n_jobs
-        self.shared = shared.Shared()
 
     def setup(self):
-        path, sha, n_jobs = self.model_path, self.model_sha256, self.n_jobs
-        # One model per worker process, shared by every thread's DoFn instance.
-        self.model = self.shared.acquire(lambda: _LoadedModel(_limit_threads(models.load_verified(path, sha), n_jobs)), tag=sha).model
+        # One model per worker process (and the driver's, in process), shared by every DoFn instance.
+        self.model = _limit_threads(model_cache.load(self.model_path, self.model_sha256), self.n_jobs)
         self.lookup = self.encoding.lookup() if self.encoding is not None else None
 
     def __call__(self, windows, time_index):
