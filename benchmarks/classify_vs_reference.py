@@ -99,7 +99,7 @@ def run_efm(path: str, model: str, output: str, workers: int = 1) -> dict:
 
     sha = ["--model-sha256", models.read_sidecar(model)["sha256"]] if not model.endswith(".skops") else []
     runner = [] if workers == 1 else ["--runner=DirectRunner", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    argv = [sys.executable, "-m", "pipelines.classify", "--embeddings", path, "--model", model, *sha, "--output", output, "--overwrite", *runner]
+    argv = [sys.executable, "-m", "pipelines.cli", "classify", "--embeddings", path, "--model", model, *sha, "--output", output, "--overwrite", *runner]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps, peak, cpu, done = psutil.Process(proc.pid), [0], {}, threading.Event()
