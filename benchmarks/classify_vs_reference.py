@@ -1,19 +1,22 @@
 """Benchmark: `efm classify` vs model.predict in memory vs the notebook's xarray.apply_ufunc.
 
 On one generated float32 store (one year, --size x --size px, --chunk-size px chunks), with a
-k-NN (k=5, 1,000 training points) and a random forest (100 trees), side by side in one run:
-  (a) efm classify on DirectRunner, 2 worker processes (multi_processing), end to end
-      (process start, reading, predicting, writing the class store); peak RSS of the whole
-      process tree sampled every 50 ms; CPU seconds of the whole tree;
+k-NN (k=5, 1,000 training points), a random forest (100 trees) and a logistic regression,
+saved as .skops (default) or pickle, side by side in one run:
+  (a) efm classify as a user runs it on one machine (default: the local runner's one in-process
+      worker, predicting in as many threads as there are cores; --efm-workers 2: DirectRunner,
+      2 worker processes), end to end (process start, reading, predicting, writing the class
+      store); peak RSS of the whole process tree sampled every 50 ms; CPU seconds of the whole tree;
   (b) model.predict on the whole (pixels, 64) array in memory, all cores (the physical
       reference; the time to load the array is printed apart);
   (c) the notebook way: xarray.apply_ufunc(predict, dask='parallelized') over the
       dask-chunked store, written to Zarr.
-Then (a) again on a store of 4x the area, for its peak memory.
+Then (a) again on a store of 4x the area, for its peak memory and its CPU seconds per pixel
+against (b)'s (fixed start-up weighs less there).
 Wall times depend on what else runs on the machine; CPU seconds (user + system, all threads
 and processes) are printed next to them as the load-independent figure.
 
-    /work/venv/bin/python benchmarks/classify_vs_reference.py [--size 3072] [--chunk-size 512] [--workdir /tmp/efm-bench]
+    python benchmarks/classify_vs_reference.py [--size 2048] [--chunk-size 512] [--model-format skops] [--efm-workers 1] [--workdir /tmp/efm-bench]
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ def make_store(path: str, size: int, chunk: int, seed: int = 0) -> None:
 
 def train_models(path: str, workdir: str, chunk: int, suffix: str) -> dict[str, str]:
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
     from transforms.storage.readers import StoreReader
@@ -81,20 +85,21 @@ def train_models(path: str, workdir: str, chunk: int, suffix: str) -> dict[str, 
     noisy = np.random.default_rng(2).random(1000) < 0.1  # some wrong labels, as real ones have
     y = np.where(noisy, np.random.default_rng(3).integers(0, N_CLASSES, 1000), y)
     out = {}
-    for name, est in [("knn", KNeighborsClassifier(5)), ("random-forest", RandomForestClassifier(100, n_jobs=-1, random_state=0))]:
+    for name, est in [("knn", KNeighborsClassifier(5)), ("random-forest", RandomForestClassifier(100, n_jobs=-1, random_state=0)),
+                     ("logistic-regression", LogisticRegression(max_iter=1000))]:
         est.fit(values[pick], y)
         out[name] = os.path.join(workdir, f"{name}{suffix}")
         models.save_model(est, out[name], {"kind": "classifier", "classes": est.classes_, "bands": BANDS})
     return out
 
 
-def run_efm(path: str, model: str, output: str) -> dict:
+def run_efm(path: str, model: str, output: str, workers: int = 1) -> dict:
     """(a): wall seconds, peak RSS of the process tree, pixels classified, CPU seconds of the tree."""
     import psutil
 
     sha = ["--model-sha256", models.read_sidecar(model)["sha256"]] if not model.endswith(".skops") else []
-    argv = [sys.executable, "-m", "pipelines.classify", "--embeddings", path, "--model", model, *sha, "--output", output, "--overwrite",
-            "--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    runner = [] if workers == 1 else ["--runner=DirectRunner", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    argv = [sys.executable, "-m", "pipelines.cli", "classify", "--embeddings", path, "--model", model, *sha, "--output", output, "--overwrite", *runner]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps, peak, cpu, done = psutil.Process(proc.pid), [0], {}, threading.Event()
@@ -165,7 +170,7 @@ def notebook(path: str, model, output: str) -> dict:
     return {"s": time.perf_counter() - start, "cpu": time.process_time() - cpu}
 
 
-def table(rows, size: int, chunk: int) -> str:
+def table(rows, size: int, chunk: int, workers: int = 1) -> str:
     """Speed ratios are (a)'s pixels/s over (b)'s or (c)'s: > 1 means (a) is faster. 'CPU' ratios
     compare pixels per CPU second (user + system, all threads and processes), which other work
     on the machine does not distort."""
@@ -174,7 +179,7 @@ def table(rows, size: int, chunk: int) -> str:
         f"Store {size} x {size} px = {size * size / 1e6:.1f} Mpx (1 year, 64 bands float32, {chunk}-px chunks), {os.cpu_count()} cores. "
         "Pixels/s over valid pixels; CPU s = user + system of all threads and processes.",
         "",
-        "| model | (a) efm classify, DirectRunner 2 procs | (b) model.predict in memory | (c) xarray.apply_ufunc, dask "
+        f"| model | (a) efm classify, {'1 in-process worker, threads' if workers == 1 else f'DirectRunner {workers} procs'} | (b) model.predict in memory | (c) xarray.apply_ufunc, dask "
         "| (a)/(b) wall | (a)/(b) CPU | (a)/(c) wall | (a)/(c) CPU | (a) peak RSS, area | (a) at 4x area: peak RSS, speed | (a) = (b) pixel for pixel |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -194,11 +199,13 @@ def table(rows, size: int, chunk: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=3072, help="store side in pixels (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=2048, help="store side in pixels (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=512, help="store chunk side in pixels (default: %(default)s)")
     parser.add_argument("--workdir", default="/tmp/efm-bench")
-    parser.add_argument("--model-format", choices=["pickle", "skops"], default="pickle",
-                        help="model files: pickle (loaded with --model-sha256) or skops (whose import costs ~2.7 s per process) (default: %(default)s)")
+    parser.add_argument("--model-format", choices=["pickle", "skops"], default="skops",
+                        help="model files: skops (what the README recommends) or pickle (loaded with --model-sha256) (default: %(default)s)")
+    parser.add_argument("--efm-workers", type=int, default=1,
+                        help="(a)'s worker processes: 1 = efm's default local run (in-process, predicting in threads), more = DirectRunner multi_processing (default: %(default)s)")
     parser.add_argument("--skip-4x", action="store_true", help="skip the 4x-area memory runs")
     parser.add_argument("--keep", action="store_true", help="keep the generated stores for another run")
     args = parser.parse_args()
@@ -215,7 +222,7 @@ def main() -> int:
     for name, path in paths.items():
         model = models.load_model(path, trust_pickle=True).model  # we just wrote it
         a_out = os.path.join(args.workdir, f"a-{name}.zarr")
-        a = run_efm(small, path, a_out)
+        a = run_efm(small, path, a_out, args.efm_workers)
         b = reference(small, model)
         got = xr.open_zarr(a_out, mask_and_scale=False)["class"].values.reshape(-1).astype(np.int64)
         same = bool(np.array_equal(np.where(got == 255, -1, got), b.pop("predicted")))
@@ -227,10 +234,10 @@ def main() -> int:
         make_store(large, 2 * args.size, args.chunk_size, seed=1)
         print(f"4x store: {2 * args.size} x {2 * args.size} px, ready in {time.perf_counter() - t:.0f} s", flush=True)
         for row in rows:
-            row["a4"] = run_efm(large, paths[row["model"]], os.path.join(args.workdir, f"a4-{row['model']}.zarr"))
+            row["a4"] = run_efm(large, paths[row["model"]], os.path.join(args.workdir, f"a4-{row['model']}.zarr"), args.efm_workers)
             print(row["model"], row["a4"], flush=True)
     print()
-    print(table(rows, args.size, args.chunk_size))
+    print(table(rows, args.size, args.chunk_size, args.efm_workers))
     print(f"\nload average (1 min) before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f} (2 cores: above 2, other work shared them)")
     for name in paths:
         for prefix in ("a", "c", "a4"):

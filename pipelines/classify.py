@@ -13,7 +13,7 @@ from typing import Sequence
 from pipelines import common, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import models
+from transforms.learning import model_cache, models
 from transforms.products.classify import ClassifyChunks, class_encoding, class_template
 from transforms.storage import outputs, readers, store, subset
 
@@ -59,6 +59,7 @@ def classify(args, options, loaded: models.LoadedModel | None = None, prog: str 
     models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
+    model_cache.put(loaded)  # an in-process worker reuses it instead of parsing the file again
     encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
     outputs.check_output(args.output, "classes", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)], "--aoi": args.aoi},
                          resume=args.resume, overwrite=args.overwrite)

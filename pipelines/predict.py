@@ -15,7 +15,7 @@ from typing import Sequence
 from pipelines import classify as classify_cli, common, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import models
+from transforms.learning import model_cache, models
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.classify import RegressFunction, regression_variable
 from transforms.storage import outputs, readers, store, subset
@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs.check_output(args.output, "prediction", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)], "--aoi": args.aoi},
                          resume=args.resume, overwrite=args.overwrite)
     product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
+    model_cache.put(loaded)  # an in-process worker reuses it instead of parsing the file again
     variable = regression_variable(loaded.sidecar)
     attrs = {**product.grid_attrs(args.embeddings, info), "model": args.model, "model_sha256": loaded.sha256, "model_estimator": type(loaded.model).__name__, **sub.attrs}
     template = output_template(ds, [variable], years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="prediction", attrs=attrs,

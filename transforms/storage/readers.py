@@ -7,6 +7,7 @@ Values come back as float32 (int8 stores de-quantised by `store.as_float`), NaN 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 
 import affine
@@ -17,6 +18,7 @@ from transforms.core.chunks import ChunkSpec, plan_chunks
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
 from transforms.storage import store
+from transforms.storage.chunk_files import ChunkFiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,7 @@ class StoreReader:
     def __init__(self, path: str):
         self.path = path
         self._array = None
+        self._files = None
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -105,12 +108,16 @@ class StoreReader:
 
             with self._lock:
                 if self._array is None:
+                    local = "://" not in self.path or self.path.startswith("file://")
+                    self._files = ChunkFiles(os.path.join(self.path.removeprefix("file://"), "embedding")) if local else None
                     self._array = zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)["embedding"]
         return self._array
 
     def read_codes(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
         """The stored values (float32, or int8 codes) of a window: (rows, cols, bands)."""
-        return self.array[time_index, rows, cols, :]
+        array = self.array
+        whole = self._files.read((time_index, rows, cols)) if self._files is not None else None  # one chunk file, decoded in place
+        return whole if whole is not None else array[time_index, rows, cols, :]
 
     def read(self, time_index: int, window: Window) -> np.ndarray:
         """A window as float32 (rows, cols, bands), NaN where there is no data."""
