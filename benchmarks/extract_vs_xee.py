@@ -18,6 +18,7 @@ compared with the bound its own requests allow (quota-bound time):
 from __future__ import annotations
 
 import argparse
+import logging
 import warnings
 import os
 import shutil
@@ -35,6 +36,7 @@ import pyproj  # noqa: E402
 from emulators.earthengine import EarthEngineEmulatorProcess  # noqa: E402
 from emulators.earthengine.synthetic import COLLECTION_ID, TileSpec, make_embedding_collection  # noqa: E402
 
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" per xee thread: noise
 warnings.filterwarnings("ignore", message="Consolidated metadata")  # zarr 3, once per store read: noise here
 
 YEAR = 2021
@@ -142,8 +144,8 @@ def measure(emu, label, fn, cap, base, per_mb, pixels):
     seconds = time.perf_counter() - start
     stats = emu.stats()
     requests = sum(stats["counts"].get("computePixels", {}).values())
-    wire_mb = stats["bytes_out"] / 1e6
-    delays = stats["delay_s"]  # includes the base latency of value:compute calls, a few per run
+    wire_mb = stats["bytes_out_by_kind"].get("computePixels", 0) / 1e6  # pixels only, not metadata calls
+    delays = stats["delay_s_by_kind"].get("computePixels", 0.0)
     bound = max(delays / cap, requests / QUOTA_RPS, delays / max(requests, 1))
     return {
         "base s": base, "s/MB": per_mb, "method": label, "requests": requests, "MB/request": wire_mb / max(requests, 1),
@@ -256,6 +258,8 @@ def main():
                     run(f"efm extract, chunk {chunk_size}, request tiles {chunk_size // 2}", efm(chunk_size, chunk_size // 2), base, per_mb)
                 if not args.skip_xee:
                     for io in io_candidates:
+                        if not per_mb and io < 256:
+                            continue  # below xee's default only adds requests when size costs nothing
                         run(f"xee + xarray-beam, chunk {max(chunk_size, io)}, io_chunks {io}", xee(io), base, per_mb)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -268,7 +268,9 @@ def test_latency_has_a_base_and_a_per_megabyte_term(emulator):
         assert record.finished - record.started >= record.delay_s  # the delay is really slept
     assert big.delay_s - small.delay_s > 1.0
     assert wall >= small.delay_s + big.delay_s  # a lower bound only: the machine may be slow, never fast
-    assert emulator.stats()["delay_s"] == pytest.approx(small.delay_s + big.delay_s)
+    stats = emulator.stats()
+    assert stats["delay_s"] == pytest.approx(small.delay_s + big.delay_s) == pytest.approx(stats["delay_s_by_kind"]["computePixels"])
+    assert stats["bytes_out_by_kind"]["computePixels"] == small.bytes_out + big.bytes_out
     # the size term is for pixels only: value:compute and errors pay the base latency
     emulator.reset_stats()
     ee.Number(1).getInfo()

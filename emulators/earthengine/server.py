@@ -180,6 +180,7 @@ class EarthEngineEmulator:
             self._counts: dict[str, dict[int, int]] = {}
             self._bytes_out = 0
             self._delay_s = 0.0
+            self._by_kind: dict[str, list[float]] = {}  # kind -> [bytes out, seconds slept]
             self.max_in_flight_seen = self._in_flight  # live requests keep their slots
 
     def count(self, kind: str, status: int | None = None) -> int:
@@ -192,6 +193,8 @@ class EarthEngineEmulator:
             return {"counts": {k: {str(s): n for s, n in v.items()} for k, v in self._counts.items()},
                     "max_in_flight_seen": self.max_in_flight_seen, "in_flight": self._in_flight,
                     "bytes_out": self._bytes_out, "delay_s": self._delay_s,
+                    "bytes_out_by_kind": {k: int(v[0]) for k, v in self._by_kind.items()},
+                    "delay_s_by_kind": {k: v[1] for k, v in self._by_kind.items()},
                     "requests": sum(sum(v.values()) for v in self._counts.values())}
 
     # ---- lifecycle ----
@@ -261,6 +264,9 @@ class EarthEngineEmulator:
             by_status[record.status] = by_status.get(record.status, 0) + 1
             self._bytes_out += record.bytes_out
             self._delay_s += record.delay_s
+            totals = self._by_kind.setdefault(record.kind, [0, 0.0])
+            totals[0] += record.bytes_out
+            totals[1] += record.delay_s
             if self.record_requests:
                 self.requests.append(record)
 
