@@ -10,6 +10,7 @@ values (the same grid, bands and year; checked against the first efm store). Eac
 compared with the bound its own requests allow (quota-bound time):
 
     bound s = max(sum of request latencies / cap, requests / 100 per s, mean request latency)
+    (answered requests only: a 429 carries no pixels; latencies as the emulator slept them)
 
     python benchmarks/extract_vs_xee.py              # the sweep (about 10 minutes on 2 cores)
     python benchmarks/extract_vs_xee.py --quick      # 3 latency models, smaller area
@@ -144,11 +145,12 @@ def measure(emu, label, fn, cap, base, per_mb, pixels):
     seconds = time.perf_counter() - start
     stats = emu.stats()
     requests = sum(stats["counts"].get("computePixels", {}).values())
+    answered = stats["counts"].get("computePixels", {}).get("200", 0)  # 429s carry no pixels and sleep nothing
     wire_mb = stats["bytes_out_by_kind"].get("computePixels", 0) / 1e6  # pixels only, not metadata calls
     delays = stats["delay_s_by_kind"].get("computePixels", 0.0)
-    bound = max(delays / cap, requests / QUOTA_RPS, delays / max(requests, 1))
+    bound = max(delays / cap, answered / QUOTA_RPS, delays / max(answered, 1))
     return {
-        "base s": base, "s/MB": per_mb, "method": label, "requests": requests, "MB/request": wire_mb / max(requests, 1),
+        "base s": base, "s/MB": per_mb, "method": label, "requests": requests, "MB/request": wire_mb / max(answered, 1),
         "429s": stats["counts"].get("computePixels", {}).get("429", 0), "seconds": seconds, "quota-bound s": bound, "bound / seconds": bound / seconds,
         "embeddings MB/s": pixels * 64 * 4 / 1e6 / seconds,  # float32-equivalent output rate
         "wire MB/s": wire_mb / seconds, "max in flight": stats["max_in_flight_seen"],
