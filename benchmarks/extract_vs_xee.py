@@ -243,6 +243,10 @@ def main():
                 except Exception as exc:  # pylint: disable=broad-except  (seen: a connection reset on a loaded machine)
                     print(f"  {label}: {type(exc).__name__}: {str(exc)[:200]}; measured again", file=sys.stderr)
                     shutil.rmtree(path, ignore_errors=True)
+                    for _ in range(600):  # the failed run's requests still hold slots: let them drain first
+                        if emu.stats()["in_flight"] == 0:
+                            break
+                        time.sleep(0.1)
                     rows.append(measure(emu, label + " (2nd try)", fn, args.cap, base, per_mb, pixels))
                 if not same_values(values_of(path), reference):
                     raise SystemExit(f"{label}: its store differs from efm's first store: not the same work")
