@@ -12,7 +12,7 @@ compared with the bound its own requests allow (quota-bound time):
     bound s = max(sum of request latencies / cap, requests / 100 per s, mean request latency)
     (answered requests only: a 429 carries no pixels; latencies as the emulator slept them)
 
-    python benchmarks/extract_vs_xee.py              # the sweep (about 10 minutes on 2 cores)
+    python benchmarks/extract_vs_xee.py              # the sweep (7-9 minutes on 2 shared cores)
     python benchmarks/extract_vs_xee.py --quick      # 3 latency models, smaller area
     python benchmarks/extract_vs_xee.py --tune       # efm chunk size / request tile / threads, flat latency
 """
