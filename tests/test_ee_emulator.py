@@ -48,7 +48,7 @@ def on_emulator(emulator):
     _initialize(emulator.url)
     emulator.reset_stats()
     yield emulator
-    emulator.configure(latency_s=0.0, error_rates={"429": 0, "500": 0, "503": 0}, truncate_rate=0.0,
+    emulator.configure(latency_s=0.0, latency_per_mb_s=0.0, error_rates={"429": 0, "500": 0, "503": 0}, truncate_rate=0.0,
                        max_in_flight=40, max_request_bytes=48 * 2**20, fault_kinds=("computePixels",))
     ee.data.setMaxRetries(5)
 
@@ -254,6 +254,33 @@ def test_reset_stats_forgets_requests_still_in_flight(emulator):
     assert emulator.count("computePixels") == 0 and emulator.stats()["in_flight"] == 0
 
 
+def test_latency_has_a_base_and_a_per_megabyte_term(emulator):
+    emulator.configure(latency_s=0.05, latency_per_mb_s=0.25)
+    expr = float_expr(year_image(2021))
+    start = time.perf_counter()
+    fetch(expr, grid(X0, Y0, 8, 8))  # 16 kB
+    fetch(expr, grid(X0, Y0, 128, 128))  # 4.2 MB: about 1 s more
+    wall = time.perf_counter() - start
+    small, big = [r for r in emulator.requests if r.kind == "computePixels"]
+    assert small.bytes_out < 20_000 and big.bytes_out > 4_000_000
+    for record in (small, big):
+        assert record.delay_s == pytest.approx(0.05 + 0.25 * record.bytes_out / 1e6)
+        assert record.finished - record.started >= record.delay_s  # the delay is really slept
+    assert big.delay_s - small.delay_s > 1.0
+    assert wall >= small.delay_s + big.delay_s  # a lower bound only: the machine may be slow, never fast
+    stats = emulator.stats()
+    assert stats["delay_s"] == pytest.approx(small.delay_s + big.delay_s) == pytest.approx(stats["delay_s_by_kind"]["computePixels"])
+    assert stats["bytes_out_by_kind"]["computePixels"] == small.bytes_out + big.bytes_out
+    # the size term is for pixels only: value:compute and errors pay the base latency
+    emulator.reset_stats()
+    ee.Number(1).getInfo()
+    emulator.configure(error_rates={"503": 1.0})
+    ee.data.setMaxRetries(0)
+    with pytest.raises(ee.EEException, match="unavailable"):
+        fetch(expr, grid(X0, Y0, 128, 128))
+    assert [r.delay_s for r in emulator.requests if r.kind != "other"] == [0.05, 0.05]
+
+
 def _raw_compute_pixels_body(expression, request_grid):
     return {"expression": ee.serializer.encode(expression), "fileFormat": "NPY", "grid": request_grid}
 
@@ -324,13 +351,14 @@ def test_xee_on_yearly_mosaics_gets_time_from_the_set_property(emulator, images)
 
 def test_subprocess_mode_with_control_endpoints(images):
     two = [by_id(images, "31N_a_2021"), by_id(images, "31N_b_2021")]
-    with EarthEngineEmulatorProcess(two, max_in_flight=10) as proc:
+    with EarthEngineEmulatorProcess(two, max_in_flight=10, latency_per_mb_s=0.01) as proc:
         _initialize(proc.url)
         out = fetch(float_expr(year_image(2021)), grid(X0 + 370, Y0 - 510, 120, 90))
         source = two[0]["data"][:, 51:141, 37:157]
         np.testing.assert_array_equal(out, np.where(np.isnan(source), np.float32(-9999), source).transpose(1, 2, 0))
         stats = proc.stats()
         assert stats["counts"]["computePixels"] == {"200": 1} and stats["max_in_flight_seen"] == 1
+        assert stats["delay_s"] == pytest.approx(0.01 * 120 * 90 * 64 * 4 / 1e6, rel=1e-3)  # --latency-per-mb, no base
         proc.configure(error_rates={"503": 1.0})
         ee.data.setMaxRetries(0)
         with pytest.raises(ee.EEException, match="unavailable"):

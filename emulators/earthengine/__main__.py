@@ -1,6 +1,6 @@
 """Runs the Earth Engine emulator as its own process (so it does not share the caller's GIL).
 
-    python -m emulators.earthengine --port 0 --images DIR [--latency 0.3] [--max-in-flight 40] ...
+    python -m emulators.earthengine --port 0 --images DIR [--latency 0.3] [--latency-per-mb 0.05] [--max-in-flight 40] ...
     python -m emulators.earthengine --procedural [--procedural-years 2021,2022] ...  (any area, no memory)
 
 DIR is written by ``emulators.earthengine.catalog.save_images`` (manifest.json + one
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--images", action="append", default=[], help="image directory (repeatable)")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per computePixels/compute request")
+    parser.add_argument("--latency", type=float, default=0.0, help="base seconds per computePixels/compute request")
+    parser.add_argument("--latency-per-mb", type=float, default=0.0,
+                        help="+ seconds per MB (1e6 bytes) of each computePixels reply (default 0: flat latency)")
     parser.add_argument("--max-in-flight", type=int, default=40)
     parser.add_argument("--max-request-bytes", type=int, default=pixels.DEFAULT_MAX_REQUEST_BYTES)
     parser.add_argument("--error-rates", default="{}", help='JSON, e.g. {"429": 0.05, "503": 0.01}')
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     emulator = EarthEngineEmulator(
-        max_in_flight=args.max_in_flight, latency_s=args.latency, error_rates=json.loads(args.error_rates),
+        max_in_flight=args.max_in_flight, latency_s=args.latency, latency_per_mb_s=args.latency_per_mb, error_rates=json.loads(args.error_rates),
         truncate_rate=args.truncate_rate, seed=args.seed, max_request_bytes=args.max_request_bytes,
         fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k), port=args.port, host=args.host,
         record_requests=args.record_requests)

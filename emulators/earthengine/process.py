@@ -24,12 +24,13 @@ class EarthEngineEmulatorProcess:
     """
 
     def __init__(self, images: Sequence[dict[str, Any]] = (), *, max_in_flight: int = 40,
-                 latency_s: float = 0.0, error_rates: dict[str, float] | None = None,
+                 latency_s: float = 0.0, latency_per_mb_s: float = 0.0, error_rates: dict[str, float] | None = None,
                  truncate_rate: float = 0.0, seed: int = 0,
                  max_request_bytes: int = pixels.DEFAULT_MAX_REQUEST_BYTES,
                  fault_kinds: Sequence[str] = ("computePixels",), python: str = sys.executable):
         self.images = list(images)
         self.args = ["--max-in-flight", str(max_in_flight), "--latency", str(latency_s),
+                     "--latency-per-mb", str(latency_per_mb_s),
                      "--error-rates", json.dumps(error_rates or {}), "--truncate-rate", str(truncate_rate),
                      "--seed", str(seed), "--max-request-bytes", str(max_request_bytes),
                      "--fault-kinds", ",".join(fault_kinds)]

@@ -56,6 +56,7 @@ class RequestRecord:
     started: float
     finished: float
     bytes_out: int
+    delay_s: float = 0.0  # the latency the emulator slept for this request (base + size term)
 
 
 @dataclasses.dataclass
@@ -64,6 +65,7 @@ class _Reply:
     payload: bytes
     content_type: str = "application/json"
     truncate: bool = False
+    delay_s: float = 0.0
 
 
 def _json_reply(obj: Any, status: int = 200) -> _Reply:
@@ -107,7 +109,7 @@ def discovery_document(base_url: str) -> bytes:
 class EarthEngineEmulator:
     """An Earth Engine REST service on 127.0.0.1 for the real ``ee`` client and ``xee``."""
 
-    def __init__(self, max_in_flight: int = 40, latency_s: float = 0.0,
+    def __init__(self, max_in_flight: int = 40, latency_s: float = 0.0, latency_per_mb_s: float = 0.0,
                  error_rates: dict[str, float] | None = None, truncate_rate: float = 0.0, seed: int = 0,
                  max_request_bytes: int = pixels.DEFAULT_MAX_REQUEST_BYTES,
                  fault_kinds: Sequence[str] = ("computePixels",), port: int = 0, host: str = "127.0.0.1",
@@ -118,7 +120,10 @@ class EarthEngineEmulator:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.max_in_flight = max_in_flight
-        self.latency_s = latency_s
+        self.latency_s = latency_s  # base latency of every computePixels/compute request
+        # + this many seconds per MB (1e6 bytes) of a successful computePixels reply: a request that
+        # carries more pixels takes longer to compute and send (docs/earthengine-emulator.md, "Latency")
+        self.latency_per_mb_s = latency_per_mb_s
         self.error_rates: dict[str, float] = {"429": 0.0, "500": 0.0, "503": 0.0}
         self.error_rates.update({str(k): float(v) for k, v in (error_rates or {}).items()})
         self.truncate_rate = truncate_rate
@@ -153,7 +158,7 @@ class EarthEngineEmulator:
 
     # ---- knobs and statistics ----
     def configure(self, **knobs: Any) -> None:
-        """Changes latency_s, error_rates, truncate_rate, max_in_flight, max_request_bytes, fault_kinds, seed, fail_once_after."""
+        """Changes latency_s, latency_per_mb_s, error_rates, truncate_rate, max_in_flight, max_request_bytes, fault_kinds, seed, fail_once_after."""
         with self._lock:
             for key, value in knobs.items():
                 if key == "error_rates":
@@ -162,7 +167,7 @@ class EarthEngineEmulator:
                     self._rng = random.Random(value)
                 elif key == "fault_kinds":
                     self.fault_kinds = tuple(value)
-                elif key in ("latency_s", "truncate_rate", "max_in_flight", "max_request_bytes", "fail_once_after"):
+                elif key in ("latency_s", "latency_per_mb_s", "truncate_rate", "max_in_flight", "max_request_bytes", "fail_once_after"):
                     setattr(self, key, value)
                 else:
                     raise ValueError(f"unknown emulator setting {key!r}")
@@ -174,6 +179,8 @@ class EarthEngineEmulator:
             self.requests: list[RequestRecord] = []
             self._counts: dict[str, dict[int, int]] = {}
             self._bytes_out = 0
+            self._delay_s = 0.0
+            self._by_kind: dict[str, list[float]] = {}  # kind -> [bytes out, seconds slept]
             self.max_in_flight_seen = self._in_flight  # live requests keep their slots
 
     def count(self, kind: str, status: int | None = None) -> int:
@@ -185,7 +192,9 @@ class EarthEngineEmulator:
         with self._lock:
             return {"counts": {k: {str(s): n for s, n in v.items()} for k, v in self._counts.items()},
                     "max_in_flight_seen": self.max_in_flight_seen, "in_flight": self._in_flight,
-                    "bytes_out": self._bytes_out,
+                    "bytes_out": self._bytes_out, "delay_s": self._delay_s,
+                    "bytes_out_by_kind": {k: int(v[0]) for k, v in self._by_kind.items()},
+                    "delay_s_by_kind": {k: v[1] for k, v in self._by_kind.items()},
                     "requests": sum(sum(v.values()) for v in self._counts.values())}
 
     # ---- lifecycle ----
@@ -254,6 +263,10 @@ class EarthEngineEmulator:
             by_status = self._counts.setdefault(record.kind, {})
             by_status[record.status] = by_status.get(record.status, 0) + 1
             self._bytes_out += record.bytes_out
+            self._delay_s += record.delay_s
+            totals = self._by_kind.setdefault(record.kind, [0, 0.0])
+            totals[0] += record.bytes_out
+            totals[1] += record.delay_s
             if self.record_requests:
                 self.requests.append(record)
 
@@ -278,13 +291,18 @@ class EarthEngineEmulator:
         if not self._admit():
             return error_reply(429, "Too many concurrent requests."), kind, body
         try:
-            if self.latency_s:
-                time.sleep(self.latency_s)
             fault = self._draw_fault(kind)
             if isinstance(fault, int):
-                return error_reply(fault, _FAULT_MESSAGES[fault]), kind, body
-            reply = self._answer(kind, match, query, body)
-            reply.truncate = fault == "truncate" and reply.status == 200
+                reply = error_reply(fault, _FAULT_MESSAGES[fault])
+            else:
+                reply = self._answer(kind, match, query, body)
+                reply.truncate = fault == "truncate" and reply.status == 200
+            # Slept after answering (the size term needs the reply's size); the slot stays taken meanwhile.
+            reply.delay_s = self.latency_s
+            if kind == "computePixels" and reply.status == 200:
+                reply.delay_s += self.latency_per_mb_s * len(reply.payload) / 1e6
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
             return reply, kind, body
         finally:
             self._release()
@@ -359,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = None
         if kind != "control":  # recorded before replying, so a client never sees a reply not yet counted
             record = RequestRecord(self.command, urlsplit(self.path).path, kind, body, reply.status, started,
-                                   time.time(), sent)
+                                   time.time(), sent, reply.delay_s)
             emulator._record(record, generation)  # pylint: disable=protected-access
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
