@@ -42,6 +42,17 @@ def test_every_window_reads_what_zarr_reads(tmp_path, dtype):
     assert direct == 2 * 2 - 1  # the 2 whole interior chunks a year, less the missing one; edge, unaligned and larger windows go through zarr
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_a_strided_window_of_one_chunk_is_strided(tmp_path, stride):
+    """efm label reads chunk-aligned windows at a stride: the one-chunk file path must not serve the whole chunk."""
+    array = _store(tmp_path / "s.zarr", "float32", missing=())
+    reader = StoreReader(str(tmp_path / "s.zarr"))
+    rows, cols = slice(16, 32, stride), slice(0, 16, stride)
+    got = reader.read_codes(0, rows, cols)
+    np.testing.assert_array_equal(got, array[0, rows, cols, :])
+    assert got.shape[:2] == (-(-16 // stride), -(-16 // stride))
+
+
 def test_other_layouts_are_left_to_zarr(tmp_path):
     _store(tmp_path / "a.zarr", "float32", chunks=(2, 16, 16, 5), missing=())
     assert ChunkFiles(str(tmp_path / "a.zarr" / "embedding")).read((0, slice(0, 16), slice(0, 16))) is None  # two years a chunk

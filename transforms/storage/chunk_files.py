@@ -45,7 +45,7 @@ class ChunkFiles:
         t, rows, cols = index
         key = []
         for s, step, total in ((rows, self.chunks[1], self.shape[1]), (cols, self.chunks[2], self.shape[2])):
-            if s.start is None or s.start % step or s.stop - s.start != step or s.stop > total:
+            if s.step not in (None, 1) or s.start is None or s.start % step or s.stop - s.start != step or s.stop > total:
                 return None
             key.append(s.start // step)
         name = self.separator.join(str(i) for i in (t, *key, 0))
