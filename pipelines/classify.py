@@ -18,7 +18,8 @@ from transforms.products.classify import ClassifyChunks, class_encoding, class_t
 from transforms.storage import outputs, readers, store, subset
 
 
-def build_parser():
+def build_parser(verb: str = "classify"):
+    """`efm classify`'s flags; `efm predict` takes the same ones (verb "predict" in their help)."""
     parser = common.make_parser("efm classify", "Apply a trained model (or k-means) to every pixel of an embedding store -> a class-map Zarr store.")
     parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
     parser.add_argument("--model", required=True, help="model file from `efm train` / `efm cluster` (.skops, or .pkl/.joblib pickle)")
@@ -26,10 +27,10 @@ def build_parser():
     parser.add_argument("--trust-pickle", action="store_true", help="load a pickle without a hash check (a pickle runs code: only for files you made)")
     parser.add_argument("--output", required=True, help="class-map store to write (Zarr, local path or gs://)")
     parser.add_argument("--confidence", action="store_true", help="also write `confidence`, the maximum class probability")
-    parser.add_argument("--years", help="years to classify, e.g. 2021,2022 (default: every year of the store)")
-    subset.add_flags(parser, "classify")
+    parser.add_argument("--years", help=f"years to {verb}, e.g. 2021,2022 (default: every year of the store)")
+    subset.add_flags(parser, verb)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="finish an interrupted run: classify only the missing chunks")
+    mode.add_argument("--resume", action="store_true", help=f"finish an interrupted run: {verb} only the missing chunks")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
 

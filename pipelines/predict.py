@@ -22,7 +22,7 @@ from transforms.storage import outputs, readers, store, subset
 
 
 def build_parser():
-    parser = classify_cli.build_parser()
+    parser = classify_cli.build_parser("predict")
     parser.prog = "efm predict"
     parser.description = ("Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> a class map "
                           "(as efm classify), a regressor -> `prediction` float32.")
