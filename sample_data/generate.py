@@ -75,7 +75,7 @@ class SampleSpec:
     mixing_px: float = 0.8  # class edges blur over about this many pixels (mixed pixels)
     nodata_fraction: float = 0.03  # of the area, per year
     zone_b_overlap_deg: float = 0.004  # zone B's files reach this far west of the boundary
-    bottom_up: bool = False  # write rows bottom-up (positive y resolution), like some mirrors
+    bottom_up: bool = True  # rows bottom-up (positive y resolution), like the public mirror's files
     seed: int = 7
 
     def __post_init__(self):

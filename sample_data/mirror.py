@@ -106,9 +106,22 @@ def file_name(zone: str, year: int, row_off: int, col_off: int) -> str:
     return f"{prefix}-{row_off:010d}-{col_off:010d}.tiff"
 
 
-def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, bottom_up: bool = False) -> affine.Affine:
-    """(rows, cols, bands) int8 -> a COG like the mirror's; returns the transform written."""
+MIRROR_BLOCK = 1024  # the public mirror's blocks: 1024 x 1024 px of one band (planar-separate)
+
+
+def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, bottom_up: bool = True) -> affine.Affine:
+    """(rows, cols, bands) int8 -> a COG laid out like the mirror's; returns the transform written.
+
+    Like the public files: int8, nodata -128, bands planar-separate (INTERLEAVE=BAND: each
+    block holds one band), blocks of 1024 px (smaller files: one block a side), rows
+    bottom-up (positive y resolution, blocks from the south-west corner) unless asked
+    otherwise, DEFLATE. Unlike them: no overviews (efm reads full resolution only). GDAL
+    3.10's COG driver cannot write planar-separate files, so the GTiff driver copies a
+    memory dataset with COPY_SRC_OVERVIEWS=YES, which gives the COG byte order (IFD first).
+    """
     import rasterio
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
 
     rows, cols, bands = codes.shape
     data = np.moveaxis(codes, -1, 0)
@@ -116,12 +129,15 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
         data = data[:, ::-1, :]
         transform = affine.Affine(transform.a, 0.0, transform.c, 0.0, -transform.e, transform.f + rows * transform.e)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    block = 256 if min(rows, cols) >= 256 else 128
-    with rasterio.open(path, "w", driver="COG", width=cols, height=rows, count=bands, dtype="int8", crs=crs,
-                       transform=transform, nodata=quantize.NODATA_CODE, compress="DEFLATE", level=1, blocksize=block,  # level 1: as small for noise-like codes, less CPU
-                       overviews="NONE") as dst:
-        dst.write(np.ascontiguousarray(data))
-        dst.descriptions = BANDS[:bands]
+    block = min(MIRROR_BLOCK, -(-max(rows, cols) // 16) * 16)  # GTiff blocks are multiples of 16 px
+    with MemoryFile() as memory:
+        with memory.open(driver="MEM", width=cols, height=rows, count=bands, dtype="int8", crs=crs, transform=transform,
+                         nodata=quantize.NODATA_CODE) as mem:
+            mem.write(np.ascontiguousarray(data))
+            mem.descriptions = BANDS[:bands]
+            rasterio.shutil.copy(mem, path, driver="GTiff", tiled=True, blockxsize=block, blockysize=block, interleave="band",
+                                 compress="DEFLATE", zlevel=1,  # level 1: as small for noise-like codes, less CPU
+                                 copy_src_overviews=True, bigtiff="IF_SAFER")
     return transform
 
 

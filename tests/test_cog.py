@@ -109,8 +109,8 @@ def mirror(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mirror_bottom_up(tmp_path_factory):
-    return sample_data.generate(str(tmp_path_factory.mktemp("sample-bottom-up")), sample_data.SampleSpec(**sample_data.SMALL, bottom_up=True))
+def mirror_top_down(tmp_path_factory):
+    return sample_data.generate(str(tmp_path_factory.mktemp("sample-top-down")), sample_data.SampleSpec(**sample_data.SMALL, bottom_up=False))
 
 
 def reference_grid(data) -> Grid:
@@ -216,20 +216,30 @@ def test_whole_grid_matches_and_vectors_are_unit_length(mirror):
     assert abs(np.median(norms) - 1.0) < 0.01
 
 
-def test_bottom_up_cog_reads_the_right_way_up(mirror, mirror_bottom_up):
-    flipped = [p for p in mirror_bottom_up.files if "/2022/" in p]
-    with rasterio.open(flipped[0]) as ds:
-        assert ds.transform.e > 0  # really stored bottom-up
+def test_generated_mirror_is_laid_out_like_the_public_one(mirror):
+    for path in mirror.files:
+        with rasterio.open(path) as ds:
+            assert ds.transform.e > 0  # rows bottom-up, like the public files
+            assert ds.interleaving == rasterio.enums.Interleaving.band  # planar-separate: a block holds one band
+            assert ds.dtypes[0] == "int8" and ds.nodata == -128 and ds.count == 64
+            assert ds.profile["compress"] == "deflate"
+            assert set(ds.block_shapes) == {(min(1024, ds.height), min(1024, ds.width))}
+
+
+def test_bottom_up_cog_reads_the_right_way_up(mirror, mirror_top_down):
+    with rasterio.open([p for p in mirror_top_down.files if "/2022/" in p][0]) as ds:
+        assert ds.transform.e < 0
     grid = reference_grid(mirror)
-    assert reference_grid(mirror_bottom_up) == grid
+    assert reference_grid(mirror_top_down) == grid
     whole = Window(0, 0, grid.height, grid.width)
     for year in YEARS:
-        top_down = fetch(make_source(mirror.mirror, grid, "int8"), whole, year)
-        bottom_up = fetch(make_source(mirror_bottom_up.mirror, grid, "int8"), whole, year)
+        top_down = fetch(make_source(mirror_top_down.mirror, grid, "int8"), whole, year)
+        bottom_up = fetch(make_source(mirror.mirror, grid, "int8"), whole, year)
         np.testing.assert_array_equal(bottom_up, top_down)
     # and against the reference, which only follows each file's own geotransform
     window = Window(30, 120, 120, 140)
-    assert_reads_match_files(mirror_bottom_up.mirror, grid, window, 2022)
+    assert_reads_match_files(mirror.mirror, grid, window, 2022)
+    assert_reads_match_files(mirror_top_down.mirror, grid, window, 2022)
 
 
 def test_index_formats_agree(mirror, tmp_path):
