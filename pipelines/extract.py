@@ -20,6 +20,7 @@ from transforms.sources.fetch import FetchChunks, RetryPolicy
 from transforms.storage import outputs, plan as planlib, progress, store
 
 DEFAULT_CHUNK_SIZE = 1024
+COG_NEIGHBOURHOOD_CHUNKS = 4  # --source cog: chunks fetched together, 4 x 4 (they share the files' blocks)
 DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project
 DEFAULT_COG_CONCURRENCY = 8  # window reads: CPU- and memory-bound, not quota-bound
 DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 shards share the 40
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source, max_concurrent_requests=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second,
         threads_per_worker=threads, retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
         max_open_chunks=open_chunks, global_cap=args.source != "cog", output=args.output,
+        neighbourhood=COG_NEIGHBOURHOOD_CHUNKS * args.chunk_size if args.source == "cog" else 0,
     )
 
     def build(pipeline: beam.Pipeline) -> None:

@@ -76,6 +76,7 @@ class SampleSpec:
     nodata_fraction: float = 0.03  # of the area, per year
     zone_b_overlap_deg: float = 0.004  # zone B's files reach this far west of the boundary
     bottom_up: bool = True  # rows bottom-up (positive y resolution), like the public mirror's files
+    block_size: int = 1024  # the COGs' blocks (the public mirror's: 1024; a multiple of 16)
     seed: int = 7
 
     def __post_init__(self):
@@ -83,6 +84,8 @@ class SampleSpec:
             raise ValueError(f"n_classes must be in 2..{len(CLASS_NAMES)}")
         if self.rows < 64 or self.cols < 64 or self.tile_size < 64:
             raise ValueError("rows, cols and tile_size must be at least 64 px")
+        if self.block_size < 16 or self.block_size % 16:
+            raise ValueError("block_size must be a positive multiple of 16 px")
 
     @property
     def zone_b(self) -> str:

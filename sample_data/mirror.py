@@ -109,13 +109,14 @@ def file_name(zone: str, year: int, row_off: int, col_off: int) -> str:
 MIRROR_BLOCK = 1024  # the public mirror's blocks: 1024 x 1024 px of one band (planar-separate)
 
 
-def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, bottom_up: bool = True) -> affine.Affine:
+def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, bottom_up: bool = True,
+              block_size: int = MIRROR_BLOCK) -> affine.Affine:
     """(rows, cols, bands) int8 -> a COG laid out like the mirror's; returns the transform written.
 
     Like the public files: int8, nodata -128, bands planar-separate (INTERLEAVE=BAND: each
     block holds one band), blocks of 1024 px (smaller files: one block a side), rows
     bottom-up (positive y resolution, blocks from the south-west corner) unless asked
-    otherwise, DEFLATE. Unlike them: no overviews (efm reads full resolution only). GDAL
+    otherwise, DEFLATE. `block_size` other than 1024 is for tests (files of many blocks). Unlike them: no overviews (efm reads full resolution only). GDAL
     3.10's COG driver cannot write planar-separate files, so the GTiff driver copies a
     memory dataset with COPY_SRC_OVERVIEWS=YES, which gives the COG byte order (IFD first).
     """
@@ -129,7 +130,7 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
         data = data[:, ::-1, :]
         transform = affine.Affine(transform.a, 0.0, transform.c, 0.0, -transform.e, transform.f + rows * transform.e)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    block = min(MIRROR_BLOCK, -(-max(rows, cols) // 16) * 16)  # GTiff blocks are multiples of 16 px
+    block = min(block_size, -(-max(rows, cols) // 16) * 16)  # GTiff blocks are multiples of 16 px
     with MemoryFile() as memory:
         with memory.open(driver="MEM", width=cols, height=rows, count=bands, dtype="int8", crs=crs, transform=transform,
                          nodata=quantize.NODATA_CODE) as mem:
@@ -174,7 +175,7 @@ def _write_file(world: World, mirror_dir: str, year: int, zone: str, tile: TileP
                             persistent, spec.noise_persistence)
     name = file_name(zone, year, tile.row_off, tile.col_off)
     path = os.path.join(mirror_dir, str(year), zone, name)
-    write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up)
+    write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up, block_size=spec.block_size)
     t = tile.transform
     west, north = t.c, t.f
     east, south = t.c + tile.size * t.a, t.f + tile.size * t.e

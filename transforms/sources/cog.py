@@ -9,10 +9,12 @@ For each request tile of a chunk, `CogSource.fetch`:
 
 1. picks the files of the chunk's year whose footprint intersects the tile (from the
    index rows the launcher selected for the grid, so workers never read the index);
-2. reads only the window each file contributes. When the file lies on the target grid
-   (same CRS, same pixel size, aligned: the "native" grid), the window is copied as is,
-   so int8 codes reach an int8 store bit for bit. Otherwise the int8 codes are warped
-   to the target grid with nearest neighbour (-128 = no data), then de-quantised;
+2. reads only the stored blocks under the tile, each decoded once per process while the
+   chunks that share it are near (`cog_blocks`: a shared cache of decoded blocks). When the
+   file lies on the target grid (same CRS, same pixel size, aligned: the "native" grid), the
+   window is copied as is, so int8 codes reach an int8 store bit for bit. Otherwise each
+   target pixel takes the codes of the source pixel under its centre (nearest neighbour,
+   -128 = no data), then de-quantised;
 3. mosaics: files in the grid's own CRS first, then the others; each pixel takes the
    first file that has data there;
 4. returns int8 codes for an int8 store, or float32 de-quantised in float64 for a
@@ -42,6 +44,7 @@ from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import first_line
 from transforms.core.grid import Grid, Window
 from transforms.sources import remote_fs
+from transforms.sources.cog_blocks import BlockCache, Layout, read_block
 from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
 from transforms.sources.cog_read import MOSAIC_RULE, RESAMPLING, band_indexes, mosaic_into, read_into_grid
 from transforms.sources.fetch import RetryableError
@@ -49,6 +52,7 @@ from transforms.sources.grid_source import GridSource
 
 
 HANDLES_PER_THREAD = 16  # open datasets kept per fetch thread (LRU)
+BLOCK_CACHE_BYTES = 512 * 2**20  # decoded blocks kept per process (8 of the mirror's 1024 px x 64 band blocks)
 # GDAL settings for every read: never list a folder (the index says where files are),
 # never look for side-car files.
 GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO", "GDAL_NUM_THREADS": "1"}
@@ -73,11 +77,14 @@ class CogSource(GridSource):
     root: str = ""
     files: tuple[CogFile, ...] = ()
     transfer_itemsize: int = 1  # the mirror stores int8
+    block_cache_bytes: int = BLOCK_CACHE_BYTES
 
     def setup(self) -> None:
         import rasterio.crs
 
         self._handles = _Handles()
+        self._blocks = BlockCache.for_capacity(self.block_cache_bytes)
+        self._layouts: dict[str, Layout] = {}
         self._grid_crs = rasterio.crs.CRS.from_user_input(self.grid.crs)
         self._by_year: dict[int, list[CogFile]] = collections.defaultdict(list)
         for f in self.files:
@@ -86,7 +93,7 @@ class CogSource(GridSource):
 
     def __getstate__(self):  # never pickle open datasets, thread-locals or filesystems
         state = dict(self.__dict__)
-        for key in ("_handles", "_grid_crs", "_by_year", "_fs"):
+        for key in ("_handles", "_grid_crs", "_by_year", "_fs", "_blocks", "_layouts"):
             state.pop(key, None)
         return state
 
@@ -111,6 +118,7 @@ class CogSource(GridSource):
         return ds
 
     def _forget(self, path: str) -> None:
+        self._blocks.forget(path)
         ds = self._handles.open.pop(path, None)
         if ds is not None:
             try:
@@ -124,17 +132,29 @@ class CogSource(GridSource):
         except Exception:  # cannot tell now: let the retry find out
             return False
 
+    def plan(self, spec: ChunkSpec) -> list[Window]:
+        """One read per chunk (the mirror has no request-size limit): each block it needs is read once."""
+        if self.request_tile_size:
+            return super().plan(spec)
+        return [spec.window]
+
     def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray:
         left, bottom, right, top = self.grid.window_bounds(tile)
-        codes = np.full((tile.rows, tile.cols, len(self.bands)), quantize.NODATA_CODE, dtype=np.int8)
+        codes = None
         for f in self._by_year.get(spec.year, ()):
             if not f.intersects((left, bottom, right, top)):
                 continue
             part = self._read(f, left, top, tile.rows, tile.cols)
-            if part is not None:
+            if part is None:
+                continue
+            if codes is None:
+                codes = part  # the first file's read is the tile: no copy
+            else:
                 mosaic_into(codes, part)
-                if not (codes[..., 0] == quantize.NODATA_CODE).any():
-                    break
+            if not (codes[..., 0] == quantize.NODATA_CODE).any():
+                break
+        if codes is None:
+            codes = np.full((tile.rows, tile.cols, len(self.bands)), quantize.NODATA_CODE, dtype=np.int8)
         if np.dtype(self.store_dtype) == np.int8:
             return codes
         return quantize.dequantize(codes)
@@ -144,8 +164,14 @@ class CogSource(GridSource):
 
         try:
             ds = self._open(f.path)
+            layout = self._layouts.get(f.path) or self._layouts.setdefault(f.path, Layout.of(ds))
             indexes = band_indexes(ds.descriptions, ds.count, self.bands)
-            return read_into_grid(ds, indexes, self._grid_crs, self.grid.scale, left, top, rows, cols)
+
+            def block(block_row: int, block_col: int) -> np.ndarray:
+                key = (f.path, tuple(indexes), block_row, block_col)
+                return self._blocks.get(key, lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col))
+
+            return read_into_grid(layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols)
         except FileNotFoundError as exc:
             self._forget(f.path)
             raise FileNotFoundError(f"{f.path} is listed in the index but does not exist: {first_line(exc)}") from None

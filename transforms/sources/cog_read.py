@@ -1,19 +1,23 @@
 """Reading one COG of the mirror into a window of the target grid, and the mosaic of files.
 
 On the target grid's own pixels ("native": same CRS, same pixel size, aligned) a window is
-copied as is, so int8 codes reach an int8 store bit for bit; otherwise the int8 codes are
-warped with nearest neighbour (-128 = no data). Rows are never assumed to run top-down:
-the geotransform says which way they go and the reader flips.
+copied as is, so int8 codes reach an int8 store bit for bit; otherwise each target pixel takes
+the int8 codes of the source pixel under its centre (nearest neighbour; -128 = no data), found
+with exact PROJ transforms on a 32 px lattice and bilinear interpolation between them (the
+error, ~1e-4 px between neighbouring UTM zones, is far below GDAL's warper's default 0.125 px).
+Both read the file's stored blocks through `cog_blocks`, which decodes each block once and
+turns it north-up: rows are never assumed to run top-down, the geotransform says which way.
 """
 from __future__ import annotations
 
-import math
 import re
+import threading
 
 import affine
 import numpy as np
 
 from transforms.core import quantize
+from transforms.sources.cog_blocks import Layout
 
 
 RESAMPLING = "nearest"
@@ -36,8 +40,8 @@ def band_indexes(descriptions: tuple, count: int, bands: tuple[str, ...]) -> lis
 
 
 def _is_native(src_crs, t: affine.Affine, grid_crs, scale: float, left: float, top: float) -> bool:
-    """Same CRS, same pixel size, pixel edges aligned: a window is a plain copy."""
-    if t.b != 0 or t.d != 0 or abs(abs(t.a) - scale) > 1e-9 * scale or abs(abs(t.e) - scale) > 1e-9 * scale or t.a < 0:
+    """Same CRS, same pixel size, pixel edges aligned (`t` north-up): a window is a plain copy."""
+    if t.b != 0 or t.d != 0 or abs(t.a - scale) > 1e-9 * scale or abs(-t.e - scale) > 1e-9 * scale:
         return False
     if src_crs != grid_crs:
         return False
@@ -46,87 +50,101 @@ def _is_native(src_crs, t: affine.Affine, grid_crs, scale: float, left: float, t
     return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
 
 
-def _north_up_read(ds, indexes: list[int], row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, affine.Affine]:
-    """Rows [row0, row1) x cols [col0, col1) of the file, flipped to north-up if needed.
+def read_into_grid(layout: Layout, block, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int) -> np.ndarray | None:
+    """One file's int8 codes on a window of the target grid: (rows, cols, bands), -128 = none.
 
-    Returns (bands, rows, cols) and the north-up transform of that block.
+    `layout`: the file's geometry (`cog_blocks.Layout`); `block(block_row, block_col)`: one of
+    its stored blocks, decoded, north-up, (rows, cols, bands). Native grid: the overlapping
+    window is copied from the blocks. Otherwise each target pixel takes the source pixel under
+    its centre (nearest neighbour). None if the file adds nothing.
     """
-    from rasterio.windows import Window as RioWindow
-
-    t = ds.transform
-    data = ds.read(indexes, window=RioWindow(col0, row0, col1 - col0, row1 - row0))
-    if t.e > 0:  # bottom-up: row 0 is the southernmost
-        data = data[:, ::-1, :]
-        block = affine.Affine(t.a, 0.0, t.c + col0 * t.a, 0.0, -t.e, t.f + row1 * t.e)
-    else:
-        block = affine.Affine(t.a, 0.0, t.c + col0 * t.a, 0.0, t.e, t.f + row0 * t.e)
-    return data, block
+    t = layout.transform
+    if _is_native(src_crs, t, grid_crs, scale, left, top):
+        return _copy_native(layout, block, round((t.f - top) / scale), round((left - t.c) / scale), rows, cols)
+    return _nearest(layout, block, src_crs, grid_crs, scale, left, top, rows, cols)
 
 
-def _file_rows(t: affine.Affine, height: int, y_low: float, y_high: float) -> tuple[float, float]:
-    """Fractional file rows spanning y in [y_low, y_high], whatever the row direction."""
-    if t.e > 0:
-        return (y_low - t.f) / t.e, (y_high - t.f) / t.e
-    return (t.f - y_high) / -t.e, (t.f - y_low) / -t.e
-
-
-def read_into_grid(ds, indexes: list[int], grid_crs, scale: float, left: float, top: float, rows: int, cols: int) -> np.ndarray | None:
-    """One open file's int8 codes on a window of the target grid: (rows, cols, bands), -128 = none.
-
-    Native grid: the overlapping window is copied. Otherwise the codes are warped with
-    nearest neighbour (GDAL), -128 as no data on both sides. None if the file adds nothing.
-    """
-    t = ds.transform
-    out = None
-    if _is_native(ds.crs, t, grid_crs, scale, left, top):
-        bottom, right = top - rows * scale, left + cols * scale
-        r_lo, r_hi = _file_rows(t, ds.height, bottom, top)
-        c_lo, c_hi = (left - t.c) / t.a, (right - t.c) / t.a
-        r0, r1 = max(0, round(r_lo)), min(ds.height, round(r_hi))
-        c0, c1 = max(0, round(c_lo)), min(ds.width, round(c_hi))
-        if r0 >= r1 or c0 >= c1:
-            return None
-        data, block = _north_up_read(ds, indexes, r0, r1, c0, c1)
-        dst_row = round((top - block.f) / scale)
-        dst_col = round((block.c - left) / scale)
-        out = np.full((rows, cols, len(indexes)), quantize.NODATA_CODE, dtype=np.int8)
-        out[dst_row : dst_row + data.shape[1], dst_col : dst_col + data.shape[2]] = np.moveaxis(data, 0, -1)
-        return out
-    return _warp_into_grid(ds, indexes, grid_crs, scale, left, top, rows, cols)
-
-
-def _warp_into_grid(ds, indexes, grid_crs, scale, left, top, rows, cols) -> np.ndarray | None:
-    import rasterio.warp
-    from rasterio.enums import Resampling
-
-    t = ds.transform
-    if t.b != 0 or t.d != 0:
-        raise ValueError(f"{ds.name}: rotated geotransforms are not supported")
-    bottom, right = top - rows * scale, left + cols * scale
-    try:
-        sx0, sy0, sx1, sy1 = rasterio.warp.transform_bounds(grid_crs, ds.crs, left, bottom, right, top, densify_pts=21)
-    except Exception:
-        return None
-    if not all(math.isfinite(v) for v in (sx0, sy0, sx1, sy1)):
-        return None
-    margin = 2  # pixels: nearest neighbour needs the source pixel under every target centre
-    c_lo, c_hi = sorted(((sx0 - t.c) / t.a, (sx1 - t.c) / t.a))
-    r_lo, r_hi = _file_rows(t, ds.height, sy0, sy1)
-    r0, r1 = max(0, math.floor(r_lo) - margin), min(ds.height, math.ceil(r_hi) + margin)
-    c0, c1 = max(0, math.floor(c_lo) - margin), min(ds.width, math.ceil(c_hi) + margin)
+def _copy_native(layout: Layout, block, row_off: int, col_off: int, rows: int, cols: int) -> np.ndarray | None:
+    """Rows [row_off, +rows) x cols [col_off, +cols) of the file (north-up), from its blocks."""
+    r0, r1 = max(0, row_off), min(layout.height, row_off + rows)
+    c0, c1 = max(0, col_off), min(layout.width, col_off + cols)
     if r0 >= r1 or c0 >= c1:
         return None
-    data, block = _north_up_read(ds, indexes, r0, r1, c0, c1)
-    if (data == quantize.NODATA_CODE).all():
+    out = None
+    for block_row, block_col in layout.blocks_over(r0, r1, c0, c1):
+        data = block(block_row, block_col)
+        if out is None:
+            covered = (r0, r1, c0, c1) == (row_off, row_off + rows, col_off, col_off + cols)
+            shape = (rows, cols, data.shape[-1])
+            out = np.empty(shape, dtype=np.int8) if covered else np.full(shape, quantize.NODATA_CODE, dtype=np.int8)
+        b0, _ = layout.block_span(block_row)
+        bc0 = block_col * layout.block_cols
+        i0, i1 = max(r0, b0), min(r1, b0 + data.shape[0])
+        j0, j1 = max(c0, bc0), min(c1, bc0 + data.shape[1])
+        out[i0 - row_off : i1 - row_off, j0 - col_off : j1 - col_off] = data[i0 - b0 : i1 - b0, j0 - bc0 : j1 - bc0]
+    return out
+
+
+_transformers = threading.local()  # pyproj transformers, per thread (one PROJ context each)
+LATTICE_STEP = 32  # px: exact transforms on this lattice, bilinear between (error ~1e-4 px between UTM zones)
+
+
+def _transformer(src, dst):
+    import pyproj
+
+    cache = _transformers.__dict__.setdefault("cache", {})
+    key = (str(src), str(dst))
+    if key not in cache:
+        cache[key] = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    return cache[key]
+
+
+def _interpolate(lattice: np.ndarray, li: np.ndarray, lj: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Bilinear interpolation of values on lattice rows `li` x cols `lj` to every pixel."""
+    along_cols = np.stack([np.interp(np.arange(cols), lj, row) for row in lattice])
+    if len(li) == 1:
+        return np.repeat(along_cols, rows, axis=0)
+    r = np.arange(rows)
+    k = np.clip(np.searchsorted(li, r, side="right") - 1, 0, len(li) - 2)
+    w = ((r - li[k]) / (li[k + 1] - li[k]))[:, None]
+    return along_cols[k] * (1 - w) + along_cols[k + 1] * w
+
+
+def source_pixels(layout: Layout, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """North-up (row, col) of the file's pixel under each target pixel centre; -1 where none."""
+    li = np.unique(np.r_[np.arange(0, rows, LATTICE_STEP), rows - 1])
+    lj = np.unique(np.r_[np.arange(0, cols, LATTICE_STEP), cols - 1])
+    xs, ys = np.meshgrid(left + (lj + 0.5) * scale, top - (li + 0.5) * scale)
+    sx, sy = _transformer(grid_crs, src_crs).transform(xs, ys)
+    t = layout.transform
+    fc = _interpolate((np.asarray(sx) - t.c) / t.a, li, lj, rows, cols)
+    fr = _interpolate((np.asarray(sy) - t.f) / t.e, li, lj, rows, cols)
+    inside = np.isfinite(fc) & np.isfinite(fr) & (fc >= 0) & (fc < layout.width) & (fr >= 0) & (fr < layout.height)
+    return np.where(inside, np.floor(fr), -1).astype(np.int64), np.where(inside, np.floor(fc), -1).astype(np.int64)
+
+
+def _nearest(layout: Layout, block, src_crs, grid_crs, scale, left, top, rows, cols) -> np.ndarray | None:
+    """Each target pixel from the source pixel under its centre, gathered block by block."""
+    src_rows, src_cols = source_pixels(layout, src_crs, grid_crs, scale, left, top, rows, cols)
+    pixels = np.flatnonzero(src_rows.ravel() >= 0)
+    if pixels.size == 0:
         return None
-    destination = np.full((len(indexes), rows, cols), quantize.NODATA_CODE, dtype=np.int8)
-    rasterio.warp.reproject(
-        source=np.ascontiguousarray(data), destination=destination,
-        src_transform=block, src_crs=ds.crs, src_nodata=quantize.NODATA_CODE,
-        dst_transform=affine.Affine(scale, 0.0, left, 0.0, -scale, top), dst_crs=grid_crs, dst_nodata=quantize.NODATA_CODE,
-        resampling=Resampling.nearest,
-    )
-    return np.moveaxis(destination, 0, -1)
+    r, c = src_rows.ravel()[pixels], src_cols.ravel()[pixels]
+    block_rows, block_cols = layout.block_rows_of(r), c // layout.block_cols
+    out = None
+    for block_row in range(int(block_rows.min()), int(block_rows.max()) + 1):
+        in_row = block_rows == block_row
+        for block_col in range(int(block_cols.min()), int(block_cols.max()) + 1):
+            take = np.flatnonzero(in_row & (block_cols == block_col))
+            if take.size == 0:
+                continue
+            data = block(block_row, block_col)
+            if out is None:
+                out = np.full((rows * cols, data.shape[-1]), quantize.NODATA_CODE, dtype=np.int8)
+            b0, _ = layout.block_span(block_row)
+            local = (r[take] - b0) * data.shape[1] + (c[take] - block_col * layout.block_cols)
+            out[pixels[take]] = data.reshape(-1, data.shape[-1])[local]
+    return out.reshape(rows, cols, -1)
 
 
 def mosaic_into(out: np.ndarray, part: np.ndarray) -> None:

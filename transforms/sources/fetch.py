@@ -58,6 +58,7 @@ class TileSource(Protocol):
     """What FetchChunks needs from a source. Instances are pickled to workers: keep them small."""
 
     transfer_itemsize: int  # bytes per band value in a request
+    store_dtype: str  # what fetch returns and the chunk holds
 
     def setup(self) -> None: ...
     def plan(self, spec: ChunkSpec) -> list[Window]: ...
@@ -258,7 +259,7 @@ class _FetchChunksFn(beam.DoFn):
                         if spec is None:
                             break
                         tiles = self.source.plan(spec)
-                        partial[spec] = [self.source.empty_chunk(spec), len(tiles)]
+                        partial[spec] = [None, len(tiles)]  # allocated with the first tile (which may be the chunk)
                         queued_tiles.extend((spec, tile) for tile in tiles)
                     spec, tile = queued_tiles.popleft()
                     in_flight[self.pool.submit(self._fetch_tile, spec, tile, limiter, stop)] = (spec, tile)
@@ -274,7 +275,12 @@ class _FetchChunksFn(beam.DoFn):
                     self.bytes.inc(tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize)  # on the wire
                     held = partial[spec]
                     w = spec.window
-                    held[0][tile.row - w.row : tile.row - w.row + tile.rows, tile.col - w.col : tile.col - w.col + tile.cols] = data
+                    if held[0] is None and tile == w and data.dtype == np.dtype(self.source.store_dtype):
+                        held[0] = data  # one tile is the whole chunk: no copy
+                    else:
+                        if held[0] is None:
+                            held[0] = self.source.empty_chunk(spec)
+                        held[0][tile.row - w.row : tile.row - w.row + tile.rows, tile.col - w.col : tile.col - w.col + tile.cols] = data
                     held[1] -= 1
                     if held[1] == 0:
                         del partial[spec]
@@ -314,6 +320,9 @@ class FetchChunks(beam.PTransform):
     global_cap: bool = True
     output: str | None = None
     batch_size: int = 16  # chunks per element without a global cap: keeps a DoFn's pool busy
+    # Without a global cap, batch chunks by squares of this many pixels (0: any chunks): chunks
+    # that share a source's blocks are then fetched together, so each block is decoded once.
+    neighbourhood: int = 0
 
     def __post_init__(self):
         super().__init__()
@@ -329,13 +338,21 @@ class FetchChunks(beam.PTransform):
     def expand(self, specs: beam.PCollection) -> beam.PCollection:
         if not self.global_cap:
             fn = _FetchChunksFn(self.source, self.threads_per_worker, math.inf, self.retry, self.max_open_chunks, self.output)
-            return (
-                specs
-                | "SpreadOverWorkers" >> beam.Reshuffle()
-                | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
-                | "Unkeyed" >> beam.Map(lambda batch: (None, batch))
-                | "FetchBatch" >> beam.ParDo(fn)
-            )
+            if self.neighbourhood:
+                side = self.neighbourhood
+                batches = (
+                    specs
+                    | "Neighbourhood" >> beam.Map(lambda spec: ((spec.time_index, spec.window.row // side, spec.window.col // side), spec))
+                    | "SpreadOverWorkers" >> beam.GroupByKey()
+                )
+            else:
+                batches = (
+                    specs
+                    | "SpreadOverWorkers" >> beam.Reshuffle()
+                    | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
+                    | "Unkeyed" >> beam.Map(lambda batch: (None, batch))
+                )
+            return batches | "FetchBatch" >> beam.ParDo(fn)
         shards = self.shards
         fn = _FetchChunksFn(self.source, self.threads_per_shard, self.max_requests_per_second / shards, self.retry, self.max_open_chunks, self.output)
         return (
