@@ -73,16 +73,28 @@ def _check_positive(flag: str, value, kind=int):
 def open_chunk_limit(args, options) -> int:
     """Chunks a process may hold, from --worker-memory-gb (README: what memory a run needs and why)."""
     chunk_bytes = args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
-    workers = common.local_workers(options)
-    multiprocess = workers and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-    processes = workers if multiprocess else 1  # locally the budget is the machine's; on Dataflow one worker process's
-    limit = fetchlib.max_open_chunks(args.worker_memory_gb * 2**30, chunk_bytes, processes)
+    processes = memory_processes(options)
+    cache = block_cache_bytes(args, processes)
+    limit = fetchlib.max_open_chunks(args.worker_memory_gb * 2**30, chunk_bytes, processes, extra_bytes=cache)
     if limit < 1:
-        need = (fetchlib.PROCESS_BASE_BYTES + fetchlib.CHUNK_COST_FACTOR * chunk_bytes) * processes / 2**30
+        need = (fetchlib.PROCESS_BASE_BYTES + cache + fetchlib.CHUNK_COST_FACTOR * chunk_bytes) * processes / 2**30
         each = fetchlib.CHUNK_COST_FACTOR * chunk_bytes / 2**20
         raise InputError("--worker-memory-gb", f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
-                         f"requests, plus 0.5 GiB per process, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
+                         f"requests, plus {(fetchlib.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
     return limit
+
+
+def memory_processes(options) -> int:
+    """Processes sharing --worker-memory-gb: locally the budget is the machine's; on Dataflow one worker process's."""
+    workers = common.local_workers(options)
+    return workers if workers and options.view_as(DirectOptions).direct_running_mode == "multi_processing" else 1
+
+
+def block_cache_bytes(args, processes: int) -> int:
+    """--source cog: decoded blocks a process keeps (cog_blocks), a quarter of its memory share at most."""
+    if args.source != "cog":
+        return 0
+    return int(min(cog.BLOCK_CACHE_BYTES, args.worker_memory_gb * 2**30 / max(1, processes) / 4))
 
 
 def requests_in_flight(args, options, open_chunks: int, itemsize: int) -> int:
@@ -174,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
     if args.source == "cog":
-        source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, mirror_index, args.request_tile_size)
+        source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, mirror_index, args.request_tile_size,
+                                 block_cache_bytes=block_cache_bytes(args, memory_processes(options)))
     else:
         source = earthengine.EarthEngineSource(
             grid=grid, years=tuple(years), bands=bands, store_dtype=args.dtype, transfer_itemsize=itemsize,

@@ -210,11 +210,11 @@ def _looks_transient(exc: BaseException) -> bool:
 
 
 def make_source(grid: Grid, years: list[int], bands: tuple[str, ...], store_dtype: str, root: str, index,
-                request_tile_size: int | None = None) -> CogSource:
+                request_tile_size: int | None = None, block_cache_bytes: int = BLOCK_CACHE_BYTES) -> CogSource:
     """The source for a planned grid, given the index rows `check_cog_root` returned."""
     return CogSource(
         grid=grid, years=tuple(years), bands=tuple(bands), store_dtype=store_dtype, transfer_itemsize=1,
-        request_tile_size=request_tile_size, root=root, files=files_for_grid(index, grid),
+        request_tile_size=request_tile_size, root=root, files=files_for_grid(index, grid), block_cache_bytes=block_cache_bytes,
     )
 
 

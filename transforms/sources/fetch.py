@@ -36,7 +36,7 @@ import apache_beam as beam
 import numpy as np
 import xarray_beam as xbeam
 
-from transforms.core.chunks import MARKER_DIR, ChunkSpec
+from transforms.core.chunks import CHUNK, MARKER_DIR, ChunkSpec
 from transforms.core.grid import Window
 from transforms.core.metrics import METRICS_NAMESPACE
 
@@ -352,21 +352,22 @@ class FetchChunks(beam.PTransform):
                     | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
                     | "Unkeyed" >> beam.Map(lambda batch: (None, batch))
                 )
-            return batches | "FetchBatch" >> beam.ParDo(fn)
+            return batches | "FetchBatch" >> beam.ParDo(fn).with_output_types(CHUNK)
         shards = self.shards
         fn = _FetchChunksFn(self.source, self.threads_per_shard, self.max_requests_per_second / shards, self.retry, self.max_open_chunks, self.output)
         return (
             specs
             | "DealToShards" >> beam.Map(lambda spec: (spec.index % shards, spec))
             | "GroupByShard" >> beam.GroupByKey()
-            | "FetchShard" >> beam.ParDo(fn)
+            | "FetchShard" >> beam.ParDo(fn).with_output_types(CHUNK)
         )
 
 
-def max_open_chunks(memory_bytes: float, chunk_bytes: int, processes: int = 1) -> int:
+def max_open_chunks(memory_bytes: float, chunk_bytes: int, processes: int = 1, extra_bytes: int = 0) -> int:
     """Chunks one process may hold: what is left of its share of the budget after the
-    process's own footprint, over what one open chunk costs (see README, memory). 0 = too little."""
-    per_process = memory_bytes / max(1, processes) - PROCESS_BASE_BYTES
+    process's own footprint (and `extra_bytes`, e.g. a source's cache), over what one open
+    chunk costs (see README, memory). 0 = too little."""
+    per_process = memory_bytes / max(1, processes) - PROCESS_BASE_BYTES - extra_bytes
     return max(0, int(per_process // (CHUNK_COST_FACTOR * chunk_bytes)))
 
 
