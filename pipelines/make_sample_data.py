@@ -28,7 +28,8 @@ def build_parser():
     parser.add_argument("--size", default="default", help="small | default | ROWSxCOLS in 10 m pixels (default: %(default)s = 1024x1280)")
     parser.add_argument("--tile-size", type=int, help="side of each COG file in pixels (default: 512, small: 128; the public mirror's is 8192)")
     parser.add_argument("--years", default="2022,2023", help="years to generate (default: %(default)s)")
-    parser.add_argument("--bottom-up", action="store_true", help="write rows bottom-up (positive y resolution), as some mirrors do")
+    parser.add_argument("--top-down", action="store_true", help="write rows top-down (negative y resolution, a standard COG); "
+                        "by default they run bottom-up, as in the public mirror's files")
     parser.add_argument("--seed", type=int, default=sample_data.SampleSpec.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return parser
@@ -55,7 +56,7 @@ def spec_from_args(args) -> sample_data.SampleSpec:
     years = gridlib.parse_years(args.years)
     if len(years) < 1:
         raise InputError("--years", "give at least one year")
-    return sample_data.SampleSpec(years=tuple(years), bottom_up=args.bottom_up, seed=args.seed, **options)
+    return sample_data.SampleSpec(years=tuple(years), bottom_up=not args.top_down, seed=args.seed, **options)
 
 
 def prepare_output(path: str, overwrite: bool) -> None:

@@ -40,12 +40,23 @@ def native_codes(data, year):
     codes = np.full((height, width, 64), -128, dtype=np.int8)
     for path in glob.glob(os.path.join(data.mirror, str(year), SPEC.zone_a, "*.tiff")):
         with rasterio.open(path) as ds:
-            row = round((transform.f - ds.transform.f) / 10.0)
-            col = round((ds.transform.c - transform.c) / 10.0)
-            block = np.moveaxis(ds.read(), 0, -1)
+            t, block = ds.transform, np.moveaxis(ds.read(), 0, -1)
+            top = t.f + ds.height * t.e if t.e > 0 else t.f  # bottom-up files: row 0 is the southernmost
+            if t.e > 0:
+                block = block[::-1]
+            row = round((transform.f - top) / 10.0)
+            col = round((t.c - transform.c) / 10.0)
             h, w = min(block.shape[0], height - row), min(block.shape[1], width - col)
             codes[row : row + h, col : col + w] = block[:h, :w]
     return codes
+
+
+def _first_ifd_offset(path: str) -> int:
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return struct.unpack("<I", head[4:8])[0] if head[2] == 42 else struct.unpack("<Q", head[8:16])[0]
 
 
 def test_layout_is_the_mirrors(data):
@@ -61,7 +72,10 @@ def test_layout_is_the_mirrors(data):
             assert (ds.count, ds.width, ds.height) == (64, SPEC.tile_size, SPEC.tile_size)
             assert ds.dtypes[0] == "int8" and ds.nodata == -128
             assert ds.descriptions == sample_embedding.BANDS
-            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            # Cloud-optimised byte order: the image's directory first, then the blocks (GDAL 3.10's COG driver
+            # cannot write planar-separate bands, so no LAYOUT=COG tag); bands planar-separate like the public files.
+            assert _first_ifd_offset(path) < 1024 <= int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") == "BAND" and ds.transform.e > 0
             assert ds.crs.to_epsg() == int(cog_index.zone_crs(path.split("/")[-2]).split(":")[1])
             assert ds.transform.a == 10.0 and abs(ds.transform.e) == 10.0
 
@@ -79,7 +93,8 @@ def test_index_has_the_public_columns_and_true_footprints(data):
     for row in frame.itertuples():
         with rasterio.open(row.path) as ds:
             b = ds.bounds
-            assert (row.utm_west, row.utm_south, row.utm_east, row.utm_north) == pytest.approx((b.left, b.bottom, b.right, b.top))
+            south, north = sorted((b.bottom, b.top))  # rasterio's bounds of a bottom-up file have bottom > top
+            assert (row.utm_west, row.utm_south, row.utm_east, row.utm_north) == pytest.approx((b.left, south, b.right, north))
             assert row.crs == f"EPSG:{ds.crs.to_epsg()}" and row.utm_zone == row.path.split("/")[-2]
         assert str(row.year) == row.path.split("/")[-3]
         west, south, east, north = row.geometry.bounds
