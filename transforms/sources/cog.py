@@ -140,18 +140,19 @@ class CogSource(GridSource):
 
     def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray:
         left, bottom, right, top = self.grid.window_bounds(tile)
-        codes = None
+        codes = need = None
         for f in self._by_year.get(spec.year, ()):
             if not f.intersects((left, bottom, right, top)):
                 continue
-            part = self._read(f, left, top, tile.rows, tile.cols)
+            part = self._read(f, left, top, tile.rows, tile.cols, need)
             if part is None:
                 continue
             if codes is None:
                 codes = part  # the first file's read is the tile: no copy
             else:
                 mosaic_into(codes, part)
-            if not (codes[..., 0] == quantize.NODATA_CODE).any():
+            need = codes[..., 0] == quantize.NODATA_CODE  # what the next files may fill
+            if not need.any():
                 break
         if codes is None:
             codes = np.full((tile.rows, tile.cols, len(self.bands)), quantize.NODATA_CODE, dtype=np.int8)
@@ -159,7 +160,7 @@ class CogSource(GridSource):
             return codes
         return quantize.dequantize(codes)
 
-    def _read(self, f: CogFile, left: float, top: float, rows: int, cols: int) -> np.ndarray | None:
+    def _read(self, f: CogFile, left: float, top: float, rows: int, cols: int, need: np.ndarray | None = None) -> np.ndarray | None:
         import rasterio.errors
 
         try:
@@ -167,11 +168,11 @@ class CogSource(GridSource):
             layout = self._layouts.get(f.path) or self._layouts.setdefault(f.path, Layout.of(ds))
             indexes = band_indexes(ds.descriptions, ds.count, self.bands)
 
-            def block(block_row: int, block_col: int) -> np.ndarray:
+            def block(block_row: int, block_col: int, wait: bool = True) -> np.ndarray | None:
                 key = (f.path, tuple(indexes), block_row, block_col)
-                return self._blocks.get(key, lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col))
+                return self._blocks.get(key, lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col), wait)
 
-            return read_into_grid(layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols)
+            return read_into_grid(layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols, need)
         except FileNotFoundError as exc:
             self._forget(f.path)
             raise FileNotFoundError(f"{f.path} is listed in the index but does not exist: {first_line(exc)}") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+from typing import Iterator
 
 import affine
 import numpy as np
@@ -40,9 +41,11 @@ def interleave(planar: np.ndarray, out: np.ndarray, flip_rows: bool) -> None:
     tiles = out.reshape(rows, cols // 8, 8, bands)  # a view: `out` is contiguous
     if flip_rows:
         tiles = tiles[::-1]
+    in_pixel_order = np.empty((ROWS_PER_PASS, cols // 8, bands), dtype=np.uint64)  # one buffer for every pass
     for r in range(0, rows, ROWS_PER_PASS):
-        in_pixel_order = np.ascontiguousarray(words[:, r : r + ROWS_PER_PASS, :].transpose(1, 2, 0))
-        tiles[r : r + ROWS_PER_PASS] = in_pixel_order.view(np.int8).reshape(-1, cols // 8, bands, 8).transpose(0, 1, 3, 2)
+        n = min(ROWS_PER_PASS, rows - r)
+        np.copyto(in_pixel_order[:n], words[:, r : r + n, :].transpose(1, 2, 0))
+        tiles[r : r + n] = in_pixel_order[:n].view(np.int8).reshape(n, cols // 8, bands, 8).transpose(0, 1, 3, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +111,11 @@ class BlockCache:
         with cls._registry_lock:
             return cls._registry.setdefault(capacity_bytes, cls(capacity_bytes))
 
-    def get(self, key, load) -> np.ndarray:
-        """The block under `key`, from the cache or `load()` (called by one thread only per key)."""
+    def get(self, key, load, wait: bool = True) -> np.ndarray | None:
+        """The block under `key`, from the cache or `load()` (called by one thread only per key).
+
+        wait=False: None if another thread is decoding it (the caller does other blocks first).
+        """
         while True:
             with self._lock:
                 block = self._blocks.get(key)
@@ -121,6 +127,8 @@ class BlockCache:
                 if waiting is None:
                     waiting = self._loading[key] = threading.Event()
                     break
+            if not wait:
+                return None
             waiting.wait()  # another thread is decoding it: take its result (or, if it failed, try ourselves)
         try:
             block = load()
@@ -141,6 +149,23 @@ class BlockCache:
         with self._lock:
             for key in [k for k in self._blocks if k[0] == path]:
                 self.size -= self._blocks.pop(key).nbytes
+
+
+def in_turn(blocks: list, fetch) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """(block, data) for every block of `blocks`, those other threads are decoding last.
+
+    Chunks fetched side by side share blocks; taking a block another thread is decoding
+    only after the others keeps both threads decoding instead of one waiting.
+    """
+    later = []
+    for b in blocks:
+        data = fetch(*b, wait=False)
+        if data is None:
+            later.append(b)
+        else:
+            yield b, data
+    for b in later:
+        yield b, fetch(*b, wait=True)
 
 
 def read_block(ds, layout: Layout, indexes: list[int], block_row: int, block_col: int) -> np.ndarray:

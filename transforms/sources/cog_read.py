@@ -17,7 +17,7 @@ import affine
 import numpy as np
 
 from transforms.core import quantize
-from transforms.sources.cog_blocks import Layout
+from transforms.sources.cog_blocks import Layout, in_turn
 
 
 RESAMPLING = "nearest"
@@ -50,18 +50,23 @@ def _is_native(src_crs, t: affine.Affine, grid_crs, scale: float, left: float, t
     return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
 
 
-def read_into_grid(layout: Layout, block, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int) -> np.ndarray | None:
+def read_into_grid(layout: Layout, block, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int,
+                   need: np.ndarray | None = None) -> np.ndarray | None:
     """One file's int8 codes on a window of the target grid: (rows, cols, bands), -128 = none.
 
-    `layout`: the file's geometry (`cog_blocks.Layout`); `block(block_row, block_col)`: one of
-    its stored blocks, decoded, north-up, (rows, cols, bands). Native grid: the overlapping
+    `layout`: the file's geometry (`cog_blocks.Layout`); `block(block_row, block_col, wait)`: one of
+    its stored blocks, decoded, north-up, (rows, cols, bands) (wait=False: None while another
+    thread decodes it, see `cog_blocks.in_turn`). Native grid: the overlapping
     window is copied from the blocks. Otherwise each target pixel takes the source pixel under
-    its centre (nearest neighbour). None if the file adds nothing.
+    its centre (nearest neighbour). None if the file adds nothing. `need`: (rows, cols) bool,
+    the pixels still wanted (earlier files of the mosaic have the others): off the native grid
+    only the blocks under those are decoded, so a neighbouring zone's file consulted for a few
+    no-data pixels costs a few blocks, not all of them.
     """
     t = layout.transform
     if _is_native(src_crs, t, grid_crs, scale, left, top):
         return _copy_native(layout, block, round((t.f - top) / scale), round((left - t.c) / scale), rows, cols)
-    return _nearest(layout, block, src_crs, grid_crs, scale, left, top, rows, cols)
+    return _nearest(layout, block, src_crs, grid_crs, scale, left, top, rows, cols, need)
 
 
 def _copy_native(layout: Layout, block, row_off: int, col_off: int, rows: int, cols: int) -> np.ndarray | None:
@@ -71,8 +76,7 @@ def _copy_native(layout: Layout, block, row_off: int, col_off: int, rows: int, c
     if r0 >= r1 or c0 >= c1:
         return None
     out = None
-    for block_row, block_col in layout.blocks_over(r0, r1, c0, c1):
-        data = block(block_row, block_col)
+    for (block_row, block_col), data in in_turn(layout.blocks_over(r0, r1, c0, c1), block):
         if out is None:
             covered = (r0, r1, c0, c1) == (row_off, row_off + rows, col_off, col_off + cols)
             shape = (rows, cols, data.shape[-1])
@@ -123,27 +127,30 @@ def source_pixels(layout: Layout, src_crs, grid_crs, scale: float, left: float, 
     return np.where(inside, np.floor(fr), -1).astype(np.int64), np.where(inside, np.floor(fc), -1).astype(np.int64)
 
 
-def _nearest(layout: Layout, block, src_crs, grid_crs, scale, left, top, rows, cols) -> np.ndarray | None:
-    """Each target pixel from the source pixel under its centre, gathered block by block."""
+def _nearest(layout: Layout, block, src_crs, grid_crs, scale, left, top, rows, cols, need=None) -> np.ndarray | None:
+    """Each (wanted) target pixel from the source pixel under its centre, gathered block by block."""
     src_rows, src_cols = source_pixels(layout, src_crs, grid_crs, scale, left, top, rows, cols)
-    pixels = np.flatnonzero(src_rows.ravel() >= 0)
+    found = src_rows.ravel() >= 0
+    pixels = np.flatnonzero(found if need is None else found & need.ravel())
     if pixels.size == 0:
         return None
     r, c = src_rows.ravel()[pixels], src_cols.ravel()[pixels]
     block_rows, block_cols = layout.block_rows_of(r), c // layout.block_cols
-    out = None
+    wanted = {}
     for block_row in range(int(block_rows.min()), int(block_rows.max()) + 1):
         in_row = block_rows == block_row
         for block_col in range(int(block_cols.min()), int(block_cols.max()) + 1):
             take = np.flatnonzero(in_row & (block_cols == block_col))
-            if take.size == 0:
-                continue
-            data = block(block_row, block_col)
-            if out is None:
-                out = np.full((rows * cols, data.shape[-1]), quantize.NODATA_CODE, dtype=np.int8)
-            b0, _ = layout.block_span(block_row)
-            local = (r[take] - b0) * data.shape[1] + (c[take] - block_col * layout.block_cols)
-            out[pixels[take]] = data.reshape(-1, data.shape[-1])[local]
+            if take.size:
+                wanted[(block_row, block_col)] = take
+    out = None
+    for (block_row, block_col), data in in_turn(list(wanted), block):
+        take = wanted[(block_row, block_col)]
+        if out is None:
+            out = np.full((rows * cols, data.shape[-1]), quantize.NODATA_CODE, dtype=np.int8)
+        b0, _ = layout.block_span(block_row)
+        local = (r[take] - b0) * data.shape[1] + (c[take] - block_col * layout.block_cols)
+        out[pixels[take]] = data.reshape(-1, data.shape[-1])[local]
     return out.reshape(rows, cols, -1)
 
 
