@@ -91,10 +91,13 @@ def memory_processes(options) -> int:
 
 
 def block_cache_bytes(args, processes: int) -> int:
-    """--source cog: decoded blocks a process keeps (cog_blocks), a quarter of its memory share at most."""
+    """--source cog: decoded blocks a process keeps (cog_blocks): what its memory share has left
+    once it holds two open chunks (so reads still overlap), at most cog.BLOCK_CACHE_BYTES."""
     if args.source != "cog":
         return 0
-    return int(min(cog.BLOCK_CACHE_BYTES, args.worker_memory_gb * 2**30 / max(1, processes) / 4))
+    chunk_bytes = args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
+    spare = args.worker_memory_gb * 2**30 / max(1, processes) - fetchlib.PROCESS_BASE_BYTES - 2 * fetchlib.CHUNK_COST_FACTOR * chunk_bytes
+    return int(min(cog.BLOCK_CACHE_BYTES, max(0, spare)))
 
 
 def requests_in_flight(args, options, open_chunks: int, itemsize: int) -> int:
