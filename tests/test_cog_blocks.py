@@ -5,6 +5,7 @@ threads want it. The reference is the files read whole with rasterio and looked 
 from __future__ import annotations
 
 import collections
+import pickle
 import concurrent.futures
 
 import numpy as np
@@ -94,3 +95,23 @@ def test_a_small_cache_decodes_again_and_stays_correct(mirror, monkeypatch):
     np.testing.assert_array_equal(first, second)
     assert max(counts.values()) == 2
     assert source._blocks.size <= max(b.nbytes for b in source._blocks._blocks.values())
+
+
+def test_another_run_never_takes_this_runs_blocks(mirror, monkeypatch):
+    """Blocks are shared by the copies of one source (one run), not across runs: files may have changed."""
+    counts = _decodes(monkeypatch)
+    grid = reference_grid(mirror)
+    window = Window(5, 7, 100, 90)
+    sources = []
+    for _ in range(2):
+        source = make_source(mirror.mirror, grid, "int8")
+        source.block_cache_bytes = 2**30 + 101  # one cache for both
+        source.setup()
+        sources.append(source)
+    copy = pickle.loads(pickle.dumps(sources[0]))  # what a worker's DoFn gets
+    copy.setup()
+    for source in (sources[0], copy):
+        source.fetch(ChunkSpec(0, 0, YEARS[0], window), window)
+    assert max(counts.values()) == 1  # the copy took the first run's blocks
+    sources[1].fetch(ChunkSpec(0, 0, YEARS[0], window), window)
+    assert min(counts.values()) == 2  # the other run decoded its own

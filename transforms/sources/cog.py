@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import uuid
 
 import numpy as np
 
@@ -78,6 +79,9 @@ class CogSource(GridSource):
     files: tuple[CogFile, ...] = ()
     transfer_itemsize: int = 1  # the mirror stores int8
     block_cache_bytes: int = BLOCK_CACHE_BYTES
+    # Names this source's blocks in the process-wide cache: every copy of one source (one per
+    # DoFn instance) shares its decoded blocks; another run never sees them (files may change).
+    run_token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
     def setup(self) -> None:
         import rasterio.crs
@@ -169,7 +173,7 @@ class CogSource(GridSource):
             indexes = band_indexes(ds.descriptions, ds.count, self.bands)
 
             def block(block_row: int, block_col: int, wait: bool = True) -> np.ndarray | None:
-                key = (f.path, tuple(indexes), block_row, block_col)
+                key = (f.path, self.run_token, tuple(indexes), block_row, block_col)
                 return self._blocks.get(key, lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col), wait)
 
             return read_into_grid(layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols, need)
