@@ -143,3 +143,29 @@ def read_area(files, profile: str = "auto", threads: int | None = None, max_conc
     kwargs = {"scheduler": "threads"} if threads is None else {"scheduler": "threads", "num_workers": threads}
     arrays = dask.compute(*(zones[z]["embeddings"].data for z in names), **kwargs)
     return dict(zip(names, arrays))
+
+
+def files_for_grid(grid, index):
+    """(path, year, zone, bounds in the file's CRS) for the virtual-Zarr way: the grid's
+    bounds, in the other zone's CRS the (densified) bounds of the source it needs."""
+    from rasterio.warp import transform_bounds
+
+    from transforms.core.grid import Window
+
+    bounds = grid.window_bounds(Window(0, 0, grid.height, grid.width))
+    files = []
+    for row in index.itertuples():
+        b = bounds if row.crs == grid.crs else transform_bounds(grid.crs, row.crs, *bounds, densify_pts=21)
+        files.append((row.path, int(row.year), row.crs, b))  # one zone per CRS
+    return files
+
+
+def check_equal(result: dict, crs: str, reference: np.ndarray, label: str) -> None:
+    """Stop unless the virtual-Zarr way read the reference's values in the grid's zone (`crs`)."""
+    array = result.get(crs)
+    if array is None:
+        raise SystemExit(f"virtual Zarr ({label}): nothing read in {crs}")
+    north_up = np.asarray(array)[:, :, ::-1, :]
+    if north_up.shape != reference.shape or not np.array_equal(north_up, reference):
+        raise SystemExit(f"virtual Zarr ({label}): values differ from the plain rasterio reference "
+                 f"(shapes {north_up.shape} vs {reference.shape})")
