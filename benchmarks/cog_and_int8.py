@@ -20,8 +20,11 @@ side by side in one run, reading the same area from the same files:
      on the area in the grid's own zone (native: every read is a plain copy) and on the whole
      area (40 % of it in the neighbouring zone: efm warps it with nearest neighbour; the
      reference and the virtual-Zarr way, which has no warp, read the source windows it needs
-     and do not warp). The virtual-Zarr result must equal the reference's values on the
-     native zone (rows flipped to north-up), or the script stops.
+     and do not warp). On the native zone the index also lists the other zone's files (their
+     footprints are whole tiles); the reference and the virtual-Zarr way skip them once
+     checked to hold only nodata there, efm gets the index's selection as it would. The
+     virtual-Zarr result must equal the reference's values on the native zone (rows flipped
+     to north-up), or the script stops.
   2. the two stores from 1(c) at 1x: bytes on disk per pixel-year, and the speed of reading
      them back as float32 (int8 de-quantised) chunk by chunk, as every pipeline does.
 
