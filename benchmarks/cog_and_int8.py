@@ -193,9 +193,12 @@ def plain_rasterio(grid, index, specs, keep: dict | None = None):
 
 
 def plain_rasterio_threads(grid, index, specs, threads: int = 2):
-    """The reference in `threads` threads, each with its own handles and a share of the chunks."""
+    """The reference in `threads` threads, each with its own handles and a run of neighbouring
+    chunks: windows straddle blocks, and GDAL's block cache then decodes a block once per
+    handle, so dealing chunks out in turn would decode shared blocks twice."""
+    share = -(-len(specs) // threads)
     with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(lambda i: plain_rasterio(grid, index, specs[i::threads]), range(threads)))
+        return sum(pool.map(lambda i: plain_rasterio(grid, index, specs[i * share : (i + 1) * share]), range(threads)))
 
 
 def reference_array(grid, years, index, specs) -> np.ndarray:
