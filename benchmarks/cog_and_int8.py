@@ -317,7 +317,7 @@ def measure_case(data, label, half, args, chunk, workdir, read_rows):
     default = runs[0]
     best = min(runs, key=lambda r: r[2])  # the defaults are one of the settings
     results.append((f"virtual Zarr, defaults (chunks auto, dask's {os.cpu_count()} threads)", default[2], default[3], mb_int8))
-    results.append((f"virtual Zarr, best (chunks {best[0]}, {best[1] or 'dask default'} threads)", best[2], best[3], mb_int8))
+    results.append((f"virtual Zarr, best (chunks {best[0]}, {best[1] or 'dask default'} thread{'' if best[1] == 1 else 's'})", best[2], best[3], mb_int8))
     lines = [f"\n**{label}**: {grid.width} x {grid.height} px x {len(years)} years = {pixels / 1e6:.2f} Mpx, "
              f"{len(specs)} chunks of {chunk} px, {len(efm_index)} files in efm's selection, {len(index)} read by the reference\n",
              "| reader | wall s | CPU s | Mpx/s | MB/s of embeddings | vs reference | vs virtual Zarr at its best |",
