@@ -47,6 +47,9 @@ EXTRAS = {
     # --cog-root s3://... (e.g. the public mirror on Source Cooperative). s3fs moves in step
     # with fsspec (same version); aiobotocore/botocore are pinned in constraints.txt.
     "s3": ["s3fs==2026.9.0"],
+    # benchmarks/cog_and_int8.py: the virtual-Zarr way of reading the mirror (aef-loader's
+    # technique; aef-loader itself needs Python >= 3.12). Transitive pins in constraints.txt.
+    "bench": ["virtual-tiff==0.5.0", "virtualizarr==2.5.1", "obstore==0.12.1"],
 }
 
 setuptools.setup(
