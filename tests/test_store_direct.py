@@ -129,3 +129,23 @@ def test_bad_chunks_are_refused(emb, tmp_path):
         writer.write({"y": 0, "x": 0}, xr.Dataset({"other": (("y", "x"), good)}))
     with pytest.raises(TypeError, match="dtype"):
         writer.write({"y": 0, "x": 0}, xr.Dataset({"changed": (("y", "x"), good)}))
+
+
+@pytest.mark.parametrize("kind", ["embeddings-int8", "embeddings-float32"])
+def test_a_chunk_of_fill_values_is_no_file_as_with_zarr(emb, tmp_path, kind):
+    """zarr writes no chunk file for a chunk of fill values (NaN included) and drops the one there: so does the direct write."""
+    template = _templates(emb)[kind]
+    path = str(tmp_path / "s.zarr")
+    store.setup(path, template)
+    chunks = dict(zip(template["embedding"].dims, template["embedding"].data.chunksize))
+    writer = zarr_direct.ChunkWriter(path, template, chunks)
+    for key, chunk in _chunks(kind, template, 1):
+        if key.offsets.get("y") == 64 and key.offsets.get("x") == 128 and key.offsets.get("time", 0) == 0:  # an edge chunk
+            break
+    writer.write(key.offsets, chunk)
+    chunk_file = os.path.join(path, "embedding", "0.1.2.0")
+    assert os.path.exists(chunk_file)
+    writer.write(key.offsets, chunk.copy(data={"embedding": np.full(chunk["embedding"].shape, template["embedding"].data.dtype.type(quantize.fill_value(str(template["embedding"].dtype))))}))
+    assert not os.path.exists(chunk_file)
+    values = xr.open_zarr(path)["embedding"].isel(time=0, y=slice(64, 128), x=slice(128, None)).values
+    np.testing.assert_array_equal(values, np.full(values.shape, quantize.fill_value(str(values.dtype)), values.dtype))

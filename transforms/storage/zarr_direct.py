@@ -64,10 +64,11 @@ class ChunkWriter:
     """Writes (key, Dataset) chunks into a store made by `create`; opens it once (per worker).
 
     A chunk that is exactly one whole zarr chunk of a plain v2 array (one compressor, no
-    filters, C order) is encoded with the array's own codec and written as its chunk file
-    in one step: what zarr writes, byte for byte (tests/test_store_direct.py), without
-    zarr's per-write machinery (its event loop, buffer copies, a second full scan).
-    Partial (edge) chunks go through zarr, which merges them with what is there.
+    filters, C order; at the array's edge, the part inside it) is encoded with the array's
+    own codec and written as its chunk file in one step: what zarr writes, byte for byte
+    (tests/test_store_direct.py), without zarr's per-write machinery (its event loop, buffer
+    copies, a second full scan). Anything else goes through zarr, which merges it with what
+    is there.
     """
 
     def __init__(self, path: str, template: xr.Dataset, chunks: dict):
@@ -86,8 +87,8 @@ class ChunkWriter:
         meta = self.arrays[name].metadata
         if getattr(meta, "zarr_format", None) != 2 or meta.filters or meta.order != "C":
             return None
-        if any(r.start % c or r.stop - r.start != c for r, c in zip(region, meta.chunks)):
-            return None
+        if any(r.start % c or (r.stop - r.start != c and r.stop != n) for r, c, n in zip(region, meta.chunks, meta.shape)):
+            return None  # not one whole chunk (an edge chunk, cut by the array's end, counts as whole)
         index = (meta.dimension_separator or ".").join(str(r.start // c) for r, c in zip(region, meta.chunks))
         return f"{self.root}/{name}/{index}"
 
@@ -97,6 +98,10 @@ class ChunkWriter:
             if self.fs.exists(path):
                 self.fs.rm(path)
             return
+        if values.shape != tuple(meta.chunks):  # an edge chunk: zarr 2 stores it whole, padded with the fill value
+            padded = np.full(meta.chunks, meta.fill_value, dtype=values.dtype)
+            padded[tuple(slice(0, n) for n in values.shape)] = values
+            values = padded
         data = np.ascontiguousarray(values)
         encoded = meta.compressor.encode(data) if meta.compressor is not None else data.tobytes()
         self.fs.pipe_file(path, bytes(encoded) if not isinstance(encoded, bytes) else encoded)
