@@ -368,6 +368,7 @@ def main() -> int:
                         help="the virtual-Zarr way's chunk profiles to sweep (default: %(default)s)")
     parser.add_argument("--threads", default="1,2,4", help="dask threads to sweep for the virtual-Zarr way (default: %(default)s)")
     parser.add_argument("--cases", default="native,both", help="native (the grid's zone only), both (40 %% reprojected) (default: %(default)s)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak RSS of efm extract at each scale (print only)")
     args = parser.parse_args()
     args.profiles = args.profiles.split(",")
     args.threads = [int(n) for n in args.threads.split(",")]
@@ -390,7 +391,7 @@ def main() -> int:
         lines.append(f"\n### {scale}x: {srows} x {scols} px, files of {tile} px, {len(data.files)} files\n")
         print(lines[-1], flush=True)
         for label, half in [c for c in (("native zone only", True), ("both zones (40 % reprojected)", False))
-                            if ("native" if c[1] else "both") in args.cases]:
+                            if ("native" if c[1] else "both") in args.cases and not args.memory_only]:
             lines += measure_case(data, label, half, args, args.chunk_size, os.path.join(args.workdir, f"out-{scale}x"),
                                   read_rows if scale == scales[0] else None)
         bbox = plan(data, False, args.chunk_size)[0]
