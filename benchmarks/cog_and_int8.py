@@ -267,17 +267,10 @@ def read_store(path: str, as_float: bool = True) -> int:
 
 
 def write_results(markdown: str) -> str:
-    path = os.path.join(ROOT, "benchmarks", "RESULTS.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + markdown + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown
-    with open(path, "w") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-    return path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from results import write_section
+
+    return write_section(SECTION, markdown)
 
 
 def sweep_vz(files, repeat: int, crs: str, reference, profiles, threads_list):
