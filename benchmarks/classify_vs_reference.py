@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -95,41 +93,18 @@ def train_models(path: str, workdir: str, chunk: int, suffix: str) -> dict[str, 
 
 def run_efm(path: str, model: str, output: str, workers: int = 1) -> dict:
     """(a): wall seconds, peak RSS of the process tree, pixels classified, CPU seconds of the tree."""
-    import psutil
+    from process_tree import measure
 
     sha = ["--model-sha256", models.read_sidecar(model)["sha256"]] if not model.endswith(".skops") else []
     runner = [] if workers == 1 else ["--runner=DirectRunner", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     argv = [sys.executable, "-m", "pipelines.cli", "classify", "--embeddings", path, "--model", model, *sha, "--output", output, "--overwrite", *runner]
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps, peak, cpu, done = psutil.Process(proc.pid), [0], {}, threading.Event()
-
-    def sample():
-        while not done.is_set():
-            rss = 0
-            try:
-                for p in [ps, *ps.children(recursive=True)]:
-                    try:
-                        rss += p.memory_info().rss
-                        t = p.cpu_times()
-                        cpu[p.pid] = t.user + t.system
-                    except psutil.NoSuchProcess:
-                        pass
-            except psutil.NoSuchProcess:
-                pass
-            peak[0] = max(peak[0], rss)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    if proc.returncode:
-        raise RuntimeError(f"efm classify failed:\n{err[-3000:]}")
+    try:
+        run = measure(argv, ROOT)
+    except RuntimeError as exc:
+        raise RuntimeError(f"efm classify failed:\n{exc}") from None
+    out = run["out"]
     pixels = int(next(line for line in out.splitlines() if "pixels classified" in line).split()[-1])
-    return {"s": seconds, "peak": peak[0], "pixels": pixels, "cpu": sum(cpu.values())}
+    return {"s": run["s"], "peak": run["peak_tree"], "pixels": pixels, "cpu": run["cpu"]}
 
 
 def reference(path: str, model) -> dict:

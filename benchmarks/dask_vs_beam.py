@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 
@@ -36,43 +33,9 @@ MIB = 2**20
 
 def measure(argv: list[str]) -> dict:
     """Run argv; wall s, CPU s of the tree, peak RSS of the tree and of its largest process."""
-    import psutil
+    from process_tree import measure as measure_tree
 
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-    root, done = psutil.Process(proc.pid), threading.Event()
-    peak = {"tree": 0, "process": 0}
-    cpu: dict[int, float] = {}
-
-    def sample():
-        while not done.is_set():
-            total = 0
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                procs = []
-            for p in procs:
-                try:
-                    rss = p.memory_info().rss
-                    t = p.cpu_times()
-                    cpu[p.pid] = t.user + t.system
-                except psutil.Error:
-                    continue
-                total += rss
-                if p.pid != root.pid:  # a worker (Beam SDK worker / Dask worker), not the driver
-                    peak["process"] = max(peak["process"], rss)
-            peak["tree"] = max(peak["tree"], total)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(argv[:4])} failed:\n{err[-3000:]}")
-    return {"s": seconds, "cpu": sum(cpu.values()), "peak_tree": peak["tree"], "peak_worker": peak["process"], "out": out}
+    return measure_tree(argv, ROOT, env={**os.environ, "PYTHONPATH": ROOT})
 
 
 def run_dask(store: str, model: str, output: str) -> None:

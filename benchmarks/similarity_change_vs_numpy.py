@@ -11,7 +11,7 @@ years, so the store is in the page cache for every measured run):
       write the result to a zarr array of the same chunking: read + compute + write.
 Every run is a fresh process (interpreter start and imports included), measured from start to
 exit: wall seconds and CPU seconds (user + system) of the whole process tree (psutil, children
-sampled every 50 ms, and the root's wait4 rusage, which includes the children it waited for).
+sampled every 50 ms, and the rusage of the root and the children it waited for: benchmarks/process_tree.py).
 The numpy outputs are compared with efm's (equal NaN positions, |diff| <= 1e-6).
 
     python benchmarks/similarity_change_vs_numpy.py [--size 2048x2560] [--workdir /tmp/efm-bench9] [--keep]
@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -54,38 +53,10 @@ def make_store(workdir: str, size: str = DEMO_SIZE) -> tuple[str, str]:
 
 def measured(argv: list[str]) -> dict:
     """Run argv from ROOT; wall s and CPU s of the process tree."""
-    import psutil
+    from process_tree import measure
 
-    start = time.perf_counter()
-    with open(os.devnull, "w") as devnull:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=devnull, text=True)
-    ps, cpu, done = psutil.Process(proc.pid), {}, threading.Event()
-
-    def sample():
-        while not done.is_set():
-            try:
-                for p in [ps, *ps.children(recursive=True)]:
-                    try:
-                        t = p.cpu_times()
-                        cpu[p.pid] = t.user + t.system
-                    except psutil.NoSuchProcess:
-                        pass
-            except psutil.NoSuchProcess:
-                pass
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{argv} failed (exit {proc.returncode}):\n{out[-3000:]}")
-    sampled = sum(cpu.values())
-    return {"s": seconds, "cpu": max(sampled, usage.ru_utime + usage.ru_stime), "out": out}
+    run = measure(argv, ROOT)
+    return {"s": run["s"], "cpu": run["cpu"], "out": run["out"]}
 
 
 # ---- (b) the numpy pass, run in its own process by `--numpy-pass` ---------------------------
