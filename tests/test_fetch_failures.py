@@ -156,6 +156,23 @@ def test_open_chunks_follow_the_memory_budget():
     assert max_open_chunks(1 * 2**30, 256 * mib) == 0  # refused by efm extract
 
 
+def test_the_cog_block_cache_takes_what_two_open_chunks_leave():
+    """README, memory: with --source cog at the defaults, 6 open int8 chunks and a 512 MiB cache, or 2 float32 and 256 MiB."""
+    import types
+
+    from pipelines import extract
+    from transforms.sources.fetch import max_open_chunks
+
+    mib = 2**20
+    for dtype, chunk, cache, chunks in (("int8", 64 * mib, 512 * mib, 6), ("float32", 256 * mib, 256 * mib, 2)):
+        args = types.SimpleNamespace(source="cog", chunk_size=1024, dtype=dtype, worker_memory_gb=2.0)
+        assert extract.block_cache_bytes(args, 1) == cache
+        assert max_open_chunks(2 * 2**30, chunk, extra_bytes=cache) == chunks
+    small = types.SimpleNamespace(source="cog", chunk_size=1024, dtype="float32", worker_memory_gb=1.5)
+    assert extract.block_cache_bytes(small, 1) == 0  # a budget that only holds the chunks gets no cache
+    assert extract.block_cache_bytes(types.SimpleNamespace(source="ee", chunk_size=1024, dtype="int8", worker_memory_gb=2.0), 1) == 0
+
+
 def test_a_budget_too_small_for_one_chunk_is_refused_before_anything_is_written(tmp_path, capsys):
     from pipelines import extract
 
