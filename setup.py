@@ -1,4 +1,5 @@
 """efm-pipelines: Beam pipelines for Earth Engine satellite embedding fields."""
+
 import setuptools
 
 # Versions tested together (CI installs exactly these, plus constraints.txt for the
@@ -59,8 +60,20 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     # emulators/ and tests/ are test infrastructure: not installed, not in the image.
-    packages=setuptools.find_packages(include=["efm", "efm.*", "transforms", "transforms.*", "pipelines", "pipelines.*", "sample_data", "sample_data.*",
-                                               "label_page", "label_page.*"]),
+    packages=setuptools.find_packages(
+        include=[
+            "efm",
+            "efm.*",
+            "transforms",
+            "transforms.*",
+            "pipelines",
+            "pipelines.*",
+            "sample_data",
+            "sample_data.*",
+            "label_page",
+            "label_page.*",
+        ]
+    ),
     package_data={"label_page": ["static/*"]},  # the labelling page: served by the package, no CDN
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

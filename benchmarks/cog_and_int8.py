@@ -41,6 +41,7 @@ mirror's.
 The tables are printed and written to benchmarks/RESULTS.md under "## COG source and int8
 stores" (not with --no-results).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,8 +117,13 @@ def make_mirror(workdir: str, rows: int, cols: int, tile_size: int, keep: bool):
         with open(manifest) as f:
             saved = json.load(f)
         print(f"reusing {out}", flush=True)
-        return SimpleNamespace(mirror=os.path.join(out, "mirror"), crs=saved["crs"], bbox=tuple(saved["bbox"]), spec=spec,
-                               files=saved["files"])
+        return SimpleNamespace(
+            mirror=os.path.join(out, "mirror"),
+            crs=saved["crs"],
+            bbox=tuple(saved["bbox"]),
+            spec=spec,
+            files=saved["files"],
+        )
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     t0 = time.perf_counter()
@@ -126,11 +132,16 @@ def make_mirror(workdir: str, rows: int, cols: int, tile_size: int, keep: bool):
     index_rows = write_mirror(world, mirror)
     write_index(index_rows, mirror)
     files = [r["path"] for r in index_rows]
-    data = SimpleNamespace(mirror=mirror, crs=world.crs, bbox=tuple(inner_bbox(world)), spec=spec, files=files)
+    data = SimpleNamespace(
+        mirror=mirror, crs=world.crs, bbox=tuple(inner_bbox(world)), spec=spec, files=files
+    )
     with open(manifest, "w") as f:
         json.dump({"crs": data.crs, "bbox": data.bbox, "files": files}, f)
-    print(f"generated {len(files)} COGs of {tile_size} px ({sum(os.path.getsize(p) for p in files) / 1e6:.0f} MB) "
-          f"for {rows} x {cols} px in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"generated {len(files)} COGs of {tile_size} px ({sum(os.path.getsize(p) for p in files) / 1e6:.0f} MB) "
+        f"for {rows} x {cols} px in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     return data
 
 
@@ -167,8 +178,12 @@ def plain_rasterio(grid, index, specs, keep: dict | None = None):
                 ds = datasets[path]
                 t = ds.transform
                 if f"EPSG:{ds.crs.to_epsg()}" != grid.crs:
-                    sx0, sy0, sx1, sy1 = transform_bounds(grid.crs, ds.crs, left, bottom, right, top)
-                    win = virtual_zarr.pixel_window(t, (sx0, sy0, sx1, sy1), ds.height, ds.width)  # rasterio's from_bounds rejects bottom-up
+                    sx0, sy0, sx1, sy1 = transform_bounds(
+                        grid.crs, ds.crs, left, bottom, right, top
+                    )
+                    win = virtual_zarr.pixel_window(
+                        t, (sx0, sy0, sx1, sy1), ds.height, ds.width
+                    )  # rasterio's from_bounds rejects bottom-up
                     if win is not None:
                         (r0, r1), (c0, c1) = ((s.start, s.stop) for s in win)
                         total += ds.read(window=RioWindow(c0, r0, c1 - c0, r1 - r0)).size
@@ -183,7 +198,9 @@ def plain_rasterio(grid, index, specs, keep: dict | None = None):
                     continue
                 block = ds.read(window=RioWindow(cc0, rr0, cc1 - cc0, rr1 - rr0))
                 if flip:  # bottom-up file: window row 0 is the south edge
-                    out[:, w.rows - (rr1 - r0) : w.rows - (rr0 - r0), cc0 - c0 : cc1 - c0] = block[:, ::-1]
+                    out[:, w.rows - (rr1 - r0) : w.rows - (rr0 - r0), cc0 - c0 : cc1 - c0] = block[
+                        :, ::-1
+                    ]
                 else:
                     out[:, rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = block
             total += out.size
@@ -201,7 +218,12 @@ def plain_rasterio_threads(grid, index, specs, threads: int = 2):
     handle, so dealing chunks out in turn would decode shared blocks twice."""
     share = -(-len(specs) // threads)
     with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(lambda i: plain_rasterio(grid, index, specs[i * share : (i + 1) * share]), range(threads)))
+        return sum(
+            pool.map(
+                lambda i: plain_rasterio(grid, index, specs[i * share : (i + 1) * share]),
+                range(threads),
+            )
+        )
 
 
 def reference_array(grid, years, index, specs) -> np.ndarray:
@@ -221,7 +243,9 @@ def native_files(grid, index):
     the reference and the virtual-Zarr way skip them, as a user reading one zone would."""
     other = index[index["crs"] != grid.crs]
     if len(other):
-        for crs, values in virtual_zarr.read_area(virtual_zarr.files_for_grid(grid, other), "all-bands").items():
+        for crs, values in virtual_zarr.read_area(
+            virtual_zarr.files_for_grid(grid, other), "all-bands"
+        ).items():
             if (values != virtual_zarr.NODATA).any():
                 sys.exit(f"the native zone's area holds data of {crs}: not a native-zone case")
     return index[index["crs"] == grid.crs]
@@ -240,9 +264,26 @@ def cog_fetch(grid, years, index, specs, root, dtype="int8"):
 def run_extract(data, bbox, output, dtype, chunk):
     if os.path.exists(output):
         shutil.rmtree(output)
-    argv = ["--source", "cog", "--cog-root", data.mirror, f"--bbox={','.join(repr(v) for v in bbox)}", "--crs", data.crs,
-            "--years", ",".join(map(str, data.spec.years)), "--output", output, "--dtype", dtype, "--chunk-size", str(chunk),
-            "--max-concurrent-requests", "4", "--runner=FnApiRunner"]
+    argv = [
+        "--source",
+        "cog",
+        "--cog-root",
+        data.mirror,
+        f"--bbox={','.join(repr(v) for v in bbox)}",
+        "--crs",
+        data.crs,
+        "--years",
+        ",".join(map(str, data.spec.years)),
+        "--output",
+        output,
+        "--dtype",
+        dtype,
+        "--chunk-size",
+        str(chunk),
+        "--max-concurrent-requests",
+        "4",
+        "--runner=FnApiRunner",
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         assert extract.run(argv) == 0
     return output
@@ -261,7 +302,9 @@ def read_store(path: str, as_float: bool = True) -> int:
             if as_float:
                 values = reader.read(t, w)
             else:
-                values = reader.read_codes(t, slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols))
+                values = reader.read_codes(
+                    t, slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
+                )
             total += values.shape[0] * values.shape[1]
     return total
 
@@ -278,7 +321,11 @@ def sweep_vz(files, repeat: int, crs: str, reference, profiles, threads_list):
     (profile, threads or None for dask's default, wall, cpu); values checked when `reference`."""
     runs = []
     for profile, threads in [("auto", None)] + [(p, n) for p in profiles for n in threads_list]:
-        result, wall, cpu = best_of(repeat, lambda: virtual_zarr.read_area(files, profile, threads), keep=reference is not None)
+        result, wall, cpu = best_of(
+            repeat,
+            lambda: virtual_zarr.read_area(files, profile, threads),
+            keep=reference is not None,
+        )
         if reference is not None:
             virtual_zarr.check_equal(result, crs, reference, f"{profile}, {threads} threads")
         runs.append((profile, threads, wall, cpu))
@@ -291,9 +338,28 @@ def extract_peak_rss(data, bbox, output: str, chunk: int) -> tuple[int, float]:
     from memory import run_measured
 
     shutil.rmtree(output, ignore_errors=True)
-    argv = [sys.executable, "-m", "pipelines.extract", "--source", "cog", "--cog-root", data.mirror,
-            f"--bbox={','.join(repr(v) for v in bbox)}", "--crs", data.crs, "--years", ",".join(map(str, data.spec.years)),
-            "--output", output, "--dtype", "int8", "--chunk-size", str(chunk), "--max-concurrent-requests", "4"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.extract",
+        "--source",
+        "cog",
+        "--cog-root",
+        data.mirror,
+        f"--bbox={','.join(repr(v) for v in bbox)}",
+        "--crs",
+        data.crs,
+        "--years",
+        ",".join(map(str, data.spec.years)),
+        "--output",
+        output,
+        "--dtype",
+        "int8",
+        "--chunk-size",
+        str(chunk),
+        "--max-concurrent-requests",
+        "4",
+    ]
     return run_measured(argv, output + ".log")
 
 
@@ -310,28 +376,57 @@ def measure_case(data, label, half, args, chunk, workdir, read_rows):
     results = [("plain rasterio reads, 1 thread (reference)", ref_wall, ref_cpu, mb_int8)]
     _, wall, cpu = best_of(args.repeat, lambda: plain_rasterio_threads(grid, index, specs, 2))
     results.append(("plain rasterio reads, 2 threads (own handles)", wall, cpu, mb_int8))
-    _, wall, cpu = best_of(args.repeat, lambda: cog_fetch(grid, years, efm_index, specs, data.mirror))
+    _, wall, cpu = best_of(
+        args.repeat, lambda: cog_fetch(grid, years, efm_index, specs, data.mirror)
+    )
     results.append(("CogSource.fetch, int8 (no Beam)", wall, cpu, mb_int8))
     stores = {}
     for dtype in ("int8", "float32"):
         output = os.path.join(workdir, f"{'native' if half else 'both'}-{dtype}.zarr")
         _, wall, cpu = best_of(args.repeat, lambda: run_extract(data, bbox, output, dtype, chunk))
         stores[dtype] = output
-        results.append((f"efm extract --source cog --dtype {dtype}", wall, cpu, pixels * 64 * (1 if dtype == "int8" else 4) / 1e6))
+        results.append(
+            (
+                f"efm extract --source cog --dtype {dtype}",
+                wall,
+                cpu,
+                pixels * 64 * (1 if dtype == "int8" else 4) / 1e6,
+            )
+        )
     runs = sweep_vz(files, args.repeat, grid.crs, reference, args.profiles, args.threads)
     default = runs[0]
     best = min(runs, key=lambda r: r[2])  # the defaults are one of the settings
-    results.append((f"virtual Zarr, defaults (chunks auto, dask's {os.cpu_count()} threads)", default[2], default[3], mb_int8))
-    results.append((f"virtual Zarr, best (chunks {best[0]}, {best[1] or 'dask default'} thread{'' if best[1] == 1 else 's'})", best[2], best[3], mb_int8))
-    lines = [f"\n**{label}**: {grid.width} x {grid.height} px x {len(years)} years = {pixels / 1e6:.2f} Mpx, "
-             f"{len(specs)} chunks of {chunk} px, {len(efm_index)} files in efm's selection, {len(index)} read by the reference\n",
-             "| reader | wall s | CPU s | Mpx/s | MB/s of embeddings | vs reference | vs virtual Zarr at its best |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    results.append(
+        (
+            f"virtual Zarr, defaults (chunks auto, dask's {os.cpu_count()} threads)",
+            default[2],
+            default[3],
+            mb_int8,
+        )
+    )
+    results.append(
+        (
+            f"virtual Zarr, best (chunks {best[0]}, {best[1] or 'dask default'} thread{'' if best[1] == 1 else 's'})",
+            best[2],
+            best[3],
+            mb_int8,
+        )
+    )
+    lines = [
+        f"\n**{label}**: {grid.width} x {grid.height} px x {len(years)} years = {pixels / 1e6:.2f} Mpx, "
+        f"{len(specs)} chunks of {chunk} px, {len(efm_index)} files in efm's selection, {len(index)} read by the reference\n",
+        "| reader | wall s | CPU s | Mpx/s | MB/s of embeddings | vs reference | vs virtual Zarr at its best |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, wall, cpu, mb in results:
-        lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} | {pixels / 1e6 / wall:.2f} | {mb / wall:.0f} | {ref_wall / wall:.2f}x "
-                     f"| {best[2] / wall:.2f}x |")
+        lines.append(
+            f"| {name} | {wall:.2f} | {cpu:.2f} | {pixels / 1e6 / wall:.2f} | {mb / wall:.0f} | {ref_wall / wall:.2f}x "
+            f"| {best[2] / wall:.2f}x |"
+        )
     lines.append(f"\nvirtual Zarr sweep ({label}), wall s (CPU s):\n")
-    lines.append("| chunks | " + " | ".join(f"{n} thread{'s' if n > 1 else ''}" for n in args.threads) + " |")
+    lines.append(
+        "| chunks | " + " | ".join(f"{n} thread{'s' if n > 1 else ''}" for n in args.threads) + " |"
+    )
     lines.append("|---|" + "---:|" * len(args.threads))
     for profile in args.profiles:
         cells = [f"{w:.2f} ({c:.2f})" for p, n, w, c in runs[1:] if p == profile]
@@ -341,27 +436,78 @@ def measure_case(data, label, half, args, chunk, workdir, read_rows):
             size = disk_bytes(path)
             _, read_wall, _ = best_of(args.repeat, lambda: read_store(path))
             _, raw_wall, _ = best_of(args.repeat, lambda: read_store(path, as_float=False))
-            read_rows.append((dtype, size, size / pixels, pixels / 1e6 / read_wall, pixels * 256 / 1e6 / read_wall, pixels / 1e6 / raw_wall))
+            read_rows.append(
+                (
+                    dtype,
+                    size,
+                    size / pixels,
+                    pixels / 1e6 / read_wall,
+                    pixels * 256 / 1e6 / read_wall,
+                    pixels / 1e6 / raw_wall,
+                )
+            )
     print("\n".join(lines), flush=True)
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", default="1024x1280", help="generated area at 1x, ROWSxCOLS of 10 m pixels (default: %(default)s)")
-    parser.add_argument("--scales", default="1,4", help="multiples of --size's pixels to measure, each side x sqrt(scale) (default: %(default)s)")
-    parser.add_argument("--tile-size", default="auto",
-                        help="side of each generated COG; auto: 1024 below 16x, 2048 from 16x on (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="efm's chunks and the reference's windows (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="measured runs after one warm-up, best kept (default: %(default)s)")
-    parser.add_argument("--workdir", default="/tmp/efm-bench-cog", help="scratch folder (default: %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="reuse the mirrors a previous run left in --workdir")
-    parser.add_argument("--no-results", action="store_true", help="print only; do not write benchmarks/RESULTS.md")
-    parser.add_argument("--profiles", default=",".join(virtual_zarr.PROFILES),
-                        help="the virtual-Zarr way's chunk profiles to sweep (default: %(default)s)")
-    parser.add_argument("--threads", default="1,2,4", help="dask threads to sweep for the virtual-Zarr way (default: %(default)s)")
-    parser.add_argument("--cases", default="native,both", help="native (the grid's zone only), both (40 %% reprojected) (default: %(default)s)")
-    parser.add_argument("--memory-only", action="store_true", help="only the peak RSS of efm extract at each scale (print only)")
+    parser.add_argument(
+        "--size",
+        default="1024x1280",
+        help="generated area at 1x, ROWSxCOLS of 10 m pixels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scales",
+        default="1,4",
+        help="multiples of --size's pixels to measure, each side x sqrt(scale) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tile-size",
+        default="auto",
+        help="side of each generated COG; auto: 1024 below 16x, 2048 from 16x on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        help="efm's chunks and the reference's windows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measured runs after one warm-up, best kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workdir", default="/tmp/efm-bench-cog", help="scratch folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse the mirrors a previous run left in --workdir"
+    )
+    parser.add_argument(
+        "--no-results", action="store_true", help="print only; do not write benchmarks/RESULTS.md"
+    )
+    parser.add_argument(
+        "--profiles",
+        default=",".join(virtual_zarr.PROFILES),
+        help="the virtual-Zarr way's chunk profiles to sweep (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        default="1,2,4",
+        help="dask threads to sweep for the virtual-Zarr way (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cases",
+        default="native,both",
+        help="native (the grid's zone only), both (40 %% reprojected) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the peak RSS of efm extract at each scale (print only)",
+    )
     args = parser.parse_args()
     args.profiles = args.profiles.split(",")
     args.threads = [int(n) for n in args.threads.split(",")]
@@ -381,32 +527,66 @@ def main() -> int:
         srows, scols = round(rows * side), round(cols * side)
         tile = tile_size_for(args.tile_size, scale)
         data = make_mirror(args.workdir, srows, scols, tile, args.keep)
-        lines.append(f"\n### {scale}x: {srows} x {scols} px, files of {tile} px, {len(data.files)} files\n")
+        lines.append(
+            f"\n### {scale}x: {srows} x {scols} px, files of {tile} px, {len(data.files)} files\n"
+        )
         print(lines[-1], flush=True)
-        for label, half in [c for c in (("native zone only", True), ("both zones (40 % reprojected)", False))
-                            if ("native" if c[1] else "both") in args.cases and not args.memory_only]:
-            lines += measure_case(data, label, half, args, args.chunk_size, os.path.join(args.workdir, f"out-{scale}x"),
-                                  read_rows if scale == scales[0] else None)
+        for label, half in [
+            c
+            for c in (("native zone only", True), ("both zones (40 % reprojected)", False))
+            if ("native" if c[1] else "both") in args.cases and not args.memory_only
+        ]:
+            lines += measure_case(
+                data,
+                label,
+                half,
+                args,
+                args.chunk_size,
+                os.path.join(args.workdir, f"out-{scale}x"),
+                read_rows if scale == scales[0] else None,
+            )
         bbox = plan(data, False, args.chunk_size)[0]
-        rss_rows.append((scale, *extract_peak_rss(data, bbox, os.path.join(args.workdir, f"out-{scale}x", "rss.zarr"), args.chunk_size)))
-    lines.append("\n**memory**: peak RSS (process tree, sampled every 0.2 s) of `python -m pipelines.extract --source cog "
-                 "--dtype int8` on the whole area (both zones), in a process of its own, default `--worker-memory-gb 2`\n")
+        rss_rows.append(
+            (
+                scale,
+                *extract_peak_rss(
+                    data,
+                    bbox,
+                    os.path.join(args.workdir, f"out-{scale}x", "rss.zarr"),
+                    args.chunk_size,
+                ),
+            )
+        )
+    lines.append(
+        "\n**memory**: peak RSS (process tree, sampled every 0.2 s) of `python -m pipelines.extract --source cog "
+        "--dtype int8` on the whole area (both zones), in a process of its own, default `--worker-memory-gb 2`\n"
+    )
     lines.append("| scale | peak RSS | vs the first scale | wall s (imports included) |")
     lines.append("|---|---:|---:|---:|")
     for scale, peak, wall in rss_rows:
-        lines.append(f"| {scale}x | {peak / 2**20:.0f} MiB | {peak / rss_rows[0][1]:.2f}x | {wall:.1f} |")
-    print("\n".join(lines[-(len(rss_rows) + 3):]), flush=True)
+        lines.append(
+            f"| {scale}x | {peak / 2**20:.0f} MiB | {peak / rss_rows[0][1]:.2f}x | {wall:.1f} |"
+        )
+    print("\n".join(lines[-(len(rss_rows) + 3) :]), flush=True)
 
     if not read_rows:
         print("\n".join(lines))
         return 0
-    lines.append(f"\n**stores** ({scales[0]}x, the native-zone extraction above; read back chunk by chunk with `readers.StoreReader`)\n")
-    lines.append("| store dtype | bytes on disk | bytes per pixel-year | read as float32, Mpx/s | read as float32, MB/s | read as stored (codes), Mpx/s |")
+    lines.append(
+        f"\n**stores** ({scales[0]}x, the native-zone extraction above; read back chunk by chunk with `readers.StoreReader`)\n"
+    )
+    lines.append(
+        "| store dtype | bytes on disk | bytes per pixel-year | read as float32, Mpx/s | read as float32, MB/s | read as stored (codes), Mpx/s |"
+    )
     lines.append("|---|---:|---:|---:|---:|---:|")
     for dtype, size, per_px, mpx, mbs, raw in read_rows:
-        lines.append(f"| {dtype} | {size / 1e6:.1f} MB | {per_px:.1f} | {mpx:.2f} | {mbs:.0f} | {raw:.2f} |")
+        lines.append(
+            f"| {dtype} | {size / 1e6:.1f} MB | {per_px:.1f} | {mpx:.2f} | {mbs:.0f} | {raw:.2f} |"
+        )
     ratio = read_rows[1][1] / read_rows[0][1]
-    lines.append(f"\nfloat32 / int8 bytes on disk: {ratio:.2f}x. Uncompressed: 256 vs 64 bytes per pixel-year (4x).")
+    lines.append(
+        f"\nfloat32 / int8 bytes on disk: {ratio:.2f}x. Uncompressed: 256 vs 64 bytes per pixel-year (4x)."
+    )
     lines.append(
         "\nReading the table: the reference only reads and decompresses the windows. `CogSource.fetch` decodes each "
         "stored block once (a cache shared by its threads), turns it to the store's (y, x, band) layout, mosaics and, "
@@ -420,12 +600,14 @@ def main() -> int:
     )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     load = os.getloadavg()[0]
-    header = (f"{SECTION}\n\n`python benchmarks/cog_and_int8.py --size {args.size} --scales {args.scales} --tile-size {args.tile_size} "
-              f"--chunk-size {args.chunk_size} --repeat {args.repeat} --profiles {','.join(args.profiles)} "
-              f"--threads {','.join(map(str, args.threads))}` on {machine}, {time.strftime('%Y-%m-%d')}, load "
-              f"{load:.2f} at the end. One warm-up, then best of {args.repeat}. Generated COGs on local disk laid out like the "
-              f"mirror's: int8, planar-separate bands, 1024 px blocks (one block a side for smaller files), rows bottom-up, "
-              f"DEFLATE, nodata -128, no overviews; chunks and reference windows of {args.chunk_size} px.\n")
+    header = (
+        f"{SECTION}\n\n`python benchmarks/cog_and_int8.py --size {args.size} --scales {args.scales} --tile-size {args.tile_size} "
+        f"--chunk-size {args.chunk_size} --repeat {args.repeat} --profiles {','.join(args.profiles)} "
+        f"--threads {','.join(map(str, args.threads))}` on {machine}, {time.strftime('%Y-%m-%d')}, load "
+        f"{load:.2f} at the end. One warm-up, then best of {args.repeat}. Generated COGs on local disk laid out like the "
+        f"mirror's: int8, planar-separate bands, 1024 px blocks (one block a side for smaller files), rows bottom-up, "
+        f"DEFLATE, nodata -128, no overviews; chunks and reference windows of {args.chunk_size} px.\n"
+    )
     markdown = header + "\n".join(lines) + "\n"
     print("\n" + markdown)
     if not args.no_results:

@@ -16,6 +16,7 @@ compared with the bound its own requests allow (quota-bound time):
     python benchmarks/extract_vs_xee.py --quick      # 3 latency models, smaller area
     python benchmarks/extract_vs_xee.py --tune       # efm chunk size / request tile / threads, flat latency
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,12 @@ import pyproj  # noqa: E402
 from emulators.earthengine import EarthEngineEmulatorProcess  # noqa: E402
 from emulators.earthengine.synthetic import COLLECTION_ID, TileSpec, make_embedding_collection  # noqa: E402
 
-logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" per xee thread: noise
-warnings.filterwarnings("ignore", message="Consolidated metadata")  # zarr 3, once per store read: noise here
+logging.getLogger("urllib3.connectionpool").setLevel(
+    logging.ERROR
+)  # "pool is full" per xee thread: noise
+warnings.filterwarnings(
+    "ignore", message="Consolidated metadata"
+)  # zarr 3, once per store read: noise here
 
 YEAR = 2021
 QUOTA_RPS = 100.0
@@ -55,14 +60,36 @@ XEE_IO_CHUNKS = (128, 256, 512)
 def bbox_of(tile: TileSpec, inset_px: int = 1) -> str:
     to_lonlat = pyproj.Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
     left, top = tile.x0 + inset_px * tile.scale, tile.y0 - inset_px * tile.scale
-    right, bottom = tile.x0 + (tile.width - inset_px) * tile.scale, tile.y0 - (tile.height - inset_px) * tile.scale
+    right, bottom = (
+        tile.x0 + (tile.width - inset_px) * tile.scale,
+        tile.y0 - (tile.height - inset_px) * tile.scale,
+    )
     (w, s), (e, n) = to_lonlat.transform(left, bottom), to_lonlat.transform(right, top)
     return f"{w},{s},{e},{n}"
 
 
 def run_efm(emu, tile, output, chunk_size, tile_size=None, threads=None, cap=40, transfer="auto"):
-    argv = ["--transfer-dtype", transfer, "--bbox", bbox_of(tile), "--crs", tile.crs, "--years", str(YEAR), "--output", output, "--chunk-size", str(chunk_size),
-            "--ee-api-url", emu.url, "--ee-project", "bench", "--max-concurrent-requests", str(cap), "--runner=FnApiRunner"]
+    argv = [
+        "--transfer-dtype",
+        transfer,
+        "--bbox",
+        bbox_of(tile),
+        "--crs",
+        tile.crs,
+        "--years",
+        str(YEAR),
+        "--output",
+        output,
+        "--chunk-size",
+        str(chunk_size),
+        "--ee-api-url",
+        emu.url,
+        "--ee-project",
+        "bench",
+        "--max-concurrent-requests",
+        str(cap),
+        "--runner=FnApiRunner",
+    ]
     if tile_size:
         argv += ["--request-tile-size", str(tile_size)]
     if threads:
@@ -105,8 +132,14 @@ def run_xee(emu, tile, output, chunk_size, grid, io_chunks=None):
     earthengine.initialize(earthengine.EarthEngineSettings(project="bench", api_url=emu.url))
     collection = ee.ImageCollection(COLLECTION_ID).filterDate(f"{YEAR}-01-01", f"{YEAR + 1}-01-01")
     transform, shape_2d = grid
-    kwargs = {} if io_chunks is None else {"io_chunks": {"index": 1, "width": io_chunks, "height": io_chunks}}
-    ds = xr.open_dataset(collection, engine="ee", crs=tile.crs, crs_transform=transform, shape_2d=shape_2d, **kwargs)
+    kwargs = (
+        {}
+        if io_chunks is None
+        else {"io_chunks": {"index": 1, "width": io_chunks, "height": io_chunks}}
+    )
+    ds = xr.open_dataset(
+        collection, engine="ee", crs=tile.crs, crs_transform=transform, shape_2d=shape_2d, **kwargs
+    )
     chunks = {"time": 1, "y": chunk_size, "x": chunk_size}
     template = xbeam.make_template(ds)
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
@@ -121,7 +154,9 @@ def values_of(path):
     ds = xr.open_zarr(path)
     if "embedding" in ds:
         return ds["embedding"].values
-    return np.stack([ds[name].values for name in sorted(v for v in ds.data_vars if v.startswith("A"))], axis=-1)
+    return np.stack(
+        [ds[name].values for name in sorted(v for v in ds.data_vars if v.startswith("A"))], axis=-1
+    )
 
 
 def same_values(a, b) -> bool:
@@ -145,21 +180,46 @@ def measure(emu, label, fn, cap, base, per_mb, pixels):
     seconds = time.perf_counter() - start
     stats = emu.stats()
     requests = sum(stats["counts"].get("computePixels", {}).values())
-    answered = stats["counts"].get("computePixels", {}).get("200", 0)  # 429s carry no pixels and sleep nothing
-    wire_mb = stats["bytes_out_by_kind"].get("computePixels", 0) / 1e6  # pixels only, not metadata calls
+    answered = (
+        stats["counts"].get("computePixels", {}).get("200", 0)
+    )  # 429s carry no pixels and sleep nothing
+    wire_mb = (
+        stats["bytes_out_by_kind"].get("computePixels", 0) / 1e6
+    )  # pixels only, not metadata calls
     delays = stats["delay_s_by_kind"].get("computePixels", 0.0)
     bound = max(delays / cap, answered / QUOTA_RPS, delays / max(answered, 1))
     return {
-        "base s": base, "s/MB": per_mb, "method": label, "requests": requests, "MB/request": wire_mb / max(answered, 1),
-        "429s": stats["counts"].get("computePixels", {}).get("429", 0), "seconds": seconds, "quota-bound s": bound, "bound / seconds": bound / seconds,
+        "base s": base,
+        "s/MB": per_mb,
+        "method": label,
+        "requests": requests,
+        "MB/request": wire_mb / max(answered, 1),
+        "429s": stats["counts"].get("computePixels", {}).get("429", 0),
+        "seconds": seconds,
+        "quota-bound s": bound,
+        "bound / seconds": bound / seconds,
         "embeddings MB/s": pixels * 64 * 4 / 1e6 / seconds,  # float32-equivalent output rate
-        "wire MB/s": wire_mb / seconds, "max in flight": stats["max_in_flight_seen"],
+        "wire MB/s": wire_mb / seconds,
+        "max in flight": stats["max_in_flight_seen"],
         "CPU s pipeline/emulator": f"{cpu_seconds(client) - client_cpu:.0f}/{cpu_seconds(server) - server_cpu:.0f}",
     }
 
 
-COLUMNS = ["base s", "s/MB", "method", "requests", "429s", "MB/request", "seconds", "embeddings MB/s", "wire MB/s",
-           "quota-bound s", "bound / seconds", "max in flight", "CPU s pipeline/emulator"]
+COLUMNS = [
+    "base s",
+    "s/MB",
+    "method",
+    "requests",
+    "429s",
+    "MB/request",
+    "seconds",
+    "embeddings MB/s",
+    "wire MB/s",
+    "quota-bound s",
+    "bound / seconds",
+    "max in flight",
+    "CPU s pipeline/emulator",
+]
 
 
 def print_table(rows, cols=COLUMNS):
@@ -172,7 +232,9 @@ def print_table(rows, cols=COLUMNS):
 
 def print_summary(rows):
     """One line per latency model: efm (default flags) against xee at its best io_chunks."""
-    print("| base s | s/MB | efm default: requests, s | efm best | xee best io_chunks: requests, s | xee default (256) s | xee best / efm default (time) |")
+    print(
+        "| base s | s/MB | efm default: requests, s | efm best | xee best io_chunks: requests, s | xee default (256) s | xee best / efm default (time) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model in dict.fromkeys((r["base s"], r["s/MB"]) for r in rows):
         here = [r for r in rows if (r["base s"], r["s/MB"]) == model]
@@ -180,22 +242,50 @@ def print_summary(rows):
         xee = [r for r in here if r["method"].startswith("xee")]
         if not efm or not xee:
             continue
-        default, best_efm, best_xee = efm[0], min(efm, key=lambda r: r["seconds"]), min(xee, key=lambda r: r["seconds"])
-        xee_default = next((f"{r['seconds']:.1f}" for r in xee if r["method"].endswith("io_chunks 256")), "-")
-        print(f"| {model[0]:g} | {model[1]:g} | {default['requests']}, {default['seconds']:.1f} | {best_efm['method'].split(', ')[-1]}: {best_efm['seconds']:.1f} | "
-              f"{best_xee['method'].split(', ')[-1]}: {best_xee['requests']}, {best_xee['seconds']:.1f} | "
-              f"{xee_default} | {best_xee['seconds'] / default['seconds']:.2f} |")
+        default, best_efm, best_xee = (
+            efm[0],
+            min(efm, key=lambda r: r["seconds"]),
+            min(xee, key=lambda r: r["seconds"]),
+        )
+        xee_default = next(
+            (f"{r['seconds']:.1f}" for r in xee if r["method"].endswith("io_chunks 256")), "-"
+        )
+        print(
+            f"| {model[0]:g} | {model[1]:g} | {default['requests']}, {default['seconds']:.1f} | {best_efm['method'].split(', ')[-1]}: {best_efm['seconds']:.1f} | "
+            f"{best_xee['method'].split(', ')[-1]}: {best_xee['requests']}, {best_xee['seconds']:.1f} | "
+            f"{xee_default} | {best_xee['seconds'] / default['seconds']:.2f} |"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, help="area side in pixels (default 512, 256 with --quick)")
+    parser.add_argument(
+        "--size", type=int, help="area side in pixels (default 512, 256 with --quick)"
+    )
     parser.add_argument("--cap", type=int, default=40)
-    parser.add_argument("--chunk-size", type=int, help="Zarr chunk side for both methods (default 256, 128 with --quick)")
-    parser.add_argument("--quick", action="store_true", help=f"latency models {QUICK_MODELS}, a 256 px area, xee io_chunks 64,128,256")
-    parser.add_argument("--models", help="(base s:s per MB) pairs, comma-separated, e.g. 0.3:0,0.3:0.5 (overrides the sweep)")
-    parser.add_argument("--xee-io-chunks", help=f"io_chunks sides to try for xee (default {','.join(map(str, XEE_IO_CHUNKS))})")
-    parser.add_argument("--tune", action="store_true", help="only sweep efm's chunk size, request tile size and threads at 0.3 s flat")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        help="Zarr chunk side for both methods (default 256, 128 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"latency models {QUICK_MODELS}, a 256 px area, xee io_chunks 64,128,256",
+    )
+    parser.add_argument(
+        "--models",
+        help="(base s:s per MB) pairs, comma-separated, e.g. 0.3:0,0.3:0.5 (overrides the sweep)",
+    )
+    parser.add_argument(
+        "--xee-io-chunks",
+        help=f"io_chunks sides to try for xee (default {','.join(map(str, XEE_IO_CHUNKS))})",
+    )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="only sweep efm's chunk size, request tile size and threads at 0.3 s flat",
+    )
     parser.add_argument("--skip-xee", action="store_true")
     args = parser.parse_args()
     size = args.size or (256 if args.quick else 512)
@@ -205,7 +295,11 @@ def main():
         models = [tuple(float(v) for v in pair.split(":")) for pair in args.models.split(",")]
     if args.tune:
         models = [(0.3, 0.0)]
-    io_candidates = [int(v) for v in args.xee_io_chunks.split(",")] if args.xee_io_chunks else [c // (2 if args.quick else 1) for c in XEE_IO_CHUNKS]
+    io_candidates = (
+        [int(v) for v in args.xee_io_chunks.split(",")]
+        if args.xee_io_chunks
+        else [c // (2 if args.quick else 1) for c in XEE_IO_CHUNKS]
+    )
 
     from pipelines import extract  # noqa: F401  (import time is not the pipeline's)
 
@@ -217,9 +311,12 @@ def main():
     started = time.time()
     try:
         with EarthEngineEmulatorProcess(images, max_in_flight=args.cap) as emu:
+
             def efm(chunk, tile_size=None, threads=None, transfer="auto"):
                 out = os.path.join(work, f"efm-{time.time_ns()}.zarr")
-                return out, lambda: run_efm(emu, tile, out, chunk, tile_size, threads, args.cap, transfer)
+                return out, lambda: run_efm(
+                    emu, tile, out, chunk, tile_size, threads, args.cap, transfer
+                )
 
             # warm-ups, not measured: one-time imports, Beam and Earth Engine start-up, for both methods
             reference_path, warm = efm(chunk_size)
@@ -229,7 +326,9 @@ def main():
 
             def xee(io_chunks):
                 out = os.path.join(work, f"xee-{time.time_ns()}.zarr")
-                return out, lambda: run_xee(emu, tile, out, max(chunk_size, io_chunks or 0), grid, io_chunks)
+                return out, lambda: run_xee(
+                    emu, tile, out, max(chunk_size, io_chunks or 0), grid, io_chunks
+                )
 
             if not args.skip_xee and not args.tune:
                 path, warm = xee(None)
@@ -241,39 +340,80 @@ def main():
                 try:
                     rows.append(measure(emu, label, fn, args.cap, base, per_mb, pixels))
                 except Exception as exc:  # pylint: disable=broad-except  (seen: a connection reset on a loaded machine)
-                    print(f"  {label}: {type(exc).__name__}: {str(exc)[:200]}; measured again", file=sys.stderr)
+                    print(
+                        f"  {label}: {type(exc).__name__}: {str(exc)[:200]}; measured again",
+                        file=sys.stderr,
+                    )
                     shutil.rmtree(path, ignore_errors=True)
-                    for _ in range(600):  # the failed run's requests still hold slots: let them drain first
+                    for _ in range(
+                        600
+                    ):  # the failed run's requests still hold slots: let them drain first
                         if emu.stats()["in_flight"] == 0:
                             break
                         time.sleep(0.1)
-                    rows.append(measure(emu, label + " (2nd try)", fn, args.cap, base, per_mb, pixels))
+                    rows.append(
+                        measure(emu, label + " (2nd try)", fn, args.cap, base, per_mb, pixels)
+                    )
                 if not same_values(values_of(path), reference):
-                    raise SystemExit(f"{label}: its store differs from efm's first store: not the same work")
+                    raise SystemExit(
+                        f"{label}: its store differs from efm's first store: not the same work"
+                    )
                 shutil.rmtree(path, ignore_errors=True)
-                print(f"  {base:g} s + {per_mb:g} s/MB  {label}: {rows[-1]['requests']} requests, {rows[-1]['seconds']:.1f} s", file=sys.stderr)
+                print(
+                    f"  {base:g} s + {per_mb:g} s/MB  {label}: {rows[-1]['requests']} requests, {rows[-1]['seconds']:.1f} s",
+                    file=sys.stderr,
+                )
 
             for base, per_mb in models:
                 emu.configure(latency_s=base, latency_per_mb_s=per_mb)
                 if args.tune:
-                    for chunk, tile_size, threads in [(256, None, 40), (1024, None, 40), (1024, 256, 40), (512, 128, 40), (512, None, 20), (512, None, 10)]:
-                        run(f"efm chunk {chunk}, tile {tile_size or 'auto'}, threads {threads}", efm(chunk, tile_size, threads), base, per_mb)
+                    for chunk, tile_size, threads in [
+                        (256, None, 40),
+                        (1024, None, 40),
+                        (1024, 256, 40),
+                        (512, 128, 40),
+                        (512, None, 20),
+                        (512, None, 10),
+                    ]:
+                        run(
+                            f"efm chunk {chunk}, tile {tile_size or 'auto'}, threads {threads}",
+                            efm(chunk, tile_size, threads),
+                            base,
+                            per_mb,
+                        )
                     continue
-                run(f"efm extract, chunk {chunk_size}, request tiles auto", efm(chunk_size), base, per_mb)
+                run(
+                    f"efm extract, chunk {chunk_size}, request tiles auto",
+                    efm(chunk_size),
+                    base,
+                    per_mb,
+                )
                 if per_mb:  # smaller requests can only pay off when a request's size costs time
-                    run(f"efm extract, chunk {chunk_size}, request tiles {chunk_size // 2}", efm(chunk_size, chunk_size // 2), base, per_mb)
+                    run(
+                        f"efm extract, chunk {chunk_size}, request tiles {chunk_size // 2}",
+                        efm(chunk_size, chunk_size // 2),
+                        base,
+                        per_mb,
+                    )
                 if not args.skip_xee:
                     for io in io_candidates:
                         if not per_mb and io < 256:
                             continue  # below xee's default only adds requests when size costs nothing
-                        run(f"xee + xarray-beam, chunk {max(chunk_size, io)}, io_chunks {io}", xee(io), base, per_mb)
+                        run(
+                            f"xee + xarray-beam, chunk {max(chunk_size, io)}, io_chunks {io}",
+                            xee(io),
+                            base,
+                            per_mb,
+                        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load.append(os.getloadavg())
-    print(f"\narea {size} x {size} px x 64 bands, 1 year, chunk {chunk_size}; emulator cap {args.cap} concurrent; "
-          f"latency per computePixels = base + s/MB x reply MB (slept, so wall times are real); {os.cpu_count()} cores; "
-          f"load average (1/5/15 min) {load[0][0]:.1f}/{load[0][1]:.1f}/{load[0][2]:.1f} before, "
-          f"{load[1][0]:.1f}/{load[1][1]:.1f}/{load[1][2]:.1f} after; {time.time() - started:.0f} s in all\n")
+    print(
+        f"\narea {size} x {size} px x 64 bands, 1 year, chunk {chunk_size}; emulator cap {args.cap} concurrent; "
+        f"latency per computePixels = base + s/MB x reply MB (slept, so wall times are real); {os.cpu_count()} cores; "
+        f"load average (1/5/15 min) {load[0][0]:.1f}/{load[0][1]:.1f}/{load[0][2]:.1f} before, "
+        f"{load[1][0]:.1f}/{load[1][1]:.1f}/{load[1][2]:.1f} after; {time.time() - started:.0f} s in all\n"
+    )
     print_table(rows)
     if not args.tune and not args.skip_xee:
         print()

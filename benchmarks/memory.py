@@ -10,6 +10,7 @@ within 1.2x of 1x, and under 2 GiB.
     python benchmarks/memory.py                      # 1x = 2048 x 2048 px (4 chunks), 4x, 16x
     python benchmarks/memory.py --base 1024 --scales 1,4 --keep /tmp/mem   # smaller, keep the stores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,13 +62,29 @@ def run_measured(argv: list[str], log: str) -> tuple[int, float]:
                 pass
             time.sleep(0.2)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv[:3])} failed ({proc.returncode}); see {log}:\n{open(log).read()[-3000:]}")
+        sys.exit(
+            f"{' '.join(argv[:3])} failed ({proc.returncode}); see {log}:\n{open(log).read()[-3000:]}"
+        )
     return peak, time.perf_counter() - start
 
 
 def start_emulator(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "emulators.earthengine", "--procedural", "--latency", str(latency), "--max-in-flight", "40"],
-                            stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emulators.earthengine",
+            "--procedural",
+            "--latency",
+            str(latency),
+            "--max-in-flight",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     url = proc.stdout.readline().strip()
     if not url.startswith("http://"):
         proc.kill()
@@ -81,7 +98,9 @@ def write_points(path: str, side: int, n: int, seed: int = 0) -> None:
     margin = 1000 * procedural.SCALE
     x = procedural.X0 + margin + rng.uniform(0, side * procedural.SCALE, n)
     y = procedural.Y0 - margin - rng.uniform(0, side * procedural.SCALE, n)
-    lon, lat = pyproj.Transformer.from_crs(procedural.CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    lon, lat = pyproj.Transformer.from_crs(procedural.CRS, "EPSG:4326", always_xy=True).transform(
+        x, y
+    )
     labels = np.where((np.floor(x / 5000) + np.floor(y / 5000)) % 2 == 0, "field", "forest")
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -91,12 +110,29 @@ def write_points(path: str, side: int, n: int, seed: int = 0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", type=int, default=2048, help="side of the 1x area in pixels (default: %(default)s)")
+    parser.add_argument(
+        "--base",
+        type=int,
+        default=2048,
+        help="side of the 1x area in pixels (default: %(default)s)",
+    )
     parser.add_argument("--scales", default="1,4,16", help="area multiples (default: %(default)s)")
-    parser.add_argument("--latency", type=float, default=0.3, help="emulator seconds per request (default: %(default)s)")
-    parser.add_argument("--points-per-base", type=int, default=2000, help="labelled points per 1x area (default: %(default)s)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.3,
+        help="emulator seconds per request (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--points-per-base",
+        type=int,
+        default=2000,
+        help="labelled points per 1x area (default: %(default)s)",
+    )
     parser.add_argument("--commands", default="extract,sample,classify,cluster")
-    parser.add_argument("--keep", help="folder for the stores (default: a temporary one, deleted at the end)")
+    parser.add_argument(
+        "--keep", help="folder for the stores (default: a temporary one, deleted at the end)"
+    )
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
     commands = args.commands.split(",")
@@ -114,27 +150,87 @@ def main() -> None:
             samples = os.path.join(work, f"samples_{k}x.parquet")
             write_points(points, side, args.points_per_base * k)
             steps = {
-                "extract": ["extract", "--bbox", procedural.bbox(side, side), "--crs", procedural.CRS, "--years", "2021", "--output", store,
-                            "--ee-api-url", url, "--ee-project", "bench"],
-                "sample": ["sample", "--embeddings", store, "--points", points, "--label-column", "label", "--output", samples],
-                "classify": ["classify", "--embeddings", store, "--model", "MODEL", "--output", os.path.join(work, f"map_{k}x.zarr")],
-                "cluster": ["cluster", "--embeddings", store, "--output", os.path.join(work, f"kmeans_{k}x.skops")],
+                "extract": [
+                    "extract",
+                    "--bbox",
+                    procedural.bbox(side, side),
+                    "--crs",
+                    procedural.CRS,
+                    "--years",
+                    "2021",
+                    "--output",
+                    store,
+                    "--ee-api-url",
+                    url,
+                    "--ee-project",
+                    "bench",
+                ],
+                "sample": [
+                    "sample",
+                    "--embeddings",
+                    store,
+                    "--points",
+                    points,
+                    "--label-column",
+                    "label",
+                    "--output",
+                    samples,
+                ],
+                "classify": [
+                    "classify",
+                    "--embeddings",
+                    store,
+                    "--model",
+                    "MODEL",
+                    "--output",
+                    os.path.join(work, f"map_{k}x.zarr"),
+                ],
+                "cluster": [
+                    "cluster",
+                    "--embeddings",
+                    store,
+                    "--output",
+                    os.path.join(work, f"kmeans_{k}x.skops"),
+                ],
             }
             for name in [c for c in ("extract", "sample", "classify", "cluster") if c in commands]:
                 argv = steps[name]
                 if name == "classify":
                     if model is None:  # one model for every area: trained on the 1x sample
                         model = os.path.join(work, "model.skops")
-                        subprocess.run([*efm, "train", "--samples", samples, "--classifier", "logistic-regression", "--output", model, "--folds", "2"],
-                                       check=True, env={**os.environ, "PYTHONPATH": REPO}, cwd=REPO, stdout=subprocess.DEVNULL)
+                        subprocess.run(
+                            [
+                                *efm,
+                                "train",
+                                "--samples",
+                                samples,
+                                "--classifier",
+                                "logistic-regression",
+                                "--output",
+                                model,
+                                "--folds",
+                                "2",
+                            ],
+                            check=True,
+                            env={**os.environ, "PYTHONPATH": REPO},
+                            cwd=REPO,
+                            stdout=subprocess.DEVNULL,
+                        )
                     argv = [a if a != "MODEL" else model for a in argv]
                 peak, seconds = run_measured([*efm, *argv], os.path.join(work, f"{name}_{k}x.log"))
                 px = _store_px(store)
                 rows.append((name, k, px, peak, seconds))
-                print(f"{name:9s} {k:3d}x {px:>13,d} px  peak {peak / GIB:6.2f} GiB  {seconds:7.1f} s", flush=True)
+                print(
+                    f"{name:9s} {k:3d}x {px:>13,d} px  peak {peak / GIB:6.2f} GiB  {seconds:7.1f} s",
+                    flush=True,
+                )
                 if name == "extract":
                     with open(os.path.join(work, f"{name}_{k}x.log")) as fh:
-                        print("          " + "".join(line for line in fh if "peak open chunks" in line).strip(), flush=True)
+                        print(
+                            "          "
+                            + "".join(line for line in fh if "peak open chunks" in line).strip(),
+                            flush=True,
+                        )
     finally:
         emulator.terminate()
         emulator.wait()
@@ -145,7 +241,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     base = {name: peak for name, k, _, peak, _ in rows if k == scales[0]}
     for name, k, px, peak, seconds in rows:
-        print(f"| efm {name} | {k}x | {px:,d} | {peak / GIB:.2f} GiB | {peak / base[name]:.2f} | {seconds:.0f} s |")
+        print(
+            f"| efm {name} | {k}x | {px:,d} | {peak / GIB:.2f} GiB | {peak / base[name]:.2f} | {seconds:.0f} s |"
+        )
 
 
 def _store_px(store: str) -> int:

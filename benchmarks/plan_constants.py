@@ -10,6 +10,7 @@
 
     python benchmarks/plan_constants.py [--size 2048] [--latency 0.3] [--cap 40] [--country-only]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,12 @@ os.environ.setdefault("NO_GCE_CHECK", "True")
 import numpy as np  # noqa: E402
 
 from emulators.earthengine import EarthEngineEmulatorProcess  # noqa: E402
-from emulators.earthengine.synthetic import BAND_NAMES, COLLECTION_ID, TileSpec, make_embedding_collection  # noqa: E402
+from emulators.earthengine.synthetic import (
+    BAND_NAMES,
+    COLLECTION_ID,
+    TileSpec,
+    make_embedding_collection,
+)  # noqa: E402
 from extract_vs_xee import bbox_of, extract_quietly  # noqa: E402
 
 YEAR = 2021
@@ -41,13 +47,34 @@ COUNTRY_YEARS = "2017-2024"
 def chunk_bytes_on_disk(store: str) -> int:
     """Bytes of the `embedding` chunk files (not metadata, not markers)."""
     folder = os.path.join(store, "embedding")
-    return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder) if not name.startswith("."))
+    return sum(
+        os.path.getsize(os.path.join(folder, name))
+        for name in os.listdir(folder)
+        if not name.startswith(".")
+    )
 
 
 def run_extract(emu, tile, output, dtype, cap):
     # Inset by 128 px: the area's lon/lat box, squared up in UTM, stays inside the tile (every chunk has data).
-    argv = ["--bbox", bbox_of(tile, inset_px=128), "--crs", tile.crs, "--years", str(YEAR), "--output", output, "--dtype", dtype,
-            "--ee-api-url", emu.url, "--ee-project", "bench", "--max-concurrent-requests", str(cap), "--runner=FnApiRunner"]
+    argv = [
+        "--bbox",
+        bbox_of(tile, inset_px=128),
+        "--crs",
+        tile.crs,
+        "--years",
+        str(YEAR),
+        "--output",
+        output,
+        "--dtype",
+        dtype,
+        "--ee-api-url",
+        emu.url,
+        "--ee-project",
+        "bench",
+        "--max-concurrent-requests",
+        str(cap),
+        "--runner=FnApiRunner",
+    ]
     extract_quietly(argv)
 
 
@@ -65,26 +92,63 @@ def measure_store(emu, tile, work, dtype, cap):
     itemsize = np.dtype(dtype).itemsize
     raw = ds.sizes["y"] * ds.sizes["x"] * ds.sizes["band"] * ds.sizes["time"] * itemsize
     disk = chunk_bytes_on_disk(output)
-    compressor = ds["embedding"].encoding.get("compressor") or ds["embedding"].encoding.get("compressors")
-    return {"store": dtype, "px": f"{ds.sizes['x']} x {ds.sizes['y']}", "requests": requests, "seconds": seconds,
-            "req/s": requests / seconds, "wire MB/s": stats["bytes_out"] / 1e6 / seconds,
-            "MB uncompressed": raw / 1e6, "MB on disk": disk / 1e6, "ratio": disk / raw, "compressor": str(compressor)}
+    compressor = ds["embedding"].encoding.get("compressor") or ds["embedding"].encoding.get(
+        "compressors"
+    )
+    return {
+        "store": dtype,
+        "px": f"{ds.sizes['x']} x {ds.sizes['y']}",
+        "requests": requests,
+        "seconds": seconds,
+        "req/s": requests / seconds,
+        "wire MB/s": stats["bytes_out"] / 1e6 / seconds,
+        "MB uncompressed": raw / 1e6,
+        "MB on disk": disk / 1e6,
+        "ratio": disk / raw,
+        "compressor": str(compressor),
+    }
 
 
 def country_dry_run(work):
     """`efm extract --dry-run` of COUNTRY_BBOX x COUNTRY_YEARS in a child process: (seconds, peak RSS MiB, plan text)."""
     # Tiny images (10 x 10 px of 100 km) that cover the country for every year: the source checks pass.
     years = range(2017, 2025)
-    images = [{
-        "collection": COLLECTION_ID, "image_id": f"{COLLECTION_ID}/cover_{y}", "data": np.zeros((64, 10, 10), np.float32),
-        "band_names": list(BAND_NAMES), "crs": "EPSG:32631", "transform": (100_000.0, 0.0, 0.0, 0.0, -100_000.0, 6_000_000.0),
-        "start": f"{y}-01-01", "end": f"{y + 1}-01-01", "properties": {"UTM_ZONE": "31N"}, "data_type": "double",
-    } for y in years]
+    images = [
+        {
+            "collection": COLLECTION_ID,
+            "image_id": f"{COLLECTION_ID}/cover_{y}",
+            "data": np.zeros((64, 10, 10), np.float32),
+            "band_names": list(BAND_NAMES),
+            "crs": "EPSG:32631",
+            "transform": (100_000.0, 0.0, 0.0, 0.0, -100_000.0, 6_000_000.0),
+            "start": f"{y}-01-01",
+            "end": f"{y + 1}-01-01",
+            "properties": {"UTM_ZONE": "31N"},
+            "data_type": "double",
+        }
+        for y in years
+    ]
     with EarthEngineEmulatorProcess(images) as emu:
-        argv = [sys.executable, "-m", "pipelines.extract", "--bbox", COUNTRY_BBOX, "--years", COUNTRY_YEARS,
-                "--output", os.path.join(work, "country.zarr"), "--ee-api-url", emu.url, "--ee-project", "bench", "--dry-run"]
+        argv = [
+            sys.executable,
+            "-m",
+            "pipelines.extract",
+            "--bbox",
+            COUNTRY_BBOX,
+            "--years",
+            COUNTRY_YEARS,
+            "--output",
+            os.path.join(work, "country.zarr"),
+            "--ee-api-url",
+            emu.url,
+            "--ee-project",
+            "bench",
+            "--dry-run",
+        ]
         start = time.perf_counter()
-        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+        done = subprocess.run(
+            argv, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}
+        )
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert done.returncode == 0, done.stderr
@@ -107,28 +171,47 @@ def country_graph(work):
     grid, aoi = gridlib.plan_grid(gridlib.parse_bbox(COUNTRY_BBOX))
     years = list(range(2017, 2025))
     plan = planlib.ChunkPlan.for_area(grid, 1024, years, aoi)
-    template = store.embedding_template(grid, years, earthengine.EMBEDDING_BANDS, "float32", 1024, {"source": "benchmark"})
+    template = store.embedding_template(
+        grid, years, earthengine.EMBEDDING_BANDS, "float32", 1024, {"source": "benchmark"}
+    )
     output = os.path.join(work, "country-graph.zarr")
     store.prepare(output, template, resume=False, overwrite=False)
-    source = earthengine.EarthEngineSource(grid=grid, years=tuple(years), bands=earthengine.EMBEDDING_BANDS, store_dtype="float32", transfer_itemsize=1)
+    source = earthengine.EarthEngineSource(
+        grid=grid,
+        years=tuple(years),
+        bands=earthengine.EMBEDDING_BANDS,
+        store_dtype="float32",
+        transfer_itemsize=1,
+    )
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
     rows = list(plan.rows())  # as extract.main builds it
-    written = (pipeline | beam.Create(rows) | beam.FlatMap(plan.expand) | FetchChunks(source, threads_per_worker=40)
-               | store.WriteChunks(output, template))
+    written = (
+        pipeline
+        | beam.Create(rows)
+        | beam.FlatMap(plan.expand)
+        | FetchChunks(source, threads_per_worker=40)
+        | store.WriteChunks(output, template)
+    )
     written | store.MarkComplete(output, plan)
     proto = pipeline.to_runner_api().SerializeToString()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"country graph (plan, store set-up, Beam graph of {len(rows)} ChunkRows for {plan.count} chunks; not run): "
-          f"{seconds:.1f} s, pipeline proto {len(proto) / 1e3:.0f} kB, peak RSS of this process so far {peak:.0f} MiB")
+    print(
+        f"country graph (plan, store set-up, Beam graph of {len(rows)} ChunkRows for {plan.count} chunks; not run): "
+        f"{seconds:.1f} s, pipeline proto {len(proto) / 1e3:.0f} kB, peak RSS of this process so far {peak:.0f} MiB"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=2048, help="area side in pixels (default %(default)s)")
+    parser.add_argument(
+        "--size", type=int, default=2048, help="area side in pixels (default %(default)s)"
+    )
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--cap", type=int, default=40)
-    parser.add_argument("--country-only", action="store_true", help="only the country's dry run (3.)")
+    parser.add_argument(
+        "--country-only", action="store_true", help="only the country's dry run (3.)"
+    )
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="efm-plan-bench-")
@@ -141,21 +224,46 @@ def main():
 
         from pipelines import extract  # noqa: F401  (import time is not the pipeline's)
 
-        tile = TileSpec("bench", "EPSG:32631", "31N", 700_000.0, 5_000_000.0, args.size + 256, args.size + 256)
+        tile = TileSpec(
+            "bench", "EPSG:32631", "31N", 700_000.0, 5_000_000.0, args.size + 256, args.size + 256
+        )
         print(f"generating a {args.size} x {args.size} x 64 tile ...", file=sys.stderr)
-        images = make_embedding_collection(years=(YEAR,), tiles=[tile], seed=7, nodata_fraction=0.01)
+        images = make_embedding_collection(
+            years=(YEAR,), tiles=[tile], seed=7, nodata_fraction=0.01
+        )
         rows = []
-        with EarthEngineEmulatorProcess(images, latency_s=args.latency, max_in_flight=args.cap) as emu:
+        with EarthEngineEmulatorProcess(
+            images, latency_s=args.latency, max_in_flight=args.cap
+        ) as emu:
             for dtype in ("float32", "int8"):
                 rows.append(measure_store(emu, tile, work, dtype, args.cap))
                 print(f"  {dtype}: {rows[-1]['seconds']:.1f} s", file=sys.stderr)
-        print(f"area {args.size} x {args.size} px x 64 bands, 1 year, default flags (int8 on the wire, chunk 1024); emulator latency "
-              f"{args.latency} s, cap {args.cap}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n")
-        cols = ["store", "px", "requests", "seconds", "req/s", "wire MB/s", "MB uncompressed", "MB on disk", "ratio", "compressor"]
+        print(
+            f"area {args.size} x {args.size} px x 64 bands, 1 year, default flags (int8 on the wire, chunk 1024); emulator latency "
+            f"{args.latency} s, cap {args.cap}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n"
+        )
+        cols = [
+            "store",
+            "px",
+            "requests",
+            "seconds",
+            "req/s",
+            "wire MB/s",
+            "MB uncompressed",
+            "MB on disk",
+            "ratio",
+            "compressor",
+        ]
         print("| " + " | ".join(cols) + " |")
         print("|" + "---|" * len(cols))
         for row in rows:
-            print("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
+            print(
+                "| "
+                + " | ".join(
+                    f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols
+                )
+                + " |"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -5,6 +5,7 @@ kept at each pid's last reading); the rusage of the children this script waited 
 too, so CPU of processes that ended between two samples is not lost: the CPU figure is the
 larger of the two.
 """
+
 from __future__ import annotations
 
 import resource
@@ -26,7 +27,9 @@ def measure(argv: list[str], cwd: str, env: dict | None = None) -> dict:
 
     cpu_before = _children_cpu()
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     root, done = psutil.Process(proc.pid), threading.Event()
     peak = {"tree": 0, "process": 0}
     cpu: dict[int, float] = {}
@@ -60,5 +63,11 @@ def measure(argv: list[str], cwd: str, env: dict | None = None) -> dict:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(argv[:4])} failed (exit {proc.returncode}):\n{err[-3000:]}")
     waited = _children_cpu() - cpu_before  # the root, and the descendants it waited for
-    return {"s": seconds, "cpu": max(sum(cpu.values()), waited), "peak_tree": peak["tree"], "peak_worker": peak["process"],
-            "out": out, "err": err}
+    return {
+        "s": seconds,
+        "cpu": max(sum(cpu.values()), waited),
+        "peak_tree": peak["tree"],
+        "peak_worker": peak["process"],
+        "out": out,
+        "err": err,
+    }

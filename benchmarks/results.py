@@ -1,4 +1,5 @@
 """Writing a benchmark's section of benchmarks/RESULTS.md (the one place that knows the file's layout)."""
+
 from __future__ import annotations
 
 import os

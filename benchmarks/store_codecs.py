@@ -10,6 +10,7 @@ real embeddings: the ratios are an upper bound, and their ranking what matters.
 
 The table is printed and written to benchmarks/RESULTS.md under "## Store codecs".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,10 @@ def candidates():
     from numcodecs import Blosc, LZ4, Zstd
 
     return [
-        ("Blosc lz4 5, byte shuffle (zarr's v2 default; efm <= this issue)", Blosc("lz4", 5, Blosc.SHUFFLE)),
+        (
+            "Blosc lz4 5, byte shuffle (zarr's v2 default; efm <= this issue)",
+            Blosc("lz4", 5, Blosc.SHUFFLE),
+        ),
         ("Blosc lz4 1, no shuffle", Blosc("lz4", 1, Blosc.NOSHUFFLE)),
         ("LZ4", LZ4()),
         ("Zstd 1", Zstd(1)),
@@ -61,7 +65,9 @@ def chunk_data(size: int) -> dict[str, np.ndarray]:
     from transforms.core import quantize
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = sample_data.generate(tmp, sample_data.SampleSpec(rows=size, cols=2 * size, tile_size=size, years=(2022,)))
+        data = sample_data.generate(
+            tmp, sample_data.SampleSpec(rows=size, cols=2 * size, tile_size=size, years=(2022,))
+        )
         best = None
         for path in data.files:
             with rasterio.open(path) as ds:
@@ -101,26 +107,41 @@ def main() -> int:
     import numcodecs.blosc
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=1024, help="chunk side in px (default: %(default)s, efm's default chunk)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=1024,
+        help="chunk side in px (default: %(default)s, efm's default chunk)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-results", action="store_true", help="print only; do not write benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--no-results", action="store_true", help="print only; do not write benchmarks/RESULTS.md"
+    )
     args = parser.parse_args()
-    numcodecs.blosc.use_threads = False  # as in a pipeline's worker threads (Blosc threads only from the main thread)
+    numcodecs.blosc.use_threads = (
+        False  # as in a pipeline's worker threads (Blosc threads only from the main thread)
+    )
     arrays = chunk_data(args.size)
     lines = []
     for dtype, array in arrays.items():
-        lines.append(f"\n**{dtype}** chunk: {args.size} x {args.size} px x 64 bands = {array.nbytes / 1e6:.0f} MB\n")
+        lines.append(
+            f"\n**{dtype}** chunk: {args.size} x {args.size} px x 64 bands = {array.nbytes / 1e6:.0f} MB\n"
+        )
         lines.append("| codec | bytes on disk / bytes | encode MB/s | decode MB/s |")
         lines.append("|---|---:|---:|---:|")
         for name, codec in candidates():
             ratio, enc, dec = measure(codec, array, args.repeat)
             lines.append(f"| {name} | {ratio:.3f} | {enc:.0f} | {dec:.0f} |")
-        print("\n".join(lines[-(len(candidates()) + 3):]), flush=True)
+        print("\n".join(lines[-(len(candidates()) + 3) :]), flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    markdown = (f"{SECTION}\n\n`PYTHONPATH=$PWD python benchmarks/store_codecs.py --size {args.size} --repeat {args.repeat}` on {machine}, "
-                f"{time.strftime('%Y-%m-%d')}, load average {load} at the end. One thread, best of {args.repeat}.\n" + "\n".join(lines) + "\n"
-                + DECISION)
+    markdown = (
+        f"{SECTION}\n\n`PYTHONPATH=$PWD python benchmarks/store_codecs.py --size {args.size} --repeat {args.repeat}` on {machine}, "
+        f"{time.strftime('%Y-%m-%d')}, load average {load} at the end. One thread, best of {args.repeat}.\n"
+        + "\n".join(lines)
+        + "\n"
+        + DECISION
+    )
     print("\n" + markdown)
     if not args.no_results:
         print(f"written to {write_results(markdown)}")

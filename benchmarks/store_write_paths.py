@@ -12,6 +12,7 @@ so a loaded machine moves it less than a whole-run figure).
 
     python benchmarks/store_write_paths.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,21 @@ def _template():
     from transforms.products.change import similarity_variable
     from transforms.products.chunk_map import output_template
 
-    ds = xr.Dataset(coords={"y": np.arange(SHAPE[0], dtype=np.float64), "x": np.arange(SHAPE[1], dtype=np.float64)})
-    return output_template(ds, [similarity_variable("s")], None, chunk_rows=CHUNK, chunk_cols=CHUNK, product="change", attrs={})
+    ds = xr.Dataset(
+        coords={
+            "y": np.arange(SHAPE[0], dtype=np.float64),
+            "x": np.arange(SHAPE[1], dtype=np.float64),
+        }
+    )
+    return output_template(
+        ds,
+        [similarity_variable("s")],
+        None,
+        chunk_rows=CHUNK,
+        chunk_cols=CHUNK,
+        product="change",
+        attrs={},
+    )
 
 
 def child_setup(how: str, path: str) -> None:
@@ -49,7 +63,13 @@ def child_setup(how: str, path: str) -> None:
     if how == "xarray-beam":
         import xarray_beam as xbeam
 
-        xbeam.setup_zarr(template, path, zarr_chunks={"y": CHUNK, "x": CHUNK}, zarr_format=2, encoding={"similarity": {"_FillValue": float("nan")}})
+        xbeam.setup_zarr(
+            template,
+            path,
+            zarr_chunks={"y": CHUNK, "x": CHUNK},
+            zarr_format=2,
+            encoding={"similarity": {"_FillValue": float("nan")}},
+        )
     else:
         from transforms.storage import zarr_direct
 
@@ -97,7 +117,10 @@ def write_costs(repeats: int) -> dict:
                 array = zarr.open_group(path, mode="r+", zarr_format=2)["similarity"]
                 for key, chunk in data:
                     v = chunk["similarity"].values
-                    array[key.offsets["y"] : key.offsets["y"] + v.shape[0], key.offsets["x"] : key.offsets["x"] + v.shape[1]] = v
+                    array[
+                        key.offsets["y"] : key.offsets["y"] + v.shape[0],
+                        key.offsets["x"] : key.offsets["x"] + v.shape[1],
+                    ] = v
             seconds = _cpu() - start
             best = seconds if best is None else min(best, seconds)
             shutil.rmtree(folder)
@@ -121,8 +144,14 @@ def child_beam(reshuffle: bool) -> None:
 
 
 def fresh(args: list[str]) -> float:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": ROOT})
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -143,17 +172,26 @@ def main() -> int:
         best = None
         for _ in range(args.repeats):
             folder = tempfile.mkdtemp(prefix="efm-bench-setup-")
-            best = min(best or 1e9, fresh(["--child", "setup", how, os.path.join(folder, "s.zarr")]))
+            best = min(
+                best or 1e9, fresh(["--child", "setup", how, os.path.join(folder, "s.zarr")])
+            )
             shutil.rmtree(folder)
         rows.append((f"setup: {how} (fresh process)", best))
     for how, seconds in write_costs(args.repeats).items():
         rows.append((f"write 20 chunks: {how}", seconds))
     for reshuffle in ["yes", "no"]:
-        rows.append((f"beam, empty run_map-shaped pipeline, Reshuffle: {reshuffle}", min(fresh(["--child", "beam", reshuffle]) for _ in range(args.repeats))))
+        rows.append(
+            (
+                f"beam, empty run_map-shaped pipeline, Reshuffle: {reshuffle}",
+                min(fresh(["--child", "beam", reshuffle]) for _ in range(args.repeats)),
+            )
+        )
     print(f"| what | CPU s (min of {args.repeats}) |\n|---|---:|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} |")
-    print(f"\nload average (1 min) before: {load:.1f}, after: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+    print(
+        f"\nload average (1 min) before: {load:.1f}, after: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)"
+    )
     return 0
 
 

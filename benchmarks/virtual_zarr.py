@@ -12,6 +12,7 @@ needs the `bench` extra (virtual-tiff, virtualizarr, obstore).
 It does not warp: each zone stays in its own CRS, and for the other zone only the source
 windows the area needs are read, as the plain rasterio reference does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +30,7 @@ PROFILES = ("auto", "native", "balanced", "all-bands")
 def registry():
     """An obstore registry serving `file:///` URLs from the local disk."""
     from obstore.store import LocalStore
+
     try:
         from obspec_utils.registry import ObjectStoreRegistry
     except ImportError:  # older VirtualiZarr releases
@@ -82,7 +84,13 @@ def _open_file(path: str, year: int, bounds, profile: str, reg):
     import xarray as xr
 
     store = virtual_tiff.VirtualTIFF(ifd=0)(url="file://" + path, registry=reg)
-    ds = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks=_chunks(store, profile), mask_and_scale=False)
+    ds = xr.open_zarr(
+        store,
+        zarr_format=3,
+        consolidated=False,
+        chunks=_chunks(store, profile),
+        mask_and_scale=False,
+    )
     name = next(iter(ds.data_vars))
     t = _affine(ds[name].attrs)
     height, width = ds.sizes["y"], ds.sizes["x"]
@@ -92,9 +100,13 @@ def _open_file(path: str, year: int, bounds, profile: str, reg):
     rows, cols = window
     # Cell centres from the file's own transform; bottom-up files give ascending y.
     ds = ds.isel(y=rows, x=cols).assign_coords(
-        y=t.f + t.e * (np.arange(rows.start, rows.stop) + 0.5), x=t.c + t.a * (np.arange(cols.start, cols.stop) + 0.5))
+        y=t.f + t.e * (np.arange(rows.start, rows.stop) + 0.5),
+        x=t.c + t.a * (np.arange(cols.start, cols.stop) + 0.5),
+    )
     ds = ds.rename({name: "embeddings"})
-    ds["embeddings"].attrs = {}  # per-file tags (transform, band description) would conflict in the combine
+    ds[
+        "embeddings"
+    ].attrs = {}  # per-file tags (transform, band description) would conflict in the combine
     return ds.expand_dims(time=[year])
 
 
@@ -127,20 +139,46 @@ def open_area(files, profile: str = "auto", max_concurrency: int = 16) -> dict:
         slices = []
         for year in sorted(years):
             parts = years[year]
-            slices.append(parts[0] if len(parts) == 1 else xr.combine_by_coords(
-                parts, coords="minimal", compat="override", combine_attrs="drop_conflicts", join="outer", fill_value=NODATA))
-        zones[zone] = slices[0] if len(slices) == 1 else xr.concat(
-            slices, dim="time", coords="minimal", compat="override", join="outer", fill_value=NODATA)
+            slices.append(
+                parts[0]
+                if len(parts) == 1
+                else xr.combine_by_coords(
+                    parts,
+                    coords="minimal",
+                    compat="override",
+                    combine_attrs="drop_conflicts",
+                    join="outer",
+                    fill_value=NODATA,
+                )
+            )
+        zones[zone] = (
+            slices[0]
+            if len(slices) == 1
+            else xr.concat(
+                slices,
+                dim="time",
+                coords="minimal",
+                compat="override",
+                join="outer",
+                fill_value=NODATA,
+            )
+        )
     return zones
 
 
-def read_area(files, profile: str = "auto", threads: int | None = None, max_concurrency: int = 16) -> dict:
+def read_area(
+    files, profile: str = "auto", threads: int | None = None, max_concurrency: int = 16
+) -> dict:
     """Open and compute: {zone: (time, band, y, x) int8 array, rows bottom-up}."""
     import dask
 
     zones = open_area(files, profile, max_concurrency)
     names = list(zones)
-    kwargs = {"scheduler": "threads"} if threads is None else {"scheduler": "threads", "num_workers": threads}
+    kwargs = (
+        {"scheduler": "threads"}
+        if threads is None
+        else {"scheduler": "threads", "num_workers": threads}
+    )
     arrays = dask.compute(*(zones[z]["embeddings"].data for z in names), **kwargs)
     return dict(zip(names, arrays))
 
@@ -155,7 +193,11 @@ def files_for_grid(grid, index):
     bounds = grid.window_bounds(Window(0, 0, grid.height, grid.width))
     files = []
     for row in index.itertuples():
-        b = bounds if row.crs == grid.crs else transform_bounds(grid.crs, row.crs, *bounds, densify_pts=21)
+        b = (
+            bounds
+            if row.crs == grid.crs
+            else transform_bounds(grid.crs, row.crs, *bounds, densify_pts=21)
+        )
         files.append((row.path, int(row.year), row.crs, b))  # one zone per CRS
     return files
 
@@ -167,5 +209,7 @@ def check_equal(result: dict, crs: str, reference: np.ndarray, label: str) -> No
         raise SystemExit(f"virtual Zarr ({label}): nothing read in {crs}")
     north_up = np.asarray(array)[:, :, ::-1, :]
     if north_up.shape != reference.shape or not np.array_equal(north_up, reference):
-        raise SystemExit(f"virtual Zarr ({label}): values differ from the plain rasterio reference "
-                 f"(shapes {north_up.shape} vs {reference.shape})")
+        raise SystemExit(
+            f"virtual Zarr ({label}): values differ from the plain rasterio reference "
+            f"(shapes {north_up.shape} vs {reference.shape})"
+        )

@@ -16,6 +16,7 @@ Trigger it with a config, e.g.
         "classes": "gs://my-bucket/efm/geneva-classes.zarr", "temp_location": "gs://my-bucket/tmp",
         "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1.0"}'
 """
+
 from __future__ import annotations
 
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
@@ -43,7 +44,11 @@ with DAG(
     render_template_as_native_obj=True,  # the options macro returns a dict; numbers stay numbers
     user_defined_macros={"efm_beam_options": beam_pipeline_options},
     params={
-        "runner": Param("DirectRunner", enum=["DirectRunner", "DataflowRunner"], description="Where the pipelines run"),
+        "runner": Param(
+            "DirectRunner",
+            enum=["DirectRunner", "DataflowRunner"],
+            description="Where the pipelines run",
+        ),
         **COMMON_PARAMS,
     },
     doc_md=__doc__,

@@ -14,6 +14,7 @@ and give their spec files as extract_template / classify_template.
         "classes": "gs://my-bucket/efm/geneva-classes.zarr", "temp_location": "gs://my-bucket/tmp",
         "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1.0"}'
 """
+
 from __future__ import annotations
 
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
@@ -30,10 +31,16 @@ with DAG(
     render_template_as_native_obj=True,  # the body macro returns a dict
     user_defined_macros={"efm_flex_body": flex_launch_body},
     params={
-        "extract_template": Param("gs://my-bucket/templates/efm-extract.json", type="string",
-                                  description="Spec file of the extract flex template (gcloud dataflow flex-template build)"),
-        "classify_template": Param("gs://my-bucket/templates/efm-classify.json", type="string",
-                                   description="Spec file of the classify flex template"),
+        "extract_template": Param(
+            "gs://my-bucket/templates/efm-extract.json",
+            type="string",
+            description="Spec file of the extract flex template (gcloud dataflow flex-template build)",
+        ),
+        "classify_template": Param(
+            "gs://my-bucket/templates/efm-classify.json",
+            type="string",
+            description="Spec file of the classify flex template",
+        ),
         **COMMON_PARAMS,
     },
     doc_md=__doc__,

@@ -23,6 +23,7 @@ Trigger it with a config, e.g.
 The model is a .skops file (the default): predict loads it without a hash. A pickle (.pkl) would need
 model_sha256, which train prints only when it has run.
 """
+
 from __future__ import annotations
 
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
@@ -62,9 +63,16 @@ with DAG(
     catchup=False,
     tags=["efm", "beam", "dataflow", "regression"],
     render_template_as_native_obj=True,  # the options macro returns a dict; numbers stay numbers
-    user_defined_macros={"efm_beam_options": beam_pipeline_options, "efm_train_command": train_command},
+    user_defined_macros={
+        "efm_beam_options": beam_pipeline_options,
+        "efm_train_command": train_command,
+    },
     params={
-        "runner": Param("DirectRunner", enum=["DirectRunner", "DataflowRunner"], description="Where the Beam pipelines run"),
+        "runner": Param(
+            "DirectRunner",
+            enum=["DirectRunner", "DataflowRunner"],
+            description="Where the Beam pipelines run",
+        ),
         **COMMON_PARAMS,
         **MAP_PARAMS,
     },

@@ -21,6 +21,7 @@ needs efm in a virtualenv on the workers (EFM_PYTHON) for that one task. Build t
         "similarity": "gs://my-bucket/efm/similarity.zarr", "change": "gs://my-bucket/efm/change.zarr",
         "temp_location": "gs://my-bucket/tmp", "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1.0"}'
 """
+
 from __future__ import annotations
 
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
@@ -52,9 +53,14 @@ with DAG(
     render_template_as_native_obj=True,  # the body macro returns a dict
     user_defined_macros={"efm_flex_body": flex_launch_body, "efm_train_command": train_command},
     params={
-        **{f"{step}_template": Param(f"gs://my-bucket/templates/efm-{step}.json", type="string",
-                                     description=f"Spec file of the {step} flex template (gcloud dataflow flex-template build)")
-           for step in TEMPLATE_STEPS},
+        **{
+            f"{step}_template": Param(
+                f"gs://my-bucket/templates/efm-{step}.json",
+                type="string",
+                description=f"Spec file of the {step} flex template (gcloud dataflow flex-template build)",
+            )
+            for step in TEMPLATE_STEPS
+        },
         **COMMON_PARAMS,
         **MAP_PARAMS,
     },

@@ -16,6 +16,7 @@ threads, a `dask.distributed.LocalCluster`, or a cluster on Kubernetes (docs/pyt
 Bad input raises `transforms.core.errors.InputError` (a `ValueError`) with one line that names the
 parameter at fault and the fix, before anything is computed or written.
 """
+
 from __future__ import annotations
 
 from efm.embeddings import open_embeddings, sample
@@ -24,4 +25,16 @@ from efm.learning import Report, save_model, train
 from efm.maps import change, predict, similarity
 from transforms.core.errors import InputError
 
-__all__ = ["open_embeddings", "sample", "train", "Report", "save_model", "predict", "similarity", "change", "to_cog", "plot", "InputError"]
+__all__ = [
+    "open_embeddings",
+    "sample",
+    "train",
+    "Report",
+    "save_model",
+    "predict",
+    "similarity",
+    "change",
+    "to_cog",
+    "plot",
+    "InputError",
+]

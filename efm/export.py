@@ -1,4 +1,5 @@
 """A lazy map -> Cloud-Optimized GeoTIFF with `efm export`'s writer (`efm.to_cog`); a quick plot with the legend (`efm.plot`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,20 +20,30 @@ def _map2d(da: xr.DataArray, year: int | None, name: str = "da") -> xr.DataArray
     import rioxarray  # noqa: F401
 
     if not isinstance(da, xr.DataArray):
-        raise InputError(name, f"expected a DataArray map, e.g. efm.predict(...) or efm.predict(...).sel(time='2022'), got {type(da).__name__}")
+        raise InputError(
+            name,
+            f"expected a DataArray map, e.g. efm.predict(...) or efm.predict(...).sel(time='2022'), got {type(da).__name__}",
+        )
     if "time" in da.dims:
         years = [int(str(t)[:4]) for t in da["time"].values]
         if year is None and len(years) != 1:
-            raise InputError("year", f"the map has years {', '.join(map(str, years))}: pick one, e.g. year={years[0]}")
+            raise InputError(
+                "year",
+                f"the map has years {', '.join(map(str, years))}: pick one, e.g. year={years[0]}",
+            )
         if year is not None and year not in years:
-            raise InputError("year", f"the map has no year {year}; it has {', '.join(map(str, years))}")
+            raise InputError(
+                "year", f"the map has no year {year}; it has {', '.join(map(str, years))}"
+            )
         da = da.isel(time=years.index(year) if year is not None else 0)
     elif year is not None:
         raise InputError("year", "the map has no time dimension; drop year")
     if da.dims != ("y", "x"):
         raise InputError(name, f"expected a map with dims (y, x) or (time, y, x), got {da.dims}")
     if da.rio.crs is None:
-        raise InputError(name, "the map has no CRS (spatial_ref); make it with efm.predict / similarity / change")
+        raise InputError(
+            name, "the map has no CRS (spatial_ref); make it with efm.predict / similarity / change"
+        )
     return da
 
 
@@ -52,8 +63,8 @@ class _Windows:
             import dask
 
             start = self.order.index(wanted)
-            batch = self.order[start:start + BATCH]
-            blocks = dask.compute(*[self.data[r:r + h, c:c + w] for r, c, h, w in batch])
+            batch = self.order[start : start + BATCH]
+            blocks = dask.compute(*[self.data[r : r + h, c : c + w] for r, c, h, w in batch])
             self.ready.update(zip(batch, (np.asarray(b) for b in blocks)))
         return self.ready.pop(wanted)
 
@@ -68,23 +79,52 @@ class _ArrayLayer(export.Layer):
         return _Windows(self.data, self.windows())
 
 
-def layer(da: xr.DataArray, path: str = "", *, year: int | None = None, float_nodata: float = export.DEFAULT_FLOAT_NODATA) -> _ArrayLayer:
+def layer(
+    da: xr.DataArray,
+    path: str = "",
+    *,
+    year: int | None = None,
+    float_nodata: float = export.DEFAULT_FLOAT_NODATA,
+) -> _ArrayLayer:
     """The export layer of a map: kind, dtype, nodata, labels as `efm export` decides them from the variable's attributes."""
     da = _map2d(da, year)
     name = str(da.name or "map")
-    kind, dtype, nodata, labels, values = export.describe_variable(name, str(da.dtype), da.attrs, da.encoding.get("_FillValue"), float_nodata)
+    kind, dtype, nodata, labels, values = export.describe_variable(
+        name, str(da.dtype), da.attrs, da.encoding.get("_FillValue"), float_nodata
+    )
     recalc = da.sizes["x"] > 1 and da.sizes["y"] > 1
     chunks = da.chunks or ((da.sizes["y"],), (da.sizes["x"],))
     data = da.data if da.chunks else np.asarray(da.values)
     return _ArrayLayer(
-        path=path or name, variable=name, band_index=None, crs=str(da.rio.crs), transform=tuple(da.rio.transform(recalc=recalc))[:6],
-        width=da.sizes["x"], height=da.sizes["y"], chunk_rows=int(chunks[0][0]), chunk_cols=int(chunks[1][0]), years=(), dtype=dtype,
-        nodata=nodata, labels=labels, values=values, kind=kind, timed=False, attrs=dict(da.attrs), data=data,
+        path=path or name,
+        variable=name,
+        band_index=None,
+        crs=str(da.rio.crs),
+        transform=tuple(da.rio.transform(recalc=recalc))[:6],
+        width=da.sizes["x"],
+        height=da.sizes["y"],
+        chunk_rows=int(chunks[0][0]),
+        chunk_cols=int(chunks[1][0]),
+        years=(),
+        dtype=dtype,
+        nodata=nodata,
+        labels=labels,
+        values=values,
+        kind=kind,
+        timed=False,
+        attrs=dict(da.attrs),
+        data=data,
     )
 
 
-def to_cog(da: xr.DataArray, path: str, *, year: int | None = None, overwrite: bool = False,
-           float_nodata: float = export.DEFAULT_FLOAT_NODATA) -> str:
+def to_cog(
+    da: xr.DataArray,
+    path: str,
+    *,
+    year: int | None = None,
+    overwrite: bool = False,
+    float_nodata: float = export.DEFAULT_FLOAT_NODATA,
+) -> str:
     """Write one map as a Cloud-Optimized GeoTIFF (local or ``gs://``) with `efm export`'s writer.
 
     Class maps and 0/1 masks: uint8 (int16) codes, nodata 255, a colour table and a ``CLASS_<code>``
@@ -115,7 +155,12 @@ def plot(da: xr.DataArray, *, year: int | None = None, ax=None, title: str | Non
 
     lay = layer(da, year=year)
     image = np.asarray(_map2d(da, year).values)
-    extent = (lay.transform[2], lay.transform[2] + lay.transform[0] * lay.width, lay.transform[5] + lay.transform[4] * lay.height, lay.transform[5])
+    extent = (
+        lay.transform[2],
+        lay.transform[2] + lay.transform[0] * lay.width,
+        lay.transform[5] + lay.transform[4] * lay.height,
+        lay.transform[5],
+    )
     if ax is None:
         _, ax = plt.subplots(figsize=(8, max(3.0, 6.5 * lay.height / max(lay.width, 1))))
     if lay.is_class:
@@ -125,14 +170,31 @@ def plot(da: xr.DataArray, *, year: int | None = None, ax=None, title: str | Non
         for value, rgb in colors.items():
             rgba[image == value] = (*rgb, 255)
         ax.imshow(rgba, extent=extent, interpolation="nearest")
-        handles = [mpatches.Patch(color=np.array(colors[v]) / 255, label=str(lbl)) for v, lbl in zip(lay.values, lay.labels)]
-        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        handles = [
+            mpatches.Patch(color=np.array(colors[v]) / 255, label=str(lbl))
+            for v, lbl in zip(lay.values, lay.labels)
+        ]
+        ax.legend(
+            handles=handles,
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            fontsize=8,
+            frameon=False,
+        )
     else:
         name, vmin, vmax = export.colour_scale(lay, image[np.isfinite(image)])
-        im = ax.imshow(np.ma.masked_invalid(image), cmap=matplotlib.colormaps[name].with_extremes(bad="#bdbdbd"), vmin=vmin, vmax=vmax,
-                       extent=extent, interpolation="nearest")
+        im = ax.imshow(
+            np.ma.masked_invalid(image),
+            cmap=matplotlib.colormaps[name].with_extremes(bad="#bdbdbd"),
+            vmin=vmin,
+            vmax=vmax,
+            extent=extent,
+            interpolation="nearest",
+        )
         units = str(lay.attrs.get("units", "")).strip()
-        label = str(lay.attrs.get("long_name", lay.variable)) + (f" [{'unitless' if units == '1' else units}]" if units else "")
+        label = str(lay.attrs.get("long_name", lay.variable)) + (
+            f" [{'unitless' if units == '1' else units}]" if units else ""
+        )
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=9)
     when = year if year is not None else str(da["time"].values[0])[:4] if "time" in da.dims else ""
     ax.set_title(title or f"{lay.attrs.get('long_name', lay.variable)} {when}".strip(), fontsize=10)

@@ -1,4 +1,5 @@
 """Train a classifier or regressor on a sample table, as `efm train` does; save it for `efm classify`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,9 @@ class Report:
     def __str__(self) -> str:
         return self.text
 
-    def _repr_pretty_(self, printer, cycle) -> None:  # IPython / Jupyter show the text, as the CLI prints it
+    def _repr_pretty_(
+        self, printer, cycle
+    ) -> None:  # IPython / Jupyter show the text, as the CLI prints it
         printer.text(self.text)
 
 
@@ -36,12 +39,25 @@ def _table(table) -> tuple[pd.DataFrame, dict, str]:
         frame, meta = training._read_table(os.fspath(table), "table")
         return frame, meta, os.fspath(table)
     if not isinstance(table, pd.DataFrame):
-        raise InputError("table", f"expected the DataFrame efm.sample returns or a Parquet table from `efm sample`, got {type(table).__name__}")
+        raise InputError(
+            "table",
+            f"expected the DataFrame efm.sample returns or a Parquet table from `efm sample`, got {type(table).__name__}",
+        )
     return table, dict(table.attrs.get("efm", {})), "the table"
 
 
-def train(table, *, classifier: str | None = None, regressor: str | None = None, target_column: str | None = None,
-          label_column: str = "label", params: dict | None = None, target_units: str = "", folds: int = 5, seed: int = 0):
+def train(
+    table,
+    *,
+    classifier: str | None = None,
+    regressor: str | None = None,
+    target_column: str | None = None,
+    label_column: str = "label",
+    params: dict | None = None,
+    target_units: str = "",
+    folds: int = 5,
+    seed: int = 0,
+):
     """Cross-validate, then fit on every sample -> ``(model, report)``, the same as `efm train`.
 
     ``classifier``: one of ``knn, random-forest (default), extra-trees, gradient-boosting,
@@ -60,23 +76,38 @@ def train(table, *, classifier: str | None = None, regressor: str | None = None,
     if target_column is None:
         classifier = classifier or "random-forest"
         estimator = models.make_classifier(classifier, params, flag="classifier")
-        X, labels, groups, bands, meta = training.frame_samples(frame, meta, label_column, name, flag="table")
+        X, labels, groups, bands, meta = training.frame_samples(
+            frame, meta, label_column, name, flag="table"
+        )
         metrics = training.cross_validate(estimator, X, labels, groups, folds, seed)
         text = training.format_metrics(metrics)
         estimator.fit(X, labels)
-        sidecar = {"kind": "classifier", "classifier": classifier, "classes": estimator.classes_,
-                   "samples": {"path": name, "rows": len(labels), "label_column": label_column}}
+        sidecar = {
+            "kind": "classifier",
+            "classifier": classifier,
+            "classes": estimator.classes_,
+            "samples": {"path": name, "rows": len(labels), "label_column": label_column},
+        }
     else:
         regressor = regressor or "random-forest"
         estimator = models.make_regressor(regressor, params, flag="regressor")
-        X, y, groups, bands, meta = training.frame_target_samples(frame, meta, target_column, name, flag="table")
+        X, y, groups, bands, meta = training.frame_target_samples(
+            frame, meta, target_column, name, flag="table"
+        )
         metrics = training.cross_validate_regression(estimator, X, y, groups, folds, seed)
         text = training.format_regression_metrics(metrics, target_column, target_units)
         estimator.fit(X, y)
-        sidecar = {"kind": "regressor", "regressor": regressor, "target": target_column, "units": target_units,
-                   "samples": {"path": name, "rows": len(y), "target_column": target_column}}
+        sidecar = {
+            "kind": "regressor",
+            "regressor": regressor,
+            "target": target_column,
+            "units": target_units,
+            "samples": {"path": name, "rows": len(y), "target_column": target_column},
+        }
     sidecar.update(training.fitted_fields(estimator, bands, meta, metrics))
-    models.embed_fields(estimator, sidecar)  # what save_model stores: efm.predict checks the bands against the store
+    models.embed_fields(
+        estimator, sidecar
+    )  # what save_model stores: efm.predict checks the bands against the store
     return estimator, Report(sidecar["kind"], metrics, text, models._jsonable(sidecar))
 
 
@@ -91,15 +122,23 @@ def save_model(model, path: str, report: Report | None = None, *, overwrite: boo
     fmt = models.model_format(path, "path")
     outputs.check_output(path, "model", overwrite=overwrite, flag="path")
     sidecar = dict(report.sidecar) if report is not None else {}
-    if fmt == "skops":  # the same refusal as `efm train --output x.skops`: a type efm would not load back
+    if (
+        fmt == "skops"
+    ):  # the same refusal as `efm train --output x.skops`: a type efm would not load back
         untrusted = _untrusted(model)
         if untrusted:
-            raise InputError("path", f"a {type(model).__name__} holding {', '.join(untrusted)} cannot be loaded from .skops by efm; "
-                                     f"save a pickle instead ({path.rsplit('.', 1)[0]}.pkl)")
+            raise InputError(
+                "path",
+                f"a {type(model).__name__} holding {', '.join(untrusted)} cannot be loaded from .skops by efm; "
+                f"save a pickle instead ({path.rsplit('.', 1)[0]}.pkl)",
+            )
     return models.save_model(model, path, sidecar, flag="path")
 
 
 def _untrusted(model) -> list[str]:
     import skops.io
 
-    return sorted(set(skops.io.get_untrusted_types(data=skops.io.dumps(model))) - set(models.TRUSTED_SKOPS_TYPES))
+    return sorted(
+        set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+        - set(models.TRUSTED_SKOPS_TYPES)
+    )

@@ -10,6 +10,7 @@ once per worker process; past SHIP_ONCE_BYTES it is one key of the graph instead
 worker (why not always: docs/python-api.md). Nothing is computed until the result is (`.compute()`,
 `.plot()`, `efm.to_cog`), on the active scheduler.
 """
+
 from __future__ import annotations
 
 import collections
@@ -25,16 +26,31 @@ from efm.embeddings import dataset, grid, points_of
 from transforms.core.errors import InputError
 from transforms.learning import models
 from transforms.products import similarity as similarity_refs
-from transforms.products.change import ChangeFunction, SimilarityFunction, mask_variable, similarity_variable
+from transforms.products.change import (
+    ChangeFunction,
+    SimilarityFunction,
+    mask_variable,
+    similarity_variable,
+)
 from transforms.products.chunk_map import ChunkFunction, Variable, output_template
-from transforms.products.classify import ClassifyFunction, RegressFunction, class_encoding, class_variables, regression_variable
+from transforms.products.classify import (
+    ClassifyFunction,
+    RegressFunction,
+    class_encoding,
+    class_variables,
+    regression_variable,
+)
 from transforms.storage import readers, store
 from transforms.storage.readers import StoreInfo
 
-SHIP_ONCE_BYTES = 8 * 2**20  # a function (with its model) bigger than this travels as one graph key, not in each task
+SHIP_ONCE_BYTES = (
+    8 * 2**20
+)  # a function (with its model) bigger than this travels as one graph key, not in each task
 
 
-_READY: "collections.OrderedDict[str, ChunkFunction]" = collections.OrderedDict()  # per process: payload hash -> set-up function
+_READY: "collections.OrderedDict[str, ChunkFunction]" = (
+    collections.OrderedDict()
+)  # per process: payload hash -> set-up function
 _READY_LOCK = threading.Lock()
 KEEP_READY = 4  # functions (models) kept set up per process
 
@@ -76,8 +92,17 @@ def _block(*windows, task, time_index: int, names: tuple[str, ...]) -> np.ndarra
     return packed
 
 
-def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[int, tuple[int, ...]], variables: list[Variable],
-             years: list[int] | None, *, product: str, attrs: dict) -> xr.Dataset:
+def lazy_map(
+    ds: xr.Dataset,
+    info: StoreInfo,
+    fn: ChunkFunction,
+    inputs: dict[int, tuple[int, ...]],
+    variables: list[Variable],
+    years: list[int] | None,
+    *,
+    product: str,
+    attrs: dict,
+) -> xr.Dataset:
     """The Dataset of `variables` on ds's grid: output time t = fn(windows of the store time steps inputs[t]).
 
     years None: one (y, x) map (inputs has the single key 0), as `efm change` writes."""
@@ -97,33 +122,71 @@ def lazy_map(ds: xr.Dataset, info: StoreInfo, fn: ChunkFunction, inputs: dict[in
     layers: dict[str, list] = {name: [] for name in names}
     for t in sorted(inputs):
         windows = [emb[i] for i in inputs[t]]
-        packed = da.map_blocks(_block, *windows, task=task, time_index=t, names=names, dtype=np.float64,
-                               chunks=(windows[0].chunks[0], windows[0].chunks[1], (len(names),)), meta=np.empty((0, 0, 0)))
+        packed = da.map_blocks(
+            _block,
+            *windows,
+            task=task,
+            time_index=t,
+            names=names,
+            dtype=np.float64,
+            chunks=(windows[0].chunks[0], windows[0].chunks[1], (len(names),)),
+            meta=np.empty((0, 0, 0)),
+        )
         for i, v in enumerate(variables):
             layers[v.name].append(packed[:, :, i].astype(v.dtype))
-    out = output_template(ds, variables, years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product=product, attrs=attrs)
+    out = output_template(
+        ds,
+        variables,
+        years,
+        chunk_rows=info.chunk_rows,
+        chunk_cols=info.chunk_cols,
+        product=product,
+        attrs=attrs,
+    )
     for v in variables:
-        out[v.name] = out[v.name].copy(data=da.stack(layers[v.name]) if years is not None else layers[v.name][0])
+        out[v.name] = out[v.name].copy(
+            data=da.stack(layers[v.name]) if years is not None else layers[v.name][0]
+        )
     out.attrs.pop(store.STATUS_ATTR, None)  # in memory: nothing is complete or incomplete
-    return out.rio.write_transform(info.affine)  # a subset's own grid (spatial_ref's GeoTransform comes from the store)
+    return out.rio.write_transform(
+        info.affine
+    )  # a subset's own grid (spatial_ref's GeoTransform comes from the store)
 
 
 def _loaded(model, model_sha256: str | None, trust_pickle: bool) -> models.LoadedModel:
     if isinstance(model, models.LoadedModel):
         return model
-    if isinstance(model, (str, os.PathLike)):  # a model file: loaded and checked as `efm classify --model` loads it
-        return models.load_model(os.fspath(model), sha256=model_sha256, trust_pickle=trust_pickle, flag="model")
+    if isinstance(
+        model, (str, os.PathLike)
+    ):  # a model file: loaded and checked as `efm classify --model` loads it
+        return models.load_model(
+            os.fspath(model), sha256=model_sha256, trust_pickle=trust_pickle, flag="model"
+        )
     if not hasattr(model, "predict"):
-        raise InputError("model", f"expected a fitted scikit-learn model or a model file, got {type(model).__name__}")
+        raise InputError(
+            "model",
+            f"expected a fitted scikit-learn model or a model file, got {type(model).__name__}",
+        )
     return models.LoadedModel(model, {}, "", "the model")
 
 
 def _years(info: StoreInfo, years) -> list[int]:
-    return readers.select_years(info, [int(y) for y in ([years] if isinstance(years, int) else years)] if years else None, flag="years")
+    return readers.select_years(
+        info,
+        [int(y) for y in ([years] if isinstance(years, int) else years)] if years else None,
+        flag="years",
+    )
 
 
-def predict(ds, model, *, years: list[int] | None = None, confidence: bool = False, model_sha256: str | None = None,
-            trust_pickle: bool = False):
+def predict(
+    ds,
+    model,
+    *,
+    years: list[int] | None = None,
+    confidence: bool = False,
+    model_sha256: str | None = None,
+    trust_pickle: bool = False,
+):
     """Apply a model to every pixel, chunk by chunk -> a lazy DataArray on the store's grid.
 
     A classifier or k-means gives ``class (time, y, x)``, the codes and attributes of the class-map
@@ -145,21 +208,53 @@ def predict(ds, model, *, years: list[int] | None = None, confidence: bool = Fal
     models.check_bands(loaded, list(info.bands), info.path or "the store", flag="model")
     # A copy: setup() limits its threads (n_jobs=1, Dask parallelises over chunks) without touching the caller's model.
     fitted = copy.deepcopy(loaded.model)
-    attrs = {"source": info.path, "embeddings_source": info.source, "crs": info.crs, "scale": abs(info.transform[0]),
-             "model": loaded.path, "model_sha256": loaded.sha256, "model_estimator": type(loaded.model).__name__,
-             "license": store.LICENSE, "attribution": store.ATTRIBUTION}
+    attrs = {
+        "source": info.path,
+        "embeddings_source": info.source,
+        "crs": info.crs,
+        "scale": abs(info.transform[0]),
+        "model": loaded.path,
+        "model_sha256": loaded.sha256,
+        "model_estimator": type(loaded.model).__name__,
+        "license": store.LICENSE,
+        "attribution": store.ATTRIBUTION,
+    }
     if loaded.is_regressor:
         if confidence:
-            raise InputError("confidence", f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop confidence=True")
-        variables = [regression_variable(loaded.sidecar or {"target": models.embedded_fields(loaded.model).get("target")})]
+            raise InputError(
+                "confidence",
+                f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop confidence=True",
+            )
+        variables = [
+            regression_variable(
+                loaded.sidecar or {"target": models.embedded_fields(loaded.model).get("target")}
+            )
+        ]
         fn, product = RegressFunction(loaded.path, loaded.sha256, 1, model=fitted), "prediction"
     else:
         if confidence and not models.has_proba(loaded.model):
-            raise InputError("confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop confidence=True")
-        encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
+            raise InputError(
+                "confidence",
+                f"a {type(loaded.model).__name__} gives no class probabilities; drop confidence=True",
+            )
+        encoding = class_encoding(
+            loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class"
+        )
         variables = class_variables(encoding, confidence=confidence)
-        fn, product = ClassifyFunction(loaded.path, loaded.sha256, encoding, confidence, 1, model=fitted), "classes"
-    out = lazy_map(ds, info, fn, {t: (info.time_index(y),) for t, y in enumerate(years)}, variables, years, product=product, attrs=attrs)
+        fn, product = (
+            ClassifyFunction(loaded.path, loaded.sha256, encoding, confidence, 1, model=fitted),
+            "classes",
+        )
+    out = lazy_map(
+        ds,
+        info,
+        fn,
+        {t: (info.time_index(y),) for t, y in enumerate(years)},
+        variables,
+        years,
+        product=product,
+        attrs=attrs,
+    )
     return out if confidence else out[variables[0].name]
 
 
@@ -174,14 +269,28 @@ def _check_threshold(threshold: float | None) -> None:
 
 def _values_at(ds: xr.Dataset):
     """read(rows, cols, time_index) -> (n, bands) float32 from the Dataset (also a subset of a store)."""
+
     def read(rows, cols, time_index):
-        return np.asarray(ds["embedding"].data[time_index].vindex[rows, cols].compute() if hasattr(ds["embedding"].data, "vindex")
-                          else ds["embedding"].values[time_index][rows, cols])
+        return np.asarray(
+            ds["embedding"].data[time_index].vindex[rows, cols].compute()
+            if hasattr(ds["embedding"].data, "vindex")
+            else ds["embedding"].values[time_index][rows, cols]
+        )
+
     return read
 
 
-def similarity(ds, points, *, label_column: str | None = None, label=None, years: list[int] | None = None,
-               reference_year: int | None = None, threshold: float | None = None, points_crs: str | None = None):
+def similarity(
+    ds,
+    points,
+    *,
+    label_column: str | None = None,
+    label=None,
+    years: list[int] | None = None,
+    reference_year: int | None = None,
+    threshold: float | None = None,
+    points_crs: str | None = None,
+):
     """Dot product of every pixel with the mean embedding at reference points -> lazy ``similarity (time, y, x)``.
 
     The reference of a year is the plain mean of that year's vectors at the points (`efm similarity`'s
@@ -196,9 +305,14 @@ def similarity(ds, points, *, label_column: str | None = None, label=None, years
     _check_threshold(threshold)
     years = _years(info, years)
     if (label is None) != (label_column is None):
-        raise InputError("label" if label_column is not None else "label_column", "give both label_column and label, or neither")
+        raise InputError(
+            "label" if label_column is not None else "label_column",
+            "give both label_column and label, or neither",
+        )
     if isinstance(points, (str, os.PathLike)):
-        pts = similarity_refs.read_reference_points(os.fspath(points), label_column, label, points_crs)
+        pts = similarity_refs.read_reference_points(
+            os.fspath(points), label_column, label, points_crs
+        )
     else:
         pts = points_of(points, label_column, points_crs, keep_columns=[])
         if label_column is not None:
@@ -208,16 +322,37 @@ def similarity(ds, points, *, label_column: str | None = None, label=None, years
             pts = type(pts)(pts.labels[keep], pts.x[keep], pts.y[keep], pts.crs)
     if reference_year is not None:
         readers.select_years(info, [reference_year], flag="reference_year")
-    refs = similarity_refs.references(info, pts, [reference_year] if reference_year is not None else years, "the points", read=_values_at(ds))
-    by_output = {t: refs[reference_year if reference_year is not None else y] for t, y in enumerate(years)}
+    refs = similarity_refs.references(
+        info,
+        pts,
+        [reference_year] if reference_year is not None else years,
+        "the points",
+        read=_values_at(ds),
+    )
+    by_output = {
+        t: refs[reference_year if reference_year is not None else y] for t, y in enumerate(years)
+    }
     variables = [similarity_variable("dot product with the mean embedding at the reference points")]
     if threshold is not None:
         variables.append(mask_variable("similar", f"similarity at least {threshold}", threshold))
-    attrs = {"source": info.path, "crs": info.crs, "reference_points": [by_output[t].points for t in range(len(years))],
-             "reference_vectors": [[float(v) for v in by_output[t].vector] for t in range(len(years))],
-             "reference_mean": "plain mean of the points' embeddings, not re-normalised (as Earth Engine's tutorial)"}
+    attrs = {
+        "source": info.path,
+        "crs": info.crs,
+        "reference_points": [by_output[t].points for t in range(len(years))],
+        "reference_vectors": [[float(v) for v in by_output[t].vector] for t in range(len(years))],
+        "reference_mean": "plain mean of the points' embeddings, not re-normalised (as Earth Engine's tutorial)",
+    }
     fn = SimilarityFunction({t: r.vector for t, r in by_output.items()}, threshold)
-    out = lazy_map(ds, info, fn, {t: (info.time_index(y),) for t, y in enumerate(years)}, variables, years, product="similarity", attrs=attrs)
+    out = lazy_map(
+        ds,
+        info,
+        fn,
+        {t: (info.time_index(y),) for t, y in enumerate(years)},
+        variables,
+        years,
+        product="similarity",
+        attrs=attrs,
+    )
     return out if threshold is not None else out["similarity"]
 
 
@@ -233,13 +368,33 @@ def change(ds, from_year: int, to_year: int, *, threshold: float | None = None):
     info = grid(ds)
     _check_threshold(threshold)
     if from_year == to_year:
-        raise InputError("to_year", f"from_year and to_year are both {to_year}; give two different years")
+        raise InputError(
+            "to_year", f"from_year and to_year are both {to_year}; give two different years"
+        )
     readers.select_years(info, [from_year], flag="from_year")
     readers.select_years(info, [to_year], flag="to_year")
-    variables = [similarity_variable(f"similarity of the {from_year} and {to_year} embeddings (1 = unchanged)")]
+    variables = [
+        similarity_variable(
+            f"similarity of the {from_year} and {to_year} embeddings (1 = unchanged)"
+        )
+    ]
     if threshold is not None:
         variables.append(mask_variable("changed", f"similarity below {threshold}", threshold))
-    attrs = {"source": info.path, "crs": info.crs, "from_year": from_year, "to_year": to_year, "years": [from_year, to_year]}
-    out = lazy_map(ds, info, ChangeFunction(threshold), {0: (info.time_index(from_year), info.time_index(to_year))}, variables, None,
-                   product="change", attrs=attrs)
+    attrs = {
+        "source": info.path,
+        "crs": info.crs,
+        "from_year": from_year,
+        "to_year": to_year,
+        "years": [from_year, to_year],
+    }
+    out = lazy_map(
+        ds,
+        info,
+        ChangeFunction(threshold),
+        {0: (info.time_index(from_year), info.time_index(to_year))},
+        variables,
+        None,
+        product="change",
+        attrs=attrs,
+    )
     return out if threshold is not None else out["similarity"]

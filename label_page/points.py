@@ -6,6 +6,7 @@ in EPSG:4326 (lon, lat) with a `label` property, what `efm sample --label-column
 a top-level member `efm_product: "points"` (a GeoJSON foreign member, ignored by readers) marks
 it as efm's, so that --overwrite replaces only a file efm wrote.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,9 @@ class Point:
     label: str
     row: int | None  # None: outside the store (kept, not shown)
     col: int | None
-    lonlat: tuple[float, float] | None = None  # a loaded point's own coordinates; None: the pixel centre
+    lonlat: tuple[float, float] | None = (
+        None  # a loaded point's own coordinates; None: the pixel centre
+    )
 
 
 def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
@@ -38,11 +41,16 @@ def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
         return []
     names = [c.strip() for c in text.split(",")]
     if any(not n for n in names):
-        raise InputError(flag, f"empty class name in {text!r}; separate names with single commas, e.g. --classes water,forest")
+        raise InputError(
+            flag,
+            f"empty class name in {text!r}; separate names with single commas, e.g. --classes water,forest",
+        )
     seen = set()
     for name in names:
         if name in seen:
-            raise InputError(flag, f"class {name!r} is given twice in {text!r}; name each class once")
+            raise InputError(
+                flag, f"class {name!r} is given twice in {text!r}; name each class once"
+            )
         seen.add(name)
     return names
 
@@ -59,13 +67,18 @@ def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
             with open(text) as f:
                 pairs = [(str(k), v) for k, v in json.load(f).items()]
         except (ValueError, AttributeError) as exc:
-            raise InputError(flag, f"{text} is not a JSON object {{label: colour}}: {exc}") from None
+            raise InputError(
+                flag, f"{text} is not a JSON object {{label: colour}}: {exc}"
+            ) from None
     else:
         pairs = [tuple(item.split("=", 1)) for item in text.split(",") if item.strip()]
     out = {}
     for pair in pairs:
         if len(pair) != 2:
-            raise InputError(flag, f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, or a JSON file; got {text!r}")
+            raise InputError(
+                flag,
+                f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, or a JSON file; got {text!r}",
+            )
         try:
             out[str(pair[0]).strip()] = matplotlib.colors.to_hex(str(pair[1]).strip())
         except ValueError:
@@ -73,7 +86,9 @@ def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
     return out
 
 
-def load(path: str, info: StoreInfo, classes: list[str], flag: str = "--points") -> tuple[list[Point], list[str]]:
+def load(
+    path: str, info: StoreInfo, classes: list[str], flag: str = "--points"
+) -> tuple[list[Point], list[str]]:
     """Points of an existing file (any format `efm sample` reads, label column `label`) -> (points, classes).
 
     Without --classes the classes are the file's labels (sorted); with it, every label must be one."""
@@ -82,26 +97,44 @@ def load(path: str, info: StoreInfo, classes: list[str], flag: str = "--points")
     try:
         read = sampling.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
     except InputError as exc:
-        if exc.flag == "--label-column":  # read_points names efm sample's flag; here the file is at fault
-            raise InputError(flag, f"{path} has no {LABEL_COLUMN!r} column; efm label reads and writes the class in a column named {LABEL_COLUMN!r}") from None
+        if (
+            exc.flag == "--label-column"
+        ):  # read_points names efm sample's flag; here the file is at fault
+            raise InputError(
+                flag,
+                f"{path} has no {LABEL_COLUMN!r} column; efm label reads and writes the class in a column named {LABEL_COLUMN!r}",
+            ) from None
         raise
     labels = [str(v) for v in read.labels]
     if classes:
         unknown = sorted(set(labels) - set(classes))
         if unknown:
-            raise InputError(flag, f"{path} has labels not among --classes ({', '.join(classes)}): {', '.join(unknown)}; add them to --classes, or leave --classes out to take the file's labels")
+            raise InputError(
+                flag,
+                f"{path} has labels not among --classes ({', '.join(classes)}): {', '.join(unknown)}; add them to --classes, or leave --classes out to take the file's labels",
+            )
     else:
         classes = sorted(set(labels))
-    lon, lat = pyproj.Transformer.from_crs(read.crs, "EPSG:4326", always_xy=True).transform(read.x, read.y)
+    lon, lat = pyproj.Transformer.from_crs(read.crs, "EPSG:4326", always_xy=True).transform(
+        read.x, read.y
+    )
     rows, cols = sampling.to_pixels(info, read)
     points = [
-        Point(f"f{i}", labels[i], int(rows[i]) if rows[i] >= 0 else None, int(cols[i]) if cols[i] >= 0 else None, (float(lon[i]), float(lat[i])))
+        Point(
+            f"f{i}",
+            labels[i],
+            int(rows[i]) if rows[i] >= 0 else None,
+            int(cols[i]) if cols[i] >= 0 else None,
+            (float(lon[i]), float(lat[i])),
+        )
         for i in range(len(labels))
     ]
     return points, classes
 
 
-def pixel_centres_lonlat(info: StoreInfo, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_centres_lonlat(
+    info: StoreInfo, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     import pyproj
 
     a, b, c, d, e, f = info.transform
@@ -113,13 +146,24 @@ def pixel_centres_lonlat(info: StoreInfo, rows: np.ndarray, cols: np.ndarray) ->
 def feature_collection(points: list[Point], info: StoreInfo, meta: dict) -> dict:
     clicked = [p for p in points if p.lonlat is None]
     lon, lat = pixel_centres_lonlat(info, [p.row for p in clicked], [p.col for p in clicked])
-    centres = {p.id: (float(x), float(y)) for p, x, y in zip(clicked, np.atleast_1d(lon), np.atleast_1d(lat))}
+    centres = {
+        p.id: (float(x), float(y))
+        for p, x, y in zip(clicked, np.atleast_1d(lon), np.atleast_1d(lat))
+    }
     features = [
-        {"type": "Feature", "properties": {LABEL_COLUMN: p.label},
-         "geometry": {"type": "Point", "coordinates": list(p.lonlat or centres[p.id])}}
+        {
+            "type": "Feature",
+            "properties": {LABEL_COLUMN: p.label},
+            "geometry": {"type": "Point", "coordinates": list(p.lonlat or centres[p.id])},
+        }
         for p in points
     ]
-    return {"type": "FeatureCollection", outputs.PRODUCT_ATTR: PRODUCT, "efm": meta, "features": features}
+    return {
+        "type": "FeatureCollection",
+        outputs.PRODUCT_ATTR: PRODUCT,
+        "efm": meta,
+        "features": features,
+    }
 
 
 def write(path: str, collection: dict) -> None:

@@ -12,6 +12,7 @@
 
 Bound to 127.0.0.1 only: the page can write a file, so it is not offered to the network.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,11 +38,28 @@ class BadRequest(ValueError):
 class Session:
     """What one `efm label` run holds: the view, the classes, the points the page last sent."""
 
-    def __init__(self, view: StoreView, classes: list[str], loaded: list[pointlib.Point], output: str, *,
-                 overwrite: bool, rgb: list[str], meta: dict, colours: dict | None = None):
+    def __init__(
+        self,
+        view: StoreView,
+        classes: list[str],
+        loaded: list[pointlib.Point],
+        output: str,
+        *,
+        overwrite: bool,
+        rgb: list[str],
+        meta: dict,
+        colours: dict | None = None,
+    ):
         from transforms.products.export import class_colors
 
-        self.view, self.classes, self.output, self.overwrite, self.rgb, self.meta = view, list(classes), output, overwrite, rgb, meta
+        self.view, self.classes, self.output, self.overwrite, self.rgb, self.meta = (
+            view,
+            list(classes),
+            output,
+            overwrite,
+            rgb,
+            meta,
+        )
         self._palette = class_colors
         self.chosen_colours = dict(colours or {})  # --colors: label -> "#rrggbb"
         self.loaded = {p.id: p for p in loaded}
@@ -51,18 +69,34 @@ class Session:
         self.lock = threading.Lock()
 
     def colours(self) -> list[str]:
-        palette = ["#%02x%02x%02x" % rgb for rgb in self._palette(list(range(len(self.classes)))).values()]
-        return [self.chosen_colours.get(name, colour) for name, colour in zip(self.classes, palette)]
+        palette = [
+            "#%02x%02x%02x" % rgb for rgb in self._palette(list(range(len(self.classes)))).values()
+        ]
+        return [
+            self.chosen_colours.get(name, colour) for name, colour in zip(self.classes, palette)
+        ]
 
     def info(self) -> dict:
         i = self.view.info
         return {
-            "store": i.path, "year": self.view.year, "years": list(i.years), "width": i.width, "height": i.height,
-            "crs": i.crs, "transform": list(i.transform), "chunk_rows": i.chunk_rows, "chunk_cols": i.chunk_cols,
-            "bands": list(i.bands), "rgb": self.rgb, "output": self.output,
+            "store": i.path,
+            "year": self.view.year,
+            "years": list(i.years),
+            "width": i.width,
+            "height": i.height,
+            "crs": i.crs,
+            "transform": list(i.transform),
+            "chunk_rows": i.chunk_rows,
+            "chunk_cols": i.chunk_cols,
+            "bands": list(i.bands),
+            "rgb": self.rgb,
+            "output": self.output,
             "classes": [{"name": n, "color": c} for n, c in zip(self.classes, self.colours())],
-            "points": [{"id": p.id, "label": p.label, "row": p.row, "col": p.col} for p in self.points],
-            "max_decoded_bytes": self.view.max_decoded_bytes, "chunk_bytes": self.view.chunk_bytes,
+            "points": [
+                {"id": p.id, "label": p.label, "row": p.row, "col": p.col} for p in self.points
+            ],
+            "max_decoded_bytes": self.view.max_decoded_bytes,
+            "chunk_bytes": self.view.chunk_bytes,
         }
 
     def parse_points(self, items) -> list[pointlib.Point]:
@@ -84,7 +118,9 @@ class Session:
 
     def window(self, query: dict):
         try:
-            return self.view.clamp(*(int(query[k]) for k in ("row0", "col0", "rows", "cols", "step")))
+            return self.view.clamp(
+                *(int(query[k]) for k in ("row0", "col0", "rows", "cols", "step"))
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"bad window: {exc}") from None
 
@@ -92,14 +128,24 @@ class Session:
         w = self.window(body.get("window") or {})
         with self.lock:
             self.points = self.parse_points(body.get("points", []))
-            pts = [(p.row, p.col, self.classes.index(p.label)) for p in self.points if p.row is not None]
+            pts = [
+                (p.row, p.col, self.classes.index(p.label))
+                for p in self.points
+                if p.row is not None
+            ]
         result = self.view.preview(w, pts)
         answer = {"window": window_dict(result.get("window", w)), "skipped": result["skipped"]}
         if result["classes"] is None:
             return {**answer, "classes": None, "reason": result["reason"]}
         h, wd = result["classes"].shape
-        return {**answer, "height": h, "width": wd, "k": result["k"], "server_ms": round(result["seconds"] * 1000, 1),
-                "classes": base64.b64encode(result["classes"].tobytes()).decode("ascii")}
+        return {
+            **answer,
+            "height": h,
+            "width": wd,
+            "k": result["k"],
+            "server_ms": round(result["seconds"] * 1000, 1),
+            "classes": base64.b64encode(result["classes"].tobytes()).decode("ascii"),
+        }
 
     def add_class(self, body: dict) -> dict:
         name = str(body.get("name", "")).strip()
@@ -118,7 +164,9 @@ class Session:
             pts = self.parse_points(body.get("points", []))
             found = outputs.inspect(self.output, "points")
             if not found.empty and (found.kind != "points" or not (self.wrote or self.overwrite)):
-                raise BadRequest(f"{self.output} was changed by someone else since efm label started; nothing written (restart with another --output)")
+                raise BadRequest(
+                    f"{self.output} was changed by someone else since efm label started; nothing written (restart with another --output)"
+                )
             pointlib.write(self.output, pointlib.feature_collection(pts, self.view.info, self.meta))
             self.points, self.saved, self.wrote = pts, len(pts), True
         return {"path": self.output, "count": len(pts)}
@@ -135,7 +183,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002  (the page polls; keep the terminal quiet)
         log.debug(format, *args)
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -165,7 +215,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if url.path in ("/", "/index.html"):
             return self._static("index.html")
         if url.path.startswith("/static/"):
-            return self._static(url.path[len("/static/"):])
+            return self._static(url.path[len("/static/") :])
         if url.path == "/api/info":
             return self._guard(lambda: self._json(200, self.session.info()))
         if url.path == "/api/image":
@@ -173,14 +223,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._json(404, {"error": f"no such page: {url.path}"})
 
     def do_POST(self):
-        routes = {"/api/preview": self.session.preview, "/api/classes": self.session.add_class, "/api/save": self.session.save}
+        routes = {
+            "/api/preview": self.session.preview,
+            "/api/classes": self.session.add_class,
+            "/api/save": self.session.save,
+        }
         route = routes.get(urllib.parse.urlsplit(self.path).path)
         if route is None:
             return self._json(404, {"error": f"no such endpoint: {self.path}"})
 
         def work():
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                body = json.loads(
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}"
+                )
             except ValueError as exc:
                 raise BadRequest(f"body is not JSON: {exc}") from None
             self._json(200, route(body))
@@ -200,12 +256,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             names = query["bands"].split(",")
             known = list(self.session.view.info.bands)
             if len(names) != 3 or any(n not in known for n in names):
-                raise BadRequest(f"bands must be three of the store's bands, got {query['bands']!r}")
+                raise BadRequest(
+                    f"bands must be three of the store's bands, got {query['bands']!r}"
+                )
             bands = [known.index(n) for n in names]
-        self._send(200, self.session.view.png(w, bands), "image/png", {"X-EFM-Window": json.dumps(window_dict(w))})
+        self._send(
+            200,
+            self.session.view.png(w, bands),
+            "image/png",
+            {"X-EFM-Window": json.dumps(window_dict(w))},
+        )
 
 
-def make_server(session: Session, port: int, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+def make_server(
+    session: Session, port: int, host: str = "127.0.0.1"
+) -> http.server.ThreadingHTTPServer:
     handler = type("LabelHandler", (Handler,), {"session": session})
     server = http.server.ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

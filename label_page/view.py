@@ -6,6 +6,7 @@ store pixel per screen pixel, and a request is refused ("zoom in") when the chun
 would decode to more than `max_decoded_bytes`. Zarr decodes whole chunks, so the cost of a view is
 the chunks it touches, whatever the stride.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,11 +22,15 @@ from transforms.learning import models
 from transforms.storage import store
 from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 
-MAX_DECODED_BYTES = 1 << 30  # per request: 4 float32 chunks of 1024 px, 16 int8 ones, all of a small store
+MAX_DECODED_BYTES = (
+    1 << 30
+)  # per request: 4 float32 chunks of 1024 px, 16 int8 ones, all of a small store
 MAX_READ_PIXELS = 1_500_000  # pixels returned per request (after the stride): 384 MiB of float32 bands; a 1920x1080 view reads every 2nd pixel
 SAMPLE_PIXELS = 20_000  # pixels the PCA and the colour stretch are fitted on
 SAMPLE_CHUNKS = 8  # at most this many chunks are read to find them
-PREVIEW_MAX_PIXELS = 1_000_000  # the preview of a larger view takes every 2nd (3rd, ...) pixel of the image's grid
+PREVIEW_MAX_PIXELS = (
+    1_000_000  # the preview of a larger view takes every 2nd (3rd, ...) pixel of the image's grid
+)
 NEIGHBOURS = 5  # k of the preview's k-NN (fewer while a class has fewer points: `neighbours`): the registry's default
 NO_CLASS = 255  # preview value where the store has no data
 
@@ -52,7 +57,14 @@ class Window:
 class StoreView:
     """One year of a store as the page sees it (thread-safe: the server's threads share one)."""
 
-    def __init__(self, info: StoreInfo, year: int, *, max_decoded_bytes: int = MAX_DECODED_BYTES, seed: int = 0):
+    def __init__(
+        self,
+        info: StoreInfo,
+        year: int,
+        *,
+        max_decoded_bytes: int = MAX_DECODED_BYTES,
+        seed: int = 0,
+    ):
         self.info = info
         self.year = year
         self.time_index = info.time_index(year)
@@ -61,18 +73,27 @@ class StoreView:
         itemsize = np.dtype(info.dtype).itemsize
         self.chunk_bytes = info.chunk_rows * info.chunk_cols * len(info.bands) * itemsize
         self._lock = threading.Lock()
-        self._windows: collections.OrderedDict = collections.OrderedDict()  # Window -> float32 values (last few)
-        self._prepared: collections.OrderedDict = collections.OrderedDict()  # (Window, s) -> valid pixels for the k-NN
+        self._windows: collections.OrderedDict = (
+            collections.OrderedDict()
+        )  # Window -> float32 values (last few)
+        self._prepared: collections.OrderedDict = (
+            collections.OrderedDict()
+        )  # (Window, s) -> valid pixels for the k-NN
         self._vectors: dict[tuple[int, int], np.ndarray] = {}
         self._fit_colours(seed)
-        models.make_classifier("knn")  # imports scikit-learn now, not at the first click (a second, cold)
+        models.make_classifier(
+            "knn"
+        )  # imports scikit-learn now, not at the first click (a second, cold)
 
     # ------------------------------------------------------------ reading
 
     def clamp(self, row0: int, col0: int, rows: int, cols: int, step: int) -> Window:
         """The part of a requested window inside the store, with the stride raised to the pixel cap."""
         r0, c0 = max(0, int(row0)), max(0, int(col0))
-        r1, c1 = min(self.info.height, int(row0) + int(rows)), min(self.info.width, int(col0) + int(cols))
+        r1, c1 = (
+            min(self.info.height, int(row0) + int(rows)),
+            min(self.info.width, int(col0) + int(cols)),
+        )
         if r1 <= r0 or c1 <= c0:
             raise ZoomIn("the view is outside the store")
         step = max(1, int(step))
@@ -82,7 +103,9 @@ class StoreView:
 
     def chunks_touched(self, w: Window) -> int:
         cr, cc = self.info.chunk_rows, self.info.chunk_cols
-        return ((w.row0 + w.rows - 1) // cr - w.row0 // cr + 1) * ((w.col0 + w.cols - 1) // cc - w.col0 // cc + 1)
+        return ((w.row0 + w.rows - 1) // cr - w.row0 // cr + 1) * (
+            (w.col0 + w.cols - 1) // cc - w.col0 // cc + 1
+        )
 
     def read(self, w: Window) -> np.ndarray:
         """(h, w, bands) float32 of the window at its stride, NaN = no data; the last few are cached."""
@@ -93,10 +116,14 @@ class StoreView:
             n = self.chunks_touched(w)
             if n * self.chunk_bytes > self.max_decoded_bytes:
                 cap = max(1, self.max_decoded_bytes // self.chunk_bytes)
-                raise ZoomIn(f"zoom in: this view touches {n} chunks, more than the {cap} read at once")
+                raise ZoomIn(
+                    f"zoom in: this view touches {n} chunks, more than the {cap} read at once"
+                )
             values = self._read_by_chunk(w)
             self._windows[w] = values
-            while len(self._windows) > 2:  # the view on screen and the one before it (at most 768 MiB)
+            while (
+                len(self._windows) > 2
+            ):  # the view on screen and the one before it (at most 768 MiB)
                 self._windows.popitem(last=False)
             return values
 
@@ -117,9 +144,11 @@ class StoreView:
                 cb = min(c_end, (chunk_c + 1) * cc)
                 if ca >= cb:
                     continue
-                block = store.as_float(self.reader.read_codes(self.time_index, slice(ra, rb, s), slice(ca, cb, s)))
+                block = store.as_float(
+                    self.reader.read_codes(self.time_index, slice(ra, rb, s), slice(ca, cb, s))
+                )
                 i, j = (ra - w.row0) // s, (ca - w.col0) // s
-                out[i:i + block.shape[0], j:j + block.shape[1]] = block
+                out[i : i + block.shape[0], j : j + block.shape[1]] = block
         return out
 
     def _pixels(self, w: Window, s: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +173,9 @@ class StoreView:
         key = (int(row), int(col))
         with self._lock:
             if key not in self._vectors:
-                codes = self.reader.read_codes(self.time_index, slice(key[0], key[0] + 1), slice(key[1], key[1] + 1))
+                codes = self.reader.read_codes(
+                    self.time_index, slice(key[0], key[0] + 1), slice(key[1], key[1] + 1)
+                )
                 self._vectors[key] = store.as_float(codes)[0, 0]
             return self._vectors[key]
 
@@ -154,7 +185,9 @@ class StoreView:
         """Up to SAMPLE_PIXELS valid pixels from up to SAMPLE_CHUNKS chunks spread over the store."""
         rng = np.random.default_rng(seed)
         windows = self.info.windows()
-        order = np.unique(np.linspace(0, len(windows) - 1, min(len(windows), SAMPLE_CHUNKS)).round().astype(int))
+        order = np.unique(
+            np.linspace(0, len(windows) - 1, min(len(windows), SAMPLE_CHUNKS)).round().astype(int)
+        )
         picked = []
         for k in order:
             win = windows[k]
@@ -168,10 +201,17 @@ class StoreView:
                 values = self.reader.read(self.time_index, win).reshape(-1, len(self.info.bands))
                 values = values[valid_mask(values)]
                 if len(values):
-                    picked.append(values[rng.choice(len(values), min(len(values), SAMPLE_PIXELS), replace=False)])
+                    picked.append(
+                        values[
+                            rng.choice(len(values), min(len(values), SAMPLE_PIXELS), replace=False)
+                        ]
+                    )
                     break
         if not picked:
-            raise InputError("--year", f"{self.info.path} holds no data in {self.year}; pick another year ({', '.join(map(str, self.info.years))})")
+            raise InputError(
+                "--year",
+                f"{self.info.path} holds no data in {self.year}; pick another year ({', '.join(map(str, self.info.years))})",
+            )
         return np.concatenate(picked).astype(np.float64)
 
     def _fit_colours(self, seed: int) -> None:
@@ -207,7 +247,9 @@ class StoreView:
         from PIL import Image
 
         buffer = io.BytesIO()
-        Image.fromarray(self.colour(self.read(w), bands), "RGBA").save(buffer, "PNG", compress_level=1)
+        Image.fromarray(self.colour(self.read(w), bands), "RGBA").save(
+            buffer, "PNG", compress_level=1
+        )
         return buffer.getvalue()
 
     # ------------------------------------------------------------ preview
@@ -228,19 +270,30 @@ class StoreView:
             vectors.append(v)
             labels.append(int(label))
         if len(set(labels)) < 2:
-            return {"classes": None, "skipped": skipped, "reason": "points of two classes (on data) are needed"}
+            return {
+                "classes": None,
+                "skipped": skipped,
+                "reason": "points of two classes (on data) are needed",
+            }
         model = models.make_classifier("knn", {"n_neighbors": neighbours(labels)})
         model.fit(np.stack(vectors), np.array(labels))
         s = 1
         while -(-w.shape[0] // s) * -(-w.shape[1] // s) > PREVIEW_MAX_PIXELS:
             s += 1
-        grid = Window(w.row0, w.col0, w.rows, w.cols, w.step * s)  # a subset of the image's grid: read(w)[::s, ::s]
+        grid = Window(
+            w.row0, w.col0, w.rows, w.cols, w.step * s
+        )  # a subset of the image's grid: read(w)[::s, ::s]
         valid, pixels = self._pixels(w, s)
         out = np.full(len(valid), NO_CLASS, dtype=np.uint8)
         if len(pixels):
             out[valid] = knn_predict(model, pixels)
-        return {"classes": out.reshape(grid.shape), "window": grid, "skipped": skipped, "k": model.n_neighbors,
-                "seconds": time.perf_counter() - started}
+        return {
+            "classes": out.reshape(grid.shape),
+            "window": grid,
+            "skipped": skipped,
+            "k": model.n_neighbors,
+            "seconds": time.perf_counter() - started,
+        }
 
 
 def knn_predict(model, values: np.ndarray, tolerance: float = 3e-5) -> np.ndarray:
@@ -256,7 +309,9 @@ def knn_predict(model, values: np.ndarray, tolerance: float = 3e-5) -> np.ndarra
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):  # a skinny product, a few pixels for scikit-learn: threads gain little, and stall on a busy machine
+    with threadpool_limits(
+        1
+    ):  # a skinny product, a few pixels for scikit-learn: threads gain little, and stall on a busy machine
         return _knn_predict(model, values, tolerance)
 
 
@@ -276,7 +331,9 @@ def _knn_predict(model, values: np.ndarray, tolerance: float) -> np.ndarray:
     unsure = (after - kth) <= tolerance * (1 + norm_bound)
     within = d <= kth  # elsewhere exactly the k nearest
     best_votes, predicted = None, None
-    for code in range(len(model.classes_)):  # ascending: on equal votes the smaller label stays, as argmax
+    for code in range(
+        len(model.classes_)
+    ):  # ascending: on equal votes the smaller label stays, as argmax
         votes = within[codes == code].sum(axis=0, dtype=np.int16)
         if best_votes is None:
             best_votes, predicted = votes, np.zeros(len(values), dtype=np.intp)
@@ -316,5 +373,7 @@ def default_year(info: StoreInfo, year: int | None) -> int:
     if year is None:
         return info.years[-1]
     if year not in info.years:
-        raise InputError("--year", f"{info.path} has no year {year}; it holds {', '.join(map(str, info.years))}")
+        raise InputError(
+            "--year", f"{info.path} has no year {year}; it holds {', '.join(map(str, info.years))}"
+        )
     return year

@@ -4,6 +4,7 @@ Beam parses its options with `parse_known_args` and drops what it cannot parse w
 warning, so `--years 2021 2022` would silently extract 2021 alone; and a misspelt `--runner`
 fails deep inside pipeline construction with a traceback.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -11,7 +12,11 @@ import importlib
 import re
 from typing import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 
 from transforms.core.errors import InputError
 
@@ -40,7 +45,9 @@ def refuse_stray_words(argv: Sequence[str], rest: Sequence[str], parser) -> None
     for token in unknown:
         if token.startswith("-"):
             after_unknown_flag = "=" not in token
-        elif after_unknown_flag:  # the value of a flag nobody knows: split_args refuses that flag by name
+        elif (
+            after_unknown_flag
+        ):  # the value of a flag nobody knows: split_args refuses that flag by name
             after_unknown_flag = False
         else:
             stray.append(token)
@@ -49,23 +56,38 @@ def refuse_stray_words(argv: Sequence[str], rest: Sequence[str], parser) -> None
     word = stray[0]
     argv = list(argv)
     position = argv.index(word) if word in argv else -1
-    flag = next((t for t in reversed(argv[:position]) if t.startswith("--")), None) if position > 0 else None
+    flag = (
+        next((t for t in reversed(argv[:position]) if t.startswith("--")), None)
+        if position > 0
+        else None
+    )
     values = []
     if flag and "=" not in flag and _takes_value(parser, flag):
-        for token in argv[argv.index(flag) + 1:]:
+        for token in argv[argv.index(flag) + 1 :]:
             if token.startswith("--"):
                 break
             values.append(token)
-    if len(values) > 1 and all(re.fullmatch(r"[-+\d.]+", v) for v in values):  # e.g. --years 2021 2022
-        raise InputError(flag, f"takes one value but got {len(values)} words ({' '.join(values)}); "
-                         f"for several, join them with commas and no spaces: {flag} {','.join(values)}")
-    raise InputError(flag.split("=", 1)[0] if flag else "", f"unexpected word {word!r}: `{parser.prog}` takes no positional arguments; "
-                     "one value follows each flag (--name value or --name=value), a list is comma-separated with no spaces"
-                     + (f"; is it part of {flag.split('=', 1)[0]}?" if flag else ""))
+    if len(values) > 1 and all(
+        re.fullmatch(r"[-+\d.]+", v) for v in values
+    ):  # e.g. --years 2021 2022
+        raise InputError(
+            flag,
+            f"takes one value but got {len(values)} words ({' '.join(values)}); "
+            f"for several, join them with commas and no spaces: {flag} {','.join(values)}",
+        )
+    raise InputError(
+        flag.split("=", 1)[0] if flag else "",
+        f"unexpected word {word!r}: `{parser.prog}` takes no positional arguments; "
+        "one value follows each flag (--name value or --name=value), a list is comma-separated with no spaces"
+        + (f"; is it part of {flag.split('=', 1)[0]}?" if flag else ""),
+    )
 
 
 def _takes_value(parser, flag: str) -> bool:
-    return any(flag in action.option_strings and action.nargs is None and action.const is None for action in parser._actions)
+    return any(
+        flag in action.option_strings and action.nargs is None and action.const is None
+        for action in parser._actions
+    )
 
 
 def known_runners() -> list[str]:
@@ -85,8 +107,14 @@ def check_runner(name: str | None) -> None:
             getattr(importlib.import_module(module), cls)
             return
         except (ImportError, AttributeError) as exc:
-            raise InputError("--runner", f"cannot load the runner class {name!r} ({type(exc).__name__}); "
-                             f"use a known runner: {', '.join(known_runners())}") from None
+            raise InputError(
+                "--runner",
+                f"cannot load the runner class {name!r} ({type(exc).__name__}); "
+                f"use a known runner: {', '.join(known_runners())}",
+            ) from None
     close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
     hint = f"did you mean {known[close[0]]}? " if close else ""
-    raise InputError("--runner", f"unknown Beam runner {name!r}; {hint}known runners: {', '.join(known_runners())}")
+    raise InputError(
+        "--runner",
+        f"unknown Beam runner {name!r}; {hint}known runners: {', '.join(known_runners())}",
+    )

@@ -6,6 +6,7 @@
 (1 = unchanged; NaN where either year has no data); with --threshold also `changed (y, x)`
 uint8 (1 = similarity < threshold, 0 otherwise, 255 = no data).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,12 +21,23 @@ from transforms.storage import outputs, readers, store, subset
 
 
 def build_parser():
-    parser = common.make_parser("efm change", "Per-pixel similarity of two years of an embedding store (1 = unchanged) -> a change Zarr store.")
-    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
+    parser = common.make_parser(
+        "efm change",
+        "Per-pixel similarity of two years of an embedding store (1 = unchanged) -> a change Zarr store.",
+    )
+    parser.add_argument(
+        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+    )
     parser.add_argument("--from-year", required=True, type=int, help="the earlier year, e.g. 2022")
     parser.add_argument("--to-year", required=True, type=int, help="the later year, e.g. 2023")
-    parser.add_argument("--output", required=True, help="change store to write (Zarr, local path or gs://)")
-    parser.add_argument("--threshold", type=float, help="also write `changed` = 1 where similarity < THRESHOLD (in [-1, 1], e.g. 0.8)")
+    parser.add_argument(
+        "--output", required=True, help="change store to write (Zarr, local path or gs://)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="also write `changed` = 1 where similarity < THRESHOLD (in [-1, 1], e.g. 0.8)",
+    )
     subset.add_flags(parser)
     product.add_resume_flags(parser)
     return parser
@@ -33,7 +45,9 @@ def build_parser():
 
 def check_threshold(threshold: float | None) -> None:
     if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
-        raise InputError("--threshold", f"{threshold} is not a similarity; give a number in [-1, 1], e.g. 0.8")
+        raise InputError(
+            "--threshold", f"{threshold} is not a similarity; give a number in [-1, 1], e.g. 0.8"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,39 +55,97 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Checks, before anything is written or any worker starts.
     check_threshold(args.threshold)
     if args.from_year == args.to_year:
-        raise InputError("--to-year", f"--from-year and --to-year are both {args.to_year}; give two different years")
+        raise InputError(
+            "--to-year",
+            f"--from-year and --to-year are both {args.to_year}; give two different years",
+        )
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     readers.select_years(info, [args.from_year], flag="--from-year")
     readers.select_years(info, [args.to_year], flag="--to-year")
-    sub = subset.from_args(args, info)  # --bbox/--aoi: a window of the grid (the whole store without them)
-    outputs.check_output(args.output, "change", inputs={"--embeddings": args.embeddings, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
+    sub = subset.from_args(
+        args, info
+    )  # --bbox/--aoi: a window of the grid (the whole store without them)
+    outputs.check_output(
+        args.output,
+        "change",
+        inputs={"--embeddings": args.embeddings, "--aoi": args.aoi},
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
 
-    variables = [similarity_variable(f"similarity of the {args.from_year} and {args.to_year} embeddings (1 = unchanged)")]
+    variables = [
+        similarity_variable(
+            f"similarity of the {args.from_year} and {args.to_year} embeddings (1 = unchanged)"
+        )
+    ]
     if args.threshold is not None:
-        variables.append(mask_variable("changed", f"similarity below {args.threshold}", args.threshold))
-    attrs = {**product.grid_attrs(args.embeddings, info), "from_year": args.from_year, "to_year": args.to_year, "years": [args.from_year, args.to_year], **sub.attrs}
+        variables.append(
+            mask_variable("changed", f"similarity below {args.threshold}", args.threshold)
+        )
+    attrs = {
+        **product.grid_attrs(args.embeddings, info),
+        "from_year": args.from_year,
+        "to_year": args.to_year,
+        "years": [args.from_year, args.to_year],
+        **sub.attrs,
+    }
     if args.threshold is not None:
         attrs["threshold"] = args.threshold
-    product.check_resume_attrs(args.output, attrs, {"threshold": "--threshold", **subset.RESUME_ATTRS}, resume=args.resume)
-    template = output_template(ds, variables, None, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="change", attrs=attrs,
-                               window=sub.window)
+    product.check_resume_attrs(
+        args.output, attrs, {"threshold": "--threshold", **subset.RESUME_ATTRS}, resume=args.resume
+    )
+    template = output_template(
+        ds,
+        variables,
+        None,
+        chunk_rows=info.chunk_rows,
+        chunk_cols=info.chunk_cols,
+        product="change",
+        attrs=attrs,
+        window=sub.window,
+    )
     plan = sub.plan([args.to_year])  # one (y, x) layer
-    transform = MapChunks(args.embeddings, ChangeFunction(args.threshold), {0: (info.time_index(args.from_year), info.time_index(args.to_year))},
-                          tuple(variables), timed=False, offset=sub.offset)
-    result = product.run_map("efm change", args.output, template, plan, transform, options, info=info, resume=args.resume,
-                             overwrite=args.overwrite, windows_per_chunk=2)
+    transform = MapChunks(
+        args.embeddings,
+        ChangeFunction(args.threshold),
+        {0: (info.time_index(args.from_year), info.time_index(args.to_year))},
+        tuple(variables),
+        timed=False,
+        offset=sub.offset,
+    )
+    result = product.run_map(
+        "efm change",
+        args.output,
+        template,
+        plan,
+        transform,
+        options,
+        info=info,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        windows_per_chunk=2,
+    )
     pixels = result.totals.get("pixels_computed", 0)
-    common.print_summary(f"efm change: {args.output} complete", [
-        ("years", f"{args.from_year} -> {args.to_year}"),
-        ("grid", f"{info.width} x {info.height} px in {info.crs}"),
-        *product.chunk_rows(result),
-        *sub.summary_rows(),
-        ("pixels compared", pixels),
-        ("pixels without data in either year (NaN)", result.totals.get("pixels_nodata", 0)),
-        ("threshold", "none" if args.threshold is None else f"changed = similarity < {args.threshold}"),
-        ("wall time", f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)"),
-    ])
+    common.print_summary(
+        f"efm change: {args.output} complete",
+        [
+            ("years", f"{args.from_year} -> {args.to_year}"),
+            ("grid", f"{info.width} x {info.height} px in {info.crs}"),
+            *product.chunk_rows(result),
+            *sub.summary_rows(),
+            ("pixels compared", pixels),
+            ("pixels without data in either year (NaN)", result.totals.get("pixels_nodata", 0)),
+            (
+                "threshold",
+                "none" if args.threshold is None else f"changed = similarity < {args.threshold}",
+            ),
+            (
+                "wall time",
+                f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
+            ),
+        ],
+    )
     return 0
 
 

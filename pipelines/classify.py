@@ -4,6 +4,7 @@
 
 The flow (prepare, plan, progress, write, markers) is pipelines/product.py's, shared by every per-pixel product.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,17 +21,45 @@ from transforms.storage import outputs, readers, store, subset
 
 def build_parser(verb: str = "classify"):
     """`efm classify`'s flags; `efm predict` takes the same ones (verb "predict" in their help)."""
-    parser = common.make_parser("efm classify", "Apply a trained model (or k-means) to every pixel of an embedding store -> a class-map Zarr store.")
-    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
-    parser.add_argument("--model", required=True, help="model file from `efm train` / `efm cluster` (.skops, or .pkl/.joblib pickle)")
-    parser.add_argument("--model-sha256", help="load a pickle only if its sha256 is this (printed by efm train/cluster, in the sidecar)")
-    parser.add_argument("--trust-pickle", action="store_true", help="load a pickle without a hash check (a pickle runs code: only for files you made)")
-    parser.add_argument("--output", required=True, help="class-map store to write (Zarr, local path or gs://)")
-    parser.add_argument("--confidence", action="store_true", help="also write `confidence`, the maximum class probability")
-    parser.add_argument("--years", help=f"years to {verb}, e.g. 2021,2022 (default: every year of the store)")
+    parser = common.make_parser(
+        "efm classify",
+        "Apply a trained model (or k-means) to every pixel of an embedding store -> a class-map Zarr store.",
+    )
+    parser.add_argument(
+        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model file from `efm train` / `efm cluster` (.skops, or .pkl/.joblib pickle)",
+    )
+    parser.add_argument(
+        "--model-sha256",
+        help="load a pickle only if its sha256 is this (printed by efm train/cluster, in the sidecar)",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load a pickle without a hash check (a pickle runs code: only for files you made)",
+    )
+    parser.add_argument(
+        "--output", required=True, help="class-map store to write (Zarr, local path or gs://)"
+    )
+    parser.add_argument(
+        "--confidence",
+        action="store_true",
+        help="also write `confidence`, the maximum class probability",
+    )
+    parser.add_argument(
+        "--years", help=f"years to {verb}, e.g. 2021,2022 (default: every year of the store)"
+    )
     subset.add_flags(parser, verb)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help=f"finish an interrupted run: {verb} only the missing chunks")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"finish an interrupted run: {verb} only the missing chunks",
+    )
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
 
@@ -46,58 +75,115 @@ def main(argv: Sequence[str] | None = None) -> int:
     return classify(args, options)
 
 
-def classify(args, options, loaded: models.LoadedModel | None = None, prog: str = "efm classify") -> int:
+def classify(
+    args, options, loaded: models.LoadedModel | None = None, prog: str = "efm classify"
+) -> int:
     """The class map of a classifier or clusterer (`efm predict` comes here too, with the model it loaded)."""
     # 1. Checks, before anything is written or any worker starts.
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    sub = subset.from_args(args, info)  # --bbox/--aoi: a window of the grid (the whole store without them)
-    loaded = loaded or models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    sub = subset.from_args(
+        args, info
+    )  # --bbox/--aoi: a window of the grid (the whole store without them)
+    loaded = loaded or models.load_model(
+        args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle
+    )
     if loaded.is_regressor:
-        raise InputError("--model", f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
-                                    "apply it with `efm predict` (same flags)")
+        raise InputError(
+            "--model",
+            f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
+            "apply it with `efm predict` (same flags)",
+        )
     models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
-        raise InputError("--confidence", f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba")
+        raise InputError(
+            "--confidence",
+            f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba",
+        )
     model_cache.put(loaded)  # an in-process worker reuses it instead of parsing the file again
-    encoding = class_encoding(loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class")
-    outputs.check_output(args.output, "classes", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)], "--aoi": args.aoi},
-                         resume=args.resume, overwrite=args.overwrite)
+    encoding = class_encoding(
+        loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class"
+    )
+    outputs.check_output(
+        args.output,
+        "classes",
+        inputs={
+            "--embeddings": args.embeddings,
+            "--model": [args.model, models.sidecar_path(args.model)],
+            "--aoi": args.aoi,
+        },
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
 
-    template = class_template(ds, years, encoding, confidence=args.confidence, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, attrs={
-        "source": args.embeddings,
-        "embeddings_source": info.source,
-        "model": args.model,
-        "model_sha256": loaded.sha256,
-        "model_estimator": type(loaded.model).__name__,
-        "crs": info.crs,
-        "scale": abs(info.transform[0]),
-        "chunk_size": info.chunk_rows,
-        "license": store.LICENSE,
-        "attribution": store.ATTRIBUTION,
-        **sub.attrs,
-    }, window=sub.window)
+    template = class_template(
+        ds,
+        years,
+        encoding,
+        confidence=args.confidence,
+        chunk_rows=info.chunk_rows,
+        chunk_cols=info.chunk_cols,
+        attrs={
+            "source": args.embeddings,
+            "embeddings_source": info.source,
+            "model": args.model,
+            "model_sha256": loaded.sha256,
+            "model_estimator": type(loaded.model).__name__,
+            "crs": info.crs,
+            "scale": abs(info.transform[0]),
+            "chunk_size": info.chunk_rows,
+            "license": store.LICENSE,
+            "attribution": store.ATTRIBUTION,
+            **sub.attrs,
+        },
+        window=sub.window,
+    )
     plan = sub.plan(years)
     transform = ClassifyChunks(
-        embeddings=args.embeddings, model_path=args.model, model_sha256=loaded.sha256, encoding=encoding,
-        year_to_time={year: info.time_index(year) for year in years}, confidence=args.confidence, n_jobs=worker_threads(options), years=years,
+        embeddings=args.embeddings,
+        model_path=args.model,
+        model_sha256=loaded.sha256,
+        encoding=encoding,
+        year_to_time={year: info.time_index(year) for year in years},
+        confidence=args.confidence,
+        n_jobs=worker_threads(options),
+        years=years,
         offset=sub.offset,
     )
-    result = product.run_map(prog, args.output, template, plan, transform, options, info=info, resume=args.resume, overwrite=args.overwrite)
+    result = product.run_map(
+        prog,
+        args.output,
+        template,
+        plan,
+        transform,
+        options,
+        info=info,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     totals, clock = result.totals, result
     pixels = totals.get("pixels_classified", 0)
-    common.print_summary(f"{prog}: {args.output} complete", [
-        ("model", f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"),
-        ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
-        *product.chunk_rows(result),
-        *sub.summary_rows(len(years)),
-        ("pixels classified", pixels),
-        ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),
-        ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
-        ("wall time", f"{clock.seconds:.1f} s ({pixels / max(clock.seconds, 1e-9):,.0f} px/s)"),
-    ])
+    common.print_summary(
+        f"{prog}: {args.output} complete",
+        [
+            (
+                "model",
+                f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}",
+            ),
+            (
+                "grid",
+                f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
+            ),
+            *product.chunk_rows(result),
+            *sub.summary_rows(len(years)),
+            ("pixels classified", pixels),
+            ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),
+            ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
+            ("wall time", f"{clock.seconds:.1f} s ({pixels / max(clock.seconds, 1e-9):,.0f} px/s)"),
+        ],
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """`efm`: one console script, a subcommand per pipeline (each also `python -m pipelines.<name>`)."""
+
 from __future__ import annotations
 
 import importlib
@@ -6,16 +7,37 @@ import sys
 
 SUBCOMMANDS = {
     "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
-    "label": ("pipelines.label", "a local page to click labelled points on the map, with a live k-NN preview"),
+    "label": (
+        "pipelines.label",
+        "a local page to click labelled points on the map, with a live k-NN preview",
+    ),
     "sample": ("pipelines.sample", "sample the embedding at labelled points into a table"),
-    "train": ("pipelines.train", "train a classifier or regressor on sampled points, with cross-validation"),
+    "train": (
+        "pipelines.train",
+        "train a classifier or regressor on sampled points, with cross-validation",
+    ),
     "cluster": ("pipelines.cluster", "fit k-means on a random sample of pixels"),
     "classify": ("pipelines.classify", "apply a model to a store chunk by chunk -> class map"),
-    "predict": ("pipelines.predict", "apply any model (classifier, clusterer, regressor) to a store -> map"),
-    "change": ("pipelines.change", "per-pixel similarity of two years (1 = unchanged) -> change store"),
-    "similarity": ("pipelines.similarity", "similarity of every pixel to reference points -> similarity store"),
-    "export": ("pipelines.export", "any map (classes, prediction, similarity, change) or embedding band -> COG + PNG"),
-    "make-sample-data": ("pipelines.make_sample_data", "generate a local COG mirror with ground truth and labelled points"),
+    "predict": (
+        "pipelines.predict",
+        "apply any model (classifier, clusterer, regressor) to a store -> map",
+    ),
+    "change": (
+        "pipelines.change",
+        "per-pixel similarity of two years (1 = unchanged) -> change store",
+    ),
+    "similarity": (
+        "pipelines.similarity",
+        "similarity of every pixel to reference points -> similarity store",
+    ),
+    "export": (
+        "pipelines.export",
+        "any map (classes, prediction, similarity, change) or embedding band -> COG + PNG",
+    ),
+    "make-sample-data": (
+        "pipelines.make_sample_data",
+        "generate a local COG mirror with ground truth and labelled points",
+    ),
     "demo": ("pipelines.demo", "run the workflow end to end on generated data, offline"),
 }
 SKOPS_COMMANDS = {"train", "cluster", "classify", "predict"}
@@ -30,16 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"efm: error: unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        print(
+            f"efm: error: unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         if name in SKOPS_COMMANDS and any(a.endswith(".skops") for a in rest):
             # skops' import looks up every numpy/scipy ufunc it trusts in every loaded module: done
             # before Beam and friends fill sys.modules it costs ~0.8 CPU s less (benchmarks/RESULTS.md).
             import skops.io  # noqa: F401
-        module = importlib.import_module(SUBCOMMANDS[name][0])  # Beam and friends take seconds to import
+        module = importlib.import_module(
+            SUBCOMMANDS[name][0]
+        )  # Beam and friends take seconds to import
     except KeyboardInterrupt:
-        print(f"efm {name}: error: interrupted (Ctrl-C) before it started; nothing was written", file=sys.stderr)
+        print(
+            f"efm {name}: error: interrupted (Ctrl-C) before it started; nothing was written",
+            file=sys.stderr,
+        )
         return 130
     return module.run(rest)
 

@@ -5,6 +5,7 @@
 The model file and sidecar are the same kind `efm train` writes (classes 0..K-1, kind
 "clusterer"), so `efm classify` applies them unchanged.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,13 +27,39 @@ MAX_CLUSTERS = 32767  # the largest class map `efm classify` writes (int16 codes
 
 
 def build_parser():
-    parser = common.make_parser("efm cluster", "Fit k-means on a uniform random sample of valid pixels of an embedding store.")
-    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
-    parser.add_argument("--output", required=True, help="model file: .skops or .pkl/.joblib; the sidecar goes to <output>.json")
-    parser.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS, help="number of clusters K (default: %(default)s)")
-    parser.add_argument("--sample-size", type=int, default=DEFAULT_SAMPLE_SIZE, help="valid pixels drawn uniformly to fit on (default: %(default)s)")
-    parser.add_argument("--years", help="years to draw from, e.g. 2021,2022 (default: every year of the store)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of k-means (default: %(default)s)")
+    parser = common.make_parser(
+        "efm cluster",
+        "Fit k-means on a uniform random sample of valid pixels of an embedding store.",
+    )
+    parser.add_argument(
+        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="model file: .skops or .pkl/.joblib; the sidecar goes to <output>.json",
+    )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=DEFAULT_CLUSTERS,
+        help="number of clusters K (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sample-size",
+        type=int,
+        default=DEFAULT_SAMPLE_SIZE,
+        help="valid pixels drawn uniformly to fit on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--years", help="years to draw from, e.g. 2021,2022 (default: every year of the store)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the sample and of k-means (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     return parser
 
@@ -48,17 +75,30 @@ def kmeans_metrics(model, vectors: np.ndarray, seed: int = 0) -> dict:
 
     sizes = np.bincount(model.labels_, minlength=model.n_clusters)
     n = min(len(vectors), 5000)
-    silhouette = float(silhouette_score(vectors, model.labels_, sample_size=n, random_state=seed)) if 1 < model.n_clusters < len(vectors) else None
-    return {"inertia": float(model.inertia_), "silhouette_sample": silhouette, "cluster_sizes": sizes.tolist(), "sample_size": len(vectors)}
+    silhouette = (
+        float(silhouette_score(vectors, model.labels_, sample_size=n, random_state=seed))
+        if 1 < model.n_clusters < len(vectors)
+        else None
+    )
+    return {
+        "inertia": float(model.inertia_),
+        "silhouette_sample": silhouette,
+        "cluster_sizes": sizes.tolist(),
+        "sample_size": len(vectors),
+    }
 
 
 def fit_and_save(sample, *, clusters: int, seed: int, output: str, sidecar: dict) -> dict:
     """Runs once, after the sample is combined: fit and write the model file + sidecar."""
     _, vectors = sample
     if len(vectors) < clusters:
-        raise ValueError(f"only {len(vectors)} valid pixels were drawn, fewer than --clusters {clusters}")
+        raise ValueError(
+            f"only {len(vectors)} valid pixels were drawn, fewer than --clusters {clusters}"
+        )
     model = fit_kmeans(vectors, clusters, seed)
-    return models.save_model(model, output, {**sidecar, "metrics": kmeans_metrics(model, vectors, seed)})
+    return models.save_model(
+        model, output, {**sidecar, "metrics": kmeans_metrics(model, vectors, seed)}
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,19 +106,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.clusters < 2:
         raise InputError("--clusters", f"k-means needs at least 2 clusters, got {args.clusters}")
     if args.clusters > MAX_CLUSTERS:
-        raise InputError("--clusters", f"{args.clusters} clusters cannot be stored in a class map (at most {MAX_CLUSTERS}, int16); k-means on embeddings is "
-                         "used with tens of clusters: pass e.g. --clusters 10")
+        raise InputError(
+            "--clusters",
+            f"{args.clusters} clusters cannot be stored in a class map (at most {MAX_CLUSTERS}, int16); k-means on embeddings is "
+            "used with tens of clusters: pass e.g. --clusters 10",
+        )
     if args.sample_size < args.clusters:
-        raise InputError("--sample-size", f"{args.sample_size} pixels cannot make {args.clusters} clusters; draw at least as many pixels as clusters")
+        raise InputError(
+            "--sample-size",
+            f"{args.sample_size} pixels cannot make {args.clusters} clusters; draw at least as many pixels as clusters",
+        )
     models.model_format(args.output, "--output")
-    outputs.check_output(args.output, "model", inputs={"--embeddings": args.embeddings}, overwrite=args.overwrite)
+    outputs.check_output(
+        args.output, "model", inputs={"--embeddings": args.embeddings}, overwrite=args.overwrite
+    )
     info = readers.store_info(args.embeddings, store.open_embeddings(args.embeddings))
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
     specs = info.chunk_specs(years)
     sidecar = {
-        "kind": "clusterer", "classifier": "kmeans", "classes": list(range(args.clusters)), "bands": list(info.bands),
-        "n_features": len(info.bands), "params": {"n_clusters": args.clusters, "seed": args.seed, "sample_size": args.sample_size},
-        "store": {"embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years, "store_dtype": info.dtype},
+        "kind": "clusterer",
+        "classifier": "kmeans",
+        "classes": list(range(args.clusters)),
+        "bands": list(info.bands),
+        "n_features": len(info.bands),
+        "params": {"n_clusters": args.clusters, "seed": args.seed, "sample_size": args.sample_size},
+        "store": {
+            "embeddings": args.embeddings,
+            "source": info.source,
+            "grid": info.grid_summary(),
+            "years": years,
+            "store_dtype": info.dtype,
+        },
     }
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -87,26 +145,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             | "ChunkSpecs" >> beam.Create(specs)
             | "Reshuffle" >> beam.Reshuffle()
             | "RandomPixels" >> sampling.RandomPixels(info, args.sample_size, args.seed)
-            | "FitAndSave" >> beam.Map(fit_and_save, clusters=args.clusters, seed=args.seed, output=args.output, sidecar=sidecar)
+            | "FitAndSave"
+            >> beam.Map(
+                fit_and_save,
+                clusters=args.clusters,
+                seed=args.seed,
+                output=args.output,
+                sidecar=sidecar,
+            )
         )
 
     # No progress lines here (nothing is written before the fit): say what will happen instead.
-    print(f"efm cluster: drawing {args.sample_size:,} valid pixels uniformly from {len(specs):,} chunks, then k-means with "
-          f"{args.clusters} clusters (n_init=4) on them; the model is written at the end", file=sys.stderr, flush=True)
+    print(
+        f"efm cluster: drawing {args.sample_size:,} valid pixels uniformly from {len(specs):,} chunks, then k-means with "
+        f"{args.clusters} clusters (n_init=4) on them; the model is written at the end",
+        file=sys.stderr,
+        flush=True,
+    )
     with common.Stopwatch() as clock:
         result = common.run_pipeline(build, options)
     meta = models.read_sidecar(args.output)
     metrics = meta.get("metrics", {})
-    common.print_summary(f"efm cluster: {args.output} written", [
-        ("store", f"{args.embeddings}, year(s) {', '.join(map(str, years))}"),
-        ("valid pixels", metric_totals(result).get("valid_pixels", 0)),
-        ("sample", f"{metrics.get('sample_size')} pixels drawn uniformly"),
-        ("clusters", f"{args.clusters}, sizes in the sample {metrics.get('cluster_sizes')}"),
-        ("inertia", f"{metrics.get('inertia', float('nan')):.2f}"),
-        ("silhouette (5,000-pixel subsample)", f"{metrics['silhouette_sample']:.3f}" if metrics.get("silhouette_sample") is not None else "n/a"),
-        ("sha256", meta.get("sha256")),
-        ("wall time", f"{clock.seconds:.1f} s"),
-    ])
+    common.print_summary(
+        f"efm cluster: {args.output} written",
+        [
+            ("store", f"{args.embeddings}, year(s) {', '.join(map(str, years))}"),
+            ("valid pixels", metric_totals(result).get("valid_pixels", 0)),
+            ("sample", f"{metrics.get('sample_size')} pixels drawn uniformly"),
+            ("clusters", f"{args.clusters}, sizes in the sample {metrics.get('cluster_sizes')}"),
+            ("inertia", f"{metrics.get('inertia', float('nan')):.2f}"),
+            (
+                "silhouette (5,000-pixel subsample)",
+                f"{metrics['silhouette_sample']:.3f}"
+                if metrics.get("silhouette_sample") is not None
+                else "n/a",
+            ),
+            ("sha256", meta.get("sha256")),
+            ("wall time", f"{clock.seconds:.1f} s"),
+        ],
+    )
     return 0
 
 

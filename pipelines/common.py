@@ -1,4 +1,5 @@
 """What every pipeline entry point shares: flags, Beam options, errors, the run summary."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,25 @@ import time
 from typing import Callable, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from pipelines import beam_args, failures
 from transforms.core.errors import InputError
 from transforms.storage import outputs
 
-LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
+LOCAL_RUNNERS = {
+    None,
+    "DirectRunner",
+    "FnApiRunner",
+    "BundleBasedDirectRunner",
+    "SwitchingDirectRunner",
+    "PrismRunner",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,10 +49,16 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
         description=description,
         allow_abbrev=False,  # an abbreviation must not swallow a Beam flag
         epilog="Any other flag is passed to Beam's PipelineOptions (e.g. --runner, --direct_num_workers, "
-        "--temp_location, --project, --region for Dataflow)." if beam_options else None,
+        "--temp_location, --project, --region for Dataflow)."
+        if beam_options
+        else None,
     )
-    parser.add_argument("--verbose", action="store_true", help="on failure, print the full trace and the run's log on stderr "
-                        "(otherwise: one line, the trace in a log file it names)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="on failure, print the full trace and the run's log on stderr "
+        "(otherwise: one line, the trace in a log file it names)",
+    )
     return parser
 
 
@@ -50,11 +69,15 @@ def own_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> arg
     return args
 
 
-def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
+def split_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
     _refuse_beam_dry_run(parser, rest)
-    if not os.environ.get(FLEX_LAUNCHER_ENV):  # the launcher writes argv itself, with options of its own
+    if not os.environ.get(
+        FLEX_LAUNCHER_ENV
+    ):  # the launcher writes argv itself, with options of its own
         beam_args.refuse_stray_words(argv if argv is not None else sys.argv[1:], rest, parser)
     options = PipelineOptions(rest)
     known = beam_args.option_names() | beam_flags()  # dests and every alias the launcher may pass
@@ -64,7 +87,10 @@ def split_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
             # Inside Dataflow's flex template launcher too: every option it adds is a Beam option
             # (templates/flex_launcher.LAUNCHER_OPTIONS), so an unknown name is a mistake there as well.
             if name.replace("-", "_") not in known:
-                raise InputError(f"--{name}", f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)")
+                raise InputError(
+                    f"--{name}",
+                    f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)",
+                )
     beam_args.check_runner(runner_name(options))
     failures.note_args(parser, args)
     return args, options
@@ -76,7 +102,9 @@ def beam_flags() -> set[str]:
     flags: set[str] = set()
 
     def collect(parser: argparse.ArgumentParser) -> None:
-        flags.update(s[2:] for action in parser._actions for s in action.option_strings if s.startswith("--"))
+        flags.update(
+            s[2:] for action in parser._actions for s in action.option_strings if s.startswith("--")
+        )
 
     PipelineOptions([]).get_all_options(add_extra_args_fn=collect)
     return flags
@@ -87,14 +115,24 @@ def _refuse_beam_dry_run(parser: argparse.ArgumentParser, rest: list[str]) -> No
     for token in rest:
         flag = token.split("=", 1)[0]
         if flag in ("--dry-run", "--dry_run"):
-            raise InputError(flag, f"`{parser.prog}` has no dry run (Beam's --dry_run test option would run the job anyway); "
-                                   "`efm extract --dry-run` plans an extraction")
+            raise InputError(
+                flag,
+                f"`{parser.prog}` has no dry run (Beam's --dry_run test option would run the job anyway); "
+                "`efm extract --dry-run` plans an extraction",
+            )
 
 
-def _attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:
+def _attach_negative_values(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> list[str]:
     """`--bbox -122.5,37.7,...` -> `--bbox=-122.5,37.7,...`: argparse would take the value for a flag."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    takes_value = {flag for action in parser._actions if action.nargs is None and action.option_strings for flag in action.option_strings}
+    takes_value = {
+        flag
+        for action in parser._actions
+        if action.nargs is None and action.option_strings
+        for flag in action.option_strings
+    }
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -124,10 +162,15 @@ IN_PROCESS_RUNNERS = {None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunne
 
 def single_local_worker(options: PipelineOptions) -> bool:
     """One in-process worker (the default local run): a Reshuffle there spreads nothing and costs ~0.2 CPU s."""
-    return runner_name(options) in IN_PROCESS_RUNNERS and options.view_as(DirectOptions).direct_num_workers == 1
+    return (
+        runner_name(options) in IN_PROCESS_RUNNERS
+        and options.view_as(DirectOptions).direct_num_workers == 1
+    )
 
 
-def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+def run(
+    prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
+) -> int:
     """Run an entry point. Every failure is one line on stderr (see pipelines/failures.py): bad input
     exits 2, a runtime failure 1 (the trace in a log file, and the --resume command when a store is
     left unfinished), Ctrl-C 130."""
@@ -140,7 +183,10 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
         except JobSubmitted as exc:
             print(f"{prog}: {exc}")
             return 0
-        except (Exception, KeyboardInterrupt) as exc:  # SystemExit (argparse's own errors, exit 2) passes
+        except (
+            Exception,
+            KeyboardInterrupt,
+        ) as exc:  # SystemExit (argparse's own errors, exit 2) passes
             return failures.report(state, exc)
 
 
@@ -165,7 +211,9 @@ class JobSubmitted(Exception):
     """The pipeline went to Dataflow and this process must not wait for it (a flex template launch)."""
 
 
-FLEX_LAUNCHER_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"  # set in a flex template's image (templates/Dockerfile)
+FLEX_LAUNCHER_ENV = (
+    "FLEX_TEMPLATE_PYTHON_PY_FILE"  # set in a flex template's image (templates/Dockerfile)
+)
 
 
 def detached(options: PipelineOptions) -> bool:
@@ -173,7 +221,10 @@ def detached(options: PipelineOptions) -> bool:
     the flex template launcher, whose job only starts once this process has exited."""
     if runner_name(options) in LOCAL_RUNNERS:
         return False
-    return bool(options.view_as(GoogleCloudOptions).template_location) or FLEX_LAUNCHER_ENV in os.environ
+    return (
+        bool(options.view_as(GoogleCloudOptions).template_location)
+        or FLEX_LAUNCHER_ENV in os.environ
+    )
 
 
 def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions):
@@ -191,7 +242,9 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
     if detached(options):
         template = options.view_as(GoogleCloudOptions).template_location
         if template:
-            raise JobSubmitted(f"job graph written to {template}; Dataflow starts the job from it (this process does not wait)")
+            raise JobSubmitted(
+                f"job graph written to {template}; Dataflow starts the job from it (this process does not wait)"
+            )
         job_id = getattr(result, "job_id", lambda: None)()
         raise JobSubmitted(f"submitted Dataflow job {job_id}; this process does not wait for it")
     return result

@@ -10,6 +10,7 @@ Every step is the real entry point (`pipelines.<step>.run`), run on Beam's in-pr
 FnApiRunner: no network, no credentials. The steps' own summaries go to <output>/demo.log;
 the demo prints the time of each step, the accuracy and every path it wrote.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,11 +35,32 @@ CHANGE_THRESHOLD = 0.8  # unchanged pixels' year-to-year dot product is ~0.9, ch
 
 
 def build_parser():
-    parser = common.make_parser("efm demo", "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export, then regression (sample -> train --regressor -> predict), similarity and change -> accuracy, R², similarity contrast, change recall.", beam_options=False)
-    parser.add_argument("--output", default="demo-output", help="folder to write everything to (default: %(default)s)")
-    parser.add_argument("--small", action="store_true", help="a small area (256 x 320 px) for a quick check (about 30 s)")
-    parser.add_argument("--dtype", choices=["int8", "float32"], default="int8", help="embedding store dtype (default: %(default)s, the mirror's own codes)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --output")
+    parser = common.make_parser(
+        "efm demo",
+        "Run the whole workflow offline on generated data: sample data -> extract (COG source) -> sample -> train -> classify -> export, then regression (sample -> train --regressor -> predict), similarity and change -> accuracy, R², similarity contrast, change recall.",
+        beam_options=False,
+    )
+    parser.add_argument(
+        "--output",
+        default="demo-output",
+        help="folder to write everything to (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="a small area (256 x 320 px) for a quick check (about 30 s)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["int8", "float32"],
+        default="int8",
+        help="embedding store dtype (default: %(default)s, the mirror's own codes)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier demo in --output",
+    )
     return parser
 
 
@@ -89,7 +111,11 @@ def grid_of(ds):
 
     x, y = ds["x"].values, ds["y"].values
     dx, dy = float(x[1] - x[0]), float(y[0] - y[1])
-    return ds.attrs["crs"], affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, -dy, float(y[0]) + dy / 2), (len(y), len(x))
+    return (
+        ds.attrs["crs"],
+        affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, -dy, float(y[0]) + dy / 2),
+        (len(y), len(x)),
+    )
 
 
 def class_map_scores(classes_path: str, data: sample_data.SampleData) -> dict[int, dict]:
@@ -103,13 +129,20 @@ def class_map_scores(classes_path: str, data: sample_data.SampleData) -> dict[in
     exclude = sample_truth.point_pixels(data.points, crs, transform, shape)
     change_truth = os.path.join(data.output, "change_truth.tif")
     if os.path.exists(change_truth):
-        exclude |= sample_fields.read_on_grid(change_truth, crs, transform, shape, sample_fields.CHANGE_NODATA) == 1
+        exclude |= (
+            sample_fields.read_on_grid(
+                change_truth, crs, transform, shape, sample_fields.CHANGE_NODATA
+            )
+            == 1
+        )
     labels = [str(v) for v in ds["class"].attrs["class_labels"]]
     fill = int(ds["class"].attrs.get("fill_value", 255))
     scores = {}
     for t, time_value in enumerate(ds["time"].values):
         predicted = np.asarray(ds["class"].isel(time=t).values)
-        scores[int(str(time_value)[:4])] = sample_truth.score(predicted, labels, fill, truth, names, exclude)
+        scores[int(str(time_value)[:4])] = sample_truth.score(
+            predicted, labels, fill, truth, names, exclude
+        )
     return scores
 
 
@@ -132,28 +165,57 @@ def field_scores(out: str, data: sample_data.SampleData) -> FieldScores:
     prediction = open_store(os.path.join(out, "biomass.zarr"))
     crs, transform, shape = grid_of(prediction)
     fields = json.load(open(data.manifest))["fields"]
-    truth_field = sample_fields.read_on_grid(os.path.join(data.output, fields["biomass"]), crs, transform, shape, np.nan)
+    truth_field = sample_fields.read_on_grid(
+        os.path.join(data.output, fields["biomass"]), crs, transform, shape, np.nan
+    )
     predicted = np.asarray(prediction["prediction"].isel(time=0).values)
-    held_out = ~sample_truth.point_pixels(os.path.join(data.output, fields["gedi"]), crs, transform, shape)
+    held_out = ~sample_truth.point_pixels(
+        os.path.join(data.output, fields["gedi"]), crs, transform, shape
+    )
     regression = sample_fields.r2_score(predicted, truth_field, held_out)
     classes, names = sample_truth.truth_on_grid(data.ground_truth, crs, transform, shape)
-    similarity = np.asarray(open_store(os.path.join(out, "similarity.zarr"))["similarity"].isel(time=0).values)
-    not_refs = ~sample_truth.point_pixels(os.path.join(data.output, fields["refs"]), crs, transform, shape)
-    contrast = sample_fields.similarity_contrast(similarity, classes, names.index(fields["reference_class"]), not_refs)
+    similarity = np.asarray(
+        open_store(os.path.join(out, "similarity.zarr"))["similarity"].isel(time=0).values
+    )
+    not_refs = ~sample_truth.point_pixels(
+        os.path.join(data.output, fields["refs"]), crs, transform, shape
+    )
+    contrast = sample_fields.similarity_contrast(
+        similarity, classes, names.index(fields["reference_class"]), not_refs
+    )
     contrast["class"] = fields["reference_class"]
     arrays = {"truth_field": truth_field, "predicted": predicted, "similarity": similarity}
     change = None
     if "change_truth" in fields:
         store = open_store(os.path.join(out, "change.zarr"))
         changed = np.asarray(store["changed"].values)
-        truth = sample_fields.read_on_grid(os.path.join(data.output, fields["change_truth"]), crs, transform, shape, sample_fields.CHANGE_NODATA)
-        change = sample_fields.change_score(changed, int(store["changed"].attrs.get("fill_value", 255)), truth)
-        arrays.update(change_similarity=np.asarray(store["similarity"].values), changed=changed, change_truth=truth)
-    return FieldScores(int(str(prediction["time"].values[0])[:4]), regression, contrast, change, arrays)
+        truth = sample_fields.read_on_grid(
+            os.path.join(data.output, fields["change_truth"]),
+            crs,
+            transform,
+            shape,
+            sample_fields.CHANGE_NODATA,
+        )
+        change = sample_fields.change_score(
+            changed, int(store["changed"].attrs.get("fill_value", 255)), truth
+        )
+        arrays.update(
+            change_similarity=np.asarray(store["similarity"].values),
+            changed=changed,
+            change_truth=truth,
+        )
+    return FieldScores(
+        int(str(prediction["time"].values[0])[:4]), regression, contrast, change, arrays
+    )
 
 
-def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: dict[int, dict], path: str,
-                      fields: FieldScores | None = None) -> str:
+def comparison_figure(
+    classes_path: str,
+    data: sample_data.SampleData,
+    scores: dict[int, dict],
+    path: str,
+    fields: FieldScores | None = None,
+) -> str:
     """Ground truth next to each year's classified map, in the same colours; with `fields`, a
     second row: the true and predicted biomass, the similarity to the reference class, and change."""
     import matplotlib
@@ -173,7 +235,13 @@ def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: d
     years = list(scores)
     n_cols = 1 + len(years) + (1 if fields is not None else 0)
     n_rows = 2 if fields is not None else 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, (4.4 if fields is not None else 5.2) * n_rows), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(5.2 * n_cols, (4.4 if fields is not None else 5.2) * n_rows),
+        constrained_layout=True,
+        squeeze=False,
+    )
     top = axes[0]
     shown = np.ma.masked_equal(truth, sample_truth.NODATA_CLASS)
     top[0].imshow(shown, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest")
@@ -188,8 +256,13 @@ def comparison_figure(classes_path: str, data: sample_data.SampleData, scores: d
         field_panels(fig, top[-1], axes[1], fields)
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
-    fig.legend(handles=[Patch(color=colours[n], label=n) for n in names], loc="lower center", ncol=len(names), frameon=False,
-               bbox_to_anchor=(0.5, -0.03 if fields is not None else -0.06))
+    fig.legend(
+        handles=[Patch(color=colours[n], label=n) for n in names],
+        loc="lower center",
+        ncol=len(names),
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.03 if fields is not None else -0.06),
+    )
     fig.savefig(path, dpi=90 if fields is None else 72, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -202,7 +275,9 @@ def field_panels(fig, truth_ax, row, fields: FieldScores) -> None:
 
     a = fields.arrays
     top = float(np.nanpercentile(a["truth_field"], 99))
-    image = truth_ax.imshow(a["truth_field"], cmap="YlGn", vmin=0, vmax=top, interpolation="nearest")
+    image = truth_ax.imshow(
+        a["truth_field"], cmap="YlGn", vmin=0, vmax=top, interpolation="nearest"
+    )
     truth_ax.set_title("true biomass (synthetic)")
     fig.colorbar(image, ax=truth_ax, shrink=0.8, label="Mg/ha")
     image = row[0].imshow(a["predicted"], cmap="YlGn", vmin=0, vmax=top, interpolation="nearest")
@@ -211,23 +286,37 @@ def field_panels(fig, truth_ax, row, fields: FieldScores) -> None:
     fig.colorbar(image, ax=row[0], shrink=0.8, label="Mg/ha")
     image = row[1].imshow(a["similarity"], cmap="magma", interpolation="nearest")
     s = fields.similarity
-    row[1].set_title(f"similarity to {s['class']} points: {s['reference']:.2f} vs {s['others']:.2f}")
+    row[1].set_title(
+        f"similarity to {s['class']} points: {s['reference']:.2f} vs {s['others']:.2f}"
+    )
     fig.colorbar(image, ax=row[1], shrink=0.8, label="dot product")
     if fields.change is None:
         for ax in row[2:]:
             ax.set_visible(False)
         return
-    image = row[2].imshow(a["change_similarity"], cmap="RdYlBu", vmin=0.4, vmax=1, interpolation="nearest")
+    image = row[2].imshow(
+        a["change_similarity"], cmap="RdYlBu", vmin=0.4, vmax=1, interpolation="nearest"
+    )
     row[2].set_title("year-to-year similarity (1 = unchanged)")
     fig.colorbar(image, ax=row[2], shrink=0.8, label="dot product")
     if len(row) > 3:
         # 0 neither, 1 found (true), 2 missed, 3 false alarm; masked where there is no data
         found, true = a["changed"] == 1, a["change_truth"] == 1
         code = np.where(found & true, 1, np.where(true, 2, np.where(found, 3, 0)))
-        shown = np.ma.masked_where((a["change_truth"] == sample_fields.CHANGE_NODATA) | (a["changed"] > 1), code)
-        row[3].imshow(shown, cmap=ListedColormap(["#eeeeee", "#1a9850", "#d73027", "#fc8d59"]), vmin=0, vmax=3, interpolation="nearest")
+        shown = np.ma.masked_where(
+            (a["change_truth"] == sample_fields.CHANGE_NODATA) | (a["changed"] > 1), code
+        )
+        row[3].imshow(
+            shown,
+            cmap=ListedColormap(["#eeeeee", "#1a9850", "#d73027", "#fc8d59"]),
+            vmin=0,
+            vmax=3,
+            interpolation="nearest",
+        )
         c = fields.change
-        row[3].set_title(f"changed: found (green) {c['recall']:.0%}, missed (red),\nfalse alarms (orange); precision {c['precision']:.0%}")
+        row[3].set_title(
+            f"changed: found (green) {c['recall']:.0%}, missed (red),\nfalse alarms (orange); precision {c['precision']:.0%}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,65 +329,178 @@ def main(argv: Sequence[str] | None = None) -> int:
     chunk = "128" if small else "512"
     steps: list[Step] = []
     with open(os.path.join(out, "demo.log"), "w") as log:
+
         def step(name, entry, argv, wrote):
             steps.append(Step(name, run_step(name, entry, argv, log), wrote))
             print(f"  {name:<17} {steps[-1].seconds:6.1f} s", flush=True)
 
         print(f"efm demo: writing to {os.path.abspath(out)}", flush=True)
         data_dir = os.path.join(out, "sample-data")
-        step("make-sample-data", make_sample_data.run, ["--output", data_dir, "--size", "small" if small else "default"], [data_dir])
+        step(
+            "make-sample-data",
+            make_sample_data.run,
+            ["--output", data_dir, "--size", "small" if small else "default"],
+            [data_dir],
+        )
         with open(os.path.join(data_dir, "sample_data.json")) as f:
             manifest = json.load(f)
         data = sample_data.SampleData(
-            output=data_dir, mirror=os.path.join(data_dir, sample_data.MIRROR_DIR), ground_truth=os.path.join(data_dir, "ground_truth.tif"),
-            points=os.path.join(data_dir, "labels.geojson"), colors=os.path.join(data_dir, "colors.json"), manifest=os.path.join(data_dir, "sample_data.json"),
-            index={}, files=manifest["files"], bbox=tuple(manifest["bbox"]), crs=manifest["crs"], n_points=manifest["points"],
-            spec=sample_data.SampleSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["spec"].items()}),
+            output=data_dir,
+            mirror=os.path.join(data_dir, sample_data.MIRROR_DIR),
+            ground_truth=os.path.join(data_dir, "ground_truth.tif"),
+            points=os.path.join(data_dir, "labels.geojson"),
+            colors=os.path.join(data_dir, "colors.json"),
+            manifest=os.path.join(data_dir, "sample_data.json"),
+            index={},
+            files=manifest["files"],
+            bbox=tuple(manifest["bbox"]),
+            crs=manifest["crs"],
+            n_points=manifest["points"],
+            spec=sample_data.SampleSpec(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["spec"].items()}
+            ),
         )
         years = ",".join(str(y) for y in data.spec.years)
         embeddings = os.path.join(out, "embeddings.zarr")
-        step("extract", extract.run, [
-            "--source", "cog", "--cog-root", data.mirror, f"--bbox={','.join(repr(v) for v in data.bbox)}", "--crs", data.crs,
-            "--years", years, "--output", embeddings, "--dtype", args.dtype, "--chunk-size", chunk,
-            "--max-concurrent-requests", "4", *RUNNER], [embeddings])
+        step(
+            "extract",
+            extract.run,
+            [
+                "--source",
+                "cog",
+                "--cog-root",
+                data.mirror,
+                f"--bbox={','.join(repr(v) for v in data.bbox)}",
+                "--crs",
+                data.crs,
+                "--years",
+                years,
+                "--output",
+                embeddings,
+                "--dtype",
+                args.dtype,
+                "--chunk-size",
+                chunk,
+                "--max-concurrent-requests",
+                "4",
+                *RUNNER,
+            ],
+            [embeddings],
+        )
         samples = os.path.join(out, "samples.parquet")
-        step("sample", sample.run, ["--embeddings", embeddings, "--points", data.points, "--label-column", "label", "--output", samples, *RUNNER], [samples])
+        step(
+            "sample",
+            sample.run,
+            [
+                "--embeddings",
+                embeddings,
+                "--points",
+                data.points,
+                "--label-column",
+                "label",
+                "--output",
+                samples,
+                *RUNNER,
+            ],
+            [samples],
+        )
         model = os.path.join(out, "model.skops")
-        step("train", train.run, ["--samples", samples, "--classifier", "knn", "--output", model], [model, model + ".json"])
+        step(
+            "train",
+            train.run,
+            ["--samples", samples, "--classifier", "knn", "--output", model],
+            [model, model + ".json"],
+        )
         classes = os.path.join(out, "classes.zarr")
-        step("classify", classify.run, ["--embeddings", embeddings, "--model", model, "--output", classes, *RUNNER], [classes])
+        step(
+            "classify",
+            classify.run,
+            ["--embeddings", embeddings, "--model", model, "--output", classes, *RUNNER],
+            [classes],
+        )
         import xarray as xr
 
-        labels = [str(v) for v in xr.open_zarr(classes, consolidated=True, zarr_format=2)["class"].attrs["class_labels"]]
+        labels = [
+            str(v)
+            for v in xr.open_zarr(classes, consolidated=True, zarr_format=2)["class"].attrs[
+                "class_labels"
+            ]
+        ]
         colours = json.load(open(data.colors))
         palette = ",".join(f"{label}={colours[label]}" for label in labels if label in colours)
-        step("export", export.run, ["--input", classes, "--output", os.path.join(out, "land_cover.tif"), "--png", "--colors", palette],
-             [])
-        steps[-1].wrote = sorted(glob.glob(os.path.join(out, "land_cover_*.tif")) + glob.glob(os.path.join(out, "land_cover_*.png")))
+        step(
+            "export",
+            export.run,
+            [
+                "--input",
+                classes,
+                "--output",
+                os.path.join(out, "land_cover.tif"),
+                "--png",
+                "--colors",
+                palette,
+            ],
+            [],
+        )
+        steps[-1].wrote = sorted(
+            glob.glob(os.path.join(out, "land_cover_*.tif"))
+            + glob.glob(os.path.join(out, "land_cover_*.png"))
+        )
 
-        steps[-1].wrote = run_field_steps(step, out, data, embeddings)  # the exported maps: the last step's
+        steps[-1].wrote = run_field_steps(
+            step, out, data, embeddings
+        )  # the exported maps: the last step's
 
         start = time.perf_counter()
         scores = class_map_scores(classes, data)
         fields = field_scores(out, data)
-        figure = comparison_figure(classes, data, scores, os.path.join(out, "comparison.png"), fields)
+        figure = comparison_figure(
+            classes, data, scores, os.path.join(out, "comparison.png"), fields
+        )
         steps.append(Step("score", time.perf_counter() - start, [figure]))
         print(f"  {'score':<17} {steps[-1].seconds:6.1f} s", flush=True)
 
     total = sum(s.seconds for s in steps)
-    rows = [(f"accuracy {year} (held out)", f"{s['accuracy']:.1%} of {s['pixels']:,} pixels against the ground truth") for year, s in scores.items()]
+    rows = [
+        (
+            f"accuracy {year} (held out)",
+            f"{s['accuracy']:.1%} of {s['pixels']:,} pixels against the ground truth",
+        )
+        for year, s in scores.items()
+    ]
     worst = min((v, k) for s in scores.values() for k, v in s["recall"].items())
     rows.append(("lowest class recall", f"{worst[1]} {worst[0]:.1%}"))
     r, sim = fields.regression, fields.similarity
-    rows.append((f"biomass R² {fields.year} (held out)", f"{r['r2']:.3f} (RMSE {r['rmse']:.1f} Mg/ha) on {r['pixels']:,} pixels under no GEDI point"))
-    rows.append((f"similarity {fields.year}", f"{sim['reference']:.3f} on {sim['class']} pixels vs {sim['others']:.3f} on the others"))
+    rows.append(
+        (
+            f"biomass R² {fields.year} (held out)",
+            f"{r['r2']:.3f} (RMSE {r['rmse']:.1f} Mg/ha) on {r['pixels']:,} pixels under no GEDI point",
+        )
+    )
+    rows.append(
+        (
+            f"similarity {fields.year}",
+            f"{sim['reference']:.3f} on {sim['class']} pixels vs {sim['others']:.3f} on the others",
+        )
+    )
     if fields.change is not None:
         c = fields.change
-        rows.append((f"change {data.spec.years[0]}->{data.spec.years[-1]}", f"recall {c['recall']:.1%} of {c['changed']:,} truly changed pixels, "
-                     f"precision {c['precision']:.1%} (threshold {CHANGE_THRESHOLD})"))
-    rows += [(f"time: {s.name}", f"{s.seconds:.1f} s") for s in steps] + [("time: total", f"{total:.1f} s")]
+        rows.append(
+            (
+                f"change {data.spec.years[0]}->{data.spec.years[-1]}",
+                f"recall {c['recall']:.1%} of {c['changed']:,} truly changed pixels, "
+                f"precision {c['precision']:.1%} (threshold {CHANGE_THRESHOLD})",
+            )
+        )
+    rows += [(f"time: {s.name}", f"{s.seconds:.1f} s") for s in steps] + [
+        ("time: total", f"{total:.1f} s")
+    ]
     rows += [("wrote", p) for s in steps for p in s.wrote]
-    rows += [("ground truth", data.ground_truth), ("labelled points", data.points), ("step log", os.path.join(out, "demo.log"))]
+    rows += [
+        ("ground truth", data.ground_truth),
+        ("labelled points", data.points),
+        ("step log", os.path.join(out, "demo.log")),
+    ]
     common.print_summary(f"efm demo: done in {total:.0f} s", rows)
     return 0
 
@@ -310,33 +512,109 @@ def run_field_steps(step, out: str, data: sample_data.SampleData, embeddings: st
 
     fields = json.load(open(data.manifest))["fields"]
     gedi_samples = os.path.join(out, "gedi_samples.parquet")
-    step("sample (agbd)", sample.run, ["--embeddings", embeddings, "--points", os.path.join(data.output, fields["gedi"]), "--keep-columns", "agbd",
-                                       "--output", gedi_samples, *RUNNER], [gedi_samples])
+    step(
+        "sample (agbd)",
+        sample.run,
+        [
+            "--embeddings",
+            embeddings,
+            "--points",
+            os.path.join(data.output, fields["gedi"]),
+            "--keep-columns",
+            "agbd",
+            "--output",
+            gedi_samples,
+            *RUNNER,
+        ],
+        [gedi_samples],
+    )
     model = os.path.join(out, "biomass_model.skops")
-    step("train (regressor)", train.run, ["--samples", gedi_samples, "--target-column", "agbd", "--regressor", "knn", "--target-units", "Mg/ha",
-                                          "--output", model], [model, model + ".json"])
+    step(
+        "train (regressor)",
+        train.run,
+        [
+            "--samples",
+            gedi_samples,
+            "--target-column",
+            "agbd",
+            "--regressor",
+            "knn",
+            "--target-units",
+            "Mg/ha",
+            "--output",
+            model,
+        ],
+        [model, model + ".json"],
+    )
     biomass = os.path.join(out, "biomass.zarr")
-    step("predict", predict.run, ["--embeddings", embeddings, "--model", model, "--output", biomass, *RUNNER], [biomass])
+    step(
+        "predict",
+        predict.run,
+        ["--embeddings", embeddings, "--model", model, "--output", biomass, *RUNNER],
+        [biomass],
+    )
     sim = os.path.join(out, "similarity.zarr")
-    step("similarity", similarity.run, ["--embeddings", embeddings, "--points", os.path.join(data.output, fields["refs"]), "--output", sim, *RUNNER],
-         [sim])
+    step(
+        "similarity",
+        similarity.run,
+        [
+            "--embeddings",
+            embeddings,
+            "--points",
+            os.path.join(data.output, fields["refs"]),
+            "--output",
+            sim,
+            *RUNNER,
+        ],
+        [sim],
+    )
     years = data.spec.years
     if "change_truth" in fields and len(years) > 1:
         changes = os.path.join(out, "change.zarr")
-        step("change", change.run, ["--embeddings", embeddings, "--from-year", str(years[0]), "--to-year", str(years[-1]),
-                                    "--threshold", str(CHANGE_THRESHOLD), "--output", changes, *RUNNER], [changes])
-    maps = [(store, name) for store, name in ((biomass, "biomass"), (sim, "similarity"), (os.path.join(out, "change.zarr"), "change"))
-            if os.path.exists(store)]
+        step(
+            "change",
+            change.run,
+            [
+                "--embeddings",
+                embeddings,
+                "--from-year",
+                str(years[0]),
+                "--to-year",
+                str(years[-1]),
+                "--threshold",
+                str(CHANGE_THRESHOLD),
+                "--output",
+                changes,
+                *RUNNER,
+            ],
+            [changes],
+        )
+    maps = [
+        (store, name)
+        for store, name in (
+            (biomass, "biomass"),
+            (sim, "similarity"),
+            (os.path.join(out, "change.zarr"), "change"),
+        )
+        if os.path.exists(store)
+    ]
 
     def export_maps(argv: Sequence[str]) -> int:
         for store, name in maps:
-            status = export.run(["--input", store, "--output", os.path.join(out, f"{name}.tif"), "--png"])
+            status = export.run(
+                ["--input", store, "--output", os.path.join(out, f"{name}.tif"), "--png"]
+            )
             if status:
                 return status
         return 0
 
     step("export (maps)", export_maps, [], [])
-    step_wrote = sorted(p for _, name in maps for p in glob.glob(os.path.join(out, f"{name}*.tif")) + glob.glob(os.path.join(out, f"{name}*.png")))
+    step_wrote = sorted(
+        p
+        for _, name in maps
+        for p in glob.glob(os.path.join(out, f"{name}*.tif"))
+        + glob.glob(os.path.join(out, f"{name}*.png"))
+    )
     return step_wrote
 
 

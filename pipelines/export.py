@@ -4,6 +4,7 @@ or one band of an embedding store -> a COG per year (one for a store without tim
 Not a Beam pipeline: one GeoTIFF is one sequential file, written window by window by one
 process (memory stays flat; the store is read chunk by chunk).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,17 +21,54 @@ from transforms.storage import outputs, subset
 
 
 def build_parser():
-    parser = common.make_parser("efm export", "Export a map (class map, prediction, similarity, change, or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.", beam_options=False)
-    parser.add_argument("--input", required=True, help="store from `efm classify`/`predict`/`similarity`/`change`, or an embedding store with --band")
-    parser.add_argument("--output", required=True, help="GeoTIFF path; several years give <name>_<year>.tif (or put {year} in the name); a change store gives one file")
-    parser.add_argument("--years", help="years to export (default: every year of the store; not for a change store)")
-    parser.add_argument("--variable", help="the store's variable to export, e.g. confidence, similar, changed (default: the product's main one: class, prediction or similarity)")
-    parser.add_argument("--nodata", default=str(export.DEFAULT_FLOAT_NODATA), help="float maps: the GeoTIFF's nodata value written where the store holds NaN, a number or nan (default: %(default)s)")
+    parser = common.make_parser(
+        "efm export",
+        "Export a map (class map, prediction, similarity, change, or one band of an embedding store) as a Cloud-Optimized GeoTIFF per year, with an optional PNG quicklook.",
+        beam_options=False,
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="store from `efm classify`/`predict`/`similarity`/`change`, or an embedding store with --band",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="GeoTIFF path; several years give <name>_<year>.tif (or put {year} in the name); a change store gives one file",
+    )
+    parser.add_argument(
+        "--years", help="years to export (default: every year of the store; not for a change store)"
+    )
+    parser.add_argument(
+        "--variable",
+        help="the store's variable to export, e.g. confidence, similar, changed (default: the product's main one: class, prediction or similarity)",
+    )
+    parser.add_argument(
+        "--nodata",
+        default=str(export.DEFAULT_FLOAT_NODATA),
+        help="float maps: the GeoTIFF's nodata value written where the store holds NaN, a number or nan (default: %(default)s)",
+    )
     parser.add_argument("--band", help="embedding stores: the band to export, e.g. A01")
-    parser.add_argument("--png", action="store_true", help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; colour bar with units for float maps; false colour for embedding stores)")
-    parser.add_argument("--rgb", default=",".join(export.DEFAULT_RGB), help="embedding stores: three bands for the false-colour PNG (default: %(default)s)")
-    parser.add_argument("--colors", help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour} (default: matplotlib's tab10/tab20)")
-    parser.add_argument("--png-size", type=int, default=1024, help="longest side of the quicklook in pixels (default: %(default)s)")
+    parser.add_argument(
+        "--png",
+        action="store_true",
+        help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; colour bar with units for float maps; false colour for embedding stores)",
+    )
+    parser.add_argument(
+        "--rgb",
+        default=",".join(export.DEFAULT_RGB),
+        help="embedding stores: three bands for the false-colour PNG (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--colors",
+        help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour} (default: matplotlib's tab10/tab20)",
+    )
+    parser.add_argument(
+        "--png-size",
+        type=int,
+        default=1024,
+        help="longest side of the quicklook in pixels (default: %(default)s)",
+    )
     subset.add_flags(parser, "export")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
@@ -43,15 +81,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         float_nodata = float(args.nodata)
     except ValueError:
-        raise InputError("--nodata", f"expected a number or nan, e.g. -9999, got {args.nodata!r}") from None
-    layer = export.open_layer(args.input, variable=args.variable, band=args.band, float_nodata=float_nodata)
+        raise InputError(
+            "--nodata", f"expected a number or nan, e.g. -9999, got {args.nodata!r}"
+        ) from None
+    layer = export.open_layer(
+        args.input, variable=args.variable, band=args.band, float_nodata=float_nodata
+    )
     if not layer.timed and args.years:
-        raise InputError("--years", f"{args.input} has no time dimension ({layer.variable} is one map, e.g. of a change); drop --years")
-    years = gridlib.parse_years(args.years) if args.years else list(layer.years) if layer.timed else [None]
+        raise InputError(
+            "--years",
+            f"{args.input} has no time dimension ({layer.variable} is one map, e.g. of a change); drop --years",
+        )
+    years = (
+        gridlib.parse_years(args.years)
+        if args.years
+        else list(layer.years)
+        if layer.timed
+        else [None]
+    )
     missing = [y for y in years if layer.timed and y not in layer.years]
     if missing:
-        raise InputError("--years", f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}")
-    sub = subset.from_args(args, layer)  # --bbox/--aoi: the GeoTIFF is that window of the store's grid
+        raise InputError(
+            "--years",
+            f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}",
+        )
+    sub = subset.from_args(
+        args, layer
+    )  # --bbox/--aoi: the GeoTIFF is that window of the store's grid
     layer = export.crop(layer, sub)
     rgb, rgb_idx = [], []
     if args.png and layer.variable == "embedding":
@@ -60,15 +116,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         bands = [str(b) for b in store.open_embeddings(args.input)["band"].values]
         if len(rgb) != 3 or any(b not in bands for b in rgb):
-            raise InputError("--rgb", f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}")
+            raise InputError(
+                "--rgb",
+                f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}",
+            )
         rgb_idx = [bands.index(b) for b in rgb]
     paths = export.output_paths(args.output, years)
-    inputs = {"--input": args.input, "--colors": args.colors if args.colors and os.path.exists(args.colors) else None, "--aoi": args.aoi}
+    inputs = {
+        "--input": args.input,
+        "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,
+        "--aoi": args.aoi,
+    }
     for path in paths.values():
         common.check_writable(path)
         outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
         if args.png:
-            outputs.check_output(path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=args.overwrite)
+            outputs.check_output(
+                path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=args.overwrite
+            )
     colors = export.layer_colors(layer)
     if args.colors:
         if not layer.is_class:
@@ -92,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         local = path if "://" not in path else _download(path)
                         export.quicklook_classes(local, png, layer, colors, when, args.png_size)
                     else:
-                        export.quicklook_false_colour(layer, t, rgb, rgb_idx, png, year, args.png_size)
+                        export.quicklook_false_colour(
+                            layer, t, rgb, rgb_idx, png, year, args.png_size
+                        )
                     rows.append((f"{when} quicklook", png))
         except InputError:  # a --nodata value found in the map mid-way: drop this run's files, so nothing is left half done
             for _, written in rows:
@@ -101,15 +168,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fs.rm(root)
             raise
     what = f"band {args.band}" if layer.variable == "embedding" else layer.variable
-    common.print_summary(f"efm export: {args.input} ({what}) -> Cloud-Optimized GeoTIFF", [
-        ("grid", f"{layer.width} x {layer.height} px in {layer.crs}"),
-        *sub.summary_rows(len(paths)),
-        ("nodata", f"{layer.nodata:g}" if layer.kind == "continuous" else layer.nodata),
-        *([("units", layer.attrs["units"])] if layer.attrs.get("units") and not layer.is_class else []),
-        *rows,
-        ("classes", ", ".join(f"{v}={lbl}" for v, lbl in zip(layer.values, layer.labels)) if layer.is_class else "-"),
-        ("wall time", f"{clock.seconds:.1f} s"),
-    ])
+    common.print_summary(
+        f"efm export: {args.input} ({what}) -> Cloud-Optimized GeoTIFF",
+        [
+            ("grid", f"{layer.width} x {layer.height} px in {layer.crs}"),
+            *sub.summary_rows(len(paths)),
+            ("nodata", f"{layer.nodata:g}" if layer.kind == "continuous" else layer.nodata),
+            *(
+                [("units", layer.attrs["units"])]
+                if layer.attrs.get("units") and not layer.is_class
+                else []
+            ),
+            *rows,
+            (
+                "classes",
+                ", ".join(f"{v}={lbl}" for v, lbl in zip(layer.values, layer.labels))
+                if layer.is_class
+                else "-",
+            ),
+            ("wall time", f"{clock.seconds:.1f} s"),
+        ],
+    )
     return 0
 
 
@@ -120,7 +199,11 @@ def _span(layer) -> str:
     from transforms.storage import store
 
     attrs = xr.open_zarr(layer.path, consolidated=True, zarr_format=store.ZARR_FORMAT).attrs
-    return f"{attrs['from_year']} → {attrs['to_year']}" if "from_year" in attrs and "to_year" in attrs else "all"
+    return (
+        f"{attrs['from_year']} → {attrs['to_year']}"
+        if "from_year" in attrs and "to_year" in attrs
+        else "all"
+    )
 
 
 def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:
@@ -139,14 +222,22 @@ def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:
     out = {}
     for pair in pairs:
         if len(pair) != 2:
-            raise InputError("--colors", f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, got {text!r}")
+            raise InputError(
+                "--colors", f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, got {text!r}"
+            )
         label, colour = str(pair[0]).strip(), str(pair[1]).strip()
         if label not in by_label:
-            raise InputError("--colors", f"{label!r} is not a class of this map ({', '.join(by_label)})")
+            raise InputError(
+                "--colors", f"{label!r} is not a class of this map ({', '.join(by_label)})"
+            )
         try:
-            out[by_label[label]] = tuple(int(round(255 * c)) for c in matplotlib.colors.to_rgb(colour))
+            out[by_label[label]] = tuple(
+                int(round(255 * c)) for c in matplotlib.colors.to_rgb(colour)
+            )
         except ValueError:
-            raise InputError("--colors", f"{colour!r} is not a colour (use #rrggbb or a name)") from None
+            raise InputError(
+                "--colors", f"{colour!r} is not a colour (use #rrggbb or a name)"
+            ) from None
     return out
 
 

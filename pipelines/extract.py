@@ -1,7 +1,8 @@
 """`efm extract`: an area and years -> a Zarr store of the 64-band embeddings.
 
-    source chunk specs | FetchChunks(EarthEngineSource or CogSource) | WriteChunks | MarkComplete
+source chunk specs | FetchChunks(EarthEngineSource or CogSource) | WriteChunks | MarkComplete
 """
+
 from __future__ import annotations
 
 import math
@@ -20,74 +21,186 @@ from transforms.sources.fetch import FetchChunks, RetryPolicy
 from transforms.storage import outputs, plan as planlib, progress, store
 
 DEFAULT_CHUNK_SIZE = 1024
-COG_NEIGHBOURHOOD_CHUNKS = 4  # --source cog: chunks fetched together, 4 x 4 (they share the files' blocks)
+COG_NEIGHBOURHOOD_CHUNKS = (
+    4  # --source cog: chunks fetched together, 4 x 4 (they share the files' blocks)
+)
 DEFAULT_EE_CONCURRENCY = 40  # Earth Engine's concurrent-request quota per project
 DEFAULT_COG_CONCURRENCY = 8  # window reads: CPU- and memory-bound, not quota-bound
 DEFAULT_THREADS_DISTRIBUTED = 10  # request threads per shard on Dataflow: 4 shards share the 40
-DEFAULT_WORKER_MEMORY_GB = 2.0  # fits an n1-standard-1 (3.75 GB) with room for the OS and the SDK harness
+DEFAULT_WORKER_MEMORY_GB = (
+    2.0  # fits an n1-standard-1 (3.75 GB) with room for the OS and the SDK harness
+)
 
 
 def build_parser():
-    parser = common.make_parser("efm extract", "Extract satellite embedding fields from Earth Engine (or the int8 COG mirror, --source cog) into a Zarr store.")
+    parser = common.make_parser(
+        "efm extract",
+        "Extract satellite embedding fields from Earth Engine (or the int8 COG mirror, --source cog) into a Zarr store.",
+    )
     area = parser.add_mutually_exclusive_group(required=True)
     area.add_argument("--bbox", help="area as W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0")
-    area.add_argument("--aoi", help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested")
-    parser.add_argument("--years", required=True, help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
-    parser.add_argument("--output", required=True, help="Zarr store to write: a local path or gs://bucket/path")
-    parser.add_argument("--source", choices=["ee", "cog"], default="ee", help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root (default: %(default)s)")
-    parser.add_argument("--cog-root", help="with --source cog: the mirror's root (local folder, gs://, s3:// or https:// URL) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff")
-    parser.add_argument("--collection", default=earthengine.DEFAULT_COLLECTION, help="Earth Engine image collection (default: %(default)s)")
-    parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)")
-    parser.add_argument("--scale", type=float, default=10.0, help="pixel size in CRS units (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="chunk side in pixels (default: %(default)s)")
-    parser.add_argument("--request-tile-size", type=int, help="square request tile side in pixels; must divide --chunk-size (default: the fewest requests that fit)")
-    parser.add_argument("--dtype", choices=["float32", "int8"], default="float32", help="store dtype: float32 (NaN no-data) or int8 codes (-128 no-data) (default: %(default)s)")
-    parser.add_argument("--transfer-dtype", choices=["auto", "int8", "float32"], default="auto",
-                        help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise")
-    parser.add_argument("--ee-project", help="Google Cloud project for Earth Engine requests (default: from the credentials)")
-    parser.add_argument("--ee-api-url", default=earthengine.HIGH_VOLUME_URL, help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)")
-    parser.add_argument("--max-concurrent-requests", type=int, help="cap on Earth Engine requests in flight across all workers of this job "
-                        "(default: 40, the per-project quota); with --source cog, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)")
-    parser.add_argument("--max-requests-per-second", type=float, default=100.0, help="cap on requests per second across all workers (default: %(default)s)")
-    parser.add_argument("--threads-per-worker", type=int, help="request threads per shard; with --source cog, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog)")
-    parser.add_argument("--worker-memory-gb", type=float, default=DEFAULT_WORKER_MEMORY_GB,
-                        help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
-                        "a process holds while they are fetched (default: %(default)s)")
-    parser.add_argument("--max-retries", type=int, default=8, help="retries per request on 429/5xx/timeouts (default: %(default)s)")
-    parser.add_argument("--retry-initial-delay", type=float, default=1.0, help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)")
+    area.add_argument(
+        "--aoi",
+        help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested",
+    )
+    parser.add_argument(
+        "--years", required=True, help="years, e.g. 2021,2022 or 2019-2024 (from 2017)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="Zarr store to write: a local path or gs://bucket/path"
+    )
+    parser.add_argument(
+        "--source",
+        choices=["ee", "cog"],
+        default="ee",
+        help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cog-root",
+        help="with --source cog: the mirror's root (local folder, gs://, s3:// or https:// URL) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff",
+    )
+    parser.add_argument(
+        "--collection",
+        default=earthengine.DEFAULT_COLLECTION,
+        help="Earth Engine image collection (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=10.0, help="pixel size in CRS units (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="chunk side in pixels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-tile-size",
+        type=int,
+        help="square request tile side in pixels; must divide --chunk-size (default: the fewest requests that fit)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "int8"],
+        default="float32",
+        help="store dtype: float32 (NaN no-data) or int8 codes (-128 no-data) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--transfer-dtype",
+        choices=["auto", "int8", "float32"],
+        default="auto",
+        help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise",
+    )
+    parser.add_argument(
+        "--ee-project",
+        help="Google Cloud project for Earth Engine requests (default: from the credentials)",
+    )
+    parser.add_argument(
+        "--ee-api-url",
+        default=earthengine.HIGH_VOLUME_URL,
+        help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)",
+    )
+    parser.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        help="cap on Earth Engine requests in flight across all workers of this job "
+        "(default: 40, the per-project quota); with --source cog, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
+    )
+    parser.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        default=100.0,
+        help="cap on requests per second across all workers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        help="request threads per shard; with --source cog, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog)",
+    )
+    parser.add_argument(
+        "--worker-memory-gb",
+        type=float,
+        default=DEFAULT_WORKER_MEMORY_GB,
+        help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
+        "a process holds while they are fetched (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=8,
+        help="retries per request on 429/5xx/timeouts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-initial-delay",
+        type=float,
+        default=1.0,
+        help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="finish an interrupted run: fetch and write only the missing chunks")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted run: fetch and write only the missing chunks",
+    )
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
     # --dry_run too: Beam has a --dry_run test option that would otherwise take it silently.
-    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                        help="check every input, print the plan (chunks, requests, bytes, store size, time) and stop: nothing is written")
-    parser.add_argument("--yes", action="store_true", help="run a job past the size threshold (see the README, 'Plan and size') after reading its plan")
+    parser.add_argument(
+        "--dry-run",
+        "--dry_run",
+        dest="dry_run",
+        action="store_true",
+        help="check every input, print the plan (chunks, requests, bytes, store size, time) and stop: nothing is written",
+    )
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="run a job past the size threshold (see the README, 'Plan and size') after reading its plan",
+    )
     return parser
 
 
 def _check_positive(flag: str, value, kind=int):
     if value is not None and not value > 0:
-        raise InputError(flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}")
+        raise InputError(
+            flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}"
+        )
 
 
 def open_chunk_limit(args, options) -> int:
     """Chunks a process may hold, from --worker-memory-gb (README: what memory a run needs and why)."""
-    chunk_bytes = args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
+    chunk_bytes = (
+        args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
+    )
     processes = memory_processes(options)
     cache = block_cache_bytes(args, processes)
-    limit = fetchlib.max_open_chunks(args.worker_memory_gb * 2**30, chunk_bytes, processes, extra_bytes=cache)
+    limit = fetchlib.max_open_chunks(
+        args.worker_memory_gb * 2**30, chunk_bytes, processes, extra_bytes=cache
+    )
     if limit < 1:
-        need = (fetchlib.PROCESS_BASE_BYTES + cache + fetchlib.CHUNK_COST_FACTOR * chunk_bytes) * processes / 2**30
+        need = (
+            (fetchlib.PROCESS_BASE_BYTES + cache + fetchlib.CHUNK_COST_FACTOR * chunk_bytes)
+            * processes
+            / 2**30
+        )
         each = fetchlib.CHUNK_COST_FACTOR * chunk_bytes / 2**20
-        raise InputError("--worker-memory-gb", f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
-                         f"requests, plus {(fetchlib.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size")
+        raise InputError(
+            "--worker-memory-gb",
+            f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
+            f"requests, plus {(fetchlib.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size",
+        )
     return limit
 
 
 def memory_processes(options) -> int:
     """Processes sharing --worker-memory-gb: locally the budget is the machine's; on Dataflow one worker process's."""
     workers = common.local_workers(options)
-    return workers if workers and options.view_as(DirectOptions).direct_running_mode == "multi_processing" else 1
+    return (
+        workers
+        if workers and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+        else 1
+    )
 
 
 def block_cache_bytes(args, processes: int) -> int:
@@ -95,8 +208,14 @@ def block_cache_bytes(args, processes: int) -> int:
     once it holds two open chunks (so reads still overlap), at most cog.BLOCK_CACHE_BYTES."""
     if args.source != "cog":
         return 0
-    chunk_bytes = args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
-    spare = args.worker_memory_gb * 2**30 / max(1, processes) - fetchlib.PROCESS_BASE_BYTES - 2 * fetchlib.CHUNK_COST_FACTOR * chunk_bytes
+    chunk_bytes = (
+        args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
+    )
+    spare = (
+        args.worker_memory_gb * 2**30 / max(1, processes)
+        - fetchlib.PROCESS_BASE_BYTES
+        - 2 * fetchlib.CHUNK_COST_FACTOR * chunk_bytes
+    )
     return int(min(cog.BLOCK_CACHE_BYTES, max(0, spare)))
 
 
@@ -105,10 +224,22 @@ def requests_in_flight(args, options, open_chunks: int, itemsize: int) -> int:
     (only the requests of open chunks go out). Locally one budget per process; on Dataflow one per shard."""
     workers = common.local_workers(options)
     if workers:
-        holders = workers if options.view_as(DirectOptions).direct_running_mode == "multi_processing" else 1
+        holders = (
+            workers
+            if options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+            else 1
+        )
     else:
-        holders = fetchlib.shard_count(args.max_concurrent_requests, args.threads_per_worker or DEFAULT_THREADS_DISTRIBUTED)
-    per_chunk = planlib.requests_per_chunk(args.chunk_size, args.chunk_size, len(earthengine.EMBEDDING_BANDS), itemsize, args.request_tile_size)
+        holders = fetchlib.shard_count(
+            args.max_concurrent_requests, args.threads_per_worker or DEFAULT_THREADS_DISTRIBUTED
+        )
+    per_chunk = planlib.requests_per_chunk(
+        args.chunk_size,
+        args.chunk_size,
+        len(earthengine.EMBEDDING_BANDS),
+        itemsize,
+        args.request_tile_size,
+    )
     return max(1, min(args.max_concurrent_requests, holders * open_chunks * per_chunk))
 
 
@@ -117,23 +248,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. Local checks: cheap, no network.
     aoi = gridlib.parse_bbox(args.bbox) if args.bbox else gridlib.read_aoi(args.aoi)
     years = gridlib.parse_years(args.years)
-    for flag, value in [("--max-concurrent-requests", args.max_concurrent_requests), ("--threads-per-worker", args.threads_per_worker), ("--request-tile-size", args.request_tile_size)]:
+    for flag, value in [
+        ("--max-concurrent-requests", args.max_concurrent_requests),
+        ("--threads-per-worker", args.threads_per_worker),
+        ("--request-tile-size", args.request_tile_size),
+    ]:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
     _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
     if args.max_retries < 0:
-        raise InputError("--max-retries", f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}")
+        raise InputError(
+            "--max-retries",
+            f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}",
+        )
     if not 0 < args.retry_initial_delay < float("inf"):
-        raise InputError("--retry-initial-delay", f"must be a positive number of seconds (e.g. 1), got {args.retry_initial_delay}")
+        raise InputError(
+            "--retry-initial-delay",
+            f"must be a positive number of seconds (e.g. 1), got {args.retry_initial_delay}",
+        )
     if args.max_concurrent_requests is None:
-        args.max_concurrent_requests = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
+        args.max_concurrent_requests = (
+            DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
+        )
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
     open_chunks = open_chunk_limit(args, options)
     grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
     if args.source == "cog" and not args.cog_root:
-        raise InputError("--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path")
+        raise InputError(
+            "--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path"
+        )
     if args.source != "cog" and args.cog_root:
-        raise InputError("--cog-root", "only used with --source cog; add --source cog to read the COG mirror")
+        raise InputError(
+            "--cog-root", "only used with --source cog; add --source cog to read the COG mirror"
+        )
     transfer_dtype = "int8" if args.source == "cog" else args.transfer_dtype
     if transfer_dtype == "auto":
         transfer_dtype = "int8" if args.collection == earthengine.DEFAULT_COLLECTION else "float32"
@@ -141,7 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bands = earthengine.EMBEDDING_BANDS
     if args.request_tile_size:
         request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
-    found = outputs.check_output(args.output, "embeddings", inputs={"--cog-root": args.cog_root, "--aoi": args.aoi}, resume=args.resume, overwrite=args.overwrite)
+    found = outputs.check_output(
+        args.output,
+        "embeddings",
+        inputs={"--cog-root": args.cog_root, "--aoi": args.aoi},
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
 
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
@@ -154,55 +307,115 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
-    source_attrs = cog.store_attrs(args.cog_root) if args.source == "cog" else {
-        "source": f"earthengine:{args.collection}",
-        "collection": args.collection,
-        "transfer_dtype": transfer_dtype,
-    }
+    source_attrs = (
+        cog.store_attrs(args.cog_root)
+        if args.source == "cog"
+        else {
+            "source": f"earthengine:{args.collection}",
+            "collection": args.collection,
+            "transfer_dtype": transfer_dtype,
+        }
+    )
     skipped = plan.touched.size - plan.per_year
-    template = store.embedding_template(grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped})
-    if args.resume and found.kind is not None:  # a store in another place is refused before a plan (or dry run) counts its chunks as done
+    template = store.embedding_template(
+        grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped}
+    )
+    if (
+        args.resume and found.kind is not None
+    ):  # a store in another place is refused before a plan (or dry run) counts its chunks as done
         store.check_resume(args.output, template)
     # Every run shows its plan first (a 48 GB area must not start without a word).
-    already = store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
+    already = (
+        store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
+    )
     in_flight = requests_in_flight(args, options, open_chunks, itemsize)
-    job = planlib.estimate(plan, n_bands=len(bands), transfer_itemsize=itemsize, store_dtype=args.dtype, tile_size=args.request_tile_size,
-                           done=sum(1 for m in plan.markers() if m in already) if already else 0,
-                           max_concurrent=in_flight, max_requests_per_second=args.max_requests_per_second)
-    rows = planlib.summary_rows(job, grid, years, transfer_dtype=transfer_dtype, store_dtype=args.dtype,
-                                max_concurrent=in_flight, quota=args.source != "cog")
+    job = planlib.estimate(
+        plan,
+        n_bands=len(bands),
+        transfer_itemsize=itemsize,
+        store_dtype=args.dtype,
+        tile_size=args.request_tile_size,
+        done=sum(1 for m in plan.markers() if m in already) if already else 0,
+        max_concurrent=in_flight,
+        max_requests_per_second=args.max_requests_per_second,
+    )
+    rows = planlib.summary_rows(
+        job,
+        grid,
+        years,
+        transfer_dtype=transfer_dtype,
+        store_dtype=args.dtype,
+        max_concurrent=in_flight,
+        quota=args.source != "cog",
+    )
     if args.source != "cog" and in_flight < args.max_concurrent_requests:
-        rows.append(("requests in flight", f"{in_flight} of the cap's {args.max_concurrent_requests}: --worker-memory-gb {args.worker_memory_gb:g} holds "
-                                           f"{open_chunks} open chunk(s) per process; more memory buys speed (README: what memory a run needs)"))
+        rows.append(
+            (
+                "requests in flight",
+                f"{in_flight} of the cap's {args.max_concurrent_requests}: --worker-memory-gb {args.worker_memory_gb:g} holds "
+                f"{open_chunks} open chunk(s) per process; more memory buys speed (README: what memory a run needs)",
+            )
+        )
     if args.dry_run:
-        common.print_summary(f"efm extract: plan for {args.output} (dry run: nothing written)", rows)
+        common.print_summary(
+            f"efm extract: plan for {args.output} (dry run: nothing written)", rows
+        )
         if job.too_big():  # the dry run of a job the real run refuses says so
-            print(f"efm extract: a large job ({'; '.join(job.too_big())}): the real run needs --yes")
+            print(
+                f"efm extract: a large job ({'; '.join(job.too_big())}): the real run needs --yes"
+            )
         return 0
     common.print_summary(f"efm extract: plan for {args.output}", rows)
     if job.too_big() and not args.yes:
-        raise InputError("--yes", f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
-                         "(or make the area, years or --scale smaller)")
+        raise InputError(
+            "--yes",
+            f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
+            "(or make the area, years or --scale smaller)",
+        )
     # 4. Set up (or reopen) the store: the first write of the run.
     done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
     if args.source == "cog":
-        source = cog.make_source(grid, years, bands, args.dtype, args.cog_root, mirror_index, args.request_tile_size,
-                                 block_cache_bytes=block_cache_bytes(args, memory_processes(options)))
+        source = cog.make_source(
+            grid,
+            years,
+            bands,
+            args.dtype,
+            args.cog_root,
+            mirror_index,
+            args.request_tile_size,
+            block_cache_bytes=block_cache_bytes(args, memory_processes(options)),
+        )
     else:
         source = earthengine.EarthEngineSource(
-            grid=grid, years=tuple(years), bands=bands, store_dtype=args.dtype, transfer_itemsize=itemsize,
-            request_tile_size=args.request_tile_size, collection=args.collection, settings=settings, transfer_dtype=transfer_dtype,
+            grid=grid,
+            years=tuple(years),
+            bands=bands,
+            store_dtype=args.dtype,
+            transfer_itemsize=itemsize,
+            request_tile_size=args.request_tile_size,
+            collection=args.collection,
+            settings=settings,
+            transfer_dtype=transfer_dtype,
         )
     workers = common.local_workers(options)
-    distributed_threads = DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_THREADS_DISTRIBUTED  # cog: per worker, no global cap
-    threads = args.threads_per_worker or (max(1, args.max_concurrent_requests // workers) if workers else distributed_threads)
+    distributed_threads = (
+        DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_THREADS_DISTRIBUTED
+    )  # cog: per worker, no global cap
+    threads = args.threads_per_worker or (
+        max(1, args.max_concurrent_requests // workers) if workers else distributed_threads
+    )
     fetch = FetchChunks(
-        source, max_concurrent_requests=args.max_concurrent_requests, max_requests_per_second=args.max_requests_per_second,
-        threads_per_worker=threads, retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
-        max_open_chunks=open_chunks, global_cap=args.source != "cog", output=args.output,
+        source,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_requests_per_second=args.max_requests_per_second,
+        threads_per_worker=threads,
+        retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
+        max_open_chunks=open_chunks,
+        global_cap=args.source != "cog",
+        output=args.output,
         neighbourhood=COG_NEIGHBOURHOOD_CHUNKS * args.chunk_size if args.source == "cog" else 0,
     )
 
@@ -214,29 +427,63 @@ def main(argv: Sequence[str] | None = None) -> int:
             | "Fetch" >> fetch
             | "Write" >> store.WriteChunks(args.output, template)
         )
-        written | "MarkComplete" >> store.MarkComplete(args.output, plan)  # the plan iterates its markers: no list
+        written | "MarkComplete" >> store.MarkComplete(
+            args.output, plan
+        )  # the plan iterates its markers: no list
 
-    chunk_bytes = grid.width * grid.height / max(1, plan.touched.size) * len(bands) * (1 if args.dtype == "int8" else 4)
-    watch = progress.Progress("efm extract", lambda: len(store.done_markers(args.output)), plan.count, already=plan.count - todo_count,
-                              bytes_per_unit=chunk_bytes, enabled=workers is not None and not common.detached(options))
+    chunk_bytes = (
+        grid.width
+        * grid.height
+        / max(1, plan.touched.size)
+        * len(bands)
+        * (1 if args.dtype == "int8" else 4)
+    )
+    watch = progress.Progress(
+        "efm extract",
+        lambda: len(store.done_markers(args.output)),
+        plan.count,
+        already=plan.count - todo_count,
+        bytes_per_unit=chunk_bytes,
+        enabled=workers is not None and not common.detached(options),
+    )
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
     megabytes = totals.get("bytes", 0) / 1e6
-    common.print_summary(f"efm extract: {args.output} complete", [
-        ("grid", f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)"),
-        ("chunks planned", plan.count),
-        ("chunks skipped (outside the AOI)", plan.skipped),
-        ("chunks already done (resume)", plan.count - todo_count),
-        ("chunks written", totals.get("chunks_written", 0)),
-        ("requests", totals.get("requests", 0)),
-        ("retries", totals.get("retries", 0)),
-        ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
-        ("shards x threads", f"{fetch.shards} x {fetch.threads_per_shard}" if fetch.global_cap else f"all workers x {fetch.threads_per_shard} (no global cap)"),
-        ("chunks skipped (already written by a failed attempt)", totals.get("chunks_skipped_done", 0)),
-        ("peak open chunks per process", f"{metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})"),
-        ("wall time", f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)"),
-    ])
+    common.print_summary(
+        f"efm extract: {args.output} complete",
+        [
+            (
+                "grid",
+                f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)",
+            ),
+            ("chunks planned", plan.count),
+            ("chunks skipped (outside the AOI)", plan.skipped),
+            ("chunks already done (resume)", plan.count - todo_count),
+            ("chunks written", totals.get("chunks_written", 0)),
+            ("requests", totals.get("requests", 0)),
+            ("retries", totals.get("retries", 0)),
+            ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
+            (
+                "shards x threads",
+                f"{fetch.shards} x {fetch.threads_per_shard}"
+                if fetch.global_cap
+                else f"all workers x {fetch.threads_per_shard} (no global cap)",
+            ),
+            (
+                "chunks skipped (already written by a failed attempt)",
+                totals.get("chunks_skipped_done", 0),
+            ),
+            (
+                "peak open chunks per process",
+                f"{metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})",
+            ),
+            (
+                "wall time",
+                f"{clock.seconds:.1f} s ({megabytes / max(clock.seconds, 1e-9):.1f} MB/s)",
+            ),
+        ],
+    )
     return 0
 
 

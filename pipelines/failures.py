@@ -7,6 +7,7 @@ temp folder) holds the traceback and the log records of the run; `--verbose` pri
 stderr instead. A failure after an output store exists ends with the `--resume` command built
 from the command's own argv, so the user can copy it.
 """
+
 from __future__ import annotations
 
 import collections
@@ -29,8 +30,11 @@ EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
 LOG_DIR_ENV = "EFM_LOG_DIR"
 _BUFFERED_RECORDS = 5000  # the last records of a run go into the log file on failure
 # Exception names found in the text of a worker's failure (multi-process runners pass only text).
-_NAMED = re.compile(r"^(?:[\w.]+\.)?(TileFetchError|InputError|CredentialsError|PermissionError|FileNotFoundError|"
-                    r"IsADirectoryError|NotADirectoryError|FileExistsError|OSError|MemoryError): (.+)$", re.M)
+_NAMED = re.compile(
+    r"^(?:[\w.]+\.)?(TileFetchError|InputError|CredentialsError|PermissionError|FileNotFoundError|"
+    r"IsADirectoryError|NotADirectoryError|FileExistsError|OSError|MemoryError): (.+)$",
+    re.M,
+)
 _BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]\s*$")
 
 
@@ -102,7 +106,9 @@ def session(prog: str, argv: Sequence[str] | None):
     state = Session(prog, argv, verbose, records, terminal)
     old_level = root.level
     outer = current()
-    if outer is not None and outer.handler is not None:  # a command run by another (the demo): its lines go where it says
+    if (
+        outer is not None and outer.handler is not None
+    ):  # a command run by another (the demo): its lines go where it says
         root.removeHandler(outer.handler)
     for h in handlers:
         root.addHandler(h)
@@ -145,7 +151,11 @@ def quiet_stderr():
     saved = os.dup(2)
     old_stderr = sys.stderr
     real_fd2 = _is_fd2(old_stderr)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") if real_fd2 else old_stderr
+    terminal = (
+        os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        if real_fd2
+        else old_stderr
+    )
     if real_fd2 and state.handler is not None:  # our own log lines still reach the terminal
         state.handler.setStream(terminal)
     sys.stderr = _NoTracebacks(terminal, raw)
@@ -217,6 +227,7 @@ def _exists(path: str) -> bool | None:
 
 # ---------------------------------------------------------------- turning an exception into one line
 
+
 def _chain(exc: BaseException) -> list[BaseException]:
     out, seen = [], set()
     while exc is not None and id(exc) not in seen:
@@ -241,7 +252,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
         if isinstance(e, OSError):
             return EXIT_RUNTIME, _os_message(type(e).__name__, e)
         if isinstance(e, MemoryError):
-            return EXIT_RUNTIME, "out of memory; lower --chunk-size or run on workers with more memory"
+            return (
+                EXIT_RUNTIME,
+                "out of memory; lower --chunk-size or run on workers with more memory",
+            )
     matches = _NAMED.findall(str(exc))
     if matches:  # a worker in another process: only its traceback's text came back
         name, text = matches[-1]
@@ -251,9 +265,14 @@ def classify(exc: BaseException) -> tuple[int, str]:
         if name in ("InputError", "CredentialsError"):
             return EXIT_INPUT, text
         if name == "MemoryError":
-            return EXIT_RUNTIME, "out of memory; lower --chunk-size or run on workers with more memory"
+            return (
+                EXIT_RUNTIME,
+                "out of memory; lower --chunk-size or run on workers with more memory",
+            )
         return EXIT_RUNTIME, f"{_os_word(name)}: {text}"
-    if type(exc).__module__.startswith("pipelines."):  # ours, written for the user (e.g. the demo's step failures)
+    if type(exc).__module__.startswith(
+        "pipelines."
+    ):  # ours, written for the user (e.g. the demo's step failures)
         return EXIT_RUNTIME, str(exc).strip()
     return EXIT_RUNTIME, f"unexpected {type(exc).__name__}: {_strip(first_line(exc))[:300]}"
 
@@ -266,24 +285,34 @@ def _strip(text: str) -> str:
 def _fetch_message(text: str) -> str:
     text = _strip(text)
     if "HTTP 429" in text:
-        return (f"quota exhausted: {text}; the service still refused after every retry: try later, or lower "
-                "--max-concurrent-requests / --max-requests-per-second, or raise --max-retries")
+        return (
+            f"quota exhausted: {text}; the service still refused after every retry: try later, or lower "
+            "--max-concurrent-requests / --max-requests-per-second, or raise --max-retries"
+        )
     return f"a request kept failing: {text}"
 
 
 def _os_word(name: str) -> str:
-    return {"PermissionError": "permission denied", "FileNotFoundError": "not found", "IsADirectoryError": "is a folder",
-            "NotADirectoryError": "not a folder", "FileExistsError": "already exists"}.get(name, "file system error")
+    return {
+        "PermissionError": "permission denied",
+        "FileNotFoundError": "not found",
+        "IsADirectoryError": "is a folder",
+        "NotADirectoryError": "not a folder",
+        "FileExistsError": "already exists",
+    }.get(name, "file system error")
 
 
 def _os_message(name: str, exc: OSError) -> str:
-    if not getattr(exc, "filename", None):  # not a file: e.g. a connection that broke (requests' errors are OSErrors)
+    if not getattr(
+        exc, "filename", None
+    ):  # not a file: e.g. a connection that broke (requests' errors are OSErrors)
         return f"{name}: {_strip(first_line(exc))[:300]}"
     what = exc.strerror or first_line(exc)
     return f"{_os_word(name)}: {exc.filename} ({what}); check that the path is right and writable, then re-run"
 
 
 # ---------------------------------------------------------------- the line, the log, the next command
+
 
 def report(state: Session, exc: BaseException) -> int:
     status, message = classify(exc)
@@ -303,7 +332,12 @@ def next_step(state: Session) -> str:
     argv = [a for a in state.argv if a not in ("--overwrite", "--resume", "--verbose")]
     if state.has_resume and state.output and _incomplete_store(state.output):
         return f"{state.output} is incomplete; finish it with: {_command(state.prog, argv + ['--resume'])}"
-    if not state.has_resume and state.output and state.output_existed is False and _exists(state.output):
+    if (
+        not state.has_resume
+        and state.output
+        and state.output_existed is False
+        and _exists(state.output)
+    ):
         return f"to replace what it left at {state.output}, re-run: {_command(state.prog, argv + ['--overwrite'])}"
     return f"nothing to resume; re-run: {_command(state.prog, state.argv)}"
 

@@ -5,6 +5,7 @@
 Not a Beam pipeline: one process serves the page until Ctrl-C. Nothing is written until the
 page's "Save"; every input is checked before the server starts.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,32 +25,72 @@ DEFAULT_PORT = 8765
 
 
 def build_parser():
-    parser = common.make_parser("efm label", "Serve a local page that shows the store as a map: click labelled points, "
-                                "see a k-NN preview of the view after each click, save the points as GeoJSON for `efm sample`.", beam_options=False)
-    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
-    parser.add_argument("--output", required=True, help="where Save writes the points: GeoJSON in EPSG:4326 with a 'label' property, e.g. points.geojson")
-    parser.add_argument("--classes", help="class names, e.g. water,forest,crops (default: the labels of --points; more can be added on the page)")
-    parser.add_argument("--year", type=int, help="the year shown and previewed (default: the store's last)")
-    parser.add_argument("--points", help="existing points to start from (any file `efm sample` reads, with a 'label' column); their labels must be among --classes")
-    parser.add_argument("--rgb", help=f"start with these three bands as false colour instead of the first three principal components, e.g. {','.join(export.DEFAULT_RGB)}")
-    parser.add_argument("--colors", help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour}, as `efm export --colors` "
-                        "(default: matplotlib's tab10/tab20)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s; 0 for any free port)")
-    parser.add_argument("--overwrite", action="store_true", help="let Save replace an existing points file that efm wrote")
+    parser = common.make_parser(
+        "efm label",
+        "Serve a local page that shows the store as a map: click labelled points, "
+        "see a k-NN preview of the view after each click, save the points as GeoJSON for `efm sample`.",
+        beam_options=False,
+    )
+    parser.add_argument(
+        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="where Save writes the points: GeoJSON in EPSG:4326 with a 'label' property, e.g. points.geojson",
+    )
+    parser.add_argument(
+        "--classes",
+        help="class names, e.g. water,forest,crops (default: the labels of --points; more can be added on the page)",
+    )
+    parser.add_argument(
+        "--year", type=int, help="the year shown and previewed (default: the store's last)"
+    )
+    parser.add_argument(
+        "--points",
+        help="existing points to start from (any file `efm sample` reads, with a 'label' column); their labels must be among --classes",
+    )
+    parser.add_argument(
+        "--rgb",
+        help=f"start with these three bands as false colour instead of the first three principal components, e.g. {','.join(export.DEFAULT_RGB)}",
+    )
+    parser.add_argument(
+        "--colors",
+        help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour}, as `efm export --colors` "
+        "(default: matplotlib's tab10/tab20)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port on 127.0.0.1 (default: %(default)s; 0 for any free port)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let Save replace an existing points file that efm wrote",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
     if not args.output.lower().endswith((".geojson", ".json")):
-        raise InputError("--output", f"{args.output}: the points are written as GeoJSON; name the file e.g. points.geojson")
+        raise InputError(
+            "--output",
+            f"{args.output}: the points are written as GeoJSON; name the file e.g. points.geojson",
+        )
     if not 0 <= args.port <= 65535:
         raise InputError("--port", f"must be 0-65535 (0 = any free port), got {args.port}")
     classes = pointlib.parse_classes(args.classes)
     colours = pointlib.parse_colours(args.colors)
     unknown = [name for name in colours if classes and name not in classes]
-    if unknown and not os.path.exists(args.colors):  # a JSON palette may name more labels than these classes
-        raise InputError("--colors", f"{unknown[0]!r} is not one of --classes ({', '.join(classes)})")
+    if unknown and not os.path.exists(
+        args.colors
+    ):  # a JSON palette may name more labels than these classes
+        raise InputError(
+            "--colors", f"{unknown[0]!r} is not one of --classes ({', '.join(classes)})"
+        )
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     year = default_year(info, args.year)
@@ -57,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rgb:
         rgb = [b.strip() for b in args.rgb.split(",")]
         if len(rgb) != 3 or any(b not in info.bands for b in rgb):
-            raise InputError("--rgb", f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}")
+            raise InputError(
+                "--rgb",
+                f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}",
+            )
     inputs = {"--embeddings": args.embeddings, **({"--points": args.points} if args.points else {})}
     outputs.check_output(args.output, "points", inputs=inputs, overwrite=args.overwrite)
     loaded = []
@@ -68,18 +112,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         httpd = serverlib.make_server(None, args.port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise InputError("--port", f"port {args.port} on 127.0.0.1 is in use; pass another --port, or --port 0 for any free one") from None
-        raise InputError("--port", f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}") from None
+            raise InputError(
+                "--port",
+                f"port {args.port} on 127.0.0.1 is in use; pass another --port, or --port 0 for any free one",
+            ) from None
+        raise InputError(
+            "--port", f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}"
+        ) from None
     with httpd:
-        print(f"efm label: reading a sample of {args.embeddings} ({year}) for the false colour...", flush=True)
+        print(
+            f"efm label: reading a sample of {args.embeddings} ({year}) for the false colour...",
+            flush=True,
+        )
         view = StoreView(info, year)
-        meta = {"embeddings": args.embeddings, "year": year, "crs": "EPSG:4326", "efm_version": store.tool_version()}
-        session = serverlib.Session(view, classes, loaded, args.output, overwrite=args.overwrite, rgb=rgb, meta=meta, colours=colours)
+        meta = {
+            "embeddings": args.embeddings,
+            "year": year,
+            "crs": "EPSG:4326",
+            "efm_version": store.tool_version(),
+        }
+        session = serverlib.Session(
+            view,
+            classes,
+            loaded,
+            args.output,
+            overwrite=args.overwrite,
+            rgb=rgb,
+            meta=meta,
+            colours=colours,
+        )
         httpd.RequestHandlerClass.session = session
         outside = sum(p.row is None for p in loaded)
         if outside:
-            print(f"efm label: {outside} of the {len(loaded)} points of {args.points} lie outside the store: kept in the file, not shown")
-        print(f"efm label: open http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+            print(
+                f"efm label: {outside} of the {len(loaded)} points of {args.points} lie outside the store: kept in the file, not shown"
+            )
+        print(
+            f"efm label: open http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C to stop)",
+            flush=True,
+        )
         try:
             httpd.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:

@@ -6,6 +6,7 @@ field, Mg/ha), `gedi.geojson` (points with `agbd`), `refs.geojson` (forest point
 `change_truth.tif` (where the last year's land cover changed) and `sample_data.json`.
 No network, no credentials. See sample_data/generate.py for how the data is made.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,40 @@ SIZES = {"small": sample_data.SMALL, "default": {}}
 
 
 def build_parser():
-    parser = common.make_parser("efm make-sample-data", "Generate a realistic sample of the int8 COG mirror (two UTM zones, two years) with ground truth and labelled points.", beam_options=False)
+    parser = common.make_parser(
+        "efm make-sample-data",
+        "Generate a realistic sample of the int8 COG mirror (two UTM zones, two years) with ground truth and labelled points.",
+        beam_options=False,
+    )
     parser.add_argument("--output", required=True, help="folder to write (local)")
-    parser.add_argument("--size", default="default", help="small | default | ROWSxCOLS in 10 m pixels (default: %(default)s = 1024x1280)")
-    parser.add_argument("--tile-size", type=int, help="side of each COG file in pixels (default: 512, small: 128; the public mirror's is 8192)")
-    parser.add_argument("--years", default="2022,2023", help="years to generate (default: %(default)s)")
-    parser.add_argument("--top-down", action="store_true", help="write rows top-down (negative y resolution, a standard COG); "
-                        "by default they run bottom-up, as in the public mirror's files")
-    parser.add_argument("--seed", type=int, default=sample_data.SampleSpec.seed, help="random seed (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--size",
+        default="default",
+        help="small | default | ROWSxCOLS in 10 m pixels (default: %(default)s = 1024x1280)",
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        help="side of each COG file in pixels (default: 512, small: 128; the public mirror's is 8192)",
+    )
+    parser.add_argument(
+        "--years", default="2022,2023", help="years to generate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--top-down",
+        action="store_true",
+        help="write rows top-down (negative y resolution, a standard COG); "
+        "by default they run bottom-up, as in the public mirror's files",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=sample_data.SampleSpec.seed,
+        help="random seed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output folder"
+    )
     return parser
 
 
@@ -40,10 +66,15 @@ def parse_size(text: str) -> dict:
         return dict(SIZES[text])
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
-        raise InputError("--size", f"expected small, default or ROWSxCOLS such as 1024x1280, got {text!r}")
+        raise InputError(
+            "--size", f"expected small, default or ROWSxCOLS such as 1024x1280, got {text!r}"
+        )
     rows, cols = int(match[1]), int(match[2])
     if rows < 64 or cols < 64 or rows * cols > 64_000_000:
-        raise InputError("--size", f"{rows}x{cols} is out of range: at least 64 px a side, at most 64 million pixels")
+        raise InputError(
+            "--size",
+            f"{rows}x{cols} is out of range: at least 64 px a side, at most 64 million pixels",
+        )
     return {"rows": rows, "cols": cols}
 
 
@@ -56,12 +87,17 @@ def spec_from_args(args) -> sample_data.SampleSpec:
     years = gridlib.parse_years(args.years)
     if len(years) < 1:
         raise InputError("--years", "give at least one year")
-    return sample_data.SampleSpec(years=tuple(years), bottom_up=not args.top_down, seed=args.seed, **options)
+    return sample_data.SampleSpec(
+        years=tuple(years), bottom_up=not args.top_down, seed=args.seed, **options
+    )
 
 
 def prepare_output(path: str, overwrite: bool) -> None:
     if "://" in path:
-        raise InputError("--output", f"{path}: sample data is written to a local folder; copy it to a bucket afterwards (gsutil -m cp -r)")
+        raise InputError(
+            "--output",
+            f"{path}: sample data is written to a local folder; copy it to a bucket afterwards (gsutil -m cp -r)",
+        )
     if outputs.check_output(path, "sample-data", overwrite=overwrite).kind:
         outputs.remove(path, "sample-data")  # only the files a sample-data folder holds
     outputs.mark_folder(path, "sample-data")
@@ -73,18 +109,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_output(args.output, args.overwrite)
     with common.Stopwatch() as clock:
         data = sample_data.generate(args.output, spec)
-    common.print_summary(f"efm make-sample-data: {args.output}", [
-        ("area", f"{spec.rows} x {spec.cols} px at 10 m, zones {spec.zone_a} and {spec.zone_b}, years {', '.join(map(str, spec.years))}"),
-        ("bbox (W,S,E,N)", ",".join(f"{v:.6f}" for v in data.bbox)),
-        ("mirror", f"{data.mirror} ({len(data.files)} COG files, index {', '.join(os.path.basename(p) for p in data.index.values())})"),
-        ("ground truth", data.ground_truth),
-        ("labelled points", f"{data.points} ({data.n_points} points, property 'label')"),
-        ("biomass field", os.path.join(args.output, "biomass.tif") + " (Mg/ha; gedi.geojson: points with 'agbd')"),
-        ("reference points", os.path.join(args.output, "refs.geojson") + f" ({sample_data.REFERENCE_CLASS})"),
-        ("class colours", data.colors),
-        ("manifest", data.manifest),
-        ("wall time", f"{clock.seconds:.1f} s"),
-    ])
+    common.print_summary(
+        f"efm make-sample-data: {args.output}",
+        [
+            (
+                "area",
+                f"{spec.rows} x {spec.cols} px at 10 m, zones {spec.zone_a} and {spec.zone_b}, years {', '.join(map(str, spec.years))}",
+            ),
+            ("bbox (W,S,E,N)", ",".join(f"{v:.6f}" for v in data.bbox)),
+            (
+                "mirror",
+                f"{data.mirror} ({len(data.files)} COG files, index {', '.join(os.path.basename(p) for p in data.index.values())})",
+            ),
+            ("ground truth", data.ground_truth),
+            ("labelled points", f"{data.points} ({data.n_points} points, property 'label')"),
+            (
+                "biomass field",
+                os.path.join(args.output, "biomass.tif")
+                + " (Mg/ha; gedi.geojson: points with 'agbd')",
+            ),
+            (
+                "reference points",
+                os.path.join(args.output, "refs.geojson") + f" ({sample_data.REFERENCE_CLASS})",
+            ),
+            ("class colours", data.colors),
+            ("manifest", data.manifest),
+            ("wall time", f"{clock.seconds:.1f} s"),
+        ],
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ sidecar in its attrs.
 
     chunk specs | MapChunks(RegressFunction(model)) | WriteChunks | MarkComplete
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,8 +25,10 @@ from transforms.storage import outputs, readers, store, subset
 def build_parser():
     parser = classify_cli.build_parser("predict")
     parser.prog = "efm predict"
-    parser.description = ("Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> a class map "
-                          "(as efm classify), a regressor -> `prediction` float32.")
+    parser.description = (
+        "Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> a class map "
+        "(as efm classify), a regressor -> `prediction` float32."
+    )
     return parser
 
 
@@ -35,34 +38,89 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not loaded.is_regressor:
         return classify_cli.classify(args, options, loaded, prog="efm predict")
     if args.confidence:
-        raise InputError("--confidence", f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop --confidence")
+        raise InputError(
+            "--confidence",
+            f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop --confidence",
+        )
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    sub = subset.from_args(args, info)  # --bbox/--aoi: a window of the grid (the whole store without them)
+    sub = subset.from_args(
+        args, info
+    )  # --bbox/--aoi: a window of the grid (the whole store without them)
     models.check_bands(loaded, list(info.bands), args.embeddings)
-    outputs.check_output(args.output, "prediction", inputs={"--embeddings": args.embeddings, "--model": [args.model, models.sidecar_path(args.model)], "--aoi": args.aoi},
-                         resume=args.resume, overwrite=args.overwrite)
+    outputs.check_output(
+        args.output,
+        "prediction",
+        inputs={
+            "--embeddings": args.embeddings,
+            "--model": [args.model, models.sidecar_path(args.model)],
+            "--aoi": args.aoi,
+        },
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
     model_cache.put(loaded)  # an in-process worker reuses it instead of parsing the file again
     variable = regression_variable(loaded.sidecar)
-    attrs = {**product.grid_attrs(args.embeddings, info), "model": args.model, "model_sha256": loaded.sha256, "model_estimator": type(loaded.model).__name__, **sub.attrs}
-    template = output_template(ds, [variable], years, chunk_rows=info.chunk_rows, chunk_cols=info.chunk_cols, product="prediction", attrs=attrs,
-                               window=sub.window)
+    attrs = {
+        **product.grid_attrs(args.embeddings, info),
+        "model": args.model,
+        "model_sha256": loaded.sha256,
+        "model_estimator": type(loaded.model).__name__,
+        **sub.attrs,
+    }
+    template = output_template(
+        ds,
+        [variable],
+        years,
+        chunk_rows=info.chunk_rows,
+        chunk_cols=info.chunk_cols,
+        product="prediction",
+        attrs=attrs,
+        window=sub.window,
+    )
     plan = sub.plan(years)
-    transform = MapChunks(args.embeddings, RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
-                          {t: (info.time_index(year),) for t, year in enumerate(years)}, (variable,), offset=sub.offset)
-    result = product.run_map("efm predict", args.output, template, plan, transform, options, info=info, resume=args.resume, overwrite=args.overwrite)
+    transform = MapChunks(
+        args.embeddings,
+        RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
+        {t: (info.time_index(year),) for t, year in enumerate(years)},
+        (variable,),
+        offset=sub.offset,
+    )
+    result = product.run_map(
+        "efm predict",
+        args.output,
+        template,
+        plan,
+        transform,
+        options,
+        info=info,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     pixels = result.totals.get("pixels_predicted", 0)
-    common.print_summary(f"efm predict: {args.output} complete", [
-        ("model", f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}"),
-        ("grid", f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}"),
-        *product.chunk_rows(result),
-        *sub.summary_rows(len(years)),
-        ("pixels predicted", pixels),
-        ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
-        ("wall time", f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)"),
-    ])
+    common.print_summary(
+        f"efm predict: {args.output} complete",
+        [
+            (
+                "model",
+                f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}",
+            ),
+            (
+                "grid",
+                f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
+            ),
+            *product.chunk_rows(result),
+            *sub.summary_rows(len(years)),
+            ("pixels predicted", pixels),
+            ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
+            (
+                "wall time",
+                f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
+            ),
+        ],
+    )
     return 0
 
 

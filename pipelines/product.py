@@ -7,6 +7,7 @@
 Each command checks its input first (one line, exit 2, nothing written), builds its template and
 its `MapChunks`, then calls `run_map`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,23 +27,47 @@ class MapRun:
     already_done: int
 
 
-def run_map(prog: str, output: str, template, plan: planlib.ChunkPlan, transform, options, *, info: readers.StoreInfo, resume: bool,
-            overwrite: bool, windows_per_chunk: int = 1) -> MapRun:
+def run_map(
+    prog: str,
+    output: str,
+    template,
+    plan: planlib.ChunkPlan,
+    transform,
+    options,
+    *,
+    info: readers.StoreInfo,
+    resume: bool,
+    overwrite: bool,
+    windows_per_chunk: int = 1,
+) -> MapRun:
     """Write `template`'s store at `output` chunk by chunk with `transform` (a MapChunks)."""
     done = store.prepare(output, template, resume=resume, overwrite=overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
     def build(pipeline: beam.Pipeline) -> None:
-        specs = pipeline | "ChunkRows" >> beam.Create(todo) | "ChunkSpecs" >> beam.FlatMap(plan.expand)
+        specs = (
+            pipeline | "ChunkRows" >> beam.Create(todo) | "ChunkSpecs" >> beam.FlatMap(plan.expand)
+        )
         if not common.single_local_worker(options):
             specs = specs | "Reshuffle" >> beam.Reshuffle()  # spread chunks over workers
         written = specs | "Compute" >> transform | "Write" >> store.WriteChunks(output, template)
-        written | "MarkComplete" >> store.MarkComplete(output, plan)  # the plan iterates its markers: no list
+        written | "MarkComplete" >> store.MarkComplete(
+            output, plan
+        )  # the plan iterates its markers: no list
 
-    watch = progress.Progress(prog, lambda: len(store.done_markers(output)), plan.count, already=plan.count - todo_count,
-                              bytes_per_unit=info.chunk_rows * info.chunk_cols * len(info.bands) * 4 * windows_per_chunk,  # embeddings read, as float32
-                              enabled=common.local_workers(options) is not None and not common.detached(options))
+    watch = progress.Progress(
+        prog,
+        lambda: len(store.done_markers(output)),
+        plan.count,
+        already=plan.count - todo_count,
+        bytes_per_unit=info.chunk_rows
+        * info.chunk_cols
+        * len(info.bands)
+        * 4
+        * windows_per_chunk,  # embeddings read, as float32
+        enabled=common.local_workers(options) is not None and not common.detached(options),
+    )
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     return MapRun(metric_totals(result), clock.seconds, plan.count, plan.count - todo_count)
@@ -91,4 +116,7 @@ def check_resume_attrs(output: str, attrs: dict, names: dict[str, str], *, resum
         return
     differ = [what for name, what in names.items() if existing.get(name) != attrs.get(name)]
     if differ:
-        raise InputError("--resume", f"{output} was made with another {' and another '.join(differ)}; resume with the flags that made it, or pass --overwrite to replace it")
+        raise InputError(
+            "--resume",
+            f"{output} was made with another {' and another '.join(differ)}; resume with the flags that made it, or pass --overwrite to replace it",
+        )

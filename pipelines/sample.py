@@ -1,7 +1,8 @@
 """`efm sample`: labelled points + an embedding store -> a training table (Parquet).
 
-    point batches | SamplePoints (split by chunk, group, read each chunk once) -> parts -> TABLE.parquet
+point batches | SamplePoints (split by chunk, group, read each chunk once) -> parts -> TABLE.parquet
 """
+
 from __future__ import annotations
 
 import collections
@@ -20,15 +21,37 @@ from transforms.storage import outputs, progress, readers, store
 
 
 def build_parser():
-    parser = common.make_parser("efm sample", "Sample the embedding of the pixel under each labelled point, for each year -> a Parquet table.")
-    parser.add_argument("--embeddings", required=True, help="embedding store (Zarr, local path or gs://)")
-    parser.add_argument("--points", required=True, help="labelled points: GeoJSON, GeoPackage, GeoParquet, or CSV with lon/lat columns; any CRS")
-    parser.add_argument("--label-column", help="the column holding each point's class label (required unless --keep-columns names columns: a table for regression only)")
-    parser.add_argument("--keep-columns", help="numeric columns of the points file to copy into the table, e.g. agbd,canopy_height "
-                        "(default: every numeric column but the coordinates and the label; 'none' for none)")
-    parser.add_argument("--output", required=True, help="table to write, e.g. samples.parquet (local path or gs://)")
-    parser.add_argument("--years", help="years to sample, e.g. 2021,2022 (default: every year of the store)")
-    parser.add_argument("--points-crs", help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)")
+    parser = common.make_parser(
+        "efm sample",
+        "Sample the embedding of the pixel under each labelled point, for each year -> a Parquet table.",
+    )
+    parser.add_argument(
+        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+    )
+    parser.add_argument(
+        "--points",
+        required=True,
+        help="labelled points: GeoJSON, GeoPackage, GeoParquet, or CSV with lon/lat columns; any CRS",
+    )
+    parser.add_argument(
+        "--label-column",
+        help="the column holding each point's class label (required unless --keep-columns names columns: a table for regression only)",
+    )
+    parser.add_argument(
+        "--keep-columns",
+        help="numeric columns of the points file to copy into the table, e.g. agbd,canopy_height "
+        "(default: every numeric column but the coordinates and the label; 'none' for none)",
+    )
+    parser.add_argument(
+        "--output", required=True, help="table to write, e.g. samples.parquet (local path or gs://)"
+    )
+    parser.add_argument(
+        "--years", help="years to sample, e.g. 2021,2022 (default: every year of the store)"
+    )
+    parser.add_argument(
+        "--points-crs",
+        help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output table")
     return parser
 
@@ -36,71 +59,140 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     if not args.output.lower().endswith((".parquet", ".pq", ".geoparquet")):
-        raise InputError("--output", f"{args.output}: the table is written as Parquet; name it e.g. samples.parquet")
+        raise InputError(
+            "--output",
+            f"{args.output}: the table is written as Parquet; name it e.g. samples.parquet",
+        )
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    outputs.check_output(args.output, "table", inputs={"--embeddings": args.embeddings, "--points": args.points}, overwrite=args.overwrite)
+    outputs.check_output(
+        args.output,
+        "table",
+        inputs={"--embeddings": args.embeddings, "--points": args.points},
+        overwrite=args.overwrite,
+    )
     outputs.check_parts(args.output + ".parts")
     keep = parse_keep_columns(args.keep_columns, args.label_column)
-    points = sampling.read_points(args.points, args.label_column, args.points_crs, keep_columns=keep)
+    points = sampling.read_points(
+        args.points, args.label_column, args.points_crs, keep_columns=keep
+    )
     if len(points.x) == 0:
-        raise InputError("--points", f"{args.points} holds no labelled point (column {args.label_column!r} is empty)")
+        raise InputError(
+            "--points",
+            f"{args.points} holds no labelled point (column {args.label_column!r} is empty)",
+        )
     rows, cols = sampling.to_pixels(info, points)
     outside = int((rows < 0).sum())
     if outside == len(rows):
-        raise InputError("--points", f"none of the {len(rows)} points of {args.points} ({points.crs}) falls inside {args.embeddings} ({info.crs}); check the CRS and the area")
+        raise InputError(
+            "--points",
+            f"none of the {len(rows)} points of {args.points} ({points.crs}) falls inside {args.embeddings} ({info.crs}); check the CRS and the area",
+        )
     batches = sampling.point_batches(points, rows, cols)
     parts_dir = args.output + ".parts"
-    outputs.start_parts(parts_dir)  # clears parts left by an interrupted run (only a folder efm sample marked)
+    outputs.start_parts(
+        parts_dir
+    )  # clears parts left by an interrupted run (only a folder efm sample marked)
 
     metadata = {
-        "embeddings": args.embeddings, "source": info.source, "grid": info.grid_summary(), "years": years,
-        "store_years": list(info.years), "bands": list(info.bands), "store_dtype": info.dtype,
-        "points": args.points, "points_crs": points.crs, "label_column": args.label_column,
+        "embeddings": args.embeddings,
+        "source": info.source,
+        "grid": info.grid_summary(),
+        "years": years,
+        "store_years": list(info.years),
+        "bands": list(info.bands),
+        "store_dtype": info.dtype,
+        "points": args.points,
+        "points_crs": points.crs,
+        "label_column": args.label_column,
         "keep_columns": list(points.columns),
     }
 
     def build(pipeline: beam.Pipeline) -> None:
-        written = pipeline | "PointBatches" >> beam.Create(batches) | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
-        written | "AssembleTable" >> sampling.AssembleTable(parts_dir, args.output, metadata, tuple(info.bands))
+        written = (
+            pipeline
+            | "PointBatches" >> beam.Create(batches)
+            | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
+        )
+        written | "AssembleTable" >> sampling.AssembleTable(
+            parts_dir, args.output, metadata, tuple(info.bands)
+        )
 
     inside = rows >= 0  # progress: one Parquet part per chunk holding points
-    planned = len(np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols))
+    planned = len(
+        np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols)
+    )
 
-    def sampled() -> int:  # the parts folder exists from start_parts until the table is assembled from it
-        return progress.count_files(parts_dir, "part-*.parquet") if store.exists(parts_dir) else planned
+    def sampled() -> (
+        int
+    ):  # the parts folder exists from start_parts until the table is assembled from it
+        return (
+            progress.count_files(parts_dir, "part-*.parquet")
+            if store.exists(parts_dir)
+            else planned
+        )
 
-    watch = progress.Progress("efm sample", sampled, planned, verb="sampled",
-                              enabled=common.local_workers(options) is not None and not common.detached(options))
+    watch = progress.Progress(
+        "efm sample",
+        sampled,
+        planned,
+        verb="sampled",
+        enabled=common.local_workers(options) is not None and not common.detached(options),
+    )
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
     table = sampling.read_table(args.output)  # written by the pipeline's last step
-    per_class = collections.Counter(table.column("label").to_pylist()) if points.labels is not None else None
-    common.print_summary(f"efm sample: {args.output} written", [
-        ("points read", len(points.x) + points.missing_label),
-        ("dropped: no label", points.missing_label),
-        ("dropped: outside the store", outside),
-        ("dropped: no data (point, year)", totals.get("samples_nodata", 0)),
-        ("rows written (point x year)", table.num_rows),
-        ("chunk reads", f"{totals.get('chunk_reads', 0)} (each chunk once per year)"),
-        ("rows per class", "no label column" if per_class is None else
-         ", ".join(f"{k}: {v}" for k, v in sorted(per_class.items(), key=lambda kv: str(kv[0]))) or "none"),
-        ("columns kept", ", ".join(points.columns) or "none"),
-        ("wall time", f"{clock.seconds:.1f} s"),
-    ])
+    per_class = (
+        collections.Counter(table.column("label").to_pylist())
+        if points.labels is not None
+        else None
+    )
+    common.print_summary(
+        f"efm sample: {args.output} written",
+        [
+            ("points read", len(points.x) + points.missing_label),
+            ("dropped: no label", points.missing_label),
+            ("dropped: outside the store", outside),
+            ("dropped: no data (point, year)", totals.get("samples_nodata", 0)),
+            ("rows written (point x year)", table.num_rows),
+            ("chunk reads", f"{totals.get('chunk_reads', 0)} (each chunk once per year)"),
+            (
+                "rows per class",
+                "no label column"
+                if per_class is None
+                else ", ".join(
+                    f"{k}: {v}" for k, v in sorted(per_class.items(), key=lambda kv: str(kv[0]))
+                )
+                or "none",
+            ),
+            ("columns kept", ", ".join(points.columns) or "none"),
+            ("wall time", f"{clock.seconds:.1f} s"),
+        ],
+    )
     if table.num_rows == 0:
-        print("efm sample: warning: every point fell on no data; the table is empty", file=sys.stderr)
+        print(
+            "efm sample: warning: every point fell on no data; the table is empty", file=sys.stderr
+        )
     return 0
 
 
 def parse_keep_columns(text: str | None, label_column: str | None) -> list[str] | None:
     """--keep-columns -> names (None: every numeric column; [] for 'none'); without a label column
     the table is for regression and needs the columns named."""
-    names = None if text is None else [] if text.strip().lower() == "none" else [c.strip() for c in text.split(",") if c.strip()]
+    names = (
+        None
+        if text is None
+        else []
+        if text.strip().lower() == "none"
+        else [c.strip() for c in text.split(",") if c.strip()]
+    )
     if label_column is None and not names:
-        raise InputError("--label-column", "required: name the class label column, or (for regression only) name the numeric columns to keep with --keep-columns, e.g. --keep-columns agbd")
+        raise InputError(
+            "--label-column",
+            "required: name the class label column, or (for regression only) name the numeric columns to keep with --keep-columns, e.g. --keep-columns agbd",
+        )
     return names
 
 

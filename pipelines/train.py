@@ -4,6 +4,7 @@ regressor) in a model file + JSON sidecar.
 Runs in one process (the samples fit in memory; scikit-learn is the engine): k-fold
 cross-validation first (stratified for classes), then a fit on every sample, then the model and its sidecar.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,17 +17,48 @@ from transforms.storage import outputs
 
 
 def build_parser():
-    parser = common.make_parser("efm train", "Train a classifier (or a regressor, with --target-column) on sampled embeddings, with k-fold cross-validation.", beam_options=False)
+    parser = common.make_parser(
+        "efm train",
+        "Train a classifier (or a regressor, with --target-column) on sampled embeddings, with k-fold cross-validation.",
+        beam_options=False,
+    )
     parser.add_argument("--samples", required=True, help="table from `efm sample` (Parquet)")
-    parser.add_argument("--classifier", help=f"one of {', '.join(models.CLASSIFIERS)} (default: random-forest)")
-    parser.add_argument("--target-column", help="train a regressor on this numeric column of the table (kept by `efm sample --keep-columns`) instead of a classifier")
-    parser.add_argument("--regressor", help=f"with --target-column: one of {', '.join(models.REGRESSORS)} (default: random-forest)")
-    parser.add_argument("--target-units", default="", help="units of the target, recorded in the sidecar, e.g. Mg/ha (default: none)")
-    parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="estimator parameter, repeatable, e.g. --param n_neighbors=7 (values are Python literals)")
-    parser.add_argument("--output", required=True, help="model file: .skops (safe to share) or .pkl/.joblib (pickle); the sidecar goes to <output>.json")
-    parser.add_argument("--label-column", default="label", help="label column of the table (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fold shuffling (default: %(default)s)")
+    parser.add_argument(
+        "--classifier", help=f"one of {', '.join(models.CLASSIFIERS)} (default: random-forest)"
+    )
+    parser.add_argument(
+        "--target-column",
+        help="train a regressor on this numeric column of the table (kept by `efm sample --keep-columns`) instead of a classifier",
+    )
+    parser.add_argument(
+        "--regressor",
+        help=f"with --target-column: one of {', '.join(models.REGRESSORS)} (default: random-forest)",
+    )
+    parser.add_argument(
+        "--target-units",
+        default="",
+        help="units of the target, recorded in the sidecar, e.g. Mg/ha (default: none)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="estimator parameter, repeatable, e.g. --param n_neighbors=7 (values are Python literals)",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="model file: .skops (safe to share) or .pkl/.joblib (pickle); the sidecar goes to <output>.json",
+    )
+    parser.add_argument(
+        "--label-column", default="label", help="label column of the table (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the fold shuffling (default: %(default)s)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     return parser
 
@@ -38,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_regressor(args)
     args.classifier = args.classifier or "random-forest"
     model_format = models.model_format(args.output, "--output")
-    outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
+    outputs.check_output(
+        args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite
+    )
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
     X, labels, groups, bands, table_meta = training.load_samples(args.samples, args.label_column)
     if model_format == "skops":
@@ -48,26 +82,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(training.format_metrics(metrics))
     with common.Stopwatch() as fit_clock:
         estimator.fit(X, labels)
-    sidecar = models.save_model(estimator, args.output, {
-        "kind": "classifier",
-        "classifier": args.classifier,
-        "classes": estimator.classes_,
-        "samples": {"path": args.samples, "rows": len(labels), "label_column": args.label_column},
-        **_fitted_fields(estimator, bands, table_meta, metrics),
-    })
+    sidecar = models.save_model(
+        estimator,
+        args.output,
+        {
+            "kind": "classifier",
+            "classifier": args.classifier,
+            "classes": estimator.classes_,
+            "samples": {
+                "path": args.samples,
+                "rows": len(labels),
+                "label_column": args.label_column,
+            },
+            **_fitted_fields(estimator, bands, table_meta, metrics),
+        },
+    )
     print()
-    common.print_summary(f"efm train: {args.output} written", [
-        ("classifier", f"{type(estimator).__name__} ({args.classifier})"),
-        ("classes", ", ".join(map(str, estimator.classes_))),
-        ("samples", f"{len(labels)} x {len(bands)} bands"),
-        ("overall accuracy (CV)", f"{metrics['overall_accuracy']:.4f}"),
-        ("balanced accuracy (CV)", f"{metrics['balanced_accuracy']:.4f}"),
-        ("macro F1 (CV)", f"{metrics['macro_f1']:.4f}"),
-        ("sidecar", models.sidecar_path(args.output)),
-        ("sha256", sidecar["sha256"]),
-        ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
-        ("next", f"efm classify --model {args.output}" + ("" if sidecar["model_format"] == "skops" else f" --model-sha256 {sidecar['sha256']}") + " --embeddings ... --output ..."),
-    ])
+    common.print_summary(
+        f"efm train: {args.output} written",
+        [
+            ("classifier", f"{type(estimator).__name__} ({args.classifier})"),
+            ("classes", ", ".join(map(str, estimator.classes_))),
+            ("samples", f"{len(labels)} x {len(bands)} bands"),
+            ("overall accuracy (CV)", f"{metrics['overall_accuracy']:.4f}"),
+            ("balanced accuracy (CV)", f"{metrics['balanced_accuracy']:.4f}"),
+            ("macro F1 (CV)", f"{metrics['macro_f1']:.4f}"),
+            ("sidecar", models.sidecar_path(args.output)),
+            ("sha256", sidecar["sha256"]),
+            ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
+            (
+                "next",
+                f"efm classify --model {args.output}"
+                + (
+                    ""
+                    if sidecar["model_format"] == "skops"
+                    else f" --model-sha256 {sidecar['sha256']}"
+                )
+                + " --embeddings ... --output ...",
+            ),
+        ],
+    )
     return 0
 
 
@@ -80,7 +134,9 @@ def train_regressor(args) -> int:
     """`efm train --target-column C [--regressor NAME]`: the same steps, with a regressor on a numeric column."""
     args.regressor = args.regressor or "random-forest"
     model_format = models.model_format(args.output, "--output")
-    outputs.check_output(args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite)
+    outputs.check_output(
+        args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite
+    )
     estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
     X, y, groups, bands, table_meta = training.load_target_samples(args.samples, args.target_column)
     if model_format == "skops":
@@ -90,26 +146,36 @@ def train_regressor(args) -> int:
     print(training.format_regression_metrics(metrics, args.target_column, args.target_units))
     with common.Stopwatch() as fit_clock:
         estimator.fit(X, y)
-    sidecar = models.save_model(estimator, args.output, {
-        "kind": "regressor",
-        "regressor": args.regressor,
-        "target": args.target_column,
-        "units": args.target_units,
-        "samples": {"path": args.samples, "rows": len(y), "target_column": args.target_column},
-        **_fitted_fields(estimator, bands, table_meta, metrics),
-    })
+    sidecar = models.save_model(
+        estimator,
+        args.output,
+        {
+            "kind": "regressor",
+            "regressor": args.regressor,
+            "target": args.target_column,
+            "units": args.target_units,
+            "samples": {"path": args.samples, "rows": len(y), "target_column": args.target_column},
+            **_fitted_fields(estimator, bands, table_meta, metrics),
+        },
+    )
     units = f" {args.target_units}" if args.target_units else ""
     print()
-    common.print_summary(f"efm train: {args.output} written", [
-        ("regressor", f"{type(estimator).__name__} ({args.regressor})"),
-        ("target", f"{args.target_column}" + (f" ({args.target_units})" if args.target_units else "")),
-        ("samples", f"{len(y)} x {len(bands)} bands"),
-        ("R² (CV)", f"{metrics['r2']:.4f}"),
-        ("RMSE / MAE (CV)", f"{metrics['rmse']:.4g}{units} / {metrics['mae']:.4g}{units}"),
-        ("sidecar", models.sidecar_path(args.output)),
-        ("sha256", sidecar["sha256"]),
-        ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
-    ])
+    common.print_summary(
+        f"efm train: {args.output} written",
+        [
+            ("regressor", f"{type(estimator).__name__} ({args.regressor})"),
+            (
+                "target",
+                f"{args.target_column}" + (f" ({args.target_units})" if args.target_units else ""),
+            ),
+            ("samples", f"{len(y)} x {len(bands)} bands"),
+            ("R² (CV)", f"{metrics['r2']:.4f}"),
+            ("RMSE / MAE (CV)", f"{metrics['rmse']:.4g}{units} / {metrics['mae']:.4g}{units}"),
+            ("sidecar", models.sidecar_path(args.output)),
+            ("sha256", sidecar["sha256"]),
+            ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
+        ],
+    )
     return 0
 
 

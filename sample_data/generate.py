@@ -38,6 +38,7 @@ The parts: `sample_world` (reference grid, land cover, no-data), `sample_embeddi
 index), `sample_truth` (ground truth, labelled points, scoring). This module holds the
 spec and `generate`, which writes everything.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -122,18 +123,35 @@ def write_fields(world, points: list[dict], output: str) -> dict:
 
     spec = world.spec
     field = biomass_field(world)
-    write_raster(world, field, os.path.join(output, "biomass.tif"), "synthetic above-ground biomass", units="Mg/ha")
+    write_raster(
+        world,
+        field,
+        os.path.join(output, "biomass.tif"),
+        "synthetic above-ground biomass",
+        units="Mg/ha",
+    )
     gedi = gedi_points(world, field, spec.gedi_points, seeded(spec, "gedi"))
     write_gedi(gedi, os.path.join(output, "gedi.geojson"))
     refs = [p for p in points if p["label"] == REFERENCE_CLASS]
     write_points(refs, os.path.join(output, "refs.geojson"))
-    fields = {"biomass": "biomass.tif", "gedi": "gedi.geojson", "gedi_points": len(gedi), "refs": "refs.geojson",
-              "reference_class": REFERENCE_CLASS, "ref_points": len(refs)}
+    fields = {
+        "biomass": "biomass.tif",
+        "gedi": "gedi.geojson",
+        "gedi_points": len(gedi),
+        "refs": "refs.geojson",
+        "reference_class": REFERENCE_CLASS,
+        "ref_points": len(refs),
+    }
     if world.later_classes is not None:
         truth = (world.later_classes != world.classes).astype(np.uint8)
         truth[world.nodata[spec.years[0]] | world.nodata[spec.years[-1]]] = CHANGE_NODATA
-        write_raster(world, truth, os.path.join(output, "change_truth.tif"),
-                     f"land cover changed between {spec.years[0]} and {spec.years[-1]} (1) or not (0)", nodata=CHANGE_NODATA)
+        write_raster(
+            world,
+            truth,
+            os.path.join(output, "change_truth.tif"),
+            f"land cover changed between {spec.years[0]} and {spec.years[-1]} (1) or not (0)",
+            nodata=CHANGE_NODATA,
+        )
         fields["change_truth"] = "change_truth.tif"
     return fields
 
@@ -157,16 +175,33 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
     bbox = inner_bbox(world)
     manifest = os.path.join(output, "sample_data.json")
     with open(manifest, "w") as f:
-        json.dump({
-            "spec": dataclasses.asdict(spec),
-            "crs": world.crs,
-            "transform": list(world.transform)[:6],
-            "bbox": bbox,
-            "zones": [spec.zone_a, spec.zone_b],
-            "classes": list(CLASS_NAMES[: spec.n_classes]),
-            "colours": list(CLASS_COLOURS[: spec.n_classes]),
-            "files": [r["path"] for r in rows],
-            "points": len(points),
-            "fields": fields,
-        }, f, indent=1)
-    return SampleData(output, mirror, ground_truth, points_path, colors, manifest, index, [r["path"] for r in rows], bbox, world.crs, len(points), spec)
+        json.dump(
+            {
+                "spec": dataclasses.asdict(spec),
+                "crs": world.crs,
+                "transform": list(world.transform)[:6],
+                "bbox": bbox,
+                "zones": [spec.zone_a, spec.zone_b],
+                "classes": list(CLASS_NAMES[: spec.n_classes]),
+                "colours": list(CLASS_COLOURS[: spec.n_classes]),
+                "files": [r["path"] for r in rows],
+                "points": len(points),
+                "fields": fields,
+            },
+            f,
+            indent=1,
+        )
+    return SampleData(
+        output,
+        mirror,
+        ground_truth,
+        points_path,
+        colors,
+        manifest,
+        index,
+        [r["path"] for r in rows],
+        bbox,
+        world.crs,
+        len(points),
+        spec,
+    )

@@ -5,6 +5,7 @@ the reference grid, zone B's on its own 10 m grid (reaching a little west of the
 boundary), with classes and textures from the nearest reference pixel. The index is
 written as `aef_index.parquet`, `.gpkg` and `.csv`, with the public index's columns.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +27,7 @@ from transforms.sources.cog_index import zone_crs
 # Files of one zone
 # ---------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class TilePlan:
     zone: str
@@ -43,8 +45,18 @@ def zone_tiles(world: World, zone: str) -> list[TilePlan]:
     if zone == spec.zone_a:
         x0, y0 = world.transform.c, world.transform.f
         ncols, nrows = math.ceil(spec.cols / size), math.ceil(spec.rows / size)
-        return [TilePlan(zone, world.crs, affine.Affine(10.0, 0.0, x0 + c * size * 10.0, 0.0, -10.0, y0 - r * size * 10.0), r * size, c * size, size)
-                for r in range(nrows) for c in range(ncols)]
+        return [
+            TilePlan(
+                zone,
+                world.crs,
+                affine.Affine(10.0, 0.0, x0 + c * size * 10.0, 0.0, -10.0, y0 - r * size * 10.0),
+                r * size,
+                c * size,
+                size,
+            )
+            for r in range(nrows)
+            for c in range(ncols)
+        ]
     crs = zone_crs(zone)
     left, bottom, right, top = _zone_b_bounds(world, crs)
     span = size * 10.0
@@ -52,19 +64,33 @@ def zone_tiles(world: World, zone: str) -> list[TilePlan]:
     gy0 = math.ceil(top / span) * span
     ncols = math.ceil((right - gx0) / span)
     nrows = math.ceil((gy0 - bottom) / span)
-    return [TilePlan(zone, crs, affine.Affine(10.0, 0.0, gx0 + c * span, 0.0, -10.0, gy0 - r * span), r * size, c * size, size)
-            for r in range(nrows) for c in range(ncols)]
+    return [
+        TilePlan(
+            zone,
+            crs,
+            affine.Affine(10.0, 0.0, gx0 + c * span, 0.0, -10.0, gy0 - r * span),
+            r * size,
+            c * size,
+            size,
+        )
+        for r in range(nrows)
+        for c in range(ncols)
+    ]
 
 
 def _zone_b_bounds(world: World, crs: str) -> tuple[float, float, float, float]:
     """Bounds, in zone B's CRS, of the part of the area east of (boundary - overlap)."""
     import shapely
-    
+
     spec = world.spec
     t = world.transform
-    area = shapely.segmentize(shapely.box(t.c, t.f - spec.rows * 10.0, t.c + spec.cols * 10.0, t.f), 50.0)
+    area = shapely.segmentize(
+        shapely.box(t.c, t.f - spec.rows * 10.0, t.c + spec.cols * 10.0, t.f), 50.0
+    )
     to_lonlat = pyproj.Transformer.from_crs(world.crs, "EPSG:4326", always_xy=True).transform
-    east = shapely.transform(area, to_lonlat, interleaved=False) & shapely.box(spec.boundary_lon - spec.zone_b_overlap_deg, -90.0, 180.0, 90.0)
+    east = shapely.transform(area, to_lonlat, interleaved=False) & shapely.box(
+        spec.boundary_lon - spec.zone_b_overlap_deg, -90.0, 180.0, 90.0
+    )
     to_b = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
     return shapely.transform(shapely.segmentize(east, 0.001), to_b, interleaved=False).bounds
 
@@ -91,7 +117,9 @@ def tile_pixels(world: World, tile: TilePlan) -> tuple[np.ndarray, np.ndarray, n
     return r, c, inside & in_zone
 
 
-def tile_fields(world: World, tile: TilePlan, year: int, pixels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tile_fields(
+    world: World, tile: TilePlan, year: int, pixels=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Classes, textures and validity of a tile's pixels, from the nearest reference pixel
     (`pixels`: `tile_pixels` of the tile, when already computed for another year)."""
     r, c, kept = pixels if pixels is not None else tile_pixels(world, tile)
@@ -109,8 +137,14 @@ def file_name(zone: str, year: int, row_off: int, col_off: int) -> str:
 MIRROR_BLOCK = 1024  # the public mirror's blocks: 1024 x 1024 px of one band (planar-separate)
 
 
-def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, bottom_up: bool = True,
-              block_size: int = MIRROR_BLOCK) -> affine.Affine:
+def write_cog(
+    path: str,
+    codes: np.ndarray,
+    crs: str,
+    transform: affine.Affine,
+    bottom_up: bool = True,
+    block_size: int = MIRROR_BLOCK,
+) -> affine.Affine:
     """(rows, cols, bands) int8 -> a COG laid out like the mirror's; returns the transform written.
 
     Like the public files: int8, nodata -128, bands planar-separate (INTERLEAVE=BAND: each
@@ -128,17 +162,37 @@ def write_cog(path: str, codes: np.ndarray, crs: str, transform: affine.Affine, 
     data = np.moveaxis(codes, -1, 0)
     if bottom_up:
         data = data[:, ::-1, :]
-        transform = affine.Affine(transform.a, 0.0, transform.c, 0.0, -transform.e, transform.f + rows * transform.e)
+        transform = affine.Affine(
+            transform.a, 0.0, transform.c, 0.0, -transform.e, transform.f + rows * transform.e
+        )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     block = min(block_size, -(-max(rows, cols) // 16) * 16)  # GTiff blocks are multiples of 16 px
     with MemoryFile() as memory:
-        with memory.open(driver="MEM", width=cols, height=rows, count=bands, dtype="int8", crs=crs, transform=transform,
-                         nodata=quantize.NODATA_CODE) as mem:
+        with memory.open(
+            driver="MEM",
+            width=cols,
+            height=rows,
+            count=bands,
+            dtype="int8",
+            crs=crs,
+            transform=transform,
+            nodata=quantize.NODATA_CODE,
+        ) as mem:
             mem.write(np.ascontiguousarray(data))
             mem.descriptions = BANDS[:bands]
-            rasterio.shutil.copy(mem, path, driver="GTiff", tiled=True, blockxsize=block, blockysize=block, interleave="band",
-                                 compress="DEFLATE", zlevel=1,  # level 1: as small for noise-like codes, less CPU
-                                 copy_src_overviews=True, bigtiff="IF_SAFER")
+            rasterio.shutil.copy(
+                mem,
+                path,
+                driver="GTiff",
+                tiled=True,
+                blockxsize=block,
+                blockysize=block,
+                interleave="band",
+                compress="DEFLATE",
+                zlevel=1,  # level 1: as small for noise-like codes, less CPU
+                copy_src_overviews=True,
+                bigtiff="IF_SAFER",
+            )
     return transform
 
 
@@ -148,20 +202,31 @@ def write_mirror(world: World, mirror_dir: str) -> list[dict]:
 
     spec = world.spec
     tiles = {zone: zone_tiles(world, zone) for zone in (spec.zone_a, spec.zone_b)}
-    jobs = [(year, zone, tile) for year in spec.years for zone in (spec.zone_a, spec.zone_b) for tile in tiles[zone]]
+    jobs = [
+        (year, zone, tile)
+        for year in spec.years
+        for zone in (spec.zone_a, spec.zone_b)
+        for tile in tiles[zone]
+    ]
     # One file per thread: numpy, the generators and GDAL release the GIL, and every file's
     # draws are seeded by the file alone, so the files are the same whatever the order.
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(os.sched_getaffinity(0))))) as pool:
         unique = list(dict.fromkeys(tile for _, _, tile in jobs))
-        pixels = dict(zip(unique, pool.map(lambda tile: tile_pixels(world, tile), unique)))  # the same every year
-        written = list(pool.map(lambda job: _write_file(world, mirror_dir, *job, pixels[job[2]]), jobs))
+        pixels = dict(
+            zip(unique, pool.map(lambda tile: tile_pixels(world, tile), unique))
+        )  # the same every year
+        written = list(
+            pool.map(lambda job: _write_file(world, mirror_dir, *job, pixels[job[2]]), jobs)
+        )
     rows_out = [row for row in written if row is not None]
     for fid, row in enumerate(rows_out, start=1):
         row["fid"] = fid
     return rows_out
 
 
-def _write_file(world: World, mirror_dir: str, year: int, zone: str, tile: TilePlan, pixels) -> dict | None:
+def _write_file(
+    world: World, mirror_dir: str, year: int, zone: str, tile: TilePlan, pixels
+) -> dict | None:
     """One COG file; its index row (without fid), or None where the tile holds no data."""
     from rasterio.warp import transform_bounds
 
@@ -171,11 +236,23 @@ def _write_file(world: World, mirror_dir: str, year: int, zone: str, tile: TileP
         return None  # the mirror has no file where there is no data
     rng = seeded(spec, "pixels", year, zone, tile.row_off, tile.col_off)
     persistent = seeded(spec, "pixels", zone, tile.row_off, tile.col_off)
-    codes = embedding_codes(classes, weights, texture, valid, world.directions[year], world.texture_dirs, spec.noise, rng,
-                            persistent, spec.noise_persistence)
+    codes = embedding_codes(
+        classes,
+        weights,
+        texture,
+        valid,
+        world.directions[year],
+        world.texture_dirs,
+        spec.noise,
+        rng,
+        persistent,
+        spec.noise_persistence,
+    )
     name = file_name(zone, year, tile.row_off, tile.col_off)
     path = os.path.join(mirror_dir, str(year), zone, name)
-    write_cog(path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up, block_size=spec.block_size)
+    write_cog(
+        path, codes, tile.crs, tile.transform, bottom_up=spec.bottom_up, block_size=spec.block_size
+    )
     t = tile.transform
     west, north = t.c, t.f
     east, south = t.c + tile.size * t.a, t.f + tile.size * t.e
@@ -187,17 +264,27 @@ def _write_file(world: World, mirror_dir: str, year: int, zone: str, tile: TileP
         "year": year,
         "crs": tile.crs,
         "utm_zone": zone,
-        "utm_west": west, "utm_south": south, "utm_east": east, "utm_north": north,
-        "wgs84_west": lon_lat[0], "wgs84_south": lon_lat[1], "wgs84_east": lon_lat[2], "wgs84_north": lon_lat[3],
+        "utm_west": west,
+        "utm_south": south,
+        "utm_east": east,
+        "utm_north": north,
+        "wgs84_west": lon_lat[0],
+        "wgs84_south": lon_lat[1],
+        "wgs84_east": lon_lat[2],
+        "wgs84_north": lon_lat[3],
         "geometry": footprint,
     }
 
 
 def _footprint_lonlat(crs: str, west: float, south: float, east: float, north: float):
     import shapely
-    
+
     to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
-    return shapely.transform(shapely.segmentize(shapely.box(west, south, east, north), 100.0), to_lonlat, interleaved=False)
+    return shapely.transform(
+        shapely.segmentize(shapely.box(west, south, east, north), 100.0),
+        to_lonlat,
+        interleaved=False,
+    )
 
 
 def write_index(rows: list[dict], mirror_dir: str) -> dict[str, str]:
@@ -205,9 +292,13 @@ def write_index(rows: list[dict], mirror_dir: str) -> dict[str, str]:
     import geopandas
 
     frame = geopandas.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
-    paths = {ext: os.path.join(mirror_dir, f"aef_index.{ext}") for ext in ("parquet", "gpkg", "csv")}
+    paths = {
+        ext: os.path.join(mirror_dir, f"aef_index.{ext}") for ext in ("parquet", "gpkg", "csv")
+    }
     frame.to_parquet(paths["parquet"], index=False)
     frame.to_file(paths["gpkg"], driver="GPKG", layer="aef_index")
-    table = frame.drop(columns="geometry").assign(geometry=frame.geometry.to_wkt(rounding_precision=-1))
+    table = frame.drop(columns="geometry").assign(
+        geometry=frame.geometry.to_wkt(rounding_precision=-1)
+    )
     table.to_csv(paths["csv"], index=False)
     return paths

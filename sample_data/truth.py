@@ -4,6 +4,7 @@
 with a colour table); `labels.geojson` holds a few dozen points a class, clustered in the
 interior of a few patches the way a person digitises training points, never in no-data.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,30 @@ NODATA_CLASS = 255
 # Ground truth and labelled points
 # ---------------------------------------------------------------------------------------
 
+
 def write_ground_truth(world: World, path: str) -> None:
     """The class raster on the reference grid (uint8, 255 = none), with a colour table."""
     import rasterio
 
     spec = world.spec
-    colormap = {k: tuple(int(CLASS_COLOURS[k][i : i + 2], 16) for i in (1, 3, 5)) + (255,) for k in range(spec.n_classes)}
-    with rasterio.open(path, "w", driver="GTiff", width=spec.cols, height=spec.rows, count=1, dtype="uint8", crs=world.crs,
-                       transform=world.transform, nodata=NODATA_CLASS, compress="DEFLATE", tiled=True) as dst:
+    colormap = {
+        k: tuple(int(CLASS_COLOURS[k][i : i + 2], 16) for i in (1, 3, 5)) + (255,)
+        for k in range(spec.n_classes)
+    }
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=spec.cols,
+        height=spec.rows,
+        count=1,
+        dtype="uint8",
+        crs=world.crs,
+        transform=world.transform,
+        nodata=NODATA_CLASS,
+        compress="DEFLATE",
+        tiled=True,
+    ) as dst:
         dst.write(world.classes, 1)
         dst.write_colormap(1, colormap)
         dst.update_tags(classes=json.dumps(list(CLASS_NAMES[: spec.n_classes])))
@@ -72,18 +89,32 @@ def labelled_points(world: World, rng: np.random.Generator, min_edge_px: float =
             nearby = np.argsort(distance)[: max(count * 60, 100)]
             picks = rng.choice(nearby, size=min(count, len(nearby)), replace=False)
             for i in picks:
-                x, y = apply(world.transform, cc[i] + rng.uniform(0.2, 0.8), rr[i] + rng.uniform(0.2, 0.8))
+                x, y = apply(
+                    world.transform, cc[i] + rng.uniform(0.2, 0.8), rr[i] + rng.uniform(0.2, 0.8)
+                )
                 lon, lat = to_lonlat.transform(x, y)
-                points.append({"row": int(rr[i]), "col": int(cc[i]), "lon": float(lon), "lat": float(lat), "class_id": k, "label": CLASS_NAMES[k]})
+                points.append(
+                    {
+                        "row": int(rr[i]),
+                        "col": int(cc[i]),
+                        "lon": float(lon),
+                        "lat": float(lat),
+                        "class_id": k,
+                        "label": CLASS_NAMES[k],
+                    }
+                )
     return points
 
 
 def write_points(points: list[dict], path: str) -> None:
-    features = [{
-        "type": "Feature",
-        "geometry": {"type": "Point", "coordinates": [round(p["lon"], 8), round(p["lat"], 8)]},
-        "properties": {"label": p["label"], "class_id": p["class_id"]},
-    } for p in points]
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [round(p["lon"], 8), round(p["lat"], 8)]},
+            "properties": {"label": p["label"], "class_id": p["class_id"]},
+        }
+        for p in points
+    ]
     with open(path, "w") as f:
         json.dump({"type": "FeatureCollection", "features": features}, f)
 
@@ -92,47 +123,80 @@ def write_points(points: list[dict], path: str) -> None:
 # Scoring a class map against the ground truth
 # ---------------------------------------------------------------------------------------
 
+
 def read_ground_truth(path: str) -> tuple[np.ndarray, affine.Affine, str, list[str]]:
     import rasterio
 
     with rasterio.open(path) as ds:
-        return ds.read(1), ds.transform, f"EPSG:{ds.crs.to_epsg()}", json.loads(ds.tags()["classes"])
+        return (
+            ds.read(1),
+            ds.transform,
+            f"EPSG:{ds.crs.to_epsg()}",
+            json.loads(ds.tags()["classes"]),
+        )
 
 
-def truth_on_grid(truth_path: str, crs: str, transform: affine.Affine, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+def truth_on_grid(
+    truth_path: str, crs: str, transform: affine.Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, list[str]]:
     """The ground-truth classes on another grid (nearest neighbour; exact when aligned)."""
     import rasterio.warp
     from rasterio.enums import Resampling
 
     classes, t, truth_crs, names = read_ground_truth(truth_path)
     out = np.full(shape, NODATA_CLASS, dtype=np.uint8)
-    rasterio.warp.reproject(classes, out, src_transform=t, src_crs=truth_crs, src_nodata=NODATA_CLASS,
-                            dst_transform=transform, dst_crs=crs, dst_nodata=NODATA_CLASS, resampling=Resampling.nearest)
+    rasterio.warp.reproject(
+        classes,
+        out,
+        src_transform=t,
+        src_crs=truth_crs,
+        src_nodata=NODATA_CLASS,
+        dst_transform=transform,
+        dst_crs=crs,
+        dst_nodata=NODATA_CLASS,
+        resampling=Resampling.nearest,
+    )
     return out, names
 
 
-def point_pixels(points_path: str, crs: str, transform: affine.Affine, shape: tuple[int, int], radius_px: int = 1) -> np.ndarray:
+def point_pixels(
+    points_path: str, crs: str, transform: affine.Affine, shape: tuple[int, int], radius_px: int = 1
+) -> np.ndarray:
     """Pixels within `radius_px` of a labelled point (bool): what held-out scoring leaves out."""
     with open(points_path) as f:
-        coords = np.array([feat["geometry"]["coordinates"][:2] for feat in json.load(f)["features"]], dtype=float).reshape(-1, 2)
+        coords = np.array(
+            [feat["geometry"]["coordinates"][:2] for feat in json.load(f)["features"]], dtype=float
+        ).reshape(-1, 2)
     mask = np.zeros(shape, dtype=bool)
     if not len(coords):
         return mask
-    xs, ys = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(coords[:, 0], coords[:, 1])
+    xs, ys = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+        coords[:, 0], coords[:, 1]
+    )
     cols, rows = apply(~transform, xs, ys)
     for r, c in zip(np.floor(rows).astype(int), np.floor(cols).astype(int)):
-        mask[max(0, r - radius_px) : r + radius_px + 1, max(0, c - radius_px) : c + radius_px + 1] = True
+        mask[
+            max(0, r - radius_px) : r + radius_px + 1, max(0, c - radius_px) : c + radius_px + 1
+        ] = True
     return mask
 
 
-def score(predicted: np.ndarray, predicted_labels: list[str], fill: int, truth: np.ndarray, truth_names: list[str],
-          exclude: np.ndarray | None = None) -> dict:
+def score(
+    predicted: np.ndarray,
+    predicted_labels: list[str],
+    fill: int,
+    truth: np.ndarray,
+    truth_names: list[str],
+    exclude: np.ndarray | None = None,
+) -> dict:
     """Held-out accuracy of a class map against the ground truth (both on one grid).
 
     `predicted` holds indices into `predicted_labels` (`fill` = no data); pixels in `exclude`
     (the labelled points) and pixels without data on either side are left out.
     """
-    lookup = np.full(max(int(predicted.max(initial=0)), fill, len(predicted_labels)) + 1, -1, dtype=np.int64)
+    lookup = np.full(
+        max(int(predicted.max(initial=0)), fill, len(predicted_labels)) + 1, -1, dtype=np.int64
+    )
     for value, label in enumerate(predicted_labels):
         lookup[value] = truth_names.index(label) if label in truth_names else -2
     mapped = lookup[predicted]
@@ -146,4 +210,8 @@ def score(predicted: np.ndarray, predicted_labels: list[str], fill: int, truth: 
         if of_class.any():
             per_class[name] = float(hits[of_class].sum() / of_class.sum())
     n = int(scored.sum())
-    return {"accuracy": float(hits.sum() / n) if n else float("nan"), "pixels": n, "recall": per_class}
+    return {
+        "accuracy": float(hits.sum() / n) if n else float("nan"),
+        "pixels": n,
+        "recall": per_class,
+    }

@@ -6,6 +6,7 @@ class of a pixel is the argmax of the fields, then a river is drawn over them. N
 irregular blobs that differ by year. `make_world` also draws each year's class directions
 (`sample_embedding`), so the files and the points all come from one `World`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,21 +24,41 @@ from transforms.sources.cog_index import zone_crs
 if TYPE_CHECKING:
     from sample_data.generate import SampleSpec
 
-CLASS_NAMES = ("water", "forest", "grassland", "cropland", "built-up", "bare", "wetland", "shrubland")
-CLASS_COLOURS = ("#2b6cb0", "#1f5f2e", "#9acd32", "#e8c547", "#c0392b", "#b8a89a", "#3aa6a0", "#7f8c3a")
+CLASS_NAMES = (
+    "water",
+    "forest",
+    "grassland",
+    "cropland",
+    "built-up",
+    "bare",
+    "wetland",
+    "shrubland",
+)
+CLASS_COLOURS = (
+    "#2b6cb0",
+    "#1f5f2e",
+    "#9acd32",
+    "#e8c547",
+    "#c0392b",
+    "#b8a89a",
+    "#3aa6a0",
+    "#7f8c3a",
+)
 # Relative weight of each spatial scale (sigma in px at 10 m: 50 m to 1.6 km) per class,
 # and a bias that sets its share of the map.
 _SCALES_PX = (5.0, 16.0, 50.0, 160.0)
-_CLASS_SCALE_WEIGHTS = np.array([
-    [0.05, 0.15, 0.60, 1.00],  # water: large, smooth lakes
-    [0.15, 0.35, 0.90, 0.90],  # forest: large bodies, ragged edges
-    [0.15, 0.50, 0.80, 0.50],  # grassland
-    [0.10, 0.80, 0.70, 0.40],  # cropland: medium patches
-    [0.20, 0.80, 0.50, 0.30],  # built-up: small clusters
-    [0.20, 0.40, 0.60, 0.60],  # bare
-    [0.25, 0.50, 0.70, 0.40],  # wetland
-    [0.30, 0.60, 0.60, 0.40],  # shrubland
-])
+_CLASS_SCALE_WEIGHTS = np.array(
+    [
+        [0.05, 0.15, 0.60, 1.00],  # water: large, smooth lakes
+        [0.15, 0.35, 0.90, 0.90],  # forest: large bodies, ragged edges
+        [0.15, 0.50, 0.80, 0.50],  # grassland
+        [0.10, 0.80, 0.70, 0.40],  # cropland: medium patches
+        [0.20, 0.80, 0.50, 0.30],  # built-up: small clusters
+        [0.20, 0.40, 0.60, 0.60],  # bare
+        [0.25, 0.50, 0.70, 0.40],  # wetland
+        [0.30, 0.60, 0.60, 0.40],  # shrubland
+    ]
+)
 _CLASS_BIAS = np.array([-0.35, 0.25, 0.15, 0.10, -0.15, -0.25, -0.30, 0.0])
 
 
@@ -51,6 +72,7 @@ def seeded(spec: SampleSpec, *keys) -> np.random.Generator:
 # Fields
 # ---------------------------------------------------------------------------------------
 
+
 def smooth_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian-smoothed white noise with std 1, at scale `sigma_px` (coarse scales are made
     at low resolution and interpolated up: cheap at any sigma)."""
@@ -59,7 +81,9 @@ def smooth_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Generat
     rows, cols = shape
     factor = max(1, int(sigma_px // 4))
     small = (math.ceil(rows / factor) + 2, math.ceil(cols / factor) + 2)
-    field = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), sigma_px / factor, mode="wrap")
+    field = ndimage.gaussian_filter(
+        rng.standard_normal(small).astype(np.float32), sigma_px / factor, mode="wrap"
+    )
     if factor > 1:
         field = ndimage.zoom(field, factor, order=3, prefilter=False)
     field = field[:rows, :cols]
@@ -99,7 +123,9 @@ def river(shape: tuple[int, int], rng: np.random.Generator, width_px: float = 2.
     return ndimage.distance_transform_edt(~path) <= width
 
 
-def blobs(shape: tuple[int, int], fraction: float, rng: np.random.Generator, sigma_px: float = 14.0) -> np.ndarray:
+def blobs(
+    shape: tuple[int, int], fraction: float, rng: np.random.Generator, sigma_px: float = 14.0
+) -> np.ndarray:
     """Irregular blobs covering about `fraction` of the area (bool)."""
     if fraction <= 0:
         return np.zeros(shape, dtype=bool)
@@ -110,6 +136,7 @@ def blobs(shape: tuple[int, int], fraction: float, rng: np.random.Generator, sig
 # ---------------------------------------------------------------------------------------
 # The world: reference grid, classes, textures, no-data
 # ---------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class World:
@@ -156,7 +183,10 @@ def make_world(spec: SampleSpec) -> World:
     classes[river(shape, seeded(spec, "river"))] = 0  # water
     texture_rng = seeded(spec, "texture")
     texture = np.stack([smooth_noise(shape, s, texture_rng) for s in (3.0, 8.0, 20.0)])
-    nodata = {year: blobs(shape, spec.nodata_fraction, seeded(spec, "nodata", year)) for year in spec.years}
+    nodata = {
+        year: blobs(shape, spec.nodata_fraction, seeded(spec, "nodata", year))
+        for year in spec.years
+    }
     cols, rows = np.meshgrid(np.arange(spec.cols) + 0.5, np.arange(spec.rows) + 0.5)
     xs, ys = apply(transform, cols, rows)
     lon, _ = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
@@ -166,9 +196,22 @@ def make_world(spec: SampleSpec) -> World:
     drift_dirs /= np.linalg.norm(drift_dirs, axis=1, keepdims=True)
     texture_dirs = rng.standard_normal((texture.shape[0], spec.n_classes, N_BANDS))
     texture_dirs *= spec.texture / np.linalg.norm(texture_dirs, axis=-1, keepdims=True)
-    directions = {y: year_directions(base, drift_dirs, y - spec.years[0], spec.drift) for y in spec.years}
+    directions = {
+        y: year_directions(base, drift_dirs, y - spec.years[0], spec.drift) for y in spec.years
+    }
     weights = mixing_weights(classes, spec.n_classes, spec.mixing_px)
-    world = World(spec, crs, transform, classes, weights, texture, nodata, np.asarray(lon, dtype=np.float64), directions, texture_dirs)
+    world = World(
+        spec,
+        crs,
+        transform,
+        classes,
+        weights,
+        texture,
+        nodata,
+        np.asarray(lon, dtype=np.float64),
+        directions,
+        texture_dirs,
+    )
     if len(spec.years) > 1:  # a known change between the first and the last year
         from sample_data.fields import change_classes
 
@@ -186,10 +229,19 @@ def inner_bbox(world: World) -> tuple[float, float, float, float]:
     x0, y1 = t.c + margin, t.f - margin
     x1, y0 = t.c + spec.cols * 10.0 - margin, t.f - spec.rows * 10.0 + margin
     to_lonlat = pyproj.Transformer.from_crs(world.crs, "EPSG:4326", always_xy=True)
-    xs = np.concatenate([np.linspace(x0, x1, 50), np.full(50, x1), np.linspace(x0, x1, 50), np.full(50, x0)])
-    ys = np.concatenate([np.full(50, y0), np.linspace(y0, y1, 50), np.full(50, y1), np.linspace(y0, y1, 50)])
+    xs = np.concatenate(
+        [np.linspace(x0, x1, 50), np.full(50, x1), np.linspace(x0, x1, 50), np.full(50, x0)]
+    )
+    ys = np.concatenate(
+        [np.full(50, y0), np.linspace(y0, y1, 50), np.full(50, y1), np.linspace(y0, y1, 50)]
+    )
     lon, lat = to_lonlat.transform(xs, ys)
     # the largest lon/lat box inside the projected rectangle: its corners project inside it
     west, east = np.max(lon[150:200]), np.min(lon[50:100])
     south, north = np.max(lat[:50]), np.min(lat[100:150])
-    return (round(float(west), 6) + 1e-6, round(float(south), 6) + 1e-6, round(float(east), 6) - 1e-6, round(float(north), 6) - 1e-6)
+    return (
+        round(float(west), 6) + 1e-6,
+        round(float(south), 6) + 1e-6,
+        round(float(east), 6) - 1e-6,
+        round(float(north), 6) - 1e-6,
+    )

@@ -21,6 +21,7 @@ options; efm's flags use dashes (`--chunk-size`). This module, shared by the ent
    output bucket exists, model loads, ...) all happen here, before any worker starts. On Dataflow
    the launcher submits the job and returns without waiting (pipelines.common.detached).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,40 @@ TRUE, FALSE = "true", "false"
 # FLEX_TEMPLATE_PYTHON_{SETUP,REQUIREMENTS}_FILE / _EXTRA_PACKAGES files. All are Beam options:
 # tests/test_templates.py checks each is one, so the check below lets every one of them through.
 LAUNCHER_OPTIONS = (
-    "runner", "project", "region", "job_name", "template_location", "temp_location", "staging_location",
-    "labels", "sdk_container_image", "service_account_email", "max_num_workers", "num_workers",
-    "machine_type", "worker_machine_type", "network", "subnetwork", "no_use_public_ips", "use_public_ips",
-    "worker_region", "worker_zone", "zone", "dataflow_kms_key", "experiments", "dataflow_service_options",
-    "enable_streaming_engine", "flexrs_goal", "autoscaling_algorithm", "disk_size_gb", "setup_file",
-    "requirements_file", "extra_packages", "impersonate_service_account", "update", "transform_name_mapping",
+    "runner",
+    "project",
+    "region",
+    "job_name",
+    "template_location",
+    "temp_location",
+    "staging_location",
+    "labels",
+    "sdk_container_image",
+    "service_account_email",
+    "max_num_workers",
+    "num_workers",
+    "machine_type",
+    "worker_machine_type",
+    "network",
+    "subnetwork",
+    "no_use_public_ips",
+    "use_public_ips",
+    "worker_region",
+    "worker_zone",
+    "zone",
+    "dataflow_kms_key",
+    "experiments",
+    "dataflow_service_options",
+    "enable_streaming_engine",
+    "flexrs_goal",
+    "autoscaling_algorithm",
+    "disk_size_gb",
+    "setup_file",
+    "requirements_file",
+    "extra_packages",
+    "impersonate_service_account",
+    "update",
+    "transform_name_mapping",
 )
 
 
@@ -72,7 +101,12 @@ def parameters(pipeline: str) -> dict[str, dict]:
 
 def flag_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """`--chunk-size` -> its argparse action, for every long flag of an efm parser."""
-    return {s: a for a in parser._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    return {
+        s: a
+        for a in parser._actions
+        for s in a.option_strings
+        if s.startswith("--") and s != "--help"
+    }
 
 
 def flag_for(name: str, actions: dict[str, argparse.Action]) -> str | None:
@@ -90,10 +124,13 @@ def check_value(param: dict, value: str) -> None:
             example = param.get("helpText", "").rpartition("Example: ")[2]
             raise TemplateParameterError(
                 f"{param['name']}: {value!r} is not a valid {param.get('label', param['name']).lower()} "
-                f"(must match {pattern}); e.g. {example}")
+                f"(must match {pattern}); e.g. {example}"
+            )
 
 
-def split_tokens(argv: Sequence[str], names: set[str], switches: frozenset[str] = frozenset()) -> list[tuple[str, str | None, str]]:
+def split_tokens(
+    argv: Sequence[str], names: set[str], switches: frozenset[str] = frozenset()
+) -> list[tuple[str, str | None, str]]:
     """Tokens -> (name, value, original) for `--name=value` / `--name value` of template parameters;
     other tokens come back as (None, None, token). A bare switch (`--overwrite`) has the value "true"."""
     out: list[tuple[str | None, str | None, str]] = []
@@ -101,12 +138,16 @@ def split_tokens(argv: Sequence[str], names: set[str], switches: frozenset[str] 
     i = 0
     while i < len(tokens):
         token = tokens[i]
-        name, has_value, value = token[2:].partition("=") if token.startswith("--") else ("", False, "")
+        name, has_value, value = (
+            token[2:].partition("=") if token.startswith("--") else ("", False, "")
+        )
         if name in names:
             if not has_value:  # `--name value`, as a person may type it
                 value = None
                 following = tokens[i + 1] if i + 1 < len(tokens) else None
-                if name in switches:  # bare: on; a following true/false is its value, anything else is not
+                if (
+                    name in switches
+                ):  # bare: on; a following true/false is its value, anything else is not
                     value = TRUE
                     if following is not None and following.lower() in (TRUE, FALSE):
                         i += 1
@@ -125,7 +166,11 @@ def to_pipeline_args(pipeline: str, argv: Sequence[str]) -> list[str]:
     """Template launch arguments -> the argv `pipelines.<pipeline>` takes (see the module doc)."""
     params = parameters(pipeline)
     actions = flag_actions(importlib.import_module(f"pipelines.{pipeline}").build_parser())
-    switches = frozenset(n for n in params if isinstance(actions.get(flag_for(n, actions) or ""), argparse._StoreTrueAction))
+    switches = frozenset(
+        n
+        for n in params
+        if isinstance(actions.get(flag_for(n, actions) or ""), argparse._StoreTrueAction)
+    )
     beam = beam_option_names()
     args: list[str] = []
     beam_value_next = False  # `--temp_location gs://...`: the word after a Beam option is its value
@@ -140,7 +185,9 @@ def to_pipeline_args(pipeline: str, argv: Sequence[str]) -> list[str]:
         param = params[name]
         flag = flag_for(name, actions)
         if flag is None:
-            raise TemplateParameterError(f"{name}: templates/{pipeline}/metadata.json names a parameter `efm {pipeline}` does not have")
+            raise TemplateParameterError(
+                f"{name}: templates/{pipeline}/metadata.json names a parameter `efm {pipeline}` does not have"
+            )
         if value is None or value == "":
             if param.get("isOptional", False):
                 continue  # left blank in the console: the flag's default
@@ -167,13 +214,17 @@ def check_other_option(pipeline: str, token: str, params: dict, beam: set[str]) 
     """A token that is not a template parameter must be a Beam option (what the launcher adds);
     anything else is a misspelt or unknown parameter, refused naming it (never dropped)."""
     if not token.startswith("--"):
-        raise TemplateParameterError(f"{token}: not a --parameter=value; template parameters are given as --name=value")
+        raise TemplateParameterError(
+            f"{token}: not a --parameter=value; template parameters are given as --name=value"
+        )
     name = token[2:].partition("=")[0]
     if name in params or name.replace("-", "_") in beam:
         return
     close = difflib.get_close_matches(name, list(params), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise TemplateParameterError(f"{name}: not a parameter of the efm-{pipeline} template; {hint}its parameters are {', '.join(params)}")
+    raise TemplateParameterError(
+        f"{name}: not a parameter of the efm-{pipeline} template; {hint}its parameters are {', '.join(params)}"
+    )
 
 
 def worker_dependencies(args: Sequence[str]) -> list[str]:
@@ -181,13 +232,25 @@ def worker_dependencies(args: Sequence[str]) -> list[str]:
     given = {token[2:].partition("=")[0] for token in args if token.startswith("--")}
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-    runner = PipelineOptions(list(args)).view_as(StandardOptions).runner  # Beam's own reading of --runner
-    if runner in (None, "DirectRunner", "FnApiRunner", "PrismRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
+    runner = (
+        PipelineOptions(list(args)).view_as(StandardOptions).runner
+    )  # Beam's own reading of --runner
+    if runner in (
+        None,
+        "DirectRunner",
+        "FnApiRunner",
+        "PrismRunner",
+        "BundleBasedDirectRunner",
+        "SwitchingDirectRunner",
+    ):
         return []  # runs here, in this image
     if given & {"sdk_container_image", "setup_file", "requirements_file"}:
         return []  # the image has everything (nothing staged), or the caller chose
-    return [f"--setup_file={os.path.join(REPO, 'setup.py')}", f"--requirements_file={os.path.join(REPO, 'constraints.txt')}",
-            "--requirements_cache=skip"]  # workers pip-install the pins; no download at launch
+    return [
+        f"--setup_file={os.path.join(REPO, 'setup.py')}",
+        f"--requirements_file={os.path.join(REPO, 'constraints.txt')}",
+        "--requirements_cache=skip",
+    ]  # workers pip-install the pins; no download at launch
 
 
 def launch(pipeline: str, argv: Sequence[str] | None = None) -> int:

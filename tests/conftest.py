@@ -1,4 +1,5 @@
 """Shared fixtures: a GCS emulator on loopback, Earth Engine credentials for the emulator."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Python's http.server ignores Range, and fsspec's HTTPFileSystem (like GDAL's /vsicurl/)
 needs it to read a COG window by window, as it gets from any object store or CDN.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,7 +66,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 def serve(directory: str):
     """(server, base URL): a threaded server for `directory` on a free port of 127.0.0.1."""
     seen: list[str] = []
-    handler = functools.partial(type("Handler", (RangeHandler,), {"requests_seen": seen}), directory=directory)
+    handler = functools.partial(
+        type("Handler", (RangeHandler,), {"requests_seen": seen}), directory=directory
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.requests_seen = seen
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -5,6 +5,7 @@ re-normalised, as real embeddings are unit length); the class of a pixel follows
 pattern that changes from year to year and crosses chunk edges. No-data holes are NaN in
 every band (-128 codes in the int8 variant), including a hole across a chunk corner.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,9 @@ class SyntheticStore:
     dtype: str
     chunk_size: int
     labels: np.ndarray  # (time, y, x) class index, -1 where there is no data
-    values: np.ndarray  # (time, y, x, band) float32 as a reader sees them (de-quantised for int8), NaN = no data
+    values: (
+        np.ndarray
+    )  # (time, y, x, band) float32 as a reader sees them (de-quantised for int8), NaN = no data
     directions: np.ndarray  # (classes, band) unit vectors
 
     @property
@@ -66,8 +69,12 @@ def make_store(
     values /= np.linalg.norm(values, axis=-1, keepdims=True)
     values = values.astype(np.float32)
     holes = rng.random(labels.shape) < 0.01
-    holes[:, chunk_size - 12 : chunk_size + 9, chunk_size - 7 : chunk_size + 15] = True  # across a chunk corner
-    holes[-1, : min(height, chunk_size), : min(width, chunk_size)] = True  # a whole chunk of no data (never fetched)
+    holes[:, chunk_size - 12 : chunk_size + 9, chunk_size - 7 : chunk_size + 15] = (
+        True  # across a chunk corner
+    )
+    holes[-1, : min(height, chunk_size), : min(width, chunk_size)] = (
+        True  # a whole chunk of no data (never fetched)
+    )
     labels[holes] = -1
     values[holes] = np.nan
     if np.dtype(dtype) == np.int8:
@@ -77,7 +84,9 @@ def make_store(
     else:
         stored = values
     grid = Grid(crs=crs, scale=scale, x0=x0, y0=y0, width=width, height=height)
-    template = store.embedding_template(grid, list(years), bands, dtype, chunk_size, {"source": "synthetic:store_factory"})
+    template = store.embedding_template(
+        grid, list(years), bands, dtype, chunk_size, {"source": "synthetic:store_factory"}
+    )
     store.setup(path, template)
     group = zarr.open_group(path, mode="r+", zarr_format=store.ZARR_FORMAT)
     group["embedding"][...] = stored

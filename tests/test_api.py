@@ -8,6 +8,7 @@
 * `efm.to_cog` round-trips (values, geotransform, CRS) through rasterio, also for a subset of the store;
 * bad input (a model trained on other bands, ...) raises InputError before anything is computed or written.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,12 @@ from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier
 
 import efm
-from pipelines import classify as classify_cli, predict as predict_cli, sample as sample_cli, train as train_cli
+from pipelines import (
+    classify as classify_cli,
+    predict as predict_cli,
+    sample as sample_cli,
+    train as train_cli,
+)
 from store_factory import BANDS, make_store, pixel_centre
 from transforms.core.errors import InputError
 from transforms.learning import models
@@ -34,7 +40,9 @@ FNAPI = ["--runner=FnApiRunner"]
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
-    return {dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype) for dtype in ("float32", "int8")}
+    return {
+        dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype) for dtype in ("float32", "int8")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,12 @@ def client():
     """Two worker processes, one thread each: the functions and models cross a process boundary by pickle."""
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -63,8 +76,10 @@ def saved(stores, tmp_path_factory):
     y = X @ np.random.default_rng(1).normal(size=64) * 10 + labels * 20.0
     reg = Ridge(alpha=0.1).fit(X, y)
     out = {}
-    for name, est, sidecar in [("knn", clf, {"kind": "classifier", "classes": clf.classes_}),
-                               ("ridge", reg, {"kind": "regressor", "target": "agbd", "units": "Mg/ha"})]:
+    for name, est, sidecar in [
+        ("knn", clf, {"kind": "classifier", "classes": clf.classes_}),
+        ("ridge", reg, {"kind": "regressor", "target": "agbd", "units": "Mg/ha"}),
+    ]:
         path = str(root / f"{name}.skops")
         models.save_model(est, path, {**sidecar, "bands": list(BANDS)})
         out[name] = (est, path)
@@ -73,7 +88,9 @@ def saved(stores, tmp_path_factory):
 
 def same_attrs(got, stored) -> bool:
     """The stored variable's attrs, but those Zarr / rioxarray keep as encoding."""
-    return got.attrs == {k: v for k, v in stored.attrs.items() if k not in ("_FillValue", "grid_mapping")}
+    return got.attrs == {
+        k: v for k, v in stored.attrs.items() if k not in ("_FillValue", "grid_mapping")
+    }
 
 
 def whole_array(model, values, fill, dtype):
@@ -86,14 +103,33 @@ def whole_array(model, values, fill, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
-def test_predict_on_a_local_cluster_equals_classify_on_beam_and_model_predict(stores, saved, client, tmp_path, dtype, capsys):
+def test_predict_on_a_local_cluster_equals_classify_on_beam_and_model_predict(
+    stores, saved, client, tmp_path, dtype, capsys
+):
     s = stores[dtype]
     est, path = saved["knn"]
-    assert classify_cli.run(["--embeddings", s.path, "--model", path, "--output", str(tmp_path / "beam.zarr"), *FNAPI]) == 0
+    assert (
+        classify_cli.run(
+            [
+                "--embeddings",
+                s.path,
+                "--model",
+                path,
+                "--output",
+                str(tmp_path / "beam.zarr"),
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     beam = xr.open_zarr(tmp_path / "beam.zarr", mask_and_scale=False)["class"]
     lazy = efm.predict(efm.open_embeddings(s.path), est)
-    assert isinstance(lazy.data, dask.array.Array) and lazy.data.chunksize == (1, s.chunk_size, s.chunk_size)
+    assert isinstance(lazy.data, dask.array.Array) and lazy.data.chunksize == (
+        1,
+        s.chunk_size,
+        s.chunk_size,
+    )
     got = lazy.compute()  # the active scheduler: the fixture's client
     np.testing.assert_array_equal(got.values, beam.values)
     np.testing.assert_array_equal(got.values, whole_array(est, s.values, 255, np.uint8))
@@ -104,10 +140,25 @@ def test_predict_on_a_local_cluster_equals_classify_on_beam_and_model_predict(st
     np.testing.assert_array_equal(efm.predict(s.path, path, years=[2022]).values, beam.values[1:])
 
 
-def test_regressor_on_a_local_cluster_equals_predict_on_beam_and_model_predict(stores, saved, client, tmp_path, capsys):
+def test_regressor_on_a_local_cluster_equals_predict_on_beam_and_model_predict(
+    stores, saved, client, tmp_path, capsys
+):
     s = stores["int8"]
     est, path = saved["ridge"]
-    assert predict_cli.run(["--embeddings", s.path, "--model", path, "--output", str(tmp_path / "beam.zarr"), *FNAPI]) == 0
+    assert (
+        predict_cli.run(
+            [
+                "--embeddings",
+                s.path,
+                "--model",
+                path,
+                "--output",
+                str(tmp_path / "beam.zarr"),
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     beam = xr.open_zarr(tmp_path / "beam.zarr", mask_and_scale=False)["prediction"]
     got = efm.predict(efm.open_embeddings(s.path), path).compute()
@@ -115,7 +166,9 @@ def test_regressor_on_a_local_cluster_equals_predict_on_beam_and_model_predict(s
     # number of BLAS threads (Beam gives each local worker the cores, Dask 1 thread per chunk): a few ulps at most.
     np.testing.assert_array_equal(np.isnan(got.values), np.isnan(beam.values))
     np.testing.assert_allclose(got.values, beam.values, rtol=4e-7 * 8, atol=0)
-    np.testing.assert_allclose(got.values, whole_array(est, s.values, np.nan, np.float32), rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(
+        got.values, whole_array(est, s.values, np.nan, np.float32), rtol=1e-6, atol=1e-4
+    )
     assert got.dtype == np.float32 and got.attrs["units"] == "Mg/ha" and same_attrs(got, beam)
 
 
@@ -141,17 +194,26 @@ def test_change_and_similarity_equal_numpy_on_the_whole_array(stores, client):
     np.testing.assert_array_equal(np.isnan(out["similarity"].values), np.isnan(want))
     np.testing.assert_allclose(out["similarity"].values, want, atol=1e-5)
     clear = np.isfinite(want) & (np.abs(want - 0.8) > 1e-4)
-    np.testing.assert_array_equal(out["changed"].values[clear], (want[clear] < 0.8).astype(np.uint8))
-    assert np.all(out["changed"].values[np.isnan(want)] == 255) and out["similarity"].dims == ("y", "x")
+    np.testing.assert_array_equal(
+        out["changed"].values[clear], (want[clear] < 0.8).astype(np.uint8)
+    )
+    assert np.all(out["changed"].values[np.isnan(want)] == 255) and out["similarity"].dims == (
+        "y",
+        "x",
+    )
     # similarity to the mean vector at reference points (a DataFrame of x/y in the store's CRS)
     rows, cols = np.array([5, 40, 200, 290]), np.array([7, 100, 30, 250])
     xy = [pixel_centre(s, r, c) for r, c in zip(rows, cols)]
-    points = pd.DataFrame({"x": [p[0] for p in xy], "y": [p[1] for p in xy], "cls": ["a", "a", "a", "b"]})
+    points = pd.DataFrame(
+        {"x": [p[0] for p in xy], "y": [p[1] for p in xy], "cls": ["a", "a", "a", "b"]}
+    )
     sim = efm.similarity(ds, points, label_column="cls", label="a", points_crs=s.grid.crs).compute()
     for t in range(2):
         ref = v[t, rows[:3], cols[:3]]
         with_data = ~np.isnan(ref).any(axis=1)
-        np.testing.assert_allclose(sim.values[t], np.einsum("ijk,k->ij", v[t], ref[with_data].mean(axis=0)), atol=1e-5)
+        np.testing.assert_allclose(
+            sim.values[t], np.einsum("ijk,k->ij", v[t], ref[with_data].mean(axis=0)), atol=1e-5
+        )
         assert with_data.sum() > 0
 
 
@@ -160,12 +222,18 @@ def test_int8_dequantisation_is_the_256_entry_table_on_the_raw_codes(stores):
     raw = zarr.open_group(s.path, mode="r")["embedding"][...]
     assert raw.dtype == np.int8
     codes = np.arange(-128, 128, dtype=np.float64)
-    table = (np.square(codes / 127.5) * np.sign(codes)).astype(np.float32)  # the mirror's formula, in float64
+    table = (np.square(codes / 127.5) * np.sign(codes)).astype(
+        np.float32
+    )  # the mirror's formula, in float64
     table[0] = np.nan  # code -128: no data
     ds = efm.open_embeddings(s.path)
-    assert ds["embedding"].dtype == np.float32 and isinstance(ds["embedding"].data, dask.array.Array)
+    assert ds["embedding"].dtype == np.float32 and isinstance(
+        ds["embedding"].data, dask.array.Array
+    )
     np.testing.assert_array_equal(ds["embedding"].values, table[raw.astype(np.int16) + 128])
-    assert "int8" not in str(ds["embedding"].encoding.get("dtype", ""))  # writing the Dataset back keeps floats
+    assert "int8" not in str(
+        ds["embedding"].encoding.get("dtype", "")
+    )  # writing the Dataset back keeps floats
 
 
 def test_sample_and_train_equal_the_commands(stores, tmp_path, client, capsys):
@@ -173,20 +241,61 @@ def test_sample_and_train_equal_the_commands(stores, tmp_path, client, capsys):
     t, r, c, pick = pixels(s, 120, seed=3)
     xy = [pixel_centre(s, r[i], c[i]) for i in pick]
     names = np.array(["water", "forest", "crop", "urban"])
-    points = pd.DataFrame({"x": [p[0] for p in xy], "y": [p[1] for p in xy], "cls": names[s.labels[t[pick], r[pick], c[pick]]],
-                           "height": np.arange(len(pick), dtype=np.float64)})
+    points = pd.DataFrame(
+        {
+            "x": [p[0] for p in xy],
+            "y": [p[1] for p in xy],
+            "cls": names[s.labels[t[pick], r[pick], c[pick]]],
+            "height": np.arange(len(pick), dtype=np.float64),
+        }
+    )
     points.to_csv(tmp_path / "points.csv", index=False)
     table_path = tmp_path / "samples.parquet"
-    assert sample_cli.run(["--embeddings", s.path, "--points", str(tmp_path / "points.csv"), "--points-crs", s.grid.crs,
-                           "--label-column", "cls", "--output", str(table_path), *FNAPI]) == 0
+    assert (
+        sample_cli.run(
+            [
+                "--embeddings",
+                s.path,
+                "--points",
+                str(tmp_path / "points.csv"),
+                "--points-crs",
+                s.grid.crs,
+                "--label-column",
+                "cls",
+                "--output",
+                str(table_path),
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     want = pd.read_parquet(table_path)
-    got = efm.sample(efm.open_embeddings(s.path), str(tmp_path / "points.csv"), label_column="cls", points_crs=s.grid.crs)
+    got = efm.sample(
+        efm.open_embeddings(s.path),
+        str(tmp_path / "points.csv"),
+        label_column="cls",
+        points_crs=s.grid.crs,
+    )
     pd.testing.assert_frame_equal(got, want)
     from_frame = efm.sample(s.path, points, label_column="cls", points_crs=s.grid.crs)
     pd.testing.assert_frame_equal(from_frame, want)
     assert got.attrs["efm"]["bands"] == list(BANDS) and got.attrs["efm"]["store_dtype"] == "int8"
     capsys.readouterr()
-    assert train_cli.run(["--samples", str(table_path), "--classifier", "knn", "--param", "n_neighbors=3", "--output", str(tmp_path / "m.skops")]) == 0
+    assert (
+        train_cli.run(
+            [
+                "--samples",
+                str(table_path),
+                "--classifier",
+                "knn",
+                "--param",
+                "n_neighbors=3",
+                "--output",
+                str(tmp_path / "m.skops"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     model, report = efm.train(got, classifier="knn", params={"n_neighbors": 3})
     assert str(report) in printed and report.kind == "classifier"
@@ -201,8 +310,24 @@ def test_sample_and_train_equal_the_commands(stores, tmp_path, client, capsys):
     assert efm.predict(s.path, reg).attrs["target"] == "height"
     # and saved for `efm classify`: a file the command loads
     efm.save_model(model, tmp_path / "api.skops", report)
-    assert classify_cli.run(["--embeddings", s.path, "--model", str(tmp_path / "api.skops"), "--output", str(tmp_path / "c.zarr"), *FNAPI]) == 0
-    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "c.zarr", mask_and_scale=False)["class"].values, efm.predict(s.path, model).values)
+    assert (
+        classify_cli.run(
+            [
+                "--embeddings",
+                s.path,
+                "--model",
+                str(tmp_path / "api.skops"),
+                "--output",
+                str(tmp_path / "c.zarr"),
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        xr.open_zarr(tmp_path / "c.zarr", mask_and_scale=False)["class"].values,
+        efm.predict(s.path, model).values,
+    )
 
 
 def test_to_cog_round_trips_values_and_geotransform(stores, saved, tmp_path):
@@ -225,9 +350,16 @@ def test_to_cog_round_trips_values_and_geotransform(stores, saved, tmp_path):
         read = src.read(1)
         want = pred.values[0]
         np.testing.assert_array_equal(read, np.where(np.isnan(want), np.float32(-9999), want))
-        assert src.transform == ds.rio.transform() @ src.transform.translation(50, 30) and src.nodata == -9999
+        assert (
+            src.transform == ds.rio.transform() @ src.transform.translation(50, 30)
+            and src.nodata == -9999
+        )
     # the same pixels as on the whole store (up to BLAS rounding: the subset's chunks hold other rows)
-    np.testing.assert_allclose(want, efm.predict(ds, saved["ridge"][0], years=[2021]).values[0, 30:250, 50:200], rtol=4e-7 * 8)
+    np.testing.assert_allclose(
+        want,
+        efm.predict(ds, saved["ridge"][0], years=[2021]).values[0, 30:250, 50:200],
+        rtol=4e-7 * 8,
+    )
     # an existing file efm did not write is never replaced
     (tmp_path / "mine.tif").write_bytes(b"not efm's")
     with pytest.raises(InputError, match="path: "):
@@ -241,12 +373,16 @@ def test_a_model_trained_on_other_bands_is_refused_before_anything_runs(stores, 
     X = s.values[t[pick], r[pick], c[pick]]
     labels = s.labels[t[pick], r[pick], c[pick]]
     half = KNeighborsClassifier(3).fit(X[:, :32], labels)
-    models.embed_fields(half, {"kind": "classifier", "classes": half.classes_, "bands": list(BANDS[:32])})
+    models.embed_fields(
+        half, {"kind": "classifier", "classes": half.classes_, "bands": list(BANDS[:32])}
+    )
     with pytest.raises(InputError) as err:
         efm.predict(s.path, half)
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
     assert str(err.value).startswith("model: the model was trained on 32 bands [A00, A01, …, A31]")
-    plain = KNeighborsClassifier(3).fit(X[:, :10], labels)  # no band names: only the count is checked
+    plain = KNeighborsClassifier(3).fit(
+        X[:, :10], labels
+    )  # no band names: only the count is checked
     with pytest.raises(InputError, match="expects 10 features"):
         efm.predict(s.path, plain)
     with pytest.raises(InputError, match="^years: .* has no year 2019"):
@@ -265,11 +401,15 @@ def test_a_store_and_a_geotiff_in_a_bucket(stores, saved, gcs, gcs_bucket, tmp_p
     s = stores["int8"]
     gcs.fs.put(s.path, f"{gcs_bucket[5:]}/emb.zarr", recursive=True)
     est, _ = saved["knn"]
-    with dask.config.set(scheduler="threads"):  # the module's LocalCluster workers were started without the emulator's address
+    with dask.config.set(
+        scheduler="threads"
+    ):  # the module's LocalCluster workers were started without the emulator's address
         ds = efm.open_embeddings(f"{gcs_bucket}/emb.zarr")
         assert ds.rio.crs == efm.open_embeddings(s.path).rio.crs
         classes = efm.predict(ds, est, years=[2021])
-        got = classes.values[0]  # computed here: outside this block the module's LocalCluster is the scheduler
+        got = classes.values[
+            0
+        ]  # computed here: outside this block the module's LocalCluster is the scheduler
         np.testing.assert_array_equal(got, whole_array(est, s.values[0], 255, np.uint8))
         efm.to_cog(classes, f"{gcs_bucket}/maps/classes.tif")
     gcs.fs.get(f"{gcs_bucket[5:]}/maps/classes.tif", str(tmp_path / "classes.tif"))

@@ -1,4 +1,5 @@
 """efm change: the change store equals an independent float64 numpy computation on the whole array."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,11 @@ from store_factory import make_store
 from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 ATOL = 1e-5  # float32 dot products of 64-band unit vectors against float64
 
 
@@ -18,7 +23,12 @@ ATOL = 1e-5  # float32 dot products of 64-band unit vectors against float64
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
     # store_factory's class pattern shifts by one class a year (4 classes): 2021 -> 2023 changes every pixel, 2021 -> 2025 none
-    return {dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype, years=(2021, 2022, 2023, 2024, 2025)) for dtype in ("float32", "int8")}
+    return {
+        dtype: make_store(
+            str(root / f"{dtype}.zarr"), dtype=dtype, years=(2021, 2022, 2023, 2024, 2025)
+        )
+        for dtype in ("float32", "int8")
+    }
 
 
 def store_values(s) -> np.ndarray:
@@ -44,11 +54,28 @@ def run(*argv):
     return change_cli.run([*map(str, argv)])
 
 
-@pytest.mark.parametrize("dtype,runner", [("float32", FNAPI), ("int8", FNAPI), ("float32", MULTIPROCESS)])
+@pytest.mark.parametrize(
+    "dtype,runner", [("float32", FNAPI), ("int8", FNAPI), ("float32", MULTIPROCESS)]
+)
 def test_change_equals_numpy(stores, tmp_path, dtype, runner, capsys):
     s = stores[dtype]
     output = tmp_path / "change.zarr"
-    assert run("--embeddings", s.path, "--from-year", 2021, "--to-year", 2023, "--output", output, "--threshold", 0.5, *runner) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2021,
+            "--to-year",
+            2023,
+            "--output",
+            output,
+            "--threshold",
+            0.5,
+            *runner,
+        )
+        == 0
+    )
     assert "complete" in capsys.readouterr().out
     got = xr.open_zarr(output, mask_and_scale=False)
     sim, changed = expected_change(s, 0, 2, 0.5)
@@ -71,21 +98,108 @@ def test_change_equals_numpy(stores, tmp_path, dtype, runner, capsys):
 def test_change_without_threshold_and_resume_overwrite(stores, tmp_path):
     s = stores["float32"]
     output = tmp_path / "change.zarr"
-    assert run("--embeddings", s.path, "--from-year", 2022, "--to-year", 2021, "--output", output, *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2022,
+            "--to-year",
+            2021,
+            "--output",
+            output,
+            *FNAPI,
+        )
+        == 0
+    )
     got = xr.open_zarr(output)
     assert "changed" not in got
-    np.testing.assert_allclose(got["similarity"].values, expected_change(s, 1, 0)[0], rtol=0, atol=ATOL)
-    assert run("--embeddings", s.path, "--from-year", 2022, "--to-year", 2021, "--output", output, *FNAPI) == 2  # exists
-    assert run("--embeddings", s.path, "--from-year", 2022, "--to-year", 2021, "--output", output, "--resume", *FNAPI) == 0
-    assert run("--embeddings", s.path, "--from-year", 2021, "--to-year", 2022, "--output", output, "--resume", *FNAPI) == 2  # other years
-    assert run("--embeddings", s.path, "--from-year", 2021, "--to-year", 2022, "--output", output, "--overwrite", *FNAPI) == 0
-    np.testing.assert_allclose(xr.open_zarr(output)["similarity"].values, expected_change(s, 0, 1)[0], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        got["similarity"].values, expected_change(s, 1, 0)[0], rtol=0, atol=ATOL
+    )
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2022,
+            "--to-year",
+            2021,
+            "--output",
+            output,
+            *FNAPI,
+        )
+        == 2
+    )  # exists
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2022,
+            "--to-year",
+            2021,
+            "--output",
+            output,
+            "--resume",
+            *FNAPI,
+        )
+        == 0
+    )
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2021,
+            "--to-year",
+            2022,
+            "--output",
+            output,
+            "--resume",
+            *FNAPI,
+        )
+        == 2
+    )  # other years
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2021,
+            "--to-year",
+            2022,
+            "--output",
+            output,
+            "--overwrite",
+            *FNAPI,
+        )
+        == 0
+    )
+    np.testing.assert_allclose(
+        xr.open_zarr(output)["similarity"].values, expected_change(s, 0, 1)[0], rtol=0, atol=ATOL
+    )
 
 
 def test_same_class_four_years_on_is_unchanged(stores, tmp_path):
     s = stores["float32"]
     output = tmp_path / "change.zarr"
-    assert run("--embeddings", s.path, "--from-year", 2021, "--to-year", 2025, "--output", output, "--threshold", 0.9, *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--from-year",
+            2021,
+            "--to-year",
+            2025,
+            "--output",
+            output,
+            "--threshold",
+            0.9,
+            *FNAPI,
+        )
+        == 0
+    )
     got = xr.open_zarr(output, mask_and_scale=False)
     sim, changed = expected_change(s, 0, 4, 0.9)
     np.testing.assert_allclose(got["similarity"].values, sim, rtol=0, atol=ATOL)
@@ -97,19 +211,37 @@ def test_change_on_gcs(stores, gcs, gcs_bucket):
     s = stores["int8"]
     gcs.fs.put(s.path, f"{gcs_bucket[5:]}/emb.zarr", recursive=True)
     output = f"{gcs_bucket}/change.zarr"
-    assert run("--embeddings", f"{gcs_bucket}/emb.zarr", "--from-year", 2022, "--to-year", 2023, "--output", output, *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings",
+            f"{gcs_bucket}/emb.zarr",
+            "--from-year",
+            2022,
+            "--to-year",
+            2023,
+            "--output",
+            output,
+            *FNAPI,
+        )
+        == 0
+    )
     got = xr.open_zarr(output, mask_and_scale=False)
-    np.testing.assert_allclose(got["similarity"].values, expected_change(s, 1, 2)[0], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        got["similarity"].values, expected_change(s, 1, 2)[0], rtol=0, atol=ATOL
+    )
     assert got.attrs[store.STATUS_ATTR] == "complete"
 
 
-@pytest.mark.parametrize("flags,flag", [
-    (["--from-year", 2021, "--to-year", 2021], "--to-year"),
-    (["--from-year", 2019, "--to-year", 2021], "--from-year"),
-    (["--from-year", 2021, "--to-year", 2030], "--to-year"),
-    (["--from-year", 2021, "--to-year", 2022, "--threshold", 1.5], "--threshold"),
-    (["--from-year", 2021, "--to-year", 2022, "--threshold", "nan"], "--threshold"),
-])
+@pytest.mark.parametrize(
+    "flags,flag",
+    [
+        (["--from-year", 2021, "--to-year", 2021], "--to-year"),
+        (["--from-year", 2019, "--to-year", 2021], "--from-year"),
+        (["--from-year", 2021, "--to-year", 2030], "--to-year"),
+        (["--from-year", 2021, "--to-year", 2022, "--threshold", 1.5], "--threshold"),
+        (["--from-year", 2021, "--to-year", 2022, "--threshold", "nan"], "--threshold"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, flags, flag):
     output = tmp_path / "change.zarr"
     assert run("--embeddings", stores["float32"].path, *flags, "--output", output, *FNAPI) == 2

@@ -1,4 +1,5 @@
 """efm classify: the class map equals model.predict on the whole array, pixel for pixel."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,14 +15,20 @@ from transforms.products.classify import class_encoding, predict_chunk
 from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 NAMES = np.array(["water", "forest", "crop land", "urban"])
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
-    return {dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype) for dtype in ("float32", "int8")}
+    return {
+        dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype) for dtype in ("float32", "int8")
+    }
 
 
 def training_set(s, n=400, seed=0, noisy=True):
@@ -30,7 +37,9 @@ def training_set(s, n=400, seed=0, noisy=True):
     pick = rng.choice(len(t), n, replace=False)
     X = s.values[t[pick], r[pick], c[pick]]
     y = NAMES[s.labels[t[pick], r[pick], c[pick]]]
-    if noisy:  # some wrong labels, so that the models disagree with the truth and are not trivially exact
+    if (
+        noisy
+    ):  # some wrong labels, so that the models disagree with the truth and are not trivially exact
         flip = rng.random(n) < 0.15
         y[flip] = rng.choice(NAMES, flip.sum())
     return X, y
@@ -41,10 +50,15 @@ def trained(stores, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     X, y = training_set(stores["float32"])
     out = {}
-    for name, est, suffix in [("knn", KNeighborsClassifier(5), ".skops"), ("rf", RandomForestClassifier(20, random_state=0), ".pkl")]:
+    for name, est, suffix in [
+        ("knn", KNeighborsClassifier(5), ".skops"),
+        ("rf", RandomForestClassifier(20, random_state=0), ".pkl"),
+    ]:
         est.fit(X, y)
         path = str(root / f"{name}{suffix}")
-        meta = models.save_model(est, path, {"kind": "classifier", "classes": est.classes_, "bands": list(BANDS)})
+        meta = models.save_model(
+            est, path, {"kind": "classifier", "classes": est.classes_, "bands": list(BANDS)}
+        )
         out[name] = (est, path, meta["sha256"])
     return out
 
@@ -65,19 +79,39 @@ def run(*argv):
     return classify_cli.run([*map(str, argv)])
 
 
-@pytest.mark.parametrize("model_name,dtype,runner", [("knn", "float32", FNAPI), ("rf", "int8", FNAPI), ("rf", "float32", MULTIPROCESS)])
-def test_class_map_equals_whole_array_predict(stores, trained, tmp_path, model_name, dtype, runner, capsys):
+@pytest.mark.parametrize(
+    "model_name,dtype,runner",
+    [("knn", "float32", FNAPI), ("rf", "int8", FNAPI), ("rf", "float32", MULTIPROCESS)],
+)
+def test_class_map_equals_whole_array_predict(
+    stores, trained, tmp_path, model_name, dtype, runner, capsys
+):
     s = stores[dtype]
     est, path, sha = trained[model_name]
     output = tmp_path / "classes.zarr"
     trust = ["--model-sha256", sha] if path.endswith(".pkl") else []
-    assert run("--embeddings", s.path, "--model", path, *trust, "--output", output, "--confidence", *runner) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--model",
+            path,
+            *trust,
+            "--output",
+            output,
+            "--confidence",
+            *runner,
+        )
+        == 0
+    )
     assert "complete" in capsys.readouterr().out
     got = xr.open_zarr(output, mask_and_scale=False)
     encoding = class_encoding(list(est.classes_))
     classes, conf = expected_map(est, s.values, encoding)
     np.testing.assert_array_equal(got["class"].values, classes)
-    np.testing.assert_array_equal(got["class"].values[~s.valid], encoding.fill)  # no-data pixels stay fill
+    np.testing.assert_array_equal(
+        got["class"].values[~s.valid], encoding.fill
+    )  # no-data pixels stay fill
     np.testing.assert_allclose(got["confidence"].values, conf, rtol=0, atol=1e-6)
     assert got["class"].dtype == np.uint8 and got["class"].attrs["fill_value"] == 255
     assert got["class"].attrs["flag_values"] == [0, 1, 2, 3]
@@ -112,35 +146,80 @@ def test_predict_chunk_views_the_window_and_leaves_no_data(stores):
 
 def test_class_encoding():
     e = class_encoding([10, 20, 40])
-    assert e.values == (10, 20, 40) and e.dtype == "uint8" and e.fill == 255 and e.meanings == ("class_10", "class_20", "class_40")
+    assert (
+        e.values == (10, 20, 40)
+        and e.dtype == "uint8"
+        and e.fill == 255
+        and e.meanings == ("class_10", "class_20", "class_40")
+    )
     e = class_encoding(["b", "a c"])
     assert e.values == (0, 1) and e.meanings == ("b", "a_c")
     e = class_encoding(list(range(300)))
     assert e.dtype == "int16" and e.fill == -1 and e.values[-1] == 299
     lookup = class_encoding(["water", "forest"]).lookup()
-    np.testing.assert_array_equal(lookup(np.array(["forest", "water", "forest"]), "uint8"), [1, 0, 1])
+    np.testing.assert_array_equal(
+        lookup(np.array(["forest", "water", "forest"]), "uint8"), [1, 0, 1]
+    )
 
 
 def test_existing_output_resume_and_overwrite(stores, trained, tmp_path, capsys):
     s = stores["float32"]
     _, path, _ = trained["knn"]
     output = tmp_path / "c.zarr"
-    assert run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2022", *FNAPI) == 0
+    assert (
+        run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2022", *FNAPI)
+        == 0
+    )
     reference = xr.open_zarr(output, mask_and_scale=False)["class"].values
     assert run("--embeddings", s.path, "--model", path, "--output", output, *FNAPI) == 2
-    assert "already exists (an efm class-map store, complete); pass --overwrite" in capsys.readouterr().err
+    assert (
+        "already exists (an efm class-map store, complete); pass --overwrite"
+        in capsys.readouterr().err
+    )
     # an interrupted run: one chunk's marker is gone and its data damaged
     import zarr
 
     (output / ".efm" / "done" / "0.128.0").unlink()
     zarr.open_group(str(output), mode="r+", zarr_format=2)["class"][0, 128:256, 0:128] = 9
     store.set_status(str(output), "incomplete")
-    assert run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2022", "--resume", *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--model",
+            path,
+            "--output",
+            output,
+            "--years",
+            "2022",
+            "--resume",
+            *FNAPI,
+        )
+        == 0
+    )
     assert "chunks already done (resume)  " in capsys.readouterr().out
-    np.testing.assert_array_equal(xr.open_zarr(output, mask_and_scale=False)["class"].values, reference)
-    assert run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2021", "--resume", *FNAPI) == 2
+    np.testing.assert_array_equal(
+        xr.open_zarr(output, mask_and_scale=False)["class"].values, reference
+    )
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--model",
+            path,
+            "--output",
+            output,
+            "--years",
+            "2021",
+            "--resume",
+            *FNAPI,
+        )
+        == 2
+    )
     assert "years" in capsys.readouterr().err
-    assert run("--embeddings", s.path, "--model", path, "--output", output, "--overwrite", *FNAPI) == 0
+    assert (
+        run("--embeddings", s.path, "--model", path, "--output", output, "--overwrite", *FNAPI) == 0
+    )
     assert xr.open_zarr(output).sizes["time"] == 2
 
 
@@ -148,16 +227,25 @@ def test_bad_inputs_fail_before_any_work(stores, trained, tmp_path, capsys):
     s = stores["float32"]
     _, path, _ = trained["knn"]
     output = tmp_path / "never.zarr"
-    assert run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2019", *FNAPI) == 2
+    assert (
+        run("--embeddings", s.path, "--model", path, "--output", output, "--years", "2019", *FNAPI)
+        == 2
+    )
     assert "--years" in capsys.readouterr().err
-    assert run("--embeddings", tmp_path / "missing.zarr", "--model", path, "--output", output, *FNAPI) == 2
+    assert (
+        run("--embeddings", tmp_path / "missing.zarr", "--model", path, "--output", output, *FNAPI)
+        == 2
+    )
     assert "--embeddings" in capsys.readouterr().err
     from sklearn.cluster import KMeans
 
     km = KMeans(2, n_init=1, random_state=0).fit(s.values[s.valid][:500])
     km_path = str(tmp_path / "km.skops")
     models.save_model(km, km_path, {"kind": "clusterer", "classes": [0, 1], "bands": list(BANDS)})
-    assert run("--embeddings", s.path, "--model", km_path, "--output", output, "--confidence", *FNAPI) == 2
+    assert (
+        run("--embeddings", s.path, "--model", km_path, "--output", output, "--confidence", *FNAPI)
+        == 2
+    )
     assert "--confidence" in capsys.readouterr().err
     assert not output.exists()
 
@@ -171,7 +259,20 @@ def test_classify_from_and_to_a_bucket(stores, trained, gcs, gcs_bucket, tmp_pat
     gcs.fs.put(path, remote_model[5:])
     gcs.fs.put(path + ".json", remote_model[5:] + ".json")
     output = f"{gcs_bucket}/classes.zarr"
-    assert run("--embeddings", f"{gcs_bucket}/emb.zarr", "--model", remote_model, "--output", output, "--years", "2021", *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings",
+            f"{gcs_bucket}/emb.zarr",
+            "--model",
+            remote_model,
+            "--output",
+            output,
+            "--years",
+            "2021",
+            *FNAPI,
+        )
+        == 0
+    )
     got = xr.open_zarr(output, mask_and_scale=False)
     classes, _ = expected_map(est, s.values[:1], class_encoding(list(est.classes_)))
     np.testing.assert_array_equal(got["class"].values, classes)

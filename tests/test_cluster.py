@@ -1,4 +1,5 @@
 """efm cluster: k-means on a uniform random sample recovers well-separated classes."""
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,40 @@ FNAPI = ["--runner=FnApiRunner"]
 def test_kmeans_recovers_synthetic_classes(tmp_path, capsys):
     s = make_store(str(tmp_path / "emb.zarr"), n_classes=5, dtype="int8", seed=2)
     model = tmp_path / "km.skops"
-    assert cluster_cli.run(["--embeddings", s.path, "--clusters", "5", "--sample-size", "3000", "--output", str(model), *FNAPI]) == 0
+    assert (
+        cluster_cli.run(
+            [
+                "--embeddings",
+                s.path,
+                "--clusters",
+                "5",
+                "--sample-size",
+                "3000",
+                "--output",
+                str(model),
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "3000 pixels drawn uniformly" in captured.out
-    assert "efm cluster: drawing 3,000 valid pixels uniformly from " in captured.err  # says what it does before it starts
+    assert (
+        "efm cluster: drawing 3,000 valid pixels uniformly from " in captured.err
+    )  # says what it does before it starts
     meta = json.loads((tmp_path / "km.skops.json").read_text())
-    assert meta["kind"] == "clusterer" and meta["classes"] == [0, 1, 2, 3, 4] and meta["metrics"]["sample_size"] == 3000
+    assert (
+        meta["kind"] == "clusterer"
+        and meta["classes"] == [0, 1, 2, 3, 4]
+        and meta["metrics"]["sample_size"] == 3000
+    )
     out = tmp_path / "clusters.zarr"
-    assert classify_cli.run(["--embeddings", s.path, "--model", str(model), "--output", str(out), *FNAPI]) == 0
+    assert (
+        classify_cli.run(
+            ["--embeddings", s.path, "--model", str(model), "--output", str(out), *FNAPI]
+        )
+        == 0
+    )
     clusters = xr.open_zarr(out, mask_and_scale=False)["class"]
     assert clusters.attrs["flag_meanings"] == "cluster_0 cluster_1 cluster_2 cluster_3 cluster_4"
     clusters = clusters.values
@@ -38,7 +65,10 @@ def test_bottom_k_sample_is_split_independent():
     vectors = np.arange(10_000, dtype=np.float32)[:, None]
     whole = sampling.bottom_k(keys, vectors, 100)
     combine = sampling.BottomK(100, 1)
-    parts = [combine.add_input(combine.create_accumulator(), (keys[i:i + 999], vectors[i:i + 999])) for i in range(0, 10_000, 999)]
+    parts = [
+        combine.add_input(combine.create_accumulator(), (keys[i : i + 999], vectors[i : i + 999]))
+        for i in range(0, 10_000, 999)
+    ]
     merged = combine.extract_output(combine.merge_accumulators(parts))
     assert sorted(merged[1][:, 0]) == sorted(whole[1][:, 0])
 
@@ -59,7 +89,10 @@ def test_bottom_k_sample_is_uniform():
     items = np.arange(n, dtype=np.float32)[:, None]
     for seed in range(seeds):
         keys = np.random.default_rng(seed).random(n)
-        parts = [combine.add_input(combine.create_accumulator(), (keys[i:j], items[i:j])) for i, j in [(0, 37), (37, 120), (120, n)]]
+        parts = [
+            combine.add_input(combine.create_accumulator(), (keys[i:j], items[i:j]))
+            for i, j in [(0, 37), (37, 120), (120, n)]
+        ]
         drawn = combine.extract_output(combine.merge_accumulators(parts))[1][:, 0].astype(int)
         assert len(drawn) == k and len(set(drawn)) == k
         hits[drawn] += 1
@@ -67,7 +100,9 @@ def test_bottom_k_sample_is_uniform():
     z = 5.3  # two-sided normal tail ~1e-7
     chi2 = ((hits - seeds * p) ** 2 / (seeds * p * (1 - p))).sum()
     assert chi2 < stats.chi2.ppf(1 - 1e-7, n - 1), chi2
-    half_sd = np.sqrt(seeds * k * 0.25 * (n - k) / (n - 1))  # hypergeometric: k of n, half of them "first"
+    half_sd = np.sqrt(
+        seeds * k * 0.25 * (n - k) / (n - 1)
+    )  # hypergeometric: k of n, half of them "first"
     assert abs(first_half.sum() - seeds * k / 2) < z * half_sd, first_half.sum()
     single_sd = np.sqrt(seeds * p * (1 - p))
     for position in (0, 1, n // 2, n - 2, n - 1):
@@ -75,9 +110,47 @@ def test_bottom_k_sample_is_uniform():
 
 
 def test_cluster_refuses_bad_flags(tmp_path, capsys):
-    assert cluster_cli.run(["--embeddings", str(tmp_path / "x.zarr"), "--clusters", "1", "--output", str(tmp_path / "m.skops")]) == 2
+    assert (
+        cluster_cli.run(
+            [
+                "--embeddings",
+                str(tmp_path / "x.zarr"),
+                "--clusters",
+                "1",
+                "--output",
+                str(tmp_path / "m.skops"),
+            ]
+        )
+        == 2
+    )
     assert "--clusters: k-means needs at least 2" in capsys.readouterr().err
-    assert cluster_cli.run(["--embeddings", str(tmp_path / "x.zarr"), "--clusters", "8", "--sample-size", "4", "--output", str(tmp_path / "m.skops")]) == 2
+    assert (
+        cluster_cli.run(
+            [
+                "--embeddings",
+                str(tmp_path / "x.zarr"),
+                "--clusters",
+                "8",
+                "--sample-size",
+                "4",
+                "--output",
+                str(tmp_path / "m.skops"),
+            ]
+        )
+        == 2
+    )
     assert "--sample-size" in capsys.readouterr().err
-    assert cluster_cli.run(["--embeddings", str(tmp_path / "x.zarr"), "--clusters", "100000", "--output", str(tmp_path / "m.skops")]) == 2
+    assert (
+        cluster_cli.run(
+            [
+                "--embeddings",
+                str(tmp_path / "x.zarr"),
+                "--clusters",
+                "100000",
+                "--output",
+                str(tmp_path / "m.skops"),
+            ]
+        )
+        == 2
+    )
     assert "--clusters: 100000 clusters cannot be stored in a class map" in capsys.readouterr().err

@@ -6,6 +6,7 @@ through the file's own geotransform (whatever its row direction), mosaic the fil
 contract says (files in the grid's CRS first, then the first with data), then de-quantise.
 No GDAL warping, no window arithmetic: nothing shared with transforms/sources/cog*.py but the files.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,7 +21,11 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from pipelines import extract
-from sample_data import generate as sample_data, embedding as sample_embedding, world as sample_world
+from sample_data import (
+    generate as sample_data,
+    embedding as sample_embedding,
+    world as sample_world,
+)
 from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import InputError
@@ -53,7 +58,9 @@ def lookup(grid: Grid, window: Window, paths: list[str], offset=(0.0, 0.0), _cac
         _cache.clear()
         _cache[key] = _file_arrays(paths)
     arrays = _cache[key]
-    rows, cols = np.mgrid[window.row : window.row + window.rows, window.col : window.col + window.cols]
+    rows, cols = np.mgrid[
+        window.row : window.row + window.rows, window.col : window.col + window.cols
+    ]
     xs = grid.x0 + (cols + 0.5) * grid.scale
     ys = grid.y0 - (rows + 0.5) * grid.scale
     n_bands = next(iter(arrays.values()))[0].shape[-1] if arrays else 64
@@ -85,14 +92,24 @@ def check_nearest(got: np.ndarray, grid: Grid, window: Window, paths: list[str])
     expected, foreign = lookup(grid, window, paths)
     same = (got == expected).all(axis=-1)
     if not same.all():
-        variants = [lookup(grid, window, paths, (dx, dy))[0] for dx, dy in itertools.product((-EDGE, 0.0, EDGE), repeat=2)]
+        variants = [
+            lookup(grid, window, paths, (dx, dy))[0]
+            for dx, dy in itertools.product((-EDGE, 0.0, EDGE), repeat=2)
+        ]
         near_edge_ok = np.zeros_like(same)
         for v in variants:
             near_edge_ok |= (got == v).all(axis=-1)
         bad = ~same & ~(near_edge_ok & foreign)
-        assert not bad.any(), f"{bad.sum()} pixels differ from the exact nearest look-up (first at {np.argwhere(bad)[0]})"
-    return {"pixels": same.size, "differ_at_edges": int((~same).sum()), "foreign": int(foreign.sum()),
-            "nodata": int((expected[..., 0] == NODATA).sum()), "expected": expected}
+        assert not bad.any(), (
+            f"{bad.sum()} pixels differ from the exact nearest look-up (first at {np.argwhere(bad)[0]})"
+        )
+    return {
+        "pixels": same.size,
+        "differ_at_edges": int((~same).sum()),
+        "foreign": int(foreign.sum()),
+        "nodata": int((expected[..., 0] == NODATA).sum()),
+        "expected": expected,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -110,7 +127,10 @@ def mirror(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mirror_top_down(tmp_path_factory):
-    return sample_data.generate(str(tmp_path_factory.mktemp("sample-top-down")), sample_data.SampleSpec(**sample_data.SMALL, bottom_up=False))
+    return sample_data.generate(
+        str(tmp_path_factory.mktemp("sample-top-down")),
+        sample_data.SampleSpec(**sample_data.SMALL, bottom_up=False),
+    )
 
 
 def reference_grid(data) -> Grid:
@@ -122,7 +142,9 @@ def reference_grid(data) -> Grid:
 
 def make_source(root: str, grid: Grid, dtype: str, years=YEARS) -> cog.CogSource:
     index = cog_index.read_index(root)
-    source = cog.make_source(grid, list(years), BANDS, dtype, root, index[index["year"].isin(years)])
+    source = cog.make_source(
+        grid, list(years), BANDS, dtype, root, index[index["year"].isin(years)]
+    )
     source.setup()
     return source
 
@@ -135,9 +157,15 @@ def files_of(source: cog.CogSource, year: int) -> list[str]:
     return [f.path for f in source.files if f.year == year]
 
 
-def files_touching(source: cog.CogSource, window: Window, year: int, native_only: bool = False) -> set[str]:
+def files_touching(
+    source: cog.CogSource, window: Window, year: int, native_only: bool = False
+) -> set[str]:
     bounds = source.grid.window_bounds(window)
-    return {f.path for f in source.files if f.year == year and f.intersects(bounds) and (f.crs == source.grid.crs or not native_only)}
+    return {
+        f.path
+        for f in source.files
+        if f.year == year and f.intersects(bounds) and (f.crs == source.grid.crs or not native_only)
+    }
 
 
 def assert_reads_match_files(root: str, grid: Grid, window: Window, year: int) -> dict:
@@ -148,7 +176,9 @@ def assert_reads_match_files(root: str, grid: Grid, window: Window, year: int) -
     counts = check_nearest(codes, grid, window, paths)
     values = fetch(make_source(root, grid, "float32"), window, year)
     assert values.dtype == np.float32
-    np.testing.assert_array_equal(values, quantize.dequantize(codes))  # NaN where -128, in the same places
+    np.testing.assert_array_equal(
+        values, quantize.dequantize(codes)
+    )  # NaN where -128, in the same places
     expected_values = quantize.dequantize(counts["expected"])
     exact = (codes == counts["expected"]).all(axis=-1)
     np.testing.assert_array_equal(values[exact], expected_values[exact])
@@ -158,6 +188,7 @@ def assert_reads_match_files(root: str, grid: Grid, window: Window, year: int) -
 # ---------------------------------------------------------------------------------------
 # Reading through the index equals de-quantising the files directly
 # ---------------------------------------------------------------------------------------
+
 
 def test_chunk_inside_one_file(mirror):
     grid = reference_grid(mirror)
@@ -171,7 +202,12 @@ def test_chunk_inside_one_file(mirror):
 def test_chunk_across_two_files(mirror):
     grid = reference_grid(mirror)
     window = Window(60, 100, 40, 60)  # straddles the tile edge at column 128
-    assert len(files_touching(make_source(mirror.mirror, grid, "int8"), window, 2023, native_only=True)) == 2
+    assert (
+        len(
+            files_touching(make_source(mirror.mirror, grid, "int8"), window, 2023, native_only=True)
+        )
+        == 2
+    )
     counts = assert_reads_match_files(mirror.mirror, grid, window, 2023)
     assert counts["differ_at_edges"] == 0 and counts["foreign"] == 0
 
@@ -180,11 +216,16 @@ def test_chunk_across_two_utm_zones_is_reprojected_nearest(mirror):
     grid = reference_grid(mirror)
     window = Window(40, 130, 150, 150)  # the zone boundary runs near column 192
     source = make_source(mirror.mirror, grid, "int8")
-    assert {f.crs for f in source.files if f.path in files_touching(source, window, 2022)} == {"EPSG:32610", "EPSG:32611"}
+    assert {f.crs for f in source.files if f.path in files_touching(source, window, 2022)} == {
+        "EPSG:32610",
+        "EPSG:32611",
+    }
     counts = assert_reads_match_files(mirror.mirror, grid, window, 2022)
     native = counts["pixels"] - counts["foreign"] - counts["nodata"]
     assert counts["foreign"] > 0.2 * counts["pixels"] and native > 0.2 * counts["pixels"]
-    assert counts["differ_at_edges"] < 0.005 * counts["foreign"]  # only centres within 1/100 px of an edge
+    assert (
+        counts["differ_at_edges"] < 0.005 * counts["foreign"]
+    )  # only centres within 1/100 px of an edge
 
 
 def test_chunk_over_nodata(mirror):
@@ -220,7 +261,9 @@ def test_generated_mirror_is_laid_out_like_the_public_one(mirror):
     for path in mirror.files:
         with rasterio.open(path) as ds:
             assert ds.transform.e > 0  # rows bottom-up, like the public files
-            assert ds.interleaving == rasterio.enums.Interleaving.band  # planar-separate: a block holds one band
+            assert (
+                ds.interleaving == rasterio.enums.Interleaving.band
+            )  # planar-separate: a block holds one band
             assert ds.dtypes[0] == "int8" and ds.nodata == -128 and ds.count == 64
             assert ds.profile["compress"] == "deflate"
             assert set(ds.block_shapes) == {(min(1024, ds.height), min(1024, ds.width))}
@@ -255,16 +298,28 @@ def test_index_formats_agree(mirror, tmp_path):
         frames[name] = frame
     base = frames["aef_index.parquet"]
     for name, frame in frames.items():
-        assert [p.split("/")[-3:] for p in frame["path"]] == [p.split("/")[-3:] for p in base["path"]]
+        assert [p.split("/")[-3:] for p in frame["path"]] == [
+            p.split("/")[-3:] for p in base["path"]
+        ]
         assert list(frame["year"]) == list(base["year"]) and list(frame["crs"]) == list(base["crs"])
-        np.testing.assert_allclose(frame[["west", "south", "east", "north"]].to_numpy(), base[["west", "south", "east", "north"]].to_numpy())
-        assert all(a.hausdorff_distance(b) < 1e-7 for a, b in zip(frame["footprint"], base["footprint"]))
+        np.testing.assert_allclose(
+            frame[["west", "south", "east", "north"]].to_numpy(),
+            base[["west", "south", "east", "north"]].to_numpy(),
+        )
+        assert all(
+            a.hausdorff_distance(b) < 1e-7 for a, b in zip(frame["footprint"], base["footprint"])
+        )
 
 
 def test_index_paths_resolve_under_the_root():
     listed = "gs://alphaearth_foundations/satellite_embedding/v1/annual/2023/10N/xabc-0000000000-0000008192.tiff"
-    assert cog_index.resolve_path("gs://copy/aef", listed) == "gs://copy/aef/2023/10N/xabc-0000000000-0000008192.tiff"
-    assert cog_index.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
+    assert (
+        cog_index.resolve_path("gs://copy/aef", listed)
+        == "gs://copy/aef/2023/10N/xabc-0000000000-0000008192.tiff"
+    )
+    assert (
+        cog_index.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
+    )
     assert cog_index.zone_crs("10N") == "EPSG:32610" and cog_index.zone_crs("33S") == "EPSG:32733"
     with pytest.raises(InputError, match="--cog-root"):
         cog_index.resolve_path("/data", "s3://elsewhere/file.tiff")
@@ -298,6 +353,7 @@ def test_file_vanishing_after_the_check_is_a_clear_error(mirror, tmp_path):
 # gs:// through the GCS emulator
 # ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def gs_mirror(mirror, gcs):
     bucket = gcs.make_bucket()
@@ -320,7 +376,11 @@ def test_gs_root_reads_the_same_as_local(mirror, gs_mirror):
 def test_gs_file_vanishing_after_the_check_is_a_clear_error(mirror, gs_mirror):
     grid = reference_grid(mirror)
     source = make_source(gs_mirror, grid, "int8")
-    source.files = (cog_index.CogFile(f"{gs_mirror}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds),)
+    source.files = (
+        cog_index.CogFile(
+            f"{gs_mirror}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds
+        ),
+    )
     source.setup()
     with pytest.raises(FileNotFoundError, match="gone.tiff"):
         fetch(source, Window(0, 0, 64, 64), 2022)
@@ -328,9 +388,28 @@ def test_gs_file_vanishing_after_the_check_is_a_clear_error(mirror, gs_mirror):
 
 def test_extract_from_gs_root(mirror, gs_mirror, gcs_bucket):
     output = f"{gcs_bucket}/cog.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", gs_mirror, f"--bbox={bbox_arg(mirror)}", "--crs", "EPSG:32610",
-                      "--years", "2022", "--output", output, "--chunk-size", "128", "--dtype", "int8",
-                      "--max-concurrent-requests", "4", *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            gs_mirror,
+            f"--bbox={bbox_arg(mirror)}",
+            "--crs",
+            "EPSG:32610",
+            "--years",
+            "2022",
+            "--output",
+            output,
+            "--chunk-size",
+            "128",
+            "--dtype",
+            "int8",
+            "--max-concurrent-requests",
+            "4",
+            *FNAPI,
+        ]
+    )
     assert rc == 0
     ds = xr.open_zarr(output, consolidated=True, zarr_format=2, mask_and_scale=False)
     assert ds.attrs["efm_status"] == "complete" and ds.attrs["source"] == f"cog:{gs_mirror}"
@@ -345,6 +424,7 @@ def test_extract_from_gs_root(mirror, gs_mirror, gcs_bucket):
 # efm extract --source cog
 # ---------------------------------------------------------------------------------------
 
+
 def sample_data_aoi(data):
     from transforms.core import grid as gridlib
 
@@ -358,13 +438,38 @@ def bbox_arg(data) -> str:
 def grid_of(ds: xr.Dataset) -> Grid:
     x, y = ds["x"].values, ds["y"].values
     scale = float(x[1] - x[0])
-    return Grid(crs=ds.attrs["crs"], scale=scale, x0=float(x[0] - scale / 2), y0=float(y[0] + scale / 2), width=len(x), height=len(y))
+    return Grid(
+        crs=ds.attrs["crs"],
+        scale=scale,
+        x0=float(x[0] - scale / 2),
+        y0=float(y[0] + scale / 2),
+        width=len(x),
+        height=len(y),
+    )
 
 
 def run_extract(data, output, *extra):
-    return extract.run(["--source", "cog", "--cog-root", data.mirror, f"--bbox={bbox_arg(data)}", "--crs", "EPSG:32610",
-                        "--years", "2022,2023", "--output", str(output), "--chunk-size", "128",
-                        "--max-concurrent-requests", "4", *extra, *FNAPI])
+    return extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            data.mirror,
+            f"--bbox={bbox_arg(data)}",
+            "--crs",
+            "EPSG:32610",
+            "--years",
+            "2022,2023",
+            "--output",
+            str(output),
+            "--chunk-size",
+            "128",
+            "--max-concurrent-requests",
+            "4",
+            *extra,
+            *FNAPI,
+        ]
+    )
 
 
 def test_extract_float32_store(mirror, tmp_path):
@@ -388,7 +493,9 @@ def test_extract_resume_finishes_the_store(mirror, tmp_path):
 
     output = tmp_path / "resume.zarr"
     assert run_extract(mirror, output, "--dtype", "int8") == 0
-    complete = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)["embedding"].values
+    complete = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)[
+        "embedding"
+    ].values
     markers = sorted(os.listdir(output / ".efm" / "done"))
     os.remove(output / ".efm" / "done" / markers[0])  # one chunk "not written"
     t, r, c = (int(v) for v in markers[0].split("."))
@@ -397,7 +504,9 @@ def test_extract_resume_finishes_the_store(mirror, tmp_path):
         if name.startswith(f"{t}.{r // 128}.{c // 128}."):
             os.remove(chunk_dir / name)
     assert run_extract(mirror, output, "--dtype", "int8", "--resume") == 0
-    again = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)["embedding"].values
+    again = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)[
+        "embedding"
+    ].values
     np.testing.assert_array_equal(again, complete)
     shutil.rmtree(output)
 
@@ -405,6 +514,7 @@ def test_extract_resume_finishes_the_store(mirror, tmp_path):
 # ---------------------------------------------------------------------------------------
 # Fail fast with a clear message, before any store is written
 # ---------------------------------------------------------------------------------------
+
 
 def assert_refused(capsys, output, rc, *fragments):
     err = capsys.readouterr().err
@@ -419,25 +529,77 @@ def test_missing_index_fails_fast(mirror, tmp_path, capsys):
     root = tmp_path / "no-index"
     (root / "2022" / "10N").mkdir(parents=True)
     output = tmp_path / "out.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", str(root), f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            str(root),
+            f"--bbox={bbox_arg(mirror)}",
+            "--years",
+            "2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--cog-root", "no index table", "aef_index.parquet")
 
 
 def test_missing_root_fails_fast(mirror, tmp_path, capsys):
     output = tmp_path / "out.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", str(tmp_path / "nowhere"), f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            str(tmp_path / "nowhere"),
+            f"--bbox={bbox_arg(mirror)}",
+            "--years",
+            "2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--cog-root", "no index table")
 
 
 def test_years_without_files_fail_fast(mirror, tmp_path, capsys):
     output = tmp_path / "out.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--years", "2019,2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            mirror.mirror,
+            f"--bbox={bbox_arg(mirror)}",
+            "--years",
+            "2019,2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--years", "no files for 2019", "2022, 2023")
 
 
 def test_area_outside_coverage_fails_fast(mirror, tmp_path, capsys):
     output = tmp_path / "out.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", mirror.mirror, "--bbox=-121.5,38.0,-121.4,38.1", "--years", "2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            mirror.mirror,
+            "--bbox=-121.5,38.0,-121.4,38.1",
+            "--years",
+            "2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--bbox/--aoi", "outside the mirror's coverage for 2022")
 
 
@@ -448,13 +610,48 @@ def test_index_listing_absent_files_fails_fast(mirror, tmp_path, capsys):
     root.mkdir()
     shutil.copy(os.path.join(mirror.mirror, "aef_index.csv"), root)
     output = tmp_path / "out.zarr"
-    rc = extract.run(["--source", "cog", "--cog-root", str(root), f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            str(root),
+            f"--bbox={bbox_arg(mirror)}",
+            "--years",
+            "2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--cog-root", "missing", "mirror's root")
 
 
 def test_cog_flags_must_go_together(mirror, tmp_path, capsys):
     output = tmp_path / "out.zarr"
-    rc = extract.run(["--source", "cog", f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--source",
+            "cog",
+            f"--bbox={bbox_arg(mirror)}",
+            "--years",
+            "2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--cog-root", "--source cog needs --cog-root")
-    rc = extract.run(["--cog-root", mirror.mirror, f"--bbox={bbox_arg(mirror)}", "--years", "2022", "--output", str(output), *FNAPI])
+    rc = extract.run(
+        [
+            "--cog-root",
+            mirror.mirror,
+            f"--bbox={bbox_arg(mirror)}",
+            "--years",
+            "2022",
+            "--output",
+            str(output),
+            *FNAPI,
+        ]
+    )
     assert_refused(capsys, output, rc, "--cog-root", "only used with --source cog")

@@ -2,6 +2,7 @@
 straddle them, both row orders, both zones; each block decoded once per process, however many chunks and
 threads want it. The reference is the files read whole with rasterio and looked up pixel by pixel
 (`test_cog.lookup`), never the reader under test."""
+
 from __future__ import annotations
 
 import collections
@@ -33,11 +34,17 @@ def test_files_hold_many_blocks(mirror):
         assert ds.block_shapes[0] == (BLOCK, BLOCK) and ds.height > 2 * BLOCK
 
 
-@pytest.mark.parametrize("window", [Window(5, 7, 100, 90), Window(47, 47, 3, 3), Window(0, 0, 256, 320)], ids=["straddling", "block-corner", "whole"])
+@pytest.mark.parametrize(
+    "window",
+    [Window(5, 7, 100, 90), Window(47, 47, 3, 3), Window(0, 0, 256, 320)],
+    ids=["straddling", "block-corner", "whole"],
+)
 def test_reads_across_blocks_equal_the_files(mirror, window):
     grid = reference_grid(mirror)
     for year in YEARS:
-        assert_reads_match_files(mirror.mirror, grid, window, year)  # includes the reprojected zone where the window reaches it
+        assert_reads_match_files(
+            mirror.mirror, grid, window, year
+        )  # includes the reprojected zone where the window reaches it
 
 
 def test_interleave_equals_numpy():
@@ -47,7 +54,9 @@ def test_interleave_equals_numpy():
         for flip in (False, True):
             out = np.empty(shape[1:] + shape[:1], np.int8)
             cog_blocks.interleave(planar, out, flip)
-            np.testing.assert_array_equal(out, np.moveaxis(planar[:, ::-1] if flip else planar, 0, -1))
+            np.testing.assert_array_equal(
+                out, np.moveaxis(planar[:, ::-1] if flip else planar, 0, -1)
+            )
 
 
 def _decodes(monkeypatch) -> collections.Counter:
@@ -70,16 +79,23 @@ def test_each_block_is_decoded_once(mirror, monkeypatch, threads):
     source = make_source(mirror.mirror, grid, "int8")
     source.block_cache_bytes = 2**30 + threads  # a cache of its own (process-wide per capacity)
     source.setup()
-    specs = [ChunkSpec(i, 0, YEARS[0], w) for i, w in enumerate(tile_windows(grid.height, grid.width, 64, 64))]
+    specs = [
+        ChunkSpec(i, 0, YEARS[0], w)
+        for i, w in enumerate(tile_windows(grid.height, grid.width, 64, 64))
+    ]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         chunks = list(pool.map(lambda spec: source.fetch(spec, spec.window), specs))
     assert len(counts) > len(specs)  # chunks straddle blocks
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:3]
     whole = Window(0, 0, grid.height, grid.width)
-    expected = make_source(mirror.mirror, grid, "int8").fetch(ChunkSpec(0, 0, YEARS[0], whole), whole)
+    expected = make_source(mirror.mirror, grid, "int8").fetch(
+        ChunkSpec(0, 0, YEARS[0], whole), whole
+    )
     for spec, chunk in zip(specs, chunks):
         w = spec.window
-        np.testing.assert_array_equal(chunk, expected[w.row : w.row + w.rows, w.col : w.col + w.cols])
+        np.testing.assert_array_equal(
+            chunk, expected[w.row : w.row + w.rows, w.col : w.col + w.cols]
+        )
 
 
 def test_a_small_cache_decodes_again_and_stays_correct(mirror, monkeypatch):

@@ -7,6 +7,7 @@ HTTPFileSystem handles http:// and https:// alike; only TLS differs). `efm extra
 each must equal, pixel for pixel, the extract from the local copy and the independent
 nearest look-up of tests/test_cog.py, which reads the source files with rasterio directly.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,16 +22,38 @@ moto_server = pytest.importorskip("moto.server", reason="moto[server], in the [t
 import range_http  # noqa: E402
 from pipelines import extract  # noqa: E402
 from sample_data import generate as sample_data  # noqa: E402
-from test_cog import (FNAPI, SPEC, bbox_arg, check_nearest, files_of, grid_of, make_source,  # noqa: E402
-                      reference_grid, sample_data_aoi)
+from test_cog import (
+    FNAPI,
+    SPEC,
+    bbox_arg,
+    check_nearest,
+    files_of,
+    grid_of,
+    make_source,  # noqa: E402
+    reference_grid,
+    sample_data_aoi,
+)
 from transforms.core.errors import InputError  # noqa: E402
 from transforms.core.grid import Window  # noqa: E402
 from transforms.sources import cog_index, remote_fs  # noqa: E402
 
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 PREFIX = "tge-labs/aef/v1/annual"  # the public mirror's layout under its bucket
-CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_NO_SIGN_REQUEST",
-                   "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_NO_SIGN_REQUEST",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
 
 
 def _fresh_s3_state():
@@ -59,8 +82,14 @@ def s3(tmp_path_factory):
     for k in CREDENTIAL_VARS:
         os.environ.pop(k, None)
     nowhere = str(tmp_path_factory.mktemp("no-aws") / "none")
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-                       "AWS_CONFIG_FILE": nowhere, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-west-2")})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+            "AWS_CONFIG_FILE": nowhere,
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-west-2"),
+        }
+    )
     _fresh_s3_state()
     yield f"http://{host}:{port}"
     server.stop()
@@ -97,9 +126,28 @@ def http_mirror(mirror):
 
 
 def run_extract(root, output, *extra, years="2022,2023"):
-    return extract.run(["--source", "cog", "--cog-root", root, f"--bbox={bbox_arg(SPEC_DATA['mirror'])}", "--crs", "EPSG:32610",
-                        "--years", years, "--output", str(output), "--chunk-size", "128", "--dtype", "int8",
-                        "--max-concurrent-requests", "4", *(extra or FNAPI)])
+    return extract.run(
+        [
+            "--source",
+            "cog",
+            "--cog-root",
+            root,
+            f"--bbox={bbox_arg(SPEC_DATA['mirror'])}",
+            "--crs",
+            "EPSG:32610",
+            "--years",
+            years,
+            "--output",
+            str(output),
+            "--chunk-size",
+            "128",
+            "--dtype",
+            "int8",
+            "--max-concurrent-requests",
+            "4",
+            *(extra or FNAPI),
+        ]
+    )
 
 
 def read_store(output):
@@ -117,7 +165,12 @@ def local_store(mirror, tmp_path_factory):
     grid = grid_of(ds)
     source = make_source(mirror.mirror, grid, "int8")
     for t, year in enumerate((2022, 2023)):
-        check_nearest(ds["embedding"].isel(time=t).values, grid, Window(0, 0, grid.height, grid.width), files_of(source, year))
+        check_nearest(
+            ds["embedding"].isel(time=t).values,
+            grid,
+            Window(0, 0, grid.height, grid.width),
+            files_of(source, year),
+        )
     return ds
 
 
@@ -135,6 +188,7 @@ def assert_same_store(output, local, root):
 # s3://
 # ---------------------------------------------------------------------------------------
 
+
 def test_s3_is_anonymous_without_credentials_and_signed_with_them(s3, monkeypatch):
     assert remote_fs.storage_options("s3://opendata/x") == {"anon": True}
     remote_fs._s3_anonymous.cache_clear()
@@ -145,7 +199,10 @@ def test_s3_is_anonymous_without_credentials_and_signed_with_them(s3, monkeypatc
     monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")  # the AWS CLI's switch wins over credentials
     assert remote_fs.storage_options("s3://opendata/x") == {"anon": True}
     remote_fs._s3_anonymous.cache_clear()
-    assert remote_fs.storage_options("gs://b/x") == {} and remote_fs.storage_options("https://h/x") == {}
+    assert (
+        remote_fs.storage_options("gs://b/x") == {}
+        and remote_fs.storage_options("https://h/x") == {}
+    )
 
 
 def test_s3_root_reads_the_same_as_local(mirror, s3_mirror):
@@ -155,8 +212,10 @@ def test_s3_root_reads_the_same_as_local(mirror, s3_mirror):
     grid = reference_grid(mirror)
     window = Window(40, 130, 150, 150)  # both zones, reprojection included
     for dtype in ("int8", "float32"):
-        np.testing.assert_array_equal(_fetch(make_source(s3_mirror, grid, dtype), window),
-                                      _fetch(make_source(mirror.mirror, grid, dtype), window))
+        np.testing.assert_array_equal(
+            _fetch(make_source(s3_mirror, grid, dtype), window),
+            _fetch(make_source(mirror.mirror, grid, dtype), window),
+        )
 
 
 def _fetch(source, window):
@@ -173,7 +232,9 @@ def test_extract_from_s3_equals_local(s3_mirror, local_store, tmp_path):
 
 def test_extract_from_s3_multiprocess(s3_mirror, local_store, tmp_path):
     output = tmp_path / "s3-mp.zarr"
-    assert run_extract(s3_mirror, output, *MULTIPROCESS) == 0  # workers find the endpoint and anonymity themselves
+    assert (
+        run_extract(s3_mirror, output, *MULTIPROCESS) == 0
+    )  # workers find the endpoint and anonymity themselves
     assert_same_store(output, local_store, s3_mirror)
 
 
@@ -199,22 +260,31 @@ def test_private_bucket_needs_credentials(mirror, s3, tmp_path, capsys, monkeypa
 # http:// (the https:// class: same fsspec filesystem)
 # ---------------------------------------------------------------------------------------
 
+
 def test_extract_from_http_equals_local(http_mirror, local_store, tmp_path):
     output = tmp_path / "http.zarr"
     http_mirror.requests_seen.clear()
     assert run_extract(http_mirror.root, output) == 0
     assert_same_store(output, local_store, http_mirror.root)
     assert any(r.startswith("GET /mirror/aef_index.") for r in http_mirror.requests_seen)
-    assert not any(r.endswith((".aux.xml", ".ovr")) for r in http_mirror.requests_seen)  # GDAL looks for no side-cars
+    assert not any(
+        r.endswith((".aux.xml", ".ovr")) for r in http_mirror.requests_seen
+    )  # GDAL looks for no side-cars
 
 
 def test_file_vanishing_after_the_check_is_a_clear_error(mirror, s3_mirror, http_mirror):
     grid = reference_grid(mirror)
     for root in (s3_mirror, http_mirror.root):
         source = make_source(root, grid, "int8")
-        source.files = (cog_index.CogFile(f"{root}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds),)
+        source.files = (
+            cog_index.CogFile(
+                f"{root}/2022/10N/gone.tiff", 2022, "EPSG:32610", source.files[0].bounds
+            ),
+        )
         source.setup()
-        with pytest.raises(FileNotFoundError, match="gone.tiff.*listed in the index but does not exist"):
+        with pytest.raises(
+            FileNotFoundError, match="gone.tiff.*listed in the index but does not exist"
+        ):
             _fetch(source, Window(0, 0, 64, 64))
 
 
@@ -234,6 +304,7 @@ def test_http_server_gone_mid_run_is_retried_not_called_missing(mirror):
 # Bad roots: one line, exit 2, nothing written
 # ---------------------------------------------------------------------------------------
 
+
 def assert_one_line(capsys, output, *fragments):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
@@ -243,10 +314,13 @@ def assert_one_line(capsys, output, *fragments):
     assert not os.path.exists(output)
 
 
-@pytest.mark.parametrize("root, fragments", [
-    ("s3://no-such-bucket/aef", ("no bucket named 'no-such-bucket'",)),
-    (f"s3://opendata/{PREFIX}/2022", ("no index table in s3://opendata/", "aef_index.parquet")),
-])
+@pytest.mark.parametrize(
+    "root, fragments",
+    [
+        ("s3://no-such-bucket/aef", ("no bucket named 'no-such-bucket'",)),
+        (f"s3://opendata/{PREFIX}/2022", ("no index table in s3://opendata/", "aef_index.parquet")),
+    ],
+)
 def test_bad_s3_roots_fail_fast(s3_mirror, local_store, tmp_path, capsys, root, fragments):
     output = tmp_path / "out.zarr"
     assert run_extract(root, output, years="2022") == 2

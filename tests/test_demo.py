@@ -1,4 +1,5 @@
 """`efm demo --small` end to end, offline: every real step, and an accuracy a broken step would miss."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,9 @@ import xarray as xr
 from pipelines import cli, demo
 from sample_data import truth as sample_truth, world as sample_world
 
-THRESHOLD = 0.78  # --small scores ~0.85; a map flipped, shifted or with classes mixed up scores < 0.5
+THRESHOLD = (
+    0.78  # --small scores ~0.85; a map flipped, shifted or with classes mixed up scores < 0.5
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,29 +34,79 @@ def demo_run(tmp_path_factory):
 def test_demo_runs_and_prints_accuracy_times_and_paths(demo_run):
     rc, out, output = demo_run
     assert rc == 0, out
-    accuracies = {int(y): float(a) / 100 for y, a in re.findall(r"accuracy (\d{4}) \(held out\)\s+([\d.]+)%", out)}
+    accuracies = {
+        int(y): float(a) / 100
+        for y, a in re.findall(r"accuracy (\d{4}) \(held out\)\s+([\d.]+)%", out)
+    }
     assert set(accuracies) == {2022, 2023}
     assert all(a > THRESHOLD for a in accuracies.values()), accuracies
-    for name in ("make-sample-data", "extract", "sample", "train", "classify", "export", r"sample \(agbd\)", r"train \(regressor\)", "predict",
-                 "similarity", "change", r"export \(maps\)", "score", "total"):
+    for name in (
+        "make-sample-data",
+        "extract",
+        "sample",
+        "train",
+        "classify",
+        "export",
+        r"sample \(agbd\)",
+        r"train \(regressor\)",
+        "predict",
+        "similarity",
+        "change",
+        r"export \(maps\)",
+        "score",
+        "total",
+    ):
         assert re.search(rf"time: {name}\s+[\d.]+ s", out), name
     wrote = re.findall(r"wrote\s+(\S+)", out)
     for path in wrote:
         assert os.path.exists(path), path
     names = {os.path.basename(p) for p in wrote}
-    assert {"embeddings.zarr", "samples.parquet", "model.skops", "classes.zarr", "land_cover_2022.tif", "land_cover_2022.png",
-            "land_cover_2023.tif", "comparison.png", "gedi_samples.parquet", "biomass_model.skops", "biomass.zarr", "similarity.zarr",
-            "change.zarr", "biomass_2022.tif", "biomass_2022.png", "similarity_2023.tif", "similarity_2023.png", "change.tif", "change.png"} <= names
+    assert {
+        "embeddings.zarr",
+        "samples.parquet",
+        "model.skops",
+        "classes.zarr",
+        "land_cover_2022.tif",
+        "land_cover_2022.png",
+        "land_cover_2023.tif",
+        "comparison.png",
+        "gedi_samples.parquet",
+        "biomass_model.skops",
+        "biomass.zarr",
+        "similarity.zarr",
+        "change.zarr",
+        "biomass_2022.tif",
+        "biomass_2022.png",
+        "similarity_2023.tif",
+        "similarity_2023.png",
+        "change.tif",
+        "change.png",
+    } <= names
 
 
 def test_demo_prints_regression_similarity_and_change_figures(demo_run):
     rc, out, _ = demo_run
     assert rc == 0, out
-    r2 = float(re.search(r"biomass R² 2022 \(held out\)\s+(-?[\d.]+) \(RMSE [\d.]+ Mg/ha\)", out)[1])
-    assert r2 > 0.5, out  # --small scores ~0.83; predictions shifted or unrelated to the field score < 0
-    reference, others = (float(v) for v in re.search(r"similarity 2022\s+(-?[\d.]+) on forest pixels vs (-?[\d.]+) on the others", out).groups())
+    r2 = float(
+        re.search(r"biomass R² 2022 \(held out\)\s+(-?[\d.]+) \(RMSE [\d.]+ Mg/ha\)", out)[1]
+    )
+    assert r2 > 0.5, (
+        out
+    )  # --small scores ~0.83; predictions shifted or unrelated to the field score < 0
+    reference, others = (
+        float(v)
+        for v in re.search(
+            r"similarity 2022\s+(-?[\d.]+) on forest pixels vs (-?[\d.]+) on the others", out
+        ).groups()
+    )
     assert reference > others + 0.05, out
-    recall, precision = (float(v) / 100 for v in re.search(r"change 2022->2023\s+recall ([\d.]+)% of [\d,]+ truly changed pixels, precision ([\d.]+)%", out).groups())
+    recall, precision = (
+        float(v) / 100
+        for v in re.search(
+            r"change 2022->2023\s+recall ([\d.]+)% of [\d,]+ truly changed pixels, precision ([\d.]+)%",
+            out,
+        ).groups()
+    )
     assert recall > 0.5 and precision > 0.5, out
 
 
@@ -63,17 +116,28 @@ def test_the_field_figures_catch_a_broken_step(demo_run):
     assert rc == 0
     from sample_data import fields as sample_fields
 
-    prediction = xr.open_zarr(os.path.join(output, "biomass.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
-    assert prediction["prediction"].dtype == np.float32 and prediction["prediction"].attrs.get("units") == "Mg/ha"
+    prediction = xr.open_zarr(
+        os.path.join(output, "biomass.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+    )
+    assert (
+        prediction["prediction"].dtype == np.float32
+        and prediction["prediction"].attrs.get("units") == "Mg/ha"
+    )
     crs, transform, shape = demo.grid_of(prediction)
-    field = sample_fields.read_on_grid(os.path.join(output, "sample-data", "biomass.tif"), crs, transform, shape, np.nan)
+    field = sample_fields.read_on_grid(
+        os.path.join(output, "sample-data", "biomass.tif"), crs, transform, shape, np.nan
+    )
     predicted = prediction["prediction"].isel(time=0).values
     everywhere = np.ones(shape, dtype=bool)
     assert sample_fields.r2_score(predicted, field, everywhere)["r2"] > 0.5
     assert sample_fields.r2_score(predicted[::-1], field, everywhere)["r2"] < 0.2
     assert sample_fields.r2_score(np.roll(predicted, 40, axis=1), field, everywhere)["r2"] < 0.2
-    change = xr.open_zarr(os.path.join(output, "change.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
-    truth = sample_fields.read_on_grid(os.path.join(output, "sample-data", "change_truth.tif"), crs, transform, shape, 255)
+    change = xr.open_zarr(
+        os.path.join(output, "change.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+    )
+    truth = sample_fields.read_on_grid(
+        os.path.join(output, "sample-data", "change_truth.tif"), crs, transform, shape, 255
+    )
     changed = change["changed"].values
     assert sample_fields.change_score(changed, 255, truth)["recall"] > 0.5
     assert sample_fields.change_score(changed[::-1], 255, truth)["recall"] < 0.3
@@ -82,24 +146,49 @@ def test_the_field_figures_catch_a_broken_step(demo_run):
 def test_demo_outputs_are_consistent(demo_run):
     rc, _, output = demo_run
     assert rc == 0
-    embeddings = xr.open_zarr(os.path.join(output, "embeddings.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
-    assert embeddings["embedding"].dtype == np.int8 and embeddings.attrs["source"].startswith("cog:")
-    assert embeddings.attrs["efm_status"] == "complete" and embeddings.attrs["resampling"] == "nearest"
-    classes = xr.open_zarr(os.path.join(output, "classes.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
+    embeddings = xr.open_zarr(
+        os.path.join(output, "embeddings.zarr"),
+        consolidated=True,
+        zarr_format=2,
+        mask_and_scale=False,
+    )
+    assert embeddings["embedding"].dtype == np.int8 and embeddings.attrs["source"].startswith(
+        "cog:"
+    )
+    assert (
+        embeddings.attrs["efm_status"] == "complete" and embeddings.attrs["resampling"] == "nearest"
+    )
+    classes = xr.open_zarr(
+        os.path.join(output, "classes.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+    )
     with rasterio.open(os.path.join(output, "land_cover_2022.tif")) as ds:
-        assert ds.crs.to_epsg() == 32610 and (ds.height, ds.width) == (classes.sizes["y"], classes.sizes["x"])
+        assert ds.crs.to_epsg() == 32610 and (ds.height, ds.width) == (
+            classes.sizes["y"],
+            classes.sizes["x"],
+        )
         np.testing.assert_array_equal(ds.read(1), classes["class"].isel(time=0).values)
     with rasterio.open(os.path.join(output, "land_cover_2022.png")) as png:
         assert png.width > 200
     # the exported float maps are the stores' values, nodata where the store has NaN
-    for name, store, variable in (("biomass_2022", "biomass.zarr", "prediction"), ("similarity_2023", "similarity.zarr", "similarity"),
-                                  ("change", "change.zarr", "similarity")):
-        values = xr.open_zarr(os.path.join(output, store), consolidated=True, zarr_format=2)[variable]
-        values = values.isel(time=-1 if name.endswith("2023") else 0) if "time" in values.dims else values
+    for name, store, variable in (
+        ("biomass_2022", "biomass.zarr", "prediction"),
+        ("similarity_2023", "similarity.zarr", "similarity"),
+        ("change", "change.zarr", "similarity"),
+    ):
+        values = xr.open_zarr(os.path.join(output, store), consolidated=True, zarr_format=2)[
+            variable
+        ]
+        values = (
+            values.isel(time=-1 if name.endswith("2023") else 0)
+            if "time" in values.dims
+            else values
+        )
         with rasterio.open(os.path.join(output, f"{name}.tif")) as ds:
             band = ds.read(1)
             np.testing.assert_array_equal(band == ds.nodata, np.isnan(values.values))
-            np.testing.assert_array_equal(band[band != ds.nodata], values.values[~np.isnan(values.values)])
+            np.testing.assert_array_equal(
+                band[band != ds.nodata], values.values[~np.isnan(values.values)]
+            )
     labels = [str(v) for v in classes["class"].attrs["class_labels"]]
     assert set(labels) == set(sample_world.CLASS_NAMES)
 
@@ -109,14 +198,18 @@ def test_the_threshold_catches_a_broken_step(demo_run):
     rc, _, output = demo_run
     assert rc == 0
     data_dir = os.path.join(output, "sample-data")
-    classes = xr.open_zarr(os.path.join(output, "classes.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False)
+    classes = xr.open_zarr(
+        os.path.join(output, "classes.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+    )
     labels = [str(v) for v in classes["class"].attrs["class_labels"]]
     predicted = classes["class"].isel(time=0).values
     x, y = classes["x"].values, classes["y"].values
     import affine
 
     transform = affine.Affine(10.0, 0.0, float(x[0]) - 5, 0.0, -10.0, float(y[0]) + 5)
-    truth, names = sample_truth.truth_on_grid(os.path.join(data_dir, "ground_truth.tif"), classes.attrs["crs"], transform, predicted.shape)
+    truth, names = sample_truth.truth_on_grid(
+        os.path.join(data_dir, "ground_truth.tif"), classes.attrs["crs"], transform, predicted.shape
+    )
 
     def accuracy(p, label_list=labels):
         return sample_truth.score(p, label_list, 255, truth, names)["accuracy"]

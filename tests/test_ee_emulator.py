@@ -17,9 +17,16 @@ from numpy.lib import recfunctions as rfn
 from rasterio.io import MemoryFile
 
 from emulators.earthengine import EarthEngineEmulator, EarthEngineEmulatorProcess
-from emulators.earthengine.synthetic import BAND_NAMES, COLLECTION_ID, make_embedding_collection, quantize
+from emulators.earthengine.synthetic import (
+    BAND_NAMES,
+    COLLECTION_ID,
+    make_embedding_collection,
+    quantize,
+)
 
-pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")  # from xee
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Use `@` matmul:PendingDeprecationWarning"
+)  # from xee
 
 X0, Y0 = 720_000.0, 5_000_000.0  # top-left corner of tile 31N_a (see synthetic.default_tiles)
 
@@ -34,13 +41,19 @@ def emulator(images):
     emu = EarthEngineEmulator()
     emu.add_images(images)
     with pytest.MonkeyPatch.context() as mp, emu:
-        mp.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})  # no internet: skip the catalog
+        mp.setattr(
+            ee.deprecation, "_FetchDataCatalogStac", lambda: {}
+        )  # no internet: skip the catalog
         yield emu
     ee.Reset()
 
 
 def _initialize(url: str) -> None:
-    ee.Initialize(credentials=google.oauth2.credentials.Credentials("fake-token"), project="test-project", url=url)
+    ee.Initialize(
+        credentials=google.oauth2.credentials.Credentials("fake-token"),
+        project="test-project",
+        url=url,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +61,15 @@ def on_emulator(emulator):
     _initialize(emulator.url)
     emulator.reset_stats()
     yield emulator
-    emulator.configure(latency_s=0.0, latency_per_mb_s=0.0, error_rates={"429": 0, "500": 0, "503": 0}, truncate_rate=0.0,
-                       max_in_flight=40, max_request_bytes=48 * 2**20, fault_kinds=("computePixels",))
+    emulator.configure(
+        latency_s=0.0,
+        latency_per_mb_s=0.0,
+        error_rates={"429": 0, "500": 0, "503": 0},
+        truncate_rate=0.0,
+        max_in_flight=40,
+        max_request_bytes=48 * 2**20,
+        fault_kinds=("computePixels",),
+    )
     ee.data.setMaxRetries(5)
 
 
@@ -58,9 +78,18 @@ def by_id(images, name):
 
 
 def grid(x0, y0, width, height, crs="EPSG:32631", scale=10.0):
-    return {"dimensions": {"width": width, "height": height}, "crsCode": crs,
-            "affineTransform": {"scaleX": scale, "shearX": 0, "translateX": x0,
-                                "shearY": 0, "scaleY": -scale, "translateY": y0}}
+    return {
+        "dimensions": {"width": width, "height": height},
+        "crsCode": crs,
+        "affineTransform": {
+            "scaleX": scale,
+            "shearX": 0,
+            "translateX": x0,
+            "shearY": 0,
+            "scaleY": -scale,
+            "translateY": y0,
+        },
+    }
 
 
 def year_image(year):
@@ -73,12 +102,16 @@ def float_expr(img):
 
 
 def int8_expr(img):
-    return img.abs().sqrt().multiply(127.5).round().multiply(img.signum()).toInt8().unmask(-128, False)
+    return (
+        img.abs().sqrt().multiply(127.5).round().multiply(img.signum()).toInt8().unmask(-128, False)
+    )
 
 
 def fetch(expression, request_grid):
     """(H, W, bands) array and its dtype through ee.data.computePixels (NUMPY_NDARRAY)."""
-    raw = ee.data.computePixels({"expression": expression, "fileFormat": "NUMPY_NDARRAY", "grid": request_grid})
+    raw = ee.data.computePixels(
+        {"expression": expression, "fileFormat": "NUMPY_NDARRAY", "grid": request_grid}
+    )
     assert raw.dtype.names == tuple(BAND_NAMES)
     return rfn.structured_to_unstructured(raw)
 
@@ -86,7 +119,9 @@ def fetch(expression, request_grid):
 def test_initialize_fetches_discovery_and_algorithms(emulator):
     ee.Reset()  # a second Initialize would reuse the algorithms already loaded
     _initialize(emulator.url)
-    assert emulator.count("discovery") == 2 and emulator.count("algorithms") == 1  # raw + json resources
+    assert (
+        emulator.count("discovery") == 2 and emulator.count("algorithms") == 1
+    )  # raw + json resources
     assert emulator.requests[0].path == "/$discovery/rest"
     assert hasattr(ee.Image, "toInt8")
 
@@ -108,7 +143,9 @@ def test_get_asset_known_and_unknown(emulator):
 
 def test_list_images_and_filter_by_time():
     assert len(ee.data.listImages(COLLECTION_ID)["images"]) == 6
-    listed = ee.data.listImages({"parent": COLLECTION_ID, "startTime": "2022-01-01T00:00:00Z"})["images"]
+    listed = ee.data.listImages({"parent": COLLECTION_ID, "startTime": "2022-01-01T00:00:00Z"})[
+        "images"
+    ]
     assert [i["id"].rsplit("/", 1)[1] for i in listed] == ["31N_a_2022", "31N_b_2022", "32N_a_2022"]
 
 
@@ -162,8 +199,14 @@ def test_int8_path_gives_the_codes(images):
 
 def test_bands_without_cast_are_double_and_masked_pixels_are_zero(images):
     source = by_id(images, "31N_a_2021")["data"][:, 51:141, 37:157]
-    raw = ee.data.computePixels({"expression": year_image(2021), "fileFormat": "NUMPY_NDARRAY",
-                                 "grid": grid(X0 + 370, Y0 - 510, 120, 90), "bandIds": ["A05", "A63"]})
+    raw = ee.data.computePixels(
+        {
+            "expression": year_image(2021),
+            "fileFormat": "NUMPY_NDARRAY",
+            "grid": grid(X0 + 370, Y0 - 510, 120, 90),
+            "bandIds": ["A05", "A63"],
+        }
+    )
     assert raw.dtype.names == ("A05", "A63") and raw.dtype["A05"] == np.float64
     np.testing.assert_array_equal(raw["A05"], np.nan_to_num(source[5], nan=0.0).astype(np.float64))
 
@@ -185,12 +228,16 @@ def nearest_neighbour_mosaic(sources, request_grid):
     y = aff["translateY"] + aff["scaleY"] * rows
     out = np.full((height, width, len(BAND_NAMES)), np.nan, np.float32)
     for source in sources:
-        sx, sy = pyproj.Transformer.from_crs(request_grid["crsCode"], source["crs"], always_xy=True).transform(x, y)
+        sx, sy = pyproj.Transformer.from_crs(
+            request_grid["crsCode"], source["crs"], always_xy=True
+        ).transform(x, y)
         a, _, c, _, e, f = source["transform"]
         col, row = np.floor((sx - c) / a).astype(int), np.floor((sy - f) / e).astype(int)
         data = source["data"]
         inside = (col >= 0) & (col < data.shape[2]) & (row >= 0) & (row < data.shape[1])
-        values = data[:, row.clip(0, data.shape[1] - 1), col.clip(0, data.shape[2] - 1)].transpose(1, 2, 0)
+        values = data[:, row.clip(0, data.shape[1] - 1), col.clip(0, data.shape[2] - 1)].transpose(
+            1, 2, 0
+        )
         take = inside[..., None] & ~np.isnan(values)
         out[take] = values[take]
     return np.where(np.isnan(out), np.float32(-9999), out)
@@ -203,7 +250,9 @@ def test_cross_zone_request_equals_nearest_neighbour_reference(images, crs):
     if crs == "EPSG:32631":
         request_grid = grid(725_000, Y0 + 500, 300, 400)
     else:
-        request_grid = grid(east["transform"][2] - 1000, east["transform"][5] + 500, 300, 400, crs="EPSG:32632")
+        request_grid = grid(
+            east["transform"][2] - 1000, east["transform"][5] + 500, 300, 400, crs="EPSG:32632"
+        )
     out = fetch(float_expr(year_image(2021)), request_grid)
     expected = nearest_neighbour_mosaic(sources, request_grid)
     np.testing.assert_array_equal(out, expected)
@@ -214,11 +263,18 @@ def test_cross_zone_request_equals_nearest_neighbour_reference(images, crs):
 
 
 def test_request_over_the_size_limit_is_400(emulator):
-    with pytest.raises(ee.EEException, match=r"Total request size \(67239936 bytes\) must be less than or "
-                                             r"equal to 50331648 bytes"):
+    with pytest.raises(
+        ee.EEException,
+        match=r"Total request size \(67239936 bytes\) must be less than or "
+        r"equal to 50331648 bytes",
+    ):
         fetch(year_image(2021), grid(X0, Y0, 512, 256))  # 512*256*(64*8 + 1) bytes of double
     assert emulator.count("computePixels", 400) == 1
-    assert fetch(float_expr(year_image(2021)), grid(X0, Y0, 256, 256)).shape == (256, 256, 64)  # 16.8 MB
+    assert fetch(float_expr(year_image(2021)), grid(X0, Y0, 256, 256)).shape == (
+        256,
+        256,
+        64,
+    )  # 16.8 MB
     with pytest.raises(ee.EEException, match="32768"):
         fetch(float_expr(year_image(2021)), grid(X0, Y0, 40_000, 1))
 
@@ -267,9 +323,15 @@ def test_latency_has_a_base_and_a_per_megabyte_term(emulator):
         assert record.delay_s == pytest.approx(0.05 + 0.25 * record.bytes_out / 1e6)
         assert record.finished - record.started >= record.delay_s  # the delay is really slept
     assert big.delay_s - small.delay_s > 1.0
-    assert wall >= small.delay_s + big.delay_s  # a lower bound only: the machine may be slow, never fast
+    assert (
+        wall >= small.delay_s + big.delay_s
+    )  # a lower bound only: the machine may be slow, never fast
     stats = emulator.stats()
-    assert stats["delay_s"] == pytest.approx(small.delay_s + big.delay_s) == pytest.approx(stats["delay_s_by_kind"]["computePixels"])
+    assert (
+        stats["delay_s"]
+        == pytest.approx(small.delay_s + big.delay_s)
+        == pytest.approx(stats["delay_s_by_kind"]["computePixels"])
+    )
     assert stats["bytes_out_by_kind"]["computePixels"] == small.bytes_out + big.bytes_out
     # the size term is for pixels only: value:compute and errors pay the base latency
     emulator.reset_stats()
@@ -282,7 +344,11 @@ def test_latency_has_a_base_and_a_per_megabyte_term(emulator):
 
 
 def _raw_compute_pixels_body(expression, request_grid):
-    return {"expression": ee.serializer.encode(expression), "fileFormat": "NPY", "grid": request_grid}
+    return {
+        "expression": ee.serializer.encode(expression),
+        "fileFormat": "NPY",
+        "grid": request_grid,
+    }
 
 
 def test_injected_error_rates_are_roughly_honoured(emulator):
@@ -293,7 +359,9 @@ def test_injected_error_rates_are_roughly_honoured(emulator):
         statuses = [session.post(url, json=body).status_code for _ in range(400)]
     for status, rate in [(429, 0.2), (500, 0.1), (503, 0.1), (200, 0.6)]:
         assert abs(statuses.count(status) / 400 - rate) < 0.07, (status, statuses.count(status))
-    assert ee.ImageCollection(COLLECTION_ID).size().getInfo() == 6  # value:compute is not faulted by default
+    assert (
+        ee.ImageCollection(COLLECTION_ID).size().getInfo() == 6
+    )  # value:compute is not faulted by default
 
 
 def test_truncated_body_makes_the_client_raise(emulator):
@@ -306,21 +374,36 @@ def test_truncated_body_makes_the_client_raise(emulator):
 
 
 def test_geotiff_has_the_grid_crs_and_transform(images):
-    payload = ee.data.computePixels({"expression": float_expr(year_image(2021)), "fileFormat": "GEO_TIFF",
-                                     "grid": grid(X0 + 370, Y0 - 510, 120, 90)})
+    payload = ee.data.computePixels(
+        {
+            "expression": float_expr(year_image(2021)),
+            "fileFormat": "GEO_TIFF",
+            "grid": grid(X0 + 370, Y0 - 510, 120, 90),
+        }
+    )
     with MemoryFile(payload) as memfile, memfile.open() as dataset:
         assert dataset.crs.to_epsg() == 32631
         assert dataset.transform == rasterio.Affine(10, 0, X0 + 370, 0, -10, Y0 - 510)
         assert dataset.count == 64 and dataset.descriptions[0] == "A00"
         source = by_id(images, "31N_a_2021")["data"][3, 51:141, 37:157]
-        np.testing.assert_array_equal(dataset.read(4), np.where(np.isnan(source), np.float32(-9999), source))
+        np.testing.assert_array_equal(
+            dataset.read(4), np.where(np.isnan(source), np.float32(-9999), source)
+        )
 
 
 def test_xee_open_dataset_loads_the_source(emulator, images):
-    col = ee.ImageCollection(COLLECTION_ID).filterDate("2021-01-01", "2022-01-01").filter(
-        ee.Filter.eq("UTM_ZONE", "31N"))
-    ds = xr.open_dataset(col, engine="ee", crs="EPSG:32631", crs_transform=(10, 0, X0, 0, -10, Y0),
-                         shape_2d=(600, 400)).load()
+    col = (
+        ee.ImageCollection(COLLECTION_ID)
+        .filterDate("2021-01-01", "2022-01-01")
+        .filter(ee.Filter.eq("UTM_ZONE", "31N"))
+    )
+    ds = xr.open_dataset(
+        col,
+        engine="ee",
+        crs="EPSG:32631",
+        crs_transform=(10, 0, X0, 0, -10, Y0),
+        shape_2d=(600, 400),
+    ).load()
     assert ds.sizes == {"time": 2, "y": 400, "x": 600}
     assert ds["A00"].dtype == np.float32  # xee casts EE's double to float32 and masks with NaN
     assert ds.x.values[0] == X0 + 5 and ds.y.values[0] == Y0 - 5
@@ -336,10 +419,17 @@ def test_xee_open_dataset_loads_the_source(emulator, images):
 
 def test_xee_on_yearly_mosaics_gets_time_from_the_set_property(emulator, images):
     years = (2021, 2022)
-    yearly = ee.ImageCollection([
-        year_image(y).set("system:time_start", ee.Date(f"{y}-01-01").millis()) for y in years])
-    ds = xr.open_dataset(yearly, engine="ee", crs="EPSG:32631", crs_transform=(10, 0, X0, 0, -10, Y0),
-                         shape_2d=(600, 400), io_chunks={"time": 48, "width": 600, "height": 400})
+    yearly = ee.ImageCollection(
+        [year_image(y).set("system:time_start", ee.Date(f"{y}-01-01").millis()) for y in years]
+    )
+    ds = xr.open_dataset(
+        yearly,
+        engine="ee",
+        crs="EPSG:32631",
+        crs_transform=(10, 0, X0, 0, -10, Y0),
+        shape_2d=(600, 400),
+        io_chunks={"time": 48, "width": 600, "height": 400},
+    )
     assert [str(t)[:10] for t in ds.time.values] == ["2021-01-01", "2022-01-01"]
     emulator.reset_stats()
     band = ds["A07"].load().values
@@ -355,10 +445,14 @@ def test_subprocess_mode_with_control_endpoints(images):
         _initialize(proc.url)
         out = fetch(float_expr(year_image(2021)), grid(X0 + 370, Y0 - 510, 120, 90))
         source = two[0]["data"][:, 51:141, 37:157]
-        np.testing.assert_array_equal(out, np.where(np.isnan(source), np.float32(-9999), source).transpose(1, 2, 0))
+        np.testing.assert_array_equal(
+            out, np.where(np.isnan(source), np.float32(-9999), source).transpose(1, 2, 0)
+        )
         stats = proc.stats()
         assert stats["counts"]["computePixels"] == {"200": 1} and stats["max_in_flight_seen"] == 1
-        assert stats["delay_s"] == pytest.approx(0.01 * 120 * 90 * 64 * 4 / 1e6, rel=1e-3)  # --latency-per-mb, no base
+        assert stats["delay_s"] == pytest.approx(
+            0.01 * 120 * 90 * 64 * 4 / 1e6, rel=1e-3
+        )  # --latency-per-mb, no base
         proc.configure(error_rates={"503": 1.0})
         ee.data.setMaxRetries(0)
         with pytest.raises(ee.EEException, match="unavailable"):

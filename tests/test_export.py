@@ -1,4 +1,5 @@
 """efm export: COGs that rasterio reads with the store's CRS, transform and values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,15 @@ def make_class_store(path, embeddings, labels=("water", "forest", "crop land")):
     ds = store.open_embeddings(embeddings)
     enc = class_encoding(list(labels))
     chunk = ds["embedding"].encoding["chunks"][1]
-    template = class_template(ds, [2021, 2022], enc, confidence=False, chunk_rows=chunk, chunk_cols=chunk, attrs={"source": embeddings})
+    template = class_template(
+        ds,
+        [2021, 2022],
+        enc,
+        confidence=False,
+        chunk_rows=chunk,
+        chunk_cols=chunk,
+        attrs={"source": embeddings},
+    )
     store.setup(path, template)
     rng = np.random.default_rng(0)
     codes = rng.integers(0, len(labels), (2, ds.sizes["y"], ds.sizes["x"])).astype(np.uint8)
@@ -32,7 +41,9 @@ def make_class_store(path, embeddings, labels=("water", "forest", "crop land")):
 def big(tmp_path_factory):
     """1100 x 700 px with 256-px chunks: several windows, overviews, COG layout that matters."""
     root = tmp_path_factory.mktemp("big")
-    s = make_store(str(root / "emb.zarr"), height=1100, width=700, chunk_size=256, years=(2021,), n_classes=3)
+    s = make_store(
+        str(root / "emb.zarr"), height=1100, width=700, chunk_size=256, years=(2021,), n_classes=3
+    )
     ds, codes = make_class_store(str(root / "classes.zarr"), s.path)
     return s, ds, codes, str(root / "classes.zarr")
 
@@ -60,18 +71,39 @@ def test_class_cog_matches_the_store(big, tmp_path, capsys):
 def test_embedding_band_export_and_false_colour(big, tmp_path):
     s, ds, _, _ = big
     out = tmp_path / "a05_{year}.tif"
-    assert export_cli.run(["--input", s.path, "--band", "A05", "--years", "2021", "--output", str(out), "--png", "--rgb", "A01,A16,A09"]) == 0
+    assert (
+        export_cli.run(
+            [
+                "--input",
+                s.path,
+                "--band",
+                "A05",
+                "--years",
+                "2021",
+                "--output",
+                str(out),
+                "--png",
+                "--rgb",
+                "A01,A16,A09",
+            ]
+        )
+        == 0
+    )
     path = tmp_path / "a05_2021.tif"
     assert validate_cog(str(path)) == []
     with rasterio.open(path) as src:
         np.testing.assert_array_equal(src.read(1), s.values[0, :, :, 5])
-        assert np.isnan(src.nodata) and src.crs == ds.rio.crs and src.transform == ds.rio.transform()
+        assert (
+            np.isnan(src.nodata) and src.crs == ds.rio.crs and src.transform == ds.rio.transform()
+        )
     assert (tmp_path / "a05_2021.png").exists()
 
 
 def test_a_plain_tiff_is_not_a_cog(tmp_path):
     path = tmp_path / "plain.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=1200, height=1000, count=1, dtype="uint8") as dst:
+    with rasterio.open(
+        path, "w", driver="GTiff", width=1200, height=1000, count=1, dtype="uint8"
+    ) as dst:
         dst.write(np.zeros((1000, 1200), np.uint8), 1)
     problems = validate_cog(str(path))
     assert "not tiled" in problems and "no overviews" in problems
@@ -83,7 +115,10 @@ def test_export_refuses_bad_input(big, tmp_path, capsys):
     assert "--band" in capsys.readouterr().err
     assert export_cli.run(["--input", classes, "--output", str(tmp_path / "x.png")]) == 2
     assert "--output" in capsys.readouterr().err
-    assert export_cli.run(["--input", classes, "--years", "2019", "--output", str(tmp_path / "x.tif")]) == 2
+    assert (
+        export_cli.run(["--input", classes, "--years", "2019", "--output", str(tmp_path / "x.tif")])
+        == 2
+    )
     assert "--years" in capsys.readouterr().err
     assert output_paths("a/b.tif", [2021]) == {2021: "a/b.tif"}
     assert output_paths("a/b.tif", [2021, 2022]) == {2021: "a/b_2021.tif", 2022: "a/b_2022.tif"}
@@ -92,8 +127,31 @@ def test_export_refuses_bad_input(big, tmp_path, capsys):
 def test_colours_from_the_command_line(big, tmp_path, capsys):
     _, _, _, classes = big
     out = tmp_path / "c_{year}.tif"
-    assert export_cli.run(["--input", classes, "--years", "2022", "--output", str(out), "--colors", "water=#2b6cb0,crop land=yellow"]) == 0
+    assert (
+        export_cli.run(
+            [
+                "--input",
+                classes,
+                "--years",
+                "2022",
+                "--output",
+                str(out),
+                "--colors",
+                "water=#2b6cb0,crop land=yellow",
+            ]
+        )
+        == 0
+    )
     with rasterio.open(tmp_path / "c_2022.tif") as src:
-        assert src.colormap(1)[0][:3] == (0x2B, 0x6C, 0xB0) and src.colormap(1)[2][:3] == (255, 255, 0)
-    assert export_cli.run(["--input", classes, "--output", str(tmp_path / "d.tif"), "--colors", "lava=#ff0000"]) == 2
+        assert src.colormap(1)[0][:3] == (0x2B, 0x6C, 0xB0) and src.colormap(1)[2][:3] == (
+            255,
+            255,
+            0,
+        )
+    assert (
+        export_cli.run(
+            ["--input", classes, "--output", str(tmp_path / "d.tif"), "--colors", "lava=#ff0000"]
+        )
+        == 2
+    )
     assert "'lava' is not a class" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 Expected values are computed independently by direct indexing into the source arrays the
 emulator serves (the grid is aligned with them, so no resampling is involved).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,11 @@ from transforms.storage import store
 
 YEARS = (2021, 2022)
 FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,12 @@ def bbox_inside(images, year, crs="EPSG:32631", margin_px=15):
         a, _, c, _, e, f = t["transform"]
         bands, h, w = t["data"].shape
         lefts.append(c), tops.append(f), rights.append(c + a * w), bottoms.append(f + e * h)
-    left, right, bottom, top = min(lefts) + margin_px * 10, max(rights) - margin_px * 10, max(bottoms) + margin_px * 10, min(tops) - margin_px * 10
+    left, right, bottom, top = (
+        min(lefts) + margin_px * 10,
+        max(rights) - margin_px * 10,
+        max(bottoms) + margin_px * 10,
+        min(tops) - margin_px * 10,
+    )
     to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     (w, s), (e, n) = to_lonlat.transform(left, bottom), to_lonlat.transform(right, top)
     # Shrink a little so the box, curved in UTM, stays inside the tiles.
@@ -81,13 +91,27 @@ def expected_array(images, ds):
             block = np.moveaxis(block, 0, -1)
             target = out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))]
             valid = ~np.isnan(block).all(axis=-1, keepdims=True)
-            out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))] = np.where(valid, block, target)
+            out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))] = np.where(
+                valid, block, target
+            )
     return out
 
 
 def run_extract(emu, output, *args, runner=FNAPI):
-    argv = ["--years", ",".join(map(str, YEARS)), "--output", output, "--ee-api-url", emu.url, "--ee-project", "test-project",
-            "--retry-initial-delay", "0.01", *args, *runner]
+    argv = [
+        "--years",
+        ",".join(map(str, YEARS)),
+        "--output",
+        output,
+        "--ee-api-url",
+        emu.url,
+        "--ee-project",
+        "test-project",
+        "--retry-initial-delay",
+        "0.01",
+        *args,
+        *runner,
+    ]
     assert extract.main(argv) == 0
 
 
@@ -109,9 +133,20 @@ def expected_requests(ds, chunk_size, itemsize):
 
 
 @pytest.mark.parametrize("transfer, chunk_size", [("int8", 256), ("float32", 512)])
-def test_extract_equals_source_with_planned_requests(emulator, images, tmp_path, capsys, transfer, chunk_size):
+def test_extract_equals_source_with_planned_requests(
+    emulator, images, tmp_path, capsys, transfer, chunk_size
+):
     output = str(tmp_path / "emb.zarr")
-    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", str(chunk_size), "--transfer-dtype", transfer)
+    run_extract(
+        emulator,
+        output,
+        "--bbox",
+        bbox_inside(images, 2021),
+        "--chunk-size",
+        str(chunk_size),
+        "--transfer-dtype",
+        transfer,
+    )
     summary = summary_values(capsys.readouterr().out)
     ds = store.open_embeddings(output)
     np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
@@ -120,15 +155,30 @@ def test_extract_equals_source_with_planned_requests(emulator, images, tmp_path,
     assert list(ds["time"].values) == [np.datetime64(f"{y}-01-01") for y in YEARS]
     assert ds.rio.crs.to_epsg() == 32631
     transform = ds.rio.transform()
-    assert (transform.a, transform.e) == (10.0, -10.0) and transform.c % 10 == 0 and transform.f % 10 == 0
+    assert (
+        (transform.a, transform.e) == (10.0, -10.0)
+        and transform.c % 10 == 0
+        and transform.f % 10 == 0
+    )
     np.testing.assert_allclose(ds["x"].values, transform.c + 5 + 10 * np.arange(ds.sizes["x"]))
     opened = xr.open_zarr(output)  # a plain xarray user sees the same
     assert opened.rio.crs.to_epsg() == 32631 and opened.attrs["license"] == "CC-BY-4.0"
-    assert opened.attrs["source"] == f"earthengine:{DEFAULT_COLLECTION}" and opened.attrs["years"] == list(YEARS)
+    assert opened.attrs["source"] == f"earthengine:{DEFAULT_COLLECTION}" and opened.attrs[
+        "years"
+    ] == list(YEARS)
     itemsize = 1 if transfer == "int8" else 4
-    assert emulator.count("computePixels") == expected_requests(ds, chunk_size, itemsize) == int(summary["requests"])
-    assert summary["transferred"].startswith(f"{ds.sizes['y'] * ds.sizes['x'] * 64 * itemsize * len(YEARS) / 1e6:.1f} MB")
-    assert int(summary["chunks written"]) == len(store.done_markers(output)) and summary["retries"] == "0"
+    assert (
+        emulator.count("computePixels")
+        == expected_requests(ds, chunk_size, itemsize)
+        == int(summary["requests"])
+    )
+    assert summary["transferred"].startswith(
+        f"{ds.sizes['y'] * ds.sizes['x'] * 64 * itemsize * len(YEARS) / 1e6:.1f} MB"
+    )
+    assert (
+        int(summary["chunks written"]) == len(store.done_markers(output))
+        and summary["retries"] == "0"
+    )
     for record in (r for r in emulator.requests if r.kind == "computePixels"):
         assert len(record.body["bandIds"]) == 64  # all bands in one request
 
@@ -146,13 +196,32 @@ def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, cap
     clean = str(tmp_path / "clean.zarr")
     run_extract(emulator, clean, "--bbox", bbox, "--chunk-size", "128")
     emulator.reset_stats()
-    emulator.configure(error_rates={"429": 0.12, "500": 0.04, "503": 0.04}, truncate_rate=0.05, latency_s=0.01, max_in_flight=40)
+    emulator.configure(
+        error_rates={"429": 0.12, "500": 0.04, "503": 0.04},
+        truncate_rate=0.05,
+        latency_s=0.01,
+        max_in_flight=40,
+    )
     faulty = str(tmp_path / "faulty.zarr")
-    run_extract(emulator, faulty, "--bbox", bbox, "--chunk-size", "128", "--max-concurrent-requests", "3", "--max-retries", "20")
+    run_extract(
+        emulator,
+        faulty,
+        "--bbox",
+        bbox,
+        "--chunk-size",
+        "128",
+        "--max-concurrent-requests",
+        "3",
+        "--max-retries",
+        "20",
+    )
     statuses = [r.status for r in emulator.requests if r.kind == "computePixels"]
     summary = summary_values(capsys.readouterr().out.split("efm extract: " + faulty)[-1])
     # every failure (429, 5xx, and truncated 200s) was retried: one success per planned request
-    assert int(summary["requests"]) == len(statuses) and int(summary["retries"]) == len(statuses) - len(store.done_markers(clean)) > 0
+    assert (
+        int(summary["requests"]) == len(statuses)
+        and int(summary["retries"]) == len(statuses) - len(store.done_markers(clean)) > 0
+    )
     assert statuses.count(429) > 0 and statuses.count(500) + statuses.count(503) > 0
     assert emulator.max_in_flight_seen <= 3
     a, b = store.open_embeddings(clean), store.open_embeddings(faulty)
@@ -162,7 +231,17 @@ def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, cap
 
 def test_multiprocess_direct_runner(emulator, images, tmp_path):
     output = str(tmp_path / "emb.zarr")
-    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", "128", "--max-concurrent-requests", "4", runner=MULTIPROCESS)
+    run_extract(
+        emulator,
+        output,
+        "--bbox",
+        bbox_inside(images, 2021),
+        "--chunk-size",
+        "128",
+        "--max-concurrent-requests",
+        "4",
+        runner=MULTIPROCESS,
+    )
     ds = store.open_embeddings(output)
     np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
     assert emulator.max_in_flight_seen <= 4
@@ -175,12 +254,39 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
     total_chunks = len(store.done_markers(reference))
     emulator.configure(latency_s=0.1)
     output = str(tmp_path / "emb.zarr")
-    argv = [sys.executable, "-m", "pipelines.extract", "--bbox", bbox, "--years", "2021,2022", "--output", output, "--chunk-size", "128",
-            "--ee-api-url", emulator.url, "--ee-project", "test-project", "--max-concurrent-requests", "1", *FNAPI]
-    proc = subprocess.Popen(argv, cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.extract",
+        "--bbox",
+        bbox,
+        "--years",
+        "2021,2022",
+        "--output",
+        output,
+        "--chunk-size",
+        "128",
+        "--ee-api-url",
+        emulator.url,
+        "--ee-project",
+        "test-project",
+        "--max-concurrent-requests",
+        "1",
+        *FNAPI,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
-        while len(store.done_markers(output)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            len(store.done_markers(output)) < 3
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
@@ -193,6 +299,8 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
     with pytest.raises(Exception, match="already exists"):
         run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128")
     run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128", "--resume")
-    assert emulator.count("computePixels") == total_chunks - len(done)  # one request per 128 px int8 chunk
+    assert emulator.count("computePixels") == total_chunks - len(
+        done
+    )  # one request per 128 px int8 chunk
     a, b = store.open_embeddings(reference), store.open_embeddings(output)
     np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)

@@ -1,4 +1,5 @@
 """Bad input fails fast: one line on stderr naming the flag, exit 2, nothing written."""
+
 import json
 
 import pytest
@@ -21,27 +22,89 @@ def emu():
 
 def run(capsys, emu, tmp_path, *args, output=None):
     output = output or str(tmp_path / "out.zarr")
-    argv = ["--output", output, "--ee-api-url", emu.url, "--ee-project", "p", "--runner=FnApiRunner", *args]
+    argv = [
+        "--output",
+        output,
+        "--ee-api-url",
+        emu.url,
+        "--ee-project",
+        "p",
+        "--runner=FnApiRunner",
+        *args,
+    ]
     code = extract.run(argv)
     err = capsys.readouterr().err.strip()
     return code, err
 
 
-@pytest.mark.parametrize("args, flag, words", [
-    (["--bbox", "3.1,45,3.0,45.1", "--years", "2021"], "--bbox", "inverted"),
-    (["--bbox", "3,95,4,96", "--years", "2021"], "--bbox", "out of range"),
-    (["--bbox", GOOD_BBOX, "--years", "2015"], "--years", "before 2017"),
-    (["--bbox", GOOD_BBOX, "--years", "2099"], "--years", "future"),
-    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "16"], "--chunk-size", "too small"),
-    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "1000", "--request-tile-size", "256"], "--chunk-size", "not a multiple"),
-    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "1024", "--request-tile-size", "1024", "--transfer-dtype", "float32"], "--request-tile-size", "does not fit"),
-    (["--bbox", "-20,40,20,41", "--years", "2021", "--crs", "EPSG:32631"], "--bbox/--aoi", "too large for EPSG:32631"),
-    (["--bbox", GOOD_BBOX, "--years", "2021", "--collection", "NO/SUCH/COLLECTION"], "--collection", "NO/SUCH/COLLECTION"),
-    (["--bbox", GOOD_BBOX, "--years", "2019"], "--years", "no images for 2019"),
-    (["--bbox", GOOD_BBOX, "--years", "2021", "--max-concurrent-requests", "0"], "--max-concurrent-requests", "positive"),
-    (["--bbox", GOOD_BBOX, "--years", "2021", "--chunk_sise", "3"], "--chunk_sise", "unknown flag"),
-])
-def test_bad_input_is_one_line_and_writes_nothing(capsys, emu, tmp_path, ee_token, args, flag, words):
+@pytest.mark.parametrize(
+    "args, flag, words",
+    [
+        (["--bbox", "3.1,45,3.0,45.1", "--years", "2021"], "--bbox", "inverted"),
+        (["--bbox", "3,95,4,96", "--years", "2021"], "--bbox", "out of range"),
+        (["--bbox", GOOD_BBOX, "--years", "2015"], "--years", "before 2017"),
+        (["--bbox", GOOD_BBOX, "--years", "2099"], "--years", "future"),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "16"],
+            "--chunk-size",
+            "too small",
+        ),
+        (
+            [
+                "--bbox",
+                GOOD_BBOX,
+                "--years",
+                "2021",
+                "--chunk-size",
+                "1000",
+                "--request-tile-size",
+                "256",
+            ],
+            "--chunk-size",
+            "not a multiple",
+        ),
+        (
+            [
+                "--bbox",
+                GOOD_BBOX,
+                "--years",
+                "2021",
+                "--chunk-size",
+                "1024",
+                "--request-tile-size",
+                "1024",
+                "--transfer-dtype",
+                "float32",
+            ],
+            "--request-tile-size",
+            "does not fit",
+        ),
+        (
+            ["--bbox", "-20,40,20,41", "--years", "2021", "--crs", "EPSG:32631"],
+            "--bbox/--aoi",
+            "too large for EPSG:32631",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--collection", "NO/SUCH/COLLECTION"],
+            "--collection",
+            "NO/SUCH/COLLECTION",
+        ),
+        (["--bbox", GOOD_BBOX, "--years", "2019"], "--years", "no images for 2019"),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--max-concurrent-requests", "0"],
+            "--max-concurrent-requests",
+            "positive",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--chunk_sise", "3"],
+            "--chunk_sise",
+            "unknown flag",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    capsys, emu, tmp_path, ee_token, args, flag, words
+):
     code, err = run(capsys, emu, tmp_path, *args)
     assert code == 2
     assert err.startswith(f"efm extract: error: {flag}: ") and words in err and "\n" not in err, err
@@ -53,7 +116,9 @@ def test_unreadable_aoi(capsys, emu, tmp_path, ee_token):
     bad = tmp_path / "aoi.geojson"
     bad.write_text("{ this is not geojson")
     code, err = run(capsys, emu, tmp_path, "--aoi", str(bad), "--years", "2021")
-    assert code == 2 and err.startswith("efm extract: error: --aoi: cannot read") and "\n" not in err
+    assert (
+        code == 2 and err.startswith("efm extract: error: --aoi: cannot read") and "\n" not in err
+    )
     assert not (tmp_path / "out.zarr").exists()
 
 
@@ -63,7 +128,13 @@ def test_existing_output_is_refused(capsys, emu, tmp_path, ee_token):
     (existing / "keep.txt").write_text("precious")
     code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021")
     # not an efm store: no advice to --resume or --overwrite it, which would destroy it
-    assert code == 2 and "--output: " in err and "is not an efm embedding store" in err and "--resume" not in err and "--overwrite" not in err
+    assert (
+        code == 2
+        and "--output: " in err
+        and "is not an efm embedding store" in err
+        and "--resume" not in err
+        and "--overwrite" not in err
+    )
     assert (existing / "keep.txt").read_text() == "precious" and len(list(existing.iterdir())) == 1
 
 
@@ -75,12 +146,26 @@ def test_missing_credentials_say_how_to_authenticate(capsys, emu, tmp_path, monk
 
     monkeypatch.setattr(ee_module, "_initialized_with", None)
     code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021")
-    assert code == 2 and "no Earth Engine credentials" in err and "gcloud auth" in err and "EFM_EE_ACCESS_TOKEN" in err
+    assert (
+        code == 2
+        and "no Earth Engine credentials" in err
+        and "gcloud auth" in err
+        and "EFM_EE_ACCESS_TOKEN" in err
+    )
     assert "\n" not in err and not (tmp_path / "out.zarr").exists()
 
 
 def test_missing_bucket_is_refused(capsys, emu, tmp_path, gcs, ee_token):
-    code, err = run(capsys, emu, tmp_path, "--bbox", GOOD_BBOX, "--years", "2021", output="gs://no-such-bucket-efm/out.zarr")
+    code, err = run(
+        capsys,
+        emu,
+        tmp_path,
+        "--bbox",
+        GOOD_BBOX,
+        "--years",
+        "2021",
+        output="gs://no-such-bucket-efm/out.zarr",
+    )
     assert code == 2 and "bucket 'no-such-bucket-efm'" in err and "does not exist" in err
 
 
@@ -90,11 +175,23 @@ def test_unknown_flags_are_refused_inside_the_flex_template_launcher_too(monkeyp
     from pipelines import common
 
     parser = extract.build_parser()
-    argv = ["--bbox", GOOD_BBOX, "--years", "2021", "--output", "x.zarr", "--launcher_only_option=1"]
+    argv = [
+        "--bbox",
+        GOOD_BBOX,
+        "--years",
+        "2021",
+        "--output",
+        "x.zarr",
+        "--launcher_only_option=1",
+    ]
     with pytest.raises(Exception, match="unknown flag"):
         common.split_args(parser, argv)
     monkeypatch.setenv("FLEX_TEMPLATE_PYTHON_PY_FILE", "templates/extract/main.py")
     with pytest.raises(Exception, match="^--launcher_only_option: unknown flag"):
         common.split_args(parser, argv)
-    args, _ = common.split_args(parser, argv[:-1] + ["--template_location=gs://b/job", "--labels=goog-dataflow-provided-template-type=flex"])
+    args, _ = common.split_args(
+        parser,
+        argv[:-1]
+        + ["--template_location=gs://b/job", "--labels=goog-dataflow-provided-template-type=flex"],
+    )
     assert args.output == "x.zarr"

@@ -5,6 +5,7 @@ after all retries, a file system error, Ctrl-C): one line, exit 1 (130 for Ctrl-
 on stderr (it goes to a log file the line names, or to stderr with --verbose), and when an
 unfinished store is left, the line ends with the `--resume` command that finishes it.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,11 @@ from transforms.storage import store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,21 @@ def emu(images, ee_token):
 
 
 def extract_argv(emu, images, output, *extra):
-    return ["--bbox", bbox_inside(images, 2021), "--years", "2021", "--output", output, "--chunk-size", "128",
-            "--ee-api-url", emu.url, "--ee-project", "p", *extra]
+    return [
+        "--bbox",
+        bbox_inside(images, 2021),
+        "--years",
+        "2021",
+        "--output",
+        output,
+        "--chunk-size",
+        "128",
+        "--ee-api-url",
+        emu.url,
+        "--ee-project",
+        "p",
+        *extra,
+    ]
 
 
 def one_line(err: str) -> str:
@@ -58,15 +76,35 @@ def one_line(err: str) -> str:
 
 # ---------------------------------------------------------------- bad input: exit 2, nothing written
 
-@pytest.mark.parametrize("extra, flag, words", [
-    (["--runner=DataflowRuner"], "--runner", "did you mean DataflowRunner? known runners: "),
-    (["--runner", "Flinck"], "--runner", "known runners: BundleBasedDirectRunner, DataflowRunner, DirectRunner"),
-    (["--runner=no.such.module.Runner"], "--runner", "cannot load the runner class"),
-    (["--max-retries", "-1"], "--max-retries", "must be 0 or more"),
-    (["--retry-initial-delay", "0"], "--retry-initial-delay", "must be a positive number of seconds"),
-    (["--retry-initial-delay", "-2"], "--retry-initial-delay", "must be a positive number of seconds"),
-    (["--retry-initial-delay", "nan"], "--retry-initial-delay", "must be a positive number of seconds"),
-])
+
+@pytest.mark.parametrize(
+    "extra, flag, words",
+    [
+        (["--runner=DataflowRuner"], "--runner", "did you mean DataflowRunner? known runners: "),
+        (
+            ["--runner", "Flinck"],
+            "--runner",
+            "known runners: BundleBasedDirectRunner, DataflowRunner, DirectRunner",
+        ),
+        (["--runner=no.such.module.Runner"], "--runner", "cannot load the runner class"),
+        (["--max-retries", "-1"], "--max-retries", "must be 0 or more"),
+        (
+            ["--retry-initial-delay", "0"],
+            "--retry-initial-delay",
+            "must be a positive number of seconds",
+        ),
+        (
+            ["--retry-initial-delay", "-2"],
+            "--retry-initial-delay",
+            "must be a positive number of seconds",
+        ),
+        (
+            ["--retry-initial-delay", "nan"],
+            "--retry-initial-delay",
+            "must be a positive number of seconds",
+        ),
+    ],
+)
 def test_bad_settings_are_one_line(emu, images, tmp_path, capsys, extra, flag, words):
     out = tmp_path / "out.zarr"
     runner = [] if any(e.startswith("--runner") for e in extra) else FNAPI
@@ -80,7 +118,10 @@ def test_stray_words_are_refused(emu, images, tmp_path, capsys):
     out = tmp_path / "out.zarr"
     argv = extract_argv(emu, images, str(out), *FNAPI)
     years = argv.index("--years")
-    argv[years + 1:years + 2] = ["2021", "2022"]  # --years 2021 2022: Beam would drop 2022 with a warning
+    argv[years + 1 : years + 2] = [
+        "2021",
+        "2022",
+    ]  # --years 2021 2022: Beam would drop 2022 with a warning
     assert extract.run(argv) == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith("efm extract: error: --years: ") and "--years 2021,2022" in line
@@ -91,13 +132,19 @@ def test_stray_words_are_refused(emu, images, tmp_path, capsys):
     assert not out.exists() and emu.count("computePixels") == 0
 
 
-def test_an_area_without_earth_engine_data_is_refused_before_the_store(emu, images, tmp_path, capsys):
+def test_an_area_without_earth_engine_data_is_refused_before_the_store(
+    emu, images, tmp_path, capsys
+):
     out = tmp_path / "out.zarr"
     argv = extract_argv(emu, images, str(out), *FNAPI)
-    argv[argv.index("--bbox") + 1] = "3.0,45.0,3.01,45.01"  # near the emulator's images, outside all of them
+    argv[argv.index("--bbox") + 1] = (
+        "3.0,45.0,3.01,45.01"  # near the emulator's images, outside all of them
+    )
     assert extract.run(argv) == 2
     line = one_line(capsys.readouterr().err)
-    assert line.startswith("efm extract: error: --bbox/--aoi: GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL has no image over the area lon 3.0000..3.0100")
+    assert line.startswith(
+        "efm extract: error: --bbox/--aoi: GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL has no image over the area lon 3.0000..3.0100"
+    )
     assert "in 2021" in line and not out.exists() and emu.count("computePixels") == 0
 
 
@@ -112,11 +159,26 @@ def test_emulator_filter_bounds_counts_the_images_an_area_meets(emu, images):
     inside = [float(v) for v in bbox_inside(images, 2021).split(",")]
     expected = sum(shapely.Polygon(_footprint(i)).intersects(shapely.box(*inside)) for i in images)
     assert expected > 0
-    assert collection.filterBounds(ee.Geometry.Rectangle(inside, None, False)).size().getInfo() == expected
+    assert (
+        collection.filterBounds(ee.Geometry.Rectangle(inside, None, False)).size().getInfo()
+        == expected
+    )
     outside = shapely.box(3.0, 45.0, 3.01, 45.01)
-    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(outside), None, False)).size().getInfo() == 0
-    both = shapely.MultiPolygon([outside, shapely.box(*inside)])  # an --aoi of two parts, one of them on the images
-    assert collection.filterBounds(ee.Geometry(shapely.geometry.mapping(both), None, False)).size().getInfo() == expected
+    assert (
+        collection.filterBounds(ee.Geometry(shapely.geometry.mapping(outside), None, False))
+        .size()
+        .getInfo()
+        == 0
+    )
+    both = shapely.MultiPolygon(
+        [outside, shapely.box(*inside)]
+    )  # an --aoi of two parts, one of them on the images
+    assert (
+        collection.filterBounds(ee.Geometry(shapely.geometry.mapping(both), None, False))
+        .size()
+        .getInfo()
+        == expected
+    )
 
 
 def _footprint(image):
@@ -125,22 +187,46 @@ def _footprint(image):
     a, _, c, _, e, f = image["transform"]
     _, h, w = image["data"].shape
     xs, ys = [c, c + a * w, c + a * w, c], [f, f, f + e * h, f + e * h]
-    lon, lat = pyproj.Transformer.from_crs(image["crs"], "EPSG:4326", always_xy=True).transform(xs, ys)
+    lon, lat = pyproj.Transformer.from_crs(image["crs"], "EPSG:4326", always_xy=True).transform(
+        xs, ys
+    )
     return list(zip(lon, lat))
 
 
 def test_beam_flags_with_separate_values_still_work():
     parser = extract.build_parser()
     base = ["--bbox", "3,45,3.01,45.01", "--years", "2021", "--output", "o.zarr"]
-    _, options = common.split_args(parser, [*base, "--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    _, options = common.split_args(
+        parser,
+        [
+            *base,
+            "--runner",
+            "DirectRunner",
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode",
+            "multi_processing",
+        ],
+    )
     assert common.runner_name(options) == "DirectRunner" and common.local_workers(options) == 2
-    _, options = common.split_args(parser, [*base, "--runner", "fnapi", "--experiments", "a", "--experiments=b"])
+    _, options = common.split_args(
+        parser, [*base, "--runner", "fnapi", "--experiments", "a", "--experiments=b"]
+    )
     assert common.runner_name(options) == "fnapi"  # Beam's own aliases are accepted
-    _, options = common.split_args(parser, [*base, "--runner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner"])
+    _, options = common.split_args(
+        parser, [*base, "--runner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
+    )
 
 
 def test_export_into_a_read_only_folder_is_refused_before_work(tmp_path, capsys):
-    s = make_store(str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021, 2022), n_classes=3)
+    s = make_store(
+        str(tmp_path / "emb.zarr"),
+        height=70,
+        width=60,
+        chunk_size=32,
+        years=(2021, 2022),
+        n_classes=3,
+    )
     classes = str(tmp_path / "classes.zarr")
     make_class_store(classes, s.path)
     locked = tmp_path / "locked"
@@ -148,9 +234,13 @@ def test_export_into_a_read_only_folder_is_refused_before_work(tmp_path, capsys)
     with read_only(locked):
         assert export_cli.run(["--input", classes, "--output", str(locked / "map.tif")]) == 2
         line = one_line(capsys.readouterr().err)
-        assert line.startswith("efm export: error: --output: cannot write in ") and str(locked) in line
+        assert (
+            line.startswith("efm export: error: --output: cannot write in ") and str(locked) in line
+        )
         assert os.listdir(locked) == []
-    assert export_cli.run(["--input", classes, "--output", str(tmp_path / "missing" / "map.tif")]) == 2
+    assert (
+        export_cli.run(["--input", classes, "--output", str(tmp_path / "missing" / "map.tif")]) == 2
+    )
     assert "does not exist" in one_line(capsys.readouterr().err)
 
 
@@ -164,7 +254,9 @@ class read_only:
         if os.geteuid() != 0:
             os.chmod(self.path, 0o555)
         elif subprocess.run(["chattr", "+i", self.path], capture_output=True).returncode != 0:
-            pytest.skip("running as root on a file system without chattr +i: cannot make a read-only folder")
+            pytest.skip(
+                "running as root on a file system without chattr +i: cannot make a read-only folder"
+            )
         return self
 
     def __exit__(self, *exc):
@@ -175,6 +267,7 @@ class read_only:
 
 
 # ---------------------------------------------------------------- runtime failures: exit 1, one line, the way on
+
 
 def test_write_time_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path / "logs"))
@@ -189,7 +282,10 @@ def test_write_time_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
     with read_only(locked):
         assert common.run("efm export", main, ["--output", str(locked / "map.tif")]) == 1
     line = one_line(capsys.readouterr().err)
-    assert line.startswith(f"efm export: error: permission denied: {locked / 'map.tif'} (") or "Operation not permitted" in line, line
+    assert (
+        line.startswith(f"efm export: error: permission denied: {locked / 'map.tif'} (")
+        or "Operation not permitted" in line
+    ), line
     assert "Traceback" not in line and "full trace in " + str(tmp_path / "logs") in line
     assert "re-run: efm export --output" in line
     log = line.split("full trace in ")[1].split(")")[0]
@@ -204,30 +300,63 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_the_trace(tmp_path, c
 
     assert common.run("efm train", main, ["--output", "m.skops"]) == 1
     line = one_line(capsys.readouterr().err)
-    assert "unexpected TypeError: something we did not foresee" in line and "second line" not in line
+    assert (
+        "unexpected TypeError: something we did not foresee" in line and "second line" not in line
+    )
     assert common.run("efm train", main, ["--output", "m.skops", "--verbose"]) == 1
     err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("efm train: error: unexpected TypeError")
+    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith(
+        "efm train: error: unexpected TypeError"
+    )
 
 
 def run_cli(args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("runner", [FNAPI, MULTIPROCESS], ids=["fnapi", "multiprocess"])
-def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(emu, images, tmp_path, runner):
+def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(
+    emu, images, tmp_path, runner
+):
     output = str(tmp_path / "emb.zarr")
     reference = str(tmp_path / "reference.zarr")
-    assert extract.main(extract_argv(emu, images, reference, "--retry-initial-delay", "0.01", *FNAPI)) == 0
+    assert (
+        extract.main(extract_argv(emu, images, reference, "--retry-initial-delay", "0.01", *FNAPI))
+        == 0
+    )
     emu.configure(error_rates={"429": 1.0})  # every computePixels answers 429
-    argv = ["extract", *extract_argv(emu, images, output, "--max-retries", "1", "--retry-initial-delay", "0.01", "--overwrite", *runner)]
+    argv = [
+        "extract",
+        *extract_argv(
+            emu,
+            images,
+            output,
+            "--max-retries",
+            "1",
+            "--retry-initial-delay",
+            "0.01",
+            "--overwrite",
+            *runner,
+        ),
+    ]
     failed = run_cli(argv, env={"EFM_LOG_DIR": str(tmp_path / "logs")})
     assert failed.returncode == 1, failed.stderr
     assert "Traceback" not in failed.stderr, failed.stderr
     last = failed.stderr.strip().splitlines()[-1]
-    assert last.startswith("efm extract: error: quota exhausted: gave up on ") and "HTTP 429" in last
-    assert f"{output} is incomplete; finish it with: efm extract " in last and last.endswith("--resume")
+    assert (
+        last.startswith("efm extract: error: quota exhausted: gave up on ") and "HTTP 429" in last
+    )
+    assert f"{output} is incomplete; finish it with: efm extract " in last and last.endswith(
+        "--resume"
+    )
     assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
     command = shlex.split(last.split("finish it with: ", 1)[1])
     assert "--overwrite" not in command and command[:2] == ["efm", "extract"]
@@ -238,18 +367,37 @@ def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(emu, i
     resumed = run_cli(command[1:])
     assert resumed.returncode == 0, resumed.stderr
     assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "complete"
-    np.testing.assert_array_equal(store.open_embeddings(output)["embedding"].values, store.open_embeddings(reference)["embedding"].values)
+    np.testing.assert_array_equal(
+        store.open_embeddings(output)["embedding"].values,
+        store.open_embeddings(reference)["embedding"].values,
+    )
 
 
 def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_path):
     output = str(tmp_path / "emb.zarr")
     emu.configure(latency_s=0.5)  # slow enough that the run is still going when Ctrl-C comes
-    argv = [sys.executable, "-m", "pipelines.cli", "extract", *extract_argv(emu, images, output, "--max-concurrent-requests", "1", *FNAPI)]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "EFM_LOG_DIR": str(tmp_path)})
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "extract",
+        *extract_argv(emu, images, output, "--max-concurrent-requests", "1", *FNAPI),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EFM_LOG_DIR": str(tmp_path)},
+    )
     try:
         deadline = time.monotonic() + 120
-        while len(store.done_markers(output) if os.path.exists(output) else ()) < 1 and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            len(store.done_markers(output) if os.path.exists(output) else ()) < 1
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -259,7 +407,9 @@ def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_pa
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("efm extract: error: interrupted (Ctrl-C)") and last.endswith("--resume"), last
+    assert last.startswith("efm extract: error: interrupted (Ctrl-C)") and last.endswith(
+        "--resume"
+    ), last
     assert xr.open_zarr(output).attrs[store.STATUS_ATTR] == "incomplete"
 
 
@@ -268,15 +418,30 @@ def test_classify_failing_mid_run_prints_the_command_that_finishes_it(tmp_path):
 
     from transforms.learning import models
 
-    s = make_store(str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021,), n_classes=3)
+    s = make_store(
+        str(tmp_path / "emb.zarr"), height=70, width=60, chunk_size=32, years=(2021,), n_classes=3
+    )
     t, r, c = np.nonzero(s.valid)
-    model = KNeighborsClassifier(3).fit(s.values[t[:60], r[:60], c[:60]], s.labels[t[:60], r[:60], c[:60]])
-    models.save_model(model, str(tmp_path / "m.skops"), {"kind": "classifier", "classes": model.classes_})
+    model = KNeighborsClassifier(3).fit(
+        s.values[t[:60], r[:60], c[:60]], s.labels[t[:60], r[:60], c[:60]]
+    )
+    models.save_model(
+        model, str(tmp_path / "m.skops"), {"kind": "classifier", "classes": model.classes_}
+    )
     chunk = tmp_path / "emb.zarr" / "embedding" / "0.1.1.0"
     good = chunk.read_bytes()
     chunk.write_bytes(b"\x00" * 40)  # a chunk damaged on disk: decoding fails inside a worker
     output = str(tmp_path / "classes.zarr")
-    argv = ["classify", "--embeddings", s.path, "--model", str(tmp_path / "m.skops"), "--output", output, *FNAPI]
+    argv = [
+        "classify",
+        "--embeddings",
+        s.path,
+        "--model",
+        str(tmp_path / "m.skops"),
+        "--output",
+        output,
+        *FNAPI,
+    ]
     failed = run_cli(argv, env={"EFM_LOG_DIR": str(tmp_path)})
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     last = failed.stderr.strip().splitlines()[-1]
@@ -307,26 +472,70 @@ def test_a_failing_pipeline_shows_its_output_but_no_traceback(tmp_path, capsys, 
     monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
 
     def main(argv):
-        common.run_pipeline(lambda p: p | beam.Create([1, 2]) | beam.Map(_loud_step), PipelineOptions(FNAPI))
+        common.run_pipeline(
+            lambda p: p | beam.Create([1, 2]) | beam.Map(_loud_step), PipelineOptions(FNAPI)
+        )
         return 0
 
     assert common.run("efm sample", main, ["--output", str(tmp_path / "t.parquet")]) == 1
     err = capsys.readouterr().err
-    assert "progress 1" in err and "WARNING efm.test: a warning from a worker" in err and "Traceback" not in err, err
+    assert (
+        "progress 1" in err
+        and "WARNING efm.test: a warning from a worker" in err
+        and "Traceback" not in err
+    ), err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("efm sample: error: unexpected ValueError: bad element (full trace in ") and "second line" not in last
+    assert (
+        last.startswith("efm sample: error: unexpected ValueError: bad element (full trace in ")
+        and "second line" not in last
+    )
     log = last.split("full trace in ")[1].split(")")[0]
-    assert "Traceback (most recent call last)" in open(log).read() and "with a second line" in open(log).read()
+    assert (
+        "Traceback (most recent call last)" in open(log).read()
+        and "with a second line" in open(log).read()
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["extract", "--years", "2022", "--output", "x.zarr"], "efm extract: error: one of the arguments --bbox --aoi is required (see efm extract --help)"),
-    (["extract", "--bbox", "1,2,3,4", "--years", "2022", "--output", "x.zarr", "--chunk-size", "abc"],
-     "efm extract: error: --chunk-size: invalid int value: 'abc' (see efm extract --help)"),
-    (["classify", "--embeddings", "e.zarr", "--model", "m.skops", "--output", "c.zarr", "--years"],
-     "efm classify: error: --years: expected one argument (see efm classify --help)"),
-    (["make-sample-data", "--output", "sd", "--foo"], "efm make-sample-data: error: unrecognized arguments: --foo (see efm make-sample-data --help)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["extract", "--years", "2022", "--output", "x.zarr"],
+            "efm extract: error: one of the arguments --bbox --aoi is required (see efm extract --help)",
+        ),
+        (
+            [
+                "extract",
+                "--bbox",
+                "1,2,3,4",
+                "--years",
+                "2022",
+                "--output",
+                "x.zarr",
+                "--chunk-size",
+                "abc",
+            ],
+            "efm extract: error: --chunk-size: invalid int value: 'abc' (see efm extract --help)",
+        ),
+        (
+            [
+                "classify",
+                "--embeddings",
+                "e.zarr",
+                "--model",
+                "m.skops",
+                "--output",
+                "c.zarr",
+                "--years",
+            ],
+            "efm classify: error: --years: expected one argument (see efm classify --help)",
+        ),
+        (
+            ["make-sample-data", "--output", "sd", "--foo"],
+            "efm make-sample-data: error: unrecognized arguments: --foo (see efm make-sample-data --help)",
+        ),
+    ],
+)
 def test_argparse_errors_are_one_line_too(argv, message, tmp_path, capsys, monkeypatch):
     """A missing or malformed flag is efm's one line, not argparse's usage block; exit 2, nothing written."""
     from pipelines import cli
@@ -338,17 +547,44 @@ def test_argparse_errors_are_one_line_too(argv, message, tmp_path, capsys, monke
 
 
 @pytest.mark.parametrize("command", ["extract", "train", "sample", "cluster", "make-sample-data"])
-def test_every_command_refuses_an_output_it_cannot_create_before_any_work(command, tmp_path, capsys):
+def test_every_command_refuses_an_output_it_cannot_create_before_any_work(
+    command, tmp_path, capsys
+):
     """A read-only folder (or one under it, to be created) is one line and exit 2 before anything runs."""
     from pipelines import cli
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    target = str(locked / "new" / {"extract": "e.zarr", "train": "m.skops", "sample": "s.parquet", "cluster": "k.skops"}.get(command, "sd"))
+    target = str(
+        locked
+        / "new"
+        / {
+            "extract": "e.zarr",
+            "train": "m.skops",
+            "sample": "s.parquet",
+            "cluster": "k.skops",
+        }.get(command, "sd")
+    )
     argv = {
-        "extract": ["--bbox", "5.9,45.8,6.0,45.9", "--years", "2022", "--source", "cog", "--cog-root", str(tmp_path / "no-mirror")],
+        "extract": [
+            "--bbox",
+            "5.9,45.8,6.0,45.9",
+            "--years",
+            "2022",
+            "--source",
+            "cog",
+            "--cog-root",
+            str(tmp_path / "no-mirror"),
+        ],
         "train": ["--samples", str(tmp_path / "s.parquet")],
-        "sample": ["--embeddings", make_store(str(tmp_path / "e.zarr")).path, "--points", str(tmp_path / "p.csv"), "--label-column", "label"],
+        "sample": [
+            "--embeddings",
+            make_store(str(tmp_path / "e.zarr")).path,
+            "--points",
+            str(tmp_path / "p.csv"),
+            "--label-column",
+            "label",
+        ],
         "cluster": ["--embeddings", str(tmp_path / "e.zarr")],
     }.get(command, [])
     with read_only(locked):

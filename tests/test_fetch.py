@@ -4,6 +4,7 @@ Uses a small deterministic source whose pixels are a function of their coordinat
 expected values are computed independently; the Earth Engine source is tested end to end
 against the emulator in test_extract.py.
 """
+
 import dataclasses
 import random
 import threading
@@ -51,7 +52,12 @@ class FlakySource(GridSource):
             time.sleep(self.latency_s)
             if fail:
                 raise RetryableError("HTTP 429: injected")
-            return pixel_values(spec.year, np.arange(tile.row, tile.row + tile.rows), np.arange(tile.col, tile.col + tile.cols), len(self.bands))
+            return pixel_values(
+                spec.year,
+                np.arange(tile.row, tile.row + tile.rows),
+                np.arange(tile.col, tile.col + tile.cols),
+                len(self.bands),
+            )
         finally:
             with Tracker.lock:
                 Tracker.in_flight -= 1
@@ -77,8 +83,14 @@ def make_source(**kwargs):
     grid = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
     # 8 bands x 4 B + mask: a 128 x 128 chunk needs 2 requests under a 300 kB limit
     return FlakySource(
-        grid=grid, years=(2021, 2022), bands=tuple(f"A{i:02d}" for i in range(8)), store_dtype="float32",
-        transfer_itemsize=4, max_request_bytes=300_000, **kwargs), grid
+        grid=grid,
+        years=(2021, 2022),
+        bands=tuple(f"A{i:02d}" for i in range(8)),
+        store_dtype="float32",
+        transfer_itemsize=4,
+        max_request_bytes=300_000,
+        **kwargs,
+    ), grid
 
 
 def test_chunks_are_assembled_exactly_and_requests_follow_the_plan():
@@ -90,7 +102,9 @@ def test_chunks_are_assembled_exactly_and_requests_follow_the_plan():
     for spec in specs:
         ds = results[(spec.time_index, spec.window.row, spec.window.col)]
         w = spec.window
-        expected = pixel_values(spec.year, np.arange(w.row, w.row + w.rows), np.arange(w.col, w.col + w.cols), 8)
+        expected = pixel_values(
+            spec.year, np.arange(w.row, w.row + w.rows), np.arange(w.col, w.col + w.cols), 8
+        )
         np.testing.assert_array_equal(ds["embedding"].values[0], expected)
         np.testing.assert_array_equal(ds["x"].values, grid.x_centres(w.col, w.col + w.cols))
 
@@ -98,7 +112,13 @@ def test_chunks_are_assembled_exactly_and_requests_follow_the_plan():
 def test_retries_make_flaky_fetches_whole_and_respect_the_cap():
     source, grid = make_source(failure_rate=0.3, latency_s=0.002)
     specs = plan_chunks([2021, 2022], list(chunk_windows(grid, 128)))
-    results = run_fetch(source, specs, max_concurrent_requests=3, threads_per_worker=2, retry=RetryPolicy(max_retries=30, initial_delay_s=0.001, max_delay_s=0.01))
+    results = run_fetch(
+        source,
+        specs,
+        max_concurrent_requests=3,
+        threads_per_worker=2,
+        retry=RetryPolicy(max_retries=30, initial_delay_s=0.001, max_delay_s=0.01),
+    )
     assert len(results) == len(specs)
     assert Tracker.calls > sum(len(source.plan(s)) for s in specs)  # some were retried
     assert Tracker.max_in_flight <= 3
@@ -107,11 +127,18 @@ def test_retries_make_flaky_fetches_whole_and_respect_the_cap():
 def test_gives_up_with_a_clear_error_naming_the_tile():
     source, grid = make_source(failure_rate=1.0)
     specs = plan_chunks([2021], list(chunk_windows(grid, 128)))[:1]
-    with pytest.raises(Exception, match=r"gave up on year 2021, rows 0-128, cols 0-128, request tile rows \d+-\d+ cols 0-128 after 3 attempts"):
+    with pytest.raises(
+        Exception,
+        match=r"gave up on year 2021, rows 0-128, cols 0-128, request tile rows \d+-\d+ cols 0-128 after 3 attempts",
+    ):
         run_fetch(source, specs, retry=RetryPolicy(max_retries=2, initial_delay_s=0.001))
 
 
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 
 
 def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
@@ -124,11 +151,28 @@ def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
     from transforms.storage import store
 
     images = make_embedding_collection(years=(2021, 2022), seed=3)
-    emulator = EarthEngineEmulator(max_in_flight=1000, latency_s=0.15)  # never refuses: it only counts
+    emulator = EarthEngineEmulator(
+        max_in_flight=1000, latency_s=0.15
+    )  # never refuses: it only counts
     emulator.add_images(images)
     output = str(tmp_path / "emb.zarr")
-    argv = ["--bbox", bbox_inside(images, 2021), "--years", "2021,2022", "--output", output, "--chunk-size", "128",
-            "--ee-project", "test-project", "--max-concurrent-requests", "4", "--retry-initial-delay", "0.01", *MULTIPROCESS]
+    argv = [
+        "--bbox",
+        bbox_inside(images, 2021),
+        "--years",
+        "2021,2022",
+        "--output",
+        output,
+        "--chunk-size",
+        "128",
+        "--ee-project",
+        "test-project",
+        "--max-concurrent-requests",
+        "4",
+        "--retry-initial-delay",
+        "0.01",
+        *MULTIPROCESS,
+    ]
     with emulator:
         argv += ["--ee-api-url", emulator.url]
         emulator.configure(fail_once_after=10)
@@ -140,7 +184,9 @@ def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
         assert extract.main([*argv, "--resume"]) == 0
         ds = store.open_embeddings(output)
         assert len(written) < len(store.done_markers(output))
-        assert emulator.count("computePixels") == len(store.done_markers(output)) - len(written)  # one int8 request per 128 px chunk
+        assert emulator.count("computePixels") == len(store.done_markers(output)) - len(
+            written
+        )  # one int8 request per 128 px chunk
         resumed_peak = emulator.max_in_flight_seen
     np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
     assert failed_run_peak <= 4 and resumed_peak <= 4

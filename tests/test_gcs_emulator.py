@@ -1,4 +1,5 @@
 """The GCS emulator fixture really serves gs:// through gcsfs, and Zarr through it."""
+
 import numpy as np
 import xarray as xr
 
@@ -9,7 +10,9 @@ def test_gcsfs_round_trip(gcs, gcs_bucket):
     with fsspec.open(f"{gcs_bucket}/a/b.txt", "wb") as f:
         f.write(b"hello")
     assert fsspec.open(f"{gcs_bucket}/a/b.txt", "rb").open().read() == b"hello"
-    assert gcs.fs.ls(gcs_bucket.removeprefix("gs://") + "/a") == [gcs_bucket.removeprefix("gs://") + "/a/b.txt"]
+    assert gcs.fs.ls(gcs_bucket.removeprefix("gs://") + "/a") == [
+        gcs_bucket.removeprefix("gs://") + "/a/b.txt"
+    ]
 
 
 def test_zarr_on_gcs(gcs_bucket):

@@ -7,6 +7,7 @@ The class map is scored against the synthetic collection's own land cover (what 
 were generated from), so the test checks the workflow computes the right thing, not only that
 files appear. The helpers here are shared with tests/test_templates.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,12 @@ import rasterio
 import xarray as xr
 
 from emulators.earthengine import EarthEngineEmulator
-from emulators.earthengine.synthetic import TileSpec, default_tiles, land_cover, make_embedding_collection
+from emulators.earthengine.synthetic import (
+    TileSpec,
+    default_tiles,
+    land_cover,
+    make_embedding_collection,
+)
 from pipelines import classify, export, extract, sample, train
 from transforms.products import export as export_lib
 
@@ -59,7 +65,9 @@ def truth_on_grid(ds: xr.Dataset) -> np.ndarray:
     """The synthetic land-cover class of every pixel of a store's grid (a 250 m checkerboard in UTM)."""
     x, y = ds["x"].values, ds["y"].values
     scale = float(x[1] - x[0])
-    grid = TileSpec("grid", CRS, "31N", float(x[0] - scale / 2), float(y[0] + scale / 2), len(x), len(y), scale)
+    grid = TileSpec(
+        "grid", CRS, "31N", float(x[0] - scale / 2), float(y[0] + scale / 2), len(x), len(y), scale
+    )
     return land_cover(grid, SEED)
 
 
@@ -71,7 +79,10 @@ def labelled_points_csv(n: int = 400, seed: int = 1) -> bytes:
     rng = np.random.default_rng(seed)
     xs = np.floor(rng.uniform(left, right, n) / 10) * 10 + 5
     ys = np.floor(rng.uniform(bottom, top, n) / 10) * 10 + 5
-    labels = [f"class_{land_cover(TileSpec('p', CRS, '31N', x - 5, y + 5, 1, 1), SEED)[0, 0]}" for x, y in zip(xs, ys)]
+    labels = [
+        f"class_{land_cover(TileSpec('p', CRS, '31N', x - 5, y + 5, 1, 1), SEED)[0, 0]}"
+        for x, y in zip(xs, ys)
+    ]
     lon, lat = pyproj.Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(xs, ys)
     return pd.DataFrame({"lon": lon, "lat": lat, "label": labels}).to_csv(index=False).encode()
 
@@ -90,16 +101,87 @@ def map_accuracy(classes_path: str) -> tuple[float, int]:
 
 def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tmp_path, capsys):
     root = f"{gcs_bucket}/geneva"
-    embeddings, points, samples = f"{root}/embeddings.zarr", f"{root}/labels/points.csv", f"{root}/samples.parquet"
-    model, classes, cog = f"{root}/models/landcover.skops", f"{root}/maps/classes.zarr", f"{root}/maps/classes.tif"
+    embeddings, points, samples = (
+        f"{root}/embeddings.zarr",
+        f"{root}/labels/points.csv",
+        f"{root}/samples.parquet",
+    )
+    model, classes, cog = (
+        f"{root}/models/landcover.skops",
+        f"{root}/maps/classes.zarr",
+        f"{root}/maps/classes.tif",
+    )
     with gcs.fs.open(points.removeprefix("gs://"), "wb") as f:
         f.write(labelled_points_csv())
 
-    assert extract.run(["--bbox", area_bbox(), "--years", "2021", "--crs", CRS, "--output", embeddings, "--chunk-size", "256",
-                        "--ee-api-url", ee.url, "--ee-project", "test-project", *FNAPI]) == 0
-    assert sample.run(["--embeddings", embeddings, "--points", points, "--label-column", "label", "--output", samples, *FNAPI]) == 0
-    assert train.run(["--samples", samples, "--classifier", "logistic-regression", "--output", model, "--folds", "3"]) == 0
-    assert classify.run(["--embeddings", embeddings, "--model", model, "--output", classes, "--confidence", *FNAPI]) == 0
+    assert (
+        extract.run(
+            [
+                "--bbox",
+                area_bbox(),
+                "--years",
+                "2021",
+                "--crs",
+                CRS,
+                "--output",
+                embeddings,
+                "--chunk-size",
+                "256",
+                "--ee-api-url",
+                ee.url,
+                "--ee-project",
+                "test-project",
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
+    assert (
+        sample.run(
+            [
+                "--embeddings",
+                embeddings,
+                "--points",
+                points,
+                "--label-column",
+                "label",
+                "--output",
+                samples,
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
+    assert (
+        train.run(
+            [
+                "--samples",
+                samples,
+                "--classifier",
+                "logistic-regression",
+                "--output",
+                model,
+                "--folds",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        classify.run(
+            [
+                "--embeddings",
+                embeddings,
+                "--model",
+                model,
+                "--output",
+                classes,
+                "--confidence",
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     assert export.run(["--input", classes, "--output", cog, "--png"]) == 0
     capsys.readouterr()
 
@@ -109,14 +191,20 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
     assert ee.count("computePixels") > 0
     store = xr.open_zarr(embeddings, consolidated=True, zarr_format=2)
     assert store.attrs["efm_status"] == "complete" and store.sizes["band"] == 64
-    table = pd.read_parquet(io.BytesIO(gcs.fs.cat(samples.removeprefix("gs://"))))  # not pyarrow's own GCS client
+    table = pd.read_parquet(
+        io.BytesIO(gcs.fs.cat(samples.removeprefix("gs://")))
+    )  # not pyarrow's own GCS client
     assert len(table) > 300 and table["label"].nunique() == 6
 
     # Chance is 1/6; logistic regression on 400 points of these noisy 64-d vectors reaches ~85% (a one-pixel
     # misalignment of the map would cost ~5 points: the 250 m cells are 25 px wide).
     accuracy, pixels = map_accuracy(classes)
-    assert pixels > 0.9 * store.sizes["x"] * store.sizes["y"]  # only the emulator's no-data holes are left unclassified
-    assert accuracy > 0.8, f"class map agrees with the land cover on only {accuracy:.1%} of {pixels} pixels"
+    assert (
+        pixels > 0.9 * store.sizes["x"] * store.sizes["y"]
+    )  # only the emulator's no-data holes are left unclassified
+    assert accuracy > 0.8, (
+        f"class map agrees with the land cover on only {accuracy:.1%} of {pixels} pixels"
+    )
     with xr.open_zarr(classes, consolidated=True, zarr_format=2) as ds:
         assert ds.attrs["efm_status"] == "complete" and "confidence" in ds
         assert ds.rio.crs.to_epsg() == 32631
@@ -125,7 +213,10 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
     gcs.fs.get_file(cog.removeprefix("gs://"), local_cog)
     assert export_lib.validate_cog(local_cog) == []
     with rasterio.open(local_cog) as tif:
-        assert tif.crs.to_epsg() == 32631 and (tif.width, tif.height) == (store.sizes["x"], store.sizes["y"])
+        assert tif.crs.to_epsg() == 32631 and (tif.width, tif.height) == (
+            store.sizes["x"],
+            store.sizes["y"],
+        )
         band = tif.read(1)
     with xr.open_zarr(classes, consolidated=True, zarr_format=2, mask_and_scale=False) as ds:
         np.testing.assert_array_equal(band, ds["class"].isel(time=0).values)
@@ -156,14 +247,32 @@ def map_world(gcs, tmp_path_factory):
     t, r, c = np.nonzero(local.valid[:1])  # points on pixels with data in the first year
     pick = rng.choice(len(r), 300, replace=False)
     rows, cols = r[pick], c[pick]
-    x, y = local.grid.x0 + (cols + 0.5) * local.grid.scale, local.grid.y0 - (rows + 0.5) * local.grid.scale
+    x, y = (
+        local.grid.x0 + (cols + 0.5) * local.grid.scale,
+        local.grid.y0 - (rows + 0.5) * local.grid.scale,
+    )
     weights = rng.normal(size=local.values.shape[-1])
-    agbd = local.values[0, rows, cols] @ weights * 10 + local.labels[0, rows, cols] * 25 + 100 + rng.normal(size=len(rows))
+    agbd = (
+        local.values[0, rows, cols] @ weights * 10
+        + local.labels[0, rows, cols] * 25
+        + 100
+        + rng.normal(size=len(rows))
+    )
     kind = np.where(local.labels[0, rows, cols] == 1, "forest", "other")
     points = f"{bucket}/points/gedi.csv"
     with gcs.fs.open(points.removeprefix("gs://"), "wb") as f:
-        f.write(pd.DataFrame({"x": x, "y": y, "agbd": agbd, "kind": kind}).to_csv(index=False).encode())
-    return {"bucket": bucket, "embeddings": embeddings, "points": points, "local": local, "rows": rows, "cols": cols, "kind": kind}
+        f.write(
+            pd.DataFrame({"x": x, "y": y, "agbd": agbd, "kind": kind}).to_csv(index=False).encode()
+        )
+    return {
+        "bucket": bucket,
+        "embeddings": embeddings,
+        "points": points,
+        "local": local,
+        "rows": rows,
+        "cols": cols,
+        "kind": kind,
+    }
 
 
 def gcs_embeddings(path: str) -> np.ndarray:
@@ -215,18 +324,66 @@ def test_sample_train_regressor_predict_all_on_gcs(map_world, gcs, capsys):
     from transforms.learning import models
 
     w, bucket = map_world, map_world["bucket"]
-    samples, model, output = f"{bucket}/samples/gedi.parquet", f"{bucket}/models/agbd.skops", f"{bucket}/maps/agbd.zarr"
-    assert sample.run(["--embeddings", w["embeddings"], "--points", w["points"], "--points-crs", CRS, "--keep-columns", "agbd",
-                       "--output", samples, *FNAPI]) == 0
-    assert train.run(["--samples", samples, "--target-column", "agbd", "--regressor", "ridge", "--target-units", "Mg/ha",
-                      "--output", model, "--folds", "3"]) == 0
-    assert predict.run(["--embeddings", w["embeddings"], "--model", model, "--output", output, *FNAPI]) == 0
+    samples, model, output = (
+        f"{bucket}/samples/gedi.parquet",
+        f"{bucket}/models/agbd.skops",
+        f"{bucket}/maps/agbd.zarr",
+    )
+    assert (
+        sample.run(
+            [
+                "--embeddings",
+                w["embeddings"],
+                "--points",
+                w["points"],
+                "--points-crs",
+                CRS,
+                "--keep-columns",
+                "agbd",
+                "--output",
+                samples,
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
+    assert (
+        train.run(
+            [
+                "--samples",
+                samples,
+                "--target-column",
+                "agbd",
+                "--regressor",
+                "ridge",
+                "--target-units",
+                "Mg/ha",
+                "--output",
+                model,
+                "--folds",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        predict.run(["--embeddings", w["embeddings"], "--model", model, "--output", output, *FNAPI])
+        == 0
+    )
     assert "efm predict: " in capsys.readouterr().out
     table = pd.read_parquet(io.BytesIO(gcs.fs.cat(samples.removeprefix("gs://"))))
-    assert "agbd" in table and len(table) == int(w["local"].valid[:, w["rows"], w["cols"]].sum())  # each (point, year) with data
+    assert "agbd" in table and len(table) == int(
+        w["local"].valid[:, w["rows"], w["cols"]].sum()
+    )  # each (point, year) with data
     estimator = models.load_model(model).model  # the model file as train wrote it on gs://
     # float32 out of a float64 predict: within float32 rounding of values around 100-200
-    ds = assert_map_equals(output, "prediction", reference_prediction(estimator, gcs_embeddings(w["embeddings"])), rtol=1e-6, atol=1e-4)
+    ds = assert_map_equals(
+        output,
+        "prediction",
+        reference_prediction(estimator, gcs_embeddings(w["embeddings"])),
+        rtol=1e-6,
+        atol=1e-4,
+    )
     assert ds["prediction"].attrs["target"] == "agbd" and ds["prediction"].attrs["units"] == "Mg/ha"
     assert ds.attrs["efm_product"] == "prediction" and ds.rio.crs.to_epsg() == 32631
 
@@ -236,11 +393,31 @@ def test_similarity_all_on_gcs(map_world, capsys):
 
     w = map_world
     output = f"{w['bucket']}/maps/similarity.zarr"
-    assert similarity.run(["--embeddings", w["embeddings"], "--points", w["points"], "--points-crs", CRS, "--label-column", "kind",
-                           "--label", "forest", "--output", output, *FNAPI]) == 0
+    assert (
+        similarity.run(
+            [
+                "--embeddings",
+                w["embeddings"],
+                "--points",
+                w["points"],
+                "--points-crs",
+                CRS,
+                "--label-column",
+                "kind",
+                "--label",
+                "forest",
+                "--output",
+                output,
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     assert "efm similarity: " in capsys.readouterr().out
     forest = w["kind"] == "forest"
-    expected = reference_similarity(gcs_embeddings(w["embeddings"]), w["rows"][forest], w["cols"][forest])
+    expected = reference_similarity(
+        gcs_embeddings(w["embeddings"]), w["rows"][forest], w["cols"][forest]
+    )
     ds = assert_map_equals(output, "similarity", expected, rtol=0, atol=REF_ATOL)
     assert ds["similarity"].dims == ("time", "y", "x") and ds.attrs["efm_product"] == "similarity"
 
@@ -250,13 +427,33 @@ def test_change_all_on_gcs(map_world, capsys):
 
     w = map_world
     output = f"{w['bucket']}/maps/change.zarr"
-    assert change.run(["--embeddings", w["embeddings"], "--from-year", "2021", "--to-year", "2022", "--output", output,
-                       "--threshold", "0.5", *FNAPI]) == 0
+    assert (
+        change.run(
+            [
+                "--embeddings",
+                w["embeddings"],
+                "--from-year",
+                "2021",
+                "--to-year",
+                "2022",
+                "--output",
+                output,
+                "--threshold",
+                "0.5",
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
     assert "efm change: " in capsys.readouterr().out
     expected = reference_change(gcs_embeddings(w["embeddings"]), 0, 1)
     ds = assert_map_equals(output, "similarity", expected, rtol=0, atol=REF_ATOL)
     assert ds["similarity"].dims == ("y", "x") and ds.attrs["efm_product"] == "change"
     changed = ds["changed"].values
-    want = np.where(np.isnan(expected), 255, ds["similarity"].values < 0.5).astype(np.uint8)  # from the stored map: no flips at the threshold
+    want = np.where(np.isnan(expected), 255, ds["similarity"].values < 0.5).astype(
+        np.uint8
+    )  # from the stored map: no flips at the threshold
     np.testing.assert_array_equal(changed, want)
-    assert 0 < (changed == 1).sum() == (changed != 255).sum()  # store_factory's class pattern moves one class a year: every pixel with data changed
+    assert (
+        0 < (changed == 1).sum() == (changed != 255).sum()
+    )  # store_factory's class pattern moves one class a year: every pixel with data changed

@@ -1,4 +1,5 @@
 """Grid planning: pure functions, with property tests."""
+
 import datetime
 import json
 
@@ -15,15 +16,18 @@ def test_parse_bbox_ok():
     assert g.parse_bbox("5.9, 45.8,6.2,46.0").bounds == (5.9, 45.8, 6.2, 46.0)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("6.2,45.8,5.9,46.0", "inverted"),
-    ("5.9,46.0,6.2,45.8", "inverted"),
-    ("5.9,45.8,6.2", "four numbers"),
-    ("a,b,c,d", "four numbers"),
-    ("190,0,191,1", "out of range"),
-    ("0,-95,1,1", "out of range"),
-    ("nan,0,1,1", "finite"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("6.2,45.8,5.9,46.0", "inverted"),
+        ("5.9,46.0,6.2,45.8", "inverted"),
+        ("5.9,45.8,6.2", "four numbers"),
+        ("a,b,c,d", "four numbers"),
+        ("190,0,191,1", "out of range"),
+        ("0,-95,1,1", "out of range"),
+        ("nan,0,1,1", "finite"),
+    ],
+)
 def test_parse_bbox_errors(text, words):
     with pytest.raises(InputError, match=words) as info:
         g.parse_bbox(text)
@@ -34,12 +38,25 @@ def test_parse_years():
     today = datetime.date(2026, 11, 24)
     assert g.parse_years("2021,2022", today) == [2021, 2022]
     assert g.parse_years("2019-2021, 2024", today) == [2019, 2020, 2021, 2024]
-    for bad, words in [("2016", "before 2017"), ("2027", "future"), ("2022-2020", "backwards"), ("twenty", "expected")]:
+    for bad, words in [
+        ("2016", "before 2017"),
+        ("2027", "future"),
+        ("2022-2020", "backwards"),
+        ("twenty", "expected"),
+    ]:
         with pytest.raises(InputError, match=words):
             g.parse_years(bad, today)
 
 
-@pytest.mark.parametrize("lon, lat, code", [(3.0, 45.0, "EPSG:32631"), (-122.4, 37.7, "EPSG:32610"), (151.2, -33.9, "EPSG:32756"), (180.0, 0.0, "EPSG:32660")])
+@pytest.mark.parametrize(
+    "lon, lat, code",
+    [
+        (3.0, 45.0, "EPSG:32631"),
+        (-122.4, 37.7, "EPSG:32610"),
+        (151.2, -33.9, "EPSG:32756"),
+        (180.0, 0.0, "EPSG:32660"),
+    ],
+)
 def test_utm_crs_for(lon, lat, code):
     assert g.utm_crs_for(lon, lat) == code
 
@@ -72,8 +89,10 @@ def test_plan_grid_explicit_crs_and_errors():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    west=st.floats(-179, 178), south=st.floats(-79, 82),
-    width=st.floats(0.0005, 0.5), height=st.floats(0.0005, 0.5),
+    west=st.floats(-179, 178),
+    south=st.floats(-79, 82),
+    width=st.floats(0.0005, 0.5),
+    height=st.floats(0.0005, 0.5),
     scale=st.sampled_from([10.0, 20.0, 30.0]),
 )
 def test_plan_grid_covers_aoi_minimally(west, south, width, height, scale):
@@ -91,20 +110,42 @@ def test_plan_grid_covers_aoi_minimally(west, south, width, height, scale):
 
 
 @settings(max_examples=60, deadline=None)
-@given(width=st.integers(1, 5000), height=st.integers(1, 5000), chunk=st.sampled_from([128, 256, 1000, 1024]))
+@given(
+    width=st.integers(1, 5000),
+    height=st.integers(1, 5000),
+    chunk=st.sampled_from([128, 256, 1000, 1024]),
+)
 def test_chunk_windows_tile_the_grid(width, height, chunk):
     grid = g.Grid("EPSG:32631", 10.0, 0.0, 0.0, width, height)
     windows = list(g.chunk_windows(grid, chunk))
     assert sum(w.rows * w.cols for w in windows) == width * height
-    assert all(w.row % chunk == 0 and w.col % chunk == 0 and 0 < w.rows <= chunk and 0 < w.cols <= chunk for w in windows)
+    assert all(
+        w.row % chunk == 0 and w.col % chunk == 0 and 0 < w.rows <= chunk and 0 < w.cols <= chunk
+        for w in windows
+    )
     assert len(windows) == -(-width // chunk) * -(-height // chunk)
 
 
 def test_windows_touching_skips_chunks_outside_a_non_rectangular_aoi(tmp_path):
     # An L-shaped AOI: the chunk in the missing corner is not requested.
-    lshape = shapely.Polygon([(2.0, 48.0), (2.06, 48.0), (2.06, 48.02), (2.02, 48.02), (2.02, 48.04), (2.0, 48.04)])
+    lshape = shapely.Polygon(
+        [(2.0, 48.0), (2.06, 48.0), (2.06, 48.02), (2.02, 48.02), (2.02, 48.04), (2.0, 48.04)]
+    )
     path = tmp_path / "aoi.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(lshape)}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": shapely.geometry.mapping(lshape),
+                    }
+                ],
+            }
+        )
+    )
     aoi = g.read_aoi(str(path))
     grid, aoi_crs = g.plan_grid(aoi)
     windows = list(g.chunk_windows(grid, 128))

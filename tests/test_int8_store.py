@@ -4,6 +4,7 @@ One extraction of generated COGs on the mirror's native grid (zone A, 10 m, alig
 as int8 and once as float32; then each reader (sample, train -> classify, cluster, export)
 run on both must agree.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ YEARS = (2022, 2023)
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory):
-    return sample_data.generate(str(tmp_path_factory.mktemp("sample")), sample_data.SampleSpec(**sample_data.SMALL))
+    return sample_data.generate(
+        str(tmp_path_factory.mktemp("sample")), sample_data.SampleSpec(**sample_data.SMALL)
+    )
 
 
 def west_bbox(data) -> str:
@@ -44,9 +47,28 @@ def stores(mirror, tmp_path_factory):
     paths = {}
     for dtype in ("int8", "float32"):
         paths[dtype] = str(out / f"{dtype}.zarr")
-        rc = extract.run(["--source", "cog", "--cog-root", mirror.mirror, f"--bbox={west_bbox(mirror)}", "--crs", "EPSG:32610",
-                          "--years", "2022,2023", "--output", paths[dtype], "--dtype", dtype, "--chunk-size", "128",
-                          "--max-concurrent-requests", "4", *FNAPI])
+        rc = extract.run(
+            [
+                "--source",
+                "cog",
+                "--cog-root",
+                mirror.mirror,
+                f"--bbox={west_bbox(mirror)}",
+                "--crs",
+                "EPSG:32610",
+                "--years",
+                "2022,2023",
+                "--output",
+                paths[dtype],
+                "--dtype",
+                dtype,
+                "--chunk-size",
+                "128",
+                "--max-concurrent-requests",
+                "4",
+                *FNAPI,
+            ]
+        )
         assert rc == 0
     return paths
 
@@ -63,8 +85,12 @@ def test_int8_store_holds_the_mirrors_codes_bit_for_bit(mirror, stores):
     whole = Window(0, 0, grid.height, grid.width)
     for t, year in enumerate(YEARS):
         codes = array[t]
-        counts = check_nearest(codes, grid, whole, files_of(make_source(mirror.mirror, grid, "int8"), year))
-        assert counts["foreign"] == 0 and counts["differ_at_edges"] == 0  # all native: an exact copy
+        counts = check_nearest(
+            codes, grid, whole, files_of(make_source(mirror.mirror, grid, "int8"), year)
+        )
+        assert (
+            counts["foreign"] == 0 and counts["differ_at_edges"] == 0
+        )  # all native: an exact copy
         np.testing.assert_array_equal(codes, counts["expected"])
         assert 0 < counts["nodata"] < 0.2 * counts["pixels"]
 
@@ -78,14 +104,19 @@ def test_dequantised_reads_match_the_float_store(stores):
     np.testing.assert_array_equal(np.isnan(values), np.isnan(floats))
     # within the quantisation step everywhere; in fact identical (same codes, same formula)
     valid = ~np.isnan(floats)
-    step = np.abs(quantize.dequantize(codes.clip(-126, 126) + np.sign(codes).astype(np.int8)) - values)
+    step = np.abs(
+        quantize.dequantize(codes.clip(-126, 126) + np.sign(codes).astype(np.int8)) - values
+    )
     assert (np.abs(values - floats)[valid] <= step[valid]).all()
     np.testing.assert_array_equal(values, floats)
     # the window reader every pipeline uses
     reader = readers.StoreReader(stores["int8"])
     info = readers.store_info(stores["int8"])
     window = info.windows()[1]
-    np.testing.assert_array_equal(reader.read(1, window), floats[1, window.row : window.row + window.rows, window.col : window.col + window.cols])
+    np.testing.assert_array_equal(
+        reader.read(1, window),
+        floats[1, window.row : window.row + window.rows, window.col : window.col + window.cols],
+    )
 
 
 def test_int8_store_on_disk_is_a_quarter(stores):
@@ -99,19 +130,53 @@ def test_sample_train_classify_agree_on_int8_and_float(mirror, stores, tmp_path)
     tables, maps = {}, {}
     for dtype, path in stores.items():
         tables[dtype] = str(tmp_path / f"samples-{dtype}.parquet")
-        assert sample.run(["--embeddings", path, "--points", mirror.points, "--label-column", "label", "--output", tables[dtype], *FNAPI]) == 0
+        assert (
+            sample.run(
+                [
+                    "--embeddings",
+                    path,
+                    "--points",
+                    mirror.points,
+                    "--label-column",
+                    "label",
+                    "--output",
+                    tables[dtype],
+                    *FNAPI,
+                ]
+            )
+            == 0
+        )
     a, b = pd.read_parquet(tables["int8"]), pd.read_parquet(tables["float32"])
     band_columns = [c for c in a.columns if c in sample_embedding.BANDS]
     assert len(band_columns) == 64 and len(a) > 50
     pd.testing.assert_frame_equal(a[band_columns], b[band_columns])
     counts = b["label"].value_counts()
-    training = str(tmp_path / "training.parquet")  # this half of the area has too few points of some classes
+    training = str(
+        tmp_path / "training.parquet"
+    )  # this half of the area has too few points of some classes
     b[b["label"].isin(counts[counts >= 4].index)].to_parquet(training)
     model = str(tmp_path / "knn.skops")
-    assert train.run(["--samples", training, "--classifier", "knn", "--folds", "2", "--output", model]) == 0
+    assert (
+        train.run(["--samples", training, "--classifier", "knn", "--folds", "2", "--output", model])
+        == 0
+    )
     for dtype, path in stores.items():
         maps[dtype] = str(tmp_path / f"classes-{dtype}.zarr")
-        assert classify.run(["--embeddings", path, "--model", model, "--output", maps[dtype], "--confidence", *FNAPI]) == 0
+        assert (
+            classify.run(
+                [
+                    "--embeddings",
+                    path,
+                    "--model",
+                    model,
+                    "--output",
+                    maps[dtype],
+                    "--confidence",
+                    *FNAPI,
+                ]
+            )
+            == 0
+        )
     x = xr.open_zarr(maps["int8"], consolidated=True, zarr_format=2, mask_and_scale=False).load()
     y = xr.open_zarr(maps["float32"], consolidated=True, zarr_format=2, mask_and_scale=False).load()
     np.testing.assert_array_equal(x["class"].values, y["class"].values)
@@ -123,13 +188,35 @@ def test_cluster_and_export_agree_on_int8_and_float(stores, tmp_path):
     sidecars = {}
     for dtype, path in stores.items():
         model = str(tmp_path / f"kmeans-{dtype}.skops")
-        assert cluster.run(["--embeddings", path, "--output", model, "--clusters", "4", "--sample-size", "2000", "--seed", "1", *FNAPI]) == 0
+        assert (
+            cluster.run(
+                [
+                    "--embeddings",
+                    path,
+                    "--output",
+                    model,
+                    "--clusters",
+                    "4",
+                    "--sample-size",
+                    "2000",
+                    "--seed",
+                    "1",
+                    *FNAPI,
+                ]
+            )
+            == 0
+        )
         sidecars[dtype] = json.load(open(model + ".json"))
-    assert sidecars["int8"]["metrics"] == sidecars["float32"]["metrics"]  # same pixels, same values, same fit
+    assert (
+        sidecars["int8"]["metrics"] == sidecars["float32"]["metrics"]
+    )  # same pixels, same values, same fit
     bands = {}
     for dtype, path in stores.items():
         output = str(tmp_path / f"a01-{dtype}.tif")
-        assert export.run(["--input", path, "--band", "A01", "--years", "2022", "--output", output]) == 0
+        assert (
+            export.run(["--input", path, "--band", "A01", "--years", "2022", "--output", output])
+            == 0
+        )
         with rasterio.open(output) as ds:
             bands[dtype] = ds.read(1, masked=True)
     np.testing.assert_array_equal(bands["int8"].mask, bands["float32"].mask)

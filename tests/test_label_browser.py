@@ -7,6 +7,7 @@ EPSG:4326 with pyproj here) and be what `efm sample` reads.
 No browser is a failure, not a skip (CI must run this): `scripts/browser_env.sh` installs it;
 EFM_SKIP_BROWSER=1 skips on purpose. EFM_LABEL_SCREENSHOT=path keeps a screenshot of the page.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,18 @@ import store_factory
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1200,800", "--force-device-scale-factor=1")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1200,800",
+    "--force-device-scale-factor=1",
+)
 YEAR = 2021
 CLASSES = ("water", "forest")
 
@@ -38,12 +48,17 @@ def browser_or_fail():
         pytest.skip("EFM_SKIP_BROWSER=1: the labelling page's browser test is skipped on purpose")
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.fail(f"{', '.join(missing)} missing: run `sudo bash scripts/browser_env.sh` (Debian: apt-get install chromium "
-                    "chromium-driver), or set EFM_SKIP_BROWSER=1 to skip this test on purpose", pytrace=False)
+        pytest.fail(
+            f"{', '.join(missing)} missing: run `sudo bash scripts/browser_env.sh` (Debian: apt-get install chromium "
+            "chromium-driver), or set EFM_SKIP_BROWSER=1 to skip this test on purpose",
+            pytrace=False,
+        )
     try:
         import selenium  # noqa: F401
     except ImportError:
-        pytest.fail("selenium is not installed: pip install -c constraints.txt -e '.[test]'", pytrace=False)
+        pytest.fail(
+            "selenium is not installed: pip install -c constraints.txt -e '.[test]'", pytrace=False
+        )
 
 
 @pytest.fixture
@@ -54,10 +69,18 @@ def synthetic(tmp_path):
 def start_label(*args, timeout: float = 120):
     """`efm label ... --port 0` as a process; returns (process, url, its later output lines) once it prints its URL."""
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.label", *args, "--port", "0"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.label", *args, "--port", "0"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)], daemon=True).start()  # None: the end
+    threading.Thread(
+        target=lambda: [*map(lines.put, proc.stdout), lines.put(None)], daemon=True
+    ).start()  # None: the end
     deadline, seen = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
         try:
@@ -100,7 +123,9 @@ def wait_for(driver, script: str, timeout: float = 30):
         except JavascriptException:  # e.g. a state not there yet; the deadline decides
             pass
         time.sleep(0.05)
-    status = driver.execute_script("return document.getElementById('status').textContent + ' | ' + document.getElementById('message').textContent")
+    status = driver.execute_script(
+        "return document.getElementById('status').textContent + ' | ' + document.getElementById('message').textContent"
+    )
     raise AssertionError(f"timed out waiting for {script}: the page says {status!r}")
 
 
@@ -110,7 +135,10 @@ def click_pixel(driver, row: int, col: int) -> None:
 
     x, y = driver.execute_script(
         "const p = efmLabel.pixelToCanvas(arguments[0], arguments[1]), r = document.getElementById('map').getBoundingClientRect();"
-        "return [r.left + p.x, r.top + p.y];", row, col)
+        "return [r.left + p.x, r.top + p.y];",
+        row,
+        col,
+    )
     builder = ActionBuilder(driver)
     builder.pointer_action.move_to_location(int(round(x)), int(round(y))).click()
     builder.perform()
@@ -123,8 +151,13 @@ def pick_class(driver, name: str) -> None:
 def pick_pixels(s, t: int, truth: int, n: int, rng) -> list[tuple[int, int]]:
     """n pixels of the synthetic class `truth`, inside a block (not on its edge), with data."""
     labels = s.labels[t]
-    inner = (labels == truth)
-    inner[1:-1, 1:-1] &= (labels[:-2, 1:-1] == truth) & (labels[2:, 1:-1] == truth) & (labels[1:-1, :-2] == truth) & (labels[1:-1, 2:] == truth)
+    inner = labels == truth
+    inner[1:-1, 1:-1] &= (
+        (labels[:-2, 1:-1] == truth)
+        & (labels[2:, 1:-1] == truth)
+        & (labels[1:-1, :-2] == truth)
+        & (labels[1:-1, 2:] == truth)
+    )
     rows, cols = np.nonzero(inner[1:-1, 1:-1])
     pick = rng.choice(len(rows), n, replace=False)
     return [(int(rows[i]) + 1, int(cols[i]) + 1) for i in pick]
@@ -139,7 +172,11 @@ def reference_preview(s, t: int, clicked: list[tuple[int, int, int]], window: di
     k = min(5, *np.bincount(y))  # 5, or the smallest class's count (as docs/label.md says)
     model = KNeighborsClassifier(n_neighbors=k).fit(X, y)
     w = window
-    values = s.values[t, w["row0"]:w["row0"] + w["rows"]:w["step"], w["col0"]:w["col0"] + w["cols"]:w["step"]]
+    values = s.values[
+        t,
+        w["row0"] : w["row0"] + w["rows"] : w["step"],
+        w["col0"] : w["col0"] + w["cols"] : w["step"],
+    ]
     flat = values.reshape(-1, values.shape[-1])
     valid = ~np.isnan(flat).any(axis=1)
     expected = np.full(len(flat), 255, dtype=np.uint8)
@@ -155,12 +192,23 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
 
     s, t = synthetic, 0
     output = tmp_path / "points.geojson"
-    proc, url, lines = start_label("--embeddings", s.path, "--output", str(output), "--classes", ",".join(CLASSES), "--year", str(YEAR))
+    proc, url, lines = start_label(
+        "--embeddings",
+        s.path,
+        "--output",
+        str(output),
+        "--classes",
+        ",".join(CLASSES),
+        "--year",
+        str(YEAR),
+    )
     try:
         browser.get(url)
         wait_for(browser, "efmLabel.state.image !== null && efmLabel.idle()")
         rng = np.random.default_rng(1)
-        clicked = [(r, c, 0) for r, c in pick_pixels(s, t, 0, 3, rng)] + [(r, c, 1) for r, c in pick_pixels(s, t, 1, 3, rng)]
+        clicked = [(r, c, 0) for r, c in pick_pixels(s, t, 0, 3, rng)] + [
+            (r, c, 1) for r, c in pick_pixels(s, t, 1, 3, rng)
+        ]
         for row, col, k in clicked:
             pick_class(browser, CLASSES[k])
             click_pixel(browser, row, col)
@@ -170,21 +218,39 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
         click_pixel(browser, *extra)
         wait_for(browser, f"efmLabel.idle() && efmLabel.state.points.length === {len(clicked) + 1}")
         click_pixel(browser, *extra)
-        wait_for(browser, f"efmLabel.idle() && efmLabel.state.preview && efmLabel.state.preview.nPoints === {len(clicked)}")
+        wait_for(
+            browser,
+            f"efmLabel.idle() && efmLabel.state.preview && efmLabel.state.preview.nPoints === {len(clicked)}",
+        )
 
-        state = browser.execute_script("const S = efmLabel.state; return {points: S.points, timings: S.timings, "
-                                       "preview: {win: S.preview.win, width: S.preview.width, height: S.preview.height, classes: Array.from(S.preview.classes)}};")
-        assert sorted((p["row"], p["col"], CLASSES.index(p["label"])) for p in state["points"]) == sorted(clicked)
+        state = browser.execute_script(
+            "const S = efmLabel.state; return {points: S.points, timings: S.timings, "
+            "preview: {win: S.preview.win, width: S.preview.width, height: S.preview.height, classes: Array.from(S.preview.classes)}};"
+        )
+        assert sorted(
+            (p["row"], p["col"], CLASSES.index(p["label"])) for p in state["points"]
+        ) == sorted(clicked)
         preview = state["preview"]
-        got = np.array(preview["classes"], dtype=np.uint8).reshape(preview["height"], preview["width"])
+        got = np.array(preview["classes"], dtype=np.uint8).reshape(
+            preview["height"], preview["width"]
+        )
         expected = reference_preview(s, t, clicked, preview["win"])
-        assert preview["win"]["rows"] == s.grid.height and preview["win"]["cols"] == s.grid.width  # the whole small store is in view
+        assert (
+            preview["win"]["rows"] == s.grid.height and preview["win"]["cols"] == s.grid.width
+        )  # the whole small store is in view
         assert got.shape == expected.shape and np.array_equal(got, expected)
 
         # what the page drew: the preview canvas' colours, mapped back through the legend's swatches
-        legend = browser.execute_script("return Array.from(document.querySelectorAll('.class-row')).map(r => [r.dataset.label, r.querySelector('.swatch').dataset.color]);")
-        colours = {tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)): CLASSES.index(name) for name, c in legend}
-        rgba = np.array(browser.execute_script("return efmLabel.previewPixels();"), dtype=np.uint8).reshape(got.shape + (4,))
+        legend = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.class-row')).map(r => [r.dataset.label, r.querySelector('.swatch').dataset.color]);"
+        )
+        colours = {
+            tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)): CLASSES.index(name)
+            for name, c in legend
+        }
+        rgba = np.array(
+            browser.execute_script("return efmLabel.previewPixels();"), dtype=np.uint8
+        ).reshape(got.shape + (4,))
         drawn = np.full(got.shape, 255, dtype=np.uint8)
         for colour, k in colours.items():
             drawn[(rgba[..., 3] == 255) & np.all(rgba[..., :3] == colour, axis=-1)] = k
@@ -198,26 +264,43 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
         for gesture in ("zoom in", "pan", "zoom out"):
             before = browser.execute_script("return efmLabel.state.preview.win")
             if gesture == "zoom in":
-                ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -400).perform()
+                ActionChains(browser).scroll_from_origin(
+                    ScrollOrigin.from_element(canvas), 0, -400
+                ).perform()
             elif gesture == "pan":
-                ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(120, 80).release().perform()
+                ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(
+                    120, 80
+                ).release().perform()
             else:
-                ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, 1600).perform()
-            wait_for(browser, "efmLabel.idle() && efmLabel.state.preview && JSON.stringify(efmLabel.state.preview.win) !== arguments[0]".replace(
-                "arguments[0]", json.dumps(json.dumps(before, separators=(",", ":")))))
-            view = browser.execute_script("const S = efmLabel.state; return {win: S.preview.win, width: S.preview.width, height: S.preview.height, "
-                                          "classes: Array.from(S.preview.classes), points: S.points.length};")
+                ActionChains(browser).scroll_from_origin(
+                    ScrollOrigin.from_element(canvas), 0, 1600
+                ).perform()
+            wait_for(
+                browser,
+                "efmLabel.idle() && efmLabel.state.preview && JSON.stringify(efmLabel.state.preview.win) !== arguments[0]".replace(
+                    "arguments[0]", json.dumps(json.dumps(before, separators=(",", ":")))
+                ),
+            )
+            view = browser.execute_script(
+                "const S = efmLabel.state; return {win: S.preview.win, width: S.preview.width, height: S.preview.height, "
+                "classes: Array.from(S.preview.classes), points: S.points.length};"
+            )
             assert view["points"] == len(clicked)  # a drag is not a click
             moved = np.array(view["classes"], dtype=np.uint8).reshape(view["height"], view["width"])
-            np.testing.assert_array_equal(moved, reference_preview(s, t, clicked, view["win"]), err_msg=gesture)
+            np.testing.assert_array_equal(
+                moved, reference_preview(s, t, clicked, view["win"]), err_msg=gesture
+            )
             if gesture == "zoom in":
                 assert view["win"]["rows"] < s.grid.height and view["win"]["cols"] < s.grid.width
             if gesture == "zoom out":
                 assert view["win"]["step"] > 1
 
         timings = state["timings"]
-        print("\nclick-to-preview (ms, page-measured from the click event to the painted frame):",
-              ", ".join(f"{x['ms']:.0f} (server {x['server_ms']:.0f})" for x in timings), f"on {got.size} px")
+        print(
+            "\nclick-to-preview (ms, page-measured from the click event to the painted frame):",
+            ", ".join(f"{x['ms']:.0f} (server {x['server_ms']:.0f})" for x in timings),
+            f"on {got.size} px",
+        )
         screenshot = os.environ.get("EFM_LABEL_SCREENSHOT")
         browser.save_screenshot(screenshot or str(tmp_path / "label.png"))
 
@@ -234,11 +317,19 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
 
     saved = json.loads(output.read_text())
     assert saved["efm_product"] == "points"
-    points = sampling.read_points(str(output), "label")  # efm sample's reader, as `efm sample --label-column label` calls it
+    points = sampling.read_points(
+        str(output), "label"
+    )  # efm sample's reader, as `efm sample --label-column label` calls it
     assert points.crs == "EPSG:4326"
     to_lonlat = pyproj.Transformer.from_crs(s.grid.crs, "EPSG:4326", always_xy=True)
     order = sorted(range(len(clicked)), key=lambda i: (points.labels[i], points.x[i]))
-    want = sorted(((CLASSES[k], *to_lonlat.transform(*store_factory.pixel_centre(s, r, c))) for r, c, k in clicked), key=lambda p: (p[0], p[1]))
+    want = sorted(
+        (
+            (CLASSES[k], *to_lonlat.transform(*store_factory.pixel_centre(s, r, c)))
+            for r, c, k in clicked
+        ),
+        key=lambda p: (p[0], p[1]),
+    )
     for i, (label, lon, lat) in zip(order, want):
         assert points.labels[i] == label
         assert abs(points.x[i] - lon) < 1e-9 and abs(points.y[i] - lat) < 1e-9

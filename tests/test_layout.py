@@ -6,6 +6,7 @@ and test infrastructure (emulators/, tests/) stays out of the installed package.
     may use all of transforms/, and so may efm (the Python API, which also reuses the commands' checks);
     pipelines/ composes them all.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,11 +25,29 @@ ALLOWED = {
     "transforms.learning": {"transforms.core", "transforms.storage"},
     "transforms.products": {"transforms.core", "transforms.storage", "transforms.learning"},
     "sample_data": {"transforms.core", "transforms.sources"},
-    "label_page": {"transforms.core", "transforms.storage", "transforms.learning", "transforms.products"},
+    "label_page": {
+        "transforms.core",
+        "transforms.storage",
+        "transforms.learning",
+        "transforms.products",
+    },
     # the Python API: the same transforms, and the checks of the commands it mirrors
-    "efm": {"transforms.core", "transforms.storage", "transforms.learning", "transforms.products", "pipelines"},
-    "pipelines": {"transforms.core", "transforms.sources", "transforms.storage", "transforms.learning", "transforms.products",
-                  "sample_data", "label_page"},
+    "efm": {
+        "transforms.core",
+        "transforms.storage",
+        "transforms.learning",
+        "transforms.products",
+        "pipelines",
+    },
+    "pipelines": {
+        "transforms.core",
+        "transforms.sources",
+        "transforms.storage",
+        "transforms.learning",
+        "transforms.products",
+        "sample_data",
+        "label_page",
+    },
 }
 OWN = ("transforms", "pipelines", "sample_data", "label_page", "efm", "emulators")
 
@@ -62,19 +81,27 @@ def source_files():
 def test_each_module_imports_only_the_layers_below_it(path):
     module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
     own = package_of(module)
-    assert own in ALLOWED, f"{path.relative_to(REPO)} sits in no layer: put it in one of {sorted(ALLOWED)}"
+    assert own in ALLOWED, (
+        f"{path.relative_to(REPO)} sits in no layer: put it in one of {sorted(ALLOWED)}"
+    )
     for imported in sorted(imports_of(path)):
         layer = package_of(imported)
         if layer is None or layer == own:
             continue
-        assert layer in ALLOWED[own], f"{module} imports {imported}: {own} may import only {sorted(ALLOWED[own]) or 'nothing of efm'}"
+        assert layer in ALLOWED[own], (
+            f"{module} imports {imported}: {own} may import only {sorted(ALLOWED[own]) or 'nothing of efm'}"
+        )
 
 
 def test_transforms_holds_only_its_layers():
     loose = sorted(p.name for p in (REPO / "transforms").glob("*.py") if p.name != "__init__.py")
     assert not loose, f"modules directly in transforms/: {loose} (each belongs in a layer)"
-    layers = sorted(p.name for p in (REPO / "transforms").iterdir() if p.is_dir() and p.name != "__pycache__")
-    assert layers == sorted(name.split(".")[1] for name in ALLOWED if name.startswith("transforms."))
+    layers = sorted(
+        p.name for p in (REPO / "transforms").iterdir() if p.is_dir() and p.name != "__pycache__"
+    )
+    assert layers == sorted(
+        name.split(".")[1] for name in ALLOWED if name.startswith("transforms.")
+    )
 
 
 def test_the_installed_package_holds_the_product_and_no_test_infrastructure(monkeypatch):
@@ -86,6 +113,16 @@ def test_the_installed_package_holds_the_product_and_no_test_infrastructure(monk
     monkeypatch.chdir(REPO)  # find_packages looks in the working directory
     exec(compile((REPO / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
     packages = set(captured["packages"])
-    assert {p.split(".")[0] for p in packages} == {"transforms", "pipelines", "sample_data", "label_page", "efm"}, packages
-    on_disk = {".".join(p.relative_to(REPO).parent.parts) for top in ("transforms", "pipelines", "sample_data", "label_page", "efm") for p in (REPO / top).rglob("__init__.py")}
+    assert {p.split(".")[0] for p in packages} == {
+        "transforms",
+        "pipelines",
+        "sample_data",
+        "label_page",
+        "efm",
+    }, packages
+    on_disk = {
+        ".".join(p.relative_to(REPO).parent.parts)
+        for top in ("transforms", "pipelines", "sample_data", "label_page", "efm")
+        for p in (REPO / top).rglob("__init__.py")
+    }
     assert packages == on_disk, f"packages not installed: {on_disk - packages}"

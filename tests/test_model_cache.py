@@ -1,6 +1,7 @@
 """The per-process model cache (transforms/learning/model_cache.py): a file is parsed once per
 process whatever the number of DoFn instances or threads, and a changed file is never served
 from the cache."""
+
 from __future__ import annotations
 
 import threading
@@ -23,14 +24,19 @@ def empty_cache():
 def _save(path, seed: int) -> str:
     rng = np.random.default_rng(seed)
     X, y = rng.normal(size=(60, 4)), np.arange(60) % 3
-    return models.save_model(LogisticRegression().fit(X, y), str(path), {"kind": "classifier"})["sha256"]
+    return models.save_model(LogisticRegression().fit(X, y), str(path), {"kind": "classifier"})[
+        "sha256"
+    ]
 
 
 def test_one_parse_per_process_whatever_the_callers(tmp_path):
     path = tmp_path / "m.skops"
     sha = _save(path, 0)
     got = []
-    threads = [threading.Thread(target=lambda: got.append(model_cache.load(str(path), sha))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: got.append(model_cache.load(str(path), sha)))
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,4 +1,5 @@
 """Every model `efm train` writes, in either format, is one `efm classify` loads and applies."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,15 @@ CASES = [(name, []) for name in models.CLASSIFIERS] + [
 @pytest.fixture(scope="module")
 def store_and_samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
-    s = make_store(str(root / "emb.zarr"), height=70, width=60, years=(2021,), chunk_size=32, n_classes=4, seed=5)
+    s = make_store(
+        str(root / "emb.zarr"),
+        height=70,
+        width=60,
+        years=(2021,),
+        chunk_size=32,
+        n_classes=4,
+        seed=5,
+    )
     rng = np.random.default_rng(1)
     t, r, c = np.nonzero(s.valid)
     pick = rng.choice(len(t), 80, replace=False)
@@ -37,15 +46,26 @@ def store_and_samples(tmp_path_factory):
 
 
 @pytest.mark.parametrize("suffix", [".skops", ".pkl"])
-@pytest.mark.parametrize("name, params", CASES, ids=[f"{n}{'-' + p[1].split('=')[1].strip(chr(39)) if p else ''}" for n, p in CASES])
+@pytest.mark.parametrize(
+    "name, params",
+    CASES,
+    ids=[f"{n}{'-' + p[1].split('=')[1].strip(chr(39)) if p else ''}" for n, p in CASES],
+)
 def test_train_then_classify(store_and_samples, tmp_path, capsys, name, params, suffix):
     s, table = store_and_samples
     model = str(tmp_path / f"model{suffix}")
-    assert train_cli.run(["--samples", table, "--classifier", name, *params, "--folds", "2", "--output", model]) == 0
+    assert (
+        train_cli.run(
+            ["--samples", table, "--classifier", name, *params, "--folds", "2", "--output", model]
+        )
+        == 0
+    )
     sha = json.loads(open(model + ".json").read())["sha256"]
     out = str(tmp_path / "classes.zarr")
     pickle_flags = ["--model-sha256", sha] if suffix == ".pkl" else []
-    code = classify_cli.run(["--embeddings", s.path, "--model", model, *pickle_flags, "--output", out, *FNAPI])
+    code = classify_cli.run(
+        ["--embeddings", s.path, "--model", model, *pickle_flags, "--output", out, *FNAPI]
+    )
     assert code == 0, capsys.readouterr().err
     loaded = models.load_model(model, sha256=sha)
     if "algorithm='kd_tree'" in params:
@@ -70,18 +90,43 @@ def test_untrusted_skops_model_is_refused_before_fitting(store_and_samples, tmp_
     _, table = store_and_samples
     X, labels, *_ = training.load_samples(table)
     estimator = KNeighborsClassifier(3, algorithm="ball_tree", metric=_python_metric)
-    with pytest.raises(models.InputError, match=r"--output: .*PyFuncDistance.*--output .*m\.pkl.*--model-sha256"):
+    with pytest.raises(
+        models.InputError, match=r"--output: .*PyFuncDistance.*--output .*m\.pkl.*--model-sha256"
+    ):
         models.check_skops_loadable(estimator, X, labels, str(tmp_path / "m.skops"))
     assert not hasattr(estimator, "classes_")  # the user's estimator was not fitted
-    models.check_skops_loadable(KNeighborsClassifier(3, algorithm="kd_tree"), X, labels, str(tmp_path / "m.skops"))
+    models.check_skops_loadable(
+        KNeighborsClassifier(3, algorithm="kd_tree"), X, labels, str(tmp_path / "m.skops")
+    )
 
 
 def test_estimator_parameters_are_checked_at_construction(tmp_path, capsys):
-    with pytest.raises(models.InputError, match="--param: KNeighborsClassifier: The 'n_neighbors' parameter"):
+    with pytest.raises(
+        models.InputError, match="--param: KNeighborsClassifier: The 'n_neighbors' parameter"
+    ):
         models.make_classifier("knn", {"n_neighbors": "abc"})
-    with pytest.raises(models.InputError, match="--param: RandomForestClassifier: The 'n_estimators' parameter"):
+    with pytest.raises(
+        models.InputError, match="--param: RandomForestClassifier: The 'n_estimators' parameter"
+    ):
         models.make_classifier("random-forest", {"n_estimators": -3})
-    code = train_cli.run(["--samples", str(tmp_path / "none.parquet"), "--classifier", "knn", "--param", "n_neighbors=abc", "--output", str(tmp_path / "m.skops")])
+    code = train_cli.run(
+        [
+            "--samples",
+            str(tmp_path / "none.parquet"),
+            "--classifier",
+            "knn",
+            "--param",
+            "n_neighbors=abc",
+            "--output",
+            str(tmp_path / "m.skops"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("efm train: error: --param: KNeighborsClassifier: The 'n_neighbors' parameter") and "\n" not in err
+    assert (
+        code == 2
+        and err.startswith(
+            "efm train: error: --param: KNeighborsClassifier: The 'n_neighbors' parameter"
+        )
+        and "\n" not in err
+    )
     assert not (tmp_path / "m.skops").exists()

@@ -5,6 +5,7 @@ kind, a bucket root, the output being / holding / lying inside an input are refu
 line and exit status 2, and the victim is byte-for-byte untouched; the command's own previous
 output is replaced with --overwrite (and refused without it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +21,29 @@ from sample_data import generate as sample_data
 
 FNAPI = ["--runner=FnApiRunner"]
 RUN = {
-    "extract": extract.run, "classify": classify.run, "sample": sample.run, "train": train.run, "cluster": cluster.run,
-    "export": export.run, "make-sample-data": make_sample_data.run, "demo": demo.run,
+    "extract": extract.run,
+    "classify": classify.run,
+    "sample": sample.run,
+    "train": train.run,
+    "cluster": cluster.run,
+    "export": export.run,
+    "make-sample-data": make_sample_data.run,
+    "demo": demo.run,
 }
-SUFFIX = {"extract": ".zarr", "classify": ".zarr", "sample": ".parquet", "train": ".skops", "cluster": ".skops", "export": ".tif", "make-sample-data": "", "demo": ""}
+SUFFIX = {
+    "extract": ".zarr",
+    "classify": ".zarr",
+    "sample": ".parquet",
+    "train": ".skops",
+    "cluster": ".skops",
+    "export": ".tif",
+    "make-sample-data": "",
+    "demo": "",
+}
 COMMANDS = list(RUN)
-MARKER_FILE = ".efm-product"  # transforms.MARKER_FILE (literal: this file also runs against older code)
+MARKER_FILE = (
+    ".efm-product"  # transforms.MARKER_FILE (literal: this file also runs against older code)
+)
 PARTS_MARKER = ".efm-parts"  # transforms.PARTS_MARKER
 
 
@@ -47,12 +65,61 @@ class World:
 def argv(cmd: str, w: World, output, *extra) -> list[str]:
     out = str(output)
     return {
-        "extract": ["--source", "cog", "--cog-root", w.data.mirror, f"--bbox={w.bbox}", "--crs", w.data.crs, "--years", "2022",
-                    "--chunk-size", "128", "--max-concurrent-requests", "2", "--output", out, *extra, *FNAPI],
+        "extract": [
+            "--source",
+            "cog",
+            "--cog-root",
+            w.data.mirror,
+            f"--bbox={w.bbox}",
+            "--crs",
+            w.data.crs,
+            "--years",
+            "2022",
+            "--chunk-size",
+            "128",
+            "--max-concurrent-requests",
+            "2",
+            "--output",
+            out,
+            *extra,
+            *FNAPI,
+        ],
         "classify": ["--embeddings", w.emb, "--model", w.model, "--output", out, *extra, *FNAPI],
-        "sample": ["--embeddings", w.emb, "--points", w.data.points, "--label-column", "label", "--output", out, *extra, *FNAPI],
-        "train": ["--samples", w.samples, "--classifier", "knn", "--folds", "3", "--output", out, *extra],
-        "cluster": ["--embeddings", w.emb, "--clusters", "3", "--sample-size", "300", "--output", out, *extra, *FNAPI],
+        "sample": [
+            "--embeddings",
+            w.emb,
+            "--points",
+            w.data.points,
+            "--label-column",
+            "label",
+            "--output",
+            out,
+            *extra,
+            *FNAPI,
+        ],
+        "train": [
+            "--samples",
+            w.samples,
+            "--classifier",
+            "knn",
+            "--folds",
+            "3",
+            "--output",
+            out,
+            *extra,
+        ],
+        "cluster": [
+            "--embeddings",
+            w.emb,
+            "--clusters",
+            "3",
+            "--sample-size",
+            "300",
+            "--output",
+            out,
+            *extra,
+            *FNAPI,
+        ],
         "export": ["--input", w.classes, "--output", out, "--png", *extra],
         "make-sample-data": ["--output", out, "--size", "small", "--years", "2022", *extra],
         "demo": ["--output", out, "--small", *extra],
@@ -69,8 +136,18 @@ def call(cmd: str, args: list[str], capsys) -> tuple[int, str]:
 def world(tmp_path_factory) -> World:
     """Every kind of efm product, each made by its own command on the offline sample data."""
     root = tmp_path_factory.mktemp("world")
-    data = sample_data.generate(str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022,)))
-    w = World(root, data, str(root / "emb.zarr"), str(root / "samples.parquet"), str(root / "model.skops"), str(root / "classes.zarr"), str(root / "map.tif"))
+    data = sample_data.generate(
+        str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022,))
+    )
+    w = World(
+        root,
+        data,
+        str(root / "emb.zarr"),
+        str(root / "samples.parquet"),
+        str(root / "model.skops"),
+        str(root / "classes.zarr"),
+        str(root / "map.tif"),
+    )
     assert extract.run(argv("extract", w, w.emb)) == 0
     assert sample.run(argv("sample", w, w.samples)) == 0
     assert train.run(argv("train", w, w.model)) == 0
@@ -101,6 +178,7 @@ def assert_refused(cmd: str, code: int, err: str, *fragments):
 
 # ---------------------------------------------------------------- not ours: refused, untouched
 
+
 @pytest.mark.parametrize("cmd", COMMANDS)
 @pytest.mark.parametrize("flag", [[], ["--overwrite"]])
 def test_a_folder_that_is_not_efms_is_refused_and_untouched(world, tmp_path, capsys, cmd, flag):
@@ -111,7 +189,9 @@ def test_a_folder_that_is_not_efms_is_refused_and_untouched(world, tmp_path, cap
     before = snapshot(victim)
     code, err = call(cmd, argv(cmd, world, victim, *flag), capsys)
     assert_refused(cmd, code, err, "not an efm", "choose another path")
-    assert "pass --overwrite" not in err and "--resume" not in err  # no advice that would destroy it
+    assert (
+        "pass --overwrite" not in err and "--resume" not in err
+    )  # no advice that would destroy it
     assert snapshot(victim) == before
 
 
@@ -130,7 +210,9 @@ def test_export_refuses_a_quicklook_png_that_is_not_efms(world, tmp_path, capsys
     for flag in ([], ["--overwrite"]):
         code, err = call("export", argv("export", world, tmp_path / "map.tif", *flag), capsys)
         assert_refused("export", code, err, "map.png exists and is not an efm quicklook PNG")
-        assert (tmp_path / "map.png").read_bytes() == b"\x89PNG holiday photo" and not (tmp_path / "map.tif").exists()
+        assert (tmp_path / "map.png").read_bytes() == b"\x89PNG holiday photo" and not (
+            tmp_path / "map.tif"
+        ).exists()
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -139,7 +221,12 @@ def test_a_product_of_another_kind_is_refused_and_untouched(world, tmp_path, cap
     victim = copy(other, tmp_path / f"other{SUFFIX[cmd]}")
     before = snapshot(victim)
     code, err = call(cmd, argv(cmd, world, victim, "--overwrite"), capsys)
-    assert_refused(cmd, code, err, "is an efm class-map store, not" if cmd == "extract" else "is an efm embedding store, not")
+    assert_refused(
+        cmd,
+        code,
+        err,
+        "is an efm class-map store, not" if cmd == "extract" else "is an efm embedding store, not",
+    )
     assert snapshot(victim) == before
 
 
@@ -176,17 +263,80 @@ def test_filesystem_root_and_home_are_refused(world, capsys, monkeypatch, tmp_pa
 
 # ---------------------------------------------------------------- inputs are never outputs
 
+
 def overlap_cases(w: World):
     return [
-        ("classify", ["--embeddings", w.emb, "--model", w.model, "--output", w.emb, "--overwrite", *FNAPI], w.emb, "is the --embeddings input"),
-        ("classify", ["--embeddings", w.emb, "--model", w.model, "--output", f"{w.emb}/classes.zarr", *FNAPI], w.emb, "is inside the --embeddings input"),
-        ("classify", ["--embeddings", w.emb, "--model", w.model, "--output", str(w.root), "--overwrite", *FNAPI], w.emb, "holds the --embeddings input"),
-        ("extract", argv("extract", w, os.path.join(w.data.mirror, "out.zarr")), w.data.mirror, "is inside the --cog-root input"),
-        ("extract", argv("extract", w, w.data.output, "--overwrite"), w.data.output, "holds the --cog-root input"),
-        ("sample", argv("sample", w, f"{w.emb}/s.parquet"), w.emb, "is inside the --embeddings input"),
-        ("train", argv("train", w, f"{w.samples}/m.skops"), w.samples, "is inside the --samples input"),
-        ("cluster", argv("cluster", w, f"{w.emb}/km.skops"), w.emb, "is inside the --embeddings input"),
-        ("export", ["--input", w.classes, "--output", f"{w.classes}/map.tif"], w.classes, "is inside the --input input"),
+        (
+            "classify",
+            ["--embeddings", w.emb, "--model", w.model, "--output", w.emb, "--overwrite", *FNAPI],
+            w.emb,
+            "is the --embeddings input",
+        ),
+        (
+            "classify",
+            [
+                "--embeddings",
+                w.emb,
+                "--model",
+                w.model,
+                "--output",
+                f"{w.emb}/classes.zarr",
+                *FNAPI,
+            ],
+            w.emb,
+            "is inside the --embeddings input",
+        ),
+        (
+            "classify",
+            [
+                "--embeddings",
+                w.emb,
+                "--model",
+                w.model,
+                "--output",
+                str(w.root),
+                "--overwrite",
+                *FNAPI,
+            ],
+            w.emb,
+            "holds the --embeddings input",
+        ),
+        (
+            "extract",
+            argv("extract", w, os.path.join(w.data.mirror, "out.zarr")),
+            w.data.mirror,
+            "is inside the --cog-root input",
+        ),
+        (
+            "extract",
+            argv("extract", w, w.data.output, "--overwrite"),
+            w.data.output,
+            "holds the --cog-root input",
+        ),
+        (
+            "sample",
+            argv("sample", w, f"{w.emb}/s.parquet"),
+            w.emb,
+            "is inside the --embeddings input",
+        ),
+        (
+            "train",
+            argv("train", w, f"{w.samples}/m.skops"),
+            w.samples,
+            "is inside the --samples input",
+        ),
+        (
+            "cluster",
+            argv("cluster", w, f"{w.emb}/km.skops"),
+            w.emb,
+            "is inside the --embeddings input",
+        ),
+        (
+            "export",
+            ["--input", w.classes, "--output", f"{w.classes}/map.tif"],
+            w.classes,
+            "is inside the --input input",
+        ),
     ]
 
 
@@ -201,7 +351,14 @@ def test_output_is_never_an_input_nor_inside_one(world, capsys, case):
 
 # ---------------------------------------------------------------- our own output: replaced with --overwrite
 
-OWN = {"extract": "emb", "classify": "classes", "sample": "samples", "train": "model", "cluster": "model", "export": "tif"}
+OWN = {
+    "extract": "emb",
+    "classify": "classes",
+    "sample": "samples",
+    "train": "model",
+    "cluster": "model",
+    "export": "tif",
+}
 
 
 @pytest.mark.parametrize("cmd", list(OWN))
@@ -222,15 +379,28 @@ def test_own_sample_data_folder_is_replaced_and_a_foreign_one_is_not(tmp_path, c
     out = tmp_path / "sd"
     assert make_sample_data.run(["--output", str(out), "--size", "small", "--years", "2022"]) == 0
     assert json.loads((out / MARKER_FILE).read_text())["efm_product"] == "sample-data"
-    code, err = call("make-sample-data", ["--output", str(out), "--size", "small", "--years", "2022"], capsys)
+    code, err = call(
+        "make-sample-data", ["--output", str(out), "--size", "small", "--years", "2022"], capsys
+    )
     assert_refused("make-sample-data", code, err, "pass --overwrite")
     (out / "labels.geojson").write_text("stale")
-    assert make_sample_data.run(["--output", str(out), "--size", "small", "--years", "2022", "--overwrite"]) == 0
+    assert (
+        make_sample_data.run(
+            ["--output", str(out), "--size", "small", "--years", "2022", "--overwrite"]
+        )
+        == 0
+    )
     assert (out / "labels.geojson").read_text() != "stale"
     (out / "mirror" / "my-notes.txt").write_text("mine")
     before = snapshot(out)
-    code, err = call("make-sample-data", ["--output", str(out), "--size", "small", "--years", "2022", "--overwrite"], capsys)
-    assert_refused("make-sample-data", code, err, "also holds files efm did not write (mirror/my-notes.txt)")
+    code, err = call(
+        "make-sample-data",
+        ["--output", str(out), "--size", "small", "--years", "2022", "--overwrite"],
+        capsys,
+    )
+    assert_refused(
+        "make-sample-data", code, err, "also holds files efm did not write (mirror/my-notes.txt)"
+    )
     assert snapshot(out) == before
 
 
@@ -256,7 +426,9 @@ def test_demo_overwrite_of_its_own_folder_keeps_working(world, tmp_path, capsys,
     out = demo_folder(world, tmp_path / "demo-output", marker)
     code, err = call("demo", ["--output", str(out), "--small"], capsys)
     assert code == 2 and "pass --overwrite" in err
-    demo.prepare_output(str(out), overwrite=True)  # what `make demo` (efm demo --overwrite) does first
+    demo.prepare_output(
+        str(out), overwrite=True
+    )  # what `make demo` (efm demo --overwrite) does first
     assert sorted(os.listdir(out)) == [MARKER_FILE]
 
 
@@ -271,6 +443,7 @@ def test_demo_folder_with_other_files_is_refused(world, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- efm sample's parts folder
+
 
 def test_sample_parts_folder_is_removed_only_when_efm_marked_it(world, tmp_path, capsys):
     out = tmp_path / "s.parquet"
@@ -289,12 +462,17 @@ def test_sample_parts_folder_is_removed_only_when_efm_marked_it(world, tmp_path,
     assert not parts.exists()
     import pandas as pd
 
-    assert pd.read_parquet(out).equals(pd.read_parquet(world.samples))  # the stale part was not mixed in
+    assert pd.read_parquet(out).equals(
+        pd.read_parquet(world.samples)
+    )  # the stale part was not mixed in
 
 
 # ---------------------------------------------------------------- on a bucket
 
-def test_own_store_on_a_bucket_is_replaced_and_a_foreign_object_stops_it(world, gcs, gcs_bucket, capsys):
+
+def test_own_store_on_a_bucket_is_replaced_and_a_foreign_object_stops_it(
+    world, gcs, gcs_bucket, capsys
+):
     output = f"{gcs_bucket}/maps/classes.zarr"
     assert classify.run(argv("classify", world, output)) == 0
     code, err = call("classify", argv("classify", world, output, "--overwrite"), capsys)
@@ -320,5 +498,7 @@ def test_export_and_train_replace_their_own_files_on_a_bucket(world, gcs, gcs_bu
         assert code == 0, err
     gcs.fs.pipe(f"{gcs_bucket[5:]}/maps/map.png", b"\x89PNG not ours")
     code, err = call("export", argv("export", world, tif, "--overwrite"), capsys)
-    assert_refused("export", code, err.splitlines()[-1], "map.png exists and is not an efm quicklook PNG")
+    assert_refused(
+        "export", code, err.splitlines()[-1], "map.png exists and is not an efm quicklook PNG"
+    )
     assert gcs.fs.cat(f"{gcs_bucket[5:]}/maps/map.png") == b"\x89PNG not ours"

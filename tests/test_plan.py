@@ -3,6 +3,7 @@
 The references are the straightforward per-chunk computations (every window, every ChunkSpec,
 `request_plan.split_window` on each chunk) that the plan replaces with arithmetic.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -28,13 +29,27 @@ def reference_specs(grid, chunk_size, years, aoi):
             kept.append(w)
         else:
             skipped += 1
-    specs = [ChunkSpec(i, t, y, w) for i, (t, y, w) in enumerate((t, y, w) for t, y in enumerate(years) for w in kept)]
+    specs = [
+        ChunkSpec(i, t, y, w)
+        for i, (t, y, w) in enumerate((t, y, w) for t, y in enumerate(years) for w in kept)
+    ]
     return specs, skipped * len(years)
 
 
 def ring_area():
     """A lon/lat polygon with a hole and a bay, so that rows have several runs of chunks."""
-    outer = shapely.Polygon([(5.90, 45.80), (6.30, 45.80), (6.30, 46.10), (6.10, 46.10), (6.10, 45.95), (6.00, 45.95), (6.00, 46.10), (5.90, 46.10)])
+    outer = shapely.Polygon(
+        [
+            (5.90, 45.80),
+            (6.30, 45.80),
+            (6.30, 46.10),
+            (6.10, 46.10),
+            (6.10, 45.95),
+            (6.00, 45.95),
+            (6.00, 46.10),
+            (5.90, 46.10),
+        ]
+    )
     return outer.difference(shapely.box(6.15, 45.85, 6.25, 45.90))
 
 
@@ -67,19 +82,30 @@ def test_resume_rows_skip_done_markers_and_keep_indexes():
 
 def test_full_plan_is_every_chunk_of_a_store():
     plan = planlib.ChunkPlan.full(1000, 700, 256, 128, YEARS)
-    windows = [gridlib.Window(r, c, min(256, 1000 - r), min(128, 700 - c)) for r in range(0, 1000, 256) for c in range(0, 700, 128)]
+    windows = [
+        gridlib.Window(r, c, min(256, 1000 - r), min(128, 700 - c))
+        for r in range(0, 1000, 256)
+        for c in range(0, 700, 128)
+    ]
     assert [s.window for s in plan.specs() if s.time_index == 1] == windows
     assert plan.count == len(windows) * 3 and plan.skipped == 0
 
 
-@pytest.mark.parametrize("itemsize, tile, dtype", [(1, None, "float32"), (4, None, "int8"), (1, 256, "int8"), (4, 128, "float32")])
+@pytest.mark.parametrize(
+    "itemsize, tile, dtype",
+    [(1, None, "float32"), (4, None, "int8"), (1, 256, "int8"), (4, 128, "float32")],
+)
 def test_estimate_counts_by_shape_equal_per_chunk_counts(itemsize, tile, dtype):
     grid, aoi = gridlib.plan_grid(ring_area())
     plan = planlib.ChunkPlan.for_area(grid, 512, YEARS, aoi)
-    job = planlib.estimate(plan, n_bands=64, transfer_itemsize=itemsize, store_dtype=dtype, tile_size=tile)
+    job = planlib.estimate(
+        plan, n_bands=64, transfer_itemsize=itemsize, store_dtype=dtype, tile_size=tile
+    )
     specs = list(plan.specs())
     assert len(plan.shapes()) == 4  # interior, right edge, bottom edge, corner all present
-    assert job.requests == sum(len(request_plan.split_window(s.window, 64, itemsize, tile)) for s in specs)
+    assert job.requests == sum(
+        len(request_plan.split_window(s.window, 64, itemsize, tile)) for s in specs
+    )
     pixels = sum(s.window.rows * s.window.cols for s in specs)
     assert job.pixel_years == pixels and job.wire_bytes == pixels * 64 * itemsize
     assert job.store_bytes == pixels * 64 * np.dtype(dtype).itemsize
@@ -103,21 +129,41 @@ def test_country_plans_compactly():
     assert len(pickle.dumps(plan)) < 20_000 and len(pickle.dumps(rows)) < 100_000
     assert pickle.loads(pickle.dumps(plan)).count == plan.count
     job = planlib.estimate(plan, n_bands=64, transfer_itemsize=1, store_dtype="float32")
-    assert job.requests == sum(len(request_plan.split_window(s.window, 64, 1)) for s in plan.specs())
-    assert plan.count < job.requests < 2 * plan.count  # a full 1024 px int8 chunk is 68 MB: two 48 MiB requests
-    assert any("pixel-years" in r for r in job.too_big()) and any("store" in r for r in job.too_big())
+    assert job.requests == sum(
+        len(request_plan.split_window(s.window, 64, 1)) for s in plan.specs()
+    )
+    assert (
+        plan.count < job.requests < 2 * plan.count
+    )  # a full 1024 px int8 chunk is 68 MB: two 48 MiB requests
+    assert any("pixel-years" in r for r in job.too_big()) and any(
+        "store" in r for r in job.too_big()
+    )
 
 
 def test_thresholds():
-    job = planlib.JobPlan(chunks=planlib.MAX_CHUNKS + 1, skipped=0, done=0, pixel_years=10, requests=1, wire_bytes=1, store_bytes=1,
-                          store_bytes_on_disk=planlib.MAX_STORE_BYTES + 1, seconds_at_quota=1, quota_requests_per_second=1, seconds_at_emulator=1)
+    job = planlib.JobPlan(
+        chunks=planlib.MAX_CHUNKS + 1,
+        skipped=0,
+        done=0,
+        pixel_years=10,
+        requests=1,
+        wire_bytes=1,
+        store_bytes=1,
+        store_bytes_on_disk=planlib.MAX_STORE_BYTES + 1,
+        seconds_at_quota=1,
+        quota_requests_per_second=1,
+        seconds_at_emulator=1,
+    )
     assert len(job.too_big()) == 2
 
 
 def test_progress_line_format():
     line = progress.progress_line("efm extract", 25, 100, 20, 10.0, 2e6)
     assert line == "efm extract: progress: 25/100 chunks written (25%), 4.0 MB/s, ETA 38 s"
-    assert progress.progress_line("efm sample", 3, 3, 3, 1.0, None, verb="sampled") == "efm sample: progress: 3/3 chunks sampled (100%), ETA 0 s"
+    assert (
+        progress.progress_line("efm sample", 3, 3, 3, 1.0, None, verb="sampled")
+        == "efm sample: progress: 3/3 chunks sampled (100%), ETA 0 s"
+    )
     assert "ETA unknown" in progress.progress_line("efm extract", 0, 10, 0, 5.0, 1.0)
 
 
@@ -130,13 +176,20 @@ def test_progress_prints_on_a_cadence_and_a_final_count(capsys):
         state["n"] = min(state["n"] + 3, 10)
         return state["n"]
 
-    with progress.Progress("efm x", count, 10, already=2, bytes_per_unit=1e6, interval=0.05) as watch:
+    with progress.Progress(
+        "efm x", count, 10, already=2, bytes_per_unit=1e6, interval=0.05
+    ) as watch:
         while len(watch.lines) < 3:
             time.sleep(0.01)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) >= 4 and all(re.fullmatch(r"efm x: progress: \d+/10 chunks written \(\d+%\), [\d.]+ MB/s, ETA .+", l) for l in err)
+    assert len(err) >= 4 and all(
+        re.fullmatch(r"efm x: progress: \d+/10 chunks written \(\d+%\), [\d.]+ MB/s, ETA .+", l)
+        for l in err
+    )
     assert err[-1].startswith("efm x: progress: 10/10 chunks written (100%)")
-    with progress.Progress("efm x", count, 10, already=10) as idle:  # nothing to do: no thread, no line
+    with progress.Progress(
+        "efm x", count, 10, already=10
+    ) as idle:  # nothing to do: no thread, no line
         pass
     assert idle.lines == [] and capsys.readouterr().err == ""
 
@@ -149,7 +202,12 @@ def test_finalize_checks_markers_against_the_compact_plan(tmp_path):
 
     grid = gridlib.Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 300, 200)
     path = str(tmp_path / "s.zarr")
-    store.prepare(path, store.embedding_template(grid, YEARS, ["A00"], "float32", 128, {"source": "test"}), resume=False, overwrite=False)
+    store.prepare(
+        path,
+        store.embedding_template(grid, YEARS, ["A00"], "float32", 128, {"source": "test"}),
+        resume=False,
+        overwrite=False,
+    )
     plan = planlib.ChunkPlan.full(grid.height, grid.width, 128, 128, YEARS)
     markers = list(plan)
     assert len(markers) == plan.count == 2 * 3 * 3

@@ -1,4 +1,5 @@
 """The progress lines of `efm classify` and `efm sample` (the same helper as extract's, counting their own output)."""
+
 from __future__ import annotations
 
 import re
@@ -19,21 +20,43 @@ def embeddings(tmp_path_factory):
 
 
 def progress_lines(err: str, prog: str, verb: str) -> list[tuple[int, int]]:
-    pattern = re.compile(rf"{prog}: progress: (\d+)/(\d+) chunks {verb} \(\d+%\)(, [\d.]+ MB/s)?, ETA .+")
+    pattern = re.compile(
+        rf"{prog}: progress: (\d+)/(\d+) chunks {verb} \(\d+%\)(, [\d.]+ MB/s)?, ETA .+"
+    )
     lines = [line for line in err.splitlines() if "progress:" in line]
     assert lines and all(pattern.fullmatch(line) for line in lines), err
     return [tuple(map(int, pattern.fullmatch(line).groups()[:2])) for line in lines]
 
 
-def test_classify_prints_progress_up_to_the_planned_count(embeddings, tmp_path, capsys, monkeypatch):
+def test_classify_prints_progress_up_to_the_planned_count(
+    embeddings, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("EFM_PROGRESS_INTERVAL", "0.1")
     valid = embeddings.valid[0]
     rows, cols = np.nonzero(valid)
-    model = KNeighborsClassifier(3).fit(embeddings.values[0, rows[:200], cols[:200]], embeddings.labels[0, rows[:200], cols[:200]].astype(str))
+    model = KNeighborsClassifier(3).fit(
+        embeddings.values[0, rows[:200], cols[:200]],
+        embeddings.labels[0, rows[:200], cols[:200]].astype(str),
+    )
     model_path = str(tmp_path / "knn.skops")
-    models.save_model(model, model_path, {"kind": "classifier", "classes": model.classes_, "bands": list(BANDS)})
+    models.save_model(
+        model, model_path, {"kind": "classifier", "classes": model.classes_, "bands": list(BANDS)}
+    )
     output = str(tmp_path / "classes.zarr")
-    assert classify.run(["--embeddings", embeddings.path, "--model", model_path, "--output", output, "--runner=FnApiRunner"]) == 0
+    assert (
+        classify.run(
+            [
+                "--embeddings",
+                embeddings.path,
+                "--model",
+                model_path,
+                "--output",
+                output,
+                "--runner=FnApiRunner",
+            ]
+        )
+        == 0
+    )
     counts = progress_lines(capsys.readouterr().err, "efm classify", "written")
     planned = 2 * 3 * 3  # 2 years x (300/128 -> 3) x (260/128 -> 3) chunks
     assert counts[-1] == (planned, planned) == (len(store.done_markers(output)), planned)
@@ -44,12 +67,36 @@ def test_sample_prints_progress_in_chunks_with_points(embeddings, tmp_path, caps
 
     monkeypatch.setenv("EFM_PROGRESS_INTERVAL", "0.1")
     to_lonlat = pyproj.Transformer.from_crs(embeddings.grid.crs, "EPSG:4326", always_xy=True)
-    pixels = [(5, 5), (6, 7), (140, 10), (290, 250), (200, 200)]  # chunks (0,0) twice, (1,0), (2,1), (1,1)
-    lines = ["lon,lat,label"] + [",".join(map(str, to_lonlat.transform(*pixel_centre(embeddings, r, c)))) + ",a" for r, c in pixels]
+    pixels = [
+        (5, 5),
+        (6, 7),
+        (140, 10),
+        (290, 250),
+        (200, 200),
+    ]  # chunks (0,0) twice, (1,0), (2,1), (1,1)
+    lines = ["lon,lat,label"] + [
+        ",".join(map(str, to_lonlat.transform(*pixel_centre(embeddings, r, c)))) + ",a"
+        for r, c in pixels
+    ]
     points = tmp_path / "points.csv"
     points.write_text("\n".join(lines) + "\n")
     output = str(tmp_path / "samples.parquet")
-    assert sample.run(["--embeddings", embeddings.path, "--points", str(points), "--label-column", "label", "--output", output, "--runner=FnApiRunner"]) == 0
+    assert (
+        sample.run(
+            [
+                "--embeddings",
+                embeddings.path,
+                "--points",
+                str(points),
+                "--label-column",
+                "label",
+                "--output",
+                output,
+                "--runner=FnApiRunner",
+            ]
+        )
+        == 0
+    )
     counts = progress_lines(capsys.readouterr().err, "efm sample", "sampled")
     assert counts[-1] == (4, 4)
 
@@ -58,7 +105,24 @@ def test_sample_prints_progress_in_chunks_with_points(embeddings, tmp_path, caps
 def test_commands_without_a_dry_run_refuse_the_flag(embeddings, tmp_path, capsys, flag):
     """Beam would take it as its own test option and run the whole job: refused, nothing written."""
     output = tmp_path / "classes.zarr"
-    code = classify.run(["--embeddings", embeddings.path, "--model", str(tmp_path / "m.skops"), "--output", str(output), flag, "--runner=FnApiRunner"])
+    code = classify.run(
+        [
+            "--embeddings",
+            embeddings.path,
+            "--model",
+            str(tmp_path / "m.skops"),
+            "--output",
+            str(output),
+            flag,
+            "--runner=FnApiRunner",
+        ]
+    )
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith(f"efm classify: error: {flag.split('=')[0]}: `efm classify` has no dry run") and "\n" not in err
+    assert (
+        code == 2
+        and err.startswith(
+            f"efm classify: error: {flag.split('=')[0]}: `efm classify` has no dry run"
+        )
+        and "\n" not in err
+    )
     assert not output.exists()

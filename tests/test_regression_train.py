@@ -1,6 +1,7 @@
 """`efm train --target-column`: a regressor cross-validated against scikit-learn's own numbers,
 its model + sidecar pair (kind, target and bands covered by the model file), every registered
 regressor round-tripping through .skops and pickle, and the bad input refused in one line."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,15 @@ def regression_table(path, points=60, years=2, seed=0):
         base = rng.normal(size=64)
         for year in range(years):
             v = (base + rng.normal(scale=0.1, size=64)).astype(np.float32)
-            rows.append({"point_id": pid, "label": "any", "agbd": float(v @ weights + rng.normal(scale=0.5)),
-                         "year": 2021 + year, **dict(zip(BANDS, v))})
+            rows.append(
+                {
+                    "point_id": pid,
+                    "label": "any",
+                    "agbd": float(v @ weights + rng.normal(scale=0.5)),
+                    "year": 2021 + year,
+                    **dict(zip(BANDS, v)),
+                }
+            )
     frame = pd.DataFrame(rows)
     frame.to_parquet(path)
     return frame
@@ -38,40 +46,92 @@ def reference_metrics(frame, cv, groups=None):
     X, y = frame[list(BANDS)].to_numpy(np.float32), frame["agbd"].to_numpy(np.float64)
     predicted = cross_val_predict(KNeighborsRegressor(n_neighbors=5), X, y, groups=groups, cv=cv)
     residual = y - predicted
-    return {"r2": 1 - (residual ** 2).sum() / ((y - y.mean()) ** 2).sum(), "rmse": np.sqrt((residual ** 2).mean()),
-            "mae": np.abs(residual).mean(), "target_mean": y.mean(), "target_std": y.std()}
+    return {
+        "r2": 1 - (residual**2).sum() / ((y - y.mean()) ** 2).sum(),
+        "rmse": np.sqrt((residual**2).mean()),
+        "mae": np.abs(residual).mean(),
+        "target_mean": y.mean(),
+        "target_std": y.std(),
+    }
 
 
 @pytest.mark.parametrize("years", [1, 2])
 def test_metrics_equal_scikit_learn_on_the_same_folds(tmp_path, capsys, years):
     table, out = tmp_path / "s.parquet", tmp_path / "knn.skops"
     frame = regression_table(table, years=years)
-    assert train_cli.run(["--samples", str(table), "--target-column", "agbd", "--regressor", "knn", "--target-units", "Mg/ha",
-                          "--output", str(out)]) == 0
+    assert (
+        train_cli.run(
+            [
+                "--samples",
+                str(table),
+                "--target-column",
+                "agbd",
+                "--regressor",
+                "knn",
+                "--target-units",
+                "Mg/ha",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     meta = json.loads((tmp_path / "knn.skops.json").read_text())
     groups = frame["point_id"].to_numpy() if years > 1 else None
-    cv = GroupKFold(5, shuffle=True, random_state=0) if groups is not None else KFold(5, shuffle=True, random_state=0)
-    if groups is not None:  # a point's years never straddle a fold: no leak from one year to the other
+    cv = (
+        GroupKFold(5, shuffle=True, random_state=0)
+        if groups is not None
+        else KFold(5, shuffle=True, random_state=0)
+    )
+    if (
+        groups is not None
+    ):  # a point's years never straddle a fold: no leak from one year to the other
         for _, test in cv.split(frame, groups=groups):
             assert not set(groups[test]) & set(np.delete(groups, test))
     expected = reference_metrics(frame, cv, groups)
     for name, value in expected.items():
         assert meta["metrics"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
-    assert meta["metrics"]["grouped_by_point"] == (years > 1) and meta["metrics"]["samples"] == len(frame)
-    assert f"R²:   {expected['r2']:.4f}" in printed and f"RMSE: {expected['rmse']:.4g} Mg/ha" in printed
-    assert meta["kind"] == "regressor" and meta["target"] == "agbd" and meta["units"] == "Mg/ha" and meta["bands"] == list(BANDS)
+    assert meta["metrics"]["grouped_by_point"] == (years > 1) and meta["metrics"]["samples"] == len(
+        frame
+    )
+    assert (
+        f"R²:   {expected['r2']:.4f}" in printed
+        and f"RMSE: {expected['rmse']:.4g} Mg/ha" in printed
+    )
+    assert (
+        meta["kind"] == "regressor"
+        and meta["target"] == "agbd"
+        and meta["units"] == "Mg/ha"
+        and meta["bands"] == list(BANDS)
+    )
     assert "classes" not in meta
     loaded = models.load_model(str(out))
     assert loaded.kind == "regressor" and loaded.classes is None and loaded.bands == list(BANDS)
     X = frame[list(BANDS)].to_numpy(np.float32)
-    np.testing.assert_array_equal(loaded.model.predict(X), KNeighborsRegressor(5).fit(X, frame["agbd"]).predict(X))
+    np.testing.assert_array_equal(
+        loaded.model.predict(X), KNeighborsRegressor(5).fit(X, frame["agbd"]).predict(X)
+    )
 
 
 def test_sidecar_target_is_covered_by_the_model_file(tmp_path):
     table, out = tmp_path / "s.parquet", tmp_path / "m.skops"
     regression_table(table, points=30, years=1)
-    assert train_cli.run(["--samples", str(table), "--target-column", "agbd", "--regressor", "ridge", "--output", str(out)]) == 0
+    assert (
+        train_cli.run(
+            [
+                "--samples",
+                str(table),
+                "--target-column",
+                "agbd",
+                "--regressor",
+                "ridge",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     sidecar_file = tmp_path / "m.skops.json"
     meta = json.loads(sidecar_file.read_text())
     for field, value in (("target", "canopy_height"), ("kind", "classifier")):
@@ -85,12 +145,29 @@ def test_sidecar_target_is_covered_by_the_model_file(tmp_path):
 def test_every_regressor_round_trips(tmp_path, name, suffix):
     table, out = tmp_path / "s.parquet", tmp_path / f"m{suffix}"
     frame = regression_table(table, points=40, years=1)
-    quick = {"random-forest": ["n_estimators=10"], "extra-trees": ["n_estimators=10"], "gradient-boosting": ["max_iter=10"]}.get(name, [])
-    argv = ["--samples", str(table), "--target-column", "agbd", "--regressor", name, "--folds", "2", "--output", str(out)]
+    quick = {
+        "random-forest": ["n_estimators=10"],
+        "extra-trees": ["n_estimators=10"],
+        "gradient-boosting": ["max_iter=10"],
+    }.get(name, [])
+    argv = [
+        "--samples",
+        str(table),
+        "--target-column",
+        "agbd",
+        "--regressor",
+        name,
+        "--folds",
+        "2",
+        "--output",
+        str(out),
+    ]
     assert train_cli.run(argv + [f"--param={p}" for p in quick]) == 0
     sha = json.loads((tmp_path / f"m{suffix}.json").read_text())["sha256"]
     loaded = models.load_model(str(out), sha256=sha if suffix == ".pkl" else None)
-    expected = models.make_regressor(name, models.parse_params(quick)).fit(frame[list(BANDS)].to_numpy(np.float32), frame["agbd"])
+    expected = models.make_regressor(name, models.parse_params(quick)).fit(
+        frame[list(BANDS)].to_numpy(np.float32), frame["agbd"]
+    )
     X = frame[list(BANDS)].to_numpy(np.float32)
     # same model, fitted twice: equal up to float32 rounding of the linear solvers (targets ~ 10)
     np.testing.assert_allclose(loaded.model.predict(X), expected.predict(X), rtol=1e-5, atol=1e-4)
@@ -100,23 +177,48 @@ def test_every_regressor_round_trips(tmp_path, name, suffix):
 def bad_table(path):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(30, 64)).astype(np.float32)
-    pd.DataFrame({"point_id": np.arange(30), "label": np.repeat(["a", "b", "c"], 10), "two": np.repeat([0.0, 1.0, 1.0], 10),
-                  "agbd": rng.normal(size=30), "year": 2021, **dict(zip(BANDS, X.T))}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "point_id": np.arange(30),
+            "label": np.repeat(["a", "b", "c"], 10),
+            "two": np.repeat([0.0, 1.0, 1.0], 10),
+            "agbd": rng.normal(size=30),
+            "year": 2021,
+            **dict(zip(BANDS, X.T)),
+        }
+    ).to_parquet(path)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--target-column", "label"], "--target-column: column 'label' of .* is not numeric"),
-    (["--target-column", "two"], "--target-column: column 'two' of .* holds only 2 distinct values .*did you mean --label-column"),
-    (["--target-column", "biomass"], "--target-column: .* has no column 'biomass'"),
-    (["--target-column", "agbd", "--classifier", "knn"], "--classifier: --target-column trains a regressor"),
-    (["--regressor", "knn"], "--regressor: a regressor needs the numeric column to learn: add --target-column"),
-    (["--target-column", "agbd", "--regressor", "xgb"], "--regressor: unknown regressor 'xgb'"),
-    (["--target-column", "agbd", "--folds", "40"], "--folds: too few samples \\(30\\) to validate with 40 folds"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--target-column", "label"], "--target-column: column 'label' of .* is not numeric"),
+        (
+            ["--target-column", "two"],
+            "--target-column: column 'two' of .* holds only 2 distinct values .*did you mean --label-column",
+        ),
+        (["--target-column", "biomass"], "--target-column: .* has no column 'biomass'"),
+        (
+            ["--target-column", "agbd", "--classifier", "knn"],
+            "--classifier: --target-column trains a regressor",
+        ),
+        (
+            ["--regressor", "knn"],
+            "--regressor: a regressor needs the numeric column to learn: add --target-column",
+        ),
+        (["--target-column", "agbd", "--regressor", "xgb"], "--regressor: unknown regressor 'xgb'"),
+        (
+            ["--target-column", "agbd", "--folds", "40"],
+            "--folds: too few samples \\(30\\) to validate with 40 folds",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
     table = tmp_path / "s.parquet"
     bad_table(table)
-    assert train_cli.run(["--samples", str(table), "--output", str(tmp_path / "m.skops"), *extra]) == 2
+    assert (
+        train_cli.run(["--samples", str(table), "--output", str(tmp_path / "m.skops"), *extra]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("efm train: error: ")
     assert __import__("re").search(message, err), err

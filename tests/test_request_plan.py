@@ -1,4 +1,5 @@
 """Request planning: fewest tiles under the computePixels limit, all bands per request."""
+
 import math
 
 import pytest
@@ -18,7 +19,12 @@ def test_known_sizes():
 
 
 @settings(max_examples=200, deadline=None)
-@given(rows=st.integers(1, 8192), cols=st.integers(1, 8192), bands=st.integers(1, 128), itemsize=st.sampled_from([1, 2, 4, 8]))
+@given(
+    rows=st.integers(1, 8192),
+    cols=st.integers(1, 8192),
+    bands=st.integers(1, 128),
+    itemsize=st.sampled_from([1, 2, 4, 8]),
+)
 def test_split_is_exact_cover_under_limit_and_fewest_strips(rows, cols, bands, itemsize):
     window = Window(100, 200, rows, cols)
     tiles = rp.split_window(window, bands, itemsize)
@@ -26,7 +32,11 @@ def test_split_is_exact_cover_under_limit_and_fewest_strips(rows, cols, bands, i
     for t in tiles:
         assert rp.request_bytes(t.rows, t.cols, bands, itemsize) <= rp.MAX_REQUEST_BYTES
         assert t.rows <= rp.MAX_REQUEST_SIDE and t.cols <= rp.MAX_REQUEST_SIDE
-        cells = {(r, c) for r in range(t.row, t.row + t.rows, max(1, t.rows // 3 or 1)) for c in range(t.col, t.col + t.cols, max(1, t.cols // 3 or 1))}
+        cells = {
+            (r, c)
+            for r in range(t.row, t.row + t.rows, max(1, t.rows // 3 or 1))
+            for c in range(t.col, t.col + t.cols, max(1, t.cols // 3 or 1))
+        }
         assert not cells & covered
         covered |= cells
     assert sum(t.rows * t.cols for t in tiles) == rows * cols
@@ -34,7 +44,9 @@ def test_split_is_exact_cover_under_limit_and_fewest_strips(rows, cols, bands, i
     assert all(window.col <= t.col and t.col + t.cols <= window.col + window.cols for t in tiles)
     lower_bound = math.ceil(rp.request_bytes(rows, cols, bands, itemsize) / rp.MAX_REQUEST_BYTES)
     assert len(tiles) >= lower_bound
-    if rp.request_bytes(1, cols, bands, itemsize) <= rp.MAX_REQUEST_BYTES:  # a full row fits: strips
+    if (
+        rp.request_bytes(1, cols, bands, itemsize) <= rp.MAX_REQUEST_BYTES
+    ):  # a full row fits: strips
         rows_fit = rp.MAX_REQUEST_BYTES // rp.request_bytes(1, cols, bands, itemsize)
         assert len(tiles) == math.ceil(rows / rows_fit)
 

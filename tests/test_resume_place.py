@@ -4,6 +4,7 @@ A complete or an interrupted store, resumed with an area of the same size shifte
 CRS, scale, chunk size, years or dtype, is refused with one line naming the difference, and the
 store is byte-for-byte untouched. Resumed with the flags that made it, it is finished exactly.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def bbox_text(bbox) -> str:
 def place(tmp_path_factory):
     """Sample data, an area in its west, the same-size area shifted east, and a complete store of the first."""
     root = tmp_path_factory.mktemp("place")
-    data = sample_data.generate(str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022, 2023)))
+    data = sample_data.generate(
+        str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022, 2023))
+    )
     w, s, e, n = data.bbox
     base = (w, s, w + 0.5 * (e - w), n)
     grid, _ = gridlib.plan_grid(gridlib.parse_bbox(bbox_text(base)), data.crs, 10.0)
@@ -42,16 +45,38 @@ def place(tmp_path_factory):
             break
     assert shifted is not None
     store = str(root / "emb.zarr")
-    p = {"data": data, "base": bbox_text(base), "shifted": bbox_text(shifted), "store": store, "root": root}
+    p = {
+        "data": data,
+        "base": bbox_text(base),
+        "shifted": bbox_text(shifted),
+        "store": store,
+        "root": root,
+    }
     assert extract.run(extract_argv(p, store)) == 0
     return p
 
 
 def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
-    options = {"--crs": p["data"].crs, "--years": "2022", "--chunk-size": "128", "--dtype": "float32", "--scale": "10"}
+    options = {
+        "--crs": p["data"].crs,
+        "--years": "2022",
+        "--chunk-size": "128",
+        "--dtype": "float32",
+        "--scale": "10",
+    }
     options.update({f"--{k.replace('_', '-')}": v for k, v in flags.items()})
-    args = ["--source", "cog", "--cog-root", p["data"].mirror, f"--bbox={bbox or p['base']}", "--output", str(output),
-            "--max-concurrent-requests", "2", *FNAPI]
+    args = [
+        "--source",
+        "cog",
+        "--cog-root",
+        p["data"].mirror,
+        f"--bbox={bbox or p['base']}",
+        "--output",
+        str(output),
+        "--max-concurrent-requests",
+        "2",
+        *FNAPI,
+    ]
     for k, v in options.items():
         args += [k, v]
     return args
@@ -110,7 +135,9 @@ def test_resume_elsewhere_is_refused_before_the_plan(place, existing, capsys, dr
     """No plan counting the other place's chunks as done, and a dry run fails as the run would."""
     before = snapshot(existing)
     capsys.readouterr()
-    code = extract.run(extract_argv(place, existing, bbox=place["shifted"]) + ["--resume", *dry_run])
+    code = extract.run(
+        extract_argv(place, existing, bbox=place["shifted"]) + ["--resume", *dry_run]
+    )
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith("efm extract: error: --resume: ") and "x origin" in err, err
     assert "chunks already done" not in out, out
@@ -124,7 +151,9 @@ def test_shifted_area_message_names_both_origins(place, existing, capsys):
     x0 = float(zattrs["GeoTransform"].split()[0])
     extract.run(extract_argv(place, existing, bbox=place["shifted"]) + ["--resume"])
     err = capsys.readouterr().err
-    assert f"x origin {x0:.10g} (this run: " in err and "shape" not in err  # same size: only the place differs
+    assert (
+        f"x origin {x0:.10g} (this run: " in err and "shape" not in err
+    )  # same size: only the place differs
 
 
 def test_resume_in_the_same_place_finishes_the_store_exactly(place, tmp_path, capsys):
@@ -140,6 +169,7 @@ def test_resume_in_the_same_place_finishes_the_store_exactly(place, tmp_path, ca
 
 # ---------------------------------------------------------------- classify --resume
 
+
 @pytest.fixture(scope="module")
 def class_place(place):
     """A class map of the base store, a second model, and a store of the shifted area."""
@@ -150,26 +180,66 @@ def class_place(place):
     values = ds["embedding"].isel(time=0).values.reshape(-1, ds.sizes["band"])
     rng = np.random.default_rng(0)
     picked = values[rng.choice(np.flatnonzero(~np.isnan(values[:, 0])), 90, replace=False)]
-    for name, labels in (("a", np.repeat(["x", "y", "z"], 30)), ("b", np.tile(["x", "y", "z"], 30))):
+    for name, labels in (
+        ("a", np.repeat(["x", "y", "z"], 30)),
+        ("b", np.tile(["x", "y", "z"], 30)),
+    ):
         frame = pd.DataFrame(picked, columns=[str(b) for b in ds["band"].values])
         frame.insert(0, "label", labels)
         frame.insert(0, "point_id", np.arange(90))
         frame.to_parquet(root / f"samples-{name}.parquet")
-        assert train.run(["--samples", str(root / f"samples-{name}.parquet"), "--classifier", "knn", "--folds", "3", "--output", str(root / f"{name}.skops")]) == 0
+        assert (
+            train.run(
+                [
+                    "--samples",
+                    str(root / f"samples-{name}.parquet"),
+                    "--classifier",
+                    "knn",
+                    "--folds",
+                    "3",
+                    "--output",
+                    str(root / f"{name}.skops"),
+                ]
+            )
+            == 0
+        )
     shifted = str(root / "shifted.zarr")
     assert extract.run(extract_argv(place, shifted, bbox=place["shifted"])) == 0
     classes = str(root / "classes.zarr")
-    assert classify.run(["--embeddings", place["store"], "--model", str(root / "a.skops"), "--output", classes, *FNAPI]) == 0
-    return {"classes": classes, "model_a": str(root / "a.skops"), "model_b": str(root / "b.skops"), "shifted": shifted}
+    assert (
+        classify.run(
+            [
+                "--embeddings",
+                place["store"],
+                "--model",
+                str(root / "a.skops"),
+                "--output",
+                classes,
+                *FNAPI,
+            ]
+        )
+        == 0
+    )
+    return {
+        "classes": classes,
+        "model_a": str(root / "a.skops"),
+        "model_b": str(root / "b.skops"),
+        "shifted": shifted,
+    }
 
 
 @pytest.mark.parametrize("state", ["complete", "interrupted"])
-@pytest.mark.parametrize("change, words", [
-    ("model", "model sha256 "),
-    ("confidence", "no confidence (this run: --confidence)"),
-    ("shifted", "x origin "),
-])
-def test_classify_resume_elsewhere_is_refused(place, class_place, tmp_path, capsys, state, change, words):
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("model", "model sha256 "),
+        ("confidence", "no confidence (this run: --confidence)"),
+        ("shifted", "x origin "),
+    ],
+)
+def test_classify_resume_elsewhere_is_refused(
+    place, class_place, tmp_path, capsys, state, change, words
+):
     path = str(shutil.copytree(class_place["classes"], tmp_path / "classes.zarr"))
     if state == "interrupted":
         interrupt(path)
@@ -178,7 +248,9 @@ def test_classify_resume_elsewhere_is_refused(place, class_place, tmp_path, caps
     extra = ["--confidence"] if change == "confidence" else []
     before = snapshot(path)
     capsys.readouterr()
-    code = classify.run(["--embeddings", embeddings, "--model", model, "--output", path, "--resume", *extra, *FNAPI])
+    code = classify.run(
+        ["--embeddings", embeddings, "--model", model, "--output", path, "--resume", *extra, *FNAPI]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("efm classify: error: --resume: ") and "\n" not in err, err
     assert words in err, err

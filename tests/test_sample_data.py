@@ -1,4 +1,5 @@
 """The sample-data generator: the mirror's layout and index, and data that behaves like the real thing."""
+
 from __future__ import annotations
 
 import glob
@@ -13,13 +14,31 @@ import rasterio
 from scipy import ndimage
 
 from pipelines import make_sample_data
-from sample_data import generate as sample_data, embedding as sample_embedding, world as sample_world
+from sample_data import (
+    generate as sample_data,
+    embedding as sample_embedding,
+    world as sample_world,
+)
 from transforms.core import quantize
 from transforms.sources import cog_index
 
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
-PUBLIC_INDEX_COLUMNS = {"fid", "path", "year", "crs", "utm_zone", "utm_west", "utm_south", "utm_east", "utm_north",
-                        "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north", "geometry"}
+PUBLIC_INDEX_COLUMNS = {
+    "fid",
+    "path",
+    "year",
+    "crs",
+    "utm_zone",
+    "utm_west",
+    "utm_south",
+    "utm_east",
+    "utm_north",
+    "wgs84_west",
+    "wgs84_south",
+    "wgs84_east",
+    "wgs84_north",
+    "geometry",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +60,9 @@ def native_codes(data, year):
     for path in glob.glob(os.path.join(data.mirror, str(year), SPEC.zone_a, "*.tiff")):
         with rasterio.open(path) as ds:
             t, block = ds.transform, np.moveaxis(ds.read(), 0, -1)
-            top = t.f + ds.height * t.e if t.e > 0 else t.f  # bottom-up files: row 0 is the southernmost
+            top = (
+                t.f + ds.height * t.e if t.e > 0 else t.f
+            )  # bottom-up files: row 0 is the southernmost
             if t.e > 0:
                 block = block[::-1]
             row = round((transform.f - top) / 10.0)
@@ -56,11 +77,16 @@ def _first_ifd_offset(path: str) -> int:
 
     with open(path, "rb") as f:
         head = f.read(16)
-    return struct.unpack("<I", head[4:8])[0] if head[2] == 42 else struct.unpack("<Q", head[8:16])[0]
+    return (
+        struct.unpack("<I", head[4:8])[0] if head[2] == 42 else struct.unpack("<Q", head[8:16])[0]
+    )
 
 
 def test_layout_is_the_mirrors(data):
-    files = sorted(os.path.relpath(p, data.mirror) for p in glob.glob(os.path.join(data.mirror, "*", "*", "*.tiff")))
+    files = sorted(
+        os.path.relpath(p, data.mirror)
+        for p in glob.glob(os.path.join(data.mirror, "*", "*", "*.tiff"))
+    )
     assert files == sorted(os.path.relpath(p, data.mirror) for p in data.files)
     years = {f.split("/")[0] for f in files}
     zones = {f.split("/")[1] for f in files}
@@ -74,7 +100,11 @@ def test_layout_is_the_mirrors(data):
             assert ds.descriptions == sample_embedding.BANDS
             # Cloud-optimised byte order: the image's directory first, then the blocks (GDAL 3.10's COG driver
             # cannot write planar-separate bands, so no LAYOUT=COG tag); bands planar-separate like the public files.
-            assert _first_ifd_offset(path) < 1024 <= int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+            assert (
+                _first_ifd_offset(path)
+                < 1024
+                <= int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+            )
             assert ds.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") == "BAND" and ds.transform.e > 0
             assert ds.crs.to_epsg() == int(cog_index.zone_crs(path.split("/")[-2]).split(":")[1])
             assert ds.transform.a == 10.0 and abs(ds.transform.e) == 10.0
@@ -93,8 +123,12 @@ def test_index_has_the_public_columns_and_true_footprints(data):
     for row in frame.itertuples():
         with rasterio.open(row.path) as ds:
             b = ds.bounds
-            south, north = sorted((b.bottom, b.top))  # rasterio's bounds of a bottom-up file have bottom > top
-            assert (row.utm_west, row.utm_south, row.utm_east, row.utm_north) == pytest.approx((b.left, south, b.right, north))
+            south, north = sorted(
+                (b.bottom, b.top)
+            )  # rasterio's bounds of a bottom-up file have bottom > top
+            assert (row.utm_west, row.utm_south, row.utm_east, row.utm_north) == pytest.approx(
+                (b.left, south, b.right, north)
+            )
             assert row.crs == f"EPSG:{ds.crs.to_epsg()}" and row.utm_zone == row.path.split("/")[-2]
         assert str(row.year) == row.path.split("/")[-3]
         west, south, east, north = row.geometry.bounds
@@ -158,9 +192,13 @@ def test_land_cover_is_irregular_patches_at_several_scales(truth):
 def test_classes_are_distinct_directions_with_noise_and_a_small_drift(data, truth):
     classes, _, _, names = truth
     codes = {year: native_codes(data, year) for year in (2022, 2023)}
-    both = (codes[2022][..., 0] != -128) & (codes[2023][..., 0] != -128)  # the same pixels in both years
+    both = (codes[2022][..., 0] != -128) & (
+        codes[2023][..., 0] != -128
+    )  # the same pixels in both years
     labels = classes[both]
-    present = [k for k in range(len(names)) if (labels == k).sum() >= 200]  # enough pixels for a mean
+    present = [
+        k for k in range(len(names)) if (labels == k).sum() >= 200
+    ]  # enough pixels for a mean
     assert len(present) >= 5
     keep = np.isin(labels, present)
     both[both] = keep
@@ -180,7 +218,10 @@ def test_classes_are_distinct_directions_with_noise_and_a_small_drift(data, trut
         assert (nearest == labels).mean() > 0.85  # but the class is still what decides
     drift = (means[2022] * means[2023]).sum(axis=1)
     assert (drift > 0.97).all() and (drift < 0.9999).all()  # small, but there
-    same_pixel = (quantize.dequantize(codes[2022][both]).astype(np.float64) * quantize.dequantize(codes[2023][both])).sum(axis=1)
+    same_pixel = (
+        quantize.dequantize(codes[2022][both]).astype(np.float64)
+        * quantize.dequantize(codes[2023][both])
+    ).sum(axis=1)
     assert 0.7 < np.median(same_pixel) < 0.97  # a pixel keeps its character, up to noise and drift
 
 
@@ -232,10 +273,17 @@ def test_generation_is_deterministic():
 
 def test_command_line(tmp_path, capsys):
     output = tmp_path / "out"
-    assert make_sample_data.run(["--output", str(output), "--size", "128x160", "--tile-size", "64", "--years", "2021"]) == 0
+    assert (
+        make_sample_data.run(
+            ["--output", str(output), "--size", "128x160", "--tile-size", "64", "--years", "2021"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert str(output / "mirror") in out and "bbox" in out
-    assert {p.split("/")[-3] for p in glob.glob(str(output / "mirror" / "*" / "*" / "*.tiff"))} == {"2021"}
+    assert {p.split("/")[-3] for p in glob.glob(str(output / "mirror" / "*" / "*" / "*.tiff"))} == {
+        "2021"
+    }
     assert make_sample_data.run(["--output", str(output), "--size", "small"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert make_sample_data.run(["--output", str(tmp_path / "x"), "--size", "huge"]) == 2
@@ -248,15 +296,23 @@ def test_biomass_follows_the_land_cover_with_smooth_noise(data, truth):
     classes, _, _, names = truth
     with rasterio.open(os.path.join(data.output, "biomass.tif")) as ds:
         field = ds.read(1)
-        assert ds.dtypes[0] == "float32" and ds.tags()["units"] == "Mg/ha" and field.shape == classes.shape
+        assert (
+            ds.dtypes[0] == "float32"
+            and ds.tags()["units"] == "Mg/ha"
+            and field.shape == classes.shape
+        )
     assert (field >= 0).all() and np.isfinite(field).all()
     interior = {k: ndimage.binary_erosion(classes == k, iterations=3) for k in range(len(names))}
     means = {names[k]: float(field[m].mean()) for k, m in interior.items() if m.sum() > 200}
-    assert means["forest"] > 150 > 40 > means["cropland"] and means["water"] < 1  # the class decides the level
+    assert (
+        means["forest"] > 150 > 40 > means["cropland"] and means["water"] < 1
+    )  # the class decides the level
     forest = field[interior[1]]
     assert 0.1 < forest.std() / forest.mean() < 0.5  # and varies within a class
     world = sample_world.make_world(SPEC)
-    np.testing.assert_array_equal(sample_fields.biomass_field(world), field)  # deterministic from the seed
+    np.testing.assert_array_equal(
+        sample_fields.biomass_field(world), field
+    )  # deterministic from the seed
 
 
 def test_gedi_points_carry_the_field_at_their_pixel(data, truth):
@@ -275,7 +331,9 @@ def test_gedi_points_carry_the_field_at_their_pixel(data, truth):
     np.testing.assert_allclose(agbd, at_pixel, atol=0.006)
     assert len(set(agbd)) > 100  # spread over the area, not clustered in one patch
     refs = json.load(open(os.path.join(data.output, "refs.geojson")))["features"]
-    assert len(refs) == SPEC.points_per_class and {f["properties"]["label"] for f in refs} == {"forest"}
+    assert len(refs) == SPEC.points_per_class and {f["properties"]["label"] for f in refs} == {
+        "forest"
+    }
 
 
 def test_the_last_year_has_a_known_change(data, truth):
@@ -287,12 +345,20 @@ def test_the_last_year_has_a_known_change(data, truth):
     # the changed pixels' embeddings moved: the same pixel's two years agree much less there
     a, b = native_codes(data, 2022), native_codes(data, 2023)
     both = (a[..., 0] != -128) & (b[..., 0] != -128) & (change != 255)
-    dot = (quantize.dequantize(a[both]).astype(np.float64) * quantize.dequantize(b[both])).sum(axis=1)
+    dot = (quantize.dequantize(a[both]).astype(np.float64) * quantize.dequantize(b[both])).sum(
+        axis=1
+    )
     flags = changed[both]
     assert np.median(dot[flags]) < 0.7 < 0.8 < np.median(dot[~flags])
     world = sample_world.make_world(SPEC)
-    np.testing.assert_array_equal(world.later_classes != world.classes, changed | ((change == 255) & (world.later_classes != world.classes)))
-    assert set(np.unique(world.later_classes[changed])) <= {names.index("bare"), names.index("grassland")}
+    np.testing.assert_array_equal(
+        world.later_classes != world.classes,
+        changed | ((change == 255) & (world.later_classes != world.classes)),
+    )
+    assert set(np.unique(world.later_classes[changed])) <= {
+        names.index("bare"),
+        names.index("grassland"),
+    }
 
 
 def test_codes_made_a_band_of_rows_at_a_time_are_the_whole_tiles(monkeypatch):
@@ -300,7 +366,11 @@ def test_codes_made_a_band_of_rows_at_a_time_are_the_whole_tiles(monkeypatch):
     import math
 
     rng = np.random.default_rng(3)
-    rows, cols, n_classes = 203, 512, 8  # bands of 5 rows, the last one short; big enough for BLAS to block the product
+    rows, cols, n_classes = (
+        203,
+        512,
+        8,
+    )  # bands of 5 rows, the last one short; big enough for BLAS to block the product
     classes = rng.integers(0, n_classes, (rows, cols)).astype(np.uint8)
     weights = sample_embedding.mixing_weights(classes, n_classes, 0.8)
     texture = rng.standard_normal((3, rows, cols)).astype(np.float32)
@@ -311,18 +381,34 @@ def test_codes_made_a_band_of_rows_at_a_time_are_the_whole_tiles(monkeypatch):
     def whole_tile(seed, persistent_seed):
         r, p = np.random.default_rng(seed), np.random.default_rng(persistent_seed)
         c = np.where(valid, classes, 0).astype(np.intp)
-        vectors = np.tensordot(np.moveaxis(weights, 0, -1), directions.astype(np.float32), axes=1).astype(np.float32)
+        vectors = np.tensordot(
+            np.moveaxis(weights, 0, -1), directions.astype(np.float32), axes=1
+        ).astype(np.float32)
         for t in range(3):
             vectors += texture[t][..., np.newaxis] * texture_dirs[t].astype(np.float32)[c]
-        vectors += p.standard_normal(vectors.shape, dtype=np.float32) * np.float32(0.15 * math.sqrt(0.8))
-        vectors += r.standard_normal(vectors.shape, dtype=np.float32) * np.float32(0.15 * math.sqrt(0.2))
+        vectors += p.standard_normal(vectors.shape, dtype=np.float32) * np.float32(
+            0.15 * math.sqrt(0.8)
+        )
+        vectors += r.standard_normal(vectors.shape, dtype=np.float32) * np.float32(
+            0.15 * math.sqrt(0.2)
+        )
         vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
         codes = quantize.quantize(vectors)
         codes[~valid] = quantize.NODATA_CODE
         return codes
 
     monkeypatch.setattr(sample_embedding, "_CHUNK_VALUES", 5 * cols * 64)
-    codes = sample_embedding.embedding_codes(classes, weights, texture, valid, directions, texture_dirs, 0.15,
-                                             np.random.default_rng(1), np.random.default_rng(2), 0.8)
+    codes = sample_embedding.embedding_codes(
+        classes,
+        weights,
+        texture,
+        valid,
+        directions,
+        texture_dirs,
+        0.15,
+        np.random.default_rng(1),
+        np.random.default_rng(2),
+        0.8,
+    )
     assert codes.shape == (rows, cols, 64) and codes.dtype == np.int8
     np.testing.assert_array_equal(codes, whole_tile(1, 2))

@@ -1,4 +1,5 @@
 """efm similarity: the similarity store equals an independent float64 numpy computation on the whole array."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,11 @@ from store_factory import make_store
 from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTIPROCESS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+]
 ATOL = 1e-5  # float32 dot products against float64
 X0, Y0, SCALE = 500_000.0, 5_000_000.0, 10.0  # store_factory's grid
 
@@ -20,7 +25,9 @@ X0, Y0, SCALE = 500_000.0, 5_000_000.0, 10.0  # store_factory's grid
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
-    return {dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype) for dtype in ("float32", "int8")}
+    return {
+        dtype: make_store(str(root / f"{dtype}.zarr"), dtype=dtype) for dtype in ("float32", "int8")
+    }
 
 
 def store_values(s) -> np.ndarray:
@@ -31,10 +38,26 @@ def store_values(s) -> np.ndarray:
 
 def write_points(path, pixels, labels, crs="EPSG:32631"):
     """GeoJSON points at the centres of (row, col) pixels (a pixel may be outside the grid)."""
-    features = [{"type": "Feature", "properties": {"kind": lab},
-                 "geometry": {"type": "Point", "coordinates": [X0 + (c + 0.5) * SCALE, Y0 - (r + 0.5) * SCALE]}}
-                for (r, c), lab in zip(pixels, labels)]
-    path.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs}}, "features": features}))
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"kind": lab},
+            "geometry": {
+                "type": "Point",
+                "coordinates": [X0 + (c + 0.5) * SCALE, Y0 - (r + 0.5) * SCALE],
+            },
+        }
+        for (r, c), lab in zip(pixels, labels)
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": crs}},
+                "features": features,
+            }
+        )
+    )
     return path
 
 
@@ -45,7 +68,13 @@ def expected(s, pixels, ref_time=None, threshold=None):
     sims = []
     for t in range(v.shape[0]):
         rt = t if ref_time is None else ref_time
-        vecs = np.array([v[rt, r, c] for r, c in pixels if 0 <= r < v.shape[1] and 0 <= c < v.shape[2] and not nodata[rt, r, c]])
+        vecs = np.array(
+            [
+                v[rt, r, c]
+                for r, c in pixels
+                if 0 <= r < v.shape[1] and 0 <= c < v.shape[2] and not nodata[rt, r, c]
+            ]
+        )
         sim = np.einsum("yxb,b->yx", np.nan_to_num(v[t]), vecs.mean(axis=0))
         sim[nodata[t]] = np.nan
         sims.append(sim)
@@ -64,14 +93,33 @@ def class_pixels(s, cls, n=6, t=0, seed=0):
     return list(zip(r[pick].tolist(), c[pick].tolist()))
 
 
-@pytest.mark.parametrize("dtype,runner", [("float32", FNAPI), ("int8", FNAPI), ("float32", MULTIPROCESS)])
+@pytest.mark.parametrize(
+    "dtype,runner", [("float32", FNAPI), ("int8", FNAPI), ("float32", MULTIPROCESS)]
+)
 def test_similarity_equals_numpy(stores, tmp_path, dtype, runner, capsys):
     s = stores[dtype]
     hole = tuple(int(i) for i in np.argwhere(~s.valid[0])[0])
-    pixels = class_pixels(s, 1) + [hole, (-5, 3), (10, 10_000)]  # one point on no data, two outside: skipped
+    pixels = class_pixels(s, 1) + [
+        hole,
+        (-5, 3),
+        (10, 10_000),
+    ]  # one point on no data, two outside: skipped
     points = write_points(tmp_path / "refs.geojson", pixels, ["a"] * len(pixels))
     output = tmp_path / "sim.zarr"
-    assert run("--embeddings", s.path, "--points", points, "--output", output, "--threshold", 0.6, *runner) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--points",
+            points,
+            "--output",
+            output,
+            "--threshold",
+            0.6,
+            *runner,
+        )
+        == 0
+    )
     assert "complete" in capsys.readouterr().out
     got = xr.open_zarr(output, mask_and_scale=False)
     sim, mask = expected(s, pixels, threshold=0.6)
@@ -93,15 +141,35 @@ def test_label_filter_and_reference_year(stores, tmp_path):
     water, forest = class_pixels(s, 0, seed=1), class_pixels(s, 3, seed=2)
     points = write_points(tmp_path / "refs.geojson", water + forest, ["water"] * 6 + ["forest"] * 6)
     output = tmp_path / "sim.zarr"
-    assert run("--embeddings", s.path, "--points", points, "--label-column", "kind", "--label", "forest", "--reference-year", 2021,
-               "--years", 2022, "--output", output, *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--points",
+            points,
+            "--label-column",
+            "kind",
+            "--label",
+            "forest",
+            "--reference-year",
+            2021,
+            "--years",
+            2022,
+            "--output",
+            output,
+            *FNAPI,
+        )
+        == 0
+    )
     got = xr.open_zarr(output)
     v = store_values(s)
     ref = np.mean([v[0, r, c] for r, c in forest], axis=0)
     want = np.einsum("yxb,b->yx", v[1], ref)  # NaN propagates through einsum: no data stays NaN
     assert got["similarity"].shape == (1, s.grid.height, s.grid.width)
     np.testing.assert_allclose(got["similarity"].values[0], want, rtol=0, atol=ATOL)
-    np.testing.assert_allclose(got.attrs["reference_vectors"][0], ref, rtol=0, atol=1e-6)  # plain mean, not re-normalised
+    np.testing.assert_allclose(
+        got.attrs["reference_vectors"][0], ref, rtol=0, atol=1e-6
+    )  # plain mean, not re-normalised
     assert abs(np.linalg.norm(ref) - 1) > 1e-4
 
 
@@ -110,12 +178,59 @@ def test_resume_refuses_other_reference_points(stores, tmp_path, capsys):
     first = write_points(tmp_path / "a.geojson", class_pixels(s, 1), ["a"] * 6)
     other = write_points(tmp_path / "b.geojson", class_pixels(s, 2), ["a"] * 6)
     output = tmp_path / "sim.zarr"
-    assert run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, *FNAPI) == 0
-    assert run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, "--resume", *FNAPI) == 0
+    assert (
+        run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, *FNAPI)
+        == 0
+    )
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--points",
+            first,
+            "--years",
+            2021,
+            "--output",
+            output,
+            "--resume",
+            *FNAPI,
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert run("--embeddings", s.path, "--points", other, "--years", 2021, "--output", output, "--resume", *FNAPI) == 2
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--points",
+            other,
+            "--years",
+            2021,
+            "--output",
+            output,
+            "--resume",
+            *FNAPI,
+        )
+        == 2
+    )
     assert "efm similarity: error: --resume: " in capsys.readouterr().err
-    assert run("--embeddings", s.path, "--points", first, "--years", 2021, "--output", output, "--resume", "--threshold", 0.5, *FNAPI) == 2
+    assert (
+        run(
+            "--embeddings",
+            s.path,
+            "--points",
+            first,
+            "--years",
+            2021,
+            "--output",
+            output,
+            "--resume",
+            "--threshold",
+            0.5,
+            *FNAPI,
+        )
+        == 2
+    )
 
 
 def test_similarity_on_gcs(stores, tmp_path, gcs, gcs_bucket):
@@ -124,7 +239,12 @@ def test_similarity_on_gcs(stores, tmp_path, gcs, gcs_bucket):
     pixels = class_pixels(s, 2)
     points = write_points(tmp_path / "refs.geojson", pixels, ["x"] * len(pixels))
     output = f"{gcs_bucket}/sim.zarr"
-    assert run("--embeddings", f"{gcs_bucket}/emb.zarr", "--points", points, "--output", output, *FNAPI) == 0
+    assert (
+        run(
+            "--embeddings", f"{gcs_bucket}/emb.zarr", "--points", points, "--output", output, *FNAPI
+        )
+        == 0
+    )
     got = xr.open_zarr(output, mask_and_scale=False)
     np.testing.assert_allclose(got["similarity"].values, expected(s, pixels)[0], rtol=0, atol=ATOL)
     assert got.attrs[store.STATUS_ATTR] == "complete"
@@ -134,21 +254,63 @@ def _bad_cases(s, tmp_path):
     holes = [tuple(int(i) for i in p) for p in np.argwhere(~s.valid[1])[:5]]
     good = class_pixels(s, 1)
     return {
-        "nodata": (write_points(tmp_path / "nodata.geojson", holes, ["a"] * 5), ["--years", 2022], "--points"),
-        "outside": (write_points(tmp_path / "outside.geojson", [(-3, -3), (5000, 5)], ["a", "a"]), [], "--points"),
-        "label-only": (write_points(tmp_path / "p.geojson", good, ["a"] * 6), ["--label", "a"], "--label"),
-        "no-such-label": (write_points(tmp_path / "p2.geojson", good, ["a"] * 6), ["--label-column", "kind", "--label", "b"], "--label"),
-        "ref-year": (write_points(tmp_path / "p3.geojson", good, ["a"] * 6), ["--reference-year", 2019], "--reference-year"),
-        "threshold": (write_points(tmp_path / "p4.geojson", good, ["a"] * 6), ["--threshold", -1.5], "--threshold"),
-        "years": (write_points(tmp_path / "p5.geojson", good, ["a"] * 6), ["--years", 2030], "--years"),
+        "nodata": (
+            write_points(tmp_path / "nodata.geojson", holes, ["a"] * 5),
+            ["--years", 2022],
+            "--points",
+        ),
+        "outside": (
+            write_points(tmp_path / "outside.geojson", [(-3, -3), (5000, 5)], ["a", "a"]),
+            [],
+            "--points",
+        ),
+        "label-only": (
+            write_points(tmp_path / "p.geojson", good, ["a"] * 6),
+            ["--label", "a"],
+            "--label",
+        ),
+        "no-such-label": (
+            write_points(tmp_path / "p2.geojson", good, ["a"] * 6),
+            ["--label-column", "kind", "--label", "b"],
+            "--label",
+        ),
+        "ref-year": (
+            write_points(tmp_path / "p3.geojson", good, ["a"] * 6),
+            ["--reference-year", 2019],
+            "--reference-year",
+        ),
+        "threshold": (
+            write_points(tmp_path / "p4.geojson", good, ["a"] * 6),
+            ["--threshold", -1.5],
+            "--threshold",
+        ),
+        "years": (
+            write_points(tmp_path / "p5.geojson", good, ["a"] * 6),
+            ["--years", 2030],
+            "--years",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["nodata", "outside", "label-only", "no-such-label", "ref-year", "threshold", "years"])
+@pytest.mark.parametrize(
+    "case", ["nodata", "outside", "label-only", "no-such-label", "ref-year", "threshold", "years"]
+)
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, case):
     points, flags, flag = _bad_cases(stores["float32"], tmp_path)[case]
     output = tmp_path / "sim.zarr"
-    assert run("--embeddings", stores["float32"].path, "--points", points, *flags, "--output", output, *FNAPI) == 2
+    assert (
+        run(
+            "--embeddings",
+            stores["float32"].path,
+            "--points",
+            points,
+            *flags,
+            "--output",
+            output,
+            *FNAPI,
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"efm similarity: error: {flag}") and "\n" not in err, err
     assert not output.exists()

@@ -1,4 +1,5 @@
 """The embedding store: contract, refusal of existing outputs, resume markers, completion."""
+
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ BANDS = tuple(f"A{i:02d}" for i in range(64))
 
 
 def template(dtype="float32", **attrs):
-    return store.embedding_template(GRID, YEARS, BANDS, dtype, 128, {"source": "test", "collection": "c", **attrs})
+    return store.embedding_template(
+        GRID, YEARS, BANDS, dtype, 128, {"source": "test", "collection": "c", **attrs}
+    )
 
 
 def values(spec):
@@ -31,16 +34,22 @@ def values(spec):
 
 
 def write(path, specs, dtype="float32"):
-    source = GridSource(grid=GRID, years=tuple(YEARS), bands=BANDS, store_dtype=dtype, transfer_itemsize=1)
+    source = GridSource(
+        grid=GRID, years=tuple(YEARS), bands=BANDS, store_dtype=dtype, transfer_itemsize=1
+    )
     tmpl = template(dtype)
 
     def chunk(spec):
         codes = values(spec)
-        return spec.key, source.to_dataset(spec, codes if dtype == "int8" else quantize.dequantize(codes))
+        return spec.key, source.to_dataset(
+            spec, codes if dtype == "int8" else quantize.dequantize(codes)
+        )
 
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         written = p | beam.Create(specs) | beam.Map(chunk) | store.WriteChunks(path, tmpl)
-        written | store.MarkComplete(path, [s.marker for s in plan_chunks(YEARS, list(chunk_windows(GRID, 128)))])
+        written | store.MarkComplete(
+            path, [s.marker for s in plan_chunks(YEARS, list(chunk_windows(GRID, 128)))]
+        )
 
 
 def test_template_follows_the_contract():
@@ -66,7 +75,13 @@ def test_written_store_round_trips_and_is_marked_complete(tmp_path, dtype):
     assert ds.rio.crs.to_epsg() == 32631 and ds.rio.transform() == GRID.transform
     for spec in specs:
         w = spec.window
-        got = ds["embedding"].isel(time=spec.time_index, y=slice(w.row, w.row + w.rows), x=slice(w.col, w.col + w.cols)).values
+        got = (
+            ds["embedding"]
+            .isel(
+                time=spec.time_index, y=slice(w.row, w.row + w.rows), x=slice(w.col, w.col + w.cols)
+            )
+            .values
+        )
         if dtype == "int8":
             np.testing.assert_array_equal(got, values(spec))
             assert ds["embedding"].attrs["_FillValue"] == -128 and "quantization" in ds.attrs
@@ -92,7 +107,9 @@ def test_resume_returns_done_chunks_and_refuses_a_different_run(tmp_path):
     specs = plan_chunks(YEARS, list(chunk_windows(GRID, 128)))
     with pytest.raises(Exception, match="chunks were not written"):
         write(path, specs[:3])
-    assert store.prepare(path, template(), resume=True, overwrite=False) == {s.marker for s in specs[:3]}
+    assert store.prepare(path, template(), resume=True, overwrite=False) == {
+        s.marker for s in specs[:3]
+    }
     with pytest.raises(InputError, match=r"--resume: .* has collection 'c' \(this run: 'other'\)"):
         store.prepare(path, template(collection="other"), resume=True, overwrite=False)
     assert store.prepare(path, template(), resume=False, overwrite=True) == set()
@@ -102,7 +119,9 @@ def test_resume_returns_done_chunks_and_refuses_a_different_run(tmp_path):
 def test_dequantize_is_the_published_formula_bit_for_bit():
     codes = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
     c = codes.astype(np.float64)
-    expected = ((c / 127.5) ** 2 * np.sign(c)).astype(np.float32)  # float64 then float32, as Earth Engine serves
+    expected = ((c / 127.5) ** 2 * np.sign(c)).astype(
+        np.float32
+    )  # float64 then float32, as Earth Engine serves
     expected[codes == -128] = np.nan
     got = quantize.dequantize(codes)
     assert got.dtype == np.float32

@@ -1,5 +1,6 @@
 """store.setup / store.WriteChunks write with zarr directly (transforms/storage/zarr_direct.py): the stores must be
 the ones xarray-beam's setup_zarr / write_chunk_to_zarr write, file for file (metadata and chunks)."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,14 @@ GRID = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 150, 140)
 
 
 def _embeddings(dtype):
-    return store.embedding_template(GRID, [2021, 2022], [f"A{i:02d}" for i in range(64)], dtype, 64, {"source": "test", "n": np.int64(3)})
+    return store.embedding_template(
+        GRID,
+        [2021, 2022],
+        [f"A{i:02d}" for i in range(64)],
+        dtype,
+        64,
+        {"source": "test", "n": np.int64(3)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +39,31 @@ def emb():
 
 def _templates(emb):
     change = [similarity_variable("s"), mask_variable("changed", "below 0.5", 0.5)]
-    classes = [Variable("class", "uint8", 0, {"flag_values": [1, 2], "class_labels": ["a", "b"]}), similarity_variable("c")]
+    classes = [
+        Variable("class", "uint8", 0, {"flag_values": [1, 2], "class_labels": ["a", "b"]}),
+        similarity_variable("c"),
+    ]
     return {
         "embeddings-int8": _embeddings("int8"),
         "embeddings-float32": _embeddings("float32"),
-        "change": output_template(emb, change, None, chunk_rows=64, chunk_cols=64, product="change", attrs={"threshold": 0.5, "years": [1, 2]}),
-        "classes": output_template(emb, classes, [2021, 2022], chunk_rows=64, chunk_cols=64, product="classes", attrs={"a": 1}),
+        "change": output_template(
+            emb,
+            change,
+            None,
+            chunk_rows=64,
+            chunk_cols=64,
+            product="change",
+            attrs={"threshold": 0.5, "years": [1, 2]},
+        ),
+        "classes": output_template(
+            emb,
+            classes,
+            [2021, 2022],
+            chunk_rows=64,
+            chunk_cols=64,
+            product="classes",
+            attrs={"a": 1},
+        ),
     }
 
 
@@ -44,8 +71,17 @@ def _old_setup(path, template):
     """store.setup as it was (d3a4e19): xarray-beam's setup_zarr."""
     variable = next(iter(template.data_vars))
     chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
-    encoding = {name: {"_FillValue": template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype))} for name in template.data_vars}
-    xbeam.setup_zarr(template, path, zarr_chunks=chunks, zarr_format=store.ZARR_FORMAT, encoding=encoding)
+    encoding = {
+        name: {
+            "_FillValue": template[name].encoding.get(
+                "_FillValue", quantize.fill_value(template[name].dtype)
+            )
+        }
+        for name in template.data_vars
+    }
+    xbeam.setup_zarr(
+        template, path, zarr_chunks=chunks, zarr_format=store.ZARR_FORMAT, encoding=encoding
+    )
 
 
 def _files(path):
@@ -81,10 +117,18 @@ def _chunks(name, template, seed):
             else:
                 values = rng.random(shape).astype(dtype)
                 values[rng.random(shape) < 0.1] = np.nan
-            if offsets.get("y") == 0 and offsets.get("x") == 0:  # an all-fill chunk: stored by neither
+            if (
+                offsets.get("y") == 0 and offsets.get("x") == 0
+            ):  # an all-fill chunk: stored by neither
                 values[...] = template[v].encoding.get("_FillValue", quantize.fill_value(dtype))
             data[v] = (template[v].dims, values)
-        yield xbeam.Key({d: o for d, o in offsets.items() if d != "band"} | ({"band": 0} if "band" in offsets else {})), xr.Dataset(data)
+        yield (
+            xbeam.Key(
+                {d: o for d, o in offsets.items() if d != "band"}
+                | ({"band": 0} if "band" in offsets else {})
+            ),
+            xr.Dataset(data),
+        )
 
 
 @pytest.mark.parametrize("kind", ["embeddings-int8", "embeddings-float32", "change", "classes"])
@@ -140,12 +184,32 @@ def test_a_chunk_of_fill_values_is_no_file_as_with_zarr(emb, tmp_path, kind):
     chunks = dict(zip(template["embedding"].dims, template["embedding"].data.chunksize))
     writer = zarr_direct.ChunkWriter(path, template, chunks)
     for key, chunk in _chunks(kind, template, 1):
-        if key.offsets.get("y") == 64 and key.offsets.get("x") == 128 and key.offsets.get("time", 0) == 0:  # an edge chunk
+        if (
+            key.offsets.get("y") == 64
+            and key.offsets.get("x") == 128
+            and key.offsets.get("time", 0) == 0
+        ):  # an edge chunk
             break
     writer.write(key.offsets, chunk)
     chunk_file = os.path.join(path, "embedding", "0.1.2.0")
     assert os.path.exists(chunk_file)
-    writer.write(key.offsets, chunk.copy(data={"embedding": np.full(chunk["embedding"].shape, template["embedding"].data.dtype.type(quantize.fill_value(str(template["embedding"].dtype))))}))
+    writer.write(
+        key.offsets,
+        chunk.copy(
+            data={
+                "embedding": np.full(
+                    chunk["embedding"].shape,
+                    template["embedding"].data.dtype.type(
+                        quantize.fill_value(str(template["embedding"].dtype))
+                    ),
+                )
+            }
+        ),
+    )
     assert not os.path.exists(chunk_file)
-    values = xr.open_zarr(path)["embedding"].isel(time=0, y=slice(64, 128), x=slice(128, None)).values
-    np.testing.assert_array_equal(values, np.full(values.shape, quantize.fill_value(str(values.dtype)), values.dtype))
+    values = (
+        xr.open_zarr(path)["embedding"].isel(time=0, y=slice(64, 128), x=slice(128, None)).values
+    )
+    np.testing.assert_array_equal(
+        values, np.full(values.shape, quantize.fill_value(str(values.dtype)), values.dtype)
+    )

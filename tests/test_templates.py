@@ -12,6 +12,7 @@
   Earth Engine) fails in the launcher with one clear line, before any job exists;
 * the Dockerfile pins what setup.py pins and points the launcher at files that exist.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,11 @@ import flex_launcher  # noqa: E402
 from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy  # noqa: E402
 
 PIPELINES = ("extract", "classify", "sample", "predict", "similarity", "change")
-MAP_PIPELINES = ("predict", "similarity", "change")  # launched on a two-year store_factory store (change needs two years)
+MAP_PIPELINES = (
+    "predict",
+    "similarity",
+    "change",
+)  # launched on a two-year store_factory store (change needs two years)
 SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
 # Flags deliberately left out: --verbose is for a terminal; on Dataflow the traces are in the job's logs.
 NOT_IN_TEMPLATE: dict[str, set[str]] = {p: {"--verbose"} for p in PIPELINES}
@@ -53,7 +58,9 @@ def parser_of(pipeline: str) -> argparse.ArgumentParser:
 
 
 def example_of(param: dict) -> str:
-    assert "Example: " in param["helpText"], f"{param['name']}: helpText must end with 'Example: <value>'"
+    assert "Example: " in param["helpText"], (
+        f"{param['name']}: helpText must end with 'Example: <value>'"
+    )
     return param["helpText"].rpartition("Example: ")[2]
 
 
@@ -72,8 +79,12 @@ def test_metadata_is_dataflow_template_metadata(pipeline):
     names = [p["name"] for p in raw["parameters"]]
     assert len(names) == len(set(names))
     for param in raw["parameters"]:
-        assert set(param) >= {"name", "label", "helpText", "isOptional", "regexes", "paramType"}, param["name"]
-        assert re.fullmatch(r"[a-z][a-z0-9_]*", param["name"]), f"{param['name']}: Dataflow-style parameter names (underscores)"
+        assert set(param) >= {"name", "label", "helpText", "isOptional", "regexes", "paramType"}, (
+            param["name"]
+        )
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", param["name"]), (
+            f"{param['name']}: Dataflow-style parameter names (underscores)"
+        )
         assert param["paramType"] in ParameterType.__members__ and param["regexes"]
         for pattern in param["regexes"]:
             assert pattern.startswith("^") and pattern.endswith("$")
@@ -87,17 +98,25 @@ def test_every_parameter_is_a_flag_and_every_flag_a_parameter(pipeline):
     params = flex_launcher.parameters(pipeline)
     for name, param in params.items():
         flag = flex_launcher.flag_for(name, actions)
-        assert flag is not None, f"templates/{pipeline}/metadata.json: {name} is not a flag of efm {pipeline}"
+        assert flag is not None, (
+            f"templates/{pipeline}/metadata.json: {name} is not a flag of efm {pipeline}"
+        )
         action = actions[flag]
-        assert param["isOptional"] == (not action.required), f"{name}: isOptional must be {not action.required} (the flag's required)"
+        assert param["isOptional"] == (not action.required), (
+            f"{name}: isOptional must be {not action.required} (the flag's required)"
+        )
         if isinstance(action, argparse._StoreTrueAction):
-            assert param["regexes"] == ["^(true|false)$"], f"{name} is a switch: its values are true/false"
+            assert param["regexes"] == ["^(true|false)$"], (
+                f"{name} is a switch: its values are true/false"
+            )
     covered = {flex_launcher.flag_for(name, actions) for name in params}
     for flag, action in actions.items():
         if flag in NOT_IN_TEMPLATE[pipeline]:
             continue
-        assert flag in covered, (f"efm {pipeline} {flag} has no parameter in templates/{pipeline}/metadata.json: add one "
-                                 f"(name {flag[2:].replace('-', '_')!r}) or list it in NOT_IN_TEMPLATE")
+        assert flag in covered, (
+            f"efm {pipeline} {flag} has no parameter in templates/{pipeline}/metadata.json: add one "
+            f"(name {flag[2:].replace('-', '_')!r}) or list it in NOT_IN_TEMPLATE"
+        )
     for group in parser._mutually_exclusive_groups:  # e.g. --bbox | --aoi, one of them required
         if group.required:
             assert all(a.option_strings[0] in covered for a in group._group_actions)
@@ -118,27 +137,62 @@ def test_regexes_accept_the_documented_examples_and_every_choice(pipeline):
             assert example in action.choices
 
 
-GCS_BAD = ["/local/path/store.zarr", "gs://", "gs://bucket", "gs://Bucket/upper.zarr", "s3://bucket/x.zarr", "gs://b/x", "gs://bucket/a\nb"]
+GCS_BAD = [
+    "/local/path/store.zarr",
+    "gs://",
+    "gs://bucket",
+    "gs://Bucket/upper.zarr",
+    "s3://bucket/x.zarr",
+    "gs://b/x",
+    "gs://bucket/a\nb",
+]
 BAD_VALUES = {
     "bbox": ["5.9,45.8,6.2", "a,b,c,d", "5.9;45.8;6.2;46.0", "5.9, 45.8, 6.2, 46.0 ", ""],
-    "aoi": GCS_BAD, "cog_root": GCS_BAD, "output": GCS_BAD, "embeddings": GCS_BAD, "points": GCS_BAD,
+    "aoi": GCS_BAD,
+    "cog_root": GCS_BAD,
+    "output": GCS_BAD,
+    "embeddings": GCS_BAD,
+    "points": GCS_BAD,
     "years": ["21", "2021;2022", "2021-", "last year", "2021,,2022"],
-    "source": ["gee", "EE", ""], "dtype": ["int16", "float"], "transfer_dtype": ["uint8", "Auto"],
+    "source": ["gee", "EE", ""],
+    "dtype": ["int16", "float"],
+    "transfer_dtype": ["uint8", "Auto"],
     "collection": ["", "GOOGLE/ SATELLITE", "/leading/slash"],
     "crs": ["32631", "EPSG:", "+proj=utm +zone=31", "EPSG:32631 "],
-    "scale": ["-10", "ten", "1e1"], "chunk_size": ["0", "-1024", "1024.0", "1k"], "request_tile_size": ["0", "256px"],
+    "scale": ["-10", "ten", "1e1"],
+    "chunk_size": ["0", "-1024", "1024.0", "1k"],
+    "request_tile_size": ["0", "256px"],
     "ee_project": ["My_Project", "p", "-leading-dash", "project!"],
     "ee_api_url": ["earthengine.googleapis.com", "ftp://x", "https://"],
-    "max_concurrent_requests": ["0", "-4", "four"], "max_requests_per_second": ["-1", "fast"],
-    "threads_per_worker": ["0", "ten"], "worker_memory_gb": ["-1", "2GB", "two"], "max_retries": ["-1", "many"], "retry_initial_delay": ["-1", "1s"],
-    "resume": ["yes", "True", "1", ""], "overwrite": ["no", "FALSE"], "yes": ["yes", "y", "TRUE"], "trust_pickle": ["yes"], "confidence": ["on"],
+    "max_concurrent_requests": ["0", "-4", "four"],
+    "max_requests_per_second": ["-1", "fast"],
+    "threads_per_worker": ["0", "ten"],
+    "worker_memory_gb": ["-1", "2GB", "two"],
+    "max_retries": ["-1", "many"],
+    "retry_initial_delay": ["-1", "1s"],
+    "resume": ["yes", "True", "1", ""],
+    "overwrite": ["no", "FALSE"],
+    "yes": ["yes", "y", "TRUE"],
+    "trust_pickle": ["yes"],
+    "confidence": ["on"],
     "model": GCS_BAD + ["gs://bucket/model.txt", "/local/model.skops"],
-    "model_sha256": ["abc", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "sha256:9f86"],
-    "label_column": ["", "a\nb"], "points_crs": ["4326", "WGS84"], "keep_columns": ["", "agbd,,height", ",agbd", "agbd,", "a\nb"],
-    "label": ["", "forest\n"], "reference_year": ["22", "2022,2023", "2022-2023", "twenty"], "from_year": ["22", "2021,2022", ""],
-    "to_year": ["2023-2024", "last", ""], "threshold": ["1.5", "-2", "0.8.1", "high", "", "1e-1", "0,8"],
+    "model_sha256": [
+        "abc",
+        "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08",
+        "sha256:9f86",
+    ],
+    "label_column": ["", "a\nb"],
+    "points_crs": ["4326", "WGS84"],
+    "keep_columns": ["", "agbd,,height", ",agbd", "agbd,", "a\nb"],
+    "label": ["", "forest\n"],
+    "reference_year": ["22", "2022,2023", "2022-2023", "twenty"],
+    "from_year": ["22", "2021,2022", ""],
+    "to_year": ["2023-2024", "last", ""],
+    "threshold": ["1.5", "-2", "0.8.1", "high", "", "1e-1", "0,8"],
 }
-BAD_BY_PIPELINE = {"sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]}}
+BAD_BY_PIPELINE = {
+    "sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]}
+}
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -152,16 +206,38 @@ def test_regexes_reject_bad_values(pipeline):
 
 
 def test_launcher_translates_template_parameters_to_efm_flags():
-    argv = ["--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr", "--chunk_size=512",
-            "--ee_project", "my-ee-project", "--overwrite=true", "--resume=false", "--crs=",
-            "--runner=DataflowRunner", "--temp_location=gs://my-bucket/tmp", "--sdk_container_image=" + SDK_IMAGE]
+    argv = [
+        "--bbox=5.9,45.8,6.2,46.0",
+        "--years=2021",
+        "--output=gs://my-bucket/a.zarr",
+        "--chunk_size=512",
+        "--ee_project",
+        "my-ee-project",
+        "--overwrite=true",
+        "--resume=false",
+        "--crs=",
+        "--runner=DataflowRunner",
+        "--temp_location=gs://my-bucket/tmp",
+        "--sdk_container_image=" + SDK_IMAGE,
+    ]
     assert flex_launcher.to_pipeline_args("extract", argv) == [
-        "--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr", "--chunk-size=512",
-        "--ee-project=my-ee-project", "--overwrite",  # resume=false and the blank crs are dropped
-        "--runner=DataflowRunner", "--temp_location=gs://my-bucket/tmp", "--sdk_container_image=" + SDK_IMAGE]
-    assert flex_launcher.to_pipeline_args("classify", ["--model_sha256=" + "a" * 64, "--trust_pickle=false", "--confidence=true"]) == [
-        "--model-sha256=" + "a" * 64, "--confidence"]
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^chunk_size: '1k' is not a valid chunk size \(must match"):
+        "--bbox=5.9,45.8,6.2,46.0",
+        "--years=2021",
+        "--output=gs://my-bucket/a.zarr",
+        "--chunk-size=512",
+        "--ee-project=my-ee-project",
+        "--overwrite",  # resume=false and the blank crs are dropped
+        "--runner=DataflowRunner",
+        "--temp_location=gs://my-bucket/tmp",
+        "--sdk_container_image=" + SDK_IMAGE,
+    ]
+    assert flex_launcher.to_pipeline_args(
+        "classify", ["--model_sha256=" + "a" * 64, "--trust_pickle=false", "--confidence=true"]
+    ) == ["--model-sha256=" + "a" * 64, "--confidence"]
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^chunk_size: '1k' is not a valid chunk size \(must match",
+    ):
         flex_launcher.to_pipeline_args("extract", ["--chunk_size=1k"])
     with pytest.raises(flex_launcher.TemplateParameterError, match="^years: a value is required"):
         flex_launcher.to_pipeline_args("extract", ["--years="])
@@ -169,23 +245,44 @@ def test_launcher_translates_template_parameters_to_efm_flags():
 
 def test_switches_take_the_bare_form_and_true_false_in_any_case():
     base = ["--bbox=5.9,45.8,6.2,46.0", "--years=2021", "--output=gs://my-bucket/a.zarr"]
-    for given, expected in [(["--overwrite"], ["--overwrite"]), (["--overwrite=TRUE"], ["--overwrite"]), (["--overwrite=True"], ["--overwrite"]),
-                            (["--overwrite=false"], []), (["--overwrite=FALSE"], []), (["--overwrite", "true"], ["--overwrite"]),
-                            (["--overwrite", "False"], [])]:
-        assert flex_launcher.to_pipeline_args("extract", base + given + ["--runner=DataflowRunner"]) == base + expected + ["--runner=DataflowRunner"], given
+    for given, expected in [
+        (["--overwrite"], ["--overwrite"]),
+        (["--overwrite=TRUE"], ["--overwrite"]),
+        (["--overwrite=True"], ["--overwrite"]),
+        (["--overwrite=false"], []),
+        (["--overwrite=FALSE"], []),
+        (["--overwrite", "true"], ["--overwrite"]),
+        (["--overwrite", "False"], []),
+    ]:
+        assert flex_launcher.to_pipeline_args(
+            "extract", base + given + ["--runner=DataflowRunner"]
+        ) == base + expected + ["--runner=DataflowRunner"], given
     # bare, then another parameter or Beam option: the switch is on and the next token keeps its meaning
-    assert flex_launcher.to_pipeline_args("classify", ["--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]) == [
-        "--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^overwrite: 'yes' is not a valid"):
+    assert flex_launcher.to_pipeline_args(
+        "classify", ["--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]
+    ) == ["--confidence", "--overwrite", "--temp_location", "gs://b/tmp"]
+    with pytest.raises(
+        flex_launcher.TemplateParameterError, match=r"^overwrite: 'yes' is not a valid"
+    ):
         flex_launcher.to_pipeline_args("extract", ["--overwrite=yes"])
 
 
 def test_unknown_template_parameters_are_refused_naming_them():
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^chunk_sise: not a parameter of the efm-extract template; did you mean chunk_size\? its parameters are bbox, "):
-        flex_launcher.to_pipeline_args("extract", ["--years=2021", "--chunk_sise=512", "--runner=DataflowRunner"])
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^colour: not a parameter of the efm-classify template; its parameters"):
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^chunk_sise: not a parameter of the efm-extract template; did you mean chunk_size\? its parameters are bbox, ",
+    ):
+        flex_launcher.to_pipeline_args(
+            "extract", ["--years=2021", "--chunk_sise=512", "--runner=DataflowRunner"]
+        )
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^colour: not a parameter of the efm-classify template; its parameters",
+    ):
         flex_launcher.to_pipeline_args("classify", ["--colour=red"])
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^2022: not a --parameter=value"):
+    with pytest.raises(
+        flex_launcher.TemplateParameterError, match=r"^2022: not a --parameter=value"
+    ):
         flex_launcher.to_pipeline_args("extract", ["--years=2021", "2022"])
 
 
@@ -194,32 +291,78 @@ def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
     assert set(flex_launcher.LAUNCHER_OPTIONS) <= beam, set(flex_launcher.LAUNCHER_OPTIONS) - beam
     options = [f"--{name}=x" for name in flex_launcher.LAUNCHER_OPTIONS]
     assert flex_launcher.to_pipeline_args("sample", options) == options
-    from pipelines import common  # and efm's own check lets them through (aliases such as --no_use_public_ips too)
+    from pipelines import (
+        common,
+    )  # and efm's own check lets them through (aliases such as --no_use_public_ips too)
 
-    required = ["--embeddings=e.zarr", "--points=p.csv", "--label-column=label", "--output=s.parquet"]
+    required = [
+        "--embeddings=e.zarr",
+        "--points=p.csv",
+        "--label-column=label",
+        "--output=s.parquet",
+    ]
     bare = {"no_use_public_ips", "use_public_ips", "enable_streaming_engine", "update"}
-    values = {"flexrs_goal": "COST_OPTIMIZED", "autoscaling_algorithm": "NONE", "labels": "a=b", "runner": "DataflowRunner"}
-    flags = [f"--{name}" if name in bare else f"--{name}={values.get(name, '1')}" for name in flex_launcher.LAUNCHER_OPTIONS]
+    values = {
+        "flexrs_goal": "COST_OPTIMIZED",
+        "autoscaling_algorithm": "NONE",
+        "labels": "a=b",
+        "runner": "DataflowRunner",
+    }
+    flags = [
+        f"--{name}" if name in bare else f"--{name}={values.get(name, '1')}"
+        for name in flex_launcher.LAUNCHER_OPTIONS
+    ]
     args, _ = common.split_args(parser_of("sample"), required + flags)
     assert args.output == "s.parquet"
 
 
 def test_workers_without_the_image_get_the_package_and_the_pins():
-    staged = [f"--setup_file={REPO / 'setup.py'}", f"--requirements_file={REPO / 'constraints.txt'}", "--requirements_cache=skip"]
-    assert flex_launcher.worker_dependencies(["--output=gs://b/x.zarr", "--runner", "DataflowRunner"]) == staged
-    assert flex_launcher.worker_dependencies(["--runner=DataflowRunner", f"--sdk_container_image={SDK_IMAGE}"]) == []  # nothing to install
-    assert flex_launcher.worker_dependencies(["--runner=DirectRunner"]) == flex_launcher.worker_dependencies([]) == []
+    staged = [
+        f"--setup_file={REPO / 'setup.py'}",
+        f"--requirements_file={REPO / 'constraints.txt'}",
+        "--requirements_cache=skip",
+    ]
+    assert (
+        flex_launcher.worker_dependencies(["--output=gs://b/x.zarr", "--runner", "DataflowRunner"])
+        == staged
+    )
+    assert (
+        flex_launcher.worker_dependencies(
+            ["--runner=DataflowRunner", f"--sdk_container_image={SDK_IMAGE}"]
+        )
+        == []
+    )  # nothing to install
+    assert (
+        flex_launcher.worker_dependencies(["--runner=DirectRunner"])
+        == flex_launcher.worker_dependencies([])
+        == []
+    )
 
 
 def test_unknown_parameter_fails_the_launch_with_one_line(tmp_path):
     """Run as the launcher runs the entry file: exit 2, one line naming the parameter, nothing written."""
-    proc = launch("sample", {"embeddings": "gs://my-bucket/e.zarr", "points": "gs://my-bucket/p.csv", "label_column": "label",
-                             "output": "gs://my-bucket/s.parquet", "overwirte": "true"},
-                  ["--runner=DataflowRunner", f"--template_location={tmp_path}/job"], child_env(), expect=2, timeout=120)
+    proc = launch(
+        "sample",
+        {
+            "embeddings": "gs://my-bucket/e.zarr",
+            "points": "gs://my-bucket/p.csv",
+            "label_column": "label",
+            "output": "gs://my-bucket/s.parquet",
+            "overwirte": "true",
+        },
+        ["--runner=DataflowRunner", f"--template_location={tmp_path}/job"],
+        child_env(),
+        expect=2,
+        timeout=120,
+    )
     lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
-    assert lines == ["efm sample (flex template): error: overwirte: not a parameter of the efm-sample template; did you mean overwrite? "
-                     "its parameters are embeddings, points, label_column, output, years, points_crs, overwrite"] or (
-        len(lines) == 1 and lines[0].startswith("efm sample (flex template): error: overwirte: not a parameter")), proc.stderr
+    assert lines == [
+        "efm sample (flex template): error: overwirte: not a parameter of the efm-sample template; did you mean overwrite? "
+        "its parameters are embeddings, points, label_column, output, years, points_crs, overwrite"
+    ] or (
+        len(lines) == 1
+        and lines[0].startswith("efm sample (flex template): error: overwirte: not a parameter")
+    ), proc.stderr
     assert not (tmp_path / "job").exists()
 
 
@@ -233,7 +376,11 @@ def dockerfile() -> str:
 
 def setup_pins() -> dict[str, str]:
     tree = ast.parse((REPO / "setup.py").read_text())
-    install = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "INSTALL_REQUIRES")
+    install = next(
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "INSTALL_REQUIRES"
+    )
     pins = {}
     for spec in ast.literal_eval(install):
         name, version = spec.split("==")
@@ -242,7 +389,9 @@ def setup_pins() -> dict[str, str]:
 
 
 def constraint_pins() -> dict[str, str]:
-    lines = [line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text().splitlines()]
+    lines = [
+        line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text().splitlines()
+    ]
     return {line.split("==")[0].lower(): line.split("==")[1] for line in lines if "==" in line}
 
 
@@ -251,20 +400,37 @@ def test_dockerfile_pins_the_tested_versions():
     froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
     images = {stage: image for image, stage in froms}
     beam = re.fullmatch(r"apache/beam_python(3\.\d+)_sdk:(\S+)", images["base"])
-    assert beam, "the workers' base must be Google's pattern: apache/beam_python<3.x>_sdk:<beam version>"
+    assert beam, (
+        "the workers' base must be Google's pattern: apache/beam_python<3.x>_sdk:<beam version>"
+    )
     python, beam_version = beam.groups()
     assert beam_version == setup_pins()["apache-beam"] == constraint_pins()["apache-beam"]
     requires = re.search(r'python_requires="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
     assert requires == f">={python}", "the image's Python is the oldest setup.py allows (CI's 3.11)"
-    launcher = re.fullmatch(r"gcr\.io/dataflow-templates-base/python(\d+)-template-launcher-base:\$\{LAUNCHER_TAG\}", images["launcher"])
-    assert launcher and launcher.group(1) == python.replace(".", ""), "launcher base image for the same Python"
+    launcher = re.fullmatch(
+        r"gcr\.io/dataflow-templates-base/python(\d+)-template-launcher-base:\$\{LAUNCHER_TAG\}",
+        images["launcher"],
+    )
+    assert launcher and launcher.group(1) == python.replace(".", ""), (
+        "launcher base image for the same Python"
+    )
     assert re.search(r"^ARG LAUNCHER_TAG=\S+$", text, re.M)
-    assert "COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher" in text
+    assert (
+        "COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher"
+        in text
+    )
     # Everything installed comes at setup.py / constraints.txt versions: no loose pip installs.
     installs = re.findall(r"pip install ([^\n\\&]+)", text)
-    assert installs == ["--no-cache-dir -c constraints.txt '.[s3]' "], installs  # s3fs: --cog-root s3:// on workers
+    assert installs == ["--no-cache-dir -c constraints.txt '.[s3]' "], (
+        installs
+    )  # s3fs: --cog-root s3:// on workers
     for name, version in re.findall(r"([A-Za-z0-9_.\-\[\]]+)==([0-9][^\s'\"]*)", text):
-        assert setup_pins().get(re.sub(r"\[.*\]", "", name).lower(), constraint_pins().get(name.lower())) == version, name
+        assert (
+            setup_pins().get(
+                re.sub(r"\[.*\]", "", name).lower(), constraint_pins().get(name.lower())
+            )
+            == version
+        ), name
     assert re.search(r'ENTRYPOINT \["/opt/apache/beam/boot"\]', text)
 
 
@@ -277,16 +443,22 @@ def test_dockerfile_points_the_launcher_at_files_that_exist():
     setup = (REPO / "setup.py").read_text()
     for package in re.findall(r'"(\w+)", "\1\.\*"', setup):
         assert package in copied, f"setup.py's package {package} is not copied into the image"
-    assert not {"emulators", "tests", "tests_airflow"} & {src.rstrip("/") for src in copied}, "test infrastructure copied into the image"
+    assert not {"emulators", "tests", "tests_airflow"} & {src.rstrip("/") for src in copied}, (
+        "test infrastructure copied into the image"
+    )
     workdir = re.search(r"^WORKDIR (\S+)$", text, re.M).group(1)
-    stages = dict(re.findall(r"^FROM base AS (\w+)\nENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)$", text, re.M))
+    stages = dict(
+        re.findall(r"^FROM base AS (\w+)\nENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)$", text, re.M)
+    )
     assert set(stages) == set(PIPELINES)
     for pipeline, path in stages.items():
         assert path == f"{workdir}/templates/{pipeline}/main.py"
         assert (REPO / path.removeprefix(workdir + "/")).is_file()
     build = (TEMPLATES / "cloudbuild.yaml").read_text()
     for pipeline in PIPELINES:
-        assert re.search(rf"--target, {pipeline},", build), f"cloudbuild.yaml builds no {pipeline} target"
+        assert re.search(rf"--target, {pipeline},", build), (
+            f"cloudbuild.yaml builds no {pipeline} target"
+        )
     # the Cloud Build upload (--ignore-file=templates/.gcloudignore) holds everything the Dockerfile copies
     ignore = (TEMPLATES / ".gcloudignore").read_text().splitlines()
     assert "/*" in ignore
@@ -305,14 +477,16 @@ def test_dockerfile_makes_the_launcher_stage_nothing_for_workers_that_run_the_im
 def test_entry_modules_import_without_test_only_packages():
     """The launcher image has no test extras (pytest, emulators' deps, airflow): importing must not need them."""
     blocked = ["gcp_storage_emulator", "pytest", "hypothesis", "airflow"]
-    code = ("import sys\n"
-            "class Block:\n"
-            f"    def find_spec(self, name, path=None, target=None):\n"
-            f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked: ' + name)\n"
-            "sys.meta_path.insert(0, Block())\n"
-            f"sys.path.insert(0, {str(TEMPLATES)!r})\n"
-            "import flex_launcher, pipelines.extract, pipelines.classify, pipelines.sample, pipelines.predict, pipelines.similarity, pipelines.change\n"
-            "for p in flex_launcher.PIPELINES: flex_launcher.to_pipeline_args(p, [])\n")
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        f"    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path.insert(0, {str(TEMPLATES)!r})\n"
+        "import flex_launcher, pipelines.extract, pipelines.classify, pipelines.sample, pipelines.predict, pipelines.similarity, pipelines.change\n"
+        "for p in flex_launcher.PIPELINES: flex_launcher.to_pipeline_args(p, [])\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=child_env())
 
 
@@ -322,35 +496,67 @@ def test_entry_modules_import_without_test_only_packages():
 
 def fake_adc(path: Path) -> str:
     """Application-default credentials as a worker service account has them: a token that needs no refresh."""
-    path.write_text(json.dumps({"type": "authorized_user", "client_id": "efm-test", "client_secret": "efm-test",
-                                "refresh_token": "efm-test", "token": FAKE_TOKEN, "expiry": "2099-01-01T00:00:00Z"}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "efm-test",
+                "client_secret": "efm-test",
+                "refresh_token": "efm-test",
+                "token": FAKE_TOKEN,
+                "expiry": "2099-01-01T00:00:00Z",
+            }
+        )
+    )
     return str(path)
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("EFM_EE_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("EFM_EE_ACCESS_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env
 
 
-def launch(pipeline: str, params: dict[str, str], options: list[str], env: dict[str, str], expect: int = 0, timeout: float = 300):
+def launch(
+    pipeline: str,
+    params: dict[str, str],
+    options: list[str],
+    env: dict[str, str],
+    expect: int = 0,
+    timeout: float = 300,
+):
     """`python templates/<pipeline>/main.py --name=value ... <options>`, FLEX_TEMPLATE_* set as in the image
     (so the launcher adds no --setup_file / --requirements_file: see the Dockerfile test)."""
     main = TEMPLATES / pipeline / "main.py"
     argv = [sys.executable, str(main), *(f"--{k}={v}" for k, v in params.items()), *options]
-    env = dict(env, FLEX_TEMPLATE_PYTHON_PY_FILE=str(main))  # the only FLEX_TEMPLATE_* the image sets
+    env = dict(
+        env, FLEX_TEMPLATE_PYTHON_PY_FILE=str(main)
+    )  # the only FLEX_TEMPLATE_* the image sets
     proc = subprocess.run(argv, cwd="/", env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == expect, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
 def launcher_options(bucket: str, job: str, runner: str, image: bool = True) -> list[str]:
     """The Beam options the flex template launcher adds: the job's environment, sdk_container_image among
     them when the launch passes it the documented way (--additional-pipeline-options / environment.sdkContainerImage)."""
-    return [f"--runner={runner}", "--project=my-project", "--region=europe-west1", f"--job_name={job}",
-            f"--temp_location={bucket}/tmp", f"--staging_location={bucket}/staging",
-            *([f"--sdk_container_image={SDK_IMAGE}"] if image else []), "--labels=goog-dataflow-provided-template-type=flex"]
+    return [
+        f"--runner={runner}",
+        "--project=my-project",
+        "--region=europe-west1",
+        f"--job_name={job}",
+        f"--temp_location={bucket}/tmp",
+        f"--staging_location={bucket}/staging",
+        *([f"--sdk_container_image={SDK_IMAGE}"] if image else []),
+        "--labels=goog-dataflow-provided-template-type=flex",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -376,20 +582,70 @@ def launched(gcs, ee_emulator, adc, tmp_path_factory):
 
     bucket = f"gs://{gcs.make_bucket()}"
     env = child_env(GOOGLE_APPLICATION_CREDENTIALS=adc)
-    paths = {"embeddings": f"{bucket}/emb.zarr", "points": f"{bucket}/points.csv", "samples": f"{bucket}/samples.parquet",
-             "model": f"{bucket}/model.skops", "classes": f"{bucket}/classes.zarr", "bucket": bucket}
+    paths = {
+        "embeddings": f"{bucket}/emb.zarr",
+        "points": f"{bucket}/points.csv",
+        "samples": f"{bucket}/samples.parquet",
+        "model": f"{bucket}/model.skops",
+        "classes": f"{bucket}/classes.zarr",
+        "bucket": bucket,
+    }
     with gcs.fs.open(paths["points"].removeprefix("gs://"), "wb") as f:
         f.write(labelled_points_csv())
     direct = lambda job: launcher_options(bucket, job, "DirectRunner")  # noqa: E731
     outs = {}
-    outs["extract"] = launch("extract", {"bbox": area_bbox(), "years": "2021", "crs": CRS, "output": paths["embeddings"],
-                                         "chunk_size": "256", "ee_api_url": ee_emulator.url, "ee_project": "test-project"},
-                             direct("efm-extract"), env)
-    outs["sample"] = launch("sample", {"embeddings": paths["embeddings"], "points": paths["points"], "label_column": "label",
-                                       "output": paths["samples"]}, direct("efm-sample"), env)
-    assert train.run(["--samples", paths["samples"], "--classifier", "logistic-regression", "--output", paths["model"], "--folds", "3"]) == 0
-    outs["classify"] = launch("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": paths["classes"],
-                                           "confidence": "true", "resume": "false"}, direct("efm-classify"), env)
+    outs["extract"] = launch(
+        "extract",
+        {
+            "bbox": area_bbox(),
+            "years": "2021",
+            "crs": CRS,
+            "output": paths["embeddings"],
+            "chunk_size": "256",
+            "ee_api_url": ee_emulator.url,
+            "ee_project": "test-project",
+        },
+        direct("efm-extract"),
+        env,
+    )
+    outs["sample"] = launch(
+        "sample",
+        {
+            "embeddings": paths["embeddings"],
+            "points": paths["points"],
+            "label_column": "label",
+            "output": paths["samples"],
+        },
+        direct("efm-sample"),
+        env,
+    )
+    assert (
+        train.run(
+            [
+                "--samples",
+                paths["samples"],
+                "--classifier",
+                "logistic-regression",
+                "--output",
+                paths["model"],
+                "--folds",
+                "3",
+            ]
+        )
+        == 0
+    )
+    outs["classify"] = launch(
+        "classify",
+        {
+            "embeddings": paths["embeddings"],
+            "model": paths["model"],
+            "output": paths["classes"],
+            "confidence": "true",
+            "resume": "false",
+        },
+        direct("efm-classify"),
+        env,
+    )
     return paths, outs, env
 
 
@@ -398,7 +654,9 @@ def test_entry_files_run_the_pipelines_as_the_launcher_does(launched, ee_emulato
 
     paths, outs, _ = launched
     assert "efm extract: " in outs["extract"].stdout and "complete" in outs["extract"].stdout
-    assert ee_emulator.count("computePixels") > 0  # through application-default credentials, as on Dataflow workers
+    assert (
+        ee_emulator.count("computePixels") > 0
+    )  # through application-default credentials, as on Dataflow workers
     assert "efm sample: " in outs["sample"].stdout and "efm classify: " in outs["classify"].stdout
     with xr.open_zarr(paths["classes"], consolidated=True, zarr_format=2) as ds:
         assert ds.attrs["efm_status"] == "complete" and "confidence" in ds
@@ -406,7 +664,9 @@ def test_entry_files_run_the_pipelines_as_the_launcher_does(launched, ee_emulato
     assert accuracy > 0.8
 
 
-def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(monkeypatch, tmp_path, capsys):
+def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(
+    monkeypatch, tmp_path, capsys
+):
     """The flex launcher returns as soon as the job is submitted (common.run_pipeline raises JobSubmitted):
     the table must be written by the pipeline itself. Here the same early return on FnApiRunner, which
     has run the whole pipeline by then: the table is there, with the values the store holds, and its metadata."""
@@ -420,16 +680,38 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(monk
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(0, s.grid.height, 60), rng.integers(0, s.grid.width, 60)
     x, y = s.grid.x0 + (cols + 0.5) * s.grid.scale, s.grid.y0 - (rows + 0.5) * s.grid.scale
-    pd.DataFrame({"x": x, "y": y, "label": np.where(rows % 2, "odd", "even")}).to_csv(tmp_path / "p.csv", index=False)
-    monkeypatch.setattr(common, "detached", lambda options: True)  # what the flex launcher makes run_pipeline do
+    pd.DataFrame({"x": x, "y": y, "label": np.where(rows % 2, "odd", "even")}).to_csv(
+        tmp_path / "p.csv", index=False
+    )
+    monkeypatch.setattr(
+        common, "detached", lambda options: True
+    )  # what the flex launcher makes run_pipeline do
     out = tmp_path / "samples.parquet"
-    assert sample.run(["--embeddings", s.path, "--points", str(tmp_path / "p.csv"), "--points-crs", s.grid.crs,
-                       "--label-column", "label", "--output", str(out), "--runner=FnApiRunner"]) == 0
+    assert (
+        sample.run(
+            [
+                "--embeddings",
+                s.path,
+                "--points",
+                str(tmp_path / "p.csv"),
+                "--points-crs",
+                s.grid.crs,
+                "--label-column",
+                "label",
+                "--output",
+                str(out),
+                "--runner=FnApiRunner",
+            ]
+        )
+        == 0
+    )
     assert "this process does not wait" in capsys.readouterr().out
     table = pd.read_parquet(out)
     valid = s.valid[0, rows, cols]
     assert len(table) == int(valid.sum()) > 0
-    np.testing.assert_array_equal(table[list(BANDS)].to_numpy(), s.values[0, rows[table["point_id"]], cols[table["point_id"]]])
+    np.testing.assert_array_equal(
+        table[list(BANDS)].to_numpy(), s.values[0, rows[table["point_id"]], cols[table["point_id"]]]
+    )
     assert sampling.read_table_metadata(str(out))["bands"] == list(BANDS)
     assert not (tmp_path / "samples.parquet.parts").exists()
 
@@ -440,7 +722,10 @@ def staged_job(gcs, template_location: str) -> dict:
 
 def staged_files(gcs, job: dict) -> dict[str, str]:
     """name -> gcs path of what Beam staged for the workers (packages, requirements, ...)."""
-    return {p["name"]: p["location"].split("storage.googleapis.com/", 1)[1] for p in job["environment"]["workerPools"][0]["packages"]}
+    return {
+        p["name"]: p["location"].split("storage.googleapis.com/", 1)[1]
+        for p in job["environment"]["workerPools"][0]["packages"]
+    }
 
 
 # What a worker's boot pip-installs when staged. (Beam also stages submission_environment_dependencies.txt,
@@ -450,14 +735,18 @@ def job_transforms(gcs, job: dict) -> set[str]:
     from apache_beam.portability.api import beam_runner_api_pb2
 
     url = job["environment"]["sdkPipelineOptions"]["options"]["pipelineUrl"]
-    pipeline = beam_runner_api_pb2.Pipeline.FromString(gcs.fs.cat(url.split("storage.googleapis.com/", 1)[-1].removeprefix("gs://")))
+    pipeline = beam_runner_api_pb2.Pipeline.FromString(
+        gcs.fs.cat(url.split("storage.googleapis.com/", 1)[-1].removeprefix("gs://"))
+    )
     return {t.unique_name for t in pipeline.components.transforms.values()}
 
 
 WORKER_INSTALLS = ("workflow.tar.gz", "requirements.txt", "extra_packages.txt")
 
 
-def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(launched, gcs, ee_emulator):
+def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(
+    launched, gcs, ee_emulator
+):
     """DataflowRunner with --template_location, as the flex launcher runs it: checks pass against the
     emulators, the job graph is written, the process returns at once (no waiting on a job). With the
     image as sdk_container_image nothing is staged for workers to pip-install; sample's graph ends with
@@ -465,24 +754,64 @@ def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(laun
     paths, _, env = launched
     bucket = paths["bucket"]
     for pipeline, params in [
-        ("extract", {"bbox": area_bbox(), "years": "2021", "crs": CRS, "output": f"{bucket}/df-emb.zarr", "ee_api_url": ee_emulator.url,
-                     "ee_project": "test-project", "chunk_size": "256"}),
-        ("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": f"{bucket}/df-classes.zarr"}),
-        ("sample", {"embeddings": paths["embeddings"], "points": paths["points"], "label_column": "label", "output": f"{bucket}/df-samples.parquet"}),
+        (
+            "extract",
+            {
+                "bbox": area_bbox(),
+                "years": "2021",
+                "crs": CRS,
+                "output": f"{bucket}/df-emb.zarr",
+                "ee_api_url": ee_emulator.url,
+                "ee_project": "test-project",
+                "chunk_size": "256",
+            },
+        ),
+        (
+            "classify",
+            {
+                "embeddings": paths["embeddings"],
+                "model": paths["model"],
+                "output": f"{bucket}/df-classes.zarr",
+            },
+        ),
+        (
+            "sample",
+            {
+                "embeddings": paths["embeddings"],
+                "points": paths["points"],
+                "label_column": "label",
+                "output": f"{bucket}/df-samples.parquet",
+            },
+        ),
     ]:
         template_location = f"{bucket}/launches/{pipeline}/job_object"
-        proc = launch(pipeline, params, launcher_options(bucket, f"efm-{pipeline}", "DataflowRunner")
-                      + [f"--template_location={template_location}"], env, timeout=180)
+        proc = launch(
+            pipeline,
+            params,
+            launcher_options(bucket, f"efm-{pipeline}", "DataflowRunner")
+            + [f"--template_location={template_location}"],
+            env,
+            timeout=180,
+        )
         assert f"efm {pipeline}: job graph written to {template_location}" in proc.stdout
         job = staged_job(gcs, template_location)
         environment = job["environment"]
-        assert any(c.get("containerImage") == SDK_IMAGE for c in environment["workerPools"][0]["sdkHarnessContainerImages"])
+        assert any(
+            c.get("containerImage") == SDK_IMAGE
+            for c in environment["workerPools"][0]["sdkHarnessContainerImages"]
+        )
         staged = staged_files(gcs, job)
-        assert not set(staged) & set(WORKER_INSTALLS), f"{pipeline}: staged for workers to install: {sorted(staged)}"
+        assert not set(staged) & set(WORKER_INSTALLS), (
+            f"{pipeline}: staged for workers to install: {sorted(staged)}"
+        )
         if pipeline == "sample":
             transforms = job_transforms(gcs, job)
-            assert "AssembleTable/Assemble" in transforms and "Sample/SampleChunk" in transforms, "the table is written by a step of the job"
-            assert not gcs.fs.exists(params["output"].removeprefix("gs://")), "nothing written at launch"
+            assert "AssembleTable/Assemble" in transforms and "Sample/SampleChunk" in transforms, (
+                "the table is written by a step of the job"
+            )
+            assert not gcs.fs.exists(params["output"].removeprefix("gs://")), (
+                "nothing written at launch"
+            )
 
 
 def test_dataflow_launch_without_the_image_stages_the_package_and_the_pins(launched, gcs):
@@ -492,17 +821,38 @@ def test_dataflow_launch_without_the_image_stages_the_package_and_the_pins(launc
     paths, _, env = launched
     bucket = paths["bucket"]
     template_location = f"{bucket}/launches/no-image/job_object"
-    launch("classify", {"embeddings": paths["embeddings"], "model": paths["model"], "output": f"{bucket}/df-noimage.zarr"},
-           launcher_options(bucket, "efm-classify", "DataflowRunner", image=False) + [f"--template_location={template_location}"], env, timeout=180)
+    launch(
+        "classify",
+        {
+            "embeddings": paths["embeddings"],
+            "model": paths["model"],
+            "output": f"{bucket}/df-noimage.zarr",
+        },
+        launcher_options(bucket, "efm-classify", "DataflowRunner", image=False)
+        + [f"--template_location={template_location}"],
+        env,
+        timeout=180,
+    )
     staged = staged_files(gcs, staged_job(gcs, template_location))
     assert gcs.fs.cat(staged["requirements.txt"]) == (REPO / "constraints.txt").read_bytes()
     sdist = tarfile.open(fileobj=io.BytesIO(gcs.fs.cat(staged["workflow.tar.gz"])))
     names = sdist.getnames()
-    for module in ("pipelines/extract.py", "pipelines/classify.py", "transforms/sources/earthengine.py", "transforms/storage/store.py"):
+    for module in (
+        "pipelines/extract.py",
+        "pipelines/classify.py",
+        "transforms/sources/earthengine.py",
+        "transforms/storage/store.py",
+    ):
         assert any(n.endswith(module) for n in names), module
-    requires = sdist.extractfile(next(n for n in names if n.endswith(".egg-info/requires.txt"))).read().decode()
+    requires = (
+        sdist.extractfile(next(n for n in names if n.endswith(".egg-info/requires.txt")))
+        .read()
+        .decode()
+    )
     for name, version in setup_pins().items():
-        assert re.search(rf"^{re.escape(name)}(\[\w+\])?=={re.escape(version)}$", requires, re.M | re.I), name
+        assert re.search(
+            rf"^{re.escape(name)}(\[\w+\])?=={re.escape(version)}$", requires, re.M | re.I
+        ), name
 
 
 class RefusingEmulator:
@@ -517,19 +867,36 @@ class RefusingEmulator:
             def handle(self, method, target, raw_body):
                 reply, kind, body = super().handle(method, target, raw_body)
                 if kind == "algorithms":
-                    return error_reply(403, "Caller does not have required permission to use project test-project."), kind, body
+                    return (
+                        error_reply(
+                            403,
+                            "Caller does not have required permission to use project test-project.",
+                        ),
+                        kind,
+                        body,
+                    )
                 return reply, kind, body
 
         return Refusing()
 
 
-@pytest.mark.parametrize("case", ["regex", "bucket", "no-credentials", "refused-credentials", "model"])
+@pytest.mark.parametrize(
+    "case", ["regex", "bucket", "no-credentials", "refused-credentials", "model"]
+)
 def test_bad_input_fails_at_launch_with_one_line(case, launched, gcs, ee_emulator, tmp_path):
     paths, _, env = launched
     bucket = paths["bucket"]
     template_location = f"{bucket}/launches/bad-{case}/job_object"
-    options = launcher_options(bucket, "efm-bad", "DataflowRunner") + [f"--template_location={template_location}"]
-    extract = {"bbox": area_bbox(), "years": "2021", "output": f"{bucket}/bad-{case}.zarr", "ee_api_url": ee_emulator.url, "ee_project": "test-project"}
+    options = launcher_options(bucket, "efm-bad", "DataflowRunner") + [
+        f"--template_location={template_location}"
+    ]
+    extract = {
+        "bbox": area_bbox(),
+        "years": "2021",
+        "output": f"{bucket}/bad-{case}.zarr",
+        "ee_api_url": ee_emulator.url,
+        "ee_project": "test-project",
+    }
     pipeline, expected = "extract", None
     if case == "regex":
         extract["chunk_size"] = "1k"
@@ -546,7 +913,11 @@ def test_bad_input_fails_at_launch_with_one_line(case, launched, gcs, ee_emulato
         expected = r"^efm extract: error: --ee-project: these credentials may not use Earth Engine in project test-project: Caller does not have"
     else:
         pipeline = "classify"
-        extract = {"embeddings": paths["embeddings"], "model": f"{bucket}/no-such-model.skops", "output": f"{bucket}/bad.zarr"}
+        extract = {
+            "embeddings": paths["embeddings"],
+            "model": f"{bucket}/no-such-model.skops",
+            "output": f"{bucket}/bad.zarr",
+        }
         expected = r"^efm classify: error: --model: "
     try:
         proc = launch(pipeline, extract, options, env, expect=2, timeout=120)
@@ -555,7 +926,9 @@ def test_bad_input_fails_at_launch_with_one_line(case, launched, gcs, ee_emulato
             refusing.stop()
     lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
     assert len(lines) == 1 and re.search(expected, lines[0]), proc.stderr[-2000:]
-    assert not gcs.fs.exists(template_location.removeprefix("gs://")), "no job may exist after a failed launch"
+    assert not gcs.fs.exists(template_location.removeprefix("gs://")), (
+        "no job may exist after a failed launch"
+    )
 
 
 def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
@@ -569,7 +942,9 @@ def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
 
     monkeypatch.setattr(ee.data._get_state(), "max_retries", 0)
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(InputError, match=rf"^--ee-api-url: cannot initialise Earth Engine at {url}: cannot connect"):
+    with pytest.raises(
+        InputError, match=rf"^--ee-api-url: cannot initialise Earth Engine at {url}: cannot connect"
+    ):
         earthengine.initialize(earthengine.EarthEngineSettings(project="test-project", api_url=url))
 
 
@@ -578,24 +953,71 @@ def test_every_template_folder_is_a_listed_pipeline():
     folders = {p.parent.name for p in TEMPLATES.glob("*/metadata.json")}
     assert folders == set(PIPELINES) == set(flex_launcher.PIPELINES)
     for pipeline in PIPELINES:
-        assert (TEMPLATES / pipeline / "main.py").read_text().rstrip().endswith(f'sys.exit(launch("{pipeline}"))')
-        assert f"efm-{pipeline}" in (TEMPLATES / "README.md").read_text(), f"templates/README.md does not name efm-{pipeline}"
+        assert (
+            (TEMPLATES / pipeline / "main.py")
+            .read_text()
+            .rstrip()
+            .endswith(f'sys.exit(launch("{pipeline}"))')
+        )
+        assert f"efm-{pipeline}" in (TEMPLATES / "README.md").read_text(), (
+            f"templates/README.md does not name efm-{pipeline}"
+        )
 
 
 def test_map_templates_translate_their_parameters():
-    assert flex_launcher.to_pipeline_args("change", ["--embeddings=gs://my-bucket/e.zarr", "--from_year=2021", "--to_year=2022", "--output=gs://my-bucket/c.zarr",
-                                                     "--threshold=0.8", "--resume=false", "--runner=DataflowRunner"]) == [
-        "--embeddings=gs://my-bucket/e.zarr", "--from-year=2021", "--to-year=2022", "--output=gs://my-bucket/c.zarr", "--threshold=0.8", "--runner=DataflowRunner"]
-    assert flex_launcher.to_pipeline_args("similarity", ["--points=gs://my-bucket/r.geojson", "--label_column=kind", "--label=forest", "--reference_year=2022",
-                                                         "--threshold=-0.5", "--overwrite"]) == [
-        "--points=gs://my-bucket/r.geojson", "--label-column=kind", "--label=forest", "--reference-year=2022", "--threshold=-0.5", "--overwrite"]
-    assert flex_launcher.to_pipeline_args("predict", ["--model=gs://my-bucket/m.skops", "--confidence=false", "--years=2021"]) == [
-        "--model=gs://my-bucket/m.skops", "--years=2021"]
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^threshold: '1\.5' is not a valid threshold"):
+    assert flex_launcher.to_pipeline_args(
+        "change",
+        [
+            "--embeddings=gs://my-bucket/e.zarr",
+            "--from_year=2021",
+            "--to_year=2022",
+            "--output=gs://my-bucket/c.zarr",
+            "--threshold=0.8",
+            "--resume=false",
+            "--runner=DataflowRunner",
+        ],
+    ) == [
+        "--embeddings=gs://my-bucket/e.zarr",
+        "--from-year=2021",
+        "--to-year=2022",
+        "--output=gs://my-bucket/c.zarr",
+        "--threshold=0.8",
+        "--runner=DataflowRunner",
+    ]
+    assert flex_launcher.to_pipeline_args(
+        "similarity",
+        [
+            "--points=gs://my-bucket/r.geojson",
+            "--label_column=kind",
+            "--label=forest",
+            "--reference_year=2022",
+            "--threshold=-0.5",
+            "--overwrite",
+        ],
+    ) == [
+        "--points=gs://my-bucket/r.geojson",
+        "--label-column=kind",
+        "--label=forest",
+        "--reference-year=2022",
+        "--threshold=-0.5",
+        "--overwrite",
+    ]
+    assert flex_launcher.to_pipeline_args(
+        "predict", ["--model=gs://my-bucket/m.skops", "--confidence=false", "--years=2021"]
+    ) == ["--model=gs://my-bucket/m.skops", "--years=2021"]
+    with pytest.raises(
+        flex_launcher.TemplateParameterError, match=r"^threshold: '1\.5' is not a valid threshold"
+    ):
         flex_launcher.to_pipeline_args("change", ["--threshold=1.5"])
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^from_yaer: not a parameter of the efm-change template; did you mean from_year\?"):
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^from_yaer: not a parameter of the efm-change template; did you mean from_year\?",
+    ):
         flex_launcher.to_pipeline_args("change", ["--from_yaer=2021"])
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^reference: not a parameter of the efm-similarity template; did you mean"):
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^reference: not a parameter of the efm-similarity template; did you mean",
+    ):
         flex_launcher.to_pipeline_args("similarity", ["--reference=2022"])
 
 
@@ -610,7 +1032,9 @@ def map_launched(launched, gcs, tmp_path_factory):
 
     paths, _, env = launched
     bucket = paths["bucket"]
-    local = make_store(str(tmp_path_factory.mktemp("maps") / "emb.zarr"), years=(2021, 2022), seed=21)
+    local = make_store(
+        str(tmp_path_factory.mktemp("maps") / "emb.zarr"), years=(2021, 2022), seed=21
+    )
     embeddings = f"{bucket}/maps/emb.zarr"
     gcs.fs.put(local.path, embeddings.removeprefix("gs://"), recursive=True)
     rng = np.random.default_rng(2)
@@ -620,42 +1044,106 @@ def map_launched(launched, gcs, tmp_path_factory):
     from sklearn.linear_model import Ridge
 
     X = local.values[0, rows, cols]
-    regressor = Ridge(alpha=0.1).fit(X, X @ rng.normal(size=X.shape[1]) * 10 + local.labels[0, rows, cols] * 20 + 50)
+    regressor = Ridge(alpha=0.1).fit(
+        X, X @ rng.normal(size=X.shape[1]) * 10 + local.labels[0, rows, cols] * 20 + 50
+    )
     model = f"{bucket}/maps/agbd.skops"
-    models.save_model(regressor, model, {"kind": "regressor", "bands": list(BANDS), "target": "agbd", "units": "Mg/ha"})
+    models.save_model(
+        regressor,
+        model,
+        {"kind": "regressor", "bands": list(BANDS), "target": "agbd", "units": "Mg/ha"},
+    )
     refs = f"{bucket}/maps/refs.csv"
-    x, y = local.grid.x0 + (cols[:20] + 0.5) * local.grid.scale, local.grid.y0 - (rows[:20] + 0.5) * local.grid.scale
+    x, y = (
+        local.grid.x0 + (cols[:20] + 0.5) * local.grid.scale,
+        local.grid.y0 - (rows[:20] + 0.5) * local.grid.scale,
+    )
     with gcs.fs.open(refs.removeprefix("gs://"), "wb") as f:
         f.write(pd.DataFrame({"x": x, "y": y}).to_csv(index=False).encode())
     out = {name: f"{bucket}/maps/{name}.zarr" for name in MAP_PIPELINES}
     params = {
-        "predict": {"embeddings": embeddings, "model": model, "output": out["predict"], "years": "2021,2022"},
-        "similarity": {"embeddings": embeddings, "points": refs, "points_crs": CRS, "output": out["similarity"], "reference_year": "2021"},
-        "change": {"embeddings": embeddings, "from_year": "2021", "to_year": "2022", "output": out["change"], "threshold": "0.5"},
+        "predict": {
+            "embeddings": embeddings,
+            "model": model,
+            "output": out["predict"],
+            "years": "2021,2022",
+        },
+        "similarity": {
+            "embeddings": embeddings,
+            "points": refs,
+            "points_crs": CRS,
+            "output": out["similarity"],
+            "reference_year": "2021",
+        },
+        "change": {
+            "embeddings": embeddings,
+            "from_year": "2021",
+            "to_year": "2022",
+            "output": out["change"],
+            "threshold": "0.5",
+        },
     }
-    procs = {name: launch(name, params[name], launcher_options(bucket, f"efm-{name}", "DirectRunner"), env) for name in MAP_PIPELINES}
-    return {"embeddings": embeddings, "model": model, "params": params, "out": out, "procs": procs, "regressor": regressor,
-            "rows": rows[:20], "cols": cols[:20], "env": env, "bucket": bucket}
+    procs = {
+        name: launch(
+            name, params[name], launcher_options(bucket, f"efm-{name}", "DirectRunner"), env
+        )
+        for name in MAP_PIPELINES
+    }
+    return {
+        "embeddings": embeddings,
+        "model": model,
+        "params": params,
+        "out": out,
+        "procs": procs,
+        "regressor": regressor,
+        "rows": rows[:20],
+        "cols": cols[:20],
+        "env": env,
+        "bucket": bucket,
+    }
 
 
 def test_map_entry_files_run_their_pipelines_as_the_launcher_does(map_launched):
     """Each new template's entry file, run as the launcher runs it, writes the map its pipeline writes:
     equal to scikit-learn / numpy on the whole store read back from gs:// (test_gcs_end_to_end's references)."""
-    from test_gcs_end_to_end import REF_ATOL, assert_map_equals, gcs_embeddings, reference_change, reference_prediction, reference_similarity
+    from test_gcs_end_to_end import (
+        REF_ATOL,
+        assert_map_equals,
+        gcs_embeddings,
+        reference_change,
+        reference_prediction,
+        reference_similarity,
+    )
 
     m = map_launched
     for name in MAP_PIPELINES:
-        assert f"efm {name}: " in m["procs"][name].stdout and "complete" in m["procs"][name].stdout, name
+        assert (
+            f"efm {name}: " in m["procs"][name].stdout and "complete" in m["procs"][name].stdout
+        ), name
     values = gcs_embeddings(m["embeddings"])
-    assert_map_equals(m["out"]["predict"], "prediction", reference_prediction(m["regressor"], values), rtol=1e-6, atol=1e-4)
-    similarity = reference_similarity(values[:1], m["rows"], m["cols"])[0]  # reference_year=2021: the 2021 reference for both years
-    expected = np.stack([similarity, reference_similarity_with(values[1], values[0], m["rows"], m["cols"])])
+    assert_map_equals(
+        m["out"]["predict"],
+        "prediction",
+        reference_prediction(m["regressor"], values),
+        rtol=1e-6,
+        atol=1e-4,
+    )
+    similarity = reference_similarity(values[:1], m["rows"], m["cols"])[
+        0
+    ]  # reference_year=2021: the 2021 reference for both years
+    expected = np.stack(
+        [similarity, reference_similarity_with(values[1], values[0], m["rows"], m["cols"])]
+    )
     assert_map_equals(m["out"]["similarity"], "similarity", expected, rtol=0, atol=REF_ATOL)
-    ds = assert_map_equals(m["out"]["change"], "similarity", reference_change(values, 0, 1), rtol=0, atol=REF_ATOL)
+    ds = assert_map_equals(
+        m["out"]["change"], "similarity", reference_change(values, 0, 1), rtol=0, atol=REF_ATOL
+    )
     assert "changed" in ds and ds.attrs["threshold"] == 0.5
 
 
-def reference_similarity_with(year_values: np.ndarray, reference_year_values: np.ndarray, rows, cols) -> np.ndarray:
+def reference_similarity_with(
+    year_values: np.ndarray, reference_year_values: np.ndarray, rows, cols
+) -> np.ndarray:
     """One year's pixels dotted with the mean of another year's embeddings at the points (--reference-year)."""
     at_points = reference_year_values[rows, cols]
     reference = at_points[~np.isnan(at_points).any(axis=1)].mean(axis=0)
@@ -671,30 +1159,61 @@ def test_map_templates_launch_on_dataflow_staging_nothing(map_launched, gcs):
     for name in MAP_PIPELINES:
         params = dict(m["params"][name], output=f"{m['bucket']}/maps/df-{name}.zarr")
         template_location = f"{m['bucket']}/launches/{name}/job_object"
-        proc = launch(name, params, launcher_options(m["bucket"], f"efm-{name}", "DataflowRunner") + [f"--template_location={template_location}"],
-                      m["env"], timeout=180)
-        assert f"efm {name}: job graph written to {template_location}" in proc.stdout, proc.stdout[-2000:]
+        proc = launch(
+            name,
+            params,
+            launcher_options(m["bucket"], f"efm-{name}", "DataflowRunner")
+            + [f"--template_location={template_location}"],
+            m["env"],
+            timeout=180,
+        )
+        assert f"efm {name}: job graph written to {template_location}" in proc.stdout, proc.stdout[
+            -2000:
+        ]
         job = staged_job(gcs, template_location)
-        assert any(c.get("containerImage") == SDK_IMAGE for c in job["environment"]["workerPools"][0]["sdkHarnessContainerImages"])
+        assert any(
+            c.get("containerImage") == SDK_IMAGE
+            for c in job["environment"]["workerPools"][0]["sdkHarnessContainerImages"]
+        )
         assert not set(staged_files(gcs, job)) & set(WORKER_INSTALLS), name
         steps = job_transforms(gcs, job)
-        assert any(t.startswith("Compute/") for t in steps) and "MarkComplete" in steps, "the map is computed and marked by steps of the job"
-        assert not gcs.fs.exists(params["output"].removeprefix("gs://") + "/.efm/done"), "no chunk written at launch"
+        assert any(t.startswith("Compute/") for t in steps) and "MarkComplete" in steps, (
+            "the map is computed and marked by steps of the job"
+        )
+        assert not gcs.fs.exists(params["output"].removeprefix("gs://") + "/.efm/done"), (
+            "no chunk written at launch"
+        )
 
 
 @pytest.mark.parametrize("case", ["same-years", "regressor-confidence", "no-such-year"])
 def test_map_templates_refuse_bad_input_at_launch_with_one_line(case, map_launched, gcs):
     m = map_launched
     template_location = f"{m['bucket']}/launches/bad-{case}/job_object"
-    options = launcher_options(m["bucket"], "efm-bad", "DataflowRunner") + [f"--template_location={template_location}"]
+    options = launcher_options(m["bucket"], "efm-bad", "DataflowRunner") + [
+        f"--template_location={template_location}"
+    ]
     if case == "same-years":
-        pipeline, params, expected = "change", dict(m["params"]["change"], to_year="2021"), r"^efm change: error: --to-year: --from-year and --to-year are both 2021"
+        pipeline, params, expected = (
+            "change",
+            dict(m["params"]["change"], to_year="2021"),
+            r"^efm change: error: --to-year: --from-year and --to-year are both 2021",
+        )
     elif case == "regressor-confidence":
-        pipeline, params, expected = "predict", dict(m["params"]["predict"], confidence="true"), r"^efm predict: error: --confidence: a regressor \(Ridge\)"
+        pipeline, params, expected = (
+            "predict",
+            dict(m["params"]["predict"], confidence="true"),
+            r"^efm predict: error: --confidence: a regressor \(Ridge\)",
+        )
     else:
-        pipeline, params, expected = "similarity", dict(m["params"]["similarity"], reference_year="2019"), r"^efm similarity: error: --reference-year: "
+        pipeline, params, expected = (
+            "similarity",
+            dict(m["params"]["similarity"], reference_year="2019"),
+            r"^efm similarity: error: --reference-year: ",
+        )
     params["output"] = f"{m['bucket']}/maps/bad-{case}.zarr"
     proc = launch(pipeline, params, options, m["env"], expect=2, timeout=120)
     lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
     assert len(lines) == 1 and re.search(expected, lines[0]), proc.stderr[-2000:]
-    assert not gcs.fs.exists(template_location.removeprefix("gs://")) and not gcs.fs.exists(params["output"].removeprefix("gs://"))
+    assert not gcs.fs.exists(template_location.removeprefix("gs://")) and not gcs.fs.exists(
+        params["output"].removeprefix("gs://")
+    )

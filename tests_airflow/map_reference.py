@@ -8,6 +8,7 @@ Prints one JSON line: the largest differences and what was compared. Reference p
   similarity  = per year, the plain mean of the embeddings at the reference points' pixels, dotted with every pixel
   change      = the dot product of the two years' vectors; `changed` = similarity < threshold
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ def main(spec: dict) -> dict:
     x, y = emb["x"].values, emb["y"].values
     scale = float(x[1] - x[0])
     cols = np.floor((refs.geometry.x.values - (x[0] - scale / 2)) / scale).astype(int)
-    rows = np.floor(((y[0] - float(y[1] - y[0]) / 2) - refs.geometry.y.values) / abs(float(y[1] - y[0]))).astype(int)
+    rows = np.floor(
+        ((y[0] - float(y[1] - y[0]) / 2) - refs.geometry.y.values) / abs(float(y[1] - y[0]))
+    ).astype(int)
     inside = (rows >= 0) & (rows < len(y)) & (cols >= 0) & (cols < len(x))
     rows, cols = rows[inside], cols[inside]
     want_sim = np.full(nodata.shape, np.nan)
@@ -67,15 +70,22 @@ def main(spec: dict) -> dict:
     want_change[nodata[0] | nodata[-1]] = np.nan
     got_change = np.asarray(change["similarity"].values)
     got_mask = np.asarray(change["changed"].values)
-    want_mask = np.where(np.isnan(want_change), 255, got_change < spec["threshold"]).astype(np.uint8)  # from the stored map: no flips at T
+    want_mask = np.where(np.isnan(want_change), 255, got_change < spec["threshold"]).astype(
+        np.uint8
+    )  # from the stored map: no flips at T
 
     return {
-        "prediction": max_diff(got_pred, want_pred), "prediction_range": [float(np.nanmin(want_pred)), float(np.nanmax(want_pred))],
+        "prediction": max_diff(got_pred, want_pred),
+        "prediction_range": [float(np.nanmin(want_pred)), float(np.nanmax(want_pred))],
         "prediction_attrs": {k: str(pred["prediction"].attrs.get(k)) for k in ("target", "units")},
-        "similarity": max_diff(got_sim, want_sim), "reference_pixels": used,
-        "change": max_diff(got_change, want_change), "mask_equal": bool(np.array_equal(got_mask, want_mask)),
+        "similarity": max_diff(got_sim, want_sim),
+        "reference_pixels": used,
+        "change": max_diff(got_change, want_change),
+        "mask_equal": bool(np.array_equal(got_mask, want_mask)),
         "changed_share": float((got_mask == 1).sum() / max((got_mask != 255).sum(), 1)),
-        "status": [open_store(spec[k]).attrs["efm_status"] for k in ("prediction", "similarity", "change")],
+        "status": [
+            open_store(spec[k]).attrs["efm_status"] for k in ("prediction", "similarity", "change")
+        ],
         "pixels": int((~nodata).sum()),
     }
 

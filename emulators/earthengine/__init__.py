@@ -15,4 +15,9 @@ from emulators.earthengine.server import EarthEngineEmulator, RequestRecord
 from emulators.earthengine.process import EarthEngineEmulatorProcess
 from emulators.earthengine.synthetic import make_embedding_collection
 
-__all__ = ["EarthEngineEmulator", "EarthEngineEmulatorProcess", "RequestRecord", "make_embedding_collection"]
+__all__ = [
+    "EarthEngineEmulator",
+    "EarthEngineEmulatorProcess",
+    "RequestRecord",
+    "make_embedding_collection",
+]

@@ -28,7 +28,7 @@ _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt
 def canonical_id(asset_id: str) -> str:
     """'projects/earthengine-public/assets/X' and 'X' name the same public asset."""
     asset_id = asset_id.strip("/")
-    return asset_id[len(PUBLIC_PREFIX):] if asset_id.startswith(PUBLIC_PREFIX) else asset_id
+    return asset_id[len(PUBLIC_PREFIX) :] if asset_id.startswith(PUBLIC_PREFIX) else asset_id
 
 
 def asset_name(asset_id: str) -> str:
@@ -56,23 +56,44 @@ class Catalog:
         with self._lock:
             self._aliases[canonical_id(alias)] = canonical_id(collection_id)
 
-    def add_image(self, *, collection: str | None, image_id: str, data: np.ndarray, band_names: Sequence[str],
-                  crs: str, transform: Sequence[float], start: Any = None, end: Any = None,
-                  properties: dict[str, Any] | None = None, data_type: str | None = None,
-                  nodata: float | None = None) -> SourceImage:
+    def add_image(
+        self,
+        *,
+        collection: str | None,
+        image_id: str,
+        data: np.ndarray,
+        band_names: Sequence[str],
+        crs: str,
+        transform: Sequence[float],
+        start: Any = None,
+        end: Any = None,
+        properties: dict[str, Any] | None = None,
+        data_type: str | None = None,
+        nodata: float | None = None,
+    ) -> SourceImage:
         if data.ndim == 2:
             data = data[None]
         if data.ndim != 3 or data.shape[0] != len(band_names):
-            raise ValueError(f"data must be (bands, H, W) with {len(band_names)} bands, got {data.shape}")
+            raise ValueError(
+                f"data must be (bands, H, W) with {len(band_names)} bands, got {data.shape}"
+            )
         if len(transform) != 6:
             raise ValueError("transform must be the 6 affine terms (a, b, c, d, e, f)")
         # data_type lets float32 storage be declared EE 'double', like the real embedding collection
         ptype = _named_type(data_type) if data_type else PixelType.for_dtype(data.dtype)
         image = SourceImage(
-            image_id=canonical_id(image_id), collection=canonical_id(collection) if collection else None,
-            data=data, band_names=list(band_names), crs=crs, transform=tuple(float(v) for v in transform),
-            start_ms=None if start is None else to_millis(start), end_ms=None if end is None else to_millis(end),
-            properties=dict(properties or {}), pixel_type=ptype, nodata=nodata)
+            image_id=canonical_id(image_id),
+            collection=canonical_id(collection) if collection else None,
+            data=data,
+            band_names=list(band_names),
+            crs=crs,
+            transform=tuple(float(v) for v in transform),
+            start_ms=None if start is None else to_millis(start),
+            end_ms=None if end is None else to_millis(end),
+            properties=dict(properties or {}),
+            pixel_type=ptype,
+            nodata=nodata,
+        )
         with self._lock:
             self._images[image.image_id] = image
             if image.collection:
@@ -114,8 +135,13 @@ class Catalog:
             except KeyError:
                 return None
         cid = self._resolve(asset_id)
-        out: dict[str, Any] = {"type": "IMAGE_COLLECTION", "name": asset_name(cid), "id": cid,
-                               "updateTime": _UPDATE_TIME, "properties": props}
+        out: dict[str, Any] = {
+            "type": "IMAGE_COLLECTION",
+            "name": asset_name(cid),
+            "id": cid,
+            "updateTime": _UPDATE_TIME,
+            "properties": props,
+        }
         starts = [i.start_ms for i in images if i.start_ms is not None]
         ends = [i.end_ms for i in images if i.end_ms is not None]
         if starts:
@@ -130,11 +156,17 @@ class Catalog:
         for clause in filter(None, (c.strip() for c in filter_text.split(" AND "))):
             match = _TIME_CLAUSE.fullmatch(clause)
             if not match:
-                raise ValueError(f"The emulator cannot apply the listAssets filter {clause!r} "
-                                 '(only startTime/endTime comparisons such as startTime >= "2021-01-01").')
+                raise ValueError(
+                    f"The emulator cannot apply the listAssets filter {clause!r} "
+                    '(only startTime/endTime comparisons such as startTime >= "2021-01-01").'
+                )
             field, op, value = match.group(1), match.group(2), to_millis(match.group(3))
             attr = "start_ms" if field == "startTime" else "end_ms"
-            images = [i for i in images if getattr(i, attr) is not None and _OPS[op](getattr(i, attr), value)]
+            images = [
+                i
+                for i in images
+                if getattr(i, attr) is not None and _OPS[op](getattr(i, attr), value)
+            ]
         return [image_asset(i) for i in images]
 
 
@@ -146,17 +178,32 @@ def _named_type(data_type: str) -> PixelType:
 
 def image_asset(image: SourceImage) -> dict[str, Any]:
     a, b, c, d, e, f = image.transform
-    grid = {"crsCode": image.crs, "dimensions": {"width": image.width, "height": image.height},
-            "affineTransform": {"scaleX": a, "shearX": b, "translateX": c, "shearY": d, "scaleY": e,
-                                "translateY": f}}
+    grid = {
+        "crsCode": image.crs,
+        "dimensions": {"width": image.width, "height": image.height},
+        "affineTransform": {
+            "scaleX": a,
+            "shearX": b,
+            "translateX": c,
+            "shearY": d,
+            "scaleY": e,
+            "translateY": f,
+        },
+    }
     dtype: dict[str, Any] = {"precision": _PRECISIONS[image.pixel_type.precision]}
     if image.pixel_type.precision == "int":
         dtype["range"] = {"min": image.pixel_type.min, "max": image.pixel_type.max}
     out: dict[str, Any] = {
-        "type": "IMAGE", "name": asset_name(image.image_id), "id": image.image_id, "updateTime": _UPDATE_TIME,
+        "type": "IMAGE",
+        "name": asset_name(image.image_id),
+        "id": image.image_id,
+        "updateTime": _UPDATE_TIME,
         "properties": dict(image.properties),
         "geometry": {"type": "Polygon", "coordinates": [image.footprint_lonlat]},
-        "bands": [{"id": n, "dataType": dtype, "grid": grid, "pyramidingPolicy": "MEAN"} for n in image.band_names],
+        "bands": [
+            {"id": n, "dataType": dtype, "grid": grid, "pyramidingPolicy": "MEAN"}
+            for n in image.band_names
+        ],
         "sizeBytes": str(image.data.nbytes),
     }
     if image.start_ms is not None:
@@ -168,6 +215,7 @@ def image_asset(image: SourceImage) -> dict[str, Any]:
 
 # ---- on-disk format ----
 
+
 def save_images(images: Sequence[dict[str, Any]], directory: str) -> str:
     """Writes add_image keyword dicts as ``manifest.json`` + one ``.npy`` each; returns the directory."""
     os.makedirs(directory, exist_ok=True)
@@ -177,7 +225,11 @@ def save_images(images: Sequence[dict[str, Any]], directory: str) -> str:
         entry["transform"] = [float(v) for v in entry["transform"]]
         entry["band_names"] = list(entry["band_names"])
         for key in ("start", "end"):
-            if key in entry and entry[key] is not None and not isinstance(entry[key], (str, int, float)):
+            if (
+                key in entry
+                and entry[key] is not None
+                and not isinstance(entry[key], (str, int, float))
+            ):
                 entry[key] = to_millis(entry[key])
         entry["file"] = f"image_{k:05d}.npy"
         np.save(os.path.join(directory, entry["file"]), np.ascontiguousarray(kwargs["data"]))
@@ -194,6 +246,8 @@ def load_images(directory: str, mmap: bool = True) -> list[dict[str, Any]]:
     out = []
     for entry in manifest:
         kwargs = {key: value for key, value in entry.items() if key != "file"}
-        kwargs["data"] = np.load(os.path.join(directory, entry["file"]), mmap_mode="r" if mmap else None)
+        kwargs["data"] = np.load(
+            os.path.join(directory, entry["file"]), mmap_mode="r" if mmap else None
+        )
         out.append(kwargs)
     return out

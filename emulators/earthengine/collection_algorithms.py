@@ -5,8 +5,19 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from emulators.earthengine.evaluator import (
-    Closure, Date, DateRange, EvaluationError, Evaluator, Filter, ImageCollection, Reducer, algorithm,
-    as_image, as_millis, properties_of)
+    Closure,
+    Date,
+    DateRange,
+    EvaluationError,
+    Evaluator,
+    Filter,
+    ImageCollection,
+    Reducer,
+    algorithm,
+    as_image,
+    as_millis,
+    properties_of,
+)
 from emulators.earthengine.images import Image
 
 
@@ -17,8 +28,11 @@ def _collection_load(ev: Evaluator, id: str, version: Any = None) -> ImageCollec
     except KeyError:
         raise EvaluationError(
             f"ImageCollection.load: ImageCollection asset '{id}' not found "
-            "(does not exist or caller does not have access).") from None
-    return ImageCollection([Image.from_source(s) for s in sources], dict(props), ev.catalog.canonical_id(id))
+            "(does not exist or caller does not have access)."
+        ) from None
+    return ImageCollection(
+        [Image.from_source(s) for s in sources], dict(props), ev.catalog.canonical_id(id)
+    )
 
 
 @algorithm("ImageCollection.fromImages")
@@ -44,22 +58,31 @@ def _first(ev: Evaluator, collection: ImageCollection) -> Image | None:
 @algorithm("Collection.toList")
 def _to_list(ev: Evaluator, collection: ImageCollection, count: int, offset: int = 0) -> list:
     offset = int(offset or 0)
-    return collection.images[offset:offset + int(count)]
+    return collection.images[offset : offset + int(count)]
 
 
 @algorithm("Collection.limit")
-def _limit(ev: Evaluator, collection: ImageCollection, limit: int | None = None, key: str | None = None,
-           ascending: bool = True) -> ImageCollection:
+def _limit(
+    ev: Evaluator,
+    collection: ImageCollection,
+    limit: int | None = None,
+    key: str | None = None,
+    ascending: bool = True,
+) -> ImageCollection:
     items = list(collection.images)
     if key is not None:  # sort() is limit() without a limit; images lacking the key go last
         present = [i for i in items if i.properties.get(key) is not None]
         missing = [i for i in items if i.properties.get(key) is None]
-        items = sorted(present, key=lambda i: i.properties[key], reverse=ascending is False) + missing
-    return collection.derive(items if limit is None else items[:int(limit)])
+        items = (
+            sorted(present, key=lambda i: i.properties[key], reverse=ascending is False) + missing
+        )
+    return collection.derive(items if limit is None else items[: int(limit)])
 
 
 @algorithm("Collection.iterate")
-def _iterate(ev: Evaluator, collection: ImageCollection, function: Closure, first: Any = None) -> Any:
+def _iterate(
+    ev: Evaluator, collection: ImageCollection, function: Closure, first: Any = None
+) -> Any:
     acc = first
     for image in collection.images:
         acc = function(image, acc)
@@ -67,7 +90,9 @@ def _iterate(ev: Evaluator, collection: ImageCollection, function: Closure, firs
 
 
 @algorithm("Collection.map")
-def _map(ev: Evaluator, collection: ImageCollection, baseAlgorithm: Closure, dropNulls: bool = False):
+def _map(
+    ev: Evaluator, collection: ImageCollection, baseAlgorithm: Closure, dropNulls: bool = False
+):
     out = [baseAlgorithm(image) for image in collection.images]
     if any(o is None for o in out) and not dropNulls:
         raise EvaluationError("Collection.map: the mapped function returned null (use dropNulls).")
@@ -75,17 +100,28 @@ def _map(ev: Evaluator, collection: ImageCollection, baseAlgorithm: Closure, dro
 
 
 @algorithm("Collection.reduceColumns")
-def _reduce_columns(ev: Evaluator, collection: ImageCollection, reducer: Reducer, selectors: list,
-                    weightSelectors: Any = None) -> dict:
+def _reduce_columns(
+    ev: Evaluator,
+    collection: ImageCollection,
+    reducer: Reducer,
+    selectors: list,
+    weightSelectors: Any = None,
+) -> dict:
     if reducer.kind != "toList" or (reducer.inner and reducer.inner.kind != "toList"):
-        raise EvaluationError("reduceColumns: the emulator only implements Reducer.toList (optionally repeated).")
+        raise EvaluationError(
+            "reduceColumns: the emulator only implements Reducer.toList (optionally repeated)."
+        )
     if reducer.count != len(selectors):
-        raise EvaluationError(f"reduceColumns: reducer takes {reducer.count} inputs, got {len(selectors)} selectors.")
+        raise EvaluationError(
+            f"reduceColumns: reducer takes {reducer.count} inputs, got {len(selectors)} selectors."
+        )
     rows = [[i.properties.get(s) for s in selectors] for i in collection.images]
     if reducer.inner is not None:  # each repeated toList drops its own null inputs
         return {"list": [[r[k] for r in rows if r[k] is not None] for k in range(len(selectors))]}
     required = len(selectors) - reducer.optional
-    rows = [r for r in rows if all(v is not None for v in r[:required])]  # incomplete tuples are dropped
+    rows = [
+        r for r in rows if all(v is not None for v in r[:required])
+    ]  # incomplete tuples are dropped
     return {"list": rows if reducer.tupled else [r[0] for r in rows]}
 
 
@@ -96,7 +132,9 @@ def _aggregate_array(ev: Evaluator, collection: ImageCollection, property: str) 
 
 @algorithm("Reducer.toList")
 def _reducer_to_list(ev: Evaluator, tupleSize: int | None = None, numOptional: int = 0) -> Reducer:
-    return Reducer("toList", int(tupleSize or 1), optional=int(numOptional or 0), tupled=tupleSize is not None)
+    return Reducer(
+        "toList", int(tupleSize or 1), optional=int(numOptional or 0), tupled=tupleSize is not None
+    )
 
 
 @algorithm("Reducer.repeat")
@@ -145,8 +183,12 @@ def _dictionary_get(ev: Evaluator, dictionary: dict, key: str, defaultValue: Any
 
 
 @algorithm("List.slice")
-def _list_slice(ev: Evaluator, list: list, start: int, end: int | None = None, step: int | None = None):
-    return list[int(start):None if end is None else int(end):None if step is None else int(step)]
+def _list_slice(
+    ev: Evaluator, list: list, start: int, end: int | None = None, step: int | None = None
+):
+    return list[
+        int(start) : None if end is None else int(end) : None if step is None else int(step)
+    ]
 
 
 @algorithm("List.get")
@@ -172,7 +214,9 @@ def _date_millis(ev: Evaluator, date: Date) -> int:
 
 
 @algorithm("DateRange")
-def _date_range(ev: Evaluator, start: Any, end: Any = None, timeZone: str | None = None) -> DateRange:
+def _date_range(
+    ev: Evaluator, start: Any, end: Any = None, timeZone: str | None = None
+) -> DateRange:
     if timeZone not in (None, "UTC", "Etc/UTC"):
         raise EvaluationError("DateRange: the emulator only implements UTC.")
     begin = as_millis(start)
@@ -180,13 +224,18 @@ def _date_range(ev: Evaluator, start: Any, end: Any = None, timeZone: str | None
 
 
 @algorithm("Filter.dateRangeContains")
-def _filter_date_range(ev: Evaluator, leftField=None, rightValue=None, rightField=None, leftValue=None):
+def _filter_date_range(
+    ev: Evaluator, leftField=None, rightValue=None, rightField=None, leftValue=None
+):
     if not isinstance(leftValue, DateRange) or rightField is None:
-        raise EvaluationError("Filter.dateRangeContains: the emulator implements leftValue=DateRange, rightField.")
+        raise EvaluationError(
+            "Filter.dateRangeContains: the emulator implements leftValue=DateRange, rightField."
+        )
 
     def test(props: dict) -> bool:
         t = props.get(rightField)
         return t is not None and leftValue.start <= as_millis(t) < leftValue.end
+
     return Filter(test)
 
 
@@ -197,6 +246,7 @@ def _field_filter(name: str, predicate: Callable[[Any, Any], bool]) -> Callable:
         if rightField is not None and leftField is None:
             return Filter(lambda p: rightField in p and predicate(leftValue, p[rightField]))
         raise EvaluationError(f"{name}: the emulator implements one field compared to one value.")
+
     return algorithm(name)(make)
 
 
@@ -222,6 +272,7 @@ def _filter_not(ev: Evaluator, filter: Filter) -> Filter:
 
 # ---- geometry: enough for filterBounds (Filter.intersects on an element's footprint, planar lon/lat)
 
+
 class Feature:
     def __init__(self, geometry: Any, properties: dict | None = None):
         self.geometry, self.properties = geometry, dict(properties or {})
@@ -229,12 +280,20 @@ class Feature:
 
 def _lonlat(name: str, crs: Any) -> None:
     if crs not in (None, "EPSG:4326"):
-        raise EvaluationError(f"{name}: the emulator only implements lon/lat (EPSG:4326) geometries.")
+        raise EvaluationError(
+            f"{name}: the emulator only implements lon/lat (EPSG:4326) geometries."
+        )
 
 
 @algorithm("GeometryConstructors.Polygon")
-def _polygon(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, maxError: Any = None,
-             evenOdd: Any = None):
+def _polygon(
+    ev: Evaluator,
+    coordinates: list,
+    crs: Any = None,
+    geodesic: Any = None,
+    maxError: Any = None,
+    evenOdd: Any = None,
+):
     import shapely
 
     _lonlat("GeometryConstructors.Polygon", crs)
@@ -242,8 +301,14 @@ def _polygon(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = 
 
 
 @algorithm("GeometryConstructors.MultiPolygon")
-def _multipolygon(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, maxError: Any = None,
-                  evenOdd: Any = None):
+def _multipolygon(
+    ev: Evaluator,
+    coordinates: list,
+    crs: Any = None,
+    geodesic: Any = None,
+    maxError: Any = None,
+    evenOdd: Any = None,
+):
     import shapely
 
     _lonlat("GeometryConstructors.MultiPolygon", crs)
@@ -251,7 +316,9 @@ def _multipolygon(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: A
 
 
 @algorithm("GeometryConstructors.Rectangle")
-def _rectangle(ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, evenOdd: Any = None):
+def _rectangle(
+    ev: Evaluator, coordinates: list, crs: Any = None, geodesic: Any = None, evenOdd: Any = None
+):
     import shapely
 
     _lonlat("GeometryConstructors.Rectangle", crs)
@@ -283,17 +350,28 @@ class _ElementView(dict):
 
 
 @algorithm("Filter.intersects")
-def _filter_intersects(ev: Evaluator, leftField: Any = None, rightValue: Any = None, rightField: Any = None,
-                       leftValue: Any = None, maxError: Any = None) -> Filter:
+def _filter_intersects(
+    ev: Evaluator,
+    leftField: Any = None,
+    rightValue: Any = None,
+    rightField: Any = None,
+    leftValue: Any = None,
+    maxError: Any = None,
+) -> Filter:
     import shapely
 
     if leftField not in (".all", ".geo") or rightValue is None:
-        raise EvaluationError("Filter.intersects: the emulator implements leftField='.all'/'.geo' and a rightValue geometry.")
+        raise EvaluationError(
+            "Filter.intersects: the emulator implements leftField='.all'/'.geo' and a rightValue geometry."
+        )
     region = rightValue.geometry if isinstance(rightValue, Feature) else rightValue
     if not isinstance(region, shapely.Geometry):
-        raise EvaluationError(f"Filter.intersects: expected a Geometry or Feature, got {type(rightValue).__name__}.")
+        raise EvaluationError(
+            f"Filter.intersects: expected a Geometry or Feature, got {type(rightValue).__name__}."
+        )
 
     def test(props: dict) -> bool:
         footprint = props[".geo"] if isinstance(props, _ElementView) else None
         return footprint is None or footprint.intersects(region)
+
     return Filter(test)

@@ -77,6 +77,7 @@ def algorithm(*names: str) -> Callable:
         for name in names:
             ALGORITHMS[name] = fn
         return fn
+
     return register
 
 
@@ -109,7 +110,7 @@ class Closure:
         self.evaluator, self.names, self.body, self.env = evaluator, names, body, env
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        values = tuple(args) + tuple(kwargs.get(n) for n in self.names[len(args):])
+        values = tuple(args) + tuple(kwargs.get(n) for n in self.names[len(args) :])
         return self.evaluator.reference(self.body, _Env(self.names, values, self.env))
 
 
@@ -122,7 +123,11 @@ class Evaluator:
         self._memo: dict[tuple[str, int], Any] = {}
 
     def evaluate(self, expression: Any) -> Any:
-        if not isinstance(expression, dict) or "result" not in expression or "values" not in expression:
+        if (
+            not isinstance(expression, dict)
+            or "result" not in expression
+            or "values" not in expression
+        ):
             raise EvaluationError("Expression must be an object with 'result' and 'values'.")
         self._values = expression["values"]
         return self.reference(expression["result"], None)
@@ -144,12 +149,16 @@ class Evaluator:
             return self.reference(node["valueReference"], env)
         if "argumentReference" in node:
             if env is None:
-                raise EvaluationError(f"Argument {node['argumentReference']!r} used outside a function.")
+                raise EvaluationError(
+                    f"Argument {node['argumentReference']!r} used outside a function."
+                )
             return env.lookup(node["argumentReference"])
         if "arrayValue" in node:
             return [self.node(v, env) for v in node["arrayValue"].get("values", [])]
         if "dictionaryValue" in node:
-            return {k: self.node(v, env) for k, v in node["dictionaryValue"].get("values", {}).items()}
+            return {
+                k: self.node(v, env) for k, v in node["dictionaryValue"].get("values", {}).items()
+            }
         if "functionDefinitionValue" in node:
             fdef = node["functionDefinitionValue"]
             return Closure(self, list(fdef.get("argumentNames", [])), fdef["body"], env)
@@ -167,12 +176,20 @@ class Evaluator:
         name = call.get("functionName", "")
         impl = ALGORITHMS.get(name)
         if impl is None:
-            raise EvaluationError(f"Earth Engine emulator does not implement the algorithm {name!r}.")
+            raise EvaluationError(
+                f"Earth Engine emulator does not implement the algorithm {name!r}."
+            )
         try:
             return impl(self, **args)
         except EvaluationError:
             raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:  # bad arguments
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+        ) as exc:  # bad arguments
             raise EvaluationError(f"{name}: {exc}") from exc
 
 

@@ -70,8 +70,12 @@ def _compose(src: tuple, grid: tuple) -> tuple[float, ...]:
     ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
     ga, gb, gc, gd, ge, gf = grid
     return (
-        ia * ga + ib * gd, ia * gb + ib * ge, ia * (gc - c) + ib * (gf - f),
-        id_ * ga + ie * gd, id_ * gb + ie * ge, id_ * (gc - c) + ie * (gf - f),
+        ia * ga + ib * gd,
+        ia * gb + ib * ge,
+        ia * (gc - c) + ib * (gf - f),
+        id_ * ga + ie * gd,
+        id_ * gb + ie * ge,
+        id_ * (gc - c) + ie * (gf - f),
     )
 
 
@@ -93,8 +97,12 @@ def _disjoint(src: SourceImage, grid: Grid) -> bool:
     corners_v = np.array([0, 0, src.height, src.height])
     cx, cy = a * corners_u + b * corners_v + c, d * corners_u + e * corners_v + f
     margin = 2 * max(abs(a) + abs(b), abs(d) + abs(e), abs(ga) + abs(gb), abs(gd) + abs(ge))
-    return bool(sx.max() < cx.min() - margin or sx.min() > cx.max() + margin
-                or sy.max() < cy.min() - margin or sy.min() > cy.max() + margin)
+    return bool(
+        sx.max() < cx.min() - margin
+        or sx.min() > cx.max() + margin
+        or sy.max() < cy.min() - margin
+        or sy.min() > cy.max() + margin
+    )
 
 
 class SamplePlan:
@@ -117,14 +125,21 @@ class SamplePlan:
             if axis_aligned and unit and _near_int(m[2]) and _near_int(m[5]):
                 self.window = (int(round(m[5])), int(round(m[2])))
                 r0, c0 = self.window
-                self.empty = r0 >= src.height or c0 >= src.width or r0 + grid.height <= 0 or c0 + grid.width <= 0
+                self.empty = (
+                    r0 >= src.height
+                    or c0 >= src.width
+                    or r0 + grid.height <= 0
+                    or c0 + grid.width <= 0
+                )
                 return
             if axis_aligned:
                 cols = np.floor(m[0] * (np.arange(grid.width) + 0.5) + m[2]).astype(np.int64)
                 rows = np.floor(m[4] * (np.arange(grid.height) + 0.5) + m[5]).astype(np.int64)
                 self._set_indices(rows[:, None], cols[None, :], src)
                 return
-            jj, ii = np.meshgrid(np.arange(grid.height) + 0.5, np.arange(grid.width) + 0.5, indexing="ij")
+            jj, ii = np.meshgrid(
+                np.arange(grid.height) + 0.5, np.arange(grid.width) + 0.5, indexing="ij"
+            )
             cols = np.floor(m[0] * ii + m[1] * jj + m[2]).astype(np.int64)
             rows = np.floor(m[3] * ii + m[4] * jj + m[5]).astype(np.int64)
             self._set_indices(rows, cols, src)
@@ -133,7 +148,9 @@ class SamplePlan:
             self.empty = True  # skip the per-pixel reprojection for tiles far from the request
             return
         ga, gb, gc, gd, ge, gf = grid.transform
-        jj, ii = np.meshgrid(np.arange(grid.height) + 0.5, np.arange(grid.width) + 0.5, indexing="ij")
+        jj, ii = np.meshgrid(
+            np.arange(grid.height) + 0.5, np.arange(grid.width) + 0.5, indexing="ij"
+        )
         x, y = ga * ii + gb * jj + gc, gd * ii + ge * jj + gf
         sx, sy = transformer(grid.crs, src.crs).transform(x, y)
         a, b, c, d, e, f = src.transform
@@ -161,13 +178,13 @@ class SamplePlan:
         r0, c0 = self.window
         h, w = self.shape
         if r0 >= 0 and c0 >= 0 and r0 + h <= band.shape[0] and c0 + w <= band.shape[1]:
-            return band[r0:r0 + h, c0:c0 + w], None
+            return band[r0 : r0 + h, c0 : c0 + w], None
         out = np.zeros(self.shape, band.dtype)
         valid = np.zeros(self.shape, bool)
         sr, sc = max(r0, 0), max(c0, 0)
         er, ec = min(r0 + h, band.shape[0]), min(c0 + w, band.shape[1])
-        out[sr - r0:er - r0, sc - c0:ec - c0] = band[sr:er, sc:ec]
-        valid[sr - r0:er - r0, sc - c0:ec - c0] = True
+        out[sr - r0 : er - r0, sc - c0 : ec - c0] = band[sr:er, sc:ec]
+        valid[sr - r0 : er - r0, sc - c0 : ec - c0] = True
         return out, valid
 
 

@@ -13,8 +13,15 @@ import numpy as np
 
 from emulators.earthengine import images as im
 from emulators.earthengine.evaluator import (
-    Date, EvaluationError, Evaluator, ImageCollection, Projection, algorithm, as_image,
-    properties_of)
+    Date,
+    EvaluationError,
+    Evaluator,
+    ImageCollection,
+    Projection,
+    algorithm,
+    as_image,
+    properties_of,
+)
 from emulators.earthengine.grids import RenderContext, crs_of
 from emulators.earthengine.images import Band, Image, PixelType
 
@@ -27,11 +34,14 @@ def _image_load(ev: Evaluator, id: str, version: Any = None) -> Image:
         return Image.from_source(ev.catalog.image(id))
     except KeyError:
         raise EvaluationError(
-            f"Image.load: Image asset '{id}' not found (does not exist or caller does not have access).") from None
+            f"Image.load: Image asset '{id}' not found (does not exist or caller does not have access)."
+        ) from None
 
 
 @algorithm("Projection")
-def _projection(ev: Evaluator, crs: str, transform: list | None = None, transformWkt: Any = None) -> Projection:
+def _projection(
+    ev: Evaluator, crs: str, transform: list | None = None, transformWkt: Any = None
+) -> Projection:
     if transformWkt is not None:
         raise EvaluationError("Projection: transformWkt is not implemented by the emulator.")
     return Projection(str(crs), tuple(float(v) for v in (transform or (1, 0, 0, 0, 1, 0))))
@@ -72,8 +82,10 @@ def _band_types(ev: Evaluator, image: Image) -> dict:
 def _image_projection(ev: Evaluator, image: Image) -> Projection:
     projections = {b.projection for b in as_image(image).bands}
     if len(projections) > 1:
-        raise EvaluationError("Image.projection: The bands of the specified image contains different "
-                              "projections. Use Image.select to pick a single band.")
+        raise EvaluationError(
+            "Image.projection: The bands of the specified image contains different "
+            "projections. Use Image.select to pick a single band."
+        )
     crs, transform = projections.pop() if projections else im.WGS84_DEGREES
     return Projection(crs, transform)
 
@@ -109,7 +121,9 @@ def select_bands(image: Image, selectors: list) -> list[Band]:
                 raise EvaluationError(f"Image.select: Band index {int(selector)} out of range.")
             chosen.append(image.bands[int(selector)])
             continue
-        if selector in by_name and re.escape(selector) == selector:  # a plain name: skip 64 regex matches
+        if (
+            selector in by_name and re.escape(selector) == selector
+        ):  # a plain name: skip 64 regex matches
             chosen.append(by_name[selector])
             continue
         try:
@@ -123,12 +137,16 @@ def select_bands(image: Image, selectors: list) -> list[Band]:
 
 
 @algorithm("Image.select")
-def _select(ev: Evaluator, input: Image, bandSelectors: list, newNames: list | None = None) -> Image:
+def _select(
+    ev: Evaluator, input: Image, bandSelectors: list, newNames: list | None = None
+) -> Image:
     image = as_image(input)
     bands = select_bands(image, bandSelectors)
     if newNames is not None:
         if len(newNames) != len(bands):
-            raise EvaluationError(f"Image.select: {len(bands)} bands selected but {len(newNames)} new names.")
+            raise EvaluationError(
+                f"Image.select: {len(bands)} bands selected but {len(newNames)} new names."
+            )
         bands = [b.renamed(n) for b, n in zip(bands, newNames)]
     return Image(bands, image.properties)
 
@@ -137,16 +155,19 @@ def _select(ev: Evaluator, input: Image, bandSelectors: list, newNames: list | N
 def _rename(ev: Evaluator, input: Image, names: list) -> Image:
     image = as_image(input)
     if len(names) != len(image.bands):
-        raise EvaluationError(f"Image.rename: image has {len(image.bands)} bands but {len(names)} names given.")
+        raise EvaluationError(
+            f"Image.rename: image has {len(image.bands)} bands but {len(names)} names given."
+        )
     return Image([b.renamed(n) for b, n in zip(image.bands, names)], image.properties)
 
 
 @algorithm("Image.addBands")
-def _add_bands(ev: Evaluator, dstImg: Image, srcImg: Image, names: list | None = None,
-               overwrite: bool = False) -> Image:
+def _add_bands(
+    ev: Evaluator, dstImg: Image, srcImg: Image, names: list | None = None, overwrite: bool = False
+) -> Image:
     dst, src = as_image(dstImg), as_image(srcImg)
     out = list(dst.bands)
-    for band in (select_bands(src, names) if names is not None else src.bands):
+    for band in select_bands(src, names) if names is not None else src.bands:
         taken = [b.name for b in out]
         if band.name in taken and overwrite:
             out[taken.index(band.name)] = band
@@ -179,6 +200,7 @@ def _cast_band(band: Band, ptype: PixelType) -> Band:
     def render(ctx: RenderContext):
         values, mask = band.render(ctx)
         return im.cast_values(np.asarray(values), ptype), mask
+
     return band.derive(render, ptype)
 
 
@@ -186,6 +208,7 @@ def _make_cast(ptype: PixelType) -> Callable:
     def cast(ev: Evaluator, value: Any) -> Image:
         image = as_image(value)
         return Image([_cast_band(b, ptype) for b in image.bands], image.properties)
+
     return cast
 
 
@@ -195,6 +218,7 @@ for _names, _ptype in _CASTS.items():
 
 # ---- pixel maths ------------------------------------------------------------------------
 
+
 def _round_half_away(x: np.ndarray) -> np.ndarray:
     out = np.abs(x)  # in-place steps: this runs on every pixel of every band of the int8 path
     out += 0.5
@@ -203,8 +227,15 @@ def _round_half_away(x: np.ndarray) -> np.ndarray:
 
 
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "abs": np.abs, "sqrt": np.sqrt, "round": _round_half_away, "floor": np.floor, "ceil": np.ceil,
-    "signum": np.sign, "exp": np.exp, "log": np.log, "log10": np.log10,
+    "abs": np.abs,
+    "sqrt": np.sqrt,
+    "round": _round_half_away,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "signum": np.sign,
+    "exp": np.exp,
+    "log": np.log,
+    "log10": np.log10,
 }
 
 
@@ -214,6 +245,7 @@ def _unary_band(band: Band, fn: Callable[[np.ndarray], np.ndarray]) -> Band:
         with np.errstate(invalid="ignore", divide="ignore"):
             out = fn(np.asarray(values, np.float64))
         return out, mask
+
     return band.derive(render, DOUBLE)
 
 
@@ -221,6 +253,7 @@ def _make_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
     def unary(ev: Evaluator, value: Any) -> Image:
         image = as_image(value)
         return Image([_unary_band(b, fn) for b in image.bands], image.properties)
+
     return unary
 
 
@@ -237,12 +270,19 @@ def _pair_bands(first: Image, second: Image) -> list[tuple[Band, Band, str]]:
         return [(first.bands[0], b, b.name) for b in second.bands]
     if n2 == 1:
         return [(a, second.bands[0], a.name) for a in first.bands]
-    raise EvaluationError(f"Images must contain the same number of bands or only 1 band. Got {n1} and {n2}.")
+    raise EvaluationError(
+        f"Images must contain the same number of bands or only 1 band. Got {n1} and {n2}."
+    )
 
 
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
-    "pow": np.power, "max": np.maximum, "min": np.minimum,
+    "add": np.add,
+    "subtract": np.subtract,
+    "multiply": np.multiply,
+    "divide": np.divide,
+    "pow": np.power,
+    "max": np.maximum,
+    "min": np.minimum,
 }
 
 
@@ -258,13 +298,17 @@ def _binary_band(a: Band, b: Band, name: str, op: str) -> Band:
         if op == "divide":  # EE masks division by zero
             mask = mask & (np.asarray(vb) != 0)
         return out, mask
+
     return a.derive(render, DOUBLE, name)
 
 
 def _make_binary(op: str) -> Callable:
     def binary(ev: Evaluator, image1: Any, image2: Any) -> Image:
         first, second = as_image(image1), as_image(image2)
-        return Image([_binary_band(a, b, n, op) for a, b, n in _pair_bands(first, second)], first.properties)
+        return Image(
+            [_binary_band(a, b, n, op) for a, b, n in _pair_bands(first, second)], first.properties
+        )
+
     return binary
 
 
@@ -274,11 +318,13 @@ for _name in _BINARY:
 
 # ---- masks -------------------------------------------------------------------------------
 
+
 def _masked_band(band: Band, by: Band) -> Band:
     def render(ctx: RenderContext):
         values, mask = band.render(ctx)
         mvalues, mmask = by.render(ctx)
         return values, mask & mmask & (np.asarray(mvalues) != 0)
+
     return band.derive(render)
 
 
@@ -286,7 +332,9 @@ def _masked_band(band: Band, by: Band) -> Band:
 def _update_mask(ev: Evaluator, image: Any, mask: Any) -> Image:
     img, by = as_image(image), as_image(mask)
     if len(by.bands) not in (1, len(img.bands)):
-        raise EvaluationError(f"Image.updateMask: mask has {len(by.bands)} bands, image has {len(img.bands)}.")
+        raise EvaluationError(
+            f"Image.updateMask: mask has {len(by.bands)} bands, image has {len(img.bands)}."
+        )
     return Image([_masked_band(a, b) for a, b, _ in _pair_bands(img, by)], img.properties)
 
 
@@ -300,7 +348,9 @@ def _mask(ev: Evaluator, image: Any, mask: Any = None) -> Image:
         def render(ctx: RenderContext):
             _, m = band.render(ctx)
             return np.asarray(m, np.float32), ctx.everywhere()
+
         return band.derive(render, PixelType("float"))
+
     return Image([mask_of(b) for b in img.bands], img.properties)
 
 
@@ -326,16 +376,21 @@ def _unmasked_band(band: Band, fill: Band) -> Band:
         out = np.array(values, dtype)  # a copy, then the fill where masked: cheaper than np.where
         np.copyto(out, np.asarray(fvalues, dtype), where=~mask)
         return out, mask | fmask
+
     return band.derive(render, ptype)
 
 
 @algorithm("Image.unmask")
 def _unmask(ev: Evaluator, input: Any, value: Any = None, sameFootprint: bool = True) -> Image:
     if sameFootprint:
-        raise EvaluationError("Image.unmask: the emulator only implements sameFootprint=false "
-                              "(call unmask(value, False)).")
+        raise EvaluationError(
+            "Image.unmask: the emulator only implements sameFootprint=false "
+            "(call unmask(value, False))."
+        )
     img = as_image(input)
     fill = as_image(0 if value is None else value)
     if len(fill.bands) not in (1, len(img.bands)):
-        raise EvaluationError(f"Image.unmask: value has {len(fill.bands)} bands, input has {len(img.bands)}.")
+        raise EvaluationError(
+            f"Image.unmask: value has {len(fill.bands)} bands, input has {len(img.bands)}."
+        )
     return Image([_unmasked_band(a, b) for a, b, _ in _pair_bands(img, fill)], img.properties)

@@ -176,9 +176,15 @@ class Band:
 
     __slots__ = ("name", "ptype", "projection", "dimensions", "renderer", "source")
 
-    def __init__(self, name: str, ptype: PixelType, renderer: Renderer,
-                 projection: tuple[str, tuple] = WGS84_DEGREES, dimensions: tuple[int, int] | None = None,
-                 source: SourceImage | None = None):
+    def __init__(
+        self,
+        name: str,
+        ptype: PixelType,
+        renderer: Renderer,
+        projection: tuple[str, tuple] = WGS84_DEGREES,
+        dimensions: tuple[int, int] | None = None,
+        source: SourceImage | None = None,
+    ):
         self.name, self.ptype, self.renderer = name, ptype, renderer
         self.projection, self.dimensions, self.source = projection, dimensions, source
 
@@ -188,7 +194,9 @@ class Band:
             ctx.cache[key] = self.renderer(ctx)
         return ctx.cache[key]
 
-    def derive(self, renderer: Renderer, ptype: PixelType | None = None, name: str | None = None) -> Band:
+    def derive(
+        self, renderer: Renderer, ptype: PixelType | None = None, name: str | None = None
+    ) -> Band:
         """A band computed from this one: keeps the projection, drops the native dimensions."""
         return Band(name or self.name, ptype or self.ptype, renderer, self.projection)
 
@@ -196,8 +204,12 @@ class Band:
         return Band(name, self.ptype, self.render, self.projection, self.dimensions, self.source)
 
     def info(self) -> dict[str, Any]:
-        out = {"id": self.name, "data_type": self.ptype.info(), "crs": self.projection[0],
-               "crs_transform": list(self.projection[1])}
+        out = {
+            "id": self.name,
+            "data_type": self.ptype.info(),
+            "crs": self.projection[0],
+            "crs_transform": list(self.projection[1]),
+        }
         if self.dimensions is not None:
             out["dimensions"] = list(self.dimensions)
         return out
@@ -221,12 +233,22 @@ def source_band(src: SourceImage, index: int) -> Band:
             mask = ok if valid is None else (ok & valid)
         return values, mask
 
-    return Band(src.band_names[index], src.pixel_type, render, (src.crs, tuple(src.transform)),
-                (src.width, src.height), src)
+    return Band(
+        src.band_names[index],
+        src.pixel_type,
+        render,
+        (src.crs, tuple(src.transform)),
+        (src.width, src.height),
+        src,
+    )
 
 
 def constant_band(value: float, name: str = "constant") -> Band:
-    is_int = isinstance(value, (bool, int, np.integer)) or float(value).is_integer() and abs(value) < 2**53
+    is_int = (
+        isinstance(value, (bool, int, np.integer))
+        or float(value).is_integer()
+        and abs(value) < 2**53
+    )
     ptype = PixelType("int", value, value) if is_int else PixelType("double", value, value)
     dtype = ptype.numpy_dtype
 

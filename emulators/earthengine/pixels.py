@@ -23,39 +23,55 @@ def request_bytes(width: int, height: int, itemsizes: list[int]) -> int:
     return width * height * sum(itemsizes) + width * height
 
 
-def compute_pixels(catalog: Any, body: dict[str, Any], max_request_bytes: int) -> tuple[bytes | bytearray, str]:
+def compute_pixels(
+    catalog: Any, body: dict[str, Any], max_request_bytes: int
+) -> tuple[bytes | bytearray, str]:
     """Returns (payload, content type); raises EvaluationError for anything the service answers 400."""
     if not isinstance(body, dict) or "expression" not in body:
         raise EvaluationError("computePixels: the request has no 'expression'.")
     file_format = body.get("fileFormat", "AUTO_JPEG_PNG")
     if file_format not in CONTENT_TYPES:
-        raise EvaluationError(f"computePixels: the emulator does not implement fileFormat {file_format!r} "
-                              f"(supported: {', '.join(CONTENT_TYPES)}).")
+        raise EvaluationError(
+            f"computePixels: the emulator does not implement fileFormat {file_format!r} "
+            f"(supported: {', '.join(CONTENT_TYPES)})."
+        )
     if body.get("visualizationOptions"):
-        raise EvaluationError("computePixels: visualizationOptions are not implemented by the emulator.")
+        raise EvaluationError(
+            "computePixels: visualizationOptions are not implemented by the emulator."
+        )
     image = Evaluator(catalog).evaluate(body["expression"])
     if not isinstance(image, Image):
-        raise EvaluationError(f"computePixels: the expression must be an Image, not {type(image).__name__}.")
+        raise EvaluationError(
+            f"computePixels: the expression must be an Image, not {type(image).__name__}."
+        )
     bands = image.bands
     if body.get("bandIds"):
         by_name = {b.name: b for b in bands}
         missing = [b for b in body["bandIds"] if b not in by_name]
         if missing:
-            raise EvaluationError(f"computePixels: bandIds {missing} not in the image (bands: {list(by_name)}).")
+            raise EvaluationError(
+                f"computePixels: bandIds {missing} not in the image (bands: {list(by_name)})."
+            )
         bands = [by_name[b] for b in body["bandIds"]]
     if not bands:
         raise EvaluationError("computePixels: the image has no bands.")
     grid = _grid(body.get("grid"), bands)
     if grid.width > MAX_GRID_SIDE or grid.height > MAX_GRID_SIDE:
-        raise EvaluationError(f"Grid dimensions ({grid.width} x {grid.height}) must be less than or equal to "
-                              f"{MAX_GRID_SIDE} pixels on each side.")
+        raise EvaluationError(
+            f"Grid dimensions ({grid.width} x {grid.height}) must be less than or equal to "
+            f"{MAX_GRID_SIDE} pixels on each side."
+        )
     if len(bands) > MAX_BANDS:
-        raise EvaluationError(f"Number of bands ({len(bands)}) must be less than or equal to {MAX_BANDS}.")
+        raise EvaluationError(
+            f"Number of bands ({len(bands)}) must be less than or equal to {MAX_BANDS}."
+        )
     dtypes = [b.ptype.numpy_dtype for b in bands]
     total = request_bytes(grid.width, grid.height, [d.itemsize for d in dtypes])
     if total > max_request_bytes:
-        raise EvaluationError(f"Total request size ({total} bytes) must be less than or equal to "
-                              f"{max_request_bytes} bytes.")
+        raise EvaluationError(
+            f"Total request size ({total} bytes) must be less than or equal to "
+            f"{max_request_bytes} bytes."
+        )
     if file_format == "NPY":
         return _encode_npy(bands, dtypes, grid), CONTENT_TYPES["NPY"]
     return _encode_geotiff(bands, dtypes, grid), CONTENT_TYPES["GEO_TIFF"]
@@ -69,7 +85,9 @@ def _grid(request_grid: dict[str, Any] | None, bands: list) -> Grid:
             raise EvaluationError(f"computePixels: {exc}") from None
     first = bands[0]
     if first.dimensions is None:  # composites have no native grid, like the real service
-        raise EvaluationError("computePixels: a grid is required for an image without a fixed projection.")
+        raise EvaluationError(
+            "computePixels: a grid is required for an image without a fixed projection."
+        )
     width, height = first.dimensions
     return Grid(first.projection[0], tuple(first.projection[1]), width, height)
 
@@ -107,7 +125,7 @@ def _encode_npy(bands: list, dtypes: list[np.dtype], grid: Grid) -> bytearray:
     dtype = np.dtype([(b.name, d) for b, d in zip(bands, dtypes)])
     header = _npy_header(dtype, (grid.height, grid.width))
     payload = bytearray(len(header) + grid.height * grid.width * dtype.itemsize)
-    payload[:len(header)] = header
+    payload[: len(header)] = header
     out = np.frombuffer(payload, dtype, count=grid.height * grid.width, offset=len(header))
     out = out.reshape(grid.height, grid.width)
     rendered = _rendered(bands, dtypes, grid)
@@ -116,7 +134,7 @@ def _encode_npy(bands: list, dtypes: list[np.dtype], grid: Grid) -> bytearray:
     step = max(1, 2**20 // max(1, grid.width * dtype.itemsize))
     for row in range(0, grid.height, step):
         for field, values in zip(fields, rendered):
-            field[row:row + step] = values[row:row + step]
+            field[row : row + step] = values[row : row + step]
     return payload
 
 
@@ -125,11 +143,20 @@ def _encode_geotiff(bands: list, dtypes: list[np.dtype], grid: Grid) -> bytes:
     from rasterio.io import MemoryFile  # pylint: disable=import-outside-toplevel
 
     dtype = np.result_type(*dtypes)
-    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(bands),
-               "dtype": dtype.name, "crs": grid.crs, "transform": rasterio.Affine(*grid.transform)}
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": len(bands),
+        "dtype": dtype.name,
+        "crs": grid.crs,
+        "transform": rasterio.Affine(*grid.transform),
+    }
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
-            for index, (band, values) in enumerate(zip(bands, _rendered(bands, dtypes, grid)), start=1):
+            for index, (band, values) in enumerate(
+                zip(bands, _rendered(bands, dtypes, grid)), start=1
+            ):
                 dst.write(values.astype(dtype, copy=False), index)
                 dst.set_band_description(index, band.name)
         return memfile.read()

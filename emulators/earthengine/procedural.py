@@ -24,7 +24,9 @@ SCALE = 10.0
 HOLE = 64  # no-data squares of HOLE px, one in 37 of them
 
 
-def pixel_values(year: int, rows: np.ndarray, cols: np.ndarray, bands: Sequence[int] | None = None) -> np.ndarray:
+def pixel_values(
+    year: int, rows: np.ndarray, cols: np.ndarray, bands: Sequence[int] | None = None
+) -> np.ndarray:
     """(len(bands), len(rows), len(cols)) float32 values of the image of `year` at those pixels."""
     bands = np.arange(len(BAND_NAMES)) if bands is None else np.asarray(bands)
     r = np.asarray(rows, np.int64)[None, :, None]
@@ -44,11 +46,20 @@ class _Band:
         self.ndim = 2
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key)):
-            raise TypeError("the procedural collection serves grids aligned to its pixels (2-D slices) only")
+        if not (
+            isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key)
+        ):
+            raise TypeError(
+                "the procedural collection serves grids aligned to its pixels (2-D slices) only"
+            )
         rows = range(*key[0].indices(self.shape[0]))
         cols = range(*key[1].indices(self.shape[1]))
-        return pixel_values(self.year, np.arange(rows.start, rows.stop, rows.step), np.arange(cols.start, cols.stop, cols.step), [self.band])[0]
+        return pixel_values(
+            self.year,
+            np.arange(rows.start, rows.stop, rows.step),
+            np.arange(cols.start, cols.stop, cols.step),
+            [self.band],
+        )[0]
 
 
 class ProceduralData:
@@ -65,20 +76,25 @@ class ProceduralData:
         return _Band(self.year, int(index), self.shape[1:])
 
 
-def procedural_collection(years: Sequence[int] = (2021,), size: int = SIZE, collection: str = COLLECTION_ID) -> list[dict[str, Any]]:
+def procedural_collection(
+    years: Sequence[int] = (2021,), size: int = SIZE, collection: str = COLLECTION_ID
+) -> list[dict[str, Any]]:
     """`add_image` keyword dicts: one procedural image per year."""
-    return [{
-        "collection": collection,
-        "image_id": f"{collection}/procedural_{year}",
-        "data": ProceduralData(year, size),
-        "band_names": list(BAND_NAMES),
-        "crs": CRS,
-        "transform": (SCALE, 0.0, X0, 0.0, -SCALE, Y0),
-        "start": f"{year}-01-01",
-        "end": f"{year + 1}-01-01",
-        "properties": {"UTM_ZONE": "31N"},
-        "data_type": "double",
-    } for year in years]
+    return [
+        {
+            "collection": collection,
+            "image_id": f"{collection}/procedural_{year}",
+            "data": ProceduralData(year, size),
+            "band_names": list(BAND_NAMES),
+            "crs": CRS,
+            "transform": (SCALE, 0.0, X0, 0.0, -SCALE, Y0),
+            "start": f"{year}-01-01",
+            "end": f"{year + 1}-01-01",
+            "properties": {"UTM_ZONE": "31N"},
+            "data_type": "double",
+        }
+        for year in years
+    ]
 
 
 def bbox(width_px: int, height_px: int, margin_px: int = 1000) -> str:

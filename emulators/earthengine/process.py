@@ -23,17 +23,39 @@ class EarthEngineEmulatorProcess:
     they are written to a temporary directory that the server memory-maps.
     """
 
-    def __init__(self, images: Sequence[dict[str, Any]] = (), *, max_in_flight: int = 40,
-                 latency_s: float = 0.0, latency_per_mb_s: float = 0.0, error_rates: dict[str, float] | None = None,
-                 truncate_rate: float = 0.0, seed: int = 0,
-                 max_request_bytes: int = pixels.DEFAULT_MAX_REQUEST_BYTES,
-                 fault_kinds: Sequence[str] = ("computePixels",), python: str = sys.executable):
+    def __init__(
+        self,
+        images: Sequence[dict[str, Any]] = (),
+        *,
+        max_in_flight: int = 40,
+        latency_s: float = 0.0,
+        latency_per_mb_s: float = 0.0,
+        error_rates: dict[str, float] | None = None,
+        truncate_rate: float = 0.0,
+        seed: int = 0,
+        max_request_bytes: int = pixels.DEFAULT_MAX_REQUEST_BYTES,
+        fault_kinds: Sequence[str] = ("computePixels",),
+        python: str = sys.executable,
+    ):
         self.images = list(images)
-        self.args = ["--max-in-flight", str(max_in_flight), "--latency", str(latency_s),
-                     "--latency-per-mb", str(latency_per_mb_s),
-                     "--error-rates", json.dumps(error_rates or {}), "--truncate-rate", str(truncate_rate),
-                     "--seed", str(seed), "--max-request-bytes", str(max_request_bytes),
-                     "--fault-kinds", ",".join(fault_kinds)]
+        self.args = [
+            "--max-in-flight",
+            str(max_in_flight),
+            "--latency",
+            str(latency_s),
+            "--latency-per-mb",
+            str(latency_per_mb_s),
+            "--error-rates",
+            json.dumps(error_rates or {}),
+            "--truncate-rate",
+            str(truncate_rate),
+            "--seed",
+            str(seed),
+            "--max-request-bytes",
+            str(max_request_bytes),
+            "--fault-kinds",
+            ",".join(fault_kinds),
+        ]
         self.python = python
         self.url: str | None = None
         self._proc: subprocess.Popen | None = None
@@ -45,8 +67,20 @@ class EarthEngineEmulatorProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            [self.python, "-m", "emulators.earthengine", "--port", "0", "--images", self._tmp.name, *self.args],
-            stdout=subprocess.PIPE, env=env, text=True)
+            [
+                self.python,
+                "-m",
+                "emulators.earthengine",
+                "--port",
+                "0",
+                "--images",
+                self._tmp.name,
+                *self.args,
+            ],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         line = self._proc.stdout.readline().strip()  # type: ignore[union-attr]
         if not line.startswith("http://"):
             self.stop()
@@ -77,8 +111,9 @@ class EarthEngineEmulatorProcess:
 
     def _call(self, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/_emulator/{route}", data=data,
-                                         method="GET" if body is None else "POST")
+        request = urllib.request.Request(
+            f"{self.url}/_emulator/{route}", data=data, method="GET" if body is None else "POST"
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 

@@ -30,12 +30,19 @@ from emulators.earthengine.catalog import Catalog
 from emulators.earthengine.evaluator import EvaluationError, Evaluator, to_info
 
 LIMITED_KINDS = ("computePixels", "compute")  # the kinds that count against max_in_flight
-_STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-                 503: "UNAVAILABLE"}
-_FAULT_MESSAGES = {429: "Quota exceeded (injected by the emulator).",
-                   500: "An internal error has occurred (injected by the emulator).",
-                   503: "The service is currently unavailable (injected by the emulator).",
-                   400: "Invalid request (a hard failure injected by the emulator)."}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_FAULT_MESSAGES = {
+    429: "Quota exceeded (injected by the emulator).",
+    500: "An internal error has occurred (injected by the emulator).",
+    503: "The service is currently unavailable (injected by the emulator).",
+    400: "Invalid request (a hard failure injected by the emulator).",
+}
 _ROUTES = [
     ("GET", re.compile(r"/\$discovery/rest"), "discovery"),
     ("GET", re.compile(r"/v1\w*/projects/([^/]+)/algorithms"), "algorithms"),
@@ -74,15 +81,25 @@ def _json_reply(obj: Any, status: int = 200) -> _Reply:
 
 def error_reply(status: int, message: str) -> _Reply:
     """A Google API error body, which googleapiclient turns into HttpError(reason=message)."""
-    return _json_reply({"error": {"code": status, "message": message,
-                                  "status": _STATUS_NAMES.get(status, "UNKNOWN")}}, status)
+    return _json_reply(
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+            }
+        },
+        status,
+    )
 
 
 @functools.lru_cache(maxsize=1)
 def _ee_test_data_dir() -> str:
     spec = importlib.util.find_spec("ee")  # locate the wheel's files without importing the client
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("earthengine-api is not installed; the emulator serves files from its wheel")
+        raise RuntimeError(
+            "earthengine-api is not installed; the emulator serves files from its wheel"
+        )
     return os.path.join(list(spec.submodule_search_locations)[0], "tests")
 
 
@@ -94,26 +111,42 @@ def _algorithms_bytes() -> bytes:
 
 def discovery_document(base_url: str) -> bytes:
     """The wheel's discovery document, pointed at the emulator and at the v1 paths."""
-    with open(os.path.join(_ee_test_data_dir(), "cloud_api_discovery_document.json"), encoding="utf-8") as fh:
+    with open(
+        os.path.join(_ee_test_data_dir(), "cloud_api_discovery_document.json"), encoding="utf-8"
+    ) as fh:
         text = fh.read().replace('"v1alpha/', '"v1/')
     doc = json.loads(text)
     doc.update(rootUrl=base_url + "/", baseUrl=base_url + "/", version="v1", id="earthengine:v1")
     # The wheel's 2020 document predates listAssets' filter/view parameters, which listImages sends.
     projects = doc["resources"]["projects"]
-    for method in (projects["methods"]["listAssets"], projects["resources"]["assets"]["methods"]["listAssets"]):
+    for method in (
+        projects["methods"]["listAssets"],
+        projects["resources"]["assets"]["methods"]["listAssets"],
+    ):
         for name in ("filter", "view"):
-            method["parameters"].setdefault(name, {"description": "", "location": "query", "type": "string"})
+            method["parameters"].setdefault(
+                name, {"description": "", "location": "query", "type": "string"}
+            )
     return json.dumps(doc).encode()
 
 
 class EarthEngineEmulator:
     """An Earth Engine REST service on 127.0.0.1 for the real ``ee`` client and ``xee``."""
 
-    def __init__(self, max_in_flight: int = 40, latency_s: float = 0.0, latency_per_mb_s: float = 0.0,
-                 error_rates: dict[str, float] | None = None, truncate_rate: float = 0.0, seed: int = 0,
-                 max_request_bytes: int = pixels.DEFAULT_MAX_REQUEST_BYTES,
-                 fault_kinds: Sequence[str] = ("computePixels",), port: int = 0, host: str = "127.0.0.1",
-                 record_requests: bool = True):
+    def __init__(
+        self,
+        max_in_flight: int = 40,
+        latency_s: float = 0.0,
+        latency_per_mb_s: float = 0.0,
+        error_rates: dict[str, float] | None = None,
+        truncate_rate: float = 0.0,
+        seed: int = 0,
+        max_request_bytes: int = pixels.DEFAULT_MAX_REQUEST_BYTES,
+        fault_kinds: Sequence[str] = ("computePixels",),
+        port: int = 0,
+        host: str = "127.0.0.1",
+        record_requests: bool = True,
+    ):
         self.catalog = Catalog()
         self.host, self.port = host, port
         self.record_requests = record_requests
@@ -129,22 +162,46 @@ class EarthEngineEmulator:
         self.truncate_rate = truncate_rate
         self.max_request_bytes = max_request_bytes
         self.fault_kinds = tuple(fault_kinds)
-        self.fail_once_after: int | None = None  # answer the request after this many with a (non-retryable) 400, once
+        self.fail_once_after: int | None = (
+            None  # answer the request after this many with a (non-retryable) 400, once
+        )
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._in_flight = 0
-        self.generation = 0  # bumped by reset_stats(); requests count in the generation they arrived in
+        self.generation = (
+            0  # bumped by reset_stats(); requests count in the generation they arrived in
+        )
         self.reset_stats()
 
     # ---- catalog ----
-    def add_image(self, collection: str | None, image_id: str, data: np.ndarray, band_names: Sequence[str],
-                  crs: str, transform: Sequence[float], start: Any = None, end: Any = None,
-                  properties: dict[str, Any] | None = None, data_type: str | None = None,
-                  nodata: float | None = None) -> None:
+    def add_image(
+        self,
+        collection: str | None,
+        image_id: str,
+        data: np.ndarray,
+        band_names: Sequence[str],
+        crs: str,
+        transform: Sequence[float],
+        start: Any = None,
+        end: Any = None,
+        properties: dict[str, Any] | None = None,
+        data_type: str | None = None,
+        nodata: float | None = None,
+    ) -> None:
         """Registers an image (data: (bands, H, W); float NaN = masked; data_type overrides EE's type)."""
-        self.catalog.add_image(collection=collection, image_id=image_id, data=data, band_names=band_names,
-                               crs=crs, transform=transform, start=start, end=end, properties=properties,
-                               data_type=data_type, nodata=nodata)
+        self.catalog.add_image(
+            collection=collection,
+            image_id=image_id,
+            data=data,
+            band_names=band_names,
+            crs=crs,
+            transform=transform,
+            start=start,
+            end=end,
+            properties=properties,
+            data_type=data_type,
+            nodata=nodata,
+        )
 
     def add_images(self, images: Sequence[dict[str, Any]]) -> None:
         for kwargs in images:
@@ -167,7 +224,14 @@ class EarthEngineEmulator:
                     self._rng = random.Random(value)
                 elif key == "fault_kinds":
                     self.fault_kinds = tuple(value)
-                elif key in ("latency_s", "latency_per_mb_s", "truncate_rate", "max_in_flight", "max_request_bytes", "fail_once_after"):
+                elif key in (
+                    "latency_s",
+                    "latency_per_mb_s",
+                    "truncate_rate",
+                    "max_in_flight",
+                    "max_request_bytes",
+                    "fail_once_after",
+                ):
                     setattr(self, key, value)
                 else:
                     raise ValueError(f"unknown emulator setting {key!r}")
@@ -190,12 +254,16 @@ class EarthEngineEmulator:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"counts": {k: {str(s): n for s, n in v.items()} for k, v in self._counts.items()},
-                    "max_in_flight_seen": self.max_in_flight_seen, "in_flight": self._in_flight,
-                    "bytes_out": self._bytes_out, "delay_s": self._delay_s,
-                    "bytes_out_by_kind": {k: int(v[0]) for k, v in self._by_kind.items()},
-                    "delay_s_by_kind": {k: v[1] for k, v in self._by_kind.items()},
-                    "requests": sum(sum(v.values()) for v in self._counts.values())}
+            return {
+                "counts": {k: {str(s): n for s, n in v.items()} for k, v in self._counts.items()},
+                "max_in_flight_seen": self.max_in_flight_seen,
+                "in_flight": self._in_flight,
+                "bytes_out": self._bytes_out,
+                "delay_s": self._delay_s,
+                "bytes_out_by_kind": {k: int(v[0]) for k, v in self._by_kind.items()},
+                "delay_s_by_kind": {k: v[1] for k, v in self._by_kind.items()},
+                "requests": sum(sum(v.values()) for v in self._counts.values()),
+            }
 
     # ---- lifecycle ----
     @property
@@ -210,7 +278,9 @@ class EarthEngineEmulator:
         server.request_queue_size = 256  # a burst of connections must not be refused by the kernel
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="ee-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="ee-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -281,7 +351,11 @@ class EarthEngineEmulator:
             if match and route_method == method:
                 break
         else:
-            return error_reply(404, f"The emulator has no route for {method} {path}."), "other", None
+            return (
+                error_reply(404, f"The emulator has no route for {method} {path}."),
+                "other",
+                None,
+            )
         try:
             body = json.loads(raw_body) if raw_body else None
         except ValueError:
@@ -317,15 +391,24 @@ class EarthEngineEmulator:
                 asset_id = f"projects/{match.group(1)}/assets/{match.group(2)}"
                 asset = self.catalog.asset(asset_id)
                 if asset is None:
-                    return error_reply(404, f"Asset '{match.group(2)}' not found "
-                                            "(does not exist or caller does not have access).")
+                    return error_reply(
+                        404,
+                        f"Asset '{match.group(2)}' not found "
+                        "(does not exist or caller does not have access).",
+                    )
                 return _json_reply(asset)
             if kind == "listAssets":
-                return self._list_assets(f"projects/{match.group(1)}/assets/{match.group(2)}", query)
+                return self._list_assets(
+                    f"projects/{match.group(1)}/assets/{match.group(2)}", query
+                )
             if kind == "compute":
                 expression = (body or {}).get("expression")
-                return _json_reply({"result": to_info(Evaluator(self.catalog).evaluate(expression))})
-            payload, content_type = pixels.compute_pixels(self.catalog, body, self.max_request_bytes)
+                return _json_reply(
+                    {"result": to_info(Evaluator(self.catalog).evaluate(expression))}
+                )
+            payload, content_type = pixels.compute_pixels(
+                self.catalog, body, self.max_request_bytes
+            )
             return _Reply(200, payload, content_type)
         except EvaluationError as exc:
             return error_reply(400, str(exc))
@@ -337,12 +420,14 @@ class EarthEngineEmulator:
         try:
             assets = self.catalog.list_images(parent, query.get("filter", [""])[0])
         except KeyError:
-            return error_reply(404, f"Asset '{parent}' not found (does not exist or caller does not have access).")
+            return error_reply(
+                404, f"Asset '{parent}' not found (does not exist or caller does not have access)."
+            )
         except ValueError as exc:
             return error_reply(400, str(exc))
         start = int(query.get("pageToken", ["0"])[0] or 0)
         size = int(query.get("pageSize", ["1000"])[0] or 1000)
-        out: dict[str, Any] = {"assets": assets[start:start + size]}
+        out: dict[str, Any] = {"assets": assets[start : start + size]}
         if start + size < len(assets):
             out["nextPageToken"] = str(start + size)
         return _json_reply(out)
@@ -363,8 +448,12 @@ class EarthEngineEmulator:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections like with the real service
-    disable_nagle_algorithm = True  # headers and body are separate writes; Nagle + delayed ACK = +40 ms each
+    protocol_version = (
+        "HTTP/1.1"  # keep-alive: clients reuse connections like with the real service
+    )
+    disable_nagle_algorithm = (
+        True  # headers and body are separate writes; Nagle + delayed ACK = +40 ms each
+    )
 
     def _serve(self) -> None:
         emulator: EarthEngineEmulator = self.server.emulator  # type: ignore[attr-defined]
@@ -375,9 +464,20 @@ class _Handler(BaseHTTPRequestHandler):
         reply, kind, body = emulator.handle(self.command, self.path, raw_body)
         sent = len(reply.payload) // 2 if reply.truncate else len(reply.payload)
         record = None
-        if kind != "control":  # recorded before replying, so a client never sees a reply not yet counted
-            record = RequestRecord(self.command, urlsplit(self.path).path, kind, body, reply.status, started,
-                                   time.time(), sent, reply.delay_s)
+        if (
+            kind != "control"
+        ):  # recorded before replying, so a client never sees a reply not yet counted
+            record = RequestRecord(
+                self.command,
+                urlsplit(self.path).path,
+                kind,
+                body,
+                reply.status,
+                started,
+                time.time(),
+                sent,
+                reply.delay_s,
+            )
             emulator._record(record, generation)  # pylint: disable=protected-access
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)

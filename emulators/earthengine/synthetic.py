@@ -46,8 +46,10 @@ def default_tiles(cross_zone: bool = False, width: int = 300, height: int = 400)
     mosaics and cross-zone requests have real work to do.
     """
     x0, y0 = 720_000.0, 5_000_000.0
-    tiles = [TileSpec("31N_a", "EPSG:32631", "31N", x0, y0, width, height),
-             TileSpec("31N_b", "EPSG:32631", "31N", x0 + width * 10.0, y0, width, height)]
+    tiles = [
+        TileSpec("31N_a", "EPSG:32631", "31N", x0, y0, width, height),
+        TileSpec("31N_b", "EPSG:32631", "31N", x0 + width * 10.0, y0, width, height),
+    ]
     if cross_zone:
         import pyproj  # pylint: disable=import-outside-toplevel
 
@@ -80,7 +82,9 @@ def dequantize(codes: np.ndarray) -> np.ndarray:
 
 def _centroids(seed: int, year: int) -> np.ndarray:
     base = np.random.default_rng([seed, 0]).standard_normal((N_CLASSES, len(BAND_NAMES)))
-    drift = np.random.default_rng([seed, year]).standard_normal(base.shape) * 0.25  # years differ a bit
+    drift = (
+        np.random.default_rng([seed, year]).standard_normal(base.shape) * 0.25
+    )  # years differ a bit
     vectors = base + drift
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -114,12 +118,13 @@ def _holes(rng: np.random.Generator, height: int, width: int, fraction: float) -
         h = int(rng.integers(3, max(4, height // 8)))
         w = int(rng.integers(3, max(4, width // 8)))
         r0, c0 = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
-        holes[r0:r0 + h, c0:c0 + w] = True
+        holes[r0 : r0 + h, c0 : c0 + w] = True
     return holes
 
 
-def make_tile_values(tile: TileSpec, year: int, seed: int = 0, nodata_fraction: float = 0.05,
-                     tile_index: int = 0) -> np.ndarray:
+def make_tile_values(
+    tile: TileSpec, year: int, seed: int = 0, nodata_fraction: float = 0.05, tile_index: int = 0
+) -> np.ndarray:
     """(64, H, W) float32 de-quantised embedding values with NaN holes for one tile and year."""
     rng = np.random.default_rng([seed, year, tile_index, 1])
     classes = land_cover(tile, seed)
@@ -131,9 +136,14 @@ def make_tile_values(tile: TileSpec, year: int, seed: int = 0, nodata_fraction: 
     return values
 
 
-def make_embedding_collection(years: Sequence[int] = (2021, 2022), tiles: Sequence[TileSpec] | None = None,
-                              seed: int = 0, nodata_fraction: float = 0.05, cross_zone: bool = False,
-                              collection: str = COLLECTION_ID) -> list[dict[str, Any]]:
+def make_embedding_collection(
+    years: Sequence[int] = (2021, 2022),
+    tiles: Sequence[TileSpec] | None = None,
+    seed: int = 0,
+    nodata_fraction: float = 0.05,
+    cross_zone: bool = False,
+    collection: str = COLLECTION_ID,
+) -> list[dict[str, Any]]:
     """``add_image`` keyword dicts for a synthetic 64-band annual collection, year-major order.
 
     Bands are declared EE ``double`` (like the real collection) though stored as float32.
@@ -142,16 +152,18 @@ def make_embedding_collection(years: Sequence[int] = (2021, 2022), tiles: Sequen
     images = []
     for year in years:
         for index, tile in enumerate(tiles):
-            images.append({
-                "collection": collection,
-                "image_id": f"{collection}/{tile.name}_{year}",
-                "data": make_tile_values(tile, year, seed, nodata_fraction, index),
-                "band_names": list(BAND_NAMES),
-                "crs": tile.crs,
-                "transform": tile.transform,
-                "start": f"{year}-01-01",
-                "end": f"{year + 1}-01-01",
-                "properties": {"UTM_ZONE": tile.utm_zone},
-                "data_type": "double",
-            })
+            images.append(
+                {
+                    "collection": collection,
+                    "image_id": f"{collection}/{tile.name}_{year}",
+                    "data": make_tile_values(tile, year, seed, nodata_fraction, index),
+                    "band_names": list(BAND_NAMES),
+                    "crs": tile.crs,
+                    "transform": tile.transform,
+                    "start": f"{year}-01-01",
+                    "end": f"{year + 1}-01-01",
+                    "properties": {"UTM_ZONE": tile.utm_zone},
+                    "data_type": "double",
+                }
+            )
     return images

@@ -1,4 +1,5 @@
 """Flex template entry file (FLEX_TEMPLATE_PYTHON_PY_FILE) of `efm change`: see templates/flex_launcher.py."""
+
 import os
 import sys
 

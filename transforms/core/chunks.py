@@ -1,4 +1,5 @@
 """Chunks of the store: a year and a window of the grid, its marker, and its Dataset."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,9 @@ import xarray_beam as xbeam
 from transforms.core.grid import Grid, Window
 
 
-MARKER_DIR = ".efm/done"  # under the store's root: one empty file per chunk written (ChunkSpec.marker)
+MARKER_DIR = (
+    ".efm/done"  # under the store's root: one empty file per chunk written (ChunkSpec.marker)
+)
 
 
 class DatasetCoder(beam.coders.Coder):
@@ -38,7 +41,9 @@ class DatasetCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(xr.Dataset, DatasetCoder)
-CHUNK = typing.Tuple[xbeam.Key, xr.Dataset]  # the element type of chunk PCollections: `.with_output_types(CHUNK)`
+CHUNK = typing.Tuple[
+    xbeam.Key, xr.Dataset
+]  # the element type of chunk PCollections: `.with_output_types(CHUNK)`
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -52,7 +57,9 @@ class ChunkSpec:
 
     @property
     def key(self) -> xbeam.Key:
-        return xbeam.Key({"time": self.time_index, "y": self.window.row, "x": self.window.col, "band": 0})
+        return xbeam.Key(
+            {"time": self.time_index, "y": self.window.row, "x": self.window.col, "band": 0}
+        )
 
     @property
     def marker(self) -> str:
@@ -70,7 +77,9 @@ def plan_chunks(years: list[int], windows: list[Window]) -> list[ChunkSpec]:
     return [ChunkSpec(i, t, year, w) for i, (t, year, w) in enumerate(pairs)]
 
 
-def chunk_dataset(grid: Grid, years: tuple[int, ...], bands: tuple[str, ...], spec: ChunkSpec, data: np.ndarray) -> xr.Dataset:
+def chunk_dataset(
+    grid: Grid, years: tuple[int, ...], bands: tuple[str, ...], spec: ChunkSpec, data: np.ndarray
+) -> xr.Dataset:
     """Wrap one chunk's (rows, cols, bands) array with its coords (equal to the template's)."""
     w = spec.window
     return xr.Dataset(

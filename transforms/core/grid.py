@@ -4,6 +4,7 @@ Pure functions (no Beam, no Earth Engine). The grid is snapped outward to multip
 the pixel size, so a 10 m grid in the data's own UTM zone lines up with the native pixels
 and Earth Engine returns them unresampled.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,13 +74,22 @@ def parse_bbox(text: str) -> shapely.Polygon:
     try:
         west, south, east, north = (float(p) for p in parts)
     except ValueError:
-        raise InputError("--bbox", f"expected W,S,E,N as four numbers in degrees, got {text!r}") from None
+        raise InputError(
+            "--bbox", f"expected W,S,E,N as four numbers in degrees, got {text!r}"
+        ) from None
     if not all(math.isfinite(v) for v in (west, south, east, north)):
         raise InputError("--bbox", f"coordinates must be finite numbers, got {text!r}")
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
-        raise InputError("--bbox", f"out of range: longitudes must be in [-180, 180] and latitudes in [-90, 90], got {text!r}")
+    if not (
+        -180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90
+    ):
+        raise InputError(
+            "--bbox",
+            f"out of range: longitudes must be in [-180, 180] and latitudes in [-90, 90], got {text!r}",
+        )
     if west >= east or south >= north:
-        raise InputError("--bbox", f"inverted or empty box {text!r}: expected W < E and S < N (W,S,E,N order)")
+        raise InputError(
+            "--bbox", f"inverted or empty box {text!r}: expected W < E and S < N (W,S,E,N order)"
+        )
     return shapely.geometry.box(west, south, east, north)
 
 
@@ -90,12 +100,16 @@ def read_aoi(path: str) -> shapely.Geometry:
     try:
         frame = geopandas.read_file(path)
     except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise InputError("--aoi", f"cannot read {path!r} as a vector file: {first_line(exc)}") from None
+        raise InputError(
+            "--aoi", f"cannot read {path!r} as a vector file: {first_line(exc)}"
+        ) from None
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     if frame.empty:
         raise InputError("--aoi", f"{path!r} holds no geometry")
     if frame.crs is None:
-        raise InputError("--aoi", f"{path!r} has no CRS; save it with one (GeoJSON is lon/lat by definition)")
+        raise InputError(
+            "--aoi", f"{path!r} has no CRS; save it with one (GeoJSON is lon/lat by definition)"
+        )
     geometry = shapely.union_all(frame.to_crs("EPSG:4326").geometry.values)
     if geometry.geom_type not in ("Polygon", "MultiPolygon"):
         raise InputError("--aoi", f"{path!r} must contain polygons, found {geometry.geom_type}")
@@ -117,7 +131,9 @@ def parse_years(text: str, today: datetime.date | None = None) -> list[int]:
         years.update(range(first, last + 1))
     too_early = sorted(y for y in years if y < FIRST_YEAR)
     if too_early:
-        raise InputError("--years", f"{too_early[0]} is before {FIRST_YEAR}, the first year of the embeddings")
+        raise InputError(
+            "--years", f"{too_early[0]} is before {FIRST_YEAR}, the first year of the embeddings"
+        )
     future = sorted(y for y in years if y > today.year)
     if future:
         raise InputError("--years", f"{future[0]} is in the future (today is {today.isoformat()})")
@@ -135,12 +151,17 @@ def normalise_crs(text: str) -> str:
     try:
         crs = pyproj.CRS.from_user_input(text.strip() if isinstance(text, str) else text)
     except pyproj.exceptions.CRSError:
-        raise InputError("--crs", f"unknown CRS {text!r}; give an EPSG code such as EPSG:32631") from None
+        raise InputError(
+            "--crs", f"unknown CRS {text!r}; give an EPSG code such as EPSG:32631"
+        ) from None
     epsg = crs.to_epsg()
     if epsg is None:
         raise InputError("--crs", f"{text!r} has no EPSG code; give one such as EPSG:32631")
     if crs.is_geographic:
-        raise InputError("--crs", f"{text!r} is geographic (degrees); use a projected CRS in metres, e.g. the UTM zone")
+        raise InputError(
+            "--crs",
+            f"{text!r} is geographic (degrees); use a projected CRS in metres, e.g. the UTM zone",
+        )
     return f"EPSG:{epsg}"
 
 
@@ -150,7 +171,12 @@ def _check_area_of_use(aoi_lonlat: shapely.Geometry, crs: str) -> None:
         return
     west, south, east, north = aoi_lonlat.bounds
     m = AREA_OF_USE_MARGIN_DEG
-    if west < area.west - m or east > area.east + m or south < area.south - m or north > area.north + m:
+    if (
+        west < area.west - m
+        or east > area.east + m
+        or south < area.south - m
+        or north > area.north + m
+    ):
         raise InputError(
             "--bbox/--aoi",
             f"area lon {west:.2f}..{east:.2f}, lat {south:.2f}..{north:.2f} is too large for {crs}, "
@@ -167,7 +193,9 @@ def project(aoi_lonlat: shapely.Geometry, crs: str) -> shapely.Geometry | None:
     return aoi if all(math.isfinite(v) for v in aoi.bounds) else None
 
 
-def plan_grid(aoi_lonlat: shapely.Geometry, crs: str | None = None, scale: float = 10.0) -> tuple[Grid, shapely.Geometry]:
+def plan_grid(
+    aoi_lonlat: shapely.Geometry, crs: str | None = None, scale: float = 10.0
+) -> tuple[Grid, shapely.Geometry]:
     """Snap the AOI's bounds in `crs` (default: UTM zone of its centre) outward to `scale`.
 
     Returns the grid and the AOI in the grid's CRS (to skip chunks that miss it).
@@ -182,18 +210,26 @@ def plan_grid(aoi_lonlat: shapely.Geometry, crs: str | None = None, scale: float
     _check_area_of_use(aoi_lonlat, crs)
     aoi = project(aoi_lonlat, crs)
     if aoi is None:
-        raise InputError("--bbox/--aoi", f"the area cannot be projected to {crs}; pass --crs with one that covers it")
+        raise InputError(
+            "--bbox/--aoi",
+            f"the area cannot be projected to {crs}; pass --crs with one that covers it",
+        )
     minx, miny, maxx, maxy = aoi.bounds
     x0 = math.floor(minx / scale) * scale
     y0 = math.ceil(maxy / scale) * scale
     width = max(1, math.ceil((maxx - x0) / scale - 1e-9))
     height = max(1, math.ceil((y0 - miny) / scale - 1e-9))
-    return Grid(crs=crs, scale=float(scale), x0=float(x0), y0=float(y0), width=width, height=height), aoi
+    return Grid(
+        crs=crs, scale=float(scale), x0=float(x0), y0=float(y0), width=width, height=height
+    ), aoi
 
 
 def check_chunk_size(chunk_size: int, request_tile_size: int | None = None) -> None:
     if chunk_size < MIN_CHUNK_SIZE:
-        raise InputError("--chunk-size", f"{chunk_size} is too small; use at least {MIN_CHUNK_SIZE} (default 1024)")
+        raise InputError(
+            "--chunk-size",
+            f"{chunk_size} is too small; use at least {MIN_CHUNK_SIZE} (default 1024)",
+        )
     if request_tile_size is not None and chunk_size % request_tile_size:
         raise InputError(
             "--chunk-size",
@@ -215,7 +251,9 @@ def tile_windows(height: int, width: int, chunk_rows: int, chunk_cols: int) -> I
             yield Window(row, col, min(chunk_rows, height - row), min(chunk_cols, width - col))
 
 
-def windows_touching(grid: Grid, windows: list[Window], aoi: shapely.Geometry) -> tuple[list[Window], int]:
+def windows_touching(
+    grid: Grid, windows: list[Window], aoi: shapely.Geometry
+) -> tuple[list[Window], int]:
     """Keep the windows whose footprint intersects the AOI (in the grid's CRS); count the rest."""
     if not windows:
         return [], 0

@@ -4,6 +4,7 @@ value = (code / 127.5) ** 2 * sign(code), code in [-127, 127], -128 = no data.
 De-quantising in float64 and casting to float32 reproduces Earth Engine's float32 values
 bit for bit (float32 arithmetic is one ulp off).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ the others get the same object. With an in-process runner the driver's own load 
 (`put`). A hit still reads and hashes the file: a model file changed since (another sha256) is
 never served from the cache -- it is loaded, and verified against the sha256 the driver checked.
 """
+
 from __future__ import annotations
 
 import threading
@@ -26,7 +27,9 @@ def load(path: str, sha256: str):
     with _lock:  # held while loading: concurrent setups of one process load the file once
         if digest == sha256.strip().lower() and (path, digest) in _models:
             return _models[(path, digest)]
-        model = models.load_verified(path, sha256)  # re-reads; refuses anything but the checked file
+        model = models.load_verified(
+            path, sha256
+        )  # re-reads; refuses anything but the checked file
         loads += 1
         _remember(path, sha256.strip().lower(), model)
         return model

@@ -8,6 +8,7 @@ joblib and skops save with it, covered by the file's sha256 when one is given), 
 refuses a sidecar whose fields differ from the model file's or from the fitted model itself
 (`classes_`, `cluster_centers_`, `feature_names_in_`), or that lists bands nothing can check.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,13 +52,22 @@ def check_sidecar(model, sidecar: dict, path: str, flag: str = "--model") -> Non
         if sidecar.get(field) is None:
             continue
         said = _jsonable(sidecar[field])
-        for source, truth in (("the model file records", embedded.get(field)), ("the fitted model has", intrinsic.get(field))):
+        for source, truth in (
+            ("the model file records", embedded.get(field)),
+            ("the fitted model has", intrinsic.get(field)),
+        ):
             if truth is not None and said != truth:
-                raise InputError(flag, f"{sidecar_path(path)} says {field} {_show(said)} but {source} {_show(truth)} (the sidecar was edited "
-                                       "or belongs to another model); restore it, or delete it: the model file carries its kind, classes, target and bands")
+                raise InputError(
+                    flag,
+                    f"{sidecar_path(path)} says {field} {_show(said)} but {source} {_show(truth)} (the sidecar was edited "
+                    "or belongs to another model); restore it, or delete it: the model file carries its kind, classes, target and bands",
+                )
     if sidecar.get("bands") and "bands" not in embedded and "bands" not in intrinsic:
-        raise InputError(flag, f"{sidecar_path(path)} lists bands that the model file does not record, so nothing checks their order; "
-                               "re-save the model with `efm train` / `efm cluster`, or fit it on a table with band-named columns (feature_names_in_)")
+        raise InputError(
+            flag,
+            f"{sidecar_path(path)} lists bands that the model file does not record, so nothing checks their order; "
+            "re-save the model with `efm train` / `efm cluster`, or fit it on a table with band-named columns (feature_names_in_)",
+        )
 
 
 def _is_regressor(model) -> bool:
@@ -72,5 +82,9 @@ def _is_regressor(model) -> bool:
 def _show(value) -> str:
     if isinstance(value, list):
         shown = [str(v) for v in value]
-        return f"[{', '.join(shown)}]" if len(shown) <= 4 else f"[{shown[0]}, {shown[1]}, …, {shown[-1]}]"
+        return (
+            f"[{', '.join(shown)}]"
+            if len(shown) <= 4
+            else f"[{shown[0]}, {shown[1]}, …, {shown[-1]}]"
+        )
     return repr(value)

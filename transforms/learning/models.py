@@ -16,6 +16,7 @@ a file the driver did not see.
 The sidecar's kind, classes and bands are also stored inside the model file and checked
 against it on load (transforms/learning/model_sidecar.py): an edited sidecar is refused.
 """
+
 from __future__ import annotations
 
 import ast
@@ -43,25 +44,57 @@ PROBE_ROWS = 200  # rows of the trial fit that checks a .skops model will load
 # name -> (module, class, defaults); --param k=v override the defaults.
 CLASSIFIERS: dict[str, tuple[str, str, dict]] = {
     "knn": ("sklearn.neighbors", "KNeighborsClassifier", {"n_neighbors": 5}),
-    "random-forest": ("sklearn.ensemble", "RandomForestClassifier", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
-    "extra-trees": ("sklearn.ensemble", "ExtraTreesClassifier", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
-    "gradient-boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier", {"random_state": 0}),
+    "random-forest": (
+        "sklearn.ensemble",
+        "RandomForestClassifier",
+        {"n_estimators": 100, "n_jobs": -1, "random_state": 0},
+    ),
+    "extra-trees": (
+        "sklearn.ensemble",
+        "ExtraTreesClassifier",
+        {"n_estimators": 100, "n_jobs": -1, "random_state": 0},
+    ),
+    "gradient-boosting": (
+        "sklearn.ensemble",
+        "HistGradientBoostingClassifier",
+        {"random_state": 0},
+    ),
     "logistic-regression": ("sklearn.linear_model", "LogisticRegression", {"max_iter": 1000}),
-    "ridge": ("sklearn.linear_model", "RidgeClassifier", {}),  # a linear probe, as the AlphaEarth evaluations use
+    "ridge": (
+        "sklearn.linear_model",
+        "RidgeClassifier",
+        {},
+    ),  # a linear probe, as the AlphaEarth evaluations use
     "svm": ("sklearn.svm", "SVC", {}),
-    "mlp": ("sklearn.neural_network", "MLPClassifier", {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0}),
+    "mlp": (
+        "sklearn.neural_network",
+        "MLPClassifier",
+        {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0},
+    ),
 }
 
 # The same, for `efm train --target-column` (a numeric target).
 REGRESSORS: dict[str, tuple[str, str, dict]] = {
     "knn": ("sklearn.neighbors", "KNeighborsRegressor", {"n_neighbors": 5}),
-    "random-forest": ("sklearn.ensemble", "RandomForestRegressor", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
-    "extra-trees": ("sklearn.ensemble", "ExtraTreesRegressor", {"n_estimators": 100, "n_jobs": -1, "random_state": 0}),
+    "random-forest": (
+        "sklearn.ensemble",
+        "RandomForestRegressor",
+        {"n_estimators": 100, "n_jobs": -1, "random_state": 0},
+    ),
+    "extra-trees": (
+        "sklearn.ensemble",
+        "ExtraTreesRegressor",
+        {"n_estimators": 100, "n_jobs": -1, "random_state": 0},
+    ),
     "gradient-boosting": ("sklearn.ensemble", "HistGradientBoostingRegressor", {"random_state": 0}),
     "ridge": ("sklearn.linear_model", "Ridge", {}),
     "linear": ("sklearn.linear_model", "LinearRegression", {}),
     "svr": ("sklearn.svm", "SVR", {}),
-    "mlp": ("sklearn.neural_network", "MLPRegressor", {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0}),
+    "mlp": (
+        "sklearn.neural_network",
+        "MLPRegressor",
+        {"hidden_layer_sizes": (64,), "max_iter": 500, "random_state": 0},
+    ),
 }
 
 # Types skops does not trust by default that our registry's models (and k-means) contain.
@@ -98,6 +131,7 @@ TRUSTED_SKOPS_TYPES = (
 
 # ---------------------------------------------------------------- building estimators
 
+
 def parse_params(items: list[str] | None, flag: str = "--param") -> dict:
     """["n_neighbors=7", "weights=distance"] -> {"n_neighbors": 7, "weights": "distance"} (Python literals typed)."""
     params = {}
@@ -132,7 +166,9 @@ def _make(registry: dict, kind: str, name: str, params: dict | None, flag: str):
     params = dict(params or {})
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise InputError("--param", f"{cls} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(valid))}")
+        raise InputError(
+            "--param", f"{cls} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(valid))}"
+        )
     try:
         estimator = estimator_class(**{**defaults, **params})
         # scikit-learn checks parameter types and ranges only at fit: check them now, before any work
@@ -151,14 +187,24 @@ def check_skops_loadable(estimator, X: np.ndarray, labels: np.ndarray, output: s
     from sklearn.base import clone
 
     # one row of each class, then the first rows (a numeric target: the first rows only)
-    first = np.unique(labels, return_index=True)[1] if labels.dtype.kind not in "fc" else np.empty(0, np.int64)
+    first = (
+        np.unique(labels, return_index=True)[1]
+        if labels.dtype.kind not in "fc"
+        else np.empty(0, np.int64)
+    )
     rows = np.unique(np.concatenate([first, np.arange(min(len(labels), PROBE_ROWS))]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. ConvergenceWarning on the tiny fit
         probe = clone(estimator)
         params = probe.get_params(deep=False)
         # fewer iterations or trees hold the same types: keep the trial fit quick
-        probe.set_params(**{k: min(params[k], 2) for k in ("max_iter", "n_estimators") if isinstance(params.get(k), int)})
+        probe.set_params(
+            **{
+                k: min(params[k], 2)
+                for k in ("max_iter", "n_estimators")
+                if isinstance(params.get(k), int)
+            }
+        )
         try:
             probe.fit(X[rows], labels[rows])
         except Exception:  # the real fit will say what is wrong, with all the data
@@ -167,11 +213,15 @@ def check_skops_loadable(estimator, X: np.ndarray, labels: np.ndarray, output: s
     refused = sorted(untrusted - set(TRUSTED_SKOPS_TYPES))
     if refused:
         pickle = output.rsplit(".", 1)[0] + ".pkl"
-        raise InputError("--output", f"a {type(estimator).__name__} with these parameters holds {', '.join(refused)}, which efm does not load "
-                         f"from .skops; write a pickle instead (--output {pickle}) and classify with the --model-sha256 that train prints")
+        raise InputError(
+            "--output",
+            f"a {type(estimator).__name__} with these parameters holds {', '.join(refused)}, which efm does not load "
+            f"from .skops; write a pickle instead (--output {pickle}) and classify with the --model-sha256 that train prints",
+        )
 
 
 # ---------------------------------------------------------------- files
+
 
 def sidecar_path(model_path: str) -> str:
     return model_path + SIDECAR_SUFFIX
@@ -183,7 +233,10 @@ def model_format(path: str, flag: str = "--model") -> str:
         return "skops"
     if lower.endswith(PICKLE_SUFFIXES):
         return "pickle"
-    raise InputError(flag, f"{path}: model files end in {', '.join(PICKLE_SUFFIXES + SKOPS_SUFFIXES)} (pickle via joblib, or skops)")
+    raise InputError(
+        flag,
+        f"{path}: model files end in {', '.join(PICKLE_SUFFIXES + SKOPS_SUFFIXES)} (pickle via joblib, or skops)",
+    )
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -217,7 +270,9 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
     import sklearn
 
     fmt = model_format(path, flag)
-    embed_fields(model, sidecar)  # saved with the model: what the sidecar says, covered by the file's hash
+    embed_fields(
+        model, sidecar
+    )  # saved with the model: what the sidecar says, covered by the file's hash
     buffer = io.BytesIO()
     if fmt == "skops":
         import skops.io
@@ -247,7 +302,11 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
 
 def embed_fields(model, sidecar: dict) -> None:
     """Record the sidecar's kind / classes / target / bands inside the model (transforms/learning/model_sidecar.py)."""
-    setattr(model, EMBEDDED_ATTR, {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None})
+    setattr(
+        model,
+        EMBEDDED_ATTR,
+        {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None},
+    )
 
 
 @dataclasses.dataclass
@@ -270,12 +329,18 @@ class LoadedModel:
     def is_regressor(self) -> bool:
         from sklearn.base import is_regressor
 
-        return self.kind == "regressor" or self.sidecar.get("kind") == "regressor" or is_regressor(self.model)
+        return (
+            self.kind == "regressor"
+            or self.sidecar.get("kind") == "regressor"
+            or is_regressor(self.model)
+        )
 
     @property
     def kind(self) -> str | None:
-        """"classifier", "clusterer" or "regressor": the model file's record, else the fitted model's own attributes."""
-        return embedded_fields(self.model).get("kind") or model_sidecar.intrinsic_fields(self.model).get("kind")
+        """ "classifier", "clusterer" or "regressor": the model file's record, else the fitted model's own attributes."""
+        return embedded_fields(self.model).get("kind") or model_sidecar.intrinsic_fields(
+            self.model
+        ).get("kind")
 
 
 def read_sidecar(path: str) -> dict:
@@ -286,17 +351,25 @@ def read_sidecar(path: str) -> dict:
         with fs.open(root, "r") as f:
             meta = json.load(f)
     except (ValueError, OSError) as exc:
-        raise InputError("--model", f"the sidecar {sidecar_path(path)} is not valid JSON ({exc}); restore it or delete it") from None
+        raise InputError(
+            "--model",
+            f"the sidecar {sidecar_path(path)} is not valid JSON ({exc}); restore it or delete it",
+        ) from None
     return meta if isinstance(meta, dict) else {}
 
 
-def load_model(path: str, *, sha256: str | None = None, trust_pickle: bool = False, flag: str = "--model") -> LoadedModel:
+def load_model(
+    path: str, *, sha256: str | None = None, trust_pickle: bool = False, flag: str = "--model"
+) -> LoadedModel:
     """Load a model file after its safety check (see the module docstring). Raises InputError."""
     fmt = model_format(path, flag)
     data = _read(path, flag)
     digest = sha256_bytes(data)
     if sha256 and sha256.strip().lower() != digest:
-        raise InputError("--model-sha256", f"sha256 of {path} is {digest}, not {sha256.strip().lower()}; refusing to load a model file that is not the one you named")
+        raise InputError(
+            "--model-sha256",
+            f"sha256 of {path} is {digest}, not {sha256.strip().lower()}; refusing to load a model file that is not the one you named",
+        )
     if fmt == "pickle":
         if not (sha256 or trust_pickle):
             raise InputError(
@@ -312,14 +385,22 @@ def load_model(path: str, *, sha256: str | None = None, trust_pickle: bool = Fal
                 warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
                 model = joblib.load(io.BytesIO(data))
         except Exception as exc:  # unpickling raises anything
-            raise InputError(flag, f"cannot load {path}: not a valid joblib/pickle model file ({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise InputError(
+                flag,
+                f"cannot load {path}: not a valid joblib/pickle model file ({type(exc).__name__}: {str(exc)[:120]})",
+            ) from None
     else:
         model = _load_skops(data, path, flag)
     if not hasattr(model, "predict"):
-        raise InputError(flag, f"{path} holds a {type(model).__name__}, not a scikit-learn model with predict()")
+        raise InputError(
+            flag, f"{path} holds a {type(model).__name__}, not a scikit-learn model with predict()"
+        )
     sidecar = read_sidecar(path)
     if sidecar.get("sha256") and sidecar["sha256"] != digest:
-        raise InputError(flag, f"{sidecar_path(path)} describes another file (sha256 {sidecar['sha256'][:12]}…, this one is {digest[:12]}…); copy the model and its sidecar together")
+        raise InputError(
+            flag,
+            f"{sidecar_path(path)} describes another file (sha256 {sidecar['sha256'][:12]}…, this one is {digest[:12]}…); copy the model and its sidecar together",
+        )
     model_sidecar.check_sidecar(model, sidecar, path, flag)
     return LoadedModel(model, sidecar, digest, path)
 
@@ -330,14 +411,23 @@ def _load_skops(data: bytes, path: str, flag: str):
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:
-        raise InputError(flag, f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise InputError(
+            flag,
+            f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})",
+        ) from None
     refused = sorted(set(untrusted) - set(TRUSTED_SKOPS_TYPES))
     if refused:
-        raise InputError(flag, f"{path} contains types that are not trusted: {', '.join(refused)}; efm loads only scikit-learn models built from trusted types")
+        raise InputError(
+            flag,
+            f"{path} contains types that are not trusted: {', '.join(refused)}; efm loads only scikit-learn models built from trusted types",
+        )
     try:
         return skops.io.loads(data, trusted=[t for t in untrusted if t in TRUSTED_SKOPS_TYPES])
     except Exception as exc:
-        raise InputError(flag, f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise InputError(
+            flag,
+            f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})",
+        ) from None
 
 
 def load_verified(path: str, sha256: str):
@@ -347,12 +437,15 @@ def load_verified(path: str, sha256: str):
 
 # ---------------------------------------------------------------- what a model expects
 
+
 def model_classes(model, sidecar: dict) -> list | None:
     """The class labels (cluster numbers for a clusterer); None for a regressor."""
     kind = embedded_fields(model).get("kind") or model_sidecar.intrinsic_fields(model).get("kind")
     if kind == "regressor":
         return None
-    if embedded_fields(model).get("classes") is not None:  # equal to the sidecar's when both exist (check_sidecar)
+    if (
+        embedded_fields(model).get("classes") is not None
+    ):  # equal to the sidecar's when both exist (check_sidecar)
         return list(embedded_fields(model)["classes"])
     if sidecar.get("classes") is not None:
         return list(sidecar["classes"])
@@ -360,7 +453,10 @@ def model_classes(model, sidecar: dict) -> list | None:
         return _jsonable(np.asarray(model.classes_))
     if hasattr(model, "cluster_centers_"):
         return list(range(len(model.cluster_centers_)))
-    raise InputError("--model", f"cannot tell the classes of a {type(model).__name__}: it has no classes_ and no sidecar")
+    raise InputError(
+        "--model",
+        f"cannot tell the classes of a {type(model).__name__}: it has no classes_ and no sidecar",
+    )
 
 
 def model_bands(model, sidecar: dict) -> list[str] | None:
@@ -372,25 +468,42 @@ def model_bands(model, sidecar: dict) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
-def check_bands(loaded: LoadedModel, store_bands: list[str], store_path: str, flag: str = "--model") -> list[str]:
+def check_bands(
+    loaded: LoadedModel, store_bands: list[str], store_path: str, flag: str = "--model"
+) -> list[str]:
     """The bands (in the model's order) to feed the model; fails naming both sides on a mismatch."""
     n_features = getattr(loaded.model, "n_features_in_", None)
     bands = loaded.bands
     if bands is None:  # a model from elsewhere, trained on arrays: only the count can be checked
         if n_features is not None and n_features != len(store_bands):
-            raise InputError(flag, f"{loaded.path} expects {n_features} features but {store_path} has {len(store_bands)} bands ({store_bands[0]}…{store_bands[-1]})")
+            raise InputError(
+                flag,
+                f"{loaded.path} expects {n_features} features but {store_path} has {len(store_bands)} bands ({store_bands[0]}…{store_bands[-1]})",
+            )
         return list(store_bands)
     if n_features is not None and n_features != len(bands):
-        raise InputError(flag, f"{loaded.path}: its sidecar lists {len(bands)} bands but the model expects {n_features} features")
+        raise InputError(
+            flag,
+            f"{loaded.path}: its sidecar lists {len(bands)} bands but the model expects {n_features} features",
+        )
     if list(bands) != list(store_bands):
         missing = [b for b in bands if b not in store_bands]
-        what = f"bands missing from the store: {', '.join(missing[:5])}" if missing else "the same bands in another order"
-        raise InputError(flag, f"{loaded.path} was trained on {len(bands)} bands {_span(bands)} but {store_path} has {len(store_bands)} bands {_span(store_bands)} ({what})")
+        what = (
+            f"bands missing from the store: {', '.join(missing[:5])}"
+            if missing
+            else "the same bands in another order"
+        )
+        raise InputError(
+            flag,
+            f"{loaded.path} was trained on {len(bands)} bands {_span(bands)} but {store_path} has {len(store_bands)} bands {_span(store_bands)} ({what})",
+        )
     return list(bands)
 
 
 def _span(bands: list[str]) -> str:
-    return f"[{', '.join(bands)}]" if len(bands) <= 4 else f"[{bands[0]}, {bands[1]}, …, {bands[-1]}]"
+    return (
+        f"[{', '.join(bands)}]" if len(bands) <= 4 else f"[{bands[0]}, {bands[1]}, …, {bands[-1]}]"
+    )
 
 
 def has_proba(model) -> bool:

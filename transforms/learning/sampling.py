@@ -10,6 +10,7 @@ are split by chunk and grouped, so each (chunk, year) is read exactly once, what
 number of points in it. Points outside the grid, and (point, year) pairs on no-data
 pixels, are dropped and counted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,10 @@ PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 COORD_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("lng", "lat"), ("x", "y"))
 METADATA_KEY = TABLE_METADATA_KEY
 # Columns every table has (bands A00..A63 too): a kept column may not take their names.
-RESERVED_COLUMNS = frozenset({"point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", "geometry"}
-                             | {f"A{i:02d}" for i in range(100)})
+RESERVED_COLUMNS = frozenset(
+    {"point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", "geometry"}
+    | {f"A{i:02d}" for i in range(100)}
+)
 KEPT_PREFIX = "keep:"  # batch keys of kept columns (the batch's own keys stay apart)
 
 
@@ -48,8 +51,13 @@ class Points:
     columns: dict = dataclasses.field(default_factory=dict)  # kept numeric columns: name -> values
 
 
-def read_points(path: str, label_column: str | None, points_crs: str | None = None, flag: str = "--points",
-                keep_columns: list[str] | None = None) -> Points:
+def read_points(
+    path: str,
+    label_column: str | None,
+    points_crs: str | None = None,
+    flag: str = "--points",
+    keep_columns: list[str] | None = None,
+) -> Points:
     """GeoJSON / GeoPackage / any OGR file, GeoParquet, or CSV with lon/lat (or x/y) columns.
 
     `keep_columns`: the numeric columns to carry into the table (None: every numeric one but the
@@ -72,32 +80,56 @@ def read_points(path: str, label_column: str | None, points_crs: str | None = No
     except FileNotFoundError:
         raise InputError(flag, f"{path} does not exist") from None
     except Exception as exc:
-        raise InputError(flag, f"cannot read {path} as points (GeoJSON, GeoPackage, GeoParquet or CSV): {first_line(exc)}") from None
+        raise InputError(
+            flag,
+            f"cannot read {path} as points (GeoJSON, GeoPackage, GeoParquet or CSV): {first_line(exc)}",
+        ) from None
     return frame_points(frame, geo, path, label_column, points_crs, flag, keep_columns)
 
 
-def frame_points(frame: pd.DataFrame, geo, path: str, label_column: str | None, points_crs: str | None = None, flag: str = "--points",
-                 keep_columns: list[str] | None = None) -> Points:
+def frame_points(
+    frame: pd.DataFrame,
+    geo,
+    path: str,
+    label_column: str | None,
+    points_crs: str | None = None,
+    flag: str = "--points",
+    keep_columns: list[str] | None = None,
+) -> Points:
     """`read_points` on a table already read: a GeoDataFrame (`geo` is it) or a DataFrame with coordinate columns (`geo` None)."""
     if label_column is not None and label_column not in frame.columns:
         columns = [c for c in frame.columns if c != "geometry"]
-        raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns are {', '.join(map(str, columns))}")
+        raise InputError(
+            "--label-column",
+            f"{path} has no column {label_column!r}; its columns are {', '.join(map(str, columns))}",
+        )
     if geo is not None:
         geometry = geo.geometry
         kinds = set(geometry[geometry.notna()].geom_type)
         if kinds - {"Point"}:
-            raise InputError(flag, f"{path} must hold points, found {', '.join(sorted(kinds - {'Point'}))}; take centroids or sample points first")
+            raise InputError(
+                flag,
+                f"{path} must hold points, found {', '.join(sorted(kinds - {'Point'}))}; take centroids or sample points first",
+            )
         crs = points_crs or (geo.crs.to_string() if geo.crs is not None else None)
         if crs is None:
-            raise InputError("--points-crs", f"{path} has no CRS; pass --points-crs, e.g. EPSG:4326")
+            raise InputError(
+                "--points-crs", f"{path} has no CRS; pass --points-crs, e.g. EPSG:4326"
+            )
         ok = geometry.notna() & ~geometry.is_empty
         x = np.where(ok, geometry.x.where(ok), np.nan)
         y = np.where(ok, geometry.y.where(ok), np.nan)
     else:
         lowered = {str(c).lower(): c for c in frame.columns}
-        pair = next(((lowered[a], lowered[b]) for a, b in COORD_COLUMNS if a in lowered and b in lowered), None)
+        pair = next(
+            ((lowered[a], lowered[b]) for a, b in COORD_COLUMNS if a in lowered and b in lowered),
+            None,
+        )
         if pair is None:
-            raise InputError(flag, f"{path} needs coordinate columns lon/lat (or longitude/latitude, x/y); its columns are {', '.join(map(str, frame.columns))}")
+            raise InputError(
+                flag,
+                f"{path} needs coordinate columns lon/lat (or longitude/latitude, x/y); its columns are {', '.join(map(str, frame.columns))}",
+            )
         x = pd.to_numeric(frame[pair[0]], errors="coerce").to_numpy(np.float64)
         y = pd.to_numeric(frame[pair[1]], errors="coerce").to_numpy(np.float64)
         crs = points_crs or "EPSG:4326"
@@ -112,32 +144,61 @@ def frame_points(frame: pd.DataFrame, geo, path: str, label_column: str | None, 
         kinds = {type(v) for v in labels[has_label]}
         if len(kinds) > 1:  # mixed numbers and text: treat all as text
             labels = np.array([str(v) for v in labels], dtype=object)
-    elif np.issubdtype(labels.dtype, np.floating) and has_label.any() and np.all(labels[has_label] == np.round(labels[has_label])):
-        labels = labels.astype(np.float64)  # integral floats (from a CSV with gaps) become ints below
+    elif (
+        np.issubdtype(labels.dtype, np.floating)
+        and has_label.any()
+        and np.all(labels[has_label] == np.round(labels[has_label]))
+    ):
+        labels = labels.astype(
+            np.float64
+        )  # integral floats (from a CSV with gaps) become ints below
         labels = np.where(has_label, labels, 0).astype(np.int64)
-    return Points(labels[has_label], np.asarray(x)[has_label], np.asarray(y)[has_label], crs, int((~has_label).sum()),
-                  {k: v[has_label] for k, v in columns.items()})
+    return Points(
+        labels[has_label],
+        np.asarray(x)[has_label],
+        np.asarray(y)[has_label],
+        crs,
+        int((~has_label).sum()),
+        {k: v[has_label] for k, v in columns.items()},
+    )
 
 
 def numeric_columns(frame: pd.DataFrame, path: str, keep: list[str] | None, exclude: set) -> dict:
     """The columns to keep -> their values as in the file (ints stay ints). By default every numeric
     (not boolean) column but `exclude` and the table's own column names; named ones must be numeric."""
+
     def numeric(c):
         dtype = frame[c].dtype
         return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
     if keep is None:
-        names = [c for c in frame.columns if c != "geometry" and c not in exclude and str(c) not in RESERVED_COLUMNS and numeric(c)]
+        names = [
+            c
+            for c in frame.columns
+            if c != "geometry"
+            and c not in exclude
+            and str(c) not in RESERVED_COLUMNS
+            and numeric(c)
+        ]
     else:
         names = list(keep)
         for name in names:
             if name not in frame.columns:
                 columns = [c for c in frame.columns if c != "geometry"]
-                raise InputError("--keep-columns", f"{path} has no column {name!r}; its columns are {', '.join(map(str, columns))}")
+                raise InputError(
+                    "--keep-columns",
+                    f"{path} has no column {name!r}; its columns are {', '.join(map(str, columns))}",
+                )
             if name in RESERVED_COLUMNS or name in exclude:
-                raise InputError("--keep-columns", f"{name!r} is a column the table already has (or the label / a coordinate); keep other columns")
+                raise InputError(
+                    "--keep-columns",
+                    f"{name!r} is a column the table already has (or the label / a coordinate); keep other columns",
+                )
             if not numeric(name):
-                raise InputError("--keep-columns", f"column {name!r} of {path} is not numeric ({frame[name].dtype}); keep only numeric columns")
+                raise InputError(
+                    "--keep-columns",
+                    f"column {name!r} of {path} is not numeric ({frame[name].dtype}); keep only numeric columns",
+                )
     return {str(c): frame[c].to_numpy() for c in names}
 
 
@@ -164,18 +225,34 @@ def pixel_index(info: StoreInfo, sx: np.ndarray, sy: np.ndarray) -> tuple[np.nda
     with np.errstate(invalid="ignore"):
         colf = inverse.a * sx + inverse.b * sy + inverse.c
         rowf = inverse.d * sx + inverse.e * sy + inverse.f
-        inside = np.isfinite(colf) & np.isfinite(rowf) & (colf >= 0) & (colf < info.width) & (rowf >= 0) & (rowf < info.height)
+        inside = (
+            np.isfinite(colf)
+            & np.isfinite(rowf)
+            & (colf >= 0)
+            & (colf < info.width)
+            & (rowf >= 0)
+            & (rowf < info.height)
+        )
     rows = np.where(inside, np.floor(np.where(inside, rowf, 0)), -1).astype(np.int64)
     cols = np.where(inside, np.floor(np.where(inside, colf, 0)), -1).astype(np.int64)
     return rows, cols
 
 
-def point_batches(points: Points, rows: np.ndarray, cols: np.ndarray, batch_size: int = 100_000) -> list[dict]:
+def point_batches(
+    points: Points, rows: np.ndarray, cols: np.ndarray, batch_size: int = 100_000
+) -> list[dict]:
     """The points inside the grid, in batches of arrays (small Beam elements, not one per point)."""
     keep = np.flatnonzero(rows >= 0)
     return [
-        {"id": ids, **({} if points.labels is None else {"label": points.labels[ids]}), "x": points.x[ids], "y": points.y[ids],
-         "row": rows[ids], "col": cols[ids], **{KEPT_PREFIX + k: v[ids] for k, v in points.columns.items()}}
+        {
+            "id": ids,
+            **({} if points.labels is None else {"label": points.labels[ids]}),
+            "x": points.x[ids],
+            "y": points.y[ids],
+            "row": rows[ids],
+            "col": cols[ids],
+            **{KEPT_PREFIX + k: v[ids] for k, v in points.columns.items()},
+        }
         for ids in (keep[i : i + batch_size] for i in range(0, len(keep), batch_size))
     ]
 
@@ -186,7 +263,10 @@ def split_by_chunk(batch: dict, chunk_rows: int, chunk_cols: int):
     order = np.argsort(chunk_id, kind="stable")
     ids, starts = np.unique(chunk_id[order], return_index=True)
     for cid, part in zip(ids, np.split(order, starts[1:])):
-        yield (int(cid >> 32) * chunk_rows, int(cid & 0xFFFFFFFF) * chunk_cols), {k: v[part] for k, v in batch.items()}
+        yield (
+            (int(cid >> 32) * chunk_rows, int(cid & 0xFFFFFFFF) * chunk_cols),
+            {k: v[part] for k, v in batch.items()},
+        )
 
 
 def merge_batches(batches) -> dict:
@@ -194,17 +274,28 @@ def merge_batches(batches) -> dict:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def sample_rows(values: np.ndarray, batch: dict, row0: int, col0: int, year: int, bands) -> tuple[pd.DataFrame, int]:
+def sample_rows(
+    values: np.ndarray, batch: dict, row0: int, col0: int, year: int, bands
+) -> tuple[pd.DataFrame, int]:
     """The embedding of each point's pixel from a window starting at (row0, col0); drops no-data."""
     vectors = values[batch["row"] - row0, batch["col"] - col0]  # (points, bands)
     valid = valid_mask(vectors)
-    frame = pd.DataFrame({
-        "point_id": batch["id"][valid], **({"label": batch["label"][valid]} if "label" in batch else {}),
-        **{k[len(KEPT_PREFIX):]: v[valid] for k, v in batch.items() if k.startswith(KEPT_PREFIX)},
-        "point_x": batch["x"][valid], "point_y": batch["y"][valid],
-        "year": np.full(int(valid.sum()), year, dtype=np.int16),
-        "pixel_x": batch["col"][valid].astype(np.int32), "pixel_y": batch["row"][valid].astype(np.int32),
-    })
+    frame = pd.DataFrame(
+        {
+            "point_id": batch["id"][valid],
+            **({"label": batch["label"][valid]} if "label" in batch else {}),
+            **{
+                k[len(KEPT_PREFIX) :]: v[valid]
+                for k, v in batch.items()
+                if k.startswith(KEPT_PREFIX)
+            },
+            "point_x": batch["x"][valid],
+            "point_y": batch["y"][valid],
+            "year": np.full(int(valid.sum()), year, dtype=np.int16),
+            "pixel_x": batch["col"][valid].astype(np.int32),
+            "pixel_y": batch["row"][valid].astype(np.int32),
+        }
+    )
     frame = pd.concat([frame, pd.DataFrame(vectors[valid], columns=list(bands))], axis=1)
     return frame, int((~valid).sum())
 
@@ -222,11 +313,16 @@ class _SampleChunkFn(beam.DoFn):
     def process(self, element):
         (row0, col0), batches = element
         batch = merge_batches(batches)
-        r0, r1 = int(batch["row"].min()), int(batch["row"].max()) + 1  # read only the points' box (one chunk)
+        r0, r1 = (
+            int(batch["row"].min()),
+            int(batch["row"].max()) + 1,
+        )  # read only the points' box (one chunk)
         c0, c1 = int(batch["col"].min()), int(batch["col"].max()) + 1
         frames, nodata = [], 0
         for year in self.years:
-            values = as_float(self.reader.read_codes(self.info.time_index(year), slice(r0, r1), slice(c0, c1)))
+            values = as_float(
+                self.reader.read_codes(self.info.time_index(year), slice(r0, r1), slice(c0, c1))
+            )
             self.chunks.inc()
             frame, dropped = sample_rows(values, batch, r0, c0, year, self.info.bands)
             frames.append(frame)
@@ -256,7 +352,8 @@ class SamplePoints(beam.PTransform):
             batches
             | "SplitByChunk" >> beam.FlatMap(split_by_chunk, rows, cols)
             | "GroupByChunk" >> beam.GroupByKey()
-            | "SampleChunk" >> beam.ParDo(_SampleChunkFn(self.info, tuple(self.years), self.parts_dir))
+            | "SampleChunk"
+            >> beam.ParDo(_SampleChunkFn(self.info, tuple(self.years), self.parts_dir))
         )
 
 
@@ -276,11 +373,18 @@ class AssembleTable(beam.PTransform):
         super().__init__()
 
     def expand(self, written):
-        parts_dir, output, metadata, bands = self.parts_dir, self.output, self.metadata, tuple(self.bands)
+        parts_dir, output, metadata, bands = (
+            self.parts_dir,
+            self.output,
+            self.metadata,
+            tuple(self.bands),
+        )
         return (
             written
-            | "CountParts" >> beam.combiners.Count.Globally()  # one element, even when no part was written
-            | "Assemble" >> beam.Map(lambda _: assemble(parts_dir, output, metadata, bands).num_rows)
+            | "CountParts"
+            >> beam.combiners.Count.Globally()  # one element, even when no part was written
+            | "Assemble"
+            >> beam.Map(lambda _: assemble(parts_dir, output, metadata, bands).num_rows)
         )
 
 
@@ -311,13 +415,29 @@ def combine(tables: list, metadata: dict, bands):
     import pyarrow as pa
 
     if tables:
-        table = pa.concat_tables(tables, promote_options="permissive").sort_by([("point_id", "ascending"), ("year", "ascending")])
+        table = pa.concat_tables(tables, promote_options="permissive").sort_by(
+            [("point_id", "ascending"), ("year", "ascending")]
+        )
     else:
         label = {"label": []} if metadata.get("label_column", "label") is not None else {}
         kept = {c: [] for c in metadata.get("keep_columns", [])}
-        empty = {"point_id": [], **label, **kept, "point_x": [], "point_y": [], "year": [], "pixel_x": [], "pixel_y": [], **{b: [] for b in bands}}
-        table = pa.Table.from_pandas(pd.DataFrame(empty).astype({b: np.float32 for b in bands}), preserve_index=False)
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()})
+        empty = {
+            "point_id": [],
+            **label,
+            **kept,
+            "point_x": [],
+            "point_y": [],
+            "year": [],
+            "pixel_x": [],
+            "pixel_y": [],
+            **{b: [] for b in bands},
+        }
+        table = pa.Table.from_pandas(
+            pd.DataFrame(empty).astype({b: np.float32 for b in bands}), preserve_index=False
+        )
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()}
+    )
 
 
 def read_table_metadata(path: str) -> dict:
@@ -329,6 +449,7 @@ def read_table_metadata(path: str) -> dict:
 
 
 # ---------------------------------------------------------------- uniform random pixels (for k-means)
+
 
 def bottom_k(keys: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k entries with the smallest keys (all of them if fewer)."""
@@ -353,7 +474,9 @@ class BottomK(beam.CombineFn):
 
     def merge_accumulators(self, accs):
         accs = list(accs)
-        return bottom_k(np.concatenate([a[0] for a in accs]), np.concatenate([a[1] for a in accs]), self.k)
+        return bottom_k(
+            np.concatenate([a[0] for a in accs]), np.concatenate([a[1] for a in accs]), self.k
+        )
 
     def extract_output(self, acc):
         return acc
@@ -371,7 +494,9 @@ class _RandomPixelsFn(beam.DoFn):
         valid = np.flatnonzero(valid_mask(flat))
         self.valid.inc(len(valid))
         if len(valid):
-            keys = np.random.default_rng([self.seed, spec.index]).random(len(valid))  # reproducible per chunk
+            keys = np.random.default_rng([self.seed, spec.index]).random(
+                len(valid)
+            )  # reproducible per chunk
             keys, rows = bottom_k(keys, valid, self.k)
             yield keys, flat[rows]
 

@@ -5,6 +5,7 @@ stratified k-fold (grouped by point when a point has several years); `format_met
 `load_target_samples`, `cross_validate_regression` and `format_regression_metrics` do the same
 for a regressor on a numeric column (`efm train --target-column`).
 """
+
 from __future__ import annotations
 
 import fsspec
@@ -20,10 +21,15 @@ def load_samples(path: str, label_column: str = "label", flag: str = "--samples"
     return frame_samples(frame, meta, label_column, path, flag)
 
 
-def frame_samples(frame, meta: dict, label_column: str = "label", path: str = "the table", flag: str = "--samples"):
+def frame_samples(
+    frame, meta: dict, label_column: str = "label", path: str = "the table", flag: str = "--samples"
+):
     """`load_samples` on a table already read (the Python API's efm.train takes a DataFrame); `meta`: the table's efm metadata."""
     if label_column not in frame.columns:
-        raise InputError("--label-column", f"{path} has no column {label_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))}")
+        raise InputError(
+            "--label-column",
+            f"{path} has no column {label_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))}",
+        )
     return _rows(frame[frame[label_column].notna()], label_column, meta, path, flag)
 
 
@@ -34,24 +40,35 @@ def load_target_samples(path: str, target_column: str, flag: str = "--samples"):
     return frame_target_samples(frame, meta, target_column, path, flag)
 
 
-def frame_target_samples(frame, meta: dict, target_column: str, path: str = "the table", flag: str = "--samples"):
+def frame_target_samples(
+    frame, meta: dict, target_column: str, path: str = "the table", flag: str = "--samples"
+):
     """`load_target_samples` on a table already read."""
     import pandas as pd
 
     if target_column not in frame.columns:
-        raise InputError("--target-column", f"{path} has no column {target_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))} "
-                                            "(carry it from the points file with `efm sample --keep-columns`)")
+        raise InputError(
+            "--target-column",
+            f"{path} has no column {target_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))} "
+            "(carry it from the points file with `efm sample --keep-columns`)",
+        )
     column = frame[target_column]
     if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
-        raise InputError("--target-column", f"column {target_column!r} of {path} is not numeric ({column.dtype}); a regressor predicts numbers "
-                                            "(for classes use --label-column with --classifier)")
+        raise InputError(
+            "--target-column",
+            f"column {target_column!r} of {path} is not numeric ({column.dtype}); a regressor predicts numbers "
+            "(for classes use --label-column with --classifier)",
+        )
     frame = frame.assign(**{target_column: column.astype(np.float64)})
     frame = frame[np.isfinite(frame[target_column].to_numpy())]
     X, y, groups, bands, meta = _rows(frame, target_column, meta, path, flag)
     distinct = len(np.unique(y))
     if distinct < 3:
-        raise InputError("--target-column", f"column {target_column!r} of {path} holds only {distinct} distinct value{'s' if distinct != 1 else ''} "
-                                            f"({', '.join(map(str, np.unique(y)))}); did you mean --label-column (classification)?")
+        raise InputError(
+            "--target-column",
+            f"column {target_column!r} of {path} holds only {distinct} distinct value{'s' if distinct != 1 else ''} "
+            f"({', '.join(map(str, np.unique(y)))}); did you mean --label-column (classification)?",
+        )
     return X, y, groups, bands, meta
 
 
@@ -67,40 +84,65 @@ def _read_table(path: str, flag: str):
     except FileNotFoundError:
         raise InputError(flag, f"{path} does not exist") from None
     except Exception as exc:
-        raise InputError(flag, f"cannot read {path} as a Parquet table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise InputError(
+            flag,
+            f"cannot read {path} as a Parquet table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        ) from None
     return frame, meta
 
 
 def _rows(frame, column: str, meta: dict, path: str, flag: str):
     """The rows with every band -> (X, the column's values, groups, bands, meta)."""
-    bands = meta.get("bands") or [c for c in frame.columns if len(str(c)) == 3 and str(c)[0] == "A" and str(c)[1:].isdigit()]
+    bands = meta.get("bands") or [
+        c for c in frame.columns if len(str(c)) == 3 and str(c)[0] == "A" and str(c)[1:].isdigit()
+    ]
     missing = [b for b in bands if b not in frame.columns]
     if not bands or missing:
-        raise InputError(flag, f"{path} lacks band columns ({'missing ' + ', '.join(missing[:3]) if missing else 'none of A00…A63'}); make it with `efm sample`")
+        raise InputError(
+            flag,
+            f"{path} lacks band columns ({'missing ' + ', '.join(missing[:3]) if missing else 'none of A00…A63'}); make it with `efm sample`",
+        )
     X = frame[bands].to_numpy(np.float32)
     keep = ~np.isnan(X).any(axis=1)
     frame, X = frame[keep], X[keep]
     if len(frame) == 0:
         raise InputError(flag, f"{path} holds no usable sample")
-    groups = frame["point_id"].to_numpy() if "point_id" in frame.columns and frame["point_id"].duplicated().any() else None
+    groups = (
+        frame["point_id"].to_numpy()
+        if "point_id" in frame.columns and frame["point_id"].duplicated().any()
+        else None
+    )
     return X, frame[column].to_numpy(), groups, list(bands), meta
 
 
-def check_estimator_choice(classifier: str | None, regressor: str | None, target_column: str | None) -> None:
+def check_estimator_choice(
+    classifier: str | None, regressor: str | None, target_column: str | None
+) -> None:
     """--classifier goes with class labels, --regressor with --target-column: refuse a mix."""
     if target_column is not None and classifier is not None:
-        raise InputError("--classifier", "--target-column trains a regressor: choose it with --regressor (or drop --target-column to train a classifier)")
+        raise InputError(
+            "--classifier",
+            "--target-column trains a regressor: choose it with --regressor (or drop --target-column to train a classifier)",
+        )
     if regressor is not None and target_column is None:
-        raise InputError("--regressor", "a regressor needs the numeric column to learn: add --target-column COLUMN (or use --classifier for classes)")
+        raise InputError(
+            "--regressor",
+            "a regressor needs the numeric column to learn: add --target-column COLUMN (or use --classifier for classes)",
+        )
 
 
 def fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict) -> dict:
     """Sidecar fields every trained model has: its parameters, bands, source store and metrics."""
     return {
-        "params": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v for k, v in estimator.get_params(deep=False).items()},
+        "params": {
+            k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v
+            for k, v in estimator.get_params(deep=False).items()
+        },
         "bands": bands,
         "n_features": len(bands),
-        "store": {k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")},
+        "store": {
+            k: table_meta.get(k) for k in ("embeddings", "source", "grid", "years", "store_dtype")
+        },
         "metrics": metrics,
     }
 
@@ -111,20 +153,39 @@ def check_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> No
         raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
-        raise InputError("--samples", f"only one class ({classes[0]!r}) in the samples; a classifier needs at least two")
+        raise InputError(
+            "--samples",
+            f"only one class ({classes[0]!r}) in the samples; a classifier needs at least two",
+        )
     if groups is not None:
         counts = np.array([len(np.unique(groups[labels == c])) for c in classes])
     short = [(c, n) for c, n in zip(classes, counts) if n < folds]
     if short:
         unit = "points" if groups is not None else "samples"
         listed = ", ".join(f"{c!r}: {n}" for c, n in short[:5])
-        raise InputError("--folds", f"too few {unit} to validate with {folds} folds in class {listed}; add samples to these classes or lower --folds (each class needs at least {folds})")
+        raise InputError(
+            "--folds",
+            f"too few {unit} to validate with {folds} folds in class {listed}; add samples to these classes or lower --folds (each class needs at least {folds})",
+        )
 
 
-def cross_validate(estimator, X: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> dict:
+def cross_validate(
+    estimator,
+    X: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    folds: int,
+    seed: int = 0,
+) -> dict:
     """Stratified k-fold (grouped by point when a point has several years) -> metrics."""
     from sklearn.base import clone
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
     check_folds(labels, groups, folds)
@@ -134,34 +195,52 @@ def cross_validate(estimator, X: np.ndarray, labels: np.ndarray, groups: np.ndar
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     predicted = cross_val_predict(clone(estimator), X, labels, groups=groups, cv=cv)
     classes = np.unique(labels)
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
-    return _jsonable({
-        "folds": folds,
-        "grouped_by_point": groups is not None,
-        "samples": len(labels),
-        "overall_accuracy": float(accuracy_score(labels, predicted)),
-        # what the AlphaEarth evaluations report: mean recall over classes, blind to class sizes
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
-        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-        "classes": classes,
-        "per_class": {str(c): {"precision": p, "recall": r, "f1": f, "support": s} for c, p, r, f, s in zip(classes, precision, recall, f1, support)},
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes),
-    })
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    return _jsonable(
+        {
+            "folds": folds,
+            "grouped_by_point": groups is not None,
+            "samples": len(labels),
+            "overall_accuracy": float(accuracy_score(labels, predicted)),
+            # what the AlphaEarth evaluations report: mean recall over classes, blind to class sizes
+            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+            "macro_f1": float(
+                f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+            ),
+            "classes": classes,
+            "per_class": {
+                str(c): {"precision": p, "recall": r, "f1": f, "support": s}
+                for c, p, r, f, s in zip(classes, precision, recall, f1, support)
+            },
+            "confusion_matrix": confusion_matrix(labels, predicted, labels=classes),
+        }
+    )
 
 
 def format_metrics(metrics: dict) -> str:
     """Overall accuracy, per-class precision/recall, and the confusion matrix (rows = truth)."""
     names = [str(c) for c in metrics["classes"]]
     width = max(8, *(len(n) for n in names))
-    lines = [f"cross-validation: {metrics['folds']}-fold stratified{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
-             f"overall accuracy: {metrics['overall_accuracy']:.4f}",
-             f"balanced accuracy: {metrics['balanced_accuracy']:.4f}",
-             f"macro F1: {metrics['macro_f1']:.4f}", "",
-             f"{'class':<{width}}  precision  recall  f1      support"]
+    lines = [
+        f"cross-validation: {metrics['folds']}-fold stratified{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+        f"overall accuracy: {metrics['overall_accuracy']:.4f}",
+        f"balanced accuracy: {metrics['balanced_accuracy']:.4f}",
+        f"macro F1: {metrics['macro_f1']:.4f}",
+        "",
+        f"{'class':<{width}}  precision  recall  f1      support",
+    ]
     for name in names:
         m = metrics["per_class"][name]
-        lines.append(f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)", " " * width + "  " + " ".join(f"{n[:8]:>8}" for n in names)]
+        lines.append(
+            f"{name:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}"
+        )
+    lines += [
+        "",
+        "confusion matrix (rows: true class, columns: predicted)",
+        " " * width + "  " + " ".join(f"{n[:8]:>8}" for n in names),
+    ]
     for name, row in zip(names, metrics["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + " ".join(f"{v:>8d}" for v in row))
     return "\n".join(lines)
@@ -176,7 +255,9 @@ def regression_cv(groups: np.ndarray | None, folds: int, seed: int = 0):
     return KFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
-def cross_validate_regression(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0) -> dict:
+def cross_validate_regression(
+    estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0
+) -> dict:
     """k-fold predictions of every sample -> R², RMSE, MAE, and the target's mean and spread."""
     from sklearn.base import clone
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
@@ -186,28 +267,37 @@ def cross_validate_regression(estimator, X: np.ndarray, y: np.ndarray, groups: n
         raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
     units = len(np.unique(groups)) if groups is not None else len(y)
     if units < folds:
-        raise InputError("--folds", f"too few {'points' if groups is not None else 'samples'} ({units}) to validate with {folds} folds; add samples or lower --folds")
-    predicted = cross_val_predict(clone(estimator), X, y, groups=groups, cv=regression_cv(groups, folds, seed))
-    return _jsonable({
-        "folds": folds,
-        "grouped_by_point": groups is not None,
-        "samples": len(y),
-        "r2": float(r2_score(y, predicted)),
-        "rmse": float(np.sqrt(mean_squared_error(y, predicted))),
-        "mae": float(mean_absolute_error(y, predicted)),
-        "target_mean": float(np.mean(y)),
-        "target_std": float(np.std(y)),
-        "target_min": float(np.min(y)),
-        "target_max": float(np.max(y)),
-    })
+        raise InputError(
+            "--folds",
+            f"too few {'points' if groups is not None else 'samples'} ({units}) to validate with {folds} folds; add samples or lower --folds",
+        )
+    predicted = cross_val_predict(
+        clone(estimator), X, y, groups=groups, cv=regression_cv(groups, folds, seed)
+    )
+    return _jsonable(
+        {
+            "folds": folds,
+            "grouped_by_point": groups is not None,
+            "samples": len(y),
+            "r2": float(r2_score(y, predicted)),
+            "rmse": float(np.sqrt(mean_squared_error(y, predicted))),
+            "mae": float(mean_absolute_error(y, predicted)),
+            "target_mean": float(np.mean(y)),
+            "target_std": float(np.std(y)),
+            "target_min": float(np.min(y)),
+            "target_max": float(np.max(y)),
+        }
+    )
 
 
 def format_regression_metrics(metrics: dict, target: str, units: str = "") -> str:
     u = f" {units}" if units else ""
-    return "\n".join([
-        f"cross-validation: {metrics['folds']}-fold shuffled{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
-        f"target {target}: mean {metrics['target_mean']:.4g}{u}, std {metrics['target_std']:.4g}{u}, range {metrics['target_min']:.4g} to {metrics['target_max']:.4g}{u}",
-        f"R²:   {metrics['r2']:.4f}",
-        f"RMSE: {metrics['rmse']:.4g}{u}",
-        f"MAE:  {metrics['mae']:.4g}{u}",
-    ])
+    return "\n".join(
+        [
+            f"cross-validation: {metrics['folds']}-fold shuffled{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+            f"target {target}: mean {metrics['target_mean']:.4g}{u}, std {metrics['target_std']:.4g}{u}, range {metrics['target_min']:.4g} to {metrics['target_max']:.4g}{u}",
+            f"R²:   {metrics['r2']:.4f}",
+            f"RMSE: {metrics['rmse']:.4g}{u}",
+            f"MAE:  {metrics['mae']:.4g}{u}",
+        ]
+    )

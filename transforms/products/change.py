@@ -5,6 +5,7 @@ The embeddings are unit vectors, so a dot product is a cosine similarity: 1 = th
 (np.einsum, no BLAS: NaN in any band of a pixel gives NaN, i.e. no data, without a mask pass);
 against a float64 computation the difference is below 1e-5 for 64 bands of unit vectors.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,9 @@ def pair_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def reference_similarity(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(rows, cols, bands) . (bands,) -> (rows, cols) float32; NaN where the pixel has no data."""
-    return np.einsum("ijk,k->ij", values, reference.astype(np.float32, copy=False), dtype=np.float32)
+    return np.einsum(
+        "ijk,k->ij", values, reference.astype(np.float32, copy=False), dtype=np.float32
+    )
 
 
 def threshold_mask(similarity: np.ndarray, threshold: float, *, below: bool) -> np.ndarray:
@@ -32,13 +35,27 @@ def threshold_mask(similarity: np.ndarray, threshold: float, *, below: bool) -> 
 
 
 def similarity_variable(long_name: str) -> Variable:
-    return Variable("similarity", "float32", float("nan"), {"long_name": long_name, "units": "1", "valid_range": [-1.0, 1.0], "fill_value": "NaN"})
+    return Variable(
+        "similarity",
+        "float32",
+        float("nan"),
+        {"long_name": long_name, "units": "1", "valid_range": [-1.0, 1.0], "fill_value": "NaN"},
+    )
 
 
 def mask_variable(name: str, meaning: str, threshold: float) -> Variable:
-    return Variable(name, "uint8", MASK_FILL, {
-        "long_name": meaning, "flag_values": [0, 1], "flag_meanings": f"not_{name} {name}", "threshold": threshold, "fill_value": MASK_FILL,
-    })
+    return Variable(
+        name,
+        "uint8",
+        MASK_FILL,
+        {
+            "long_name": meaning,
+            "flag_values": [0, 1],
+            "flag_meanings": f"not_{name} {name}",
+            "threshold": threshold,
+            "fill_value": MASK_FILL,
+        },
+    )
 
 
 class ChangeFunction(ChunkFunction):

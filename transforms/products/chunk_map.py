@@ -9,6 +9,7 @@ model; `__call__(windows, time_index) -> {variable: (rows, cols) array}`), its o
 two for change detection (from-year, to-year). The output template is built here from the
 embedding store's grid, so every product's store carries the same coords and `spatial_ref`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,13 +54,29 @@ class ChunkFunction:
         raise NotImplementedError
 
 
-def output_template(embeddings: xr.Dataset, variables: list[Variable], years: list[int] | None, *, chunk_rows: int, chunk_cols: int,
-                    product: str, attrs: dict, window: Window | None = None) -> xr.Dataset:
+def output_template(
+    embeddings: xr.Dataset,
+    variables: list[Variable],
+    years: list[int] | None,
+    *,
+    chunk_rows: int,
+    chunk_cols: int,
+    product: str,
+    attrs: dict,
+    window: Window | None = None,
+) -> xr.Dataset:
     """A lazy Dataset on the embedding store's grid (or on `window` of it, --bbox/--aoi): (time, y, x) per year in `years`,
     or (y, x) if years is None."""
     import dask.array as da
 
-    rows, cols = (slice(None), slice(None)) if window is None else (slice(window.row, window.row + window.rows), slice(window.col, window.col + window.cols))
+    rows, cols = (
+        (slice(None), slice(None))
+        if window is None
+        else (
+            slice(window.row, window.row + window.rows),
+            slice(window.col, window.col + window.cols),
+        )
+    )
     coords = {"y": embeddings["y"].values[rows], "x": embeddings["x"].values[cols]}
     if years is not None:
         coords = {"time": np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]"), **coords}
@@ -67,7 +84,11 @@ def output_template(embeddings: xr.Dataset, variables: list[Variable], years: li
     shape = tuple(len(v) for v in coords.values())
     chunks = ((1,) if years is not None else ()) + (chunk_rows, chunk_cols)
     if "spatial_ref" in embeddings.coords:
-        coords["spatial_ref"] = ((), np.int64(0), geotransform_attrs(embeddings["spatial_ref"].attrs, window))
+        coords["spatial_ref"] = (
+            (),
+            np.int64(0),
+            geotransform_attrs(embeddings["spatial_ref"].attrs, window),
+        )
     ds = xr.Dataset(coords=coords)
     for v in variables:
         ds[v.name] = (dims, da.full(shape, v.fill, dtype=v.dtype, chunks=chunks))
@@ -77,8 +98,16 @@ def output_template(embeddings: xr.Dataset, variables: list[Variable], years: li
     ds.attrs.update(attrs)
     if years is not None:
         ds.attrs["years"] = list(years)
-    ds.attrs.update({"efm_version": store.tool_version(), "efm_product": product, store.STATUS_ATTR: "incomplete"})
-    return geozarr.annotate(ds) if "spatial_ref" in ds.coords else ds  # GeoZarr proj:/spatial: attrs (transforms/storage/geozarr.py)
+    ds.attrs.update(
+        {
+            "efm_version": store.tool_version(),
+            "efm_product": product,
+            store.STATUS_ATTR: "incomplete",
+        }
+    )
+    return (
+        geozarr.annotate(ds) if "spatial_ref" in ds.coords else ds
+    )  # GeoZarr proj:/spatial: attrs (transforms/storage/geozarr.py)
 
 
 def count_valid(array: np.ndarray, fill) -> int:
@@ -88,8 +117,15 @@ def count_valid(array: np.ndarray, fill) -> int:
 
 
 class _MapFn(beam.DoFn):
-    def __init__(self, embeddings: str, compute: ChunkFunction, inputs: dict, variables: tuple[Variable, ...], timed: bool,
-                 offset: tuple[int, int] = (0, 0)):
+    def __init__(
+        self,
+        embeddings: str,
+        compute: ChunkFunction,
+        inputs: dict,
+        variables: tuple[Variable, ...],
+        timed: bool,
+        offset: tuple[int, int] = (0, 0),
+    ):
         self.reader = StoreReader(embeddings)
         self.offset = offset
         self.compute = compute
@@ -103,16 +139,25 @@ class _MapFn(beam.DoFn):
         self.compute.setup()
 
     def process(self, spec: ChunkSpec):
-        w, (dr, dc) = spec.window, self.offset  # spec: the output's chunk; read the same pixels of the input grid
+        w, (dr, dc) = (
+            spec.window,
+            self.offset,
+        )  # spec: the output's chunk; read the same pixels of the input grid
         source = Window(w.row + dr, w.col + dc, w.rows, w.cols)
         windows = [self.reader.read(t, source) for t in self.inputs[spec.time_index]]
         out = self.compute(windows, spec.time_index)
         first = self.variables[0]
-        n_valid = count_valid(out[first.name], first.fill)  # the first variable is no data exactly where the pixel is
+        n_valid = count_valid(
+            out[first.name], first.fill
+        )  # the first variable is no data exactly where the pixel is
         self.pixels.inc(n_valid)
         self.nodata.inc(out[first.name].size - n_valid)
         if self.timed:
-            data = {v.name: (("time", "y", "x"), out[v.name][np.newaxis]) for v in self.variables if v.name in out}
+            data = {
+                v.name: (("time", "y", "x"), out[v.name][np.newaxis])
+                for v in self.variables
+                if v.name in out
+            }
             key = xbeam.Key({"time": spec.time_index, "y": spec.window.row, "x": spec.window.col})
         else:
             data = {v.name: (("y", "x"), out[v.name]) for v in self.variables if v.name in out}
@@ -140,4 +185,13 @@ class MapChunks(beam.PTransform):
         super().__init__()
 
     def expand(self, specs):
-        return specs | "Compute" >> beam.ParDo(_MapFn(self.embeddings, self.compute, self.inputs, tuple(self.variables), self.timed, tuple(self.offset)))
+        return specs | "Compute" >> beam.ParDo(
+            _MapFn(
+                self.embeddings,
+                self.compute,
+                self.inputs,
+                tuple(self.variables),
+                self.timed,
+                tuple(self.offset),
+            )
+        )

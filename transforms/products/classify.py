@@ -15,6 +15,7 @@ classes), fill value in the Zarr metadata (`_FillValue`) and in the `fill_value`
 CF `flag_values` / `flag_meanings`, the original labels in `class_labels`; optional
 `confidence` float32 (NaN = no data); the embedding store's y/x/time coords and `spatial_ref`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,14 +86,20 @@ class LabelLookup:
 
     def __call__(self, predicted: np.ndarray, dtype) -> np.ndarray:
         predicted = np.asarray(predicted)
-        index = np.clip(np.searchsorted(self.sorted_labels, predicted), 0, len(self.sorted_labels) - 1)
+        index = np.clip(
+            np.searchsorted(self.sorted_labels, predicted), 0, len(self.sorted_labels) - 1
+        )
         if not np.all(self.sorted_labels[index] == predicted):
             unknown = predicted[self.sorted_labels[index] != predicted][0]
-            raise ValueError(f"the model predicted {unknown!r}, which is not one of its classes {self.sorted_labels.tolist()}")
+            raise ValueError(
+                f"the model predicted {unknown!r}, which is not one of its classes {self.sorted_labels.tolist()}"
+            )
         return self.codes[index].astype(dtype, copy=False)
 
 
-PART_ROWS = 4096  # rows of a part are a multiple of this (scikit-learn's k-NN works in blocks of 256 rows)
+PART_ROWS = (
+    4096  # rows of a part are a multiple of this (scikit-learn's k-NN works in blocks of 256 rows)
+)
 
 
 def in_parts(fn, features: np.ndarray, parts: int) -> np.ndarray:
@@ -111,7 +118,15 @@ def in_parts(fn, features: np.ndarray, parts: int) -> np.ndarray:
         return np.concatenate(list(pool.map(fn, pieces)))
 
 
-def predict_chunk(model, values: np.ndarray, lookup: LabelLookup, dtype: str, fill: int, confidence: bool = False, parts: int = 1):
+def predict_chunk(
+    model,
+    values: np.ndarray,
+    lookup: LabelLookup,
+    dtype: str,
+    fill: int,
+    confidence: bool = False,
+    parts: int = 1,
+):
     """(rows, cols, bands) float32, NaN = no data -> class codes (rows, cols) [, confidence (rows, cols) float32].
 
     parts: predict in that many threads over row ranges (`in_parts`)."""
@@ -125,26 +140,62 @@ def predict_chunk(model, values: np.ndarray, lookup: LabelLookup, dtype: str, fi
         features = flat if n_valid == flat.shape[0] else flat[valid]
         classes[valid] = lookup(in_parts(model.predict, features, parts), dtype)
         if confidence:
-            conf[valid] = in_parts(lambda part: model.predict_proba(part).max(axis=1), features, parts)
+            conf[valid] = in_parts(
+                lambda part: model.predict_proba(part).max(axis=1), features, parts
+            )
     classes = classes.reshape(rows, cols)
     return (classes, conf.reshape(rows, cols)) if confidence else (classes, None)
 
 
 def class_variables(encoding: ClassEncoding, *, confidence: bool) -> list[Variable]:
-    variables = [Variable("class", encoding.dtype, encoding.fill, {
-        "long_name": "class", "flag_values": list(encoding.values), "flag_meanings": " ".join(encoding.meanings),
-        "class_labels": list(encoding.labels), "fill_value": encoding.fill,
-    })]
+    variables = [
+        Variable(
+            "class",
+            encoding.dtype,
+            encoding.fill,
+            {
+                "long_name": "class",
+                "flag_values": list(encoding.values),
+                "flag_meanings": " ".join(encoding.meanings),
+                "class_labels": list(encoding.labels),
+                "fill_value": encoding.fill,
+            },
+        )
+    ]
     if confidence:
-        variables.append(Variable("confidence", "float32", float("nan"), {"long_name": "maximum class probability", "units": "1", "fill_value": "NaN"}))
+        variables.append(
+            Variable(
+                "confidence",
+                "float32",
+                float("nan"),
+                {"long_name": "maximum class probability", "units": "1", "fill_value": "NaN"},
+            )
+        )
     return variables
 
 
-def class_template(embeddings: xr.Dataset, years: list[int], encoding: ClassEncoding, *, confidence: bool, chunk_rows: int, chunk_cols: int, attrs: dict,
-                   window=None) -> xr.Dataset:
+def class_template(
+    embeddings: xr.Dataset,
+    years: list[int],
+    encoding: ClassEncoding,
+    *,
+    confidence: bool,
+    chunk_rows: int,
+    chunk_cols: int,
+    attrs: dict,
+    window=None,
+) -> xr.Dataset:
     """A lazy Dataset with the class map's full shape (or `window`'s), the embedding store's coords and CRS."""
-    return output_template(embeddings, class_variables(encoding, confidence=confidence), years, chunk_rows=chunk_rows, chunk_cols=chunk_cols,
-                           product="classes", attrs=attrs, window=window)
+    return output_template(
+        embeddings,
+        class_variables(encoding, confidence=confidence),
+        years,
+        chunk_rows=chunk_rows,
+        chunk_cols=chunk_cols,
+        product="classes",
+        attrs=attrs,
+        window=window,
+    )
 
 
 @contextlib.contextmanager
@@ -153,7 +204,11 @@ def _nothing():
 
 
 def _limit_threads(model, n_jobs: int | None):
-    if n_jobs is not None and hasattr(model, "get_params") and "n_jobs" in model.get_params(deep=False):
+    if (
+        n_jobs is not None
+        and hasattr(model, "get_params")
+        and "n_jobs" in model.get_params(deep=False)
+    ):
         model.set_params(n_jobs=n_jobs)
     return model
 
@@ -163,7 +218,15 @@ class ClassifyFunction(ChunkFunction):
 
     counter = "pixels_classified"
 
-    def __init__(self, model_path: str, model_sha256: str, encoding: ClassEncoding, confidence: bool, n_jobs: int | None, model=None):
+    def __init__(
+        self,
+        model_path: str,
+        model_sha256: str,
+        encoding: ClassEncoding,
+        confidence: bool,
+        n_jobs: int | None,
+        model=None,
+    ):
         self.model_object = model  # a fitted model in memory (the Python API, efm/): pickled with the function, not loaded from model_path
         self.model_path = model_path
         self.model_sha256 = model_sha256
@@ -174,7 +237,11 @@ class ClassifyFunction(ChunkFunction):
     def setup(self):
         # One model per worker process (and the driver's, in process), shared by every DoFn instance;
         # single-threaded: the chunk is predicted in n_jobs threads over its rows (in_parts).
-        model = self.model_object if self.model_object is not None else model_cache.load(self.model_path, self.model_sha256)
+        model = (
+            self.model_object
+            if self.model_object is not None
+            else model_cache.load(self.model_path, self.model_sha256)
+        )
         self.model = _limit_threads(model, 1 if self.n_jobs else None)
         self.lookup = self.encoding.lookup() if self.encoding is not None else None
 
@@ -183,13 +250,29 @@ class ClassifyFunction(ChunkFunction):
 
         # n_jobs threads over the chunk's rows, each with one BLAS/OpenMP thread (k-NN distances, ...): n_jobs cores.
         with threadpoolctl.threadpool_limits(limits=1) if self.n_jobs else _nothing():
-            classes, conf = predict_chunk(self.model, windows[0], self.lookup, self.encoding.dtype, self.encoding.fill, self.confidence,
-                                          parts=self.n_jobs or 1)
+            classes, conf = predict_chunk(
+                self.model,
+                windows[0],
+                self.lookup,
+                self.encoding.dtype,
+                self.encoding.fill,
+                self.confidence,
+                parts=self.n_jobs or 1,
+            )
         return {"class": classes, "confidence": conf} if self.confidence else {"class": classes}
 
 
-def ClassifyChunks(embeddings: str, model_path: str, model_sha256: str, encoding: ClassEncoding, year_to_time: dict, confidence: bool = False,
-                   n_jobs: int | None = None, years: list[int] | None = None, offset: tuple[int, int] = (0, 0)) -> MapChunks:
+def ClassifyChunks(
+    embeddings: str,
+    model_path: str,
+    model_sha256: str,
+    encoding: ClassEncoding,
+    year_to_time: dict,
+    confidence: bool = False,
+    n_jobs: int | None = None,
+    years: list[int] | None = None,
+    offset: tuple[int, int] = (0, 0),
+) -> MapChunks:
     """ChunkSpecs -> (xbeam.Key, Dataset of `class` [and `confidence`]) for one model: a MapChunks.
 
     The model is read from `model_path` once per worker process (in setup(), shared across
@@ -198,8 +281,11 @@ def ClassifyChunks(embeddings: str, model_path: str, model_sha256: str, encoding
     """
     years = list(year_to_time) if years is None else years
     return MapChunks(
-        embeddings=embeddings, compute=ClassifyFunction(model_path, model_sha256, encoding, confidence, n_jobs),
-        inputs={i: (year_to_time[y],) for i, y in enumerate(years)}, variables=tuple(class_variables(encoding, confidence=confidence)), offset=offset,
+        embeddings=embeddings,
+        compute=ClassifyFunction(model_path, model_sha256, encoding, confidence, n_jobs),
+        inputs={i: (year_to_time[y],) for i, y in enumerate(years)},
+        variables=tuple(class_variables(encoding, confidence=confidence)),
+        offset=offset,
     )
 
 
@@ -211,7 +297,10 @@ def regress_chunk(model, values: np.ndarray, parts: int = 1) -> np.ndarray:
     out = np.full(rows * cols, np.nan, dtype=np.float32)
     n_valid = int(np.count_nonzero(valid))
     if n_valid:
-        out[valid] = np.asarray(in_parts(model.predict, flat if n_valid == flat.shape[0] else flat[valid], parts), dtype=np.float64).reshape(n_valid, -1)[:, 0]
+        out[valid] = np.asarray(
+            in_parts(model.predict, flat if n_valid == flat.shape[0] else flat[valid], parts),
+            dtype=np.float64,
+        ).reshape(n_valid, -1)[:, 0]
     return out.reshape(rows, cols)
 
 

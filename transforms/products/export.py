@@ -6,6 +6,7 @@ GDAL's COG driver copies it (block by block, building overviews) into the final 
 Memory stays at a few chunks plus GDAL's block cache, whatever the area. Quicklooks are
 read decimated (from the COG's overviews, or strided chunk by chunk from the store).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,10 +23,18 @@ from transforms.core.grid import Window, tile_windows
 from transforms.storage import store
 
 BLOCK_SIZE = 512
-DEFAULT_RGB = ("A01", "A16", "A09")  # the false-colour bands of the original talk / Earth Engine tutorial
+DEFAULT_RGB = (
+    "A01",
+    "A16",
+    "A09",
+)  # the false-colour bands of the original talk / Earth Engine tutorial
 # Float products get a numeric nodata tag: NaN tags are not honoured by every GIS tool, -9999 is.
 DEFAULT_FLOAT_NODATA = -9999.0
-MAIN_VARIABLES = ("class", "prediction", "similarity")  # the default --variable, first one a store has
+MAIN_VARIABLES = (
+    "class",
+    "prediction",
+    "similarity",
+)  # the default --variable, first one a store has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +58,13 @@ class Layer:
     kind: str = "class"  # "class", "mask" (0/1 flags), "continuous" (float) or "embedding"
     timed: bool = True  # False: a (y, x) store (change), exported as one file
     attrs: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
-    offset: tuple = (0, 0)  # (row, col) of this layer's origin in the store's grid (--bbox/--aoi: a window of it)
-    skip: frozenset = frozenset()  # (row, col) of the windows outside an --aoi: written as nodata, not read
+    offset: tuple = (
+        0,
+        0,
+    )  # (row, col) of this layer's origin in the store's grid (--bbox/--aoi: a window of it)
+    skip: frozenset = (
+        frozenset()
+    )  # (row, col) of the windows outside an --aoi: written as nodata, not read
 
     @property
     def is_class(self) -> bool:
@@ -77,13 +91,22 @@ class Layer:
         block = array[time_index, rows, cols] if self.timed else array[rows, cols]
         if self.kind == "continuous" and not np.isnan(self.nodata):
             if np.any(block == self.nodata):  # a real value would read back as no data
-                raise InputError("--nodata", f"{self.path} holds the value {self.nodata:g} itself; choose another, e.g. --nodata nan")
+                raise InputError(
+                    "--nodata",
+                    f"{self.path} holds the value {self.nodata:g} itself; choose another, e.g. --nodata nan",
+                )
             block = np.where(np.isnan(block), np.float32(self.nodata), block)
         return block
 
 
-def open_layer(path: str, *, variable: str | None = None, band: str | None = None, flag: str = "--input",
-               float_nodata: float = DEFAULT_FLOAT_NODATA) -> Layer:
+def open_layer(
+    path: str,
+    *,
+    variable: str | None = None,
+    band: str | None = None,
+    flag: str = "--input",
+    float_nodata: float = DEFAULT_FLOAT_NODATA,
+) -> Layer:
     """A complete product store (class map, prediction, similarity, change) or an embedding store + `band`.
 
     `variable` defaults to the product's main one (MAIN_VARIABLES); float variables are exported
@@ -92,38 +115,88 @@ def open_layer(path: str, *, variable: str | None = None, band: str | None = Non
     import rioxarray  # noqa: F401
 
     try:
-        ds = xr.open_zarr(path, consolidated=True, zarr_format=store.ZARR_FORMAT, mask_and_scale=False)
+        ds = xr.open_zarr(
+            path, consolidated=True, zarr_format=store.ZARR_FORMAT, mask_and_scale=False
+        )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
     if ds.attrs.get(store.STATUS_ATTR) != "complete":
-        raise InputError(flag, f"{path} is incomplete ({store.STATUS_ATTR}={ds.attrs.get(store.STATUS_ATTR)!r}); finish it with --resume first")
+        raise InputError(
+            flag,
+            f"{path} is incomplete ({store.STATUS_ATTR}={ds.attrs.get(store.STATUS_ATTR)!r}); finish it with --resume first",
+        )
     band_index, labels, values, kind = None, (), (), "class"
     if "embedding" in ds:
         if variable not in (None, "embedding"):
-            raise InputError("--variable", f"{path} is an embedding store; export one band with --band")
+            raise InputError(
+                "--variable", f"{path} is an embedding store; export one band with --band"
+            )
         if not band:
-            raise InputError("--band", f"{path} is an embedding store: name the band to export, e.g. --band A01")
+            raise InputError(
+                "--band", f"{path} is an embedding store: name the band to export, e.g. --band A01"
+            )
         bands = [str(b) for b in ds["band"].values]
         if band not in bands:
-            raise InputError("--band", f"{path} has no band {band!r}; bands are {bands[0]}…{bands[-1]}")
-        variable, band_index, dtype, nodata, kind = "embedding", bands.index(band), "float32", float("nan"), "embedding"
+            raise InputError(
+                "--band", f"{path} has no band {band!r}; bands are {bands[0]}…{bands[-1]}"
+            )
+        variable, band_index, dtype, nodata, kind = (
+            "embedding",
+            bands.index(band),
+            "float32",
+            float("nan"),
+            "embedding",
+        )
     else:
         if band:
-            raise InputError("--band", f"{path} is not an embedding store; choose a variable with --variable ({', '.join(ds.data_vars)})")
-        variable = variable or next((v for v in MAIN_VARIABLES if v in ds), None) or (list(ds.data_vars) + [""])[0]
+            raise InputError(
+                "--band",
+                f"{path} is not an embedding store; choose a variable with --variable ({', '.join(ds.data_vars)})",
+            )
+        variable = (
+            variable
+            or next((v for v in MAIN_VARIABLES if v in ds), None)
+            or (list(ds.data_vars) + [""])[0]
+        )
         if variable not in ds:
-            raise InputError("--variable", f"{path} has no {variable!r} variable; choose one of {', '.join(ds.data_vars)}")
+            raise InputError(
+                "--variable",
+                f"{path} has no {variable!r} variable; choose one of {', '.join(ds.data_vars)}",
+            )
         if set(ds[variable].dims) - {"time", "y", "x"}:
-            raise InputError("--variable", f"{variable!r} of {path} is not a map (dims {ds[variable].dims}); choose one of {', '.join(ds.data_vars)}")
-        kind, dtype, nodata, labels, values = describe_variable(variable, str(ds[variable].dtype), ds[variable].attrs,
-                                                                ds[variable].encoding.get("_FillValue"), float_nodata)
+            raise InputError(
+                "--variable",
+                f"{variable!r} of {path} is not a map (dims {ds[variable].dims}); choose one of {', '.join(ds.data_vars)}",
+            )
+        kind, dtype, nodata, labels, values = describe_variable(
+            variable,
+            str(ds[variable].dtype),
+            ds[variable].attrs,
+            ds[variable].encoding.get("_FillValue"),
+            float_nodata,
+        )
     chunks = ds[variable].encoding.get("chunks")
     chunks = dict(zip(ds[variable].dims, chunks)) if chunks else {}
     return Layer(
-        path=path, variable=variable, band_index=band_index, crs=str(ds.rio.crs), transform=tuple(ds.rio.transform(recalc=False))[:6],
-        width=ds.sizes["x"], height=ds.sizes["y"], chunk_rows=int(chunks.get("y", ds.sizes["y"])), chunk_cols=int(chunks.get("x", ds.sizes["x"])),
-        years=tuple(int(str(t)[:4]) for t in ds["time"].values) if "time" in ds[variable].dims else (), dtype=dtype, nodata=nodata,
-        labels=labels, values=values, kind=kind, timed="time" in ds[variable].dims, attrs=dict(ds[variable].attrs),
+        path=path,
+        variable=variable,
+        band_index=band_index,
+        crs=str(ds.rio.crs),
+        transform=tuple(ds.rio.transform(recalc=False))[:6],
+        width=ds.sizes["x"],
+        height=ds.sizes["y"],
+        chunk_rows=int(chunks.get("y", ds.sizes["y"])),
+        chunk_cols=int(chunks.get("x", ds.sizes["x"])),
+        years=tuple(int(str(t)[:4]) for t in ds["time"].values)
+        if "time" in ds[variable].dims
+        else (),
+        dtype=dtype,
+        nodata=nodata,
+        labels=labels,
+        values=values,
+        kind=kind,
+        timed="time" in ds[variable].dims,
+        attrs=dict(ds[variable].attrs),
     )
 
 
@@ -131,11 +204,19 @@ def crop(layer: Layer, sub) -> Layer:
     """The layer on a subset's window (transforms/storage/subset.py): the GeoTIFF's grid and geotransform, chunks outside an --aoi as nodata."""
     if not sub.active:
         return layer
-    return dataclasses.replace(layer, width=sub.window.cols, height=sub.window.rows, transform=sub.transform(layer.transform), offset=sub.offset,
-                               skip=frozenset((w.row, w.col) for w, kept in sub.windows() if not kept))
+    return dataclasses.replace(
+        layer,
+        width=sub.window.cols,
+        height=sub.window.rows,
+        transform=sub.transform(layer.transform),
+        offset=sub.offset,
+        skip=frozenset((w.row, w.col) for w, kept in sub.windows() if not kept),
+    )
 
 
-def describe_variable(variable: str, dtype: str, attrs: dict, fill, float_nodata: float = DEFAULT_FLOAT_NODATA):
+def describe_variable(
+    variable: str, dtype: str, attrs: dict, fill, float_nodata: float = DEFAULT_FLOAT_NODATA
+):
     """A product variable as exported -> (kind, GeoTIFF dtype, nodata, class labels, class values)."""
     nodata = attrs.get("fill_value", fill)
     nodata = float("nan") if nodata in (None, "NaN") else nodata
@@ -160,7 +241,9 @@ def class_colors(values) -> dict[int, tuple[int, int, int]]:
         palette = matplotlib.colormaps["tab20"].colors
     else:
         palette = [matplotlib.colors.hsv_to_rgb((i / n, 0.65, 0.9)) for i in range(n)]
-    return {int(v): tuple(int(round(255 * c)) for c in palette[i][:3]) for i, v in enumerate(values)}
+    return {
+        int(v): tuple(int(round(255 * c)) for c in palette[i][:3]) for i, v in enumerate(values)
+    }
 
 
 def layer_colors(layer: Layer) -> dict[int, tuple[int, int, int]] | None:
@@ -187,7 +270,7 @@ def output_paths(output: str, years, suffix: str = ".tif") -> dict[int, str]:
 def _local_target(path: str):
     """(local path to write, upload callback) — rasterio writes local files; gs:// is uploaded after."""
     if "://" not in path or path.startswith("file://"):
-        local = path[len("file://"):] if path.startswith("file://") else path
+        local = path[len("file://") :] if path.startswith("file://") else path
         os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
         return local, lambda: None
     handle, local = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
@@ -212,31 +295,62 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
     fd, tiled = tempfile.mkstemp(suffix=".tif", dir=os.path.dirname(os.path.abspath(local)))
     os.close(fd)
     profile = dict(
-        driver="GTiff", width=layer.width, height=layer.height, count=1, dtype=layer.dtype, crs=layer.crs,
-        transform=Affine(*layer.transform), nodata=layer.nodata, tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE,
-        compress="deflate", BIGTIFF="IF_SAFER",
+        driver="GTiff",
+        width=layer.width,
+        height=layer.height,
+        count=1,
+        dtype=layer.dtype,
+        crs=layer.crs,
+        transform=Affine(*layer.transform),
+        nodata=layer.nodata,
+        tiled=True,
+        blockxsize=BLOCK_SIZE,
+        blockysize=BLOCK_SIZE,
+        compress="deflate",
+        BIGTIFF="IF_SAFER",
     )
     try:
         array = layer.open_array()
         with rasterio.open(tiled, "w", **profile) as dst:
             for w in layer.windows():
-                block = np.full((w.rows, w.cols), layer.nodata, dtype=layer.dtype) if (w.row, w.col) in layer.skip else layer.read(array, time_index, w)
+                block = (
+                    np.full((w.rows, w.cols), layer.nodata, dtype=layer.dtype)
+                    if (w.row, w.col) in layer.skip
+                    else layer.read(array, time_index, w)
+                )
                 dst.write(block, 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
             if colors and layer.dtype in ("uint8", "uint16"):
                 table = {v: (*rgb, 255) for v, rgb in colors.items()}
                 table.setdefault(int(layer.nodata), (0, 0, 0, 0))
                 dst.write_colormap(1, table)
-            dst.update_tags(EFM_PRODUCT="export", EFM_VERSION=store.tool_version())  # what `--overwrite` may replace
+            dst.update_tags(
+                EFM_PRODUCT="export", EFM_VERSION=store.tool_version()
+            )  # what `--overwrite` may replace
             if layer.kind == "continuous":  # what the quicklook's colour bar and a GIS user read
-                dst.update_tags(1, **{k.upper(): str(layer.attrs[k]) for k in ("long_name", "units", "target") if layer.attrs.get(k)})
+                dst.update_tags(
+                    1,
+                    **{
+                        k.upper(): str(layer.attrs[k])
+                        for k in ("long_name", "units", "target")
+                        if layer.attrs.get(k)
+                    },
+                )
                 dst.set_band_description(1, str(layer.attrs.get("long_name", layer.variable)))
                 if layer.attrs.get("units"):
                     dst.set_band_unit(1, str(layer.attrs["units"]))
             if layer.is_class and layer.labels:
-                dst.update_tags(1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)})
+                dst.update_tags(
+                    1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)}
+                )
         rasterio.shutil.copy(
-            tiled, local, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK_SIZE, BIGTIFF="IF_SAFER",
-            OVERVIEW_RESAMPLING="NEAREST" if layer.is_class else "AVERAGE", PREDICTOR="YES" if layer.dtype == "float32" else "NO",
+            tiled,
+            local,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=BLOCK_SIZE,
+            BIGTIFF="IF_SAFER",
+            OVERVIEW_RESAMPLING="NEAREST" if layer.is_class else "AVERAGE",
+            PREDICTOR="YES" if layer.dtype == "float32" else "NO",
         )
     finally:
         if os.path.exists(tiled):
@@ -281,17 +395,29 @@ def _legend_figure(image, extent_px, title: str, handles=None):
 
     height, width = extent_px
     fig_w = 8.0
-    fig_h = max(3.0, fig_w * height / max(width, 1)) if not handles else max(3.0, (fig_w - 2.5) * height / max(width, 1))
+    fig_h = (
+        max(3.0, fig_w * height / max(width, 1))
+        if not handles
+        else max(3.0, (fig_w - 2.5) * height / max(width, 1))
+    )
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
     ax.imshow(image, interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     if handles:
-        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        ax.legend(
+            handles=handles,
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            fontsize=8,
+            frameon=False,
+        )
     return fig
 
 
-def quicklook_classes(cog_path: str, png: str, layer: Layer, colors: dict, year: int, max_size: int = 1024) -> str:
+def quicklook_classes(
+    cog_path: str, png: str, layer: Layer, colors: dict, year: int, max_size: int = 1024
+) -> str:
     """A PNG of the class map read from the COG's overviews, with a legend naming the classes."""
     import matplotlib.patches as mpatches
     import matplotlib.pyplot as plt
@@ -305,8 +431,13 @@ def quicklook_classes(cog_path: str, png: str, layer: Layer, colors: dict, year:
     rgba = np.zeros(shape + (4,), dtype=np.uint8)
     for value, rgb in colors.items():
         rgba[codes == value] = (*rgb, 255)
-    handles = [mpatches.Patch(color=np.array(colors[v]) / 255, label=str(lbl)) for v, lbl in zip(layer.values, layer.labels)]
-    fig = _legend_figure(rgba, shape, f"{os.path.basename(layer.path.rstrip('/'))} — {year}", handles)
+    handles = [
+        mpatches.Patch(color=np.array(colors[v]) / 255, label=str(lbl))
+        for v, lbl in zip(layer.values, layer.labels)
+    ]
+    fig = _legend_figure(
+        rgba, shape, f"{os.path.basename(layer.path.rstrip('/'))} — {year}", handles
+    )
     _save(fig, png)
     plt.close(fig)
     return png
@@ -328,7 +459,9 @@ def colour_scale(layer: Layer, values: np.ndarray) -> tuple[str, float, float]:
     return "viridis", low, high if high > low else low + 1.0
 
 
-def quicklook_continuous(cog_path: str, png: str, layer: Layer, title: str, max_size: int = 1024) -> str:
+def quicklook_continuous(
+    cog_path: str, png: str, layer: Layer, title: str, max_size: int = 1024
+) -> str:
     """A PNG of a float map read from the COG's overviews, with a colour bar naming the quantity and units; no data is grey."""
     import matplotlib
 
@@ -345,7 +478,9 @@ def quicklook_continuous(cog_path: str, png: str, layer: Layer, title: str, max_
     name, vmin, vmax = colour_scale(layer, image.compressed())
     cmap = matplotlib.colormaps[name].with_extremes(bad="#bdbdbd")
     fig_w = 8.0
-    fig, ax = plt.subplots(figsize=(fig_w, max(3.0, (fig_w - 1.5) * shape[0] / max(shape[1], 1))), dpi=100)
+    fig, ax = plt.subplots(
+        figsize=(fig_w, max(3.0, (fig_w - 1.5) * shape[0] / max(shape[1], 1))), dpi=100
+    )
     im = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(f"{title}\n(grey = no data)", fontsize=10)
     ax.set_axis_off()
@@ -366,12 +501,19 @@ def _strided(layer_like_windows, read, step: int, shape, channels: int):
         if r0 >= w.row + w.rows or c0 >= w.col + w.cols:
             continue
         block = read(w)[r0 - w.row :: step, c0 - w.col :: step]
-        rows, cols = min(block.shape[0], shape[0] - r0 // step), min(block.shape[1], shape[1] - c0 // step)
-        out[r0 // step : r0 // step + rows, c0 // step : c0 // step + cols] = block[:rows, :cols].reshape(rows, cols, channels)
+        rows, cols = (
+            min(block.shape[0], shape[0] - r0 // step),
+            min(block.shape[1], shape[1] - c0 // step),
+        )
+        out[r0 // step : r0 // step + rows, c0 // step : c0 // step + cols] = block[
+            :rows, :cols
+        ].reshape(rows, cols, channels)
     return out
 
 
-def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_size: int = 1024) -> np.ndarray:
+def false_colour(
+    layer: Layer, time_index: int, band_indices: list[int], max_size: int = 1024
+) -> np.ndarray:
     """(h, w, 3) uint8 RGBA-ready image of three embedding bands, strided chunk by chunk, 2–98 % stretch."""
     from transforms.storage.readers import StoreReader
 
@@ -379,7 +521,9 @@ def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_siz
     shape = (-(-layer.height // step), -(-layer.width // step))
     reader = StoreReader(layer.path)
     kept = [w for w in layer.windows() if (w.row, w.col) not in layer.skip]
-    image = _strided(kept, lambda w: reader.read(time_index, layer.source(w))[..., band_indices], step, shape, 3)
+    image = _strided(
+        kept, lambda w: reader.read(time_index, layer.source(w))[..., band_indices], step, shape, 3
+    )
     rgba = np.zeros(shape + (4,), dtype=np.uint8)
     valid = ~np.isnan(image).any(axis=-1)
     if valid.any():
@@ -390,11 +534,23 @@ def false_colour(layer: Layer, time_index: int, band_indices: list[int], max_siz
     return rgba
 
 
-def quicklook_false_colour(layer: Layer, time_index: int, bands: list[str], band_indices: list[int], png: str, year: int, max_size: int = 1024) -> str:
+def quicklook_false_colour(
+    layer: Layer,
+    time_index: int,
+    bands: list[str],
+    band_indices: list[int],
+    png: str,
+    year: int,
+    max_size: int = 1024,
+) -> str:
     import matplotlib.pyplot as plt
 
     rgba = false_colour(layer, time_index, band_indices, max_size)
-    fig = _legend_figure(rgba, rgba.shape[:2], f"{os.path.basename(layer.path.rstrip('/'))} — {year} — R,G,B = {', '.join(bands)}")
+    fig = _legend_figure(
+        rgba,
+        rgba.shape[:2],
+        f"{os.path.basename(layer.path.rstrip('/'))} — {year} — R,G,B = {', '.join(bands)}",
+    )
     _save(fig, png)
     plt.close(fig)
     return png

@@ -9,6 +9,7 @@ products with the reference pixels; it is 1 only if every reference pixel equals
 The points' pixels are read here, in the driver, one chunk window per (year, chunk holding a
 point): a reference set is a handful to a few thousand points, not a table to sample.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,9 @@ def _any_column(path: str) -> str:
     lower = path.lower()
     try:
         if lower.endswith(sampling.CSV_SUFFIXES):
-            columns = list(pd.read_csv(path, nrows=0, sep="\t" if lower.endswith(".tsv") else ",").columns)
+            columns = list(
+                pd.read_csv(path, nrows=0, sep="\t" if lower.endswith(".tsv") else ",").columns
+            )
         elif lower.endswith(sampling.PARQUET_SUFFIXES):
             import pyarrow.parquet as pq
 
@@ -45,15 +48,23 @@ def _any_column(path: str) -> str:
     if "geometry" in columns:
         return "geometry"
     lowered = {str(c).lower(): c for c in columns}
-    return next((lowered[a] for a, b in sampling.COORD_COLUMNS if a in lowered and b in lowered), columns[0] if columns else "geometry")
+    return next(
+        (lowered[a] for a, b in sampling.COORD_COLUMNS if a in lowered and b in lowered),
+        columns[0] if columns else "geometry",
+    )
 
 
-def read_reference_points(path: str, label_column: str | None, label: str | None, points_crs: str | None = None) -> sampling.Points:
+def read_reference_points(
+    path: str, label_column: str | None, label: str | None, points_crs: str | None = None
+) -> sampling.Points:
     """The reference points, optionally only those whose `label_column` equals `label` (compared as text)."""
     if label is not None and label_column is None:
         raise InputError("--label", "--label needs --label-column, the column to compare it with")
     if label_column is not None and label is None:
-        raise InputError("--label-column", "--label-column needs --label, the value of the reference points in it")
+        raise InputError(
+            "--label-column",
+            "--label-column needs --label, the value of the reference points in it",
+        )
     points = sampling.read_points(path, label_column or _any_column(path), points_crs)
     if label is None:
         return points
@@ -61,25 +72,33 @@ def read_reference_points(path: str, label_column: str | None, label: str | None
     if not keep.any():
         found = sorted({str(v) for v in points.labels})
         shown = ", ".join(found[:10]) + (" ..." if len(found) > 10 else "")
-        raise InputError("--label", f"no point of {path} has {label_column} = {label!r}; its values are {shown}")
+        raise InputError(
+            "--label", f"no point of {path} has {label_column} = {label!r}; its values are {shown}"
+        )
     return sampling.Points(points.labels[keep], points.x[keep], points.y[keep], points.crs)
 
 
-def point_values(info: StoreInfo, rows: np.ndarray, cols: np.ndarray, time_index: int) -> np.ndarray:
+def point_values(
+    info: StoreInfo, rows: np.ndarray, cols: np.ndarray, time_index: int
+) -> np.ndarray:
     """(n, bands) float32 of the pixels (rows, cols) of one store time step, NaN = no data; one read per chunk."""
     reader = StoreReader(info.path)
     out = np.full((len(rows), len(info.bands)), np.nan, dtype=np.float32)
     chunk_r, chunk_c = rows // info.chunk_rows, cols // info.chunk_cols
     for cr, cc in sorted(set(zip(chunk_r.tolist(), chunk_c.tolist()))):
         r0, c0 = cr * info.chunk_rows, cc * info.chunk_cols
-        window = Window(r0, c0, min(info.chunk_rows, info.height - r0), min(info.chunk_cols, info.width - c0))
+        window = Window(
+            r0, c0, min(info.chunk_rows, info.height - r0), min(info.chunk_cols, info.width - c0)
+        )
         values = reader.read(time_index, window)
         pick = (chunk_r == cr) & (chunk_c == cc)
         out[pick] = values[rows[pick] - r0, cols[pick] - c0]
     return out
 
 
-def references(info: StoreInfo, points: sampling.Points, years: list[int], path: str, read=None) -> dict[int, Reference]:
+def references(
+    info: StoreInfo, points: sampling.Points, years: list[int], path: str, read=None
+) -> dict[int, Reference]:
     """Year -> the mean embedding at the points (points outside the grid or on no-data skipped).
 
     `read(rows, cols, time_index)` -> (n, bands) float32 gives the pixels' values (default: `point_values`
@@ -88,14 +107,20 @@ def references(info: StoreInfo, points: sampling.Points, years: list[int], path:
     rows, cols = sampling.to_pixels(info, points)
     inside = rows >= 0
     if not inside.any():
-        raise InputError("--points", f"none of the {len(rows)} points of {path} lies inside {info.path}; check the area and the points' CRS (--points-crs)")
+        raise InputError(
+            "--points",
+            f"none of the {len(rows)} points of {path} lies inside {info.path}; check the area and the points' CRS (--points-crs)",
+        )
     rows, cols = rows[inside], cols[inside]
     out = {}
     for year in years:
         values = read(rows, cols, info.time_index(year)).astype(np.float64)
         valid = ~np.isnan(values).any(axis=1)
         if not valid.any():
-            raise InputError("--points", f"all {len(rows)} points of {path} inside the store fall on pixels without data in {year}; "
-                                         "choose points on pixels with data (or another --reference-year)")
+            raise InputError(
+                "--points",
+                f"all {len(rows)} points of {path} inside the store fall on pixels without data in {year}; "
+                "choose points on pixels with data (or another --reference-year)",
+            )
         out[year] = Reference(values[valid].mean(axis=0).astype(np.float32), int(valid.sum()))
     return out

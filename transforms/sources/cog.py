@@ -31,6 +31,7 @@ anonymous unless credentials are found, see `remote_fs`).
 The index and paths are in `cog_index`, the reads of one file and the mosaic in
 `cog_read`; this module holds the source itself (open files, errors, retries).
 """
+
 from __future__ import annotations
 
 import collections
@@ -47,18 +48,31 @@ from transforms.core.grid import Grid, Window
 from transforms.sources import remote_fs
 from transforms.sources.cog_blocks import BlockCache, Layout, read_block
 from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
-from transforms.sources.cog_read import MOSAIC_RULE, RESAMPLING, band_indexes, mosaic_into, read_into_grid
+from transforms.sources.cog_read import (
+    MOSAIC_RULE,
+    RESAMPLING,
+    band_indexes,
+    mosaic_into,
+    read_into_grid,
+)
 from transforms.sources.fetch import RetryableError
 from transforms.sources.grid_source import GridSource
 
 
 HANDLES_PER_THREAD = 16  # open datasets kept per fetch thread (LRU)
-BLOCK_CACHE_BYTES = 512 * 2**20  # decoded blocks kept per process (8 of the mirror's 1024 px x 64 band blocks)
+BLOCK_CACHE_BYTES = (
+    512 * 2**20
+)  # decoded blocks kept per process (8 of the mirror's 1024 px x 64 band blocks)
 # GDAL settings for every read: never list a folder (the index says where files are),
 # never look for side-car files; a small block cache of GDAL's own (64 MB): blocks are kept,
 # decoded once, in `cog_blocks`, and GDAL's default (5 % of RAM) held a second copy of them
 # (peak RSS of efm extract at 16x the benchmark area: 3.0 GiB with it).
-GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO", "GDAL_NUM_THREADS": "1", "GDAL_CACHEMAX": 64 * 2**20}
+GDAL_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_PAM_ENABLED": "NO",
+    "GDAL_NUM_THREADS": "1",
+    "GDAL_CACHEMAX": 64 * 2**20,
+}
 
 
 class _Handles(threading.local):
@@ -134,7 +148,9 @@ class CogSource(GridSource):
 
     def _remote_missing(self, path: str) -> bool:
         try:
-            return not remote_fs.exists(self._fs, filesystem(path)[1])  # http: unreachable raises, not "absent"
+            return not remote_fs.exists(
+                self._fs, filesystem(path)[1]
+            )  # http: unreachable raises, not "absent"
         except Exception:  # cannot tell now: let the retry find out
             return False
 
@@ -161,12 +177,22 @@ class CogSource(GridSource):
             if not need.any():
                 break
         if codes is None:
-            codes = np.full((tile.rows, tile.cols, len(self.bands)), quantize.NODATA_CODE, dtype=np.int8)
+            codes = np.full(
+                (tile.rows, tile.cols, len(self.bands)), quantize.NODATA_CODE, dtype=np.int8
+            )
         if np.dtype(self.store_dtype) == np.int8:
             return codes
         return quantize.dequantize(codes)
 
-    def _read(self, f: CogFile, left: float, top: float, rows: int, cols: int, need: np.ndarray | None = None) -> np.ndarray | None:
+    def _read(
+        self,
+        f: CogFile,
+        left: float,
+        top: float,
+        rows: int,
+        cols: int,
+        need: np.ndarray | None = None,
+    ) -> np.ndarray | None:
         import rasterio.errors
 
         try:
@@ -176,20 +202,32 @@ class CogSource(GridSource):
 
             def block(block_row: int, block_col: int, wait: bool = True) -> np.ndarray | None:
                 key = (f.path, self.run_token, tuple(indexes), block_row, block_col)
-                return self._blocks.get(key, lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col), wait)
+                return self._blocks.get(
+                    key,
+                    lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col),
+                    wait,
+                )
 
-            return read_into_grid(layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols, need)
+            return read_into_grid(
+                layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols, need
+            )
         except FileNotFoundError as exc:
             self._forget(f.path)
-            raise FileNotFoundError(f"{f.path} is listed in the index but does not exist: {first_line(exc)}") from None
+            raise FileNotFoundError(
+                f"{f.path} is listed in the index but does not exist: {first_line(exc)}"
+            ) from None
         except (rasterio.errors.RasterioIOError, OSError, TimeoutError, ConnectionError) as exc:
             self._forget(f.path)
             if not is_remote(f.path):  # a local file that cannot be read will not get better
                 if not _local_exists(f.path):
-                    raise FileNotFoundError(f"{f.path} is listed in the index but does not exist") from None
+                    raise FileNotFoundError(
+                        f"{f.path} is listed in the index but does not exist"
+                    ) from None
                 raise OSError(f"cannot read {f.path}: {first_line(exc)}") from exc
             if self._remote_missing(f.path):
-                raise FileNotFoundError(f"{f.path} is listed in the index but does not exist") from None
+                raise FileNotFoundError(
+                    f"{f.path} is listed in the index but does not exist"
+                ) from None
             raise RetryableError(f"{f.path}: {first_line(exc)}") from exc
         except Exception as exc:
             if is_remote(f.path) and _looks_transient(exc):
@@ -216,12 +254,27 @@ def _looks_transient(exc: BaseException) -> bool:
         return False
 
 
-def make_source(grid: Grid, years: list[int], bands: tuple[str, ...], store_dtype: str, root: str, index,
-                request_tile_size: int | None = None, block_cache_bytes: int = BLOCK_CACHE_BYTES) -> CogSource:
+def make_source(
+    grid: Grid,
+    years: list[int],
+    bands: tuple[str, ...],
+    store_dtype: str,
+    root: str,
+    index,
+    request_tile_size: int | None = None,
+    block_cache_bytes: int = BLOCK_CACHE_BYTES,
+) -> CogSource:
     """The source for a planned grid, given the index rows `check_cog_root` returned."""
     return CogSource(
-        grid=grid, years=tuple(years), bands=tuple(bands), store_dtype=store_dtype, transfer_itemsize=1,
-        request_tile_size=request_tile_size, root=root, files=files_for_grid(index, grid), block_cache_bytes=block_cache_bytes,
+        grid=grid,
+        years=tuple(years),
+        bands=tuple(bands),
+        store_dtype=store_dtype,
+        transfer_itemsize=1,
+        request_tile_size=request_tile_size,
+        root=root,
+        files=files_for_grid(index, grid),
+        block_cache_bytes=block_cache_bytes,
     )
 
 

@@ -10,6 +10,7 @@ process-wide LRU cache of bounded size that every fetch thread shares; a thread 
 block another thread is decoding waits for it rather than decoding it again. Chunks are fetched
 in spatially coherent batches (`FetchChunks`), so the blocks they share are wanted close in time.
 """
+
 from __future__ import annotations
 
 import collections
@@ -41,11 +42,15 @@ def interleave(planar: np.ndarray, out: np.ndarray, flip_rows: bool) -> None:
     tiles = out.reshape(rows, cols // 8, 8, bands)  # a view: `out` is contiguous
     if flip_rows:
         tiles = tiles[::-1]
-    in_pixel_order = np.empty((ROWS_PER_PASS, cols // 8, bands), dtype=np.uint64)  # one buffer for every pass
+    in_pixel_order = np.empty(
+        (ROWS_PER_PASS, cols // 8, bands), dtype=np.uint64
+    )  # one buffer for every pass
     for r in range(0, rows, ROWS_PER_PASS):
         n = min(ROWS_PER_PASS, rows - r)
         np.copyto(in_pixel_order[:n], words[:, r : r + n, :].transpose(1, 2, 0))
-        tiles[r : r + n] = in_pixel_order[:n].view(np.int8).reshape(n, cols // 8, bands, 8).transpose(0, 1, 3, 2)
+        tiles[r : r + n] = (
+            in_pixel_order[:n].view(np.int8).reshape(n, cols // 8, bands, 8).transpose(0, 1, 3, 2)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +71,9 @@ class Layout:
             raise ValueError(f"{ds.name}: rotated geotransforms are not supported")
         block_rows, block_cols = ds.block_shapes[0]
         bottom_up = t.e > 0
-        north_up = affine.Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + ds.height * t.e) if bottom_up else t
+        north_up = (
+            affine.Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + ds.height * t.e) if bottom_up else t
+        )
         return cls(ds.width, ds.height, block_rows, block_cols, bottom_up, north_up)
 
     def block_span(self, block_row: int) -> tuple[int, int]:
@@ -83,7 +90,11 @@ class Layout:
         """Stored blocks (block_row, block_col) under north-up rows [r0, r1) x cols [c0, c1)."""
         b_rows = sorted({int(self.block_rows_of(r0)), int(self.block_rows_of(r1 - 1))})
         b_rows = range(b_rows[0], b_rows[-1] + 1)
-        return [(br, bc) for br in b_rows for bc in range(c0 // self.block_cols, (c1 - 1) // self.block_cols + 1)]
+        return [
+            (br, bc)
+            for br in b_rows
+            for bc in range(c0 // self.block_cols, (c1 - 1) // self.block_cols + 1)
+        ]
 
 
 class BlockCache:
@@ -168,7 +179,9 @@ def in_turn(blocks: list, fetch) -> Iterator[tuple[tuple[int, int], np.ndarray]]
         yield b, fetch(*b, wait=True)
 
 
-def read_block(ds, layout: Layout, indexes: list[int], block_row: int, block_col: int) -> np.ndarray:
+def read_block(
+    ds, layout: Layout, indexes: list[int], block_row: int, block_col: int
+) -> np.ndarray:
     """One stored block of the bands `indexes`, decoded, north-up, (rows, cols, bands) int8."""
     from rasterio.windows import Window as RioWindow
 

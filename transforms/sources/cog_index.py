@@ -6,6 +6,7 @@ footprint. Files are found through that index only: the bucket is never listed.
 `check_cog_root` runs on the launcher; `files_for_grid` turns its rows into the small
 `CogFile` records the workers get.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -32,12 +33,15 @@ FLAG = "--cog-root"
 # Paths and filesystems
 # ---------------------------------------------------------------------------------------
 
+
 def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
 def filesystem(root: str):
-    fs, stripped = remote_fs.url_to_fs(root, FLAG)  # s3:// anonymous unless credentials: see remote_fs
+    fs, stripped = remote_fs.url_to_fs(
+        root, FLAG
+    )  # s3:// anonymous unless credentials: see remote_fs
     return fs, stripped.rstrip("/")
 
 
@@ -76,13 +80,16 @@ def resolve_path(root: str, listed: str) -> str:
     if match:
         return join(root, match[1], match[2], match[3])
     if "://" in listed or listed.startswith("/"):
-        raise InputError(FLAG, f"the index lists {listed!r}, which is not laid out as <year>/<zone>/<name>.tiff")
+        raise InputError(
+            FLAG, f"the index lists {listed!r}, which is not laid out as <year>/<zone>/<name>.tiff"
+        )
     return join(root, listed)
 
 
 # ---------------------------------------------------------------------------------------
 # The index table
 # ---------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class CogFile:
@@ -91,13 +98,18 @@ class CogFile:
     path: str  # resolved under the root
     year: int
     crs: str  # the file's own CRS (its UTM zone)
-    bounds: tuple[float, float, float, float]  # footprint in the *grid's* CRS (minx, miny, maxx, maxy)
+    bounds: tuple[
+        float, float, float, float
+    ]  # footprint in the *grid's* CRS (minx, miny, maxx, maxy)
 
     def intersects(self, bounds: tuple[float, float, float, float]) -> bool:
         minx, miny, maxx, maxy = bounds
-        return self.bounds[0] < maxx and minx < self.bounds[2] and self.bounds[1] < maxy and miny < self.bounds[3]
-
-
+        return (
+            self.bounds[0] < maxx
+            and minx < self.bounds[2]
+            and self.bounds[1] < maxy
+            and miny < self.bounds[3]
+        )
 
 
 def find_index(root: str) -> str:
@@ -108,11 +120,15 @@ def find_index(root: str) -> str:
             if remote_fs.exists(fs, f"{base}/{name}"):
                 return join(root, name)
         except Exception as exc:  # auth, network: say so now
-            raise InputError(FLAG, f"cannot reach {root}: {type(exc).__name__}: {first_line(exc)}") from None
+            raise InputError(
+                FLAG, f"cannot reach {root}: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
     bucket = remote_fs.bucket_missing(fs, root)
     if bucket:
         hint = ", and the endpoint if you set AWS_ENDPOINT_URL" if root.startswith("s3") else ""
-        raise InputError(FLAG, f"no bucket named {bucket!r} (for {root}); check the bucket's name{hint}")
+        raise InputError(
+            FLAG, f"no bucket named {bucket!r} (for {root}); check the bucket's name{hint}"
+        )
     raise InputError(
         FLAG,
         f"no index table in {root} (looked for {', '.join(INDEX_NAMES)}); point --cog-root at the mirror's root, "
@@ -171,7 +187,10 @@ def read_index(root: str):
         raise InputError(FLAG, f"cannot read the index {index_path}: {first_line(exc)}") from None
     columns = {c.lower(): c for c in raw.columns}
     if "path" not in columns:
-        raise InputError(FLAG, f"the index {index_path} has no 'path' column (columns: {', '.join(map(str, raw.columns))})")
+        raise InputError(
+            FLAG,
+            f"the index {index_path} has no 'path' column (columns: {', '.join(map(str, raw.columns))})",
+        )
     paths = raw[columns["path"]].astype(str)
     layout = paths.str.extract(_LAYOUT.pattern)
     if "year" in columns:
@@ -185,30 +204,60 @@ def read_index(root: str):
     else:
         crs = layout[1].map(lambda z: zone_crs(z) if isinstance(z, str) else None)
     if years.isna().any() or crs.isna().any():
-        raise InputError(FLAG, f"the index {index_path} has rows without a year or a CRS (columns: {', '.join(map(str, raw.columns))})")
-    geometry_column = next((columns[c] for c in ("geometry", "geom", "footprint", "wkt") if c in columns), None)
-    footprints = [_geometry_lonlat(v) for v in raw[geometry_column]] if geometry_column else [None] * len(raw)
+        raise InputError(
+            FLAG,
+            f"the index {index_path} has rows without a year or a CRS (columns: {', '.join(map(str, raw.columns))})",
+        )
+    geometry_column = next(
+        (columns[c] for c in ("geometry", "geom", "footprint", "wkt") if c in columns), None
+    )
+    footprints = (
+        [_geometry_lonlat(v) for v in raw[geometry_column]]
+        if geometry_column
+        else [None] * len(raw)
+    )
     has_wgs84 = all(f"wgs84_{side}" in columns for side in ("west", "south", "east", "north"))
     has_utm = all(f"utm_{side}" in columns for side in ("west", "south", "east", "north"))
-    frame = pd.DataFrame({
-        "path": [resolve_path(root, p) for p in paths],
-        "year": years.astype(int).to_numpy(),
-        "crs": [_normalise_crs(c) for c in crs],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": [resolve_path(root, p) for p in paths],
+            "year": years.astype(int).to_numpy(),
+            "crs": [_normalise_crs(c) for c in crs],
+        }
+    )
     for i, fp in enumerate(footprints):
         if fp is None and has_wgs84:
-            footprints[i] = shapely.box(*(float(raw[columns[f"wgs84_{s}"]].iloc[i]) for s in ("west", "south", "east", "north")))
+            footprints[i] = shapely.box(
+                *(
+                    float(raw[columns[f"wgs84_{s}"]].iloc[i])
+                    for s in ("west", "south", "east", "north")
+                )
+            )
     if has_utm:
         for side in ("west", "south", "east", "north"):
             frame[side] = raw[columns[f"utm_{side}"]].astype(float).to_numpy()
     else:  # the lon/lat footprint projected to the file's zone: approximate, enough to pick files
         if any(fp is None for fp in footprints):
-            raise InputError(FLAG, f"the index {index_path} gives no footprint (utm_west.., wgs84_west.. or a geometry) for some files")
+            raise InputError(
+                FLAG,
+                f"the index {index_path} gives no footprint (utm_west.., wgs84_west.. or a geometry) for some files",
+            )
         bounds = [_project(fp, "EPSG:4326", c).bounds for fp, c in zip(footprints, frame["crs"])]
-        frame["west"], frame["south"], frame["east"], frame["north"] = (np.array(b) for b in zip(*bounds))
+        frame["west"], frame["south"], frame["east"], frame["north"] = (
+            np.array(b) for b in zip(*bounds)
+        )
     if any(fp is None for fp in footprints):  # lon/lat footprint from the zone bounds
-        footprints = [fp if fp is not None else _project(shapely.box(w, s, e, n), c, "EPSG:4326")
-                      for fp, w, s, e, n, c in zip(footprints, frame["west"], frame["south"], frame["east"], frame["north"], frame["crs"])]
+        footprints = [
+            fp if fp is not None else _project(shapely.box(w, s, e, n), c, "EPSG:4326")
+            for fp, w, s, e, n, c in zip(
+                footprints,
+                frame["west"],
+                frame["south"],
+                frame["east"],
+                frame["north"],
+                frame["crs"],
+            )
+        ]
     frame["footprint"] = footprints
     frame.attrs["index_path"] = index_path
     return frame
@@ -237,7 +286,10 @@ def _project(geometry, src: str, dst: str):
     key = (src, dst)
     if key not in _transformers:
         _transformers[key] = pyproj.Transformer.from_crs(src, dst, always_xy=True)
-    densified = shapely.segmentize(geometry, max_segment_length=(0.01 if pyproj.CRS.from_user_input(src).is_geographic else 500.0))
+    densified = shapely.segmentize(
+        geometry,
+        max_segment_length=(0.01 if pyproj.CRS.from_user_input(src).is_geographic else 500.0),
+    )
     return shapely.transform(densified, _transformers[key].transform, interleaved=False)
 
 
@@ -253,10 +305,15 @@ def check_cog_root(root: str, years: list[int], aoi_lonlat: shapely.Geometry):
     missing = [y for y in years if y not in available]
     if missing:
         have = ", ".join(map(str, available)) if available else "none"
-        raise InputError("--years", f"{index_path} lists no files for {', '.join(map(str, missing))} (it has: {have}); pick years the mirror holds")
+        raise InputError(
+            "--years",
+            f"{index_path} lists no files for {', '.join(map(str, missing))} (it has: {have}); pick years the mirror holds",
+        )
     index = index[index["year"].isin(years)]
     shapely.prepare(aoi_lonlat)
-    hits = np.array([fp is not None and aoi_lonlat.intersects(fp) for fp in index["footprint"]], dtype=bool)
+    hits = np.array(
+        [fp is not None and aoi_lonlat.intersects(fp) for fp in index["footprint"]], dtype=bool
+    )
     selected = index[hits]
     west, south, east, north = aoi_lonlat.bounds
     for year in years:
@@ -290,7 +347,9 @@ def _check_files_exist(root: str, paths: list[str]) -> None:
 
 def files_for_grid(index, grid: Grid) -> tuple[CogFile, ...]:
     """Index rows -> the files whose footprint meets the grid, footprints in the grid's CRS."""
-    grid_box = shapely.box(grid.x0, grid.y0 - grid.height * grid.scale, grid.x0 + grid.width * grid.scale, grid.y0)
+    grid_box = shapely.box(
+        grid.x0, grid.y0 - grid.height * grid.scale, grid.x0 + grid.width * grid.scale, grid.y0
+    )
     files = []
     for row in index.itertuples(index=False):
         footprint = shapely.box(row.west, row.south, row.east, row.north)
@@ -298,6 +357,13 @@ def files_for_grid(index, grid: Grid) -> tuple[CogFile, ...]:
         if not in_grid.is_valid or in_grid.is_empty or not math.isfinite(in_grid.area):
             continue
         if in_grid.intersects(grid_box):
-            files.append(CogFile(path=row.path, year=int(row.year), crs=row.crs, bounds=tuple(float(v) for v in in_grid.bounds)))
+            files.append(
+                CogFile(
+                    path=row.path,
+                    year=int(row.year),
+                    crs=row.crs,
+                    bounds=tuple(float(v) for v in in_grid.bounds),
+                )
+            )
     files.sort(key=lambda f: (f.year, f.crs != grid.crs, f.path))
     return tuple(files)

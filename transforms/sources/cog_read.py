@@ -8,6 +8,7 @@ error, ~1e-4 px between neighbouring UTM zones, is far below GDAL's warper's def
 Both read the file's stored blocks through `cog_blocks`, which decodes each block once and
 turns it north-up: rows are never assumed to run top-down, the geotransform says which way.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,9 @@ from transforms.sources.cog_blocks import Layout, in_turn
 
 
 RESAMPLING = "nearest"
-MOSAIC_RULE = "files in the grid's CRS first, then the others; each pixel from the first file with data"
+MOSAIC_RULE = (
+    "files in the grid's CRS first, then the others; each pixel from the first file with data"
+)
 
 
 def band_indexes(descriptions: tuple, count: int, bands: tuple[str, ...]) -> list[int]:
@@ -50,8 +53,18 @@ def _is_native(src_crs, t: affine.Affine, grid_crs, scale: float, left: float, t
     return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
 
 
-def read_into_grid(layout: Layout, block, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int,
-                   need: np.ndarray | None = None) -> np.ndarray | None:
+def read_into_grid(
+    layout: Layout,
+    block,
+    src_crs,
+    grid_crs,
+    scale: float,
+    left: float,
+    top: float,
+    rows: int,
+    cols: int,
+    need: np.ndarray | None = None,
+) -> np.ndarray | None:
     """One file's int8 codes on a window of the target grid: (rows, cols, bands), -128 = none.
 
     `layout`: the file's geometry (`cog_blocks.Layout`); `block(block_row, block_col, wait)`: one of
@@ -65,11 +78,15 @@ def read_into_grid(layout: Layout, block, src_crs, grid_crs, scale: float, left:
     """
     t = layout.transform
     if _is_native(src_crs, t, grid_crs, scale, left, top):
-        return _copy_native(layout, block, round((t.f - top) / scale), round((left - t.c) / scale), rows, cols)
+        return _copy_native(
+            layout, block, round((t.f - top) / scale), round((left - t.c) / scale), rows, cols
+        )
     return _nearest(layout, block, src_crs, grid_crs, scale, left, top, rows, cols, need)
 
 
-def _copy_native(layout: Layout, block, row_off: int, col_off: int, rows: int, cols: int) -> np.ndarray | None:
+def _copy_native(
+    layout: Layout, block, row_off: int, col_off: int, rows: int, cols: int
+) -> np.ndarray | None:
     """Rows [row_off, +rows) x cols [col_off, +cols) of the file (north-up), from its blocks."""
     r0, r1 = max(0, row_off), min(layout.height, row_off + rows)
     c0, c1 = max(0, col_off), min(layout.width, col_off + cols)
@@ -80,17 +97,25 @@ def _copy_native(layout: Layout, block, row_off: int, col_off: int, rows: int, c
         if out is None:
             covered = (r0, r1, c0, c1) == (row_off, row_off + rows, col_off, col_off + cols)
             shape = (rows, cols, data.shape[-1])
-            out = np.empty(shape, dtype=np.int8) if covered else np.full(shape, quantize.NODATA_CODE, dtype=np.int8)
+            out = (
+                np.empty(shape, dtype=np.int8)
+                if covered
+                else np.full(shape, quantize.NODATA_CODE, dtype=np.int8)
+            )
         b0, _ = layout.block_span(block_row)
         bc0 = block_col * layout.block_cols
         i0, i1 = max(r0, b0), min(r1, b0 + data.shape[0])
         j0, j1 = max(c0, bc0), min(c1, bc0 + data.shape[1])
-        out[i0 - row_off : i1 - row_off, j0 - col_off : j1 - col_off] = data[i0 - b0 : i1 - b0, j0 - bc0 : j1 - bc0]
+        out[i0 - row_off : i1 - row_off, j0 - col_off : j1 - col_off] = data[
+            i0 - b0 : i1 - b0, j0 - bc0 : j1 - bc0
+        ]
     return out
 
 
 _transformers = threading.local()  # pyproj transformers, per thread (one PROJ context each)
-LATTICE_STEP = 32  # px: exact transforms on this lattice, bilinear between (error ~1e-4 px between UTM zones)
+LATTICE_STEP = (
+    32  # px: exact transforms on this lattice, bilinear between (error ~1e-4 px between UTM zones)
+)
 
 
 def _transformer(src, dst):
@@ -103,7 +128,9 @@ def _transformer(src, dst):
     return cache[key]
 
 
-def _interpolate(lattice: np.ndarray, li: np.ndarray, lj: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def _interpolate(
+    lattice: np.ndarray, li: np.ndarray, lj: np.ndarray, rows: int, cols: int
+) -> np.ndarray:
     """Bilinear interpolation of values on lattice rows `li` x cols `lj` to every pixel."""
     along_cols = np.stack([np.interp(np.arange(cols), lj, row) for row in lattice])
     if len(li) == 1:
@@ -114,7 +141,9 @@ def _interpolate(lattice: np.ndarray, li: np.ndarray, lj: np.ndarray, rows: int,
     return along_cols[k] * (1 - w) + along_cols[k + 1] * w
 
 
-def source_pixels(layout: Layout, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+def source_pixels(
+    layout: Layout, src_crs, grid_crs, scale: float, left: float, top: float, rows: int, cols: int
+) -> tuple[np.ndarray, np.ndarray]:
     """North-up (row, col) of the file's pixel under each target pixel centre; -1 where none."""
     li = np.unique(np.r_[np.arange(0, rows, LATTICE_STEP), rows - 1])
     lj = np.unique(np.r_[np.arange(0, cols, LATTICE_STEP), cols - 1])
@@ -123,11 +152,22 @@ def source_pixels(layout: Layout, src_crs, grid_crs, scale: float, left: float, 
     t = layout.transform
     fc = _interpolate((np.asarray(sx) - t.c) / t.a, li, lj, rows, cols)
     fr = _interpolate((np.asarray(sy) - t.f) / t.e, li, lj, rows, cols)
-    inside = np.isfinite(fc) & np.isfinite(fr) & (fc >= 0) & (fc < layout.width) & (fr >= 0) & (fr < layout.height)
-    return np.where(inside, np.floor(fr), -1).astype(np.int64), np.where(inside, np.floor(fc), -1).astype(np.int64)
+    inside = (
+        np.isfinite(fc)
+        & np.isfinite(fr)
+        & (fc >= 0)
+        & (fc < layout.width)
+        & (fr >= 0)
+        & (fr < layout.height)
+    )
+    return np.where(inside, np.floor(fr), -1).astype(np.int64), np.where(
+        inside, np.floor(fc), -1
+    ).astype(np.int64)
 
 
-def _nearest(layout: Layout, block, src_crs, grid_crs, scale, left, top, rows, cols, need=None) -> np.ndarray | None:
+def _nearest(
+    layout: Layout, block, src_crs, grid_crs, scale, left, top, rows, cols, need=None
+) -> np.ndarray | None:
     """Each (wanted) target pixel from the source pixel under its centre, gathered block by block."""
     src_rows, src_cols = source_pixels(layout, src_crs, grid_crs, scale, left, top, rows, cols)
     found = src_rows.ravel() >= 0

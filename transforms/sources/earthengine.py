@@ -3,6 +3,7 @@
 Everything here runs on workers as well as on the launcher. Credentials are never pickled:
 each process builds them from its environment in `initialize()`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,10 @@ from transforms.sources.grid_source import GridSource
 DEFAULT_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
 TOKEN_ENV = "EFM_EE_ACCESS_TOKEN"
-SCOPES = ("https://www.googleapis.com/auth/earthengine", "https://www.googleapis.com/auth/cloud-platform")
+SCOPES = (
+    "https://www.googleapis.com/auth/earthengine",
+    "https://www.googleapis.com/auth/cloud-platform",
+)
 EMBEDDING_BANDS = tuple(f"A{i:02d}" for i in range(64))
 FLOAT_NODATA = -9999.0  # what masked pixels are unmasked to on the float transfer path
 HTTP_POOL_SIZE = 64  # connections kept per host; > the default 10 so 40 threads reuse sockets
@@ -81,21 +85,39 @@ def initialize(settings: EarthEngineSettings) -> None:
             ee.Initialize(credentials=credentials, project=settings.project, url=settings.api_url)
         except ee.EEException as exc:
             message = str(exc).splitlines()[0]
-            if any(word in message.lower() for word in ("permission", "not registered", "forbidden")):
-                raise InputError("--ee-project", f"these credentials may not use Earth Engine{' in project ' + settings.project if settings.project else ''}: "
-                                 f"{message} (the account needs roles/earthengine.viewer or .writer and roles/serviceusage.serviceUsageConsumer "
-                                 "on a project registered for Earth Engine)") from None
+            if any(
+                word in message.lower() for word in ("permission", "not registered", "forbidden")
+            ):
+                raise InputError(
+                    "--ee-project",
+                    f"these credentials may not use Earth Engine{' in project ' + settings.project if settings.project else ''}: "
+                    f"{message} (the account needs roles/earthengine.viewer or .writer and roles/serviceusage.serviceUsageConsumer "
+                    "on a project registered for Earth Engine)",
+                ) from None
             if "project" in message.lower():
-                raise InputError("--ee-project", f"Earth Engine needs a Cloud project: pass --ee-project ({message})") from None
-            raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: {message}") from None
+                raise InputError(
+                    "--ee-project",
+                    f"Earth Engine needs a Cloud project: pass --ee-project ({message})",
+                ) from None
+            raise InputError(
+                "--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: {message}"
+            ) from None
         except google.auth.exceptions.GoogleAuthError as exc:  # e.g. expired or revoked credentials
-            raise CredentialsError(f"the credentials cannot get a token: {first_line(exc)}") from None
-        except OSError as exc:  # connection refused, DNS, TLS: Earth Engine is not reachable from here
-            raise InputError("--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: cannot connect ({first_line(exc)[:200]})") from None
-        ee.data.setMaxRetries(0)  # we retry ourselves: with jitter, counters and a clear final error
+            raise CredentialsError(
+                f"the credentials cannot get a token: {first_line(exc)}"
+            ) from None
+        except (
+            OSError
+        ) as exc:  # connection refused, DNS, TLS: Earth Engine is not reachable from here
+            raise InputError(
+                "--ee-api-url",
+                f"cannot initialise Earth Engine at {settings.api_url}: cannot connect ({first_line(exc)[:200]})",
+            ) from None
+        ee.data.setMaxRetries(
+            0
+        )  # we retry ourselves: with jitter, counters and a clear final error
         ee.data.setDeadline(int(settings.request_timeout_s * 1000))
         _initialized_with = settings
-
 
 
 def year_image(collection: str, year: int, bands: tuple[str, ...], transfer_dtype: str):
@@ -108,9 +130,16 @@ def year_image(collection: str, year: int, bands: tuple[str, ...], transfer_dtyp
     """
     import ee
 
-    image = ee.ImageCollection(collection).filterDate(f"{year}-01-01", f"{year + 1}-01-01").mosaic().select(list(bands))
+    image = (
+        ee.ImageCollection(collection)
+        .filterDate(f"{year}-01-01", f"{year + 1}-01-01")
+        .mosaic()
+        .select(list(bands))
+    )
     if transfer_dtype == "int8":
-        codes = image.abs().sqrt().multiply(quantize.SCALE).round().multiply(image.signum()).toInt8()
+        codes = (
+            image.abs().sqrt().multiply(quantize.SCALE).round().multiply(image.signum()).toInt8()
+        )
         return codes.unmask(quantize.NODATA_CODE, False)
     return image.toFloat().unmask(FLOAT_NODATA, False)
 
@@ -121,8 +150,12 @@ def grid_params(grid: Grid, window: Window) -> dict:
     return {
         "dimensions": {"width": window.cols, "height": window.rows},
         "affineTransform": {
-            "scaleX": grid.scale, "shearX": 0, "translateX": left,
-            "shearY": 0, "scaleY": -grid.scale, "translateY": top,
+            "scaleX": grid.scale,
+            "shearX": 0,
+            "translateX": left,
+            "shearY": 0,
+            "scaleY": -grid.scale,
+            "translateY": top,
         },
         "crsCode": grid.crs,
     }
@@ -153,7 +186,12 @@ def compute_pixels(image, grid: Grid, window: Window, bands: tuple[str, ...]) ->
     import ee
     import requests
 
-    params = {"expression": image, "fileFormat": _npy_converter(), "bandIds": list(bands), "grid": grid_params(grid, window)}
+    params = {
+        "expression": image,
+        "fileFormat": _npy_converter(),
+        "bandIds": list(bands),
+        "grid": grid_params(grid, window),
+    }
     try:
         structured = ee.data.computePixels(params)
     except ee.EEException as exc:
@@ -163,7 +201,12 @@ def compute_pixels(image, grid: Grid, window: Window, bands: tuple[str, ...]) ->
         if status is None and "timed out" in str(exc).lower():
             raise RetryableError(str(exc)) from exc
         raise
-    except (requests.exceptions.RequestException, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+    except (
+        requests.exceptions.RequestException,
+        http.client.HTTPException,
+        ConnectionError,
+        TimeoutError,
+    ) as exc:
         raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
     except ValueError as exc:  # numpy could not parse the body: truncated in transit
         raise RetryableError(f"unreadable body: {exc}") from exc
@@ -189,12 +232,20 @@ def check_collection(collection: str, years: list[int]) -> None:
     try:
         asset = ee.data.getAsset(collection)
     except ee.EEException as exc:
-        raise InputError("--collection", f"{collection!r} is not an Earth Engine collection you can read: {str(exc).splitlines()[0]}") from None
+        raise InputError(
+            "--collection",
+            f"{collection!r} is not an Earth Engine collection you can read: {str(exc).splitlines()[0]}",
+        ) from None
     if asset.get("type") not in ("IMAGE_COLLECTION", "ImageCollection"):
-        raise InputError("--collection", f"{collection!r} is a {asset.get('type')}, not an image collection")
-    sizes = ee.List([
-        ee.ImageCollection(collection).filterDate(f"{y}-01-01", f"{y + 1}-01-01").size() for y in years
-    ]).getInfo()
+        raise InputError(
+            "--collection", f"{collection!r} is a {asset.get('type')}, not an image collection"
+        )
+    sizes = ee.List(
+        [
+            ee.ImageCollection(collection).filterDate(f"{y}-01-01", f"{y + 1}-01-01").size()
+            for y in years
+        ]
+    ).getInfo()
     empty = [y for y, n in zip(years, sizes) if not n]
     if empty:
         raise InputError("--years", f"{collection} has no images for {', '.join(map(str, empty))}")
@@ -209,17 +260,31 @@ def check_coverage(collection: str, years: list[int], aoi_lonlat) -> None:
     import ee
     import shapely
 
-    region = aoi_lonlat if aoi_lonlat.geom_type in ("Polygon", "MultiPolygon") else aoi_lonlat.convex_hull
-    if shapely.get_num_coordinates(region) > MAX_REGION_VERTICES or region.geom_type not in ("Polygon", "MultiPolygon"):
+    region = (
+        aoi_lonlat
+        if aoi_lonlat.geom_type in ("Polygon", "MultiPolygon")
+        else aoi_lonlat.convex_hull
+    )
+    if shapely.get_num_coordinates(region) > MAX_REGION_VERTICES or region.geom_type not in (
+        "Polygon",
+        "MultiPolygon",
+    ):
         region = aoi_lonlat.convex_hull
-    geometry = ee.Geometry(shapely.geometry.mapping(region), None, False)  # planar lon/lat, as the AOI was drawn
+    geometry = ee.Geometry(
+        shapely.geometry.mapping(region), None, False
+    )  # planar lon/lat, as the AOI was drawn
     images = ee.ImageCollection(collection).filterBounds(geometry)
-    sizes = ee.List([images.filterDate(f"{y}-01-01", f"{y + 1}-01-01").size() for y in years]).getInfo()
+    sizes = ee.List(
+        [images.filterDate(f"{y}-01-01", f"{y + 1}-01-01").size() for y in years]
+    ).getInfo()
     empty = [y for y, n in zip(years, sizes) if not n]
     if empty:
         west, south, east, north = aoi_lonlat.bounds
-        raise InputError("--bbox/--aoi", f"{collection} has no image over the area lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f} "
-                         f"in {', '.join(map(str, empty))}: the store would hold no data; check the area (W,S,E,N order, lon/lat) and the years")
+        raise InputError(
+            "--bbox/--aoi",
+            f"{collection} has no image over the area lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f} "
+            f"in {', '.join(map(str, empty))}: the store would hold no data; check the area (W,S,E,N order, lon/lat) and the years",
+        )
 
 
 @dataclasses.dataclass
@@ -238,7 +303,9 @@ class EarthEngineSource(GridSource):
     def _image(self, year: int):
         with self._images_lock:
             if year not in self._images:
-                self._images[year] = year_image(self.collection, year, self.bands, self.transfer_dtype)
+                self._images[year] = year_image(
+                    self.collection, year, self.bands, self.transfer_dtype
+                )
             return self._images[year]
 
     def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray:

@@ -21,6 +21,7 @@ request tiles and fetches one tile. This module owns what every source needs the
   naming the tile;
 * Beam counters (requests, retries, bytes, chunks, chunks skipped) and the peak of open chunks.
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,7 +40,6 @@ import xarray_beam as xbeam
 from transforms.core.chunks import CHUNK, MARKER_DIR, ChunkSpec
 from transforms.core.grid import Window
 from transforms.core.metrics import METRICS_NAMESPACE
-
 
 
 class RetryableError(Exception):
@@ -98,7 +98,12 @@ class RateLimiter:
 
 def shard_count(max_concurrent_requests: int, threads_per_worker: int) -> int:
     """Shards such that shards x threads-per-shard never exceeds the global cap."""
-    return max(1, math.ceil(max_concurrent_requests / max(1, min(threads_per_worker, max_concurrent_requests))))
+    return max(
+        1,
+        math.ceil(
+            max_concurrent_requests / max(1, min(threads_per_worker, max_concurrent_requests))
+        ),
+    )
 
 
 class OpenChunks:
@@ -177,8 +182,15 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> None:
 class _FetchChunksFn(beam.DoFn):
     """Fetches every chunk of one element (a shard, or a batch) with a bounded pool of request threads."""
 
-    def __init__(self, source: TileSource, threads: int, requests_per_second: float, retry: RetryPolicy,
-                 max_open_chunks: int, output: str | None):
+    def __init__(
+        self,
+        source: TileSource,
+        threads: int,
+        requests_per_second: float,
+        retry: RetryPolicy,
+        max_open_chunks: int,
+        output: str | None,
+    ):
         self.source = source
         self.threads = threads
         self.requests_per_second = requests_per_second
@@ -195,7 +207,9 @@ class _FetchChunksFn(beam.DoFn):
     def setup(self):
         return_big_buffers_to_the_os()
         self.source.setup()
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="efm-fetch")
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            self.threads, thread_name_prefix="efm-fetch"
+        )
         self.rng = random.Random()
         self.open_chunks = OpenChunks.for_limit(self.max_open_chunks)
         self.is_done = MarkerCheck(self.output) if self.output else (lambda spec: False)
@@ -204,7 +218,9 @@ class _FetchChunksFn(beam.DoFn):
         # process() never returns with requests of its own still running; wait anyway.
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _fetch_tile(self, spec: ChunkSpec, tile: Window, limiter: RateLimiter, stop: threading.Event) -> tuple[np.ndarray, int]:
+    def _fetch_tile(
+        self, spec: ChunkSpec, tile: Window, limiter: RateLimiter, stop: threading.Event
+    ) -> tuple[np.ndarray, int]:
         """One tile, retried; returns it with the number of attempts (runs in a pool thread)."""
         for attempt in range(self.retry.max_retries + 1):
             if stop.is_set():
@@ -218,7 +234,9 @@ class _FetchChunksFn(beam.DoFn):
                         f"gave up on {spec.describe()}, request tile rows {tile.row}-{tile.row + tile.rows} "
                         f"cols {tile.col}-{tile.col + tile.cols} after {attempt + 1} attempts: {exc}"
                     ) from exc
-                if stop.wait(self.retry.delay(attempt, self.rng)):  # a failing bundle does not back off and retry
+                if stop.wait(
+                    self.retry.delay(attempt, self.rng)
+                ):  # a failing bundle does not back off and retry
                     raise _Stopped() from exc
         raise AssertionError("unreachable")
 
@@ -261,28 +279,45 @@ class _FetchChunksFn(beam.DoFn):
                         if spec is None:
                             break
                         tiles = self.source.plan(spec)
-                        partial[spec] = [None, len(tiles)]  # allocated with the first tile (which may be the chunk)
+                        partial[spec] = [
+                            None,
+                            len(tiles),
+                        ]  # allocated with the first tile (which may be the chunk)
                         queued_tiles.extend((spec, tile) for tile in tiles)
                     spec, tile = queued_tiles.popleft()
-                    in_flight[self.pool.submit(self._fetch_tile, spec, tile, limiter, stop)] = (spec, tile)
+                    in_flight[self.pool.submit(self._fetch_tile, spec, tile, limiter, stop)] = (
+                        spec,
+                        tile,
+                    )
                 if not in_flight:
                     continue
-                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                done, _ = concurrent.futures.wait(
+                    in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+                )
                 for future in done:
                     spec, tile = in_flight.pop(future)
                     # Counters only count in the bundle's own thread, not in pool threads.
                     data, attempts = future.result()
                     self.requests.inc(attempts)
                     self.retries.inc(attempts - 1)
-                    self.bytes.inc(tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize)  # on the wire
+                    self.bytes.inc(
+                        tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize
+                    )  # on the wire
                     held = partial[spec]
                     w = spec.window
-                    if held[0] is None and tile == w and data.dtype == np.dtype(self.source.store_dtype):
+                    if (
+                        held[0] is None
+                        and tile == w
+                        and data.dtype == np.dtype(self.source.store_dtype)
+                    ):
                         held[0] = data  # one tile is the whole chunk: no copy
                     else:
                         if held[0] is None:
                             held[0] = self.source.empty_chunk(spec)
-                        held[0][tile.row - w.row : tile.row - w.row + tile.rows, tile.col - w.col : tile.col - w.col + tile.cols] = data
+                        held[0][
+                            tile.row - w.row : tile.row - w.row + tile.rows,
+                            tile.col - w.col : tile.col - w.col + tile.cols,
+                        ] = data
                     held[1] -= 1
                     if held[1] == 0:
                         del partial[spec]
@@ -331,32 +366,63 @@ class FetchChunks(beam.PTransform):
 
     @property
     def shards(self) -> int:
-        return shard_count(self.max_concurrent_requests, self.threads_per_worker) if self.global_cap else 0
+        return (
+            shard_count(self.max_concurrent_requests, self.threads_per_worker)
+            if self.global_cap
+            else 0
+        )
 
     @property
     def threads_per_shard(self) -> int:
-        return self.max_concurrent_requests // self.shards if self.global_cap else self.threads_per_worker
+        return (
+            self.max_concurrent_requests // self.shards
+            if self.global_cap
+            else self.threads_per_worker
+        )
 
     def expand(self, specs: beam.PCollection) -> beam.PCollection:
         if not self.global_cap:
-            fn = _FetchChunksFn(self.source, self.threads_per_worker, math.inf, self.retry, self.max_open_chunks, self.output)
+            fn = _FetchChunksFn(
+                self.source,
+                self.threads_per_worker,
+                math.inf,
+                self.retry,
+                self.max_open_chunks,
+                self.output,
+            )
             if self.neighbourhood:
                 side = self.neighbourhood
                 batches = (
                     specs
-                    | "Neighbourhood" >> beam.Map(lambda spec: ((spec.time_index, spec.window.row // side, spec.window.col // side), spec))
+                    | "Neighbourhood"
+                    >> beam.Map(
+                        lambda spec: (
+                            (spec.time_index, spec.window.row // side, spec.window.col // side),
+                            spec,
+                        )
+                    )
                     | "SpreadOverWorkers" >> beam.GroupByKey()
                 )
             else:
                 batches = (
                     specs
                     | "SpreadOverWorkers" >> beam.Reshuffle()
-                    | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
+                    | "Batch"
+                    >> beam.BatchElements(
+                        min_batch_size=self.batch_size, max_batch_size=self.batch_size
+                    )
                     | "Unkeyed" >> beam.Map(lambda batch: (None, batch))
                 )
             return batches | "FetchBatch" >> beam.ParDo(fn).with_output_types(CHUNK)
         shards = self.shards
-        fn = _FetchChunksFn(self.source, self.threads_per_shard, self.max_requests_per_second / shards, self.retry, self.max_open_chunks, self.output)
+        fn = _FetchChunksFn(
+            self.source,
+            self.threads_per_shard,
+            self.max_requests_per_second / shards,
+            self.retry,
+            self.max_open_chunks,
+            self.output,
+        )
         return (
             specs
             | "DealToShards" >> beam.Map(lambda spec: (spec.index % shards, spec))
@@ -365,7 +431,9 @@ class FetchChunks(beam.PTransform):
         )
 
 
-def max_open_chunks(memory_bytes: float, chunk_bytes: int, processes: int = 1, extra_bytes: int = 0) -> int:
+def max_open_chunks(
+    memory_bytes: float, chunk_bytes: int, processes: int = 1, extra_bytes: int = 0
+) -> int:
     """Chunks one process may hold: what is left of its share of the budget after the
     process's own footprint (and `extra_bytes`, e.g. a source's cache), over what one open
     chunk costs (see README, memory). 0 = too little."""
@@ -373,5 +441,9 @@ def max_open_chunks(memory_bytes: float, chunk_bytes: int, processes: int = 1, e
     return max(0, int(per_process // (CHUNK_COST_FACTOR * chunk_bytes)))
 
 
-PROCESS_BASE_BYTES = 512 * 2**20  # Python, Beam, numpy, xarray, zarr, the ee client: measured ~400 MiB
-CHUNK_COST_FACTOR = 2.5  # the chunk, its tiles in flight (body + decoded) and the write's encoded copy
+PROCESS_BASE_BYTES = (
+    512 * 2**20
+)  # Python, Beam, numpy, xarray, zarr, the ee client: measured ~400 MiB
+CHUNK_COST_FACTOR = (
+    2.5  # the chunk, its tiles in flight (body + decoded) and the write's encoded copy
+)

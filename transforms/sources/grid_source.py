@@ -1,4 +1,5 @@
 """The part of a tile source that every source (Earth Engine, the COG mirror) shares."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,10 +34,20 @@ class GridSource:
         pass
 
     def plan(self, spec: ChunkSpec) -> list[Window]:
-        return request_plan.split_window(spec.window, len(self.bands), self.transfer_itemsize, self.request_tile_size, self.max_request_bytes)
+        return request_plan.split_window(
+            spec.window,
+            len(self.bands),
+            self.transfer_itemsize,
+            self.request_tile_size,
+            self.max_request_bytes,
+        )
 
     def empty_chunk(self, spec: ChunkSpec) -> np.ndarray:
-        return np.full((spec.window.rows, spec.window.cols, len(self.bands)), quantize.fill_value(self.store_dtype), dtype=self.store_dtype)
+        return np.full(
+            (spec.window.rows, spec.window.cols, len(self.bands)),
+            quantize.fill_value(self.store_dtype),
+            dtype=self.store_dtype,
+        )
 
     def to_dataset(self, spec: ChunkSpec, data: np.ndarray) -> xr.Dataset:
         return chunk_dataset(self.grid, self.years, self.bands, spec, data)

@@ -15,6 +15,7 @@ The endpoint is botocore's: `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3`, or fsspe
 http:// and https:// use fsspec's HTTPFileSystem (aiohttp): the server must answer HEAD
 with a Content-Length and honour Range requests, as object stores and CDNs do.
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,7 +63,9 @@ def url_to_fs(root: str, flag: str):
     except ImportError:
         package = EXTRAS.get(protocol(root), "the fsspec backend for " + protocol(root) + "://")
         extra = " (pip install 'efm-pipelines[s3]')" if package == "s3fs" else ""
-        raise InputError(flag, f"{protocol(root)}:// roots need {package}, which is not installed{extra}") from None
+        raise InputError(
+            flag, f"{protocol(root)}:// roots need {package}, which is not installed{extra}"
+        ) from None
     except ValueError as exc:  # unknown protocol
         raise InputError(flag, f"cannot open {root}: {exc}") from None
 

@@ -4,6 +4,7 @@ The service refuses (HTTP 400) a request whose uncompressed payload, all bands c
 their dtype plus about one mask byte per pixel, exceeds 48 MiB, or whose side exceeds
 32768 px. All bands of a tile go in one request.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ def max_square_tile(n_bands: int, itemsize: int, limit: int = MAX_REQUEST_BYTES)
     return min(MAX_REQUEST_SIDE, math.isqrt(limit // bytes_per_pixel(n_bands, itemsize)))
 
 
-def check_request_tile_size(tile_size: int, n_bands: int, itemsize: int, limit: int = MAX_REQUEST_BYTES) -> None:
+def check_request_tile_size(
+    tile_size: int, n_bands: int, itemsize: int, limit: int = MAX_REQUEST_BYTES
+) -> None:
     largest = max_square_tile(n_bands, itemsize, limit)
     if tile_size < 1 or tile_size > largest:
         raise InputError(
@@ -57,11 +60,18 @@ def split_window(
     ceil(total / limit) unless a fraction of a row would be needed.
     """
     if n_bands > MAX_REQUEST_BANDS:
-        raise InputError("--bands", f"{n_bands} bands exceed the {MAX_REQUEST_BANDS}-band request limit")
+        raise InputError(
+            "--bands", f"{n_bands} bands exceed the {MAX_REQUEST_BANDS}-band request limit"
+        )
     if tile_size is not None:
         check_request_tile_size(tile_size, n_bands, itemsize, limit)
         return [
-            Window(window.row + r, window.col + c, min(tile_size, window.rows - r), min(tile_size, window.cols - c))
+            Window(
+                window.row + r,
+                window.col + c,
+                min(tile_size, window.rows - r),
+                min(tile_size, window.cols - c),
+            )
             for r in range(0, window.rows, tile_size)
             for c in range(0, window.cols, tile_size)
         ]
@@ -73,7 +83,12 @@ def split_window(
     row_parts = math.ceil(window.rows / rows_fit)
     rows_per = math.ceil(window.rows / row_parts)  # balance the strips
     return [
-        Window(window.row + r, window.col + c, min(rows_per, window.rows - r), min(cols_per, window.cols - c))
+        Window(
+            window.row + r,
+            window.col + c,
+            min(rows_per, window.rows - r),
+            min(cols_per, window.cols - c),
+        )
         for r in range(0, window.rows, rows_per)
         for c in range(0, window.cols, cols_per)
     ]

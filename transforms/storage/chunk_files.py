@@ -8,6 +8,7 @@ result. Anything else (remote stores, partial or edge windows, a missing chunk f
 Zarr v3) returns None and the caller reads through zarr: the values are the same either way
 (tests/test_chunk_files.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,12 @@ class ChunkFiles:
                 meta = json.load(f)
         except (OSError, ValueError):
             return
-        if meta.get("zarr_format") != 2 or meta.get("filters") or meta.get("order") != "C" or not meta.get("compressor"):
+        if (
+            meta.get("zarr_format") != 2
+            or meta.get("filters")
+            or meta.get("order") != "C"
+            or not meta.get("compressor")
+        ):
             return
         import numcodecs
 
@@ -40,12 +46,26 @@ class ChunkFiles:
 
     def read(self, index: tuple[int, slice, slice]) -> np.ndarray | None:
         """array[t, rows, cols, :] (rows, cols, bands) if that is exactly one whole stored chunk (time chunks of 1), else None."""
-        if not self.usable or len(self.chunks) != 4 or self.chunks[0] != 1 or self.chunks[3] != self.shape[3]:
+        if (
+            not self.usable
+            or len(self.chunks) != 4
+            or self.chunks[0] != 1
+            or self.chunks[3] != self.shape[3]
+        ):
             return None
         t, rows, cols = index
         key = []
-        for s, step, total in ((rows, self.chunks[1], self.shape[1]), (cols, self.chunks[2], self.shape[2])):
-            if s.step not in (None, 1) or s.start is None or s.start % step or s.stop - s.start != step or s.stop > total:
+        for s, step, total in (
+            (rows, self.chunks[1], self.shape[1]),
+            (cols, self.chunks[2], self.shape[2]),
+        ):
+            if (
+                s.step not in (None, 1)
+                or s.start is None
+                or s.start % step
+                or s.stop - s.start != step
+                or s.stop > total
+            ):
                 return None
             key.append(s.start // step)
         name = self.separator.join(str(i) for i in (t, *key, 0))
@@ -57,6 +77,8 @@ class ChunkFiles:
         out = np.empty(self.chunks[1:], dtype=self.dtype)
         try:
             self.codec.decode(data, out=out)
-        except Exception:  # a codec that cannot decode into `out` (or a size mismatch): let zarr do it
+        except (
+            Exception
+        ):  # a codec that cannot decode into `out` (or a size mismatch): let zarr do it
             return None
         return out

@@ -15,6 +15,7 @@ the X and Y dimensions of `embedding (time, y, x, band)` from `band`, and derive
 from the x/y coordinate arrays. Data variables also carry GDAL's own `_CRS` attribute: GDAL 3.6
 (Debian 12's) reads the CRS only from it; GDAL 3.10 also reads CF's grid_mapping.
 """
+
 from __future__ import annotations
 
 import affine
@@ -52,24 +53,36 @@ def convention_attrs(crs, transform: affine.Affine, height: int, width: int) -> 
         attrs["proj:code"] = f"{authority[0]}:{authority[1]}"
     attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")  # the spec's SHOULD: always, self-contained
     corners_x, corners_y = zip(*(transform @ (c, r) for c in (0, width) for r in (0, height)))
-    attrs.update({
-        "spatial:dimensions": list(DIMENSIONS),
-        "spatial:transform_type": "affine",
-        "spatial:transform": [float(v) for v in list(transform)[:6]],
-        "spatial:shape": [int(height), int(width)],
-        "spatial:bbox": [float(min(corners_x)), float(min(corners_y)), float(max(corners_x)), float(max(corners_y))],
-        "spatial:registration": "pixel",  # values are cell areas; x/y coords are the cell centres
-    })
+    attrs.update(
+        {
+            "spatial:dimensions": list(DIMENSIONS),
+            "spatial:transform_type": "affine",
+            "spatial:transform": [float(v) for v in list(transform)[:6]],
+            "spatial:shape": [int(height), int(width)],
+            "spatial:bbox": [
+                float(min(corners_x)),
+                float(min(corners_y)),
+                float(max(corners_x)),
+                float(max(corners_y)),
+            ],
+            "spatial:registration": "pixel",  # values are cell areas; x/y coords are the cell centres
+        }
+    )
     return attrs
 
 
 def grid_of(ds: xr.Dataset) -> tuple[pyproj.CRS, affine.Affine]:
     """CRS and transform from the dataset's CF `spatial_ref` (its GeoTransform; else from the x/y centres)."""
     ref = ds["spatial_ref"].attrs
-    crs = pyproj.CRS.from_user_input(ref.get("crs_wkt") or ref.get("spatial_ref") or ds.attrs["crs"])
+    crs = pyproj.CRS.from_user_input(
+        ref.get("crs_wkt") or ref.get("spatial_ref") or ds.attrs["crs"]
+    )
     if ref.get("GeoTransform"):
         return crs, affine.Affine.from_gdal(*(float(v) for v in str(ref["GeoTransform"]).split()))
-    x, y = np.asarray(ds["x"].values, dtype=np.float64), np.asarray(ds["y"].values, dtype=np.float64)
+    x, y = (
+        np.asarray(ds["x"].values, dtype=np.float64),
+        np.asarray(ds["y"].values, dtype=np.float64),
+    )
     dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
     return crs, affine.Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, dy, float(y[0]) - dy / 2)
 
@@ -80,7 +93,9 @@ def axis_attrs(crs: pyproj.CRS) -> dict[str, dict]:
     for axis in crs.cs_to_cf():
         name = {"X": "x", "Y": "y"}.get(axis.get("axis"))
         if name:
-            found[name] = {k: axis[k] for k in ("standard_name", "long_name", "units", "axis") if k in axis}
+            found[name] = {
+                k: axis[k] for k in ("standard_name", "long_name", "units", "axis") if k in axis
+            }
     return found
 
 

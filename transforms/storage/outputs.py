@@ -17,6 +17,7 @@ refused with one line, and nothing is touched. How a product is recognised:
 Replacing deletes only the product's own files (for a store: its Zarr keys and `.efm/`),
 and a product holding anything else is refused, not cleaned.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,9 @@ import fsspec
 
 from transforms.core.errors import InputError, first_line
 
-TABLE_METADATA_KEY = b"efm"  # a sample table's Parquet schema key holding its provenance (efm sample)
+TABLE_METADATA_KEY = (
+    b"efm"  # a sample table's Parquet schema key holding its provenance (efm sample)
+)
 
 PRODUCT_ATTR = "efm_product"
 MARKER_FILE = ".efm-product"  # in the folders efm makes (sample data, demo)
@@ -51,19 +54,54 @@ KINDS = {
     "demo": "an efm demo folder",
     "points": "an efm points file",
 }
-STORE_VARIABLE = {"embeddings": "embedding", "classes": "class", "change": "similarity", "similarity": "similarity", "prediction": "prediction"}
+STORE_VARIABLE = {
+    "embeddings": "embedding",
+    "classes": "class",
+    "change": "similarity",
+    "similarity": "similarity",
+    "prediction": "prediction",
+}
 RESUMABLE = set(STORE_VARIABLE)
-_BEFORE_PRODUCT_ATTR = ("embeddings", "classes")  # kinds that existed before `efm_product`: recognised by their variable
+_BEFORE_PRODUCT_ATTR = (
+    "embeddings",
+    "classes",
+)  # kinds that existed before `efm_product`: recognised by their variable
 
 # What each folder product holds (glob patterns of top-level entries -> the product an entry is, if any).
-SAMPLE_DATA_ENTRIES = {"mirror": "mirror", "ground_truth.tif": None, "labels.geojson": None, "colors.json": None, "sample_data.json": None,
-                       "biomass.tif": None, "gedi.geojson": None, "refs.geojson": None, "change_truth.tif": None}
+SAMPLE_DATA_ENTRIES = {
+    "mirror": "mirror",
+    "ground_truth.tif": None,
+    "labels.geojson": None,
+    "colors.json": None,
+    "sample_data.json": None,
+    "biomass.tif": None,
+    "gedi.geojson": None,
+    "refs.geojson": None,
+    "change_truth.tif": None,
+}
 DEMO_ENTRIES = {
-    "sample-data": "sample-data", "embeddings.zarr": "embeddings", "samples.parquet": None, "model.skops": None,
-    "model.skops.json": None, "classes.zarr": "classes", "land_cover_*.tif": None, "land_cover_*.png": None,
-    "comparison.png": None, "demo.log": None, "gedi_samples.parquet": None, "biomass_model.skops": None,
-    "biomass_model.skops.json": None, "biomass.zarr": "prediction", "similarity.zarr": "similarity", "change.zarr": "change",
-    "biomass_*.tif": None, "biomass_*.png": None, "similarity_*.tif": None, "similarity_*.png": None, "change.tif": None, "change.png": None,
+    "sample-data": "sample-data",
+    "embeddings.zarr": "embeddings",
+    "samples.parquet": None,
+    "model.skops": None,
+    "model.skops.json": None,
+    "classes.zarr": "classes",
+    "land_cover_*.tif": None,
+    "land_cover_*.png": None,
+    "comparison.png": None,
+    "demo.log": None,
+    "gedi_samples.parquet": None,
+    "biomass_model.skops": None,
+    "biomass_model.skops.json": None,
+    "biomass.zarr": "prediction",
+    "similarity.zarr": "similarity",
+    "change.zarr": "change",
+    "biomass_*.tif": None,
+    "biomass_*.png": None,
+    "similarity_*.tif": None,
+    "similarity_*.png": None,
+    "change.tif": None,
+    "change.png": None,
 }
 _MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
 _ZARR_META = {".zgroup", ".zattrs", ".zmetadata"}
@@ -89,6 +127,7 @@ class Found:
 
 
 # ---------------------------------------------------------------- places
+
 
 def _location(path: str):
     fs, root = fsspec.core.url_to_fs(path)
@@ -117,21 +156,34 @@ def check_place(path: str, *, inputs: dict | None = None, flag: str = "--output"
     """Refuse a bucket root, the filesystem root, a home folder, and any overlap with an input."""
     fs, root = _location(path)
     if _is_remote(fs) and "/" not in root:
-        raise InputError(flag, f"{path} is a bucket root; write to a path inside it, e.g. {path.rstrip('/')}/out")
+        raise InputError(
+            flag, f"{path} is a bucket root; write to a path inside it, e.g. {path.rstrip('/')}/out"
+        )
     key = _key(path)
     if not _is_remote(fs):
-        homes = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.environ.get("HOME", "~"))}
+        homes = {
+            os.path.realpath(os.path.expanduser("~")),
+            os.path.realpath(os.environ.get("HOME", "~")),
+        }
         if key == os.path.realpath(os.sep) or key in homes:
-            raise InputError(flag, f"{path} is {'the filesystem root' if key == os.sep else 'a home folder'}; write to a new path inside it, e.g. {os.path.join(path, 'out')}")
+            raise InputError(
+                flag,
+                f"{path} is {'the filesystem root' if key == os.sep else 'a home folder'}; write to a new path inside it, e.g. {os.path.join(path, 'out')}",
+            )
     for input_flag, value in (inputs or {}).items():
-        for item in ([value] if isinstance(value, str) else list(value or [])):
+        for item in [value] if isinstance(value, str) else list(value or []):
             other = _key(item)
             if key == other:
                 raise InputError(flag, f"{path} is the {input_flag} input; write to another path")
             if _inside(key, other):
-                raise InputError(flag, f"{path} is inside the {input_flag} input {item}; write to a path outside it")
+                raise InputError(
+                    flag,
+                    f"{path} is inside the {input_flag} input {item}; write to a path outside it",
+                )
             if _inside(other, key):
-                raise InputError(flag, f"{path} holds the {input_flag} input {item}; write to another path")
+                raise InputError(
+                    flag, f"{path} holds the {input_flag} input {item}; write to another path"
+                )
 
 
 def _check_bucket(fs, path: str, root: str, flag: str) -> None:
@@ -143,7 +195,10 @@ def _check_bucket(fs, path: str, root: str, flag: str) -> None:
     except Exception as exc:  # auth or network: say so now, not on a worker later
         raise InputError(flag, f"cannot reach {path}: {first_line(exc)}") from None
     if not bucket_exists:
-        raise InputError(flag, f"bucket {bucket!r} of {path} does not exist (or is not visible to these credentials)")
+        raise InputError(
+            flag,
+            f"bucket {bucket!r} of {path} does not exist (or is not visible to these credentials)",
+        )
 
 
 def _listing(fs, root: str) -> list[str] | None:
@@ -153,10 +208,13 @@ def _listing(fs, root: str) -> list[str] | None:
         return None
     if fs.isfile(root):
         return [""]
-    return sorted(p[len(root) + 1:] for p in fs.find(root, withdirs=False) if p.rstrip("/") != root)
+    return sorted(
+        p[len(root) + 1 :] for p in fs.find(root, withdirs=False) if p.rstrip("/") != root
+    )
 
 
 # ---------------------------------------------------------------- what is there
+
 
 def _read_json(fs, path: str):
     try:
@@ -172,14 +230,22 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
     kind = attrs.get(PRODUCT_ATTR) if isinstance(attrs, dict) else None
     if kind not in STORE_VARIABLE:
         kind = None
-        if isinstance(attrs, dict) and ("efm_version" in attrs or "efm_status" in attrs):  # stores from before efm_product
+        if isinstance(attrs, dict) and (
+            "efm_version" in attrs or "efm_status" in attrs
+        ):  # stores from before efm_product
             kind = next((k for k in _BEFORE_PRODUCT_ATTR if STORE_VARIABLE[k] in arrays), None)
     own, foreign = [], []
     for f in files:
         head, _, rest = f.partition("/")
-        ok = f in _ZARR_META or f.startswith(_EFM_DIR) or (head in arrays and (rest in (".zarray", ".zattrs") or _CHUNK_KEY.match(rest)))
+        ok = (
+            f in _ZARR_META
+            or f.startswith(_EFM_DIR)
+            or (head in arrays and (rest in (".zarray", ".zattrs") or _CHUNK_KEY.match(rest)))
+        )
         (own if ok else foreign).append(f)
-    return Found(kind, own, foreign, complete=attrs.get("efm_status") == "complete" if kind else None)
+    return Found(
+        kind, own, foreign, complete=attrs.get("efm_status") == "complete" if kind else None
+    )
 
 
 def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
@@ -190,13 +256,18 @@ def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
         by_entry.setdefault(f.split("/", 1)[0], []).append(f)
     for name, members in by_entry.items():
         pattern = next((p for p in entries if fnmatch.fnmatchcase(name, p)), None)
-        if name == MARKER_FILE or (pattern is not None and entries[pattern] is None and members == [name]):
+        if name == MARKER_FILE or (
+            pattern is not None and entries[pattern] is None and members == [name]
+        ):
             own += members
         elif pattern is not None and entries[pattern] == "mirror":
             for m in members:
-                (own if _MIRROR_FILE.match(m[len(name) + 1:]) else foreign).append(m)
+                (own if _MIRROR_FILE.match(m[len(name) + 1 :]) else foreign).append(m)
         elif pattern is not None and entries[pattern] is not None:
-            inner = inspect(f"{fs.unstrip_protocol(root)}/{name}" if _is_remote(fs) else f"{root}/{name}", entries[pattern])
+            inner = inspect(
+                f"{fs.unstrip_protocol(root)}/{name}" if _is_remote(fs) else f"{root}/{name}",
+                entries[pattern],
+            )
             if inner.kind == entries[pattern]:
                 own += [f"{name}/{m}" for m in inner.files]
                 foreign += [f"{name}/{m}" for m in inner.foreign]
@@ -239,7 +310,9 @@ def _file_kind(fs, root: str, kind: str) -> str | None:
                 return "geotiff" if src.tags().get(GEOTIFF_TAG) == "export" else None
         if kind == "points":
             meta = _read_json(fs, root)
-            return "points" if isinstance(meta, dict) and meta.get(PRODUCT_ATTR) == "points" else None
+            return (
+                "points" if isinstance(meta, dict) and meta.get(PRODUCT_ATTR) == "points" else None
+            )
         if kind == "png":
             from PIL import Image
 
@@ -257,7 +330,9 @@ def _inspect_store_shallow(fs, root: str) -> Found | None:
         return None
     consolidated = _read_json(fs, f"{root}/.zmetadata")
     keys = consolidated.get("metadata", {}) if isinstance(consolidated, dict) else {}
-    found = _inspect_store(fs, root, [".zgroup", ".zattrs", *(k for k in keys if k.endswith("/.zarray"))])
+    found = _inspect_store(
+        fs, root, [".zgroup", ".zattrs", *(k for k in keys if k.endswith("/.zarray"))]
+    )
     return dataclasses.replace(found, files=[], foreign=[])
 
 
@@ -275,13 +350,19 @@ def inspect(path: str, kind: str, *, shallow: bool = False) -> Found:
     if files is None:
         return Found(None)
     if files == [""]:  # a file
-        found_kind = _file_kind(fs, root, kind) if kind in ("table", "model", "model-sidecar", "geotiff", "png", "points") else None
+        found_kind = (
+            _file_kind(fs, root, kind)
+            if kind in ("table", "model", "model-sidecar", "geotiff", "png", "points")
+            else None
+        )
         return Found(found_kind, [""] if found_kind else [], is_file=True)
     if ".zgroup" in files:
         return _inspect_store(fs, root, files)
     marker = _read_json(fs, f"{root}/{MARKER_FILE}") if MARKER_FILE in files else None
     found_kind = marker.get(PRODUCT_ATTR) if isinstance(marker, dict) else None
-    if found_kind is None and kind == "sample-data" and "sample_data.json" in files:  # made before the marker
+    if (
+        found_kind is None and kind == "sample-data" and "sample_data.json" in files
+    ):  # made before the marker
         manifest = _read_json(fs, f"{root}/sample_data.json")
         found_kind = "sample-data" if isinstance(manifest, dict) and "spec" in manifest else None
     if found_kind is None and kind == "demo" and "demo.log" in files:  # made before the marker
@@ -298,6 +379,7 @@ def _names(files: list[str], n: int = 3) -> str:
 
 # ---------------------------------------------------------------- the check and the removal
 
+
 def check_local_writable(path: str, flag: str) -> None:
     """A local output must be creatable: tried in its nearest existing folder (missing ones are made),
     by creating and removing a temporary file, as permission bits mislead (root, read-only mounts)."""
@@ -310,16 +392,29 @@ def check_local_writable(path: str, flag: str) -> None:
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
-        raise InputError(flag, f"{folder} is a file, so {path} cannot be created; choose another path")
+        raise InputError(
+            flag, f"{folder} is a file, so {path} cannot be created; choose another path"
+        )
     try:
         fd, probe = tempfile.mkstemp(prefix=".efm-write-check-", dir=folder)
     except OSError as exc:
-        raise InputError(flag, f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to") from None
+        raise InputError(
+            flag,
+            f"cannot write in {folder} ({exc.strerror or exc}); pick a folder you can write to",
+        ) from None
     os.close(fd)
     os.remove(probe)
 
 
-def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bool = False, overwrite: bool = False, flag: str = "--output") -> Found:
+def check_output(
+    path: str,
+    kind: str,
+    *,
+    inputs: dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    flag: str = "--output",
+) -> Found:
     """Before anything is written: may a command that writes `kind` write at `path`? Raises InputError if not.
 
     Returns what is there (Found(None) for a new path). `inputs`: {flag: path or paths} the command reads.
@@ -337,18 +432,32 @@ def check_output(path: str, kind: str, *, inputs: dict | None = None, resume: bo
         return _sidecar_check(path, kind, inputs, overwrite, flag) or found
     what = KINDS[kind]
     if found.kind is None:
-        holds = "it is a file" if found.is_file else f"it holds {_names(found.foreign or found.files)}"
-        raise InputError(flag, f"{path} exists and is not {what} ({holds}); efm replaces only what it wrote: choose another path")
+        holds = (
+            "it is a file" if found.is_file else f"it holds {_names(found.foreign or found.files)}"
+        )
+        raise InputError(
+            flag,
+            f"{path} exists and is not {what} ({holds}); efm replaces only what it wrote: choose another path",
+        )
     if found.kind != kind:
         raise InputError(flag, f"{path} is {KINDS[found.kind]}, not {what}; choose another path")
     if found.foreign:
-        raise InputError(flag, f"{path} is {what} but also holds files efm did not write ({_names(found.foreign)}); move them out or choose another path")
+        raise InputError(
+            flag,
+            f"{path} is {what} but also holds files efm did not write ({_names(found.foreign)}); move them out or choose another path",
+        )
     if resume:
         return found
     if not overwrite:
         if kind in RESUMABLE and not found.complete:
-            raise InputError(flag, f"{path} already exists; pass --resume to finish it or --overwrite to replace it")
-        raise InputError(flag, f"{path} already exists ({what}{', complete' if found.complete else ''}); pass --overwrite to replace it")
+            raise InputError(
+                flag,
+                f"{path} already exists; pass --resume to finish it or --overwrite to replace it",
+            )
+        raise InputError(
+            flag,
+            f"{path} already exists ({what}{', complete' if found.complete else ''}); pass --overwrite to replace it",
+        )
     _sidecar_check(path, kind, inputs, overwrite, flag)
     return found
 
@@ -363,9 +472,14 @@ def _sidecar_check(path: str, kind: str, inputs, overwrite: bool, flag: str) -> 
     if found.empty:
         return None
     if found.kind is None:
-        raise InputError(flag, f"{sidecar} (where the model's sidecar goes) exists and is not an efm sidecar; choose another path")
+        raise InputError(
+            flag,
+            f"{sidecar} (where the model's sidecar goes) exists and is not an efm sidecar; choose another path",
+        )
     if not overwrite:
-        raise InputError(flag, f"{sidecar} (an efm model sidecar) already exists; pass --overwrite to replace it")
+        raise InputError(
+            flag, f"{sidecar} (an efm model sidecar) already exists; pass --overwrite to replace it"
+        )
     return found
 
 
@@ -377,7 +491,10 @@ def remove(path: str, kind: str, flag: str = "--output", found: Found | None = N
     if found.empty:
         return
     if found.kind != kind or found.foreign:
-        raise InputError(flag, f"{path} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path")
+        raise InputError(
+            flag,
+            f"{path} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path",
+        )
     targets = [root if f == "" else f"{root}/{f}" for f in found.files]
     if targets:
         fs.rm(targets)
@@ -399,13 +516,19 @@ def mark_folder(path: str, kind: str) -> None:
 
 # ---------------------------------------------------------------- efm sample's parts folder
 
+
 def start_parts(parts_dir: str, flag: str = "--output") -> None:
     """Clear a parts folder left by an interrupted `efm sample` (only one it marked), then mark a fresh one."""
     fs, root = _location(parts_dir)
     files = _listing(fs, root)
     if files:
-        if PARTS_MARKER not in files or any(not (_PART.match(f) or f == PARTS_MARKER) for f in files):
-            raise InputError(flag, f"{parts_dir} (where `efm sample` keeps its parts) exists and was not written by efm sample; move it away or choose another {flag}")
+        if PARTS_MARKER not in files or any(
+            not (_PART.match(f) or f == PARTS_MARKER) for f in files
+        ):
+            raise InputError(
+                flag,
+                f"{parts_dir} (where `efm sample` keeps its parts) exists and was not written by efm sample; move it away or choose another {flag}",
+            )
         fs.rm([f"{root}/{f}" for f in files])
     fs.makedirs(root, exist_ok=True)
     fs.pipe_file(f"{root}/{PARTS_MARKER}", b"efm sample parts\n")
@@ -415,5 +538,10 @@ def check_parts(parts_dir: str, flag: str = "--output") -> None:
     """Before anything is written: refuse a parts folder efm did not write."""
     fs, root = _location(parts_dir)
     files = _listing(fs, root)
-    if files and (PARTS_MARKER not in files or any(not (_PART.match(f) or f == PARTS_MARKER) for f in files)):
-        raise InputError(flag, f"{parts_dir} (where `efm sample` keeps its parts) exists and was not written by efm sample; move it away or choose another {flag}")
+    if files and (
+        PARTS_MARKER not in files or any(not (_PART.match(f) or f == PARTS_MARKER) for f in files)
+    ):
+        raise InputError(
+            flag,
+            f"{parts_dir} (where `efm sample` keeps its parts) exists and was not written by efm sample; move it away or choose another {flag}",
+        )

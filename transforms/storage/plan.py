@@ -14,6 +14,7 @@ Two parts:
 The constants below are measurements (benchmarks/RESULTS.md, "Plan constants", with the
 command) or stated assumptions.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,7 +83,9 @@ class ChunkPlan:
     def __post_init__(self):
         self.touched = np.ascontiguousarray(self.touched, dtype=bool)
         per_row = self.touched.sum(axis=1)
-        self._row_start = np.concatenate([[0], np.cumsum(per_row)[:-1]]).astype(np.int64)  # index of a row's first chunk
+        self._row_start = np.concatenate([[0], np.cumsum(per_row)[:-1]]).astype(
+            np.int64
+        )  # index of a row's first chunk
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_row_start"}
@@ -145,10 +148,14 @@ class ChunkPlan:
     # -- chunks -----------------------------------------------------------------------------
     def window(self, row: int, col: int) -> Window:
         r0, c0 = row * self.chunk_rows, col * self.chunk_cols
-        return Window(r0, c0, min(self.chunk_rows, self.height - r0), min(self.chunk_cols, self.width - c0))
+        return Window(
+            r0, c0, min(self.chunk_rows, self.height - r0), min(self.chunk_cols, self.width - c0)
+        )
 
     def marker(self, time_index: int, row: int, col: int) -> str:
-        return f"{time_index}.{row * self.chunk_rows}.{col * self.chunk_cols}"  # == ChunkSpec.marker
+        return (
+            f"{time_index}.{row * self.chunk_rows}.{col * self.chunk_cols}"  # == ChunkSpec.marker
+        )
 
     def markers(self) -> Iterator[str]:
         rows, cols = np.nonzero(self.touched)
@@ -166,17 +173,27 @@ class ChunkPlan:
             for r in range(self.touched.shape[0]):
                 cols = np.flatnonzero(self.touched[r])
                 if done:
-                    cols = np.array([c for c in cols.tolist() if self.marker(t, r, c) not in done], dtype=np.int64)
+                    cols = np.array(
+                        [c for c in cols.tolist() if self.marker(t, r, c) not in done],
+                        dtype=np.int64,
+                    )
                 if len(cols):
                     yield ChunkRow(t, r, _runs(cols))
 
     def expand(self, item: ChunkRow) -> Iterator[ChunkSpec]:
         """A ChunkRow -> its ChunkSpecs, indexed as `plan_chunks` would (runs on the workers)."""
-        rank = np.cumsum(self.touched[item.row]) - 1  # position of each column among the row's touched ones
+        rank = (
+            np.cumsum(self.touched[item.row]) - 1
+        )  # position of each column among the row's touched ones
         first = item.time_index * self.per_year + int(self._row_start[item.row])
         for start, stop in item.runs:
             for c in range(start, stop):
-                yield ChunkSpec(first + int(rank[c]), item.time_index, self.years[item.time_index], self.window(item.row, c))
+                yield ChunkSpec(
+                    first + int(rank[c]),
+                    item.time_index,
+                    self.years[item.time_index],
+                    self.window(item.row, c),
+                )
 
     def specs(self, done: set[str] | frozenset[str] = frozenset()) -> Iterator[ChunkSpec]:
         for item in self.rows(done):
@@ -207,19 +224,39 @@ class JobPlan:
         if self.pixel_years > MAX_PIXEL_YEARS:
             reasons.append(f"{self.pixel_years:.3g} pixel-years > {MAX_PIXEL_YEARS:.0e}")
         if self.store_bytes_on_disk > MAX_STORE_BYTES:
-            reasons.append(f"store {human_bytes(self.store_bytes_on_disk)} > {human_bytes(MAX_STORE_BYTES)}")
+            reasons.append(
+                f"store {human_bytes(self.store_bytes_on_disk)} > {human_bytes(MAX_STORE_BYTES)}"
+            )
         if self.chunks > MAX_CHUNKS:
             reasons.append(f"{self.chunks:,} chunks > {MAX_CHUNKS:,}")
         return reasons
 
 
-def requests_per_chunk(rows: int, cols: int, n_bands: int, itemsize: int, tile_size: int | None, limit: int = request_plan.MAX_REQUEST_BYTES) -> int:
-    return len(request_plan.split_window(Window(0, 0, rows, cols), n_bands, itemsize, tile_size, limit))
+def requests_per_chunk(
+    rows: int,
+    cols: int,
+    n_bands: int,
+    itemsize: int,
+    tile_size: int | None,
+    limit: int = request_plan.MAX_REQUEST_BYTES,
+) -> int:
+    return len(
+        request_plan.split_window(Window(0, 0, rows, cols), n_bands, itemsize, tile_size, limit)
+    )
 
 
-def estimate(plan: ChunkPlan, *, n_bands: int, transfer_itemsize: int, store_dtype: str, tile_size: int | None = None,
-             done: int = 0, max_concurrent: int = EE_MAX_CONCURRENT, max_requests_per_second: float = EE_MAX_REQUESTS_PER_SECOND,
-             latency_s: float = ASSUMED_EE_LATENCY_S) -> JobPlan:
+def estimate(
+    plan: ChunkPlan,
+    *,
+    n_bands: int,
+    transfer_itemsize: int,
+    store_dtype: str,
+    tile_size: int | None = None,
+    done: int = 0,
+    max_concurrent: int = EE_MAX_CONCURRENT,
+    max_requests_per_second: float = EE_MAX_REQUESTS_PER_SECOND,
+    latency_s: float = ASSUMED_EE_LATENCY_S,
+) -> JobPlan:
     """Counts and times of `plan` (all planned chunks; `done` is only reported)."""
     years = len(plan.years)
     requests = pixels = 0
@@ -230,12 +267,22 @@ def estimate(plan: ChunkPlan, *, n_bands: int, transfer_itemsize: int, store_dty
     store_bytes = pixels * n_bands * np.dtype(store_dtype).itemsize
     wire_bytes = pixels * n_bands * transfer_itemsize  # as the `bytes` counter counts (no mask)
     rate = min(max_requests_per_second, max_concurrent / latency_s)
-    emulator_rps, emulator_mbps = EMULATOR_THROUGHPUT.get(store_dtype, EMULATOR_THROUGHPUT["float32"])
+    emulator_rps, emulator_mbps = EMULATOR_THROUGHPUT.get(
+        store_dtype, EMULATOR_THROUGHPUT["float32"]
+    )
     at_emulator = max(requests / emulator_rps, wire_bytes / 1e6 / emulator_mbps)
     return JobPlan(
-        chunks=plan.count, skipped=plan.skipped, done=done, pixel_years=pixels, requests=requests, wire_bytes=wire_bytes,
-        store_bytes=store_bytes, store_bytes_on_disk=int(store_bytes * COMPRESSION_RATIO.get(store_dtype, 1.0)),
-        seconds_at_quota=requests / rate, quota_requests_per_second=rate, seconds_at_emulator=at_emulator,
+        chunks=plan.count,
+        skipped=plan.skipped,
+        done=done,
+        pixel_years=pixels,
+        requests=requests,
+        wire_bytes=wire_bytes,
+        store_bytes=store_bytes,
+        store_bytes_on_disk=int(store_bytes * COMPRESSION_RATIO.get(store_dtype, 1.0)),
+        seconds_at_quota=requests / rate,
+        quota_requests_per_second=rate,
+        seconds_at_emulator=at_emulator,
     )
 
 
@@ -257,22 +304,48 @@ def human_seconds(s: float) -> str:
     return f"{s / 86400:.1f} days"
 
 
-def summary_rows(job: JobPlan, grid: Grid, years, *, transfer_dtype: str, store_dtype: str, latency_s: float = ASSUMED_EE_LATENCY_S,
-                 max_concurrent: int = EE_MAX_CONCURRENT, quota: bool = True) -> list[tuple[str, object]]:
+def summary_rows(
+    job: JobPlan,
+    grid: Grid,
+    years,
+    *,
+    transfer_dtype: str,
+    store_dtype: str,
+    latency_s: float = ASSUMED_EE_LATENCY_S,
+    max_concurrent: int = EE_MAX_CONCURRENT,
+    quota: bool = True,
+) -> list[tuple[str, object]]:
     """The plan as `name  value` rows for `common.print_summary` (`quota`: false for a source without one)."""
-    at_quota = (f"{human_seconds(job.seconds_at_quota)} ({job.quota_requests_per_second:g} requests/s: "
-                f"{max_concurrent} in flight, {latency_s:g} s per request assumed)") if quota else "no quota (COG mirror): as fast as the workers read"
+    at_quota = (
+        (
+            f"{human_seconds(job.seconds_at_quota)} ({job.quota_requests_per_second:g} requests/s: "
+            f"{max_concurrent} in flight, {latency_s:g} s per request assumed)"
+        )
+        if quota
+        else "no quota (COG mirror): as fast as the workers read"
+    )
     return [
-        ("grid", f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)"),
+        (
+            "grid",
+            f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)",
+        ),
         ("chunks planned", f"{job.chunks:,}"),
         ("chunks skipped (outside the AOI)", f"{job.skipped:,}"),
         ("chunks already done (resume)", f"{job.done:,}"),
         ("pixels (x years)", f"{job.pixel_years:,}"),
         ("requests", f"{job.requests:,}"),
         ("bytes on the wire", f"{human_bytes(job.wire_bytes)} ({transfer_dtype})"),
-        ("store size", f"{human_bytes(job.store_bytes_on_disk)} on disk ({store_dtype}, {human_bytes(job.store_bytes)} uncompressed, "
-                       f"x{COMPRESSION_RATIO.get(store_dtype, 1.0)} measured compression)"),
+        (
+            "store size",
+            f"{human_bytes(job.store_bytes_on_disk)} on disk ({store_dtype}, {human_bytes(job.store_bytes)} uncompressed, "
+            f"x{COMPRESSION_RATIO.get(store_dtype, 1.0)} measured compression)",
+        ),
         ("time at the quota bound", at_quota),
-        ("time at emulator throughput", "{} ({:g} requests/s, {:g} MB/s on the wire: one 2-core machine, measured)".format(
-            human_seconds(job.seconds_at_emulator), *EMULATOR_THROUGHPUT.get(store_dtype, EMULATOR_THROUGHPUT["float32"]))),
+        (
+            "time at emulator throughput",
+            "{} ({:g} requests/s, {:g} MB/s on the wire: one 2-core machine, measured)".format(
+                human_seconds(job.seconds_at_emulator),
+                *EMULATOR_THROUGHPUT.get(store_dtype, EMULATOR_THROUGHPUT["float32"]),
+            ),
+        ),
     ]

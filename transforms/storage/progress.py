@@ -12,6 +12,7 @@ requests, bytes) are the progress, in the job's page; this thread is not started
 
 The interval is `EFM_PROGRESS_INTERVAL` seconds (default 10; tests set it short).
 """
+
 from __future__ import annotations
 
 import os
@@ -50,15 +51,27 @@ def count_files(folder: str, pattern: str) -> int:
     return len(fs.glob(f"{root.rstrip('/')}/{pattern}")) if fs.exists(root) else 0
 
 
-def progress_line(prog: str, done: int, planned: int, new: int, elapsed: float, bytes_per_unit: float | None,
-                  unit: str = "chunks", verb: str = "written") -> str:
+def progress_line(
+    prog: str,
+    done: int,
+    planned: int,
+    new: int,
+    elapsed: float,
+    bytes_per_unit: float | None,
+    unit: str = "chunks",
+    verb: str = "written",
+) -> str:
     """`done` of `planned` units are in place, `new` of them by this run in `elapsed` seconds.
 
     MB/s is left out when a unit has no meaningful size (`bytes_per_unit` None).
     """
     percent = 100.0 * done / planned if planned else 100.0
     rate = new / elapsed if elapsed > 0 else 0.0
-    speed = "" if bytes_per_unit is None else f", {new * bytes_per_unit / 1e6 / elapsed if elapsed > 0 else 0.0:.1f} MB/s"
+    speed = (
+        ""
+        if bytes_per_unit is None
+        else f", {new * bytes_per_unit / 1e6 / elapsed if elapsed > 0 else 0.0:.1f} MB/s"
+    )
     if done >= planned:
         eta = "ETA 0 s"
     elif rate > 0:
@@ -76,8 +89,19 @@ class Progress:
     Does nothing when `enabled` is false (distributed runners, where counters are the progress).
     """
 
-    def __init__(self, prog: str, count: Callable[[], int], planned: int, *, already: int = 0, bytes_per_unit: float | None = None,
-                 unit: str = "chunks", verb: str = "written", enabled: bool = True, interval: float | None = None):
+    def __init__(
+        self,
+        prog: str,
+        count: Callable[[], int],
+        planned: int,
+        *,
+        already: int = 0,
+        bytes_per_unit: float | None = None,
+        unit: str = "chunks",
+        verb: str = "written",
+        enabled: bool = True,
+        interval: float | None = None,
+    ):
         self.prog, self.count, self.planned, self.already = prog, count, planned, already
         self.bytes_per_unit, self.unit, self.verb = bytes_per_unit, unit, verb
         self.enabled = enabled and planned > already
@@ -91,10 +115,20 @@ class Progress:
         try:
             # Never backwards: sample's parts folder is removed once the table is assembled.
             done = self._done = max(self._done, min(self.count(), self.planned))
-        except Exception:  # a listing that fails (network hiccup) must not stop the run: skip a line
+        except (
+            Exception
+        ):  # a listing that fails (network hiccup) must not stop the run: skip a line
             return
-        line = progress_line(self.prog, done, self.planned, max(0, done - self.already), time.monotonic() - self._start,
-                             self.bytes_per_unit, self.unit, self.verb)
+        line = progress_line(
+            self.prog,
+            done,
+            self.planned,
+            max(0, done - self.already),
+            time.monotonic() - self._start,
+            self.bytes_per_unit,
+            self.unit,
+            self.verb,
+        )
         self.lines.append(line)
         print(line, file=sys.stderr, flush=True)
 

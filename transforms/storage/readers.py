@@ -4,6 +4,7 @@ DoFns carry a `StoreReader` (a path and a few small facts), never arrays: the st
 opened once per worker, in `setup()`, and each chunk is read when its element arrives.
 Values come back as float32 (int8 stores de-quantised by `store.as_float`), NaN = no data.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,7 +53,12 @@ class StoreInfo:
         return self.years.index(year)
 
     def grid_summary(self) -> dict:
-        return {"crs": self.crs, "transform": list(self.transform), "width": self.width, "height": self.height}
+        return {
+            "crs": self.crs,
+            "transform": list(self.transform),
+            "width": self.width,
+            "height": self.height,
+        }
 
 
 def store_info(path: str, ds: xr.Dataset | None = None, *, flag: str = "--embeddings") -> StoreInfo:
@@ -67,12 +73,21 @@ def store_info(path: str, ds: xr.Dataset | None = None, *, flag: str = "--embedd
         crs = str(ds.rio.crs) if ds.rio.crs is not None else ds.attrs["crs"]
         transform = ds.rio.transform(recalc=False)
     except Exception as exc:  # rioxarray raises several types for a missing grid mapping
-        raise InputError(flag, f"{path} has no readable CRS/transform (spatial_ref): {exc}") from None
+        raise InputError(
+            flag, f"{path} has no readable CRS/transform (spatial_ref): {exc}"
+        ) from None
     years = tuple(int(str(t)[:4]) for t in ds["time"].values)
     return StoreInfo(
-        path=path, crs=crs, transform=tuple(transform)[:6], width=ds.sizes["x"], height=ds.sizes["y"],
-        chunk_rows=int(chunks.get("y", ds.sizes["y"])), chunk_cols=int(chunks.get("x", ds.sizes["x"])),
-        years=years, bands=tuple(str(b) for b in ds["band"].values), dtype=str(emb.dtype),
+        path=path,
+        crs=crs,
+        transform=tuple(transform)[:6],
+        width=ds.sizes["x"],
+        height=ds.sizes["y"],
+        chunk_rows=int(chunks.get("y", ds.sizes["y"])),
+        chunk_cols=int(chunks.get("x", ds.sizes["x"])),
+        years=years,
+        bands=tuple(str(b) for b in ds["band"].values),
+        dtype=str(emb.dtype),
         source=str(ds.attrs.get("source", "")),
     )
 
@@ -82,7 +97,10 @@ def select_years(info: StoreInfo, years: list[int] | None, flag: str = "--years"
         return list(info.years)
     missing = [y for y in years if y not in info.years]
     if missing:
-        raise InputError(flag, f"{info.path} has no year {missing[0]}; it holds {', '.join(map(str, info.years))}")
+        raise InputError(
+            flag,
+            f"{info.path} has no year {missing[0]}; it holds {', '.join(map(str, info.years))}",
+        )
     return list(years)
 
 
@@ -109,19 +127,33 @@ class StoreReader:
             with self._lock:
                 if self._array is None:
                     local = "://" not in self.path or self.path.startswith("file://")
-                    self._files = ChunkFiles(os.path.join(self.path.removeprefix("file://"), "embedding")) if local else None
-                    self._array = zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)["embedding"]
+                    self._files = (
+                        ChunkFiles(os.path.join(self.path.removeprefix("file://"), "embedding"))
+                        if local
+                        else None
+                    )
+                    self._array = zarr.open_group(
+                        self.path, mode="r", zarr_format=store.ZARR_FORMAT
+                    )["embedding"]
         return self._array
 
     def read_codes(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
         """The stored values (float32, or int8 codes) of a window: (rows, cols, bands)."""
         array = self.array
-        whole = self._files.read((time_index, rows, cols)) if self._files is not None else None  # one chunk file, decoded in place
+        whole = (
+            self._files.read((time_index, rows, cols)) if self._files is not None else None
+        )  # one chunk file, decoded in place
         return whole if whole is not None else array[time_index, rows, cols, :]
 
     def read(self, time_index: int, window: Window) -> np.ndarray:
         """A window as float32 (rows, cols, bands), NaN where there is no data."""
-        return store.as_float(self.read_codes(time_index, slice(window.row, window.row + window.rows), slice(window.col, window.col + window.cols)))
+        return store.as_float(
+            self.read_codes(
+                time_index,
+                slice(window.row, window.row + window.rows),
+                slice(window.col, window.col + window.cols),
+            )
+        )
 
 
 def valid_mask(values: np.ndarray) -> np.ndarray:

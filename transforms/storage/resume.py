@@ -7,14 +7,28 @@ GeoTransform (origin, pixel size) and the x/y coordinates themselves, shape, chu
 years, bands, dtype and source (collection or COG root; for class maps the embedding store,
 the model's sha256 and --confidence, which shows as a variable).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
 # Attributes naming where the values come from (compared when the run's template has them).
-SOURCE_ATTRS = {"source": "source", "collection": "collection", "cog_root": "COG root", "model_sha256": "model sha256", "embeddings_source": "embeddings source"}
-_TRANSFORM_TERMS = ((0, "x origin"), (3, "y origin"), (1, "pixel width"), (5, "pixel height"), (2, "x rotation"), (4, "y rotation"))
+SOURCE_ATTRS = {
+    "source": "source",
+    "collection": "collection",
+    "cog_root": "COG root",
+    "model_sha256": "model sha256",
+    "embeddings_source": "embeddings source",
+}
+_TRANSFORM_TERMS = (
+    (0, "x origin"),
+    (3, "y origin"),
+    (1, "pixel width"),
+    (5, "pixel height"),
+    (2, "x rotation"),
+    (4, "y rotation"),
+)
 
 
 def _number(value: float) -> str:
@@ -58,7 +72,11 @@ def _same_crs(a, b) -> bool:
 
 
 def _years(ds: xr.Dataset) -> list[int]:
-    return [int(str(t)[:4]) for t in ds["time"].values] if "time" in ds.coords else list(ds.attrs.get("years", []))
+    return (
+        [int(str(t)[:4]) for t in ds["time"].values]
+        if "time" in ds.coords
+        else list(ds.attrs.get("years", []))
+    )
 
 
 def _chunks(ds: xr.Dataset, name: str) -> dict | None:
@@ -81,7 +99,11 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
     diffs = []
     have, want = set(existing.data_vars), set(template.data_vars)
     if have ^ want == {"confidence"}:  # classify --confidence
-        diffs.append("confidence (this run: without --confidence)" if "confidence" in have else "no confidence (this run: --confidence)")
+        diffs.append(
+            "confidence (this run: without --confidence)"
+            if "confidence" in have
+            else "no confidence (this run: --confidence)"
+        )
     elif have != want:
         diffs.append(f"variables {_short(sorted(have))} (this run: {_short(sorted(want))})")
     if not _same_crs(_crs(existing), _crs(template)):
@@ -89,8 +111,12 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
     gt_have, gt_want = _geotransform(existing), _geotransform(template)
     if gt_have and gt_want:
         for index, name in _TRANSFORM_TERMS:
-            if not np.isclose(gt_have[index], gt_want[index], rtol=0, atol=1e-9 * max(1.0, abs(gt_want[index]))):
-                diffs.append(f"{name} {_number(gt_have[index])} (this run: {_number(gt_want[index])})")
+            if not np.isclose(
+                gt_have[index], gt_want[index], rtol=0, atol=1e-9 * max(1.0, abs(gt_want[index]))
+            ):
+                diffs.append(
+                    f"{name} {_number(gt_have[index])} (this run: {_number(gt_want[index])})"
+                )
     dims = [d for d in template.dims if d != "spatial_ref"]
     shape_have = {d: existing.sizes.get(d, 0) for d in dims}
     shape_want = {d: template.sizes[d] for d in dims}
@@ -100,8 +126,14 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
         diffs.append(f"shape {fmt(shape_have)} (this run: {fmt(shape_want)})")
     elif not any(d.startswith(("x origin", "y origin", "pixel")) for d in diffs):
         for axis in ("x", "y"):  # the transform agrees: the coordinates must too
-            if axis in template.coords and axis in existing.coords and not np.allclose(existing[axis].values, template[axis].values, rtol=0, atol=1e-6):
-                diffs.append(f"{axis} coordinates from {_number(float(existing[axis].values[0]))} (this run: from {_number(float(template[axis].values[0]))})")
+            if (
+                axis in template.coords
+                and axis in existing.coords
+                and not np.allclose(existing[axis].values, template[axis].values, rtol=0, atol=1e-6)
+            ):
+                diffs.append(
+                    f"{axis} coordinates from {_number(float(existing[axis].values[0]))} (this run: from {_number(float(template[axis].values[0]))})"
+                )
     years_have, years_want = _years(existing), _years(template)
     if years_have != years_want:
         diffs.append(f"years {_short(years_have)} (this run: {_short(years_want)})")
@@ -116,9 +148,20 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
         # The chunks Zarr holds decide (a small area's single chunk is the same for any --chunk-size);
         # the message names the --chunk-size each run asked for when both stores say.
         chunks_have, chunks_want = _chunks(existing, name), _chunks(template, name)
-        if chunks_have and chunks_want and chunks_have != chunks_want and not any(d.startswith("chunk size") for d in diffs):
-            if "chunk_size" in existing.attrs and "chunk_size" in template.attrs and existing.attrs["chunk_size"] != template.attrs["chunk_size"]:
-                diffs.append(f"chunk size {existing.attrs['chunk_size']} (this run: {template.attrs['chunk_size']})")
+        if (
+            chunks_have
+            and chunks_want
+            and chunks_have != chunks_want
+            and not any(d.startswith("chunk size") for d in diffs)
+        ):
+            if (
+                "chunk_size" in existing.attrs
+                and "chunk_size" in template.attrs
+                and existing.attrs["chunk_size"] != template.attrs["chunk_size"]
+            ):
+                diffs.append(
+                    f"chunk size {existing.attrs['chunk_size']} (this run: {template.attrs['chunk_size']})"
+                )
             elif not changed:  # (with another shape, chunks clipped to it differ anyway)
                 fmt = lambda chunks: " x ".join(str(chunks[d]) for d in ("y", "x") if d in chunks)  # noqa: E731
                 diffs.append(f"{name} chunks {fmt(chunks_have)} (this run: {fmt(chunks_want)})")
@@ -134,4 +177,7 @@ def check(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
 
     diffs = differences(existing, template)
     if diffs:
-        raise InputError("--resume", f"{path} has {'; '.join(diffs)}; resume with the flags that made it, or pass --overwrite to replace it")
+        raise InputError(
+            "--resume",
+            f"{path} has {'; '.join(diffs)}; resume with the flags that made it, or pass --overwrite to replace it",
+        )

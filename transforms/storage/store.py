@@ -10,6 +10,7 @@ opens them with GDAL 3.6's command-line tools and rasterio's GDAL 3.10). Complet
 leaves a marker under `.efm/done/`, which is what `--resume` trusts (a chunk of all
 no-data is not stored by Zarr, so the chunk files alone cannot tell).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,14 +48,21 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype: str, chunk_size: int, attrs: dict) -> xr.Dataset:
+def embedding_template(
+    grid: Grid, years: list[int], bands: Iterable[str], dtype: str, chunk_size: int, attrs: dict
+) -> xr.Dataset:
     """A lazy (dask) Dataset with the store's full shape, coords, CRS and attrs."""
     import dask.array as da
     import rioxarray  # noqa: F401  (registers .rio)
 
     bands = list(bands)
     shape = (len(years), grid.height, grid.width, len(bands))
-    data = da.full(shape, quantize.fill_value(dtype), dtype=dtype, chunks=(1, chunk_size, chunk_size, len(bands)))
+    data = da.full(
+        shape,
+        quantize.fill_value(dtype),
+        dtype=dtype,
+        chunks=(1, chunk_size, chunk_size, len(bands)),
+    )
     ds = xr.Dataset(
         {"embedding": (("time", "y", "x", "band"), data)},
         coords={
@@ -66,22 +74,28 @@ def embedding_template(grid: Grid, years: list[int], bands: Iterable[str], dtype
     )
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     ds["embedding"].encoding.pop("grid_mapping", None)
-    ds["embedding"].attrs.update(grid_mapping="spatial_ref", long_name="satellite embedding", units="1")
+    ds["embedding"].attrs.update(
+        grid_mapping="spatial_ref", long_name="satellite embedding", units="1"
+    )
     ds.attrs.update(attrs)
-    ds.attrs.update({
-        "crs": grid.crs,
-        "scale": grid.scale,
-        "years": list(years),
-        "chunk_size": chunk_size,
-        "license": LICENSE,
-        "attribution": ATTRIBUTION,
-        "efm_version": tool_version(),
-        "efm_product": "embeddings",  # what `--overwrite` may replace (transforms/storage/outputs.py)
-        STATUS_ATTR: "incomplete",
-    })
+    ds.attrs.update(
+        {
+            "crs": grid.crs,
+            "scale": grid.scale,
+            "years": list(years),
+            "chunk_size": chunk_size,
+            "license": LICENSE,
+            "attribution": ATTRIBUTION,
+            "efm_version": tool_version(),
+            "efm_product": "embeddings",  # what `--overwrite` may replace (transforms/storage/outputs.py)
+            STATUS_ATTR: "incomplete",
+        }
+    )
     if np.dtype(dtype) == np.int8:
         ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
-    return geozarr.annotate(ds)  # GeoZarr proj:/spatial: attrs, x/y CF axis attrs (transforms/storage/geozarr.py)
+    return geozarr.annotate(
+        ds
+    )  # GeoZarr proj:/spatial: attrs, x/y CF axis attrs (transforms/storage/geozarr.py)
 
 
 def band_coord(bands: Iterable[str]) -> np.ndarray:
@@ -112,7 +126,9 @@ def done_markers(path: str) -> set[str]:
     return {name.rsplit("/", 1)[-1] for name in fs.ls(directory, detail=False)}
 
 
-def prepare(path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, flag: str = "--output") -> set[str]:
+def prepare(
+    path: str, template: xr.Dataset, *, resume: bool, overwrite: bool, flag: str = "--output"
+) -> set[str]:
     """Create the store (or reopen it for --resume). Returns the markers of chunks already done.
 
     Never writes anything when it refuses: an existing store is resumed only where this run
@@ -136,7 +152,9 @@ def check_resume(path: str, template: xr.Dataset) -> None:
     """Refuse (InputError, one line) to resume an existing store where this run would write elsewhere."""
     from transforms.storage import resume as resume_check
 
-    existing = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False)  # stored dtypes
+    existing = xr.open_zarr(
+        path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False
+    )  # stored dtypes
     resume_check.check(path, existing, template)
 
 
@@ -145,8 +163,13 @@ def setup(path: str, template: xr.Dataset) -> None:
     variable = next(iter(template.data_vars))
     chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
     # Each variable's fill: its template encoding's _FillValue if set (e.g. a uint8 class map), else the contract's.
-    fills = {name: template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype)) for name in template.data_vars}
-    zarr_direct.create(path, template, chunks, fills)  # what xbeam.setup_zarr writes, without its dask graph
+    fills = {
+        name: template[name].encoding.get("_FillValue", quantize.fill_value(template[name].dtype))
+        for name in template.data_vars
+    }
+    zarr_direct.create(
+        path, template, chunks, fills
+    )  # what xbeam.setup_zarr writes, without its dask graph
 
 
 def set_status(path: str, status: str, **extra_attrs) -> None:
@@ -155,7 +178,9 @@ def set_status(path: str, status: str, **extra_attrs) -> None:
     group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
     group.attrs.update({STATUS_ATTR: status, **extra_attrs})
     with warnings.catch_warnings():  # the .efm/ marker folder is ours, not a Zarr node
-        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        warnings.filterwarnings(
+            "ignore", message=".*not recognized as a component of a Zarr hierarchy"
+        )
         zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
 
 
@@ -169,16 +194,24 @@ class _WriteChunkFn(beam.DoFn):
         self.fs, self.root = _fs(self.path)
         self.fs.makedirs(f"{self.root}/{MARKER_DIR}", exist_ok=True)  # local paths need the folder
         variable = next(iter(self.template.data_vars))
-        self.zarr_chunks = dict(zip(self.template[variable].dims, self.template[variable].data.chunksize))
+        self.zarr_chunks = dict(
+            zip(self.template[variable].dims, self.template[variable].data.chunksize)
+        )
         self.writer = zarr_direct.ChunkWriter(self.path, self.template, self.zarr_chunks)
 
     def process(self, element):
         key, chunk = element
-        xbeam.validate_zarr_chunk(key, chunk, self.template, self.zarr_chunks)  # coords: the chunk's place
-        self.writer.write(key.offsets, chunk)  # what xbeam.write_chunk_to_zarr does, without reopening the store per chunk
+        xbeam.validate_zarr_chunk(
+            key, chunk, self.template, self.zarr_chunks
+        )  # coords: the chunk's place
+        self.writer.write(
+            key.offsets, chunk
+        )  # what xbeam.write_chunk_to_zarr does, without reopening the store per chunk
         o = key.offsets
         name = f"{o.get('time', 0)}.{o['y']}.{o['x']}"  # == ChunkSpec.marker (a (y, x) product: time 0)
-        self.fs.pipe_file(f"{self.root}/{MARKER_DIR}/{name}", b"")  # only after the chunk is in place
+        self.fs.pipe_file(
+            f"{self.root}/{MARKER_DIR}/{name}", b""
+        )  # only after the chunk is in place
         self.written.inc()
         yield name
 
@@ -208,7 +241,9 @@ def finalize(path: str, expected: Iterable[str]) -> None:
         total += 1
         missing += marker not in done
     if missing:
-        raise RuntimeError(f"{path}: {missing} of {total} chunks were not written; run again with --resume")
+        raise RuntimeError(
+            f"{path}: {missing} of {total} chunks were not written; run again with --resume"
+        )
     set_status(path, "complete")
 
 
@@ -231,28 +266,47 @@ class MarkComplete(beam.PTransform):
         )
 
 
-def open_embeddings(path: str, *, flag: str = "--embeddings", require_complete: bool = True) -> xr.Dataset:
+def open_embeddings(
+    path: str, *, flag: str = "--embeddings", require_complete: bool = True
+) -> xr.Dataset:
     """Open an embedding store lazily, refusing stores that are missing or unfinished."""
     try:
         # mask_and_scale=False: int8 stores come back as their codes (-128 = no data), not
         # as float with NaN; `as_float` de-quantises. Float stores hold NaN either way.
-        ds = xr.open_zarr(path, consolidated=True, zarr_format=ZARR_FORMAT, chunks=None, mask_and_scale=False)
+        ds = xr.open_zarr(
+            path, consolidated=True, zarr_format=ZARR_FORMAT, chunks=None, mask_and_scale=False
+        )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(flag, f"cannot open {path} as an embedding store: {exc}") from None
     if "embedding" not in ds:
         raise InputError(flag, f"{path} has no 'embedding' variable; is it an efm embedding store?")
     if require_complete and ds.attrs.get(STATUS_ATTR) != "complete":
-        raise InputError(flag, f"{path} is incomplete ({STATUS_ATTR}={ds.attrs.get(STATUS_ATTR)!r}); finish it with `efm extract ... --resume`")
+        raise InputError(
+            flag,
+            f"{path} is incomplete ({STATUS_ATTR}={ds.attrs.get(STATUS_ATTR)!r}); finish it with `efm extract ... --resume`",
+        )
     return ds
 
 
 def as_float(values: np.ndarray) -> np.ndarray:
     """Embedding values as float32 whatever the store's dtype (int8 stores are de-quantised)."""
     values = np.asarray(values)
-    return quantize.dequantize(values) if values.dtype == np.int8 else values.astype(np.float32, copy=False)
+    return (
+        quantize.dequantize(values)
+        if values.dtype == np.int8
+        else values.astype(np.float32, copy=False)
+    )
 
 
-def check_output_location(path: str, *, resume: bool, overwrite: bool, flag: str = "--output", kind: str = "embeddings", inputs: dict | None = None) -> None:
+def check_output_location(
+    path: str,
+    *,
+    resume: bool,
+    overwrite: bool,
+    flag: str = "--output",
+    kind: str = "embeddings",
+    inputs: dict | None = None,
+) -> None:
     """Before any work: may this store be written at `path`? (see transforms/storage/outputs.py)."""
     from transforms.storage import outputs
 

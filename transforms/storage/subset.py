@@ -14,6 +14,7 @@ The rule (README, "Work on part of a store"):
 
 Pure functions and small dataclasses: no Beam, no I/O but reading an --aoi file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,18 +31,30 @@ from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, Window
 
-EDGE_TOLERANCE = 1e-6  # pixels: an area edge this close to a pixel boundary is on it (reprojection round-off)
+EDGE_TOLERANCE = (
+    1e-6  # pixels: an area edge this close to a pixel boundary is on it (reprojection round-off)
+)
 # What --resume compares (pipelines/product.check_resume_attrs): attr -> what it is in the message.
-RESUME_ATTRS = {"subset_window": "area window (--bbox/--aoi)", "subset_bbox": "--bbox", "subset_aoi_sha256": "--aoi polygon"}
+RESUME_ATTRS = {
+    "subset_window": "area window (--bbox/--aoi)",
+    "subset_bbox": "--bbox",
+    "subset_aoi_sha256": "--aoi polygon",
+}
 
 
 def add_flags(parser, what: str = "compute") -> None:
     """--bbox / --aoi (mutually exclusive, optional), with the syntax of `efm extract`."""
     area = parser.add_mutually_exclusive_group()
-    area.add_argument("--bbox", help=f"{what} only this area, W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0: "
-                                     "the output is the area's window of the input grid (same pixels)")
-    area.add_argument("--aoi", help=f"{what} only this area, a vector file (GeoJSON, GeoPackage, Shapefile, ...): "
-                                    "its bounds' window of the input grid; chunks that miss the polygon stay no data")
+    area.add_argument(
+        "--bbox",
+        help=f"{what} only this area, W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0: "
+        "the output is the area's window of the input grid (same pixels)",
+    )
+    area.add_argument(
+        "--aoi",
+        help=f"{what} only this area, a vector file (GeoJSON, GeoPackage, Shapefile, ...): "
+        "its bounds' window of the input grid; chunks that miss the polygon stay no data",
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -54,7 +67,9 @@ class Subset:
     touched: np.ndarray  # bool (chunk rows, chunk cols) of the window: the chunks to compute
     store_chunks: int  # chunks (one year) of a run over the whole store
     clipped: bool = False  # the area reached beyond the store
-    attrs: dict = dataclasses.field(default_factory=dict)  # what the output store records (empty: the whole store)
+    attrs: dict = dataclasses.field(
+        default_factory=dict
+    )  # what the output store records (empty: the whole store)
 
     @property
     def active(self) -> bool:
@@ -69,13 +84,26 @@ class Subset:
         """The output store's ChunkPlan: the window's chunks the area touches, for each year."""
         from transforms.storage.plan import ChunkPlan
 
-        return ChunkPlan(self.window.rows, self.window.cols, self.chunk_rows, self.chunk_cols, tuple(years), self.touched)
+        return ChunkPlan(
+            self.window.rows,
+            self.window.cols,
+            self.chunk_rows,
+            self.chunk_cols,
+            tuple(years),
+            self.touched,
+        )
 
     def windows(self) -> list[tuple[Window, bool]]:
         """(output chunk window, computed?) for every chunk of the window."""
         n_cols = self.touched.shape[1]
-        return [(w, bool(self.touched[i // n_cols, i % n_cols]))
-                for i, w in enumerate(gridlib.tile_windows(self.window.rows, self.window.cols, self.chunk_rows, self.chunk_cols))]
+        return [
+            (w, bool(self.touched[i // n_cols, i % n_cols]))
+            for i, w in enumerate(
+                gridlib.tile_windows(
+                    self.window.rows, self.window.cols, self.chunk_rows, self.chunk_cols
+                )
+            )
+        ]
 
     def skipped(self, n_years: int = 1) -> int:
         """Chunks of the whole-store run that this run does not compute."""
@@ -83,7 +111,9 @@ class Subset:
 
     def transform(self, base: tuple) -> tuple:
         """The input's affine coefficients (a, b, c, d, e, f) translated by whole pixels to the window's origin."""
-        return tuple(affine.Affine(*base[:6]) * affine.Affine.translation(self.window.col, self.window.row))[:6]
+        return tuple(
+            affine.Affine(*base[:6]) * affine.Affine.translation(self.window.col, self.window.row)
+        )[:6]
 
     def summary_rows(self, n_years: int = 1) -> list[tuple[str, object]]:
         """The rows a run summary gains (none without --bbox/--aoi)."""
@@ -92,7 +122,10 @@ class Subset:
         w = self.window
         clipped = " (the area reaches beyond the store: clipped to it)" if self.clipped else ""
         return [
-            ("subset window", f"{w.cols} x {w.rows} px at row {w.row}, col {w.col} of the input grid{clipped}"),
+            (
+                "subset window",
+                f"{w.cols} x {w.rows} px at row {w.row}, col {w.col} of the input grid{clipped}",
+            ),
             ("chunks skipped (outside the area)", self.skipped(n_years)),
         ]
 
@@ -101,15 +134,31 @@ def store_grid(g) -> Grid:
     """A StoreInfo / export Layer (crs, transform, width, height) as a north-up Grid."""
     a, b, c, d, e, f = g.transform[:6]
     if b or d or not math.isclose(e, -a) or a <= 0:
-        raise InputError("--bbox/--aoi", f"{g.path} has a grid that is not north-up with square pixels (transform {tuple(g.transform[:6])}); "
-                                         "work on the whole store")
-    return Grid(crs=str(g.crs), scale=float(a), x0=float(c), y0=float(f), width=int(g.width), height=int(g.height))
+        raise InputError(
+            "--bbox/--aoi",
+            f"{g.path} has a grid that is not north-up with square pixels (transform {tuple(g.transform[:6])}); "
+            "work on the whole store",
+        )
+    return Grid(
+        crs=str(g.crs),
+        scale=float(a),
+        x0=float(c),
+        y0=float(f),
+        width=int(g.width),
+        height=int(g.height),
+    )
 
 
 def whole(g) -> Subset:
     """The whole store (no --bbox/--aoi): the full window, every chunk."""
     n = (math.ceil(g.height / g.chunk_rows), math.ceil(g.width / g.chunk_cols))
-    return Subset(Window(0, 0, g.height, g.width), g.chunk_rows, g.chunk_cols, np.ones(n, dtype=bool), n[0] * n[1])
+    return Subset(
+        Window(0, 0, g.height, g.width),
+        g.chunk_rows,
+        g.chunk_cols,
+        np.ones(n, dtype=bool),
+        n[0] * n[1],
+    )
 
 
 def area_window(grid: Grid, area: shapely.Geometry) -> tuple[Window | None, bool]:
@@ -130,7 +179,9 @@ def area_window(grid: Grid, area: shapely.Geometry) -> tuple[Window | None, bool
 
 def _lonlat_bounds(geometry: shapely.Geometry, crs: str) -> str:
     to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
-    west, south, east, north = shapely.ops.transform(to_lonlat, shapely.segmentize(geometry, geometry.length / 400 or 1)).bounds
+    west, south, east, north = shapely.ops.transform(
+        to_lonlat, shapely.segmentize(geometry, geometry.length / 400 or 1)
+    ).bounds
     return f"lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f}"
 
 
@@ -139,11 +190,21 @@ def select(g, area_lonlat: shapely.Geometry, flag: str, attrs: dict | None = Non
     grid = store_grid(g)
     area = gridlib.project(area_lonlat, grid.crs)
     if area is None:
-        raise InputError(flag, f"the area cannot be projected to the store's CRS {grid.crs}; choose an area that overlaps {g.path}")
+        raise InputError(
+            flag,
+            f"the area cannot be projected to the store's CRS {grid.crs}; choose an area that overlaps {g.path}",
+        )
     window, clipped = area_window(grid, area)
     touched = None
     if window is not None:
-        sub_grid = Grid(grid.crs, grid.scale, grid.x0 + window.col * grid.scale, grid.y0 - window.row * grid.scale, window.cols, window.rows)
+        sub_grid = Grid(
+            grid.crs,
+            grid.scale,
+            grid.x0 + window.col * grid.scale,
+            grid.y0 - window.row * grid.scale,
+            window.cols,
+            window.rows,
+        )
         windows = list(gridlib.tile_windows(window.rows, window.cols, g.chunk_rows, g.chunk_cols))
         kept, _ = gridlib.windows_touching(sub_grid, windows, area)
         kept = set(kept)
@@ -152,8 +213,11 @@ def select(g, area_lonlat: shapely.Geometry, flag: str, attrs: dict | None = Non
     if touched is None or not touched.any():
         west, south, east, north = area_lonlat.bounds
         footprint = shapely.box(*grid.window_bounds(Window(0, 0, grid.height, grid.width)))
-        raise InputError(flag, f"the area (lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f}) lies outside {g.path}, "
-                               f"which covers {_lonlat_bounds(footprint, grid.crs)}; choose an area that overlaps the store")
+        raise InputError(
+            flag,
+            f"the area (lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f}) lies outside {g.path}, "
+            f"which covers {_lonlat_bounds(footprint, grid.crs)}; choose an area that overlaps the store",
+        )
     full = whole(g)
     attrs = {"subset_window": [window.row, window.col, window.rows, window.cols], **(attrs or {})}
     return Subset(window, g.chunk_rows, g.chunk_cols, touched, full.store_chunks, clipped, attrs)

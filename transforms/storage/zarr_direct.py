@@ -8,6 +8,7 @@ every chunk and writes it through a dask graph, ~5x a plain zarr write. Here the
 written once and each chunk is one `array[region] = values` per variable. The stores are the
 same, file for file: tests/test_store_direct.py compares them with what xarray-beam writes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,9 @@ def _attrs(attrs: dict) -> dict:
 def _coordinates(template: xr.Dataset, name: str) -> str | None:
     """xarray's `coordinates` attribute of a data variable: its non-dimension coords, sorted."""
     dims = set(template[name].dims)
-    names = sorted(str(c) for c in template.coords if c not in template.dims and set(template[c].dims) <= dims)
+    names = sorted(
+        str(c) for c in template.coords if c not in template.dims and set(template[c].dims) <= dims
+    )
     return " ".join(names) or None
 
 
@@ -38,7 +41,9 @@ def create(path: str, template: xr.Dataset, chunks: dict, fills: dict) -> None:
     data_vars = list(template.data_vars)
     for name in data_vars:
         if "coordinates" in template[name].attrs or "coordinates" in template[name].encoding:
-            raise ValueError(f"{name}: an explicit `coordinates` is not supported here")  # xarray's rules for it are not ours to copy
+            raise ValueError(
+                f"{name}: an explicit `coordinates` is not supported here"
+            )  # xarray's rules for it are not ours to copy
     # Coordinates through xarray (its CF encoding of times, strings and spatial_ref); "w-": never replaces anything.
     coords = template.drop_vars(data_vars)
     coords.attrs = {}
@@ -51,8 +56,14 @@ def create(path: str, template: xr.Dataset, chunks: dict, fills: dict) -> None:
         if coordinates:
             attrs["coordinates"] = coordinates
         attrs["_ARRAY_DIMENSIONS"] = list(variable.dims)
-        group.create_array(name, shape=variable.shape, chunks=tuple(chunks[d] for d in variable.dims), dtype=variable.dtype,
-                           fill_value=fills[name], attributes=_attrs(attrs))
+        group.create_array(
+            name,
+            shape=variable.shape,
+            chunks=tuple(chunks[d] for d in variable.dims),
+            dtype=variable.dtype,
+            fill_value=fills[name],
+            attributes=_attrs(attrs),
+        )
     # The group's attributes exactly as xarray writes them: the dataset's, and no global `coordinates`
     # (every coordinate here belongs to a data variable).
     group.attrs.clear()
@@ -87,18 +98,29 @@ class ChunkWriter:
         meta = self.arrays[name].metadata
         if getattr(meta, "zarr_format", None) != 2 or meta.filters or meta.order != "C":
             return None
-        if any(r.start % c or (r.stop - r.start != c and r.stop != n) for r, c, n in zip(region, meta.chunks, meta.shape)):
-            return None  # not one whole chunk (an edge chunk, cut by the array's end, counts as whole)
-        index = (meta.dimension_separator or ".").join(str(r.start // c) for r, c in zip(region, meta.chunks))
+        if any(
+            r.start % c or (r.stop - r.start != c and r.stop != n)
+            for r, c, n in zip(region, meta.chunks, meta.shape)
+        ):
+            return (
+                None  # not one whole chunk (an edge chunk, cut by the array's end, counts as whole)
+            )
+        index = (meta.dimension_separator or ".").join(
+            str(r.start // c) for r, c in zip(region, meta.chunks)
+        )
         return f"{self.root}/{name}/{index}"
 
     def _write_file(self, name: str, path: str, values: np.ndarray) -> None:
         meta = self.arrays[name].metadata
-        if _all_fill(values, meta.fill_value):  # zarr writes no chunk of fill values, and drops an old one
+        if _all_fill(
+            values, meta.fill_value
+        ):  # zarr writes no chunk of fill values, and drops an old one
             if self.fs.exists(path):
                 self.fs.rm(path)
             return
-        if values.shape != tuple(meta.chunks):  # an edge chunk: zarr 2 stores it whole, padded with the fill value
+        if values.shape != tuple(
+            meta.chunks
+        ):  # an edge chunk: zarr 2 stores it whole, padded with the fill value
             padded = np.full(meta.chunks, meta.fill_value, dtype=values.dtype)
             padded[tuple(slice(0, n) for n in values.shape)] = values
             values = padded
@@ -112,27 +134,40 @@ class ChunkWriter:
         for dim in dims:
             start, size, total = offsets.get(dim, 0), sizes[dim], self.template.sizes[dim]
             if start < 0 or start + size > total:
-                raise ValueError(f"chunk at {dim}={start} (size {size}) lies outside the store ({dim} has {total})")
+                raise ValueError(
+                    f"chunk at {dim}={start} (size {size}) lies outside the store ({dim} has {total})"
+                )
             step = self.chunks[dim]
             if start % step or (size % step and start + size != total):
-                raise ValueError(f"chunk at {dim}={start} (size {size}) is not aligned with the store's {dim} chunks of {step}")
+                raise ValueError(
+                    f"chunk at {dim}={start} (size {size}) is not aligned with the store's {dim} chunks of {step}"
+                )
             region.append(slice(start, start + size))
         return tuple(region)
 
     def write(self, offsets: dict, chunk: xr.Dataset) -> None:
         unknown = [name for name in chunk.data_vars if name not in self.arrays]
         if unknown:
-            raise ValueError(f"chunk variable {unknown[0]!r} is not in the store ({', '.join(self.arrays)})")
+            raise ValueError(
+                f"chunk variable {unknown[0]!r} is not in the store ({', '.join(self.arrays)})"
+            )
         for name in chunk.data_vars:
             variable, array = chunk[name].variable, self.arrays[name]
             if variable.dims != self.template[name].dims:
-                raise ValueError(f"{name}: chunk dims {variable.dims} differ from the store's {self.template[name].dims}")
+                raise ValueError(
+                    f"{name}: chunk dims {variable.dims} differ from the store's {self.template[name].dims}"
+                )
             values = np.asarray(variable.values)
             if values.dtype != array.dtype:
                 # What xarray's encoding would do for float -> float (e.g. float64 results into a float32 store);
                 # anything else (e.g. floats into an integer store) is a bug upstream, not a cast to make silently.
-                if not (np.issubdtype(values.dtype, np.floating) and np.issubdtype(array.dtype, np.floating)):
-                    raise TypeError(f"{name}: chunk dtype {values.dtype} differs from the store's {array.dtype}")
+                if not (
+                    np.issubdtype(values.dtype, np.floating)
+                    and np.issubdtype(array.dtype, np.floating)
+                ):
+                    raise TypeError(
+                        f"{name}: chunk dtype {values.dtype} differs from the store's {array.dtype}"
+                    )
                 values = values.astype(array.dtype)
             region = self.region(offsets, dict(zip(variable.dims, values.shape)), variable.dims)
             path = self._chunk_file(name, region)
