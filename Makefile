@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test test-airflow install airflow-env gdal-bin benchmark clean
+.PHONY: demo test test-airflow install airflow-env gdal-bin benchmark clean lint
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,17 @@ gdal-bin:
 
 test: $(STAMP) $(AIRFLOW_STAMP) gdal-bin
 	bash scripts/browser_env.sh  # chromium + chromium-driver for tests/test_label_browser.py (apt-get as root)
+	$(VENV)/bin/ruff check .  # one style (pyproject.toml): lint, then layout
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
 
 test-airflow: $(STAMP) $(AIRFLOW_STAMP)
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/extract_vs_xee.py

@@ -34,6 +34,7 @@ EXTRAS = {
         "pytest==9.2.0",
         "pytest-timeout==2.4.0",
         "hypothesis==6.170.15",
+        "ruff==0.17.6",  # make test runs ruff check + ruff format --check (pyproject.toml)
         "gcp-storage-emulator==2026.7.19",
         "selenium==4.51.0",  # drives Debian's chromium in tests/test_label_browser.py (4.52 needs a newer certifi)
         # tests/test_cog_s3.py: moto's ThreadedMotoServer needs only flask + flask-cors for S3;

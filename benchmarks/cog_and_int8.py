@@ -64,7 +64,8 @@ sys.path.insert(0, ROOT)
 
 from benchmarks import virtual_zarr  # noqa: E402
 from pipelines import extract  # noqa: E402
-from sample_data import generate as sample_data, embedding as sample_embedding  # noqa: E402
+from sample_data import embedding as sample_embedding
+from sample_data import generate as sample_data  # noqa: E402
 from transforms.core import grid as gridlib  # noqa: E402
 from transforms.core.chunks import plan_chunks  # noqa: E402
 from transforms.sources import cog, cog_index  # noqa: E402
@@ -323,7 +324,9 @@ def sweep_vz(files, repeat: int, crs: str, reference, profiles, threads_list):
     for profile, threads in [("auto", None)] + [(p, n) for p in profiles for n in threads_list]:
         result, wall, cpu = best_of(
             repeat,
-            lambda: virtual_zarr.read_area(files, profile, threads),
+            lambda profile=profile, threads=threads: virtual_zarr.read_area(
+                files, profile, threads
+            ),
             keep=reference is not None,
         )
         if reference is not None:
@@ -383,7 +386,10 @@ def measure_case(data, label, half, args, chunk, workdir, read_rows):
     stores = {}
     for dtype in ("int8", "float32"):
         output = os.path.join(workdir, f"{'native' if half else 'both'}-{dtype}.zarr")
-        _, wall, cpu = best_of(args.repeat, lambda: run_extract(data, bbox, output, dtype, chunk))
+        _, wall, cpu = best_of(
+            args.repeat,
+            lambda output=output, dtype=dtype: run_extract(data, bbox, output, dtype, chunk),
+        )
         stores[dtype] = output
         results.append(
             (
@@ -434,8 +440,10 @@ def measure_case(data, label, half, args, chunk, workdir, read_rows):
     if half and read_rows is not None:
         for dtype, path in stores.items():
             size = disk_bytes(path)
-            _, read_wall, _ = best_of(args.repeat, lambda: read_store(path))
-            _, raw_wall, _ = best_of(args.repeat, lambda: read_store(path, as_float=False))
+            _, read_wall, _ = best_of(args.repeat, lambda path=path: read_store(path))
+            _, raw_wall, _ = best_of(
+                args.repeat, lambda path=path: read_store(path, as_float=False)
+            )
             read_rows.append(
                 (
                     dtype,

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import warnings
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("EFM_EE_ACCESS_TOKEN", "benchmark-token")

@@ -174,8 +174,8 @@ def compare_knn(info, win: dict, order, classes) -> None:
     (view.knn_predict) against KNeighborsClassifier.predict, best of 3 each, outputs compared."""
     import time
 
-    from transforms.learning import models
     from label_page.view import StoreView, Window, neighbours
+    from transforms.learning import models
 
     view = StoreView(info, info.years[-1])
     w = Window(win["row0"], win["col0"], win["rows"], win["cols"], 1)

@@ -28,6 +28,7 @@ os.environ.setdefault("EFM_EE_ACCESS_TOKEN", "benchmark-token")
 os.environ.setdefault("NO_GCE_CHECK", "True")
 
 import numpy as np  # noqa: E402
+from extract_vs_xee import bbox_of, extract_quietly  # noqa: E402
 
 from emulators.earthengine import EarthEngineEmulatorProcess  # noqa: E402
 from emulators.earthengine.synthetic import (
@@ -36,7 +37,6 @@ from emulators.earthengine.synthetic import (
     TileSpec,
     make_embedding_collection,
 )  # noqa: E402
-from extract_vs_xee import bbox_of, extract_quietly  # noqa: E402
 
 YEAR = 2021
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,10 +162,11 @@ def country_graph(work):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.sources import earthengine
     from transforms.core import grid as gridlib
-    from transforms.storage import plan as planlib, store
+    from transforms.sources import earthengine
     from transforms.sources.fetch import FetchChunks
+    from transforms.storage import plan as planlib
+    from transforms.storage import store
 
     start = time.perf_counter()
     grid, aoi = gridlib.plan_grid(gridlib.parse_bbox(COUNTRY_BBOX))

@@ -39,7 +39,7 @@ lower for every codec; their order is what these figures show.
 
 
 def candidates():
-    from numcodecs import Blosc, LZ4, Zstd
+    from numcodecs import LZ4, Blosc, Zstd
 
     return [
         (

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import DAG, Param
-
 from efm_airflow import COMMON_PARAMS, EFM_PYTHON, beam_pipeline_options
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
 from airflow.sdk import DAG, Param
-
 from efm_airflow import COMMON_PARAMS, flex_launch_body
 
 with DAG(

@@ -29,7 +29,6 @@ from __future__ import annotations
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param
-
 from efm_airflow import COMMON_PARAMS, EFM_PYTHON, MAP_PARAMS, beam_pipeline_options, train_command
 
 

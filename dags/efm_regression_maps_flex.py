@@ -27,7 +27,6 @@ from __future__ import annotations
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param
-
 from efm_airflow import COMMON_PARAMS, MAP_PARAMS, flex_launch_body, train_command
 
 TEMPLATE_STEPS = ("extract", "sample", "predict", "similarity", "change")

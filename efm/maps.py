@@ -48,7 +48,7 @@ SHIP_ONCE_BYTES = (
 )  # a function (with its model) bigger than this travels as one graph key, not in each task
 
 
-_READY: "collections.OrderedDict[str, ChunkFunction]" = (
+_READY: collections.OrderedDict[str, ChunkFunction] = (
     collections.OrderedDict()
 )  # per process: payload hash -> set-up function
 _READY_LOCK = threading.Lock()

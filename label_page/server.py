@@ -23,9 +23,9 @@ import logging
 import threading
 import urllib.parse
 
-from transforms.storage import outputs
 from label_page import points as pointlib
 from label_page.view import StoreView, ZoomIn
+from transforms.storage import outputs
 
 STATIC = {"index.html": "text/html", "label.js": "text/javascript", "label.css": "text/css"}
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class Session:
 
     def colours(self) -> list[str]:
         palette = [
-            "#%02x%02x%02x" % rgb for rgb in self._palette(list(range(len(self.classes)))).values()
+            "#{:02x}{:02x}{:02x}".format(*rgb)
+            for rgb in self._palette(list(range(len(self.classes)))).values()
         ]
         return [
             self.chosen_colours.get(name, colour) for name, colour in zip(self.classes, palette)

@@ -318,7 +318,7 @@ def knn_predict(model, values: np.ndarray, tolerance: float = 3e-5) -> np.ndarra
 def _knn_predict(model, values: np.ndarray, tolerance: float) -> np.ndarray:
     train = model._fit_X.astype(np.float32)
     codes = model._y  # indices into model.classes_
-    k, n = model.n_neighbors, len(train)
+    k = model.n_neighbors
     # ||x - t||^2 = ||x||^2 - 2 x.t + ||t||^2: ||x||^2 is the same for every t, so it is left out of the
     # ranking. One row per point, contiguous over the pixels: every step below is a vector operation.
     sq = np.einsum("ij,ij->i", train, train)

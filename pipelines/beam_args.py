@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import (
     PipelineOptions,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipelines import common, product
 from transforms.core.errors import InputError

@@ -9,7 +9,7 @@ The model file and sidecar are the same kind `efm train` writes (classes 0..K-1,
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import numpy as np

@@ -21,10 +21,12 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from pipelines import common
-from sample_data import generate as sample_data, fields as sample_fields, truth as sample_truth
+from sample_data import fields as sample_fields
+from sample_data import generate as sample_data
+from sample_data import truth as sample_truth
 from transforms.core.errors import InputError
 from transforms.storage import outputs
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions
@@ -16,9 +16,11 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_max, metric_totals
-from transforms.sources import cog, cog_index, earthengine, request_plan, fetch as fetchlib
+from transforms.sources import cog, cog_index, earthengine, request_plan
+from transforms.sources import fetch as fetchlib
 from transforms.sources.fetch import FetchChunks, RetryPolicy
-from transforms.storage import outputs, plan as planlib, progress, store
+from transforms.storage import outputs, progress, store
+from transforms.storage import plan as planlib
 
 DEFAULT_CHUNK_SIZE = 1024
 COG_NEIGHBOURHOOD_CHUNKS = (

@@ -22,7 +22,7 @@ import shlex
 import sys
 import tempfile
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from transforms.core.errors import InputError, first_line
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from label_page import points as pointlib
+from label_page import server as serverlib
+from label_page.view import StoreView, default_year
 from pipelines import common
 from transforms.core.errors import InputError
 from transforms.products import export
 from transforms.storage import outputs, readers, store
-from label_page import points as pointlib
-from label_page import server as serverlib
-from label_page.view import StoreView, default_year
 
 DEFAULT_PORT = 8765
 

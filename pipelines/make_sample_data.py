@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipelines import common
 from sample_data import generate as sample_data

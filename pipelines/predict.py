@@ -11,9 +11,10 @@ sidecar in its attrs.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from pipelines import classify as classify_cli, common, product
+from pipelines import classify as classify_cli
+from pipelines import common, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import model_cache, models

@@ -16,7 +16,8 @@ import apache_beam as beam
 
 from pipelines import common
 from transforms.core.metrics import metric_totals
-from transforms.storage import plan as planlib, progress, readers, store
+from transforms.storage import plan as planlib
+from transforms.storage import progress, readers, store
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import numpy as np

@@ -11,7 +11,7 @@ otherwise, 255 = no data).
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipelines import common, product
 from pipelines.change import check_threshold

@@ -8,10 +8,9 @@ cross-validation first (stratified for classes), then a fit on every sample, the
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipelines import common
-from transforms.core.errors import InputError
 from transforms.learning import models, training
 from transforms.storage import outputs
 

@@ -22,7 +22,6 @@ from sample_data.world import World, apply, seeded
 from transforms.core import quantize
 from transforms.sources.cog_index import zone_crs
 
-
 # ---------------------------------------------------------------------------------------
 # Files of one zone
 # ---------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)  # /template in the image: setup.py and constraints.txt are there

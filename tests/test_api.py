@@ -21,18 +21,23 @@ import xarray as xr
 import zarr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier
+from store_factory import BANDS, make_store, pixel_centre
 
 import efm
 from pipelines import (
     classify as classify_cli,
+)
+from pipelines import (
     predict as predict_cli,
+)
+from pipelines import (
     sample as sample_cli,
+)
+from pipelines import (
     train as train_cli,
 )
-from store_factory import BANDS, make_store, pixel_centre
 from transforms.core.errors import InputError
 from transforms.learning import models
-from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
 

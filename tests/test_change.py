@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from store_factory import make_store
 
 from pipelines import change as change_cli
-from store_factory import make_store
 from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]

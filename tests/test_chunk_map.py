@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import xarray as xr
 from apache_beam.options.pipeline_options import PipelineOptions
+from store_factory import make_store
 
 from pipelines import product
-from store_factory import make_store
 from transforms.products.change import pair_similarity, reference_similarity, threshold_mask
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template
-from transforms.storage import plan as planlib, readers, store
+from transforms.storage import plan as planlib
+from transforms.storage import readers, store
 
 
 class BandDifference(ChunkFunction):

@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
+from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
-from store_factory import BANDS, make_store
 from transforms.learning import models
 from transforms.products.classify import class_encoding, predict_chunk
 from transforms.storage import store

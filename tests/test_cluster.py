@@ -7,9 +7,10 @@ import json
 import numpy as np
 import xarray as xr
 from sklearn.metrics import adjusted_rand_score
-
-from pipelines import classify as classify_cli, cluster as cluster_cli
 from store_factory import make_store
+
+from pipelines import classify as classify_cli
+from pipelines import cluster as cluster_cli
 from transforms.learning import sampling
 
 FNAPI = ["--runner=FnApiRunner"]

@@ -22,8 +22,12 @@ import xarray as xr
 
 from pipelines import extract
 from sample_data import (
-    generate as sample_data,
     embedding as sample_embedding,
+)
+from sample_data import (
+    generate as sample_data,
+)
+from sample_data import (
     world as sample_world,
 )
 from transforms.core import quantize
@@ -51,13 +55,16 @@ def _file_arrays(paths):
     return arrays
 
 
-def lookup(grid: Grid, window: Window, paths: list[str], offset=(0.0, 0.0), _cache={}):
+_LOOKUP_CACHE: dict = {}  # the last set of files read by lookup(): tests ask for many windows of one set
+
+
+def lookup(grid: Grid, window: Window, paths: list[str], offset=(0.0, 0.0)):
     """(rows, cols, bands) int8 codes of `window`, and which pixels came from another CRS."""
     key = tuple(sorted(paths))
-    if key not in _cache:
-        _cache.clear()
-        _cache[key] = _file_arrays(paths)
-    arrays = _cache[key]
+    if key not in _LOOKUP_CACHE:
+        _LOOKUP_CACHE.clear()
+        _LOOKUP_CACHE[key] = _file_arrays(paths)
+    arrays = _LOOKUP_CACHE[key]
     rows, cols = np.mgrid[
         window.row : window.row + window.rows, window.col : window.col + window.cols
     ]
@@ -297,7 +304,7 @@ def test_index_formats_agree(mirror, tmp_path):
         assert frame.attrs["index_path"].endswith(name)
         frames[name] = frame
     base = frames["aef_index.parquet"]
-    for name, frame in frames.items():
+    for frame in frames.values():
         assert [p.split("/")[-3:] for p in frame["path"]] == [
             p.split("/")[-3:] for p in base["path"]
         ]

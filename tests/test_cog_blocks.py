@@ -6,14 +6,14 @@ threads want it. The reference is the files read whole with rasterio and looked 
 from __future__ import annotations
 
 import collections
-import pickle
 import concurrent.futures
+import pickle
 
 import numpy as np
 import pytest
+from test_cog import YEARS, assert_reads_match_files, make_source, reference_grid
 
 from sample_data import generate as sample_data
-from test_cog import YEARS, assert_reads_match_files, make_source, reference_grid
 from transforms.core.chunks import ChunkSpec
 from transforms.core.grid import Window, tile_windows
 from transforms.sources import cog, cog_blocks

@@ -20,8 +20,6 @@ pytest.importorskip("s3fs", reason="the [s3] extra")
 moto_server = pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
 
 import range_http  # noqa: E402
-from pipelines import extract  # noqa: E402
-from sample_data import generate as sample_data  # noqa: E402
 from test_cog import (
     FNAPI,
     SPEC,
@@ -33,6 +31,9 @@ from test_cog import (
     reference_grid,
     sample_data_aoi,
 )
+
+from pipelines import extract  # noqa: E402
+from sample_data import generate as sample_data  # noqa: E402
 from transforms.core.errors import InputError  # noqa: E402
 from transforms.core.grid import Window  # noqa: E402
 from transforms.sources import cog_index, remote_fs  # noqa: E402

@@ -12,7 +12,8 @@ import rasterio
 import xarray as xr
 
 from pipelines import cli, demo
-from sample_data import truth as sample_truth, world as sample_world
+from sample_data import truth as sample_truth
+from sample_data import world as sample_world
 
 THRESHOLD = (
     0.78  # --small scores ~0.85; a map flipped, shifted or with classes mixed up scores < 0.5

@@ -6,8 +6,7 @@ evaluated directly at each pixel centre.
 
 import numpy as np
 
-from emulators.earthengine import EarthEngineEmulator
-from emulators.earthengine import procedural
+from emulators.earthengine import EarthEngineEmulator, procedural
 from pipelines import extract
 from transforms.storage import store
 

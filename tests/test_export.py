@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import rasterio
 import zarr
+from store_factory import make_store
 
 from pipelines import export as export_cli
-from store_factory import make_store
 from transforms.products.classify import class_encoding, class_template
 from transforms.products.export import class_colors, output_paths, validate_cog
 from transforms.storage import store

@@ -1,7 +1,5 @@
 """Bad input fails fast: one line on stderr naming the flag, exit 2, nothing written."""
 
-import json
-
 import pytest
 
 from emulators.earthengine import EarthEngineEmulator

@@ -18,13 +18,14 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
+from store_factory import make_store
+from test_export import make_class_store
+from test_extract import bbox_inside
 
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import make_embedding_collection
-from pipelines import common, export as export_cli, extract
-from test_export import make_class_store
-from test_extract import bbox_inside
-from store_factory import make_store
+from pipelines import common, extract
+from pipelines import export as export_cli
 from transforms.storage import store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

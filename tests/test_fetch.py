@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core.chunks import plan_chunks
 from transforms.core.grid import Grid, chunk_windows
-from transforms.sources.fetch import FetchChunks, RetryPolicy, RetryableError, TileFetchError
+from transforms.sources.fetch import FetchChunks, RetryableError, RetryPolicy
 from transforms.sources.grid_source import GridSource
 
 
@@ -144,10 +144,11 @@ MULTIPROCESS = [
 def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
     """Two worker processes, two shards of 2 threads under a cap of 4, against the emulator that
     counts what it serves at once; one request fails hard mid-run (HTTP 400), the run is resumed."""
+    from test_extract import bbox_inside, expected_array
+
     from emulators.earthengine import EarthEngineEmulator
     from emulators.earthengine.synthetic import make_embedding_collection
     from pipelines import extract
-    from test_extract import bbox_inside, expected_array
     from transforms.storage import store
 
     images = make_embedding_collection(years=(2021, 2022), seed=3)

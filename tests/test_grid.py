@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 import shapely
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms.core import grid as g
 from transforms.core.errors import InputError

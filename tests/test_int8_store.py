@@ -16,10 +16,11 @@ import pytest
 import rasterio
 import xarray as xr
 import zarr
+from test_cog import check_nearest, files_of, grid_of, make_source
 
 from pipelines import classify, cluster, export, extract, sample, train
-from test_cog import check_nearest, files_of, grid_of, make_source
-from sample_data import generate as sample_data, embedding as sample_embedding
+from sample_data import embedding as sample_embedding
+from sample_data import generate as sample_data
 from transforms.core import quantize
 from transforms.core.grid import Window
 from transforms.storage import readers, store

@@ -13,15 +13,15 @@ import urllib.request
 
 import numpy as np
 import pytest
+import store_factory
 from sklearn.neighbors import KNeighborsClassifier
 
-import store_factory
-from pipelines import cli, label
-from transforms.learning import sampling
-from transforms.storage import readers
 from label_page import points as pointlib
 from label_page import server as serverlib
 from label_page.view import NO_CLASS, StoreView, ZoomIn
+from pipelines import cli, label
+from transforms.learning import sampling
+from transforms.storage import readers
 
 YEAR = 2021
 
@@ -370,8 +370,8 @@ def test_the_fast_knn_equals_scikit_learns_predict_ties_included(n_points):
     """The preview's k-NN (a float32 product, scikit-learn where float32 could pick another neighbour
     set) equals KNeighborsClassifier.predict, on int8-quantised embeddings with exact ties: training
     points repeated with another label, and pixels equal to training points."""
-    from transforms.core import quantize
     from label_page.view import knn_predict
+    from transforms.core import quantize
 
     rng = np.random.default_rng(n_points)
     centres = rng.normal(size=(3, 64))

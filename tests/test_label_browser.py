@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import pytest
-
 import store_factory
 
 CHROMIUM = "/usr/bin/chromium"
@@ -187,8 +186,8 @@ def reference_preview(s, t: int, clicked: list[tuple[int, int, int]], window: di
 def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, browser, tmp_path):
     import pyproj
 
-    from transforms.storage import readers
     from transforms.learning import sampling
+    from transforms.storage import readers
 
     s, t = synthetic, 0
     output = tmp_path / "points.geojson"

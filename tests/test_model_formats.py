@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
-from pipelines import classify as classify_cli, train as train_cli
 from store_factory import BANDS, make_store
+
+from pipelines import classify as classify_cli
+from pipelines import train as train_cli
 from transforms.learning import models, training
 from transforms.products.classify import class_encoding
 

@@ -10,9 +10,10 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-
-from pipelines import classify as classify_cli, train as train_cli
 from store_factory import BANDS, make_store
+
+from pipelines import classify as classify_cli
+from pipelines import train as train_cli
 from transforms.core.errors import InputError
 from transforms.learning import models
 
@@ -203,6 +204,7 @@ def test_train_cross_validates_and_writes_the_sidecar(tmp_path, capsys):
     assert meta["params"]["n_neighbors"] == 3 and meta["metrics"]["overall_accuracy"] == 1.0
     assert meta["metrics"]["confusion_matrix"] == [[24, 0, 0], [0, 24, 0], [0, 0, 24]]
     import hashlib
+
     import sklearn
 
     assert (

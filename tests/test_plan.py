@@ -16,7 +16,8 @@ import shapely
 from transforms.core import grid as gridlib
 from transforms.core.chunks import ChunkSpec
 from transforms.sources import request_plan
-from transforms.storage import plan as planlib, progress
+from transforms.storage import plan as planlib
+from transforms.storage import progress
 
 YEARS = [2019, 2020, 2021]
 
@@ -183,8 +184,8 @@ def test_progress_prints_on_a_cadence_and_a_final_count(capsys):
             time.sleep(0.01)
     err = capsys.readouterr().err.splitlines()
     assert len(err) >= 4 and all(
-        re.fullmatch(r"efm x: progress: \d+/10 chunks written \(\d+%\), [\d.]+ MB/s, ETA .+", l)
-        for l in err
+        re.fullmatch(r"efm x: progress: \d+/10 chunks written \(\d+%\), [\d.]+ MB/s, ETA .+", line)
+        for line in err
     )
     assert err[-1].startswith("efm x: progress: 10/10 chunks written (100%)")
     with progress.Progress(

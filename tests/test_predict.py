@@ -7,9 +7,10 @@ import pytest
 import xarray as xr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-
-from pipelines import classify as classify_cli, predict as predict_cli
 from store_factory import BANDS, make_store
+
+from pipelines import classify as classify_cli
+from pipelines import predict as predict_cli
 from transforms.learning import models
 from transforms.storage import store
 

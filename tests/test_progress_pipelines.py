@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
+from store_factory import BANDS, make_store, pixel_centre
 
 from pipelines import classify, sample
-from store_factory import BANDS, make_store, pixel_centre
 from transforms.learning import models
 from transforms.storage import store
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
+from store_factory import BANDS
 
 from pipelines import train as train_cli
-from store_factory import BANDS
 from transforms.core.errors import InputError
 from transforms.learning import models
 

@@ -15,8 +15,12 @@ from scipy import ndimage
 
 from pipelines import make_sample_data
 from sample_data import (
-    generate as sample_data,
     embedding as sample_embedding,
+)
+from sample_data import (
+    generate as sample_data,
+)
+from sample_data import (
     world as sample_world,
 )
 from transforms.core import quantize

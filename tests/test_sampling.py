@@ -8,9 +8,9 @@ import pandas as pd
 import pyproj
 import pytest
 import shapely
+from store_factory import BANDS, make_store
 
 from pipelines import sample as sample_cli
-from store_factory import BANDS, make_store
 from transforms.learning import sampling
 from transforms.storage import readers
 

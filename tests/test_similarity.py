@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+from store_factory import make_store
 
 from pipelines import similarity as similarity_cli
-from store_factory import make_store
 from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]

@@ -4,7 +4,6 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import rioxarray  # noqa: F401
-import xarray as xr
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core import quantize

@@ -154,7 +154,7 @@ def test_setup_never_replaces_a_store(tmp_path):
     path = str(tmp_path / "s.zarr")
     store.setup(path, _embeddings("int8"))
     before = _files(path)
-    with pytest.raises(Exception):
+    with pytest.raises(FileExistsError):
         store.setup(path, _embeddings("float32"))
     assert _files(path) == before
 
@@ -183,13 +183,13 @@ def test_a_chunk_of_fill_values_is_no_file_as_with_zarr(emb, tmp_path, kind):
     store.setup(path, template)
     chunks = dict(zip(template["embedding"].dims, template["embedding"].data.chunksize))
     writer = zarr_direct.ChunkWriter(path, template, chunks)
-    for key, chunk in _chunks(kind, template, 1):
-        if (
-            key.offsets.get("y") == 64
-            and key.offsets.get("x") == 128
-            and key.offsets.get("time", 0) == 0
-        ):  # an edge chunk
-            break
+    key, chunk = next(  # an edge chunk
+        (key, chunk)
+        for key, chunk in _chunks(kind, template, 1)
+        if key.offsets.get("y") == 64
+        and key.offsets.get("x") == 128
+        and key.offsets.get("time", 0) == 0
+    )
     writer.write(key.offsets, chunk)
     chunk_file = os.path.join(path, "embedding", "0.1.2.0")
     assert os.path.exists(chunk_file)

@@ -21,15 +21,23 @@ import xarray as xr
 import zarr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier
+from store_factory import BANDS, make_store
 
 from pipelines import (
     change as change_cli,
+)
+from pipelines import (
     classify as classify_cli,
+)
+from pipelines import (
     export as export_cli,
+)
+from pipelines import (
     predict as predict_cli,
+)
+from pipelines import (
     similarity as similarity_cli,
 )
-from store_factory import BANDS, make_store
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, Window
 from transforms.learning import models

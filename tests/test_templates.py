@@ -28,14 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FAKE_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
 sys.path.insert(0, str(TEMPLATES))
 import flex_launcher  # noqa: E402
-
 from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy  # noqa: E402
 
 PIPELINES = ("extract", "classify", "sample", "predict", "similarity", "change")
@@ -110,7 +108,7 @@ def test_every_parameter_is_a_flag_and_every_flag_a_parameter(pipeline):
                 f"{name} is a switch: its values are true/false"
             )
     covered = {flex_launcher.flag_for(name, actions) for name in params}
-    for flag, action in actions.items():
+    for flag in actions:
         if flag in NOT_IN_TEMPLATE[pipeline]:
             continue
         assert flag in covered, (
@@ -671,9 +669,9 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(
     the table must be written by the pipeline itself. Here the same early return on FnApiRunner, which
     has run the whole pipeline by then: the table is there, with the values the store holds, and its metadata."""
     import pandas as pd
+    from store_factory import BANDS, make_store
 
     from pipelines import common, sample
-    from store_factory import BANDS, make_store
     from transforms.learning import sampling
 
     s = make_store(str(tmp_path / "emb.zarr"), height=200, width=180, years=(2021,), seed=3)
@@ -935,10 +933,10 @@ def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
     """No Earth Engine at the URL (closed port): a clear --ee-api-url error, not a traceback.
     (ee retries the connection 5 times with backoff first, about 50 s: made 0 here.)"""
     import ee
-
     from conftest import free_port
-    from transforms.sources import earthengine
+
     from transforms.core.errors import InputError
+    from transforms.sources import earthengine
 
     monkeypatch.setattr(ee.data._get_state(), "max_retries", 0)
     url = f"http://127.0.0.1:{free_port()}"
@@ -1026,8 +1024,8 @@ def map_launched(launched, gcs, tmp_path_factory):
     """predict (a regressor), similarity and change through their entry files on DirectRunner, on a two-year
     store in the bucket (tests/store_factory.py, uploaded) with the model and the reference points on gs://."""
     import pandas as pd
-
     from store_factory import BANDS, make_store
+
     from transforms.learning import models
 
     paths, _, env = launched

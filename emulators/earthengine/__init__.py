@@ -11,8 +11,8 @@ and mimics the service's limits (request size, concurrency) and faults.
         ee.Initialize(credentials=..., project="test-project", url=emu.url)
 """
 
-from emulators.earthengine.server import EarthEngineEmulator, RequestRecord
 from emulators.earthengine.process import EarthEngineEmulatorProcess
+from emulators.earthengine.server import EarthEngineEmulator, RequestRecord
 from emulators.earthengine.synthetic import make_embedding_collection
 
 __all__ = [

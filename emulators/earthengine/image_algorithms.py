@@ -7,7 +7,8 @@ explicit ``to*`` algorithms; a pixel is valid only where all its inputs are.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from emulators.earthengine.grids import RenderContext, transformer
 
 WGS84_DEGREES = ("EPSG:4326", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _INT_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64]
 
 
@@ -26,13 +27,13 @@ def to_millis(value: Any) -> int:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return int(value)
     if isinstance(value, datetime.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
     elif isinstance(value, datetime.date):
-        moment = datetime.datetime(value.year, value.month, value.day, tzinfo=datetime.timezone.utc)
+        moment = datetime.datetime(value.year, value.month, value.day, tzinfo=datetime.UTC)
     elif isinstance(value, str):
         moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
+            moment = moment.replace(tzinfo=datetime.UTC)
     else:
         raise ValueError(f"cannot interpret {value!r} as a date")
     return int(round((moment - _EPOCH).total_seconds() * 1000))

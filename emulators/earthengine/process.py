@@ -8,7 +8,8 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from emulators.earthengine import pixels
 from emulators.earthengine.catalog import save_images

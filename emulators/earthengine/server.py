@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
@@ -346,16 +347,21 @@ class EarthEngineEmulator:
         path, query = unquote(parts.path), parse_qs(parts.query)
         if path.startswith("/_emulator/"):
             return self._control(method, path, raw_body), "control", None
-        for route_method, pattern, kind in _ROUTES:
-            match = pattern.fullmatch(path)
-            if match and route_method == method:
-                break
-        else:
+        route = next(
+            (
+                (match, kind)
+                for route_method, pattern, kind in _ROUTES
+                if route_method == method and (match := pattern.fullmatch(path))
+            ),
+            None,
+        )
+        if route is None:
             return (
                 error_reply(404, f"The emulator has no route for {method} {path}."),
                 "other",
                 None,
             )
+        match, kind = route
         try:
             body = json.loads(raw_body) if raw_body else None
         except ValueError:

@@ -11,7 +11,8 @@ NaN holes (all bands) for no-data. Everything is deterministic from ``seed``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import typing
 
 import apache_beam as beam
 import numpy as np
@@ -12,7 +11,6 @@ import xarray as xr
 import xarray_beam as xbeam
 
 from transforms.core.grid import Grid, Window
-
 
 MARKER_DIR = (
     ".efm/done"  # under the store's root: one empty file per chunk written (ChunkSpec.marker)
@@ -41,7 +39,7 @@ class DatasetCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(xr.Dataset, DatasetCoder)
-CHUNK = typing.Tuple[
+CHUNK = tuple[
     xbeam.Key, xr.Dataset
 ]  # the element type of chunk PCollections: `.with_output_types(CHUNK)`
 

@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import math
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import affine
 import pyproj
@@ -51,7 +51,7 @@ class Grid:
         stop = self.height if stop is None else stop
         return [self.y0 - (j + 0.5) * self.scale for j in range(start, stop)]
 
-    def window_bounds(self, window: "Window") -> tuple[float, float, float, float]:
+    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """(minx, miny, maxx, maxy) of a window, in the grid's CRS."""
         left = self.x0 + window.col * self.scale
         top = self.y0 - window.row * self.scale

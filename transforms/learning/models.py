@@ -290,7 +290,7 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
         "estimator": f"{type(model).__module__}.{type(model).__qualname__}",
         **_jsonable(sidecar),
         "sklearn_version": sklearn.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sha256": sha256_bytes(data),
     }
     with fsspec.open(path, "wb") as f:

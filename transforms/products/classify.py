@@ -44,7 +44,7 @@ class ClassEncoding:
     dtype: str
     fill: int
 
-    def lookup(self) -> "LabelLookup":
+    def lookup(self) -> LabelLookup:
         return LabelLookup.build(self.labels, self.values)
 
 
@@ -79,7 +79,7 @@ class LabelLookup:
     codes: np.ndarray
 
     @classmethod
-    def build(cls, labels, values) -> "LabelLookup":
+    def build(cls, labels, values) -> LabelLookup:
         labels = np.asarray(labels)
         order = np.argsort(labels, kind="stable")
         return cls(labels[order], np.asarray(values)[order])

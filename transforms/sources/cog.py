@@ -58,7 +58,6 @@ from transforms.sources.cog_read import (
 from transforms.sources.fetch import RetryableError
 from transforms.sources.grid_source import GridSource
 
-
 HANDLES_PER_THREAD = 16  # open datasets kept per fetch thread (LRU)
 BLOCK_CACHE_BYTES = (
     512 * 2**20

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import affine
 import numpy as np
@@ -65,7 +65,7 @@ class Layout:
     transform: affine.Affine  # north-up transform of the whole file
 
     @classmethod
-    def of(cls, ds) -> "Layout":
+    def of(cls, ds) -> Layout:
         t = ds.transform
         if t.b != 0 or t.d != 0:
             raise ValueError(f"{ds.name}: rotated geotransforms are not supported")
@@ -105,7 +105,7 @@ class BlockCache:
     them, whatever the cache drops.
     """
 
-    _registry: dict[int, "BlockCache"] = {}
+    _registry: dict[int, BlockCache] = {}
     _registry_lock = threading.Lock()
 
     def __init__(self, capacity_bytes: int):
@@ -118,7 +118,7 @@ class BlockCache:
         self.hits = 0
 
     @classmethod
-    def for_capacity(cls, capacity_bytes: int) -> "BlockCache":
+    def for_capacity(cls, capacity_bytes: int) -> BlockCache:
         with cls._registry_lock:
             return cls._registry.setdefault(capacity_bytes, cls(capacity_bytes))
 

@@ -24,7 +24,6 @@ from transforms.core.errors import InputError, first_line
 from transforms.core.grid import Grid
 from transforms.sources import remote_fs
 
-
 INDEX_NAMES = ("aef_index.parquet", "aef_index.gpkg", "aef_index.csv")
 FLAG = "--cog-root"
 

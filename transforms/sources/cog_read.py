@@ -20,7 +20,6 @@ import numpy as np
 from transforms.core import quantize
 from transforms.sources.cog_blocks import Layout, in_turn
 
-
 RESAMPLING = "nearest"
 MOSAIC_RULE = (
     "files in the grid's CRS first, then the others; each pixel from the first file with data"

@@ -31,7 +31,8 @@ import math
 import random
 import threading
 import time
-from typing import Iterable, Iterator, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import apache_beam as beam
 import numpy as np
@@ -113,7 +114,7 @@ class OpenChunks:
     do not share a count.
     """
 
-    _registry: dict[int, "OpenChunks"] = {}
+    _registry: dict[int, OpenChunks] = {}
     _registry_lock = threading.Lock()
 
     def __init__(self, limit: int):
@@ -123,7 +124,7 @@ class OpenChunks:
         self.open = 0
 
     @classmethod
-    def for_limit(cls, limit: int) -> "OpenChunks":
+    def for_limit(cls, limit: int) -> OpenChunks:
         with cls._registry_lock:
             return cls._registry.setdefault(limit, cls(limit))
 

@@ -23,7 +23,6 @@ import os
 
 from transforms.core.errors import InputError
 
-
 EXTRAS = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}  # protocol -> the package fsspec needs
 
 
@@ -42,7 +41,7 @@ def storage_options(root: str) -> dict:
     return {"anon": _s3_anonymous()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _s3_anonymous() -> bool:
     if os.environ.get("AWS_NO_SIGN_REQUEST", "").strip().lower() in ("yes", "true", "1"):
         return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import shapely
@@ -95,12 +95,12 @@ class ChunkPlan:
         self.__post_init__()
 
     @classmethod
-    def full(cls, height: int, width: int, chunk_rows: int, chunk_cols: int, years) -> "ChunkPlan":
+    def full(cls, height: int, width: int, chunk_rows: int, chunk_cols: int, years) -> ChunkPlan:
         shape = (math.ceil(height / chunk_rows), math.ceil(width / chunk_cols))
         return cls(height, width, chunk_rows, chunk_cols, tuple(years), np.ones(shape, dtype=bool))
 
     @classmethod
-    def for_area(cls, grid: Grid, chunk_size: int, years, aoi) -> "ChunkPlan":
+    def for_area(cls, grid: Grid, chunk_size: int, years, aoi) -> ChunkPlan:
         """Chunks whose footprint intersects `aoi` (in the grid's CRS), one row band at a time."""
         n_rows, n_cols = math.ceil(grid.height / chunk_size), math.ceil(grid.width / chunk_size)
         touched = np.zeros((n_rows, n_cols), dtype=bool)

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 INTERVAL_ENV = "EFM_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 10.0
@@ -140,7 +140,7 @@ class Progress:
             if next_at < time.monotonic():
                 next_at = time.monotonic() + self.interval
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self._start = time.monotonic()
         if self.enabled:
             self._thread = threading.Thread(target=self._loop, name="efm-progress", daemon=True)

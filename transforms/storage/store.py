@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import fsspec
