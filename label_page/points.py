@@ -23,6 +23,19 @@ from transforms.storage.readers import StoreInfo
 
 LABEL_COLUMN = "label"
 PRODUCT = "points"
+# The page sends every point on every preview and Save, so these bound one request's body
+# (server.MAX_BODY_BYTES is sized for MAX_POINTS points with the longest names).
+MAX_POINTS = 50_000
+MAX_NAME_CHARS = 100
+
+
+def name_problem(name: str) -> str | None:
+    """Why a class name cannot be used on the page (None: it can)."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"is {len(name)} characters long, {MAX_NAME_CHARS} at most"
+    if not name.isprintable():
+        return "holds a control or non-printable character"
+    return None
 
 
 @dataclasses.dataclass
@@ -47,6 +60,9 @@ def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
         )
     seen = set()
     for name in names:
+        problem = name_problem(name)
+        if problem:
+            raise InputError(flag, f"class {name[:40]!r} {problem}; use a shorter plain name")
         if name in seen:
             raise InputError(
                 flag, f"class {name!r} is given twice in {text!r}; name each class once"
@@ -106,6 +122,18 @@ def load(
             ) from None
         raise
     labels = [str(v) for v in read.labels]
+    if len(labels) > MAX_POINTS:
+        raise InputError(
+            flag,
+            f"{path} holds {len(labels):,} points; the labelling page takes {MAX_POINTS:,} at most "
+            "(it sends them all on every click): label a part of them, or use the file with efm sample",
+        )
+    for name in sorted(set(labels)):
+        problem = name_problem(name)
+        if problem:
+            raise InputError(
+                flag, f"{path} has a label {name[:40]!r} that {problem}; rename it in the file"
+            )
     if classes:
         unknown = sorted(set(labels) - set(classes))
         if unknown:

@@ -247,16 +247,27 @@ def test_a_view_touching_too_many_chunks_asks_to_zoom_in_and_the_stride_keeps_th
 # ---------------------------------------------------------------- the API on a gs:// store
 
 
+SERVED: dict = {}  # url -> its server (for its token)
+
+
 def serve(session):
     httpd = serverlib.make_server(session, 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    SERVED[url] = httpd
+    return httpd, url
 
 
-def call(url, path, body=None):
+def call(url, path, body=None, token=None):
+    """The page's request: the run's token (serve() keeps it on the URL's server), JSON bodies."""
     data = None if body is None else json.dumps(body).encode()
+    headers = {"X-EFM-Token": token or SERVED[url].token}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     with urllib.request.urlopen(
-        urllib.request.Request(url + path, data=data, method="GET" if data is None else "POST")
+        urllib.request.Request(
+            url + path, data=data, headers=headers, method="GET" if data is None else "POST"
+        )
     ) as res:
         return res.headers, res.read()
 

@@ -40,6 +40,7 @@ CHROMIUM_FLAGS = (
 )
 YEAR = 2021
 CLASSES = ("water", "forest")
+EVIL_HOST = "evil.example"
 
 
 def browser_or_fail():
@@ -106,6 +107,9 @@ def browser(tmp_path):
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    # evil.example resolves to this machine: a DNS-rebinding attacker's name (the test below)
+    options.add_argument(f"--host-resolver-rules=MAP {EVIL_HOST} 127.0.0.1")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     yield driver
     driver.quit()
@@ -305,6 +309,11 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
 
         browser.find_element("id", "save").click()
         wait_for(browser, "document.getElementById('saved').textContent.startsWith('saved')")
+        # the page works under its Content-Security-Policy: the browser reported no violation
+        csp = [
+            e["message"] for e in browser.get_log("browser") if "Content Security" in e["message"]
+        ]
+        assert not csp, csp
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the way to stop it
         assert proc.wait(timeout=30) == 0
         said = "".join(iter(lambda: lines.get(timeout=10), None))
@@ -334,3 +343,111 @@ def test_clicks_give_the_knn_preview_and_save_the_pixel_centres(synthetic, brows
         assert abs(points.x[i] - lon) < 1e-9 and abs(points.y[i] - lat) < 1e-9
     rows, cols = sampling.to_pixels(readers.store_info(s.path), points)
     assert sorted(zip(rows.tolist(), cols.tolist())) == sorted((r, c) for r, c, _ in clicked)
+
+
+EVIL_PAGE = """<!doctype html><html><body><script>
+// What any page open in the user's browser could try against efm label on TARGET.
+const target = TARGET, results = {};
+const attempt = (name, p) => p.then((r) => r.type === "opaque" ? (results[name] = "sent (opaque)")
+                                    : r.text().then((t) => { results[name] = "read " + r.status + " " + t; }),
+                                    (e) => { results[name] = "failed " + e; });
+Promise.all([
+  attempt("no-cors text/plain save", fetch(target + "/api/save", {method: "POST", mode: "no-cors",
+      headers: {"Content-Type": "text/plain"}, body: '{"points":[]}'})),
+  attempt("json save with a guessed token", fetch(target + "/api/save", {method: "POST",
+      headers: {"Content-Type": "application/json", "X-EFM-Token": "guess"}, body: '{"points":[]}'})),
+  attempt("read the page for its token", fetch(target + "/")),
+  attempt("read the points", fetch(target + "/api/info")),
+]).then(() => { window.results = results; });
+</script></body></html>"""
+
+
+def test_another_page_in_the_browser_cannot_save_or_read(synthetic, browser, tmp_path):
+    """A page of another origin (another port of 127.0.0.1), and the same attacker after DNS
+    rebinding (evil.example resolving to 127.0.0.1: the browser then calls it same-origin), try
+    to overwrite the saved points and to read the page's token, in real Chromium; the file's
+    bytes stay the same."""
+    import http.server
+    import urllib.request
+
+    from label_page import server as serverlib
+    from label_page.view import StoreView
+    from transforms.storage import readers
+
+    output = tmp_path / "points.geojson"
+    session = serverlib.Session(
+        StoreView(readers.store_info(synthetic.path), YEAR),
+        list(CLASSES),
+        [],
+        str(output),
+        overwrite=False,
+        rgb=None,
+        meta={},
+    )
+    label = serverlib.make_server(session, 0)
+    port = label.server_address[1]
+    threading.Thread(
+        target=label.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        target = ""
+
+        def do_GET(self):
+            body = EVIL_PAGE.replace("TARGET", json.dumps(self.target)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=evil.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        points = [{"id": "c1", "label": "water", "row": 5, "col": 6}]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/save",
+            data=json.dumps({"points": points}).encode(),
+            headers={"Content-Type": "application/json", "X-EFM-Token": label.token},
+        )
+        with urllib.request.urlopen(request) as res:
+            assert res.status == 200
+        before = output.read_bytes()
+
+        # 1. another origin on this machine (a page of another local server)
+        Evil.target = f"http://127.0.0.1:{port}"
+        browser.get(f"http://127.0.0.1:{evil.server_address[1]}/")
+        results = wait_results(browser)
+        assert output.read_bytes() == before, results
+        assert not any(label.token in r for r in results.values()), results
+        assert all(r.startswith(("failed", "sent (opaque)")) for r in results.values()), results
+
+        # 2. DNS rebinding: the attacker's own name now points at efm label's port
+        browser.get(f"http://{EVIL_HOST}:{port}/")
+        assert label.token not in browser.page_source and "Host must be" in browser.page_source
+        Evil.target = ""  # the same script, now same-origin with the label server's port
+        browser.execute_script(
+            EVIL_PAGE.split("<script>")[1].split("</script>")[0].replace("TARGET", '""')
+        )
+        results = wait_results(browser)
+        assert output.read_bytes() == before, results
+        assert all("Host must be" in r for r in results.values() if r.startswith("read")), results
+        assert not any(label.token in r for r in results.values()), results
+    finally:
+        for httpd in (label, evil):
+            httpd.shutdown()
+            httpd.server_close()
+
+
+def wait_results(driver, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = driver.execute_script("return window.results || null")
+        if got is not None:
+            driver.execute_script("window.results = null")
+            return got
+        time.sleep(0.05)
+    raise AssertionError("the attacking page did not finish")

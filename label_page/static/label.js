@@ -15,8 +15,13 @@
   };
   const NO_CLASS = 255;
 
+  // The run's secret, put into the page by the server: every API call carries it (docs/label.md, "Security").
+  const TOKEN = document.querySelector('meta[name="efm-token"]').content;
   async function api(path, body) {
-    const res = await fetch(path, body === undefined ? {} : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const headers = { "X-EFM-Token": TOKEN };
+    const init = { headers, cache: "no-store", credentials: "omit" };
+    if (body !== undefined) { init.method = "POST"; headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+    const res = await fetch(path, init);
     if (!res.ok) { let e = res.statusText; try { e = (await res.json()).error; } catch (_) {} const err = new Error(e); err.status = res.status; throw err; }
     return res;
   }
@@ -196,6 +201,7 @@
     if (near) { S.points = S.points.filter((p) => p !== near); changed(); return; }
     const s = toStore(x, y), row = Math.floor(s.row), col = Math.floor(s.col);
     if (row < 0 || col < 0 || row >= S.info.height || col >= S.info.width) { S.clickT0 = null; return; }
+    if (S.points.length >= S.info.max_points) { S.clickT0 = null; $("status").textContent = `${S.info.max_points} points at most: save, then remove some`; return; }
     S.points.push({ id: "c" + S.nextId++, label: S.classes[S.current].name, row, col });
     changed();
   }
