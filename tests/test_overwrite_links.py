@@ -443,5 +443,9 @@ def test_a_half_removed_store_on_disk_is_still_efms(world, tmp_path):
             (out / f).unlink()
     found = outputs.check_output(str(out), "classes", overwrite=True)
     assert found.kind == "classes" and not found.foreign, found
+    (out / ".zgroup").unlink()  # the last step but one: only the group's .zattrs is left
+    assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == [".zattrs"]
+    found = outputs.check_output(str(out), "classes", overwrite=True)
+    assert found.kind == "classes" and not found.foreign, found
     outputs.remove(str(out), "classes", found=found)
     assert not out.exists()
