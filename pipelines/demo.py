@@ -77,13 +77,16 @@ class StepFailed(RuntimeError):
     pass
 
 
-def prepare_output(path: str, overwrite: bool) -> None:
+def prepare_output(path: str, overwrite: bool) -> str:
+    """Returns where the folder really is (a link to a demo folder: that folder, the link kept)."""
     if "://" in path:
         raise InputError("--output", f"{path}: the demo writes to a local folder")
     # Only a folder the demo made (its marker) is replaced, and only the demo's files in it.
-    if outputs.check_output(path, "demo", overwrite=overwrite).kind:
-        outputs.remove(path, "demo")
-    outputs.mark_folder(path, "demo")
+    found = outputs.check_output(path, "demo", overwrite=overwrite)
+    if found.kind:
+        outputs.remove(found.path, "demo", found=found)
+    outputs.mark_folder(found.path, "demo")
+    return found.path
 
 
 def run_step(name: str, entry: Callable[[list[str]], int], argv: list[str], log) -> float:
@@ -325,8 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipelines import classify, export, extract, make_sample_data, sample, train
 
     args = build_parser().parse_args(argv)
-    out = args.output
-    prepare_output(out, args.overwrite)
+    out = prepare_output(args.output, args.overwrite)  # where it really is (links resolved)
     small = args.small
     chunk = "128" if small else "512"
     steps: list[Step] = []

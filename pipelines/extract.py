@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
     )
+    output = found.path or outputs.resolve(args.output)  # where it really is: written there all run
 
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
@@ -325,11 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (
         args.resume and found.kind is not None
     ):  # a store in another place is refused before a plan (or dry run) counts its chunks as done
-        store.check_resume(args.output, template)
+        store.check_resume(output, template)
     # Every run shows its plan first (a 48 GB area must not start without a word).
-    already = (
-        store.done_markers(args.output) if args.resume and store.exists(args.output) else set()
-    )
+    already = store.done_markers(output) if args.resume and store.exists(output) else set()
     in_flight = requests_in_flight(args, options, open_chunks, itemsize)
     job = planlib.estimate(
         plan,
@@ -375,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or make the area, years or --scale smaller)",
         )
     # 4. Set up (or reopen) the store: the first write of the run.
-    done = store.prepare(args.output, template, resume=args.resume, overwrite=args.overwrite)
+    done = store.prepare(output, template, resume=args.resume, overwrite=args.overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
@@ -417,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
         max_open_chunks=open_chunks,
         global_cap=args.source != "cog",
-        output=args.output,
+        output=output,
         neighbourhood=COG_NEIGHBOURHOOD_CHUNKS * args.chunk_size if args.source == "cog" else 0,
     )
 
@@ -427,10 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             | "ChunkRows" >> beam.Create(todo)
             | "ChunkSpecs" >> beam.FlatMap(plan.expand)
             | "Fetch" >> fetch
-            | "Write" >> store.WriteChunks(args.output, template)
+            | "Write" >> store.WriteChunks(output, template)
         )
         written | "MarkComplete" >> store.MarkComplete(
-            args.output, plan
+            output, plan
         )  # the plan iterates its markers: no list
 
     chunk_bytes = (
@@ -442,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     watch = progress.Progress(
         "efm extract",
-        lambda: len(store.done_markers(args.output)),
+        lambda: len(store.done_markers(output)),
         plan.count,
         already=plan.count - todo_count,
         bytes_per_unit=chunk_bytes,

@@ -48,6 +48,7 @@ class Session:
     has_resume: bool = False
     output: str | None = None
     output_existed: bool | None = None
+    removed_before: int = 0  # outputs.removed_paths() when the session began
 
 
 _sessions: list[Session] = []
@@ -103,7 +104,10 @@ def session(prog: str, argv: Sequence[str] | None):
         terminal.addFilter(_TerminalFilter())
         terminal.setFormatter(_OneLineFormatter())
     handlers.append(terminal)
+    from transforms.storage import outputs
+
     state = Session(prog, argv, verbose, records, terminal)
+    state.removed_before = len(outputs.removed_paths())
     old_level = root.level
     outer = current()
     if (
@@ -240,10 +244,16 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def classify(exc: BaseException) -> tuple[int, str]:
     """(exit status, one-line message) for any exception, unwrapping what Beam wrapped around ours."""
     from transforms.sources.fetch import TileFetchError
+    from transforms.storage.outputs import RemovalError
 
     chain = _chain(exc)
     if any(isinstance(e, KeyboardInterrupt) for e in chain):
         return EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
+    for e in chain:
+        if isinstance(
+            e, RemovalError
+        ):  # an --overwrite's removal failed part-way: says what is left
+            return EXIT_RUNTIME, str(e)
     for e in chain:
         if isinstance(e, InputError):
             return EXIT_INPUT, _strip(str(e))
@@ -328,10 +338,24 @@ def report(state: Session, exc: BaseException) -> int:
 
 
 def next_step(state: Session) -> str:
-    """What to run next: the --resume command when an unfinished store is there, else the same command."""
+    """What to run next: the --resume command when an unfinished store is there, else the same command.
+
+    After an --overwrite removed the old product, the line says so: nothing of it remains.
+    """
     argv = [a for a in state.argv if a not in ("--overwrite", "--resume", "--verbose")]
+    removed = _removed_by(state)
     if state.has_resume and state.output and _incomplete_store(state.output):
-        return f"{state.output} is incomplete; finish it with: {_command(state.prog, argv + ['--resume'])}"
+        return (
+            f"{'the old store was removed (nothing of it remains) and ' if removed else ''}"
+            f"{state.output} is incomplete; finish it with: {_command(state.prog, argv + ['--resume'])}"
+        )
+    if removed:
+        left = (
+            "nothing is there now"
+            if not _exists(state.output)
+            else "what this run left there is efm's and --overwrite replaces it"
+        )
+        return f"the old {state.output} was removed (nothing of it remains; {left}); re-run: {_command(state.prog, state.argv)}"
     if (
         not state.has_resume
         and state.output
@@ -340,6 +364,19 @@ def next_step(state: Session) -> str:
     ):
         return f"to replace what it left at {state.output}, re-run: {_command(state.prog, argv + ['--overwrite'])}"
     return f"nothing to resume; re-run: {_command(state.prog, state.argv)}"
+
+
+def _removed_by(state: Session) -> bool:
+    """Did this run's --overwrite remove the product at its output?"""
+    if not state.output:
+        return False
+    from transforms.storage import outputs
+
+    try:
+        real = outputs.resolve(state.output)
+    except Exception:  # advice only
+        return False
+    return real in outputs.removed_paths()[state.removed_before :]
 
 
 def _command(prog: str, argv: list[str]) -> str:

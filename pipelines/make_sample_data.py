@@ -92,23 +92,27 @@ def spec_from_args(args) -> sample_data.SampleSpec:
     )
 
 
-def prepare_output(path: str, overwrite: bool) -> None:
+def prepare_output(path: str, overwrite: bool) -> str:
+    """Check, clear (--overwrite: only an efm sample-data folder's own files) and mark the output
+    folder; returns where it really is (a link to a sample-data folder: that folder, the link kept)."""
     if "://" in path:
         raise InputError(
             "--output",
             f"{path}: sample data is written to a local folder; copy it to a bucket afterwards (gsutil -m cp -r)",
         )
-    if outputs.check_output(path, "sample-data", overwrite=overwrite).kind:
-        outputs.remove(path, "sample-data")  # only the files a sample-data folder holds
-    outputs.mark_folder(path, "sample-data")
+    found = outputs.check_output(path, "sample-data", overwrite=overwrite)
+    if found.kind:
+        outputs.remove(found.path, "sample-data", found=found)
+    outputs.mark_folder(found.path, "sample-data")
+    return found.path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     spec = spec_from_args(args)
-    prepare_output(args.output, args.overwrite)
+    folder = prepare_output(args.output, args.overwrite)
     with common.Stopwatch() as clock:
-        data = sample_data.generate(args.output, spec)
+        data = sample_data.generate(folder, spec)
     common.print_summary(
         f"efm make-sample-data: {args.output}",
         [

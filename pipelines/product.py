@@ -16,8 +16,8 @@ import apache_beam as beam
 
 from pipelines import common
 from transforms.core.metrics import metric_totals
+from transforms.storage import outputs, progress, readers, store
 from transforms.storage import plan as planlib
-from transforms.storage import progress, readers, store
 
 
 @dataclasses.dataclass
@@ -41,7 +41,12 @@ def run_map(
     overwrite: bool,
     windows_per_chunk: int = 1,
 ) -> MapRun:
-    """Write `template`'s store at `output` chunk by chunk with `transform` (a MapChunks)."""
+    """Write `template`'s store at `output` chunk by chunk with `transform` (a MapChunks).
+
+    Every check of the command comes before this: with --overwrite, the old store is removed here.
+    The store is written where `output` really is (a link to a store: the store it points to).
+    """
+    output = outputs.resolve(output)
     done = store.prepare(output, template, resume=resume, overwrite=overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)

@@ -135,7 +135,10 @@ def call(cmd: str, args: list[str], capsys) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     """Every kind of efm product, each made by its own command on the offline sample data."""
-    root = tmp_path_factory.mktemp("world")
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def make_world(root: pathlib.Path) -> World:
     data = sample_data.generate(
         str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022,))
     )

@@ -16,11 +16,25 @@ refused with one line, and nothing is touched. How a product is recognised:
 
 Replacing deletes only the product's own files (for a store: its Zarr keys and `.efm/`),
 and a product holding anything else is refused, not cleaned.
+
+Links: a local output is judged, and written, where it really is (`resolve`: `~` expanded,
+every symbolic link resolved, a parent folder's too). A link to an efm product of the same kind
+is replaced with `--overwrite` (the product it points to is replaced; the link stays); a link
+to anything else is refused naming both paths, and so are a dangling link and a link loop. A
+product holding a symbolic link is refused: a listing never enters a linked folder and a
+removal deletes files by name (`os.unlink`), never what a link points to.
+
+Replacing a store or folder is "old removed only after every check has passed": the commands
+make every check first, then `remove` deletes the old product's chunks before its metadata, so
+that whatever an interrupted removal leaves is still recognised as the product (its status set
+to "removing" first: it never looks complete) and `--overwrite` finishes the job; a removal that
+fails raises `RemovalError`, whose one line says what is left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import json
 import os
@@ -35,6 +49,8 @@ TABLE_METADATA_KEY = (
 )
 
 PRODUCT_ATTR = "efm_product"
+STATUS_ATTR = "efm_status"  # == transforms.storage.store.STATUS_ATTR
+REMOVING = "removing"  # a store's status while `remove` deletes it
 MARKER_FILE = ".efm-product"  # in the folders efm makes (sample data, demo)
 PARTS_MARKER = ".efm-parts"  # in `efm sample`'s <output>.parts folder
 GEOTIFF_TAG = "EFM_PRODUCT"
@@ -119,6 +135,11 @@ class Found:
     foreign: list[str] = dataclasses.field(default_factory=list)
     complete: bool | None = None  # stores only
     is_file: bool = False
+    links: list[str] = dataclasses.field(
+        default_factory=list
+    )  # symbolic links in it (also foreign)
+    status: str | None = None  # a store's efm_status
+    path: str = ""  # where it really is (`resolve`d): what a command writes to and removes
 
     @property
     def empty(self) -> bool:
@@ -139,6 +160,10 @@ def _is_remote(fs) -> bool:
     return protocol not in ("file", "local")
 
 
+def is_remote(path: str) -> bool:
+    return _is_remote(_location(path)[0])
+
+
 def _key(path: str) -> str:
     """A path normalised for comparison: absolute and symlink-free locally, protocol + key remotely."""
     fs, root = _location(path)
@@ -146,6 +171,66 @@ def _key(path: str) -> str:
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         return f"{protocol}://{root}"
     return os.path.realpath(os.path.expanduser(root))
+
+
+class RemovalError(RuntimeError):
+    """Deleting an old product failed part-way; the message says what is left and how to finish."""
+
+
+_removed: list[str] = []  # products removed by this process (for the failure line's advice)
+
+
+def removed_paths() -> list[str]:
+    return list(_removed)
+
+
+def forget_removed() -> None:
+    _removed.clear()
+
+
+def _local_root(path: str) -> str:
+    """A local path as the OS sees it (file:// stripped, ~ expanded), not yet resolved."""
+    fs, root = _location(path)
+    return os.path.expanduser(root)
+
+
+def resolve(path: str) -> str:
+    """Where a local output really is: `~` expanded, every symbolic link resolved (parents' too).
+
+    Remote paths come back unchanged. Commands judge, write, mark and remove at this path.
+    """
+    fs, _ = _location(path)
+    if _is_remote(fs):
+        return path
+    return os.path.realpath(_local_root(path))
+
+
+def _check_link(path: str, flag: str) -> str:
+    """Resolve `path`, refusing a dangling link and a link loop; returns how to name it in messages."""
+    fs, _ = _location(path)
+    if _is_remote(fs):
+        return path
+    local = _local_root(path)
+    try:
+        os.stat(local)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(
+                flag,
+                f"{path} is a symbolic link loop; efm does not write through it: remove the link or choose another path",
+            ) from None
+        if os.path.islink(local):
+            raise InputError(
+                flag,
+                f"{path} is a link to {os.readlink(local)}, which does not exist; efm does not write through "
+                "a dangling link: remove the link or choose another path",
+            ) from None
+    real = os.path.realpath(local)
+    if os.path.islink(local):
+        return f"{path} (a link to {real})"
+    if real != os.path.abspath(local):
+        return f"{path} (really {real})"
+    return path
 
 
 def _inside(child: str, parent: str) -> bool:
@@ -201,8 +286,36 @@ def _check_bucket(fs, path: str, root: str, flag: str) -> None:
         )
 
 
+def _local_listing(root: str) -> tuple[list[str] | None, list[str]]:
+    """(files, links) under a local `root`, relative to it, never entering a linked folder.
+
+    files: [""] when root is a file, None when nothing is there; links: every symbolic link in it
+    (to a file or a folder, dangling or not), listed and never followed.
+    """
+    if os.path.islink(root):
+        return [], [""]
+    if not os.path.exists(root):
+        return None, []
+    if not os.path.isdir(root):
+        return [""], []
+    files, links = [], []
+    for directory, dirnames, filenames in os.walk(root):  # followlinks=False
+        rel = os.path.relpath(directory, root)
+        for name in dirnames + filenames:
+            full = os.path.join(directory, name)
+            relative = name if rel == "." else f"{rel}/{name}"
+            if os.path.islink(full):
+                links.append(relative)
+            elif name in filenames:
+                files.append(relative)
+    return sorted(files), sorted(links)
+
+
 def _listing(fs, root: str) -> list[str] | None:
     """Files under `root`, relative to it; [""] when root is a file; None when nothing is there."""
+    if not _is_remote(fs):
+        files, links = _local_listing(root)
+        return files if files is None else sorted(files + links)
     fs.invalidate_cache()
     if not fs.exists(root):
         return None
@@ -244,7 +357,11 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
         )
         (own if ok else foreign).append(f)
     return Found(
-        kind, own, foreign, complete=attrs.get("efm_status") == "complete" if kind else None
+        kind,
+        own,
+        foreign,
+        complete=attrs.get("efm_status") == "complete" if kind else None,
+        status=attrs.get("efm_status") if kind else None,
     )
 
 
@@ -264,10 +381,7 @@ def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
             for m in members:
                 (own if _MIRROR_FILE.match(m[len(name) + 1 :]) else foreign).append(m)
         elif pattern is not None and entries[pattern] is not None:
-            inner = inspect(
-                f"{fs.unstrip_protocol(root)}/{name}" if _is_remote(fs) else f"{root}/{name}",
-                entries[pattern],
-            )
+            inner = _inspect(fs, f"{root}/{name}", entries[pattern])
             if inner.kind == entries[pattern]:
                 own += [f"{name}/{m}" for m in inner.files]
                 foreign += [f"{name}/{m}" for m in inner.foreign]
@@ -326,7 +440,7 @@ def _file_kind(fs, root: str, kind: str) -> str | None:
 def _inspect_store_shallow(fs, root: str) -> Found | None:
     """For --resume, which deletes nothing: the store's kind from its metadata, without listing every chunk."""
     fs.invalidate_cache()
-    if not fs.exists(f"{root}/.zgroup"):
+    if not fs.exists(f"{root}/.zgroup") and not fs.exists(f"{root}/.zattrs"):
         return None
     consolidated = _read_json(fs, f"{root}/.zmetadata")
     keys = consolidated.get("metadata", {}) if isinstance(consolidated, dict) else {}
@@ -342,13 +456,34 @@ def inspect(path: str, kind: str, *, shallow: bool = False) -> Found:
     shallow: stores are judged by their metadata only (enough to resume into; not to delete).
     """
     fs, root = _location(path)
+    if not _is_remote(fs):
+        root = os.path.realpath(os.path.expanduser(root))  # judged where it really is
+    found = _inspect(fs, root, kind, shallow=shallow)
+    found.path = root if not _is_remote(fs) else path
+    return found
+
+
+def _inspect(fs, root: str, kind: str, *, shallow: bool = False) -> Found:
+    """`inspect` at a resolved root (also a folder product's entries: links in it are never followed)."""
     if shallow and kind in STORE_VARIABLE:
         found = _inspect_store_shallow(fs, root)
         if found is not None:
             return found
-    files = _listing(fs, root)
+    if _is_remote(fs):
+        fs.invalidate_cache()
+        files, links = _listing(fs, root), []
+    else:
+        files, links = _local_listing(root)
     if files is None:
         return Found(None)
+    found = _judge(fs, root, kind, files)
+    if links:  # never ours: efm writes no links, and never deletes through one
+        found.links = links
+        found.foreign = sorted(found.foreign + links)
+    return found
+
+
+def _judge(fs, root: str, kind: str, files: list[str]) -> Found:
     if files == [""]:  # a file
         found_kind = (
             _file_kind(fs, root, kind)
@@ -356,7 +491,7 @@ def inspect(path: str, kind: str, *, shallow: bool = False) -> Found:
             else None
         )
         return Found(found_kind, [""] if found_kind else [], is_file=True)
-    if ".zgroup" in files:
+    if ".zgroup" in files or ".zattrs" in files:  # (a store part-removed keeps its .zattrs last)
         return _inspect_store(fs, root, files)
     marker = _read_json(fs, f"{root}/{MARKER_FILE}") if MARKER_FILE in files else None
     found_kind = marker.get(PRODUCT_ATTR) if isinstance(marker, dict) else None
@@ -423,28 +558,44 @@ def check_output(
         raise InputError("--resume", "--resume and --overwrite contradict each other; pass one")
     if resume and kind not in RESUMABLE:
         raise InputError("--resume", f"only stores can be resumed, not {KINDS[kind][3:]}")
+    shown = _check_link(path, flag)  # a dangling link or a loop: refused; else where it really is
+    real = resolve(path)
     check_place(path, inputs=inputs, flag=flag)
-    check_local_writable(path, flag)
+    check_local_writable(real, flag)
     fs, root = _location(path)
     _check_bucket(fs, path, root, flag)
-    found = inspect(path, kind, shallow=resume)
+    found = inspect(real, kind, shallow=resume)
+    found.path = real
     if found.empty:
         return _sidecar_check(path, kind, inputs, overwrite, flag) or found
     what = KINDS[kind]
+    if found.links:
+        links = [f"{f} -> {os.readlink(os.path.join(real, f))}" for f in found.links[:3]]
+        raise InputError(
+            flag,
+            f"{shown} holds symbolic links ({_names(links + found.links[3:])}); efm writes none and never "
+            "deletes through one: move them out or choose another path",
+        )
     if found.kind is None:
         holds = (
             "it is a file" if found.is_file else f"it holds {_names(found.foreign or found.files)}"
         )
         raise InputError(
             flag,
-            f"{path} exists and is not {what} ({holds}); efm replaces only what it wrote: choose another path",
+            f"{shown} exists and is not {what} ({holds}); efm replaces only what it wrote: choose another path",
         )
     if found.kind != kind:
-        raise InputError(flag, f"{path} is {KINDS[found.kind]}, not {what}; choose another path")
+        raise InputError(flag, f"{shown} is {KINDS[found.kind]}, not {what}; choose another path")
     if found.foreign:
         raise InputError(
             flag,
-            f"{path} is {what} but also holds files efm did not write ({_names(found.foreign)}); move them out or choose another path",
+            f"{shown} is {what} but also holds files efm did not write ({_names(found.foreign)}); move them out or choose another path",
+        )
+    if found.status == REMOVING and not overwrite:
+        raise InputError(
+            "--resume" if resume else flag,
+            f"{shown} is what is left of {what} that an --overwrite was removing; nothing to resume: "
+            "pass --overwrite to finish replacing it",
         )
     if resume:
         return found
@@ -452,11 +603,11 @@ def check_output(
         if kind in RESUMABLE and not found.complete:
             raise InputError(
                 flag,
-                f"{path} already exists; pass --resume to finish it or --overwrite to replace it",
+                f"{shown} already exists; pass --resume to finish it or --overwrite to replace it",
             )
         raise InputError(
             flag,
-            f"{path} already exists ({what}{', complete' if found.complete else ''}); pass --overwrite to replace it",
+            f"{shown} already exists ({what}{', complete' if found.complete else ''}); pass --overwrite to replace it",
         )
     _sidecar_check(path, kind, inputs, overwrite, flag)
     return found
@@ -483,26 +634,97 @@ def _sidecar_check(path: str, kind: str, inputs, overwrite: bool, flag: str) -> 
     return found
 
 
+def _removal_rank(name: str, array_dirs: set[str]) -> int:
+    """Deletion order: consolidated metadata, then data, then array metadata, the group's, the marker.
+
+    Whatever an interrupted removal leaves still has its product's metadata, so it is still
+    recognised as efm's (and never as complete: `remove` marks it "removing" first).
+    """
+    folder, _, base = name.rpartition("/")
+    if base == ".zmetadata":
+        return 0
+    if base == ".zarray" or (base == ".zattrs" and folder in array_dirs):
+        return 2
+    if base == ".zgroup":
+        return 3
+    if base == ".zattrs":
+        return 4
+    if name == MARKER_FILE:
+        return 5
+    return 1
+
+
+def _mark_removing(fs, root: str, files: list[str], array_dirs: set[str]) -> None:
+    """Every group of the product (a store, a demo's stores) says "removing" before a file goes."""
+    for f in files:
+        folder, _, base = f.rpartition("/")
+        if base != ".zattrs" or folder in array_dirs:
+            continue
+        attrs = _read_json(fs, f"{root}/{f}")
+        if isinstance(attrs, dict) and STATUS_ATTR in attrs:
+            attrs[STATUS_ATTR] = REMOVING
+            data = json.dumps(attrs, indent=4, sort_keys=True).encode()
+            if _is_remote(fs):
+                fs.pipe_file(f"{root}/{f}", data)
+            else:  # atomic: a crash leaves the old attrs or the new ones
+                tmp = f"{root}/{f}.efm-tmp-{os.getpid()}"
+                with open(tmp, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, f"{root}/{f}")
+
+
 def remove(path: str, kind: str, flag: str = "--output", found: Found | None = None) -> None:
-    """Delete the product at `path`: only its own files, after checking that it is ours and alone
-    (`found`: what a check_output without --resume just saw, to spare a second listing)."""
-    fs, root = _location(path)
-    found = found if found is not None and (found.files or found.is_file) else inspect(path, kind)
+    """Delete the product at `path` (where it really is: links resolved): only its own files, after
+    checking that it is ours and alone (`found`: what a check_output without --resume just saw,
+    to spare a second listing). Local files are unlinked by name: a link is never followed.
+
+    Raises RemovalError, saying what is left, when a deletion fails part-way.
+    """
+    shown = _check_link(path, flag)
+    real = resolve(path)
+    fs, root = _location(real)
+    if not (found is not None and found.path == real and (found.files or found.is_file)):
+        found = inspect(real, kind)
     if found.empty:
         return
     if found.kind != kind or found.foreign:
         raise InputError(
             flag,
-            f"{path} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path",
+            f"{shown} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path",
         )
-    targets = [root if f == "" else f"{root}/{f}" for f in found.files]
-    if targets:
-        fs.rm(targets)
-    if not _is_remote(fs) and os.path.isdir(root):  # remote stores have no folders to leave behind
-        for directory, _, _ in sorted(os.walk(root), key=lambda item: -len(item[0])):
-            if not os.listdir(directory):
-                os.rmdir(directory)
+    array_dirs = {f.rpartition("/")[0] for f in found.files if f.rpartition("/")[2] == ".zarray"}
+    ordered = sorted(found.files, key=lambda f: (_removal_rank(f, array_dirs), f))
+    done = 0
+    try:
+        _mark_removing(fs, root, found.files, array_dirs)
+        if _is_remote(fs):
+            for rank in sorted({_removal_rank(f, array_dirs) for f in ordered}):
+                batch = [f for f in ordered if _removal_rank(f, array_dirs) == rank]
+                fs.rm([root if f == "" else f"{root}/{f}" for f in batch])
+                done += len(batch)
+        else:
+            for f in ordered:
+                os.unlink(
+                    root if f == "" else os.path.join(root, f)
+                )  # a link itself, never its target
+                done += 1
+            if os.path.isdir(root) and not os.path.islink(root):
+                for directory, _, _ in sorted(os.walk(root), key=lambda item: -len(item[0])):
+                    if not os.path.islink(directory) and not os.listdir(directory):
+                        os.rmdir(directory)
+    except OSError as exc:
+        left = len(found.files) - done
+        raise RemovalError(
+            f"{shown}: removing the old {KINDS[kind][3:]} failed ({type(exc).__name__}: "
+            f"{exc.strerror or first_line(exc)}{f' on {exc.filename}' if getattr(exc, 'filename', None) else ''}); "
+            f"{left} of its {len(found.files)} files are left, still recognised as efm's "
+            f"(status {REMOVING!r}, never complete), and nothing else was touched: fix the cause and re-run with "
+            "--overwrite to finish replacing it"
+        ) from exc
     fs.invalidate_cache()
+    _removed.append(real)
 
 
 def mark_folder(path: str, kind: str) -> None:

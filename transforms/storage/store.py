@@ -14,6 +14,7 @@ no-data is not stored by Zarr, so the chunk files alone cannot tell).
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Iterable
 
@@ -134,18 +135,47 @@ def prepare(
     Never writes anything when it refuses: an existing store is resumed only where this run
     would write the same place (transforms/storage/resume.py) and replaced only if it is efm's store of
     the same kind, holding nothing else (transforms/storage/outputs.py); only its own files are deleted.
+    Call it after every other check of the command: with --overwrite, the old store is removed here.
+    `path` is used where it really is (outputs.resolve: a link to a store replaces the store, the link
+    stays). A setup that fails removes what it wrote, so nothing blocks the re-run.
     """
     from transforms.storage import outputs
 
     kind = template.attrs.get("efm_product", "embeddings")
     found = outputs.check_output(path, kind, resume=resume, overwrite=overwrite, flag=flag)
+    path = found.path or outputs.resolve(path)
     if found.kind is not None:
         if resume:
             check_resume(path, template)
             return done_markers(path)
         outputs.remove(path, kind, flag, found)
-    setup(path, template)
+    try:
+        setup(path, template)
+    except BaseException:
+        _undo_setup(path)
+        raise
     return set()
+
+
+def _undo_setup(path: str) -> None:
+    """Remove what a failed `setup` wrote at `path` (which held nothing of anyone's before it)."""
+    from transforms.storage import outputs
+
+    fs, root = _fs(path)
+    try:
+        found = outputs.inspect(path, "embeddings")
+        if found.links or found.is_file:
+            return  # not ours to clean
+        for f in sorted(
+            found.files + found.foreign, key=lambda f: f.endswith((".zattrs", ".zgroup"))
+        ):
+            fs.rm_file(f"{root}/{f}")
+        if not outputs.is_remote(path):  # empty folders it made (the output folder itself stays)
+            for directory, _, _ in sorted(os.walk(root), key=lambda item: -len(item[0])):
+                if directory != root and not os.listdir(directory):
+                    os.rmdir(directory)
+    except Exception:  # best effort: the failure that brought us here is the one to report
+        pass
 
 
 def check_resume(path: str, template: xr.Dataset) -> None:
