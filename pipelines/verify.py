@@ -82,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     common.print_summary(f"efm verify: {path} is damaged", rows)
     for problem in report.problems[: integrity.SHOWN]:
-        print(f"  {problem.line()}", file=sys.stderr)
+        print(f"  {problem.line()}")
     hidden = len(report.problems) - integrity.SHOWN
     if hidden > 0:
-        print(f"  ... and {hidden} more", file=sys.stderr)
+        print(f"  ... and {hidden} more")
     print(
         f"efm verify: error: {path}: {len(report.problems)} damaged chunk(s); repair with "
         f"`{integrity.repair_command(path, report.kind)}`",
