@@ -20,7 +20,7 @@ from pipelines import cli
 from sample_data import embedding as sample_embedding
 from sample_data import generate as sample_data
 from transforms.core.errors import InputError
-from transforms.storage import integrity, store
+from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
 DELETED, TRUNCATED = "0.1.1.0", "1.0.2.0"  # chunk files of the 2-year, 2 x 3-chunk store
@@ -217,6 +217,7 @@ def test_classify_names_a_chunk_that_does_not_decode(pristine, tmp_path, capsys,
 
 def test_store_reader_raises_on_a_hole_never_fills(pristine, tmp_path):
     from transforms.core.grid import Window
+    from transforms.storage import integrity
     from transforms.storage.readers import StoreReader
 
     path = copy(pristine, tmp_path)
