@@ -34,6 +34,10 @@ SUBCOMMANDS = {
         "pipelines.export",
         "any map (classes, prediction, similarity, change) or embedding band -> COG + PNG",
     ),
+    "verify": (
+        "pipelines.verify",
+        "check that every chunk of a store is there and decodes; names the damaged ones",
+    ),
     "make-sample-data": (
         "pipelines.make_sample_data",
         "generate a local COG mirror with ground truth and labelled points",

@@ -19,7 +19,7 @@ from transforms.core.metrics import metric_max, metric_totals
 from transforms.sources import cog, cog_index, earthengine, request_plan
 from transforms.sources import fetch as fetchlib
 from transforms.sources.fetch import FetchChunks, RetryPolicy
-from transforms.storage import outputs, progress, store
+from transforms.storage import integrity, outputs, progress, store
 from transforms.storage import plan as planlib
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -147,6 +147,12 @@ def build_parser():
         help="finish an interrupted run: fetch and write only the missing chunks",
     )
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --resume: also refetch the chunks marked written whose file is missing, altered or does "
+        "not decode (what `efm verify` reports); every other chunk is left as it is",
+    )
     # --dry_run too: Beam has a --dry_run test option that would otherwise take it silently.
     parser.add_argument(
         "--dry-run",
@@ -258,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_positive(flag, value)
     _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
     _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
+    if args.repair and not args.resume:
+        raise InputError(
+            "--repair", "only with --resume: add --resume to refetch the damaged chunks of a store"
+        )
     if args.max_retries < 0:
         raise InputError(
             "--max-retries",
@@ -327,8 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.resume and found.kind is not None
     ):  # a store in another place is refused before a plan (or dry run) counts its chunks as done
         store.check_resume(output, template)
+        damaged = damaged_chunks(args)
+    else:
+        damaged = set()
     # Every run shows its plan first (a 48 GB area must not start without a word).
-    already = store.done_markers(output) if args.resume and store.exists(output) else set()
+    already = (
+        store.done_markers(output) - damaged if args.resume and store.exists(output) else set()
+    )
     in_flight = requests_in_flight(args, options, open_chunks, itemsize)
     job = planlib.estimate(
         plan,
@@ -357,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{open_chunks} open chunk(s) per process; more memory buys speed (README: what memory a run needs)",
             )
         )
+    if damaged:
+        rows.append(("chunks to repair (refetched)", len(damaged)))
     if args.dry_run:
         common.print_summary(
             f"efm extract: plan for {args.output} (dry run: nothing written)", rows
@@ -374,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or make the area, years or --scale smaller)",
         )
     # 4. Set up (or reopen) the store: the first write of the run.
+    if damaged:  # --repair: the damaged chunks are not done any more (the store is incomplete until they are)
+        store.drop_markers(output, damaged)
     done = store.prepare(output, template, resume=args.resume, overwrite=args.overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
@@ -462,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("chunks skipped (outside the AOI)", plan.skipped),
             ("chunks already done (resume)", plan.count - todo_count),
             ("chunks written", totals.get("chunks_written", 0)),
+            *([("chunks repaired", len(damaged))] if args.repair else []),
             ("requests", totals.get("requests", 0)),
             ("retries", totals.get("retries", 0)),
             ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
@@ -486,6 +506,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     return 0
+
+
+def damaged_chunks(args) -> set[str]:
+    """--resume into a store with chunks marked written that are missing or damaged
+    (transforms/storage/integrity.py): with --repair, the markers to drop so those chunks are
+    fetched again (every chunk file decoded to find them); without, a refusal saying to add --repair."""
+    if not args.repair:
+        report = integrity.check(args.output, decode=False)
+        if report.problems:
+            first = report.problems[0]
+            raise InputError(
+                "--resume",
+                f"{args.output} has {len(report.problems)} damaged chunk(s) ({first.chunk} is {first.kind}: "
+                f"{first.detail}); add --repair to refetch them (every other chunk is left as it is)",
+            )
+        return set()
+    report = integrity.check(args.output, decode=True)
+    for problem in report.problems[: integrity.SHOWN]:
+        print(f"efm extract: to repair: {problem.line()}")
+    if len(report.problems) > integrity.SHOWN:
+        print(f"efm extract: to repair: ... and {len(report.problems) - integrity.SHOWN} more")
+    return report.damaged_markers()
 
 
 def run(argv: Sequence[str] | None = None) -> int:

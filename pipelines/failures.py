@@ -31,7 +31,7 @@ LOG_DIR_ENV = "EFM_LOG_DIR"
 _BUFFERED_RECORDS = 5000  # the last records of a run go into the log file on failure
 # Exception names found in the text of a worker's failure (multi-process runners pass only text).
 _NAMED = re.compile(
-    r"^(?:[\w.]+\.)?(TileFetchError|InputError|CredentialsError|PermissionError|FileNotFoundError|"
+    r"^(?:[\w.]+\.)?(TileFetchError|DamagedStoreError|InputError|CredentialsError|PermissionError|FileNotFoundError|"
     r"IsADirectoryError|NotADirectoryError|FileExistsError|OSError|MemoryError): (.+)$",
     re.M,
 )
@@ -244,6 +244,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def classify(exc: BaseException) -> tuple[int, str]:
     """(exit status, one-line message) for any exception, unwrapping what Beam wrapped around ours."""
     from transforms.sources.fetch import TileFetchError
+    from transforms.storage.integrity import DamagedStoreError
     from transforms.storage.outputs import RemovalError
 
     chain = _chain(exc)
@@ -259,6 +260,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
             return EXIT_INPUT, _strip(str(e))
         if isinstance(e, TileFetchError):
             return EXIT_RUNTIME, _fetch_message(first_line(e))
+        if isinstance(e, DamagedStoreError):  # names the chunk and the repair
+            return EXIT_RUNTIME, _strip(str(e))
         if isinstance(e, OSError):
             return EXIT_RUNTIME, _os_message(type(e).__name__, e)
         if isinstance(e, MemoryError):
@@ -274,6 +277,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
             return EXIT_RUNTIME, _fetch_message(text)
         if name in ("InputError", "CredentialsError"):
             return EXIT_INPUT, text
+        if name == "DamagedStoreError":
+            return EXIT_RUNTIME, text
         if name == "MemoryError":
             return (
                 EXIT_RUNTIME,

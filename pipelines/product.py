@@ -16,7 +16,7 @@ import apache_beam as beam
 
 from pipelines import common
 from transforms.core.metrics import metric_totals
-from transforms.storage import outputs, progress, readers, store
+from transforms.storage import integrity, outputs, progress, readers, store
 from transforms.storage import plan as planlib
 
 
@@ -85,7 +85,21 @@ def chunk_rows(run: MapRun) -> list[tuple[str, object]]:
         ("chunks planned", run.planned),
         ("chunks already done (resume)", run.already_done),
         ("chunks written", run.totals.get("chunks_written", 0)),
+        ("input chunks missing", input_chunks_missing(run.totals)),
     ]
+
+
+def input_chunks_missing(totals: dict) -> str:
+    """Embedding chunks the run found missing, apart from its no-data pixels: a chunk marked written
+    and gone stops the run (transforms/storage/integrity.py), so this is 0, but for chunks of an old
+    store (markers without a record) that are absent: no data or deleted, nothing can tell."""
+    unrecorded = totals.get(integrity.UNRECORDED_COUNTER, 0)
+    if not unrecorded:
+        return "0"
+    return (
+        f"0 ({unrecorded} absent without a record of whether they held data, read as no data: "
+        "a store written before efm recorded chunk files; `efm verify` on it says more)"
+    )
 
 
 def add_resume_flags(parser, what: str = "compute only the missing chunks") -> None:

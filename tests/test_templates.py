@@ -169,6 +169,7 @@ BAD_VALUES = {
     "max_retries": ["-1", "many"],
     "retry_initial_delay": ["-1", "1s"],
     "resume": ["yes", "True", "1", ""],
+    "repair": ["yes", "True", "1", ""],
     "overwrite": ["no", "FALSE"],
     "yes": ["yes", "y", "TRUE"],
     "trust_pickle": ["yes"],

@@ -18,8 +18,9 @@ import xarray as xr
 from transforms.core.chunks import ChunkSpec, plan_chunks
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
-from transforms.storage import store
+from transforms.storage import integrity, store
 from transforms.storage.chunk_files import ChunkFiles
+from transforms.storage.zarr_direct import _all_fill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,7 @@ class StoreReader:
         self._array = None
         self._files = None
         self._lock = threading.Lock()
+        self._guard = integrity.ChunkGuard(path)
 
     def __getstate__(self):
         return {"path": self.path}
@@ -138,12 +140,52 @@ class StoreReader:
         return self._array
 
     def read_codes(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
-        """The stored values (float32, or int8 codes) of a window: (rows, cols, bands)."""
+        """The stored values (float32, or int8 codes) of a window: (rows, cols, bands).
+
+        A chunk marked written that is gone or does not decode raises integrity.DamagedStoreError
+        naming it and the repair, never a silent fill (transforms/storage/integrity.py)."""
         array = self.array
         whole = (
             self._files.read((time_index, rows, cols)) if self._files is not None else None
         )  # one chunk file, decoded in place
-        return whole if whole is not None else array[time_index, rows, cols, :]
+        if whole is not None:
+            return whole
+        try:
+            values = array[time_index, rows, cols, :]
+        except Exception as exc:  # zarr's codec error (e.g. blosc's RuntimeError): name the chunk
+            raise self._guard.corrupt(self._chunk_names(time_index, rows, cols)[0], exc) from None
+        self._check_fill(values, time_index, rows, cols)
+        return values
+
+    def _chunk_names(self, time_index: int, rows: slice, cols: slice) -> list[str]:
+        """`embedding/<key>` of the chunks a window reads."""
+        _, cy, cx, _ = self._array.chunks
+        sep = self._array.metadata.dimension_separator or "."
+        return [
+            f"embedding/{sep.join(map(str, (time_index, i, j, 0)))}"
+            for i in range(rows.start // cy, -(-rows.stop // cy))
+            for j in range(cols.start // cx, -(-cols.stop // cx))
+        ]
+
+    def _check_fill(self, values: np.ndarray, time_index: int, rows: slice, cols: slice) -> None:
+        """Each chunk whose part of the window is all fill: is that a chunk of no data, or a hole?"""
+        _, cy, cx, _ = self._array.chunks
+        fill = self._array.fill_value
+        for i in range(rows.start // cy, -(-rows.stop // cy)):
+            for j in range(cols.start // cx, -(-cols.stop // cx)):
+                r0, r1 = (
+                    max(rows.start, i * cy) - rows.start,
+                    min(rows.stop, (i + 1) * cy) - rows.start,
+                )
+                c0, c1 = (
+                    max(cols.start, j * cx) - cols.start,
+                    min(cols.stop, (j + 1) * cx) - cols.start,
+                )
+                part = values[r0:r1, c0:c1]
+                if part.size and _all_fill(part, fill):
+                    sep = self._array.metadata.dimension_separator or "."
+                    key = sep.join(map(str, (time_index, i, j, 0)))
+                    self._guard.check_absent("embedding", key, f"{time_index}.{i * cy}.{j * cx}")
 
     def read(self, time_index: int, window: Window) -> np.ndarray:
         """A window as float32 (rows, cols, bands), NaN where there is no data."""

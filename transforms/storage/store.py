@@ -29,7 +29,7 @@ from transforms.core.chunks import MARKER_DIR  # noqa: F401  (store.MARKER_DIR: 
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid
 from transforms.core.metrics import METRICS_NAMESPACE
-from transforms.storage import geozarr, zarr_direct
+from transforms.storage import geozarr, integrity, zarr_direct
 
 ZARR_FORMAT = 2
 STATUS_ATTR = "efm_status"
@@ -125,6 +125,18 @@ def done_markers(path: str) -> set[str]:
     if not fs.exists(directory):
         return set()
     return {name.rsplit("/", 1)[-1] for name in fs.ls(directory, detail=False)}
+
+
+def drop_markers(path: str, markers: Iterable[str]) -> None:
+    """Un-mark chunks as written (`efm extract --resume --repair`): the store is marked incomplete first,
+    so an interruption never leaves a store that says complete with chunks unmarked."""
+    markers = list(markers)
+    if not markers:
+        return
+    set_status(path, "incomplete")
+    fs, root = _fs(path)
+    for marker in markers:
+        fs.rm_file(f"{root}/{MARKER_DIR}/{marker}")
 
 
 def prepare(
@@ -234,14 +246,14 @@ class _WriteChunkFn(beam.DoFn):
         xbeam.validate_zarr_chunk(
             key, chunk, self.template, self.zarr_chunks
         )  # coords: the chunk's place
-        self.writer.write(
+        records = self.writer.write(
             key.offsets, chunk
         )  # what xbeam.write_chunk_to_zarr does, without reopening the store per chunk
         o = key.offsets
         name = f"{o.get('time', 0)}.{o['y']}.{o['x']}"  # == ChunkSpec.marker (a (y, x) product: time 0)
-        self.fs.pipe_file(
-            f"{self.root}/{MARKER_DIR}/{name}", b""
-        )  # only after the chunk is in place
+        self.fs.pipe_file(  # only after the chunk is in place; it records what was written
+            f"{self.root}/{MARKER_DIR}/{name}", integrity.marker_bytes(records)
+        )  # (transforms/storage/integrity.py: a deleted or truncated chunk file is then an error)
         self.written.inc()
         yield name
 
@@ -315,7 +327,19 @@ def open_embeddings(
             flag,
             f"{path} is incomplete ({STATUS_ATTR}={ds.attrs.get(STATUS_ATTR)!r}); finish it with `efm extract ... --resume`",
         )
+    if require_complete:
+        check_chunks(path, flag)
     return ds
+
+
+def check_chunks(path: str, flag: str) -> None:
+    """Refuse (InputError) a store whose done markers record chunk files that are gone or of another size.
+
+    Two listings and the markers' small records, no chunk read (transforms/storage/integrity.py);
+    a chunk that does not decode is caught where it is read (readers.StoreReader)."""
+    report = integrity.check(path, decode=False)
+    if report.problems:
+        raise InputError(flag, integrity.damaged_message(path, report.kind, report.problems))
 
 
 def as_float(values: np.ndarray) -> np.ndarray:

@@ -110,14 +110,15 @@ class ChunkWriter:
         )
         return f"{self.root}/{name}/{index}"
 
-    def _write_file(self, name: str, path: str, values: np.ndarray) -> None:
+    def _write_file(self, name: str, path: str, values: np.ndarray) -> bytes | None:
+        """Write one chunk file; returns its bytes (None: a chunk of fill values, no file)."""
         meta = self.arrays[name].metadata
         if _all_fill(
             values, meta.fill_value
         ):  # zarr writes no chunk of fill values, and drops an old one
             if self.fs.exists(path):
                 self.fs.rm(path)
-            return
+            return None
         if values.shape != tuple(
             meta.chunks
         ):  # an edge chunk: zarr 2 stores it whole, padded with the fill value
@@ -126,7 +127,9 @@ class ChunkWriter:
             values = padded
         data = np.ascontiguousarray(values)
         encoded = meta.compressor.encode(data) if meta.compressor is not None else data.tobytes()
-        self.fs.pipe_file(path, bytes(encoded) if not isinstance(encoded, bytes) else encoded)
+        encoded = bytes(encoded) if not isinstance(encoded, bytes) else encoded
+        self.fs.pipe_file(path, encoded)
+        return encoded
 
     def region(self, offsets: dict, sizes: dict, dims: tuple) -> tuple[slice, ...]:
         """The chunk's place; refuses what would land outside the store or straddle zarr chunks (two writers, one chunk)."""
@@ -145,7 +148,12 @@ class ChunkWriter:
             region.append(slice(start, start + size))
         return tuple(region)
 
-    def write(self, offsets: dict, chunk: xr.Dataset) -> None:
+    def write(self, offsets: dict, chunk: xr.Dataset) -> dict:
+        """Write the chunk; returns what its done marker records of each chunk file it wrote
+        ({"<variable>/<chunk key>": {"bytes", "crc32"} or None for no file}: transforms/storage/integrity.py)."""
+        from transforms.storage import integrity
+
+        records = {}
         unknown = [name for name in chunk.data_vars if name not in self.arrays]
         if unknown:
             raise ValueError(
@@ -172,9 +180,33 @@ class ChunkWriter:
             region = self.region(offsets, dict(zip(variable.dims, values.shape)), variable.dims)
             path = self._chunk_file(name, region)
             if path is not None:
-                self._write_file(name, path, values)
+                key = path.rsplit("/", 1)[-1]
+                records[f"{name}/{key}"] = integrity.file_record(
+                    self._write_file(name, path, values)
+                )
             else:
                 array[region] = values
+                records.update(self._records_of(name, region))
+        return records
+
+    def _records_of(self, name: str, region: tuple[slice, ...]) -> dict:
+        """The records of the chunk files zarr wrote for `region` (read back: this path is the rare one)."""
+        import itertools
+
+        from transforms.storage import integrity
+
+        meta = self.arrays[name].metadata
+        separator = meta.dimension_separator or "."
+        ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, meta.chunks)]
+        records = {}
+        for index in itertools.product(*ranges):
+            key = separator.join(map(str, index))
+            try:
+                data = self.fs.cat_file(f"{self.root}/{name}/{key}")
+            except FileNotFoundError:
+                data = None
+            records[f"{name}/{key}"] = integrity.file_record(data)
+        return records
 
 
 def _all_fill(values: np.ndarray, fill) -> bool:
