@@ -103,7 +103,7 @@ class DiskFull:
 
         def fake_os_open(path, flags, *args, **kwargs):
             fd = real_os_open(path, flags, *args, **kwargs)
-            if self.watched(path):
+            if self.watched(path) and not os.path.isdir(path):  # files, not a folder's fsync
                 writing = flags & (os.O_WRONLY | os.O_RDWR)
                 limited = step == "write" and writing and hit()
                 self.fds[fd] = self.budget if limited else None
@@ -228,8 +228,7 @@ def train_argv(table: str, model: str, *extra: str) -> list[str]:
 
 
 def load(model: str):
-    meta = json.loads(open(model + ".json").read())
-    return models.load_model(model, sha256=meta["sha256"])
+    return models.load_model(model, sha256=models.read_sidecar(model)["sha256"])
 
 
 # ---------------------------------------------------------------- train (.skops and .pkl)
@@ -570,3 +569,37 @@ def test_a_killed_writes_temporary_file_does_not_block_a_folder_overwrite(tmp_pa
     (demo / ".model.skops.efm-tmp-mine").write_bytes(b"user's")
     with pytest.raises(Exception, match="did not write"):
         outputs.check_output(str(demo), "demo", overwrite=True)
+
+
+# ---------------------------------------------------------------- gs://: one whole upload per object
+
+
+def test_a_model_pair_on_gcs_is_replaced_whole_or_not_at_all(
+    table, gcs, gcs_bucket, capsys, monkeypatch
+):
+    """Each object is one PUT; when the sidecar's PUT fails, the old model is copied back."""
+    import fsspec
+
+    model = f"{gcs_bucket}/m.skops"
+    assert train_cli.run(train_argv(table, model)) == 0
+    fs, key = gcs.fs, model.removeprefix("gs://")
+    before = {p: fs.cat(p) for p in fs.find(gcs_bucket.removeprefix("gs://"))}
+    used = fsspec.core.url_to_fs(model)[0]  # the (cached) instance efm writes through
+    real = used.pipe_file
+
+    def failing(path, data, *args, **kwargs):
+        if path.endswith(".json"):
+            raise OSError(errno.EIO, "the upload broke", path)
+        return real(path, data, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(used, "pipe_file", failing)
+        code = train_cli.run(train_argv(table, model, "--param", "n_neighbors=3", "--overwrite"))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    fs.invalidate_cache()
+    assert {p: fs.cat(p) for p in fs.find(gcs_bucket.removeprefix("gs://"))} == before
+    load(model)
+    assert train_cli.run(suggested(err, "efm train")) == 0
+    assert load(model).model.n_neighbors == 3
+    assert sorted(fs.find(gcs_bucket.removeprefix("gs://"))) == sorted([key, key + ".json"])
