@@ -273,6 +273,26 @@ def test_a_new_model_on_a_full_disk_leaves_nothing(table, tmp_path, capsys, monk
     load(model)
 
 
+def test_without_hard_links_a_failed_pair_leaves_nothing(table, tmp_path, capsys, monkeypatch):
+    """A filesystem without hard links (EPERM): the old model cannot be kept aside, so a failed
+    sidecar rename removes the half-replaced pair rather than leave a mismatched one."""
+    model = str(tmp_path / "m.skops")
+    assert train_cli.run(train_argv(table, model)) == 0
+    capsys.readouterr()
+
+    def no_link(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM), src)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "link", no_link)
+        full = DiskFull(m, tmp_path, ["m.skops"], "replace", 2)
+        assert train_cli.run(train_argv(table, model, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert full.fired and not [n for n in os.listdir(tmp_path) if n.startswith(("m.", ".m."))]
+    assert train_cli.run(suggested(err, "efm train")) == 0
+    load(model)
+
+
 def test_train_on_a_real_full_disk(table, tiny_disk, capsys):
     disk, fill = tiny_disk
     model = str(disk / "m.skops")

@@ -16,7 +16,8 @@ A model and its sidecar (which records the model's sha256) are replaced as a pai
 `write_pair`: both temporary files are written and flushed first (a full disk fails here,
 with the old pair untouched); then the old model is kept under a hard link
 (`.<name>.efm-old-<random>`), the model is renamed into place, then the sidecar; if the
-sidecar's rename fails, the old model is renamed back, so the old pair is whole again. Only a
+sidecar's rename fails, the old model is renamed back, so the old pair is whole again (on a
+filesystem without hard links, the half-replaced pair is removed instead: nothing is left). Only a
 process killed between the two renames (SIGKILL, power loss) can leave the new model beside the
 old sidecar; the new sidecar is then still there as `.<model>.json.efm-tmp-*`, which
 `outputs.check_output` accepts as proof that the model is efm's, so `--overwrite` replaces it.
@@ -74,7 +75,10 @@ def _local(path: str) -> str:
 def _named(exc: OSError, path: str) -> OSError:
     """The error with the product's path as its filename (a write error has none): the failure line names it."""
     if getattr(exc, "filename", None) is None and exc.errno is not None:
-        return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), path)
+        try:
+            return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), path)
+        except Exception:  # a subclass with another constructor: keep it as it is
+            return exc
     return exc
 
 
@@ -148,7 +152,7 @@ class _File:
 def _write_temp(path: str, data: bytes) -> str:
     """`data` under a fresh temporary name beside local `path`, flushed to disk; returns the name."""
     temp = temp_name(path)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         try:
             _File(fd).write(data)
@@ -194,7 +198,7 @@ def open_write(path: str):
     Local: the writes go to a temporary file in the same folder (renamed on success). Remote: to a
     local temporary file, uploaded in one piece on success."""
     with local_path(path) as temp:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             yield _File(fd)
         finally:
