@@ -13,12 +13,11 @@ import dataclasses
 import json
 import os
 
-import fsspec
 import numpy as np
 
 from transforms.core.errors import InputError
 from transforms.learning import sampling
-from transforms.storage import outputs
+from transforms.storage import atomic, outputs
 from transforms.storage.readers import StoreInfo
 
 LABEL_COLUMN = "label"
@@ -195,15 +194,6 @@ def feature_collection(points: list[Point], info: StoreInfo, meta: dict) -> dict
 
 
 def write(path: str, collection: dict) -> None:
-    """Whole or not at all: a local file is written next to its place and renamed over it."""
-    text = json.dumps(collection, indent=1) + "\n"
-    if "://" in path:
-        with fsspec.open(path, "w") as f:
-            f.write(text)
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    partial = os.path.join(folder, f".{os.path.basename(path)}.efm-partial")
-    with open(partial, "w") as f:
-        f.write(text)
-    os.replace(partial, path)
+    """Whole or not at all (transforms/storage/atomic.py): a local file is written beside its place,
+    fsynced and renamed over it; a gs:// object is uploaded in one piece."""
+    atomic.write_bytes(path, json.dumps(collection, indent=1) + "\n")

@@ -7,6 +7,7 @@ process (memory stays flat; the store is read chunk by chunk).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -150,12 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.png:
                     png = path.rsplit(".", 1)[0] + ".png"
                     if layer.kind == "continuous":
-                        local = path if "://" not in path else _download(path)
                         title = f"{os.path.basename(layer.path.rstrip('/'))} — {layer.variable} — {when}"
-                        export.quicklook_continuous(local, png, layer, title, args.png_size)
+                        with _local_copy(path) as local:
+                            export.quicklook_continuous(local, png, layer, title, args.png_size)
                     elif layer.is_class:
-                        local = path if "://" not in path else _download(path)
-                        export.quicklook_classes(local, png, layer, colors, when, args.png_size)
+                        with _local_copy(path) as local:
+                            export.quicklook_classes(local, png, layer, colors, when, args.png_size)
                     else:
                         export.quicklook_false_colour(
                             layer, t, rgb, rgb_idx, png, year, args.png_size
@@ -241,13 +242,22 @@ def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:
     return out
 
 
-def _download(path: str) -> str:
+@contextlib.contextmanager
+def _local_copy(path: str):
+    """A local path to read `path` from: itself, or a temporary download removed afterwards."""
+    if "://" not in path:
+        yield path
+        return
     import tempfile
 
     fs, root = fsspec.core.url_to_fs(path)
-    local = tempfile.mkstemp(suffix=".tif")[1]
-    fs.get_file(root, local)
-    return local
+    fd, local = tempfile.mkstemp(suffix=".tif")
+    os.close(fd)
+    try:
+        fs.get_file(root, local)
+        yield local
+    finally:
+        os.remove(local)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import pyproj
 
 from sample_data.world import World, apply, blobs, seeded, smooth_noise
+from transforms.storage import atomic
 
 # typical above-ground biomass of each class, Mg/ha (water .. shrubland)
 CLASS_BIOMASS = np.array([0.0, 220.0, 25.0, 15.0, 8.0, 2.0, 70.0, 45.0], dtype=np.float32)
@@ -74,8 +75,7 @@ def write_gedi(points: list[dict], path: str) -> None:
         }
         for p in points
     ]
-    with open(path, "w") as f:
-        json.dump({"type": "FeatureCollection", "features": features}, f)
+    atomic.write_bytes(path, json.dumps({"type": "FeatureCollection", "features": features}))
 
 
 def write_raster(

@@ -49,6 +49,7 @@ from sample_data.fields import CHANGE_NODATA, biomass_field, gedi_points, write_
 from sample_data.mirror import write_index, write_mirror
 from sample_data.truth import labelled_points, write_ground_truth, write_points
 from sample_data.world import CLASS_COLOURS, CLASS_NAMES, inner_bbox, make_world, seeded
+from transforms.storage import atomic
 
 MIRROR_DIR = "mirror"
 REFERENCE_CLASS = "forest"  # refs.geojson: the labelled points of this class
@@ -170,12 +171,14 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
     write_points(points, points_path)
     fields = write_fields(world, points, output)
     colors = os.path.join(output, "colors.json")
-    with open(colors, "w") as f:
-        json.dump(dict(zip(CLASS_NAMES[: spec.n_classes], CLASS_COLOURS)), f, indent=1)
+    atomic.write_bytes(
+        colors, json.dumps(dict(zip(CLASS_NAMES[: spec.n_classes], CLASS_COLOURS)), indent=1)
+    )
     bbox = inner_bbox(world)
     manifest = os.path.join(output, "sample_data.json")
-    with open(manifest, "w") as f:
-        json.dump(
+    atomic.write_bytes(
+        manifest,
+        json.dumps(
             {
                 "spec": dataclasses.asdict(spec),
                 "crs": world.crs,
@@ -188,9 +191,9 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
                 "points": len(points),
                 "fields": fields,
             },
-            f,
             indent=1,
-        )
+        ),
+    )
     return SampleData(
         output,
         mirror,

@@ -14,6 +14,7 @@ import numpy as np
 import pyproj
 
 from sample_data.world import CLASS_COLOURS, CLASS_NAMES, World, apply
+from transforms.storage import atomic
 
 NODATA_CLASS = 255
 
@@ -115,8 +116,7 @@ def write_points(points: list[dict], path: str) -> None:
         }
         for p in points
     ]
-    with open(path, "w") as f:
-        json.dump({"type": "FeatureCollection", "features": features}, f)
+    atomic.write_bytes(path, json.dumps({"type": "FeatureCollection", "features": features}))
 
 
 # ---------------------------------------------------------------------------------------

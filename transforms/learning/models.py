@@ -34,6 +34,7 @@ import numpy as np
 from transforms.core.errors import InputError, first_line
 from transforms.learning import model_sidecar
 from transforms.learning.model_sidecar import COVERED_FIELDS, EMBEDDED_ATTR, embedded_fields
+from transforms.storage import atomic
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SKOPS_SUFFIXES = (".skops",)
@@ -293,10 +294,9 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sha256": sha256_bytes(data),
     }
-    with fsspec.open(path, "wb") as f:
-        f.write(data)
-    with fsspec.open(sidecar_path(path), "w") as f:
-        json.dump(meta, f, indent=2)
+    # Both whole or both old: a full disk never leaves a truncated model or a mismatched pair
+    # (transforms/storage/atomic.py).
+    atomic.write_pair(path, data, sidecar_path(path), json.dumps(meta, indent=2).encode())
     return meta
 
 

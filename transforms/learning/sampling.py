@@ -14,6 +14,7 @@ pixels, are dropped and counted.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import apache_beam as beam
@@ -23,6 +24,7 @@ import pandas as pd
 
 from transforms.core.errors import InputError, first_line
 from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.storage import atomic
 from transforms.storage.outputs import TABLE_METADATA_KEY
 from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 from transforms.storage.store import as_float
@@ -328,8 +330,10 @@ class _SampleChunkFn(beam.DoFn):
             frames.append(frame)
             nodata += dropped
         table = pd.concat(frames, ignore_index=True)
-        with fsspec.open(f"{self.parts_dir}/part-{row0}-{col0}.parquet", "wb") as f:
-            table.to_parquet(f, index=False)
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        # whole or absent: a retried or killed worker never leaves a truncated part to assemble
+        atomic.write_bytes(f"{self.parts_dir}/part-{row0}-{col0}.parquet", buffer.getvalue())
         self.sampled.inc(len(table))
         self.nodata.inc(nodata)
         yield len(table)
@@ -403,7 +407,7 @@ def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame
     fs, root = fsspec.core.url_to_fs(parts_dir)
     files = sorted(fs.glob(f"{root}/part-*.parquet")) if fs.exists(root) else []
     table = combine([pq.read_table(f, filesystem=fs) for f in files], metadata, bands)
-    with fsspec.open(output, "wb") as f:
+    with atomic.open_write(output) as f:  # the old table stays until the new one is whole
         pq.write_table(table, f)
     if fs.exists(root):
         fs.rm(root, recursive=True)

@@ -12,15 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 
-import fsspec
 import numpy as np
 import xarray as xr
 
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
-from transforms.storage import store
+from transforms.storage import atomic, store
 
 BLOCK_SIZE = 512
 DEFAULT_RGB = (
@@ -267,33 +265,11 @@ def output_paths(output: str, years, suffix: str = ".tif") -> dict[int, str]:
     return {y: f"{stem}{ext}" if len(years) == 1 else f"{stem}_{y}{ext}" for y in years}
 
 
-def _local_target(path: str):
-    """(local path to write, upload callback) — rasterio writes local files; gs:// is uploaded after."""
-    if "://" not in path or path.startswith("file://"):
-        local = path[len("file://") :] if path.startswith("file://") else path
-        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
-        return local, lambda: None
-    handle, local = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
-    os.close(handle)
-
-    def upload():
-        fs, root = fsspec.core.url_to_fs(path)
-        fs.put_file(local, root)
-        os.remove(local)
-
-    return local, upload
-
-
 def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = None) -> str:
     """One year of a layer -> COG at `output` (local or gs://), window by window."""
-    import rasterio
     import rasterio.shutil
     from affine import Affine
-    from rasterio.windows import Window as RioWindow
 
-    local, upload = _local_target(output)
-    fd, tiled = tempfile.mkstemp(suffix=".tif", dir=os.path.dirname(os.path.abspath(local)))
-    os.close(fd)
     profile = dict(
         driver="GTiff",
         width=layer.width,
@@ -309,54 +285,66 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
         compress="deflate",
         BIGTIFF="IF_SAFER",
     )
-    try:
-        array = layer.open_array()
-        with rasterio.open(tiled, "w", **profile) as dst:
-            for w in layer.windows():
-                block = (
-                    np.full((w.rows, w.cols), layer.nodata, dtype=layer.dtype)
-                    if (w.row, w.col) in layer.skip
-                    else layer.read(array, time_index, w)
-                )
-                dst.write(block, 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
-            if colors and layer.dtype in ("uint8", "uint16"):
-                table = {v: (*rgb, 255) for v, rgb in colors.items()}
-                table.setdefault(int(layer.nodata), (0, 0, 0, 0))
-                dst.write_colormap(1, table)
-            dst.update_tags(
-                EFM_PRODUCT="export", EFM_VERSION=store.tool_version()
-            )  # what `--overwrite` may replace
-            if layer.kind == "continuous":  # what the quicklook's colour bar and a GIS user read
-                dst.update_tags(
-                    1,
-                    **{
-                        k.upper(): str(layer.attrs[k])
-                        for k in ("long_name", "units", "target")
-                        if layer.attrs.get(k)
-                    },
-                )
-                dst.set_band_description(1, str(layer.attrs.get("long_name", layer.variable)))
-                if layer.attrs.get("units"):
-                    dst.set_band_unit(1, str(layer.attrs["units"]))
-            if layer.is_class and layer.labels:
-                dst.update_tags(
-                    1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)}
-                )
-        rasterio.shutil.copy(
-            tiled,
-            local,
-            driver="COG",
-            COMPRESS="DEFLATE",
-            BLOCKSIZE=BLOCK_SIZE,
-            BIGTIFF="IF_SAFER",
-            OVERVIEW_RESAMPLING="NEAREST" if layer.is_class else "AVERAGE",
-            PREDICTOR="YES" if layer.dtype == "float32" else "NO",
-        )
-    finally:
-        if os.path.exists(tiled):
-            os.remove(tiled)
-    upload()
+    # The COG is built under a temporary name beside `output` and renamed over it once whole
+    # (a gs:// output: in a local temporary file, uploaded in one piece): a full disk leaves the
+    # old file, or nothing (transforms/storage/atomic.py). The tiled intermediate is one too.
+    with atomic.local_path(output) as local:
+        tiled = atomic.temp_name(local)
+        try:
+            _write_tiled(layer, time_index, tiled, profile, colors)
+            rasterio.shutil.copy(
+                tiled,
+                local,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                BLOCKSIZE=BLOCK_SIZE,
+                BIGTIFF="IF_SAFER",
+                OVERVIEW_RESAMPLING="NEAREST" if layer.is_class else "AVERAGE",
+                PREDICTOR="YES" if layer.dtype == "float32" else "NO",
+            )
+        finally:
+            if os.path.exists(tiled):
+                os.remove(tiled)
     return output
+
+
+def _write_tiled(layer: Layer, time_index: int, tiled: str, profile: dict, colors) -> None:
+    """The layer's windows into a plain tiled GeoTIFF at `tiled`, with its tags and colour map."""
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    array = layer.open_array()
+    with rasterio.open(tiled, "w", **profile) as dst:
+        for w in layer.windows():
+            block = (
+                np.full((w.rows, w.cols), layer.nodata, dtype=layer.dtype)
+                if (w.row, w.col) in layer.skip
+                else layer.read(array, time_index, w)
+            )
+            dst.write(block, 1, window=RioWindow(w.col, w.row, w.cols, w.rows))
+        if colors and layer.dtype in ("uint8", "uint16"):
+            table = {v: (*rgb, 255) for v, rgb in colors.items()}
+            table.setdefault(int(layer.nodata), (0, 0, 0, 0))
+            dst.write_colormap(1, table)
+        dst.update_tags(
+            EFM_PRODUCT="export", EFM_VERSION=store.tool_version()
+        )  # what `--overwrite` may replace
+        if layer.kind == "continuous":  # what the quicklook's colour bar and a GIS user read
+            dst.update_tags(
+                1,
+                **{
+                    k.upper(): str(layer.attrs[k])
+                    for k in ("long_name", "units", "target")
+                    if layer.attrs.get(k)
+                },
+            )
+            dst.set_band_description(1, str(layer.attrs.get("long_name", layer.variable)))
+            if layer.attrs.get("units"):
+                dst.set_band_unit(1, str(layer.attrs["units"]))
+        if layer.is_class and layer.labels:
+            dst.update_tags(
+                1, **{f"CLASS_{v}": str(lbl) for v, lbl in zip(layer.values, layer.labels)}
+            )
 
 
 def validate_cog(path: str) -> list[str]:
@@ -557,6 +545,6 @@ def quicklook_false_colour(
 
 
 def _save(fig, png: str) -> None:
-    with fsspec.open(png, "wb") as f:
+    with atomic.open_write(png) as f:  # whole or the old one (transforms/storage/atomic.py)
         # the text chunk is how `--overwrite` knows the file is ours (transforms/storage/outputs.py)
         fig.savefig(f, format="png", bbox_inches="tight", metadata={"efm_product": "quicklook"})

@@ -43,6 +43,7 @@ import re
 import fsspec
 
 from transforms.core.errors import InputError, first_line
+from transforms.storage import atomic
 
 TABLE_METADATA_KEY = (
     b"efm"  # a sample table's Parquet schema key holding its provenance (efm sample)
@@ -373,8 +374,10 @@ def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
         by_entry.setdefault(f.split("/", 1)[0], []).append(f)
     for name, members in by_entry.items():
         pattern = next((p for p in entries if fnmatch.fnmatchcase(name, p)), None)
-        if name == MARKER_FILE or (
-            pattern is not None and entries[pattern] is None and members == [name]
+        if (
+            name == MARKER_FILE
+            or (pattern is not None and entries[pattern] is None and members == [name])
+            or (atomic.is_temp(name) and members == [name])  # a killed write's temporary file
         ):
             own += members
         elif pattern is not None and entries[pattern] == "mirror":
@@ -402,7 +405,17 @@ def _model_is_ours(fs, root: str) -> bool:
         digest = hashlib.sha256()
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return meta.get("sha256") == digest.hexdigest()
+    if meta.get("sha256") == digest.hexdigest():
+        return True
+    # A replacement killed between its two renames (transforms/storage/atomic.py): the new
+    # sidecar, still under its temporary name, describes the model in place.
+    pending = [] if _is_remote(fs) else atomic.pending_temps(root + ".json")
+    return any(
+        isinstance(m, dict)
+        and m.get("format") == "efm-model/1"
+        and m.get("sha256") == digest.hexdigest()
+        for m in (_read_json(fs, p) for p in pending)
+    )
 
 
 def _file_kind(fs, root: str, kind: str) -> str | None:
@@ -732,8 +745,10 @@ def mark_folder(path: str, kind: str) -> None:
     from transforms.storage.store import tool_version
 
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, MARKER_FILE), "w") as f:
-        json.dump({PRODUCT_ATTR: kind, "efm_version": tool_version()}, f)
+    atomic.write_bytes(  # whole: a truncated marker would make the folder look foreign
+        os.path.join(path, MARKER_FILE),
+        json.dumps({PRODUCT_ATTR: kind, "efm_version": tool_version()}),
+    )
 
 
 # ---------------------------------------------------------------- efm sample's parts folder
