@@ -623,3 +623,38 @@ def test_a_model_pair_on_gcs_is_replaced_whole_or_not_at_all(
     assert train_cli.run(suggested(err, "efm train")) == 0
     assert load(model).model.n_neighbors == 3
     assert sorted(fs.find(gcs_bucket.removeprefix("gs://"))) == sorted([key, key + ".json"])
+
+
+# ---------------------------------------------------------------- through a symbolic link
+
+
+def test_a_model_through_a_link_is_replaced_where_it_is(table, tmp_path):
+    """As a store through a link (tests/test_overwrite_links.py): the product the link points to
+    is replaced, its sidecar beside it, and the link stays a link."""
+    real, elsewhere = tmp_path / "real", tmp_path / "elsewhere"
+    real.mkdir()
+    elsewhere.mkdir()
+    target = str(real / "m.skops")
+    assert train_cli.run(train_argv(table, target)) == 0
+    link = elsewhere / "link.skops"
+    os.symlink(target, link)
+    code = train_cli.run(train_argv(table, str(link), "--param", "n_neighbors=3", "--overwrite"))
+    assert code == 0
+    assert os.path.islink(link) and os.readlink(link) == target
+    assert sorted(os.listdir(elsewhere)) == ["link.skops"]  # no sidecar beside the link
+    assert load(target).model.n_neighbors == 3 and not temps(real)
+
+
+def test_an_export_through_a_link_replaces_the_file_it_points_to(class_map, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    target = str(real / "map.tif")
+    assert export_cli.run(export_argv(class_map, target)) == 0
+    before = os.stat(target).st_ino
+    link = tmp_path / "link.tif"
+    os.symlink(target, link)
+    assert (
+        export_cli.run(export_argv(class_map, str(link), "--png-size", "100", "--overwrite")) == 0
+    )
+    assert os.path.islink(link) and os.readlink(link) == target
+    assert os.stat(target).st_ino != before and not temps(real)  # renamed into place there

@@ -69,7 +69,10 @@ def _is_local(path: str) -> bool:
 
 
 def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
+    """The local file a path names, links resolved: a product reached through a symbolic link is
+    replaced where it is and the link is kept, as for stores (transforms/storage/outputs.resolve)."""
+    path = path[len("file://") :] if path.startswith("file://") else path
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def _named(exc: OSError, path: str) -> OSError:
@@ -247,7 +250,11 @@ def write_pair(first: str, first_data: bytes, second: str, second_data: bytes) -
     if not _is_local(first):
         _write_pair_remote(first, first_data, second, second_data)
         return
-    first, second = _local(first), _local(second)
+    if second == first + ".json":  # the sidecar goes beside the model, where it really is
+        first = _local(first)
+        second = first + ".json"
+    else:
+        first, second = _local(first), _local(second)
     folder = os.path.dirname(os.path.abspath(first))
     os.makedirs(folder, exist_ok=True)
     temps: list[str] = []

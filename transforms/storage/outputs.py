@@ -580,7 +580,7 @@ def check_output(
     found = inspect(real, kind, shallow=resume)
     found.path = real
     if found.empty:
-        return _sidecar_check(path, kind, inputs, overwrite, flag) or found
+        return _sidecar_check(real, kind, inputs, overwrite, flag) or found
     what = KINDS[kind]
     if found.links:
         links = [f"{f} -> {os.readlink(os.path.join(real, f))}" for f in found.links[:3]]
@@ -622,7 +622,7 @@ def check_output(
             flag,
             f"{shown} already exists ({what}{', complete' if found.complete else ''}); pass --overwrite to replace it",
         )
-    _sidecar_check(path, kind, inputs, overwrite, flag)
+    _sidecar_check(real, kind, inputs, overwrite, flag)  # beside the model, where it really is
     return found
 
 
