@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import xarray as xr
@@ -11,6 +12,35 @@ from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec, chunk_dataset
 from transforms.core.grid import Grid, Window
 from transforms.sources import request_plan
+
+
+class _ReadMeter(threading.local):
+    """Bytes a source actually read in this thread (a fetch thread runs one tile at a time).
+
+    A source that can tell what it read calls `count_read(n)` inside `fetch` (Earth Engine:
+    the response body; the COG mirror: the compressed blocks it decoded); `FetchChunks` resets
+    the meter before a tile and takes it after, and falls back to the tile's planned size
+    (pixels x bands x transfer itemsize) for a source that never counts.
+    """
+
+    total: int | None = None
+
+
+_meter = _ReadMeter()
+
+
+def count_read(nbytes: int) -> None:
+    _meter.total = (_meter.total or 0) + int(nbytes)
+
+
+def reset_read() -> None:
+    _meter.total = None
+
+
+def take_read() -> int | None:
+    """What this thread's source counted since `reset_read` (None: it counts nothing)."""
+    total, _meter.total = _meter.total, None
+    return total
 
 
 @dataclasses.dataclass
