@@ -41,6 +41,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import typing
 import uuid
 
 import numpy as np
@@ -93,6 +94,8 @@ class CogSource(GridSource):
     `files` are the index rows that meet the grid (see `files_for_grid`), chosen on the
     launcher, so workers never read the index nor list the bucket.
     """
+
+    counts_reads: typing.ClassVar[bool] = True  # (grid_source.count_read)
 
     root: str = ""
     files: tuple[CogFile, ...] = ()

@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import os
 import threading
+import typing
 
 import numpy as np
 from numpy.lib import recfunctions
@@ -327,6 +328,8 @@ def images_record(collection: str, listed: dict[int, list]) -> dict:
 @dataclasses.dataclass
 class EarthEngineSource(GridSource):
     """Tiles of the per-year mosaic through `computePixels`, all bands in one request."""
+
+    counts_reads: typing.ClassVar[bool] = True  # (grid_source.count_read)
 
     collection: str = DEFAULT_COLLECTION
     settings: EarthEngineSettings = dataclasses.field(default_factory=EarthEngineSettings)

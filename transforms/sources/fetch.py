@@ -336,11 +336,12 @@ class _FetchChunksFn(beam.DoFn):
                     data, attempts, read = future.result()
                     self.requests.inc(attempts)
                     self.retries.inc(attempts - 1)
-                    self.bytes.inc(  # what the source read; else the tile's size on the wire
-                        read
-                        if read is not None
-                        else tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize
-                    )
+                    if read is None and not getattr(self.source, "counts_reads", False):
+                        # a source that does not count: the tile's size on the wire
+                        read = (
+                            tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize
+                        )
+                    self.bytes.inc(read or 0)  # a counting source that read nothing: 0
                     held = partial[spec]
                     w = spec.window
                     if (
