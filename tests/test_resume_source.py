@@ -332,3 +332,16 @@ def test_ee_summary_counts_the_response_bodies_and_warns_past_the_tiles(emulator
     bodies = sum(r.bytes_out for r in emu.requests if r.kind == "computePixels")
     assert abs(transferred_bytes(out) - bodies) <= 0.05e6, (out, bodies)
     assert "efm extract: warning: only " in err and "data only in lon " in err, err
+
+
+def test_remote_roots_are_compared_by_their_canonical_url():
+    from transforms.sources.cog_index import canonical
+
+    assert (
+        canonical("GS://bucket//aef/v1/")
+        == canonical("gcs://bucket/aef/v1")
+        == "gs://bucket/aef/v1"
+    )
+    assert canonical("s3a://b/x/") == canonical("S3://b/x") == "s3://b/x"
+    assert canonical("https://Data.Example.org/m/") == "https://data.example.org/m"
+    assert canonical("s3://b/x") != canonical("s3://b/y") and canonical("s3://B/x") != "s3://b/x"
