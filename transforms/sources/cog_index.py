@@ -351,8 +351,8 @@ def check_cog_root(root: str, years: list[int], aoi_lonlat: shapely.Geometry):
     selected.attrs["source_record"] = source_record(
         root, index_path, attrs["index_bytes"], attrs["index_sha256"], sizes
     )
-    selected.attrs["coverage_lonlat"] = {  # where the mirror has files, per year asked for
-        int(y): tuple(float(v) for v in shapely.union_all(list(group["footprint"])).bounds)
+    selected.attrs["coverage_lonlat"] = {  # where the mirror has files (their bounds), per year
+        int(y): tuple(float(v) for v in shapely.total_bounds(np.asarray(group["footprint"])))
         for y, group in index.groupby("year")
     }
     return selected
