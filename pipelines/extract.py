@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import DirectOptions
 from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.core.metrics import metric_max, metric_totals
+from transforms.core.metrics import coverage_warning, metric_max, metric_range, metric_totals
 from transforms.sources import cog, cog_index, earthengine, request_plan
 from transforms.sources import fetch as fetchlib
 from transforms.sources.fetch import FetchChunks, RetryPolicy
@@ -316,16 +316,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         earthengine.initialize(settings)
         earthengine.check_collection(args.collection, years)
-        earthengine.check_coverage(args.collection, years, aoi)
+        images_record = earthengine.check_coverage(args.collection, years, aoi)
 
     # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
+    # What the store records about its source: where it is and a fingerprint of what was read
+    # (README: what --resume checks).
     source_attrs = (
-        cog.store_attrs(args.cog_root)
+        cog.store_attrs(args.cog_root, mirror_index)
         if args.source == "cog"
         else {
             "source": f"earthengine:{args.collection}",
-            "collection": args.collection,
+            **images_record,
             "transfer_dtype": transfer_dtype,
         }
     )
@@ -469,7 +471,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
+    # Bytes the sources read, not the area's pixels: the mirror's compressed blocks, EE's bodies.
     megabytes = totals.get("bytes", 0) / 1e6
+    read_label = (
+        "compressed blocks read from the mirror's files"
+        if args.source == "cog"
+        else f"computePixels response bodies, {transfer_dtype}"
+    )
     common.print_summary(
         f"efm extract: {args.output} complete",
         [
@@ -484,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *([("chunks repaired", len(damaged))] if args.repair else []),
             ("requests", totals.get("requests", 0)),
             ("retries", totals.get("retries", 0)),
-            ("transferred", f"{megabytes:.1f} MB ({transfer_dtype})"),
+            ("transferred", f"{megabytes:.1f} MB ({read_label})"),
             (
                 "shards x threads",
                 f"{fetch.shards} x {fetch.threads_per_shard}"
@@ -505,6 +513,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ],
     )
+    warning = coverage_warning(
+        totals.get("pixels_read", 0),
+        totals.get("pixels_with_data", 0),
+        data_bounds_lonlat(
+            grid, metric_range(result, "data_row"), metric_range(result, "data_col")
+        ),
+        tuple(aoi.bounds),
+        mirror_coverage(mirror_index) if args.source == "cog" else None,
+    )
+    if warning:
+        print(f"efm extract: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -528,6 +547,27 @@ def damaged_chunks(args) -> set[str]:
     if len(report.problems) > integrity.SHOWN:
         print(f"efm extract: to repair: ... and {len(report.problems) - integrity.SHOWN} more")
     return report.damaged_markers()
+
+
+def data_bounds_lonlat(grid, rows, cols) -> tuple[float, float, float, float] | None:
+    """The lon/lat box around grid rows [r0, r1] x cols [c0, c1] (the pixels that had data)."""
+    if rows is None or cols is None:
+        return None
+    import pyproj
+
+    left, right = grid.x0 + cols[0] * grid.scale, grid.x0 + (cols[1] + 1) * grid.scale
+    top, bottom = grid.y0 - rows[0] * grid.scale, grid.y0 - (rows[1] + 1) * grid.scale
+    to_lonlat = pyproj.Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    return tuple(to_lonlat.transform_bounds(left, bottom, right, top))
+
+
+def mirror_coverage(index) -> str | None:
+    """Where the mirror has files for the run's years (from its index)."""
+    boxes = list(index.attrs.get("coverage_lonlat", {}).values())
+    if not boxes:
+        return None
+    w, s, e, n = (f(b[i] for b in boxes) for f, i in ((min, 0), (min, 1), (max, 2), (max, 3)))
+    return f"the mirror's files for these years span lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f}"
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,10 @@ For each request tile of a chunk, `CogSource.fetch`:
 4. returns int8 codes for an int8 store, or float32 de-quantised in float64 for a
    float32 store (NaN = no data).
 
+What it read is counted (`grid_source.count_read`) as the compressed size of each block it
+decoded, from the TIFF's tile byte counts: the summary's "transferred" is bytes of the files,
+not the area's pixels (a tile outside every file reads nothing).
+
 Rows are never assumed to run top-down: some mirrors store them bottom-up (positive
 y resolution); the geotransform says which and the reader flips.
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import typing
 import uuid
 
 import numpy as np
@@ -45,8 +50,8 @@ from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import first_line
 from transforms.core.grid import Grid, Window
-from transforms.sources import remote_fs
-from transforms.sources.cog_blocks import BlockCache, Layout, read_block
+from transforms.sources import grid_source, remote_fs
+from transforms.sources.cog_blocks import BlockCache, Layout, compressed_bytes, read_block
 from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
 from transforms.sources.cog_read import (
     MOSAIC_RULE,
@@ -89,6 +94,8 @@ class CogSource(GridSource):
     `files` are the index rows that meet the grid (see `files_for_grid`), chosen on the
     launcher, so workers never read the index nor list the bucket.
     """
+
+    counts_reads: typing.ClassVar[bool] = True  # (grid_source.count_read)
 
     root: str = ""
     files: tuple[CogFile, ...] = ()
@@ -199,13 +206,16 @@ class CogSource(GridSource):
             layout = self._layouts.get(f.path) or self._layouts.setdefault(f.path, Layout.of(ds))
             indexes = band_indexes(ds.descriptions, ds.count, self.bands)
 
+            def load(block_row: int, block_col: int) -> np.ndarray:
+                handle = self._open(f.path)
+                data = read_block(handle, layout, indexes, block_row, block_col)
+                size = compressed_bytes(handle, indexes, block_row, block_col)
+                grid_source.count_read(data.nbytes if size is None else size)
+                return data
+
             def block(block_row: int, block_col: int, wait: bool = True) -> np.ndarray | None:
                 key = (f.path, self.run_token, tuple(indexes), block_row, block_col)
-                return self._blocks.get(
-                    key,
-                    lambda: read_block(self._open(f.path), layout, indexes, block_row, block_col),
-                    wait,
-                )
+                return self._blocks.get(key, lambda: load(block_row, block_col), wait)
 
             return read_into_grid(
                 layout, block, ds.crs, self._grid_crs, self.grid.scale, left, top, rows, cols, need
@@ -277,11 +287,24 @@ def make_source(
     )
 
 
-def store_attrs(root: str) -> dict:
-    """What an extraction from the mirror records in the store's attrs."""
+def store_attrs(root: str, index=None) -> dict:
+    """What an extraction from the mirror records in the store's attrs.
+
+    `cog_root` is where the mirror is (`cog_index.canonical`: a local folder's real path, a
+    remote root's canonical URL), `cog_root_given` the spelling the run was given; with the
+    index rows `check_cog_root` returned, the fingerprint of what was read (`cog_index`,
+    `cog_index_bytes`, `cog_index_sha256`, `cog_files`, `cog_files_sha256`), which `--resume`
+    compares (transforms/storage/resume.py).
+    """
+    from transforms.sources.cog_index import canonical
+
+    record = dict(index.attrs.get("source_record", {})) if index is not None else {}
+    place = record.get("cog_root", canonical(root))
     return {
-        "source": f"cog:{root}",
-        "cog_root": root,
+        "source": f"cog:{place}",
+        "cog_root": place,
+        "cog_root_given": root,
+        **record,
         "resampling": RESAMPLING,
         "mosaic": MOSAIC_RULE,
         "dequantization": quantize.FORMULA,

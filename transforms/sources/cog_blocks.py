@@ -193,3 +193,21 @@ def read_block(
     block = np.empty((rows, cols, len(indexes)), dtype=planar.dtype)
     interleave(planar, block, flip_rows=layout.bottom_up)
     return block
+
+
+def compressed_bytes(ds, indexes: list[int], block_row: int, block_col: int) -> int | None:
+    """The bytes a stored block of the bands `indexes` takes in the file (compressed, as read),
+    from the TIFF's tile byte counts that GDAL reports (`BLOCK_SIZE_<col>_<row>`); None where the
+    file gives none (not a GeoTIFF). Planar-separate files hold one block per band; pixel-interleaved
+    ones one block for all bands, read whole."""
+    import rasterio.enums
+
+    key = f"BLOCK_SIZE_{block_col}_{block_row}"
+    bands = indexes if ds.interleaving == rasterio.enums.Interleaving.band else indexes[:1]
+    total = 0
+    for band in bands:
+        value = ds.get_tag_item(key, "TIFF", bidx=band)
+        if value is None:
+            return None
+        total += int(value)
+    return total

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import io
 import math
+import os
 import re
 import warnings
 
@@ -42,6 +44,23 @@ def filesystem(root: str):
         root, FLAG
     )  # s3:// anonymous unless credentials: see remote_fs
     return fs, stripped.rstrip("/")
+
+
+def canonical(root: str) -> str:
+    """Where `root` is, whatever its spelling: a local folder's real absolute path (relative
+    spellings, `file://`, trailing slashes and symlinks resolved), or a remote URL with its scheme
+    in lower case (`gcs://` as `gs://`, `s3a://` as `s3://`), its host in lower case, no repeated or
+    trailing slashes. Two spellings of one place give one string; the string names the place.
+    """
+    if not is_remote(root):
+        return os.path.realpath(os.path.expanduser(root.removeprefix("file://")))
+    scheme, rest = root.split("://", 1)
+    scheme = {"gcs": "gs", "s3a": "s3"}.get(scheme.lower(), scheme.lower())
+    host, _, path = rest.partition("/")
+    if scheme in ("http", "https"):
+        host = host.lower()
+    path = re.sub("/+", "/", path).strip("/")
+    return f"{scheme}://{host}/{path}" if path else f"{scheme}://{host}"
 
 
 def join(root: str, *parts: str) -> str:
@@ -136,27 +155,27 @@ def find_index(root: str) -> str:
 
 
 def _read_table(path: str):
-    """The raw index as a pandas DataFrame (geometry, if any, left as WKB/WKT/shapely)."""
+    """(the raw index as a pandas DataFrame (geometry, if any, left as WKB/WKT/shapely),
+    the index file's size in bytes, its sha256): the file is read once, hashed and parsed."""
     import pandas as pd
 
     fs, stripped = filesystem(path)
+    with fs.open(stripped, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        with fs.open(stripped, "rb") as f:
-            return pq.read_table(f).to_pandas()
+        return pq.read_table(io.BytesIO(data)).to_pandas(), len(data), digest
     if path.endswith(".gpkg"):
         import pyogrio
 
         if not is_remote(path):
-            return pyogrio.read_dataframe(stripped)
-        with fs.open(stripped, "rb") as f:
-            data = f.read()
+            return pyogrio.read_dataframe(stripped), len(data), digest
         with warnings.catch_warnings():  # GDAL names the in-memory copy without .gpkg
             warnings.filterwarnings("ignore", message=".*non conformant file extension")
-            return pyogrio.read_dataframe(io.BytesIO(data))
-    with fs.open(stripped, "rb") as f:
-        return pd.read_csv(f)
+            return pyogrio.read_dataframe(io.BytesIO(data)), len(data), digest
+    return pd.read_csv(io.BytesIO(data)), len(data), digest
 
 
 def _geometry_lonlat(value):
@@ -173,7 +192,8 @@ def read_index(root: str):
     """The mirror's index as a DataFrame with normalised columns.
 
     Columns: `path` (resolved under root), `year`, `crs`, `west/south/east/north` (the
-    footprint in the file's CRS) and `footprint` (shapely, lon/lat). Accepts the public
+    footprint in the file's CRS) and `footprint` (shapely, lon/lat). `attrs` name the index
+    file (`index_path`) and fingerprint what was read (`index_bytes`, `index_sha256`). Accepts the public
     index's columns (`path`, `year`, `crs`, `utm_zone`, `utm_west..utm_north`,
     `wgs84_west..wgs84_north`, geometry); only `path` is strictly required.
     """
@@ -181,7 +201,7 @@ def read_index(root: str):
 
     index_path = find_index(root)
     try:
-        raw = _read_table(index_path)
+        raw, index_bytes, index_sha256 = _read_table(index_path)
     except Exception as exc:
         raise InputError(FLAG, f"cannot read the index {index_path}: {first_line(exc)}") from None
     columns = {c.lower(): c for c in raw.columns}
@@ -258,7 +278,7 @@ def read_index(root: str):
             )
         ]
     frame["footprint"] = footprints
-    frame.attrs["index_path"] = index_path
+    frame.attrs.update(index_path=index_path, index_bytes=index_bytes, index_sha256=index_sha256)
     return frame
 
 
@@ -296,7 +316,8 @@ def check_cog_root(root: str, years: list[int], aoi_lonlat: shapely.Geometry):
     """Fail fast: an index must exist, list files for every year, and cover the area.
 
     Returns the index rows of `years` whose footprint intersects the area (a DataFrame as
-    `read_index` gives), having checked that those files exist.
+    `read_index` gives), having checked that those files exist. Its `attrs` also carry what
+    the store records about the source (`source_record`): the place and the fingerprint.
     """
     index = read_index(root)
     index_path = index.attrs["index_path"]
@@ -308,6 +329,7 @@ def check_cog_root(root: str, years: list[int], aoi_lonlat: shapely.Geometry):
             "--years",
             f"{index_path} lists no files for {', '.join(map(str, missing))} (it has: {have}); pick years the mirror holds",
         )
+    attrs = dict(index.attrs)
     index = index[index["year"].isin(years)]
     shapely.prepare(aoi_lonlat)
     hits = np.array(
@@ -323,25 +345,61 @@ def check_cog_root(root: str, years: list[int], aoi_lonlat: shapely.Geometry):
                 f"the area lon {west:.3f}..{east:.3f}, lat {south:.3f}..{north:.3f} is outside the mirror's coverage for {year}: "
                 f"no file in {index_path} intersects it (its files span lon {cover[0]:.3f}..{cover[2]:.3f}, lat {cover[1]:.3f}..{cover[3]:.3f})",
             )
-    _check_files_exist(root, list(selected["path"]))
+    sizes = _file_sizes(root, list(selected["path"]))
+    selected = selected.copy()
+    selected.attrs.update(attrs)
+    selected.attrs["source_record"] = source_record(
+        root, index_path, attrs["index_bytes"], attrs["index_sha256"], sizes
+    )
+    selected.attrs["coverage_lonlat"] = {  # where the mirror has files (their bounds), per year
+        int(y): tuple(float(v) for v in shapely.total_bounds(np.asarray(group["footprint"])))
+        for y, group in index.groupby("year")
+    }
     return selected
 
 
-def _check_files_exist(root: str, paths: list[str]) -> None:
+def source_record(
+    root: str, index_path: str, index_bytes: int, index_sha256: str, sizes: dict[str, int]
+) -> dict:
+    """What a store records about the mirror it was read from (README: resume checks the source).
+
+    The place: the root and index as `canonical` spells them. The fingerprint: the index
+    file's size and sha256, and a sha256 of the files the area selects (their paths under
+    the root, and sizes, sorted), so one mirror reached by any spelling gives the same record,
+    and another mirror at the same spelling does not.
+    """
+    base = root.rstrip("/")
+    listing = "".join(
+        f"{path.removeprefix(base).lstrip('/')}\t{size}\n" for path, size in sorted(sizes.items())
+    )
+    return {
+        "cog_root": canonical(root),
+        "cog_index": canonical(index_path),
+        "cog_index_bytes": int(index_bytes),
+        "cog_index_sha256": index_sha256,
+        "cog_files": len(sizes),
+        "cog_files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+    }
+
+
+def _file_sizes(root: str, paths: list[str]) -> dict[str, int]:
+    """Each file's size in bytes (one metadata call a file, as the existence check made);
+    missing files are a one-line InputError."""
     fs, _ = filesystem(root)
 
-    def exists(path: str) -> bool:
-        return remote_fs.exists(fs, filesystem(path)[1])
+    def size(path: str) -> int | None:
+        return remote_fs.size(fs, filesystem(path)[1])
 
     with concurrent.futures.ThreadPoolExecutor(min(16, max(1, len(paths)))) as pool:
-        found = list(pool.map(exists, paths))
-    absent = [p for p, ok in zip(paths, found) if not ok]
+        found = list(pool.map(size, paths))
+    absent = [p for p, n in zip(paths, found) if n is None]
     if absent:
         raise InputError(
             FLAG,
             f"{len(absent)} of {len(paths)} files the index lists for this area are missing, e.g. {absent[0]}; "
             "is --cog-root the mirror's root (the folder holding <year>/<zone>/<name>.tiff)?",
         )
+    return dict(zip(paths, found))
 
 
 def files_for_grid(index, grid: Grid) -> tuple[CogFile, ...]:

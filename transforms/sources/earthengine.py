@@ -7,9 +7,11 @@ each process builds them from its environment in `initialize()`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import http.client
 import os
 import threading
+import typing
 
 import numpy as np
 from numpy.lib import recfunctions
@@ -19,7 +21,7 @@ from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import CredentialsError, InputError, first_line
 from transforms.core.grid import Grid, Window
 from transforms.sources.fetch import RetryableError
-from transforms.sources.grid_source import GridSource
+from transforms.sources.grid_source import GridSource, count_read
 
 DEFAULT_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
@@ -172,6 +174,7 @@ def _npy_converter():
 
     class LockedNumPyConverter(image_converter.NumPyConverter):
         def do_conversion(self, data: bytes):
+            count_read(len(data))  # the response body: what this request transferred
             with _NPY_HEADER_LOCK:
                 return super().do_conversion(data)
 
@@ -254,9 +257,23 @@ def check_collection(collection: str, years: list[int]) -> None:
 MAX_REGION_VERTICES = 2000  # a bigger AOI is sent as its convex hull: a small request, a check that errs on the lenient side
 
 
-def check_coverage(collection: str, years: list[int], aoi_lonlat) -> None:
+PUBLIC_PREFIX = "projects/earthengine-public/assets/"
+
+
+def canonical_collection(collection: str) -> str:
+    """`projects/earthengine-public/assets/X` and `X` name one public collection."""
+    collection = collection.strip("/")
+    return collection.removeprefix(PUBLIC_PREFIX)
+
+
+def check_coverage(collection: str, years: list[int], aoi_lonlat) -> dict:
     """Refuse an area where the collection has no image in some year (it would give a store
-    that is 100 % no-data for that year, marked complete): one filterBounds + size per year."""
+    that is 100 % no-data for that year, marked complete).
+
+    One request (as the count per year it replaces): the ids (`system:index`) and versions
+    (`system:version`, where the server gives them) of the images over the area, per year.
+    Returns what the store records about the source: the collection and a fingerprint of the
+    images the run reads (`ee_images`, `ee_images_sha256`), which `--resume` compares."""
     import ee
     import shapely
 
@@ -274,10 +291,15 @@ def check_coverage(collection: str, years: list[int], aoi_lonlat) -> None:
         shapely.geometry.mapping(region), None, False
     )  # planar lon/lat, as the AOI was drawn
     images = ee.ImageCollection(collection).filterBounds(geometry)
-    sizes = ee.List(
-        [images.filterDate(f"{y}-01-01", f"{y + 1}-01-01").size() for y in years]
+    listed = ee.List(
+        [
+            images.filterDate(f"{y}-01-01", f"{y + 1}-01-01")
+            .reduceColumns(ee.Reducer.toList(2, 1), ["system:index", "system:version"])
+            .get("list")
+            for y in years
+        ]
     ).getInfo()
-    empty = [y for y, n in zip(years, sizes) if not n]
+    empty = [y for y, rows in zip(years, listed) if not rows]
     if empty:
         west, south, east, north = aoi_lonlat.bounds
         raise InputError(
@@ -285,11 +307,29 @@ def check_coverage(collection: str, years: list[int], aoi_lonlat) -> None:
             f"{collection} has no image over the area lon {west:.4f}..{east:.4f}, lat {south:.4f}..{north:.4f} "
             f"in {', '.join(map(str, empty))}: the store would hold no data; check the area (W,S,E,N order, lon/lat) and the years",
         )
+    return images_record(collection, dict(zip(years, listed)))
+
+
+def images_record(collection: str, listed: dict[int, list]) -> dict:
+    """The fingerprint of the images a run reads: per year, the sorted (id, version) pairs, hashed."""
+    lines = sorted(
+        f"{year}\t{row[0]}\t{row[1] if len(row) > 1 and row[1] is not None else ''}\n"
+        for year, rows in listed.items()
+        for row in rows
+    )
+    return {
+        "collection": collection,
+        "ee_collection": canonical_collection(collection),
+        "ee_images": len(lines),
+        "ee_images_sha256": hashlib.sha256("".join(lines).encode()).hexdigest(),
+    }
 
 
 @dataclasses.dataclass
 class EarthEngineSource(GridSource):
     """Tiles of the per-year mosaic through `computePixels`, all bands in one request."""
+
+    counts_reads: typing.ClassVar[bool] = True  # (grid_source.count_read)
 
     collection: str = DEFAULT_COLLECTION
     settings: EarthEngineSettings = dataclasses.field(default_factory=EarthEngineSettings)

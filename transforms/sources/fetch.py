@@ -19,7 +19,11 @@ request tiles and fetches one tile. This module owns what every source needs the
   whose done marker (`<output>/.efm/done/<marker>`) exists when the chunk is taken;
 * retries with exponential backoff and jitter on transient failures, then a clear error
   naming the tile;
-* Beam counters (requests, retries, bytes, chunks, chunks skipped) and the peak of open chunks.
+* Beam counters (requests, retries, bytes, chunks, chunks skipped) and the peak of open chunks;
+  `bytes` is what the source says it read (`grid_source.count_read`), else the tiles' planned
+  size; `pixels_read` / `pixels_with_data` and the distributions `data_row` / `data_col` (the
+  grid rows and columns bounding the pixels with data) tell the summary how much of the area
+  had data, and where.
 """
 
 from __future__ import annotations
@@ -41,6 +45,20 @@ import xarray_beam as xbeam
 from transforms.core.chunks import CHUNK, MARKER_DIR, ChunkSpec
 from transforms.core.grid import Window
 from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.sources import grid_source
+
+
+def data_extent(values: np.ndarray) -> tuple[int, tuple[int, int, int, int] | None]:
+    """(pixels with data, (first row, last row, first col, last col) of them, or None) in a
+    (rows, cols, bands) array of store values: no data is NaN (float) or -128 (int8) in all bands,
+    so the first band tells."""
+    first = values[..., 0]
+    valid = (first != -128) if first.dtype == np.int8 else ~np.isnan(first)
+    count = int(np.count_nonzero(valid))
+    if not count:
+        return 0, None
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    return count, (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1]))
 
 
 class RetryableError(Exception):
@@ -204,6 +222,21 @@ class _FetchChunksFn(beam.DoFn):
         self.chunks = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunks_fetched")
         self.skipped = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunks_skipped_done")
         self.peak_open = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "open_chunks")
+        self.pixels_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "pixels_read")
+        self.pixels_with_data = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "pixels_with_data")
+        self.data_row = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "data_row")
+        self.data_col = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "data_col")
+
+    def _count_data(self, spec: ChunkSpec, values: np.ndarray) -> None:
+        count, extent = data_extent(values)
+        self.pixels_read.inc(spec.window.rows * spec.window.cols)
+        self.pixels_with_data.inc(count)
+        if extent is not None:
+            r0, r1, c0, c1 = extent
+            for r in (r0, r1):
+                self.data_row.update(spec.window.row + r)
+            for c in (c0, c1):
+                self.data_col.update(spec.window.col + c)
 
     def setup(self):
         return_big_buffers_to_the_os()
@@ -221,14 +254,16 @@ class _FetchChunksFn(beam.DoFn):
 
     def _fetch_tile(
         self, spec: ChunkSpec, tile: Window, limiter: RateLimiter, stop: threading.Event
-    ) -> tuple[np.ndarray, int]:
-        """One tile, retried; returns it with the number of attempts (runs in a pool thread)."""
+    ) -> tuple[np.ndarray, int, int | None]:
+        """One tile, retried; returns it with the number of attempts and the bytes the source
+        says it read, failed attempts included (None if it does not say) (runs in a pool thread)."""
+        grid_source.reset_read()
         for attempt in range(self.retry.max_retries + 1):
             if stop.is_set():
                 raise _Stopped()
             limiter.acquire()
             try:
-                return self.source.fetch(spec, tile), attempt + 1
+                return self.source.fetch(spec, tile), attempt + 1, grid_source.take_read()
             except RetryableError as exc:
                 if attempt == self.retry.max_retries:
                     raise TileFetchError(
@@ -298,12 +333,15 @@ class _FetchChunksFn(beam.DoFn):
                 for future in done:
                     spec, tile = in_flight.pop(future)
                     # Counters only count in the bundle's own thread, not in pool threads.
-                    data, attempts = future.result()
+                    data, attempts, read = future.result()
                     self.requests.inc(attempts)
                     self.retries.inc(attempts - 1)
-                    self.bytes.inc(
-                        tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize
-                    )  # on the wire
+                    if read is None and not getattr(self.source, "counts_reads", False):
+                        # a source that does not count: the tile's size on the wire
+                        read = (
+                            tile.rows * tile.cols * data.shape[-1] * self.source.transfer_itemsize
+                        )
+                    self.bytes.inc(read or 0)  # a counting source that read nothing: 0
                     held = partial[spec]
                     w = spec.window
                     if (
@@ -324,6 +362,7 @@ class _FetchChunksFn(beam.DoFn):
                         del partial[spec]
                         try:
                             self.chunks.inc()
+                            self._count_data(spec, held[0])
                             yield spec.key, self.source.to_dataset(spec, held[0])
                         finally:
                             self.open_chunks.release()

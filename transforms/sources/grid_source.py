@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import typing
 
 import numpy as np
 import xarray as xr
@@ -11,6 +13,35 @@ from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec, chunk_dataset
 from transforms.core.grid import Grid, Window
 from transforms.sources import request_plan
+
+
+class _ReadMeter(threading.local):
+    """Bytes a source actually read in this thread (a fetch thread runs one tile at a time).
+
+    A source that can tell what it read sets `counts_reads` and calls `count_read(n)` inside
+    `fetch` (Earth Engine: the response body; the COG mirror: the compressed blocks it decoded);
+    `FetchChunks` resets the meter before a tile and takes it after, and falls back to the
+    tile's planned size (pixels x bands x transfer itemsize) for a source that does not count.
+    """
+
+    total: int | None = None
+
+
+_meter = _ReadMeter()
+
+
+def count_read(nbytes: int) -> None:
+    _meter.total = (_meter.total or 0) + int(nbytes)
+
+
+def reset_read() -> None:
+    _meter.total = None
+
+
+def take_read() -> int | None:
+    """What this thread's source counted since `reset_read` (None: it counts nothing)."""
+    total, _meter.total = _meter.total, None
+    return total
 
 
 @dataclasses.dataclass
@@ -29,6 +60,9 @@ class GridSource:
     transfer_itemsize: int  # bytes per band value in one request
     request_tile_size: int | None = None
     max_request_bytes: int = request_plan.MAX_REQUEST_BYTES
+    # True: `fetch` calls `count_read` for every byte it reads, so a tile it counted nothing
+    # for read nothing (e.g. outside every file of the mirror).
+    counts_reads: typing.ClassVar[bool] = False
 
     def setup(self) -> None:
         pass

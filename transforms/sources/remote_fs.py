@@ -77,6 +77,19 @@ def exists(fs, path: str) -> bool:
     return fs.exists(path)
 
 
+def size(fs, path: str) -> int | None:
+    """A file's size in bytes, or None if it does not exist (an unreachable server raises, as in
+    `exists`); one metadata call, like `exists`."""
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:  # HTTPFileSystem says so for an unreachable server too: ask strictly
+        return -1 if exists(fs, path) else None
+    if info.get("type") == "directory":
+        return None
+    value = info.get("size")
+    return int(value) if value is not None else -1  # exists, size unknown (e.g. no Content-Length)
+
+
 def bucket_missing(fs, root: str) -> str | None:
     """For s3:// and gs:// roots: the bucket's name when it does not exist, else None."""
     if protocol(root) not in ("s3", "s3a", "gs", "gcs"):

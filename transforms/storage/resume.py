@@ -6,6 +6,16 @@ is compared with this run's template on what makes its values: variables, CRS, t
 GeoTransform (origin, pixel size) and the x/y coordinates themselves, shape, chunking,
 years, bands, dtype and source (collection or COG root; for class maps the embedding store,
 the model's sha256 and --confidence, which shows as a variable).
+
+The source is compared as what it is, not how it was spelled. An embedding store records
+where its source is (the COG root's real path or canonical URL; the collection id) and a
+fingerprint of what was read (the index file's size and sha256 and a hash of the files the
+area selects; for Earth Engine a hash of the image ids and versions over the area and years).
+When the grid agrees, `check_source` refuses, with one line naming both, a source at another
+place or with another fingerprint: one mirror spelled relative, absolute, with a trailing slash
+or through a symlink resumes; another mirror behind the same relative spelling does not.
+Stores written before the fingerprint (no `cog_index_sha256` / `ee_images_sha256`) keep the
+old rule: their recorded spelling of the source is compared as a string.
 """
 
 from __future__ import annotations
@@ -21,6 +31,14 @@ SOURCE_ATTRS = {
     "model_sha256": "model sha256",
     "embeddings_source": "embeddings source",
 }
+# What fingerprints a source (transforms/sources/cog_index.source_record, earthengine.images_record).
+COG_FINGERPRINT = ("cog_root", "cog_index_bytes", "cog_index_sha256", "cog_files_sha256")
+EE_FINGERPRINT = ("ee_collection", "ee_images_sha256")
+_PLACE_ATTRS = {
+    "source",
+    "cog_root",
+    "collection",
+}  # compared by the fingerprint rule when it applies
 _TRANSFORM_TERMS = (
     (0, "x origin"),
     (3, "y origin"),
@@ -165,10 +183,72 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
             elif not changed:  # (with another shape, chunks clipped to it differ anyway)
                 fmt = lambda chunks: " x ".join(str(chunks[d]) for d in ("y", "x") if d in chunks)  # noqa: E731
                 diffs.append(f"{name} chunks {fmt(chunks_have)} (this run: {fmt(chunks_want)})")
+    rule = source_rule(existing.attrs, template.attrs)
+    wanted = template.attrs if rule else legacy_attrs(template.attrs)
     for key, label in SOURCE_ATTRS.items():
-        if key in template.attrs and existing.attrs.get(key) != template.attrs[key]:
-            diffs.append(f"{label} {existing.attrs.get(key)!r} (this run: {template.attrs[key]!r})")
+        if rule and key in _PLACE_ATTRS:
+            continue  # where the source is, and what it held: check_source
+        if key in wanted and existing.attrs.get(key) != wanted[key]:
+            diffs.append(f"{label} {existing.attrs.get(key)!r} (this run: {wanted[key]!r})")
     return diffs
+
+
+def source_rule(have: dict, want: dict) -> str | None:
+    """ "cog" / "ee" when both the store and this run fingerprint their source that way, else None
+    (a store written before fingerprints, or another kind of source: compared as strings)."""
+    for rule, keys in (("cog", COG_FINGERPRINT), ("ee", EE_FINGERPRINT)):
+        if all(k in have for k in keys) and all(k in want for k in keys):
+            return rule
+    return None
+
+
+def legacy_attrs(want: dict) -> dict:
+    """This run's source attrs as a store written before fingerprints recorded them: the
+    COG root as spelled (the rule such stores were resumed on, kept for them)."""
+    if "cog_root_given" not in want:
+        return want
+    given = want["cog_root_given"]
+    return {**want, "source": f"cog:{given}", "cog_root": given}
+
+
+def _sha(value) -> str:
+    return f"{str(value)[:12]}…"
+
+
+def source_difference(path: str, have: dict, want: dict) -> tuple[str, str] | None:
+    """(flag, message) when the store's source is not this run's, by place or fingerprint."""
+    rule = source_rule(have, want)
+    if rule is None or all(have.get(k) == want.get(k) for k in _fingerprint(rule)):
+        return None
+    if rule == "cog":
+
+        def said(attrs: dict) -> str:
+            text = f"index sha256 {_sha(attrs['cog_index_sha256'])}"
+            if have["cog_index_sha256"] == want["cog_index_sha256"]:
+                text += (
+                    f", {attrs.get('cog_files', '?')} files under the area,"
+                    f" listing sha256 {_sha(attrs['cog_files_sha256'])}"
+                )
+            return f"{attrs['cog_root']} ({text})"
+
+        flag = "--cog-root"
+    else:
+
+        def said(attrs: dict) -> str:
+            return (
+                f"{attrs['ee_collection']} ({attrs.get('ee_images', '?')} images over the area"
+                f" and years, ids sha256 {_sha(attrs['ee_images_sha256'])})"
+            )
+
+        flag = "--collection"
+    return flag, (
+        f"{path} was extracted from {said(have)}, this run reads {said(want)}; "
+        "resume from the same source or --overwrite"
+    )
+
+
+def _fingerprint(rule: str) -> tuple[str, ...]:
+    return COG_FINGERPRINT if rule == "cog" else EE_FINGERPRINT
 
 
 def check(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
@@ -181,3 +261,8 @@ def check(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
             "--resume",
             f"{path} has {'; '.join(diffs)}; resume with the flags that made it, or pass --overwrite to replace it",
         )
+    # The grid agrees: the source must be the same one (checked after it, as the files an area
+    # selects, or the images over it, change with the area).
+    found = source_difference(path, dict(existing.attrs), dict(template.attrs))
+    if found:
+        raise InputError(*found)
