@@ -27,6 +27,7 @@ import numpy as np
 
 from transforms.core import quantize
 from transforms.core.errors import InputError, first_line
+from transforms.sources.remote_fs import storage_options
 
 CANONICAL = ("time", "y", "x", "band")
 CONVENTION = ("time", "band", "y", "x")
@@ -67,16 +68,6 @@ class Layout:
 
 
 # ---------------------------------------------------------------- opening any root
-
-
-def storage_options(path: str) -> dict:
-    """What fsspec needs for a root: anonymous S3 unless credentials are set."""
-    if path.startswith("s3://"):
-        import botocore.session
-
-        credentials = botocore.session.get_session().get_credentials()
-        return {} if credentials is not None else {"anon": True}
-    return {}
 
 
 def open_group(path: str, flag: str):
