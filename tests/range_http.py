@@ -15,6 +15,9 @@ import threading
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     requests_seen: list[str]  # set per server: the paths asked for, to check nothing is listed
+    bytes_sent: list[
+        int
+    ]  # set per server: body bytes of each answer, to count what a reader fetched
 
     def log_message(self, *args):  # quiet
         pass
@@ -25,8 +28,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if os.path.isdir(path):  # a bucket does not list its folders: neither do we
             self.send_error(404)
             return None
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if not match:
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+        if not match or not (match[1] or match[2]):
             return super().send_head()
         try:
             f = open(path, "rb")
@@ -34,8 +37,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return None
         size = os.fstat(f.fileno()).st_size
-        start = int(match[1])
-        end = min(int(match[2]) if match[2] else size - 1, size - 1)
+        if match[1]:
+            start = int(match[1])
+            end = min(int(match[2]) if match[2] else size - 1, size - 1)
+        else:  # a suffix range, `bytes=-N`: the last N bytes (how Zarr reads a shard's index)
+            start, end = max(size - int(match[2]), 0), size - 1
         if start >= size:
             f.close()
             self.send_error(416)
@@ -53,23 +59,28 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     def copyfile(self, source, outputfile):
         remaining = getattr(self, "_remaining", None)
         if remaining is None:
-            return super().copyfile(source, outputfile)
+            remaining = os.fstat(source.fileno()).st_size - source.tell()
+        sent = 0
         while remaining > 0:
             block = source.read(min(remaining, 1 << 16))
             if not block:
                 break
             outputfile.write(block)
             remaining -= len(block)
+            sent += len(block)
+        self.bytes_sent.append(sent)
         self._remaining = None
 
 
 def serve(directory: str):
     """(server, base URL): a threaded server for `directory` on a free port of 127.0.0.1."""
     seen: list[str] = []
+    sent: list[int] = []
     handler = functools.partial(
-        type("Handler", (RangeHandler,), {"requests_seen": seen}), directory=directory
+        type("Handler", (RangeHandler,), {"requests_seen": seen, "bytes_sent": sent}),
+        directory=directory,
     )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.requests_seen = seen
+    server.requests_seen, server.bytes_sent = seen, sent
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -1,0 +1,107 @@
+"""Convention stores read where the field publishes them: s3:// (moto on loopback, anonymous)
+and https:// (a range-capable static server on loopback), against the arrays written."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("s3fs", reason="the [s3] extra")
+pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
+
+import range_http  # noqa: E402
+from helpers import field_stores, s3  # noqa: E402
+
+from transforms.core.errors import InputError  # noqa: E402
+from transforms.storage import layouts  # noqa: E402
+
+YEARS = (2024,)
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("published")
+    path = str(folder / "aef-mosaic.zarr")
+    array = field_stores.aef_mosaic(path, width=4400, height=600, years=YEARS)
+    # data in rows 100-599, cols 3500-4399: 2 x 3 inner chunks in shard 0 and 2 x 2 in shard 1
+    codes = np.random.default_rng(5).integers(-127, 128, size=(1, 64, 500, 900), dtype=np.int8)
+    array[:, :, 100:600, 3500:4400] = codes
+    return path, codes
+
+
+@pytest.fixture(scope="module")
+def s3_root(mosaic, tmp_path_factory):
+    with s3.moto_server(str(tmp_path_factory.mktemp("aws"))):
+        yield s3.upload_folder(mosaic[0], "opendata", "tge-labs/aef-mosaic.zarr")
+
+
+SERVERS: dict = {}  # root URL -> its range_http server (to count the bytes it sent)
+
+
+def _server_of(root: str):
+    return SERVERS[root]
+
+
+@pytest.fixture(scope="module")
+def http_root(mosaic):
+    server, url = range_http.serve(os.path.dirname(mosaic[0]))
+    root = f"{url}/aef-mosaic.zarr"
+    SERVERS[root] = server
+    yield root
+    server.shutdown()
+
+
+@pytest.mark.parametrize("where", ["s3", "http"])
+def test_remote_mosaic_reads_as_written(mosaic, s3_root, http_root, where):
+    root = {"s3": s3_root, "http": http_root}[where]
+    layout = layouts.describe(root)
+    assert layout.path == root and layout.dims == ("time", "band", "y", "x")
+    got = layouts.LayoutReader(layout).read_codes(0, slice(150, 260), slice(4050, 4150))
+    want = np.moveaxis(mosaic[1][0, :, 50:160, 550:650], 0, -1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_private_bucket_is_one_line(mosaic, s3_root):
+    s3.upload_folder(mosaic[0], "private", "m.zarr", public=False)
+    s3.fresh_state()
+    with pytest.raises(InputError) as err:
+        layouts.describe("s3://private/m.zarr")
+    assert "s3://private/m.zarr" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_http_root_is_one_line():
+    with pytest.raises(InputError) as err:
+        layouts.describe("http://127.0.0.1:9/aef-mosaic.zarr")
+    assert "http://127.0.0.1:9/aef-mosaic.zarr" in str(err.value) and "\n" not in str(err.value)
+
+
+def _inner_chunk_bytes(shard_file: str, n_inner: int) -> np.ndarray:
+    """Each inner chunk's stored size, read from the shard's own index (the sharding codec's spec:
+    at the end of the shard, (offset, nbytes) uint64 pairs in C order, then a crc32c)."""
+    size = n_inner * n_inner * 16 + 4
+    with open(shard_file, "rb") as f:
+        f.seek(-size, os.SEEK_END)
+        index = np.frombuffer(f.read(size)[:-4], dtype="<u8").reshape(n_inner, n_inner, 2)
+    nbytes = index[..., 1].astype(np.int64)
+    nbytes[index[..., 0] == np.iinfo(np.uint64).max] = 0  # an empty inner chunk
+    return nbytes
+
+
+def test_a_window_fetches_only_the_inner_chunks_it_touches(mosaic, http_root):
+    path = mosaic[0]
+    server_bytes = _server_of(http_root).bytes_sent
+    layout = layouts.describe(http_root)
+    reader = layouts.LayoutReader(layout)
+    reader.read_codes(0, slice(0, 1), slice(0, 1))  # opens the array; an empty corner
+    before = sum(server_bytes)
+    reader.read_codes(0, slice(150, 260), slice(4050, 4150))
+    fetched = sum(server_bytes) - before
+    # rows 150-259 touch inner rows 0-1; cols 4050-4149 touch inner col 15 of shard 0 and 0 of shard 1
+    shard0 = _inner_chunk_bytes(os.path.join(path, "embeddings", "c", "0", "0", "0", "0"), 16)
+    shard1 = _inner_chunk_bytes(os.path.join(path, "embeddings", "c", "0", "0", "0", "1"), 16)
+    touched = int(shard0[0:2, 15].sum() + shard1[0:2, 0].sum())
+    stored = int(shard0.sum() + shard1.sum())
+    assert touched > 4 * 64 * 150 * 100 and stored > 2 * touched  # the window is a part of the data
+    assert fetched <= 1.3 * touched, (fetched, touched)
