@@ -37,6 +37,7 @@ ARRAY_NAMES = ("embedding", "embeddings")
 # -128 = no data): efm's own int8 codes are the same, so they are read as efm's codes.
 SIGNED_SQUARE = "signed_square"
 PER_PIXEL_SCALE = "per_pixel_scale"
+WORK_UNIT = 1024  # px: the side of a unit of work on a store whose chunks are smaller
 _AEF_FORMULA = re.compile(r"^\(?\s*x\s*/\s*127\.5\s*\)?\s*\*\*\s*2\s*\*\s*sign\(\s*x\s*\)$")
 
 
@@ -65,6 +66,21 @@ class Layout:
     @property
     def band_axis(self) -> int:
         return self.dims.index("band")
+
+    @property
+    def is_efm_v2(self) -> bool:
+        """efm's own layout before issue 17 (read by the stores' own fast path)."""
+        return self.zarr_format == 2 and self.dims == CANONICAL and self.array == "embedding"
+
+    @property
+    def work_unit(self) -> tuple[int, int]:
+        """Rows, cols of one unit of work (a Beam element, a dask chunk): whole inner chunks, about
+        1024 px a side (as efm's own chunks), never more than a shard (one object to read)."""
+
+        def side(inner: int, shard: int) -> int:
+            return min(shard, inner * max(1, WORK_UNIT // inner))
+
+        return side(self.chunk_rows, self.shard_rows), side(self.chunk_cols, self.shard_cols)
 
 
 # ---------------------------------------------------------------- opening any root
@@ -273,8 +289,14 @@ def _chunking(array, dims) -> tuple[int, int, int, int]:
 def describe(path: str, *, flag: str = "--embeddings") -> Layout:
     """Read a store's metadata (nothing else) and say how to read its embeddings."""
     group = open_group(path, flag)
-    attrs = {**_parent_attrs(path), **dict(group.attrs)}
+    attrs = dict(group.attrs)
     name, array, dims = _find_array(group, path, flag)
+    if (
+        array.dtype == np.int8
+        and "geoemb:quantization" not in attrs
+        and quantize.FORMULA not in (attrs.get("quantization"), array.attrs.get("quantization"))
+    ):  # TESSERA names its quantisation on the root, above the zone group named here
+        attrs = {**_parent_attrs(path), **attrs}
     sizes = dict(zip(dims, array.shape))
     method, scale = quantization(attrs, dict(array.attrs), array.dtype, path, flag)
     if method == PER_PIXEL_SCALE and scale not in group:
@@ -368,3 +390,62 @@ class LayoutReader:
             if values.dtype == np.int8
             else values.astype(np.float32, copy=False)
         )
+
+
+# ---------------------------------------------------------------- the canonical view
+
+
+def open_dataset(layout: Layout, *, flag: str = "--embeddings"):
+    """A convention store as efm's canonical lazy Dataset: `embedding (time, y, x, band)` (int8
+    codes of the AEF quantisation, or float32 with NaN), `time` as 1 January of each year, x/y
+    centres, `spatial_ref` (rioxarray's CRS and transform). Nothing is read but metadata and
+    coordinates; a per-pixel scale (TESSERA) is applied lazily, chunk by chunk."""
+    import affine
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+
+    scaled = layout.quantization == PER_PIXEL_SCALE
+    rows, cols = layout.work_unit
+    try:
+        raw = xr.open_zarr(
+            layout.path,
+            zarr_format=layout.zarr_format,
+            consolidated=False,
+            chunks={"time": 1, "y": rows, "x": cols} if scaled else None,
+            mask_and_scale=False,
+            decode_times=False,
+            storage_options=storage_options(layout.path) or None,
+        )
+    except Exception as exc:
+        raise InputError(flag, f"cannot open {layout.path}: {first_line(exc)}") from None
+    emb = raw[layout.array]
+    if scaled:  # dims matched by name: the (time, y, x) scale over every band
+        factors = raw[layout.scale_array]
+        emb = (emb.astype(np.float32) * factors).where(np.isfinite(factors))
+    data = emb.transpose(*CANONICAL).variable
+    a, b, c, d, e, f = layout.transform
+    ds = xr.Dataset(
+        {"embedding": data},
+        coords={
+            "time": np.array([f"{y}-01-01" for y in layout.years], dtype="datetime64[ns]"),
+            "y": f + (np.arange(layout.height) + 0.5) * e,
+            "x": c + (np.arange(layout.width) + 0.5) * a,
+            "band": np.array(layout.bands),
+        },
+    )
+    ds = ds.rio.write_crs(layout.crs).rio.write_transform(affine.Affine(a, b, c, d, e, f))
+    ds["embedding"].attrs.update(grid_mapping="spatial_ref")
+    chunks = (1, rows, cols, len(layout.bands))
+    ds["embedding"].encoding.update(chunks=chunks, preferred_chunks=dict(zip(CANONICAL, chunks)))
+    ds.attrs.update(
+        {
+            "source": layout.path,
+            "crs": layout.crs,
+            "years": list(layout.years),
+            "efm_status": "complete",  # a published store: complete as it is
+            "efm_layout": f"zarr{layout.zarr_format} {' '.join(layout.dims)} ({layout.array})",
+        }
+    )
+    if data.dtype == np.int8:
+        ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
+    return ds

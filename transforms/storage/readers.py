@@ -18,7 +18,7 @@ import xarray as xr
 from transforms.core.chunks import ChunkSpec, plan_chunks
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
-from transforms.storage import integrity, store
+from transforms.storage import integrity, layouts, store
 from transforms.storage.chunk_files import ChunkFiles
 from transforms.storage.zarr_direct import _all_fill
 
@@ -112,6 +112,7 @@ class StoreReader:
         self.path = path
         self._array = None
         self._files = None
+        self._other = None  # a store in another layout: layouts.LayoutReader reads it
         self._lock = threading.Lock()
         self._guard = integrity.ChunkGuard(path)
 
@@ -128,6 +129,11 @@ class StoreReader:
 
             with self._lock:
                 if self._array is None:
+                    layout = layouts.describe(self.path)
+                    if not layout.is_efm_v2:
+                        self._other = layouts.LayoutReader(layout)
+                        self._array = self._other
+                        return self._array
                     local = "://" not in self.path or self.path.startswith("file://")
                     self._files = (
                         ChunkFiles(os.path.join(self.path.removeprefix("file://"), "embedding"))
@@ -145,6 +151,8 @@ class StoreReader:
         A chunk marked written that is gone or does not decode raises integrity.DamagedStoreError
         naming it and the repair, never a silent fill (transforms/storage/integrity.py)."""
         array = self.array
+        if self._other is not None:
+            return self._other.read_codes(time_index, rows, cols)
         whole = (
             self._files.read((time_index, rows, cols)) if self._files is not None else None
         )  # one chunk file, decoded in place

@@ -311,7 +311,15 @@ class MarkComplete(beam.PTransform):
 def open_embeddings(
     path: str, *, flag: str = "--embeddings", require_complete: bool = True
 ) -> xr.Dataset:
-    """Open an embedding store lazily, refusing stores that are missing or unfinished."""
+    """Open an embedding store lazily, refusing stores that are missing or unfinished.
+
+    Any layout efm reads (transforms/storage/layouts.py): efm's own stores as they are, a
+    convention store (the AEF mosaic, TESSERA's, efm's next) as the same canonical view."""
+    from transforms.storage import layouts
+
+    layout = layouts.describe(path, flag=flag)
+    if not layout.is_efm_v2:
+        return layouts.open_dataset(layout, flag=flag)
     try:
         # mask_and_scale=False: int8 stores come back as their codes (-128 = no data), not
         # as float with NaN; `as_float` de-quantises. Float stores hold NaN either way.

@@ -1,0 +1,92 @@
+"""Products straight from a store in the public AEF mosaic's layout (issue 17, item 2/3): the
+API and the commands read it as it is, no copy step, and every value equals numpy on the same
+slice of the codes the test wrote (de-quantised with the published formula, here in float64)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from helpers import field_stores
+
+import efm
+from pipelines import similarity as similarity_cli
+
+FNAPI = ["--runner=FnApiRunner"]
+YEARS = (2023, 2024)
+WEST, NORTH, RES = -122.5, 38.0, 0.00009
+ROWS, COLS = slice(100, 400), slice(3900, 4300)  # where the data is (across a shard edge)
+
+
+def _values(codes):
+    c = codes.astype(np.float64)
+    values = ((c / 127.5) ** 2 * np.sign(c)).astype(np.float32)
+    values[codes == -128] = np.nan
+    return values
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("pub") / "aef-mosaic.zarr")
+    array = field_stores.aef_mosaic(path, width=4400, height=600, years=YEARS)
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-127, 128, size=(len(YEARS), 64, 300, 400), dtype=np.int8)
+    codes[:, :, :20, :30] = -128  # no data in a corner
+    array[:, :, ROWS, COLS] = codes
+    full = np.full((len(YEARS), 600, 4400, 64), -128, dtype=np.int8)  # the reference, (t, y, x, b)
+    full[:, ROWS, COLS, :] = np.moveaxis(codes, 1, -1)
+    return path, full
+
+
+def _lonlat(row, col):
+    return WEST + (col + 0.5) * RES, NORTH - (row + 0.5) * RES
+
+
+def test_open_embeddings_reads_the_mosaic_as_it_is(mosaic):
+    path, full = mosaic
+    ds = efm.open_embeddings(path)
+    assert ds["embedding"].dims == ("time", "y", "x", "band")
+    assert ds.rio.crs.to_epsg() == 4326
+    assert tuple(ds.rio.transform())[:6] == (RES, 0.0, WEST, 0.0, -RES, NORTH)
+    assert [int(str(t)[:4]) for t in ds["time"].values] == list(YEARS)
+    got = ds["embedding"].isel(time=1, y=slice(90, 160), x=slice(4050, 4150)).values
+    np.testing.assert_array_equal(got, _values(full[1, 90:160, 4050:4150]))
+
+
+def test_similarity_over_a_bbox_of_the_mosaic(mosaic, tmp_path):
+    path, full = mosaic
+    refs = [(150, 3950), (151, 3990), (300, 4200)]
+    points = tmp_path / "refs.geojson"
+    points.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"kind": "ref"},
+                        "geometry": {"type": "Point", "coordinates": list(_lonlat(r, c))},
+                    }
+                    for r, c in refs
+                ],
+            }
+        )
+    )
+    r0, r1, c0, c1 = 120, 380, 3950, 4250  # the bbox's pixels (edges inside pixels)
+    w, n = _lonlat(r0, c0)
+    e, s = _lonlat(r1 - 1, c1 - 1)
+    bbox = f"{w - RES / 4},{s - RES / 4},{e + RES / 4},{n + RES / 4}"
+    out = str(tmp_path / "sim.zarr")
+    argv = ["--embeddings", path, "--points", str(points), "--bbox", bbox, "--output", out]
+    assert similarity_cli.run(argv + FNAPI) == 0
+    got = xr.open_zarr(out)
+    values = _values(full)
+    for t, year in enumerate(YEARS):
+        mean = np.mean([values[t, r, c].astype(np.float64) for r, c in refs], axis=0)
+        want = np.einsum("yxb,b->yx", values[t, r0:r1, c0:c1].astype(np.float64), mean)
+        assert int(str(got["time"].values[t])[:4]) == year
+        sim = got["similarity"].isel(time=t).values
+        assert sim.shape == want.shape
+        np.testing.assert_allclose(sim, want, rtol=1e-5, atol=1e-6, equal_nan=True)
