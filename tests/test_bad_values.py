@@ -168,6 +168,20 @@ def test_cluster_over_years_without_a_valid_pixel_is_one_line_and_writes_nothing
     assert listing(tmp_path) == before
 
 
+def test_cluster_with_fewer_valid_pixels_than_clusters_names_how_many(tmp_path, capsys):
+    s = make_store(str(tmp_path / "tiny.zarr"), height=2, width=3)
+    valid = int(s.valid[0].sum())  # 6 pixels, but for the factory's random holes
+    assert 0 < valid < 10
+    before = listing(tmp_path)
+    argv = ["cluster", "--embeddings", s.path, "--years", "2021", "--clusters", "10"]
+    assert cli.main([*argv, "--output", str(tmp_path / "k.skops"), FNAPI]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[1:] == [
+        f"efm cluster: error: --clusters: {s.path} has only {valid} valid pixels in 2021, fewer "
+        f"than --clusters 10; pass --clusters {valid} or fewer"
+    ]
+    assert listing(tmp_path) == before
+
+
 # ---------------------------------------------------------------- export --png-size
 
 
