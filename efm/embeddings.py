@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from transforms.core import grid as gridlib
 from transforms.core import quantize
 from transforms.core.errors import InputError
 from transforms.learning import sampling
@@ -157,7 +158,7 @@ def sample(
 
     ds = dataset(ds)
     info = grid(ds)
-    years = readers.select_years(info, list(years) if years else None, flag="years")
+    years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
     keep = parse_keep_columns(
         None if keep_columns is None else (",".join(keep_columns) or "none"), label_column
     )

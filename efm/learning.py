@@ -7,6 +7,7 @@ import os
 
 import pandas as pd
 
+from transforms.core import checks
 from transforms.core.errors import InputError
 from transforms.learning import models, training
 from transforms.storage import outputs
@@ -57,6 +58,7 @@ def train(
     target_units: str = "",
     folds: int = 5,
     seed: int = 0,
+    drop_missing_target: bool = False,
 ):
     """Cross-validate, then fit on every sample -> ``(model, report)``, the same as `efm train`.
 
@@ -64,6 +66,9 @@ def train(
     logistic-regression, ridge, svm, mlp``; or, with ``target_column`` (a numeric column kept by
     `efm.sample`), ``regressor``: ``knn, random-forest (default), extra-trees, gradient-boosting,
     ridge, linear, svr, mlp``. ``params``: estimator parameters, e.g. ``{"n_neighbors": 7}``.
+    ``folds`` (an int, at least 2) and ``seed`` (an int in 0..2**32-1) are checked as `efm train`
+    checks them; a target that is not a finite number (NaN, inf) is refused unless
+    ``drop_missing_target=True``, which trains on the other rows.
     The model is the fitted scikit-learn estimator; it records its kind, classes (or target) and
     bands, which `efm.predict` checks against the store.
 
@@ -71,6 +76,8 @@ def train(
     >>> print(report)   # overall / balanced accuracy, per-class scores, confusion matrix  # doctest: +SKIP
     >>> report.metrics["balanced_accuracy"]                                           # doctest: +SKIP
     """
+    checks.check_seed(seed, "seed")
+    folds = training.check_fold_count(folds, "folds")
     training.check_estimator_choice(classifier, regressor, target_column)
     frame, meta, name = _table(table)
     if target_column is None:
@@ -79,7 +86,9 @@ def train(
         X, labels, groups, bands, meta = training.frame_samples(
             frame, meta, label_column, name, flag="table"
         )
-        metrics = training.cross_validate(estimator, X, labels, groups, folds, seed)
+        metrics = training.cross_validate(
+            estimator, X, labels, groups, folds, seed, folds_flag="folds", params_flag="params"
+        )
         text = training.format_metrics(metrics)
         estimator.fit(X, labels)
         sidecar = {
@@ -92,9 +101,18 @@ def train(
         regressor = regressor or "random-forest"
         estimator = models.make_regressor(regressor, params, flag="regressor")
         X, y, groups, bands, meta = training.frame_target_samples(
-            frame, meta, target_column, name, flag="table"
+            frame,
+            meta,
+            target_column,
+            name,
+            flag="table",
+            drop_missing=drop_missing_target,
+            drop_flag="drop_missing_target=True",
+            target_flag="target_column",
         )
-        metrics = training.cross_validate_regression(estimator, X, y, groups, folds, seed)
+        metrics = training.cross_validate_regression(
+            estimator, X, y, groups, folds, seed, folds_flag="folds", params_flag="params"
+        )
         text = training.format_regression_metrics(metrics, target_column, target_units)
         estimator.fit(X, y)
         sidecar = {

@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from efm.embeddings import dataset, grid, points_of
+from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import models
 from transforms.products import similarity as similarity_refs
@@ -171,11 +172,8 @@ def _loaded(model, model_sha256: str | None, trust_pickle: bool) -> models.Loade
 
 
 def _years(info: StoreInfo, years) -> list[int]:
-    return readers.select_years(
-        info,
-        [int(y) for y in ([years] if isinstance(years, int) else years)] if years else None,
-        flag="years",
-    )
+    """`years` as the commands' --years takes it (an int, a list, or text like "2021,2022")."""
+    return readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
 
 
 def predict(
@@ -321,6 +319,7 @@ def similarity(
                 raise InputError("label", f"no point has {label_column} = {label!r}")
             pts = type(pts)(pts.labels[keep], pts.x[keep], pts.y[keep], pts.crs)
     if reference_year is not None:
+        reference_year = gridlib.one_year(reference_year, "reference_year")
         readers.select_years(info, [reference_year], flag="reference_year")
     refs = similarity_refs.references(
         info,
@@ -367,6 +366,8 @@ def change(ds, from_year: int, to_year: int, *, threshold: float | None = None):
     ds = dataset(ds)
     info = grid(ds)
     _check_threshold(threshold)
+    from_year = gridlib.one_year(from_year, "from_year")
+    to_year = gridlib.one_year(to_year, "to_year")
     if from_year == to_year:
         raise InputError(
             "to_year", f"from_year and to_year are both {to_year}; give two different years"

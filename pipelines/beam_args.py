@@ -21,9 +21,23 @@ from apache_beam.options.pipeline_options import (
 from transforms.core.errors import InputError
 
 
+class _OneLineBeamParser(_BeamArgumentParser):
+    """Beam's parser, but a value it rejects (`--direct_num_workers abc`) is efm's one line naming
+    the flag, not Beam's usage block (120 lines) and SystemExit."""
+
+    def error(self, message: str):
+        match = re.match(r"argument (--[\w-]+)(?:/\S+)?: (.*)", message)
+        if match:
+            raise InputError(
+                match.group(1),
+                f"{match.group(2)} (a Beam pipeline option: give it a valid value or leave it out)",
+            )
+        raise InputError("", f"{message} (in Beam's pipeline options)")
+
+
 def _beam_parser() -> _BeamArgumentParser:
     """The parser PipelineOptions.get_all_options builds: every options class's flags."""
-    parser = _BeamArgumentParser(allow_abbrev=False)
+    parser = _OneLineBeamParser(allow_abbrev=False)
     subset = {}
     for cls in PipelineOptions.__subclasses__():
         subset.setdefault(str(cls), cls)
@@ -35,6 +49,11 @@ def _beam_parser() -> _BeamArgumentParser:
 def option_names() -> set[str]:
     """Every Beam option's name (dest), e.g. `direct_num_workers`."""
     return {action.dest for action in _beam_parser()._actions}
+
+
+def check_values(rest: Sequence[str]) -> None:
+    """Parse the Beam flags as Beam will (types, choices, a missing value): a bad one is one line."""
+    _beam_parser().parse_known_args(list(rest))
 
 
 def refuse_stray_words(argv: Sequence[str], rest: Sequence[str], parser) -> None:

@@ -15,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 
 from pipelines import common
+from transforms.core import checks
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
@@ -88,13 +89,27 @@ def kmeans_metrics(model, vectors: np.ndarray, seed: int = 0) -> dict:
     }
 
 
+def check_sample(drawn: int, clusters: int, path: str, years: list[int]) -> None:
+    """After the sampler, before the fit: a store (in these years) with no valid pixel, or too few."""
+    when = ", ".join(map(str, years))
+    if drawn == 0:
+        raise InputError(
+            "--embeddings",
+            f"{path} has no valid pixel in {when} (every pixel is no data): nothing to cluster; "
+            "choose other --years or another store",
+        )
+    if drawn < clusters:
+        raise InputError(
+            "--clusters",
+            f"{path} has only {drawn} valid pixels in {when}, fewer than --clusters {clusters}; "
+            f"pass --clusters {drawn} or fewer",
+        )
+
+
 def fit_and_save(sample, *, clusters: int, seed: int, output: str, sidecar: dict) -> dict:
     """Runs once, after the sample is combined: fit and write the model file + sidecar."""
     _, vectors = sample
-    if len(vectors) < clusters:
-        raise ValueError(
-            f"only {len(vectors)} valid pixels were drawn, fewer than --clusters {clusters}"
-        )
+    check_sample(len(vectors), clusters, sidecar["store"]["embeddings"], sidecar["store"]["years"])
     model = fit_kmeans(vectors, clusters, seed)
     return models.save_model(
         model, output, {**sidecar, "metrics": kmeans_metrics(model, vectors, seed)}
@@ -103,6 +118,7 @@ def fit_and_save(sample, *, clusters: int, seed: int, output: str, sidecar: dict
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
+    checks.check_seed(args.seed)
     if args.clusters < 2:
         raise InputError("--clusters", f"k-means needs at least 2 clusters, got {args.clusters}")
     if args.clusters > MAX_CLUSTERS:

@@ -75,6 +75,7 @@ def split_args(
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
     args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
     _refuse_beam_dry_run(parser, rest)
+    beam_args.check_values(rest)
     if not os.environ.get(
         FLEX_LAUNCHER_ENV
     ):  # the launcher writes argv itself, with options of its own

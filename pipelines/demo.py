@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from pipelines import common
+from pipelines import common, failures
 from sample_data import fields as sample_fields
 from sample_data import generate as sample_data
 from sample_data import truth as sample_truth
@@ -99,6 +99,8 @@ def run_step(name: str, entry: Callable[[list[str]], int], argv: list[str], log)
     seconds = time.perf_counter() - start
     log.write(buffer.getvalue())
     log.flush()
+    if rc == failures.EXIT_INTERRUPTED:  # Ctrl-C inside the step: the demo reports it, in one line
+        raise KeyboardInterrupt
     if rc != 0:
         raise StepFailed(f"step `efm {name}` failed (exit {rc}):\n{buffer.getvalue().strip()}")
     return seconds
@@ -328,7 +330,7 @@ def field_panels(fig, truth_ax, row, fields: FieldScores) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from pipelines import classify, export, extract, make_sample_data, sample, train
 
-    args = build_parser().parse_args(argv)
+    args = common.own_args(build_parser(), argv)  # records --output: a failure's advice names it
     out = prepare_output(args.output, args.overwrite)  # where it really is (links resolved)
     small = args.small
     chunk = "128" if small else "512"

@@ -68,7 +68,7 @@ def build_parser():
         "--png-size",
         type=int,
         default=1024,
-        help="longest side of the quicklook in pixels (default: %(default)s)",
+        help=f"longest side of the quicklook in pixels, 1..{export.MAX_PNG_SIZE} (default: %(default)s)",
     )
     subset.add_flags(parser, "export")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -77,6 +77,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
+    export.check_png_size(args.png_size)
     if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
         raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
     try:

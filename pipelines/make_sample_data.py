@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from pipelines import common
 from sample_data import generate as sample_data
+from transforms.core import checks
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.storage import outputs
@@ -88,7 +89,10 @@ def spec_from_args(args) -> sample_data.SampleSpec:
     if len(years) < 1:
         raise InputError("--years", "give at least one year")
     return sample_data.SampleSpec(
-        years=tuple(years), bottom_up=not args.top_down, seed=args.seed, **options
+        years=tuple(years),
+        bottom_up=not args.top_down,
+        seed=checks.check_seed(args.seed),
+        **options,
     )
 
 

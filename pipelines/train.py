@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from pipelines import common
+from transforms.core import checks
+from transforms.core.errors import InputError
 from transforms.learning import models, training
 from transforms.storage import outputs
 
@@ -58,13 +60,26 @@ def build_parser():
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the fold shuffling (default: %(default)s)"
     )
+    parser.add_argument(
+        "--drop-missing-target",
+        action="store_true",
+        help="with --target-column: train on the rows whose target is a finite number, dropping "
+        "those without (NaN, e.g. an empty cell, or inf); by default such rows are refused",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
+    checks.check_seed(args.seed)
+    training.check_fold_count(args.folds)
     training.check_estimator_choice(args.classifier, args.regressor, args.target_column)
+    if args.drop_missing_target and args.target_column is None:
+        raise InputError(
+            "--drop-missing-target",
+            "applies to a regressor's target: add --target-column COLUMN, or drop the flag",
+        )
     if args.target_column is not None:
         return train_regressor(args)
     args.classifier = args.classifier or "random-forest"
@@ -137,7 +152,9 @@ def train_regressor(args) -> int:
         args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite
     )
     estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
-    X, y, groups, bands, table_meta = training.load_target_samples(args.samples, args.target_column)
+    X, y, groups, bands, table_meta = training.load_target_samples(
+        args.samples, args.target_column, drop_missing=args.drop_missing_target
+    )
     if model_format == "skops":
         models.check_skops_loadable(estimator, X, y, args.output)
     with common.Stopwatch() as cv_clock:

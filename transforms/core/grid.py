@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import numbers
 import re
 from collections.abc import Iterator
 
@@ -93,6 +94,54 @@ def parse_bbox(text: str) -> shapely.Polygon:
     return shapely.geometry.box(west, south, east, north)
 
 
+GEOJSON_SUFFIXES = (".geojson", ".json", ".geojsonl", ".geojsons")
+
+
+def check_degrees(
+    bounds: tuple[float, float, float, float],
+    crs,
+    path: str,
+    flag: str,
+    crs_from: str = "file",
+    crs_flag: str | None = None,
+) -> None:
+    """Refuse coordinates outside lon [-180, 180] / lat [-90, 90] when the CRS they are read in is
+    geographic: e.g. a GeoJSON written in metres without a CRS (GeoJSON is WGS84 by its spec, so
+    readers take it as lon/lat), which would otherwise be blamed on the area or the grid.
+
+    `bounds`: (min x, min y, max x, max y) of the finite coordinates; `crs_from`: "file" (the
+    file's own CRS), "flag" (given by `crs_flag`) or "default" (lon/lat assumed, e.g. a CSV)."""
+    minx, miny, maxx, maxy = bounds
+    if not all(math.isfinite(v) for v in bounds):
+        return  # no finite coordinate: other checks say so
+    if -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90:
+        return
+    try:
+        geographic = pyproj.CRS.from_user_input(crs).is_geographic
+    except pyproj.exceptions.CRSError:
+        return  # an unknown CRS is refused where it is used
+    if not geographic:
+        return
+    span = f"x {minx:.10g}..{maxx:.10g}, y {miny:.10g}..{maxy:.10g}"
+    if crs_from == "flag":
+        why = (
+            f"{crs_flag} {crs} is in degrees; give the CRS the coordinates are in, e.g. EPSG:32631"
+        )
+    elif crs_from == "default":
+        why = (
+            "lon/lat columns are read as degrees (WGS84); for other coordinates pass "
+            f"{crs_flag or '--points-crs'} with their CRS, e.g. EPSG:32631"
+        )
+    elif path.lower().endswith(GEOJSON_SUFFIXES):
+        why = (
+            "GeoJSON is WGS84 (RFC 7946); reproject it or give a file with its CRS "
+            "(GeoPackage/GeoParquet)"
+        )
+    else:
+        why = f"the file says its CRS is {crs}, in degrees; fix the file's CRS"
+    raise InputError(flag, f"{path}: coordinates are not degrees ({span}): {why}")
+
+
 def read_aoi(path: str) -> shapely.Geometry:
     """Any OGR vector file (GeoJSON, GeoPackage, Shapefile, ...) -> one geometry in lon/lat."""
     import geopandas  # heavy; only needed for --aoi
@@ -110,13 +159,14 @@ def read_aoi(path: str) -> shapely.Geometry:
         raise InputError(
             "--aoi", f"{path!r} has no CRS; save it with one (GeoJSON is lon/lat by definition)"
         )
+    check_degrees(tuple(frame.total_bounds), frame.crs, path, "--aoi")
     geometry = shapely.union_all(frame.to_crs("EPSG:4326").geometry.values)
     if geometry.geom_type not in ("Polygon", "MultiPolygon"):
         raise InputError("--aoi", f"{path!r} must contain polygons, found {geometry.geom_type}")
     return geometry
 
 
-def parse_years(text: str, today: datetime.date | None = None) -> list[int]:
+def parse_years(text: str, today: datetime.date | None = None, flag: str = "--years") -> list[int]:
     """`2021,2022` or `2019-2024` (or a mix) -> sorted unique years, each a full calendar year."""
     today = today or datetime.date.today()
     years: set[int] = set()
@@ -124,20 +174,57 @@ def parse_years(text: str, today: datetime.date | None = None) -> list[int]:
         part = part.strip()
         match = re.fullmatch(r"(\d{4})(?:\s*-\s*(\d{4}))?", part)
         if not match:
-            raise InputError("--years", f"expected years like 2021,2022 or 2019-2024, got {text!r}")
+            raise InputError(flag, f"expected years like 2021,2022 or 2019-2024, got {text!r}")
         first, last = int(match[1]), int(match[2] or match[1])
         if last < first:
-            raise InputError("--years", f"range {part!r} runs backwards")
+            raise InputError(flag, f"range {part!r} runs backwards")
         years.update(range(first, last + 1))
     too_early = sorted(y for y in years if y < FIRST_YEAR)
     if too_early:
         raise InputError(
-            "--years", f"{too_early[0]} is before {FIRST_YEAR}, the first year of the embeddings"
+            flag, f"{too_early[0]} is before {FIRST_YEAR}, the first year of the embeddings"
         )
     future = sorted(y for y in years if y > today.year)
     if future:
-        raise InputError("--years", f"{future[0]} is in the future (today is {today.isoformat()})")
+        raise InputError(flag, f"{future[0]} is in the future (today is {today.isoformat()})")
     return sorted(years)
+
+
+def years_value(value, flag: str = "years") -> list[int] | None:
+    """The Python API's `years`: None (every year), an int, a list of ints, or the command line's
+    text (`"2022"`, `"2021,2022"`, `"2019-2024"`, parsed by `parse_years`) -> sorted years."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_years(value, flag=flag)
+    if isinstance(value, (list, tuple, set, frozenset)) or (
+        hasattr(value, "__iter__") and hasattr(value, "dtype")
+    ):
+        items = list(value)
+        if not items:
+            return None
+        years: set[int] = set()
+        for item in items:
+            years.update(years_value(item, flag) or [])
+        return sorted(years)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return parse_years(str(int(value)), flag=flag)
+    raise InputError(
+        flag,
+        f"expected a year or years as an int, a list of ints or text like '2021,2022' or '2019-2024', "
+        f"got {value!r} ({type(value).__name__})",
+    )
+
+
+def one_year(value, flag: str) -> int:
+    """The Python API's single-year parameters (`from_year`, `reference_year`): an int, or its text ("2022")."""
+    if isinstance(value, str) and not re.fullmatch(r"\s*\d{4}\s*", value):
+        raise InputError(flag, f"expected one year, e.g. 2022, got {value!r}")
+    if not isinstance(value, (str, numbers.Integral)) or isinstance(value, bool):
+        raise InputError(
+            flag, f"expected one year as an int, e.g. 2022, got {value!r} ({type(value).__name__})"
+        )
+    return years_value(value, flag)[0]
 
 
 def utm_crs_for(lon: float, lat: float) -> str:

@@ -22,6 +22,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from transforms.core import grid as gridlib
 from transforms.core.errors import InputError, first_line
 from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.storage import atomic
@@ -99,6 +100,8 @@ def frame_points(
     keep_columns: list[str] | None = None,
 ) -> Points:
     """`read_points` on a table already read: a GeoDataFrame (`geo` is it) or a DataFrame with coordinate columns (`geo` None)."""
+    if len(frame) == 0:
+        raise InputError(flag, f"{path} holds no {'features' if geo is not None else 'rows'}")
     if label_column is not None and label_column not in frame.columns:
         columns = [c for c in frame.columns if c != "geometry"]
         raise InputError(
@@ -135,6 +138,16 @@ def frame_points(
         x = pd.to_numeric(frame[pair[0]], errors="coerce").to_numpy(np.float64)
         y = pd.to_numeric(frame[pair[1]], errors="coerce").to_numpy(np.float64)
         crs = points_crs or "EPSG:4326"
+    finite = np.isfinite(x) & np.isfinite(y)
+    if finite.any():
+        gridlib.check_degrees(
+            (x[finite].min(), y[finite].min(), x[finite].max(), y[finite].max()),
+            crs,
+            path,
+            flag,
+            crs_from="flag" if points_crs else ("file" if geo is not None else "default"),
+            crs_flag="--points-crs" if flag.startswith("--") else "points_crs",
+        )
     coords = () if geo is not None else pair
     columns = numeric_columns(frame, path, keep_columns, exclude={label_column, *coords})
     if label_column is None:

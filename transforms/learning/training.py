@@ -11,6 +11,7 @@ from __future__ import annotations
 import fsspec
 import numpy as np
 
+from transforms.core import checks
 from transforms.core.errors import InputError
 from transforms.learning.models import _jsonable
 
@@ -33,15 +34,26 @@ def frame_samples(
     return _rows(frame[frame[label_column].notna()], label_column, meta, path, flag)
 
 
-def load_target_samples(path: str, target_column: str, flag: str = "--samples"):
+def load_target_samples(
+    path: str, target_column: str, flag: str = "--samples", drop_missing: bool = False
+):
     """Like `load_samples`, for regression: the target read as float64; refuses a column that is
-    missing, not numeric, or holds fewer than 3 distinct values (that is a class label)."""
+    missing, not numeric, holds values that are not finite (NaN, inf: unless `drop_missing`,
+    which drops those rows), or holds fewer than 3 distinct values (that is a class label)."""
     frame, meta = _read_table(path, flag)
-    return frame_target_samples(frame, meta, target_column, path, flag)
+    return frame_target_samples(frame, meta, target_column, path, flag, drop_missing=drop_missing)
 
 
 def frame_target_samples(
-    frame, meta: dict, target_column: str, path: str = "the table", flag: str = "--samples"
+    frame,
+    meta: dict,
+    target_column: str,
+    path: str = "the table",
+    flag: str = "--samples",
+    *,
+    drop_missing: bool = False,
+    drop_flag: str = "--drop-missing-target",
+    target_flag: str = "--target-column",
 ):
     """`load_target_samples` on a table already read."""
     import pandas as pd
@@ -60,7 +72,19 @@ def frame_target_samples(
             "(for classes use --label-column with --classifier)",
         )
     frame = frame.assign(**{target_column: column.astype(np.float64)})
-    frame = frame[np.isfinite(frame[target_column].to_numpy())]
+    finite = np.isfinite(frame[target_column].to_numpy())
+    if not finite.all() and not drop_missing:
+        bad = frame[~finite]
+        ids = bad["point_id"] if "point_id" in bad.columns else bad.index
+        unit = "point_id" if "point_id" in bad.columns else "row"
+        first = ", ".join(map(str, list(dict.fromkeys(ids.tolist()))[:5]))
+        raise InputError(
+            target_flag,
+            f"column {target_column!r} of {path} is not a finite number in {len(bad)} of {len(frame)} rows "
+            f"(NaN or inf; first at {unit} {first}); give every sample a value, or pass "
+            f"{drop_flag} to train on the other rows",
+        )
+    frame = frame[finite]
     X, y, groups, bands, meta = _rows(frame, target_column, meta, path, flag)
     distinct = len(np.unique(y))
     if distinct < 3:
@@ -147,10 +171,34 @@ def fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict) 
     }
 
 
-def check_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> None:
-    """Refuse when a class has fewer samples (points, when grouped) than folds."""
+def check_fold_count(folds, flag: str = "--folds") -> int:
+    """A number of cross-validation folds: an int, at least 2."""
+    folds = checks.check_int(folds, flag, "a number of folds", 5)
     if folds < 2:
-        raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
+        raise InputError(flag, f"cross-validation needs at least 2 folds, got {folds}")
+    return folds
+
+
+def check_neighbours(estimator, splits: list, samples: int, flag: str = "--param") -> None:
+    """A k-NN's n_neighbors must not exceed the samples each cross-validation fold is fitted on."""
+    k = estimator.get_params(deep=False).get("n_neighbors")
+    if not isinstance(k, int) or not splits:
+        return
+    smallest = min(len(train) for train, _ in splits)
+    if k > smallest:
+        raise InputError(
+            flag,
+            f"n_neighbors={k} is more than the {smallest} samples the smallest of the {len(splits)} "
+            f"cross-validation folds is fitted on ({samples} samples in all); the largest that works "
+            f"is n_neighbors={smallest} (or add samples)",
+        )
+
+
+def check_folds(
+    labels: np.ndarray, groups: np.ndarray | None, folds: int, flag: str = "--folds"
+) -> None:
+    """Refuse when a class has fewer samples (points, when grouped) than folds."""
+    folds = check_fold_count(folds, flag)
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
         raise InputError(
@@ -164,7 +212,7 @@ def check_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> No
         unit = "points" if groups is not None else "samples"
         listed = ", ".join(f"{c!r}: {n}" for c, n in short[:5])
         raise InputError(
-            "--folds",
+            flag,
             f"too few {unit} to validate with {folds} folds in class {listed}; add samples to these classes or lower --folds (each class needs at least {folds})",
         )
 
@@ -176,6 +224,9 @@ def cross_validate(
     groups: np.ndarray | None,
     folds: int,
     seed: int = 0,
+    *,
+    folds_flag: str = "--folds",
+    params_flag: str = "--param",
 ) -> dict:
     """Stratified k-fold (grouped by point when a point has several years) -> metrics."""
     from sklearn.base import clone
@@ -188,12 +239,14 @@ def cross_validate(
     )
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
-    check_folds(labels, groups, folds)
+    check_folds(labels, groups, folds, folds_flag)
     if groups is not None:
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    predicted = cross_val_predict(clone(estimator), X, labels, groups=groups, cv=cv)
+    splits = list(cv.split(X, labels, groups))
+    check_neighbours(estimator, splits, len(labels), params_flag)
+    predicted = cross_val_predict(clone(estimator), X, labels, groups=groups, cv=splits)
     classes = np.unique(labels)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
@@ -256,24 +309,31 @@ def regression_cv(groups: np.ndarray | None, folds: int, seed: int = 0):
 
 
 def cross_validate_regression(
-    estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int = 0
+    estimator,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    folds: int,
+    seed: int = 0,
+    *,
+    folds_flag: str = "--folds",
+    params_flag: str = "--param",
 ) -> dict:
     """k-fold predictions of every sample -> R², RMSE, MAE, and the target's mean and spread."""
     from sklearn.base import clone
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
     from sklearn.model_selection import cross_val_predict
 
-    if folds < 2:
-        raise InputError("--folds", f"cross-validation needs at least 2 folds, got {folds}")
+    folds = check_fold_count(folds, folds_flag)
     units = len(np.unique(groups)) if groups is not None else len(y)
     if units < folds:
         raise InputError(
-            "--folds",
+            folds_flag,
             f"too few {'points' if groups is not None else 'samples'} ({units}) to validate with {folds} folds; add samples or lower --folds",
         )
-    predicted = cross_val_predict(
-        clone(estimator), X, y, groups=groups, cv=regression_cv(groups, folds, seed)
-    )
+    splits = list(regression_cv(groups, folds, seed).split(X, y, groups))
+    check_neighbours(estimator, splits, len(y), params_flag)
+    predicted = cross_val_predict(clone(estimator), X, y, groups=groups, cv=splits)
     return _jsonable(
         {
             "folds": folds,

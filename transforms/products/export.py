@@ -28,6 +28,9 @@ DEFAULT_RGB = (
 )  # the false-colour bands of the original talk / Earth Engine tutorial
 # Float products get a numeric nodata tag: NaN tags are not honoured by every GIS tool, -9999 is.
 DEFAULT_FLOAT_NODATA = -9999.0
+# The quicklook's longest side in map pixels: it is drawn 8 in at 100 dpi (800 px wide), so more
+# adds nothing on screen; 4096 keeps the image read for it near 200 MB (false colour, float32).
+MAX_PNG_SIZE = 4096
 MAIN_VARIABLES = (
     "class",
     "prediction",
@@ -373,6 +376,19 @@ def validate_cog(path: str) -> list[str]:
             if main and offset and int(offset) > int(main):
                 problems.append(f"overview {i} data is after the full-resolution data")
     return problems
+
+
+def check_png_size(size, flag: str = "--png-size") -> int:
+    """The quicklook's longest side in pixels: a whole number in 1..MAX_PNG_SIZE."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise InputError(flag, f"expected a whole number of pixels, e.g. 1024, got {size!r}")
+    if not 1 <= size <= MAX_PNG_SIZE:
+        raise InputError(
+            flag,
+            f"must be 1..{MAX_PNG_SIZE} pixels (the quicklook is a preview drawn 800 px wide; "
+            f"for full resolution open the GeoTIFF), got {size}",
+        )
+    return int(size)
 
 
 def _legend_figure(image, extent_px, title: str, handles=None):
