@@ -90,3 +90,68 @@ def test_similarity_over_a_bbox_of_the_mosaic(mosaic, tmp_path):
         sim = got["similarity"].isel(time=t).values
         assert sim.shape == want.shape
         np.testing.assert_allclose(sim, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def two_class_mosaic(tmp_path_factory):
+    """Two classes (left and right halves of the data) around two directions, quantised as AEF's."""
+    path = str(tmp_path_factory.mktemp("pub2") / "aef-mosaic.zarr")
+    array = field_stores.aef_mosaic(path, width=4400, height=600, years=(2024,))
+    rng = np.random.default_rng(4)
+    directions = rng.normal(size=(2, 64))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    labels = np.zeros((300, 400), dtype=int)
+    labels[:, 200:] = 1
+    vectors = directions[labels] + rng.normal(scale=0.05, size=(300, 400, 64))
+    vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
+    codes = np.clip(np.rint(np.sign(vectors) * np.sqrt(np.abs(vectors)) * 127.5), -127, 127)
+    codes = codes.astype(np.int8)
+    array[0, :, ROWS, COLS] = np.moveaxis(codes, -1, 0)
+    return path, codes, labels
+
+
+def test_sample_train_predict_on_the_mosaic(two_class_mosaic, tmp_path):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from pipelines import predict as predict_cli
+    from pipelines import sample as sample_cli
+    from pipelines import train as train_cli
+
+    path, codes, labels = two_class_mosaic
+    rng = np.random.default_rng(9)
+    picks = [(int(r), int(c)) for r, c in rng.integers(0, [300, 400], size=(40, 2))]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"cls": ["left", "right"][labels[r, c]]},
+            "geometry": {"type": "Point", "coordinates": list(_lonlat(100 + r, 3900 + c))},
+        }
+        for r, c in picks
+    ]
+    points = tmp_path / "points.geojson"
+    points.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
+    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
+    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
+    train = ["--samples", table, "--classifier", "knn", "--param", "n_neighbors=3"]
+    assert train_cli.run(train + ["--output", model]) == 0
+    r0, r1, c0, c1 = 150, 390, 3950, 4290
+    w, n = _lonlat(r0, c0)
+    e, s = _lonlat(r1 - 1, c1 - 1)
+    bbox = f"{w - RES / 4},{s - RES / 4},{e + RES / 4},{n + RES / 4}"
+    out = str(tmp_path / "map.zarr")
+    argv = ["--embeddings", path, "--model", model, "--bbox", bbox, "--output", out]
+    assert predict_cli.run(argv + FNAPI) == 0
+    # the reference: scikit-learn's k-NN on the points' pixels, over the same slice
+    values = _values(codes)
+    train_x = np.array([values[r, c] for r, c in picks])
+    train_y = np.array([["left", "right"][labels[r, c]] for r, c in picks])
+    knn = KNeighborsClassifier(n_neighbors=3).fit(train_x, train_y)
+    window = values[r0 - 100 : r1 - 100, c0 - 3900 : c1 - 3900].reshape(-1, 64)
+    want = knn.predict(window).reshape(r1 - r0, c1 - c0)
+    got = xr.open_zarr(out)
+    names = dict(
+        zip(got["class"].attrs["flag_values"], got["class"].attrs["flag_meanings"].split())
+    )
+    classes = np.vectorize(names.get)(got["class"].isel(time=0).values)
+    np.testing.assert_array_equal(classes, want)
