@@ -155,3 +155,50 @@ def test_sample_train_predict_on_the_mosaic(two_class_mosaic, tmp_path):
     )
     classes = np.vectorize(names.get)(got["class"].isel(time=0).values)
     np.testing.assert_array_equal(classes, want)
+
+
+def test_similarity_over_http_reads_only_the_inner_chunks_of_the_area(mosaic, tmp_path):
+    """`--embeddings https://...`: the map equals the local one, and the bytes the server sent
+    are at most 1.3x the stored inner chunks the area and the reference point touch (read from
+    the shard's own index), plus the metadata."""
+    import os
+
+    import range_http
+
+    path, full = mosaic
+    server, url = range_http.serve(os.path.dirname(path))
+    try:
+        root = f"{url}/{os.path.basename(path)}"
+        refs = tmp_path / "refs.csv"
+        lon, lat = _lonlat(150, 4120)  # the reference: inner chunk (0, 0) of shard (0, 1)
+        refs.write_text(f"lon,lat\n{lon},{lat}\n")
+        r0, r1, c0, c1 = 260, 300, 4120, 4160  # inside inner chunk (1, 0) of shard (0, 1)
+        w, n = _lonlat(r0, c0)
+        e, s = _lonlat(r1 - 1, c1 - 1)
+        bbox = f"{w - RES / 4},{s - RES / 4},{e + RES / 4},{n + RES / 4}"
+        remote, local = str(tmp_path / "remote.zarr"), str(tmp_path / "local.zarr")
+        argv = ["--points", str(refs), "--bbox", bbox, "--years", "2024"]
+        assert similarity_cli.run(["--embeddings", path, "--output", local] + argv + FNAPI) == 0
+        before = sum(server.bytes_sent)
+        assert similarity_cli.run(["--embeddings", root, "--output", remote] + argv + FNAPI) == 0
+        fetched = sum(server.bytes_sent) - before
+    finally:
+        server.shutdown()
+    got, want = xr.open_zarr(remote)["similarity"].values, xr.open_zarr(local)["similarity"].values
+    np.testing.assert_array_equal(got, want)
+    index_bytes = 16 * 16 * 16 + 4
+    shard = os.path.join(path, "embeddings", "c", "1", "0", "0", "1")  # 2024, shard (0, 1)
+    with open(shard, "rb") as f:
+        f.seek(-index_bytes, os.SEEK_END)
+        index = np.frombuffer(f.read(index_bytes)[:-4], dtype="<u8").reshape(16, 16, 2)
+    # the inner chunks the area touches, and the one under the reference point (read by the driver)
+    touched = int(index[1, 0, 1] + index[0, 0, 1])
+    assert touched > 64 * 40 * 40
+    # the metadata (zarr.json of the group and arrays, the coordinate arrays) is read too: count it
+    metadata = sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
+        if name == "zarr.json" or os.path.basename(folder) in ("0",) and "embeddings" not in folder
+    )
+    assert fetched <= 1.3 * touched + 4 * metadata, (fetched, touched, metadata)

@@ -81,17 +81,18 @@ def read_reference_points(
 def point_values(
     info: StoreInfo, rows: np.ndarray, cols: np.ndarray, time_index: int
 ) -> np.ndarray:
-    """(n, bands) float32 of the pixels (rows, cols) of one store time step, NaN = no data; one read per chunk."""
+    """(n, bands) float32 of the pixels (rows, cols) of one store time step, NaN = no data; one read per chunk
+    (of the box around its points)."""
     reader = StoreReader(info.path)
     out = np.full((len(rows), len(info.bands)), np.nan, dtype=np.float32)
     chunk_r, chunk_c = rows // info.chunk_rows, cols // info.chunk_cols
     for cr, cc in sorted(set(zip(chunk_r.tolist(), chunk_c.tolist()))):
-        r0, c0 = cr * info.chunk_rows, cc * info.chunk_cols
-        window = Window(
-            r0, c0, min(info.chunk_rows, info.height - r0), min(info.chunk_cols, info.width - c0)
-        )
-        values = reader.read(time_index, window)
         pick = (chunk_r == cr) & (chunk_c == cc)
+        # only the points' box of the chunk, as efm sample reads: on a remote store in the
+        # convention's layout, that is the inner chunks under the points, not the whole unit
+        r0, c0 = int(rows[pick].min()), int(cols[pick].min())
+        window = Window(r0, c0, int(rows[pick].max()) + 1 - r0, int(cols[pick].max()) + 1 - c0)
+        values = reader.read(time_index, window)
         out[pick] = values[rows[pick] - r0, cols[pick] - c0]
     return out
 

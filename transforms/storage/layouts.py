@@ -401,31 +401,29 @@ def open_dataset(layout: Layout, *, flag: str = "--embeddings"):
     centres, `spatial_ref` (rioxarray's CRS and transform). Nothing is read but metadata and
     coordinates; a per-pixel scale (TESSERA) is applied lazily, chunk by chunk."""
     import affine
+    import dask.array as da
     import rioxarray  # noqa: F401  (registers .rio)
     import xarray as xr
 
-    scaled = layout.quantization == PER_PIXEL_SCALE
+    # The arrays are opened by name, never by listing the group: a store served over plain
+    # HTTP(S) (a CDN in front of a bucket) cannot be listed, and a convention store need not be
+    # consolidated. One dask chunk = one unit of work (whole inner chunks).
+    group = open_group(layout.path, flag)
     rows, cols = layout.work_unit
-    try:
-        raw = xr.open_zarr(
-            layout.path,
-            zarr_format=layout.zarr_format,
-            consolidated=False,
-            chunks={"time": 1, "y": rows, "x": cols} if scaled else None,
-            mask_and_scale=False,
-            decode_times=False,
-            storage_options=storage_options(layout.path) or None,
-        )
-    except Exception as exc:
-        raise InputError(flag, f"cannot open {layout.path}: {first_line(exc)}") from None
-    emb = raw[layout.array]
-    if scaled:  # dims matched by name: the (time, y, x) scale over every band
-        factors = raw[layout.scale_array]
-        emb = (emb.astype(np.float32) * factors).where(np.isfinite(factors))
-    data = emb.transpose(*CANONICAL).variable
+    sizes = {"time": 1, "band": len(layout.bands), "y": rows, "x": cols}
+    data = da.from_zarr(group[layout.array], chunks=tuple(sizes[d] for d in layout.dims))
+    data = data.transpose([layout.dims.index(d) for d in CANONICAL])
+    if layout.quantization == PER_PIXEL_SCALE:  # a (time, y, x) scale over every band
+        scale = group[layout.scale_array]
+        if _dims(scale) and _dims(scale) != ("time", "y", "x"):
+            raise InputError(
+                flag, f"{layout.path}: the scale array's dimensions are {list(_dims(scale))}"
+            )
+        factors = da.from_zarr(scale, chunks=(1, rows, cols))[..., np.newaxis]
+        data = da.where(da.isfinite(factors), data.astype(np.float32) * factors, np.float32(np.nan))
     a, b, c, d, e, f = layout.transform
     ds = xr.Dataset(
-        {"embedding": data},
+        {"embedding": (CANONICAL, data)},
         coords={
             "time": np.array([f"{y}-01-01" for y in layout.years], dtype="datetime64[ns]"),
             "y": f + (np.arange(layout.height) + 0.5) * e,
