@@ -93,7 +93,9 @@ def open_group(path: str, flag: str):
     try:
         return zarr.open_group(path, mode="r", storage_options=storage_options(path) or None)
     except FileNotFoundError:
-        raise InputError(flag, f"{path} does not exist (or is not a Zarr store)") from None
+        raise InputError(
+            flag, f"cannot open {path}: it does not exist (or is not a Zarr store)"
+        ) from None
     except PermissionError as exc:
         raise InputError(flag, f"access to {path} was denied: {first_line(exc)}") from None
     except Exception as exc:  # botocore, aiohttp and zarr raise many types: one line each
