@@ -14,8 +14,8 @@ options; efm's flags use dashes (`--chunk-size`). This module, shared by the ent
    Beam's PipelineOptions define: the launcher passes the job's environment as Beam options) passes
    as it is; a field of Dataflow's flex template runtime environment that Beam Python has no option
    for (`RUNTIME_ENVIRONMENT_ONLY`: `launcherMachineType`, `dumpHeapOnOom`, ..., camelCase or
-   snake_case) is the launcher's own: dropped with one note line, never passed to Beam, which would
-   refuse it -- unless it is also a close miss of one of the template's parameters; any other
+   snake_case) is the launcher's own: dropped with one note line, never passed on (not a Beam
+   option, so efm's own option check would refuse it) -- unless it is also a close miss of one of the template's parameters; any other
    `--name` is refused naming it (with the closest template parameter): a misspelt parameter must
    not run with the default;
 3. decides what the workers install: nothing when they run the template's image
@@ -51,8 +51,8 @@ TRUE, FALSE = "true", "false"
 # LaunchFlexTemplateParameter's launchOptions (Dataflow REST v1b3; google-cloud-dataflow-client's
 # types, which tests/test_templates.py checks this list against). Dataflow applies them to the launcher
 # VM and the job itself; should the launcher also put one on the entry file's command line, in the
-# API's camelCase or in snake_case, efm notes it and drops it: it is not a Beam option (Beam would
-# refuse it) and efm does not use it.
+# API's camelCase or in snake_case, efm notes it and drops it: it is not a Beam option (passed on,
+# pipelines.common.split_args would refuse it as unknown) and efm does not use it.
 RUNTIME_ENVIRONMENT_ONLY = (
     "launcherMachineType",
     "streamingMode",
