@@ -9,11 +9,33 @@ from __future__ import annotations
 
 import os
 import shlex
+from datetime import timedelta
 
 from airflow.sdk import Param
 
 # The interpreter the Beam operator runs `python -m pipelines.<step>` with.
 EFM_PYTHON = os.environ.get("EFM_PYTHON", "python3")
+
+# Every task's execution_timeout, in hours, unless the run's `task_timeout_hours` param says otherwise.
+# A Dataflow task lasts as long as its job (a country-sized extraction under Earth Engine's quotas
+# takes hours): raise it for big runs. Without any timeout a task whose job never ends as the
+# operator expects (a flex template job CANCELLED while the task is deferred) waits forever.
+TASK_TIMEOUT_HOURS = 24
+
+
+def apply_task_timeout(context) -> None:
+    """pre_execute hook of every task (DEFAULT_ARGS): the run's `task_timeout_hours` param becomes the
+    task's execution_timeout. Airflow reads execution_timeout after pre_execute, so the param counts."""
+    hours = context["params"].get("task_timeout_hours", TASK_TIMEOUT_HOURS)
+    context["task"].execution_timeout = timedelta(hours=float(hours))
+
+
+# The default_args of every example DAG: the timeout at parse time (what the UI shows) and the hook
+# that replaces it with the run's param.
+DEFAULT_ARGS = {
+    "execution_timeout": timedelta(hours=TASK_TIMEOUT_HOURS),
+    "pre_execute": apply_task_timeout,
+}
 
 # The params both DAGs take (each DAG adds its own). Paths may be local (DirectRunner) or gs://.
 COMMON_PARAMS = {
@@ -116,6 +138,13 @@ COMMON_PARAMS = {
     ),
     "max_workers": Param(
         None, type=["null", "integer"], minimum=1, description="Upper bound of Dataflow workers"
+    ),
+    "task_timeout_hours": Param(
+        TASK_TIMEOUT_HOURS,
+        type="number",
+        exclusiveMinimum=0,
+        description="Fail any task still running (or waiting on its Dataflow job) after this many hours "
+        "(its execution_timeout; a deferred flex template task: counted from the launch)",
     ),
 }
 

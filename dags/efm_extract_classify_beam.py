@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.sdk import DAG, Param
-from efm_airflow import COMMON_PARAMS, EFM_PYTHON, beam_pipeline_options
+from efm_airflow import COMMON_PARAMS, DEFAULT_ARGS, EFM_PYTHON, beam_pipeline_options
 
 
 def dataflow_config(job_name: str) -> dict:
@@ -38,6 +38,7 @@ with DAG(
     dag_id="efm_extract_classify_beam",
     description="Satellite embeddings: extract (Earth Engine or COG mirror) -> classify, on DirectRunner or Dataflow",
     schedule=None,
+    default_args=DEFAULT_ARGS,  # execution_timeout from the task_timeout_hours param (efm_airflow)
     catchup=False,
     tags=["efm", "beam", "dataflow"],
     render_template_as_native_obj=True,  # the options macro returns a dict; numbers stay numbers

@@ -17,14 +17,15 @@ and give their spec files as extract_template / classify_template.
 
 from __future__ import annotations
 
-from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
 from airflow.sdk import DAG, Param
-from efm_airflow import COMMON_PARAMS, flex_launch_body
+from efm_airflow import COMMON_PARAMS, DEFAULT_ARGS, flex_launch_body
+from efm_flex_operator import EfmFlexTemplateOperator
 
 with DAG(
     dag_id="efm_extract_classify_flex",
     description="Satellite embeddings: extract -> classify as Dataflow flex template jobs",
     schedule=None,
+    default_args=DEFAULT_ARGS,  # execution_timeout from the task_timeout_hours param (efm_airflow)
     catchup=False,
     tags=["efm", "dataflow", "flex-template"],
     render_template_as_native_obj=True,  # the body macro returns a dict
@@ -44,7 +45,7 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
-    extract = DataflowStartFlexTemplateOperator(
+    extract = EfmFlexTemplateOperator(
         task_id="extract",
         project_id="{{ params.gcp_project }}",
         location="{{ params.region }}",
@@ -53,7 +54,7 @@ with DAG(
         # deferred to the triggerer); set to True it fails at import where default_deferrable=True.
     )
 
-    classify = DataflowStartFlexTemplateOperator(
+    classify = EfmFlexTemplateOperator(
         task_id="classify",
         project_id="{{ params.gcp_project }}",
         location="{{ params.region }}",

@@ -29,7 +29,14 @@ from __future__ import annotations
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param
-from efm_airflow import COMMON_PARAMS, EFM_PYTHON, MAP_PARAMS, beam_pipeline_options, train_command
+from efm_airflow import (
+    COMMON_PARAMS,
+    DEFAULT_ARGS,
+    EFM_PYTHON,
+    MAP_PARAMS,
+    beam_pipeline_options,
+    train_command,
+)
 
 
 def dataflow_config(job_name: str) -> dict:
@@ -59,6 +66,7 @@ with DAG(
     dag_id="efm_regression_maps_beam",
     description="Satellite embeddings: extract -> sample -> train a regressor -> predict, and similarity and change, on DirectRunner or Dataflow",
     schedule=None,
+    default_args=DEFAULT_ARGS,  # execution_timeout from the task_timeout_hours param (efm_airflow)
     catchup=False,
     tags=["efm", "beam", "dataflow", "regression"],
     render_template_as_native_obj=True,  # the options macro returns a dict; numbers stay numbers

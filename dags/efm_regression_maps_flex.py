@@ -24,16 +24,16 @@ needs efm in a virtualenv on the workers (EFM_PYTHON) for that one task. Build t
 
 from __future__ import annotations
 
-from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param
-from efm_airflow import COMMON_PARAMS, MAP_PARAMS, flex_launch_body, train_command
+from efm_airflow import COMMON_PARAMS, DEFAULT_ARGS, MAP_PARAMS, flex_launch_body, train_command
+from efm_flex_operator import EfmFlexTemplateOperator
 
 TEMPLATE_STEPS = ("extract", "sample", "predict", "similarity", "change")
 
 
-def flex_step(step: str) -> DataflowStartFlexTemplateOperator:
-    return DataflowStartFlexTemplateOperator(
+def flex_step(step: str) -> EfmFlexTemplateOperator:
+    return EfmFlexTemplateOperator(
         task_id=step,
         project_id="{{ params.gcp_project }}",
         location="{{ params.region }}",
@@ -47,6 +47,7 @@ with DAG(
     dag_id="efm_regression_maps_flex",
     description="Satellite embeddings: extract -> sample -> train a regressor -> predict, and similarity and change, as Dataflow flex template jobs",
     schedule=None,
+    default_args=DEFAULT_ARGS,  # execution_timeout from the task_timeout_hours param (efm_airflow)
     catchup=False,
     tags=["efm", "dataflow", "flex-template", "regression"],
     render_template_as_native_obj=True,  # the body macro returns a dict

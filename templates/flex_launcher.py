@@ -10,9 +10,14 @@ options; efm's flags use dashes (`--chunk-size`). This module, shared by the ent
 1. checks each template parameter against its metadata.json regexes, so the same values fail
    here as in Dataflow's own launch-time check (and when the entry file is run by hand);
 2. turns `--chunk_size=512` into `--chunk-size=512`, and a switch given bare (`--overwrite`) or as
-   `--overwrite=true` (any case) into `--overwrite` (`=false` drops it); Beam's own options (those
-   the launcher adds, `LAUNCHER_OPTIONS`, and any other Beam option) pass as they are, and any other
-   `--name` is refused naming it: a misspelt parameter must not run with the default;
+   `--overwrite=true` (any case) into `--overwrite` (`=false` drops it); a Beam option (any flag
+   Beam's PipelineOptions define: the launcher passes the job's environment as Beam options) passes
+   as it is; a field of Dataflow's flex template runtime environment that Beam Python has no option
+   for (`RUNTIME_ENVIRONMENT_ONLY`: `launcherMachineType`, `dumpHeapOnOom`, ..., camelCase or
+   snake_case) is the launcher's own: dropped with one note line, never passed on (not a Beam
+   option, so efm's own option check would refuse it) -- unless it is also a close miss of one of the template's parameters; any other
+   `--name` is refused naming it (with the closest template parameter): a misspelt parameter must
+   not run with the default;
 3. decides what the workers install: nothing when they run the template's image
    (`sdk_container_image`, Google's pattern: the image has efm and every pin installed, so no
    package is staged); without the image, the efm package (setup.py) and `constraints.txt` as
@@ -38,48 +43,40 @@ REPO = os.path.dirname(HERE)  # /template in the image: setup.py and constraints
 PIPELINES = ("extract", "classify", "sample", "predict", "similarity", "change")
 TRUE, FALSE = "true", "false"
 
-# What Dataflow's flex template launcher adds to the entry file's command line: the job's
-# environment (LaunchFlexTemplateParameter.environment, gcloud's --temp-location, --staging-location,
-# --service-account-email, --max-workers, --additional-experiments, --additional-pipeline-options,
-# ...) as Beam pipeline options, --template_location (where it collects the job graph), and the
-# FLEX_TEMPLATE_PYTHON_{SETUP,REQUIREMENTS}_FILE / _EXTRA_PACKAGES files. All are Beam options:
-# tests/test_templates.py checks each is one, so the check below lets every one of them through.
-LAUNCHER_OPTIONS = (
-    "runner",
-    "project",
-    "region",
-    "job_name",
-    "template_location",
-    "temp_location",
-    "staging_location",
-    "labels",
-    "sdk_container_image",
-    "service_account_email",
-    "max_num_workers",
-    "num_workers",
-    "machine_type",
-    "worker_machine_type",
-    "network",
-    "subnetwork",
-    "no_use_public_ips",
-    "use_public_ips",
-    "worker_region",
-    "worker_zone",
-    "zone",
-    "dataflow_kms_key",
-    "experiments",
-    "dataflow_service_options",
-    "enable_streaming_engine",
-    "flexrs_goal",
-    "autoscaling_algorithm",
-    "disk_size_gb",
-    "setup_file",
-    "requirements_file",
-    "extra_packages",
-    "impersonate_service_account",
-    "update",
-    "transform_name_mapping",
+# Fields of Dataflow's flex template launch request that Beam Python has no pipeline option for:
+# FlexTemplateRuntimeEnvironment's launcherMachineType, streamingMode, dumpHeapOnOom,
+# saveHeapDumpsToGcsPath, enableLauncherVmSerialPortLogging, ipConfiguration, kmsKeyName, maxWorkers
+# and additionalExperiments / additionalPipelineOptions / additionalUserLabels (Beam's own options for
+# these are --no_use_public_ips, --dataflow_kms_key, --max_num_workers, --experiments, --labels), and
+# LaunchFlexTemplateParameter's launchOptions (Dataflow REST v1b3; google-cloud-dataflow-client's
+# types, which tests/test_templates.py checks this list against). Dataflow applies them to the launcher
+# VM and the job itself; should the launcher also put one on the entry file's command line, in the
+# API's camelCase or in snake_case, efm notes it and drops it: it is not a Beam option (passed on,
+# pipelines.common.split_args would refuse it as unknown) and efm does not use it.
+RUNTIME_ENVIRONMENT_ONLY = (
+    "launcherMachineType",
+    "streamingMode",
+    "dumpHeapOnOom",
+    "saveHeapDumpsToGcsPath",
+    "enableLauncherVmSerialPortLogging",
+    "ipConfiguration",
+    "kmsKeyName",
+    "maxWorkers",
+    "additionalExperiments",
+    "additionalPipelineOptions",
+    "additionalUserLabels",
+    "launchOptions",
 )
+
+
+def snake_case(name: str) -> str:
+    """`launcherMachineType` -> `launcher_machine_type` (the REST field's proto name)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+RUNTIME_ENVIRONMENT_NAMES = frozenset(RUNTIME_ENVIRONMENT_ONLY) | {
+    snake_case(n) for n in RUNTIME_ENVIRONMENT_ONLY
+}
 
 
 class TemplateParameterError(ValueError):
@@ -162,8 +159,11 @@ def split_tokens(
     return out
 
 
-def to_pipeline_args(pipeline: str, argv: Sequence[str]) -> list[str]:
-    """Template launch arguments -> the argv `pipelines.<pipeline>` takes (see the module doc)."""
+def to_pipeline_args(
+    pipeline: str, argv: Sequence[str], dropped: list[str] | None = None
+) -> list[str]:
+    """Template launch arguments -> the argv `pipelines.<pipeline>` takes (see the module doc).
+    The runtime-environment fields dropped (RUNTIME_ENVIRONMENT_ONLY) are appended to `dropped`."""
     params = parameters(pipeline)
     actions = flag_actions(importlib.import_module(f"pipelines.{pipeline}").build_parser())
     switches = frozenset(
@@ -174,7 +174,24 @@ def to_pipeline_args(pipeline: str, argv: Sequence[str]) -> list[str]:
     beam = beam_option_names()
     args: list[str] = []
     beam_value_next = False  # `--temp_location gs://...`: the word after a Beam option is its value
+    environment_value_next = False  # likewise after a dropped runtime-environment field
     for name, value, token in split_tokens(argv, set(params), switches):
+        if environment_value_next and name is None and not token.startswith("--"):
+            environment_value_next = False
+            continue  # the value of the field dropped just before
+        environment_value_next = False
+        field, has_value, _ = token[2:].partition("=")
+        if (
+            name is None
+            and token.startswith("--")
+            and field in RUNTIME_ENVIRONMENT_NAMES
+            and not difflib.get_close_matches(field, list(params), n=1)
+        ):  # a close miss of a parameter (`max_workers` of extract: max_retries?) stays refused
+            if dropped is not None:
+                dropped.append(field)
+            environment_value_next = not has_value  # `--launcherMachineType n1-standard-2`
+            beam_value_next = False
+            continue
         if name is None:
             if not (beam_value_next and not token.startswith("--")):
                 check_other_option(pipeline, token, params, beam)
@@ -227,6 +244,14 @@ def check_other_option(pipeline: str, token: str, params: dict, beam: set[str]) 
     )
 
 
+def environment_note(fields: Sequence[str]) -> str:
+    """The one note line for the runtime-environment fields the launcher passed and efm dropped."""
+    return (
+        f"{', '.join(dict.fromkeys(fields))}: set by Dataflow's flex template launcher from the launch "
+        "request (its runtime environment), not Beam options; not used by efm, not passed to the pipeline"
+    )
+
+
 def worker_dependencies(args: Sequence[str]) -> list[str]:
     """Beam options that make workers without the template's image install the tested versions."""
     given = {token[2:].partition("=")[0] for token in args if token.startswith("--")}
@@ -256,10 +281,13 @@ def worker_dependencies(args: Sequence[str]) -> list[str]:
 def launch(pipeline: str, argv: Sequence[str] | None = None) -> int:
     """The flex template entry point: translate, then run the pipeline (exit status 2 on bad input)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    dropped: list[str] = []
     try:
-        args = to_pipeline_args(pipeline, argv)
+        args = to_pipeline_args(pipeline, argv, dropped)
         args += worker_dependencies(args)
     except TemplateParameterError as exc:
         print(f"efm {pipeline} (flex template): error: {exc}", file=sys.stderr)
         return 2
+    if dropped:
+        print(f"efm {pipeline} (flex template): note: {environment_note(dropped)}", file=sys.stderr)
     return importlib.import_module(f"pipelines.{pipeline}").run(args)

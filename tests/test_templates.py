@@ -285,14 +285,55 @@ def test_unknown_template_parameters_are_refused_naming_them():
         flex_launcher.to_pipeline_args("extract", ["--years=2021", "2022"])
 
 
-def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
+# Beam options of the job's environment (Dataflow's FlexTemplateRuntimeEnvironment, set with gcloud's
+# --temp-location, --staging-location, --service-account-email, --max-workers, --disable-public-ips,
+# --additional-pipeline-options ...), as Beam Python spells them, and Beam's own --template_location.
+DATAFLOW_BEAM_OPTIONS = (
+    "runner",
+    "project",
+    "region",
+    "job_name",
+    "template_location",
+    "temp_location",
+    "staging_location",
+    "labels",
+    "sdk_container_image",
+    "service_account_email",
+    "max_num_workers",
+    "num_workers",
+    "machine_type",
+    "worker_machine_type",
+    "network",
+    "subnetwork",
+    "no_use_public_ips",
+    "use_public_ips",
+    "worker_region",
+    "worker_zone",
+    "zone",
+    "dataflow_kms_key",
+    "experiments",
+    "dataflow_service_options",
+    "enable_streaming_engine",
+    "flexrs_goal",
+    "autoscaling_algorithm",
+    "disk_size_gb",
+    "setup_file",
+    "requirements_file",
+    "extra_packages",
+    "impersonate_service_account",
+    "update",
+    "transform_name_mapping",
+)
+
+
+def test_beam_options_pass_as_they_are():
+    """Every flag Beam's PipelineOptions define passes the launcher untouched, and efm's own check
+    (pipelines.common.split_args) takes the Dataflow ones too (aliases such as --no_use_public_ips)."""
     beam = flex_launcher.beam_option_names()
-    assert set(flex_launcher.LAUNCHER_OPTIONS) <= beam, set(flex_launcher.LAUNCHER_OPTIONS) - beam
-    options = [f"--{name}=x" for name in flex_launcher.LAUNCHER_OPTIONS]
+    assert set(DATAFLOW_BEAM_OPTIONS) <= beam, set(DATAFLOW_BEAM_OPTIONS) - beam
+    options = [f"--{name}=x" for name in sorted(beam)]
     assert flex_launcher.to_pipeline_args("sample", options) == options
-    from pipelines import (
-        common,
-    )  # and efm's own check lets them through (aliases such as --no_use_public_ips too)
+    from pipelines import common
 
     required = [
         "--embeddings=e.zarr",
@@ -309,10 +350,93 @@ def test_every_option_the_launcher_adds_is_a_beam_option_and_passes():
     }
     flags = [
         f"--{name}" if name in bare else f"--{name}={values.get(name, '1')}"
-        for name in flex_launcher.LAUNCHER_OPTIONS
+        for name in DATAFLOW_BEAM_OPTIONS
     ]
     args, _ = common.split_args(parser_of("sample"), required + flags)
     assert args.output == "s.parquet"
+
+
+def runtime_environment_fields_without_a_beam_option() -> dict[str, str]:
+    """Google's schema (google-cloud-dataflow-client): the launch request's runtime-environment fields
+    and launchOptions whose name Beam Python has no flag for, snake_case -> the REST (JSON) name."""
+    from google.cloud.dataflow_v1beta3.types import (
+        FlexTemplateRuntimeEnvironment,
+        LaunchFlexTemplateParameter,
+    )
+
+    fields = {f.name: f.json_name for f in FlexTemplateRuntimeEnvironment.pb().DESCRIPTOR.fields}
+    launch = LaunchFlexTemplateParameter.pb().DESCRIPTOR.fields_by_name["launch_options"]
+    fields[launch.name] = launch.json_name
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam: set[str] = set()
+    PipelineOptions([]).get_all_options(
+        add_extra_args_fn=lambda p: beam.update(s[2:] for a in p._actions for s in a.option_strings)
+    )
+    return {snake: camel for snake, camel in fields.items() if snake not in beam}
+
+
+def test_runtime_environment_fields_are_dropped_with_a_note():
+    """launcherMachineType, streamingMode, dumpHeapOnOom, ... are fields of the launch request with no
+    Beam option: in either spelling, with or without a value, the launcher drops them (Beam and efm
+    would refuse them), names them in one note, and still refuses a misspelt template parameter."""
+    expected = runtime_environment_fields_without_a_beam_option()
+    for issue_field in (
+        "launcherMachineType",
+        "streamingMode",
+        "dumpHeapOnOom",
+        "saveHeapDumpsToGcsPath",
+        "enableLauncherVmSerialPortLogging",
+        "launchOptions",
+    ):
+        assert issue_field in expected.values(), issue_field
+    assert set(flex_launcher.RUNTIME_ENVIRONMENT_ONLY) == set(expected.values())
+    assert flex_launcher.RUNTIME_ENVIRONMENT_NAMES == set(expected) | set(expected.values())
+    base = ["--embeddings=gs://my-bucket/e.zarr", "--runner=DataflowRunner"]
+    for snake, camel in expected.items():
+        for given in (
+            [f"--{camel}=x"],
+            [f"--{snake}=x"],
+            [f"--{camel}"],  # a boolean given bare
+            [f"--{snake}", "some value"],  # the value as the next word
+        ):
+            dropped: list[str] = []
+            args = flex_launcher.to_pipeline_args(
+                "sample", base[:1] + given + base[1:] + ["--temp_location", "gs://b/t"], dropped
+            )
+            assert args == base + ["--temp_location", "gs://b/t"], given
+            assert dropped == [given[0][2:].partition("=")[0]], given
+    note = flex_launcher.environment_note(["launcherMachineType", "dump_heap_on_oom"])
+    assert "\n" not in note and note.startswith("launcherMachineType, dump_heap_on_oom: ")
+    # a misspelt template parameter beside them is still refused, with the closest parameter
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^overwirte: not a parameter of the efm-sample template; did you mean overwrite\?",
+    ):
+        flex_launcher.to_pipeline_args(
+            "sample", ["--launcherMachineType=n1-standard-2", "--overwirte=true"]
+        )
+    # and so is a near miss of a field (only the exact names are the launcher's)
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"^launcherMachineTyp: not a"):
+        flex_launcher.to_pipeline_args("sample", ["--launcherMachineTyp=n1-standard-2"])
+    # a field name that is also a near miss of a template parameter (extract's max_retries for
+    # maxWorkers / max_workers) is refused as the typo it may be; everywhere else it is dropped
+    import difflib
+
+    for pipeline in PIPELINES:
+        names = list(flex_launcher.parameters(pipeline))
+        for field in flex_launcher.RUNTIME_ENVIRONMENT_NAMES:
+            close = difflib.get_close_matches(field, names, n=1)
+            if close:
+                with pytest.raises(
+                    flex_launcher.TemplateParameterError,
+                    match=rf"^{field}: not a parameter of the efm-{pipeline} template; did you mean {close[0]}\?",
+                ):
+                    flex_launcher.to_pipeline_args(pipeline, [f"--{field}=4"])
+            else:
+                assert flex_launcher.to_pipeline_args(pipeline, [f"--{field}=4"]) == []
+    with pytest.raises(flex_launcher.TemplateParameterError, match=r"did you mean max_retries\?"):
+        flex_launcher.to_pipeline_args("extract", ["--max_workers=4"])
 
 
 def test_workers_without_the_image_get_the_package_and_the_pins():
@@ -784,15 +908,31 @@ def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(
         ),
     ]:
         template_location = f"{bucket}/launches/{pipeline}/job_object"
+        # classify also gets runtime-environment fields with no Beam option, as a launcher may pass them
+        environment = (
+            ["--launcherMachineType=n1-highmem-4", "--dump_heap_on_oom"]
+            if pipeline == "classify"
+            else []
+        )
         proc = launch(
             pipeline,
             params,
             launcher_options(bucket, f"efm-{pipeline}", "DataflowRunner")
+            + environment
             + [f"--template_location={template_location}"],
             env,
             timeout=180,
         )
         assert f"efm {pipeline}: job graph written to {template_location}" in proc.stdout
+        notes = [line for line in proc.stderr.splitlines() if "(flex template): note: " in line]
+        assert notes == (
+            [
+                "efm classify (flex template): note: "
+                + flex_launcher.environment_note(["launcherMachineType", "dump_heap_on_oom"])
+            ]
+            if environment
+            else []
+        ), proc.stderr
         job = staged_job(gcs, template_location)
         environment = job["environment"]
         assert any(

@@ -77,11 +77,22 @@ def test_dag_folder_imports_without_errors():
     assert {type(t).__name__ for t in maps_beam.tasks if t.task_id != "train"} == {
         "BeamRunPythonPipelineOperator"
     }
+    from airflow.providers.google.cloud.operators.dataflow import (
+        DataflowStartFlexTemplateOperator,
+    )
+
+    # EfmFlexTemplateOperator: the provider's operator, its deferral bounded by the task's timeout
     assert {type(t).__name__ for t in maps_flex.tasks if t.task_id != "train"} == {
-        "DataflowStartFlexTemplateOperator"
+        "EfmFlexTemplateOperator"
     }
     assert {type(t).__name__ for t in beam.tasks} == {"BeamRunPythonPipelineOperator"}
-    assert {type(t).__name__ for t in flex.tasks} == {"DataflowStartFlexTemplateOperator"}
+    assert {type(t).__name__ for t in flex.tasks} == {"EfmFlexTemplateOperator"}
+    assert all(
+        isinstance(t, DataflowStartFlexTemplateOperator)
+        for dag in (flex, maps_flex)
+        for t in dag.tasks
+        if t.task_id != "train"
+    )
     assert beam.params.get_param("runner").schema["enum"] == ["DirectRunner", "DataflowRunner"]
 
 
