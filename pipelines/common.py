@@ -85,8 +85,9 @@ def split_args(
     for token in rest:
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0]
-            # Inside Dataflow's flex template launcher too: every option it adds is a Beam option
-            # (templates/flex_launcher.LAUNCHER_OPTIONS), so an unknown name is a mistake there as well.
+            # Inside Dataflow's flex template launcher too: templates/flex_launcher.py passes Beam's
+            # options as they are and drops the launch request's runtime-environment fields, so an
+            # unknown name that reaches here is a mistake there as well.
             if name.replace("-", "_") not in known:
                 raise InputError(
                     f"--{name}",
