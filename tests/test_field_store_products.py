@@ -202,3 +202,65 @@ def test_similarity_over_http_reads_only_the_inner_chunks_of_the_area(mosaic, tm
         if name == "zarr.json" or os.path.basename(folder) in ("0",) and "embeddings" not in folder
     )
     assert fetched <= 1.3 * touched + 4 * metadata, (fetched, touched, metadata)
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+
+
+def _one_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(f in err[0] for f in fragments), err
+    return err[0]
+
+
+def test_bad_convention_inputs_are_one_line_and_write_nothing(
+    mosaic, two_class_mosaic, tmp_path, capsys
+):
+    import zarr
+
+    from pipelines import predict as predict_cli
+    from pipelines import sample as sample_cli
+    from pipelines import train as train_cli
+
+    refs = tmp_path / "refs.csv"
+    lon, lat = _lonlat(150, 4000)
+    refs.write_text(f"lon,lat\n{lon},{lat}\n")
+    out = tmp_path / "out.zarr"
+
+    def similarity(embeddings, *extra):
+        argv = ["--embeddings", embeddings, "--points", str(refs), "--output", str(out)]
+        return similarity_cli.run(argv + list(extra) + FNAPI)
+
+    # a Zarr that is not an embedding store: say what is missing
+    other = str(tmp_path / "other.zarr")
+    zarr.open_group(other, mode="w", zarr_format=3).create_array("ndvi", shape=(4,), dtype="f4")
+    assert similarity(other) == 2
+    _one_line(capsys, "--embeddings", "not an embedding store", "ndvi")
+    # an unreachable root
+    assert similarity("http://127.0.0.1:9/aef-mosaic.zarr") == 2
+    _one_line(capsys, "--embeddings", "http://127.0.0.1:9/aef-mosaic.zarr")
+    # an area outside the store
+    assert similarity(mosaic[0], "--bbox", "10.0,45.0,10.1,45.1") == 2
+    _one_line(capsys, "--bbox")
+    # a model trained on 64 bands, a store of 128 (TESSERA's)
+    tessera = str(tmp_path / "tessera.zarr")
+    embeddings, scales = field_stores.tessera(tessera, 10, width=40, height=30)
+    embeddings[:] = 1
+    scales[:] = 0.01
+    path, _, labels = two_class_mosaic
+    points = tmp_path / "p.csv"
+    rows = [(100 + r, 3900 + c, ["left", "right"][labels[r, c]]) for r, c in [(5, 5), (5, 300)]]
+    points.write_text(
+        "lon,lat,cls\n"
+        + "".join(f"{_lonlat(r, c)[0]},{_lonlat(r, c)[1]},{k}\n" for r, c, k in rows * 3)
+    )
+    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
+    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
+    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
+    train = ["--samples", table, "--classifier", "knn", "--folds", "2", "--param", "n_neighbors=1"]
+    assert train_cli.run(train + ["--output", model]) == 0
+    capsys.readouterr()
+    argv = ["--embeddings", f"{tessera}/utm10", "--model", model, "--output", str(out)]
+    assert predict_cli.run(argv + FNAPI) == 2
+    _one_line(capsys, "--model", "64 bands", "128 bands")
+    assert not out.exists()
