@@ -129,9 +129,10 @@ class StoreReader:
 
             with self._lock:
                 if self._array is None:
-                    layout = layouts.describe(self.path)
-                    if not layout.is_efm_v2:
-                        self._other = layouts.LayoutReader(layout)
+                    group = zarr.open_group(self.path, mode="r")
+                    if group.metadata.zarr_format != store.ZARR_FORMAT or "embedding" not in group:
+                        # another layout (checked in the driver): layouts.LayoutReader reads it
+                        self._other = layouts.LayoutReader(layouts.describe(self.path))
                         self._array = self._other
                         return self._array
                     local = "://" not in self.path or self.path.startswith("file://")
@@ -140,9 +141,7 @@ class StoreReader:
                         if local
                         else None
                     )
-                    self._array = zarr.open_group(
-                        self.path, mode="r", zarr_format=store.ZARR_FORMAT
-                    )["embedding"]
+                    self._array = group["embedding"]
         return self._array
 
     def read_codes(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
