@@ -449,3 +449,20 @@ def test_a_half_removed_store_on_disk_is_still_efms(world, tmp_path):
     assert found.kind == "classes" and not found.foreign, found
     outputs.remove(str(out), "classes", found=found)
     assert not out.exists()
+
+
+def test_a_set_up_cut_short_is_still_efms(world, tmp_path):
+    """A Ctrl-C while a store's metadata is written (the group's attrs first, then each array's
+    .zattrs before its .zarray): what is left is efm's and --overwrite replaces it."""
+    out = copy_store(world.classes, tmp_path / "classes.zarr")
+    files = sorted(snapshot(out))
+    for f in files:
+        if f.endswith(".zarray") or f.rsplit("/", 1)[-1][0].isdigit() or f == ".zmetadata":
+            (out / f).unlink()  # the arrays' .zattrs stay, their .zarray not yet written
+    assert any(f.endswith("/.zattrs") for f in snapshot(out))
+    found = outputs.check_output(str(out), "classes", overwrite=True)
+    assert found.kind == "classes" and not found.foreign, found
+    (out / "notes.txt").write_text("mine")  # a file that is not Zarr's stays foreign
+    (out / "class" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        outputs.check_output(str(out), "classes", overwrite=True)

@@ -354,7 +354,9 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
         ok = (
             f in _ZARR_META
             or f.startswith(_EFM_DIR)
-            or (head in arrays and (rest in (".zarray", ".zattrs") or _CHUNK_KEY.match(rest)))
+            # an array's metadata, also before its .zarray is written (a set-up cut short)
+            or (rest in (".zarray", ".zattrs") and "/" not in rest and bool(head))
+            or (head in arrays and _CHUNK_KEY.match(rest))
         )
         (own if ok else foreign).append(f)
     return Found(
