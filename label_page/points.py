@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
+from transforms.core import atomic
 from transforms.core.errors import InputError
 from transforms.learning import sampling
-from transforms.storage import atomic, outputs
+from transforms.storage import outputs
 from transforms.storage.readers import StoreInfo
 
 LABEL_COLUMN = "label"
@@ -194,6 +195,6 @@ def feature_collection(points: list[Point], info: StoreInfo, meta: dict) -> dict
 
 
 def write(path: str, collection: dict) -> None:
-    """Whole or not at all (transforms/storage/atomic.py): a local file is written beside its place,
+    """Whole or not at all (transforms/core/atomic.py): a local file is written beside its place,
     fsynced and renamed over it; a gs:// object is uploaded in one piece."""
     atomic.write_bytes(path, json.dumps(collection, indent=1) + "\n")

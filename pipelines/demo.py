@@ -27,8 +27,9 @@ from pipelines import common, failures
 from sample_data import fields as sample_fields
 from sample_data import generate as sample_data
 from sample_data import truth as sample_truth
+from transforms.core import atomic
 from transforms.core.errors import InputError
-from transforms.storage import atomic, outputs
+from transforms.storage import outputs
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)
@@ -270,7 +271,7 @@ def comparison_figure(
         frameon=False,
         bbox_to_anchor=(0.5, -0.03 if fields is not None else -0.06),
     )
-    with atomic.local_path(path) as temp:  # whole or the old one (transforms/storage/atomic.py)
+    with atomic.local_path(path) as temp:  # whole or the old one (transforms/core/atomic.py)
         fig.savefig(temp, format="png", dpi=90 if fields is None else 72, bbox_inches="tight")
     plt.close(fig)
     return path

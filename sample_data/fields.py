@@ -19,7 +19,7 @@ import numpy as np
 import pyproj
 
 from sample_data.world import World, apply, blobs, seeded, smooth_noise
-from transforms.storage import atomic
+from transforms.core import atomic
 
 # typical above-ground biomass of each class, Mg/ha (water .. shrubland)
 CLASS_BIOMASS = np.array([0.0, 220.0, 25.0, 15.0, 8.0, 2.0, 70.0, 45.0], dtype=np.float32)

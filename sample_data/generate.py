@@ -49,7 +49,7 @@ from sample_data.fields import CHANGE_NODATA, biomass_field, gedi_points, write_
 from sample_data.mirror import write_index, write_mirror
 from sample_data.truth import labelled_points, write_ground_truth, write_points
 from sample_data.world import CLASS_COLOURS, CLASS_NAMES, inner_bbox, make_world, seeded
-from transforms.storage import atomic
+from transforms.core import atomic
 
 MIRROR_DIR = "mirror"
 REFERENCE_CLASS = "forest"  # refs.geojson: the labelled points of this class

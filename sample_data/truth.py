@@ -14,7 +14,7 @@ import numpy as np
 import pyproj
 
 from sample_data.world import CLASS_COLOURS, CLASS_NAMES, World, apply
-from transforms.storage import atomic
+from transforms.core import atomic
 
 NODATA_CLASS = 255
 

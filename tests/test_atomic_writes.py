@@ -28,8 +28,9 @@ from pipelines import cluster as cluster_cli
 from pipelines import export as export_cli
 from pipelines import sample as sample_cli
 from pipelines import train as train_cli
+from transforms.core import atomic
 from transforms.learning import models, sampling
-from transforms.storage import atomic, outputs
+from transforms.storage import outputs
 
 FNAPI = ["--runner=FnApiRunner"]
 NAMES = np.array(["water", "forest", "crop"])

@@ -31,10 +31,10 @@ import warnings
 import fsspec
 import numpy as np
 
+from transforms.core import atomic
 from transforms.core.errors import InputError, first_line
 from transforms.learning import model_sidecar
 from transforms.learning.model_sidecar import COVERED_FIELDS, EMBEDDED_ATTR, embedded_fields
-from transforms.storage import atomic
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SKOPS_SUFFIXES = (".skops",)
@@ -295,7 +295,7 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
         "sha256": sha256_bytes(data),
     }
     # Both whole or both old: a full disk never leaves a truncated model or a mismatched pair
-    # (transforms/storage/atomic.py).
+    # (transforms/core/atomic.py).
     atomic.write_pair(path, data, sidecar_path(path), json.dumps(meta, indent=2).encode())
     return meta
 

@@ -22,10 +22,10 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from transforms.core import atomic
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError, first_line
 from transforms.core.metrics import METRICS_NAMESPACE
-from transforms.storage import atomic
 from transforms.storage.outputs import TABLE_METADATA_KEY
 from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 from transforms.storage.store import as_float

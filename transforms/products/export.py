@@ -16,9 +16,10 @@ import os
 import numpy as np
 import xarray as xr
 
+from transforms.core import atomic
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
-from transforms.storage import atomic, store
+from transforms.storage import store
 
 BLOCK_SIZE = 512
 DEFAULT_RGB = (
@@ -290,7 +291,7 @@ def write_cog(layer: Layer, time_index: int, output: str, colors: dict | None = 
     )
     # The COG is built under a temporary name beside `output` and renamed over it once whole
     # (a gs:// output: in a local temporary file, uploaded in one piece): a full disk leaves the
-    # old file, or nothing (transforms/storage/atomic.py). The tiled intermediate is one too.
+    # old file, or nothing (transforms/core/atomic.py). The tiled intermediate is one too.
     with atomic.local_path(output) as local:
         tiled = atomic.temp_name(local)
         try:
@@ -561,6 +562,6 @@ def quicklook_false_colour(
 
 
 def _save(fig, png: str) -> None:
-    with atomic.open_write(png) as f:  # whole or the old one (transforms/storage/atomic.py)
+    with atomic.open_write(png) as f:  # whole or the old one (transforms/core/atomic.py)
         # the text chunk is how `--overwrite` knows the file is ours (transforms/storage/outputs.py)
         fig.savefig(f, format="png", bbox_inches="tight", metadata={"efm_product": "quicklook"})

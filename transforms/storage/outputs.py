@@ -42,8 +42,8 @@ import re
 
 import fsspec
 
+from transforms.core import atomic
 from transforms.core.errors import InputError, first_line
-from transforms.storage import atomic
 
 TABLE_METADATA_KEY = (
     b"efm"  # a sample table's Parquet schema key holding its provenance (efm sample)
@@ -409,7 +409,7 @@ def _model_is_ours(fs, root: str) -> bool:
             digest.update(block)
     if meta.get("sha256") == digest.hexdigest():
         return True
-    # A replacement killed between its two renames (transforms/storage/atomic.py): the new
+    # A replacement killed between its two renames (transforms/core/atomic.py): the new
     # sidecar, still under its temporary name, describes the model in place.
     pending = [] if _is_remote(fs) else atomic.pending_temps(root + ".json")
     return any(
