@@ -21,6 +21,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from transforms.core import parquet
 from transforms.core.errors import InputError, first_line
 from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.storage.outputs import TABLE_METADATA_KEY
@@ -389,11 +390,12 @@ class AssembleTable(beam.PTransform):
 
 
 def read_table(path: str):
-    """The table `AssembleTable` wrote (a pyarrow Table, with its metadata)."""
-    import pyarrow.parquet as pq
+    """The table `AssembleTable` wrote (a pyarrow Table, with its metadata).
 
+    Through transforms/core/parquet.py: `pq.read_table(f)` here made `efm sample` abort at exit
+    now and then ("terminate called without an active exception"), after writing its table."""
     with fsspec.open(path, "rb") as f:
-        return pq.read_table(f)
+        return parquet.read_table(f)
 
 
 def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame:
@@ -402,7 +404,11 @@ def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame
 
     fs, root = fsspec.core.url_to_fs(parts_dir)
     files = sorted(fs.glob(f"{root}/part-*.parquet")) if fs.exists(root) else []
-    table = combine([pq.read_table(f, filesystem=fs) for f in files], metadata, bands)
+    tables = []
+    for name in files:
+        with fs.open(name, "rb") as f:
+            tables.append(parquet.read_table(f))  # not on Arrow's threads (core/parquet.py)
+    table = combine(tables, metadata, bands)
     with fsspec.open(output, "wb") as f:
         pq.write_table(table, f)
     if fs.exists(root):

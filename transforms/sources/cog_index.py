@@ -20,6 +20,7 @@ import numpy as np
 import pyproj
 import shapely
 
+from transforms.core import parquet
 from transforms.core.errors import InputError, first_line
 from transforms.core.grid import Grid
 from transforms.sources import remote_fs
@@ -141,10 +142,8 @@ def _read_table(path: str):
 
     fs, stripped = filesystem(path)
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
         with fs.open(stripped, "rb") as f:
-            return pq.read_table(f).to_pandas()
+            return parquet.read_table(f).to_pandas()  # not on Arrow's threads (core/parquet.py)
     if path.endswith(".gpkg"):
         import pyogrio
 
