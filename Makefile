@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test test-airflow install airflow-env gdal-bin benchmark clean lint
+.PHONY: demo test test-airflow install airflow-env gdal-bin benchmark clean lint compat-smoke
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,14 @@ test: $(STAMP) $(AIRFLOW_STAMP) gdal-bin
 	bash scripts/browser_env.sh  # chromium + chromium-driver for tests/test_label_browser.py (apt-get as root)
 	$(VENV)/bin/ruff check .  # one style (pyproject.toml): lint, then layout
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory compat-smoke  # the ranges without constraints.txt (below)
 	$(PY) -m pytest -q
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow
+
+# setup.py's ranges WITHOUT constraints.txt: a fresh virtualenv in a temp folder, efm next to the
+# newest jupyterlab, geopandas and pandas pip resolves, then the API smoke test (scripts/smoke_api.py).
+compat-smoke:
+	PYTHON=$(PYTHON) bash scripts/compat_smoke.sh
 
 test-airflow: $(STAMP) $(AIRFLOW_STAMP)
 	EFM_PYTHON=$(abspath $(PY)) $(AIRFLOW_VENV)/bin/python -m pytest -q tests_airflow

@@ -10,7 +10,8 @@
   Google Cloud needed), which also stages setup.py as --setup_file with Beam's own stager;
 * bad input (a parameter failing its regex, a missing bucket, credentials that cannot reach
   Earth Engine) fails in the launcher with one clear line, before any job exists;
-* the Dockerfile pins what setup.py pins and points the launcher at files that exist.
+* the Dockerfile installs with constraints.txt (the tested versions, inside setup.py's ranges) and
+  points the launcher at files that exist.
 """
 
 from __future__ import annotations
@@ -497,18 +498,20 @@ def dockerfile() -> str:
     return (TEMPLATES / "Dockerfile").read_text()
 
 
-def setup_pins() -> dict[str, str]:
+def setup_ranges() -> dict[str, str]:
+    """setup.py's install_requires: name -> its version range (ranges, not pins: issue 20)."""
     tree = ast.parse((REPO / "setup.py").read_text())
     install = next(
         n.value
         for n in ast.walk(tree)
         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "INSTALL_REQUIRES"
     )
-    pins = {}
-    for spec in ast.literal_eval(install):
-        name, version = spec.split("==")
-        pins[re.sub(r"\[.*\]", "", name).lower()] = version
-    return pins
+    from packaging.requirements import Requirement
+
+    return {
+        Requirement(spec).name.lower(): Requirement(spec).specifier
+        for spec in ast.literal_eval(install)
+    }
 
 
 def constraint_pins() -> dict[str, str]:
@@ -527,7 +530,9 @@ def test_dockerfile_pins_the_tested_versions():
         "the workers' base must be Google's pattern: apache/beam_python<3.x>_sdk:<beam version>"
     )
     python, beam_version = beam.groups()
-    assert beam_version == setup_pins()["apache-beam"] == constraint_pins()["apache-beam"]
+    # the image's Beam is the tested one (constraints.txt), inside setup.py's range
+    assert beam_version == constraint_pins()["apache-beam"]
+    assert setup_ranges()["apache-beam"].contains(beam_version)
     requires = re.search(r'python_requires="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
     assert requires == f">={python}", "the image's Python is the oldest setup.py allows (CI's 3.11)"
     launcher = re.fullmatch(
@@ -542,18 +547,14 @@ def test_dockerfile_pins_the_tested_versions():
         "COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher"
         in text
     )
-    # Everything installed comes at setup.py / constraints.txt versions: no loose pip installs.
+    # Everything installed comes at constraints.txt's versions (setup.py gives only ranges):
+    # one pip install, with -c constraints.txt, and no loose pins of its own.
     installs = re.findall(r"pip install ([^\n\\&]+)", text)
-    assert installs == ["--no-cache-dir -c constraints.txt '.[s3]' "], (
+    assert installs == ["--no-cache-dir -c constraints.txt '.[s3,distributed]' "], (
         installs
-    )  # s3fs: --cog-root s3:// on workers
+    )  # s3fs: --cog-root s3:// on workers; distributed: the image serves Dask workers too
     for name, version in re.findall(r"([A-Za-z0-9_.\-\[\]]+)==([0-9][^\s'\"]*)", text):
-        assert (
-            setup_pins().get(
-                re.sub(r"\[.*\]", "", name).lower(), constraint_pins().get(name.lower())
-            )
-            == version
-        ), name
+        assert constraint_pins().get(re.sub(r"\[.*\]", "", name).lower()) == version, name
     assert re.search(r'ENTRYPOINT \["/opt/apache/beam/boot"\]', text)
 
 
@@ -955,7 +956,7 @@ def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(
 
 def test_dataflow_launch_without_the_image_stages_the_package_and_the_pins(launched, gcs):
     """No sdk_container_image: workers run the stock Beam image, so the launcher stages setup.py (the efm
-    package, direct dependencies pinned) and constraints.txt as the requirements file (every transitive
+    package, direct dependencies as ranges) and constraints.txt as the requirements file (every transitive
     version pinned): workers install exactly what CI tested, nothing resolved fresh."""
     paths, _, env = launched
     bucket = paths["bucket"]
@@ -988,10 +989,14 @@ def test_dataflow_launch_without_the_image_stages_the_package_and_the_pins(launc
         .read()
         .decode()
     )
-    for name, version in setup_pins().items():
-        assert re.search(
-            rf"^{re.escape(name)}(\[\w+\])?=={re.escape(version)}$", requires, re.M | re.I
-        ), name
+    from packaging.requirements import Requirement
+
+    staged_requires = {  # install_requires: the lines before the first [extra] section
+        Requirement(line).name.lower(): Requirement(line).specifier
+        for line in requires.split("\n[")[0].splitlines()
+        if line.strip()
+    }
+    assert staged_requires == setup_ranges()  # and the workers install them -c constraints.txt
 
 
 class RefusingEmulator:

@@ -22,7 +22,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from transforms.core import atomic
+from transforms.core import atomic, parquet
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError, first_line
 from transforms.core.metrics import METRICS_NAMESPACE
@@ -406,11 +406,12 @@ class AssembleTable(beam.PTransform):
 
 
 def read_table(path: str):
-    """The table `AssembleTable` wrote (a pyarrow Table, with its metadata)."""
-    import pyarrow.parquet as pq
+    """The table `AssembleTable` wrote (a pyarrow Table, with its metadata).
 
+    Through transforms/core/parquet.py: `pq.read_table(f)` here made `efm sample` abort at exit
+    now and then ("terminate called without an active exception"), after writing its table."""
     with fsspec.open(path, "rb") as f:
-        return pq.read_table(f)
+        return parquet.read_table(f)
 
 
 def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame:
@@ -419,7 +420,11 @@ def assemble(parts_dir: str, output: str, metadata: dict, bands) -> pd.DataFrame
 
     fs, root = fsspec.core.url_to_fs(parts_dir)
     files = sorted(fs.glob(f"{root}/part-*.parquet")) if fs.exists(root) else []
-    table = combine([pq.read_table(f, filesystem=fs) for f in files], metadata, bands)
+    tables = []
+    for name in files:
+        with fs.open(name, "rb") as f:
+            tables.append(parquet.read_table(f))  # not on Arrow's threads (core/parquet.py)
+    table = combine(tables, metadata, bands)
     with atomic.open_write(output) as f:  # the old table stays until the new one is whole
         pq.write_table(table, f)
     if fs.exists(root):

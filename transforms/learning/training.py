@@ -11,7 +11,7 @@ from __future__ import annotations
 import fsspec
 import numpy as np
 
-from transforms.core import checks
+from transforms.core import checks, parquet
 from transforms.core.errors import InputError
 from transforms.learning.models import _jsonable
 
@@ -97,13 +97,11 @@ def frame_target_samples(
 
 
 def _read_table(path: str, flag: str):
-    import pandas as pd
-
     from transforms.learning import sampling
 
     try:
         with fsspec.open(path, "rb") as f:
-            frame = pd.read_parquet(f)
+            frame = parquet.read_table(f).to_pandas()  # not pd.read_parquet(f): core/parquet.py
         meta = sampling.read_table_metadata(path)
     except FileNotFoundError:
         raise InputError(flag, f"{path} does not exist") from None

@@ -164,9 +164,11 @@ def _read_table(path: str):
         data = f.read()
     digest = hashlib.sha256(data).hexdigest()
     if path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(io.BytesIO(data)).to_pandas(), len(data), digest
+        # from bytes already in memory: Arrow's threads never hold a Python file (core/parquet.py)
+        return pq.read_table(pa.BufferReader(data)).to_pandas(), len(data), digest
     if path.endswith(".gpkg"):
         import pyogrio
 
