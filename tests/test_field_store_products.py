@@ -264,3 +264,37 @@ def test_bad_convention_inputs_are_one_line_and_write_nothing(
     assert predict_cli.run(argv + FNAPI) == 2
     _one_line(capsys, "--model", "64 bands", "128 bands")
     assert not out.exists()
+
+
+def test_change_between_two_years_of_the_mosaic(mosaic, tmp_path):
+    from pipelines import change as change_cli
+
+    path, full = mosaic
+    r0, r1, c0, c1 = 110, 330, 3980, 4230
+    w, n = _lonlat(r0, c0)
+    e, s = _lonlat(r1 - 1, c1 - 1)
+    bbox = f"{w - RES / 4},{s - RES / 4},{e + RES / 4},{n + RES / 4}"
+    out = str(tmp_path / "change.zarr")
+    argv = ["--embeddings", path, "--from-year", "2023", "--to-year", "2024", "--bbox", bbox]
+    assert change_cli.run(argv + ["--output", out] + FNAPI) == 0
+    values = _values(full)[:, r0:r1, c0:c1].astype(np.float64)
+    want = np.einsum("yxb,yxb->yx", values[0], values[1])
+    got = xr.open_zarr(out)["similarity"].values.squeeze()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_export_one_band_of_the_mosaic(mosaic, tmp_path):
+    import rasterio
+
+    from pipelines import export as export_cli
+
+    path, full = mosaic
+    tif = str(tmp_path / "a07.tif")
+    argv = ["--input", path, "--band", "A07", "--years", "2024", "--output", tif]
+    code = export_cli.run(argv)
+    assert code == 0
+    with rasterio.open(tif) as src:
+        assert src.crs.to_epsg() == 4326
+        got = src.read(1)
+        np.testing.assert_allclose(src.transform[:6], (RES, 0.0, WEST, 0.0, -RES, NORTH))
+    np.testing.assert_array_equal(got, _values(full[1, :, :, 7]))

@@ -79,6 +79,10 @@ class Layer:
     def open_array(self):
         import zarr
 
+        if self.variable == "embedding":  # any layout efm reads (transforms/storage/layouts.py)
+            from transforms.storage.readers import StoreReader
+
+            return StoreReader(self.path)
         return zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)[self.variable]
 
     def source(self, w: Window) -> Window:
@@ -88,8 +92,8 @@ class Layer:
     def read(self, array, time_index: int, w: Window) -> np.ndarray:
         w = self.source(w)
         rows, cols = slice(w.row, w.row + w.rows), slice(w.col, w.col + w.cols)
-        if self.variable == "embedding":
-            return store.as_float(array[time_index, rows, cols, self.band_index])
+        if self.variable == "embedding":  # a chunk holds every band: one read, one band kept
+            return store.as_float(array.read_codes(time_index, rows, cols)[..., self.band_index])
         block = array[time_index, rows, cols] if self.timed else array[rows, cols]
         if self.kind == "continuous" and not np.isnan(self.nodata):
             if np.any(block == self.nodata):  # a real value would read back as no data
@@ -121,7 +125,9 @@ def open_layer(
             path, consolidated=True, zarr_format=store.ZARR_FORMAT, mask_and_scale=False
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
+        if not band:
+            raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
+        ds = store.open_embeddings(path, flag=flag)  # another layout (the convention's Zarr 3)
     if ds.attrs.get(store.STATUS_ATTR) != "complete":
         raise InputError(
             flag,
