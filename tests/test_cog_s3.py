@@ -20,6 +20,7 @@ pytest.importorskip("s3fs", reason="the [s3] extra")
 moto_server = pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
 
 import range_http  # noqa: E402
+from helpers import s3 as s3_helpers  # noqa: E402
 from test_cog import (
     FNAPI,
     SPEC,
@@ -44,24 +45,8 @@ MULTIPROCESS = [
     "--direct_running_mode=multi_processing",
 ]
 PREFIX = "tge-labs/aef/v1/annual"  # the public mirror's layout under its bucket
-CREDENTIAL_VARS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_NO_SIGN_REQUEST",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_CONFIG_FILE",
-)
-
-
-def _fresh_s3_state():
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    remote_fs._s3_anonymous.cache_clear()
+_fresh_s3_state = s3_helpers.fresh_state
+_uploader = s3_helpers.uploader
 
 
 SPEC_DATA: dict = {}  # the generated mirror, for run_extract's --bbox
@@ -76,46 +61,14 @@ def mirror(tmp_path_factory):
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 and an environment with no AWS credentials at all."""
-    saved = {k: os.environ.get(k) for k in CREDENTIAL_VARS}
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for k in CREDENTIAL_VARS:
-        os.environ.pop(k, None)
-    nowhere = str(tmp_path_factory.mktemp("no-aws") / "none")
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-            "AWS_CONFIG_FILE": nowhere,
-            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-west-2"),
-        }
-    )
-    _fresh_s3_state()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    _fresh_s3_state()
-
-
-def _uploader():
-    import s3fs
-
-    return s3fs.S3FileSystem(key="uploader", secret="uploader", skip_instance_cache=True)
+    with s3_helpers.moto_server(str(tmp_path_factory.mktemp("no-aws"))) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
 def s3_mirror(mirror, s3):
     """The mirror in a public bucket, as on Source Cooperative (anonymous reads allowed)."""
-    fs = _uploader()
-    fs.mkdir("opendata", acl="public-read", region_name="us-west-2")
-    for folder, _, names in os.walk(mirror.mirror):
-        for name in names:
-            local = os.path.join(folder, name)
-            key = os.path.relpath(local, mirror.mirror).replace(os.sep, "/")
-            fs.put_file(local, f"opendata/{PREFIX}/{key}", acl="public-read")
-    return f"s3://opendata/{PREFIX}"
+    return s3_helpers.upload_folder(mirror.mirror, "opendata", PREFIX)
 
 
 @pytest.fixture(scope="module")
