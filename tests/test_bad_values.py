@@ -415,13 +415,16 @@ def interrupt_demo(argv, out, tmp_path):
         for line in proc.stdout:
             if line.strip().startswith("make-sample-data"):
                 break
-        attrs = os.path.join(out, "embeddings.zarr", ".zattrs")
+        # set up = its metadata consolidated, the last step of store.setup: the interrupt then
+        # lands in the fetch, never inside the set-up (whose own clean-up is store.prepare's)
+        consolidated = os.path.join(out, "embeddings.zarr", ".zmetadata")
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            if os.path.exists(attrs) and "efm_status" in open(attrs).read():
+            if os.path.exists(consolidated):
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the demo ended before the interrupt"
+        if proc.poll() is not None:
+            raise AssertionError(f"the demo ended before the interrupt: {proc.stderr.read()}")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
     finally:
