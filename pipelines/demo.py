@@ -110,7 +110,7 @@ def run_step(name: str, entry: Callable[[list[str]], int], argv: list[str], log)
 def open_store(path: str):
     import xarray as xr
 
-    return xr.open_zarr(path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    return xr.open_zarr(path, consolidated=True, mask_and_scale=False)
 
 
 def grid_of(ds):
@@ -429,10 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import xarray as xr
 
         labels = [
-            str(v)
-            for v in xr.open_zarr(classes, consolidated=True, zarr_format=2)["class"].attrs[
-                "class_labels"
-            ]
+            str(v) for v in xr.open_zarr(classes, consolidated=True)["class"].attrs["class_labels"]
         ]
         colours = json.load(open(data.colors))
         palette = ",".join(f"{label}={colours[label]}" for label in labels if label in colours)

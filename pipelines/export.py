@@ -198,9 +198,7 @@ def _span(layer) -> str:
     """The label of a store without time: its from/to years when it names them (change)."""
     import xarray as xr
 
-    from transforms.storage import store
-
-    attrs = xr.open_zarr(layer.path, consolidated=True, zarr_format=store.ZARR_FORMAT).attrs
+    attrs = xr.open_zarr(layer.path, consolidated=True).attrs
     return (
         f"{attrs['from_year']} → {attrs['to_year']}"
         if "from_year" in attrs and "to_year" in attrs

@@ -394,7 +394,7 @@ def _incomplete_store(path: str) -> bool:
 
         from transforms.storage import store
 
-        group = zarr.open_group(path, mode="r", zarr_format=store.ZARR_FORMAT)
+        group = zarr.open_group(path, mode="r")
         return group.attrs.get(store.STATUS_ATTR) == "incomplete"
     except Exception:  # no store, or not ours: nothing to resume
         return False

@@ -131,7 +131,7 @@ def check_resume_attrs(output: str, attrs: dict, names: dict[str, str], *, resum
     from transforms.core.errors import InputError
 
     try:
-        existing = dict(zarr.open_group(output, mode="r", zarr_format=store.ZARR_FORMAT).attrs)
+        existing = dict(zarr.open_group(output, mode="r").attrs)
     except Exception:  # not a store: outputs.check_output, run next, says what it is
         return
     differ = [what for name, what in names.items() if existing.get(name) != attrs.get(name)]

@@ -68,20 +68,38 @@ def _templates(emb):
 
 
 def _old_setup(path, template):
-    """store.setup as it was (d3a4e19): xarray-beam's setup_zarr."""
+    """xarray-beam's setup_zarr with the encoding efm's stores have (Zarr 3: sharded, the write
+    unit a shard, inner chunks, Blosc-Zstd; bands as Zarr 3 strings): what store.setup must equal."""
+    from zarr.codecs import BloscCodec
+
     variable = next(iter(template.data_vars))
-    chunks = dict(zip(template[variable].dims, template[variable].data.chunksize))
+    shards = dict(zip(template[variable].dims, template[variable].data.chunksize))
+    inner = {d: zarr_direct.inner_side(c) if d in ("y", "x") else c for d, c in shards.items()}
     encoding = {
         name: {
             "_FillValue": template[name].encoding.get(
                 "_FillValue", quantize.fill_value(template[name].dtype)
-            )
+            ),
+            "compressors": [BloscCodec(**zarr_direct.CODEC)],
+            # efm also makes the fill Zarr's own (xarray leaves it 0): an absent inner chunk then
+            # reads as no data in any reader, not as code 0
+            "fill_value": template[name].encoding.get(
+                "_FillValue", quantize.fill_value(template[name].dtype)
+            ),
         }
         for name in template.data_vars
     }
-    xbeam.setup_zarr(
-        template, path, zarr_chunks=chunks, zarr_format=store.ZARR_FORMAT, encoding=encoding
-    )
+    if "band" in template.coords:
+        template = template.assign_coords(band=template["band"].values.astype(object))
+    with zarr_direct.quiet():
+        xbeam.setup_zarr(
+            template,
+            path,
+            zarr_chunks=inner,
+            zarr_shards=shards,
+            zarr_format=store.ZARR_FORMAT,
+            encoding=encoding,
+        )
 
 
 def _files(path):
@@ -91,7 +109,7 @@ def _files(path):
             full = os.path.join(folder, name)
             rel = os.path.relpath(full, path)
             data = open(full, "rb").read()
-            out[rel] = json.loads(data) if name.startswith(".z") else data
+            out[rel] = json.loads(data) if name.startswith(".z") or name == "zarr.json" else data
     return out
 
 
@@ -191,7 +209,7 @@ def test_a_chunk_of_fill_values_is_no_file_as_with_zarr(emb, tmp_path, kind):
         and key.offsets.get("time", 0) == 0
     )
     writer.write(key.offsets, chunk)
-    chunk_file = os.path.join(path, "embedding", "0.1.2.0")
+    chunk_file = os.path.join(path, "embedding", "c", "0", "0", "1", "2")  # (time, band, y, x) shard
     assert os.path.exists(chunk_file)
     writer.write(
         key.offsets,

@@ -83,7 +83,7 @@ class Layer:
             from transforms.storage.readers import StoreReader
 
             return StoreReader(self.path)
-        return zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)[self.variable]
+        return zarr.open_group(self.path, mode="r")[self.variable]
 
     def source(self, w: Window) -> Window:
         """A window of this layer as the same pixels of the store's grid."""
@@ -121,9 +121,7 @@ def open_layer(
     import rioxarray  # noqa: F401
 
     try:
-        ds = xr.open_zarr(
-            path, consolidated=True, zarr_format=store.ZARR_FORMAT, mask_and_scale=False
-        )
+        ds = xr.open_zarr(path, consolidated=True, mask_and_scale=False)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         if not band:
             raise InputError(flag, f"cannot open {path} as a store: {exc}") from None

@@ -37,6 +37,22 @@ SPATIAL = {
     "name": "spatial",
     "description": "Spatial coordinate information",
 }
+GEOEMB = {
+    "schema_url": "https://raw.githubusercontent.com/geo-embeddings/embeddings-zarr-convention/main/schema.json",
+    "spec_url": "https://github.com/geo-embeddings/embeddings-zarr-convention/blob/main/README.md",
+    "uuid": "61c12cc5-0e28-4056-999a-480cf3fb7e4c",
+    "name": "geoemb",
+    "description": "Geospatial embeddings",
+}
+AEF_MODEL = "https://developers.google.com/earth-engine/datasets/catalog/GOOGLE_SATELLITE_EMBEDDING_V1_ANNUAL"
+SIGNED_SQUARE = {  # the AEF quantisation, as the public AEF mosaic records it (docs/field-stores.md)
+    "method": "signed_square",
+    "original_dtype": "float32",
+    "quantized_dtype": "int8",
+    "formula": "(x / 127.5) ** 2 * sign(x)",
+    "valid_range": [-127, 127],
+    "nodata": -128,
+}
 DIMENSIONS = ["y", "x"]  # spatial:dimensions: the Y axis's dimension first, then X's
 
 
@@ -68,6 +84,24 @@ def convention_attrs(crs, transform: affine.Affine, height: int, width: int) -> 
             "spatial:registration": "pixel",  # values are cell areas; x/y coords are the cell centres
         }
     )
+    return attrs
+
+
+def embedding_attrs(
+    bands: int, dtype: str, gsd: float, model: str = AEF_MODEL, source: str = ""
+) -> dict:
+    """The geo-embeddings convention's `geoemb:` properties of a store (registered with the others
+    by `annotate`): what the public AEF mosaic writes, so readers built for it read efm's stores."""
+    attrs = {
+        "geoemb:type": "pixel",
+        "geoemb:dimensions": int(bands),
+        "geoemb:model": model,
+        "geoemb:source_data": source or model,
+        "geoemb:data_type": str(np.dtype(dtype)),
+        "geoemb:gsd": float(gsd),
+    }
+    if np.dtype(dtype) == np.int8:
+        attrs["geoemb:quantization"] = dict(SIGNED_SQUARE)
     return attrs
 
 
@@ -103,6 +137,8 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
     """Write the conventions (in place, and returned) on a template that has y/x coords and `spatial_ref`."""
     crs, transform = grid_of(ds)
     attrs = convention_attrs(crs, transform, ds.sizes["y"], ds.sizes["x"])
+    if any(k.startswith("geoemb:") for k in ds.attrs):  # an embedding store: registered too
+        attrs["zarr_conventions"].append(dict(GEOEMB))
     ds.attrs.update(attrs)
     for name in ds.data_vars:
         if {"y", "x"} <= set(ds[name].dims):

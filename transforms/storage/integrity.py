@@ -83,29 +83,37 @@ def parse_marker(data: bytes) -> dict[str, dict | None] | None:
 
 @dataclasses.dataclass(frozen=True)
 class ArrayMeta:
-    """One data variable of a Zarr v2 store: what names and decodes its chunk files."""
+    """One data variable of a store: what names and decodes its chunk files (Zarr 2) or its
+    shard files (Zarr 3: the unit a worker writes, and a marker records)."""
 
     name: str
     dims: tuple[str, ...]
     shape: tuple[int, ...]
-    chunks: tuple[int, ...]
+    chunks: tuple[int, ...]  # the file's extent: the chunk (Zarr 2), the shard (Zarr 3)
     dtype: str
     compressor: dict | None
     filters: tuple
     separator: str
+    zarr_format: int = 2
+    document: str = ""  # Zarr 3: the array's zarr.json (to decode a shard with zarr itself)
 
     def key(self, marker: str) -> str:
-        """The chunk file key (`0.1.1.0`) of the chunk a marker (`t.row.col`, pixel offsets) names."""
+        """The file key (`0.1.1.0`; Zarr 3: `c/0/0/1/1`) of the chunk a marker (`t.row.col`, pixel offsets) names."""
         t, row, col = (int(v) for v in marker.split("."))
         offsets = {"time": t, "y": row, "x": col}
         index = [
             offsets.get(d, 0) // (c if d in ("y", "x") else 1)
             for d, c in zip(self.dims, self.chunks)
         ]
-        return self.separator.join(str(i) for i in index)
+        text = self.separator.join(str(i) for i in index)
+        return f"c{self.separator}{text}" if self.zarr_format == 3 else text
 
     def marker(self, key: str) -> str | None:
-        """The marker (`t.row.col`) of a chunk file key, or None if the key is not a chunk of this array."""
+        """The marker (`t.row.col`) of a file key, or None if the key is not a chunk of this array."""
+        if self.zarr_format == 3:
+            if not key.startswith(f"c{self.separator}"):
+                return None
+            key = key[2:]
         try:
             index = dict(zip(self.dims, (int(v) for v in key.split(self.separator)), strict=True))
         except ValueError:
@@ -113,8 +121,10 @@ class ArrayMeta:
         rows, cols = self.chunks[self.dims.index("y")], self.chunks[self.dims.index("x")]
         return f"{index.get('time', 0)}.{index['y'] * rows}.{index['x'] * cols}"
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """The chunk's values; raises if the bytes are not one whole chunk of this array."""
+    def decode(self, data: bytes, key: str | None = None) -> np.ndarray:
+        """The chunk's values; raises if the bytes are not one whole chunk (shard) of this array."""
+        if self.zarr_format == 3:
+            return self._decode_shard(data, key)
         import numcodecs
 
         out = data
@@ -128,10 +138,31 @@ class ArrayMeta:
             raise ValueError(f"decodes to {values.nbytes} bytes, a chunk holds {expected}")
         return values.view(self.dtype).reshape(self.chunks)
 
+    def _decode_shard(self, data: bytes, key: str | None) -> np.ndarray:
+        """Decode a whole shard with zarr: the array's own metadata over a memory store holding it."""
+        import zarr
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.storage import MemoryStore
+
+        key = key or self.key("0.0.0")
+        index = [int(v) for v in key[2:].split(self.separator)]
+        proto = default_buffer_prototype()
+        memory = {
+            "zarr.json": proto.buffer.from_bytes(self.document.encode()),
+            key: proto.buffer.from_bytes(data),
+        }
+        array = zarr.open_array(MemoryStore(memory), mode="r", zarr_format=3)
+        region = tuple(
+            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunks, self.shape)
+        )
+        return array[region]
+
 
 def data_arrays(path: str) -> list[ArrayMeta]:
     """The store's data variables (arrays over y and x), from its consolidated metadata."""
     fs, root = _fs(path)
+    if fs.exists(f"{root}/zarr.json"):
+        return _data_arrays_v3(fs, root)
     meta = json.loads(fs.cat_file(f"{root}/.zmetadata"))["metadata"]
     arrays = []
     for key, value in sorted(meta.items()):
@@ -151,6 +182,38 @@ def data_arrays(path: str) -> list[ArrayMeta]:
                 compressor=value.get("compressor"),
                 filters=tuple(value.get("filters") or ()),
                 separator=value.get("dimension_separator") or ".",
+            )
+        )
+    return arrays
+
+
+def _data_arrays_v3(fs, root: str) -> list[ArrayMeta]:
+    group = json.loads(fs.cat_file(f"{root}/zarr.json"))
+    children = (group.get("consolidated_metadata") or {}).get("metadata") or {}
+    if not children:  # not consolidated: each array's own document
+        import zarr
+
+        opened = zarr.open_group(f"{root}", mode="r", storage_options=None)
+        names = list(opened.array_keys())
+        children = {n: json.loads(fs.cat_file(f"{root}/{n}/zarr.json")) for n in names}
+    arrays = []
+    for name, doc in sorted(children.items()):
+        dims = tuple(doc.get("dimension_names") or ())
+        if doc.get("node_type") != "array" or "y" not in dims or "x" not in dims or "/" in name:
+            continue
+        encoding = doc.get("chunk_key_encoding") or {}
+        arrays.append(
+            ArrayMeta(
+                name=name,
+                dims=dims,
+                shape=tuple(doc["shape"]),
+                chunks=tuple(doc["chunk_grid"]["configuration"]["chunk_shape"]),
+                dtype=str(doc["data_type"]),
+                compressor=None,
+                filters=(),
+                separator=(encoding.get("configuration") or {}).get("separator", "/"),
+                zarr_format=3,
+                document=json.dumps(doc),
             )
         )
     return arrays
@@ -250,17 +313,13 @@ def check(
     from transforms.storage import store
 
     fs, root = _fs(path)
-    attrs = dict(zarr.open_group(path, mode="r", zarr_format=store.ZARR_FORMAT).attrs)
+    attrs = dict(zarr.open_group(path, mode="r").attrs)
     report = Report(path, str(attrs.get("efm_product", "embeddings")), attrs.get(store.STATUS_ATTR))
     arrays = data_arrays(path)
     markers = read_markers(path)
     tasks: list[tuple[ArrayMeta, str, dict | None, str | None]] = []  # to decode
     for array in arrays:
-        files = {
-            k: size
-            for k, size in _listing(fs, f"{root}/{array.name}").items()
-            if not k.startswith(".")
-        }
+        files = _chunk_listing(fs, root, array)
         covered = set()
         for marker, records in sorted(markers.items()):
             try:
@@ -326,7 +385,7 @@ def check(
         try:
             if record is not None and zlib.crc32(data) != record.get("crc32"):
                 return Problem(name, "altered", "its bytes differ from the recorded crc32", marker)
-            array.decode(data)
+            array.decode(data, key)
         except Exception as exc:  # any codec's error: the chunk cannot be read
             return Problem(name, "corrupt", f"does not decode: {_first_line(exc)}", marker)
         finally:
@@ -351,9 +410,27 @@ def count_chunks(path: str) -> int:
     markers = len(_listing(fs, f"{root}/{MARKER_DIR}"))
     if markers:
         return markers * len(arrays)
-    return sum(
-        sum(1 for k in _listing(fs, f"{root}/{a.name}") if not k.startswith(".")) for a in arrays
-    )
+    return sum(len(_chunk_listing(fs, root, a)) for a in arrays)
+
+
+def _chunk_listing(fs, root: str, array: ArrayMeta) -> dict[str, int]:
+    """key -> size of an array's chunk files (Zarr 2: `0.1.1.0` beside .zarray; Zarr 3: `c/0/0/1/1`)."""
+    if array.zarr_format == 2:
+        return {
+            k: size
+            for k, size in _listing(fs, f"{root}/{array.name}").items()
+            if not k.startswith(".")
+        }
+    base = f"{root}/{array.name}/"
+    try:
+        found = fs.find(f"{base}c", detail=True)
+    except FileNotFoundError:
+        return {}
+    return {
+        name[len(base) :]: int(info.get("size") or 0)
+        for name, info in found.items()
+        if info.get("type") != "directory" and name.startswith(base)
+    }
 
 
 def _first_line(exc: BaseException) -> str:

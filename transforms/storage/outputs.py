@@ -121,8 +121,9 @@ DEMO_ENTRIES = {
     "change.png": None,
 }
 _MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
-_ZARR_META = {".zgroup", ".zattrs", ".zmetadata"}
-_CHUNK_KEY = re.compile(r"^\d+([./]\d+)*$")
+_ZARR_META = {".zgroup", ".zattrs", ".zmetadata", "zarr.json"}  # Zarr 2's, Zarr 3's
+_CHUNK_KEY = re.compile(r"^(\d+([./]\d+)*|c/\d+(/\d+)*)$")  # Zarr 2 `0.1.1.0`, Zarr 3 `c/0/0/1/1`
+_ARRAY_META = (".zarray", ".zattrs", "zarr.json")
 _EFM_DIR = ".efm/"  # a store's own bookkeeping (chunk markers, ...): part of the store
 _PART = re.compile(r"^part-\d+-\d+\.parquet$")
 
@@ -339,8 +340,12 @@ def _read_json(fs, path: str):
 
 
 def _inspect_store(fs, root: str, files: list[str]) -> Found:
-    attrs = _read_json(fs, f"{root}/.zattrs") or {}
-    arrays = {f.split("/", 1)[0] for f in files if f.endswith("/.zarray") and f.count("/") == 1}
+    attrs = _group_attrs(fs, root, files)
+    arrays = {
+        f.split("/", 1)[0]
+        for f in files
+        if f.endswith(("/.zarray", "/zarr.json")) and f.count("/") == 1
+    }
     kind = attrs.get(PRODUCT_ATTR) if isinstance(attrs, dict) else None
     if kind not in STORE_VARIABLE:
         kind = None
@@ -355,7 +360,7 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
             f in _ZARR_META
             or f.startswith(_EFM_DIR)
             # an array's metadata, also before its .zarray is written (a set-up cut short)
-            or (rest in (".zarray", ".zattrs") and "/" not in rest and bool(head))
+            or (rest in _ARRAY_META and "/" not in rest and bool(head))
             or (head in arrays and _CHUNK_KEY.match(rest))
         )
         (own if ok else foreign).append(f)
@@ -455,6 +460,13 @@ def _file_kind(fs, root: str, kind: str) -> str | None:
 def _inspect_store_shallow(fs, root: str) -> Found | None:
     """For --resume, which deletes nothing: the store's kind from its metadata, without listing every chunk."""
     fs.invalidate_cache()
+    if fs.exists(
+        f"{root}/zarr.json"
+    ):  # Zarr 3: the group's document holds the consolidated metadata
+        group = _read_json(fs, f"{root}/zarr.json")
+        children = ((group or {}).get("consolidated_metadata") or {}).get("metadata") or {}
+        found = _inspect_store(fs, root, ["zarr.json", *(f"{k}/zarr.json" for k in children)])
+        return dataclasses.replace(found, files=[], foreign=[])
     if not fs.exists(f"{root}/.zgroup") and not fs.exists(f"{root}/.zattrs"):
         return None
     consolidated = _read_json(fs, f"{root}/.zmetadata")
@@ -506,7 +518,9 @@ def _judge(fs, root: str, kind: str, files: list[str]) -> Found:
             else None
         )
         return Found(found_kind, [""] if found_kind else [], is_file=True)
-    if ".zgroup" in files or ".zattrs" in files:  # (a store part-removed keeps its .zattrs last)
+    if (
+        ".zgroup" in files or ".zattrs" in files or "zarr.json" in files
+    ):  # (a store part-removed keeps its group's attributes last)
         return _inspect_store(fs, root, files)
     marker = _read_json(fs, f"{root}/{MARKER_FILE}") if MARKER_FILE in files else None
     found_kind = marker.get(PRODUCT_ATTR) if isinstance(marker, dict) else None
@@ -649,6 +663,24 @@ def _sidecar_check(path: str, kind: str, inputs, overwrite: bool, flag: str) -> 
     return found
 
 
+def _array_dirs(files: list[str]) -> set[str]:
+    """Folders holding an array's metadata: Zarr 2's `.zarray`; Zarr 3's `zarr.json` one level
+    below another `zarr.json` (its group's)."""
+    v3 = {f.rpartition("/")[0] for f in files if f.rpartition("/")[2] == "zarr.json"}
+    v3 = {d for d in v3 if d and d.rpartition("/")[0] in v3}
+    return {f.rpartition("/")[0] for f in files if f.rpartition("/")[2] == ".zarray"} | v3
+
+
+def _group_attrs(fs, root: str, files: list[str]) -> dict:
+    """A store's group attributes: Zarr 2's `.zattrs`, Zarr 3's `zarr.json` `attributes`."""
+    if "zarr.json" in files:
+        document = _read_json(fs, f"{root}/zarr.json")
+        attrs = document.get("attributes") if isinstance(document, dict) else None
+    else:
+        attrs = _read_json(fs, f"{root}/.zattrs")
+    return attrs if isinstance(attrs, dict) else {}
+
+
 def _removal_rank(name: str, array_dirs: set[str]) -> int:
     """Deletion order: consolidated metadata, then data, then array metadata, the group's, the marker.
 
@@ -658,11 +690,11 @@ def _removal_rank(name: str, array_dirs: set[str]) -> int:
     folder, _, base = name.rpartition("/")
     if base == ".zmetadata":
         return 0
-    if base == ".zarray" or (base == ".zattrs" and folder in array_dirs):
+    if base == ".zarray" or (base in (".zattrs", "zarr.json") and folder in array_dirs):
         return 2
     if base == ".zgroup":
         return 3
-    if base == ".zattrs":
+    if base in (".zattrs", "zarr.json"):  # the group's attributes (Zarr 3: its whole document)
         return 4
     if name == MARKER_FILE:
         return 5
@@ -673,12 +705,19 @@ def _mark_removing(fs, root: str, files: list[str], array_dirs: set[str]) -> Non
     """Every group of the product (a store, a demo's stores) says "removing" before a file goes."""
     for f in files:
         folder, _, base = f.rpartition("/")
-        if base != ".zattrs" or folder in array_dirs:
+        if base not in (".zattrs", "zarr.json") or folder in array_dirs:
             continue
-        attrs = _read_json(fs, f"{root}/{f}")
+        document = _read_json(fs, f"{root}/{f}")
+        attrs = (
+            document.get("attributes")
+            if base == "zarr.json" and isinstance(document, dict)
+            else document
+        )
         if isinstance(attrs, dict) and STATUS_ATTR in attrs:
             attrs[STATUS_ATTR] = REMOVING
-            data = json.dumps(attrs, indent=4, sort_keys=True).encode()
+            if base == "zarr.json":  # the consolidated copy of the attributes too, if any
+                document.pop("consolidated_metadata", None)
+            data = json.dumps(document, indent=4, sort_keys=True).encode()
             if _is_remote(fs):
                 fs.pipe_file(f"{root}/{f}", data)
             else:  # atomic: a crash leaves the old attrs or the new ones
@@ -709,7 +748,7 @@ def remove(path: str, kind: str, flag: str = "--output", found: Found | None = N
             flag,
             f"{shown} is not {KINDS[kind]} alone ({_names(found.foreign) or 'a file'}); nothing was deleted: choose another path",
         )
-    array_dirs = {f.rpartition("/")[0] for f in found.files if f.rpartition("/")[2] == ".zarray"}
+    array_dirs = _array_dirs(found.files)
     ordered = sorted(found.files, key=lambda f: (_removal_rank(f, array_dirs), f))
     done = 0
     try:

@@ -113,6 +113,7 @@ class StoreReader:
         self._array = None
         self._files = None
         self._other = None  # a store in another layout: layouts.LayoutReader reads it
+        self._shards = None  # efm's own Zarr 3 store: its embedding array (for the chunk guard)
         self._lock = threading.Lock()
         self._guard = integrity.ChunkGuard(path)
 
@@ -130,10 +131,13 @@ class StoreReader:
             with self._lock:
                 if self._array is None:
                     group = zarr.open_group(self.path, mode="r")
-                    if group.metadata.zarr_format != store.ZARR_FORMAT or "embedding" not in group:
-                        # another layout (checked in the driver): layouts.LayoutReader reads it
+                    if group.metadata.zarr_format != 2 or "embedding" not in group:
+                        # another layout (checked in the driver): layouts.LayoutReader reads it;
+                        # efm's own Zarr 3 stores keep the chunk guard (their shards are recorded)
                         self._other = layouts.LayoutReader(layouts.describe(self.path))
                         self._array = self._other
+                        if group.attrs.get("efm_product") == "embeddings":
+                            self._shards = group["embedding"]
                         return self._array
                     local = "://" not in self.path or self.path.startswith("file://")
                     self._files = (
@@ -151,7 +155,16 @@ class StoreReader:
         naming it and the repair, never a silent fill (transforms/storage/integrity.py)."""
         array = self.array
         if self._other is not None:
-            return self._other.read_codes(time_index, rows, cols)
+            if self._shards is None:
+                return self._other.read_codes(time_index, rows, cols)
+            try:
+                values = self._other.read_codes(time_index, rows, cols)
+            except Exception as exc:  # zarr's codec error: name the shard
+                raise self._guard.corrupt(
+                    self._shard_names(time_index, rows, cols)[0][0], exc
+                ) from None
+            self._check_shards(values, time_index, rows, cols)
+            return values
         whole = (
             self._files.read((time_index, rows, cols)) if self._files is not None else None
         )  # one chunk file, decoded in place
@@ -163,6 +176,39 @@ class StoreReader:
             raise self._guard.corrupt(self._chunk_names(time_index, rows, cols)[0], exc) from None
         self._check_fill(values, time_index, rows, cols)
         return values
+
+    def _shard_names(self, time_index: int, rows: slice, cols: slice):
+        """(`embedding/<shard key>`, marker, (row slice, col slice) in the window) of the shards
+        a window of an efm Zarr 3 store reads."""
+        meta = self._shards.metadata
+        dims = tuple(meta.dimension_names)
+        shard = dict(zip(dims, self._shards.shards or self._shards.chunks))
+        sy, sx = shard["y"], shard["x"]
+        found = []
+        for i in range(rows.start // sy, -(-rows.stop // sy)):
+            for j in range(cols.start // sx, -(-cols.stop // sx)):
+                index = {"time": time_index, "band": 0, "y": i, "x": j}
+                key = meta.encode_chunk_key(tuple(index[d] for d in dims))
+                part = (
+                    slice(
+                        max(rows.start, i * sy) - rows.start,
+                        min(rows.stop, (i + 1) * sy) - rows.start,
+                    ),
+                    slice(
+                        max(cols.start, j * sx) - cols.start,
+                        min(cols.stop, (j + 1) * sx) - cols.start,
+                    ),
+                )
+                found.append((f"embedding/{key}", f"{time_index}.{i * sy}.{j * sx}", part))
+        return found
+
+    def _check_shards(self, values: np.ndarray, time_index: int, rows: slice, cols: slice) -> None:
+        """Each shard whose part of the window is all no-data: a shard of no data, or a hole?"""
+        fill = np.nan if values.dtype.kind == "f" else self._shards.fill_value
+        for name, marker, part in self._shard_names(time_index, rows, cols):
+            window = values[part]
+            if window.size and _all_fill(window, fill):
+                self._guard.check_absent("embedding", name.split("/", 1)[1], marker)
 
     def _chunk_names(self, time_index: int, rows: slice, cols: slice) -> list[str]:
         """`embedding/<key>` of the chunks a window reads."""

@@ -99,7 +99,12 @@ def _years(ds: xr.Dataset) -> list[int]:
 
 def _chunks(ds: xr.Dataset, name: str) -> dict | None:
     variable = ds[name]
-    chunks = variable.encoding.get("chunks") or variable.encoding.get("preferred_chunks")
+    # A sharded (Zarr 3) store's write unit is its shard; the inner chunks follow from it.
+    chunks = (
+        variable.encoding.get("shards")
+        or variable.encoding.get("chunks")
+        or variable.encoding.get("preferred_chunks")
+    )
     if chunks is None and variable.chunks is not None:
         chunks = tuple(c[0] for c in variable.chunks)
     if isinstance(chunks, dict):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Iterable
 
 import apache_beam as beam
@@ -31,7 +30,7 @@ from transforms.core.grid import Grid
 from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.storage import geozarr, integrity, zarr_direct
 
-ZARR_FORMAT = 2
+ZARR_FORMAT = zarr_direct.ZARR_FORMAT  # what new stores are written in; every reader takes 2 or 3
 STATUS_ATTR = "efm_status"
 LICENSE = "CC-BY-4.0"
 ATTRIBUTION = (
@@ -52,27 +51,30 @@ def tool_version() -> str:
 def embedding_template(
     grid: Grid, years: list[int], bands: Iterable[str], dtype: str, chunk_size: int, attrs: dict
 ) -> xr.Dataset:
-    """A lazy (dask) Dataset with the store's full shape, coords, CRS and attrs."""
+    """A lazy (dask) Dataset with the store's full shape, coords, CRS and attrs, in the
+    geo-embedding convention's layout: `embedding (time, band, y, x)`, time as int32 years
+    (as the public AEF mosaic and TESSERA's store), one dask chunk = one shard = one write."""
     import dask.array as da
     import rioxarray  # noqa: F401  (registers .rio)
 
     bands = list(bands)
-    shape = (len(years), grid.height, grid.width, len(bands))
+    shape = (len(years), len(bands), grid.height, grid.width)
     data = da.full(
         shape,
         quantize.fill_value(dtype),
         dtype=dtype,
-        chunks=(1, chunk_size, chunk_size, len(bands)),
+        chunks=(1, len(bands), chunk_size, chunk_size),
     )
     ds = xr.Dataset(
-        {"embedding": (("time", "y", "x", "band"), data)},
+        {"embedding": (("time", "band", "y", "x"), data)},
         coords={
-            "time": np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]"),
+            "time": np.array(years, dtype=np.int32),
             "y": np.array(grid.y_centres(), dtype=np.float64),
             "x": np.array(grid.x_centres(), dtype=np.float64),
             "band": band_coord(bands),
         },
     )
+    ds["time"].attrs.update(long_name="year", units="year")
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     ds["embedding"].encoding.pop("grid_mapping", None)
     ds["embedding"].attrs.update(
@@ -91,6 +93,9 @@ def embedding_template(
             "efm_product": "embeddings",  # what `--overwrite` may replace (transforms/storage/outputs.py)
             STATUS_ATTR: "incomplete",
         }
+    )
+    ds.attrs.update(
+        geozarr.embedding_attrs(len(bands), dtype, grid.scale, source=str(attrs.get("source", "")))
     )
     if np.dtype(dtype) == np.int8:
         ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
@@ -179,7 +184,7 @@ def _undo_setup(path: str) -> None:
         if found.links or found.is_file:
             return  # not ours to clean
         for f in sorted(
-            found.files + found.foreign, key=lambda f: f.endswith((".zattrs", ".zgroup"))
+            found.files + found.foreign, key=lambda f: f.endswith((".zattrs", ".zgroup", "zarr.json"))
         ):
             fs.rm_file(f"{root}/{f}")
         if not outputs.is_remote(path):  # empty folders it made (the output folder itself stays)
@@ -194,9 +199,8 @@ def check_resume(path: str, template: xr.Dataset) -> None:
     """Refuse (InputError, one line) to resume an existing store where this run would write elsewhere."""
     from transforms.storage import resume as resume_check
 
-    existing = xr.open_zarr(
-        path, consolidated=True, zarr_format=ZARR_FORMAT, mask_and_scale=False
-    )  # stored dtypes
+    with zarr_direct.quiet():
+        existing = xr.open_zarr(path, consolidated=True, mask_and_scale=False)  # stored dtypes
     resume_check.check(path, existing, template)
 
 
@@ -217,13 +221,9 @@ def setup(path: str, template: xr.Dataset) -> None:
 def set_status(path: str, status: str, **extra_attrs) -> None:
     import zarr
 
-    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
+    group = zarr.open_group(path, mode="r+")  # the store's own format (a resumed v2 store stays v2)
     group.attrs.update({STATUS_ATTR: status, **extra_attrs})
-    with warnings.catch_warnings():  # the .efm/ marker folder is ours, not a Zarr node
-        warnings.filterwarnings(
-            "ignore", message=".*not recognized as a component of a Zarr hierarchy"
-        )
-        zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
+    zarr_direct.consolidate(path)
 
 
 class _WriteChunkFn(beam.DoFn):
@@ -243,6 +243,14 @@ class _WriteChunkFn(beam.DoFn):
 
     def process(self, element):
         key, chunk = element
+        if (
+            "time" in chunk.coords
+            and self.template["time"].dtype.kind in "iu"
+            and chunk["time"].dtype.kind == "M"
+        ):  # sources label years as dates; the store (the convention) as int years
+            chunk = chunk.assign_coords(
+                time=chunk["time"].dt.year.values.astype(self.template["time"].dtype)
+            )
         xbeam.validate_zarr_chunk(
             key, chunk, self.template, self.zarr_chunks
         )  # coords: the chunk's place
@@ -319,25 +327,35 @@ def open_embeddings(
 
     layout = layouts.describe(path, flag=flag)
     if not layout.is_efm_v2:
-        return layouts.open_dataset(layout, flag=flag)
+        ds = layouts.open_dataset(layout, flag=flag)
+        attrs = dict(layouts.open_group(path, flag).attrs)
+        if attrs.get("efm_product") != "embeddings":
+            return ds  # a store someone else published: complete as it is
+        # efm's own (Zarr 3) store: its attrs, and the same completeness checks as ever
+        ds.attrs.update({k: v for k, v in attrs.items() if k not in ds.attrs or k == STATUS_ATTR})
+        _check_complete(path, ds.attrs, flag, require_complete)
+        return ds
     try:
         # mask_and_scale=False: int8 stores come back as their codes (-128 = no data), not
         # as float with NaN; `as_float` de-quantises. Float stores hold NaN either way.
-        ds = xr.open_zarr(
-            path, consolidated=True, zarr_format=ZARR_FORMAT, chunks=None, mask_and_scale=False
-        )
+        ds = xr.open_zarr(path, consolidated=True, zarr_format=2, chunks=None, mask_and_scale=False)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(flag, f"cannot open {path} as an embedding store: {exc}") from None
     if "embedding" not in ds:
         raise InputError(flag, f"{path} has no 'embedding' variable; is it an efm embedding store?")
-    if require_complete and ds.attrs.get(STATUS_ATTR) != "complete":
+    _check_complete(path, ds.attrs, flag, require_complete)
+    return ds
+
+
+def _check_complete(path: str, attrs: dict, flag: str, require_complete: bool) -> None:
+    if not require_complete:
+        return
+    if attrs.get(STATUS_ATTR) != "complete":
         raise InputError(
             flag,
-            f"{path} is incomplete ({STATUS_ATTR}={ds.attrs.get(STATUS_ATTR)!r}); finish it with `efm extract ... --resume`",
+            f"{path} is incomplete ({STATUS_ATTR}={attrs.get(STATUS_ATTR)!r}); finish it with `efm extract ... --resume`",
         )
-    if require_complete:
-        check_chunks(path, flag)
-    return ds
+    check_chunks(path, flag)
 
 
 def check_chunks(path: str, flag: str) -> None:

@@ -7,15 +7,66 @@ metadata, ~0.1 CPU s against 0.02; `write_chunk_to_zarr` reopens the whole store
 every chunk and writes it through a dask graph, ~5x a plain zarr write. Here the metadata is
 written once and each chunk is one `array[region] = values` per variable. The stores are the
 same, file for file: tests/test_store_direct.py compares them with what xarray-beam writes.
+
+efm writes Zarr 3 (the geo-embedding convention, docs/data-contract.md): every data variable
+sharded, one shard per chunk a worker writes (so a shard is always written whole, by one
+writer), inner chunks of `inner_side` px for small range reads, Blosc-Zstd (`CODEC`). A shard is
+encoded by zarr itself into memory and put in one request; stores from before (Zarr 2) are
+still written the v2 way when resumed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import xarray as xr
-from xarray.backends.zarr import encode_zarr_attr_value
+from xarray.backends.zarr import FillValueCoder, encode_zarr_attr_value
 
-ZARR_FORMAT = 2
+ZARR_FORMAT = 3  # what new stores are written in (a store being resumed keeps its own)
+INNER = 256  # px: the inner chunk's side (benchmarks/store_shards.py: small windows vs per-request cost)
+CODEC = {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}  # Blosc (benchmarks/store_codecs.py)
+
+
+def inner_side(shard: int) -> int:
+    """The inner chunk's side for a shard of `shard` px: INNER, or the largest power of two
+    below it that divides the shard (a small --chunk-size), or the shard itself."""
+    side = INNER
+    while side >= 16:
+        if shard % side == 0 and side <= shard:
+            return side
+        side //= 2
+    return shard
+
+
+def dims_of(array) -> tuple[str, ...]:
+    """An array's dimension names: Zarr 3's `dimension_names`, else xarray's `_ARRAY_DIMENSIONS` (Zarr 2)."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names:
+        return tuple(str(n) for n in names)
+    return tuple(array.attrs.get("_ARRAY_DIMENSIONS", ()))
+
+
+@contextlib.contextmanager
+def quiet():
+    """Without the warnings zarr gives for what efm writes on purpose: consolidated metadata in a
+    Zarr 3 store (one read opens it on a bucket; readers that do not know it ignore it), string
+    coordinates, the .efm/ bookkeeping folder beside the arrays."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        warnings.filterwarnings(
+            "ignore", message=".*not recognized as a component of a Zarr hierarchy"
+        )
+        yield
+
+
+def consolidate(path: str) -> None:
+    import zarr
+
+    with quiet():
+        zarr.consolidate_metadata(path)
 
 
 def _attrs(attrs: dict) -> dict:
@@ -31,10 +82,12 @@ def _coordinates(template: xr.Dataset, name: str) -> str | None:
     return " ".join(names) or None
 
 
-def create(path: str, template: xr.Dataset, chunks: dict, fills: dict) -> None:
+def create(
+    path: str, template: xr.Dataset, chunks: dict, fills: dict, zarr_format: int = ZARR_FORMAT
+) -> None:
     """Write `template`'s coords, attrs and data-variable metadata (no chunks) at `path`, which holds no store.
 
-    chunks: dim -> zarr chunk size; fills: data variable -> its fill value.
+    chunks: dim -> the write unit (Zarr 2: the chunk; Zarr 3: the shard); fills: data variable -> its fill value.
     """
     import zarr
 
@@ -47,51 +100,122 @@ def create(path: str, template: xr.Dataset, chunks: dict, fills: dict) -> None:
     # Coordinates through xarray (its CF encoding of times, strings and spatial_ref); "w-": never replaces anything.
     coords = template.drop_vars(data_vars)
     coords.attrs = {}
-    coords.to_zarr(path, mode="w-", consolidated=False, zarr_format=ZARR_FORMAT)
-    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
-    for name in data_vars:
-        variable = template[name]
-        attrs = dict(variable.attrs)
-        coordinates = _coordinates(template, name)
-        if coordinates:
-            attrs["coordinates"] = coordinates
-        attrs["_ARRAY_DIMENSIONS"] = list(variable.dims)
-        group.create_array(
-            name,
-            shape=variable.shape,
-            chunks=tuple(chunks[d] for d in variable.dims),
-            dtype=variable.dtype,
-            fill_value=fills[name],
-            attributes=_attrs(attrs),
-        )
-    # The group's attributes exactly as xarray writes them: the dataset's, and no global `coordinates`
-    # (every coordinate here belongs to a data variable).
-    group.attrs.clear()
-    group.attrs.update(_attrs(template.attrs))
-    zarr.consolidate_metadata(path, zarr_format=ZARR_FORMAT)
+    if (
+        zarr_format == 3 and "band" in coords.coords
+    ):  # the convention's strings: Zarr 3's `string` type
+        coords = coords.assign_coords(band=coords["band"].values.astype(object))
+    with quiet():
+        coords.to_zarr(path, mode="w-", consolidated=False, zarr_format=zarr_format)
+        group = zarr.open_group(path, mode="r+", zarr_format=zarr_format)
+        for name in data_vars:
+            variable = template[name]
+            attrs = dict(variable.attrs)
+            coordinates = _coordinates(template, name)
+            if coordinates:
+                attrs["coordinates"] = coordinates
+            shape = tuple(chunks[d] for d in variable.dims)
+            if zarr_format == 2:
+                attrs["_ARRAY_DIMENSIONS"] = list(variable.dims)
+                group.create_array(
+                    name,
+                    shape=variable.shape,
+                    chunks=shape,
+                    dtype=variable.dtype,
+                    fill_value=fills[name],
+                    attributes=_attrs(attrs),
+                )
+                continue
+            from zarr.codecs import BloscCodec
+
+            # xarray masks by the `_FillValue` attribute in Zarr 3 (the array's fill_value is Zarr's own).
+            attrs["_FillValue"] = FillValueCoder.encode(
+                np.asarray(fills[name]).item(), np.dtype(variable.dtype)
+            )
+            inner = tuple(
+                inner_side(c) if d in ("y", "x") else c for d, c in zip(variable.dims, shape)
+            )
+            group.create_array(
+                name,
+                shape=variable.shape,
+                shards=shape,
+                chunks=inner,
+                dtype=variable.dtype,
+                fill_value=fills[name],
+                compressors=[BloscCodec(**CODEC)],
+                dimension_names=list(variable.dims),
+                attributes=_attrs(attrs),
+            )
+        # The group's attributes exactly as xarray writes them: the dataset's, and no global `coordinates`
+        # (every coordinate here belongs to a data variable).
+        group.attrs.clear()
+        group.attrs.update(_attrs(template.attrs))
+        zarr.consolidate_metadata(path, zarr_format=zarr_format)
 
 
 class ChunkWriter:
     """Writes (key, Dataset) chunks into a store made by `create`; opens it once (per worker).
 
-    A chunk that is exactly one whole zarr chunk of a plain v2 array (one compressor, no
-    filters, C order; at the array's edge, the part inside it) is encoded with the array's
-    own codec and written as its chunk file in one step: what zarr writes, byte for byte
-    (tests/test_store_direct.py), without zarr's per-write machinery (its event loop, buffer
-    copies, a second full scan). Anything else goes through zarr, which merges it with what
-    is there.
+    A chunk lands in the store's own dimension order (a Zarr 3 embedding store is (time, band,
+    y, x), one of Zarr 2 (time, y, x, band): the chunk is transposed to it). A chunk that is
+    exactly one whole write unit is written as its file in one step:
+    - Zarr 3: one whole shard, encoded by zarr itself into memory (the store's own metadata
+      over a memory store), then put as one object: zarr's bytes, one request, no read-back;
+    - Zarr 2: one whole chunk of a plain array (one compressor, no filters, C order; at the
+      array's edge, the part inside it), encoded with the array's own codec: what zarr writes,
+      byte for byte (tests/test_store_direct.py), without zarr's per-write machinery.
+    Anything else goes through zarr, which merges it with what is there.
     """
 
     def __init__(self, path: str, template: xr.Dataset, chunks: dict):
         import fsspec
+        import fsspec.implementations.local
         import zarr
 
-        self.group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT)
+        self.group = zarr.open_group(path, mode="r+")
         self.template = template
         self.chunks = chunks
         self.arrays = {name: self.group[name] for name in template.data_vars}
+        self.dims = {name: dims_of(array) for name, array in self.arrays.items()}
         self.fs, self.root = fsspec.core.url_to_fs(path)
         self.root = self.root.rstrip("/")
+        self.local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+
+    def _shard_file(self, name: str, region: tuple[slice, ...]) -> str | None:
+        """The shard file `region` fills whole (Zarr 3), or None."""
+        array = self.arrays[name]
+        meta = array.metadata
+        if getattr(meta, "zarr_format", None) != 3:
+            return None
+        shard = array.shards or array.chunks
+        if any(
+            r.start % c or (r.stop - r.start != c and r.stop != n)
+            for r, c, n in zip(region, shard, meta.shape)
+        ):
+            return None
+        key = meta.encode_chunk_key(tuple(r.start // c for r, c in zip(region, shard)))
+        return f"{self.root}/{name}/{key}"
+
+    def _write_shard(self, name: str, path: str, region, values: np.ndarray) -> bytes | None:
+        """Encode one whole shard with zarr into memory and put it; returns its bytes (None: all fill, no file)."""
+        import zarr
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.storage import MemoryStore
+
+        array = self.arrays[name]
+        memory: dict = dict(array.metadata.to_buffer_dict(default_buffer_prototype()))
+        scratch = zarr.open_array(MemoryStore(memory), mode="r+", zarr_format=3)
+        scratch[region] = values
+        written = [k for k in memory if k != "zarr.json"]
+        if not written:  # zarr writes no shard of fill values, and drops an old one
+            if self.fs.exists(path):
+                self.fs.rm(path)
+            return None
+        (key,) = written
+        data = memory[key].to_bytes()
+        if self.local:  # nested keys (c/0/0/1/1): the folders first, on a disk
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+        return data
 
     def _chunk_file(self, name: str, region: tuple[slice, ...]) -> str | None:
         """The chunk file `region` fills whole, when the array is plain enough to write it directly."""
@@ -140,7 +264,7 @@ class ChunkWriter:
                 raise ValueError(
                     f"chunk at {dim}={start} (size {size}) lies outside the store ({dim} has {total})"
                 )
-            step = self.chunks[dim]
+            step = self.chunks.get(dim, total)
             if start % step or (size % step and start + size != total):
                 raise ValueError(
                     f"chunk at {dim}={start} (size {size}) is not aligned with the store's {dim} chunks of {step}"
@@ -149,8 +273,8 @@ class ChunkWriter:
         return tuple(region)
 
     def write(self, offsets: dict, chunk: xr.Dataset) -> dict:
-        """Write the chunk; returns what its done marker records of each chunk file it wrote
-        ({"<variable>/<chunk key>": {"bytes", "crc32"} or None for no file}: transforms/storage/integrity.py)."""
+        """Write the chunk; returns what its done marker records of each file it wrote
+        ({"<variable>/<chunk or shard key>": {"bytes", "crc32"} or None for no file}: transforms/storage/integrity.py)."""
         from transforms.storage import integrity
 
         records = {}
@@ -160,12 +284,12 @@ class ChunkWriter:
                 f"chunk variable {unknown[0]!r} is not in the store ({', '.join(self.arrays)})"
             )
         for name in chunk.data_vars:
-            variable, array = chunk[name].variable, self.arrays[name]
-            if variable.dims != self.template[name].dims:
+            variable, array, dims = chunk[name].variable, self.arrays[name], self.dims[name]
+            if set(variable.dims) != set(dims) or len(variable.dims) != len(dims):
                 raise ValueError(
-                    f"{name}: chunk dims {variable.dims} differ from the store's {self.template[name].dims}"
+                    f"{name}: chunk dims {variable.dims} differ from the store's {dims}"
                 )
-            values = np.asarray(variable.values)
+            values = np.asarray(variable.transpose(*dims).values)
             if values.dtype != array.dtype:
                 # What xarray's encoding would do for float -> float (e.g. float64 results into a float32 store);
                 # anything else (e.g. floats into an integer store) is a bug upstream, not a cast to make silently.
@@ -177,9 +301,15 @@ class ChunkWriter:
                         f"{name}: chunk dtype {values.dtype} differs from the store's {array.dtype}"
                     )
                 values = values.astype(array.dtype)
-            region = self.region(offsets, dict(zip(variable.dims, values.shape)), variable.dims)
-            path = self._chunk_file(name, region)
-            if path is not None:
+            region = self.region(offsets, dict(zip(dims, values.shape)), dims)
+            shard = self._shard_file(name, region)
+            path = shard or self._chunk_file(name, region)
+            if shard is not None:
+                key = shard[len(self.root) + len(name) + 2 :]
+                records[f"{name}/{key}"] = integrity.file_record(
+                    self._write_shard(name, shard, region, values)
+                )
+            elif path is not None:
                 key = path.rsplit("/", 1)[-1]
                 records[f"{name}/{key}"] = integrity.file_record(
                     self._write_file(name, path, values)
@@ -195,12 +325,16 @@ class ChunkWriter:
 
         from transforms.storage import integrity
 
-        meta = self.arrays[name].metadata
-        separator = meta.dimension_separator or "."
-        ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, meta.chunks)]
+        array = self.arrays[name]
+        meta = array.metadata
+        units = (array.shards or array.chunks) if meta.zarr_format == 3 else meta.chunks
+        ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, units)]
         records = {}
         for index in itertools.product(*ranges):
-            key = separator.join(map(str, index))
+            if meta.zarr_format == 3:
+                key = meta.encode_chunk_key(index)
+            else:
+                key = (meta.dimension_separator or ".").join(map(str, index))
             try:
                 data = self.fs.cat_file(f"{self.root}/{name}/{key}")
             except FileNotFoundError:
