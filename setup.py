@@ -60,6 +60,10 @@ EXTRAS = {
         "ipykernel>=7.4.0",
         "xee>=0.1.2",  # tests/test_ee_emulator.py drives the Earth Engine emulator with xee too
         "distributed>=2026.8.0",  # tests/test_api.py runs the Python API on a LocalCluster
+        # tests/helpers/conventions.py validates stores against the conventions' JSON schemas
+        # (tests/schemas/); geozarr-toolkit needs Python >= 3.12 and knows no geoemb:.
+        "jsonschema>=4.26.0",
+        "referencing>=0.37.0",
     ],
     # --cog-root s3://... (e.g. the public mirror on Source Cooperative). s3fs moves in step
     # with fsspec (same version); aiobotocore/botocore are pinned in constraints.txt.
