@@ -59,7 +59,10 @@ def make_store(
     scale: float = 10.0,
     seed: int = 0,
     bands=BANDS,
+    layout: str = "convention",
 ) -> SyntheticStore:
+    """layout: "convention" (what efm writes now: Zarr 3, (time, band, y, x)) or "v2" (what
+    efm wrote before issue 17: Zarr 2, (time, y, x, band), dates as time; still read)."""
     rng = np.random.default_rng(seed)
     bands = tuple(bands)
     directions = rng.normal(size=(n_classes, len(bands)))
@@ -87,12 +90,46 @@ def make_store(
     template = store.embedding_template(
         grid, list(years), bands, dtype, chunk_size, {"source": "synthetic:store_factory"}
     )
-    store.setup(path, template)
-    group = zarr.open_group(path, mode="r+", zarr_format=store.ZARR_FORMAT)
-    group["embedding"][...] = stored
+    if layout == "v2":
+        write_v2(path, template)
+        zarr.open_group(path, mode="r+", zarr_format=2)["embedding"][...] = stored
+    else:
+        store.setup(path, template)
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        group["embedding"][...] = np.moveaxis(stored, -1, 1)  # (time, band, y, x)
     store.set_status(path, "complete")
     return SyntheticStore(path, grid, list(years), dtype, chunk_size, labels, values, directions)
 
 
+def write_v2(path: str, template) -> None:
+    """Set up a store as efm wrote them before issue 17 (Zarr 2, `embedding (time, y, x, band)`,
+    Blosc-LZ4 chunks, time as 1 January of each year, no geoemb: attributes)."""
+    from transforms.storage import zarr_direct
+
+    years = [int(y) for y in template["time"].values]
+    old = template.transpose("time", "y", "x", "band").assign_coords(
+        time=np.array([f"{y}-01-01" for y in years], dtype="datetime64[ns]")
+    )
+    old["time"].attrs = {}
+    old.attrs = {k: v for k, v in old.attrs.items() if not k.startswith("geoemb:")}
+    old.attrs["zarr_conventions"] = [
+        c for c in old.attrs["zarr_conventions"] if c["name"] != "geoemb"
+    ]
+    chunks = dict(zip(old["embedding"].dims, old["embedding"].data.chunksize))
+    fill = quantize.fill_value(str(old["embedding"].dtype))
+    zarr_direct.create(path, old, chunks, {"embedding": fill}, zarr_format=2)
+
+
 def pixel_centre(s: SyntheticStore, row: int, col: int) -> tuple[float, float]:
     return s.grid.x0 + (col + 0.5) * s.grid.scale, s.grid.y0 - (row + 0.5) * s.grid.scale
+
+
+def raw_embedding(path: str) -> np.ndarray:
+    """The stored values of a store's `embedding` array, read with zarr alone and put in
+    (time, y, x, band) order by its own dimension names (Zarr 3's `dimension_names`, or
+    xarray's `_ARRAY_DIMENSIONS` in Zarr 2): an oracle independent of efm's readers."""
+    array = zarr.open_group(path, mode="r")["embedding"]
+    dims = list(
+        getattr(array.metadata, "dimension_names", None) or array.attrs["_ARRAY_DIMENSIONS"]
+    )
+    return np.transpose(array[...], [dims.index(d) for d in ("time", "y", "x", "band")])

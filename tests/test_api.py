@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-import zarr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store, pixel_centre
+from store_factory import BANDS, make_store, pixel_centre, raw_embedding
 
 import efm
 from pipelines import (
@@ -224,7 +223,7 @@ def test_change_and_similarity_equal_numpy_on_the_whole_array(stores, client):
 
 def test_int8_dequantisation_is_the_256_entry_table_on_the_raw_codes(stores):
     s = stores["int8"]
-    raw = zarr.open_group(s.path, mode="r")["embedding"][...]
+    raw = raw_embedding(s.path)
     assert raw.dtype == np.int8
     codes = np.arange(-128, 128, dtype=np.float64)
     table = (np.square(codes / 127.5) * np.sign(codes)).astype(

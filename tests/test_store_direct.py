@@ -209,7 +209,9 @@ def test_a_chunk_of_fill_values_is_no_file_as_with_zarr(emb, tmp_path, kind):
         and key.offsets.get("time", 0) == 0
     )
     writer.write(key.offsets, chunk)
-    chunk_file = os.path.join(path, "embedding", "c", "0", "0", "1", "2")  # (time, band, y, x) shard
+    chunk_file = os.path.join(
+        path, "embedding", "c", "0", "0", "1", "2"
+    )  # (time, band, y, x) shard
     assert os.path.exists(chunk_file)
     writer.write(
         key.offsets,

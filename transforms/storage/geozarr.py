@@ -23,36 +23,33 @@ import numpy as np
 import pyproj
 import xarray as xr
 
+# The v1 registrations, as the field's writers record them (the public AEF mosaic, GDAL 3.13's
+# GEOREFERENCING_CONVENTION=SPATIAL_PROJ) and their schemas accept (tests/schemas/README.md).
 PROJ = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/proj/refs/tags/v0.1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/proj/blob/v0.1/README.md",
     "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
-    "name": "proj",
+    "name": "proj:",
     "description": "Coordinate reference system information for geospatial data",
+    "spec_url": "https://github.com/zarr-experimental/geo-proj/blob/v1/README.md",
+    "schema_url": "https://raw.githubusercontent.com/zarr-experimental/geo-proj/refs/tags/v1/schema.json",
 }
 SPATIAL = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v0.1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v0.1/README.md",
     "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
-    "name": "spatial",
+    "name": "spatial:",
     "description": "Spatial coordinate information",
+    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
 }
 GEOEMB = {
-    "schema_url": "https://raw.githubusercontent.com/geo-embeddings/embeddings-zarr-convention/main/schema.json",
-    "spec_url": "https://github.com/geo-embeddings/embeddings-zarr-convention/blob/main/README.md",
+    "schema_url": "https://raw.githubusercontent.com/geo-embeddings/embeddings-zarr-convention/refs/tags/v1/schema.json",
+    "spec_url": "https://github.com/geo-embeddings/embeddings-zarr-convention/blob/v1/README.md",
     "uuid": "61c12cc5-0e28-4056-999a-480cf3fb7e4c",
-    "name": "geoemb",
-    "description": "Geospatial embeddings",
+    "name": "geoemb:",
+    "description": "Geoembeddings convention for geospatial embedding arrays with model provenance",
 }
 AEF_MODEL = "https://developers.google.com/earth-engine/datasets/catalog/GOOGLE_SATELLITE_EMBEDDING_V1_ANNUAL"
-SIGNED_SQUARE = {  # the AEF quantisation, as the public AEF mosaic records it (docs/field-stores.md)
-    "method": "signed_square",
-    "original_dtype": "float32",
-    "quantized_dtype": "int8",
-    "formula": "(x / 127.5) ** 2 * sign(x)",
-    "valid_range": [-127, 127],
-    "nodata": -128,
-}
+# The AEF quantisation as geoemb v1 names it (v1 closes the object: the formula and the no-data
+# code are the method's, written out in the embedding array's `quantization` attribute).
+SIGNED_SQUARE = {"method": "signed_square", "original_dtype": "float32", "quantized_dtype": "int8"}
 DIMENSIONS = ["y", "x"]  # spatial:dimensions: the Y axis's dimension first, then X's
 
 
@@ -87,16 +84,14 @@ def convention_attrs(crs, transform: affine.Affine, height: int, width: int) -> 
     return attrs
 
 
-def embedding_attrs(
-    bands: int, dtype: str, gsd: float, model: str = AEF_MODEL, source: str = ""
-) -> dict:
+def embedding_attrs(bands: int, dtype: str, gsd: float, model: str = AEF_MODEL) -> dict:
     """The geo-embeddings convention's `geoemb:` properties of a store (registered with the others
     by `annotate`): what the public AEF mosaic writes, so readers built for it read efm's stores."""
     attrs = {
         "geoemb:type": "pixel",
         "geoemb:dimensions": int(bands),
         "geoemb:model": model,
-        "geoemb:source_data": source or model,
+        "geoemb:source_data": [model],  # v1: a list of URLs (the catalog entry of what was read)
         "geoemb:data_type": str(np.dtype(dtype)),
         "geoemb:gsd": float(gsd),
     }
@@ -137,11 +132,12 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
     """Write the conventions (in place, and returned) on a template that has y/x coords and `spatial_ref`."""
     crs, transform = grid_of(ds)
     attrs = convention_attrs(crs, transform, ds.sizes["y"], ds.sizes["x"])
-    if any(k.startswith("geoemb:") for k in ds.attrs):  # an embedding store: registered too
-        attrs["zarr_conventions"].append(dict(GEOEMB))
     ds.attrs.update(attrs)
+    if any(k.startswith("geoemb:") for k in ds.attrs):  # an embedding store: registered too
+        ds.attrs["zarr_conventions"] = [*attrs["zarr_conventions"], dict(GEOEMB)]
     for name in ds.data_vars:
         if {"y", "x"} <= set(ds[name].dims):
+            # on the array too: GDAL (3.13) reads proj:/spatial: only from the array itself
             ds[name].attrs.update(attrs)
             # GDAL's own CRS attribute: GDAL 3.6 (Debian 12's) reads neither CF's grid_mapping nor proj:, only this.
             ds[name].attrs["_CRS"] = {"wkt": attrs["proj:wkt2"]}

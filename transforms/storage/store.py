@@ -74,7 +74,9 @@ def embedding_template(
             "band": band_coord(bands),
         },
     )
-    ds["time"].attrs.update(long_name="year", units="year")
+    ds["time"].attrs.update(
+        long_name="year"
+    )  # an integer year, as the convention says (no CF units)
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     ds["embedding"].encoding.pop("grid_mapping", None)
     ds["embedding"].attrs.update(
@@ -94,9 +96,7 @@ def embedding_template(
             STATUS_ATTR: "incomplete",
         }
     )
-    ds.attrs.update(
-        geozarr.embedding_attrs(len(bands), dtype, grid.scale, source=str(attrs.get("source", "")))
-    )
+    ds.attrs.update(geozarr.embedding_attrs(len(bands), dtype, grid.scale))
     if np.dtype(dtype) == np.int8:
         ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
     return geozarr.annotate(
@@ -184,7 +184,8 @@ def _undo_setup(path: str) -> None:
         if found.links or found.is_file:
             return  # not ours to clean
         for f in sorted(
-            found.files + found.foreign, key=lambda f: f.endswith((".zattrs", ".zgroup", "zarr.json"))
+            found.files + found.foreign,
+            key=lambda f: f.endswith((".zattrs", ".zgroup", "zarr.json")),
         ):
             fs.rm_file(f"{root}/{f}")
         if not outputs.is_remote(path):  # empty folders it made (the output folder itself stays)
