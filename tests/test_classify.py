@@ -180,7 +180,7 @@ def test_existing_output_resume_and_overwrite(stores, trained, tmp_path, capsys)
     import zarr
 
     (output / ".efm" / "done" / "0.128.0").unlink()
-    zarr.open_group(str(output), mode="r+", zarr_format=2)["class"][0, 128:256, 0:128] = 9
+    zarr.open_group(str(output), mode="r+")["class"][0, 128:256, 0:128] = 9
     store.set_status(str(output), "incomplete")
     assert (
         run(

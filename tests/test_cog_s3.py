@@ -105,7 +105,7 @@ def run_extract(root, output, *extra, years="2022,2023"):
 
 
 def read_store(output):
-    ds = xr.open_zarr(str(output), consolidated=True, zarr_format=2, mask_and_scale=False)
+    ds = xr.open_zarr(str(output), consolidated=True, mask_and_scale=False)
     assert ds.attrs["efm_status"] == "complete"
     return ds
 

@@ -118,7 +118,7 @@ def test_the_field_figures_catch_a_broken_step(demo_run):
     from sample_data import fields as sample_fields
 
     prediction = xr.open_zarr(
-        os.path.join(output, "biomass.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+        os.path.join(output, "biomass.zarr"), consolidated=True, mask_and_scale=False
     )
     assert (
         prediction["prediction"].dtype == np.float32
@@ -134,7 +134,7 @@ def test_the_field_figures_catch_a_broken_step(demo_run):
     assert sample_fields.r2_score(predicted[::-1], field, everywhere)["r2"] < 0.2
     assert sample_fields.r2_score(np.roll(predicted, 40, axis=1), field, everywhere)["r2"] < 0.2
     change = xr.open_zarr(
-        os.path.join(output, "change.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+        os.path.join(output, "change.zarr"), consolidated=True, mask_and_scale=False
     )
     truth = sample_fields.read_on_grid(
         os.path.join(output, "sample-data", "change_truth.tif"), crs, transform, shape, 255
@@ -150,7 +150,6 @@ def test_demo_outputs_are_consistent(demo_run):
     embeddings = xr.open_zarr(
         os.path.join(output, "embeddings.zarr"),
         consolidated=True,
-        zarr_format=2,
         mask_and_scale=False,
     )
     assert embeddings["embedding"].dtype == np.int8 and embeddings.attrs["source"].startswith(
@@ -160,7 +159,7 @@ def test_demo_outputs_are_consistent(demo_run):
         embeddings.attrs["efm_status"] == "complete" and embeddings.attrs["resampling"] == "nearest"
     )
     classes = xr.open_zarr(
-        os.path.join(output, "classes.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+        os.path.join(output, "classes.zarr"), consolidated=True, mask_and_scale=False
     )
     with rasterio.open(os.path.join(output, "land_cover_2022.tif")) as ds:
         assert ds.crs.to_epsg() == 32610 and (ds.height, ds.width) == (
@@ -176,9 +175,7 @@ def test_demo_outputs_are_consistent(demo_run):
         ("similarity_2023", "similarity.zarr", "similarity"),
         ("change", "change.zarr", "similarity"),
     ):
-        values = xr.open_zarr(os.path.join(output, store), consolidated=True, zarr_format=2)[
-            variable
-        ]
+        values = xr.open_zarr(os.path.join(output, store), consolidated=True)[variable]
         values = (
             values.isel(time=-1 if name.endswith("2023") else 0)
             if "time" in values.dims
@@ -200,7 +197,7 @@ def test_the_threshold_catches_a_broken_step(demo_run):
     assert rc == 0
     data_dir = os.path.join(output, "sample-data")
     classes = xr.open_zarr(
-        os.path.join(output, "classes.zarr"), consolidated=True, zarr_format=2, mask_and_scale=False
+        os.path.join(output, "classes.zarr"), consolidated=True, mask_and_scale=False
     )
     labels = [str(v) for v in classes["class"].attrs["class_labels"]]
     predicted = classes["class"].isel(time=0).values

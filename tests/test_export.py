@@ -32,7 +32,7 @@ def make_class_store(path, embeddings, labels=("water", "forest", "crop land")):
     rng = np.random.default_rng(0)
     codes = rng.integers(0, len(labels), (2, ds.sizes["y"], ds.sizes["x"])).astype(np.uint8)
     codes[:, :40, :50] = enc.fill
-    zarr.open_group(path, mode="r+", zarr_format=2)["class"][...] = codes
+    zarr.open_group(path, mode="r+")["class"][...] = codes
     store.set_status(path, "complete")
     return ds, codes
 

@@ -25,7 +25,7 @@ def write_product(path, emb, variables, years, arrays, product):
         emb, variables, years, chunk_rows=chunk, chunk_cols=chunk, product=product, attrs={}
     )
     store.setup(path, template)
-    group = zarr.open_group(path, mode="r+", zarr_format=store.ZARR_FORMAT)
+    group = zarr.open_group(path, mode="r+")
     for name, values in arrays.items():
         group[name][...] = values
     store.set_status(path, "complete")
@@ -75,7 +75,7 @@ def stores(tmp_path_factory):
         emb, [2021, 2022], enc, confidence=True, chunk_rows=256, chunk_cols=256, attrs={}
     )
     store.setup(str(root / "classes.zarr"), template)
-    group = zarr.open_group(str(root / "classes.zarr"), mode="r+", zarr_format=store.ZARR_FORMAT)
+    group = zarr.open_group(str(root / "classes.zarr"), mode="r+")
     group["class"][...] = np.where(np.isnan(conf), enc.fill, 1).astype(np.uint8)
     group["confidence"][...] = conf
     store.set_status(str(root / "classes.zarr"), "complete")
@@ -193,7 +193,7 @@ def test_similarity_main_variable_mask_and_nan_nodata(stores, tmp_path):
 
 def test_change_store_gives_one_file(stores, tmp_path, capsys):
     s, emb, paths, _ = stores
-    got_store = zarr.open_group(paths["change"], mode="r", zarr_format=store.ZARR_FORMAT)
+    got_store = zarr.open_group(paths["change"], mode="r")
     sim, changed = got_store["similarity"][...], got_store["changed"][...]
     assert np.isnan(sim).any() and not np.isnan(sim).all()
     assert (
@@ -291,9 +291,7 @@ def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, argv
     _, _, paths, _ = stores
     if flag == "--nodata" and "0.5" in argv:
         # a value the map really holds: make it so by asking for one of its pixels
-        sim = zarr.open_group(paths["change"], mode="r", zarr_format=store.ZARR_FORMAT)[
-            "similarity"
-        ][...]
+        sim = zarr.open_group(paths["change"], mode="r")["similarity"][...]
         argv = ["--nodata", repr(float(sim[np.isfinite(sim)][0]))]
         words = "holds the value"
     assert (
@@ -331,9 +329,7 @@ def test_change_store_on_gcs_to_gcs(stores, gcs, gcs_bucket, tmp_path):
     assert_float_equal(
         got,
         nodata,
-        zarr.open_group(paths["change"], mode="r", zarr_format=store.ZARR_FORMAT)["similarity"][
-            ...
-        ],
+        zarr.open_group(paths["change"], mode="r")["similarity"][...],
     )
     assert gcs.fs.exists(f"{gcs_bucket}/out/change.png".removeprefix("gs://"))
 

@@ -89,7 +89,7 @@ def labelled_points_csv(n: int = 400, seed: int = 1) -> bytes:
 
 def map_accuracy(classes_path: str) -> tuple[float, int]:
     """Share of classified pixels whose class is the land cover the embeddings were made from."""
-    ds = xr.open_zarr(classes_path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    ds = xr.open_zarr(classes_path, consolidated=True, mask_and_scale=False)
     labels = [str(v) for v in ds["class"].attrs["class_labels"]]
     fill = int(ds["class"].attrs.get("fill_value", 255))
     predicted = np.asarray(ds["class"].isel(time=0).values)
@@ -189,7 +189,7 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
     for path in (samples, model, model + ".json", cog, cog.replace(".tif", ".png")):
         assert path.removeprefix("gs://") in listing, path
     assert ee.count("computePixels") > 0
-    store = xr.open_zarr(embeddings, consolidated=True, zarr_format=2)
+    store = xr.open_zarr(embeddings, consolidated=True)
     assert store.attrs["efm_status"] == "complete" and store.sizes["band"] == 64
     table = pd.read_parquet(
         io.BytesIO(gcs.fs.cat(samples.removeprefix("gs://")))
@@ -205,7 +205,7 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
     assert accuracy > 0.8, (
         f"class map agrees with the land cover on only {accuracy:.1%} of {pixels} pixels"
     )
-    with xr.open_zarr(classes, consolidated=True, zarr_format=2) as ds:
+    with xr.open_zarr(classes, consolidated=True) as ds:
         assert ds.attrs["efm_status"] == "complete" and "confidence" in ds
         assert ds.rio.crs.to_epsg() == 32631
 
@@ -218,7 +218,7 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
             store.sizes["y"],
         )
         band = tif.read(1)
-    with xr.open_zarr(classes, consolidated=True, zarr_format=2, mask_and_scale=False) as ds:
+    with xr.open_zarr(classes, consolidated=True, mask_and_scale=False) as ds:
         np.testing.assert_array_equal(band, ds["class"].isel(time=0).values)
     sidecar = json.load(io.BytesIO(gcs.fs.cat(model.removeprefix("gs://") + ".json")))
     assert sidecar["kind"] == "classifier" and len(sidecar["classes"]) == 6
@@ -277,7 +277,7 @@ def map_world(gcs, tmp_path_factory):
 
 def gcs_embeddings(path: str) -> np.ndarray:
     """(time, y, x, band) float64 of an embedding store on gs://, read whole with xarray (not efm's reader)."""
-    with xr.open_zarr(path, consolidated=True, zarr_format=2) as ds:
+    with xr.open_zarr(path, consolidated=True) as ds:
         return ds["embedding"].values.astype(np.float64)
 
 
@@ -310,7 +310,7 @@ def reference_change(values: np.ndarray, t0: int, t1: int) -> np.ndarray:
 
 
 def assert_map_equals(path: str, variable: str, expected: np.ndarray, **tolerance) -> xr.Dataset:
-    ds = xr.open_zarr(path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    ds = xr.open_zarr(path, consolidated=True, mask_and_scale=False)
     got = ds[variable].values
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))

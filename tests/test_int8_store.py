@@ -75,7 +75,7 @@ def stores(mirror, tmp_path_factory):
 
 
 def test_int8_store_holds_the_mirrors_codes_bit_for_bit(mirror, stores):
-    group = zarr.open_group(stores["int8"], mode="r", zarr_format=2)
+    group = zarr.open_group(stores["int8"], mode="r")
     array = group["embedding"]
     assert array.dtype == np.int8 and array.fill_value == -128
     assert group.attrs["quantization"] == quantize.FORMULA
@@ -97,7 +97,7 @@ def test_int8_store_holds_the_mirrors_codes_bit_for_bit(mirror, stores):
 
 
 def test_dequantised_reads_match_the_float_store(stores):
-    floats = xr.open_zarr(stores["float32"], consolidated=True, zarr_format=2)["embedding"].values
+    floats = xr.open_zarr(stores["float32"], consolidated=True)["embedding"].values
     codes = store.open_embeddings(stores["int8"])["embedding"].values
     assert codes.dtype == np.int8
     values = store.as_float(codes)
@@ -178,8 +178,8 @@ def test_sample_train_classify_agree_on_int8_and_float(mirror, stores, tmp_path)
             )
             == 0
         )
-    x = xr.open_zarr(maps["int8"], consolidated=True, zarr_format=2, mask_and_scale=False).load()
-    y = xr.open_zarr(maps["float32"], consolidated=True, zarr_format=2, mask_and_scale=False).load()
+    x = xr.open_zarr(maps["int8"], consolidated=True, mask_and_scale=False).load()
+    y = xr.open_zarr(maps["float32"], consolidated=True, mask_and_scale=False).load()
     np.testing.assert_array_equal(x["class"].values, y["class"].values)
     np.testing.assert_array_equal(x["confidence"].values, y["confidence"].values)
     assert (x["class"].values != x["class"].attrs.get("fill_value", 255)).mean() > 0.8

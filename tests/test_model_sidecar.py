@@ -158,7 +158,7 @@ def test_model_file_carries_its_fields_without_a_sidecar(store, tmp_path, capsys
     out = tmp_path / "classes.zarr"
     code, err = classify(capsys, store, model, out)
     assert code == 0, err
-    with xr.open_zarr(out, consolidated=True, zarr_format=2) as ds:
+    with xr.open_zarr(out, consolidated=True) as ds:
         assert [str(v) for v in ds["class"].attrs["class_labels"]] == ["forest", "urban", "water"]
 
 

@@ -531,7 +531,7 @@ def prediction_store(stores, tmp_path_factory):
         attrs={},
     )
     store.setup(path, template)
-    zarr.open_group(path, mode="r+", zarr_format=store.ZARR_FORMAT)["prediction"][...] = values
+    zarr.open_group(path, mode="r+")["prediction"][...] = values
     store.set_status(path, "complete")
     return path, values
 

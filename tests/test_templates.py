@@ -782,7 +782,7 @@ def test_entry_files_run_the_pipelines_as_the_launcher_does(launched, ee_emulato
         ee_emulator.count("computePixels") > 0
     )  # through application-default credentials, as on Dataflow workers
     assert "efm sample: " in outs["sample"].stdout and "efm classify: " in outs["classify"].stdout
-    with xr.open_zarr(paths["classes"], consolidated=True, zarr_format=2) as ds:
+    with xr.open_zarr(paths["classes"], consolidated=True) as ds:
         assert ds.attrs["efm_status"] == "complete" and "confidence" in ds
     accuracy, _ = map_accuracy(paths["classes"])
     assert accuracy > 0.8

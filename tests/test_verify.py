@@ -252,7 +252,7 @@ def test_resume_without_repair_says_to_add_it(mirror, pristine, tmp_path, capsys
 def test_resume_repair_refetches_just_the_damaged_chunks(mirror, pristine, tmp_path, capsys):
     path = copy(pristine, tmp_path)
     before = files(path)
-    reference = xr.open_zarr(str(pristine), zarr_format=2, mask_and_scale=False)["embedding"].values
+    reference = xr.open_zarr(str(pristine), mask_and_scale=False)["embedding"].values
     damage(path)
     assert cli.main(extract_argv(mirror, path, "--resume", "--repair")) == 0
     out = capsys.readouterr().out
@@ -263,7 +263,7 @@ def test_resume_repair_refetches_just_the_damaged_chunks(mirror, pristine, tmp_p
         assert after[name][0] == before[name][0], name
     for name in set(before) - {DELETED, TRUNCATED}:  # every other chunk file untouched
         assert after[name] == before[name], name
-    ds = xr.open_zarr(str(path), zarr_format=2, mask_and_scale=False)
+    ds = xr.open_zarr(str(path), mask_and_scale=False)
     assert ds.attrs["efm_status"] == "complete"
     np.testing.assert_array_equal(ds["embedding"].values, reference)
     assert cli.main(["verify", str(path)]) == 0

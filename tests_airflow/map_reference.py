@@ -21,7 +21,7 @@ import xarray as xr
 
 
 def open_store(path: str) -> xr.Dataset:
-    return xr.open_zarr(path, consolidated=True, zarr_format=2, mask_and_scale=False)
+    return xr.open_zarr(path, consolidated=True, mask_and_scale=False)
 
 
 def max_diff(got: np.ndarray, want: np.ndarray) -> float:

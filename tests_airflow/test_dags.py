@@ -283,7 +283,7 @@ def test_beam_dag_runs_extract_then_classify_on_direct_runner(sample_world, efm_
                 "-c",
                 (
                     "import json, sys, numpy as np, xarray as xr\n"
-                    f"ds = xr.open_zarr({str(classes)!r}, consolidated=True, zarr_format=2, mask_and_scale=False)\n"
+                    f"ds = xr.open_zarr({str(classes)!r}, consolidated=True, mask_and_scale=False)\n"
                     f"model = json.load(open({world['model'] + '.json'!r}))\n"
                     "values = np.asarray(ds['class'].values); fill = int(ds['class'].attrs.get('fill_value', 255))\n"
                     "print(json.dumps({'status': ds.attrs['efm_status'], 'labels': [str(v) for v in ds['class'].attrs['class_labels']],\n"
