@@ -44,7 +44,7 @@ AEF_YEARS = (2023, 2024)
 INSIDE_BBOX = "-122.49,37.98,-122.47,37.995"
 EDGE_BBOX = "-122.47,37.99,-122.455,38.005"  # reaches past the store's east and north edges
 # The UTM store: origin off the 10 m lattice, so only --grid source lands on its pixels.
-UTM_WEST, UTM_NORTH, UTM_W, UTM_H = 544_003.0, 4_205_007.0, 300, 250
+UTM_WEST, UTM_NORTH, UTM_W, UTM_H = 543_998.0, 4_205_002.0, 300, 250
 
 
 def decode(codes: np.ndarray) -> np.ndarray:
@@ -240,7 +240,7 @@ def test_float32_output_is_the_de_quantised_codes(stores, tmp_path):
 
 def test_a_projected_store_with_crs_goes_to_the_planned_grid(stores, tmp_path):
     """--crs (or --scale, or --grid utm) on a UTM store: the planned 10 m lattice, not the store's
-    origin 3 m / 7 m off it; each pixel from the source pixel under its centre."""
+    origin 2 m off it, centres 0.7 px into a source pixel; each pixel from the source pixel under its centre."""
     out = tmp_path / "out.zarr"
     bbox = utm_bbox(544_500, 4_203_000, 545_800, 4_204_500)
     assert (
@@ -251,7 +251,7 @@ def test_a_projected_store_with_crs_goes_to_the_planned_grid(stores, tmp_path):
     expected, near, alternatives = nearest_reference(
         x, y, crs, stores["utm"], (UTM_WEST, 10.0, UTM_NORTH, 10.0), "EPSG:32610"
     )
-    assert not near.any()  # 3 m off: no centre near an edge, the copy is exact
+    assert not near.any()  # 0.7 px in: no centre near an edge, the look-up is exact
     np.testing.assert_array_equal(got, expected)
 
 
@@ -259,10 +259,12 @@ def test_a_projected_store_with_crs_goes_to_the_planned_grid(stores, tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
-def test_projected_store_is_copied_on_its_own_grid(stores, tmp_path, dtype):
+def test_projected_store_is_copied_on_its_own_grid(stores, tmp_path, capsys, dtype):
     out = tmp_path / "out.zarr"
     bbox = utm_bbox(544_500, 4_203_000, 545_800, 4_204_500)
+    capsys.readouterr()
     assert run(stores["root"] / "utm.zarr", out, bbox, "--dtype", dtype) == 0
+    read = summary(capsys)["transferred"]
     got, x, y, crs = canonical(out)
     assert crs == pyproj.CRS("EPSG:32610")
     cols = (x - UTM_WEST) / 10 - 0.5
@@ -282,6 +284,9 @@ def test_projected_store_is_copied_on_its_own_grid(stores, tmp_path, dtype):
         and rows[-1] == np.ceil((UTM_NORTH - miny) / 10) - 1
     )
     window = stores["utm"][:, :, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    # Only the 64 px inner chunks under the window were read, each once (64 bands of int8).
+    inner = (rows[-1] // 64 - rows[0] // 64 + 1) * (cols[-1] // 64 - cols[0] // 64 + 1)
+    assert read.startswith(f"{inner * 64 * 64 * 64 / 1e6:.1f} MB (inner chunks decoded"), read
     want = np.moveaxis(window, 1, -1)
     if dtype == "int8":
         assert got.dtype == np.int8
