@@ -120,7 +120,7 @@ def build_parser():
         "--max-concurrent-requests",
         type=int,
         help="cap on Earth Engine requests in flight across all workers of this job "
-        "(default: 40, the per-project quota); with --source cog, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
+        "(default: 40, the per-project quota); with --source cog or zarr, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
     )
     parser.add_argument(
         "--max-requests-per-second",
@@ -131,7 +131,7 @@ def build_parser():
     parser.add_argument(
         "--threads-per-worker",
         type=int,
-        help="request threads per shard; with --source cog, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog)",
+        help="request threads per shard; with --source cog or zarr, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog or zarr)",
     )
     parser.add_argument(
         "--worker-memory-gb",

@@ -295,6 +295,38 @@ def test_projected_store_is_copied_on_its_own_grid(stores, tmp_path, capsys, dty
         np.testing.assert_array_equal(got, decode(want))
 
 
+def test_a_store_whose_rows_run_north_is_copied_north_up(tmp_path):
+    """spatial:transform with a positive e (row 0 the southernmost): the output is north-up and
+    holds the source's rows in reverse."""
+    source = str(tmp_path / "south-up.zarr")
+    south, res, height, width = 4_000_000.0, 10.0, 150, 120
+    array = field_stores.aef_mosaic(
+        source,
+        width=width,
+        height=height,
+        years=(2024,),
+        west=500_000.0,
+        north=south + height * res,
+        res=res,
+        crs="EPSG:32631",
+        shard=128,
+        inner=32,
+    )
+    codes = codes_of(np.random.default_rng(3), array.shape)
+    array[:] = codes
+    group = zarr.open_group(source, mode="r+")
+    group.attrs["spatial:transform"] = [res, 0.0, 500_000.0, 0.0, res, south]
+    group["y"][:] = south + (np.arange(height) + 0.5) * res
+    out = tmp_path / "out.zarr"
+    bbox = utm_bbox(500_200, 4_000_300, 500_900, 4_001_200, "EPSG:32631")
+    assert run(source, out, bbox, "--dtype", "int8") == 0
+    got, x, y, _ = canonical(out)
+    assert (np.diff(y) < 0).all()
+    cols = np.round((x - 500_000) / res - 0.5).astype(int)
+    rows = np.round((y - south) / res - 0.5).astype(int)  # stored rows, counted from the south
+    np.testing.assert_array_equal(got, np.moveaxis(codes[:, :, rows][:, :, :, cols], 1, -1))
+
+
 def test_float_store_with_16_bands_keeps_its_bands_and_values(stores, tmp_path):
     out = tmp_path / "out.zarr"
     bbox = utm_bbox(500_300, 4_998_400, 501_900, 4_999_900, "EPSG:32631")

@@ -135,17 +135,17 @@ def choose_grid(
     projected = pyproj.CRS.from_user_input(layout.crs).is_projected
     if rule is None:
         rule = "source" if projected and crs is None and scale is None else "utm"
-    inside = _area_in_store(layout, aoi_lonlat, area_flag)  # refused first: the area is the error
-    if rule == "utm":
-        grid, aoi = gridlib.plan_grid(aoi_lonlat, crs, 10.0 if scale is None else scale)
-        return grid, aoi, rule
     for flag, value in (("--crs", crs), ("--scale", scale)):
-        if value is not None:
+        if rule == "source" and value is not None:
             raise InputError(
                 flag,
                 f"--grid source copies the store's own grid (its CRS and pixel size); drop {flag}, "
                 "or pass --grid utm to reproject",
             )
+    inside = _area_in_store(layout, aoi_lonlat, area_flag)
+    if rule == "utm":
+        grid, aoi = gridlib.plan_grid(aoi_lonlat, crs, 10.0 if scale is None else scale)
+        return grid, aoi, rule
     if not projected:
         raise InputError(
             "--grid",

@@ -14,6 +14,8 @@ area selects; for Earth Engine a hash of the image ids and versions over the are
 When the grid agrees, `check_source` refuses, with one line naming both, a source at another
 place or with another fingerprint: one mirror spelled relative, absolute, with a trailing slash
 or through a symlink resumes; another mirror behind the same relative spelling does not.
+A store copied from a Zarr store (`--source zarr`) records `zarr_root` (canonical, as the COG
+root) and a hash of the source's metadata (`zarr_metadata_sha256`), compared the same way.
 Stores written before the fingerprint (no `cog_index_sha256` / `ee_images_sha256`) keep the
 old rule: their recorded spelling of the source is compared as a string.
 """
