@@ -556,6 +556,7 @@ def test_an_output_inside_the_source_is_refused(stores, tmp_path, capsys):
         (["--source", "cog", "--cog-root", "x", "--zarr-root", "y"], "--zarr-root: only used with"),
         (["--grid", "utm"], "--grid: only used with --source zarr"),
     ],
+    ids=["zarr without a root", "a root with cog", "a grid with ee"],
 )
 def test_zarr_flags_only_with_the_zarr_source(tmp_path, capsys, argv, start):
     out = tmp_path / "out.zarr"
