@@ -449,6 +449,21 @@ def test_resume_with_another_area_is_refused(stores, complete, tmp_path, capsys)
     assert snapshot(path) == before
 
 
+def test_efm_s_own_store_is_a_source_too(complete, tmp_path):
+    """A store efm wrote (whatever layout it writes) copied on its own grid: the same codes."""
+    whole, wx, wy, crs = canonical(complete)
+    out = tmp_path / "part.zarr"
+    bbox = utm_bbox(wx[30] - 5, wy[100] - 5, wx[90] + 5, wy[40] + 5)
+    assert run(complete, out, bbox, "--dtype", "int8", years="2024") == 0
+    got, x, y, got_crs = canonical(out)
+    assert got_crs == crs
+    cols = np.round((x - wx[0]) / 10).astype(int)
+    rows = np.round((wy[0] - y) / 10).astype(int)
+    np.testing.assert_allclose(wx[cols], x, atol=1e-6)
+    np.testing.assert_allclose(wy[rows], y, atol=1e-6)
+    np.testing.assert_array_equal(got[0], whole[1][rows][:, cols])
+
+
 def test_a_remote_root_on_s3_gives_the_same_store(stores, complete, tmp_path, capsys):
     pytest.importorskip("s3fs", reason="the [s3] extra")
     pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
