@@ -1,6 +1,6 @@
-"""`efm extract`: an area and years -> a Zarr store of the 64-band embeddings.
+"""`efm extract`: an area and years -> a Zarr store of the embeddings.
 
-source chunk specs | FetchChunks(EarthEngineSource or CogSource) | WriteChunks | MarkComplete
+source chunk specs | FetchChunks(EarthEngineSource, CogSource or ZarrSource) | WriteChunks | MarkComplete
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import coverage_warning, metric_max, metric_range, metric_totals
-from transforms.sources import cog, cog_index, earthengine, request_plan
+from transforms.sources import cog, cog_index, earthengine, request_plan, zarr_source
 from transforms.sources import fetch as fetchlib
 from transforms.sources.fetch import FetchChunks, RetryPolicy
 from transforms.storage import integrity, outputs, progress, store
@@ -37,7 +37,8 @@ DEFAULT_WORKER_MEMORY_GB = (
 def build_parser():
     parser = common.make_parser(
         "efm extract",
-        "Extract satellite embedding fields from Earth Engine (or the int8 COG mirror, --source cog) into a Zarr store.",
+        "Extract satellite embedding fields from Earth Engine (or the int8 COG mirror, --source cog, "
+        "or a region of a Zarr embedding store, --source zarr) into a Zarr store.",
     )
     area = parser.add_mutually_exclusive_group(required=True)
     area.add_argument("--bbox", help="area as W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0")
@@ -53,13 +54,26 @@ def build_parser():
     )
     parser.add_argument(
         "--source",
-        choices=["ee", "cog"],
+        choices=["ee", "cog", "zarr"],
         default="ee",
-        help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root (default: %(default)s)",
+        help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root, zarr = a "
+        "Zarr embedding store at --zarr-root (default: %(default)s)",
     )
     parser.add_argument(
         "--cog-root",
         help="with --source cog: the mirror's root (local folder, gs://, s3:// or https:// URL) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff",
+    )
+    parser.add_argument(
+        "--zarr-root",
+        help="with --source zarr: an embedding store (the public AEF mosaic, a TESSERA zone group, "
+        "any convention store, efm's own): local path, s3://, gs:// or https:// URL",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=list(zarr_source.GRIDS),
+        help="with --source zarr: source = the store's own pixels, copied (default for a store in a "
+        "projected CRS); utm = the grid --crs/--scale plan, default the area's UTM zone at 10 m, "
+        "nearest source pixel (default for a store in degrees, or with --crs or --scale)",
     )
     parser.add_argument(
         "--collection",
@@ -69,9 +83,7 @@ def build_parser():
     parser.add_argument(
         "--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)"
     )
-    parser.add_argument(
-        "--scale", type=float, default=10.0, help="pixel size in CRS units (default: %(default)s)"
-    )
+    parser.add_argument("--scale", type=float, help="pixel size in CRS units (default: 10)")
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -108,7 +120,7 @@ def build_parser():
         "--max-concurrent-requests",
         type=int,
         help="cap on Earth Engine requests in flight across all workers of this job "
-        "(default: 40, the per-project quota); with --source cog, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
+        "(default: 40, the per-project quota); with --source cog or zarr, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
     )
     parser.add_argument(
         "--max-requests-per-second",
@@ -119,7 +131,7 @@ def build_parser():
     parser.add_argument(
         "--threads-per-worker",
         type=int,
-        help="request threads per shard; with --source cog, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog)",
+        help="request threads per shard; with --source cog or zarr, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog or zarr)",
     )
     parser.add_argument(
         "--worker-memory-gb",
@@ -169,6 +181,12 @@ def build_parser():
     return parser
 
 
+def band_count(args) -> int:
+    """Bands of the store this run writes: the source store's with --source zarr, else the 64."""
+    layout = getattr(args, "zarr_layout", None)
+    return len(layout.bands) if layout is not None else len(earthengine.EMBEDDING_BANDS)
+
+
 def _check_positive(flag: str, value, kind=int):
     if value is not None and not value > 0:
         raise InputError(
@@ -178,9 +196,7 @@ def _check_positive(flag: str, value, kind=int):
 
 def open_chunk_limit(args, options) -> int:
     """Chunks a process may hold, from --worker-memory-gb (README: what memory a run needs and why)."""
-    chunk_bytes = (
-        args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
-    )
+    chunk_bytes = args.chunk_size**2 * band_count(args) * (1 if args.dtype == "int8" else 4)
     processes = memory_processes(options)
     cache = block_cache_bytes(args, processes)
     limit = fetchlib.max_open_chunks(
@@ -212,13 +228,12 @@ def memory_processes(options) -> int:
 
 
 def block_cache_bytes(args, processes: int) -> int:
-    """--source cog: decoded blocks a process keeps (cog_blocks): what its memory share has left
-    once it holds two open chunks (so reads still overlap), at most cog.BLOCK_CACHE_BYTES."""
-    if args.source != "cog":
+    """--source cog/zarr: decoded blocks (a store's inner chunks) a process keeps (cog_blocks):
+    what its memory share has left once it holds two open chunks (so reads still overlap), at
+    most cog.BLOCK_CACHE_BYTES."""
+    if args.source not in ("cog", "zarr"):
         return 0
-    chunk_bytes = (
-        args.chunk_size**2 * len(earthengine.EMBEDDING_BANDS) * (1 if args.dtype == "int8" else 4)
-    )
+    chunk_bytes = args.chunk_size**2 * band_count(args) * (1 if args.dtype == "int8" else 4)
     spare = (
         args.worker_memory_gb * 2**30 / max(1, processes)
         - fetchlib.PROCESS_BASE_BYTES
@@ -244,7 +259,7 @@ def requests_in_flight(args, options, open_chunks: int, itemsize: int) -> int:
     per_chunk = planlib.requests_per_chunk(
         args.chunk_size,
         args.chunk_size,
-        len(earthengine.EMBEDDING_BANDS),
+        band_count(args),
         itemsize,
         args.request_tile_size,
     )
@@ -280,11 +295,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = (
-            DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_EE_CONCURRENCY
+            DEFAULT_EE_CONCURRENCY if args.source == "ee" else DEFAULT_COG_CONCURRENCY
         )
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
+    check_source_flags(args)
+    args.zarr_layout = None
+    if args.source == "zarr":  # the store's metadata: its bands, dtype and grid plan the run
+        args.zarr_layout = zarr_source.describe(args.zarr_root)
+        zarr_source.check_years(args.zarr_layout, years)
+        zarr_source.check_dtype(args.zarr_layout, args.dtype)
+        grid, aoi_in_crs, grid_rule = zarr_source.choose_grid(
+            args.zarr_layout,
+            aoi,
+            args.grid,
+            args.crs,
+            args.scale,
+            area_flag="--bbox" if args.bbox else "--aoi",
+        )
+    else:
+        grid, aoi_in_crs = gridlib.plan_grid(
+            aoi, args.crs, 10.0 if args.scale is None else args.scale
+        )
     open_chunks = open_chunk_limit(args, options)
-    grid, aoi_in_crs = gridlib.plan_grid(aoi, args.crs, args.scale)
     if args.source == "cog" and not args.cog_root:
         raise InputError(
             "--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path"
@@ -293,17 +325,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(
             "--cog-root", "only used with --source cog; add --source cog to read the COG mirror"
         )
-    transfer_dtype = "int8" if args.source == "cog" else args.transfer_dtype
-    if transfer_dtype == "auto":
-        transfer_dtype = "int8" if args.collection == earthengine.DEFAULT_COLLECTION else "float32"
-    itemsize = 1 if transfer_dtype == "int8" else 4
-    bands = earthengine.EMBEDDING_BANDS
+    if args.source == "zarr":
+        itemsize = zarr_source.transfer_itemsize(args.zarr_layout)
+        transfer_dtype = "int8" if itemsize == 1 else "float32"
+        bands = args.zarr_layout.bands
+    else:
+        transfer_dtype = "int8" if args.source == "cog" else args.transfer_dtype
+        if transfer_dtype == "auto":
+            transfer_dtype = (
+                "int8" if args.collection == earthengine.DEFAULT_COLLECTION else "float32"
+            )
+        itemsize = 1 if transfer_dtype == "int8" else 4
+        bands = earthengine.EMBEDDING_BANDS
     if args.request_tile_size:
         request_plan.check_request_tile_size(args.request_tile_size, len(bands), itemsize)
     found = outputs.check_output(
         args.output,
         "embeddings",
-        inputs={"--cog-root": args.cog_root, "--aoi": args.aoi},
+        inputs={"--cog-root": args.cog_root, "--zarr-root": args.zarr_root, "--aoi": args.aoi},
         resume=args.resume,
         overwrite=args.overwrite,
     )
@@ -313,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
     if args.source == "cog":
         mirror_index = cog_index.check_cog_root(args.cog_root, years, aoi)
-    else:
+    elif args.source == "ee":
         earthengine.initialize(settings)
         earthengine.check_collection(args.collection, years)
         images_record = earthengine.check_coverage(args.collection, years, aoi)
@@ -322,15 +361,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
     # What the store records about its source: where it is and a fingerprint of what was read
     # (README: what --resume checks).
-    source_attrs = (
-        cog.store_attrs(args.cog_root, mirror_index)
-        if args.source == "cog"
-        else {
+    if args.source == "cog":
+        source_attrs = cog.store_attrs(args.cog_root, mirror_index)
+    elif args.source == "zarr":
+        source_attrs = zarr_source.store_attrs(
+            args.zarr_root, args.zarr_layout, grid_rule, args.dtype
+        )
+    else:
+        source_attrs = {
             "source": f"earthengine:{args.collection}",
             **images_record,
             "transfer_dtype": transfer_dtype,
         }
-    )
     skipped = plan.touched.size - plan.per_year
     template = store.embedding_template(
         grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped}
@@ -364,9 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         transfer_dtype=transfer_dtype,
         store_dtype=args.dtype,
         max_concurrent=in_flight,
-        quota=args.source != "cog",
+        quota=args.source == "ee",
+        source_name="Zarr store" if args.source == "zarr" else "COG mirror",
     )
-    if args.source != "cog" and in_flight < args.max_concurrent_requests:
+    if args.source == "zarr":
+        rows.insert(1, ("source grid", grid_row(args.zarr_layout, grid_rule)))
+    if args.source == "ee" and in_flight < args.max_concurrent_requests:
         rows.append(
             (
                 "requests in flight",
@@ -399,7 +444,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
-    if args.source == "cog":
+    if args.source == "zarr":
+        source = zarr_source.make_source(
+            grid,
+            years,
+            args.zarr_layout,
+            args.dtype,
+            args.request_tile_size,
+            block_cache_bytes=block_cache_bytes(args, memory_processes(options)),
+        )
+    elif args.source == "cog":
         source = cog.make_source(
             grid,
             years,
@@ -424,8 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     workers = common.local_workers(options)
     distributed_threads = (
-        DEFAULT_COG_CONCURRENCY if args.source == "cog" else DEFAULT_THREADS_DISTRIBUTED
-    )  # cog: per worker, no global cap
+        DEFAULT_THREADS_DISTRIBUTED if args.source == "ee" else DEFAULT_COG_CONCURRENCY
+    )  # cog, zarr: per worker, no global cap
     threads = args.threads_per_worker or (
         max(1, args.max_concurrent_requests // workers) if workers else distributed_threads
     )
@@ -436,9 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads_per_worker=threads,
         retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
         max_open_chunks=open_chunks,
-        global_cap=args.source != "cog",
+        global_cap=args.source == "ee",
         output=output,
-        neighbourhood=COG_NEIGHBOURHOOD_CHUNKS * args.chunk_size if args.source == "cog" else 0,
+        neighbourhood=0 if args.source == "ee" else COG_NEIGHBOURHOOD_CHUNKS * args.chunk_size,
     )
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -473,11 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     totals = metric_totals(result)
     # Bytes the sources read, not the area's pixels: the mirror's compressed blocks, EE's bodies.
     megabytes = totals.get("bytes", 0) / 1e6
-    read_label = (
-        "compressed blocks read from the mirror's files"
-        if args.source == "cog"
-        else f"computePixels response bodies, {transfer_dtype}"
-    )
+    read_label = {
+        "cog": "compressed blocks read from the mirror's files",
+        "zarr": f"inner chunks decoded from the store, {transfer_dtype}",
+    }.get(args.source, f"computePixels response bodies, {transfer_dtype}")
     common.print_summary(
         f"efm extract: {args.output} complete",
         [
@@ -520,11 +573,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             grid, metric_range(result, "data_row"), metric_range(result, "data_col")
         ),
         tuple(aoi.bounds),
-        mirror_coverage(mirror_index) if args.source == "cog" else None,
+        mirror_coverage(mirror_index)
+        if args.source == "cog"
+        else zarr_source.coverage_text(args.zarr_layout)
+        if args.source == "zarr"
+        else None,
     )
     if warning:
         print(f"efm extract: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def check_source_flags(args) -> None:
+    """Each source's own flags, and only with it (local checks: nothing is read yet)."""
+    if args.source == "zarr" and not args.zarr_root:
+        raise InputError(
+            "--zarr-root",
+            "--source zarr needs --zarr-root: the embedding store to copy from (path or URL)",
+        )
+    if args.source != "zarr":
+        for flag, value in (("--zarr-root", args.zarr_root), ("--grid", args.grid)):
+            if value:
+                raise InputError(
+                    flag, "only used with --source zarr; add --source zarr to copy from a store"
+                )
+
+
+def grid_row(layout, rule: str) -> str:
+    """The plan's line on how the source's pixels reach the grid."""
+    a, _, _, _, e, _ = layout.transform
+    src = f"{layout.width} x {layout.height} px at {abs(a):g} x {abs(e):g} in {zarr_source.crs_name(layout.crs)}, {len(layout.bands)} bands, {layout.dtype}"
+    how = (
+        "--grid source: its own pixels, copied"
+        if rule == "source"
+        else "--grid utm: the nearest source pixel under each pixel centre"
+    )
+    return f"{src}; {how}"
 
 
 def damaged_chunks(args) -> set[str]:

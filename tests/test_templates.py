@@ -149,6 +149,8 @@ BAD_VALUES = {
     "bbox": ["5.9,45.8,6.2", "a,b,c,d", "5.9;45.8;6.2;46.0", "5.9, 45.8, 6.2, 46.0 ", ""],
     "aoi": GCS_BAD,
     "cog_root": GCS_BAD,
+    "zarr_root": ["/local/store.zarr", "s3://", "gs://bucket", "http://host/x.zarr", "s3://b/a b"],
+    "grid": ["native", "UTM", ""],
     "output": GCS_BAD,
     "embeddings": GCS_BAD,
     "points": GCS_BAD,

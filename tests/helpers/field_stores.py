@@ -107,8 +107,12 @@ def aef_mosaic(
     shard: int = 4096,
     inner: int = 256,
     attrs: dict | None = None,
+    dtype: str = "int8",
 ):
-    """An empty store in the public mosaic's layout; returns the `embeddings` array to fill."""
+    """An empty store in the public mosaic's layout; returns the `embeddings` array to fill.
+
+    `dtype="float32"`: the same layout holding float embeddings (NaN = no data, no quantisation)."""
+    floats = np.dtype(dtype).kind == "f"
     root = zarr.open_group(path, mode="w-", zarr_format=3)
     root.attrs.update(
         {
@@ -117,9 +121,9 @@ def aef_mosaic(
             "geoemb:dimensions": bands,
             "geoemb:model": AEF_MODEL,
             "geoemb:source_data": "https://source.coop/tge-labs/aef/v1/annual/",
-            "geoemb:data_type": "int8",
+            "geoemb:data_type": str(np.dtype(dtype)),
             "geoemb:gsd": res,
-            "geoemb:quantization": dict(AEF_QUANTIZATION),
+            **({} if floats else {"geoemb:quantization": dict(AEF_QUANTIZATION)}),
             "zarr_conventions": [PROJ, SPATIAL, GEOEMB],
             **(attrs or {}),
         }
@@ -129,8 +133,8 @@ def aef_mosaic(
         shape=(len(years), bands, height, width),
         shards=(1, bands, shard, shard),
         chunks=(1, bands, inner, inner),
-        dtype="int8",
-        fill_value=-128,
+        dtype=dtype,
+        fill_value=np.nan if floats else -128,
         compressors=ZstdCodec(level=3),
         dimension_names=["time", "band", "y", "x"],
     )

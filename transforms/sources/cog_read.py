@@ -41,6 +41,12 @@ def band_indexes(descriptions: tuple, count: int, bands: tuple[str, ...]) -> lis
     return indexes
 
 
+def no_data(dtype) -> float | int:
+    """What a pixel no source pixel lies under holds: -128 in int8 codes, NaN in floats (a
+    Zarr store of float embeddings, read through the same rule: `zarr_source`)."""
+    return quantize.NODATA_CODE if np.dtype(dtype) == np.int8 else np.nan
+
+
 def _is_native(src_crs, t: affine.Affine, grid_crs, scale: float, left: float, top: float) -> bool:
     """Same CRS, same pixel size, pixel edges aligned (`t` north-up): a window is a plain copy."""
     if t.b != 0 or t.d != 0 or abs(t.a - scale) > 1e-9 * scale or abs(-t.e - scale) > 1e-9 * scale:
@@ -64,7 +70,8 @@ def read_into_grid(
     cols: int,
     need: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """One file's int8 codes on a window of the target grid: (rows, cols, bands), -128 = none.
+    """One file's int8 codes on a window of the target grid: (rows, cols, bands), -128 = none
+    (a float store's values through `zarr_source`: NaN = none).
 
     `layout`: the file's geometry (`cog_blocks.Layout`); `block(block_row, block_col, wait)`: one of
     its stored blocks, decoded, north-up, (rows, cols, bands) (wait=False: None while another
@@ -97,9 +104,9 @@ def _copy_native(
             covered = (r0, r1, c0, c1) == (row_off, row_off + rows, col_off, col_off + cols)
             shape = (rows, cols, data.shape[-1])
             out = (
-                np.empty(shape, dtype=np.int8)
+                np.empty(shape, dtype=data.dtype)
                 if covered
-                else np.full(shape, quantize.NODATA_CODE, dtype=np.int8)
+                else np.full(shape, no_data(data.dtype), dtype=data.dtype)
             )
         b0, _ = layout.block_span(block_row)
         bc0 = block_col * layout.block_cols
@@ -186,7 +193,7 @@ def _nearest(
     for (block_row, block_col), data in in_turn(list(wanted), block):
         take = wanted[(block_row, block_col)]
         if out is None:
-            out = np.full((rows * cols, data.shape[-1]), quantize.NODATA_CODE, dtype=np.int8)
+            out = np.full((rows * cols, data.shape[-1]), no_data(data.dtype), dtype=data.dtype)
         b0, _ = layout.block_span(block_row)
         local = (r[take] - b0) * data.shape[1] + (c[take] - block_col * layout.block_cols)
         out[pixels[take]] = data.reshape(-1, data.shape[-1])[local]

@@ -314,15 +314,17 @@ def summary_rows(
     latency_s: float = ASSUMED_EE_LATENCY_S,
     max_concurrent: int = EE_MAX_CONCURRENT,
     quota: bool = True,
+    source_name: str = "COG mirror",
 ) -> list[tuple[str, object]]:
-    """The plan as `name  value` rows for `common.print_summary` (`quota`: false for a source without one)."""
+    """The plan as `name  value` rows for `common.print_summary` (`quota`: false for a source
+    without one, `source_name` says which)."""
     at_quota = (
         (
             f"{human_seconds(job.seconds_at_quota)} ({job.quota_requests_per_second:g} requests/s: "
             f"{max_concurrent} in flight, {latency_s:g} s per request assumed)"
         )
         if quota
-        else "no quota (COG mirror): as fast as the workers read"
+        else f"no quota ({source_name}): as fast as the workers read"
     )
     return [
         (

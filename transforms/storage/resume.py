@@ -14,6 +14,8 @@ area selects; for Earth Engine a hash of the image ids and versions over the are
 When the grid agrees, `check_source` refuses, with one line naming both, a source at another
 place or with another fingerprint: one mirror spelled relative, absolute, with a trailing slash
 or through a symlink resumes; another mirror behind the same relative spelling does not.
+A store copied from a Zarr store (`--source zarr`) records `zarr_root` (canonical, as the COG
+root) and a hash of the source's metadata (`zarr_metadata_sha256`), compared the same way.
 Stores written before the fingerprint (no `cog_index_sha256` / `ee_images_sha256`) keep the
 old rule: their recorded spelling of the source is compared as a string.
 """
@@ -34,6 +36,8 @@ SOURCE_ATTRS = {
 # What fingerprints a source (transforms/sources/cog_index.source_record, earthengine.images_record).
 COG_FINGERPRINT = ("cog_root", "cog_index_bytes", "cog_index_sha256", "cog_files_sha256")
 EE_FINGERPRINT = ("ee_collection", "ee_images_sha256")
+# A Zarr store copied from (transforms/sources/zarr_source.store_attrs): where, and its metadata.
+ZARR_FINGERPRINT = ("zarr_root", "zarr_metadata_sha256")
 _PLACE_ATTRS = {
     "source",
     "cog_root",
@@ -199,9 +203,13 @@ def differences(existing: xr.Dataset, template: xr.Dataset) -> list[str]:
 
 
 def source_rule(have: dict, want: dict) -> str | None:
-    """ "cog" / "ee" when both the store and this run fingerprint their source that way, else None
-    (a store written before fingerprints, or another kind of source: compared as strings)."""
-    for rule, keys in (("cog", COG_FINGERPRINT), ("ee", EE_FINGERPRINT)):
+    """ "cog" / "ee" / "zarr" when both the store and this run fingerprint their source that way,
+    else None (a store written before fingerprints, or another kind of source: compared as strings)."""
+    for rule, keys in (
+        ("cog", COG_FINGERPRINT),
+        ("ee", EE_FINGERPRINT),
+        ("zarr", ZARR_FINGERPRINT),
+    ):
         if all(k in have for k in keys) and all(k in want for k in keys):
             return rule
     return None
@@ -237,6 +245,12 @@ def source_difference(path: str, have: dict, want: dict) -> tuple[str, str] | No
             return f"{attrs['cog_root']} ({text})"
 
         flag = "--cog-root"
+    elif rule == "zarr":
+
+        def said(attrs: dict) -> str:
+            return f"{attrs['zarr_root']} (metadata sha256 {_sha(attrs['zarr_metadata_sha256'])})"
+
+        flag = "--zarr-root"
     else:
 
         def said(attrs: dict) -> str:
@@ -253,7 +267,7 @@ def source_difference(path: str, have: dict, want: dict) -> tuple[str, str] | No
 
 
 def _fingerprint(rule: str) -> tuple[str, ...]:
-    return COG_FINGERPRINT if rule == "cog" else EE_FINGERPRINT
+    return {"cog": COG_FINGERPRINT, "zarr": ZARR_FINGERPRINT}.get(rule, EE_FINGERPRINT)
 
 
 def check(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
