@@ -417,11 +417,16 @@ def interrupt_demo(argv, out, tmp_path):
                 break
         # set up = its metadata consolidated, the last step of store.setup: the interrupt then
         # lands in the fetch, never inside the set-up (whose own clean-up is store.prepare's)
-        consolidated = os.path.join(out, "embeddings.zarr", ".zmetadata")
+        # (Zarr 3: the group's zarr.json holds it once consolidated)
+        group = os.path.join(out, "embeddings.zarr", "zarr.json")
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            if os.path.exists(consolidated):
-                break
+            try:
+                with open(group) as f:
+                    if (json.load(f).get("consolidated_metadata") or {}).get("metadata"):
+                        break
+            except (OSError, ValueError):  # not there yet, or being written
+                pass
             time.sleep(0.02)
         if proc.poll() is not None:
             raise AssertionError(f"the demo ended before the interrupt: {proc.stderr.read()}")

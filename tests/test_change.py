@@ -33,8 +33,6 @@ def stores(tmp_path_factory):
 
 def store_values(s) -> np.ndarray:
     """(time, y, x, band) float64 read straight from the store (float32) or the factory's de-quantised truth (int8)."""
-    if s.dtype == "float32":
-        return xr.open_zarr(s.path)["embedding"].values.astype(np.float64)
     return s.values.astype(np.float64)
 
 

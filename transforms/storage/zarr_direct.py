@@ -26,7 +26,7 @@ from xarray.backends.zarr import FillValueCoder, encode_zarr_attr_value
 
 ZARR_FORMAT = 3  # what new stores are written in (a store being resumed keeps its own)
 INNER = 256  # px: the inner chunk's side (benchmarks/store_shards.py: small windows vs per-request cost)
-CODEC = {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}  # Blosc (benchmarks/store_codecs.py)
+CODEC = {"cname": "zstd", "clevel": 1, "shuffle": "noshuffle"}  # Blosc: benchmarks/store_codecs.py
 
 
 def inner_side(shard: int) -> int:
