@@ -39,9 +39,26 @@ SECTION = "## Store codecs"
 TITLE = f"{SECTION} (issues 11 and 17: LZ4 vs Zstd, band-last vs band-first)"
 LAYOUTS = ("band-last", "band-first")
 DECISION = """
-**The choice (issue 17): Blosc-Zstd level 3 with bit shuffle, on band-first chunks, for int8
-codes and float32 values alike.** See the paragraph under the tables (written by hand from the
-figures of this run).
+**The choice (issue 17): Blosc-Zstd level 1, no shuffle, for int8 codes and float32 values alike**
+(`BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle", typesize=<itemsize>)`; figures from
+the band-first columns, the layout the convention fixes). int8: 0.840 of the data against LZ4's
+0.986 (15 % smaller), encoding a 67 MB chunk at ~280 MB/s (0.24 s; LZ4 0.05 s) and decoding at
+~650 MB/s (0.1 s; LZ4 0.03 s). Levels 3 and 5 save another 0.3-0.5 % at 3-6x level 1's encode
+time; plain Zstd 3 (aef-mosaic) is level 3's size at half level 1's speed. Shuffle must be set
+explicitly: zarr-python 3 gives a 1-byte dtype **bit** shuffle (and level 5) when it is not,
+and bit shuffle makes int8 codes 15 % bigger (0.968); byte shuffle is a no-op on 1-byte values.
+float32 values are de-quantised codes (transforms/core/quantize.py: bit for bit Earth Engine's
+values, so 255 distinct values): no shuffle keeps each value's 4 bytes together and Zstd finds
+the repeats, 0.465 against LZ4's 0.910 (2x smaller) at ~155 MB/s (a 256 MiB float32 shard in
+~1.7 s); byte shuffle splits them (0.733), bit shuffle more (0.863). Level 3 would make float32
+another 28 % smaller (0.333) at 64 MB/s (4 s a shard), level 5 0.314 at 22 MB/s; plain Zstd 3
+does best on float32 (0.307 at ~170 MB/s) but is not Blosc. Band-first vs band-last: with Zstd
+the planes compress ~2 % better but encode 2x (level 1) to 4.5x (level 3) slower, Zstd finding
+more matches to weigh; LZ4 is 1 % worse band-first. Generated codes are dominated by per-pixel
+noise (0.84 even with Zstd); real AEF codes have more spatial structure, so Zstd on band-first
+planes should gain more on them than here (not measured: no real codes offline).
+(Issue 11's run of this benchmark, 2026-11-29, band-last only, kept Blosc-LZ4 for its speed;
+its tables are in this file's git history.)
 """
 
 

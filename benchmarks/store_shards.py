@@ -57,7 +57,42 @@ WINDOWS = (64, 256, 1024)
 # (so only the shards it touches need writing) and crosses four 1024 px shards.
 ORIGIN = (2148, 2348)
 DECISION = """
-**The choice** is written by hand under the tables from this run's figures.
+With `--all` (every inner size for the 2048 and 4096 px shards too; one run at load ~6): the
+writer's extra memory is 1.7-2.3x the shard's bytes at 2048 px (inner 128-1024) and 1.7-1.8x at
+4096 px whatever the inner size; disk and index as above; reads as for 1024 px shards, except that
+a 1024 px window inside one shard pays that shard's requests in sequence (64 px inner: 290
+requests, 7.7 s; 128 px: 82, 2.7-3.0 s; 256 px: 26, 1.0-1.3 s).
+
+**The choice (issue 17): shard 1024 px (= efm's extract chunk; one worker writes one shard),
+inner chunk 256 px, Blosc-Zstd level 1 without shuffle (section "Store codecs").**
+
+*Shard.* Writing a shard costs the writer ~1.7-1.9x the shard's bytes on top of the values it
+holds (1.7-2.5x at 1024 px, where the allocator's noise is a larger share): zarr 3.1.6 keeps
+every encoded inner chunk, then joins them into one shard buffer: two encoded copies. An int8
+shard of 1024 px (64 MiB) peaks the writing process at ~0.3 GiB, 2048 px at 0.85 GiB, 4096 px
+(the public mosaic's) at 2.9 GiB: more than issue 8's 2 GiB per worker by itself. A float32
+store is 4x: 1024 px = 256 MiB + at most ~0.5 GiB to write, inside the budget with the process's
+512 MiB and two open chunks; 2048 px = 1 GiB + 1-1.8 GiB, not. For the writer:
+`fetch.CHUNK_COST_FACTOR` (2.5 = the chunk, its tiles in flight, one encoded copy) undercounts a
+zarr sharded write by about one encoded copy (~0.85x the chunk at these ratios, up to 1x on
+incompressible data); writing the shard file directly (inner chunks encoded one at a time and
+appended, the index last) would need neither copy.
+
+*Inner chunk.* 256 px serves both kinds of reader. A notebook's 256 px window fetches 3.3x its
+bytes in 5 requests (128 px: 1.9x in 10; 64 px: 1.4x in 26); a browser's 64 px window 13x
+(3.5 MB, one inner chunk) in 2 (128 px: 6.8x in 3; 64 px: 3.5x in 5). A 1024 px window (a Beam
+unit read off the shard grid) fetches 1.31x in 26-29 requests, 0.6-1.1 s at 20 ms a request,
+against 85 requests and 1.9 s at 128 px and 293 requests and 5 s at 64 px: zarr 3.1.6 fetches
+one shard's inner chunks one after another, so each request's latency (and price) adds up.
+Units on the shard grid read a whole shard in one request (zarr reads a shard whole when every
+inner chunk of it is wanted: one request per shard in the 1024/1024 row). 512 and 1024 px make
+a 64 px window fetch 54x and 215x its bytes. Smaller inner chunks also compress worse (0.861 at
+64 px, 0.852 at 128, 0.838-0.840 at 256-1024); the shard index is negligible at every size
+(260 B per 1024 px shard at 256 px). A viewer of single fields would fetch half the bytes with
+128 px, at 3x the requests of every larger read. 256 px is also the public AEF mosaic's inner
+chunk, so efm's stores and the mosaic read alike, and item 3's bound (bytes fetched at most 1.3x
+those of the chunks that touch the area) holds: zarr fetches the shard's index and exactly the
+inner chunks touched (the request counts and byte ratios above).
 """
 
 
