@@ -484,6 +484,7 @@ def max_open_chunks(
 PROCESS_BASE_BYTES = (
     512 * 2**20
 )  # Python, Beam, numpy, xarray, zarr, the ee client: measured ~400 MiB
-CHUNK_COST_FACTOR = (
-    2.5  # the chunk, its tiles in flight (body + decoded) and the write's encoded copy
-)
+# The chunk, its tiles in flight (body + decoded) and the shard's encoding: zarr keeps every
+# encoded inner chunk, then joins them into the shard (two encoded copies, 1.7-2.5x the chunk
+# measured in benchmarks/store_shards.py, "writer peak RSS").
+CHUNK_COST_FACTOR = 3.5
