@@ -47,10 +47,11 @@ COUNTRY_YEARS = "2017-2024"
 def chunk_bytes_on_disk(store: str) -> int:
     """Bytes of the `embedding` chunk files (not metadata, not markers)."""
     folder = os.path.join(store, "embedding")
-    return sum(
-        os.path.getsize(os.path.join(folder, name))
-        for name in os.listdir(folder)
-        if not name.startswith(".")
+    return sum(  # Zarr 3: shard files under c/ (zarr.json is metadata); Zarr 2: beside .zarray
+        os.path.getsize(os.path.join(where, name))
+        for where, _, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".") and name != "zarr.json"
     )
 
 
@@ -92,8 +93,10 @@ def measure_store(emu, tile, work, dtype, cap):
     itemsize = np.dtype(dtype).itemsize
     raw = ds.sizes["y"] * ds.sizes["x"] * ds.sizes["band"] * ds.sizes["time"] * itemsize
     disk = chunk_bytes_on_disk(output)
-    compressor = ds["embedding"].encoding.get("compressor") or ds["embedding"].encoding.get(
-        "compressors"
+    compressor = (
+        ds["embedding"].encoding.get("compressor")
+        or ds["embedding"].encoding.get("compressors")
+        or ds["embedding"].encoding.get("serializer")
     )
     return {
         "store": dtype,
