@@ -61,10 +61,13 @@ def convention_attrs(crs, transform: affine.Affine, height: int, width: int) -> 
     """
     crs = pyproj.CRS.from_user_input(crs)
     attrs = {"zarr_conventions": [dict(PROJ), dict(SPATIAL)]}
+    # geo-proj v1 takes exactly one CRS field (its schema's `oneOf`): the authority code where one
+    # names exactly this CRS (what the public AEF mosaic writes), else the self-contained WKT2.
     authority = crs.to_authority(min_confidence=100)
-    if authority is not None:  # the spec: a code only where one names exactly this CRS
+    if authority is not None:
         attrs["proj:code"] = f"{authority[0]}:{authority[1]}"
-    attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")  # the spec's SHOULD: always, self-contained
+    else:
+        attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")
     corners_x, corners_y = zip(*(transform @ (c, r) for c in (0, width) for r in (0, height)))
     attrs.update(
         {
@@ -140,7 +143,7 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
             # on the array too: GDAL (3.13) reads proj:/spatial: only from the array itself
             ds[name].attrs.update(attrs)
             # GDAL's own CRS attribute: GDAL 3.6 (Debian 12's) reads neither CF's grid_mapping nor proj:, only this.
-            ds[name].attrs["_CRS"] = {"wkt": attrs["proj:wkt2"]}
+            ds[name].attrs["_CRS"] = {"wkt": crs.to_wkt("WKT2_2019")}
     for name, cf in axis_attrs(crs).items():
         ds[name].attrs.update(cf)
     return ds
