@@ -113,7 +113,7 @@ def write_v2(path: str, template) -> None:
     old["time"].attrs = {}
     old.attrs = {k: v for k, v in old.attrs.items() if not k.startswith("geoemb:")}
     old.attrs["zarr_conventions"] = [
-        c for c in old.attrs["zarr_conventions"] if c["name"] != "geoemb"
+        c for c in old.attrs["zarr_conventions"] if not c["name"].startswith("geoemb")
     ]
     chunks = dict(zip(old["embedding"].dims, old["embedding"].data.chunksize))
     fill = quantize.fill_value(str(old["embedding"].dtype))

@@ -93,3 +93,18 @@ def test_rioxarray_reads_crs_and_transform_from_cf_and_coords(tmp_path):
     assert (width, height) == (40, 30)
     assert pyproj.CRS(crs.to_wkt()).equals(pyproj.CRS("EPSG:32610"))
     assert transform.almost_equals(UTM)
+
+
+@pytest.mark.parametrize("ci", ["true", "", None])
+def test_require_gdal_fails_under_ci_and_skips_elsewhere(tmp_path, monkeypatch, ci):
+    """CI must run the GDAL tests: with no GDAL >= 3.13 (no root, nothing on PATH) require_gdal
+    fails when CI=true and skips, saying why, otherwise."""
+    monkeypatch.setenv("EFM_GDAL_ROOT", str(tmp_path / "no-root"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gdalinfo at all
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci == "true" else pytest.skip.Exception
+    with pytest.raises(expected, match="scripts/gdal_root.sh"):
+        gdal.require_gdal()

@@ -1,16 +1,25 @@
-"""Every store efm writes opens in GDAL's Zarr driver with its CRS and geotransform, and speaks GeoZarr.
+"""Every kind of store efm writes speaks the field's conventions and opens in GDAL and rioxarray.
 
-Two GDALs read each store: rasterio's bundled GDAL (3.10) through `ZARR:"path":/var`, and Debian's
-gdal-bin (3.6; `make test` installs it, scripts/gdal_bin.sh) as subprocesses: `gdalmdiminfo` for the
-arrays' CRS and dimensions, `gdalmdimtranslate` to a GeoTIFF for the geotransform and the values.
-Expected values come from elsewhere: the CRS from the extract flags, the transform from the store's
-own x/y coordinate arrays (and the grid planned from the bbox), the pixel values from zarr-python.
-Stores written before the band names were fixed-width (an object `band` coordinate, no GeoZarr
-attributes) are still read, sampled, classified and resumed.
+The stores: embeddings in float32 and int8 (the real `efm extract` on a COG mirror), and the
+products made from the float32 one (classes with confidence, change, similarity, prediction).
+Each one is
+- validated against the proj:, spatial: and geoemb: v1 JSON schemas and the data
+  (tests/helpers/conventions.validate_store), with no allowance;
+- opened by GDAL >= 3.13 (tests/helpers/gdal.py; Debian sid's gdal-bin in a private root made by
+  scripts/gdal_root.sh, which `make test` sets up): `gdalmdiminfo` names the dimensions, the CRS
+  and the inner chunk as block size; the classic view of each (time[, band]) index is one y x
+  raster, width = x size, height = y size, with the planned geotransform and CRS and the values
+  zarr-python reads from the array;
+- opened by rioxarray over `xarray.open_zarr`: CRS, transform, size and values.
+Expected values come from elsewhere: the CRS from the extract flags, the grid planned from the
+bbox (transforms/core/grid.plan_grid), block sizes from the arrays' own zarr.json, values from
+zarr-python. Stores efm wrote before issue 17 (Zarr 2) still open in Debian 12's GDAL 3.6, and
+those from before the band names were fixed-width are still read, classified and resumed.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
@@ -21,23 +30,23 @@ import affine
 import numpy as np
 import pyproj
 import pytest
-import rasterio
 import xarray as xr
 import zarr
 from sklearn.linear_model import Ridge
 
 from pipelines import change, classify, extract, predict, sample, similarity, train
 from sample_data import generate as sample_data
+from tests import store_factory
+from tests.helpers import gdal
+from tests.helpers.conventions import CONVENTIONS, validate_store
 from transforms.core import grid as gridlib
 from transforms.core.grid import Grid
 from transforms.learning import models
-from transforms.storage import geozarr, resume, store
+from transforms.storage import geozarr, integrity, resume, store, zarr_direct
 
 FNAPI = ["--runner=FnApiRunner"]
-SPEC_PROJ_UUID = (
-    "f17cb550-5864-4468-aeb7-f3180cfb622f"  # from the published specs (v0.1), not from the code
-)
-SPEC_SPATIAL_UUID = "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4"
+STORES = ["embeddings-float32", "embeddings-int8", "classes", "change", "similarity", "prediction"]
+# The keys of the conventions and GDAL's own CRS attribute (what stores from before had none of).
 GEOZARR_KEYS = (
     "zarr_conventions",
     "proj:code",
@@ -50,7 +59,10 @@ GEOZARR_KEYS = (
     "spatial:transform_type",
     "_CRS",
 )
-GDAL_BIN_MISSING = "Debian's gdal-bin (gdalmdiminfo, gdalmdimtranslate) is not installed: run `scripts/gdal_bin.sh` as root (`make test` does)"
+GDAL_BIN_MISSING = (
+    "Debian's gdal-bin (gdalmdiminfo, gdalmdimtranslate) is not installed: run "
+    "`scripts/gdal_bin.sh` as root (`make test` does)"
+)
 
 
 def bbox_text(bbox) -> str:
@@ -70,105 +82,33 @@ def world(tmp_path_factory):
         assert extract.run(extract_argv(w, w["stores"][dtype], dtype=dtype)) == 0
     emb = w["stores"]["float32"]
     table, model = str(root / "samples.parquet"), str(root / "knn.skops")
-    assert (
-        sample.run(
-            [
-                "--embeddings",
-                emb,
-                "--points",
-                data.points,
-                "--label-column",
-                "label",
-                "--output",
-                table,
-                *FNAPI,
-            ]
-        )
-        == 0
-    )
-    assert (
-        train.run(["--samples", table, "--classifier", "knn", "--folds", "3", "--output", model])
-        == 0
-    )
+    w["table"] = table
+    argv = ["--embeddings", emb, "--points", data.points, "--label-column", "label"]
+    assert sample.run([*argv, "--output", table, *FNAPI]) == 0
+    argv = ["--samples", table, "--classifier", "knn", "--folds", "3", "--output", model]
+    assert train.run(argv) == 0
     products = {
         name: str(root / f"{name}.zarr")
         for name in ("classes", "change", "similarity", "prediction")
     }
-    assert (
-        classify.run(
-            [
-                "--embeddings",
-                emb,
-                "--model",
-                model,
-                "--output",
-                products["classes"],
-                "--confidence",
-                *FNAPI,
-            ]
-        )
-        == 0
-    )
-    assert (
-        change.run(
-            [
-                "--embeddings",
-                emb,
-                "--from-year",
-                "2022",
-                "--to-year",
-                "2023",
-                "--threshold",
-                "0.8",
-                "--output",
-                products["change"],
-                *FNAPI,
-            ]
-        )
-        == 0
-    )
+    argv = ["--embeddings", emb, "--model", model, "--output", products["classes"]]
+    assert classify.run([*argv, "--confidence", *FNAPI]) == 0
+    argv = ["--embeddings", emb, "--from-year", "2022", "--to-year", "2023", "--threshold", "0.8"]
+    assert change.run([*argv, "--output", products["change"], *FNAPI]) == 0
     refs = os.path.join(data.output, "refs.geojson")
-    assert (
-        similarity.run(
-            [
-                "--embeddings",
-                emb,
-                "--points",
-                refs,
-                "--threshold",
-                "0.8",
-                "--output",
-                products["similarity"],
-                *FNAPI,
-            ]
-        )
-        == 0
-    )
+    argv = ["--embeddings", emb, "--points", refs, "--threshold", "0.8"]
+    assert similarity.run([*argv, "--output", products["similarity"], *FNAPI]) == 0
     regressor = str(root / "ridge.pkl")
-    values = xr.open_zarr(emb)["embedding"].isel(time=0).values.reshape(-1, 64)
+    values = store_factory.raw_embedding(emb)[0].reshape(-1, 64)  # (y * x, band) of year 0
     values = values[~np.isnan(values).any(axis=1)][:300]
-    bands = [str(b) for b in xr.open_zarr(emb)["band"].values]
+    bands = [str(b) for b in zarr.open_group(emb, mode="r")["band"][...]]
     sha = models.save_model(
         Ridge().fit(values, values[:, 0] * 100),
         regressor,
         {"kind": "regressor", "bands": bands, "target": "agbd", "units": "Mg/ha"},
     )["sha256"]
-    assert (
-        predict.run(
-            [
-                "--embeddings",
-                emb,
-                "--model",
-                regressor,
-                "--model-sha256",
-                sha,
-                "--output",
-                products["prediction"],
-                *FNAPI,
-            ]
-        )
-        == 0
-    )
+    argv = ["--embeddings", emb, "--model", regressor, "--model-sha256", sha]
+    assert predict.run([*argv, "--output", products["prediction"], *FNAPI]) == 0
     w["products"] = products
     return w
 
@@ -202,235 +142,96 @@ def stores(w) -> dict[str, str]:
     return {**{f"embeddings-{k}": v for k, v in w["stores"].items()}, **w["products"]}
 
 
-def variables(path) -> list[str]:
-    """The store's data variables with y/x dims (what GDAL should see as rasters), from the raw Zarr metadata."""
-    group = zarr.open_group(path, mode="r", zarr_format=2)
-    return [
-        name
-        for name, array in group.arrays()
-        if {"y", "x"} <= set(array.attrs.get("_ARRAY_DIMENSIONS", ())) and name not in ("x", "y")
-    ]
+def planned(w) -> Grid:
+    """The grid the extract plans from the bbox, CRS and scale (the reference for every store)."""
+    grid, _ = gridlib.plan_grid(gridlib.parse_bbox(w["bbox"]), w["data"].crs, 10.0)
+    return grid
 
 
-def coords_transform(path) -> affine.Affine:
-    """The grid's affine computed from the stored x/y pixel-centre arrays alone."""
-    group = zarr.open_group(path, mode="r", zarr_format=2)
-    x, y = group["x"][...].astype(np.float64), group["y"][...].astype(np.float64)
-    dx, dy = x[1] - x[0], y[1] - y[0]
-    assert np.allclose(np.diff(x), dx) and np.allclose(np.diff(y), dy)
-    return affine.Affine(dx, 0.0, x[0] - dx / 2, 0.0, dy, y[0] - dy / 2)
+def expected_crs(w) -> pyproj.CRS:
+    return pyproj.CRS.from_user_input(w["data"].crs)
 
 
-def expected_epsg(w) -> int:
-    return pyproj.CRS.from_user_input(w["data"].crs).to_epsg()
+def metadata(path, name: str) -> dict:
+    """An array's own zarr.json, read as a file (not through zarr)."""
+    return json.loads((pathlib.Path(path) / name / "zarr.json").read_text())
 
 
-def dims(path, name) -> list[str]:
-    return list(zarr.open_group(path, mode="r", zarr_format=2)[name].attrs["_ARRAY_DIMENSIONS"])
+def gridded(path) -> dict[str, list[str]]:
+    """The store's data arrays with y and x dims (what GDAL shows as rasters) -> their dims, from
+    the arrays' own zarr.json files."""
+    root = pathlib.Path(path)
+    found = {}
+    for meta in sorted(root.glob("*/zarr.json")):
+        doc = json.loads(meta.read_text())
+        dims = doc.get("dimension_names") or []
+        if doc["node_type"] == "array" and {"y", "x"} <= set(dims) and len(dims) >= 2:
+            found[meta.parent.name] = list(dims)
+    assert found, f"{path}: no Zarr 3 array with y and x dims"  # never a vacuous pass
+    return found
 
 
 def raw(path, name) -> np.ndarray:
-    return zarr.open_group(path, mode="r", zarr_format=2)[name][...]
+    return zarr.open_group(str(path), mode="r")[name][...]
 
 
-def test_the_stores_are_on_the_planned_grid(world):
-    """The reference the GDAL tests use: x/y coords give the grid planned from the bbox."""
-    grid, _ = gridlib.plan_grid(gridlib.parse_bbox(world["bbox"]), world["data"].crs, 10.0)
+def leading_indices(dims: list[str], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The (time[, band]) indices of the classic views to read: every one, but for the 64 bands
+    of an embedding array only the first, one in the middle and the last (each view is three
+    GDAL runs)."""
+    ranges = []
+    for d, n in zip(dims[:-2], shape[:-2]):
+        ranges.append(sorted({0, n // 2, n - 1}) if d == "band" else range(n))
+    return list(itertools.product(*ranges))
+
+
+def test_the_stores_are_zarr3_on_the_planned_grid(world):
+    """What the GDAL and rioxarray tests rely on: Zarr 3 convention stores, (..., y, x) arrays
+    sharded with inner chunks, x/y the centres of the grid planned from the bbox."""
+    grid = planned(world)
     for name, path in stores(world).items():
-        assert coords_transform(path).almost_equals(grid.transform, precision=1e-6), name
-        group = zarr.open_group(path, mode="r", zarr_format=2)
-        assert (group["y"].shape[0], group["x"].shape[0]) == (grid.height, grid.width), name
+        assert json.loads((pathlib.Path(path) / "zarr.json").read_text())["zarr_format"] == 3
+        arrays = gridded(path)
+        for var, dims in arrays.items():
+            assert dims[-2:] == ["y", "x"], (name, var, dims)
+            codecs = metadata(path, var)["codecs"]
+            assert [c["name"] for c in codecs] == ["sharding_indexed"], (name, var, codecs)
+        x, y = raw(path, "x"), raw(path, "y")
+        np.testing.assert_allclose(x, grid.x0 + (np.arange(grid.width) + 0.5) * grid.scale)
+        np.testing.assert_allclose(y, grid.y0 - (np.arange(grid.height) + 0.5) * grid.scale)
+    assert gridded(world["stores"]["int8"]) == {"embedding": ["time", "band", "y", "x"]}
+    assert set(gridded(world["products"]["classes"])) == {"class", "confidence"}
 
 
-# ---------------------------------------------------------------- rasterio's GDAL (3.10)
+# ---------------------------------------------------------------- the proj:/spatial:/geoemb: conventions
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["embeddings-float32", "embeddings-int8", "classes", "change", "similarity", "prediction"],
-)
-def test_bundled_gdal_opens_every_variable_with_crs_transform_and_values(world, name):
+@pytest.mark.parametrize("name", STORES)
+def test_every_store_passes_the_conventions_v1_schemas(world, name):
     path = stores(world)[name]
-    assert variables(path), name
-    for var in variables(path):
-        with rasterio.open(f'ZARR:"{path}":/{var}') as src:
-            assert src.crs.to_epsg() == expected_epsg(world), (name, var)
-            assert src.transform.almost_equals(coords_transform(path), precision=1e-6), (
-                name,
-                var,
-                src.transform,
-            )
-            data = src.read()
-            tags = [src.tags(i + 1) for i in range(src.count)]
-        want = raw(path, var)
-        names = dims(path, var)
-        assert data.shape[1:] == (want.shape[names.index("y")], want.shape[names.index("x")])
-        extra = [d for d in names if d not in ("y", "x")]
-        assert src.count == int(np.prod([want.shape[names.index(d)] for d in extra], dtype=int))
-        for band, tag in zip(
-            data, tags
-        ):  # each GDAL band is one index of the extra dims (time, band)
-            index = tuple(
-                slice(None) if d in ("y", "x") else int(tag[f"DIM_{d}_INDEX"]) for d in names
-            )
-            expected = want[index]
-            if names.index("x") < names.index("y"):
-                expected = expected.T
-            np.testing.assert_array_equal(band, expected, err_msg=f"{name}/{var} {tag}")
+    validate_store(path)  # no allowance: efm's own stores are conformant
+    attrs = zarr.open_group(path, mode="r").attrs
+    registered = {c["uuid"] for c in attrs["zarr_conventions"]}
+    wanted = {"proj:", "spatial:"} | ({"geoemb:"} if name.startswith("embeddings") else set())
+    assert registered == {CONVENTIONS[p][0] for p in wanted}, name
+    assert pyproj.CRS.from_user_input(attrs["proj:code"]).equals(expected_crs(world))
+    assert affine.Affine(*attrs["spatial:transform"]) == planned(world).transform
+    if name.startswith("embeddings"):
+        dtype = name.split("-")[1]
+        assert attrs["geoemb:data_type"] == dtype and attrs["geoemb:dimensions"] == 64
+        assert ("geoemb:quantization" in attrs) == (dtype == "int8")
+    else:
+        assert not [k for k in attrs if k.startswith("geoemb:")], name
 
 
-# ---------------------------------------------------------------- Debian's gdal-bin (3.6)
-
-
-def gdal_bin(*args) -> str:
-    if shutil.which(args[0]) is None:
-        pytest.fail(GDAL_BIN_MISSING)  # never a silent skip: `make test` installs it
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "ERROR" not in done.stderr, f"{' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def gdal_bin_version() -> str:
-    return gdal_bin("gdalinfo", "--version").split(",")[0]
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["embeddings-float32", "embeddings-int8", "classes", "change", "similarity", "prediction"],
-)
-def test_gdal_bin_mdiminfo_reads_the_store_with_crs_and_xy(world, name):
-    path = stores(world)[name]
-    info = json.loads(gdal_bin("gdalmdiminfo", "-detailed", path))
-    arrays = info["arrays"]
-    assert set(variables(path)) <= set(arrays), (name, sorted(arrays))
-    for var in variables(path):
-        array = arrays[var]
-        assert pyproj.CRS.from_wkt(array["srs"]["wkt"]).to_epsg() == expected_epsg(world), (
-            name,
-            var,
-        )
-        assert array["dimensions"] == [f"/{d}" for d in dims(path, var)], (name, var)
-    types = {d["name"]: d.get("type") for d in info["dimensions"]}  # from x/y's CF attributes
-    assert types["x"] == "HORIZONTAL_X" and types["y"] == "HORIZONTAL_Y", (name, types)
-    if name.startswith(
-        "embeddings"
-    ):  # the band coordinate no longer stops it ("unsupported format for dtype: |O")
-        assert arrays["band"]["values"] == [f"A{i:02d}" for i in range(64)]
-
-
-@pytest.mark.parametrize("name", ["embeddings-float32", "embeddings-int8", "classes", "change"])
-def test_gdal_bin_translates_to_geotiff_with_crs_transform_and_values(world, name, tmp_path):
-    """GDAL 3.6 reads each variable (every year) into a GeoTIFF: georeferenced as planned, same values as zarr."""
-    path = stores(world)[name]
-    for var in variables(path):
-        names, want = dims(path, var), raw(path, var)
-        times = range(want.shape[0]) if names[0] == "time" else [None]
-        for t in times:
-            out = str(tmp_path / f"{var}-{t}.tif")
-            spec = f"name={var}"
-            if names == ["time", "y", "x", "band"]:
-                spec += f",transpose=[0,3,1,2],view=[{t},:,:,:]"  # bands first, then one year: (band, y, x)
-            elif t is not None:
-                spec += f",view=[{t},:,:]"
-            gdal_bin("gdalmdimtranslate", "-q", path, out, "-array", spec)
-            info = json.loads(gdal_bin("gdalinfo", "-json", out))
-            assert pyproj.CRS.from_wkt(info["coordinateSystem"]["wkt"]).to_epsg() == expected_epsg(
-                world
-            ), (name, var)
-            assert affine.Affine.from_gdal(*info["geoTransform"]).almost_equals(
-                coords_transform(path), precision=1e-6
-            ), (name, var, info["geoTransform"])
-            with rasterio.open(out) as src:
-                got = src.read()
-            expected = want if t is None else want[t]
-            expected = np.moveaxis(expected, -1, 0) if expected.ndim == 3 else expected[np.newaxis]
-            np.testing.assert_array_equal(
-                got, expected, err_msg=f"{name}/{var} year {t} ({gdal_bin_version()})"
-            )
-
-
-# ---------------------------------------------------------------- the proj:/spatial: conventions
-
-
-def check_conventions(
-    attrs: dict, crs: pyproj.CRS, transform: affine.Affine, shape: tuple[int, int], where: str
-) -> None:
-    registered = {c["uuid"]: c for c in attrs["zarr_conventions"]}
-    assert set(registered) == {SPEC_PROJ_UUID, SPEC_SPATIAL_UUID}, where
-    assert (
-        registered[SPEC_PROJ_UUID]["name"] == "proj"
-        and registered[SPEC_SPATIAL_UUID]["name"] == "spatial"
-    ), where
-    for (
-        convention
-    ) in registered.values():  # the spec allows these fields only; the URLs name the tagged release
-        assert set(convention) <= {"uuid", "schema_url", "spec_url", "name", "description"}, where
-        assert convention["schema_url"].endswith("/refs/tags/v0.1/schema.json") and convention[
-            "spec_url"
-        ].endswith("/blob/v0.1/README.md"), where
-    assert pyproj.CRS.from_user_input(attrs["proj:code"]) == crs, where
-    assert attrs["proj:code"] == f"EPSG:{crs.to_epsg()}", where
-    assert pyproj.CRS.from_wkt(attrs["proj:wkt2"]) == crs, where
-    assert attrs["spatial:dimensions"] == ["y", "x"], where
-    a, b, c, d, e, f = attrs[
-        "spatial:transform"
-    ]  # rasterio/Affine order: x = a*col + b*row + c, y = d*col + e*row + f
-    assert affine.Affine(a, b, c, d, e, f).almost_equals(transform, precision=1e-6), where
-    assert attrs["spatial:shape"] == list(shape), where
-    height, width = shape
-    left, top = transform.c, transform.f
-    np.testing.assert_allclose(
-        attrs["spatial:bbox"],
-        [left, top + height * transform.e, left + width * transform.a, top],
-        err_msg=where,
-    )
-    assert (
-        attrs.get("spatial:registration", "pixel") == "pixel"
-        and attrs.get("spatial:transform_type", "affine") == "affine"
-    ), where
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["embeddings-float32", "embeddings-int8", "classes", "change", "similarity", "prediction"],
-)
-def test_proj_and_spatial_attributes_agree_with_spatial_ref_and_coords(world, name):
-    path = stores(world)[name]
-    metadata = json.loads((pathlib.Path(path) / ".zmetadata").read_text())[
-        "metadata"
-    ]  # what any reader sees, raw
-    spatial_ref = metadata["spatial_ref/.zattrs"]
-    crs = pyproj.CRS.from_wkt(spatial_ref["crs_wkt"])
-    assert crs.to_epsg() == expected_epsg(world)
-    transform = coords_transform(path)
-    assert affine.Affine.from_gdal(*map(float, spatial_ref["GeoTransform"].split())).almost_equals(
-        transform, precision=1e-6
-    )
-    shape = (len(raw(path, "y")), len(raw(path, "x")))
-    check_conventions(metadata[".zattrs"], crs, transform, shape, f"{name} group")
-    for var in variables(path):
-        attrs = metadata[f"{var}/.zattrs"]
-        check_conventions(attrs, crs, transform, shape, f"{name}/{var}")
-        assert set(attrs["spatial:dimensions"]) <= set(
-            attrs["_ARRAY_DIMENSIONS"]
-        )  # Zarr 2's dimension names
-        assert pyproj.CRS.from_wkt(attrs["_CRS"]["wkt"]) == crs
-    for coord in ("x", "y", "spatial_ref") + (("time",) if "time/.zattrs" in metadata else ()):
-        assert not set(GEOZARR_KEYS) & set(metadata[f"{coord}/.zattrs"]), coord
-    assert (
-        metadata["x/.zattrs"]["standard_name"] == "projection_x_coordinate"
-        and metadata["y/.zattrs"]["axis"] == "Y"
-    )
-
-
-def test_rioxarray_still_reads_crs_and_transform(world):
-    import rioxarray  # noqa: F401
-
-    for name, path in stores(world).items():
-        ds = xr.open_zarr(path)
-        assert ds.rio.crs.to_epsg() == expected_epsg(world) and ds.rio.transform().almost_equals(
-            coords_transform(path), precision=1e-6
-        ), name
+def test_the_conventions_check_catches_an_efm_store_that_breaks_them(world, tmp_path):
+    """The check above is not vacuous on efm's own layout: a copy with proj:wkt2 beside
+    proj:code (geo-proj v1 takes one) fails."""
+    path = shutil.copytree(world["stores"]["int8"], tmp_path / "s.zarr")
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["proj:wkt2"] = expected_crs(world).to_wkt()
+    with pytest.raises(AssertionError, match="proj: schema"):
+        validate_store(path)
 
 
 def test_geographic_crs_axes():
@@ -439,9 +240,143 @@ def test_geographic_crs_axes():
     assert attrs["x"]["standard_name"] == "longitude" and attrs["y"]["standard_name"] == "latitude"
     got = geozarr.convention_attrs("EPSG:4326", affine.Affine(0.5, 0, -10, 0, -0.5, 50), 4, 6)
     assert got["proj:code"] == "EPSG:4326" and got["spatial:bbox"] == [-10.0, 48.0, -7.0, 50.0]
+    assert "proj:wkt2" not in got  # geo-proj v1: one CRS field
 
 
-# ---------------------------------------------------------------- stores written before (object band, no GeoZarr attrs)
+def test_a_crs_without_an_authority_code_is_recorded_as_wkt2_alone():
+    crs = pyproj.CRS.from_proj4("+proj=aea +lat_1=29.5 +lat_2=45.5 +lon_0=-96 +datum=WGS84")
+    got = geozarr.convention_attrs(crs, affine.Affine(30, 0, 0, 0, -30, 0), 4, 6)
+    assert "proj:code" not in got and pyproj.CRS.from_wkt(got["proj:wkt2"]).equals(crs)
+
+
+# ---------------------------------------------------------------- GDAL >= 3.13
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_gdal_mdiminfo_names_dims_srs_and_inner_chunks(world, name):
+    gdal.require_gdal()
+    path = stores(world)[name]
+    info = gdal.mdiminfo(path)
+    arrays = gridded(path)
+    assert set(arrays) <= set(info["arrays"]), (name, sorted(info["arrays"]))
+    for var, dims in arrays.items():
+        got, meta = info["arrays"][var], metadata(path, var)
+        assert got["dimensions"] == [f"/{d}" for d in dims], (name, var)
+        assert got["dimension_size"] == meta["shape"], (name, var)
+        inner = meta["codecs"][0]["configuration"]["chunk_shape"]  # the sharding codec's
+        assert got["block_size"] == inner, (name, var)  # GDAL reads inside a shard
+        assert pyproj.CRS.from_wkt(got["srs"]["wkt"]).equals(expected_crs(world)), (name, var)
+    types = {d["name"]: d.get("type") for d in info["dimensions"]}
+    assert types["x"] == "HORIZONTAL_X" and types["y"] == "HORIZONTAL_Y", (name, types)
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_gdal_classic_view_is_y_by_x_with_transform_crs_and_values(world, name):
+    gdal.require_gdal()
+    path, grid = stores(world)[name], planned(world)
+    for var, dims in gridded(path).items():
+        values = raw(path, var)
+        for index in leading_indices(dims, values.shape):
+            where = f"{name}/{var}{list(index)}"
+            view = gdal.classic_view(path, var, *index)
+            assert (view.width, view.height, view.count) == (grid.width, grid.height, 1), where
+            assert view.crs.equals(expected_crs(world)), where
+            assert view.transform.almost_equals(grid.transform, precision=1e-6), (where, view)
+            got = gdal.read_classic(path, var, *index)
+            np.testing.assert_array_equal(got, values[index].astype(np.float64), err_msg=where)
+
+
+# ---------------------------------------------------------------- rioxarray (xarray.open_zarr)
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_rioxarray_reads_crs_transform_and_values(world, name):
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    path, grid = stores(world)[name], planned(world)
+    ds = xr.open_zarr(path, decode_coords="all", mask_and_scale=False)
+    for var, dims in gridded(path).items():
+        da = ds[var]
+        assert list(da.dims) == dims, (name, var)
+        assert da.rio.crs is not None and pyproj.CRS(da.rio.crs.to_wkt()).equals(
+            expected_crs(world)
+        ), (name, var)
+        assert da.rio.transform().almost_equals(grid.transform, precision=1e-6), (name, var)
+        assert (da.rio.width, da.rio.height) == (grid.width, grid.height), (name, var)
+        np.testing.assert_array_equal(da.values, raw(path, var), err_msg=f"{name}/{var}")
+
+
+# ---------------------------------------------------------------- stores efm wrote before (Zarr 2)
+
+
+def debian_gdal(*args) -> str:
+    if shutil.which(args[0]) is None:
+        pytest.fail(GDAL_BIN_MISSING)  # never a silent skip: `make test` installs it
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ERROR" not in done.stderr, f"{' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_old_v2_stores_still_open_in_debian_gdal_3_6(tmp_path, dtype):
+    """What users' stores from before issue 17 are (Zarr 2, `embedding (time, y, x, band)`):
+    Debian 12's GDAL 3.6 reads their CRS, dims, geotransform and values as before."""
+    path = str(tmp_path / "old.zarr")
+    made = store_factory.make_store(path, layout="v2", dtype=dtype, height=90, width=70)
+    assert json.loads((pathlib.Path(path) / ".zgroup").read_text())["zarr_format"] == 2
+    version = debian_gdal("gdalinfo", "--version").split(",")[0]
+    info = json.loads(debian_gdal("gdalmdiminfo", "-detailed", path))
+    emb = info["arrays"]["embedding"]
+    assert pyproj.CRS.from_wkt(emb["srs"]["wkt"]).equals(pyproj.CRS(made.grid.crs)), version
+    assert emb["dimensions"] == ["/time", "/y", "/x", "/band"]
+    assert info["arrays"]["band"]["values"] == list(store_factory.BANDS)
+    want = raw(path, "embedding")
+    for t in range(len(made.years)):
+        out = str(tmp_path / f"{t}.tif")
+        # bands first, then one year: (band, y, x)
+        spec = f"name=embedding,transpose=[0,3,1,2],view=[{t},:,:,:]"
+        debian_gdal("gdalmdimtranslate", "-q", path, out, "-array", spec)
+        tif = json.loads(debian_gdal("gdalinfo", "-json", out))
+        crs = pyproj.CRS.from_wkt(tif["coordinateSystem"]["wkt"])
+        assert crs.equals(pyproj.CRS(made.grid.crs)), version
+        assert affine.Affine.from_gdal(*tif["geoTransform"]).almost_equals(
+            made.grid.transform, precision=1e-6
+        ), (version, tif["geoTransform"])
+        import rasterio
+
+        with rasterio.open(out) as src:
+            got = src.read()
+        np.testing.assert_array_equal(got, np.moveaxis(want[t], -1, 0), err_msg=version)
+
+
+# ------------------------------------------------ stores from before fixed-width band names (object band, no GeoZarr attrs)
+
+
+def v2_copy(w, src: str, dst: str) -> str:
+    """The extract at `src` as efm wrote it before issue 17 (Zarr 2, `embedding (time, y, x,
+    band)`), each chunk written by efm's own v2 chunk writer with its done marker, as a run of
+    that version left it."""
+    grid, years = planned(w), [2022, 2023]
+    attrs = dict(zarr.open_group(src, mode="r").attrs)
+    template = store.embedding_template(
+        grid, years, store_factory.BANDS, "float32", 128, {k: v for k, v in attrs.items()}
+    )
+    store_factory.write_v2(dst, template)
+    old = xr.open_zarr(dst, consolidated=True, zarr_format=2, mask_and_scale=False)
+    chunks = {"time": 1, "y": 128, "x": 128, "band": 64}
+    writer = zarr_direct.ChunkWriter(dst, old, chunks)
+    values = store_factory.raw_embedding(src)  # (time, y, x, band)
+    os.makedirs(os.path.join(dst, store.MARKER_DIR))
+    for t, row, col in itertools.product(
+        range(len(years)), range(0, grid.height, 128), range(0, grid.width, 128)
+    ):
+        block = values[t : t + 1, row : row + 128, col : col + 128]
+        chunk = xr.Dataset({"embedding": (("time", "y", "x", "band"), block)})
+        records = writer.write({"time": t, "y": row, "x": col, "band": 0}, chunk)
+        marker = pathlib.Path(dst, store.MARKER_DIR, f"{t}.{row}.{col}")
+        marker.write_bytes(integrity.marker_bytes(records))
+    store.set_status(dst, "complete")
+    return dst
 
 
 def to_previous_layout(path: str) -> None:
@@ -467,58 +402,26 @@ def to_previous_layout(path: str) -> None:
 
 @pytest.fixture(scope="module")
 def previous(world, tmp_path_factory):
-    path = str(
-        shutil.copytree(
-            world["stores"]["float32"], tmp_path_factory.mktemp("previous") / "emb.zarr"
-        )
-    )
+    path = str(tmp_path_factory.mktemp("previous") / "emb.zarr")
+    v2_copy(world, world["stores"]["float32"], path)
     to_previous_layout(path)
     return path
 
 
 def test_previous_stores_are_read_sampled_and_classified(world, previous, tmp_path):
     ds = store.open_embeddings(previous)
-    assert [str(b) for b in ds["band"].values] == [
-        f"A{i:02d}" for i in range(64)
-    ]  # (xarray reads |O as StringDType or object)
+    assert [str(b) for b in ds["band"].values] == list(store_factory.BANDS)
     table, model = str(tmp_path / "t.parquet"), str(tmp_path / "m.skops")
-    assert (
-        sample.run(
-            [
-                "--embeddings",
-                previous,
-                "--points",
-                world["data"].points,
-                "--label-column",
-                "label",
-                "--output",
-                table,
-                *FNAPI,
-            ]
-        )
-        == 0
-    )
-    assert (
-        train.run(["--samples", table, "--classifier", "knn", "--folds", "3", "--output", model])
-        == 0
-    )
+    argv = ["--embeddings", previous, "--points", world["data"].points, "--label-column", "label"]
+    assert sample.run([*argv, "--output", table, *FNAPI]) == 0
+    argv = ["--samples", table, "--classifier", "knn", "--folds", "3", "--output", model]
+    assert train.run(argv) == 0
     out = str(tmp_path / "classes.zarr")
-    assert (
-        classify.run(
-            ["--embeddings", previous, "--model", model, "--output", out, "--confidence", *FNAPI]
-        )
-        == 0
-    )
-    np.testing.assert_array_equal(
-        raw(out, "class"), raw(world["products"]["classes"], "class")
-    )  # same data, same map
-    check_conventions(
-        xr.open_zarr(out).attrs,
-        pyproj.CRS(world["data"].crs),
-        coords_transform(out),
-        (len(raw(out, "y")), len(raw(out, "x"))),
-        "product of a previous store",
-    )
+    argv = ["--embeddings", previous, "--model", model, "--output", out, "--confidence"]
+    assert classify.run([*argv, *FNAPI]) == 0
+    # same data, same map
+    np.testing.assert_array_equal(raw(out, "class"), raw(world["products"]["classes"], "class"))
+    validate_store(out)  # the map is written in today's layout, conventions and all
 
 
 def test_previous_store_resumes_as_it_was_written(world, previous, tmp_path, capsys):
@@ -530,27 +433,16 @@ def test_previous_store_resumes_as_it_was_written(world, previous, tmp_path, cap
     store.set_status(path, "incomplete")
     before = json.loads((pathlib.Path(path) / ".zmetadata").read_text())["metadata"]
     existing = xr.open_zarr(path, mask_and_scale=False)
-    t = coords_transform(path)
-    grid = Grid(
-        crs=existing.attrs["crs"],
-        scale=t.a,
-        x0=t.c,
-        y0=t.f,
-        width=existing.sizes["x"],
-        height=existing.sizes["y"],
-    )
     template = store.embedding_template(
-        grid, [2022, 2023], [f"A{i:02d}" for i in range(64)], "float32", 128, dict(existing.attrs)
+        planned(world), [2022, 2023], store_factory.BANDS, "float32", 128, dict(existing.attrs)
     )
-    assert (
-        template["band"].dtype != existing["band"].dtype
-        and resume.differences(existing, template) == []
-    )
+    assert template["band"].dtype != existing["band"].dtype
+    assert resume.differences(existing, template) == []
     capsys.readouterr()
     assert extract.run(extract_argv(world, path) + ["--resume"]) == 0, capsys.readouterr().err
     assert "chunks already done (resume)" in capsys.readouterr().out
     np.testing.assert_array_equal(
-        raw(path, "embedding"), raw(world["stores"]["float32"], "embedding")
+        store_factory.raw_embedding(path), store_factory.raw_embedding(world["stores"]["float32"])
     )
     after = json.loads((pathlib.Path(path) / ".zmetadata").read_text())["metadata"]
     before[".zattrs"][store.STATUS_ATTR] = "complete"

@@ -12,7 +12,7 @@ Reading a Zarr v3 array written with the sharding codec needs GDAL >= 3.13 (read
   packages, ~780 MB, a few minutes); its programs run from there through that root's own dynamic
   loader, on the host's paths, without chroot. Point `EFM_GDAL_ROOT` at the root.
 `gdal_command` uses EFM_GDAL_ROOT, else a `gdalinfo` on PATH if it is >= 3.13; the tests that need
-it skip, saying so, when neither exists.
+it skip, saying so, when neither exists, and fail under CI=true (`make test` sets the root up).
 
 What GDAL 3.13.3 needs to show the store right (tried one attribute set at a time):
 - y x rasters: the array's `dimension_names` end in (y, x): `ZARR:"store":/embedding:T:B` is one
@@ -87,10 +87,19 @@ def gdal_command(tool: str = "gdalinfo") -> tuple[list[str], dict] | None:
     return None
 
 
+def required() -> bool:
+    """In CI (`CI=true`, which .ci/run sets and CI services set) the GDAL tests must run: `make
+    test` sets GDAL up (scripts/gdal_root.sh) and exports EFM_GDAL_ROOT."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 def require_gdal() -> None:
+    """Skip (saying why) when no GDAL >= 3.13 is here; FAIL instead under CI=true."""
     import pytest
 
     if gdal_command() is None:
+        if required():
+            pytest.fail(f"CI=true: the GDAL tests must run, not skip: {SKIP_REASON}")
         pytest.skip(SKIP_REASON)
 
 

@@ -1,19 +1,18 @@
-"""The GeoZarr conventions every efm store speaks, besides CF's `spatial_ref` (docs/data-contract.md).
+"""The conventions every efm store speaks, besides CF's `spatial_ref` (docs/data-contract.md).
 
-The OGC GeoZarr group builds on two Zarr conventions, written here exactly as published:
-- `proj:`    https://github.com/zarr-conventions/proj/blob/v0.1/README.md    (tag v0.1, 5ca5b2f9)
-- `spatial:` https://github.com/zarr-conventions/spatial/blob/v0.1/README.md (tag v0.1, 54d81b7c)
-Both are registered in the node's `zarr_conventions` list (zarr-conventions-spec v1), and the
-properties sit at the root of the node's attributes. They go on the group (the proj spec's
-recommended place: its direct child arrays inherit the CRS) and on every data variable with
-y/x dims (the spatial spec requires `spatial:dimensions` on arrays). Coordinate arrays get none.
-
-Zarr 2 has no `dimension_names` field; the names `spatial:dimensions` refers to are xarray's
-`_ARRAY_DIMENSIONS`, which GDAL also reads. x/y also get their CF axis attributes
-(`standard_name` projection_x_coordinate / longitude, ...): that is how GDAL's Zarr driver tells
-the X and Y dimensions of `embedding (time, y, x, band)` from `band`, and derives the geotransform
-from the x/y coordinate arrays. Data variables also carry GDAL's own `_CRS` attribute: GDAL 3.6
-(Debian 12's) reads the CRS only from it; GDAL 3.10 also reads CF's grid_mapping.
+The v1 texts the field's writers register (the public AEF mosaic; GDAL 3.13's
+GEOREFERENCING_CONVENTION=SPATIAL_PROJ), each registered in the node's `zarr_conventions` list:
+- `proj:`    github.com/zarr-experimental/geo-proj v1: exactly ONE of proj:code / proj:wkt2 (the
+             schema's `oneOf`): the authority code when one names exactly the CRS, else WKT2;
+- `spatial:` github.com/zarr-conventions/spatial v1: dimensions, transform, shape, bbox, pixel
+             registration;
+- `geoemb:`  github.com/geo-embeddings/embeddings-zarr-convention v1, on embedding stores' group.
+proj:/spatial: go on the group and on every data variable with y/x dims, registered there too:
+GDAL 3.13 reads them only from the array itself. Coordinate arrays get none. x/y also get their CF
+axis attributes (`standard_name` projection_x_coordinate / longitude, ...), and data variables
+GDAL's own `_CRS` attribute (the only CRS GDAL 3.6 reads, in the Zarr 2 stores efm wrote before).
+tests/test_geozarr.py validates every kind of store against the vendored v1 schemas
+(tests/helpers/conventions.py) and opens it with GDAL 3.13 and rioxarray.
 """
 
 from __future__ import annotations
@@ -61,10 +60,13 @@ def convention_attrs(crs, transform: affine.Affine, height: int, width: int) -> 
     """
     crs = pyproj.CRS.from_user_input(crs)
     attrs = {"zarr_conventions": [dict(PROJ), dict(SPATIAL)]}
+    # geo-proj v1 takes exactly one CRS field (its schema's `oneOf`): the authority code where one
+    # names exactly this CRS (what the public AEF mosaic writes), else the self-contained WKT2.
     authority = crs.to_authority(min_confidence=100)
-    if authority is not None:  # the spec: a code only where one names exactly this CRS
+    if authority is not None:
         attrs["proj:code"] = f"{authority[0]}:{authority[1]}"
-    attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")  # the spec's SHOULD: always, self-contained
+    else:
+        attrs["proj:wkt2"] = crs.to_wkt("WKT2_2019")
     corners_x, corners_y = zip(*(transform @ (c, r) for c in (0, width) for r in (0, height)))
     attrs.update(
         {
@@ -140,7 +142,7 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
             # on the array too: GDAL (3.13) reads proj:/spatial: only from the array itself
             ds[name].attrs.update(attrs)
             # GDAL's own CRS attribute: GDAL 3.6 (Debian 12's) reads neither CF's grid_mapping nor proj:, only this.
-            ds[name].attrs["_CRS"] = {"wkt": attrs["proj:wkt2"]}
+            ds[name].attrs["_CRS"] = {"wkt": crs.to_wkt("WKT2_2019")}
     for name, cf in axis_attrs(crs).items():
         ds[name].attrs.update(cf)
     return ds
