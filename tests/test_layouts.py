@@ -106,10 +106,16 @@ def test_tessera_zone_group_is_read_with_its_scales(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
-def test_efm_v2_stores_keep_reading(tmp_path, dtype):
-    synthetic = make_store(str(tmp_path / "v2.zarr"), dtype=dtype)
+@pytest.mark.parametrize("written", ["v2", "convention"])
+def test_efm_stores_keep_reading(tmp_path, dtype, written):
+    """efm's stores from before issue 17 (Zarr 2, band last) and after (Zarr 3, band first)."""
+    synthetic = make_store(str(tmp_path / "s.zarr"), dtype=dtype, layout=written)
     layout = layouts.describe(synthetic.path)
-    assert layout.dims == ("time", "y", "x", "band") and layout.zarr_format == 2
+    if written == "v2":
+        assert layout.dims == ("time", "y", "x", "band") and layout.zarr_format == 2
+    else:
+        assert layout.dims == ("time", "band", "y", "x") and layout.zarr_format == 3
+        assert (layout.chunk_rows, layout.shard_rows) == (128, 128)  # inner chunks of a shard
     assert layout.quantization == (layouts.SIGNED_SQUARE if dtype == "int8" else "none")
     assert layout.years == tuple(synthetic.years)
     assert layout.transform == tuple(synthetic.grid.transform)[:6]

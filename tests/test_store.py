@@ -53,11 +53,12 @@ def write(path, specs, dtype="float32"):
 
 def test_template_follows_the_contract():
     t = template()
-    assert t["embedding"].dims == ("time", "y", "x", "band")
+    assert t["embedding"].dims == ("time", "band", "y", "x")  # the geo-embedding convention
     assert list(t["band"].values) == list(BANDS)
-    assert t["time"].values[0] == np.datetime64("2021-01-01")
+    assert t["time"].values.tolist() == YEARS and t["time"].dtype == np.int32
     assert t.rio.crs.to_epsg() == 32631 and t.rio.transform() == GRID.transform
-    assert t["embedding"].data.chunksize == (1, 128, 128, 64)
+    assert t["embedding"].data.chunksize == (1, 64, 128, 128)  # one shard per chunk written
+    assert t.attrs["geoemb:dimensions"] == 64 and t.attrs["geoemb:data_type"] == "float32"
     assert t.attrs["license"] == "CC-BY-4.0" and t.attrs[store.STATUS_ATTR] == "incomplete"
 
 

@@ -23,7 +23,8 @@ from transforms.core.errors import InputError
 from transforms.storage import store
 
 FNAPI = ["--runner=FnApiRunner"]
-DELETED, TRUNCATED = "0.1.1.0", "1.0.2.0"  # chunk files of the 2-year, 2 x 3-chunk store
+# shard files of the 2-year, 2 x 3-chunk store ((time, band, y, x): year 0 row 1 col 1, year 1 row 0 col 2)
+DELETED, TRUNCATED = "c/0/0/1/1", "c/1/0/0/2"
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,9 @@ def damage(path):
 def files(path) -> dict[str, tuple[bytes, int]]:
     folder = path / "embedding"
     return {
-        n: ((folder / n).read_bytes(), os.stat(folder / n).st_mtime_ns)
-        for n in os.listdir(folder)
-        if not n.startswith(".")
+        str(f.relative_to(folder)): (f.read_bytes(), os.stat(f).st_mtime_ns)
+        for f in folder.rglob("*")
+        if f.is_file() and f.name != "zarr.json"
     }
 
 
@@ -167,7 +168,7 @@ def test_store_with_chunks_of_no_data_verifies_clean(tmp_path, capsys, model):
             values[:] = np.nan  # a chunk of no data: no file
         list(fn.process((spec.key, chunk_dataset(grid, (2022,), BANDS, spec, values))))
     store.finalize(str(path), [ChunkSpec(i, 0, 2022, w).marker for i, w in enumerate(windows)])
-    present = sorted(n for n in os.listdir(path / "embedding") if not n.startswith("."))
+    present = sorted(files(path))  # shard files
     assert len(present) == len(windows) - len(range(0, len(windows), 3))  # fill chunks: no file
     assert cli.main(["verify", str(path)]) == 0
     out = capsys.readouterr().out
@@ -276,7 +277,9 @@ def test_product_store_verify_names_its_repair(pristine, tmp_path, capsys, model
     capsys.readouterr()
     assert cli.main(["verify", str(output)]) == 0
     capsys.readouterr()
-    chunk = sorted(n for n in os.listdir(output / "class") if not n.startswith("."))[0]
+    chunk = sorted(
+        str(f.relative_to(output / "class")) for f in (output / "class").rglob("c/*/*/*")
+    )[0]  # a shard file, c/<time>/<row>/<col>
     os.remove(output / "class" / chunk)
     assert cli.main(["verify", str(output)]) == 1
     captured = capsys.readouterr()
@@ -291,7 +294,7 @@ def test_marker_records_the_chunk_file(pristine):
     name = sorted(os.listdir(pristine / ".efm" / "done"))[0]
     record = json.loads((pristine / ".efm" / "done" / name).read_bytes())
     t, row, col = (int(v) for v in name.split("."))
-    key = f"embedding/{t}.{row // 128}.{col // 128}.0"
+    key = f"embedding/c/{t}/0/{row // 128}/{col // 128}"  # (time, band, y, x) shards
     data = (pristine / key).read_bytes()
     assert record["files"] == {key: {"bytes": len(data), "crc32": zlib.crc32(data)}}
 
