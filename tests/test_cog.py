@@ -418,7 +418,9 @@ def test_extract_from_gs_root(mirror, gs_mirror, gcs_bucket):
         ]
     )
     assert rc == 0
-    ds = xr.open_zarr(output, consolidated=True, mask_and_scale=False)
+    ds = xr.open_zarr(output, consolidated=True, mask_and_scale=False).transpose(
+        "time", "y", "x", "band"
+    )
     assert ds.attrs["efm_status"] == "complete" and ds.attrs["source"] == f"cog:{gs_mirror}"
     assert ds.attrs["resampling"] == "nearest"
     got = ds["embedding"].isel(time=0).values
@@ -482,7 +484,7 @@ def run_extract(data, output, *extra):
 def test_extract_float32_store(mirror, tmp_path):
     output = tmp_path / "float.zarr"
     assert run_extract(mirror, output) == 0
-    ds = xr.open_zarr(str(output), consolidated=True)
+    ds = xr.open_zarr(str(output), consolidated=True).transpose("time", "y", "x", "band")
     assert ds["embedding"].dtype == np.float32 and ds.attrs["efm_status"] == "complete"
     assert ds.attrs["source"] == f"cog:{mirror.mirror}" and ds.attrs["resampling"] == "nearest"
     assert ds.rio.crs.to_epsg() == 32610
@@ -500,9 +502,11 @@ def test_extract_resume_finishes_the_store(mirror, tmp_path):
 
     output = tmp_path / "resume.zarr"
     assert run_extract(mirror, output, "--dtype", "int8") == 0
-    complete = xr.open_zarr(str(output), consolidated=True, mask_and_scale=False)[
-        "embedding"
-    ].values
+    complete = (
+        xr.open_zarr(str(output), consolidated=True, mask_and_scale=False)
+        .transpose("time", "y", "x", "band")["embedding"]
+        .values
+    )
     markers = sorted(os.listdir(output / ".efm" / "done"))
     os.remove(output / ".efm" / "done" / markers[0])  # one chunk "not written"
     t, r, c = (int(v) for v in markers[0].split("."))
@@ -511,7 +515,11 @@ def test_extract_resume_finishes_the_store(mirror, tmp_path):
         if name.startswith(f"{t}.{r // 128}.{c // 128}."):
             os.remove(chunk_dir / name)
     assert run_extract(mirror, output, "--dtype", "int8", "--resume") == 0
-    again = xr.open_zarr(str(output), consolidated=True, mask_and_scale=False)["embedding"].values
+    again = (
+        xr.open_zarr(str(output), consolidated=True, mask_and_scale=False)
+        .transpose("time", "y", "x", "band")["embedding"]
+        .values
+    )
     np.testing.assert_array_equal(again, complete)
     shutil.rmtree(output)
 

@@ -105,7 +105,9 @@ def run_extract(root, output, *extra, years="2022,2023"):
 
 
 def read_store(output):
-    ds = xr.open_zarr(str(output), consolidated=True, mask_and_scale=False)
+    ds = xr.open_zarr(str(output), consolidated=True, mask_and_scale=False).transpose(
+        "time", "y", "x", "band"
+    )
     assert ds.attrs["efm_status"] == "complete"
     return ds
 

@@ -189,7 +189,7 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
     for path in (samples, model, model + ".json", cog, cog.replace(".tif", ".png")):
         assert path.removeprefix("gs://") in listing, path
     assert ee.count("computePixels") > 0
-    store = xr.open_zarr(embeddings, consolidated=True)
+    store = xr.open_zarr(embeddings, consolidated=True).transpose("time", "y", "x", "band")
     assert store.attrs["efm_status"] == "complete" and store.sizes["band"] == 64
     table = pd.read_parquet(
         io.BytesIO(gcs.fs.cat(samples.removeprefix("gs://")))
@@ -278,7 +278,7 @@ def map_world(gcs, tmp_path_factory):
 def gcs_embeddings(path: str) -> np.ndarray:
     """(time, y, x, band) float64 of an embedding store on gs://, read whole with xarray (not efm's reader)."""
     with xr.open_zarr(path, consolidated=True) as ds:
-        return ds["embedding"].values.astype(np.float64)
+        return ds["embedding"].transpose("time", "y", "x", "band").values.astype(np.float64)
 
 
 def reference_prediction(model, values: np.ndarray) -> np.ndarray:

@@ -97,7 +97,11 @@ def test_int8_store_holds_the_mirrors_codes_bit_for_bit(mirror, stores):
 
 
 def test_dequantised_reads_match_the_float_store(stores):
-    floats = xr.open_zarr(stores["float32"], consolidated=True)["embedding"].values
+    floats = (
+        xr.open_zarr(stores["float32"], consolidated=True)
+        .transpose("time", "y", "x", "band")["embedding"]
+        .values
+    )
     codes = store.open_embeddings(stores["int8"])["embedding"].values
     assert codes.dtype == np.int8
     values = store.as_float(codes)

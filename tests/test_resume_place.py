@@ -176,7 +176,7 @@ def class_place(place):
     import pandas as pd
 
     root = place["root"]
-    ds = xr.open_zarr(place["store"], mask_and_scale=False)
+    ds = xr.open_zarr(place["store"], mask_and_scale=False).transpose("time", "y", "x", "band")
     values = ds["embedding"].isel(time=0).values.reshape(-1, ds.sizes["band"])
     rng = np.random.default_rng(0)
     picked = values[rng.choice(np.flatnonzero(~np.isnan(values[:, 0])), 90, replace=False)]

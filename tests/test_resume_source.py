@@ -63,7 +63,11 @@ def cog_argv(root: str, output, bbox: str, *extra) -> list[str]:
 
 
 def codes(path) -> np.ndarray:
-    return xr.open_zarr(str(path), mask_and_scale=False)["embedding"].values
+    return (
+        xr.open_zarr(str(path), mask_and_scale=False)
+        .transpose("time", "y", "x", "band")["embedding"]
+        .values
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +161,7 @@ def test_the_same_mirror_spelled_otherwise_resumes_and_finishes_exactly(
     assert code == 0, err
     assert int(summary_values(out.split("complete")[-1])["chunks already done (resume)"]) > 0
     got = codes(path)
-    ds = xr.open_zarr(path, mask_and_scale=False)
+    ds = xr.open_zarr(path, mask_and_scale=False).transpose("time", "y", "x", "band")
     assert ds.attrs["efm_status"] == "complete"
     # An independent reference: the nearest-pixel mosaic of mirror a's files, read with rasterio.
     files = sorted(glob.glob(str(root / "a" / MIRROR / "2022" / "*" / "*.tiff")))
