@@ -60,6 +60,17 @@ def one_line_refusal(cmd: str, code: int, err: str, *fragments) -> None:
         assert fragment in err, err
 
 
+def group_attrs(path) -> dict:
+    """A store's group attributes, read from its Zarr 3 group document."""
+    return json.loads((pathlib.Path(path) / "zarr.json").read_text())["attributes"]
+
+
+def shard_files(path) -> list[str]:
+    """The data files of a Zarr 3 store (`<array>/c/...`), relative to it."""
+    root = pathlib.Path(path)
+    return sorted(str(p.relative_to(root)) for p in root.glob("*/c/**/*") if p.is_file())
+
+
 def class_values(path) -> np.ndarray:
     return xr.open_zarr(str(path), mask_and_scale=False)["class"].values
 
@@ -83,8 +94,7 @@ def test_classify_overwrite_through_a_link_replaces_the_target_and_keeps_the_lin
     assert os.path.islink(link) and os.readlink(link) == str(target)  # the link is kept
     assert target.is_dir() and not os.path.islink(target)
     assert not (target / "confidence").exists()  # replaced: the new run wrote no confidence
-    attrs = json.loads((target / ".zattrs").read_text())
-    assert attrs["efm_status"] == "complete"
+    assert group_attrs(target)["efm_status"] == "complete"
     np.testing.assert_array_equal(
         class_values(target), class_values(world.classes)
     )  # the same classes as a plain run
@@ -96,7 +106,9 @@ def test_extract_overwrite_through_a_link_replaces_the_target_and_keeps_the_link
     world, tmp_path, capsys
 ):
     target = copy_store(world.emb, tmp_path / "emb2.zarr")
-    (target / "embedding" / "0.0.0.0").write_bytes(b"stale")  # the old one differs from a fresh run
+    (target / "embedding" / "c" / "0" / "0" / "0" / "0").write_bytes(
+        b"stale"
+    )  # the old one differs from a fresh run
     link = tmp_path / "elink.zarr"
     link.symlink_to(target)
     code, err = call("extract", argv("extract", world, link, "--overwrite"), capsys)
@@ -114,7 +126,7 @@ def test_a_link_in_a_parent_folder_is_fine(world, tmp_path, capsys):
     assert call("classify", argv("classify", world, out), capsys)[0] == 0
     code, err = call("classify", argv("classify", world, out, "--overwrite"), capsys)
     assert code == 0, err
-    assert (real / "classes.zarr" / ".zattrs").is_file()
+    assert (real / "classes.zarr" / "zarr.json").is_file()
     np.testing.assert_array_equal(class_values(real / "classes.zarr"), class_values(world.classes))
 
 
@@ -179,7 +191,7 @@ def test_a_link_loop_is_refused(world, tmp_path, capsys):
     "inside",
     [
         ".efm",  # a linked folder where the store keeps its chunk markers: its files look like ours
-        "class/0.0.0",  # a linked chunk
+        "class/c/0/0/0",  # a linked shard
         "class",  # a linked array folder
     ],
 )
@@ -343,7 +355,7 @@ def test_a_late_check_failing_leaves_the_old_store_byte_identical(world, tmp_pat
     entry, make_old, failing = late_failures(world, tmp_path)[case]
     out = tmp_path / "old.zarr"
     assert make_old(out) not in (1, 2)  # copied (None) or made (0)
-    assert (out / ".zattrs").is_file()
+    assert (out / "zarr.json").is_file()
     link = tmp_path / "link.zarr"
     link.symlink_to(out)  # and through a link, as the issue met it
     before = tree(out)
@@ -391,8 +403,8 @@ def test_a_removal_failing_part_way_says_what_is_left_and_its_rerun_finishes(
     assert f"{left} of its {total} files are left" in err and str(out) in err, err
     assert "--overwrite" in err.rsplit("re-run: ", 1)[1], err
     # what is left never looks complete, is not resumed, and is still recognised as efm's
-    assert json.loads((out / ".zattrs").read_text())["efm_status"] == "removing"
-    assert not (out / ".zmetadata").exists()
+    assert group_attrs(out)["efm_status"] == "removing"
+    assert "consolidated_metadata" not in json.loads((out / "zarr.json").read_text())
     code, err2 = call("classify", argv("classify", world, out), capsys)
     one_line_refusal("classify", code, err2, "pass --overwrite to finish")
     code, err2 = call("classify", argv("classify", world, out, "--resume"), capsys)
@@ -412,8 +424,8 @@ def test_a_setup_failing_after_the_removal_says_so_and_leaves_nothing_that_block
 
     def create_then_fail(path, *args, **kwargs):
         os.makedirs(path, exist_ok=True)
-        pathlib.Path(path, ".zgroup").write_text(
-            '{"zarr_format": 2}'
+        pathlib.Path(path, "zarr.json").write_text(
+            '{"zarr_format": 3, "node_type": "group", "attributes": {}}'
         )  # a first file, then no space
         raise OSError(28, "No space left on device", os.path.join(path, "x"))
 
@@ -432,19 +444,18 @@ def test_a_half_removed_store_on_disk_is_still_efms(world, tmp_path):
     """Whatever prefix of the removal order ran, what is left is recognised and replaceable."""
     out = copy_store(world.classes, tmp_path / "classes.zarr")
     files = sorted(snapshot(out))
-    chunks = [f for f in files if f.rsplit("/", 1)[-1][0].isdigit()]
-    for f in chunks:  # a removal stopped after the chunks: metadata only
+    chunks = shard_files(out)
+    for f in chunks:  # a removal stopped after the data: metadata only
         (out / f).unlink()
-    (out / ".zmetadata").unlink()
     found = outputs.check_output(str(out), "classes", overwrite=True)
     assert found.kind == "classes" and not found.foreign
-    for f in [f for f in files if f.endswith(".zarray") or "/" in f and f not in chunks]:
+    for f in [f for f in files if "/" in f and f not in chunks]:  # the arrays' documents
         if (out / f).exists():
             (out / f).unlink()
     found = outputs.check_output(str(out), "classes", overwrite=True)
     assert found.kind == "classes" and not found.foreign, found
-    (out / ".zgroup").unlink()  # the last step but one: only the group's .zattrs is left
-    assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == [".zattrs"]
+    # the last step but one: only the group's document is left
+    assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == ["zarr.json"]
     found = outputs.check_output(str(out), "classes", overwrite=True)
     assert found.kind == "classes" and not found.foreign, found
     outputs.remove(str(out), "classes", found=found)
@@ -452,14 +463,12 @@ def test_a_half_removed_store_on_disk_is_still_efms(world, tmp_path):
 
 
 def test_a_set_up_cut_short_is_still_efms(world, tmp_path):
-    """A Ctrl-C while a store's metadata is written (the group's attrs first, then each array's
-    .zattrs before its .zarray): what is left is efm's and --overwrite replaces it."""
+    """A Ctrl-C while a store's metadata is written (the group's document, with its attributes,
+    first; then the arrays): what is left is efm's and --overwrite replaces it."""
     out = copy_store(world.classes, tmp_path / "classes.zarr")
-    files = sorted(snapshot(out))
-    for f in files:
-        if f.endswith(".zarray") or f.rsplit("/", 1)[-1][0].isdigit() or f == ".zmetadata":
-            (out / f).unlink()  # the arrays' .zattrs stay, their .zarray not yet written
-    assert any(f.endswith("/.zattrs") for f in snapshot(out))
+    for f in sorted(snapshot(out)):
+        if f != "zarr.json" and not f.startswith(("x/", "y/")):
+            (out / f).unlink()  # only the group and two coordinates written so far
     found = outputs.check_output(str(out), "classes", overwrite=True)
     assert found.kind == "classes" and not found.foreign, found
     (out / "notes.txt").write_text("mine")  # a file that is not Zarr's stays foreign

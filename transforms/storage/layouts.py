@@ -448,5 +448,7 @@ def open_dataset(layout: Layout, *, flag: str = "--embeddings"):
     )
     if data.dtype == np.int8:
         ds["embedding"].attrs["quantization"] = ds.attrs["quantization"] = quantize.FORMULA
-        ds["embedding"].attrs["_FillValue"] = quantize.NODATA_CODE  # as xarray shows efm's v2 stores
+        ds["embedding"].attrs["_FillValue"] = (
+            quantize.NODATA_CODE
+        )  # as xarray shows efm's v2 stores
     return ds

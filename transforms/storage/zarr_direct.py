@@ -105,7 +105,15 @@ def create(
     ):  # the convention's strings: Zarr 3's `string` type
         coords = coords.assign_coords(band=coords["band"].values.astype(object))
     with quiet():
-        coords.to_zarr(path, mode="w-", consolidated=False, zarr_format=zarr_format)
+        if zarr_format == 3:
+            # The group and its attributes first ("w-": never over anything), so that a set-up
+            # cut short at any point leaves a group that says it is efm's and incomplete.
+            # (xarray rewrites the group's attributes with the dataset's: give it them too)
+            zarr.open_group(path, mode="w-", zarr_format=3, attributes=_attrs(template.attrs))
+            coords.attrs = dict(template.attrs)
+            coords.to_zarr(path, mode="a", consolidated=False, zarr_format=3)
+        else:
+            coords.to_zarr(path, mode="w-", consolidated=False, zarr_format=zarr_format)
         group = zarr.open_group(path, mode="r+", zarr_format=zarr_format)
         for name in data_vars:
             variable = template[name]
@@ -147,8 +155,7 @@ def create(
             )
         # The group's attributes exactly as xarray writes them: the dataset's, and no global `coordinates`
         # (every coordinate here belongs to a data variable).
-        group.attrs.clear()
-        group.attrs.update(_attrs(template.attrs))
+        group.attrs.put(_attrs(template.attrs))  # one write: never a moment without them
         zarr.consolidate_metadata(path, zarr_format=zarr_format)
 
 
