@@ -147,7 +147,9 @@ def test_resume_elsewhere_is_refused_before_the_plan(place, existing, capsys, dr
 def test_shifted_area_message_names_both_origins(place, existing, capsys):
     import json
 
-    zattrs = json.loads((pathlib.Path(existing) / "spatial_ref" / ".zattrs").read_text())
+    zattrs = json.loads((pathlib.Path(existing) / "spatial_ref" / "zarr.json").read_text())[
+        "attributes"
+    ]
     x0 = float(zattrs["GeoTransform"].split()[0])
     extract.run(extract_argv(place, existing, bbox=place["shifted"]) + ["--resume"])
     err = capsys.readouterr().err

@@ -172,7 +172,7 @@ def test_the_same_mirror_spelled_otherwise_resumes_and_finishes_exactly(
 
 
 def test_store_records_the_place_and_fingerprint(two):
-    attrs = json.loads((two["root"] / "complete-a.zarr" / ".zattrs").read_text())
+    attrs = json.loads((two["root"] / "complete-a.zarr" / "zarr.json").read_text())["attributes"]
     mirror = pathlib.Path(os.path.realpath(two["root"] / "a" / MIRROR))
     index = mirror / "aef_index.parquet"
     assert attrs["cog_root"] == str(mirror) and attrs["cog_root_given"] == MIRROR
@@ -187,10 +187,11 @@ def test_a_store_without_a_fingerprint_resumes_on_the_old_rule(two, tmp_path, mo
     from transforms.storage import store
 
     path = interrupted_copy(two, tmp_path)
-    zattrs = pathlib.Path(path) / ".zattrs"
-    attrs = json.loads(zattrs.read_text())
-    attrs = {k: v for k, v in attrs.items() if not k.startswith("cog_")}
-    zattrs.write_text(json.dumps({**attrs, "cog_root": MIRROR, "source": f"cog:{MIRROR}"}))
+    group = pathlib.Path(path) / "zarr.json"  # the group's document (Zarr 3)
+    document = json.loads(group.read_text())
+    attrs = {k: v for k, v in document["attributes"].items() if not k.startswith("cog_")}
+    document["attributes"] = {**attrs, "cog_root": MIRROR, "source": f"cog:{MIRROR}"}
+    group.write_text(json.dumps(document))
     store.set_status(path, "incomplete")  # (consolidates the metadata again)
     monkeypatch.chdir(two["root"] / "a")
     absolute = str(two["root"] / "a" / MIRROR)
