@@ -106,24 +106,9 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
         reserved=reserved,
     )
     del frame
-    metadata = {
-        "product": "zonal",
-        "embeddings": args.embeddings,
-        "source": info.source,
-        "grid": info.grid_summary(),
-        "years": years,
-        "store_years": list(info.years),
-        "store_bands": list(info.bands),
-        "bands": list(info.bands) if "mean" in stats else [],
-        "store_dtype": info.dtype,
-        "polygons": args.polygons,
-        "polygons_crs": polygons.crs,
-        "id_column": polygons.id_column,
-        "group_column": polygons.id_column,
-        "stats": list(stats),
-        "pixel_rule": "all_touched" if args.all_touched else "centre",
-        "skipped_invalid": polygons.skipped,
-    }
+    metadata = zonal.table_metadata(
+        info, args.embeddings, years, stats, polygons, args.polygons, args.all_touched
+    )
     outputs.start_parts(
         parts_dir
     )  # clears parts an interrupted run left (only a folder efm marked)

@@ -204,6 +204,31 @@ def check_polygons(
     )
 
 
+def table_metadata(
+    info: StoreInfo, embeddings: str, years, stats, polygons: Polygons, name: str, all_touched: bool
+) -> dict:
+    """The table's provenance (Parquet schema key b"efm"); `bands` are the mean columns, which
+    `efm train` reads as features, and `group_column` keeps a polygon's years in one CV fold."""
+    return {
+        "product": "zonal",
+        "embeddings": embeddings,
+        "source": info.source,
+        "grid": info.grid_summary(),
+        "years": list(years),
+        "store_years": list(info.years),
+        "store_bands": list(info.bands),
+        "bands": list(info.bands) if "mean" in stats else [],
+        "store_dtype": info.dtype,
+        "polygons": name,
+        "polygons_crs": polygons.crs,
+        "id_column": polygons.id_column,
+        "group_column": polygons.id_column,
+        "stats": list(stats),
+        "pixel_rule": "all_touched" if all_touched else "centre",
+        "skipped_invalid": polygons.skipped,
+    }
+
+
 def pixel_ranges(info: StoreInfo, geometry: np.ndarray, all_touched: bool):
     """Each polygon's bounds -> the pixel rows [r0, r1) and cols [c0, c1) it may cover (a superset,
     one pixel wider on each side), clipped to the grid; r0 == r1 when it misses the grid."""
@@ -281,16 +306,21 @@ def chunk_window(info: StoreInfo, cid: int) -> tuple[int, int, int, int]:
 # ---------------------------------------------------------------- per chunk (pure)
 
 
-def layers(geometry: np.ndarray) -> list[np.ndarray]:
-    """Split polygons into layers in which no two share a point (touching counts), so that each
-    layer rasterises into one label image and every polygon gets all its pixels, as if alone."""
+def layers(geometry: np.ndarray, near: float = 0.0) -> list[np.ndarray]:
+    """Split polygons into layers in which no two can share a pixel, so that each layer
+    rasterises into one label image and every polygon gets all its pixels, as if alone.
+    Centre rule: polygons that meet (touching counts: a centre on a shared edge). All touched
+    (`near` = a pixel's diagonal): polygons closer than that can touch the same pixel."""
     import shapely
 
     n = len(geometry)
     if n < 2:
         return [np.arange(n)]
     tree = shapely.STRtree(geometry)
-    a, b = tree.query(geometry, predicate="intersects")
+    if near > 0:
+        a, b = tree.query(geometry, predicate="dwithin", distance=near)
+    else:
+        a, b = tree.query(geometry, predicate="intersects")
     pair = a < b
     a, b = a[pair], b[pair]
     if len(a) == 0:
@@ -315,8 +345,9 @@ def label_images(
     """[(label image int32: 0 none, i+1 = polygon members[i]; members)] per layer."""
     from rasterio import features
 
+    near = float(np.hypot(transform.a, transform.e) + np.hypot(transform.b, transform.d))
     out = []
-    for members in layers(geometry):
+    for members in layers(geometry, near if all_touched else 0.0):
         label = features.rasterize(
             zip(geometry[members], range(1, len(members) + 1)),
             out_shape=shape,
@@ -415,7 +446,7 @@ def zonal_chunk(
     import affine
 
     row0, col0, h, w = window
-    local = affine.Affine(*tuple(transform)[:6]) * affine.Affine.translation(col0, row0)
+    local = affine.Affine(*tuple(transform)[:6]) @ affine.Affine.translation(col0, row0)
     labels = label_images(np.asarray(geometry, dtype=object), (h, w), local, all_touched)
     squares, median = "std" in stats, "median" in stats
     frames, crossing = [], {}
@@ -616,7 +647,7 @@ def table_frame(stats_frames, columns: pd.DataFrame, metadata: dict) -> pd.DataF
     return pd.concat([rows, pd.DataFrame(table)], axis=1)
 
 
-def apply_model(frame: pd.DataFrame, loaded, bands) -> pd.DataFrame:
+def apply_model(frame: pd.DataFrame, loaded, bands, mean_columns) -> pd.DataFrame:
     """Add the model's class (or `prediction` for a regressor) from each row's mean embedding;
     rows without pixels get none. The mean columns are dropped: the table is the answer."""
     X = frame[list(bands)].to_numpy(np.float32)
@@ -628,7 +659,7 @@ def apply_model(frame: pd.DataFrame, loaded, bands) -> pd.DataFrame:
     else:
         values = np.full(len(frame), None, dtype=object)
     values[ok] = predicted
-    out = frame.drop(columns=list(bands))
+    out = frame.drop(columns=list(mean_columns))
     out[column] = predicted if ok.all() else values
     return out
 
@@ -651,8 +682,10 @@ def assemble(parts_dir: str, output: str, metadata: dict, model=None) -> int:
     if model is not None:
         from transforms.learning import models
 
-        loaded = models.load_verified(*model)
-        frame = apply_model(frame, loaded, metadata["store_bands"])
+        loaded = models.load_model(model[0], sha256=model[1])  # the file the driver checked
+        frame = apply_model(
+            frame, loaded, loaded.bands or metadata["store_bands"], metadata["store_bands"]
+        )
         metadata = {**metadata, "bands": [], "model": model[0], "model_sha256": model[1]}
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata(
