@@ -58,6 +58,9 @@ def shapes(s) -> dict:
         "outside": box(s, 400, 400, 420, 420),
         "overlap_a": disc(s, 180.4, 60.6, 14),
         "overlap_b": disc(s, 190.7, 66.1, 14),
+        # one column / row of centres (127.5) in the chunk before the one holding the rest
+        "one_column_in_chunk_0": box(s, 127.2, 200.3, 140.6, 210.4),
+        "one_row_in_chunk_0": box(s, 200.3, 127.2, 210.6, 140.4),
         # two polygons sharing an edge through a column of pixel centres (175.5)
         "shared_edge_a": box(s, 160.2, 140.3, 175.5, 160.7),
         "shared_edge_b": box(s, 175.5, 140.3, 190.6, 160.7),

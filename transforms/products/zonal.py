@@ -12,7 +12,7 @@ two middle values).
             Parquet of WKB polygons per chunk (parts folder)
     ZonalChunks: per chunk, read each year once, rasterise the chunk's polygons into label images
             (int ids; overlapping polygons go to separate layers), then sums, sums of squares and
-            counts per polygon with sorted segments (np.add.reduceat).
+            counts per polygon (np.bincount per band, over the pixels inside polygons only).
             A polygon whose pixels all lie in this chunk is finished here (median too) -> a part.
             A polygon crossing chunks emits its partial (sums, counts, and for a median its pixel
             values) keyed by polygon -> GroupByKey -> combined exactly -> parts, in buckets.
@@ -44,7 +44,7 @@ from transforms.storage.store import as_float
 STATS = ("mean", "median", "std", "count")
 COUNT_COLUMN = "pixel_count"
 ID_COLUMN = "polygon_id"  # the id column when no --id-column is named: the row number in the file
-BLOCK = 65_536  # pixels gathered at a time for the sums (bounds the float64 temporaries)
+BLOCK = 262_144  # pixels gathered at a time for the sums (bounds the temporaries: 64 MB)
 BUCKET = 20_000  # crossing polygons per output part
 # parts folder (transforms/storage/outputs.py accepts part-<int>-<int>.parquet only)
 POLYGONS_PART, CHUNK_PART, CROSSING_PART, ATTRIBUTES_PART = 0, 1, 2, 3
@@ -374,7 +374,8 @@ class Partial:
 def polygon_sums(
     values: np.ndarray, labels, n: int, *, squares: bool, keep_values: bool
 ) -> Partial:
-    """values (rows, cols, bands) float32, NaN = no data; labels from `label_images` -> Partial."""
+    """values (rows, cols, bands): the store's codes (int8, de-quantised here, only the pixels
+    inside a polygon) or float32, NaN = no data; labels from `label_images` -> Partial."""
     bands = values.shape[-1]
     flat = values.reshape(-1, bands)
     count = np.zeros(n, np.int64)
@@ -386,25 +387,26 @@ def polygon_sums(
         pix = np.flatnonzero(lab)
         if len(pix) == 0:
             continue
-        order = np.argsort(lab[pix], kind="stable")
-        pix = pix[order]
         owner = members[lab[pix] - 1]
+        if keep_values:  # a polygon's pixels together, for its median
+            order = np.argsort(owner, kind="stable")
+            pix, owner = pix[order], owner[order]
         for s in range(0, len(pix), BLOCK):
-            rows = flat[pix[s : s + BLOCK]]
+            rows = as_float(flat[pix[s : s + BLOCK]])  # (pixels, bands) float32
             who = owner[s : s + BLOCK]
             ok = valid_mask(rows)
             rows, who = rows[ok], who[ok]
             if len(who) == 0:
                 continue
-            starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
-            seg = who[starts]
-            count[seg] += np.diff(np.r_[starts, len(who)])
-            wide = rows.astype(np.float64)
-            sums[seg] += np.add.reduceat(wide, starts, axis=0)
-            if squares:
-                sumsq[seg] += np.add.reduceat(wide * wide, starts, axis=0)
+            count += np.bincount(who, minlength=n)
+            for b, column in enumerate(np.ascontiguousarray(rows.T)):
+                wide = column.astype(np.float64)
+                sums[:, b] += np.bincount(who, weights=wide, minlength=n)
+                if squares:
+                    sumsq[:, b] += np.bincount(who, weights=wide * wide, minlength=n)
             if keep_values:
-                for i, part in zip(seg.tolist(), np.split(rows, starts[1:])):
+                starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+                for i, part in zip(who[starts].tolist(), np.split(rows, starts[1:])):
                     kept[i].append(part)
     if keep_values:
         empty = np.empty((0, bands), np.float32)
@@ -517,12 +519,10 @@ class _ZonalChunkFn(beam.DoFn):
             polys = parquet.read_table(f).to_pandas()
         row0, col0, h, w = chunk_window(self.info, cid)
 
-        def read_year(year):
+        def read_year(year):  # codes: de-quantised pixel by pixel inside polygons only
             self.chunks.inc()
-            return as_float(
-                self.reader.read_codes(
-                    self.info.time_index(year), slice(row0, row0 + h), slice(col0, col0 + w)
-                )
+            return self.reader.read_codes(
+                self.info.time_index(year), slice(row0, row0 + h), slice(col0, col0 + w)
             )
 
         frame, crossing = zonal_chunk(
