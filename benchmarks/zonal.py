@@ -193,7 +193,7 @@ def main() -> None:
             "numpy / efm (wall)": ref["s"] / efm_run["s"],
             "numpy / efm (CPU)": ref["cpu"] / efm_run["cpu"],
             "counts equal": same_counts,
-            "max |mean diff|": diff,
+            "max abs mean diff": diff,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
