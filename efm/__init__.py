@@ -8,6 +8,7 @@ threads, a `dask.distributed.LocalCluster`, or a cluster on Kubernetes (docs/pyt
 
     ds = efm.open_embeddings("geneva.zarr")                     # lazy xarray.Dataset, float32, ds.rio.crs
     table = efm.sample(ds, "points.geojson", label_column="landcover")
+    fields = efm.zonal(ds, "fields.gpkg", stats=["mean"])        # one row per polygon and year
     model, report = efm.train(table, classifier="knn")          # print(report): the metrics `efm train` prints
     classes = efm.predict(ds, model)                            # lazy DataArray `class` (time, y, x)
     efm.plot(classes.sel(time="2022"))                          # with the legend
@@ -23,11 +24,13 @@ from efm.embeddings import open_embeddings, sample
 from efm.export import plot, to_cog
 from efm.learning import Report, save_model, train
 from efm.maps import change, predict, similarity
+from efm.zonal import zonal
 from transforms.core.errors import InputError
 
 __all__ = [
     "open_embeddings",
     "sample",
+    "zonal",
     "train",
     "Report",
     "save_model",

@@ -12,6 +12,10 @@ SUBCOMMANDS = {
         "a local page to click labelled points on the map, with a live k-NN preview",
     ),
     "sample": ("pipelines.sample", "sample the embedding at labelled points into a table"),
+    "zonal": (
+        "pipelines.zonal",
+        "embeddings per polygon (field, parcel): mean/median/std of each band -> a table",
+    ),
     "train": (
         "pipelines.train",
         "train a classifier or regressor on sampled points, with cross-validation",

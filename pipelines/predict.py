@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from pipelines import classify as classify_cli
 from pipelines import common, product
+from pipelines import zonal as zonal_cli
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import model_cache, models
@@ -28,14 +29,34 @@ def build_parser():
     parser.prog = "efm predict"
     parser.description = (
         "Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> a class map "
-        "(as efm classify), a regressor -> `prediction` float32."
+        "(as efm classify), a regressor -> `prediction` float32. With --polygons: to each polygon's "
+        "mean embedding -> a table (Parquet) with a class (or prediction) per polygon and year."
     )
+    zonal_cli.add_polygon_flags(parser, with_stats=False)
     return parser
+
+
+def predict_polygons(args, options, loaded) -> int:
+    """`efm predict --polygons`: `efm zonal`'s mean per polygon and year, then the model on it."""
+    for flag, given in (
+        ("--confidence", args.confidence),
+        ("--resume", args.resume),
+        ("--bbox", args.bbox),
+        ("--aoi", args.aoi),
+    ):
+        if given:
+            raise InputError(flag, "does not apply with --polygons (a table per polygon); drop it")
+    return zonal_cli.run_zonal(args, options, "efm predict", ("mean",), loaded)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    if args.polygons is not None:
+        return predict_polygons(args, options, loaded)
+    for flag in ("id_column", "all_touched", "skip_invalid"):
+        if getattr(args, flag):
+            raise InputError("--" + flag.replace("_", "-"), "applies with --polygons only; drop it")
     if not loaded.is_regressor:
         return classify_cli.classify(args, options, loaded, prog="efm predict")
     if args.confidence:

@@ -129,11 +129,10 @@ def _rows(frame, column: str, meta: dict, path: str, flag: str):
     frame, X = frame[keep], X[keep]
     if len(frame) == 0:
         raise InputError(flag, f"{path} holds no usable sample")
-    groups = (
-        frame["point_id"].to_numpy()
-        if "point_id" in frame.columns and frame["point_id"].duplicated().any()
-        else None
-    )
+    # rows of one point (efm sample) or one polygon (efm zonal: its id column) in several years
+    # stay in one fold
+    by = meta.get("group_column") or "point_id"
+    groups = frame[by].to_numpy() if by in frame.columns and frame[by].duplicated().any() else None
     return X, frame[column].to_numpy(), groups, list(bands), meta
 
 

@@ -1,0 +1,175 @@
+"""`efm zonal`: polygons + an embedding store -> one row per polygon and year (Parquet): a
+statistic of each band over the pixels whose centre falls in the polygon, the pixel count, the
+polygon's id and columns.
+
+    polygons (driver: checked, reprojected, indexed by chunk -> parts) |
+    ZonalChunks (per chunk: rasterise, sums; crossing polygons combined by key) | AssembleZonal
+
+The rule, the statistics and the memory bound: transforms/products/zonal.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import apache_beam as beam
+
+from pipelines import common
+from transforms.core import grid as gridlib
+from transforms.core.errors import InputError
+from transforms.core.metrics import metric_totals
+from transforms.products import zonal
+from transforms.storage import outputs, readers, store
+
+
+def add_polygon_flags(parser, with_stats: bool = True) -> None:
+    parser.add_argument(
+        "--polygons",
+        required=with_stats,
+        help="polygons (fields, parcels, districts): GeoPackage, GeoJSON, Shapefile or GeoParquet, any CRS",
+    )
+    parser.add_argument(
+        "--id-column",
+        help="a unique id column of the polygon file (default: polygon_id = the row number)",
+    )
+    parser.add_argument(
+        "--all-touched",
+        action="store_true",
+        help="count every pixel the polygon touches (default: the pixels whose centre is inside)",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip empty or invalid geometries (default: refuse the file, saying how many)",
+    )
+
+
+def build_parser():
+    parser = common.make_parser(
+        "efm zonal",
+        "Embeddings per polygon: a statistic of each band over each polygon's pixels, per year -> a Parquet table.",
+    )
+    parser.add_argument(
+        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+    )
+    add_polygon_flags(parser)
+    parser.add_argument(
+        "--output", required=True, help="table to write, e.g. fields.parquet (local path or gs://)"
+    )
+    parser.add_argument(
+        "--stat",
+        default="mean",
+        help=f"statistics, comma-separated, from {', '.join(zonal.STATS)} (default: %(default)s; "
+        "the pixel count is always there)",
+    )
+    parser.add_argument("--years", help="years, e.g. 2021,2022 (default: every year of the store)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, options = common.split_args(build_parser(), argv)
+    return run_zonal(args, options, "efm zonal", zonal.parse_stats(args.stat))
+
+
+def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
+    """The command, for `efm zonal` and `efm predict --polygons` (`loaded`: the model to apply to
+    each row's mean embedding)."""
+    if not args.output.lower().endswith((".parquet", ".pq", ".geoparquet")):
+        raise InputError(
+            "--output",
+            f"{args.output}: the table is written as Parquet; name it e.g. fields.parquet",
+        )
+    ds = store.open_embeddings(args.embeddings)
+    info = readers.store_info(args.embeddings, ds)
+    years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    inputs = {"--embeddings": args.embeddings, "--polygons": args.polygons}
+    if loaded is not None:
+        from transforms.learning import models
+
+        models.check_bands(loaded, list(info.bands), args.embeddings)
+        inputs["--model"] = [args.model, models.sidecar_path(args.model)]
+    outputs.check_output(args.output, "table", inputs=inputs, overwrite=args.overwrite)
+    parts_dir = args.output + ".parts"
+    outputs.check_parts(parts_dir)
+    frame = zonal.read_polygons(args.polygons)
+    reserved = {"year", zonal.COUNT_COLUMN, "class", "prediction"} | {
+        c for cols in zonal.stat_columns(stats, info.bands).values() for c in cols
+    }
+    polygons = zonal.check_polygons(
+        frame,
+        info.crs,
+        args.polygons,
+        id_column=args.id_column,
+        skip_invalid=args.skip_invalid,
+        reserved=reserved,
+    )
+    del frame
+    metadata = zonal.table_metadata(
+        info, args.embeddings, years, stats, polygons, args.polygons, args.all_touched
+    )
+    outputs.start_parts(
+        parts_dir
+    )  # clears parts an interrupted run left (only a folder efm marked)
+    zonal.write_attributes(parts_dir, polygons)
+    tasks = zonal.write_polygon_parts(info, polygons, parts_dir, args.all_touched)
+    n = len(polygons.columns)
+    del polygons
+    model = None if loaded is None else (args.model, loaded.sha256)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        written = (
+            pipeline
+            | "Chunks" >> beam.Create(tasks)
+            | "Zonal"
+            >> zonal.ZonalChunks(
+                info,
+                tuple(years),
+                tuple(stats),
+                args.all_touched,
+                parts_dir,
+                buckets=max(1, -(-n // zonal.BUCKET)),
+            )
+        )
+        written | "AssembleTable" >> zonal.AssembleZonal(parts_dir, args.output, metadata, model)
+
+    with common.Stopwatch() as clock:
+        result = common.run_pipeline(build, options)
+    totals = metric_totals(result)
+    table = zonal.read_table(args.output)
+    counts = table.column(zonal.COUNT_COLUMN).to_numpy()
+    common.print_summary(
+        f"{prog}: {args.output} written",
+        [
+            ("polygons", f"{n} ({args.polygons}, {metadata['polygons_crs']})"),
+            *(
+                [("skipped: empty or invalid", metadata["skipped_invalid"])]
+                if args.skip_invalid
+                else []
+            ),
+            ("rows (polygon x year)", table.num_rows),
+            ("rows without a pixel", f"{int((counts == 0).sum())} (pixel_count 0, statistics NaN)"),
+            ("pixel rule", "every pixel touched" if args.all_touched else "pixel centre inside"),
+            (
+                "statistics",
+                "class per polygon (from the mean)" if loaded is not None else ", ".join(stats),
+            ),
+            ("chunks read", f"{totals.get('chunk_reads', 0)} (each chunk once per year)"),
+            ("wall time", f"{clock.seconds:.1f} s"),
+        ],
+    )
+    if args.skip_invalid and metadata["skipped_invalid"]:
+        print(
+            f"{prog}: warning: skipped {metadata['skipped_invalid']} empty or invalid geometries",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return common.run("efm zonal", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
