@@ -85,7 +85,7 @@ def test_int8_store_holds_the_mirrors_codes_bit_for_bit(mirror, stores):
     assert grid.crs == "EPSG:32610" and grid.x0 % 10 == 0 and grid.y0 % 10 == 0
     whole = Window(0, 0, grid.height, grid.width)
     for t, year in enumerate(YEARS):
-        codes = array[t]
+        codes = np.moveaxis(array[t], 0, -1)  # (band, y, x) as stored -> (y, x, band)
         counts = check_nearest(
             codes, grid, whole, files_of(make_source(mirror.mirror, grid, "int8"), year)
         )
@@ -124,11 +124,15 @@ def test_dequantised_reads_match_the_float_store(stores):
     )
 
 
-def test_int8_store_on_disk_is_a_quarter(stores):
+def test_int8_store_on_disk_is_less_than_half(stores):
+    """4x fewer bytes before compression; Zstd shrinks the float32 values (255 distinct ones)
+    about twice as much as the codes (benchmarks/RESULTS.md, "Store codecs"), so on disk the
+    int8 store is a little under half the float32 one."""
+
     def size(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
-    assert size(stores["int8"]) < 0.4 * size(stores["float32"])
+    assert size(stores["int8"]) < 0.5 * size(stores["float32"])
 
 
 def test_sample_train_classify_agree_on_int8_and_float(mirror, stores, tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
+import pathlib
 import socket
 import threading
 import urllib.request
@@ -212,11 +212,10 @@ def test_a_window_is_read_at_its_stride_from_only_the_chunks_it_touches(tmp_path
     )  # rows 70..209, cols 100..189: chunk rows 1-3, chunk cols 1-2
     # every chunk outside the window becomes garbage: reading one would fail to decode
     damaged = 0
-    for name in os.listdir(os.path.join(s.path, "embedding")):
-        parts = name.split(".")
-        if len(parts) == 4 and not (1 <= int(parts[1]) <= 3 and 1 <= int(parts[2]) <= 2):
-            with open(os.path.join(s.path, "embedding", name), "wb") as f:
-                f.write(b"not a chunk")
+    for shard in pathlib.Path(s.path, "embedding", "c").glob("*/*/*/*"):  # c/<t>/<band>/<y>/<x>
+        row, col = int(shard.parent.name), int(shard.name)
+        if not (1 <= row <= 3 and 1 <= col <= 2):
+            shard.write_bytes(b"not a chunk")
             damaged += 1
     assert damaged > 0
     got = view.read(w)

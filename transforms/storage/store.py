@@ -333,7 +333,7 @@ def open_embeddings(
         if attrs.get("efm_product") != "embeddings":
             return ds  # a store someone else published: complete as it is
         # efm's own (Zarr 3) store: its attrs, and the same completeness checks as ever
-        ds.attrs.update({k: v for k, v in attrs.items() if k not in ds.attrs or k == STATUS_ATTR})
+        ds.attrs.update(attrs)  # its own record (source, crs as asked, years...) over the view's
         _check_complete(path, ds.attrs, flag, require_complete)
         return ds
     try:
