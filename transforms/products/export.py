@@ -128,6 +128,9 @@ def open_layer(
         if not band:
             raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
         ds = store.open_embeddings(path, flag=flag)  # another layout (the convention's Zarr 3)
+    if band and "embedding" not in ds and store.STATUS_ATTR not in ds.attrs:
+        # a Zarr 2 store efm did not write: read as any layout, or told what it lacks
+        ds = store.open_embeddings(path, flag=flag)
     if ds.attrs.get(store.STATUS_ATTR) != "complete":
         raise InputError(
             flag,
