@@ -83,7 +83,14 @@ class Layer:
             from transforms.storage.readers import StoreReader
 
             return StoreReader(self.path)
-        return zarr.open_group(self.path, mode="r", zarr_format=store.ZARR_FORMAT)[self.variable]
+        from transforms.sources.remote_fs import storage_options
+
+        return zarr.open_group(
+            self.path,
+            mode="r",
+            zarr_format=store.ZARR_FORMAT,
+            storage_options=storage_options(self.path) or None,
+        )[self.variable]
 
     def source(self, w: Window) -> Window:
         """A window of this layer as the same pixels of the store's grid."""
@@ -120,9 +127,17 @@ def open_layer(
     """
     import rioxarray  # noqa: F401
 
+    from transforms.sources.remote_fs import storage_options
+    from transforms.storage import reach
+
+    reach.check_root(path, flag)  # a remote root that cannot be read: one line, in seconds
     try:
         ds = xr.open_zarr(
-            path, consolidated=True, zarr_format=store.ZARR_FORMAT, mask_and_scale=False
+            path,
+            consolidated=True,
+            zarr_format=store.ZARR_FORMAT,
+            mask_and_scale=False,
+            storage_options=storage_options(path) or None,  # s3: anonymous without credentials
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         if not band:

@@ -100,11 +100,15 @@ def open_group(path: str, flag: str):
             flag, f"cannot open {path}: it does not exist (or is not a Zarr store)"
         ) from None
     except PermissionError as exc:
-        raise InputError(flag, f"access to {path} was denied: {first_line(exc)}") from None
+        raise InputError(
+            flag, f"access to {path} was denied ({first_line(exc)}); {reach.denied_hint(path)}"
+        ) from None
     except Exception as exc:  # botocore, aiohttp and zarr raise many types: one line each
         status = getattr(exc, "status", None) or getattr(exc, "code", None)
         if status in (401, 403) or first_line(exc).startswith("Forbidden"):  # aiohttp, gcsfs
-            raise InputError(flag, f"access to {path} was denied: {first_line(exc)}") from None
+            raise InputError(
+                flag, f"access to {path} was denied ({first_line(exc)}); {reach.denied_hint(path)}"
+            ) from None
         raise InputError(flag, f"cannot open {path} as a Zarr store: {first_line(exc)}") from None
 
 

@@ -39,6 +39,11 @@ CREDENTIALS_HINT = {
 }
 
 
+def denied_hint(path: str) -> str:
+    """What to do about a refused read of `path`."""
+    return CREDENTIALS_HINT.get(_kind(path) or "", "check the path's permissions")
+
+
 def timeout() -> float:
     try:
         value = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
@@ -135,6 +140,8 @@ async def _look_http(path: str, limit: float) -> None:
             except aiohttp.ClientError:  # an answer, if a strange one: the reader says the rest
                 return
             if status not in (401, 403):
+                if refused and status == 404:  # zarr.json refused, no .zgroup: refused
+                    break
                 return
             refused.append(f"HTTP {status} for {name}")
     raise _Denied(", ".join(refused))
@@ -163,6 +170,8 @@ async def _look_s3(path: str, limit: float) -> None:
                 await fs._info(f"{root.rstrip('/')}/{name}")
                 return
             except FileNotFoundError:
+                if refused:  # zarr.json refused, no .zgroup: the store is there, and refused
+                    break
                 return  # the endpoint answers: whether a store is there is the reader's to say
             except PermissionError as exc:
                 refused.append(f"{name}: {first_line(exc)}")
