@@ -81,12 +81,16 @@ def models(stores, tmp_path_factory):
 
 @pytest.fixture
 def no_pipeline(monkeypatch):
-    """A refusal must come before any Beam pipeline (any worker) starts."""
+    """A refusal must come before any Beam pipeline (any worker) or label's server starts."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("a Beam pipeline started before the refusal")
 
     monkeypatch.setattr(common, "run_pipeline", refuse)
+    # efm label: a store let through would be served until Ctrl-C; refuse to listen instead
+    from label_page import server as serverlib
+
+    monkeypatch.setattr(serverlib, "make_server", refuse)
 
 
 def _argv(command: str, store: str, out_dir, model: str | None = None) -> tuple[list[str], str]:
