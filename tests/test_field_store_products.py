@@ -201,6 +201,7 @@ def test_similarity_over_http_reads_only_the_inner_chunks_of_the_area(mosaic, tm
         for name in names
         if name == "zarr.json" or os.path.basename(folder) in ("0",) and "embeddings" not in folder
     )
+    print(f"fetched {fetched} bytes; inner chunk + shard index {touched}; metadata {metadata}")
     assert fetched <= 1.3 * touched + 4 * metadata, (fetched, touched, metadata)
 
 
@@ -298,3 +299,104 @@ def test_export_one_band_of_the_mosaic(mosaic, tmp_path):
         got = src.read(1)
         np.testing.assert_allclose(src.transform[:6], (RES, 0.0, WEST, 0.0, -RES, NORTH))
     np.testing.assert_array_equal(got, _values(full[1, :, :, 7]))
+
+
+COORDS = ("x", "y", "time", "band")
+
+
+def _shard_index(shard_file: str, n_inner: int = 16) -> np.ndarray:
+    """(offset, nbytes) of each inner chunk, read from the shard's own index (the sharding codec's
+    spec: at the end of the shard, uint64 pairs in C order, then a crc32c)."""
+    import os
+
+    size = n_inner * n_inner * 16 + 4
+    with open(shard_file, "rb") as f:
+        f.seek(-size, os.SEEK_END)
+        return np.frombuffer(f.read(size)[:-4], dtype="<u8").reshape(n_inner, n_inner, 2)
+
+
+def test_predict_and_export_over_s3_read_only_the_inner_chunks_of_the_area(
+    two_class_mosaic, tmp_path
+):
+    """`--embeddings s3://...` (moto's S3 server, anonymous, behind a proxy that counts every byte
+    the server sends): the map equals the one made from the local copy, and the bytes fetched are
+    at most 1.3x the shard index and the inner chunks the area touches, plus the metadata.
+    `efm export --band` over S3 too (it opened the root without the anonymous option)."""
+    import os
+
+    pytest.importorskip("s3fs", reason="the [s3] extra")
+    pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
+    import rasterio
+    from helpers import s3
+
+    from pipelines import export as export_cli
+    from pipelines import predict as predict_cli
+    from pipelines import sample as sample_cli
+    from pipelines import train as train_cli
+
+    path, codes, labels = two_class_mosaic
+    points = tmp_path / "points.csv"
+    picks = [(5, 5), (5, 300), (200, 10), (200, 350), (100, 100), (100, 250)]
+    points.write_text(
+        "lon,lat,cls\n"
+        + "".join(
+            f"{_lonlat(100 + r, 3900 + c)[0]},{_lonlat(100 + r, 3900 + c)[1]},"
+            f"{['left', 'right'][labels[r, c]]}\n"
+            for r, c in picks
+        )
+    )
+    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
+    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
+    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
+    train = ["--samples", table, "--classifier", "knn", "--folds", "2", "--param", "n_neighbors=1"]
+    assert train_cli.run(train + ["--output", model]) == 0
+    r0, r1, c0, c1 = 260, 300, 4120, 4160  # inside inner chunk (1, 0) of shard (0, 1)
+    w, n = _lonlat(r0, c0)
+    e, s = _lonlat(r1 - 1, c1 - 1)
+    bbox = f"{w - RES / 4},{s - RES / 4},{e + RES / 4},{n + RES / 4}"
+    local, remote = str(tmp_path / "local.zarr"), str(tmp_path / "remote.zarr")
+    argv = ["--model", model, "--bbox", bbox] + FNAPI
+    assert predict_cli.run(["--embeddings", path, "--output", local] + argv) == 0
+    with s3.moto_server(str(tmp_path / "aws")) as endpoint:
+        root = s3.upload_folder(path, "opendata", "tge-labs/aef-mosaic.zarr")
+        proxy = s3.CountingProxy(endpoint)
+        os.environ["AWS_ENDPOINT_URL"] = proxy.url
+        s3.fresh_state()
+        try:
+            assert predict_cli.run(["--embeddings", root, "--output", remote] + argv) == 0
+            fetched = proxy.bytes_from_server
+            tifs = {where: str(tmp_path / f"{where}.tif") for where in ("local", "s3")}
+            for where, store in (("local", path), ("s3", root)):
+                export = [
+                    "--input",
+                    store,
+                    "--band",
+                    "A05",
+                    "--bbox",
+                    bbox,
+                    "--output",
+                    tifs[where],
+                ]
+                assert export_cli.run(export) == 0
+        finally:
+            proxy.close()
+    got = xr.open_zarr(remote)["class"].values
+    want = xr.open_zarr(local)["class"].values
+    assert got.shape == (1, r1 - r0, c1 - c0)
+    np.testing.assert_array_equal(got, want)
+    with rasterio.open(tifs["local"]) as a, rasterio.open(tifs["s3"]) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.transform == b.transform
+    index = _shard_index(os.path.join(path, "embeddings", "c", "0", "0", "0", "1"))
+    touched = int(index[1, 0, 1]) + 16 * 16 * 16 + 4  # the inner chunk and the shard's index
+    assert touched > 64 * 40 * 40
+    metadata = sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
+        if name == "zarr.json"
+        or os.path.basename(os.path.dirname(folder)) in ("x", "y", "time", "band")
+        or os.path.basename(folder) in ("x", "y", "time", "band")
+    )
+    print(f"fetched {fetched} bytes; inner chunk + shard index {touched}; metadata {metadata}")
+    assert fetched <= 1.3 * touched + 4 * metadata, (fetched, touched, metadata)

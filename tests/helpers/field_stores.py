@@ -162,24 +162,35 @@ def tessera(
     north: float = 4200000.0,
     res: float = 10.0,
     bands: int = 128,
+    dtype: str = "int8",
 ):
-    """A TESSERA-style store with one zone group; returns (embeddings, scales) arrays to fill."""
+    """A TESSERA-style store with one zone group; returns (embeddings, scales) arrays to fill.
+
+    dtype="float32": the same layout holding float embeddings (NaN = no data, no quantisation,
+    no scales array; scales is None)."""
     root = zarr.open_group(path, mode="a", zarr_format=3)
+    floats = dtype == "float32"
     root.attrs.update(
         {
             "zarr_conventions": [GEOEMB],
             "geoemb:type": "pixel",
             "geoemb:dimensions": bands,
             "geoemb:model": "https://geotessera.org/model/v1",
-            "geoemb:data_type": "int8",
+            "geoemb:data_type": dtype,
             "geoemb:gsd": 10.0,
             "geoemb:spatial_layout": "utm_zones",
-            "geoemb:quantization": {
-                "method": "per_pixel_scale",
-                "original_dtype": "float32",
-                "quantized_dtype": "int8",
-                "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"},
-            },
+            **(
+                {}
+                if floats
+                else {
+                    "geoemb:quantization": {
+                        "method": "per_pixel_scale",
+                        "original_dtype": "float32",
+                        "quantized_dtype": "int8",
+                        "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"},
+                    }
+                }
+            ),
         }
     )
     group = root.create_group(f"utm{zone:02d}")
@@ -194,11 +205,14 @@ def tessera(
         shape=(len(years), bands, height, width),
         shards=(1, bands, 256, 256),
         chunks=(1, bands, 32, 32),
-        dtype="int8",
-        fill_value=0,
+        dtype=dtype,
+        fill_value=np.nan if floats else 0,
         compressors=ZstdCodec(level=3),
         dimension_names=["time", "band", "y", "x"],
     )
+    _coords(group, west, north, res, height, width, years, np.arange(bands, dtype=np.int32))
+    if floats:
+        return embeddings, None
     scales = group.create_array(
         "scales",
         shape=(len(years), height, width),
@@ -207,5 +221,4 @@ def tessera(
         fill_value=np.inf,
         dimension_names=["time", "y", "x"],
     )
-    _coords(group, west, north, res, height, width, years, np.arange(bands, dtype=np.int32))
     return embeddings, scales

@@ -78,3 +78,58 @@ def upload_folder(local: str, bucket: str, prefix: str, *, public: bool = True) 
             key = os.path.relpath(path, local).replace(os.sep, "/")
             fs.put_file(path, f"{bucket}/{prefix}/{key}", **acl)
     return f"s3://{bucket}/{prefix}"
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 in front of `endpoint` (http://host:port) that counts every byte
+    the server sends back (bodies and headers): what an S3 client fetched, counted at the wire.
+    Point AWS_ENDPOINT_URL at `.url`."""
+
+    def __init__(self, endpoint: str):
+        import socket
+        import threading
+
+        host, port = endpoint.split("://", 1)[1].rstrip("/").rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.bytes_from_server = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while self._open:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source, sink, count: bool):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if count:
+                    with self._lock:
+                        self.bytes_from_server += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        self._open = False
+        self._listener.close()

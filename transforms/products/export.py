@@ -83,7 +83,11 @@ class Layer:
             from transforms.storage.readers import StoreReader
 
             return StoreReader(self.path)
-        return zarr.open_group(self.path, mode="r")[self.variable]
+        from transforms.sources.remote_fs import storage_options
+
+        return zarr.open_group(
+            self.path, mode="r", storage_options=storage_options(self.path) or None
+        )[self.variable]
 
     def source(self, w: Window) -> Window:
         """A window of this layer as the same pixels of the store's grid."""
@@ -120,12 +124,26 @@ def open_layer(
     """
     import rioxarray  # noqa: F401
 
+    from transforms.sources.remote_fs import storage_options
+    from transforms.storage import reach
+
+    reach.check_root(path, flag)  # a remote root that cannot be read: one line, in seconds
     try:
-        ds = xr.open_zarr(path, consolidated=True, mask_and_scale=False)
+        ds = xr.open_zarr(
+            path,
+            consolidated=True,
+            mask_and_scale=False,
+            storage_options=storage_options(path) or None,  # s3: anonymous without credentials
+        )
+        if "embedding" in ds and ds["embedding"].dims[-1] != "band":  # efm's Zarr 3 layout
+            ds = store.open_embeddings(path, flag=flag)  # its canonical view
     except (FileNotFoundError, KeyError, ValueError) as exc:
         if not band:
             raise InputError(flag, f"cannot open {path} as a store: {exc}") from None
         ds = store.open_embeddings(path, flag=flag)  # another layout (the convention's Zarr 3)
+    if band and "embedding" not in ds and store.STATUS_ATTR not in ds.attrs:
+        # a Zarr 2 store efm did not write: read as any layout, or told what it lacks
+        ds = store.open_embeddings(path, flag=flag)
     if ds.attrs.get(store.STATUS_ATTR) != "complete":
         raise InputError(
             flag,

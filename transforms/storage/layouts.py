@@ -90,15 +90,25 @@ def open_group(path: str, flag: str):
     """The store's root group, read-only, any Zarr format; one line for what cannot be opened."""
     import zarr
 
+    from transforms.storage import reach
+
     try:
-        return zarr.open_group(path, mode="r", storage_options=storage_options(path) or None)
+        with reach.quiet_libraries():
+            return zarr.open_group(path, mode="r", storage_options=storage_options(path) or None)
     except FileNotFoundError:
         raise InputError(
             flag, f"cannot open {path}: it does not exist (or is not a Zarr store)"
         ) from None
     except PermissionError as exc:
-        raise InputError(flag, f"access to {path} was denied: {first_line(exc)}") from None
+        raise InputError(
+            flag, f"access to {path} was denied ({first_line(exc)}); {reach.denied_hint(path)}"
+        ) from None
     except Exception as exc:  # botocore, aiohttp and zarr raise many types: one line each
+        status = getattr(exc, "status", None) or getattr(exc, "code", None)
+        if status in (401, 403) or first_line(exc).startswith("Forbidden"):  # aiohttp, gcsfs
+            raise InputError(
+                flag, f"access to {path} was denied ({first_line(exc)}); {reach.denied_hint(path)}"
+            ) from None
         raise InputError(flag, f"cannot open {path} as a Zarr store: {first_line(exc)}") from None
 
 
@@ -194,21 +204,37 @@ def quantization(attrs: dict, array_attrs: dict, dtype, path: str, flag: str):
 
 
 def _crs(attrs: dict, path: str, flag: str) -> str:
+    """The CRS the store names, as WKT2; every key that names one must name the same CRS."""
     import pyproj
 
+    found = []
     for key in ("proj:wkt2", "proj:code", "proj:projjson"):
         value = attrs.get(key)
         if value:
             try:
                 text = json.dumps(value) if isinstance(value, dict) else str(value)
-                return pyproj.CRS.from_user_input(text).to_wkt()
+                found.append((key, pyproj.CRS.from_user_input(text)))
             except pyproj.exceptions.CRSError as exc:
                 raise InputError(
-                    flag, f"{path}: {key} {str(value)[:60]!r} is not a CRS: {exc}"
+                    flag, f"{path}: {key} {str(value)[:60]!r} is not a CRS: {first_line(exc)}"
                 ) from None
-    raise InputError(
-        flag, f"{path} names no CRS (proj:code, proj:wkt2 or proj:projjson); efm needs one"
-    )
+    if not found:
+        raise InputError(
+            flag, f"{path} names no CRS (proj:code, proj:wkt2 or proj:projjson); efm needs one"
+        )
+    (key, crs), others = found[0], found[1:]
+    for other_key, other in others:
+        codes = crs.to_epsg(min_confidence=70), other.to_epsg(min_confidence=70)
+        same = (
+            codes[0] == codes[1] if None not in codes else crs.equals(other, ignore_axis_order=True)
+        )
+        if not same:
+            raise InputError(
+                flag,
+                f"{path}: {key} ({crs.name}) and {other_key} ({other.name}) name different CRSs; "
+                "the store's metadata contradicts itself: fix the one that is wrong",
+            )
+    return crs.to_wkt()
 
 
 def _transform(attrs: dict, group, height: int, width: int, path: str, flag: str):
@@ -226,6 +252,20 @@ def _transform(attrs: dict, group, height: int, width: int, path: str, flag: str
         raise InputError(
             flag,
             f"{path}: spatial:transform {values[:6]} is rotated or degenerate; efm reads north-up grids",
+        )
+    kind = attrs.get("spatial:transform_type", "affine")
+    if kind != "affine":
+        raise InputError(
+            flag, f"{path}: spatial:transform_type {kind!r}; efm reads affine grids only"
+        )
+    registration = attrs.get("spatial:registration", "pixel")
+    if registration == "node":  # the transform places the border cells' centres: to corners
+        c, f = c - a / 2, f - e / 2
+    elif registration != "pixel":
+        raise InputError(
+            flag,
+            f"{path}: spatial:registration {registration!r} is neither 'pixel' nor 'node' (the "
+            "spatial convention's two values)",
         )
     shape = attrs.get("spatial:shape")
     if shape is not None and list(shape) != [height, width]:
@@ -247,7 +287,57 @@ def _transform(attrs: dict, group, height: int, width: int, path: str, flag: str
                     f"{path}: the {name} coordinates are not the pixel centres spatial:transform "
                     "gives; the store's grid is inconsistent",
                 )
+    bbox = attrs.get("spatial:bbox")
+    if bbox is not None:  # [xmin, ymin, xmax, ymax] of the cells' edges (of the centres: node)
+        inset = (abs(a) / 2, abs(e) / 2) if registration == "node" else (0.0, 0.0)
+        xs, ys = (c, c + width * a), (f, f + height * e)
+        want = [
+            min(xs) + inset[0],
+            min(ys) + inset[1],
+            max(xs) - inset[0],
+            max(ys) - inset[1],
+        ]
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) for v in bbox)
+            and all(
+                abs(v - w) <= tol  # a pixel of slack: a writer may round its bbox
+                for v, w, tol in zip(bbox, want, (abs(a), abs(e), abs(a), abs(e)))
+            )
+        ):
+            raise InputError(
+                flag,
+                f"{path}: spatial:bbox {bbox} disagrees with spatial:transform and the array's "
+                f"size (which give {[round(v, 9) for v in want]}); the store's grid is inconsistent",
+            )
     return (a, b, c, d, e, f)
+
+
+def _check_extent(crs: str, transform, height: int, width: int, path: str, flag: str) -> None:
+    """A grid in degrees must lie on the globe: a grid in metres labelled EPSG:4326 (or the
+    reverse's CRS on a grid in degrees, seen as far off the globe) is refused here, not mapped."""
+    import pyproj
+
+    geographic = pyproj.CRS.from_user_input(crs)
+    if not geographic.is_geographic:
+        return
+    a, _, c, _, e, f = transform
+    xs, ys = sorted((c, c + width * a)), sorted((f, f + height * e))
+    slack_x, slack_y = abs(a), abs(e)  # a node-registered global grid reaches half a cell beyond
+    if (
+        ys[0] < -90 - slack_y
+        or ys[1] > 90 + slack_y
+        or xs[0] < -180 - slack_x
+        or xs[1] > 360 + slack_x
+        or xs[1] - xs[0] > 360 + 2 * slack_x
+    ):
+        raise InputError(
+            flag,
+            f"{path}: its grid spans x {xs[0]:.6g}..{xs[1]:.6g}, y {ys[0]:.6g}..{ys[1]:.6g}, "
+            f"which is not on the globe in {geographic.name} (degrees): the CRS "
+            "(proj:code) and spatial:transform do not belong together",
+        )
 
 
 def _years(group, n: int, path: str, flag: str) -> tuple[int, ...]:
@@ -290,6 +380,9 @@ def _chunking(array, dims) -> tuple[int, int, int, int]:
 
 def describe(path: str, *, flag: str = "--embeddings") -> Layout:
     """Read a store's metadata (nothing else) and say how to read its embeddings."""
+    from transforms.storage import reach
+
+    reach.check_root(path, flag)  # a remote root: reachable and readable, said in bounded time
     group = open_group(path, flag)
     attrs = dict(group.attrs)
     name, array, dims = _find_array(group, path, flag)
@@ -308,6 +401,7 @@ def describe(path: str, *, flag: str = "--embeddings") -> Layout:
     if "spatial:transform" in attrs:
         crs = _crs(attrs, path, flag)
         transform = _transform(attrs, group, sizes["y"], sizes["x"], path, flag)
+        _check_extent(crs, transform, sizes["y"], sizes["x"], path, flag)
     elif "spatial_ref" in group:  # efm v2 before proj:/spatial: were written: CF's grid mapping
         ref = dict(group["spatial_ref"].attrs)
         crs, geo = ref.get("crs_wkt") or ref.get("spatial_ref"), ref.get("GeoTransform")

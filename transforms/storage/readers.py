@@ -130,7 +130,12 @@ class StoreReader:
 
             with self._lock:
                 if self._array is None:
-                    group = zarr.open_group(self.path, mode="r")
+                    from transforms.sources.remote_fs import storage_options
+
+                    # s3://: anonymous unless credentials are set (a public bucket), as the driver
+                    group = zarr.open_group(
+                        self.path, mode="r", storage_options=storage_options(self.path) or None
+                    )
                     if group.metadata.zarr_format != 2 or "embedding" not in group:
                         # another layout (checked in the driver): layouts.LayoutReader reads it;
                         # efm's own Zarr 3 stores keep the chunk guard (their shards are recorded)
