@@ -429,7 +429,7 @@ def test_classify_failing_mid_run_prints_the_command_that_finishes_it(tmp_path):
     models.save_model(
         model, str(tmp_path / "m.skops"), {"kind": "classifier", "classes": model.classes_}
     )
-    chunk = tmp_path / "emb.zarr" / "embedding" / "0.1.1.0"
+    chunk = tmp_path / "emb.zarr" / "embedding" / "c" / "0" / "0" / "1" / "1"  # a shard file
     good = chunk.read_bytes()
     chunk.write_bytes(b"\x00" * 40)  # a chunk damaged on disk: decoding fails inside a worker
     output = str(tmp_path / "classes.zarr")

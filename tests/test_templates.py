@@ -148,6 +148,10 @@ GCS_BAD = [
 BAD_VALUES = {
     "bbox": ["5.9,45.8,6.2", "a,b,c,d", "5.9;45.8;6.2;46.0", "5.9, 45.8, 6.2, 46.0 ", ""],
     "aoi": GCS_BAD,
+    "polygons": GCS_BAD,
+    "id_column": ["1abc", "a;b", "", "x" * 65],
+    "all_touched": ["yes", "True", "1", ""],
+    "skip_invalid": ["yes", "True", "1", ""],
     "cog_root": GCS_BAD,
     "zarr_root": ["/local/store.zarr", "s3://", "gs://bucket", "http://host/x.zarr", "s3://b/a b"],
     "grid": ["native", "UTM", ""],
