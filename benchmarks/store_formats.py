@@ -53,6 +53,34 @@ SECTION = "## Store formats (issue 17)"
 OLD = "713b4f6"  # the last commit whose efm wrote Zarr 2 stores
 LABEL = "target"
 CONFIGS = ("a", "b", "c")
+FINDINGS = """
+**Why (b) and (c) miss their targets, measured** (per 1024 px window of the int8 store, CPU s,
+in one process; the machine was loaded, so ratios count more than the figures):
+- zarr-python reading a (time, band, y, x) shard window, then moving the bands last (the reader
+  before this section): 0.17 decode + 0.32 transposition = 0.49-0.57, against 0.07 for the v2
+  chunk (LZ4, band last, decoded in place). `layouts.ShardWindows` (this change) reads the
+  shard itself (the whole object, or its index and one ranged request per contiguous run of
+  inner chunks; remote shards concurrently), decodes each inner chunk into one reused buffer
+  and moves it band-last in 8-byte words: 0.26 (decode 0.09 + interleave 0.07 + the rest);
+  float32 0.71 against zarr's 0.98. Whole reads of the store (`StoreReader.read`, 8 windows,
+  de-quantisation included): v3 4.5 -> 3.6 CPU s, v2 2.2.
+- What is left is the codec: Blosc-Zstd 1 decodes at ~650 MB/s (int8) and ~500 MB/s
+  (float32) against LZ4's 2,400 / 1,600 (section "Store codecs"): 0.09 vs 0.03 s per int8
+  window, ~0.5 vs ~0.15 s per float32 one. Classify hides it behind the model (int8: equal
+  CPU); similarity, whose compute is one dot product, shows it (int8 1.2x, float32 1.8x CPU).
+  Reaching (b) <= (a) needs a faster-decoding codec for the stores (LZ4, or Zstd with a smaller
+  float32 ratio gain), a writer decision (transforms/storage/zarr_direct.py: CODEC).
+- (c) over (b): a 56 MB shard from moto on loopback takes 0.25-0.37 s to arrive and ~0.25 CPU s
+  of the client (aiohttp/s3fs) to receive, and the local runner reads one window at a time, so
+  the fetch adds to each window's time rather than overlapping the compute; the similarity
+  driver also reads the reference points' chunks (8 whole shards here) before the pipeline.
+  Within 1.3x would need the next window fetched while one is computed (a prefetching read in
+  chunk_map's DoFn) -- not done here.
+- Extraction: the Zarr 3 writer costs 1.27x the CPU of 713b4f6's for a whole int8 extract
+  (ChunkWriter alone: 3.9x int8, 3.7x float32), from Zstd's encode (~280 MB/s band-first vs
+  LZ4's 1,300-1,700), the band transposition, and zarr's in-memory shard encode; wall was
+  equal (0.95x) as the extract waits on its reads.
+"""
 NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (moto, loopback)"}
 
 
@@ -494,7 +522,7 @@ def report(args, data, results, extracts, writes, sizes, started, load_before) -
         + "\n".join(ext)
         + "\n\n`zarr_direct.ChunkWriter.write` of the same in-memory chunks (band last, as the "
         "sources give them) into a fresh store of each format, in one process, best of "
-        f"{args.repeat}:\n\n" + "\n".join(wr) + "\n"
+        f"{args.repeat}:\n\n" + "\n".join(wr) + "\n" + FINDINGS
     )
 
 
