@@ -400,3 +400,32 @@ def test_predict_and_export_over_s3_read_only_the_inner_chunks_of_the_area(
     )
     print(f"fetched {fetched} bytes; inner chunk + shard index {touched}; metadata {metadata}")
     assert fetched <= 1.3 * touched + 4 * metadata, (fetched, touched, metadata)
+
+
+def test_an_efm_store_on_a_public_bucket_is_read_anonymously(tmp_path):
+    """A store efm wrote (Zarr 3, with its done markers), published in a public S3 bucket and read
+    without credentials: the completeness check lists it anonymously too, and the map equals the
+    one made from the local copy."""
+    import os
+
+    pytest.importorskip("s3fs", reason="the [s3] extra")
+    pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
+    from helpers import s3
+    from store_factory import make_store
+
+    from pipelines import change as change_cli
+
+    s = make_store(str(tmp_path / "emb.zarr"), height=150, width=130, chunk_size=64)
+    argv = ["--from-year", "2021", "--to-year", "2022", *FNAPI]
+    local, remote = str(tmp_path / "local.zarr"), str(tmp_path / "remote.zarr")
+    assert change_cli.run(["--embeddings", s.path, "--output", local, *argv]) == 0
+    with s3.moto_server(str(tmp_path / "aws")) as endpoint:
+        root = s3.upload_folder(s.path, "opendata", "efm/emb.zarr")
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        s3.fresh_state()
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            os.environ.pop(key, None)
+        assert change_cli.run(["--embeddings", root, "--output", remote, *argv]) == 0
+    np.testing.assert_array_equal(
+        xr.open_zarr(remote)["similarity"].values, xr.open_zarr(local)["similarity"].values
+    )

@@ -186,3 +186,54 @@ def test_a_zarr_that_is_not_an_embedding_store(tmp_path):
         layouts.describe(path)
     with pytest.raises(InputError, match="does not exist"):
         layouts.describe(str(tmp_path / "nothing.zarr"))
+
+
+# ---- sharded windows read directly (layouts.ShardWindows) against zarr-python's own read
+
+WINDOWS = [
+    (slice(0, 512), slice(0, 512)),  # one whole shard: the object in one read
+    (slice(0, 700), slice(0, 600)),  # everything, edge shards and edge inner chunks included
+    (slice(100, 650), slice(250, 590)),  # across shards and inner chunks, unaligned
+    (slice(255, 257), slice(511, 513)),  # four inner chunks of four shards, a pixel each
+    (slice(699, 700), slice(599, 600)),  # the last pixel
+    (slice(300, 500), slice(512, 600)),  # the inner chunk left empty below, and its neighbour
+]
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_shard_windows_read_as_zarr_does(tmp_path, dtype):
+    synthetic = make_store(
+        str(tmp_path / "v3.zarr"), dtype=dtype, chunk_size=512, height=700, width=600
+    )
+    array = zarr.open_group(synthetic.path, mode="r+")["embedding"]
+    assert array.shards == (1, 64, 512, 512) and array.chunks == (1, 64, 256, 256)
+    # an inner chunk of fill inside a written shard: zarr leaves it out of the shard's index
+    array[0, :, 256:512, 512:600] = array.fill_value
+    reader = layouts.LayoutReader(layouts.describe(synthetic.path))
+    reader.read_codes(0, slice(0, 1), slice(0, 1))
+    assert reader._direct is not None  # the direct path, not zarr's
+    # the last year's first shard is all no data: no object at all
+    assert not os.path.exists(os.path.join(synthetic.path, "embedding", "c", "1", "0", "0", "0"))
+    for t in (0, 1):
+        for rows, cols in WINDOWS:
+            want = np.moveaxis(array[t, :, rows, cols], 0, -1)
+            got = reader.read_codes(t, rows, cols)
+            assert got.flags.c_contiguous and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want, err_msg=f"t={t} {rows} {cols}")
+
+
+def test_shard_windows_leave_other_codecs_to_zarr(tmp_path):
+    from zarr.codecs import GzipCodec
+
+    root = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+    array = root.create_array(
+        "embedding",
+        shape=(1, 8, 40, 40),
+        shards=(1, 8, 20, 20),
+        chunks=(1, 8, 10, 10),
+        dtype="float32",
+        compressors=GzipCodec(),
+        dimension_names=("time", "band", "y", "x"),
+    )
+    array[...] = np.arange(8 * 40 * 40, dtype=np.float32).reshape(1, 8, 40, 40)
+    assert layouts.ShardWindows.of(array, str(tmp_path / "g.zarr" / "embedding")) is None

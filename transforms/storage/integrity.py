@@ -222,7 +222,10 @@ def _data_arrays_v3(fs, root: str) -> list[ArrayMeta]:
 def _fs(path: str):
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(path)
+    from transforms.sources.remote_fs import storage_options
+
+    # s3://: anonymous unless credentials are set (a public bucket), as every reader
+    fs, root = fsspec.core.url_to_fs(path, **(storage_options(path) or {}))
     return fs, root.rstrip("/")
 
 
@@ -313,7 +316,11 @@ def check(
     from transforms.storage import store
 
     fs, root = _fs(path)
-    attrs = dict(zarr.open_group(path, mode="r").attrs)
+    from transforms.sources.remote_fs import storage_options
+
+    attrs = dict(
+        zarr.open_group(path, mode="r", storage_options=storage_options(path) or None).attrs
+    )
     report = Report(path, str(attrs.get("efm_product", "embeddings")), attrs.get(store.STATUS_ATTR))
     arrays = data_arrays(path)
     markers = read_markers(path)

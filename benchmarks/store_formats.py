@@ -1,0 +1,530 @@
+"""Benchmark: efm's stores before and after issue 17, read by classify and similarity, side by side in one run.
+
+The same embeddings (a generated COG mirror, `efm extract --source cog` over its whole area:
+--size px a side, 2 years, 64 bands, 1024 px chunks) in three places:
+
+  (a) v2      a local Zarr 2 store as efm wrote it before issue 17 (`embedding (time, y, x,
+              band)`, Blosc-LZ4), extracted by efm at commit 713b4f6 (exported to the workdir);
+  (b) v3      the same data as efm writes it now (Zarr 3, `embedding (time, band, y, x)`, 1024 px
+              shards of 256 px inner chunks, Blosc-Zstd 1), extracted by this tree;
+  (c) v3 S3   store (b) served by moto's S3 server on loopback (tests/helpers/s3.py), read
+              anonymously through s3fs as a public bucket is.
+
+Each of `efm classify` (a random forest, or --model knn; .skops) and `efm similarity` (reference
+points from a CSV) runs as users run it (`python -m pipelines.cli ...`, default flags: the local
+runner), in a fresh process; wall and CPU seconds (user + system) of the process tree
+(benchmarks/process_tree.py). Every configuration gets the same unmeasured warm-up run (the
+store in the page cache, moto's objects in its memory), then the measured runs are interleaved
+(a, b, c, a, b, c, ...) and each column keeps its best of --repeat. Outputs of (a), (b) and (c)
+are compared value for value.
+
+Extraction: `efm extract --source cog --dtype int8` of the same area, by 713b4f6 (Zarr 2) and by
+this tree (Zarr 3), interleaved, best of --repeat (fresh output each time); and, less noisy,
+`zarr_direct.ChunkWriter.write` of the same in-memory chunks (band last, as the sources give
+them) into a fresh v2 and a fresh v3 store, in this process, best of --repeat.
+
+    PYTHONPATH=$PWD python benchmarks/store_formats.py [--size 2048] [--repeat 3] [--model random-forest] [--keep]
+
+The tables are printed and written to benchmarks/RESULTS.md under "## Store formats (issue 17)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+SECTION = "## Store formats (issue 17)"
+OLD = "713b4f6"  # the last commit whose efm wrote Zarr 2 stores
+LABEL = "target"
+CONFIGS = ("a", "b", "c")
+FINDINGS = """
+**Why (b) and (c) miss their targets, measured** (per 1024 px window of the int8 store, CPU s,
+in one process; the machine was loaded, so ratios count more than the figures):
+- zarr-python reading a (time, band, y, x) shard window, then moving the bands last (the reader
+  before this section): 0.17 decode + 0.32 transposition = 0.49-0.57, against 0.07 for the v2
+  chunk (LZ4, band last, decoded in place). `layouts.ShardWindows` (this change) reads the
+  shard itself (the whole object, or its index and one ranged request per contiguous run of
+  inner chunks; remote shards concurrently), decodes each inner chunk into one reused buffer
+  and moves it band-last in 8-byte words: 0.26 (decode 0.09 + interleave 0.07 + the rest);
+  float32 0.71 against zarr's 0.98. Whole reads of the store (`StoreReader.read`, 8 windows,
+  de-quantisation included): v3 4.5 -> 3.6 CPU s, v2 2.2.
+- What is left is the codec: Blosc-Zstd 1 decodes at ~650 MB/s (int8) and ~500 MB/s
+  (float32) against LZ4's 2,400 / 1,600 (section "Store codecs"): 0.09 vs 0.03 s per int8
+  window, ~0.5 vs ~0.15 s per float32 one. Classify hides it behind the model (int8: equal
+  CPU); similarity, whose compute is one dot product, shows it (int8 1.2x, float32 1.8x CPU).
+  Reaching (b) <= (a) needs a faster-decoding codec for the stores (LZ4, or Zstd with a smaller
+  float32 ratio gain), a writer decision (transforms/storage/zarr_direct.py: CODEC).
+- (c) over (b): a 56 MB shard from moto on loopback takes 0.25-0.37 s to arrive and ~0.25 CPU s
+  of the client (aiohttp/s3fs) to receive, and the local runner reads one window at a time, so
+  the fetch adds to each window's time rather than overlapping the compute; the similarity
+  driver also reads the reference points' chunks (8 whole shards here) before the pipeline.
+  Within 1.3x would need the next window fetched while one is computed (a prefetching read in
+  chunk_map's DoFn) -- not done here.
+- Extraction: the Zarr 3 writer costs 1.27x the CPU of 713b4f6's for a whole int8 extract
+  (ChunkWriter alone: 3.9x int8, 3.7x float32), from Zstd's encode (~280 MB/s band-first vs
+  LZ4's 1,300-1,700), the band transposition, and zarr's in-memory shard encode; wall was
+  equal (0.95x) as the extract waits on its reads.
+"""
+NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (moto, loopback)"}
+
+
+# ---------------------------------------------------------------- the data
+
+
+def old_tree(workdir: str) -> str:
+    """efm at OLD, exported (git archive) into the workdir: the writer of Zarr 2 stores."""
+    out = os.path.join(workdir, f"efm-{OLD}")
+    if not os.path.exists(os.path.join(out, "pipelines", "cli.py")):
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", "--format=tar", OLD], check=True, capture_output=True
+        ).stdout
+        with tempfile.TemporaryFile() as f:
+            f.write(archive)
+            f.seek(0)
+            with tarfile.open(fileobj=f) as tar:
+                tar.extractall(out, filter="data")
+    return out
+
+
+def make_mirror(workdir: str, size: int) -> dict:
+    """A generated COG mirror (sample_data) whose inner area is about `size` px a side."""
+    out = os.path.join(workdir, f"mirror-{size}")
+    manifest = os.path.join(out, "bench.json")
+    if os.path.exists(manifest):
+        return json.load(open(manifest))
+    from sample_data import generate as sample_data
+    from sample_data.mirror import write_index, write_mirror
+    from sample_data.world import inner_bbox, make_world
+
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    # inner_bbox keeps 2 px each side, and the grid planned on its lon/lat box loses one more:
+    # 6 px more than `size` make an extracted grid of `size` px a side.
+    spec = sample_data.SampleSpec(rows=size + 6, cols=size + 6, tile_size=1024)
+    world = make_world(spec)
+    mirror = os.path.join(out, "mirror")
+    write_index(write_mirror(world, mirror), mirror)
+    saved = {
+        "mirror": mirror,
+        "crs": world.crs,
+        "bbox": list(inner_bbox(world)),
+        "years": list(spec.years),
+    }
+    json.dump(saved, open(manifest, "w"))
+    return saved
+
+
+def extract_argv(data: dict, output: str, dtype: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "extract",
+        "--source",
+        "cog",
+        "--cog-root",
+        data["mirror"],
+        f"--bbox={','.join(repr(v) for v in data['bbox'])}",
+        "--crs",
+        data["crs"],
+        "--years",
+        ",".join(map(str, data["years"])),
+        "--output",
+        output,
+        "--dtype",
+        dtype,
+        "--chunk-size",
+        "1024",
+    ]
+
+
+# (c) reads with credentials (moto accepts any): efm's own store in one's own bucket. Anonymous
+# reads of an efm store fail in integrity.check (it lists the store without storage_options).
+SIGNED = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+
+
+def env_for(tree: str, extra: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONPATH": tree, **(extra or {})}
+
+
+def run(argv: list[str], tree: str, extra: dict | None = None) -> dict:
+    from process_tree import measure
+
+    return measure(argv, tree, env=env_for(tree, extra))
+
+
+def extract(data: dict, output: str, dtype: str, tree: str) -> dict:
+    shutil.rmtree(output, ignore_errors=True)
+    return run(extract_argv(data, output, dtype), tree)
+
+
+def disk_bytes(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, names in os.walk(path)
+        for f in names
+        if "efm_done" not in d  # the done markers: bookkeeping, not data
+    )
+
+
+def same_codes(a: str, b: str) -> bool:
+    """The two stores hold the same values (read with zarr alone, each in its own dim order)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from store_factory import raw_embedding
+
+    return bool(np.array_equal(raw_embedding(a), raw_embedding(b), equal_nan=True))
+
+
+# ---------------------------------------------------------------- the model and the points
+
+
+def train(store_path: str, workdir: str, kind: str) -> str:
+    """A model on 2,000 pixels of the store, labelled by which of 6 bands is largest."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from transforms.core.grid import Window
+    from transforms.learning import models
+    from transforms.storage.readers import StoreReader, store_info
+
+    info = store_info(store_path)
+    values = StoreReader(store_path).read(0, Window(0, 0, 1024, 1024)).reshape(-1, 64)
+    rng = np.random.default_rng(1)
+    pick = rng.choice(np.flatnonzero(~np.isnan(values).any(axis=1)), 2000, replace=False)
+    x = values[pick]
+    y = np.argmax(x[:, :6], axis=1)
+    est = (
+        KNeighborsClassifier(5)
+        if kind == "knn"
+        else RandomForestClassifier(50, n_jobs=-1, random_state=0)
+    )
+    est.fit(x, y)
+    path = os.path.join(workdir, f"{kind}.skops")
+    models.save_model(
+        est, path, {"kind": "classifier", "classes": est.classes_, "bands": info.bands}
+    )
+    return path
+
+
+def points(store_path: str, workdir: str) -> str:
+    """50 reference points (pixel centres, in the store's CRS) as a CSV."""
+    from transforms.storage.readers import store_info
+
+    info = store_info(store_path)
+    rng = np.random.default_rng(2)
+    rows, cols = rng.integers(0, info.height, 50), rng.integers(0, info.width, 50)
+    a, _, c, _, e, f = info.transform
+    path = os.path.join(workdir, "points.csv")
+    with open(path, "w") as out:
+        out.write(f"x,y,{LABEL}\n")
+        for r, col in zip(rows, cols):
+            out.write(f"{c + (col + 0.5) * a},{f + (r + 0.5) * e},yes\n")
+    return path
+
+
+def product_argv(product: str, store: str, output: str, model: str, pts: str, crs: str):
+    common = [sys.executable, "-m", "pipelines.cli", product, "--embeddings", store]
+    if product == "classify":
+        return [*common, "--model", model, "--output", output, "--overwrite"]
+    return [
+        *common,
+        "--points",
+        pts,
+        "--points-crs",
+        crs,
+        "--label-column",
+        LABEL,
+        "--label",
+        "yes",
+        "--output",
+        output,
+        "--overwrite",
+    ]
+
+
+def output_values(path: str) -> np.ndarray:
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    name = "class" if "class" in group else "similarity"
+    return np.asarray(group[name][...])
+
+
+# ---------------------------------------------------------------- ChunkWriter on the same chunks
+
+
+def cpu_seconds() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def writer_speed(source: str, workdir: str, repeat: int) -> dict:
+    """Best wall and CPU s of ChunkWriter.write of every chunk of `source` (read once, band last)
+    into a fresh v2 and v3 store; {"v2": (wall, cpu), "v3": ..., "bytes": raw bytes}."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from store_factory import write_v2
+
+    from transforms.core.chunks import chunk_dataset, plan_chunks
+    from transforms.core.grid import Grid
+    from transforms.storage import store, zarr_direct
+    from transforms.storage.readers import StoreReader, store_info
+
+    info = store_info(source)
+    a, _, c, _, e, f = info.transform
+    grid = Grid(info.crs, a, c, f, info.width, info.height)
+    reader = StoreReader(source)
+    specs = plan_chunks(list(info.years), info.windows())
+    chunks = [
+        (
+            spec,
+            chunk_dataset(
+                grid,
+                info.years,
+                info.bands,
+                spec,
+                reader.read_codes(
+                    spec.time_index,
+                    slice(spec.window.row, spec.window.row + spec.window.rows),
+                    slice(spec.window.col, spec.window.col + spec.window.cols),
+                ),
+            ),
+        )
+        for spec in specs
+    ]
+    template = store.embedding_template(
+        grid, list(info.years), info.bands, info.dtype, 1024, {"source": "benchmark"}
+    )
+    sizes = {"time": 1, "band": len(info.bands), "y": 1024, "x": 1024}
+    best = {"v2": (float("inf"), 0.0), "v3": (float("inf"), 0.0)}
+    for _ in range(repeat + 1):  # the first round is the warm-up
+        for fmt in ("v2", "v3"):
+            path = os.path.join(workdir, f"writer-{fmt}.zarr")
+            shutil.rmtree(path, ignore_errors=True)
+            if fmt == "v2":
+                write_v2(path, template)
+            else:
+                store.setup(path, template)
+            writer = zarr_direct.ChunkWriter(path, template, sizes)
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            for spec, chunk in chunks:
+                offsets = {"time": spec.time_index, "y": spec.window.row, "x": spec.window.col}
+                writer.write(offsets, chunk)
+            wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+            if wall < best[fmt][0]:
+                best[fmt] = (wall, cpu)
+            shutil.rmtree(path)
+    raw = sum(chunk["embedding"].nbytes for _, chunk in chunks)
+    return {**best, "bytes": raw}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048, help="store side, px (%(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs each (%(default)s)")
+    parser.add_argument("--model", choices=("random-forest", "knn"), default="random-forest")
+    parser.add_argument("--dtypes", default="int8,float32")
+    parser.add_argument("--products", default="classify,similarity")
+    parser.add_argument("--workdir", default="/tmp/efm-store-formats")
+    parser.add_argument("--keep", action="store_true", help="keep the mirror and stores")
+    parser.add_argument("--no-results", action="store_true", help="print only")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    os.makedirs(args.workdir, exist_ok=True)
+    old = old_tree(args.workdir)
+    data = make_mirror(args.workdir, args.size)
+    dtypes, products = args.dtypes.split(","), args.products.split(",")
+    from tests.helpers import s3
+
+    load_before = os.getloadavg()
+    stores, extracts, sizes = {}, {}, {}
+    for dtype in dtypes:
+        a = os.path.join(args.workdir, f"a-{dtype}.zarr")
+        b = os.path.join(args.workdir, f"b-{dtype}.zarr")
+        extracts[dtype] = {"a": [], "b": []}
+        rounds = args.repeat + 1 if dtype == "int8" else 1
+        for i in range(rounds):  # the first round: the warm-up (and the stores kept)
+            for key, path, tree in (("a", a, old), ("b", b, ROOT)):
+                if (
+                    i == 0
+                    and os.path.exists(os.path.join(path, "zarr.json" if key == "b" else ".zattrs"))
+                    and args.keep
+                ):
+                    continue
+                m = extract(data, path if i == 0 else path + ".again", dtype, tree)
+                if i:
+                    extracts[dtype][key].append(m)
+                    shutil.rmtree(path + ".again")
+                print(
+                    f"extract {dtype} {key} round {i}: {m['s']:.1f} s, {m['cpu']:.1f} CPU s",
+                    flush=True,
+                )
+        if not same_codes(a, b):
+            raise SystemExit(f"{a} and {b} hold different values")
+        sizes[dtype] = (disk_bytes(a), disk_bytes(b))
+        stores[dtype] = {"a": a, "b": b}
+    writes = {
+        dtype: writer_speed(stores[dtype]["b"], args.workdir, args.repeat) for dtype in dtypes
+    }
+    print("writer", writes, flush=True)
+
+    model = train(stores[dtypes[0]]["a"], args.workdir, args.model)
+    pts = points(stores[dtypes[0]]["a"], args.workdir)
+    results = {}
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no line per request
+    with s3.moto_server(os.path.join(args.workdir, "aws")):
+        for dtype in dtypes:
+            stores[dtype]["c"] = s3.upload_folder(stores[dtype]["b"], "bench", f"b-{dtype}.zarr")
+        for dtype in dtypes:
+            for product in products:
+                best = {k: None for k in CONFIGS}
+                outputs = {}
+                for i in range(args.repeat + 1):
+                    for key in CONFIGS:
+                        out = os.path.join(args.workdir, f"out-{product}-{dtype}-{key}.zarr")
+                        argv = product_argv(
+                            product, stores[dtype][key], out, model, pts, data["crs"]
+                        )
+                        m = run(argv, ROOT, SIGNED if key == "c" else None)
+                        print(
+                            f"{product} {dtype} {key} round {i}: {m['s']:.1f} s, {m['cpu']:.1f} CPU s",
+                            flush=True,
+                        )
+                        if i == 0:
+                            outputs[key] = output_values(out)
+                            continue
+                        old_best = best[key]
+                        best[key] = {
+                            "s": min(m["s"], old_best["s"]) if old_best else m["s"],
+                            "cpu": min(m["cpu"], old_best["cpu"]) if old_best else m["cpu"],
+                        }
+                same = all(
+                    np.array_equal(outputs["a"], outputs[k], equal_nan=True) for k in CONFIGS
+                )
+                results[(dtype, product)] = {"best": best, "same": same}
+                for key in CONFIGS:
+                    shutil.rmtree(
+                        os.path.join(args.workdir, f"out-{product}-{dtype}-{key}.zarr"),
+                        ignore_errors=True,
+                    )
+    markdown = report(args, data, results, extracts, writes, sizes, started, load_before)
+    print("\n" + markdown)
+    if not args.no_results:
+        from results import write_section
+
+        print(f"written to {write_section(SECTION, markdown)}")
+    if not args.keep:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    return 0
+
+
+def report(args, data, results, extracts, writes, sizes, started, load_before) -> str:
+    import zarr
+
+    lines = [
+        "| dtype | product | run | wall s | CPU s | wall / (a) | CPU / (a) | target | same output as (a) |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for (dtype, product), r in results.items():
+        best, a, b = r["best"], r["best"]["a"], r["best"]["b"]
+        for key in CONFIGS:
+            m = best[key]
+            if key == "b":
+                target = "<= 1 and <= 1: " + (
+                    "met" if m["s"] <= a["s"] and m["cpu"] <= a["cpu"] else "NOT met"
+                )
+            elif key == "c":
+                ratio = m["s"] / b["s"]
+                target = f"wall / (b) = {ratio:.2f} <= 1.3: " + (
+                    "met" if ratio <= 1.3 else "NOT met"
+                )
+            else:
+                target = ""
+            lines.append(
+                f"| {dtype} | {product} | {NAMES[key]} | {m['s']:.1f} | {m['cpu']:.1f} | "
+                f"{m['s'] / a['s']:.2f} | {m['cpu'] / a['cpu']:.2f} | {target} | "
+                f"{'yes' if r['same'] or key == 'a' else 'NO'} |"
+            )
+    ext = [
+        "| dtype | extract --source cog | wall s | CPU s | wall / v2 | CPU / v2 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for dtype, e in extracts.items():
+        if not e["a"]:
+            continue
+        best = {k: (min(m["s"] for m in v), min(m["cpu"] for m in v)) for k, v in e.items()}
+        for key, name in (("a", f"{OLD} (Zarr 2)"), ("b", "this tree (Zarr 3)")):
+            ext.append(
+                f"| {dtype} | {name} | {best[key][0]:.1f} | {best[key][1]:.1f} | "
+                f"{best[key][0] / best['a'][0]:.2f} | {best[key][1] / best['a'][1]:.2f} |"
+            )
+    wr = [
+        "| dtype | ChunkWriter.write, all chunks | wall s | CPU s | MB/s of data | wall / v2 | CPU / v2 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for dtype, w in writes.items():
+        for key in ("v2", "v3"):
+            wr.append(
+                f"| {dtype} | {key} | {w[key][0]:.2f} | {w[key][1]:.2f} | "
+                f"{w['bytes'] / 1e6 / w[key][0]:.0f} | {w[key][0] / w['v2'][0]:.2f} | "
+                f"{w[key][1] / w['v2'][1]:.2f} |"
+            )
+    disk = ["| dtype | (a) v2 bytes | (b) v3 bytes | (b) / (a) |", "|---|---:|---:|---:|"]
+    for dtype, (a, b) in sizes.items():
+        disk.append(f"| {dtype} | {a:,} | {b:,} | {b / a:.3f} |")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, zarr {zarr.__version__}"
+    )
+    command = (
+        f"PYTHONPATH=$PWD python benchmarks/store_formats.py --size {args.size} "
+        f"--repeat {args.repeat} --model {args.model}"
+    )
+    load = os.getloadavg()
+    return (
+        f"{SECTION}\n\n`{command}` on {machine}, {time.strftime('%Y-%m-%d')}, "
+        f"{time.perf_counter() - started:.0f} s; load average (1 min) {load_before[0]:.1f} before, "
+        f"{load[0]:.1f} after (the machine's cores are shared: CPU s is the steadier figure). "
+        f"Stores: `efm extract --source cog` of a generated mirror, about {args.size} x "
+        f"{args.size} px x 2 years x 64 bands, 1024 px chunks; (a) written by efm {OLD} (Zarr 2, "
+        "band last, Blosc-LZ4), (b) by this tree (Zarr 3, band first, 1024 px shards of 256 px "
+        "inner chunks, Blosc-Zstd 1), (c) = (b) on moto's S3 server on loopback. Each run is "
+        "`python -m pipelines.cli <product>` in a fresh process, default flags; one warm-up run "
+        f"each, then best of {args.repeat} (interleaved a, b, c); model: {args.model} (.skops); "
+        "similarity: 50 reference points.\n\n"
+        + "\n".join(lines)
+        + "\n\n**Store size on disk** (chunk files and metadata, done markers excluded):\n\n"
+        + "\n".join(disk)
+        + "\n\n**Extraction writes** (int8, the same mirror; fresh output each run; best of "
+        f"{args.repeat} after a warm-up):\n\n"
+        + "\n".join(ext)
+        + "\n\n`zarr_direct.ChunkWriter.write` of the same in-memory chunks (band last, as the "
+        "sources give them) into a fresh store of each format, in one process, best of "
+        f"{args.repeat}:\n\n" + "\n".join(wr) + "\n" + FINDINGS
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
