@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "skops>=0.16.0",
     "gcsfs>=2026.10.1",  # gs:// paths: fsspec loads it by protocol name (no import statement)
     "fsspec>=2026.9.0",
+    "aiohttp>=3.9",  # transforms/storage/reach.py: one look at an http(s) root under a deadline
     "rioxarray>=0.19.0",
     "rasterio>=1.4.4",
     "affine>=3.0.1",

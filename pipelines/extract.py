@@ -16,10 +16,10 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import coverage_warning, metric_max, metric_range, metric_totals
-from transforms.sources import cog, cog_index, earthengine, request_plan, zarr_source
+from transforms.sources import cog, cog_index, earthengine, request_plan
 from transforms.sources import fetch as fetchlib
 from transforms.sources.fetch import FetchChunks, RetryPolicy
-from transforms.storage import integrity, outputs, progress, store
+from transforms.storage import integrity, outputs, progress, store, zarr_source
 from transforms.storage import plan as planlib
 
 DEFAULT_CHUNK_SIZE = 1024

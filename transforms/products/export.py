@@ -83,7 +83,7 @@ class Layer:
             from transforms.storage.readers import StoreReader
 
             return StoreReader(self.path)
-        from transforms.sources.remote_fs import storage_options
+        from transforms.storage.reach import storage_options
 
         return zarr.open_group(
             self.path, mode="r", storage_options=storage_options(self.path) or None
@@ -124,8 +124,8 @@ def open_layer(
     """
     import rioxarray  # noqa: F401
 
-    from transforms.sources.remote_fs import storage_options
     from transforms.storage import reach
+    from transforms.storage.reach import storage_options
 
     reach.check_root(path, flag)  # a remote root that cannot be read: one line, in seconds
     try:

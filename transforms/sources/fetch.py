@@ -484,7 +484,9 @@ def max_open_chunks(
 PROCESS_BASE_BYTES = (
     512 * 2**20
 )  # Python, Beam, numpy, xarray, zarr, the ee client: measured ~400 MiB
-# The chunk, its tiles in flight (body + decoded) and the shard's encoding: zarr keeps every
-# encoded inner chunk, then joins them into the shard (two encoded copies, 1.7-2.5x the chunk
-# measured in benchmarks/store_shards.py, "writer peak RSS").
-CHUNK_COST_FACTOR = 3.5
+# Per open chunk: the chunk and its tiles in flight (body + decoded), ~1.5x, and room for its
+# write. A process writes one shard at a time, whose encoding holds two encoded copies (zarr keeps
+# every inner chunk, then joins them: 1.7-2.5x an int8 shard beyond its values, ~1x a float32 one,
+# which compresses to half; benchmarks/store_shards.py, "writer peak RSS"): counted once, that
+# fits within the 1x per open chunk this leaves for it at the defaults (6 int8 or 2 float32 chunks).
+CHUNK_COST_FACTOR = 2.5

@@ -26,6 +26,10 @@ import os
 from transforms.core.errors import InputError, first_line
 from transforms.sources import remote_fs
 
+# The options a root's filesystem is opened with (s3: anonymous unless credentials are set): here
+# too, for the layers above storage (products), which do not reach into sources.
+storage_options = remote_fs.storage_options
+
 TIMEOUT_ENV = "EFM_REMOTE_TIMEOUT"
 DEFAULT_TIMEOUT = 20.0  # s: a cloud endpoint answers a HEAD in well under a second
 PROBED = ("zarr.json", ".zgroup")

@@ -36,7 +36,7 @@ SOURCE_ATTRS = {
 # What fingerprints a source (transforms/sources/cog_index.source_record, earthengine.images_record).
 COG_FINGERPRINT = ("cog_root", "cog_index_bytes", "cog_index_sha256", "cog_files_sha256")
 EE_FINGERPRINT = ("ee_collection", "ee_images_sha256")
-# A Zarr store copied from (transforms/sources/zarr_source.store_attrs): where, and its metadata.
+# A Zarr store copied from (transforms/storage/zarr_source.store_attrs): where, and its metadata.
 ZARR_FINGERPRINT = ("zarr_root", "zarr_metadata_sha256")
 _PLACE_ATTRS = {
     "source",
