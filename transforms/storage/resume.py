@@ -309,4 +309,10 @@ def check_add(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
     found = source_difference(path, have, want)
     if found:
         flag, message = found
-        raise InputError(flag, message.replace("resume from the same source", "add years from it"))
+        raise InputError(
+            flag,
+            message.replace(
+                "resume from the same source or --overwrite",
+                "add years from the source that made it",
+            ),
+        )
