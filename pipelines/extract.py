@@ -47,8 +47,9 @@ def build_parser():
         "--aoi",
         help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested",
     )
-    parser.add_argument("--years", help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
-    parser.add_argument(
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--years", help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
+    when.add_argument(
         "--add-years",
         help="instead of --years: years to add to the existing store at --output, after its last "
         "year; only they are fetched (the other flags as the store was made)",
@@ -276,19 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     aoi = gridlib.parse_bbox(args.bbox) if args.bbox else gridlib.read_aoi(args.aoi)
     adding = args.add_years is not None
     if adding:
-        if args.years is not None:
-            raise InputError("--add-years", "takes the store's years from --output: drop --years")
         if args.overwrite:
             raise InputError(
                 "--add-years",
                 "adds years to the store at --output, --overwrite would replace it: pass one",
             )
         added = gridlib.parse_years(args.add_years, flag="--add-years")
-    elif args.years is None:
-        raise InputError(
-            "--years",
-            "required: the years to extract (e.g. 2021,2022), or --add-years to add some to a store",
-        )
     else:
         years = gridlib.parse_years(args.years)
     for flag, value in [

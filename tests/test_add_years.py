@@ -228,7 +228,10 @@ def store_as_float(X):
             ["--add-years", "2023", "--overwrite"],
             "--add-years: adds years to the store at --output",
         ),
-        (["--add-years", "2023", "--years", "2022"], "--add-years: takes the store's years"),
+        (
+            ["--add-years", "2023", "--years", "2022"],
+            "--years: not allowed with argument --add-years",
+        ),
         (["--add-years", "2023", "--chunk-size", "256"], "--add-years: "),
         (["--add-years", "2023", "--crs", "EPSG:32611"], "--add-years: "),
     ],
