@@ -293,3 +293,53 @@ def test_old_years_read_from_changed_files_are_refused(sd, tmp_path, capsys):
     assert err.startswith("efm extract: error: --cog-root: ") and "\n" not in err, err
     assert "listing sha256" in err and err.endswith("add years from the source that made it"), err
     assert files(path) == before
+
+
+# ---------------------------------------------------------------- Earth Engine (the emulator)
+
+
+@pytest.fixture
+def ee_emulator(ee_token):
+    from emulators.earthengine import EarthEngineEmulator
+    from emulators.earthengine.synthetic import make_embedding_collection
+
+    images = make_embedding_collection(years=(2021, 2022), seed=3)
+    emu = EarthEngineEmulator(max_in_flight=40)
+    for image in images:
+        emu.add_image(**image)
+    with emu:
+        yield emu, images
+
+
+def test_ee_add_a_year_and_refuse_changed_images_of_the_old_one(ee_emulator, tmp_path, capsys):
+    from test_extract import bbox_inside
+    from test_resume_source import ee_argv, ee_change
+
+    emu, images = ee_emulator
+    bbox = bbox_inside(images, 2021)
+
+    def run(path, years_flag, years, *extra):
+        argv = ee_argv(emu, path, bbox, *extra)
+        argv[argv.index("--years") : argv.index("--years") + 2] = [years_flag, years]
+        return extract.run(argv)
+
+    fresh, path = tmp_path / "fresh.zarr", str(tmp_path / "emb.zarr")
+    assert run(fresh, "--years", "2021,2022") == 0
+    assert run(path, "--years", "2021") == 0
+    before = files(path)
+    changed = str(shutil.copytree(path, tmp_path / "changed.zarr"))
+    assert run(path, "--add-years", "2022") == 0
+    for name in ARRAYS:  # float32: NaN (no data) where the fresh store has NaN
+        np.testing.assert_array_equal(arrays(path)[name], arrays(fresh)[name], err_msg=name)
+    after = files(path)
+    assert all(
+        after[f] == before[f] for f in before if f.startswith(("embedding/c/0/", ".efm/done/0."))
+    )
+    # an image of 2021 reprocessed since: the store's year is not what the source holds now
+    ee_change(emu, [i for i in images if i["start"].startswith("2021")], "an image added")
+    before = files(changed)
+    capsys.readouterr()
+    assert run(changed, "--add-years", "2022") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("efm extract: error: --collection: ") and "\n" not in err, err
+    assert files(changed) == before
