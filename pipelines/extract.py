@@ -5,6 +5,7 @@ source chunk specs | FetchChunks(EarthEngineSource, CogSource or ZarrSource) | W
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Sequence
@@ -46,8 +47,12 @@ def build_parser():
         "--aoi",
         help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested",
     )
-    parser.add_argument(
-        "--years", required=True, help="years, e.g. 2021,2022 or 2019-2024 (from 2017)"
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--years", help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
+    when.add_argument(
+        "--add-years",
+        help="instead of --years: years to add to the existing store at --output, after its last "
+        "year; only they are fetched (the other flags as the store was made)",
     )
     parser.add_argument(
         "--output", required=True, help="Zarr store to write: a local path or gs://bucket/path"
@@ -270,7 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # 1. Local checks: cheap, no network.
     aoi = gridlib.parse_bbox(args.bbox) if args.bbox else gridlib.read_aoi(args.aoi)
-    years = gridlib.parse_years(args.years)
+    adding = args.add_years is not None
+    if adding:
+        if args.overwrite:
+            raise InputError(
+                "--add-years",
+                "adds years to the store at --output, --overwrite would replace it: pass one",
+            )
+        added = gridlib.parse_years(args.add_years, flag="--add-years")
+    else:
+        years = gridlib.parse_years(args.years)
     for flag, value in [
         ("--max-concurrent-requests", args.max_concurrent_requests),
         ("--threads-per-worker", args.threads_per_worker),
@@ -299,10 +313,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
     check_source_flags(args)
+    if adding:  # the store's years, and the years after the add (README: adding years)
+        found = outputs.check_output(
+            args.output,
+            "embeddings",
+            inputs={"--cog-root": args.cog_root, "--zarr-root": args.zarr_root, "--aoi": args.aoi},
+            resume=True,
+        )
+        if found.kind is None:
+            raise InputError(
+                "--add-years",
+                f"no store at {args.output}: --add-years adds years to a store `efm extract` "
+                "made; make it with --years",
+            )
+        had, years = store.years_to_add(
+            found.path or outputs.resolve(args.output), added, resume=args.resume
+        )
     args.zarr_layout = None
     if args.source == "zarr":  # the store's metadata: its bands, dtype and grid plan the run
         args.zarr_layout = zarr_source.describe(args.zarr_root)
-        zarr_source.check_years(args.zarr_layout, years)
+        with _years_flag(adding):
+            zarr_source.check_years(args.zarr_layout, years)
         zarr_source.check_dtype(args.zarr_layout, args.dtype)
         grid, aoi_in_crs, grid_rule = zarr_source.choose_grid(
             args.zarr_layout,
@@ -343,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output,
         "embeddings",
         inputs={"--cog-root": args.cog_root, "--zarr-root": args.zarr_root, "--aoi": args.aoi},
-        resume=args.resume,
+        resume=args.resume or adding,
         overwrite=args.overwrite,
     )
     output = found.path or outputs.resolve(args.output)  # where it really is: written there all run
@@ -351,11 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 2. Source checks: Earth Engine credentials, collection, years; or the mirror's index, years, coverage.
     settings = earthengine.EarthEngineSettings(project=args.ee_project, api_url=args.ee_api_url)
     if args.source == "cog":
-        mirror_index = cog_index.check_cog_root(args.cog_root, years, aoi)
+        with _years_flag(adding):
+            mirror_index = cog_index.check_cog_root(args.cog_root, years, aoi)
     elif args.source == "ee":
         earthengine.initialize(settings)
-        earthengine.check_collection(args.collection, years)
-        images_record = earthengine.check_coverage(args.collection, years, aoi)
+        with _years_flag(adding):
+            earthengine.check_collection(args.collection, years)
+            images_record = earthengine.check_coverage(args.collection, years, aoi)
 
     # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
     plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
@@ -377,10 +410,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     template = store.embedding_template(
         grid, years, bands, args.dtype, args.chunk_size, {**source_attrs, "skipped_chunks": skipped}
     )
+    if adding:  # the place check over the store's own years (their source record included)
+        if args.source == "cog":
+            had_attrs = cog.store_attrs(
+                args.cog_root, cog_index.check_cog_root(args.cog_root, had, aoi)
+            )
+        elif args.source == "ee":
+            had_attrs = {**source_attrs, **earthengine.check_coverage(args.collection, had, aoi)}
+        else:
+            had_attrs = source_attrs
+        store.check_add(
+            output,
+            store.embedding_template(
+                grid,
+                had,
+                bands,
+                args.dtype,
+                args.chunk_size,
+                {**had_attrs, "skipped_chunks": skipped},
+            ),
+        )
     if (
         args.resume and found.kind is not None
     ):  # a store in another place is refused before a plan (or dry run) counts its chunks as done
-        store.check_resume(output, template)
+        if not adding:
+            store.check_resume(output, template)
         damaged = damaged_chunks(args)
     else:
         damaged = set()
@@ -389,26 +443,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.done_markers(output) - damaged if args.resume and store.exists(output) else set()
     )
     in_flight = requests_in_flight(args, options, open_chunks, itemsize)
+    # --add-years: the plan shown is the added years' (the store's own years are done)
+    first = years.index(min(added)) if adding else 0
+    shown = (
+        planlib.ChunkPlan.for_area(grid, args.chunk_size, years[first:], aoi_in_crs)
+        if adding
+        else plan
+    )
     job = planlib.estimate(
-        plan,
+        shown,
         n_bands=len(bands),
         transfer_itemsize=itemsize,
         store_dtype=args.dtype,
         tile_size=args.request_tile_size,
-        done=sum(1 for m in plan.markers() if m in already) if already else 0,
+        done=sum(1 for m in plan.markers() if m in already and int(m.split(".")[0]) >= first)
+        if already
+        else 0,
         max_concurrent=in_flight,
         max_requests_per_second=args.max_requests_per_second,
     )
     rows = planlib.summary_rows(
         job,
         grid,
-        years,
+        years[first:],
         transfer_dtype=transfer_dtype,
         store_dtype=args.dtype,
         max_concurrent=in_flight,
         quota=args.source == "ee",
         source_name="Zarr store" if args.source == "zarr" else "COG mirror",
     )
+    if adding:
+        rows.insert(
+            0,
+            (
+                "adding years",
+                f"{', '.join(map(str, years[first:]))} after the store's "
+                f"{', '.join(map(str, years[:first])) or 'none'} (their files are left as they are)",
+            ),
+        )
     if args.source == "zarr":
         rows.insert(1, ("source grid", grid_row(args.zarr_layout, grid_rule)))
     if args.source == "ee" and in_flight < args.max_concurrent_requests:
@@ -440,7 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 4. Set up (or reopen) the store: the first write of the run.
     if damaged:  # --repair: the damaged chunks are not done any more (the store is incomplete until they are)
         store.drop_markers(output, damaged)
-    done = store.prepare(output, template, resume=args.resume, overwrite=args.overwrite)
+    if adding:  # the time axis grows (marked incomplete until the new years are written)
+        store.add_years(output, template)
+        done = store.done_markers(output)
+    else:
+        done = store.prepare(output, template, resume=args.resume, overwrite=args.overwrite)
     todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
     todo_count = sum(stop - start for row in todo for start, stop in row.runs)
 
@@ -582,6 +658,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warning:
         print(f"efm extract: warning: {warning}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _years_flag(adding: bool):
+    """With --add-years, a source's refusal of a year names --add-years (the run's years are the
+    store's and the added ones)."""
+    try:
+        yield
+    except InputError as exc:
+        if adding and exc.flag == "--years":
+            raise InputError("--add-years", str(exc).removeprefix("--years: ")) from None
+        raise
 
 
 def check_source_flags(args) -> None:

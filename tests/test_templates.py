@@ -159,6 +159,7 @@ BAD_VALUES = {
     "embeddings": GCS_BAD,
     "points": GCS_BAD,
     "years": ["21", "2021;2022", "2021-", "last year", "2021,,2022"],
+    "add_years": ["21", "2025;2026", "2025-", "next year", "2025,,2026"],
     "source": ["gee", "EE", ""],
     "dtype": ["int16", "float"],
     "transfer_dtype": ["uint8", "Auto"],
@@ -245,8 +246,8 @@ def test_launcher_translates_template_parameters_to_efm_flags():
         match=r"^chunk_size: '1k' is not a valid chunk size \(must match",
     ):
         flex_launcher.to_pipeline_args("extract", ["--chunk_size=1k"])
-    with pytest.raises(flex_launcher.TemplateParameterError, match="^years: a value is required"):
-        flex_launcher.to_pipeline_args("extract", ["--years="])
+    with pytest.raises(flex_launcher.TemplateParameterError, match="^output: a value is required"):
+        flex_launcher.to_pipeline_args("extract", ["--output="])
 
 
 def test_switches_take_the_bare_form_and_true_false_in_any_case():

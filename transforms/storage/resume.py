@@ -285,3 +285,34 @@ def check(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
     found = source_difference(path, dict(existing.attrs), dict(template.attrs))
     if found:
         raise InputError(*found)
+
+
+# What may differ between the store and the source when years are added (`efm extract --add-years`):
+# the mirror's index and a source store's metadata grow when a year is released; the files of the
+# store's own years (COG) and the images over them (Earth Engine) must not have changed.
+_GROWS_WITH_YEARS = ("cog_index_bytes", "cog_index_sha256", "zarr_metadata_sha256")
+
+
+def check_add(path: str, existing: xr.Dataset, template: xr.Dataset) -> None:
+    """`--add-years`: the place check of `check`, for `template` over the store's own years and
+    its source record over them (everything else as --resume compares it)."""
+    from transforms.core.errors import InputError
+
+    diffs = differences(existing, template)
+    if diffs:
+        raise InputError(
+            "--add-years",
+            f"{path} has {'; '.join(diffs)}; add years with the flags that made it",
+        )
+    have = dict(existing.attrs)
+    want = {**template.attrs, **{k: have[k] for k in _GROWS_WITH_YEARS if k in have}}
+    found = source_difference(path, have, want)
+    if found:
+        flag, message = found
+        raise InputError(
+            flag,
+            message.replace(
+                "resume from the same source or --overwrite",
+                "add years from the source that made it",
+            ),
+        )
