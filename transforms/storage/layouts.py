@@ -474,7 +474,14 @@ class LayoutReader:
     def read_codes(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
         array, scale = self._open()
         if self._direct is not None:
-            values = self._direct.read(time_index, rows, cols)
+            rs, cs = rows.step or 1, cols.step or 1
+            if rs == 1 and cs == 1:
+                values = self._direct.read(time_index, rows, cols)
+            else:  # a strided window (the label page zoomed out): the span, every step-th pixel
+                span = self._direct.read(
+                    time_index, slice(rows.start, rows.stop), slice(cols.start, cols.stop)
+                )
+                values = np.ascontiguousarray(span[::rs, ::cs])
         else:
             index = {"time": time_index, "y": rows, "x": cols, "band": slice(None)}
             values = array[tuple(index[d] for d in self.layout.dims)]
