@@ -33,7 +33,8 @@ def max_diff(got: np.ndarray, want: np.ndarray) -> float:
 
 def main(spec: dict) -> dict:
     emb = open_store(spec["embeddings"])
-    values = np.asarray(emb["embedding"].values)  # (time, y, x, band) float32, NaN = no data
+    # (time, y, x, band) float32, NaN = no data, whatever order the store keeps (by dim names)
+    values = np.asarray(emb["embedding"].transpose("time", "y", "x", "band").values)
     assert values.dtype == np.float32
     nodata = np.isnan(values).any(axis=-1)
     filled = np.nan_to_num(values).astype(np.float64)
