@@ -58,6 +58,9 @@ def current() -> Session | None:
     return _sessions[-1] if _sessions else None
 
 
+_UNCLOSED = ("Unclosed client session", "Unclosed connector")
+
+
 class _TerminalFilter(logging.Filter):
     """Without --verbose: warnings as one line each; a Beam bundle's failure (with its traceback) is
     left to the log file, since `report` prints it as one line at the end."""
@@ -66,6 +69,10 @@ class _TerminalFilter(logging.Filter):
         if record.name.startswith("apache_beam.runners.dataflow.internal.apiclient"):
             return True  # the job id and console URL: people and Airflow read them
         if record.levelno < logging.WARNING:
+            return False
+        if record.name == "asyncio" and str(record.msg).startswith(_UNCLOSED):
+            # aiohttp's notice, at garbage collection, of a session an fsspec filesystem cache
+            # left open: no error of the run, and it would break its one line (kept in the log)
             return False
         return not (record.levelno >= logging.ERROR and record.name.startswith("apache_beam"))
 

@@ -593,3 +593,21 @@ def test_every_command_refuses_an_output_it_cannot_create_before_any_work(
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"efm {command}: error: --output: cannot write in {locked} ("), line
     assert os.listdir(locked) == []
+
+
+def test_aiohttps_unclosed_session_notice_stays_off_the_terminal():
+    """aiohttp logs "Unclosed client session" (logger asyncio, ERROR) when an fsspec filesystem's
+    session is garbage-collected, at any moment of a later command: it is no error of that
+    command and must not become a second line of its one-line refusal (seen in CI)."""
+    import logging
+
+    from pipelines.failures import _TerminalFilter
+
+    def record(name, msg, level=logging.ERROR):
+        return logging.LogRecord(name, level, __file__, 1, msg, None, None)
+
+    keep = _TerminalFilter()
+    assert not keep.filter(record("asyncio", "Unclosed client session"))
+    assert not keep.filter(record("asyncio", "Unclosed connector"))
+    assert keep.filter(record("asyncio", "Task exception was never retrieved"))
+    assert keep.filter(record("efm", "a real error"))
