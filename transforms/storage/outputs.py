@@ -79,6 +79,12 @@ STORE_VARIABLE = {
     "prediction": "prediction",
 }
 RESUMABLE = set(STORE_VARIABLE)
+# A collection (transforms/storage/collection.py): a folder of one store per UTM zone and its
+# index; its kind names what its stores are.
+COLLECTION_INDEX = "collection.json"  # == collection.INDEX
+for _kind in STORE_VARIABLE:
+    KINDS[f"{_kind}-collection"] = f"an efm collection of {_kind} stores"
+    RESUMABLE.add(f"{_kind}-collection")
 _BEFORE_PRODUCT_ATTR = (
     "embeddings",
     "classes",
@@ -373,8 +379,14 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
     )
 
 
+def _folder_entries(kind: str) -> dict:
+    if kind.endswith("-collection"):
+        return {COLLECTION_INDEX: None, "utm-[0-9]*[ns].zarr": kind.removesuffix("-collection")}
+    return SAMPLE_DATA_ENTRIES if kind == "sample-data" else DEMO_ENTRIES
+
+
 def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
-    entries = SAMPLE_DATA_ENTRIES if kind == "sample-data" else DEMO_ENTRIES
+    entries = _folder_entries(kind)
     own, foreign = [], []
     by_entry: dict[str, list[str]] = {}
     for f in files:
@@ -531,7 +543,13 @@ def _judge(fs, root: str, kind: str, files: list[str]) -> Found:
         found_kind = "sample-data" if isinstance(manifest, dict) and "spec" in manifest else None
     if found_kind is None and kind == "demo" and "demo.log" in files:  # made before the marker
         found_kind = "demo"
-    if found_kind in ("sample-data", "demo"):
+    if found_kind is None and COLLECTION_INDEX in files:
+        index = _read_json(fs, f"{root}/{COLLECTION_INDEX}")
+        if isinstance(index, dict) and index.get(PRODUCT_ATTR) == "collection":
+            found_kind = f"{index.get('kind')}-collection"
+            if found_kind not in KINDS:
+                found_kind = None
+    if found_kind in ("sample-data", "demo") or (found_kind or "").endswith("-collection"):
         return _inspect_folder(fs, root, files, found_kind)
     return Found(None, [], files)
 
@@ -696,7 +714,7 @@ def _removal_rank(name: str, array_dirs: set[str]) -> int:
         return 3
     if base in (".zattrs", "zarr.json"):  # the group's attributes (Zarr 3: its whole document)
         return 4
-    if name == MARKER_FILE:
+    if name in (MARKER_FILE, COLLECTION_INDEX):
         return 5
     return 1
 
