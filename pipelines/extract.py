@@ -6,6 +6,7 @@ source chunk specs | FetchChunks(EarthEngineSource, CogSource or ZarrSource) | W
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from transforms.core.metrics import coverage_warning, metric_max, metric_range, 
 from transforms.sources import cog, cog_index, earthengine, request_plan
 from transforms.sources import fetch as fetchlib
 from transforms.sources.fetch import FetchChunks, RetryPolicy
+from transforms.sources.zone_mask import ZoneMask
 from transforms.storage import integrity, outputs, progress, store, zarr_source
 from transforms.storage import plan as planlib
 
@@ -84,6 +86,12 @@ def build_parser():
         "--collection",
         default=earthengine.DEFAULT_COLLECTION,
         help="Earth Engine image collection (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split-zones",
+        action="store_true",
+        help="write a collection: one store per UTM zone the area touches, plus an index "
+        "(the default for an area no one zone holds; README: Continent)",
     )
     parser.add_argument(
         "--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)"
@@ -282,9 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--add-years",
                 "adds years to the store at --output, --overwrite would replace it: pass one",
             )
-        added = gridlib.parse_years(args.add_years, flag="--add-years")
+        gridlib.parse_years(args.add_years, flag="--add-years")
     else:
-        years = gridlib.parse_years(args.years)
+        gridlib.parse_years(args.years)
     for flag, value in [
         ("--max-concurrent-requests", args.max_concurrent_requests),
         ("--threads-per-worker", args.threads_per_worker),
@@ -313,6 +321,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     gridlib.check_chunk_size(args.chunk_size, args.request_tile_size)
     check_source_flags(args)
+    from pipelines import extract_zones  # (it composes this module's steps)
+
+    if extract_zones.wants_collection(args, aoi):  # one store per UTM zone
+        return extract_zones.run(args, options, aoi)
+    run = plan_store(args, options, aoi)
+    rows, job = run.rows, run.job
+    if args.dry_run:
+        common.print_summary(
+            f"efm extract: plan for {args.output} (dry run: nothing written)", rows
+        )
+        if job.too_big():  # the dry run of a job the real run refuses says so
+            print(
+                f"efm extract: a large job ({'; '.join(job.too_big())}): the real run needs --yes"
+            )
+        return 0
+    common.print_summary(f"efm extract: plan for {args.output}", rows)
+    if job.too_big() and not args.yes:
+        raise InputError(
+            "--yes",
+            f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
+            "(or make the area, years or --scale smaller)",
+        )
+    run_store(run)
+    return 0
+
+
+@dataclasses.dataclass
+class StoreRun:
+    """One store's run, planned: what `run_store` needs (the checks are done, nothing written)."""
+
+    args: object
+    options: object
+    aoi: object  # lon/lat
+    output: str
+    grid: gridlib.Grid
+    years: list
+    bands: tuple
+    itemsize: int
+    transfer_dtype: str
+    template: object
+    plan: planlib.ChunkPlan
+    adding: bool
+    damaged: set
+    job: planlib.JobPlan
+    rows: list
+    open_chunks: int
+    mirror_index: object
+    settings: object
+    cell: object = None  # a collection member's zone: pixels outside it are no data
+
+
+def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
+    """Check the sources and the output, and plan the store (nothing is written)."""
+    adding = args.add_years is not None
+    added = gridlib.parse_years(args.add_years, flag="--add-years") if adding else None
+    years = None if adding else gridlib.parse_years(args.years)
+    mirror_index = None
+    grid_rule = None
     if adding:  # the store's years, and the years after the add (README: adding years)
         found = outputs.check_output(
             args.output,
@@ -493,22 +559,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if damaged:
         rows.append(("chunks to repair (refetched)", len(damaged)))
-    if args.dry_run:
-        common.print_summary(
-            f"efm extract: plan for {args.output} (dry run: nothing written)", rows
-        )
-        if job.too_big():  # the dry run of a job the real run refuses says so
-            print(
-                f"efm extract: a large job ({'; '.join(job.too_big())}): the real run needs --yes"
-            )
-        return 0
-    common.print_summary(f"efm extract: plan for {args.output}", rows)
-    if job.too_big() and not args.yes:
-        raise InputError(
-            "--yes",
-            f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
-            "(or make the area, years or --scale smaller)",
-        )
+    return StoreRun(
+        args,
+        options,
+        aoi,
+        output,
+        grid,
+        years,
+        tuple(bands),
+        itemsize,
+        transfer_dtype,
+        template,
+        plan,
+        adding,
+        damaged,
+        job,
+        rows,
+        open_chunks,
+        mirror_index,
+        settings,
+        cell,
+    )
+
+
+def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) -> None:
+    """Set up (or reopen) the store and run the pipeline (`progress_base`: chunks done in the
+    collection's other stores, and the collection's total, for one progress line over all)."""
+    args, options, output, grid, years = run.args, run.options, run.output, run.grid, run.years
+    plan, template, damaged, adding = run.plan, run.template, run.damaged, run.adding
+    bands, itemsize, transfer_dtype = run.bands, run.itemsize, run.transfer_dtype
+    open_chunks, mirror_index, settings, aoi = (
+        run.open_chunks,
+        run.mirror_index,
+        run.settings,
+        run.aoi,
+    )
     # 4. Set up (or reopen) the store: the first write of the run.
     if damaged:  # --repair: the damaged chunks are not done any more (the store is incomplete until they are)
         store.drop_markers(output, damaged)
@@ -552,6 +637,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings=settings,
             transfer_dtype=transfer_dtype,
         )
+    if run.cell is not None:  # a collection member: pixels wholly outside its zone are no data
+        source = ZoneMask(source, grid, run.cell)
     workers = common.local_workers(options)
     distributed_threads = (
         DEFAULT_THREADS_DISTRIBUTED if args.source == "ee" else DEFAULT_COG_CONCURRENCY
@@ -590,11 +677,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         * len(bands)
         * (1 if args.dtype == "int8" else 4)
     )
+    before, total = progress_base or (0, plan.count)
     watch = progress.Progress(
         "efm extract",
-        lambda: len(store.done_markers(output)),
-        plan.count,
-        already=plan.count - todo_count,
+        lambda: before + len(store.done_markers(output)),
+        total,
+        already=before + plan.count - todo_count,
         bytes_per_unit=chunk_bytes,
         enabled=workers is not None and not common.detached(options),
     )
@@ -657,7 +745,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if warning:
         print(f"efm extract: warning: {warning}", file=sys.stderr)
-    return 0
 
 
 @contextlib.contextmanager

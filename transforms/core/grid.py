@@ -272,6 +272,15 @@ def _check_area_of_use(aoi_lonlat: shapely.Geometry, crs: str) -> None:
         )
 
 
+def fits_crs(aoi_lonlat: shapely.Geometry, crs: str) -> bool:
+    """Does `crs` hold the area (within its area of use and the margin)? What plan_grid checks."""
+    try:
+        _check_area_of_use(aoi_lonlat, crs)
+    except InputError:
+        return False
+    return True
+
+
 def project(aoi_lonlat: shapely.Geometry, crs: str) -> shapely.Geometry | None:
     """A lon/lat area in `crs` (None if it cannot be projected there)."""
     to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
