@@ -47,7 +47,7 @@ import os
 
 from sample_data.fields import CHANGE_NODATA, biomass_field, gedi_points, write_gedi, write_raster
 from sample_data.mirror import write_index, write_mirror
-from sample_data.truth import labelled_points, write_ground_truth, write_points
+from sample_data.truth import labelled_points, write_ground_truth, write_parcels, write_points
 from sample_data.world import CLASS_COLOURS, CLASS_NAMES, inner_bbox, make_world, seeded
 from transforms.core import atomic
 
@@ -135,6 +135,7 @@ def write_fields(world, points: list[dict], output: str) -> dict:
     write_gedi(gedi, os.path.join(output, "gedi.geojson"))
     refs = [p for p in points if p["label"] == REFERENCE_CLASS]
     write_points(refs, os.path.join(output, "refs.geojson"))
+    parcels = write_parcels(world, os.path.join(output, "parcels.geojson"), inner_bbox(world))
     fields = {
         "biomass": "biomass.tif",
         "gedi": "gedi.geojson",
@@ -142,6 +143,8 @@ def write_fields(world, points: list[dict], output: str) -> dict:
         "refs": "refs.geojson",
         "reference_class": REFERENCE_CLASS,
         "ref_points": len(refs),
+        "parcels": "parcels.geojson",
+        "parcel_count": parcels,
     }
     if world.later_classes is not None:
         truth = (world.later_classes != world.classes).astype(np.uint8)

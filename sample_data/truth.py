@@ -215,3 +215,46 @@ def score(
         "pixels": n,
         "recall": per_class,
     }
+
+
+def write_parcels(world, path: str, bbox, side: int = 32, gap: int = 4) -> int:
+    """Field parcels (efm zonal's polygons): squares of `side` px with `gap` px lanes between them,
+    over the reference grid, as lon/lat polygons (GeoJSON); properties `parcel_id` and `crop` (the
+    ground truth's most common class under the parcel), those wholly inside `bbox` (the area the
+    sample data's extracts cover, lon/lat). Parcels near the zone boundary cross it;
+    the parcel nearest the grid's centre has a square hole (a farmyard). Returns how many."""
+    to_lonlat = pyproj.Transformer.from_crs(world.crs, "EPSG:4326", always_xy=True)
+    t, (rows, cols) = world.transform, world.classes.shape
+    features, centre = [], (rows / 2, cols / 2)
+    starts = [
+        (r, c)
+        for r in range(gap, rows - side, side + gap)
+        for c in range(gap, cols - side, side + gap)
+    ]
+    holed = min(
+        starts, key=lambda rc: abs(rc[0] + side / 2 - centre[0]) + abs(rc[1] + side / 2 - centre[1])
+    )
+
+    def ring(r0, c0, r1, c1):
+        corners = [(c0, r0), (c1, r0), (c1, r1), (c0, r1), (c0, r0)]
+        return [[round(v, 9) for v in to_lonlat.transform(*(t * (c, r)))] for c, r in corners]
+
+    for r, c in starts:
+        patch = world.classes[r : r + side, c : c + side]
+        crop = CLASS_NAMES[int(np.bincount(patch.ravel()).argmax())]
+        rings = [ring(r, c, r + side, c + side)]
+        west, south, east, north = bbox
+        if not all(west <= x <= east and south <= y <= north for x, y in rings[0]):
+            continue
+        if (r, c) == holed:
+            q = side // 4
+            rings.append(ring(r + q, c + q, r + side - q, c + side - q)[::-1])
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": rings},
+                "properties": {"parcel_id": len(features) + 1, "crop": crop},
+            }
+        )
+    atomic.write_bytes(path, json.dumps({"type": "FeatureCollection", "features": features}))
+    return len(features)

@@ -101,6 +101,7 @@ SAMPLE_DATA_ENTRIES = {
     "gedi.geojson": None,
     "refs.geojson": None,
     "change_truth.tif": None,
+    "parcels.geojson": None,
 }
 DEMO_ENTRIES = {
     "sample-data": "sample-data",
@@ -125,6 +126,8 @@ DEMO_ENTRIES = {
     "similarity_*.png": None,
     "change.tif": None,
     "change.png": None,
+    "area.collection": "embeddings-collection",
+    "parcels.parquet": None,
 }
 _MIRROR_FILE = re.compile(r"^(aef_index\.(parquet|gpkg|csv)|\d{4}/[^/]+/[^/]+\.tiff?)$")
 _ZARR_META = {".zgroup", ".zattrs", ".zmetadata", "zarr.json"}  # Zarr 2's, Zarr 3's
