@@ -100,11 +100,17 @@ def snapped_target(bbox_lonlat, crs: str, scale: float) -> Target:
 
 
 def degrees_for(metres: float, lat: float) -> tuple[float, float]:
-    """(dlon, dlat) in degrees of a pixel `metres` wide and high at latitude `lat` (WGS 84)."""
-    geod = pyproj.Geod(ellps="WGS84")
-    east = geod.line_length([0.0, 1.0], [lat, lat])  # metres in one degree of longitude
-    north = geod.line_length([0.0, 0.0], [lat - 0.5, lat + 0.5])  # ... of latitude
-    return metres / east, metres / north
+    """(dlon, dlat) in degrees of a pixel `metres` wide and high at latitude `lat` (WGS 84: the
+    parallel's and the meridian's radius of curvature there)."""
+    ellps = pyproj.CRS("EPSG:4326").ellipsoid
+    a, f = ellps.semi_major_metre, 1.0 / ellps.inverse_flattening
+    e2 = f * (2.0 - f)
+    s2 = math.sin(math.radians(lat)) ** 2
+    prime = a / math.sqrt(1.0 - e2 * s2)  # N: the parallel's radius is N cos(lat)
+    meridian = a * (1.0 - e2) / (1.0 - e2 * s2) ** 1.5
+    per_lon = math.radians(1.0) * prime * math.cos(math.radians(lat))
+    per_lat = math.radians(1.0) * meridian
+    return metres / per_lon, metres / per_lat
 
 
 def lonlat_target(area_lonlat, dlon: float, dlat: float) -> Target:
