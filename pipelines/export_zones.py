@@ -117,10 +117,17 @@ def main(args, float_nodata: float) -> int:
                 common.check_writable(path)
                 outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
             layer = zone_export.mosaic_layer(cells_layers, target, args.output)
-            for year, path in paths.items():
-                t = layer.years.index(year) if layer.timed else None
-                export.write_cog(layer, t, path, colors)
-                rows.append((f"{year}" if year is not None else "map", path))
+            written = []
+            try:
+                for year, path in paths.items():
+                    t = layer.years.index(year) if layer.timed else None
+                    export.write_cog(layer, t, path, colors)
+                    written.append(path)
+                    rows.append((f"{year}" if year is not None else "map", path))
+            except InputError:  # a --nodata value found in a map mid-way: nothing left half done
+                for path in written:
+                    outputs.remove(path, "geotiff")
+                raise
         else:
             if args.output.lower().endswith((".tif", ".tiff", ".vrt")):
                 raise InputError(
@@ -134,14 +141,20 @@ def main(args, float_nodata: float) -> int:
             if not found.empty:
                 outputs.remove(args.output, zone_export.KIND, found=found)
             zone_export.mark(args.output)
-            for year in years:
-                t = first.years.index(year) if first.timed else None
-                stems, vrt = zone_export.names([c for c, _ in cells_layers], year, len(years) > 1)
-                written = zone_export.write_zones(
-                    args.output, cells_layers, t, stems, vrt, target, colors
-                )
-                rows.append((f"{year}" if year is not None else "map", written[-1]))
-                rows += [("", w) for w in written[:-1] if w.endswith(".tif")]
+            try:
+                for year in years:
+                    t = first.years.index(year) if first.timed else None
+                    stems, vrt = zone_export.names(
+                        [c for c, _ in cells_layers], year, len(years) > 1
+                    )
+                    written = zone_export.write_zones(
+                        args.output, cells_layers, t, stems, vrt, target, colors
+                    )
+                    rows.append((f"{year}" if year is not None else "map", written[-1]))
+                    rows += [("", w) for w in written[:-1] if w.endswith(".tif")]
+            except InputError:  # as above: the folder this run began is removed whole
+                outputs.remove(args.output, zone_export.KIND)
+                raise
     what = f"band {args.band}" if first.variable == "embedding" else first.variable
     common.print_summary(
         f"efm export: {args.input} ({what}, collection of {len(cells_layers)} zones) -> "
