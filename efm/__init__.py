@@ -14,16 +14,28 @@ threads, a `dask.distributed.LocalCluster`, or a cluster on Kubernetes (docs/pyt
     efm.plot(classes.sel(time="2022"))                          # with the legend
     efm.to_cog(classes.sel(time="2022"), "classes_2022.tif")    # the writer of `efm export`
 
+    coll = efm.open_embeddings("europe")                         # a collection: one store per UTM zone
+    ds = coll.sel(bbox=(5.9, 45.0, 6.1, 45.1))                   # one lazy Dataset, zones hidden
+    maps = efm.predict(coll, model)                              # MapCollection: cell -> lazy map
+    efm.to_cog(maps.sel(time="2022"), "classes_2022")            # a COG per zone + map.vrt (EPSG:4326)
+
 Bad input raises `transforms.core.errors.InputError` (a `ValueError`) with one line that names the
 parameter at fault and the fix, before anything is computed or written.
 """
 
 from __future__ import annotations
 
+from efm.collection import (
+    EmbeddingCollection,
+    MapCollection,
+    change,
+    predict,
+    similarity,
+    to_cog,
+)
 from efm.embeddings import open_embeddings, sample
-from efm.export import plot, to_cog
+from efm.export import plot
 from efm.learning import Report, save_model, train
-from efm.maps import change, predict, similarity
 from efm.zonal import zonal
 from transforms.core.errors import InputError
 
@@ -40,4 +52,6 @@ __all__ = [
     "to_cog",
     "plot",
     "InputError",
+    "EmbeddingCollection",
+    "MapCollection",
 ]

@@ -20,8 +20,12 @@ PATH_KEY = (
 )
 
 
-def open_embeddings(path: str | os.PathLike) -> xr.Dataset:
+def open_embeddings(path: str | os.PathLike):
     """A complete embedding store (local path or ``gs://``) as a lazy ``xarray.Dataset``.
+
+    A collection (a folder with one store per UTM zone, from `efm extract`) opens as an
+    ``efm.collection.EmbeddingCollection``: ``coll.sel(bbox=(W, S, E, N))`` gives one such
+    Dataset over any area of it (docs/collections.md, "Notebook").
 
     ``embedding`` is a dask array ``(time, y, x, band)`` of float32, NaN = no data, chunked as
     the store is (one dask chunk = one Zarr chunk); an int8 store is de-quantised chunk by chunk
@@ -37,7 +41,13 @@ def open_embeddings(path: str | os.PathLike) -> xr.Dataset:
     """
     import rioxarray  # noqa: F401  (registers .rio)
 
+    from transforms.storage import collection as collectionlib
+
     path = os.fspath(path)
+    if collectionlib.is_collection(path):
+        from efm.collection import EmbeddingCollection
+
+        return EmbeddingCollection(path)
     raw = store.open_embeddings(path, flag="path")
     info = readers.store_info(
         path, raw, flag="path"

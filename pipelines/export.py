@@ -70,6 +70,15 @@ def build_parser():
         default=1024,
         help=f"longest side of the quicklook in pixels, 1..{export.MAX_PNG_SIZE} (default: %(default)s)",
     )
+    parser.add_argument(
+        "--mosaic",
+        action="store_true",
+        help="collections: one COG in EPSG:4326 over all zones (each pixel from the zone holding its centre) instead of a COG per zone + map.vrt",
+    )
+    parser.add_argument(
+        "--mosaic-scale",
+        help="with --mosaic: pixel size in degrees (default: the zones' pixel size in metres, east-west and north-south, at the area's centre latitude)",
+    )
     subset.add_flags(parser, "export")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
@@ -78,14 +87,25 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
     export.check_png_size(args.png_size)
-    if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
-        raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
     try:
         float_nodata = float(args.nodata)
     except ValueError:
         raise InputError(
             "--nodata", f"expected a number or nan, e.g. -9999, got {args.nodata!r}"
         ) from None
+    from transforms.storage import collection as collectionlib
+
+    if collectionlib.is_collection(args.input):  # a store per UTM zone: pipelines/export_zones.py
+        from pipelines import export_zones
+
+        return export_zones.main(args, float_nodata)
+    if args.mosaic or args.mosaic_scale is not None:
+        raise InputError(
+            "--mosaic" if args.mosaic else "--mosaic-scale",
+            f"{args.input} is one store, exported in its own grid; --mosaic is for a collection",
+        )
+    if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
+        raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
     layer = export.open_layer(
         args.input, variable=args.variable, band=args.band, float_nodata=float_nodata
     )

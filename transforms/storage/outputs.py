@@ -85,6 +85,17 @@ COLLECTION_INDEX = "collection.json"  # == collection.INDEX
 for _kind in STORE_VARIABLE:
     KINDS[f"{_kind}-collection"] = f"an efm collection of {_kind} stores"
     RESUMABLE.add(f"{_kind}-collection")
+# `efm export` of a collection (transforms/products/zone_export.py): a folder marked with
+# MARKER_FILE holding a COG and a warped VRT per zone and the VRT over all of them.
+KINDS["cog-collection"] = "an efm export of a collection (a COG per zone and a VRT)"
+COG_COLLECTION_ENTRIES = {
+    "utm-[0-9]*[ns].tif": "geotiff",
+    "utm-[0-9]*[ns]_[0-9][0-9][0-9][0-9].tif": "geotiff",
+    "utm-[0-9]*[ns].vrt": None,
+    "utm-[0-9]*[ns]_[0-9][0-9][0-9][0-9].vrt": None,
+    "map.vrt": None,
+    "map_[0-9][0-9][0-9][0-9].vrt": None,
+}
 _BEFORE_PRODUCT_ATTR = (
     "embeddings",
     "classes",
@@ -383,6 +394,8 @@ def _inspect_store(fs, root: str, files: list[str]) -> Found:
 
 
 def _folder_entries(kind: str) -> dict:
+    if kind == "cog-collection":
+        return COG_COLLECTION_ENTRIES
     if kind.endswith("-collection"):
         return {COLLECTION_INDEX: None, "utm-[0-9]*[ns].zarr": kind.removesuffix("-collection")}
     return SAMPLE_DATA_ENTRIES if kind == "sample-data" else DEMO_ENTRIES
@@ -408,7 +421,7 @@ def _inspect_folder(fs, root: str, files: list[str], kind: str) -> Found:
         elif pattern is not None and entries[pattern] is not None:
             inner = _inspect(fs, f"{root}/{name}", entries[pattern])
             if inner.kind == entries[pattern]:
-                own += [f"{name}/{m}" for m in inner.files]
+                own += [f"{name}/{m}" if m else name for m in inner.files]
                 foreign += [f"{name}/{m}" for m in inner.foreign]
             else:
                 foreign += members
