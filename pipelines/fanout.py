@@ -95,6 +95,15 @@ def _members(coll: collectionlib.Collection) -> str:
     return ", ".join(f"{m.cell} ({m.path})" for m in coll.members) or "none"
 
 
+def refuse_area(args, coll: collectionlib.Collection) -> None:
+    """--bbox/--aoi reaching no member of the collection."""
+    raise InputError(
+        "--bbox" if getattr(args, "bbox", None) else "--aoi",
+        f"the area reaches no store of the collection {args.embeddings} "
+        f"({_members(coll)}); choose an area that overlaps it",
+    )
+
+
 def _check_existing(args, out_root: str, kind: str, members: list) -> None:
     """--resume into a collection: its index must list the members this run writes."""
     if not (args.resume and collectionlib.is_collection(out_root)):
@@ -128,12 +137,7 @@ def _run_collection(prog, args, options, kind, inputs, make_job) -> int:
         if job is not None:
             jobs.append((member, job))
     if not jobs:
-        flag = "--bbox" if getattr(args, "bbox", None) else "--aoi"
-        raise InputError(
-            flag,
-            f"the area reaches no store of the collection {args.embeddings} "
-            f"({_members(coll)}); choose an area that overlaps it",
-        )
+        refuse_area(args, coll)
     found = outputs.check_output(
         args.output,
         f"{kind}-collection",

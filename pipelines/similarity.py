@@ -89,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reference_year is not None:
         readers.select_years(info, [args.reference_year], flag="--reference-year")
     ref_years = [args.reference_year] if args.reference_year is not None else years
+    # --bbox/--aoi before the points are read (the points may lie outside the area)
+    if not collection.is_collection(args.embeddings):
+        subset.from_args(args, info)
+    elif all(subset.from_args(args, i, cell) is None for _, cell, i in members):
+        fanout.refuse_area(args, coll)
     if collection.is_collection(args.embeddings):
         refs = collection_references(members, points, ref_years, args.points, args.embeddings)
     else:

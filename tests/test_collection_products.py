@@ -260,6 +260,33 @@ def test_resume_with_a_missing_member_writes_it(tmp_path):
     )
 
 
+def test_bbox_writes_the_members_it_reaches_and_resume_checks_them(coll, tmp_path, capsys):
+    out = tmp_path / "change"
+    argv = ["--embeddings", coll.root, "--from-year", 2021, "--to-year", 2022, "--output", out]
+    assert run(change_cli, *argv, "--bbox", "5.98,45.005,5.99,45.015") == 0
+    assert [m["cell"] for m in index_of(out)["members"]] == ["31N"]
+    assert not (out / MEMBER["32N"]).exists()
+    before = files_state(out)
+    capsys.readouterr()
+    code = run(change_cli, *argv, "--resume")  # without the area: other members
+    err = one_line_refusal(capsys, code, "efm change", "--resume")
+    assert "31N (utm-31n.zarr)" in err and "32N (utm-32n.zarr)" in err
+    assert files_state(out) == before
+
+
+def test_resume_refuses_members_of_another_place_before_writing(coll, tmp_path, capsys):
+    out = tmp_path / "change"
+    argv = ["--from-year", 2021, "--to-year", 2022, "--output", out]
+    assert run(change_cli, "--embeddings", coll.root, *argv) == 0
+    shutil.rmtree(out / MEMBER["32N"])
+    other = make_collection(str(tmp_path / "other"), chunk_size=64, area=(5.97, 45.0, 6.03, 45.02))
+    before = files_state(out)
+    capsys.readouterr()
+    code = run(change_cli, "--embeddings", other.root, *argv, "--resume")
+    one_line_refusal(capsys, code, "efm change", "--")
+    assert files_state(out) == before  # the index and the complete member untouched
+
+
 def one_line_refusal(capsys, code, prog, flag):
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -376,6 +403,7 @@ def seam_polygons():
         shapely.box(5.9995, 45.001, 6.0005, 45.019),  # a thin strip on the seam
         shapely.Polygon([(5.985, 45.003), (6.015, 45.005), (6.0, 45.017)]),
         shapely.box(6.005, 45.002, 6.009, 45.006),  # in 32N only
+        shapely.box(5.9997, 45.0103, 6.0004, 45.0107),  # small: in one chunk of each member
     ]
 
 
@@ -414,7 +442,7 @@ def test_zonal_combines_polygons_across_members_exactly(coll, tmp_path):
 
     geoms = seam_polygons()
     path = tmp_path / "fields.gpkg"
-    geopandas.GeoDataFrame({"name": list("abcd")}, geometry=geoms, crs="EPSG:4326").to_file(path)
+    geopandas.GeoDataFrame({"name": list("abcde")}, geometry=geoms, crs="EPSG:4326").to_file(path)
     out = tmp_path / "z.parquet"
     assert run(zonal_cli, "--embeddings", coll.root, "--polygons", path, "--output", out,
                "--stat", "mean,std,median") == 0  # fmt: skip
