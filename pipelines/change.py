@@ -13,11 +13,11 @@ import math
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, product
+from pipelines import common, fanout, product
 from transforms.core.errors import InputError
 from transforms.products.change import ChangeFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
-from transforms.storage import outputs, readers, store, subset
+from transforms.storage import readers, store, subset
 
 
 def build_parser():
@@ -59,21 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--to-year",
             f"--from-year and --to-year are both {args.to_year}; give two different years",
         )
-    ds = store.open_embeddings(args.embeddings)
-    info = readers.store_info(args.embeddings, ds)
-    readers.select_years(info, [args.from_year], flag="--from-year")
-    readers.select_years(info, [args.to_year], flag="--to-year")
-    sub = subset.from_args(
-        args, info
-    )  # --bbox/--aoi: a window of the grid (the whole store without them)
-    outputs.check_output(
-        args.output,
-        "change",
-        inputs={"--embeddings": args.embeddings, "--aoi": args.aoi},
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
-
     variables = [
         similarity_variable(
             f"similarity of the {args.from_year} and {args.to_year} embeddings (1 = unchanged)"
@@ -83,70 +68,87 @@ def main(argv: Sequence[str] | None = None) -> int:
         variables.append(
             mask_variable("changed", f"similarity below {args.threshold}", args.threshold)
         )
-    attrs = {
-        **product.grid_attrs(args.embeddings, info),
-        "from_year": args.from_year,
-        "to_year": args.to_year,
-        "years": [args.from_year, args.to_year],
-        **sub.attrs,
-    }
-    if args.threshold is not None:
-        attrs["threshold"] = args.threshold
-    product.check_resume_attrs(
-        args.output, attrs, {"threshold": "--threshold", **subset.RESUME_ATTRS}, resume=args.resume
-    )
-    template = output_template(
-        ds,
-        variables,
-        None,
-        chunk_rows=info.chunk_rows,
-        chunk_cols=info.chunk_cols,
-        product="change",
-        attrs=attrs,
-        window=sub.window,
-    )
-    plan = sub.plan([args.to_year])  # one (y, x) layer
-    transform = MapChunks(
-        args.embeddings,
-        ChangeFunction(args.threshold),
-        {0: (info.time_index(args.from_year), info.time_index(args.to_year))},
-        tuple(variables),
-        timed=False,
-        offset=sub.offset,
-    )
-    result = product.run_map(
+
+    def make_job(embeddings: str, cell) -> fanout.Job | None:
+        ds = store.open_embeddings(embeddings)
+        info = readers.store_info(embeddings, ds)
+        readers.select_years(info, [args.from_year], flag="--from-year")
+        readers.select_years(info, [args.to_year], flag="--to-year")
+        sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
+        if sub is None:
+            return None
+        attrs = {
+            **product.grid_attrs(embeddings, info),
+            "from_year": args.from_year,
+            "to_year": args.to_year,
+            "years": [args.from_year, args.to_year],
+            **sub.attrs,
+        }
+        if args.threshold is not None:
+            attrs["threshold"] = args.threshold
+        template = output_template(
+            ds,
+            variables,
+            None,
+            chunk_rows=info.chunk_rows,
+            chunk_cols=info.chunk_cols,
+            product="change",
+            attrs=attrs,
+            window=sub.window,
+        )
+        transform = MapChunks(
+            embeddings,
+            ChangeFunction(args.threshold),
+            {0: (info.time_index(args.from_year), info.time_index(args.to_year))},
+            tuple(variables),
+            timed=False,
+            offset=sub.offset,
+        )
+
+        def rows(result: product.MapRun) -> list:
+            pixels = result.totals.get("pixels_computed", 0)
+            return [
+                ("years", f"{args.from_year} -> {args.to_year}"),
+                ("grid", f"{info.width} x {info.height} px in {info.crs}"),
+                *product.chunk_rows(result),
+                *sub.summary_rows(),
+                ("pixels compared", pixels),
+                (
+                    "pixels without data in either year (NaN)",
+                    result.totals.get("pixels_nodata", 0),
+                ),
+                (
+                    "threshold",
+                    "none"
+                    if args.threshold is None
+                    else f"changed = similarity < {args.threshold}",
+                ),
+                (
+                    "wall time",
+                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
+                ),
+            ]
+
+        return fanout.Job(
+            info,
+            template,
+            sub.plan([args.to_year]),  # one (y, x) layer
+            transform,
+            [args.from_year, args.to_year],
+            rows,
+            "pixels_computed",
+            resume_names={"threshold": "--threshold", **subset.RESUME_ATTRS},
+            windows_per_chunk=2,
+        )
+
+    return fanout.run(
         "efm change",
-        args.output,
-        template,
-        plan,
-        transform,
+        args,
         options,
-        info=info,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        windows_per_chunk=2,
+        kind="change",
+        inputs={"--embeddings": args.embeddings, "--aoi": args.aoi},
+        make_job=make_job,
     )
-    pixels = result.totals.get("pixels_computed", 0)
-    common.print_summary(
-        f"efm change: {args.output} complete",
-        [
-            ("years", f"{args.from_year} -> {args.to_year}"),
-            ("grid", f"{info.width} x {info.height} px in {info.crs}"),
-            *product.chunk_rows(result),
-            *sub.summary_rows(),
-            ("pixels compared", pixels),
-            ("pixels without data in either year (NaN)", result.totals.get("pixels_nodata", 0)),
-            (
-                "threshold",
-                "none" if args.threshold is None else f"changed = similarity < {args.threshold}",
-            ),
-            (
-                "wall time",
-                f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-            ),
-        ],
-    )
-    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> int:

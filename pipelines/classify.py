@@ -11,12 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, product
+from pipelines import common, fanout, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import model_cache, models
 from transforms.products.classify import ClassifyChunks, class_encoding, class_template
-from transforms.storage import outputs, readers, store, subset
+from transforms.storage import readers, store, subset
 
 
 def build_parser(verb: str = "classify"):
@@ -26,7 +26,9 @@ def build_parser(verb: str = "classify"):
         "Apply a trained model (or k-means) to every pixel of an embedding store -> a class-map Zarr store.",
     )
     parser.add_argument(
-        "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
+        "--embeddings",
+        required=True,
+        help="embedding store (Zarr, local path or gs://) or a collection of them (one per UTM zone)",
     )
     parser.add_argument(
         "--model",
@@ -43,7 +45,9 @@ def build_parser(verb: str = "classify"):
         help="load a pickle without a hash check (a pickle runs code: only for files you made)",
     )
     parser.add_argument(
-        "--output", required=True, help="class-map store to write (Zarr, local path or gs://)"
+        "--output",
+        required=True,
+        help="class-map store to write (Zarr, local path or gs://); a collection of them for a collection",
     )
     parser.add_argument(
         "--confidence",
@@ -61,6 +65,7 @@ def build_parser(verb: str = "classify"):
         help=f"finish an interrupted run: {verb} only the missing chunks",
     )
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    product.add_dry_run(parser)
     return parser
 
 
@@ -78,14 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def classify(
     args, options, loaded: models.LoadedModel | None = None, prog: str = "efm classify"
 ) -> int:
-    """The class map of a classifier or clusterer (`efm predict` comes here too, with the model it loaded)."""
-    # 1. Checks, before anything is written or any worker starts.
-    ds = store.open_embeddings(args.embeddings)
-    info = readers.store_info(args.embeddings, ds)
-    years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    sub = subset.from_args(
-        args, info
-    )  # --bbox/--aoi: a window of the grid (the whole store without them)
+    """The class map of a classifier or clusterer (`efm predict` comes here too, with the model it
+    loaded), on a store or a collection (pipelines/fanout.py)."""
+    # Checks, before anything is written or any worker starts.
     loaded = loaded or models.load_model(
         args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle
     )
@@ -95,7 +95,6 @@ def classify(
             f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
             "apply it with `efm predict` (same flags)",
         )
-    models.check_bands(loaded, list(info.bands), args.embeddings)
     if args.confidence and not models.has_proba(loaded.model):
         raise InputError(
             "--confidence",
@@ -105,86 +104,94 @@ def classify(
     encoding = class_encoding(
         loaded.classes, prefix="cluster" if loaded.kind == "clusterer" else "class"
     )
-    outputs.check_output(
-        args.output,
-        "classes",
+
+    def make_job(embeddings: str, cell) -> fanout.Job | None:
+        ds = store.open_embeddings(embeddings)
+        info = readers.store_info(embeddings, ds)
+        years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+        sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
+        if sub is None:
+            return None
+        models.check_bands(loaded, list(info.bands), embeddings)
+        template = class_template(
+            ds,
+            years,
+            encoding,
+            confidence=args.confidence,
+            chunk_rows=info.chunk_rows,
+            chunk_cols=info.chunk_cols,
+            attrs={
+                "source": embeddings,
+                "embeddings_source": info.source,
+                "model": args.model,
+                "model_sha256": loaded.sha256,
+                "model_estimator": type(loaded.model).__name__,
+                "crs": info.crs,
+                "scale": abs(info.transform[0]),
+                "chunk_size": info.chunk_rows,
+                "license": store.LICENSE,
+                "attribution": store.ATTRIBUTION,
+                **sub.attrs,
+            },
+            window=sub.window,
+        )
+        transform = ClassifyChunks(
+            embeddings=embeddings,
+            model_path=args.model,
+            model_sha256=loaded.sha256,
+            encoding=encoding,
+            year_to_time={year: info.time_index(year) for year in years},
+            confidence=args.confidence,
+            n_jobs=worker_threads(options),
+            years=years,
+            offset=sub.offset,
+        )
+
+        def rows(result: product.MapRun) -> list:
+            pixels = result.totals.get("pixels_classified", 0)
+            return [
+                (
+                    "model",
+                    f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}",
+                ),
+                (
+                    "grid",
+                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
+                ),
+                *product.chunk_rows(result),
+                *sub.summary_rows(len(years)),
+                ("pixels classified", pixels),
+                ("pixels without data (left as fill)", result.totals.get("pixels_nodata", 0)),
+                ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
+                (
+                    "wall time",
+                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
+                ),
+            ]
+
+        return fanout.Job(
+            info,
+            template,
+            sub.plan(years),
+            transform,
+            years,
+            rows,
+            "pixels_classified",
+            resume_names=subset.RESUME_ATTRS,
+        )
+
+    return fanout.run(
+        prog,
+        args,
+        options,
+        kind="classes",
         inputs={
             "--embeddings": args.embeddings,
             "--model": [args.model, models.sidecar_path(args.model)],
             "--aoi": args.aoi,
         },
-        resume=args.resume,
-        overwrite=args.overwrite,
+        make_job=make_job,
     )
-    product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
-
-    template = class_template(
-        ds,
-        years,
-        encoding,
-        confidence=args.confidence,
-        chunk_rows=info.chunk_rows,
-        chunk_cols=info.chunk_cols,
-        attrs={
-            "source": args.embeddings,
-            "embeddings_source": info.source,
-            "model": args.model,
-            "model_sha256": loaded.sha256,
-            "model_estimator": type(loaded.model).__name__,
-            "crs": info.crs,
-            "scale": abs(info.transform[0]),
-            "chunk_size": info.chunk_rows,
-            "license": store.LICENSE,
-            "attribution": store.ATTRIBUTION,
-            **sub.attrs,
-        },
-        window=sub.window,
-    )
-    plan = sub.plan(years)
-    transform = ClassifyChunks(
-        embeddings=args.embeddings,
-        model_path=args.model,
-        model_sha256=loaded.sha256,
-        encoding=encoding,
-        year_to_time={year: info.time_index(year) for year in years},
-        confidence=args.confidence,
-        n_jobs=worker_threads(options),
-        years=years,
-        offset=sub.offset,
-    )
-    result = product.run_map(
-        prog,
-        args.output,
-        template,
-        plan,
-        transform,
-        options,
-        info=info,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
-    totals, clock = result.totals, result
-    pixels = totals.get("pixels_classified", 0)
-    common.print_summary(
-        f"{prog}: {args.output} complete",
-        [
-            (
-                "model",
-                f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}",
-            ),
-            (
-                "grid",
-                f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-            ),
-            *product.chunk_rows(result),
-            *sub.summary_rows(len(years)),
-            ("pixels classified", pixels),
-            ("pixels without data (left as fill)", totals.get("pixels_nodata", 0)),
-            ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
-            ("wall time", f"{clock.seconds:.1f} s ({pixels / max(clock.seconds, 1e-9):,.0f} px/s)"),
-        ],
-    )
-    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> int:

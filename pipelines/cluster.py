@@ -20,7 +20,7 @@ from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
 from transforms.learning import models, sampling
-from transforms.storage import outputs, readers, store
+from transforms.storage import collection, outputs, readers
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
 DEFAULT_SAMPLE_SIZE = 100_000
@@ -136,9 +136,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs.check_output(
         args.output, "model", inputs={"--embeddings": args.embeddings}, overwrite=args.overwrite
     )
-    info = readers.store_info(args.embeddings, store.open_embeddings(args.embeddings))
+    # A collection: one sample across its members, each place once (a pixel counts in the member
+    # whose cell holds its centre), so one model maps every member with the same cluster ids.
+    if collection.is_collection(args.embeddings):
+        coll = collection.read(args.embeddings)
+        members = [
+            (m.zone, readers.store_info(coll.path_of(m), flag="--embeddings")) for m in coll.members
+        ]
+    else:
+        members = [(None, readers.store_info(args.embeddings))]
+    info = members[0][1]
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    specs = info.chunk_specs(years)
+    for _, member in members[1:]:
+        readers.select_years(member, years)
+        if member.bands != info.bands:
+            raise InputError(
+                "--embeddings",
+                f"{member.path} has other bands than {info.path}; a collection's stores must "
+                "share their bands",
+            )
+    specs = [member.chunk_specs(years) for _, member in members]
+    n_specs = sum(len(s) for s in specs)
+    grids = [member.grid_summary() for _, member in members]
     sidecar = {
         "kind": "clusterer",
         "classifier": "kmeans",
@@ -149,31 +168,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         "store": {
             "embeddings": args.embeddings,
             "source": info.source,
-            "grid": info.grid_summary(),
+            "grid": grids[0] if len(grids) == 1 else {"collection": grids},
             "years": years,
             "store_dtype": info.dtype,
         },
     }
 
     def build(pipeline: beam.Pipeline) -> None:
-        (
-            pipeline
-            | "ChunkSpecs" >> beam.Create(specs)
-            | "Reshuffle" >> beam.Reshuffle()
-            | "RandomPixels" >> sampling.RandomPixels(info, args.sample_size, args.seed)
-            | "FitAndSave"
-            >> beam.Map(
-                fit_and_save,
-                clusters=args.clusters,
-                seed=args.seed,
-                output=args.output,
-                sidecar=sidecar,
+        draws = []
+        for i, ((cell, member), member_specs) in enumerate(zip(members, specs)):
+            name = "" if cell is None else f" {cell.name}"
+            draws.append(
+                pipeline
+                | f"ChunkSpecs{name}" >> beam.Create(member_specs)
+                | f"Reshuffle{name}" >> beam.Reshuffle()
+                | f"RandomPixels{name}"
+                >> sampling.RandomPixels(
+                    member,
+                    args.sample_size,
+                    args.seed,
+                    cell=cell,
+                    salt=None if cell is None else i,
+                )
             )
+        sample = (
+            draws[0]
+            if len(draws) == 1
+            else (
+                tuple(draws)
+                | "Members" >> beam.Flatten()
+                | "KeepSmallestKeys"
+                >> beam.CombineGlobally(sampling.BottomK(args.sample_size, len(info.bands)))
+            )
+        )
+        sample | "FitAndSave" >> beam.Map(
+            fit_and_save,
+            clusters=args.clusters,
+            seed=args.seed,
+            output=args.output,
+            sidecar=sidecar,
         )
 
     # No progress lines here (nothing is written before the fit): say what will happen instead.
     print(
-        f"efm cluster: drawing {args.sample_size:,} valid pixels uniformly from {len(specs):,} chunks, then k-means with "
+        f"efm cluster: drawing {args.sample_size:,} valid pixels uniformly from {n_specs:,} chunks, then k-means with "
         f"{args.clusters} clusters (n_init=4) on them; the model is written at the end",
         file=sys.stderr,
         flush=True,

@@ -117,6 +117,12 @@ def _refuse_beam_dry_run(parser: argparse.ArgumentParser, rest: list[str]) -> No
     for token in rest:
         flag = token.split("=", 1)[0]
         if flag in ("--dry-run", "--dry_run"):
+            if any(action.dest == "dry_run" for action in parser._actions):
+                raise InputError(
+                    flag,
+                    f"Beam's --dry_run test option would run the job anyway; `{parser.prog}`'s "
+                    "own is --dry-run (with a hyphen, no value)",
+                )
             raise InputError(
                 flag,
                 f"`{parser.prog}` has no dry run (Beam's --dry_run test option would run the job anyway); "

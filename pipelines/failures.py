@@ -396,11 +396,22 @@ def _command(prog: str, argv: list[str]) -> str:
 
 
 def _incomplete_store(path: str) -> bool:
+    """An unfinished store, or a collection with a member missing or unfinished."""
     try:
         import zarr
 
-        from transforms.storage import store
+        from transforms.storage import collection, store
 
+        if collection.is_collection(path):
+            coll = collection.read(path, check_stores=False)
+            for member in coll.members:
+                try:
+                    group = zarr.open_group(coll.path_of(member), mode="r")
+                except Exception:  # not written yet
+                    return True
+                if group.attrs.get(store.STATUS_ATTR) != "complete":
+                    return True
+            return False
         group = zarr.open_group(path, mode="r")
         return group.attrs.get(store.STATUS_ATTR) == "incomplete"
     except Exception:  # no store, or not ours: nothing to resume

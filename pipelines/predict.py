@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from pipelines import classify as classify_cli
-from pipelines import common, product
+from pipelines import common, fanout, product
 from pipelines import zonal as zonal_cli
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import model_cache, models
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.classify import RegressFunction, regression_variable
-from transforms.storage import outputs, readers, store, subset
+from transforms.storage import readers, store, subset
 
 
 def build_parser():
@@ -43,6 +43,7 @@ def predict_polygons(args, options, loaded) -> int:
         ("--resume", args.resume),
         ("--bbox", args.bbox),
         ("--aoi", args.aoi),
+        ("--dry-run", args.dry_run),
     ):
         if given:
             raise InputError(flag, "does not apply with --polygons (a table per polygon); drop it")
@@ -64,86 +65,86 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--confidence",
             f"a regressor ({type(loaded.model).__name__}) gives no class probabilities; drop --confidence",
         )
-    ds = store.open_embeddings(args.embeddings)
-    info = readers.store_info(args.embeddings, ds)
-    years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    sub = subset.from_args(
-        args, info
-    )  # --bbox/--aoi: a window of the grid (the whole store without them)
-    models.check_bands(loaded, list(info.bands), args.embeddings)
-    outputs.check_output(
-        args.output,
-        "prediction",
+    model_cache.put(loaded)  # an in-process worker reuses it instead of parsing the file again
+    variable = regression_variable(loaded.sidecar)
+
+    def make_job(embeddings: str, cell) -> fanout.Job | None:
+        ds = store.open_embeddings(embeddings)
+        info = readers.store_info(embeddings, ds)
+        years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+        sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
+        if sub is None:
+            return None
+        models.check_bands(loaded, list(info.bands), embeddings)
+        attrs = {
+            **product.grid_attrs(embeddings, info),
+            "model": args.model,
+            "model_sha256": loaded.sha256,
+            "model_estimator": type(loaded.model).__name__,
+            **sub.attrs,
+        }
+        template = output_template(
+            ds,
+            [variable],
+            years,
+            chunk_rows=info.chunk_rows,
+            chunk_cols=info.chunk_cols,
+            product="prediction",
+            attrs=attrs,
+            window=sub.window,
+        )
+        transform = MapChunks(
+            embeddings,
+            RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
+            {t: (info.time_index(year),) for t, year in enumerate(years)},
+            (variable,),
+            offset=sub.offset,
+        )
+
+        def rows(result: product.MapRun) -> list:
+            pixels = result.totals.get("pixels_predicted", 0)
+            return [
+                (
+                    "model",
+                    f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}",
+                ),
+                (
+                    "grid",
+                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
+                ),
+                *product.chunk_rows(result),
+                *sub.summary_rows(len(years)),
+                ("pixels predicted", pixels),
+                ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
+                (
+                    "wall time",
+                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
+                ),
+            ]
+
+        return fanout.Job(
+            info,
+            template,
+            sub.plan(years),
+            transform,
+            years,
+            rows,
+            "pixels_predicted",
+            resume_names=subset.RESUME_ATTRS,
+        )
+
+    return fanout.run(
+        "efm predict",
+        args,
+        options,
+        kind="prediction",
         inputs={
             "--embeddings": args.embeddings,
             "--model": [args.model, models.sidecar_path(args.model)],
             "--aoi": args.aoi,
         },
-        resume=args.resume,
-        overwrite=args.overwrite,
+        make_job=make_job,
     )
-    product.check_resume_attrs(args.output, sub.attrs, subset.RESUME_ATTRS, resume=args.resume)
-    model_cache.put(loaded)  # an in-process worker reuses it instead of parsing the file again
-    variable = regression_variable(loaded.sidecar)
-    attrs = {
-        **product.grid_attrs(args.embeddings, info),
-        "model": args.model,
-        "model_sha256": loaded.sha256,
-        "model_estimator": type(loaded.model).__name__,
-        **sub.attrs,
-    }
-    template = output_template(
-        ds,
-        [variable],
-        years,
-        chunk_rows=info.chunk_rows,
-        chunk_cols=info.chunk_cols,
-        product="prediction",
-        attrs=attrs,
-        window=sub.window,
-    )
-    plan = sub.plan(years)
-    transform = MapChunks(
-        args.embeddings,
-        RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
-        {t: (info.time_index(year),) for t, year in enumerate(years)},
-        (variable,),
-        offset=sub.offset,
-    )
-    result = product.run_map(
-        "efm predict",
-        args.output,
-        template,
-        plan,
-        transform,
-        options,
-        info=info,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
-    pixels = result.totals.get("pixels_predicted", 0)
-    common.print_summary(
-        f"efm predict: {args.output} complete",
-        [
-            (
-                "model",
-                f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}",
-            ),
-            (
-                "grid",
-                f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-            ),
-            *product.chunk_rows(result),
-            *sub.summary_rows(len(years)),
-            ("pixels predicted", pixels),
-            ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
-            (
-                "wall time",
-                f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-            ),
-        ],
-    )
-    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> int:

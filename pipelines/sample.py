@@ -17,7 +17,7 @@ from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
 from transforms.learning import sampling
-from transforms.storage import outputs, progress, readers, store
+from transforms.storage import collection, collection_points, outputs, progress, readers, store
 
 
 def build_parser():
@@ -63,9 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--output",
             f"{args.output}: the table is written as Parquet; name it e.g. samples.parquet",
         )
-    ds = store.open_embeddings(args.embeddings)
-    info = readers.store_info(args.embeddings, ds)
+    coll = collection.read(args.embeddings) if collection.is_collection(args.embeddings) else None
+    if coll is None:
+        members = [(None, None, readers.store_info(args.embeddings))]
+    else:  # each point read from the member whose cell holds it (collection_points)
+        members = [
+            (m.path, m.zone, readers.store_info(coll.path_of(m), flag="--embeddings"))
+            for m in coll.members
+        ]
+    info = members[0][2]
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    for _, _, member in members[1:]:
+        readers.select_years(member, years)
     outputs.check_output(
         args.output,
         "table",
@@ -82,14 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--points",
             f"{args.points} holds no labelled point (column {args.label_column!r} is empty)",
         )
-    rows, cols = sampling.to_pixels(info, points)
-    outside = int((rows < 0).sum())
-    if outside == len(rows):
+    if coll is None:
+        rows, cols = sampling.to_pixels(info, points)
+        groups = [(None, info, rows, cols)]
+        outside = int((rows < 0).sum())
+        where = f"{args.embeddings} ({info.crs})"
+    else:
+        parts, out_mask = collection_points.split(members, points)
+        groups = []
+        for part in parts:
+            rows = np.full(len(points.x), -1, np.int64)
+            cols = rows.copy()
+            rows[part.ids], cols[part.ids] = part.rows, part.cols
+            position = [m[0] for m in members].index(part.name)
+            groups.append(((position, part.name, part.info.crs), part.info, rows, cols))
+        outside = int(out_mask.sum())
+        where = f"any store of the collection {args.embeddings} ({_members(coll)})"
+    if outside == len(points.x):
         raise InputError(
             "--points",
-            f"none of the {len(rows)} points of {args.points} ({points.crs}) falls inside {args.embeddings} ({info.crs}); check the CRS and the area",
+            f"none of the {len(points.x)} points of {args.points} ({points.crs}) falls inside {where}; check the CRS and the area",
         )
-    batches = sampling.point_batches(points, rows, cols)
     parts_dir = args.output + ".parts"
     outputs.start_parts(
         parts_dir
@@ -98,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     metadata = {
         "embeddings": args.embeddings,
         "source": info.source,
-        "grid": info.grid_summary(),
+        "grid": info.grid_summary()
+        if coll is None
+        else {"collection": [m[2].grid_summary() for m in members]},
         "years": years,
         "store_years": list(info.years),
         "bands": list(info.bands),
@@ -108,21 +132,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         "label_column": args.label_column,
         "keep_columns": list(points.columns),
     }
+    if coll is not None:
+        metadata["members"] = [
+            {"member": m.path, "cell": m.cell, "crs": m.crs} for m in coll.members
+        ]
 
     def build(pipeline: beam.Pipeline) -> None:
-        written = (
-            pipeline
-            | "PointBatches" >> beam.Create(batches)
-            | "Sample" >> sampling.SamplePoints(info, tuple(years), parts_dir)
-        )
-        written | "AssembleTable" >> sampling.AssembleTable(
+        written = []
+        for member, group_info, rows, cols in groups:
+            name = "" if member is None else f" {member[1]}"
+            written.append(
+                pipeline
+                | f"PointBatches{name}" >> beam.Create(sampling.point_batches(points, rows, cols))
+                | f"Sample{name}"
+                >> sampling.SamplePoints(group_info, tuple(years), parts_dir, member)
+            )
+        if len(written) > 1:
+            written = [tuple(written) | "Members" >> beam.Flatten()]
+        written[0] | "AssembleTable" >> sampling.AssembleTable(
             parts_dir, args.output, metadata, tuple(info.bands)
         )
 
-    inside = rows >= 0  # progress: one Parquet part per chunk holding points
-    planned = len(
-        np.unique((rows[inside] // info.chunk_rows) * (1 << 32) + cols[inside] // info.chunk_cols)
-    )
+    # progress: one Parquet part per chunk holding points
+    planned = 0
+    for _, group_info, rows, cols in groups:
+        inside = rows >= 0
+        planned += len(
+            np.unique(
+                (rows[inside] // group_info.chunk_rows) * (1 << 32)
+                + cols[inside] // group_info.chunk_cols
+            )
+        )
 
     def sampled() -> (
         int
@@ -154,7 +194,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         [
             ("points read", len(points.x) + points.missing_label),
             ("dropped: no label", points.missing_label),
-            ("dropped: outside the store", outside),
+            (
+                "dropped: outside the store" + ("" if coll is None else "s"),
+                outside,
+            ),
+            *(
+                []
+                if coll is None
+                else [
+                    (
+                        "rows per member",
+                        ", ".join(
+                            f"{name}: {n}"
+                            for name, n in sorted(
+                                collections.Counter(table.column("member").to_pylist()).items()
+                            )
+                        )
+                        or "none",
+                    )
+                ]
+            ),
             ("dropped: no data (point, year)", totals.get("samples_nodata", 0)),
             ("rows written (point x year)", table.num_rows),
             ("chunk reads", f"{totals.get('chunk_reads', 0)} (each chunk once per year)"),
@@ -176,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "efm sample: warning: every point fell on no data; the table is empty", file=sys.stderr
         )
     return 0
+
+
+def _members(coll) -> str:
+    return ", ".join(f"{m.cell} {m.path}" for m in coll.members)
 
 
 def parse_keep_columns(text: str | None, label_column: str | None) -> list[str] | None:

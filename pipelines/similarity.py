@@ -13,13 +13,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, product
+from pipelines import common, fanout, product
 from pipelines.change import check_threshold
 from transforms.core import grid as gridlib
 from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
-from transforms.products.similarity import read_reference_points, references
-from transforms.storage import outputs, readers, store, subset
+from transforms.products.similarity import (
+    collection_references,
+    read_reference_points,
+    references,
+)
+from transforms.storage import collection, readers, store, subset
 
 
 def build_parser():
@@ -72,109 +76,127 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Checks, before anything is written or any worker starts (the reference points are read here too).
     check_threshold(args.threshold)
     points = read_reference_points(args.points, args.label_column, args.label, args.points_crs)
-    ds = store.open_embeddings(args.embeddings)
-    info = readers.store_info(args.embeddings, ds)
+    if collection.is_collection(args.embeddings):  # the points' pixels from the member holding each
+        coll = collection.read(args.embeddings)
+        members = [
+            (m.path, m.zone, readers.store_info(coll.path_of(m), flag="--embeddings"))
+            for m in coll.members
+        ]
+        info = members[0][2]
+    else:
+        info = readers.store_info(args.embeddings, store.open_embeddings(args.embeddings))
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
-    sub = subset.from_args(
-        args, info
-    )  # --bbox/--aoi: a window of the grid (the reference points may lie anywhere in the store)
     if args.reference_year is not None:
         readers.select_years(info, [args.reference_year], flag="--reference-year")
     ref_years = [args.reference_year] if args.reference_year is not None else years
-    refs = references(info, points, ref_years, args.points)
+    # --bbox/--aoi before the points are read (the points may lie outside the area)
+    if not collection.is_collection(args.embeddings):
+        subset.from_args(args, info)
+    elif all(subset.from_args(args, i, cell) is None for _, cell, i in members):
+        fanout.refuse_area(args, coll)
+    if collection.is_collection(args.embeddings):
+        refs = collection_references(members, points, ref_years, args.points, args.embeddings)
+    else:
+        refs = references(info, points, ref_years, args.points)
     by_output = {
         t: refs[args.reference_year if args.reference_year is not None else year]
         for t, year in enumerate(years)
     }
-    outputs.check_output(
-        args.output,
-        "similarity",
-        inputs={"--embeddings": args.embeddings, "--points": args.points, "--aoi": args.aoi},
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
-
     variables = [similarity_variable("dot product with the mean embedding at the reference points")]
     if args.threshold is not None:
         variables.append(
             mask_variable("similar", f"similarity at least {args.threshold}", args.threshold)
         )
-    attrs = {
-        **product.grid_attrs(args.embeddings, info),
-        "points": args.points,
-        "label_column": args.label_column or "",
-        "label": args.label or "",
-        "reference_year": args.reference_year if args.reference_year is not None else "each year",
-        "reference_points": [by_output[t].points for t in range(len(years))],
-        "reference_vectors": [[float(v) for v in by_output[t].vector] for t in range(len(years))],
-        "reference_mean": "plain mean of the points' embeddings, not re-normalised (as Earth Engine's tutorial)",
-        **sub.attrs,
-    }
-    if args.threshold is not None:
-        attrs["threshold"] = args.threshold
-    product.check_resume_attrs(
-        args.output,
-        attrs,
-        {
-            "reference_vectors": "reference (points, --label or --reference-year)",
-            "threshold": "--threshold",
-            **subset.RESUME_ATTRS,
-        },
-        resume=args.resume,
-    )
-    template = output_template(
-        ds,
-        variables,
-        years,
-        chunk_rows=info.chunk_rows,
-        chunk_cols=info.chunk_cols,
-        product="similarity",
-        attrs=attrs,
-        window=sub.window,
-    )
-    plan = sub.plan(years)
-    transform = MapChunks(
-        args.embeddings,
-        SimilarityFunction({t: r.vector for t, r in by_output.items()}, args.threshold),
-        {t: (info.time_index(year),) for t, year in enumerate(years)},
-        tuple(variables),
-        offset=sub.offset,
-    )
-    result = product.run_map(
-        "efm similarity",
-        args.output,
-        template,
-        plan,
-        transform,
-        options,
-        info=info,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
-    pixels = result.totals.get("pixels_computed", 0)
     used = ", ".join(f"{y}: {r.points}" for y, r in refs.items())
-    common.print_summary(
-        f"efm similarity: {args.output} complete",
-        [
-            (
-                "reference points",
-                f"{len(points.x)} read{f' ({args.label_column} = {args.label})' if args.label else ''}; with data, by reference year: {used}",
-            ),
-            (
-                "grid",
-                f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-            ),
-            *product.chunk_rows(result),
-            *sub.summary_rows(len(years)),
-            ("pixels compared", pixels),
-            ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
-            (
-                "wall time",
-                f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-            ),
-        ],
+
+    def make_job(embeddings: str, cell) -> fanout.Job | None:
+        ds = store.open_embeddings(embeddings)
+        info = readers.store_info(embeddings, ds)
+        readers.select_years(info, years)
+        if args.reference_year is not None:
+            readers.select_years(info, [args.reference_year], flag="--reference-year")
+        sub = subset.from_args(args, info, cell)  # the reference points may lie anywhere
+        if sub is None:
+            return None
+        attrs = {
+            **product.grid_attrs(embeddings, info),
+            "points": args.points,
+            "label_column": args.label_column or "",
+            "label": args.label or "",
+            "reference_year": args.reference_year
+            if args.reference_year is not None
+            else "each year",
+            "reference_points": [by_output[t].points for t in range(len(years))],
+            "reference_vectors": [
+                [float(v) for v in by_output[t].vector] for t in range(len(years))
+            ],
+            "reference_mean": "plain mean of the points' embeddings, not re-normalised (as Earth Engine's tutorial)",
+            **sub.attrs,
+        }
+        if args.threshold is not None:
+            attrs["threshold"] = args.threshold
+        template = output_template(
+            ds,
+            variables,
+            years,
+            chunk_rows=info.chunk_rows,
+            chunk_cols=info.chunk_cols,
+            product="similarity",
+            attrs=attrs,
+            window=sub.window,
+        )
+        transform = MapChunks(
+            embeddings,
+            SimilarityFunction({t: r.vector for t, r in by_output.items()}, args.threshold),
+            {t: (info.time_index(year),) for t, year in enumerate(years)},
+            tuple(variables),
+            offset=sub.offset,
+        )
+
+        def rows(result: product.MapRun) -> list:
+            pixels = result.totals.get("pixels_computed", 0)
+            return [
+                (
+                    "reference points",
+                    f"{len(points.x)} read{f' ({args.label_column} = {args.label})' if args.label else ''}; with data, by reference year: {used}",
+                ),
+                (
+                    "grid",
+                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
+                ),
+                *product.chunk_rows(result),
+                *sub.summary_rows(len(years)),
+                ("pixels compared", pixels),
+                ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
+                (
+                    "wall time",
+                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
+                ),
+            ]
+
+        return fanout.Job(
+            info,
+            template,
+            sub.plan(years),
+            transform,
+            years,
+            rows,
+            "pixels_computed",
+            resume_names={
+                "reference_vectors": "reference (points, --label or --reference-year)",
+                "threshold": "--threshold",
+                **subset.RESUME_ATTRS,
+            },
+        )
+
+    return fanout.run(
+        "efm similarity",
+        args,
+        options,
+        kind="similarity",
+        inputs={"--embeddings": args.embeddings, "--points": args.points, "--aoi": args.aoi},
+        make_job=make_job,
     )
-    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.products import zonal
-from transforms.storage import outputs, readers, store
+from transforms.products import zonal, zonal_collection
+from transforms.storage import collection, outputs, readers, store
 
 
 def add_polygon_flags(parser, with_stats: bool = True) -> None:
@@ -81,9 +81,18 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
             "--output",
             f"{args.output}: the table is written as Parquet; name it e.g. fields.parquet",
         )
-    ds = store.open_embeddings(args.embeddings)
-    info = readers.store_info(args.embeddings, ds)
+    members = None  # a collection: [(cell, StoreInfo)] (transforms/products/zonal_collection.py)
+    if collection.is_collection(args.embeddings):
+        coll = collection.read(args.embeddings)
+        members = [
+            (m.zone, readers.store_info(coll.path_of(m), flag="--embeddings")) for m in coll.members
+        ]
+        info = members[0][1]
+    else:
+        info = readers.store_info(args.embeddings, store.open_embeddings(args.embeddings))
     years = readers.select_years(info, gridlib.parse_years(args.years) if args.years else None)
+    for _, member in (members or [])[1:]:
+        readers.select_years(member, years)
     inputs = {"--embeddings": args.embeddings, "--polygons": args.polygons}
     if loaded is not None:
         from transforms.learning import models
@@ -99,21 +108,36 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
     }
     polygons = zonal.check_polygons(
         frame,
-        info.crs,
+        info.crs
+        if members is None
+        else getattr(frame, "crs", None),  # a collection's: per member, below
         args.polygons,
         id_column=args.id_column,
         skip_invalid=args.skip_invalid,
         reserved=reserved,
     )
     del frame
-    metadata = zonal.table_metadata(
-        info, args.embeddings, years, stats, polygons, args.polygons, args.all_touched
+    metadata = (zonal if members is None else zonal_collection).table_metadata(
+        info if members is None else members,
+        args.embeddings,
+        years,
+        stats,
+        polygons,
+        args.polygons,
+        args.all_touched,
     )
     outputs.start_parts(
         parts_dir
     )  # clears parts an interrupted run left (only a folder efm marked)
     zonal.write_attributes(parts_dir, polygons)
-    tasks = zonal.write_polygon_parts(info, polygons, parts_dir, args.all_touched)
+    if members is None:
+        tasks = zonal.write_polygon_parts(info, polygons, parts_dir, args.all_touched)
+        chunk_fn = None
+    else:
+        tasks = zonal_collection.write_member_parts(members, polygons, parts_dir, args.all_touched)
+        chunk_fn = zonal_collection.MemberChunkFn(
+            members, years, stats, args.all_touched, parts_dir
+        )
     n = len(polygons.columns)
     del polygons
     model = None if loaded is None else (args.model, loaded.sha256)
@@ -130,6 +154,7 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
                 args.all_touched,
                 parts_dir,
                 buckets=max(1, -(-n // zonal.BUCKET)),
+                chunk_fn=chunk_fn,
             )
         )
         written | "AssembleTable" >> zonal.AssembleZonal(parts_dir, args.output, metadata, model)
@@ -151,6 +176,17 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
             ("rows (polygon x year)", table.num_rows),
             ("rows without a pixel", f"{int((counts == 0).sum())} (pixel_count 0, statistics NaN)"),
             ("pixel rule", "every pixel touched" if args.all_touched else "pixel centre inside"),
+            *(
+                []
+                if members is None
+                else [
+                    (
+                        "collection",
+                        f"{len(members)} stores ({', '.join(c.name for c, _ in members)}); "
+                        "a pixel counts in the store whose cell holds its centre",
+                    )
+                ]
+            ),
             (
                 "statistics",
                 "class per polygon (from the mean)" if loaded is not None else ", ".join(stats),

@@ -9,7 +9,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 from store_factory import BANDS, make_store, pixel_centre
 
-from pipelines import classify, sample
+from pipelines import classify, cluster, sample
 from transforms.learning import models
 from transforms.storage import store
 
@@ -104,6 +104,24 @@ def test_sample_prints_progress_in_chunks_with_points(embeddings, tmp_path, caps
 @pytest.mark.parametrize("flag", ["--dry-run", "--dry_run", "--dry_run=true"])
 def test_commands_without_a_dry_run_refuse_the_flag(embeddings, tmp_path, capsys, flag):
     """Beam would take it as its own test option and run the whole job: refused, nothing written."""
+    output = tmp_path / "k.skops"
+    code = cluster.run(
+        ["--embeddings", embeddings.path, "--output", str(output), flag, "--runner=FnApiRunner"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert (
+        code == 2
+        and err.startswith(
+            f"efm cluster: error: {flag.split('=')[0]}: `efm cluster` has no dry run"
+        )
+        and "\n" not in err
+    )
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("flag", ["--dry_run", "--dry_run=true"])
+def test_beams_dry_run_is_refused_where_the_command_has_its_own(embeddings, tmp_path, capsys, flag):
+    """`efm classify --dry-run` plans; Beam's `--dry_run` would run the job: refused, nothing written."""
     output = tmp_path / "classes.zarr"
     code = classify.run(
         [
@@ -118,11 +136,6 @@ def test_commands_without_a_dry_run_refuse_the_flag(embeddings, tmp_path, capsys
         ]
     )
     err = capsys.readouterr().err.strip()
-    assert (
-        code == 2
-        and err.startswith(
-            f"efm classify: error: {flag.split('=')[0]}: `efm classify` has no dry run"
-        )
-        and "\n" not in err
-    )
+    assert code == 2 and "\n" not in err
+    assert err.startswith("efm classify: error: --dry_run: Beam's --dry_run test option"), err
     assert not output.exists()

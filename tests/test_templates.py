@@ -48,6 +48,8 @@ SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
 NOT_IN_TEMPLATE: dict[str, set[str]] = {p: {"--verbose"} for p in PIPELINES}
 # A dry run submits no job (the launch would fail for want of one): plan with `efm extract --dry-run` before launching.
 NOT_IN_TEMPLATE["extract"] |= {"--dry-run", "--dry_run"}
+for _p in ("classify", "predict", "similarity", "change"):  # their plan (pipelines/fanout.py)
+    NOT_IN_TEMPLATE[_p] |= {"--dry-run"}
 
 
 def parser_of(pipeline: str) -> argparse.ArgumentParser:

@@ -34,11 +34,13 @@ CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 COORD_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("lng", "lat"), ("x", "y"))
 METADATA_KEY = TABLE_METADATA_KEY
-# Columns every table has (bands A00..A63 too): a kept column may not take their names.
+# Columns a table has (bands A00..A63 too): a kept column may not take their names.
 RESERVED_COLUMNS = frozenset(
     {"point_id", "label", "point_x", "point_y", "year", "pixel_x", "pixel_y", "geometry"}
+    | {"member", "crs"}  # a collection's table: the store of each row's pixel
     | {f"A{i:02d}" for i in range(100)}
 )
+MEMBER_PART_STEP = 10**12  # a collection's member i writes parts named part-<i * step + row>-<col>
 KEPT_PREFIX = "keep:"  # batch keys of kept columns (the batch's own keys stay apart)
 
 
@@ -316,11 +318,12 @@ def sample_rows(
 
 
 class _SampleChunkFn(beam.DoFn):
-    def __init__(self, info: StoreInfo, years: tuple[int, ...], parts_dir: str):
+    def __init__(self, info: StoreInfo, years: tuple[int, ...], parts_dir: str, member=None):
         self.reader = StoreReader(info.path)
         self.info = info
         self.years = years
         self.parts_dir = parts_dir
+        self.member = member  # a collection's member: (position, name, crs)
         self.sampled = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "samples_written")
         self.nodata = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "samples_nodata")
         self.chunks = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunk_reads")
@@ -343,10 +346,17 @@ class _SampleChunkFn(beam.DoFn):
             frames.append(frame)
             nodata += dropped
         table = pd.concat(frames, ignore_index=True)
+        name = f"part-{row0}-{col0}.parquet"
+        if self.member is not None:  # which store (and so which grid) each row's pixel is of
+            position, member, crs = self.member
+            at = table.columns.get_loc("pixel_x")
+            table.insert(at, "crs", pd.Series([crs] * len(table), dtype=object))
+            table.insert(at, "member", pd.Series([member] * len(table), dtype=object))
+            name = f"part-{position * MEMBER_PART_STEP + row0}-{col0}.parquet"
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
         # whole or absent: a retried or killed worker never leaves a truncated part to assemble
-        atomic.write_bytes(f"{self.parts_dir}/part-{row0}-{col0}.parquet", buffer.getvalue())
+        atomic.write_bytes(f"{self.parts_dir}/{name}", buffer.getvalue())
         self.sampled.inc(len(table))
         self.nodata.inc(nodata)
         yield len(table)
@@ -359,6 +369,7 @@ class SamplePoints(beam.PTransform):
     info: StoreInfo
     years: tuple[int, ...]
     parts_dir: str
+    member: tuple | None = None  # a collection's member: (position, name, crs) -> columns
 
     def __post_init__(self):
         super().__init__()
@@ -370,7 +381,7 @@ class SamplePoints(beam.PTransform):
             | "SplitByChunk" >> beam.FlatMap(split_by_chunk, rows, cols)
             | "GroupByChunk" >> beam.GroupByKey()
             | "SampleChunk"
-            >> beam.ParDo(_SampleChunkFn(self.info, tuple(self.years), self.parts_dir))
+            >> beam.ParDo(_SampleChunkFn(self.info, tuple(self.years), self.parts_dir, self.member))
         )
 
 
@@ -450,6 +461,7 @@ def combine(tables: list, metadata: dict, bands):
             "point_x": [],
             "point_y": [],
             "year": [],
+            **({"member": [], "crs": []} if metadata.get("members") else {}),
             "pixel_x": [],
             "pixel_y": [],
             **{b: [] for b in bands},
@@ -505,31 +517,43 @@ class BottomK(beam.CombineFn):
 
 
 class _RandomPixelsFn(beam.DoFn):
-    def __init__(self, info: StoreInfo, k: int, seed: int):
+    def __init__(self, info: StoreInfo, k: int, seed: int, cell=None, salt=None):
         self.reader = StoreReader(info.path)
-        self.info, self.k, self.seed = info, k, seed
+        self.info, self.k, self.seed, self.cell, self.salt = info, k, seed, cell, salt
         self.valid = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "valid_pixels")
 
     def process(self, spec):
         values = self.reader.read(self.info.time_index(spec.year), spec.window)
         flat = values.reshape(-1, values.shape[-1])
-        valid = np.flatnonzero(valid_mask(flat))
+        ok = valid_mask(flat)
+        if self.cell is not None:  # a collection's member: only the pixels its cell counts
+            from transforms.storage.collection_points import owned
+
+            mask = owned(self.info, spec.window, self.cell)
+            ok = ok if mask is None else ok & mask.ravel()
+        valid = np.flatnonzero(ok)
         self.valid.inc(len(valid))
         if len(valid):
-            keys = np.random.default_rng([self.seed, spec.index]).random(
-                len(valid)
-            )  # reproducible per chunk
+            seed = (
+                [self.seed, spec.index] if self.salt is None else [self.seed, self.salt, spec.index]
+            )
+            keys = np.random.default_rng(seed).random(len(valid))  # reproducible per chunk
             keys, rows = bottom_k(keys, valid, self.k)
             yield keys, flat[rows]
 
 
 @dataclasses.dataclass
 class RandomPixels(beam.PTransform):
-    """ChunkSpecs -> one (keys, vectors) pair: `k` valid pixels drawn uniformly from all chunks."""
+    """ChunkSpecs -> one (keys, vectors) pair: `k` valid pixels drawn uniformly from all chunks.
+
+    `cell` (a collection's member): only pixels whose centre is in the cell, with keys salted by
+    `salt` (the member's position), so that the members' draws combine into one uniform sample."""
 
     info: StoreInfo
     k: int
     seed: int = 0
+    cell: object = None
+    salt: int | None = None
 
     def __post_init__(self):
         super().__init__()
@@ -537,6 +561,7 @@ class RandomPixels(beam.PTransform):
     def expand(self, specs):
         return (
             specs
-            | "ChunkSample" >> beam.ParDo(_RandomPixelsFn(self.info, self.k, self.seed))
+            | "ChunkSample"
+            >> beam.ParDo(_RandomPixelsFn(self.info, self.k, self.seed, self.cell, self.salt))
             | "KeepSmallestKeys" >> beam.CombineGlobally(BottomK(self.k, len(self.info.bands)))
         )

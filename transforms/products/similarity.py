@@ -113,14 +113,47 @@ def references(
             f"none of the {len(rows)} points of {path} lies inside {info.path}; check the area and the points' CRS (--points-crs)",
         )
     rows, cols = rows[inside], cols[inside]
+    return _means(lambda year: read(rows, cols, info.time_index(year)), years, len(rows), path)
+
+
+def collection_references(
+    members, points: sampling.Points, years: list[int], path: str, root: str
+) -> dict[int, Reference]:
+    """`references` on a collection: each point read from the member whose cell holds it
+    (members: [(name, cell, StoreInfo)], transforms/storage/collection_points.py); one mean of
+    all of them per year, the same reference for every member's map."""
+    from transforms.storage import collection_points
+
+    parts, _ = collection_points.split(members, points)
+    if not parts:
+        raise InputError(
+            "--points",
+            f"none of the {len(points.x)} points of {path} lies inside a store of the collection "
+            f"{root}; check the area and the points' CRS (--points-crs)",
+        )
+
+    def read(year):
+        return np.concatenate(
+            [
+                point_values(p.info, p.rows, p.cols, p.info.time_index(year))
+                if year in p.info.years
+                else np.full((len(p.rows), len(p.info.bands)), np.nan, np.float32)
+                for p in parts
+            ]
+        )
+
+    return _means(read, years, sum(len(p.rows) for p in parts), path)
+
+
+def _means(read, years, n: int, path: str) -> dict[int, Reference]:
     out = {}
     for year in years:
-        values = read(rows, cols, info.time_index(year)).astype(np.float64)
+        values = read(year).astype(np.float64)
         valid = ~np.isnan(values).any(axis=1)
         if not valid.any():
             raise InputError(
                 "--points",
-                f"all {len(rows)} points of {path} inside the store fall on pixels without data in {year}; "
+                f"all {n} points of {path} inside the store fall on pixels without data in {year}; "
                 "choose points on pixels with data (or another --reference-year)",
             )
         out[year] = Reference(values[valid].mean(axis=0).astype(np.float32), int(valid.sum()))

@@ -438,18 +438,31 @@ def finish(count, sums, sumsq, values, stats, bands) -> dict[str, np.ndarray]:
 
 
 def zonal_chunk(
-    read_year, years, window, transform, fids, geometry, single, stats, bands, all_touched
+    read_year,
+    years,
+    window,
+    transform,
+    fids,
+    geometry,
+    single,
+    stats,
+    bands,
+    all_touched,
+    keep=None,
 ):
     """One chunk, every year: -> (frame of the polygons finished here (fid, year, pixel_count,
     stat columns), [(fid, {year: Partial of one polygon})] for the polygons crossing chunks).
 
     `read_year(year)` returns the chunk's values (rows, cols, bands) float32, NaN = no data;
-    `window` is (row0, col0, rows, cols) in the grid whose affine is `transform`."""
+    `window` is (row0, col0, rows, cols) in the grid whose affine is `transform`; `keep` (rows,
+    cols) bool: only these pixels count (a collection's member: centre in its cell)."""
     import affine
 
     row0, col0, h, w = window
     local = affine.Affine(*tuple(transform)[:6]) @ affine.Affine.translation(col0, row0)
     labels = label_images(np.asarray(geometry, dtype=object), (h, w), local, all_touched)
+    for label, _ in labels if keep is not None else ():
+        label[~keep] = 0
     squares, median = "std" in stats, "median" in stats
     frames, crossing = [], {}
     single = np.asarray(single, dtype=bool)
@@ -511,31 +524,38 @@ class _ZonalChunkFn(beam.DoFn):
         self.chunks = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "chunk_reads")
         self.finished = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "polygons_in_one_chunk")
 
+    def locate(self, task_id: int):
+        """A task's (reader, store info, chunk id in it, pixels that count or None); a
+        collection's (transforms/products/zonal_collection.py) picks its member here."""
+        return self.reader, self.info, task_id, None
+
     def process(self, task):
         import shapely
 
         cid, path = task
         with fsspec.open(path, "rb") as f:
             polys = parquet.read_table(f).to_pandas()
-        row0, col0, h, w = chunk_window(self.info, cid)
+        reader, info, local, keep = self.locate(cid)
+        row0, col0, h, w = chunk_window(info, local)
 
         def read_year(year):  # codes: de-quantised pixel by pixel inside polygons only
             self.chunks.inc()
-            return self.reader.read_codes(
-                self.info.time_index(year), slice(row0, row0 + h), slice(col0, col0 + w)
+            return reader.read_codes(
+                info.time_index(year), slice(row0, row0 + h), slice(col0, col0 + w)
             )
 
         frame, crossing = zonal_chunk(
             read_year,
             self.years,
             (row0, col0, h, w),
-            self.info.transform,
+            info.transform,
             polys["fid"].to_numpy(),
             shapely.from_wkb(polys["wkb"].to_numpy()),
             polys["single"].to_numpy(),
             self.stats,
-            self.info.bands,
+            info.bands,
             self.all_touched,
+            keep,
         )
         if frame is not None:
             _write_frame(part_name(self.parts_dir, CHUNK_PART, cid), frame)
@@ -575,14 +595,16 @@ class ZonalChunks(beam.PTransform):
     all_touched: bool
     parts_dir: str
     buckets: int = 1
+    chunk_fn: beam.DoFn | None = None  # a collection's (zonal_collection.py)
 
     def __post_init__(self):
         super().__init__()
 
     def expand(self, tasks):
-        out = tasks | "ZonalChunk" >> beam.ParDo(
-            _ZonalChunkFn(self.info, self.years, self.stats, self.all_touched, self.parts_dir)
-        ).with_outputs("written", main="crossing")
+        chunk_fn = self.chunk_fn or _ZonalChunkFn(
+            self.info, self.years, self.stats, self.all_touched, self.parts_dir
+        )
+        out = tasks | "ZonalChunk" >> beam.ParDo(chunk_fn).with_outputs("written", main="crossing")
         crossing = (
             out.crossing
             | "GroupByPolygon" >> beam.GroupByKey()

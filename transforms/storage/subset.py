@@ -223,17 +223,32 @@ def select(g, area_lonlat: shapely.Geometry, flag: str, attrs: dict | None = Non
     return Subset(window, g.chunk_rows, g.chunk_cols, touched, full.store_chunks, clipped, attrs)
 
 
-def from_args(args, g) -> Subset:
-    """--bbox / --aoi of a command (parsed as `efm extract` parses them) -> its Subset; the whole store without them."""
+def from_args(args, g, cell=None) -> Subset | None:
+    """--bbox / --aoi of a command (parsed as `efm extract` parses them) -> its Subset; the whole store without them.
+
+    `cell` (a collection's member, transforms/core/zones.py): the part of the area in the cell, or
+    None when that part reaches no pixel of the member's store (the member is left out)."""
     if getattr(args, "bbox", None):
         area = gridlib.parse_bbox(args.bbox)
-        return select(g, area, "--bbox", {"subset_bbox": [float(v) for v in area.bounds]})
-    if getattr(args, "aoi", None):
+        flag, attrs = "--bbox", {"subset_bbox": [float(v) for v in area.bounds]}
+    elif getattr(args, "aoi", None):
         area = gridlib.read_aoi(args.aoi)
         # the polygon decides which chunks are computed: --resume compares it by hash, not by file name
         digest = hashlib.sha256(shapely.to_wkb(shapely.normalize(area))).hexdigest()
-        return select(g, area, "--aoi", {"subset_aoi": args.aoi, "subset_aoi_sha256": digest})
-    return whole(g)
+        flag, attrs = "--aoi", {"subset_aoi": args.aoi, "subset_aoi_sha256": digest}
+    else:
+        return whole(g)
+    if cell is None:
+        return select(g, area, flag, attrs)
+    from transforms.core import zones
+
+    part = zones.part_in(area, cell)
+    if part.is_empty or part.area == 0:
+        return None
+    try:
+        return select(g, part, flag, attrs)
+    except InputError:  # the area's part in this cell lies beyond the member's store
+        return None
 
 
 def geotransform_attrs(spatial_ref_attrs: dict, window: Window | None) -> dict:
