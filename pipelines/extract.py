@@ -582,29 +582,20 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
     )
 
 
-def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) -> None:
-    """Set up (or reopen) the store and run the pipeline (`progress_base`: chunks done in the
-    collection's other stores, and the collection's total, for one progress line over all)."""
+def _setup(run: StoreRun):
+    """The first write of a store's run: set it up (or reopen it); its chunks to do, its fetch."""
     args, options, output, grid, years = run.args, run.options, run.output, run.grid, run.years
-    plan, template, damaged, adding = run.plan, run.template, run.damaged, run.adding
-    bands, itemsize, transfer_dtype = run.bands, run.itemsize, run.transfer_dtype
-    open_chunks, mirror_index, settings, aoi = (
-        run.open_chunks,
-        run.mirror_index,
-        run.settings,
-        run.aoi,
-    )
-    # 4. Set up (or reopen) the store: the first write of the run.
-    if damaged:  # --repair: the damaged chunks are not done any more (the store is incomplete until they are)
-        store.drop_markers(output, damaged)
-    if adding:  # the time axis grows (marked incomplete until the new years are written)
-        store.add_years(output, template)
+    if (
+        run.damaged
+    ):  # --repair: the damaged chunks are not done any more (incomplete until they are)
+        store.drop_markers(output, run.damaged)
+    if run.adding:  # the time axis grows (marked incomplete until the new years are written)
+        store.add_years(output, run.template)
         done = store.done_markers(output)
     else:
-        done = store.prepare(output, template, resume=args.resume, overwrite=args.overwrite)
-    todo = list(plan.rows(done))  # one small element per (year, chunk row): workers expand them
-    todo_count = sum(stop - start for row in todo for start, stop in row.runs)
-
+        done = store.prepare(output, run.template, resume=args.resume, overwrite=args.overwrite)
+    todo = list(run.plan.rows(done))  # one small element per (year, chunk row): workers expand them
+    cache = block_cache_bytes(args, memory_processes(options))
     if args.source == "zarr":
         source = zarr_source.make_source(
             grid,
@@ -612,30 +603,30 @@ def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) ->
             args.zarr_layout,
             args.dtype,
             args.request_tile_size,
-            block_cache_bytes=block_cache_bytes(args, memory_processes(options)),
+            block_cache_bytes=cache,
         )
     elif args.source == "cog":
         source = cog.make_source(
             grid,
             years,
-            bands,
+            run.bands,
             args.dtype,
             args.cog_root,
-            mirror_index,
+            run.mirror_index,
             args.request_tile_size,
-            block_cache_bytes=block_cache_bytes(args, memory_processes(options)),
+            block_cache_bytes=cache,
         )
     else:
         source = earthengine.EarthEngineSource(
             grid=grid,
             years=tuple(years),
-            bands=bands,
+            bands=run.bands,
             store_dtype=args.dtype,
-            transfer_itemsize=itemsize,
+            transfer_itemsize=run.itemsize,
             request_tile_size=args.request_tile_size,
             collection=args.collection,
-            settings=settings,
-            transfer_dtype=transfer_dtype,
+            settings=run.settings,
+            transfer_dtype=run.transfer_dtype,
         )
     if run.cell is not None:  # a collection member: pixels wholly outside its zone are no data
         source = ZoneMask(source, grid, run.cell)
@@ -652,37 +643,57 @@ def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) ->
         max_requests_per_second=args.max_requests_per_second,
         threads_per_worker=threads,
         retry=RetryPolicy(max_retries=args.max_retries, initial_delay_s=args.retry_initial_delay),
-        max_open_chunks=open_chunks,
+        max_open_chunks=run.open_chunks,
         global_cap=args.source == "ee",
         output=output,
         neighbourhood=0 if args.source == "ee" else COG_NEIGHBOURHOOD_CHUNKS * args.chunk_size,
     )
+    return todo, fetch
+
+
+def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) -> None:
+    """One store: set up (or reopen) the store and run its pipeline."""
+    run_stores([run], progress_base=progress_base)
+
+
+def run_stores(runs: list[StoreRun], *, progress_base: tuple[int, int] | None = None) -> None:
+    """Stores written by ONE pipeline (a collection's stores read from a source without a quota:
+    one start-up, and the workers move from zone to zone without waiting). `progress_base`:
+    chunks done in stores run before, and the total, for one progress line over a collection.
+    Memory stays per process: the stores' fetches share the process's open-chunk slots and block
+    cache (fetch.OpenChunks, cog_blocks: one per process and size)."""
+    first = runs[0]
+    args, options = first.args, first.options
+    setups = [_setup(r) for r in runs]
+    todo_count = sum(stop - start for todo, _ in setups for row in todo for start, stop in row.runs)
+    planned = sum(r.plan.count for r in runs)
 
     def build(pipeline: beam.Pipeline) -> None:
-        written = (
-            pipeline
-            | "ChunkRows" >> beam.Create(todo)
-            | "ChunkSpecs" >> beam.FlatMap(plan.expand)
-            | "Fetch" >> fetch
-            | "Write" >> store.WriteChunks(output, template)
-        )
-        written | "MarkComplete" >> store.MarkComplete(
-            output, plan
-        )  # the plan iterates its markers: no list
+        for r, (todo, fetch) in zip(runs, setups):
+            name = "" if len(runs) == 1 else f"{r.cell.name}/"
+            written = (
+                pipeline
+                | f"{name}ChunkRows" >> beam.Create(todo)
+                | f"{name}ChunkSpecs" >> beam.FlatMap(r.plan.expand)
+                | f"{name}Fetch" >> fetch
+                | f"{name}Write" >> store.WriteChunks(r.output, r.template)
+            )
+            # the plan iterates its markers: no list
+            written | f"{name}MarkComplete" >> store.MarkComplete(r.output, r.plan)
 
     chunk_bytes = (
-        grid.width
-        * grid.height
-        / max(1, plan.touched.size)
-        * len(bands)
+        sum(r.grid.width * r.grid.height for r in runs)
+        / max(1, sum(r.plan.touched.size for r in runs))
+        * len(first.bands)
         * (1 if args.dtype == "int8" else 4)
     )
-    before, total = progress_base or (0, plan.count)
+    before, total = progress_base or (0, planned)
+    workers = common.local_workers(options)
     watch = progress.Progress(
         "efm extract",
-        lambda: before + len(store.done_markers(output)),
+        lambda: before + sum(len(store.done_markers(r.output)) for r in runs),
         total,
-        already=before + plan.count - todo_count,
+        already=before + planned - todo_count,
         bytes_per_unit=chunk_bytes,
         enabled=workers is not None and not common.detached(options),
     )
@@ -693,20 +704,25 @@ def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) ->
     megabytes = totals.get("bytes", 0) / 1e6
     read_label = {
         "cog": "compressed blocks read from the mirror's files",
-        "zarr": f"inner chunks decoded from the store, {transfer_dtype}",
-    }.get(args.source, f"computePixels response bodies, {transfer_dtype}")
+        "zarr": f"inner chunks decoded from the store, {first.transfer_dtype}",
+    }.get(args.source, f"computePixels response bodies, {first.transfer_dtype}")
+    fetch = setups[0][1]
     common.print_summary(
-        f"efm extract: {args.output} complete",
+        f"efm extract: {args.output if len(runs) == 1 else ', '.join(r.output for r in runs)} complete",
         [
-            (
-                "grid",
-                f"{grid.width} x {grid.height} px at {grid.scale:g} in {grid.crs}, {len(years)} year(s)",
+            *(
+                (
+                    "grid" if len(runs) == 1 else f"grid {r.cell.name}",
+                    f"{r.grid.width} x {r.grid.height} px at {r.grid.scale:g} in {r.grid.crs}, "
+                    f"{len(r.years)} year(s)",
+                )
+                for r in runs
             ),
-            ("chunks planned", plan.count),
-            ("chunks skipped (outside the AOI)", plan.skipped),
-            ("chunks already done (resume)", plan.count - todo_count),
+            ("chunks planned", planned),
+            ("chunks skipped (outside the AOI)", sum(r.plan.skipped for r in runs)),
+            ("chunks already done (resume)", planned - todo_count),
             ("chunks written", totals.get("chunks_written", 0)),
-            *([("chunks repaired", len(damaged))] if args.repair else []),
+            *([("chunks repaired", sum(len(r.damaged) for r in runs))] if args.repair else []),
             ("requests", totals.get("requests", 0)),
             ("retries", totals.get("retries", 0)),
             ("transferred", f"{megabytes:.1f} MB ({read_label})"),
@@ -730,14 +746,19 @@ def run_store(run: StoreRun, *, progress_base: tuple[int, int] | None = None) ->
             ),
         ],
     )
+    with_data = totals.get("pixels_with_data", 0)
+    parts = [r.aoi.bounds for r in runs]
+    area = tuple(f(b[i] for b in parts) for f, i in ((min, 0), (min, 1), (max, 2), (max, 3)))
     warning = coverage_warning(
         totals.get("pixels_read", 0),
-        totals.get("pixels_with_data", 0),
+        with_data,
         data_bounds_lonlat(
-            grid, metric_range(result, "data_row"), metric_range(result, "data_col")
-        ),
-        tuple(aoi.bounds),
-        mirror_coverage(mirror_index)
+            first.grid, metric_range(result, "data_row"), metric_range(result, "data_col")
+        )
+        if len(runs) == 1
+        else (area if with_data else None),  # (rows of several grids: not one box)
+        area,
+        mirror_coverage(first.mirror_index)
         if args.source == "cog"
         else zarr_source.coverage_text(args.zarr_layout)
         if args.source == "zarr"

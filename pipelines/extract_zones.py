@@ -4,9 +4,9 @@
     checks of a single store) -> the plans per zone and in total (the --yes threshold on the
     total) -> the index -> each store run in turn (extract.run_store), one progress line over all.
 
-Zones run one after another, each with the run's whole quota and workers (an extract is bound by
-the quota or the workers, not by the number of pipelines); a run cut short is finished with
---resume on the collection. The rule of what each store holds: transforms/core/zones.py.
+From the COG mirror or a Zarr store (no quota), one pipeline writes every zone's store; from Earth
+Engine the zones run one after another, each with the project's whole quota (one request cap per
+pipeline). A run cut short is finished with --resume on the collection. The rule of what each store holds: transforms/core/zones.py.
 """
 
 from __future__ import annotations
@@ -175,13 +175,23 @@ def run(args, options, aoi: shapely.Geometry) -> int:
             attrs={"source": args.source, "dtype": args.dtype, "scale": runs[0].grid.scale},
         )
     )
-    total, before = sum(r.plan.count for r in runs), 0
+    todo = [
+        r
+        for r in runs
+        if not (args.resume and outputs.inspect(r.output, "embeddings", shallow=True).complete)
+    ]
     for r in runs:
-        if args.resume and outputs.inspect(r.output, "embeddings", shallow=True).complete:
+        if r not in todo:
             print(f"efm extract: {r.output} is complete: left as it is")
-        else:
-            extract.run_store(r, progress_base=(before, total))
-        before += r.plan.count
+    if args.source != "ee":  # no quota to share: one pipeline for every zone
+        if todo:
+            extract.run_stores(todo)
+    else:  # zone after zone, each with the whole quota (one cap per pipeline)
+        total, before = sum(r.plan.count for r in runs), 0
+        for r in runs:
+            if r in todo:
+                extract.run_store(r, progress_base=(before, total))
+            before += r.plan.count
     print(
         f"efm extract: the collection {args.output} is complete: {len(runs)} stores "
         f"({', '.join(c.name for c in cells)}) and {collection.INDEX}"

@@ -30,6 +30,7 @@ from transforms.core.grid import Grid, Window
 
 NORTH_LIMIT, SOUTH_LIMIT = 84.0, -80.0  # UTM's extent; beyond it: polar stereographic, not here
 EDGE_SAMPLES = 32  # window edge points checked before a full corner lattice is computed
+COLUMN_PAD = 8  # columns beyond the meridian crossings' span whose corners are projected too
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -134,14 +135,48 @@ def footprint_mask(grid: Grid, window: Window, cell: Cell) -> np.ndarray | None:
         return None
     xs = grid.x0 + (window.col + np.arange(window.cols + 1)) * grid.scale
     ys = grid.y0 - (window.row + np.arange(window.rows + 1)) * grid.scale
+    if lat.min() >= south + margin and lat.max() < north - margin:
+        # Only meridians cross the window: the pixel corners' lons are needed only in the columns
+        # a crossing spans: between where it meets the top and the bottom row, or the window's
+        # side where it leaves through one (searchsorted gives 0 / the width there); the meridians
+        # are near-straight over a window (COLUMN_PAD more); the other columns are wholly on one
+        # side of it.
+        lon_lo, lon_hi = lon.min(), lon.max()
+        top, bottom = (
+            _lonlat(grid, xs, np.full_like(xs, ys[0]))[0],
+            _lonlat(grid, xs, np.full_like(xs, ys[-1]))[0],
+        )
+        cross = [
+            int(np.searchsorted(edge, bound))
+            for bound in (west, east)
+            if lon_lo < bound <= lon_hi
+            for edge in (top, bottom)
+        ]
+        if not cross:  # (wholly on one side of a cell's edge, by the top row)
+            cross = [0]
+        lo = max(0, min(cross) - COLUMN_PAD)
+        hi = min(len(xs), max(cross) + COLUMN_PAD + 1)
+        keep = np.repeat(((top[1:] >= west) & (top[:-1] < east))[None, :], window.rows, axis=0)
+        if hi - lo >= 2:
+            lon = _lonlat(grid, *np.meshgrid(xs[lo:hi], ys))[0]
+            keep[:, lo : hi - 1] = _touches(lon, None, west, east, None, None)
+        return keep
     lon, lat = _lonlat(grid, *np.meshgrid(xs, ys))
+    return _touches(lon, lat, west, east, south, north)
+
+
+def _touches(lon, lat, west, east, south, north) -> np.ndarray:
+    """Pixels (between the corner lattices' points) whose corners' box touches the cell's."""
     corners = [(slice(0, -1), slice(0, -1)), (slice(0, -1), slice(1, None))]
     corners += [(slice(1, None), slice(0, -1)), (slice(1, None), slice(1, None))]
     lon_min = np.minimum.reduce([lon[c] for c in corners])
     lon_max = np.maximum.reduce([lon[c] for c in corners])
-    lat_min = np.minimum.reduce([lat[c] for c in corners])
-    lat_max = np.maximum.reduce([lat[c] for c in corners])
-    return (lon_max >= west) & (lon_min < east) & (lat_max >= south) & (lat_min < north)
+    keep = (lon_max >= west) & (lon_min < east)
+    if lat is not None:
+        lat_min = np.minimum.reduce([lat[c] for c in corners])
+        lat_max = np.maximum.reduce([lat[c] for c in corners])
+        keep &= (lat_max >= south) & (lat_min < north)
+    return keep
 
 
 def centre_mask(grid: Grid, window: Window, cell: Cell) -> np.ndarray:
