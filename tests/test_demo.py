@@ -231,3 +231,41 @@ def test_comparison_uses_the_ground_truth_colours(demo_run):
     colours = json.load(open(os.path.join(output, "sample-data", "colors.json")))
     assert colours == dict(zip(sample_world.CLASS_NAMES, sample_world.CLASS_COLOURS))
     assert os.path.getsize(os.path.join(output, "comparison.png")) > 20_000
+
+
+def test_the_per_field_table_counts_each_parcel_once_across_the_zones(demo_run):
+    """The demo's collection (two UTM zones) and its per-parcel table, against the same parcels
+    over the demo's one-zone store (`efm.zonal` on embeddings.zarr, the whole area in zone 10's
+    CRS, no seam): one row per parcel and year, pixel counts within 2 % (the other zone's grid
+    places a parcel's edge pixels differently) and mean vectors alike (cosine > 0.999), the
+    parcels across the seam included: counted in both zones one would have about twice the
+    pixels, cut at the seam about half."""
+    import geopandas as gpd
+    import pandas as pd
+
+    import efm
+
+    rc, text, output = demo_run
+    table = pd.read_parquet(os.path.join(output, "parcels.parquet"))
+    polygons = os.path.join(output, "sample-data", "parcels.geojson")
+    parcels = gpd.read_file(polygons)
+    index = json.load(open(os.path.join(output, "area.collection", "collection.json")))
+    assert [m["cell"] for m in index["members"]] == ["10N", "11N"]
+    assert len(table) == len(parcels) * 2 and set(table["year"]) == {2022, 2023}
+    bounds = parcels.bounds
+    across = set(parcels["parcel_id"][(bounds.minx < -120.0) & (bounds.maxx > -120.0)])
+    assert len(across) >= 3
+    one = efm.zonal(
+        efm.open_embeddings(os.path.join(output, "embeddings.zarr")),
+        polygons,
+        id_column="parcel_id",
+        stats=["mean"],
+    )
+    both = table.merge(one, on=["parcel_id", "year"], suffixes=("", "_one"))
+    assert len(both) == len(table)
+    assert (abs(both["pixel_count"] / both["pixel_count_one"] - 1) < 0.02).all()
+    bands = [f"A{i:02d}" for i in range(64)]
+    a, b = both[bands].to_numpy(), both[[f"{x}_one" for x in bands]].to_numpy()
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert (cosine > 0.999).all()
+    assert f"per-field table             {len(parcels)} parcels x 2 years" in text
