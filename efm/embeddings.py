@@ -164,12 +164,10 @@ def sample(
     import dask
     import pyarrow as pa
 
-    from pipelines.sample import parse_keep_columns
-
     ds = dataset(ds)
     info = grid(ds)
     years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
-    keep = parse_keep_columns(
+    keep = sampling.parse_keep_columns(
         None if keep_columns is None else (",".join(keep_columns) or "none"), label_column
     )
     pts = points_of(points, label_column, points_crs, keep)

@@ -257,7 +257,7 @@ def predict(
 
 
 def _check_threshold(threshold: float | None) -> None:
-    from pipelines.change import check_threshold
+    from transforms.products.similarity import check_threshold
 
     try:
         check_threshold(threshold)

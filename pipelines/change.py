@@ -9,12 +9,12 @@ uint8 (1 = similarity < threshold, 0 otherwise, 255 = no data).
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 
 from pipelines import common, fanout, product
 from transforms.core.errors import InputError
+from transforms.products import similarity
 from transforms.products.change import ChangeFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.storage import readers, store, subset
@@ -43,17 +43,10 @@ def build_parser():
     return parser
 
 
-def check_threshold(threshold: float | None) -> None:
-    if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
-        raise InputError(
-            "--threshold", f"{threshold} is not a similarity; give a number in [-1, 1], e.g. 0.8"
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # Checks, before anything is written or any worker starts.
-    check_threshold(args.threshold)
+    similarity.check_threshold(args.threshold)
     if args.from_year == args.to_year:
         raise InputError(
             "--to-year",

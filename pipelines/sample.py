@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
     )
     outputs.check_parts(args.output + ".parts")
-    keep = parse_keep_columns(args.keep_columns, args.label_column)
+    keep = sampling.parse_keep_columns(args.keep_columns, args.label_column)
     points = sampling.read_points(
         args.points, args.label_column, args.points_crs, keep_columns=keep
     )
@@ -239,24 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _members(coll) -> str:
     return ", ".join(f"{m.cell} {m.path}" for m in coll.members)
-
-
-def parse_keep_columns(text: str | None, label_column: str | None) -> list[str] | None:
-    """--keep-columns -> names (None: every numeric column; [] for 'none'); without a label column
-    the table is for regression and needs the columns named."""
-    names = (
-        None
-        if text is None
-        else []
-        if text.strip().lower() == "none"
-        else [c.strip() for c in text.split(",") if c.strip()]
-    )
-    if label_column is None and not names:
-        raise InputError(
-            "--label-column",
-            "required: name the class label column, or (for regression only) name the numeric columns to keep with --keep-columns, e.g. --keep-columns agbd",
-        )
-    return names
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from pipelines import common, fanout, product
-from pipelines.change import check_threshold
 from transforms.core import grid as gridlib
+from transforms.products import similarity as similarity_lib
 from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.similarity import (
@@ -74,7 +74,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # Checks, before anything is written or any worker starts (the reference points are read here too).
-    check_threshold(args.threshold)
+    similarity_lib.check_threshold(args.threshold)
     points = read_reference_points(args.points, args.label_column, args.label, args.points_crs)
     if collection.is_collection(args.embeddings):  # the points' pixels from the member holding each
         coll = collection.read(args.embeddings)

@@ -31,13 +31,12 @@ ALLOWED = {
         "transforms.learning",
         "transforms.products",
     },
-    # the Python API: the same transforms, and the checks of the commands it mirrors
+    # the Python API: the same transforms as the commands, never the commands themselves
     "efm": {
         "transforms.core",
         "transforms.storage",
         "transforms.learning",
         "transforms.products",
-        "pipelines",
     },
     "pipelines": {
         "transforms.core",

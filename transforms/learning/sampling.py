@@ -565,3 +565,21 @@ class RandomPixels(beam.PTransform):
             >> beam.ParDo(_RandomPixelsFn(self.info, self.k, self.seed, self.cell, self.salt))
             | "KeepSmallestKeys" >> beam.CombineGlobally(BottomK(self.k, len(self.info.bands)))
         )
+
+
+def parse_keep_columns(text: str | None, label_column: str | None) -> list[str] | None:
+    """--keep-columns -> names (None: every numeric column; [] for 'none'); without a label column
+    the table is for regression and needs the columns named."""
+    names = (
+        None
+        if text is None
+        else []
+        if text.strip().lower() == "none"
+        else [c.strip() for c in text.split(",") if c.strip()]
+    )
+    if label_column is None and not names:
+        raise InputError(
+            "--label-column",
+            "required: name the class label column, or (for regression only) name the numeric columns to keep with --keep-columns, e.g. --keep-columns agbd",
+        )
+    return names

@@ -13,6 +13,7 @@ point): a reference set is a handful to a few thousand points, not a table to sa
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,10 @@ def _means(read, years, n: int, path: str) -> dict[int, Reference]:
             )
         out[year] = Reference(values[valid].mean(axis=0).astype(np.float32), int(valid.sum()))
     return out
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
+        raise InputError(
+            "--threshold", f"{threshold} is not a similarity; give a number in [-1, 1], e.g. 0.8"
+        )
