@@ -344,3 +344,18 @@ def test_api_refusals_name_the_parameter(tmp_path, kwargs, flag):
     with pytest.raises(InputError) as caught:
         efm.train(frame, classifier="knn", **kwargs)
     assert caught.value.flag == flag
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_learning_curve_never_replaces_a_png_efm_did_not_write(tmp_path, capsys, overwrite):
+    frame, _, _ = clustered(clusters=10, per_cluster=6)
+    table = write_table(frame, tmp_path / "s.parquet")
+    (tmp_path / "foreign.png").write_bytes(b"not ours")
+    code = train_cli.run(
+        ["--samples", table, "--output", str(tmp_path / "m.skops"), *overwrite]
+        + ["--learning-curve", str(tmp_path / "foreign.png")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--learning-curve: " in err and "not an efm quicklook PNG" in err, err
+    assert (tmp_path / "foreign.png").read_bytes() == b"not ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.png", "s.parquet"]
