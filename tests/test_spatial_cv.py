@@ -359,3 +359,32 @@ def test_learning_curve_never_replaces_a_png_efm_did_not_write(tmp_path, capsys,
     assert code == 2 and "--learning-curve: " in err and "not an efm quicklook PNG" in err, err
     assert (tmp_path / "foreign.png").read_bytes() == b"not ours"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.png", "s.parquet"]
+
+
+def test_a_group_goes_whole_to_the_block_of_its_mean_place(tmp_path):
+    """A table's group_column (a polygon's samples) wins over blocks: each field straddles a
+    block border with one sample left of it and three right of it, and is counted in the block
+    of its mean place, never split; the block count is computed here from the means."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for field in range(60):
+        border = 100 * (1 + field % 18)  # a 1 km border (100 pixels of 10 m)
+        line = 30 + 60 * (field // 18) + field % 7
+        for col in (border - 1, border, border + 1, border + 2):
+            v = rng.normal(size=64).astype(np.float32)
+            rows.append({"field": field, "label": "ab"[field % 2], "pixel_x": col})
+            rows[-1].update({"pixel_y": line, **dict(zip(BANDS, v))})
+    frame = pd.DataFrame(rows)
+    meta = {"grid": GRID, "bands": BANDS, "group_column": "field"}
+    _, report = efm.train(
+        write_table(frame, tmp_path / "s.parquet", meta),
+        classifier="knn",
+        cv="spatial",
+        block_size="1km",
+    )
+    xs = X0 + (frame["pixel_x"] + 0.5) * PIXEL
+    ys = Y0 - (frame["pixel_y"] + 0.5) * PIXEL
+    means = pd.DataFrame({"f": frame["field"], "x": xs, "y": ys}).groupby("f").mean()
+    assert report.metrics["blocks"] == len(np.unique(independent_blocks(means.x, means.y, 1000)))
+    per_row = len(np.unique(independent_blocks(xs, ys, 1000)))
+    assert per_row > report.metrics["blocks"]  # the rows alone would split every field
