@@ -9,7 +9,7 @@ import pandas as pd
 
 from transforms.core import checks
 from transforms.core.errors import InputError
-from transforms.learning import models, training
+from transforms.learning import models, spatial_cv, training
 from transforms.storage import outputs
 
 
@@ -59,6 +59,9 @@ def train(
     folds: int = 5,
     seed: int = 0,
     drop_missing_target: bool = False,
+    cv: str = "random",
+    block_size=None,
+    learning_curve=False,
 ):
     """Cross-validate, then fit on every sample -> ``(model, report)``, the same as `efm train`.
 
@@ -72,6 +75,14 @@ def train(
     The model is the fitted scikit-learn estimator; it records its kind, classes (or target) and
     bands, which `efm.predict` checks against the store.
 
+    ``cv="spatial"`` with ``block_size`` (``"5km"``, ``"500m"``, or a number in the store CRS's
+    units) validates over square blocks of the grid, each block tested whole in one fold, as
+    `efm train --cv spatial --block-size` does; ``report.metrics`` then holds ``cv``,
+    ``blocks`` and ``fold_sizes``. ``learning_curve=True`` adds
+    ``report.metrics["learning_curve"]`` (the score against labels per class over the same
+    folds; ``still_rising``); a path ending in ``.png`` also draws it there (never over a file
+    efm did not write).
+
     >>> model, report = efm.train(table, classifier="knn", params={"n_neighbors": 3})   # doctest: +SKIP
     >>> print(report)   # overall / balanced accuracy, per-class scores, confusion matrix  # doctest: +SKIP
     >>> report.metrics["balanced_accuracy"]                                           # doctest: +SKIP
@@ -79,15 +90,42 @@ def train(
     checks.check_seed(seed, "seed")
     folds = training.check_fold_count(folds, "folds")
     training.check_estimator_choice(classifier, regressor, target_column)
+    block = spatial_cv.check_cv_choice(cv, block_size, cv_flag="cv", size_flag="block_size")
+    png = _curve_png(learning_curve)
     frame, meta, name = _table(table)
+    spatial = dict(folds_flag="folds", params_flag="params", size_flag="block_size")
+
+    def blocks_of(used, groups):
+        if block is None:
+            return None
+        return spatial_cv.make_blocks(
+            used,
+            meta,
+            *block,
+            groups,
+            folds,
+            name,
+            cv_flag="cv",
+            size_flag="block_size",
+            folds_flag="folds",
+        )
+
     if target_column is None:
         classifier = classifier or "random-forest"
         estimator = models.make_classifier(classifier, params, flag="classifier")
-        X, labels, groups, bands, meta = training.frame_samples(
-            frame, meta, label_column, name, flag="table"
+        X, labels, groups, bands, meta, used = training.frame_samples(
+            frame, meta, label_column, name, flag="table", rows=True
         )
         metrics = training.cross_validate(
-            estimator, X, labels, groups, folds, seed, folds_flag="folds", params_flag="params"
+            estimator,
+            X,
+            labels,
+            groups,
+            folds,
+            seed,
+            blocks=blocks_of(used, groups),
+            curve=bool(learning_curve),
+            **spatial,
         )
         text = training.format_metrics(metrics)
         estimator.fit(X, labels)
@@ -100,7 +138,7 @@ def train(
     else:
         regressor = regressor or "random-forest"
         estimator = models.make_regressor(regressor, params, flag="regressor")
-        X, y, groups, bands, meta = training.frame_target_samples(
+        X, y, groups, bands, meta, used = training.frame_target_samples(
             frame,
             meta,
             target_column,
@@ -109,9 +147,18 @@ def train(
             drop_missing=drop_missing_target,
             drop_flag="drop_missing_target=True",
             target_flag="target_column",
+            rows=True,
         )
         metrics = training.cross_validate_regression(
-            estimator, X, y, groups, folds, seed, folds_flag="folds", params_flag="params"
+            estimator,
+            X,
+            y,
+            groups,
+            folds,
+            seed,
+            blocks=blocks_of(used, groups),
+            curve=bool(learning_curve),
+            **spatial,
         )
         text = training.format_regression_metrics(metrics, target_column, target_units)
         estimator.fit(X, y)
@@ -122,11 +169,31 @@ def train(
             "units": target_units,
             "samples": {"path": name, "rows": len(y), "target_column": target_column},
         }
+    if png is not None:
+        spatial_cv.write_curve_png(
+            metrics["learning_curve"], png, f"{folds}-fold {cv} cross-validation"
+        )
     sidecar.update(training.fitted_fields(estimator, bands, meta, metrics))
     models.embed_fields(
         estimator, sidecar
     )  # what save_model stores: efm.predict checks the bands against the store
     return estimator, Report(sidecar["kind"], metrics, text, models._jsonable(sidecar))
+
+
+def _curve_png(learning_curve) -> str | None:
+    """learning_curve=True/False, or a .png path to draw it at (checked before any work)."""
+    if isinstance(learning_curve, bool):
+        return None
+    if not isinstance(learning_curve, (str, os.PathLike)):
+        raise InputError(
+            "learning_curve",
+            f"expected True, False or a .png path, got {type(learning_curve).__name__}",
+        )
+    path = os.fspath(learning_curve)
+    if not path.lower().endswith(".png"):
+        raise InputError("learning_curve", f"a path ending in .png, got {path!r}")
+    outputs.check_output(path, "png", flag="learning_curve")
+    return path
 
 
 def save_model(model, path: str, report: Report | None = None, *, overwrite: bool = False) -> dict:

@@ -2,18 +2,21 @@
 regressor) in a model file + JSON sidecar.
 
 Runs in one process (the samples fit in memory; scikit-learn is the engine): k-fold
-cross-validation first (stratified for classes), then a fit on every sample, then the model and its sidecar.
+cross-validation first (stratified for classes; with --cv spatial, over square blocks of
+--block-size: transforms/learning/spatial_cv.py), then a fit on every sample, then the model and
+its sidecar (and, with --learning-curve, the curve's PNG).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from pipelines import common
 from transforms.core import checks
 from transforms.core.errors import InputError
-from transforms.learning import models, training
+from transforms.learning import models, spatial_cv, training
 from transforms.storage import outputs
 
 
@@ -66,7 +69,30 @@ def build_parser():
         help="with --target-column: train on the rows whose target is a finite number, dropping "
         "those without (NaN, e.g. an empty cell, or inf); by default such rows are refused",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    parser.add_argument(
+        "--cv",
+        default="random",
+        choices=spatial_cv.CV_CHOICES,
+        help="random: shuffled k-fold (default); spatial: group k-fold over square blocks of "
+        "--block-size, each block tested whole in one fold (honest when nearby samples look alike)",
+    )
+    parser.add_argument(
+        "--block-size",
+        help="with --cv spatial: the side of the blocks, e.g. 5km, 500m or 5000 (metres; a bare "
+        "number is in the store CRS's units)",
+    )
+    parser.add_argument(
+        "--learning-curve",
+        nargs="?",
+        const="",
+        metavar="PNG",
+        help="also score the model trained on 5, 10, 20 ... labels per class (samples, for a "
+        "regressor) over the same folds: a table, and a PNG at PNG (default: "
+        "<output>.learning-curve.png)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing model file (and curve PNG)"
+    )
     return parser
 
 
@@ -80,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--drop-missing-target",
             "applies to a regressor's target: add --target-column COLUMN, or drop the flag",
         )
+    args.block = spatial_cv.check_cv_choice(args.cv, args.block_size)
     if args.target_column is not None:
         return train_regressor(args)
     args.classifier = args.classifier or "random-forest"
@@ -87,12 +114,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs.check_output(
         args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite
     )
+    curve_png = _check_curve_png(args)
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
-    X, labels, groups, bands, table_meta = training.load_samples(args.samples, args.label_column)
+    X, labels, groups, bands, table_meta, used = training.load_samples(
+        args.samples, args.label_column, rows=True
+    )
+    blocks = _blocks(args, used, table_meta, groups)
     if model_format == "skops":
         models.check_skops_loadable(estimator, X, labels, args.output)
     with common.Stopwatch() as cv_clock:
-        metrics = training.cross_validate(estimator, X, labels, groups, args.folds, args.seed)
+        metrics = training.cross_validate(
+            estimator,
+            X,
+            labels,
+            groups,
+            args.folds,
+            args.seed,
+            blocks=blocks,
+            curve=curve_png is not None,
+        )
     print(training.format_metrics(metrics))
     with common.Stopwatch() as fit_clock:
         estimator.fit(X, labels)
@@ -111,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **_fitted_fields(estimator, bands, table_meta, metrics),
         },
     )
+    _write_curve(metrics, curve_png, args)
     print()
     common.print_summary(
         f"efm train: {args.output} written",
@@ -121,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("overall accuracy (CV)", f"{metrics['overall_accuracy']:.4f}"),
             ("balanced accuracy (CV)", f"{metrics['balanced_accuracy']:.4f}"),
             ("macro F1 (CV)", f"{metrics['macro_f1']:.4f}"),
+            *_cv_rows(metrics, curve_png),
             ("sidecar", models.sidecar_path(args.output)),
             ("sha256", sidecar["sha256"]),
             ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),
@@ -139,6 +181,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_curve_png(args) -> str | None:
+    """Where the learning curve's PNG goes (None: no curve); checked before anything is written."""
+    if args.learning_curve is None:
+        return None
+    path = args.learning_curve or spatial_cv.curve_png_path(args.output)
+    if not path.lower().endswith(".png"):
+        raise InputError(
+            "--learning-curve", f"writes a PNG: give a path ending in .png, got {path}"
+        )
+    if os.path.abspath(path) in {
+        os.path.abspath(p) for p in (args.output, models.sidecar_path(args.output), args.samples)
+    }:
+        raise InputError("--learning-curve", f"{path} is the model, its sidecar or the samples")
+    outputs.check_output(
+        path,
+        "png",
+        inputs={"--samples": args.samples},
+        overwrite=args.overwrite,
+        flag="--learning-curve",
+    )
+    return path
+
+
+def _blocks(args, used, table_meta: dict, groups):
+    """The spatial blocks of the rows training uses (None for --cv random)."""
+    if args.block is None:
+        return None
+    training.check_fold_count(args.folds)
+    size, unit = args.block
+    return spatial_cv.make_blocks(used, table_meta, size, unit, groups, args.folds, args.samples)
+
+
+def _write_curve(metrics: dict, png: str | None, args) -> None:
+    if png is None:
+        return
+    cv = (
+        f"spatial CV, blocks of {metrics['block_size_text']}"
+        if metrics.get("cv") == "spatial"
+        else "random CV"
+    )
+    spatial_cv.write_curve_png(
+        metrics["learning_curve"], png, f"{os.path.basename(args.output)}: {args.folds}-fold {cv}"
+    )
+
+
+def _cv_rows(metrics: dict, png: str | None) -> list[tuple[str, str]]:
+    """The summary's lines on a spatial CV and a learning curve (none for the default)."""
+    rows = []
+    if metrics.get("cv") == "spatial":
+        rows.append(
+            (
+                "cross-validation",
+                f"spatial, {metrics['folds']} folds over {metrics['blocks']} blocks of "
+                f"{metrics['block_size_text']}; test folds hold "
+                f"{', '.join(map(str, metrics['fold_sizes']))} samples",
+            )
+        )
+    if png is not None:
+        curve = metrics["learning_curve"]
+        verdict = (
+            "still rising (more labels would likely help)"
+            if curve["still_rising"]
+            else "levelling off"
+        )
+        rows.append(("learning curve", f"{png}: {verdict}"))
+    return rows
+
+
 def _fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict) -> dict:
     """Sidecar fields every trained model has (transforms/learning/training.py; the Python API builds the same)."""
     return training.fitted_fields(estimator, bands, table_meta, metrics)
@@ -151,14 +261,25 @@ def train_regressor(args) -> int:
     outputs.check_output(
         args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite
     )
+    curve_png = _check_curve_png(args)
     estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
-    X, y, groups, bands, table_meta = training.load_target_samples(
-        args.samples, args.target_column, drop_missing=args.drop_missing_target
+    X, y, groups, bands, table_meta, used = training.load_target_samples(
+        args.samples, args.target_column, drop_missing=args.drop_missing_target, rows=True
     )
+    blocks = _blocks(args, used, table_meta, groups)
     if model_format == "skops":
         models.check_skops_loadable(estimator, X, y, args.output)
     with common.Stopwatch() as cv_clock:
-        metrics = training.cross_validate_regression(estimator, X, y, groups, args.folds, args.seed)
+        metrics = training.cross_validate_regression(
+            estimator,
+            X,
+            y,
+            groups,
+            args.folds,
+            args.seed,
+            blocks=blocks,
+            curve=curve_png is not None,
+        )
     print(training.format_regression_metrics(metrics, args.target_column, args.target_units))
     with common.Stopwatch() as fit_clock:
         estimator.fit(X, y)
@@ -174,6 +295,7 @@ def train_regressor(args) -> int:
             **_fitted_fields(estimator, bands, table_meta, metrics),
         },
     )
+    _write_curve(metrics, curve_png, args)
     units = f" {args.target_units}" if args.target_units else ""
     print()
     common.print_summary(
@@ -187,6 +309,7 @@ def train_regressor(args) -> int:
             ("samples", f"{len(y)} x {len(bands)} bands"),
             ("R² (CV)", f"{metrics['r2']:.4f}"),
             ("RMSE / MAE (CV)", f"{metrics['rmse']:.4g}{units} / {metrics['mae']:.4g}{units}"),
+            *_cv_rows(metrics, curve_png),
             ("sidecar", models.sidecar_path(args.output)),
             ("sha256", sidecar["sha256"]),
             ("time", f"cross-validation {cv_clock.seconds:.1f} s, fit {fit_clock.seconds:.1f} s"),

@@ -13,17 +13,29 @@ import numpy as np
 
 from transforms.core import checks, parquet
 from transforms.core.errors import InputError
+from transforms.learning import spatial_cv
 from transforms.learning.models import _jsonable
 
 
-def load_samples(path: str, label_column: str = "label", flag: str = "--samples"):
-    """A table from `efm sample` -> (X float32 (n, bands), labels, groups (point ids) or None, bands, table metadata)."""
+def load_samples(
+    path: str, label_column: str = "label", flag: str = "--samples", *, rows: bool = False
+):
+    """A table from `efm sample` -> (X float32 (n, bands), labels, groups (point ids) or None, bands, table metadata).
+
+    `rows=True` appends the rows used (a DataFrame, in X's order: where spatial CV finds each
+    sample's place)."""
     frame, meta = _read_table(path, flag)
-    return frame_samples(frame, meta, label_column, path, flag)
+    return frame_samples(frame, meta, label_column, path, flag, rows=rows)
 
 
 def frame_samples(
-    frame, meta: dict, label_column: str = "label", path: str = "the table", flag: str = "--samples"
+    frame,
+    meta: dict,
+    label_column: str = "label",
+    path: str = "the table",
+    flag: str = "--samples",
+    *,
+    rows: bool = False,
 ):
     """`load_samples` on a table already read (the Python API's efm.train takes a DataFrame); `meta`: the table's efm metadata."""
     if label_column not in frame.columns:
@@ -31,17 +43,25 @@ def frame_samples(
             "--label-column",
             f"{path} has no column {label_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))}",
         )
-    return _rows(frame[frame[label_column].notna()], label_column, meta, path, flag)
+    found = _rows(frame[frame[label_column].notna()], label_column, meta, path, flag)
+    return found if rows else found[:5]
 
 
 def load_target_samples(
-    path: str, target_column: str, flag: str = "--samples", drop_missing: bool = False
+    path: str,
+    target_column: str,
+    flag: str = "--samples",
+    drop_missing: bool = False,
+    *,
+    rows: bool = False,
 ):
     """Like `load_samples`, for regression: the target read as float64; refuses a column that is
     missing, not numeric, holds values that are not finite (NaN, inf: unless `drop_missing`,
     which drops those rows), or holds fewer than 3 distinct values (that is a class label)."""
     frame, meta = _read_table(path, flag)
-    return frame_target_samples(frame, meta, target_column, path, flag, drop_missing=drop_missing)
+    return frame_target_samples(
+        frame, meta, target_column, path, flag, drop_missing=drop_missing, rows=rows
+    )
 
 
 def frame_target_samples(
@@ -54,6 +74,7 @@ def frame_target_samples(
     drop_missing: bool = False,
     drop_flag: str = "--drop-missing-target",
     target_flag: str = "--target-column",
+    rows: bool = False,
 ):
     """`load_target_samples` on a table already read."""
     import pandas as pd
@@ -85,7 +106,7 @@ def frame_target_samples(
             f"{drop_flag} to train on the other rows",
         )
     frame = frame[finite]
-    X, y, groups, bands, meta = _rows(frame, target_column, meta, path, flag)
+    X, y, groups, bands, meta, used = _rows(frame, target_column, meta, path, flag)
     distinct = len(np.unique(y))
     if distinct < 3:
         raise InputError(
@@ -93,7 +114,7 @@ def frame_target_samples(
             f"column {target_column!r} of {path} holds only {distinct} distinct value{'s' if distinct != 1 else ''} "
             f"({', '.join(map(str, np.unique(y)))}); did you mean --label-column (classification)?",
         )
-    return X, y, groups, bands, meta
+    return (X, y, groups, bands, meta, used) if rows else (X, y, groups, bands, meta)
 
 
 def _read_table(path: str, flag: str):
@@ -114,7 +135,7 @@ def _read_table(path: str, flag: str):
 
 
 def _rows(frame, column: str, meta: dict, path: str, flag: str):
-    """The rows with every band -> (X, the column's values, groups, bands, meta)."""
+    """The rows with every band -> (X, the column's values, groups, bands, meta, those rows)."""
     bands = meta.get("bands") or [
         c for c in frame.columns if len(str(c)) == 3 and str(c)[0] == "A" and str(c)[1:].isdigit()
     ]
@@ -133,7 +154,7 @@ def _rows(frame, column: str, meta: dict, path: str, flag: str):
     # stay in one fold
     by = meta.get("group_column") or "point_id"
     groups = frame[by].to_numpy() if by in frame.columns and frame[by].duplicated().any() else None
-    return X, frame[column].to_numpy(), groups, list(bands), meta
+    return X, frame[column].to_numpy(), groups, list(bands), meta, frame
 
 
 def check_estimator_choice(
@@ -224,8 +245,14 @@ def cross_validate(
     *,
     folds_flag: str = "--folds",
     params_flag: str = "--param",
+    blocks=None,
+    curve: bool = False,
+    size_flag: str = "--block-size",
 ) -> dict:
-    """Stratified k-fold (grouped by point when a point has several years) -> metrics."""
+    """Stratified k-fold (grouped by point when a point has several years) -> metrics.
+
+    `blocks` (spatial_cv.Blocks): stratified group k-fold over the spatial blocks instead (each
+    block tested whole in one fold); `curve`: add the learning curve over the same folds."""
     from sklearn.base import clone
     from sklearn.metrics import (
         accuracy_score,
@@ -237,17 +264,31 @@ def cross_validate(
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
     check_folds(labels, groups, folds, folds_flag)
-    if groups is not None:
+    if blocks is not None:
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = _block_splits(cv, X, labels, blocks, folds, size_flag)
     else:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(cv.split(X, labels, groups))
+        if groups is not None:
+            cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        else:
+            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(cv.split(X, labels, groups))
     check_neighbours(estimator, splits, len(labels), params_flag)
-    predicted = cross_val_predict(clone(estimator), X, labels, groups=groups, cv=splits)
+    if blocks is not None:
+        _check_two_classes(labels, splits, blocks, size_flag)
+    predicted = cross_val_predict(clone(estimator), X, labels, cv=splits)
     classes = np.unique(labels)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
+    extra = {}
+    if blocks is not None:
+        extra.update(_spatial_fields(blocks, splits))
+        extra["classes_missing_from_training"] = spatial_cv.class_gaps(labels, splits)
+    if curve:
+        extra["learning_curve"] = spatial_cv.learning_curve(
+            estimator, X, labels, groups, splits, classifier=True, seed=seed
+        )
     return _jsonable(
         {
             "folds": folds,
@@ -265,8 +306,76 @@ def cross_validate(
                 for c, p, r, f, s in zip(classes, precision, recall, f1, support)
             },
             "confusion_matrix": confusion_matrix(labels, predicted, labels=classes),
+            **extra,
         }
     )
+
+
+def _block_splits(cv, X, y, blocks, folds: int, size_flag: str) -> list:
+    """The folds of a group k-fold over the blocks; refuses a fold left without test samples."""
+    splits = list(cv.split(X, y, blocks.ids))
+    empty = sum(1 for _, test in splits if len(test) == 0)
+    if empty:
+        raise InputError(
+            size_flag,
+            f"the {blocks.count} blocks of {blocks.size_text()} leave {empty} of the {folds} folds "
+            "empty; use smaller blocks or lower --folds",
+        )
+    return splits
+
+
+def _check_two_classes(labels, splits: list, blocks, size_flag: str) -> None:
+    """A fold whose training part holds a single class cannot fit a classifier."""
+    for train, _ in splits:
+        present = np.unique(labels[train])
+        if len(present) < 2:
+            raise InputError(
+                size_flag,
+                f"with blocks of {blocks.size_text()}, one fold trains on class {present[0]!r} "
+                f"alone (its test blocks hold every other class); use smaller blocks, or label "
+                "each class in more places",
+            )
+
+
+def _spatial_fields(blocks, splits: list) -> dict:
+    return {
+        "cv": "spatial",
+        "block_size": blocks.size,
+        "block_size_text": blocks.size_text(),
+        "crs": blocks.crs,
+        "blocks": blocks.count,
+        "fold_sizes": [len(test) for _, test in splits],
+        "fold_blocks": [len(np.unique(blocks.ids[test])) for _, test in splits],
+    }
+
+
+def format_cv_line(metrics: dict, kind: str) -> str:
+    """The first line of the printed metrics: which cross-validation ran."""
+    grouped = " (grouped by point)" if metrics["grouped_by_point"] else ""
+    if metrics.get("cv") != "spatial":
+        return f"cross-validation: {metrics['folds']}-fold {kind}{grouped}, {metrics['samples']} samples"
+    sizes = ", ".join(map(str, metrics["fold_sizes"]))
+    return (
+        f"cross-validation: {metrics['folds']}-fold spatial (blocks of "
+        f"{metrics['block_size_text']}: {metrics['blocks']} blocks hold samples){grouped}, "
+        f"{metrics['samples']} samples; test folds hold {sizes} samples"
+    )
+
+
+def format_extra(metrics: dict) -> list[str]:
+    """Notes on spatial folds and the learning curve, printed after the metrics."""
+    lines = []
+    gaps = metrics.get("classes_missing_from_training") or {}
+    if gaps:
+        listed = ", ".join(f"{c!r} ({n} of {metrics['folds']})" for c, n in gaps.items())
+        lines += [
+            "",
+            f"note: some folds train without a class, which they then never predict: {listed}; "
+            "its labels lie in few blocks (label it in more places for an honest score)",
+        ]
+    if "learning_curve" in metrics:
+        lines += ["", spatial_cv.format_curve(metrics["learning_curve"])]
+    return lines
 
 
 def format_metrics(metrics: dict) -> str:
@@ -274,7 +383,7 @@ def format_metrics(metrics: dict) -> str:
     names = [str(c) for c in metrics["classes"]]
     width = max(8, *(len(n) for n in names))
     lines = [
-        f"cross-validation: {metrics['folds']}-fold stratified{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+        format_cv_line(metrics, "stratified"),
         f"overall accuracy: {metrics['overall_accuracy']:.4f}",
         f"balanced accuracy: {metrics['balanced_accuracy']:.4f}",
         f"macro F1: {metrics['macro_f1']:.4f}",
@@ -293,7 +402,7 @@ def format_metrics(metrics: dict) -> str:
     ]
     for name, row in zip(names, metrics["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + " ".join(f"{v:>8d}" for v in row))
-    return "\n".join(lines)
+    return "\n".join(lines + format_extra(metrics))
 
 
 def regression_cv(groups: np.ndarray | None, folds: int, seed: int = 0):
@@ -315,11 +424,16 @@ def cross_validate_regression(
     *,
     folds_flag: str = "--folds",
     params_flag: str = "--param",
+    blocks=None,
+    curve: bool = False,
+    size_flag: str = "--block-size",
 ) -> dict:
-    """k-fold predictions of every sample -> R², RMSE, MAE, and the target's mean and spread."""
+    """k-fold predictions of every sample -> R², RMSE, MAE, and the target's mean and spread.
+
+    `blocks`: group k-fold over the spatial blocks instead; `curve`: add the learning curve."""
     from sklearn.base import clone
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-    from sklearn.model_selection import cross_val_predict
+    from sklearn.model_selection import GroupKFold, cross_val_predict
 
     folds = check_fold_count(folds, folds_flag)
     units = len(np.unique(groups)) if groups is not None else len(y)
@@ -328,9 +442,18 @@ def cross_validate_regression(
             folds_flag,
             f"too few {'points' if groups is not None else 'samples'} ({units}) to validate with {folds} folds; add samples or lower --folds",
         )
-    splits = list(regression_cv(groups, folds, seed).split(X, y, groups))
+    if blocks is not None:
+        cv = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = _block_splits(cv, X, y, blocks, folds, size_flag)
+    else:
+        splits = list(regression_cv(groups, folds, seed).split(X, y, groups))
     check_neighbours(estimator, splits, len(y), params_flag)
-    predicted = cross_val_predict(clone(estimator), X, y, groups=groups, cv=splits)
+    predicted = cross_val_predict(clone(estimator), X, y, cv=splits)
+    extra = _spatial_fields(blocks, splits) if blocks is not None else {}
+    if curve:
+        extra["learning_curve"] = spatial_cv.learning_curve(
+            estimator, X, y, groups, splits, classifier=False, seed=seed
+        )
     return _jsonable(
         {
             "folds": folds,
@@ -343,6 +466,7 @@ def cross_validate_regression(
             "target_std": float(np.std(y)),
             "target_min": float(np.min(y)),
             "target_max": float(np.max(y)),
+            **extra,
         }
     )
 
@@ -351,10 +475,11 @@ def format_regression_metrics(metrics: dict, target: str, units: str = "") -> st
     u = f" {units}" if units else ""
     return "\n".join(
         [
-            f"cross-validation: {metrics['folds']}-fold shuffled{' (grouped by point)' if metrics['grouped_by_point'] else ''}, {metrics['samples']} samples",
+            format_cv_line(metrics, "shuffled"),
             f"target {target}: mean {metrics['target_mean']:.4g}{u}, std {metrics['target_std']:.4g}{u}, range {metrics['target_min']:.4g} to {metrics['target_max']:.4g}{u}",
             f"R²:   {metrics['r2']:.4f}",
             f"RMSE: {metrics['rmse']:.4g}{u}",
             f"MAE:  {metrics['mae']:.4g}{u}",
+            *format_extra(metrics),
         ]
     )
