@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 import sys
+import uuid
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -582,7 +583,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
     )
 
 
-def _setup(run: StoreRun):
+def _setup(run: StoreRun, run_token: str | None = None):
     """The first write of a store's run: set it up (or reopen it); its chunks to do, its fetch."""
     args, options, output, grid, years = run.args, run.options, run.output, run.grid, run.years
     if (
@@ -615,6 +616,7 @@ def _setup(run: StoreRun):
             run.mirror_index,
             args.request_tile_size,
             block_cache_bytes=cache,
+            run_token=run_token,
         )
     else:
         source = earthengine.EarthEngineSource(
@@ -664,7 +666,8 @@ def run_stores(runs: list[StoreRun], *, progress_base: tuple[int, int] | None = 
     cache (fetch.OpenChunks, cog_blocks: one per process and size)."""
     first = runs[0]
     args, options = first.args, first.options
-    setups = [_setup(r) for r in runs]
+    token = uuid.uuid4().hex  # one for the run's sources: they share decoded blocks
+    setups = [_setup(r, token) for r in runs]
     todo_count = sum(stop - start for todo, _ in setups for row in todo for start, stop in row.runs)
     planned = sum(r.plan.count for r in runs)
 

@@ -166,9 +166,13 @@ class CogSource(GridSource):
             return super().plan(spec)
         return [spec.window]
 
-    def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray:
+    takes_wanted: typing.ClassVar[bool] = True  # fetch(..., wanted=): zone_mask.ZoneMask
+
+    def fetch(self, spec: ChunkSpec, tile: Window, wanted: np.ndarray | None = None) -> np.ndarray:
+        """The tile's codes (or values); with `wanted` ((rows, cols) bool), only blocks under
+        wanted pixels are decoded and the others may be left no data (a zone's seam)."""
         left, bottom, right, top = self.grid.window_bounds(tile)
-        codes = need = None
+        codes, need = None, wanted
         for f in self._by_year.get(spec.year, ()):
             if not f.intersects((left, bottom, right, top)):
                 continue
@@ -180,6 +184,8 @@ class CogSource(GridSource):
             else:
                 mosaic_into(codes, part)
             need = codes[..., 0] == quantize.NODATA_CODE  # what the next files may fill
+            if wanted is not None:
+                need &= wanted
             if not need.any():
                 break
         if codes is None:
@@ -272,8 +278,12 @@ def make_source(
     index,
     request_tile_size: int | None = None,
     block_cache_bytes: int = BLOCK_CACHE_BYTES,
+    run_token: str | None = None,
 ) -> CogSource:
-    """The source for a planned grid, given the index rows `check_cog_root` returned."""
+    """The source for a planned grid, given the index rows `check_cog_root` returned.
+    `run_token`: shared by the sources of one run (a collection's zones), so a block one zone
+    decoded serves the other from the process's cache (the files are the same)."""
+    extra = {"run_token": run_token} if run_token else {}
     return CogSource(
         grid=grid,
         years=tuple(years),
@@ -284,6 +294,7 @@ def make_source(
         root=root,
         files=files_for_grid(index, grid),
         block_cache_bytes=block_cache_bytes,
+        **extra,
     )
 
 

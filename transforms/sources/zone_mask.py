@@ -35,8 +35,11 @@ class ZoneMask:
         return self.source.plan(spec)
 
     def fetch(self, spec: ChunkSpec, tile: Window) -> np.ndarray:
-        data = self.source.fetch(spec, tile)
         keep = zones.footprint_mask(self.grid, tile, self.cell)
+        if keep is not None and getattr(self.source, "takes_wanted", False):
+            data = self.source.fetch(spec, tile, wanted=keep)  # (the mirror: no block beyond)
+        else:
+            data = self.source.fetch(spec, tile)
         if keep is not None and not keep.all():
             data = np.array(data, copy=True) if not data.flags.writeable else data
             data[~keep] = quantize.fill_value(str(data.dtype))
