@@ -19,7 +19,7 @@ from efm.embeddings import dataset, grid
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.products import zonal as zonal_chunks
-from transforms.products import zonal_collection
+from transforms.products import zonal_collection, zonal_polygons
 from transforms.storage import readers
 
 
@@ -36,7 +36,9 @@ def _task(task, arrays, info, years, stats, all_touched, parts_dir, place):
         def locate(task_id):
             return zonal_collection.locate(task_id, cells, infos, starts, stores)
 
-    _, _, crossing = zonal_chunks.run_task(task, locate, years, stats, all_touched, parts_dir)
+    _, _, crossing = zonal_chunks.run_task(
+        task, locate, years, stats, all_touched, parts_dir, zonal_polygons.BATCH
+    )
     return crossing
 
 
@@ -131,7 +133,7 @@ def zonal(
         by_batch = {}
         for fid, parts in crossing.items():
             frame = zonal_chunks.combine_partials(fid, parts, years, stats, info.bands)
-            by_batch.setdefault(fid // zonal_chunks.BATCH, []).append(frame)
+            by_batch.setdefault(fid // zonal_polygons.BATCH, []).append(frame)
         for b, frames in by_batch.items():
             zonal_chunks.write_crossing((b, frames), parts_dir)
         if members is None:

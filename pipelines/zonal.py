@@ -20,7 +20,7 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.products import zonal, zonal_collection
+from transforms.products import zonal, zonal_collection, zonal_polygons
 from transforms.storage import collection, outputs, readers, store
 
 
@@ -132,11 +132,12 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
         args.all_touched,
     )
     tasks = polygons.tasks
+    batch = zonal_polygons.BATCH  # the polygons' batches, as the driver read them
     chunk_fn = (
         None
         if members is None
         else zonal_collection.MemberChunkFn(
-            members, years, stats, args.all_touched, parts_dir, zonal.BATCH
+            members, years, stats, args.all_touched, parts_dir, batch
         )
     )
     n = polygons.kept
@@ -153,6 +154,7 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
                 tuple(stats),
                 args.all_touched,
                 parts_dir,
+                batch,
                 chunk_fn=chunk_fn,
             )
         )

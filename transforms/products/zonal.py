@@ -74,7 +74,7 @@ def checks(name: str, id_column, skip_invalid: bool, reserved, api: bool = False
     return Checks(name, id_column, skip_invalid, frozenset(map(str, reserved)), flags)
 
 
-def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batch: int = BATCH):
+def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batch: int):
     """One task (task id, polygon parts): its chunk's results -> part-1-<task id> (the polygons
     finished here), and the partials of the polygons crossing chunks: [(fid, {year: Partial})].
     `locate(task id)` -> (read(year, rows, cols) band-first, store info, chunk id, pixels that
@@ -166,7 +166,7 @@ class ZonalChunks(beam.PTransform):
     stats: tuple[str, ...]
     all_touched: bool
     parts_dir: str
-    batch: int = BATCH
+    batch: int  # polygons per batch: the driver's (zonal_polygons.BATCH when it indexed them)
     chunk_fn: beam.DoFn | None = None  # a collection's (zonal_collection.py)
 
     def __post_init__(self):
@@ -196,16 +196,14 @@ class AssembleZonal(beam.PTransform):
     output: str
     metadata: dict
     model: tuple | None = None  # (path, sha256): add the model's class / prediction per row
-    batch: int = BATCH
 
     def __post_init__(self):
         super().__init__()
 
     def expand(self, written):
         parts_dir, output, metadata, model = self.parts_dir, self.output, self.metadata, self.model
-        batch = self.batch
         return (
             written
             | "CountParts" >> beam.combiners.Count.Globally()
-            | "Assemble" >> beam.Map(lambda _: assemble(parts_dir, output, metadata, model, batch))
+            | "Assemble" >> beam.Map(lambda _: assemble(parts_dir, output, metadata, model))
         )

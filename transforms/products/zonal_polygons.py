@@ -105,9 +105,10 @@ def _frame_batches(frame, size: int):
         )
 
 
-def batches(source, name: str, flag: str = "--polygons", size: int = BATCH):
+def batches(source, name: str, flag: str = "--polygons", size: int | None = None):
     """A polygon file (GeoPackage, GeoJSON, Shapefile, GeoParquet, any OGR format) or a
     GeoDataFrame -> (GeoSeries, Arrow table of its other columns) per batch of `size` rows."""
+    size = size or BATCH
     if not isinstance(source, (str, os.PathLike)):
         if not hasattr(source, "geometry"):
             raise InputError(
@@ -356,7 +357,7 @@ def index(
     *,
     all_touched: bool,
     checks: Checks,
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> Indexed:
     """Read, check and index `source` batch by batch into `parts_dir` (see the module docstring).
 
@@ -367,6 +368,7 @@ def index(
     import pyarrow as pa
     import shapely
 
+    batch = batch or BATCH
     tasks: dict[int, list] = {}
     kept = batches_done = 0
     for b, (geometry, columns) in enumerate(batches(source, name, checks.flags[0], batch)):

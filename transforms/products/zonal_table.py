@@ -22,7 +22,6 @@ import pandas as pd
 from transforms.core import atomic, parquet
 from transforms.products.zonal_polygons import (
     ATTRIBUTES_PART,
-    BATCH,
     CHUNK_PART,
     CROSSING_PART,
     read_row_group,
@@ -151,7 +150,7 @@ def _with_model(rows, loaded, metadata):
     return table.replace_schema_metadata(None)
 
 
-def assemble(parts_dir: str, output: str, metadata: dict, model=None, batch: int = BATCH) -> int:
+def assemble(parts_dir: str, output: str, metadata: dict, model=None) -> int:
     """The parts -> the table at `output` (the old one stays until the new one is whole), then
     the parts folder is removed. -> rows written."""
     import pyarrow.parquet as pq
