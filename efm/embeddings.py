@@ -164,12 +164,26 @@ def sample(
     import dask
     import pyarrow as pa
 
-    ds = dataset(ds)
-    info = grid(ds)
-    years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
+    from efm.collection import as_collection
+
+    coll = as_collection(ds)
     keep = sampling.parse_keep_columns(
         None if keep_columns is None else (",".join(keep_columns) or "none"), label_column
     )
+    if (
+        coll is not None
+    ):  # each point from the member whose cell holds it (efm/collection_sample.py)
+        from efm import collection_sample
+
+        pts = points_of(points, label_column, points_crs, keep)
+        if len(pts.x) == 0:
+            raise InputError("points", f"no labelled point (column {label_column!r} is empty)")
+        name = os.fspath(points) if isinstance(points, (str, os.PathLike)) else "DataFrame"
+        wanted = gridlib.years_value(years, "years")
+        return collection_sample.sample(coll, pts, wanted, name, label_column)
+    ds = dataset(ds)
+    info = grid(ds)
+    years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
     pts = points_of(points, label_column, points_crs, keep)
     if len(pts.x) == 0:
         raise InputError("points", f"no labelled point (column {label_column!r} is empty)")

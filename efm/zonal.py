@@ -1,8 +1,16 @@
-"""Embeddings per polygon (`efm zonal`'s table) as a DataFrame, on Dask, chunk by chunk."""
+"""Embeddings per polygon (`efm zonal`'s table) as a DataFrame, on Dask, chunk by chunk.
+
+The same pieces as the command line: the polygons are read, checked and indexed by chunk a batch at
+a time into a temporary parts folder (transforms/products/zonal_polygons.py), each chunk is one
+Dask task (transforms/products/zonal.py `run_task`), polygons crossing chunks are combined by
+key, and the table is assembled batch by batch (zonal_table.py). On a collection, each pixel is
+read from the member whose cell holds its centre (transforms/products/zonal_collection.py).
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -11,24 +19,36 @@ from efm.embeddings import dataset, grid
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.products import zonal as zonal_chunks
+from transforms.products import zonal_collection, zonal_polygons
 from transforms.storage import readers
 
 
-def _chunk(arrays, years, window, transform, fids, geometry, single, stats, bands, all_touched):
-    import shapely
+def _task(task, arrays, info, years, stats, all_touched, parts_dir, place):
+    if place is None:
+        by_year = dict(zip(years, arrays))
 
-    by_year = dict(zip(years, arrays))
-    return zonal_chunks.zonal_chunk(
-        by_year.__getitem__,
-        years,
-        window,
-        transform,
-        fids,
-        shapely.from_wkb(geometry),
-        single,
-        stats,
-        bands,
-        all_touched,
+        def locate(task_id):
+            return (lambda year, rows, cols: np.moveaxis(by_year[year], -1, 0)), info, task_id, None
+    else:
+        cells, infos, starts = place
+        stores = [readers.StoreReader(i.path) for i in infos]
+
+        def locate(task_id):
+            return zonal_collection.locate(task_id, cells, infos, starts, stores)
+
+    _, _, crossing = zonal_chunks.run_task(
+        task, locate, years, stats, all_touched, parts_dir, zonal_polygons.BATCH
+    )
+    return crossing
+
+
+def _polygons(polygons):
+    if isinstance(polygons, (str, os.PathLike)):
+        return os.fspath(polygons), os.fspath(polygons)
+    if isinstance(polygons, pd.DataFrame):
+        return "the polygons", polygons
+    raise InputError(
+        "polygons", f"expected a polygon file or a GeoDataFrame, got {type(polygons).__name__}"
     )
 
 
@@ -50,74 +70,82 @@ def zonal(
     reads), the others are ``A00_median``, ``A00_std``, .... A pixel counts when its centre is in
     the polygon (``all_touched=True``: when the polygon touches it); no-data pixels are left out;
     a polygon without a pixel has ``pixel_count`` 0 and NaN statistics. ``polygons``: a file or a
-    GeoDataFrame in any CRS (reprojected to the store's). The same per-chunk code as `efm zonal`
-    (transforms/products/zonal.py), one Dask task per chunk.
+    GeoDataFrame in any CRS (reprojected to the store's). ``ds``: a store (path or the Dataset
+    `efm.open_embeddings` gives) or a collection (its path or the EmbeddingCollection): on a
+    collection each pixel counts once, in the member whose cell holds its centre. The same
+    per-chunk code as `efm zonal` (transforms/products/zonal.py), one Dask task per chunk.
 
     >>> fields = efm.zonal(ds, "fields.gpkg", stats=["mean", "std"], id_column="field_id")  # doctest: +SKIP
     """
     import dask
-    import shapely
 
-    ds = dataset(ds)
-    info = grid(ds)
-    years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
-    stats = zonal_chunks.parse_stats(stats, "stats")
-    if isinstance(polygons, (str, os.PathLike)):
-        name = os.fspath(polygons)
-        frame = zonal_chunks.read_polygons(name, flag="polygons")
-    elif isinstance(polygons, pd.DataFrame):
-        name, frame = "the polygons", polygons
+    from efm.collection import as_collection
+
+    coll = as_collection(ds)
+    if coll is None:
+        ds = dataset(ds)
+        info = grid(ds)
+        members = None
     else:
-        raise InputError(
-            "polygons", f"expected a polygon file or a GeoDataFrame, got {type(polygons).__name__}"
-        )
+        members = [
+            (m.zone, readers.store_info(coll.index.path_of(m), flag="ds"))
+            for m in coll.index.members
+        ]
+        info = members[0][1]
+    years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
+    for _, member in (members or [])[1:]:
+        readers.select_years(member, years, flag="years")
+    stats = zonal_chunks.parse_stats(stats, "stats")
+    name, source = _polygons(polygons)
     reserved = {"year", zonal_chunks.COUNT_COLUMN} | {
         c for cols in zonal_chunks.stat_columns(stats, info.bands).values() for c in cols
     }
-    polys = zonal_chunks.check_polygons(
-        frame,
-        info.crs,
-        name,
-        id_column=id_column,
-        skip_invalid=skip_invalid,
-        reserved=reserved,
-        flag="polygons",
-        id_flag="id_column",
-        skip_flag="skip_invalid=True",
-    )
-    chunk, polygon, single = zonal_chunks.chunk_index(info, polys.geometry, all_touched)
-    emb = ds["embedding"].data
-    tasks = []
-    ids, starts = np.unique(chunk, return_index=True)
-    for cid, members in zip(ids.tolist(), np.split(polygon, starts[1:])):
-        row0, col0, h, w = window = zonal_chunks.chunk_window(info, cid)
-        arrays = [emb[info.time_index(y), row0 : row0 + h, col0 : col0 + w, :] for y in years]
-        tasks.append(
-            dask.delayed(_chunk)(
-                arrays,
-                tuple(years),
-                window,
-                info.transform,
-                members,
-                shapely.to_wkb(polys.geometry[members]),
-                single[members],
-                stats,
-                info.bands,
-                all_touched,
-            )
+    checks = zonal_chunks.checks(name, id_column, skip_invalid, reserved, api=True)
+    targets = [(info, 0)] if members is None else zonal_collection.targets(members)
+    with tempfile.TemporaryDirectory(prefix="efm-zonal-") as temp:
+        parts_dir = os.path.join(temp, "parts")
+        os.makedirs(parts_dir)
+        indexed = zonal_chunks.index(
+            source, name, targets, parts_dir, all_touched=all_touched, checks=checks
         )
-    results = dask.compute(*tasks)
-    frames, crossing = [], {}
-    for frame_, partials in results:
-        if frame_ is not None:
-            frames.append(frame_)
-        for fid, partial in partials:
-            crossing.setdefault(fid, []).append(partial)
-    frames += [
-        zonal_chunks.combine_partials(fid, parts, years, stats, info.bands)
-        for fid, parts in crossing.items()
-    ]
-    metadata = zonal_chunks.table_metadata(info, info.path, years, stats, polys, name, all_touched)
-    table = zonal_chunks.table_frame(frames, polys.columns, metadata)
+        if members is None:
+            emb, place = ds["embedding"].data, None
+        else:
+            infos = [i for _, i in members]
+            place = ([c for c, _ in members], infos, zonal_collection.offsets(infos))
+        tasks = []
+        for task in indexed.tasks:
+            arrays = None
+            if members is None:
+                row0, col0, h, w = zonal_chunks.chunk_window(info, task[0])
+                arrays = [
+                    emb[info.time_index(y), row0 : row0 + h, col0 : col0 + w, :] for y in years
+                ]
+            tasks.append(
+                dask.delayed(_task)(
+                    task, arrays, info, tuple(years), stats, all_touched, parts_dir, place
+                )
+            )
+        crossing = {}
+        for partials in dask.compute(*tasks):
+            for fid, partial in partials:
+                crossing.setdefault(fid, []).append(partial)
+        by_batch = {}
+        for fid, parts in crossing.items():
+            frame = zonal_chunks.combine_partials(fid, parts, years, stats, info.bands)
+            by_batch.setdefault(fid // zonal_polygons.BATCH, []).append(frame)
+        for b, frames in by_batch.items():
+            zonal_chunks.write_crossing((b, frames), parts_dir)
+        if members is None:
+            metadata = zonal_chunks.table_metadata(
+                info, info.path, years, stats, indexed, name, all_touched
+            )
+        else:
+            metadata = zonal_collection.table_metadata(
+                members, coll.path, years, stats, indexed, name, all_touched
+            )
+        out = os.path.join(temp, "table.parquet")
+        zonal_chunks.assemble(parts_dir, out, metadata)
+        table = zonal_chunks.read_table(out).to_pandas()
     table.attrs["efm"] = metadata
     return table

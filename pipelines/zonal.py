@@ -14,12 +14,13 @@ import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
+import fsspec
 
 from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.products import zonal, zonal_collection
+from transforms.products import zonal, zonal_collection, zonal_polygons
 from transforms.storage import collection, outputs, readers, store
 
 
@@ -102,21 +103,25 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
     outputs.check_output(args.output, "table", inputs=inputs, overwrite=args.overwrite)
     parts_dir = args.output + ".parts"
     outputs.check_parts(parts_dir)
-    frame = zonal.read_polygons(args.polygons)
     reserved = {"year", zonal.COUNT_COLUMN, "class", "prediction"} | {
         c for cols in zonal.stat_columns(stats, info.bands).values() for c in cols
     }
-    polygons = zonal.check_polygons(
-        frame,
-        info.crs
-        if members is None
-        else getattr(frame, "crs", None),  # a collection's: per member, below
-        args.polygons,
-        id_column=args.id_column,
-        skip_invalid=args.skip_invalid,
-        reserved=reserved,
-    )
-    del frame
+    targets = [(info, 0)] if members is None else zonal_collection.targets(members)
+    # clears parts an interrupted run left (only a folder efm marked)
+    outputs.start_parts(parts_dir)
+    try:  # the polygons a batch at a time: checked, projected, indexed by chunk -> parts
+        polygons = zonal.index(
+            args.polygons,
+            args.polygons,
+            targets,
+            parts_dir,
+            all_touched=args.all_touched,
+            checks=zonal.checks(args.polygons, args.id_column, args.skip_invalid, reserved),
+        )
+    except BaseException:  # refused (or stopped): nothing is left behind
+        fs, root = fsspec.core.url_to_fs(parts_dir)
+        fs.rm(root, recursive=True)
+        raise
     metadata = (zonal if members is None else zonal_collection).table_metadata(
         info if members is None else members,
         args.embeddings,
@@ -126,20 +131,16 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
         args.polygons,
         args.all_touched,
     )
-    outputs.start_parts(
-        parts_dir
-    )  # clears parts an interrupted run left (only a folder efm marked)
-    zonal.write_attributes(parts_dir, polygons)
-    if members is None:
-        tasks = zonal.write_polygon_parts(info, polygons, parts_dir, args.all_touched)
-        chunk_fn = None
-    else:
-        tasks = zonal_collection.write_member_parts(members, polygons, parts_dir, args.all_touched)
-        chunk_fn = zonal_collection.MemberChunkFn(
-            members, years, stats, args.all_touched, parts_dir
+    tasks = polygons.tasks
+    batch = zonal_polygons.BATCH  # the polygons' batches, as the driver read them
+    chunk_fn = (
+        None
+        if members is None
+        else zonal_collection.MemberChunkFn(
+            members, years, stats, args.all_touched, parts_dir, batch
         )
-    n = len(polygons.columns)
-    del polygons
+    )
+    n = polygons.kept
     model = None if loaded is None else (args.model, loaded.sha256)
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -153,7 +154,7 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
                 tuple(stats),
                 args.all_touched,
                 parts_dir,
-                buckets=max(1, -(-n // zonal.BUCKET)),
+                batch,
                 chunk_fn=chunk_fn,
             )
         )
@@ -162,7 +163,7 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
     with common.Stopwatch() as clock:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
-    table = zonal.read_table(args.output)
+    table = zonal.read_table(args.output, columns=[zonal.COUNT_COLUMN])
     counts = table.column(zonal.COUNT_COLUMN).to_numpy()
     common.print_summary(
         f"{prog}: {args.output} written",

@@ -182,6 +182,35 @@ class StoreReader:
         self._check_fill(values, time_index, rows, cols)
         return values
 
+    def read_band_first(self, time_index: int, rows: slice, cols: slice) -> np.ndarray:
+        """`read_codes`' values as (bands, rows, cols): for a sharded store in the convention's
+        order, read as stored (transforms/storage/band_first.py); else a view of `read_codes`."""
+        self.array  # noqa: B018  (opens the store)
+        other = self._other
+        direct = None
+        if other is not None and other.layout.scale_array is None:
+            other._open()
+            direct = other._direct
+        if direct is None:
+            return np.moveaxis(self.read_codes(time_index, rows, cols), -1, 0)
+        from transforms.storage import band_first
+
+        try:
+            values = band_first.read(direct, time_index, rows, cols)
+        except Exception as exc:  # zarr's codec error: name the shard
+            if self._shards is None:
+                raise
+            raise self._guard.corrupt(
+                self._shard_names(time_index, rows, cols)[0][0], exc
+            ) from None
+        if self._shards is not None:
+            fill = self._shards.fill_value
+            for name, marker, part in self._shard_names(time_index, rows, cols):
+                window = values[(slice(None), *part)]
+                if window.size and _all_fill(window, fill):
+                    self._guard.check_absent("embedding", name.split("/", 1)[1], marker)
+        return values
+
     def _shard_names(self, time_index: int, rows: slice, cols: slice):
         """(`embedding/<shard key>`, marker, (row slice, col slice) in the window) of the shards
         a window of an efm Zarr 3 store reads."""

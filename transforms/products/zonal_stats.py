@@ -1,0 +1,308 @@
+"""`efm zonal`'s work on one chunk (pure: numpy, shapely, rasterio; no Beam): rasterise the
+chunk's polygons, then per polygon the count, sums (and sums of squares, pixel values for a
+median) of each band over its pixels; partials of a polygon crossing chunks combine exactly.
+
+The rule: a pixel belongs to a polygon when its CENTRE falls inside the polygon (GDAL's
+rasterisation rule, the same as `rasterio.features.geometry_mask`); with `all_touched`, every
+pixel the polygon touches. Pixels with no data (NaN / code -128 in any band) are left out.
+
+Band-first: the chunk's stored codes (bands, rows, cols) are summed as they are stored: the
+pixels inside polygons are gathered once per block ((bands, k) codes), then per band the 256-entry
+table gives each code's value (float64, the float32 value `quantize.dequantize` gives) and one
+np.bincount per band sums them by polygon (no-data pixels go to a spare bin, dropped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from transforms.core import quantize
+from transforms.core.errors import InputError
+
+STATS = ("mean", "median", "std", "count")
+COUNT_COLUMN = "pixel_count"
+BLOCK = 262_144  # pixels gathered at a time (bounds the temporaries: 16 MB of int8 codes)
+
+
+def parse_stats(text, flag: str = "--stat") -> tuple[str, ...]:
+    """ "mean,median" (or a list) -> ("mean", "median"), in the order given; `count` is always in
+    the table (as pixel_count) and may be named."""
+    names = [s.strip().lower() for s in text.split(",")] if isinstance(text, str) else list(text)
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in STATS]
+    if unknown or not names:
+        raise InputError(
+            flag,
+            f"unknown statistic {unknown[0]!r}; choose from {', '.join(STATS)} (e.g. mean,std)"
+            if unknown
+            else f"name at least one statistic: {', '.join(STATS)}",
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def stat_columns(stats, bands) -> dict[str, list[str]]:
+    """The band columns of each statistic: the mean keeps the band names (A00…), so that
+    `efm train` and `efm predict --polygons` read it as the embedding; others get a suffix."""
+    return {s: [b if s == "mean" else f"{b}_{s}" for b in bands] for s in stats if s != "count"}
+
+
+def layers(geometry: np.ndarray, near: float = 0.0) -> list[np.ndarray]:
+    """Split polygons into layers in which no two can share a pixel, so that each layer
+    rasterises into one label image and every polygon gets all its pixels, as if alone.
+    Centre rule: polygons that meet (touching counts: a centre on a shared edge). All touched
+    (`near` = a pixel's diagonal): polygons closer than that can touch the same pixel."""
+    import shapely
+
+    n = len(geometry)
+    if n < 2:
+        return [np.arange(n)]
+    tree = shapely.STRtree(geometry)
+    if near > 0:
+        a, b = tree.query(geometry, predicate="dwithin", distance=near)
+    else:
+        a, b = tree.query(geometry, predicate="intersects")
+    pair = a < b
+    a, b = a[pair], b[pair]
+    if len(a) == 0:
+        return [np.arange(n)]
+    colour = np.zeros(n, dtype=np.int64)
+    neighbours: dict[int, list[int]] = {}
+    for i, j in zip(a.tolist(), b.tolist()):
+        neighbours.setdefault(i, []).append(j)
+        neighbours.setdefault(j, []).append(i)
+    for i in sorted(neighbours):  # greedy colouring of the polygons that meet another
+        used = {colour[j] for j in neighbours[i] if j < i}
+        k = 0
+        while k in used:
+            k += 1
+        colour[i] = k
+    return [np.flatnonzero(colour == k) for k in range(int(colour.max()) + 1)]
+
+
+def _shapes(geometry: np.ndarray) -> list[dict]:
+    """Polygons -> GeoJSON-like dicts for rasterio, built from shapely's ragged arrays (rings as
+    coordinate arrays): ~5x cheaper than each geometry's __geo_interface__."""
+    import shapely
+
+    if len(geometry) == 0:
+        return []
+    kind, coords, offsets = shapely.to_ragged_array(geometry)
+    if kind == shapely.GeometryType.POLYGON:
+        rings, polys = offsets
+        ring = np.split(coords, rings[1:-1])
+        return [
+            {"type": "Polygon", "coordinates": ring[a:b]}
+            for a, b in zip(polys[:-1].tolist(), polys[1:].tolist())
+        ]
+    rings, parts, polys = offsets  # MultiPolygon (polygons among them promoted)
+    ring = np.split(coords, rings[1:-1])
+    part = [ring[a:b] for a, b in zip(parts[:-1].tolist(), parts[1:].tolist())]
+    return [
+        {"type": "MultiPolygon", "coordinates": part[a:b]}
+        for a, b in zip(polys[:-1].tolist(), polys[1:].tolist())
+    ]
+
+
+def label_images(
+    geometry, shape, transform, all_touched: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(label image int32: 0 none, i+1 = polygon members[i]; members)] per layer."""
+    from rasterio import features
+
+    near = float(np.hypot(transform.a, transform.e) + np.hypot(transform.b, transform.d))
+    shapes = _shapes(geometry)
+    out = []
+    for members in layers(geometry, near if all_touched else 0.0):
+        label = features.rasterize(
+            [(shapes[m], k) for k, m in enumerate(members.tolist(), start=1)],
+            out_shape=shape,
+            transform=transform,
+            fill=0,
+            all_touched=all_touched,
+            dtype=np.int32,
+        )
+        out.append((label, members))
+    return out
+
+
+@dataclasses.dataclass
+class Partial:
+    """Sums of one year's pixels per polygon: counts (n,), sums and sums of squares (n, bands),
+    and, for a median, each polygon's pixel values ((k, bands) float32 arrays)."""
+
+    count: np.ndarray
+    sum: np.ndarray
+    sumsq: np.ndarray | None
+    values: list | None
+
+
+_VALUE = quantize._TABLE.astype(np.float64)  # code (its bits as uint8) -> value (NaN for -128)
+_SQUARE = _VALUE * _VALUE
+
+
+def _gather(values: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """values (bands, rows, cols), band-first in memory or a band-last array's moveaxis view ->
+    the codes of the flat pixels `pix`, (bands, k)."""
+    bands = values.shape[0]
+    if values.flags.c_contiguous:
+        return values.reshape(bands, -1).take(pix, axis=1)
+    last = np.moveaxis(values, 0, -1)
+    if last.flags.c_contiguous:  # (rows, cols, bands) in memory: gather pixels, view band-first
+        return last.reshape(-1, bands)[pix].T
+    return np.ascontiguousarray(values).reshape(bands, -1).take(pix, axis=1)
+
+
+def polygon_sums(
+    values: np.ndarray, labels, n: int, *, squares: bool, keep_values: bool
+) -> Partial:
+    """values (bands, rows, cols): the store's codes (int8, de-quantised here, only the pixels
+    inside a polygon) or float32, NaN = no data; labels from `label_images` -> Partial."""
+    bands = values.shape[0]
+    codes = values.dtype == np.int8
+    count = np.zeros(n + 1, np.int64)  # bin n: pixels without data
+    sums = np.zeros((bands, n + 1), np.float64)
+    sumsq = np.zeros((bands, n + 1), np.float64) if squares else None
+    kept = [[] for _ in range(n)] if keep_values else None
+    for label, members in labels:
+        lab = label.ravel()
+        pix = np.flatnonzero(lab)
+        if len(pix) == 0:
+            continue
+        owner = members[lab[pix] - 1]
+        if keep_values:  # a polygon's pixels together, for its median
+            order = np.argsort(owner, kind="stable")
+            pix, owner = pix[order], owner[order]
+        for s in range(0, len(pix), BLOCK):
+            block = _gather(values, pix[s : s + BLOCK])  # (bands, k)
+            if codes:
+                bad = block.min(axis=0) == quantize.NODATA_CODE
+            else:
+                bad = np.isnan(np.add.reduce(block, axis=0, dtype=np.float32))
+            who = np.where(bad, n, owner[s : s + BLOCK])
+            count += np.bincount(who, minlength=n + 1)
+            for b in range(bands):
+                if codes:
+                    index = block[b].view(np.uint8)
+                    sums[b] += np.bincount(who, weights=_VALUE[index], minlength=n + 1)
+                    if squares:
+                        sumsq[b] += np.bincount(who, weights=_SQUARE[index], minlength=n + 1)
+                else:
+                    wide = block[b].astype(np.float64)
+                    sums[b] += np.bincount(who, weights=wide, minlength=n + 1)
+                    if squares:
+                        sumsq[b] += np.bincount(who, weights=wide * wide, minlength=n + 1)
+            if keep_values:
+                ok = ~bad
+                who, rows = who[ok], np.ascontiguousarray(block[:, ok].T)
+                rows = quantize.dequantize(rows) if codes else rows.astype(np.float32, copy=False)
+                if len(who) == 0:
+                    continue
+                starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+                for i, part in zip(who[starts].tolist(), np.split(rows, starts[1:])):
+                    kept[i].append(part)
+    if keep_values:
+        empty = np.empty((0, bands), np.float32)
+        kept = [np.concatenate(k) if len(k) > 1 else k[0] if k else empty for k in kept]
+    return Partial(
+        count[:n],
+        np.ascontiguousarray(sums[:, :n].T),
+        None if sumsq is None else np.ascontiguousarray(sumsq[:, :n].T),
+        kept,
+    )
+
+
+def finish(count, sums, sumsq, values, stats, bands) -> dict[str, np.ndarray]:
+    """Counts (n,), sums (n, bands), ... -> {column: values} for the statistics asked."""
+    out = {COUNT_COLUMN: count.astype(np.int64)}
+    columns = stat_columns(stats, bands)
+    n = np.maximum(count, 1)[:, None]
+    empty = (count == 0)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / n
+        for stat, names in columns.items():
+            if stat == "mean":
+                result = mean
+            elif stat == "std":
+                result = np.sqrt(np.maximum(sumsq / n - mean * mean, 0.0))
+            else:  # median
+                result = np.full(sums.shape, np.nan)
+                for i, v in enumerate(values):
+                    if len(v):
+                        result[i] = np.median(v.astype(np.float64), axis=0)
+            result = np.where(empty, np.nan, result).astype(np.float32)
+            out.update({name: result[:, k] for k, name in enumerate(names)})
+    return out
+
+
+def zonal_chunk(
+    read_year,
+    years,
+    window,
+    transform,
+    fids,
+    geometry,
+    single,
+    stats,
+    bands,
+    all_touched,
+    keep=None,
+):
+    """One chunk, every year: -> (frame of the polygons finished here (fid, year, pixel_count,
+    stat columns), [(fid, {year: Partial of one polygon})] for the polygons crossing chunks).
+
+    `read_year(year)` returns the chunk's stored values (bands, rows, cols): int8 codes or
+    float32 (NaN = no data), band-first in memory or a view of a band-last array;
+    `window` is (row0, col0, rows, cols) in the grid whose affine is `transform`; `keep` (rows,
+    cols) bool: only these pixels count (a collection's member: centre in its cell)."""
+    import affine
+
+    row0, col0, h, w = window
+    local = affine.Affine(*tuple(transform)[:6]) @ affine.Affine.translation(col0, row0)
+    labels = label_images(np.asarray(geometry, dtype=object), (h, w), local, all_touched)
+    for label, _ in labels if keep is not None else ():
+        label[~keep] = 0
+    squares, median = "std" in stats, "median" in stats
+    frames, crossing = [], {}
+    single = np.asarray(single, dtype=bool)
+    fids = np.asarray(fids, dtype=np.int64)
+    for year in years:
+        part = polygon_sums(read_year(year), labels, len(fids), squares=squares, keep_values=median)
+        if single.any():
+            idx = np.flatnonzero(single)
+            done = finish(
+                part.count[idx],
+                part.sum[idx],
+                None if part.sumsq is None else part.sumsq[idx],
+                None if part.values is None else [part.values[i] for i in idx],
+                stats,
+                bands,
+            )
+            frames.append(
+                pd.DataFrame({"fid": fids[idx], "year": np.full(len(idx), year, np.int16), **done})
+            )
+        for i in np.flatnonzero(~single).tolist():
+            crossing.setdefault(int(fids[i]), {})[year] = Partial(
+                part.count[i : i + 1],
+                part.sum[i : i + 1],
+                None if part.sumsq is None else part.sumsq[i : i + 1],
+                None if part.values is None else [part.values[i]],
+            )
+    frame = pd.concat(frames, ignore_index=True) if frames else None
+    return frame, list(crossing.items())
+
+
+def combine_partials(fid: int, partials, years, stats, bands) -> pd.DataFrame:
+    """The partials of one crossing polygon from every chunk it touches -> its rows (one per year)."""
+    rows = []
+    for year in years:
+        parts = [p[year] for p in partials if year in p]
+        count = sum(p.count for p in parts)
+        sums = sum(p.sum for p in parts)
+        sumsq = sum(p.sumsq for p in parts) if "std" in stats else None
+        values = [np.concatenate([p.values[0] for p in parts])] if "median" in stats else None
+        done = finish(count, sums, sumsq, values, stats, bands)
+        rows.append(pd.DataFrame({"fid": [fid], "year": np.int16(year), **done}))
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,213 @@
+"""`efm zonal`'s table: the workers' result parts + the polygons' columns -> one Parquet, written a
+batch of polygons at a time (one row group per batch), so no step holds every row.
+
+Result parts (transforms/products/zonal_polygons.py names them):
+    part-1-<task>.parquet   the polygons finished in one chunk, sorted by fid, one row group per
+                            polygon batch (schema metadata b"batches" lists them)
+    part-2-<batch>.parquet  the polygons crossing chunks (or stores) of one batch, combined
+For batch b the table takes its columns part (part-3-b), the row groups of b and part-2-b; a
+polygon without any pixel gets pixel_count 0 and NaN statistics; rows follow the file's order,
+then the years'.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from transforms.core import atomic, parquet
+from transforms.products.zonal_polygons import (
+    ATTRIBUTES_PART,
+    CHUNK_PART,
+    CROSSING_PART,
+    read_row_group,
+)
+from transforms.products.zonal_stats import COUNT_COLUMN, stat_columns
+from transforms.storage.outputs import TABLE_METADATA_KEY
+from transforms.storage.readers import StoreInfo
+
+BATCHES_KEY = b"batches"
+
+
+def table_metadata(
+    info: StoreInfo, embeddings: str, years, stats, polygons, name: str, all_touched: bool
+) -> dict:
+    """The table's provenance (Parquet schema key b"efm"); `bands` are the mean columns, which
+    `efm train` reads as features, and `group_column` keeps a polygon's years in one CV fold.
+    `polygons`: zonal_polygons.Indexed (crs, id_column, skipped)."""
+    return {
+        "product": "zonal",
+        "embeddings": embeddings,
+        "source": info.source,
+        "grid": info.grid_summary(),
+        "years": list(years),
+        "store_years": list(info.years),
+        "store_bands": list(info.bands),
+        "bands": list(info.bands) if "mean" in stats else [],
+        "store_dtype": info.dtype,
+        "polygons": name,
+        "polygons_crs": polygons.crs,
+        "id_column": polygons.id_column,
+        "group_column": polygons.id_column,
+        "stats": list(stats),
+        "pixel_rule": "all_touched" if all_touched else "centre",
+        "skipped_invalid": polygons.skipped,
+    }
+
+
+def write_frame(path: str, frame: pd.DataFrame, batch: int | None = None) -> None:
+    """A result frame (fid, year, ...) -> Parquet, whole or absent; with `batch`, sorted by fid,
+    one row group per polygon batch, the batches listed in the schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if batch is not None:
+        frame = frame.sort_values("fid", kind="stable").reset_index(drop=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    groups = [(0, len(frame), None)]
+    if batch is not None:
+        which = frame["fid"].to_numpy() // batch
+        ids, starts = np.unique(which, return_index=True)
+        groups = list(zip(starts.tolist(), np.r_[starts[1:], len(frame)].tolist(), ids.tolist()))
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), BATCHES_KEY: json.dumps(ids.tolist()).encode()}
+        )
+    buffer = io.BytesIO()
+    with pq.ParquetWriter(buffer, table.schema) as writer:
+        for start, stop, _ in groups:
+            writer.write_table(table.slice(start, stop - start), row_group_size=stop - start + 1)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def batch_table(stats_frames, columns, metadata: dict):
+    """One batch's stats (fid, year, ...) + its columns (Arrow: fid, id, other columns) -> the
+    table's rows for these polygons (Arrow), every year of each, in the file's order."""
+    import pyarrow as pa
+
+    years = [int(y) for y in metadata["years"]]
+    names = [
+        c
+        for cols in stat_columns(metadata["stats"], metadata["store_bands"]).values()
+        for c in cols
+    ]
+    fids = columns.column("fid").to_numpy()
+    n, ny = len(fids), len(years)
+    table = {
+        "year": np.tile(np.asarray(years, np.int16), n),
+        COUNT_COLUMN: np.zeros(n * ny, np.int64),
+        **{c: np.full(n * ny, np.nan, np.float32) for c in names},
+    }
+    where = np.full(max(years) - min(years) + 1, -1, np.int64)
+    where[np.asarray(years) - min(years)] = np.arange(ny)
+    for found in stats_frames:
+        if len(found) == 0:
+            continue
+        at = (
+            np.searchsorted(fids, found["fid"].to_numpy(np.int64)) * ny
+            + where[found["year"].to_numpy(np.int64) - min(years)]
+        )
+        for c in (COUNT_COLUMN, *names):
+            table[c][at] = found[c].to_numpy()
+    rows = columns.drop_columns(["fid"]).take(pa.array(np.repeat(np.arange(n), ny)))
+    for name, values in table.items():
+        rows = rows.append_column(name, pa.array(values))
+    return rows
+
+
+def apply_model(frame: pd.DataFrame, loaded, bands, mean_columns) -> pd.DataFrame:
+    """Add the model's class (or `prediction` for a regressor) from each row's mean embedding;
+    rows without pixels get none. The mean columns are dropped: the table is the answer."""
+    X = frame[list(bands)].to_numpy(np.float32)
+    ok = ~np.isnan(X).any(axis=1)
+    column = "prediction" if loaded.is_regressor else "class"
+    predicted = loaded.model.predict(X[ok]) if ok.any() else np.empty(0)
+    if loaded.is_regressor:
+        values = np.full(len(frame), np.nan)
+    else:
+        values = np.full(len(frame), None, dtype=object)
+    values[ok] = predicted
+    out = frame.drop(columns=list(mean_columns))
+    out[column] = predicted if ok.all() else values
+    return out
+
+
+def _with_model(rows, loaded, metadata):
+    import pyarrow as pa
+
+    frame = apply_model(
+        rows.to_pandas(), loaded, loaded.bands or metadata["store_bands"], metadata["store_bands"]
+    )
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if not loaded.is_regressor and pa.types.is_null(table.schema.field("class").type):
+        kind = pa.array(np.asarray(loaded.model.classes_)).type  # a batch without any pixel
+        table = table.set_column(
+            table.schema.get_field_index("class"), "class", table.column("class").cast(kind)
+        )
+    return table.replace_schema_metadata(None)
+
+
+def assemble(parts_dir: str, output: str, metadata: dict, model=None) -> int:
+    """The parts -> the table at `output` (the old one stays until the new one is whole), then
+    the parts folder is removed. -> rows written."""
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(parts_dir)
+    local = "://" not in parts_dir or parts_dir.startswith("file://")
+
+    def full(name):  # a listed part's path, as read_row_group takes it
+        return (
+            name
+            if local
+            else f"{fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol}://{name}"
+        )
+
+    groups: dict[int, list] = {}  # batch -> [(part, row group)]
+    for name in sorted(fs.glob(f"{root}/part-{CHUNK_PART}-*.parquet")):
+        path = full(name)
+        with fs.open(name, "rb") as f:
+            listed = json.loads(pq.read_schema(f).metadata[BATCHES_KEY])
+        for group, b in enumerate(listed):
+            groups.setdefault(int(b), []).append((path, group))
+    attributes = sorted(
+        fs.glob(f"{root}/part-{ATTRIBUTES_PART}-*.parquet"),
+        key=lambda n: int(n.rsplit("-", 1)[1].split(".")[0]),
+    )
+    loaded = None
+    if model is not None:
+        from transforms.learning import models
+
+        loaded = models.load_model(model[0], sha256=model[1])  # the file the driver checked
+        metadata = {**metadata, "bands": [], "model": model[0], "model_sha256": model[1]}
+    rows = 0
+    writer = None
+    with atomic.open_write(output) as f:
+        for name in attributes:
+            b = int(name.rsplit("-", 1)[1].split(".")[0])
+            columns = read_row_group(full(name))
+            frames = [read_row_group(p, g).to_pandas() for p, g in groups.get(b, [])]
+            crossing = f"{root}/part-{CROSSING_PART}-{b}.parquet"
+            if fs.exists(crossing):
+                frames.append(read_row_group(full(crossing)).to_pandas())
+            table = batch_table(frames, columns, metadata)
+            if loaded is not None:
+                table = _with_model(table, loaded, metadata)
+            if writer is None:
+                schema = table.schema.with_metadata(
+                    {TABLE_METADATA_KEY: json.dumps(metadata).encode()}
+                )
+                writer = pq.ParquetWriter(f, schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += table.num_rows
+        writer.close()
+    fs.rm(root, recursive=True)
+    return rows
+
+
+def read_table(path: str, columns: list[str] | None = None):
+    """The table `assemble` wrote (a pyarrow Table with its metadata), read in this thread."""
+    with fsspec.open(path, "rb") as f:
+        return parquet.read_table(f, columns=columns)
