@@ -1,5 +1,5 @@
 """`efm.sample` on a collection: each point read from the member whose cell holds it
-(transforms/storage/collection_points.py, as `efm sample` does), one table."""
+(transforms/learning/collection_points.py, as `efm sample` does), one table."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from transforms.core.errors import InputError
-from transforms.learning import sampling
-from transforms.storage import collection_points, readers
+from transforms.learning import collection_points, sampling
+from transforms.storage import readers
 
 
 def _member_window(path, info, batch, r0, r1, c0, c1, year, name, crs) -> pd.DataFrame:

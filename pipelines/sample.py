@@ -16,8 +16,8 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.learning import sampling
-from transforms.storage import collection, collection_points, outputs, progress, readers, store
+from transforms.learning import collection_points, sampling
+from transforms.storage import collection, outputs, progress, readers, store
 
 
 def build_parser():

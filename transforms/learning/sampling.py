@@ -527,7 +527,7 @@ class _RandomPixelsFn(beam.DoFn):
         flat = values.reshape(-1, values.shape[-1])
         ok = valid_mask(flat)
         if self.cell is not None:  # a collection's member: only the pixels its cell counts
-            from transforms.storage.collection_points import owned
+            from transforms.learning.collection_points import owned
 
             mask = owned(self.info, spec.window, self.cell)
             ok = ok if mask is None else ok & mask.ravel()

@@ -121,9 +121,9 @@ def collection_references(
     members, points: sampling.Points, years: list[int], path: str, root: str
 ) -> dict[int, Reference]:
     """`references` on a collection: each point read from the member whose cell holds it
-    (members: [(name, cell, StoreInfo)], transforms/storage/collection_points.py); one mean of
+    (members: [(name, cell, StoreInfo)], transforms/learning/collection_points.py); one mean of
     all of them per year, the same reference for every member's map."""
-    from transforms.storage import collection_points
+    from transforms.learning import collection_points
 
     parts, _ = collection_points.split(members, points)
     if not parts:

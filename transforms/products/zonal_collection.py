@@ -41,7 +41,7 @@ def targets(members) -> list[tuple[StoreInfo, int]]:
 def locate(task_id: int, cells, infos, starts, readers):
     """A task id -> (read(year, rows, cols) band-first, its member's info, chunk id in the member,
     the pixels that count: centre in the member's cell, or None when all do)."""
-    from transforms.storage.collection_points import owned
+    from transforms.learning.collection_points import owned
 
     i = bisect.bisect_right(starts, task_id) - 1
     info, local = infos[i], task_id - starts[i]
