@@ -50,7 +50,9 @@ def read_points(
     for r, c in chunks:
         by_shard.setdefault((r // gy, c // gx), []).append((r, c))
     names = {s: shards._key(time_index, *s) for s in by_shard}
-    indexes = shards._fetch([(names[s], -shards.index_bytes, None) for s in by_shard])
+    ib = shards.index_bytes
+    at = (-ib, None) if shards.index_at_end else (0, ib)
+    indexes = shards._fetch([(names[s], *at) for s in by_shard])
     missing, requests, wanted = [], [], []  # wanted: (inner row, inner col, object name)
     for (s, inner), data in zip(by_shard.items(), indexes):
         if isinstance(data, FileNotFoundError):
@@ -58,7 +60,12 @@ def read_points(
             for r, c in inner:
                 out[(inner_r == r) & (inner_c == c)] = shards.fill
             continue
-        index = shards._parse_index(data)
+        try:
+            index = _index(shards, data)
+        except ValueError as exc:
+            if on_decode is None:
+                raise
+            raise on_decode(names[s], exc) from None
         for r, c in inner:
             offset, nbytes = index[r - s[0] * gy, c - s[1] * gx]
             if offset == _EMPTY:
@@ -80,3 +87,18 @@ def read_points(
         pick = np.flatnonzero((inner_r == r) & (inner_c == c))
         out[pick] = buffer[:, rows[pick] - r * iy, cols[pick] - c * ix].T
     return PointsRead(out, missing)
+
+
+def _index(shards: ShardWindows, data: bytes) -> np.ndarray:
+    """A shard's index, its checksum checked (a truncated or damaged object fails here, before
+    its garbage offsets are requested)."""
+    entries = 16 * shards.grid[0] * shards.grid[1]
+    if len(data) < shards.index_bytes:
+        raise ValueError(f"a shard index of {len(data)} bytes, not {shards.index_bytes}")
+    if shards.index_bytes == entries + 4:  # bytes + crc32c: the checksum of the entries
+        import google_crc32c
+
+        tail = bytes(data[-shards.index_bytes :])
+        if google_crc32c.value(tail[:entries]) != int.from_bytes(tail[entries:], "little"):
+            raise ValueError("the shard index's checksum does not match")
+    return shards._parse_index(data)
