@@ -176,3 +176,35 @@ def test_points_read_only_the_inner_chunks_under_them(sharded, monkeypatch):
 def test_points_of_a_zarr2_store_are_left_to_window_reads(tmp_path):
     s = make_store(str(tmp_path / "v2.zarr"), layout="v2", height=130, width=130, chunk_size=64)
     assert StoreReader(s.path).read_points(0, np.array([1]), np.array([2])) is None
+
+
+def test_a_shorter_inner_chunk_than_its_header_says_is_an_error_not_a_crash(tmp_path):
+    """An index entry that cuts an inner chunk short (a damaged shard): blosc would read past
+    the bytes it is given (garbage values, or a segfault, in numcodecs 0.16): refused first."""
+    from zarr.codecs import BloscCodec
+
+    from transforms.storage import layouts
+
+    root = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+    array = root.create_array(
+        "embedding",
+        shape=(1, 8, 64, 64),
+        shards=(1, 8, 32, 32),
+        chunks=(1, 8, 16, 16),
+        dtype="int8",
+        compressors=BloscCodec(cname="zstd", clevel=1),
+        dimension_names=("time", "band", "y", "x"),
+    )
+    array[...] = np.random.default_rng(0).integers(-127, 128, (1, 8, 64, 64), dtype=np.int8)
+    shards = layouts.ShardWindows.of(array, str(tmp_path / "g.zarr" / "embedding"))
+    np.testing.assert_array_equal(
+        shards.read(0, slice(0, 16), slice(0, 16)), np.moveaxis(array[0, :, :16, :16], 0, -1)
+    )
+    name = tmp_path / "g.zarr" / "embedding" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(name.read_bytes())
+    index = np.frombuffer(data, dtype="<u8", count=8, offset=len(data) - 4 - 64).copy()
+    index[1] //= 2  # the first inner chunk's length, halved
+    data[len(data) - 4 - 64 : len(data) - 4 - 48] = index[:2].tobytes()
+    name.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fewer than the blosc header"):
+        shards.read(0, slice(0, 16), slice(0, 16))

@@ -251,9 +251,9 @@ def test_a_damaged_chunk_read_ahead_fails_as_a_direct_read(
         assert cli.main(argv + FNAPI) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1, err
-        lines[depth] = re.sub(r"efm-classify-[0-9T-]+\.log", "LOG", err[0]).replace(
-            str(output), "OUTPUT"
-        )
+        line = re.sub(r"efm-classify-[0-9T-]+\.log", "LOG", err[0]).replace(str(output), "OUTPUT")
+        # blosc's return code for the garbage bytes is 0 or -1 from run to run (its threads)
+        lines[depth] = re.sub(r"decompression: -?[0-9]+", "decompression: N", line)
     assert f"embedding/{TRUNCATED} is corrupt" in lines[1]
     assert lines[0] == lines[1] == lines[2]
 
