@@ -54,32 +54,60 @@ OLD = "713b4f6"  # the last commit whose efm wrote Zarr 2 stores
 LABEL = "target"
 CONFIGS = ("a", "b", "c")
 FINDINGS = """
-**Why (b) and (c) miss their targets, measured** (per 1024 px window of the int8 store, CPU s,
-in one process; the machine was loaded, so ratios count more than the figures):
-- zarr-python reading a (time, band, y, x) shard window, then moving the bands last (the reader
-  before this section): 0.17 decode + 0.32 transposition = 0.49-0.57, against 0.07 for the v2
-  chunk (LZ4, band last, decoded in place). `layouts.ShardWindows` (this change) reads the
-  shard itself (the whole object, or its index and one ranged request per contiguous run of
-  inner chunks; remote shards concurrently), decodes each inner chunk into one reused buffer
-  and moves it band-last in 8-byte words: 0.26 (decode 0.09 + interleave 0.07 + the rest);
-  float32 0.71 against zarr's 0.98. Whole reads of the store (`StoreReader.read`, 8 windows,
-  de-quantisation included): v3 4.5 -> 3.6 CPU s, v2 2.2.
-- What is left is the codec: Blosc-Zstd 1 decodes at ~650 MB/s (int8) and ~500 MB/s
-  (float32) against LZ4's 2,400 / 1,600 (section "Store codecs"): 0.09 vs 0.03 s per int8
-  window, ~0.5 vs ~0.15 s per float32 one. Classify hides it behind the model (int8: equal
-  CPU); similarity, whose compute is one dot product, shows it (int8 1.2x, float32 1.8x CPU).
-  Reaching (b) <= (a) needs a faster-decoding codec for the stores (LZ4, or Zstd with a smaller
-  float32 ratio gain), a writer decision (transforms/storage/zarr_direct.py: CODEC).
-- (c) over (b): a 56 MB shard from moto on loopback takes 0.25-0.37 s to arrive and ~0.25 CPU s
-  of the client (aiohttp/s3fs) to receive, and the local runner reads one window at a time, so
-  the fetch adds to each window's time rather than overlapping the compute; the similarity
-  driver also reads the reference points' chunks (8 whole shards here) before the pipeline.
-  Within 1.3x would need the next window fetched while one is computed (a prefetching read in
-  chunk_map's DoFn) -- not done here.
-- Extraction: the Zarr 3 writer costs 1.27x the CPU of 713b4f6's for a whole int8 extract
-  (ChunkWriter alone: 3.9x int8, 3.7x float32), from Zstd's encode (~280 MB/s band-first vs
-  LZ4's 1,300-1,700), the band transposition, and zarr's in-memory shard encode; wall was
-  equal (0.95x) as the extract waits on its reads.
+**This run's load**: 3.6 before, 7-9 during the product runs (other work on the 2 shared cores,
+4x oversubscribed): every wall time above is 1.5-3x its CPU time, so the wall ratios, (c)/(b)
+included, say more about the load than the stores. CPU s is the figure to read.
+
+**What changed since the previous run of this section, measured** (outputs identical: the
+last column, and each change checked against the base tree's output value for value):
+- Read-ahead (`transforms/storage/read_ahead.py`, used by `chunk_map._MapFn`): the product DoFn
+  reads the next chunk's windows in one background thread while it computes the current one,
+  at most one chunk ahead (a DoFn holds at most 2 chunks' windows; a chunk's output is emitted
+  when the next arrives, the last at the end of the bundle). A failing read raises the same
+  exception where its values are taken: the same one-line failure. It saves no CPU (the
+  same reads, in another thread) but overlaps fetch and decode with the compute: side by side
+  at load ~5, int8 similarity over S3 (c) 15.0 s wall against 16.9 s before, (b) 11.6-13.7
+  against 17.5-18.2.
+- Reference points from inner chunks (`transforms/storage/shard_points.py`): the similarity
+  driver read the box of a chunk's points (for 50 random points, the whole 1024 px shard, 8
+  windows' worth); it now fetches the shards' indexes, then only the 256 px inner chunks under
+  the points, and takes the pixels from the decoded band-first buffer (no transposition).
+  Similarity (b) CPU: int8 10.2 -> 9.1 s, float32 17.6 -> 12.0 s (b/a: 1.21 -> 1.19 and
+  1.77 -> 1.31); (c) int8 14.3 -> 12.2, float32 21.5 -> 16.1. `efm sample` reads chunk boxes
+  with its own code (`learning/sampling.py`) and was left as it is.
+- Inner chunks sliced from the shard as memoryviews, not copies: 0.011 s (int8) / 0.023 s
+  (float32) per shard.
+- Blosc threads, checked, left as they are: numcodecs decodes with blosc's own 2 threads only
+  in the main thread; the CPU is the same with 1 or 2 (int8 0.085 vs 0.084 s per shard, float32
+  0.41 vs 0.41; float32 wall 0.41 -> 0.24 with 2). Decoding is already into one reused buffer
+  per thread. With read-ahead the decode runs single-threaded in the background thread,
+  overlapped with the compute, which is the better use of 2 cores.
+- Band-first compute, measured, not done: a dot product over bands computed band first sums in
+  another order than `np.einsum('ijk,k->ij')` on band-last data: on random unit vectors only
+  18.6% of the float32 results are bit-equal, so (a) and (b) (and stores read before) would no
+  longer give identical outputs. For classify the model needs (n, band) rows: transposing the
+  de-quantised float32 moves 4x the bytes of the int8 interleave (0.27 vs 0.085 s per window).
+  The most it could save is the interleave: ~0.7 (int8) / ~2.2 (float32) CPU s per run here.
+
+**Why (b) still misses (b) <= (a) in CPU, measured** (per 1024 px window, CPU s, one process):
+the codec. Reading a v3 window is decode (Blosc-Zstd 1: int8 0.085, float32 0.40) + interleave
+(0.085 / 0.27) + file read (0.025 / 0.06); a v2 window (LZ4, band last, decoded in place) is
+0.065 / 0.28 in all. The float32 decode alone is above v2's whole read. Classify hides it
+behind the model (int8 1.04, float32 1.10); similarity, one dot product a pixel, shows it (int8
+1.19, float32 1.31). Reaching <= 1 needs a faster-decoding store codec (LZ4, or Zstd with
+shuffle for float32), a writer decision (`transforms/storage/zarr_direct.py`: CODEC), not a
+reader one; or the band-first compute above, which changes the outputs' last bits.
+
+**(c) over (b)**: not judged by this run's wall (load 7-9; moto's server runs in the benchmark's
+own process and competes for the same cores). In CPU, (c) costs 1.08 (classify int8), 1.07
+(classify float32), 1.34 (similarity int8 and float32) of (b): the S3 client receiving the
+shards (aiohttp/s3fs, ~0.25 CPU s per 56 MB shard). Side by side at load ~5 (one run each
+after a warm-up, int8 similarity): (c)/(b) = 15.0 / 13.7 = 1.09 with read-ahead, 16.9 / 18.2
+before (the base tree's best). A quiet-machine rerun of this script is needed to state the
+1.3x targets.
+- Extraction: the Zarr 3 writer costs 1.17x the CPU of 713b4f6's for a whole int8 extract
+  (ChunkWriter alone: 4.0x int8, 2.6x float32), from Zstd's encode, the band transposition and
+  zarr's in-memory shard encode. Not changed here.
 """
 NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (moto, loopback)"}
 

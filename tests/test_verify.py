@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -229,6 +230,48 @@ def test_store_reader_raises_on_a_hole_never_fills(pristine, tmp_path):
     with pytest.raises(integrity.DamagedStoreError, match=f"embedding/{DELETED} is missing"):
         reader.read(0, Window(120, 120, 20, 20))  # a window across it (read through zarr)
     reader.read(0, Window(0, 0, 128, 128))  # the others read as before
+
+
+def test_a_damaged_chunk_read_ahead_fails_as_a_direct_read(
+    pristine, tmp_path, capsys, model, monkeypatch
+):
+    """The truncated shard is read ahead (year 1, after other chunks): the run stops with the same
+    one line, and the same exit, as when every chunk is read in turn."""
+    from transforms.products import chunk_map
+
+    path = copy(pristine, tmp_path)
+    with open(path / "embedding" / TRUNCATED, "r+b") as f:
+        f.truncate(1000)
+    empty_markers(path)
+    lines = {}
+    for depth in (0, 1, 2):
+        monkeypatch.setattr(chunk_map, "READ_AHEAD", depth)
+        output = tmp_path / f"classes-{depth}.zarr"
+        argv = ["classify", "--embeddings", str(path), "--model", model, "--output", str(output)]
+        assert cli.main(argv + FNAPI) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        line = re.sub(r"efm-classify-[0-9T-]+\.log", "LOG", err[0]).replace(str(output), "OUTPUT")
+        # blosc's return code for the garbage bytes is 0 or -1 from run to run (its threads)
+        lines[depth] = re.sub(r"decompression: -?[0-9]+", "decompression: N", line)
+    assert f"embedding/{TRUNCATED} is corrupt" in lines[1]
+    assert lines[0] == lines[1] == lines[2]
+
+
+def test_points_read_from_inner_chunks_refuse_a_hole(pristine, tmp_path):
+    """Reference points (efm similarity) are read from the inner chunks under them: a shard
+    marked written and gone, or one that does not decode, stops the read naming it."""
+    from transforms.storage import integrity
+    from transforms.storage.readers import StoreReader
+
+    path = copy(pristine, tmp_path)
+    damage(path)
+    reader = StoreReader(str(path))
+    with pytest.raises(integrity.DamagedStoreError, match=f"embedding/{DELETED} is missing"):
+        reader.read_points(0, np.array([5, 130]), np.array([5, 130]))  # shard (1, 1) of year 0
+    with pytest.raises(integrity.DamagedStoreError, match=f"embedding/{TRUNCATED} is corrupt"):
+        reader.read_points(1, np.array([3]), np.array([260]))  # shard (0, 2) of year 1
+    assert reader.read_points(0, np.array([5]), np.array([5])).shape == (1, 64)
 
 
 def test_api_open_embeddings_refuses_a_damaged_store(pristine, tmp_path):

@@ -23,6 +23,7 @@ from transforms.core.chunks import ChunkSpec
 from transforms.core.grid import Window
 from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.storage import geozarr, store
+from transforms.storage.read_ahead import ReadAhead
 from transforms.storage.readers import StoreReader
 from transforms.storage.subset import geotransform_attrs
 
@@ -116,7 +117,14 @@ def count_valid(array: np.ndarray, fill) -> int:
     return int(np.count_nonzero(array != fill))
 
 
+READ_AHEAD = 1  # chunks read ahead of the one computed (transforms/storage/read_ahead.py); 0: none
+
+
 class _MapFn(beam.DoFn):
+    """Reads a chunk's windows while the chunk before is computed (READ_AHEAD chunks ahead, in a
+    background thread): a chunk's output is emitted when the next one arrives, the last ones at the
+    end of the bundle. Memory per DoFn: at most READ_AHEAD + 1 chunks' windows."""
+
     def __init__(
         self,
         embeddings: str,
@@ -125,6 +133,7 @@ class _MapFn(beam.DoFn):
         variables: tuple[Variable, ...],
         timed: bool,
         offset: tuple[int, int] = (0, 0),
+        read_ahead: int | None = None,
     ):
         self.reader = StoreReader(embeddings)
         self.offset = offset
@@ -132,19 +141,45 @@ class _MapFn(beam.DoFn):
         self.inputs = inputs
         self.variables = variables
         self.timed = timed
+        self.read_ahead = READ_AHEAD if read_ahead is None else read_ahead
         self.pixels = beam.metrics.Metrics.counter(METRICS_NAMESPACE, compute.counter)
         self.nodata = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "pixels_nodata")
+        self.ahead = None
 
     def setup(self):
         self.compute.setup()
+        self.ahead = ReadAhead(self._read, self.read_ahead)
 
-    def process(self, spec: ChunkSpec):
+    def start_bundle(self):
+        if self.ahead.waiting():  # left by a failed bundle: its retry starts afresh
+            self.ahead.close()
+            self.ahead = ReadAhead(self._read, self.read_ahead)
+
+    def _read(self, spec: ChunkSpec) -> list[np.ndarray]:
         w, (dr, dc) = (
             spec.window,
             self.offset,
         )  # spec: the output's chunk; read the same pixels of the input grid
         source = Window(w.row + dr, w.col + dc, w.rows, w.cols)
-        windows = [self.reader.read(t, source) for t in self.inputs[spec.time_index]]
+        return [self.reader.read(t, source) for t in self.inputs[spec.time_index]]
+
+    def process(
+        self, spec: ChunkSpec, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam
+    ):
+        for ready, windows, _ in self.ahead.push(spec, (window, timestamp)):
+            yield self._compute(ready, windows)
+
+    def finish_bundle(self):
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for spec, windows, (window, timestamp) in self.ahead.drain():
+            yield WindowedValue(self._compute(spec, windows), timestamp, [window])
+
+    def teardown(self):
+        if self.ahead is not None:
+            self.ahead.close()
+
+    def _compute(self, spec: ChunkSpec, windows: list[np.ndarray]):
         out = self.compute(windows, spec.time_index)
         first = self.variables[0]
         n_valid = count_valid(
@@ -162,7 +197,7 @@ class _MapFn(beam.DoFn):
         else:
             data = {v.name: (("y", "x"), out[v.name]) for v in self.variables if v.name in out}
             key = xbeam.Key({"y": spec.window.row, "x": spec.window.col})
-        yield key, xr.Dataset(data)
+        return key, xr.Dataset(data)
 
 
 @dataclasses.dataclass

@@ -7,7 +7,8 @@ pixel (transforms/products/change.py) is then its dot product with the mean, i.e
 products with the reference pixels; it is 1 only if every reference pixel equals it.
 
 The points' pixels are read here, in the driver, one chunk window per (year, chunk holding a
-point): a reference set is a handful to a few thousand points, not a table to sample.
+point), or of a sharded store just the inner chunks holding them (transforms/storage/
+shard_points.py): a reference set is a handful to a few thousand points, not a table to sample.
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ def read_reference_points(
 def point_values(
     info: StoreInfo, rows: np.ndarray, cols: np.ndarray, time_index: int
 ) -> np.ndarray:
-    """(n, bands) float32 of the pixels (rows, cols) of one store time step, NaN = no data; one read per chunk
-    (of the box around its points)."""
+    """(n, bands) float32 of the pixels (rows, cols) of one store time step, NaN = no data: of a
+    sharded store, the inner chunks under the points; else one read per chunk (of the box around its points)."""
     reader = StoreReader(info.path)
+    points = reader.read_points(time_index, rows, cols)  # a sharded store: just the inner chunks
+    if points is not None:
+        return points
     out = np.full((len(rows), len(info.bands)), np.nan, dtype=np.float32)
     chunk_r, chunk_c = rows // info.chunk_rows, cols // info.chunk_cols
     for cr, cc in sorted(set(zip(chunk_r.tolist(), chunk_c.tolist()))):

@@ -763,11 +763,7 @@ class ShardWindows:
                 for name, *_, whole in shards
             ]
         )
-        runs, parts = (
-            [],
-            [],
-        )  # ranged requests; (shard, inner chunk, run number, offset in run, nbytes)
-        blobs = {}
+        runs, parts = [], []  # ranged requests; (shard, inner chunk, run, offset in run, nbytes)
         for (name, i, j, wanted, whole), data in zip(shards, first):
             if isinstance(data, FileNotFoundError):
                 for a, b in wanted:
@@ -775,10 +771,10 @@ class ShardWindows:
                 continue
             index = self._parse_index(data)
             if whole:
-                blobs[name] = data
+                view = memoryview(data)  # inner chunks sliced without copies
                 for a, b in wanted:
                     offset, nbytes = index[a, b]
-                    chunk = None if offset == _EMPTY else data[int(offset) : int(offset + nbytes)]
+                    chunk = None if offset == _EMPTY else view[int(offset) : int(offset + nbytes)]
                     self._place(out, chunk, i, j, a, b, r0, r1, c0, c1)
                 continue
             spans = []
@@ -800,7 +796,7 @@ class ShardWindows:
             data = fetched[run]
             if isinstance(data, FileNotFoundError):  # gone since its index was read
                 raise data
-            self._place(out, data[at : at + nbytes], i, j, a, b, r0, r1, c0, c1)
+            self._place(out, memoryview(data)[at : at + nbytes], i, j, a, b, r0, r1, c0, c1)
         return out
 
     def _place(self, out, chunk, i, j, a, b, r0, r1, c0, c1) -> None:
@@ -850,6 +846,8 @@ def _inner_decoder(codecs):
         blosc = numcodecs.Blosc()
 
         def blosc_decode(data, out):
+            if len(data) < 16 or int.from_bytes(data[12:16], "little") > len(data):
+                raise ValueError(f"{len(data)} bytes, fewer than the blosc header's")  # no crash
             blosc.decode(data, out=out)
 
         return blosc_decode

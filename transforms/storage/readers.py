@@ -211,6 +211,31 @@ class StoreReader:
                     self._guard.check_absent("embedding", name.split("/", 1)[1], marker)
         return values
 
+    def read_points(self, time_index: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+        """(n, bands) float32 of the pixels (rows[k], cols[k]), NaN = no data, reading only the
+        inner chunks that hold them (transforms/storage/shard_points.py); None for a store it
+        cannot read so (Zarr 2, per-pixel scales, another codec): read windows instead."""
+        _ = self.array  # opens the store: sets _other for a layout LayoutReader reads
+        other = self._other
+        if other is None or other.layout.scale_array:
+            return None
+        other._open()
+        if other._direct is None:
+            return None
+        from transforms.storage import shard_points
+
+        def corrupt(name, exc):
+            name = name[len(other._direct.path) - len("embedding") :]  # embedding/<shard key>
+            return self._guard.corrupt(name, exc) if self._shards is not None else exc
+
+        found = shard_points.read_points(other._direct, time_index, rows, cols, corrupt)
+        if self._shards is not None:  # a shard that is gone: no data, or a hole?
+            for name, i, j in found.missing:
+                key = name[len(other._direct.path) + 1 :]
+                sy, sx = other._direct.shard_rows, other._direct.shard_cols
+                self._guard.check_absent("embedding", key, f"{time_index}.{i * sy}.{j * sx}")
+        return store.as_float(found.values)
+
     def _shard_names(self, time_index: int, rows: slice, cols: slice):
         """(`embedding/<shard key>`, marker, (row slice, col slice) in the window) of the shards
         a window of an efm Zarr 3 store reads."""
