@@ -15,7 +15,7 @@ import copy
 
 import shapely
 
-from pipelines import common, extract
+from pipelines import common, extract_plan, extract_run
 from transforms.core import grid as gridlib
 from transforms.core import zones
 from transforms.core.errors import InputError
@@ -123,7 +123,7 @@ def run(args, options, aoi: shapely.Geometry) -> int:
             "--resume" if args.resume else "--add-years",
         )
     runs = [
-        extract.plan_store(
+        extract_plan.plan_store(
             _member_args(args, cell, root, args.overwrite),
             options,
             zones.part_in(aoi, cell),
@@ -185,12 +185,12 @@ def run(args, options, aoi: shapely.Geometry) -> int:
             print(f"efm extract: {r.output} is complete: left as it is")
     if args.source != "ee":  # no quota to share: one pipeline for every zone
         if todo:
-            extract.run_stores(todo)
+            extract_run.run_stores(todo)
     else:  # zone after zone, each with the whole quota (one cap per pipeline)
         total, before = sum(r.plan.count for r in runs), 0
         for r in runs:
             if r in todo:
-                extract.run_store(r, progress_base=(before, total))
+                extract_run.run_store(r, progress_base=(before, total))
             before += r.plan.count
     print(
         f"efm extract: the collection {args.output} is complete: {len(runs)} stores "

@@ -179,6 +179,7 @@ BAD_VALUES = {
     "max_retries": ["-1", "many"],
     "retry_initial_delay": ["-1", "1s"],
     "resume": ["yes", "True", "1", ""],
+    "split_zones": ["yes", "TRUE"],
     "repair": ["yes", "True", "1", ""],
     "overwrite": ["no", "FALSE"],
     "yes": ["yes", "y", "TRUE"],
