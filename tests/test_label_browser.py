@@ -433,11 +433,8 @@ def test_points_a_polygon_and_suggestions_over_imagery_give_the_knn_and_save_wha
             browser, "document.getElementById('cv').textContent.startsWith('spatial CV accuracy')"
         )
         screenshot = os.environ.get("EFM_LABEL_SCREENSHOT")
-        if screenshot:
-            browser.find_element("id", "layer-uncertainty").click()
-            wait_for(browser, "efmLabel.idle()")
+        if screenshot:  # the README's picture: a polygon over the image, the preview, suggestions
             browser.save_screenshot(screenshot)
-            browser.find_element("id", "layer-uncertainty").click()
         suggestions = browser.execute_script("return efmLabel.state.suggestions")
         first = suggestions[0]
         pick_class(browser, "water")
