@@ -7,7 +7,8 @@ synthetic classes), starts `efm label` on it, opens it in headless Chromium (120
   one: performance.now() in the click handler, then in the requestAnimationFrame after the
   preview layer's tiles have all loaded (Leaflet's "load"): locate + update (k-NN fit) + every
   visible preview tile fetched, predicted and drawn.
-- pans: map.panBy 300 px (no animation); from Leaflet's movestart to the frame after the
+- pans: map.panBy 300 px down and 300 px left or right (no animation; pans that load no new
+  tile are not counted); from Leaflet's movestart to the frame after the
   false-colour layer's tiles have all loaded. At zoom 14 (1 tile px ~ 0.3 store px: tiles read
   from the chunks) and zoom 11 (1 tile px ~ 5 store px: tiles from the overview at stride 4,
   built on the first zoomed-out tile: its time is reported apart).
@@ -147,12 +148,13 @@ def main():
             wait_for(driver, f"efmLabel.idle() && efmLabel.map.getZoom() === {zoom}", 600)
             print(f"zoom {zoom}, first view: {1000 * (time.perf_counter() - t):.0f} ms")
             driver.execute_script("efmLabel.state.pans = [];")
-            for i in range(args.pans):
-                dx = 300 if (i // 2) % 2 == 0 else -300
+            for i in range(args.pans):  # always onto new tiles: 300 px > a tile's 256
+                dx = 300 if i % 4 < 2 else -300
                 driver.execute_script(
-                    "efmLabel.map.panBy([arguments[0], 0], {animate: false});", dx
+                    "efmLabel.map.panBy([arguments[0], 300], {animate: false});", dx
                 )
-                wait_for(driver, f"efmLabel.idle() && efmLabel.state.pans.length === {i + 1}", 120)
+                wait_for(driver, "efmLabel.idle()", 120)
+                time.sleep(0.1)  # the frame after the last tile
             pans = driver.execute_script("return efmLabel.state.pans")
             print(f"zoom {zoom}, pan 300 px to painted tiles:", stats(pans))
     finally:

@@ -7,9 +7,9 @@ pixels: it then takes the first pixel of its block of L x L, L the largest power
 zoom-dependent stride), so that a zoomed-out tile reads (256 * s / L)^2 pixels at most, not the s^2
 times more under it. Strides from `min_level` up are read from one overview of the store at
 that stride (store[::L, ::L], built once by decoding every chunk once, held as the store's own
-codes, OVERVIEW_BYTES at most), finer ones from the store's chunks under the tile (view.read,
-bounded by the view's max_decoded_bytes). The last tiles' codes are kept (CACHE_BYTES), so a
-preview redrawn after a click reads nothing again.
+codes, OVERVIEW_BYTES at most), finer ones from the store's chunks under the tile, each decoded once
+and kept while used (neighbouring tiles share chunks). The last tiles' codes and chunks are kept
+(CACHE_BYTES in all), so a preview redrawn after a click reads nothing again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from transforms.storage.readers import valid_mask
 TILE = 256
 HALF = math.pi * 6378137.0  # half the Web Mercator world's width, metres
 OVERVIEW_BYTES = 512 << 20
-CACHE_BYTES = 256 << 20
+CACHE_BYTES = 512 << 20  # tiles' codes and decoded chunks, least recently used out
 
 
 def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
@@ -105,9 +105,7 @@ class TileSource:
     """Tiles of one StoreView: the values under a tile (thread-safe, memory bounded)."""
 
     def __init__(self, view, overview_bytes: int = OVERVIEW_BYTES, cache_bytes: int = CACHE_BYTES):
-        from label_page.view import Window
-
-        self.view, self.Window = view, Window
+        self.view = view
         self.grid = TileGrid(view.info)
         info = view.info
         self.pixel_bytes = len(info.bands) * np.dtype(info.dtype).itemsize
@@ -153,10 +151,42 @@ class TileSource:
         """The stored codes (n, bands) of store pixels on the stride-`level` grid."""
         if level >= self.min_level:
             return self.overview()[rows // self.min_level, cols // self.min_level]
-        r0, c0 = int(rows.min()), int(cols.min())
-        w = self.Window(r0, c0, int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1, level)
-        values = self.view.read(w)  # float32: the view's chunk-by-chunk reader
-        return values[(rows - r0) // level, (cols - c0) // level]
+        info = self.view.info
+        cr, cc = info.chunk_rows, info.chunk_cols
+        out = np.empty((len(rows), len(info.bands)), dtype=np.dtype(info.dtype))
+        chunk = (rows // cr) * (-(-info.width // cc)) + cols // cc
+        for k in np.unique(chunk):
+            at = np.flatnonzero(chunk == k)
+            i, j = divmod(int(k), -(-info.width // cc))
+            out[at] = self._chunk(i, j)[rows[at] - i * cr, cols[at] - j * cc]
+        return out
+
+    def _chunk(self, i: int, j: int) -> np.ndarray:
+        """Chunk (i, j) of the view's year, decoded (stored codes), from a bounded LRU: the tiles
+        of a zoomed-in view share chunks (a 512-px chunk spans about 3 x 3 tiles at zoom 14)."""
+        key = ("chunk", i, j)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key][1]
+        info = self.view.info
+        cr, cc = info.chunk_rows, info.chunk_cols
+        codes = self.view.reader.read_codes(
+            self.view.time_index,
+            slice(i * cr, min(info.height, (i + 1) * cr)),
+            slice(j * cc, min(info.width, (j + 1) * cc)),
+        )
+        self._remember(key, (None, codes, codes.nbytes))
+        return codes
+
+    def _remember(self, key, entry) -> None:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = entry
+                self._cached += entry[2]
+            while self._cached > self.cache_bytes and len(self._cache) > 1:
+                _, (_, _, nbytes) = self._cache.popitem(last=False)
+                self._cached -= nbytes
 
     def values(self, z: int, x: int, y: int):
         """(mask, values): mask (256, 256) True where the tile shows a store pixel with data,
@@ -174,12 +204,7 @@ class TileSource:
         if not len(where):
             return None
         codes = self.codes_at(rows.ravel()[where], cols.ravel()[where], level)
-        with self._lock:
-            self._cache[key] = (where, codes, codes.nbytes)
-            self._cached += codes.nbytes
-            while self._cached > self.cache_bytes and len(self._cache) > 1:
-                _, (_, _, nbytes) = self._cache.popitem(last=False)
-                self._cached -= nbytes
+        self._remember(key, (where, codes, codes.nbytes))
         return self._finish(where, codes)
 
     @staticmethod
