@@ -361,6 +361,14 @@ def test_points_a_polygon_and_suggestions_over_imagery_give_the_knn_and_save_wha
         state = browser.execute_script(
             "return {points: efmLabel.state.points, rev: efmLabel.state.rev}"
         )
+        # the page painted the preview's tiles (not only fetched them)
+        painted = browser.execute_script(
+            "let n = 0; document.querySelectorAll('.leaflet-layer').forEach((l) => {"
+            " if (l.style.zIndex !== '4') return; l.querySelectorAll('canvas').forEach((c) => {"
+            " const d = c.getContext('2d').getImageData(0, 0, 256, 256).data;"
+            " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; }); }); return n;"
+        )
+        assert painted > 50_000, painted
         assert sorted(
             (p["row"], p["col"], CLASSES.index(p["label"])) for p in state["points"]
         ) == sorted(clicked)

@@ -6,6 +6,9 @@ window.efmLayers = (function () {
   const TOKEN = document.querySelector('meta[name="efm-token"]').content;
   // A GridLayer whose tiles come from `url(coords)` (null: an empty tile) through fetch; 204 = nothing there.
   const ApiLayer = L.GridLayer.extend({
+    // Leaflet 1.9.4's redraw() takes the map's zoom as the tiles' zoom unrounded: at a fractional
+    // zoom (14.5) it asks for tiles that do not exist. Redraw at the zoom the layer already uses.
+    redraw() { if (this._map) { this._removeAllTiles(); this._update(); } return this; },
     createTile(coords, done) {
       const tile = document.createElement("canvas");
       tile.width = tile.height = 256; tile.className = "efm-pixels";
