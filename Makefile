@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test test-airflow install airflow-env gdal-bin gdal-root benchmark clean lint compat-smoke
+.PHONY: vendor-label-page demo test test-airflow install airflow-env gdal-bin gdal-root benchmark clean lint compat-smoke
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,3 +65,9 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) demo-output .pytest_cache
+
+# The labelling page's map library (label_page/static/vendor/: Leaflet and Leaflet-Geoman, with
+# their licences), rebuilt from the npm registry at the versions pinned in
+# scripts/label_vendor/package-lock.json. The built files are committed: tests need no npm.
+vendor-label-page:
+	bash scripts/vendor_label_page.sh

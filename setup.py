@@ -105,7 +105,9 @@ setuptools.setup(
             "label_page.*",
         ]
     ),
-    package_data={"label_page": ["static/*"]},  # the labelling page: served by the package, no CDN
+    package_data={
+        "label_page": ["static/*", "static/vendor/*", "static/vendor/*/*"]
+    },  # the labelling page: served by the package, no CDN
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["efm = pipelines.cli:main"]},

@@ -160,6 +160,32 @@ def load(
     return points, classes
 
 
+def split_polygons(path: str, loaded: list[Point]) -> tuple[list[Point], list[tuple]]:
+    """A points file efm label wrote with polygons -> (the points not sampled from a polygon,
+    [(id, label, ring as drawn)]): the page edits the polygons again and re-samples them. Any
+    other file: (loaded, [])."""
+    if not path.lower().endswith((".geojson", ".json")):
+        return loaded, []
+    try:
+        with open(path, encoding="utf-8") as f:
+            features = json.load(f).get("features", [])
+    except (OSError, ValueError, AttributeError):
+        return loaded, []
+    props = [(f.get("properties") or {}, (f.get("geometry") or {}).get("type")) for f in features]
+    outlines = [p for p, kind in props if p.get("efm_role") == "polygon" and kind != "Point"]
+    if not outlines:
+        return loaded, []
+    labelled = [
+        p for p, kind in props if kind == "Point" and str(p.get(LABEL_COLUMN) or "").strip()
+    ]
+    if len(labelled) != len(loaded):
+        return loaded, []
+    polygons = [(str(p["efm_polygon"]), str(p[LABEL_COLUMN]), p["drawn"]) for p in outlines]
+    ids = {pid for pid, _, _ in polygons}
+    kept = [pt for pt, p in zip(loaded, labelled) if p.get("efm_polygon") not in ids]
+    return kept, polygons
+
+
 def pixel_centres_lonlat(
     info: StoreInfo, rows: np.ndarray, cols: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +197,10 @@ def pixel_centres_lonlat(
     return pyproj.Transformer.from_crs(info.crs, "EPSG:4326", always_xy=True).transform(x, y)
 
 
-def feature_collection(points: list[Point], info: StoreInfo, meta: dict) -> dict:
+def feature_collection(points: list[Point], info: StoreInfo, meta: dict, polygons=()) -> dict:
+    """Points as Point features; each polygon (polygons.Sampled) as a Polygon feature
+    (`efm_role: "polygon"`, its pixel and sample counts, whether make_valid fixed it, the ring as
+    drawn) followed by its samples, the pixel centres (`efm_polygon: <its id>`)."""
     clicked = [p for p in points if p.lonlat is None]
     lon, lat = pixel_centres_lonlat(info, [p.row for p in clicked], [p.col for p in clicked])
     centres = {
@@ -186,6 +215,31 @@ def feature_collection(points: list[Point], info: StoreInfo, meta: dict) -> dict
         }
         for p in points
     ]
+    for poly in polygons:
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {
+                    LABEL_COLUMN: poly.label,
+                    "efm_role": "polygon",
+                    "efm_polygon": poly.id,
+                    "pixels": poly.pixels,
+                    "sampled": len(poly.rows),
+                    "fixed": poly.fixed,
+                    "drawn": poly.ring,
+                },
+                "geometry": poly.geometry,
+            }
+        )
+        plon, plat = pixel_centres_lonlat(info, poly.rows, poly.cols)
+        features += [
+            {
+                "type": "Feature",
+                "properties": {LABEL_COLUMN: poly.label, "efm_polygon": poly.id},
+                "geometry": {"type": "Point", "coordinates": [float(x), float(y)]},
+            }
+            for x, y in zip(np.atleast_1d(plon), np.atleast_1d(plat))
+        ]
     return {
         "type": "FeatureCollection",
         outputs.PRODUCT_ATTR: PRODUCT,

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from label_page import imagery, polygons
 from label_page import points as pointlib
 from label_page import server as serverlib
 from label_page.view import StoreView, default_year
@@ -60,6 +61,24 @@ def build_parser():
         "(default: matplotlib's tab10/tab20)",
     )
     parser.add_argument(
+        "--basemap",
+        help="imagery under the store: an XYZ tile URL template with {z}, {x} and {y}, e.g. "
+        "https://tiles.example.org/{z}/{x}/{y}.png (your provider, your key; none by default). "
+        "The page loads tiles from there and nowhere else outside this machine",
+    )
+    parser.add_argument(
+        "--image",
+        help="an RGB raster (GeoTIFF/COG, local or a URL GDAL reads) in any CRS, shown under the "
+        "store as tiles served by efm label itself",
+    )
+    parser.add_argument(
+        "--points-per-polygon",
+        type=int,
+        default=0,
+        help="points sampled from each drawn polygon (default 0: every pixel centre inside, "
+        f"{polygons.MAX_PER_POLYGON} at most)",
+    )
+    parser.add_argument(
         "--port",
         type=int,
         default=DEFAULT_PORT,
@@ -82,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not 0 <= args.port <= 65535:
         raise InputError("--port", f"must be 0-65535 (0 = any free port), got {args.port}")
+    origin = imagery.basemap_origin(args.basemap) if args.basemap else None
+    if not 0 <= args.points_per_polygon <= polygons.MAX_PER_POLYGON:
+        raise InputError(
+            "--points-per-polygon",
+            f"must be 0..{polygons.MAX_PER_POLYGON} (0: every pixel centre inside, capped), "
+            f"got {args.points_per_polygon}",
+        )
     classes = pointlib.parse_classes(args.classes)
     colours = pointlib.parse_colours(args.colors)
     unknown = [name for name in colours if classes and name not in classes]
@@ -104,12 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     inputs = {"--embeddings": args.embeddings, **({"--points": args.points} if args.points else {})}
     outputs.check_output(args.output, "points", inputs=inputs, overwrite=args.overwrite)
-    loaded = []
+    image = imagery.Imagery(args.image, info) if args.image else None
+    loaded, loaded_polygons = [], []
     if args.points:
         loaded, classes = pointlib.load(args.points, info, classes)
+        loaded, loaded_polygons = pointlib.split_polygons(args.points, loaded)
     try:
         # bound before the PCA sample is read, so a busy port fails at once
-        httpd = serverlib.make_server(None, args.port)
+        httpd = serverlib.make_server(None, args.port, basemap_origin=origin)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise InputError(
@@ -140,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rgb=rgb,
             meta=meta,
             colours=colours,
+            basemap=args.basemap,
+            image=image,
+            per_polygon=args.points_per_polygon,
+            loaded_polygons=loaded_polygons,
         )
         httpd.RequestHandlerClass.session = session
         outside = sum(p.row is None for p in loaded)

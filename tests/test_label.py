@@ -326,6 +326,7 @@ def test_the_api_on_a_gcs_store_previews_the_knn_and_saves_what_sample_reads(
         assert json.loads(call(url, "/api/save", {"points": pts})[1]) == {
             "path": out,
             "count": len(pts),
+            "polygons": 0,
         }
     finally:
         httpd.shutdown()

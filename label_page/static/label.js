@@ -1,101 +1,83 @@
-// efm label: a canvas map of the store (pan: drag, zoom: wheel), points per class, a live k-NN preview.
-// Coordinates: the view keeps `left`, `top` (store pixel at the canvas' top-left corner) and `scale`
-// (CSS pixels per store pixel); store pixel (row, col) covers [col, col+1) x [row, row+1).
+// efm label: a Leaflet map (Web Mercator) of the store over the user's imagery; points and
+// polygons per class; after each change the server fits the k-NN (the preview and uncertainty
+// layers are redrawn) and cross-validates the points by blocks (shown without waiting for it).
+// A point is a store pixel (row, col): the server says which pixel is under a click (/api/locate).
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const canvas = $("map"), ctx = canvas.getContext("2d");
+  const { TOKEN, apiLayer, panel } = window.efmLayers;
   const S = {
-    info: null, classes: [], points: [], current: 0, nextId: 1,
-    view: { left: 0, top: 0, scale: 1 },
-    image: null,    // {bitmap, win}: the last window drawn
-    preview: null,  // {win, width, height, classes: Uint8Array, canvas, nPoints}
-    imageSeq: 0, previewSeq: 0, busy: 0, dirty: false, message: "",
-    clickT0: null, timings: [],
+    info: null, classes: [], points: [], polygons: [], current: 0, nextId: 1, nextPoly: 1,
+    rev: 0, k: null, busy: 0, dirty: false, clickT0: null, timings: [], pans: [], cv: null,
+    suggestions: [], updateSeq: 0, lastUpdate: null,
   };
-  const NO_CLASS = 255;
-
-  // The run's secret, put into the page by the server: every API call carries it (docs/label.md, "Security").
-  const TOKEN = document.querySelector('meta[name="efm-token"]').content;
+  const L_ = {};  // the layers
   async function api(path, body) {
     const headers = { "X-EFM-Token": TOKEN };
     const init = { headers, cache: "no-store", credentials: "omit" };
     if (body !== undefined) { init.method = "POST"; headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
     const res = await fetch(path, init);
     if (!res.ok) { let e = res.statusText; try { e = (await res.json()).error; } catch (_) {} const err = new Error(e); err.status = res.status; throw err; }
-    return res;
+    return res.json();
   }
+  const colourOf = (label) => { const c = S.classes.find((k) => k.name === label); return c ? c.color : "#fff"; };
+  const ll = (lonlat) => L.latLng(lonlat[1], lonlat[0]);
+  const sent = () => ({
+    points: S.points.map((p) => ({ id: p.id, label: p.label, row: p.row, col: p.col })),
+    polygons: S.polygons.map((g) => ({ id: g.efm.id, label: g.efm.label, ring: ring(g) })),
+  });
+  function ring(layer) { return layer.getLatLngs()[0].map((p) => [p.lng, p.lat]); }
 
-  // ------------------------------------------------------------ view
-  function size() { const r = canvas.getBoundingClientRect(); return { w: r.width, h: r.height }; }
-  function resize() {
-    const dpr = window.devicePixelRatio || 1, { w, h } = size();
-    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    draw();
-  }
-  function fitView() {
-    const { w, h } = size(), i = S.info;
-    // the whole store when the server reads it at once; else a block of chunks it can read at the centre
-    const cap = Math.max(1, Math.floor(i.max_decoded_bytes / i.chunk_bytes));
-    let scale;
-    if (Math.ceil(i.height / i.chunk_rows) * Math.ceil(i.width / i.chunk_cols) <= cap) {
-      scale = 0.96 * Math.min(w / i.width, h / i.height);
-    } else {  // a view of `across` chunks a side touches at most (across + 1)^2 of them
-      const across = Math.max(1, Math.floor(Math.sqrt(cap)) - 1);
-      scale = Math.max(w / (across * i.chunk_cols), h / (across * i.chunk_rows));
-    }
-    S.view = { scale, left: i.width / 2 - w / 2 / scale, top: i.height / 2 - h / 2 / scale };
-  }
-  function toStore(x, y) { const v = S.view; return { col: v.left + x / v.scale, row: v.top + y / v.scale }; }
-  function toScreen(row, col) { const v = S.view; return { x: (col - v.left) * v.scale, y: (row - v.top) * v.scale }; }
-  function visibleWindow() {
-    const { w, h } = size(), v = S.view;
-    const row0 = Math.floor(v.top), col0 = Math.floor(v.left);
-    return { row0, col0, rows: Math.ceil(v.top + h / v.scale) - row0, cols: Math.ceil(v.left + w / v.scale) - col0,
-             step: Math.max(1, Math.floor(1 / v.scale)) };
-  }
+  const map = L.map("map", { zoomSnap: 0.25, minZoom: 0, maxZoom: 22, doubleClickZoom: false });
+  L.control.scale({ imperial: false }).addTo(map);
+  map.pm.addControls({ position: "topleft", drawMarker: false, drawCircleMarker: false, drawPolyline: false,
+    drawRectangle: false, drawCircle: false, drawText: false, cutPolygon: false, rotateMode: false, dragMode: false,
+    drawPolygon: true, editMode: true, removalMode: true });
+  const pointLayer = L.layerGroup().addTo(map), suggestLayer = L.layerGroup().addTo(map);
+  map.on("mousemove", (ev) => { $("coords").textContent = `${ev.latlng.lat.toFixed(6)}, ${ev.latlng.lng.toFixed(6)}`; });
 
-  // ------------------------------------------------------------ drawing
-  function placeWindow(win, pxW, pxH) {  // screen rectangle of a strided window's bitmap
-    const a = toScreen(win.row0, win.col0), s = S.view.scale * win.step;
-    return [a.x, a.y, pxW * s, pxH * s];
-  }
-  function draw() {
-    const { w, h } = size();
-    ctx.clearRect(0, 0, w, h);
-    if (!S.info) return;
-    ctx.imageSmoothingEnabled = false;
-    const o = toScreen(0, 0), e = toScreen(S.info.height, S.info.width);
-    ctx.fillStyle = "#555"; ctx.fillRect(o.x, o.y, e.x - o.x, e.y - o.y);
-    if (S.image) ctx.drawImage(S.image.bitmap, ...placeWindow(S.image.win, S.image.bitmap.width, S.image.bitmap.height));
-    const showing = S.preview && S.preview.canvas && hasTwoClasses() && $("show-preview").checked;
-    renderLegend(showing);
-    if (showing) {
-      ctx.globalAlpha = $("opacity").value / 100;
-      ctx.drawImage(S.preview.canvas, ...placeWindow(S.preview.win, S.preview.width, S.preview.height));
-      ctx.globalAlpha = 1;
+  // ------------------------------------------------------------ layers
+  const bandsQuery = () => $("mode").value === "bands" ? "?bands=" + ["band-r", "band-g", "band-b"].map((id) => $(id).value).join(",") : "";
+  function tileUrl(layer, c, query) { return `/api/tile/${layer}/${c.z}/${c.x}/${c.y}.png${query || ""}`; }
+  function buildLayers(info) {
+    const entries = [];
+    const onError = (err) => { $("status").textContent = "tile: " + err.message; };
+    if (info.basemap) {
+      L_.basemap = L.tileLayer(info.basemap, { maxZoom: 22, maxNativeZoom: 19, zIndex: 1, attribution: "basemap: " + new URL(info.basemap.replace(/\{s\}/g, "a")).host });
+      entries.push({ key: "basemap", name: "basemap (--basemap)", layer: L_.basemap, on: true, opacity: 1 });
     }
-    ctx.strokeStyle = "#000"; ctx.strokeRect(o.x, o.y, e.x - o.x, e.y - o.y);
-    for (const p of S.points) {
-      if (p.row === null) continue;
-      const c = toScreen(p.row + 0.5, p.col + 0.5);
-      ctx.beginPath(); ctx.arc(c.x, c.y, 5, 0, 2 * Math.PI);
-      ctx.fillStyle = colourOf(p.label); ctx.fill();
-      ctx.lineWidth = 2; ctx.strokeStyle = "#fff"; ctx.stroke();
-      ctx.lineWidth = 1; ctx.strokeStyle = "#000"; ctx.beginPath(); ctx.arc(c.x, c.y, 6.5, 0, 2 * Math.PI); ctx.stroke();
+    if (info.image) {
+      L_.image = apiLayer((c) => tileUrl("image", c), { zIndex: 2, onError });
+      entries.push({ key: "image", name: "image (--image)", layer: L_.image, on: true, opacity: 1 });
     }
-    const m = $("message"); m.textContent = S.message; m.style.display = S.message ? "block" : "none";
+    const imagery = info.basemap || info.image;
+    L_.store = apiLayer((c) => tileUrl("store", c, bandsQuery()), { zIndex: 3, onError });
+    entries.push({ key: "store", name: "embeddings (false colour)", layer: L_.store, on: !imagery, opacity: 1 });
+    L_.preview = apiLayer((c) => S.k ? tileUrl("preview", c, `?v=${S.rev}`) : null, { zIndex: 4, onError });
+    entries.push({ key: "preview", name: "k-NN preview (P)", layer: L_.preview, on: true, opacity: 0.55, changed: legend });
+    L_.uncertainty = apiLayer((c) => S.k ? tileUrl("uncertainty", c, `?v=${S.rev}`) : null, { zIndex: 5, onError });
+    entries.push({ key: "uncertainty", name: "uncertainty", layer: L_.uncertainty, on: false, opacity: 0.7 });
+    panel($("layers"), map, entries);
+    L_.preview.on("load", previewPainted);
+    L_.store.on("load", () => { if (S.panT0 !== null && S.panT0 !== undefined) { const t0 = S.panT0; S.panT0 = null; requestAnimationFrame(() => S.pans.push(performance.now() - t0)); } });
   }
-  function renderLegend(showing) {  // on the map: which colour is which class in the preview
-    const box = $("legend");
+  map.on("movestart", () => { S.panT0 = performance.now(); });
+
+  function previewPainted() {
+    if (S.clickT0 === null) return;
+    const t0 = S.clickT0, server = S.lastUpdate; S.clickT0 = null;
+    requestAnimationFrame(() => {  // after the frame showing the preview's tiles
+      const ms = performance.now() - t0;
+      S.timings.push({ ms });
+      $("latency").textContent = `change to painted preview: ${ms.toFixed(0)} ms` + (server ? ` (fit on the server: ${server.ms} ms)` : "");
+    });
+  }
+  function legend() {
+    const box = $("legend"), showing = S.k && map.hasLayer(L_.preview);
     box.style.display = showing ? "block" : "none";
     if (!showing) return;
-    const key = JSON.stringify([S.classes, S.preview.k]);
-    if (box.dataset.key === key) return;
-    box.dataset.key = key; box.textContent = "";
-    const title = document.createElement("div"); title.className = "title"; title.textContent = `k-NN preview (k=${S.preview.k})`;
-    box.append(title);
+    box.textContent = "";
+    const title = document.createElement("div"); title.className = "title"; title.textContent = `k-NN preview (k=${S.k})`; box.append(title);
     for (const c of S.classes) {
       const item = document.createElement("div"); item.className = "item";
       const sw = document.createElement("span"); sw.className = "swatch"; sw.style.background = c.color;
@@ -103,75 +85,49 @@
       item.append(sw, name); box.append(item);
     }
   }
-  function colourOf(label) { const c = S.classes.find((k) => k.name === label); return c ? c.color : "#fff"; }
-  function rgbOf(hex) { return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)); }
 
-  // ------------------------------------------------------------ loading the view and the preview
-  let loadTimer = null;
-  function scheduleLoad() { clearTimeout(loadTimer); S.loadPending = true; loadTimer = setTimeout(loadView, 120); draw(); }
-  async function loadView() {
-    const seq = ++S.imageSeq, win = visibleWindow();
-    S.loadPending = false;
-    const q = new URLSearchParams({ row0: win.row0, col0: win.col0, rows: win.rows, cols: win.cols, step: win.step });
-    if ($("mode").value === "bands") q.set("bands", ["band-r", "band-g", "band-b"].map((id) => $(id).value).join(","));
+  // ------------------------------------------------------------ the state, sent after each change
+  function drawPoints() {
+    pointLayer.clearLayers();
+    for (const p of S.points) {
+      if (!p.lonlat) continue;
+      L.circleMarker(ll(p.lonlat), { radius: 5, color: "#fff", weight: 2, fillColor: colourOf(p.label), fillOpacity: 1, interactive: false, pmIgnore: true }).addTo(pointLayer);
+    }
+    for (const g of S.polygons) g.setStyle({ color: colourOf(g.efm.label), weight: 2, fillOpacity: 0.15 });
+  }
+  async function changed() {
+    S.dirty = true; renderClasses(); drawPoints();
+    const seq = ++S.updateSeq, t = performance.now();
     S.busy++;
     try {
-      const res = await api("/api/image?" + q);
-      const got = JSON.parse(res.headers.get("X-EFM-Window"));
-      const bitmap = await createImageBitmap(await res.blob());
-      if (seq !== S.imageSeq) return;
-      S.image = { bitmap, win: got }; S.message = "";
-      draw();
-      await refreshPreview();
+      const r = await api("/api/update", sent());
+      if (seq !== S.updateSeq) return;
+      S.rev = r.rev; S.k = r.k; S.lastUpdate = { ms: (performance.now() - t).toFixed(0) };
+      const byId = Object.fromEntries(r.polygons.map((g) => [g.id, g]));
+      for (const g of S.polygons) g.efm.sampled = byId[g.efm.id];
+      renderPolygons();
+      $("status").textContent = r.k ? `k-NN (k=${r.k}) on ${r.training} labelled pixels` + (r.skipped ? `; ${r.skipped} on no data left out` : "") : r.reason;
+      legend();
+      if (!r.k) S.clickT0 = null;
+      L_.preview.redraw();
+      if (map.hasLayer(L_.uncertainty)) L_.uncertainty.redraw();
+      crossValidate(r.rev);
     } catch (err) {
-      if (seq === S.imageSeq) { S.message = err.message; draw(); }
+      if (seq === S.updateSeq) { $("status").textContent = "not updated: " + err.message; S.clickT0 = null; }
     } finally { S.busy--; }
   }
-  function hasTwoClasses() { return new Set(S.points.filter((p) => p.row !== null).map((p) => p.label)).size >= 2; }
-  async function refreshPreview() {
-    const seq = ++S.previewSeq;
-    if (!S.image) return;
-    const sent = S.points.map((p) => ({ id: p.id, label: p.label, row: p.row, col: p.col }));
+  async function crossValidate(rev) {  // not awaited by the change: the map stays live meanwhile
     S.busy++;
     try {
-      const r = await (await api("/api/preview", { window: S.image.win, points: sent })).json();
-      if (seq !== S.previewSeq) return;
-      if (r.classes === null) {
-        S.preview = null; S.clickT0 = null;  // no preview to time $("status").textContent = r.reason + (r.skipped ? ` (${r.skipped} point(s) on no data left out)` : "");
-        draw(); return;
-      }
-      const text = atob(r.classes), bytes = new Uint8Array(text.length);
-      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-      const off = document.createElement("canvas"); off.width = r.width; off.height = r.height;
-      const octx = off.getContext("2d"), img = octx.createImageData(r.width, r.height);
-      // one 32-bit write per pixel: RGBA bytes packed in the platform's order (little-endian: ABGR)
-      const px = new Uint32Array(img.data.buffer), lut = new Uint32Array(256);
-      const little = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-      S.classes.forEach((c, k) => {
-        const [red, green, blue] = rgbOf(c.color);
-        lut[k] = little ? ((255 << 24) | (blue << 16) | (green << 8) | red) >>> 0 : ((red << 24) | (green << 16) | (blue << 8) | 255) >>> 0;
-      });  // lut[255] (no data) stays 0: transparent
-      for (let i = 0; i < bytes.length; i++) px[i] = lut[bytes[i]];
-      octx.putImageData(img, 0, 0);
-      S.preview = { win: r.window, width: r.width, height: r.height, classes: bytes, canvas: off, nPoints: sent.length, k: r.k };
-      draw();
-      $("status").textContent = `k-NN (k=${r.k}) of ${r.width}x${r.height} px (every ${r.window.step} px)` +
-        (r.skipped ? `; ${r.skipped} point(s) on no data left out` : "");
-      if (S.clickT0 !== null) {
-        const t0 = S.clickT0; S.clickT0 = null;
-        requestAnimationFrame(() => {  // after the frame showing the preview is painted
-          const ms = performance.now() - t0;
-          S.timings.push({ ms, server_ms: r.server_ms, pixels: r.width * r.height });
-          $("latency").textContent = `click to preview: ${ms.toFixed(0)} ms (k-NN on the server: ${r.server_ms} ms)`;
-          console.log(`efm label: click to preview ${ms.toFixed(1)} ms, server ${r.server_ms} ms, ${r.width * r.height} px`);
-        });
-      }
-    } catch (err) {
-      if (seq === S.previewSeq) $("status").textContent = "preview failed: " + err.message;
-    } finally { S.busy--; }
+      const r = await api("/api/cv", {});
+      if (r.rev !== S.rev) return;  // a later change is on its way
+      S.cv = r;
+      $("cv").textContent = r.accuracy === null ? `spatial CV: ${r.reason}` :
+        `spatial CV accuracy ${(100 * r.accuracy).toFixed(1)} % (${r.folds} folds, blocks of ${r.block_px} px, ${r.tested} points, ${r.ms} ms)`;
+    } catch (err) { $("cv").textContent = "spatial CV failed: " + err.message; } finally { S.busy--; }
   }
 
-  // ------------------------------------------------------------ classes and points
+  // ------------------------------------------------------------ classes, points, polygons
   function renderClasses() {
     const box = $("classes"); box.textContent = "";
     S.classes.forEach((c, i) => {
@@ -180,85 +136,113 @@
       const sw = document.createElement("span"); sw.className = "swatch"; sw.style.background = c.color; sw.dataset.color = c.color;
       const name = document.createElement("span"); name.textContent = (i < 9 ? `${i + 1} ` : "") + c.name;
       const count = document.createElement("span"); count.className = "count";
-      count.textContent = S.points.filter((p) => p.label === c.name).length;
+      count.textContent = S.points.filter((p) => p.label === c.name).length + S.polygons.filter((g) => g.efm.label === c.name).length;
       row.append(sw, name, count);
       row.addEventListener("click", () => { S.current = i; renderClasses(); });
       box.append(row);
     });
     const outside = S.points.filter((p) => p.row === null).length;
-    $("counts").textContent = `${S.points.length} point(s)` + (outside ? `, ${outside} outside the store (kept)` : "") + (S.dirty ? ", not saved" : "");
+    $("counts").textContent = `${S.points.length} point(s), ${S.polygons.length} polygon(s)` + (outside ? `, ${outside} outside the store (kept)` : "") + (S.dirty ? ", not saved" : "");
   }
-  function changed() { S.dirty = true; renderClasses(); draw(); refreshPreview(); }
-  function clickAt(x, y) {
+  function renderPolygons() {
+    $("polygons").textContent = S.polygons.map((g) => {
+      const s = g.efm.sampled;
+      return s ? `${g.efm.id} ${g.efm.label}: ${s.sampled} of ${s.pixels} px` + (s.fixed ? " (crossed itself: fixed with make_valid)" : "") : `${g.efm.id}: …`;
+    }).join("; ");
+  }
+  function addPoint(row, col, lonlat, label) {
+    if (S.points.length >= S.info.max_points) { $("status").textContent = `${S.info.max_points} points at most: save, then remove some`; return false; }
+    S.points.push({ id: "c" + S.nextId++, label, row, col, lonlat });
+    return true;
+  }
+  map.on("click", async (ev) => {
+    if (map.pm.globalDrawModeEnabled() || map.pm.globalEditModeEnabled() || map.pm.globalRemovalModeEnabled()) return;
     if (!S.classes.length) { $("status").textContent = "add a class first"; return; }
     S.clickT0 = performance.now();
+    const at = map.latLngToContainerPoint(ev.latlng);
     let near = null, best = 7;
     for (const p of S.points) {
-      if (p.row === null) continue;
-      const c = toScreen(p.row + 0.5, p.col + 0.5), d = Math.hypot(c.x - x, c.y - y);
+      if (!p.lonlat) continue;
+      const d = at.distanceTo(map.latLngToContainerPoint(ll(p.lonlat)));
       if (d <= best) { best = d; near = p; }
     }
     if (near) { S.points = S.points.filter((p) => p !== near); changed(); return; }
-    const s = toStore(x, y), row = Math.floor(s.row), col = Math.floor(s.col);
-    if (row < 0 || col < 0 || row >= S.info.height || col >= S.info.width) { S.clickT0 = null; return; }
-    if (S.points.length >= S.info.max_points) { S.clickT0 = null; $("status").textContent = `${S.info.max_points} points at most: save, then remove some`; return; }
-    S.points.push({ id: "c" + S.nextId++, label: S.classes[S.current].name, row, col });
-    changed();
+    const label = S.classes[S.current].name;
+    S.busy++;
+    try {
+      const r = await api("/api/locate", { lonlat: [ev.latlng.lng, ev.latlng.lat] });
+      if (r.row === null) { S.clickT0 = null; $("status").textContent = r.reason; return; }
+      if (addPoint(r.row, r.col, r.lonlat, label)) changed(); else S.clickT0 = null;
+    } catch (err) { S.clickT0 = null; $("status").textContent = err.message; } finally { S.busy--; }
+  });
+  function adopt(layer, id, label) {  // a polygon on the map becomes one of the state's
+    layer.efm = { id: id || "p" + S.nextPoly++, label: label || S.classes[S.current].name };
+    layer.on("pm:edit", () => { S.clickT0 = performance.now(); changed(); });
+    S.polygons.push(layer);
+  }
+  map.on("pm:create", (ev) => {
+    if (!S.classes.length) { map.removeLayer(ev.layer); $("status").textContent = "add a class first"; return; }
+    S.clickT0 = performance.now(); adopt(ev.layer); changed();
+  });
+  map.on("pm:remove", (ev) => {
+    if (!ev.layer.efm) return;
+    S.clickT0 = performance.now(); S.polygons = S.polygons.filter((g) => g !== ev.layer); changed();
+  });
+
+  // ------------------------------------------------------------ suggestions
+  $("suggest").addEventListener("click", async () => {
+    const b = map.getBounds(), n = Math.max(1, Math.min(100, parseInt($("suggest-n").value, 10) || 10));
+    S.busy++;
+    try {
+      const r = await api("/api/suggest", { bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], n });
+      S.suggestions = r.points; drawSuggestions();
+      $("suggested").textContent = r.reason || `${r.points.length} suggested (most uncertain, ≥ ${r.spacing} px apart): click one to give it the current class`;
+    } catch (err) { $("suggested").textContent = err.message; } finally { S.busy--; }
+  });
+  function drawSuggestions() {
+    suggestLayer.clearLayers();
+    S.suggestions.forEach((s) => {
+      const m = L.circleMarker(ll(s.lonlat), { radius: 8, color: "#ffd400", weight: 3, fill: true, fillOpacity: 0.01, bubblingMouseEvents: false, pmIgnore: true });
+      m.on("click", () => {  // accepted: a point of the current class, like a click
+        if (!S.classes.length) return;
+        S.clickT0 = performance.now();
+        S.suggestions = S.suggestions.filter((x) => x !== s); drawSuggestions();
+        if (addPoint(s.row, s.col, s.lonlat, S.classes[S.current].name)) changed();
+      });
+      m.addTo(suggestLayer);
+    });
   }
 
-  // ------------------------------------------------------------ input
-  let drag = null;
-  canvas.addEventListener("mousedown", (ev) => { drag = { x: ev.offsetX, y: ev.offsetY, moved: false }; });
-  window.addEventListener("mousemove", (ev) => {
-    if (!drag) return;
-    const r = canvas.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
-    if (!drag.moved && Math.hypot(x - drag.x, y - drag.y) < 4) return;
-    S.view.left -= (x - drag.x) / S.view.scale; S.view.top -= (y - drag.y) / S.view.scale;
-    drag.x = x; drag.y = y; drag.moved = true; draw();
-  });
-  window.addEventListener("mouseup", (ev) => {
-    if (!drag) return;
-    const d = drag; drag = null;
-    if (d.moved) scheduleLoad(); else if (ev.target === canvas) clickAt(ev.offsetX, ev.offsetY);
-  });
-  canvas.addEventListener("wheel", (ev) => {
-    ev.preventDefault();
-    const s = toStore(ev.offsetX, ev.offsetY), v = S.view;
-    v.scale = Math.min(64, Math.max(1e-3, v.scale * Math.exp(-ev.deltaY * 0.0015)));
-    v.left = s.col - ev.offsetX / v.scale; v.top = s.row - ev.offsetY / v.scale;
-    scheduleLoad();
-  }, { passive: false });
+  // ------------------------------------------------------------ other input
   window.addEventListener("keydown", (ev) => {
-    const n = parseInt(ev.key, 10);
     if (ev.target.tagName === "INPUT") return;
+    const n = parseInt(ev.key, 10);
     if (n >= 1 && n <= S.classes.length) { S.current = n - 1; renderClasses(); }
-    if (ev.key === "p" || ev.key === "P") { $("show-preview").checked = !$("show-preview").checked; draw(); }
+    if (ev.key === "p" || ev.key === "P") { const box = $("layer-preview"); box.checked = !box.checked; box.dispatchEvent(new Event("change")); }
   });
-  window.addEventListener("resize", () => { resize(); scheduleLoad(); });
   window.addEventListener("beforeunload", (ev) => { if (S.dirty) { ev.preventDefault(); ev.returnValue = ""; } });
-  $("opacity").addEventListener("input", draw);
-  $("show-preview").addEventListener("change", draw);
-  $("mode").addEventListener("change", () => { $("band-pick").classList.toggle("on", $("mode").value === "bands"); scheduleLoad(); });
-  for (const id of ["band-r", "band-g", "band-b"]) $(id).addEventListener("change", scheduleLoad);
+  $("mode").addEventListener("change", () => { $("band-pick").classList.toggle("on", $("mode").value === "bands"); L_.store.redraw(); });
+  for (const id of ["band-r", "band-g", "band-b"]) $(id).addEventListener("change", () => L_.store.redraw());
   $("add-class").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const info = await (await api("/api/classes", { name: $("new-class").value })).json();
+      const info = await api("/api/classes", { name: $("new-class").value });
       S.classes = info.classes; S.current = S.classes.length - 1; $("new-class").value = ""; renderClasses();
     } catch (err) { $("status").textContent = err.message; }
   });
   $("save").addEventListener("click", async () => {
     try {
-      const r = await (await api("/api/save", { points: S.points.map((p) => ({ id: p.id, label: p.label, row: p.row, col: p.col })) })).json();
+      const r = await api("/api/save", sent());
       S.dirty = false; renderClasses();
-      $("saved").textContent = `saved ${r.count} point(s) to ${r.path} at ${new Date().toLocaleTimeString()}`;
+      $("saved").textContent = `saved ${r.count} point(s) (${r.polygons} polygon(s)) to ${r.path} at ${new Date().toLocaleTimeString()}`;
     } catch (err) { $("saved").textContent = "not saved: " + err.message; }
   });
 
   // ------------------------------------------------------------ start
   async function start() {
-    const info = await (await api("/api/info")).json();
-    S.info = info; S.classes = info.classes; S.points = info.points;
+    const info = await api("/api/info");
+    S.info = info; S.classes = info.classes;
+    S.points = info.points.map((p, i) => ({ ...p, lonlat: info.lonlats[i] }));
     $("store").textContent = `${info.store} · ${info.year} · ${info.width}x${info.height} px · ${info.crs} → ${info.output}`;
     for (const id of ["band-r", "band-g", "band-b"]) {
       for (const b of info.bands) { const o = document.createElement("option"); o.textContent = b; $(id).append(o); }
@@ -266,18 +250,22 @@
     const rgb = info.rgb || ["A01", "A16", "A09"].filter((b) => info.bands.includes(b));
     ["band-r", "band-g", "band-b"].forEach((id, i) => { $(id).value = rgb[i] || info.bands[i]; });
     if (info.rgb) { $("mode").value = "bands"; $("band-pick").classList.add("on"); }
-    resize(); fitView(); renderClasses(); draw(); loadView();
+    map.pm.setGlobalOptions({ allowSelfIntersection: true, snappable: false });
+    buildLayers(info);
+    const [w, s, e, n] = info.lonlat_bounds;
+    map.fitBounds([[s, w], [n, e]]);
+    for (const g of info.polygons) {
+      const layer = L.polygon(g.ring.map((c) => [c[1], c[0]])).addTo(map); adopt(layer, g.id, g.label);
+      S.nextPoly = Math.max(S.nextPoly, (parseInt(g.id.slice(1), 10) || 0) + 1);
+    }
+    renderClasses(); drawPoints();
+    if (S.points.length || S.polygons.length) { await changed(); S.dirty = false; renderClasses(); }
   }
-  // For the browser test and the curious: state, and store pixel -> canvas point.
+  // For the browser test and the curious: the state, and places on the map.
   window.efmLabel = {
-    state: S,
-    pixelToCanvas: (row, col) => toScreen(row + 0.5, col + 0.5),
-    setView: (scale, row, col) => {  // centre store pixel (row, col) at `scale` CSS px per store px
-      const { w, h } = size();
-      S.view = { scale, left: col - w / 2 / scale, top: row - h / 2 / scale }; scheduleLoad();
-    },
-    idle: () => S.busy === 0 && !S.loadPending,
-    previewPixels: () => S.preview ? Array.from(S.preview.canvas.getContext("2d").getImageData(0, 0, S.preview.width, S.preview.height).data) : null,
+    state: S, map,
+    lonlatToContainer: (lon, lat) => { const p = map.latLngToContainerPoint([lat, lon]); return [p.x, p.y]; },
+    idle: () => S.busy === 0 && !map._animatingZoom && Object.values(L_).every((l) => !map.hasLayer(l) || !l.isLoading()),
   };
-  start().catch((err) => { S.message = "cannot start: " + err.message; draw(); });
+  start().catch((err) => { const m = $("message"); m.textContent = "cannot start: " + err.message; m.style.display = "block"; });
 })();

@@ -110,6 +110,11 @@ def frame_points(
             "--label-column",
             f"{path} has no column {label_column!r}; its columns are {', '.join(map(str, columns))}",
         )
+    if geo is not None and "efm_role" in frame.columns:
+        # efm label's polygons: each outline is followed by its samples (points); read those
+        outline = (frame["efm_role"] == "polygon").to_numpy()
+        if outline.any() and not outline.all():
+            frame = geo = geo[~outline]
     if geo is not None:
         geometry = geo.geometry
         kinds = set(geometry[geometry.notna()].geom_type)
