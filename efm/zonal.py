@@ -126,16 +126,12 @@ def zonal(
                     task, arrays, info, tuple(years), stats, all_touched, parts_dir, place
                 )
             )
-        crossing = {}
+        by_batch = {}  # polygon batch -> [Crossing] (arrays, one per chunk)
         for partials in dask.compute(*tasks):
-            for fid, partial in partials:
-                crossing.setdefault(fid, []).append(partial)
-        by_batch = {}
-        for fid, parts in crossing.items():
-            frame = zonal_chunks.combine_partials(fid, parts, years, stats, info.bands)
-            by_batch.setdefault(fid // zonal_polygons.BATCH, []).append(frame)
-        for b, frames in by_batch.items():
-            zonal_chunks.write_crossing((b, frames), parts_dir)
+            for b, partial in partials:
+                by_batch.setdefault(b, []).append(partial)
+        for b, parts in by_batch.items():
+            zonal_chunks.write_crossing((b, parts), parts_dir, years, stats, info.bands)
         if members is None:
             metadata = zonal_chunks.table_metadata(
                 info, info.path, years, stats, indexed, name, all_touched

@@ -20,7 +20,7 @@ from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.products import zonal, zonal_collection, zonal_polygons
+from transforms.products import zonal, zonal_collection, zonal_polygons, zonal_table
 from transforms.storage import collection, outputs, readers, store
 
 
@@ -163,8 +163,7 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
     with common.Stopwatch() as clock:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
-    table = zonal.read_table(args.output, columns=[zonal.COUNT_COLUMN])
-    counts = table.column(zonal.COUNT_COLUMN).to_numpy()
+    rows, empty = zonal_table.count_summary(args.output)
     common.print_summary(
         f"{prog}: {args.output} written",
         [
@@ -174,8 +173,8 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
                 if args.skip_invalid
                 else []
             ),
-            ("rows (polygon x year)", table.num_rows),
-            ("rows without a pixel", f"{int((counts == 0).sum())} (pixel_count 0, statistics NaN)"),
+            ("rows (polygon x year)", rows),
+            ("rows without a pixel", f"{empty} (pixel_count 0, statistics NaN)"),
             ("pixel rule", "every pixel touched" if args.all_touched else "pixel centre inside"),
             *(
                 []

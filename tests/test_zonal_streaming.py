@@ -131,3 +131,23 @@ def test_api_sample_on_a_collection(coll, tmp_path):
                 coll.members[cell].values[row["year"] - 2021, r, c],
                 atol=1e-6,
             )
+
+
+def test_count_summary_reads_the_table_a_row_group_at_a_time(tmp_path):
+    """The run summary's counts (rows, rows without a pixel) come from the pixel_count column
+    read row group by row group: equal to pandas reading the whole table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.products import zonal_table
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 3, 1000)
+    path = tmp_path / "t.parquet"
+    table = pa.table(
+        {"polygon_id": np.arange(1000), "pixel_count": counts, "A00": rng.random(1000)}
+    )
+    pq.write_table(table, path, row_group_size=300)
+    assert pq.ParquetFile(path).num_row_groups == 4
+    whole = pd.read_parquet(path)
+    assert zonal_table.count_summary(str(path)) == (len(whole), int((whole.pixel_count == 0).sum()))

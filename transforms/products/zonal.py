@@ -14,9 +14,10 @@ two middle values).
     ZonalChunks: per chunk, read each year once as stored (band-first), rasterise the chunk's
             polygons into label images, then counts and sums per polygon, one np.bincount per
             band (zonal_stats.py). A polygon whose pixels all lie in this chunk is finished here
-            (median too) -> a part. A polygon crossing chunks emits its partial (sums, counts,
-            and for a median its pixel values) keyed by polygon -> GroupByKey -> combined
-            exactly -> one part per polygon batch.
+            (median too) -> a part. The polygons crossing chunks leave their partials (sums,
+            counts, and for a median their pixel values) as arrays, one element per chunk and
+            polygon batch (never one per polygon) -> GroupByKey by batch -> combined exactly
+            (sorted by polygon, np.add.reduceat) -> one part per polygon batch.
     AssembleZonal (zonal_table.py): per polygon batch, its columns + its results -> a row group
             of the table (one row per polygon and year, polygons without pixels included).
 
@@ -48,9 +49,11 @@ from transforms.products.zonal_polygons import (  # noqa: F401  (the names produ
 from transforms.products.zonal_stats import (  # noqa: F401
     COUNT_COLUMN,
     STATS,
+    Crossing,
     Partial,
-    combine_partials,
+    combine_crossing,
     parse_stats,
+    release_memory,
     stat_columns,
     zonal_chunk,
 )
@@ -76,7 +79,8 @@ def checks(name: str, id_column, skip_invalid: bool, reserved, api: bool = False
 
 def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batch: int):
     """One task (task id, polygon parts): its chunk's results -> part-1-<task id> (the polygons
-    finished here), and the partials of the polygons crossing chunks: [(fid, {year: Partial})].
+    finished here), and the partials of the polygons crossing chunks, one element per polygon
+    batch: [(batch, Crossing)].
     `locate(task id)` -> (read(year, rows, cols) band-first, store info, chunk id, pixels that
     count or None)."""
     tid, refs = task
@@ -102,7 +106,14 @@ def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batc
     )
     if frame is not None:
         write_frame(part_name(parts_dir, CHUNK_PART, tid), frame, batch)
-    return frame is not None, int(np.count_nonzero(single)), crossing
+    written = frame is not None
+    del frame, geometry
+    release_memory()
+    return (
+        written,
+        int(np.count_nonzero(single)),
+        [] if crossing is None else crossing.split(batch),
+    )
 
 
 class _ZonalChunkFn(beam.DoFn):
@@ -135,24 +146,13 @@ class _ZonalChunkFn(beam.DoFn):
         yield from crossing
 
 
-class _CombineFn(beam.DoFn):
-    def __init__(self, years, stats, bands, batch: int):
-        self.years, self.stats, self.bands, self.batch = tuple(years), stats, bands, batch
-
-    def process(self, element):
-        fid, partials = element
-        yield (
-            fid // self.batch,
-            combine_partials(fid, list(partials), self.years, self.stats, self.bands),
-        )
-
-
-def write_crossing(element, parts_dir: str):
-    """(polygon batch, frames of its crossing polygons) -> part-2-<batch>."""
-    import pandas as pd
-
-    b, frames = element
-    write_frame(part_name(parts_dir, CROSSING_PART, b), pd.concat(list(frames), ignore_index=True))
+def write_crossing(element, parts_dir: str, years, stats, bands):
+    """(polygon batch, Crossing partials of its polygons from every chunk) -> the polygons
+    combined -> part-2-<batch>."""
+    b, parts = element
+    write_frame(
+        part_name(parts_dir, CROSSING_PART, b), combine_crossing(parts, years, stats, bands)
+    )
     return 1
 
 
@@ -178,12 +178,10 @@ class ZonalChunks(beam.PTransform):
         )
         out = tasks | "ZonalChunk" >> beam.ParDo(chunk_fn).with_outputs("written", main="crossing")
         crossing = (
-            out.crossing
-            | "GroupByPolygon" >> beam.GroupByKey()
-            | "CombinePolygon"
-            >> beam.ParDo(_CombineFn(self.years, self.stats, self.info.bands, self.batch))
+            out.crossing  # (polygon batch, Crossing): one element per chunk and batch
             | "GroupByBatch" >> beam.GroupByKey()
-            | "WriteBatch" >> beam.Map(write_crossing, self.parts_dir)
+            | "WriteBatch"
+            >> beam.Map(write_crossing, self.parts_dir, self.years, self.stats, self.info.bands)
         )
         return (out.written, crossing) | "Written" >> beam.Flatten()
 

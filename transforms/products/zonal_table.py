@@ -76,8 +76,8 @@ def write_frame(path: str, frame: pd.DataFrame, batch: int | None = None) -> Non
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), BATCHES_KEY: json.dumps(ids.tolist()).encode()}
         )
-    buffer = io.BytesIO()
-    with pq.ParquetWriter(buffer, table.schema) as writer:
+    buffer = io.BytesIO()  # no dictionary: statistics are all distinct (it cost ~10x the write)
+    with pq.ParquetWriter(buffer, table.schema, use_dictionary=False) as writer:
         for start, stop, _ in groups:
             writer.write_table(table.slice(start, stop - start), row_group_size=stop - start + 1)
     atomic.write_bytes(path, buffer.getvalue())
@@ -199,7 +199,16 @@ def assemble(parts_dir: str, output: str, metadata: dict, model=None) -> int:
                 schema = table.schema.with_metadata(
                     {TABLE_METADATA_KEY: json.dumps(metadata).encode()}
                 )
-                writer = pq.ParquetWriter(f, schema)
+                stat = {
+                    c
+                    for cols in stat_columns(metadata["stats"], metadata["store_bands"]).values()
+                    for c in cols
+                }
+                # a dictionary for the polygons' columns, none for the statistics (all distinct:
+                # trying one cost ~10x the write)
+                writer = pq.ParquetWriter(
+                    f, schema, use_dictionary=[c for c in schema.names if c not in stat]
+                )
             writer.write_table(table.cast(writer.schema))
             rows += table.num_rows
         writer.close()
@@ -211,3 +220,21 @@ def read_table(path: str, columns: list[str] | None = None):
     """The table `assemble` wrote (a pyarrow Table with its metadata), read in this thread."""
     with fsspec.open(path, "rb") as f:
         return parquet.read_table(f, columns=columns)
+
+
+def count_summary(path: str) -> tuple[int, int]:
+    """The table at `path` -> (rows, rows without a pixel), reading only the pixel_count column a
+    row group at a time (a local file natively, never whole: the table of a million polygons is
+    ~0.3 GB; a remote one is copied into memory first, see transforms/core/parquet.py)."""
+    import pyarrow.parquet as pq
+
+    local = "://" not in path or path.startswith("file://")
+    if not local:
+        counts = read_table(path, columns=[COUNT_COLUMN]).column(COUNT_COLUMN).to_numpy()
+        return len(counts), int((counts == 0).sum())
+    pf = pq.ParquetFile(path.removeprefix("file://"), memory_map=False)
+    empty = 0
+    for g in range(pf.num_row_groups):
+        column = pf.read_row_group(g, columns=[COUNT_COLUMN], use_threads=False)
+        empty += int((column.column(COUNT_COLUMN).to_numpy() == 0).sum())
+    return pf.metadata.num_rows, empty
