@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pipelines import interrupts  # only `signal`: Ctrl-C is handled from the start
+
 SUBCOMMANDS = {
     "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
     "label": (
@@ -52,10 +54,8 @@ SKOPS_COMMANDS = {"train", "cluster", "classify", "predict"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # `efm ...`: this process is the command's (Ctrl-C: pipelines/failures.py)
-        from pipelines import failures
-
-        failures.own_process()
+    if argv is None:  # `efm ...`: this process is the command's (Ctrl-C: pipelines/interrupts.py)
+        interrupts.own_process()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: efm <command> [flags]  (efm <command> --help for its flags)\n\ncommands:")
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             f"efm {name}: error: interrupted (Ctrl-C) before it started; nothing was written",
             file=sys.stderr,
         )
+        interrupts.ignore()  # here, while it is handled, no later Ctrl-C interrupts this
         return 130
 
 

@@ -182,7 +182,7 @@ def run(
     with failures.session(prog, argv) as state:
         try:
             status = main(argv)
-            state.settled = True  # done: a Ctrl-C now changes nothing (failures.py, "Ctrl-C")
+            state.settled = True  # done: a Ctrl-C now changes nothing (pipelines/interrupts.py)
             return status
         except JobSubmitted as exc:
             state.settled = True

@@ -5,7 +5,8 @@ command that finishes the job.
 line names what went wrong; the log file (`efm-<cmd>-<time>-<pid>.log` in $EFM_LOG_DIR or the
 temp folder) holds the traceback and the log records of the run; `--verbose` prints both on
 stderr instead. A failure after an output store exists ends with the `--resume` command built
-from the command's own argv, so the user can copy it.
+from the command's own argv, so the user can copy it. A Ctrl-C is one KeyboardInterrupt, reported
+as one line and exit 130; later ones change nothing (pipelines/interrupts.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import logging
 import os
 import re
 import shlex
-import signal
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Sequence
 
+from pipelines import interrupts
 from transforms.core.errors import InputError, first_line
 
 EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
@@ -124,8 +124,8 @@ def session(prog: str, argv: Sequence[str] | None):
     old_level = root.level
     outer = current()
     if outer is None and argv_given is None:  # this process's own command line
-        own_process()
-    previous = _catch_interrupts() if outer is None else None
+        interrupts.own_process()
+    previous = interrupts.catch(state) if outer is None else None  # Ctrl-C: pipelines/interrupts.py
     if (
         outer is not None and outer.handler is not None
     ):  # a command run by another (the demo): its lines go where it says
@@ -144,68 +144,7 @@ def session(prog: str, argv: Sequence[str] | None):
             root.addHandler(outer.handler)
         root.setLevel(old_level)
         if outer is None:
-            _release_interrupts(previous)
-
-
-# ---------------------------------------------------------------- Ctrl-C
-
-# While a command runs, SIGINT is `_on_sigint`'s. The first Ctrl-C stops the run: a KeyboardInterrupt,
-# which `common.run` turns into one line and exit 130. From then on SIGINT is ignored (people press
-# Ctrl-C twice, or hold it down), and so is one that comes once the outcome is settled: nothing can
-# break the clean-up (a store left marked incomplete, a failed set-up undone), the line, or the exit
-# status any more. In a process that is the command's own (`efm ...`, `python -m pipelines.<name>`),
-# SIGINT stays ignored until the process has exited: Python gives SIGINT back its default action
-# (death by the signal, exit -2) while it shuts down, after atexit and the joins of threads. Called
-# from Python (`run([...])`, efm/), the handler SIGINT had before is back once the command returns.
-_interrupts = {"tripped": False, "owner": False}
-
-
-def _on_sigint(signum, frame) -> None:
-    outer = _sessions[0] if _sessions else None
-    if _interrupts["tripped"] or (outer is not None and outer.settled):
-        return
-    _interrupts["tripped"] = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def own_process() -> None:
-    """This process is an efm command's (pipelines/cli.py's `main`, a session without argv): Ctrl-C
-    is handled from now on (also while the command is being imported) until the process exits."""
-    if not _main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return  # started with SIGINT ignored (`nohup`, `cmd &`), or already ours
-    _interrupts["owner"] = True
-    _interrupts["tripped"] = False
-    signal.signal(signal.SIGINT, _on_sigint)
-
-
-def _catch_interrupts():
-    """At the start of a command: SIGINT's handler before it (to put back), or None if left alone."""
-    if not _main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is _on_sigint:  # own_process() set it
-        return previous
-    if previous is not signal.default_int_handler:
-        return None  # ignored, or an application's own handler: theirs
-    _interrupts["tripped"] = False
-    signal.signal(signal.SIGINT, _on_sigint)
-    return previous
-
-
-def _release_interrupts(previous) -> None:
-    """At the end of a command: the process's own ignores SIGINT until it exits; otherwise SIGINT's
-    handler before the command is back."""
-    if previous is None or not _main_thread():
-        return
-    if _interrupts["owner"]:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    else:
-        signal.signal(signal.SIGINT, previous)
+            interrupts.release(previous)
 
 
 def note_args(parser, args) -> None:
