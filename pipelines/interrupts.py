@@ -5,9 +5,9 @@ stops the run: a KeyboardInterrupt, which `common.run` turns into one line and e
 one (people press Ctrl-C twice, or hold it down) changes nothing while that KeyboardInterrupt is
 being handled (the `finally` blocks and `except` clauses it passes through: a store left marked
 incomplete, a failed set-up undone, the one line), nor once the run's outcome is settled (its
-report begins, or it is done). Only if the first was swallowed on its way (Python drops an
-exception raised in a `__del__` or a weakref callback, with an "Exception ignored" note) and the
-run went on does a later Ctrl-C stop it again.
+report begins, or it is done). Python drops an exception raised in a `__del__` or a weakref
+callback (e.g. importlib's, during an import) with an "Exception ignored" note on stderr: a Ctrl-C
+that lands there is noted in the log instead and delivered again, so that it stops the run.
 
 In a process that is the command's own (`efm ...`, `python -m pipelines.<name>`), SIGINT is then
 ignored until the process has exited: while Python shuts down (atexit, the joins of threads, the
@@ -25,7 +25,8 @@ from __future__ import annotations
 import signal
 import sys
 
-_state: dict = {"tripped": False, "owner": False, "run": None}  # run: the outermost session
+# run: the outermost session; hook: sys.unraisablehook before it; in_hook: in `_unraisable`
+_state: dict = {"tripped": False, "owner": False, "run": None, "hook": None, "in_hook": False}
 
 
 def _on_sigint(signum, frame) -> None:
@@ -33,6 +34,9 @@ def _on_sigint(signum, frame) -> None:
     if run is not None and run.settled:
         return
     if _state["tripped"] and _handling_interrupt():
+        return
+    if _state["in_hook"]:  # in `_unraisable`: raised here, it would be dropped again
+        _deliver_again()
         return
     _state["tripped"] = True
     raise KeyboardInterrupt
@@ -47,6 +51,39 @@ def _handling_interrupt() -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _unraisable(unraisable) -> None:
+    """sys.unraisablehook while a command runs: a KeyboardInterrupt Python dropped (raised in a
+    `__del__` or a weakref callback) goes to the log, and the Ctrl-C is delivered again from another
+    thread (raised here, in the callback's shadow, it would be dropped again)."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        (_state["hook"] or sys.__unraisablehook__)(unraisable)
+        return
+    _state["in_hook"] = True
+    try:
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.getLogger(__name__).info(
+                "a Ctrl-C landed in %r, where Python drops exceptions: delivered again",
+                unraisable.object,
+            )
+        run = _state["run"]
+        if not (run is not None and run.settled):
+            _deliver_again()
+    finally:
+        _state["in_hook"] = False
+
+
+def _deliver_again() -> None:
+    """SIGINT again, from another thread: the main thread's handler runs where it is next."""
+    import _thread
+
+    def deliver():
+        if _state["run"] is not None:  # the command still runs
+            _thread.interrupt_main(signal.SIGINT)
+
+    _thread.start_new_thread(deliver, ())
 
 
 def ignore() -> None:
@@ -82,6 +119,7 @@ def catch(run):
     previous = signal.getsignal(signal.SIGINT)
     if previous is _on_sigint or _install():
         _state["run"] = run
+        _state["hook"], sys.unraisablehook = sys.unraisablehook, _unraisable
         return previous
     return None
 
@@ -92,6 +130,8 @@ def release(previous) -> None:
     if previous is None:
         return
     _state["run"] = None
+    if sys.unraisablehook is _unraisable:
+        sys.unraisablehook, _state["hook"] = _state["hook"] or sys.__unraisablehook__, None
     if _state["owner"]:
         ignore()
         return
