@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pipelines import interrupts  # only `signal`: Ctrl-C is handled from the start
+
 SUBCOMMANDS = {
     "extract": ("pipelines.extract", "extract embeddings from Earth Engine into Zarr"),
     "label": (
@@ -52,6 +54,8 @@ SKOPS_COMMANDS = {"train", "cluster", "classify", "predict"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # `efm ...`: this process is the command's (Ctrl-C: pipelines/interrupts.py)
+        interrupts.own_process()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: efm <command> [flags]  (efm <command> --help for its flags)\n\ncommands:")
@@ -73,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(
             SUBCOMMANDS[name][0]
         )  # Beam and friends take seconds to import
+        # A Ctrl-C only escapes the command's run while it sets up (failures.session): it writes nothing.
+        return module.run(rest)
     except KeyboardInterrupt:
         print(
             f"efm {name}: error: interrupted (Ctrl-C) before it started; nothing was written",
             file=sys.stderr,
         )
+        interrupts.ignore()  # here, while it is handled, no later Ctrl-C interrupts this
         return 130
-    return module.run(rest)
 
 
 if __name__ == "__main__":

@@ -187,14 +187,18 @@ def run(
     logging.getLogger("apache_beam.runners.dataflow.internal.apiclient").setLevel(logging.INFO)
     with failures.session(prog, argv) as state:
         try:
-            return main(argv)
+            status = main(argv)
+            state.settled = True  # done: a Ctrl-C now changes nothing (pipelines/interrupts.py)
+            return status
         except JobSubmitted as exc:
+            state.settled = True
             print(f"{prog}: {exc}")
             return 0
         except (
             Exception,
             KeyboardInterrupt,
         ) as exc:  # SystemExit (argparse's own errors, exit 2) passes
+            state.settled = True  # first, before any call: nothing interrupts the report
             return failures.report(state, exc)
 
 

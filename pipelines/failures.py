@@ -5,7 +5,8 @@ command that finishes the job.
 line names what went wrong; the log file (`efm-<cmd>-<time>-<pid>.log` in $EFM_LOG_DIR or the
 temp folder) holds the traceback and the log records of the run; `--verbose` prints both on
 stderr instead. A failure after an output store exists ends with the `--resume` command built
-from the command's own argv, so the user can copy it.
+from the command's own argv, so the user can copy it. A Ctrl-C is one KeyboardInterrupt, reported
+as one line and exit 130; later ones change nothing (pipelines/interrupts.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 
+from pipelines import interrupts
 from transforms.core.errors import InputError, first_line
 
 EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
@@ -49,6 +51,9 @@ class Session:
     output: str | None = None
     output_existed: bool | None = None
     removed_before: int = 0  # outputs.removed_paths() when the session began
+    # The run's outcome is decided (its report begins, or it is done): a Ctrl-C changes nothing now.
+    # `common.run` sets it with a plain attribute store, which no signal handler can interrupt.
+    settled: bool = False
 
 
 _sessions: list[Session] = []
@@ -98,6 +103,7 @@ class _Buffer(logging.Handler):
 
 @contextlib.contextmanager
 def session(prog: str, argv: Sequence[str] | None):
+    argv_given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     records: collections.deque = collections.deque(maxlen=_BUFFERED_RECORDS)
@@ -117,6 +123,9 @@ def session(prog: str, argv: Sequence[str] | None):
     state.removed_before = len(outputs.removed_paths())
     old_level = root.level
     outer = current()
+    if outer is None and argv_given is None:  # this process's own command line
+        interrupts.own_process()
+    previous = interrupts.catch(state) if outer is None else None  # Ctrl-C: pipelines/interrupts.py
     if (
         outer is not None and outer.handler is not None
     ):  # a command run by another (the demo): its lines go where it says
@@ -134,6 +143,8 @@ def session(prog: str, argv: Sequence[str] | None):
         if outer is not None and outer.handler is not None:
             root.addHandler(outer.handler)
         root.setLevel(old_level)
+        if outer is None:
+            interrupts.release(previous)
 
 
 def note_args(parser, args) -> None:
