@@ -25,14 +25,8 @@ parameter at fault and the fix, before anything is computed or written.
 
 from __future__ import annotations
 
-from efm.collection import (
-    EmbeddingCollection,
-    MapCollection,
-    change,
-    predict,
-    similarity,
-    to_cog,
-)
+from efm.collection import EmbeddingCollection
+from efm.collection_maps import MapCollection, change, predict, similarity, to_cog
 from efm.embeddings import open_embeddings, sample
 from efm.export import plot
 from efm.learning import Report, save_model, train
