@@ -105,10 +105,16 @@ def is_collection(path) -> bool:
     """Is there a collection index at `path` (a folder or prefix)? Never raises."""
     if not isinstance(path, str):
         return False
+    from transforms.storage import reach
+
     try:
+        # A remote root is looked at under reach's deadline first: fsspec's own look at a silent
+        # server waits minutes; an unreachable root is not a collection, and the store reader's
+        # own check then says why in one line.
+        reach.check_root(path, "--embeddings")
         fs, root = fsspec.core.url_to_fs(path)
         return fs.isfile(join(root, INDEX))
-    except Exception:  # an unreachable root is not a collection; the store reader says why
+    except Exception:
         return False
 
 
