@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "requests>=2.34.2",  # Earth Engine's HTTP session: pool size, retries
     "zarr>=3.1.6",
     "numcodecs>=0.16.6",  # Zarr v2 chunks read directly (transforms/storage/chunk_files.py)
+    "google-crc32c>=1.9.0",  # a shard index's checksum (transforms/storage/shard_points.py)
     "xarray>=2026.9.0",
     "numpy>=2.4.6",
     "pandas>=3.1.1",
