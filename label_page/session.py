@@ -292,7 +292,7 @@ class Session:
         got = self.tiles.values(z, x, y)
         if got is None:
             return None
-        mask, values = got
+        values = got.values  # each store pixel once: colours are spread to the tile by got.paint
         if layer == "store":
             colours = self.view.colour(values[None], bands)[0]
         elif layer == "preview":
@@ -304,7 +304,7 @@ class Session:
         else:
             u = guide.uncertainty(model[1], model[2], values)
             colours = UNCERTAINTY_LUT[np.clip((u * 255).round().astype(int), 0, 255)]
-        return tiles.png(tiles.paint(mask, colours))
+        return tiles.png(got.paint(colours))
 
     # ------------------------------------------------------------ guidance
     def suggest(self, body: dict) -> dict:

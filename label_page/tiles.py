@@ -1,8 +1,9 @@
 """The store as Web Mercator (EPSG:3857) XYZ tiles, for the labelling page's map (Leaflet).
 
-Each of a tile's 256 x 256 pixel centres is transformed to the store's CRS with pyproj (every
-pixel: no approximating grid, so the result is rasterio.warp.reproject's nearest neighbour with
-no error threshold) and takes the store pixel it falls in. Zoomed out, a tile pixel spans s store
+Each of a tile's 256 x 256 pixel centres is transformed to the store's CRS (as GDAL's warper does
+by default: pyproj exactly on a 17 x 17 lattice, bilinear in between where that is within 0.125
+store px of the exact transform, every pixel exactly elsewhere) and takes the store pixel it falls
+in. Zoomed in, many tile pixels show the same store pixel: each is coloured or predicted once. Zoomed out, a tile pixel spans s store
 pixels: it then takes the first pixel of its block of L x L, L the largest power of two <= s (the
 zoom-dependent stride), so that a zoomed-out tile reads (256 * s / L)^2 pixels at most, not the s^2
 times more under it. Strides from `min_level` up are read from one overview of the store at
@@ -15,6 +16,7 @@ and kept while used (neighbouring tiles share chunks). The last tiles' codes and
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import math
 import threading
@@ -28,6 +30,8 @@ TILE = 256
 HALF = math.pi * 6378137.0  # half the Web Mercator world's width, metres
 OVERVIEW_BYTES = 512 << 20
 CACHE_BYTES = 512 << 20  # tiles' codes and decoded chunks, least recently used out
+GRID = 17  # the exact transform on a 17 x 17 lattice of a tile, interpolated in between
+MAX_ERROR = 0.125  # store px: GDAL's warper's default error threshold for that approximation
 
 
 def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
@@ -43,6 +47,15 @@ def tile_centres(z: int, x: int, y: int, size: int = TILE) -> tuple[np.ndarray, 
     px = (right - left) / size
     offsets = (np.arange(size) + 0.5) * px
     return np.meshgrid(left + offsets, top - offsets)
+
+
+def _bilinear(a: np.ndarray, lattice: np.ndarray, size: int) -> np.ndarray:
+    """(n, n) values at tile pixel indices `lattice` (both axes) -> (size, size), bilinearly."""
+    at = np.arange(size, dtype=np.float64)
+    i = np.clip(np.searchsorted(lattice, at, side="right") - 1, 0, len(lattice) - 2)
+    t = (at - lattice[i]) / (lattice[i + 1] - lattice[i])
+    across = a[:, i] * (1 - t) + a[:, i + 1] * t  # (n, size): along x at each lattice row
+    return across[i] * (1 - t)[:, None] + across[i + 1] * t[:, None]
 
 
 def check_tile(z: int, x: int, y: int) -> str | None:
@@ -80,8 +93,30 @@ class TileGrid:
         return left < b[2] and right > b[0] and bottom < b[3] and top > b[1]
 
     def fractional(self, z: int, x: int, y: int, size: int = TILE):
-        """(row, col) of each tile pixel centre in store pixel units (fractional; NaN off the CRS)."""
-        wx, wy = tile_centres(z, x, y, size)
+        """(row, col) of each tile pixel centre in store pixel units (fractional; NaN off the CRS).
+
+        As GDAL's approximate transformer: the exact transform on a GRID x GRID lattice of the
+        tile, interpolated bilinearly in between, used only where it agrees with the exact
+        transform at every cell's midpoint to MAX_ERROR store px; otherwise every pixel exactly."""
+        if size < 4 * GRID:
+            return self._exact(*tile_centres(z, x, y, size))
+        lattice = np.linspace(0, size - 1, GRID)  # tile pixel indices of the lattice
+        left, _, right, top = tile_bounds(z, x, y)
+        px = (right - left) / size
+
+        def exact_at(i: np.ndarray):
+            return self._exact(*np.meshgrid(left + (i + 0.5) * px, top - (i + 0.5) * px))
+
+        row_i, col_i = (_bilinear(a, lattice, size) for a in exact_at(lattice))
+        mid = np.rint((lattice[:-1] + lattice[1:]) / 2).astype(int)  # the cells' middle pixels
+        row_c, col_c = exact_at(mid.astype(np.float64))
+        cells = np.ix_(mid, mid)
+        err = np.maximum(np.abs(row_i[cells] - row_c), np.abs(col_i[cells] - col_c))
+        if not np.isfinite(err).all() or err.max() > MAX_ERROR:
+            return self._exact(*tile_centres(z, x, y, size))
+        return row_i, col_i
+
+    def _exact(self, wx: np.ndarray, wy: np.ndarray):
         sx, sy = self.to_store.transform(wx, wy)
         col, row = self.inverse * (np.asarray(sx), np.asarray(sy))
         bad = ~(np.isfinite(col) & np.isfinite(row))
@@ -188,32 +223,54 @@ class TileSource:
                 _, (_, _, nbytes) = self._cache.popitem(last=False)
                 self._cached -= nbytes
 
-    def values(self, z: int, x: int, y: int):
-        """(mask, values): mask (256, 256) True where the tile shows a store pixel with data,
-        values (n, bands) float32 of those pixels in row-major order; None off the store."""
+    def values(self, z: int, x: int, y: int) -> TileValues | None:
+        """What tile z/x/y shows (TileValues), None off the store. Each store pixel the tile
+        shows is read and dequantised once, however many tile pixels show it."""
         key = (z, x, y)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                where, codes, _ = self._cache[key]
-                return self._finish(where, codes)
+                return self._cache[key][1]
         if not self.grid.overlaps(z, x, y):
             return None
         rows, cols, level = self.grid.pixels(z, x, y)
         where = np.flatnonzero(rows.ravel() >= 0)
         if not len(where):
             return None
-        codes = self.codes_at(rows.ravel()[where], cols.ravel()[where], level)
-        self._remember(key, (where, codes, codes.nbytes))
-        return self._finish(where, codes)
+        flat = rows.ravel()[where] * self.grid.width + cols.ravel()[where]
+        distinct, index = np.unique(flat, return_inverse=True)
+        codes = self.codes_at(distinct // self.grid.width, distinct % self.grid.width, level)
+        got = TileValues.of(where, index, store.as_float(codes))
+        self._remember(key, (None, got, got.values.nbytes + got.index.nbytes + TILE * TILE))
+        return got
 
-    @staticmethod
-    def _finish(where: np.ndarray, codes: np.ndarray):
-        values = store.as_float(codes)
+
+@dataclasses.dataclass(frozen=True)
+class TileValues:
+    """A tile's store pixels: `mask` (256, 256) True where the tile shows a store pixel with data;
+    `values` (n, bands) float32 of the distinct such store pixels; `index` the row of `values`
+    each True pixel of `mask` shows (row-major order). `values[index]` is the tile, pixel by pixel."""
+
+    mask: np.ndarray
+    values: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def of(cls, where: np.ndarray, index: np.ndarray, values: np.ndarray) -> TileValues:
         ok = valid_mask(values)
+        renumber = np.cumsum(ok) - 1  # distinct pixel -> its row among the valid ones
+        shown = ok[index]
         mask = np.zeros(TILE * TILE, dtype=bool)
-        mask[where[ok]] = True
-        return mask.reshape(TILE, TILE), np.ascontiguousarray(values[ok])
+        mask[where[shown]] = True
+        return cls(
+            mask.reshape(TILE, TILE),
+            np.ascontiguousarray(values[ok]),
+            renumber[index[shown]].astype(np.int32),
+        )
+
+    def paint(self, colours: np.ndarray) -> np.ndarray:
+        """(n, 4) uint8 colours of `values` -> the (256, 256, 4) RGBA tile."""
+        return paint(self.mask, colours[self.index])
 
 
 def png(rgba: np.ndarray) -> bytes:

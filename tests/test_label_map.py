@@ -224,6 +224,39 @@ def test_a_tile_shows_the_store_pixels_rasterio_reprojects_there_at_every_zoom(s
             assert (rows[both] % level == 0).all() and (cols[both] % level == 0).all()
             assert (rows[both] == rr[both] // level * level).mean() > 0.99
         # and the tile's values are those pixels' (the overview or the chunks under the tile)
-        mask, values = source.values(z, x, y)
+        got = source.values(z, x, y)
         flat = synthetic.values[0].reshape(-1, synthetic.values.shape[-1])
-        np.testing.assert_array_equal(values, flat[(rows * w + cols)[mask]])
+        np.testing.assert_array_equal(got.values[got.index], flat[(rows * w + cols)[got.mask]])
+        assert len(got.values) == len(np.unique((rows * w + cols)[got.mask]))
+
+
+def test_a_tiles_approximate_transform_stays_within_gdals_threshold_of_the_exact_one(synthetic):
+    """The lattice + bilinear transform (what GDAL's warper does by default) against pyproj on
+    every pixel: within 0.125 store px wherever it is used; and it is used (no silent fallback)."""
+    import pyproj
+
+    view = StoreView(readers.store_info(synthetic.path), YEAR)
+    grid = tiles.TileSource(view).grid
+    h, w = synthetic.grid.height, synthetic.grid.width
+    cx, cy = store_factory.pixel_centre(synthetic, h // 2, w // 2)
+    to_web = pyproj.Transformer.from_crs(synthetic.grid.crs, "EPSG:3857", always_xy=True)
+    mx, my = to_web.transform(cx, cy)
+    exact = pyproj.Transformer.from_crs("EPSG:3857", synthetic.grid.crs, always_xy=True)
+    inverse = ~synthetic.grid.transform
+    for z in (10, 13, 16):
+        span = 2 * tiles.HALF / 2**z
+        x, y = int((mx + tiles.HALF) // span), int((tiles.HALF - my) // span)
+        row, col = grid.fractional(z, x, y)
+        sx, sy = exact.transform(*tiles.tile_centres(z, x, y))
+        ref_col, ref_row = inverse * (sx, sy)
+        assert np.abs(row - ref_row).max() <= tiles.MAX_ERROR
+        assert np.abs(col - ref_col).max() <= tiles.MAX_ERROR
+    # a plane is reproduced exactly by the bilinear step (so the lattice is what is used)
+    lattice = np.linspace(0, 255, tiles.GRID)
+    plane = 3.0 * lattice[:, None] - 2.0 * lattice[None, :] + 7.0
+    at = np.arange(256.0)
+    np.testing.assert_allclose(
+        tiles._bilinear(plane, lattice, 256),
+        3.0 * at[:, None] - 2.0 * at[None, :] + 7.0,
+        atol=1e-9,
+    )
