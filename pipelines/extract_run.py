@@ -17,11 +17,12 @@ from pipelines.extract_sizing import (
     block_cache_bytes,
     memory_processes,
 )
+from transforms.core import progress
 from transforms.core.metrics import coverage_warning, metric_max, metric_range, metric_totals
 from transforms.sources import cog, earthengine
 from transforms.sources.fetch import FetchChunks, RetryPolicy
 from transforms.sources.zone_mask import ZoneMask
-from transforms.storage import progress, store, zarr_source
+from transforms.storage import store, zarr_source
 
 
 def _setup(run: StoreRun, run_token: str | None = None):

@@ -14,10 +14,11 @@ import numpy as np
 
 from pipelines import common
 from transforms.core import grid as gridlib
+from transforms.core import progress
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
 from transforms.learning import collection_points, sampling
-from transforms.storage import collection, outputs, progress, readers, store
+from transforms.storage import collection, outputs, readers, store
 
 
 def build_parser():

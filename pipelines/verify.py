@@ -14,8 +14,9 @@ import threading
 from collections.abc import Sequence
 
 from pipelines import common
+from transforms.core import progress
 from transforms.core.errors import InputError
-from transforms.storage import integrity, outputs, progress, store
+from transforms.storage import integrity, outputs, store
 
 EXIT_DAMAGED = 1
 
