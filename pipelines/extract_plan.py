@@ -12,7 +12,7 @@ from transforms.core.chunk_plan import ChunkPlan
 from transforms.core.errors import InputError
 from transforms.sources import cog, cog_index, earthengine, request_plan
 from transforms.sources import extract_plan as planlib
-from transforms.storage import integrity, outputs, store, zarr_source
+from transforms.storage import integrity, outputs, store, store_years, zarr_source
 
 
 @dataclasses.dataclass
@@ -60,7 +60,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
                 f"no store at {args.output}: --add-years adds years to a store `efm extract` "
                 "made; make it with --years",
             )
-        had, years = store.years_to_add(
+        had, years = store_years.years_to_add(
             found.path or outputs.resolve(args.output), added, resume=args.resume
         )
     args.zarr_layout = None
@@ -153,7 +153,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
             had_attrs = {**source_attrs, **earthengine.check_coverage(args.collection, had, aoi)}
         else:
             had_attrs = source_attrs
-        store.check_add(
+        store_years.check_add(
             output,
             store.embedding_template(
                 grid,
