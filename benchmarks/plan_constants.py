@@ -1,4 +1,4 @@
-"""The constants of `efm extract --dry-run` (transforms/storage/plan.py), measured, and the plan of a country.
+"""The constants of `efm extract --dry-run` (transforms/sources/extract_plan.py), measured, and the plan of a country.
 
 1. Compression ratio of the store (bytes on disk / uncompressed) for float32 and int8 stores,
    measured on what `efm extract` writes from the Earth Engine emulator (synthetic embeddings that
@@ -166,15 +166,15 @@ def country_graph(work):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from transforms.core import grid as gridlib
+    from transforms.core.chunk_plan import ChunkPlan
     from transforms.sources import earthengine
     from transforms.sources.fetch import FetchChunks
-    from transforms.storage import plan as planlib
     from transforms.storage import store
 
     start = time.perf_counter()
     grid, aoi = gridlib.plan_grid(gridlib.parse_bbox(COUNTRY_BBOX))
     years = list(range(2017, 2025))
-    plan = planlib.ChunkPlan.for_area(grid, 1024, years, aoi)
+    plan = ChunkPlan.for_area(grid, 1024, years, aoi)
     template = store.embedding_template(
         grid, years, earthengine.EMBEDDING_BANDS, "float32", 1024, {"source": "benchmark"}
     )

@@ -18,7 +18,7 @@ import numpy as np
 from transforms.core import atomic
 from transforms.core.errors import InputError
 from transforms.learning import sampling
-from transforms.storage import outputs
+from transforms.storage import kinds
 from transforms.storage.readers import StoreInfo
 
 LABEL_COLUMN = "label"
@@ -242,7 +242,7 @@ def feature_collection(points: list[Point], info: StoreInfo, meta: dict, polygon
         ]
     return {
         "type": "FeatureCollection",
-        outputs.PRODUCT_ATTR: PRODUCT,
+        kinds.PRODUCT_ATTR: PRODUCT,
         "efm": meta,
         "features": features,
     }

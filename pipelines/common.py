@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import (
 
 from pipelines import beam_args, failures
 from transforms.core.errors import InputError
-from transforms.storage import outputs
+from transforms.storage import places
 
 LOCAL_RUNNERS = {
     None,
@@ -269,4 +269,4 @@ def check_writable(path: str, flag: str = "--output") -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise InputError(flag, f"the folder {folder} does not exist; create it or write elsewhere")
-    outputs.check_local_writable(path, flag)
+    places.check_local_writable(path, flag)

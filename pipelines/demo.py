@@ -29,11 +29,11 @@ from sample_data import generate as sample_data
 from sample_data import truth as sample_truth
 from transforms.core import atomic
 from transforms.core.errors import InputError
-from transforms.storage import outputs
+from transforms.storage import kinds, outputs
 
 RUNNER = ["--runner=FnApiRunner"]
 # what the demo writes under --output (and all that --overwrite removes)
-OUTPUTS = tuple(outputs.DEMO_ENTRIES)
+OUTPUTS = tuple(kinds.DEMO_ENTRIES)
 CHANGE_THRESHOLD = 0.8  # unchanged pixels' year-to-year dot product is ~0.9, changed ones' ~0.6
 
 

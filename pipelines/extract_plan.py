@@ -8,10 +8,11 @@ import dataclasses
 
 from pipelines.extract_sizing import open_chunk_limit, requests_in_flight
 from transforms.core import grid as gridlib
+from transforms.core.chunk_plan import ChunkPlan
 from transforms.core.errors import InputError
 from transforms.sources import cog, cog_index, earthengine, request_plan
-from transforms.storage import integrity, outputs, store, zarr_source
-from transforms.storage import plan as planlib
+from transforms.sources import extract_plan as planlib
+from transforms.storage import integrity, outputs, store, store_years, zarr_source
 
 
 @dataclasses.dataclass
@@ -28,7 +29,7 @@ class StoreRun:
     itemsize: int
     transfer_dtype: str
     template: object
-    plan: planlib.ChunkPlan
+    plan: ChunkPlan
     adding: bool
     damaged: set
     job: planlib.JobPlan
@@ -59,7 +60,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
                 f"no store at {args.output}: --add-years adds years to a store `efm extract` "
                 "made; make it with --years",
             )
-        had, years = store.years_to_add(
+        had, years = store_years.years_to_add(
             found.path or outputs.resolve(args.output), added, resume=args.resume
         )
     args.zarr_layout = None
@@ -124,7 +125,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
             images_record = earthengine.check_coverage(args.collection, years, aoi)
 
     # 3. Plan: counts and sizes by arithmetic; a big job stops here unless --yes; a dry run always does.
-    plan = planlib.ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
+    plan = ChunkPlan.for_area(grid, args.chunk_size, years, aoi_in_crs)
     # What the store records about its source: where it is and a fingerprint of what was read
     # (README: what --resume checks).
     if args.source == "cog":
@@ -152,7 +153,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
             had_attrs = {**source_attrs, **earthengine.check_coverage(args.collection, had, aoi)}
         else:
             had_attrs = source_attrs
-        store.check_add(
+        store_years.check_add(
             output,
             store.embedding_template(
                 grid,
@@ -178,11 +179,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
     in_flight = requests_in_flight(args, options, open_chunks, itemsize)
     # --add-years: the plan shown is the added years' (the store's own years are done)
     first = years.index(min(added)) if adding else 0
-    shown = (
-        planlib.ChunkPlan.for_area(grid, args.chunk_size, years[first:], aoi_in_crs)
-        if adding
-        else plan
-    )
+    shown = ChunkPlan.for_area(grid, args.chunk_size, years[first:], aoi_in_crs) if adding else plan
     job = planlib.estimate(
         shown,
         n_bands=len(bands),

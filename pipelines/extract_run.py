@@ -17,11 +17,12 @@ from pipelines.extract_sizing import (
     block_cache_bytes,
     memory_processes,
 )
+from transforms.core import progress
 from transforms.core.metrics import coverage_warning, metric_max, metric_range, metric_totals
 from transforms.sources import cog, earthengine
 from transforms.sources.fetch import FetchChunks, RetryPolicy
 from transforms.sources.zone_mask import ZoneMask
-from transforms.storage import progress, store, zarr_source
+from transforms.storage import store, store_years, zarr_source
 
 
 def _setup(run: StoreRun, run_token: str | None = None):
@@ -32,7 +33,7 @@ def _setup(run: StoreRun, run_token: str | None = None):
     ):  # --repair: the damaged chunks are not done any more (incomplete until they are)
         store.drop_markers(output, run.damaged)
     if run.adding:  # the time axis grows (marked incomplete until the new years are written)
-        store.add_years(output, run.template)
+        store_years.add_years(output, run.template)
         done = store.done_markers(output)
     else:
         done = store.prepare(output, run.template, resume=args.resume, overwrite=args.overwrite)

@@ -10,8 +10,8 @@ from apache_beam.options.pipeline_options import DirectOptions
 from pipelines import common
 from transforms.core.errors import InputError
 from transforms.sources import cog, earthengine
+from transforms.sources import extract_plan as planlib
 from transforms.sources import fetch as fetchlib
-from transforms.storage import plan as planlib
 
 DEFAULT_CHUNK_SIZE = 1024
 COG_NEIGHBOURHOOD_CHUNKS = (

@@ -19,8 +19,8 @@ from pipelines import common, extract_plan, extract_run
 from transforms.core import grid as gridlib
 from transforms.core import zones
 from transforms.core.errors import InputError
+from transforms.sources import extract_plan as planlib
 from transforms.storage import collection, outputs
-from transforms.storage import plan as planlib
 
 KIND = "embeddings-collection"
 

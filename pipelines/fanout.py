@@ -25,11 +25,11 @@ import apache_beam as beam
 import xarray as xr
 
 from pipelines import common, product
+from transforms.core.chunk_plan import ChunkPlan
 from transforms.core.errors import InputError
 from transforms.core.zones import Cell
 from transforms.storage import collection as collectionlib
 from transforms.storage import outputs, readers, store
-from transforms.storage import plan as planlib
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ class Job:
 
     info: readers.StoreInfo
     template: xr.Dataset
-    plan: planlib.ChunkPlan
+    plan: ChunkPlan
     transform: beam.PTransform
     years: list[int]
     rows: Callable[[product.MapRun], list]  # the product's summary rows for this store

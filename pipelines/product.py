@@ -15,9 +15,10 @@ import dataclasses
 import apache_beam as beam
 
 from pipelines import common
+from transforms.core import progress
+from transforms.core.chunk_plan import ChunkPlan
 from transforms.core.metrics import metric_totals
-from transforms.storage import integrity, outputs, progress, readers, store
-from transforms.storage import plan as planlib
+from transforms.storage import integrity, outputs, readers, store
 
 
 @dataclasses.dataclass
@@ -32,7 +33,7 @@ def run_map(
     prog: str,
     output: str,
     template,
-    plan: planlib.ChunkPlan,
+    plan: ChunkPlan,
     transform,
     options,
     *,

@@ -14,10 +14,11 @@ import numpy as np
 
 from pipelines import common
 from transforms.core import grid as gridlib
+from transforms.core import progress
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
 from transforms.learning import collection_points, sampling
-from transforms.storage import collection, outputs, progress, readers, store
+from transforms.storage import collection, outputs, parts_folder, readers, store
 
 
 def build_parser():
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs={"--embeddings": args.embeddings, "--points": args.points},
         overwrite=args.overwrite,
     )
-    outputs.check_parts(args.output + ".parts")
+    parts_folder.check_parts(args.output + ".parts")
     keep = sampling.parse_keep_columns(args.keep_columns, args.label_column)
     points = sampling.read_points(
         args.points, args.label_column, args.points_crs, keep_columns=keep
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"none of the {len(points.x)} points of {args.points} ({points.crs}) falls inside {where}; check the CRS and the area",
         )
     parts_dir = args.output + ".parts"
-    outputs.start_parts(
+    parts_folder.start_parts(
         parts_dir
     )  # clears parts left by an interrupted run (only a folder efm sample marked)
 

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Sequence
 
 from pipelines import common
+from transforms.core import progress
 from transforms.core.errors import InputError
-from transforms.storage import integrity, outputs, progress, store
+from transforms.storage import integrity, kinds, outputs, store
 
 EXIT_DAMAGED = 1
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not store.exists(path):
         raise InputError("store", f"{path} does not exist; give the path of an efm Zarr store")
     found = outputs.inspect(path, "embeddings", shallow=True)
-    if found.kind not in outputs.RESUMABLE:
+    if found.kind not in kinds.RESUMABLE:
         raise InputError("store", f"{path} is not an efm Zarr store (no efm store metadata)")
     total = integrity.count_chunks(path)
     checked = [0]
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.Stopwatch() as clock, watch:
         report = integrity.check(path, decode=True, threads=args.threads, on_chunk=tick)
     rows = [
-        ("store", f"{outputs.KINDS.get(report.kind, report.kind)}, efm_status {report.status}"),
+        ("store", f"{kinds.KINDS.get(report.kind, report.kind)}, efm_status {report.status}"),
         ("chunks checked", report.chunks),
         ("chunk files decoded", report.decoded),
         ("chunks of no data (recorded, no file)", report.empty),

@@ -21,7 +21,7 @@ from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
 from transforms.products import zonal, zonal_collection, zonal_polygons, zonal_table
-from transforms.storage import collection, outputs, readers, store
+from transforms.storage import collection, outputs, parts_folder, readers, store
 
 
 def add_polygon_flags(parser, with_stats: bool = True) -> None:
@@ -102,13 +102,13 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
         inputs["--model"] = [args.model, models.sidecar_path(args.model)]
     outputs.check_output(args.output, "table", inputs=inputs, overwrite=args.overwrite)
     parts_dir = args.output + ".parts"
-    outputs.check_parts(parts_dir)
+    parts_folder.check_parts(parts_dir)
     reserved = {"year", zonal.COUNT_COLUMN, "class", "prediction"} | {
         c for cols in zonal.stat_columns(stats, info.bands).values() for c in cols
     }
     targets = [(info, 0)] if members is None else zonal_collection.targets(members)
     # clears parts an interrupted run left (only a folder efm marked)
-    outputs.start_parts(parts_dir)
+    parts_folder.start_parts(parts_dir)
     try:  # the polygons a batch at a time: checked, projected, indexed by chunk -> parts
         polygons = zonal.index(
             args.polygons,

@@ -30,7 +30,7 @@ from pipelines import sample as sample_cli
 from pipelines import train as train_cli
 from transforms.core import atomic
 from transforms.learning import models, sampling
-from transforms.storage import outputs
+from transforms.storage import kinds, outputs
 
 FNAPI = ["--runner=FnApiRunner"]
 NAMES = np.array(["water", "forest", "crop"])
@@ -558,7 +558,7 @@ def test_sample_on_a_real_full_disk(sample_inputs, tiny_disk, capsys):
 @pytest.mark.parametrize("step", ["write", "fsync", "replace"])
 def test_saving_points_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch, step):
     path = str(tmp_path / "points.geojson")
-    old = {"type": "FeatureCollection", outputs.PRODUCT_ATTR: "points", "features": []}
+    old = {"type": "FeatureCollection", kinds.PRODUCT_ATTR: "points", "features": []}
     points_mod.write(path, old)
     before = open(path, "rb").read()
     new = {**old, "features": [{"type": "Feature", "properties": {"label": "x" * 500}}]}

@@ -9,9 +9,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from store_factory import make_store
 
 from pipelines import product
+from transforms.core.chunk_plan import ChunkPlan
 from transforms.products.change import pair_similarity, reference_similarity, threshold_mask
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template
-from transforms.storage import plan as planlib
 from transforms.storage import readers, store
 
 
@@ -60,7 +60,7 @@ def test_map_chunks_reads_several_years_and_writes_the_grid(emb, tmp_path, timed
         product="change",
         attrs={"a": 1},
     )
-    plan = planlib.ChunkPlan.full(
+    plan = ChunkPlan.full(
         info.height, info.width, info.chunk_rows, info.chunk_cols, years or [2023]
     )
     inputs = (

@@ -215,7 +215,7 @@ def test_country_plans_through_the_cli_and_needs_yes(emulator, tmp_path, capsys)
 
 
 def test_yes_runs_a_job_past_the_threshold(emulator, images, tmp_path, capsys, monkeypatch):
-    from transforms.storage import plan as planlib
+    from transforms.sources import extract_plan as planlib
 
     monkeypatch.setattr(planlib, "MAX_PIXEL_YEARS", 1000)  # make a small area "too big"
     output = str(tmp_path / "emb.zarr")

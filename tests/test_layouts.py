@@ -17,7 +17,7 @@ from helpers import field_stores
 from store_factory import make_store
 
 from transforms.core.errors import InputError
-from transforms.storage import layouts
+from transforms.storage import layout_view, layouts, shard_windows
 
 YEARS = (2023, 2024)
 
@@ -69,7 +69,7 @@ def test_describe_the_public_mosaic_layout(mosaic):
 @pytest.mark.parametrize("time_index", [0, 1])
 def test_mosaic_windows_read_as_the_codes_written(mosaic, time_index):
     path, codes = mosaic
-    reader = layouts.LayoutReader(layouts.describe(path))
+    reader = layout_view.LayoutReader(layouts.describe(path))
     # a window across the shard edge (x = 4096) and inner-chunk edges, partly outside the data
     got = reader.read_codes(time_index, slice(90, 350), slice(4000, 4350))
     want = np.full((260, 350, 64), -128, dtype=np.int8)
@@ -93,7 +93,7 @@ def test_tessera_zone_group_is_read_with_its_scales(tmp_path):
     assert layout.quantization == layouts.PER_PIXEL_SCALE and layout.scale_array == "scales"
     assert layout.bands == tuple(f"A{i:02d}" for i in range(128))
     assert (layout.chunk_rows, layout.shard_rows) == (32, 256)
-    reader = layouts.LayoutReader(layout)
+    reader = layout_view.LayoutReader(layout)
     for t in (0, 1):
         with np.errstate(invalid="ignore"):  # 0 * inf: no data, set below
             want = (
@@ -119,7 +119,7 @@ def test_efm_stores_keep_reading(tmp_path, dtype, written):
     assert layout.quantization == (layouts.SIGNED_SQUARE if dtype == "int8" else "none")
     assert layout.years == tuple(synthetic.years)
     assert layout.transform == tuple(synthetic.grid.transform)[:6]
-    got = layouts.LayoutReader(layout).read(0, slice(0, 300), slice(0, 260))
+    got = layout_view.LayoutReader(layout).read(0, slice(0, 300), slice(0, 260))
     np.testing.assert_array_equal(got, synthetic.values[0].astype(np.float32))
 
 
@@ -188,7 +188,7 @@ def test_a_zarr_that_is_not_an_embedding_store(tmp_path):
         layouts.describe(str(tmp_path / "nothing.zarr"))
 
 
-# ---- sharded windows read directly (layouts.ShardWindows) against zarr-python's own read
+# ---- sharded windows read directly (shard_windows.ShardWindows) against zarr-python's own read
 
 WINDOWS = [
     (slice(0, 512), slice(0, 512)),  # one whole shard: the object in one read
@@ -209,7 +209,7 @@ def test_shard_windows_read_as_zarr_does(tmp_path, dtype):
     assert array.shards == (1, 64, 512, 512) and array.chunks == (1, 64, 256, 256)
     # an inner chunk of fill inside a written shard: zarr leaves it out of the shard's index
     array[0, :, 256:512, 512:600] = array.fill_value
-    reader = layouts.LayoutReader(layouts.describe(synthetic.path))
+    reader = layout_view.LayoutReader(layouts.describe(synthetic.path))
     reader.read_codes(0, slice(0, 1), slice(0, 1))
     assert reader._direct is not None  # the direct path, not zarr's
     # the last year's first shard is all no data: no object at all
@@ -236,7 +236,7 @@ def test_shard_windows_leave_other_codecs_to_zarr(tmp_path):
         dimension_names=("time", "band", "y", "x"),
     )
     array[...] = np.arange(8 * 40 * 40, dtype=np.float32).reshape(1, 8, 40, 40)
-    assert layouts.ShardWindows.of(array, str(tmp_path / "g.zarr" / "embedding")) is None
+    assert shard_windows.ShardWindows.of(array, str(tmp_path / "g.zarr" / "embedding")) is None
 
 
 @pytest.mark.parametrize("step", [(2, 3), (3, 1), (5, 7)])
@@ -246,7 +246,7 @@ def test_a_strided_window_reads_as_zarr_does(tmp_path, step):
     import zarr
 
     synthetic = make_store(str(tmp_path / "s.zarr"), dtype="int8")
-    reader = layouts.LayoutReader(layouts.describe(synthetic.path))
+    reader = layout_view.LayoutReader(layouts.describe(synthetic.path))
     rows, cols = slice(10, 230, step[0]), slice(3, 250, step[1])
     got = reader.read_codes(1, rows, cols)
     stored = zarr.open_group(synthetic.path, mode="r")["embedding"][1, :, rows, cols]

@@ -15,7 +15,7 @@ import range_http  # noqa: E402
 from helpers import field_stores, s3  # noqa: E402
 
 from transforms.core.errors import InputError  # noqa: E402
-from transforms.storage import layouts  # noqa: E402
+from transforms.storage import layout_view, layouts  # noqa: E402
 
 YEARS = (2024,)
 
@@ -58,7 +58,7 @@ def test_remote_mosaic_reads_as_written(mosaic, s3_root, http_root, where):
     root = {"s3": s3_root, "http": http_root}[where]
     layout = layouts.describe(root)
     assert layout.path == root and layout.dims == ("time", "band", "y", "x")
-    got = layouts.LayoutReader(layout).read_codes(0, slice(150, 260), slice(4050, 4150))
+    got = layout_view.LayoutReader(layout).read_codes(0, slice(150, 260), slice(4050, 4150))
     want = np.moveaxis(mosaic[1][0, :, 50:160, 550:650], 0, -1)
     np.testing.assert_array_equal(got, want)
 
@@ -93,7 +93,7 @@ def test_a_window_fetches_only_the_inner_chunks_it_touches(mosaic, http_root):
     path = mosaic[0]
     server_bytes = _server_of(http_root).bytes_sent
     layout = layouts.describe(http_root)
-    reader = layouts.LayoutReader(layout)
+    reader = layout_view.LayoutReader(layout)
     reader.read_codes(0, slice(0, 1), slice(0, 1))  # opens the array; an empty corner
     before = sum(server_bytes)
     reader.read_codes(0, slice(150, 260), slice(4050, 4150))
@@ -109,10 +109,10 @@ def test_a_window_fetches_only_the_inner_chunks_it_touches(mosaic, http_root):
 
 @pytest.mark.parametrize("where", ["s3", "http"])
 def test_remote_windows_read_directly_as_written(mosaic, s3_root, http_root, where):
-    """The mosaic's shards read by layouts.ShardWindows (whole objects, and an index then ranged
+    """The mosaic's shards read by shard_windows.ShardWindows (whole objects, and an index then ranged
     runs) over each protocol, against the codes written."""
     root = {"s3": s3_root, "http": http_root}[where]
-    reader = layouts.LayoutReader(layouts.describe(root))
+    reader = layout_view.LayoutReader(layouts.describe(root))
     reader.read_codes(0, slice(0, 1), slice(0, 1))
     assert reader._direct is not None
     for rows, cols in [

@@ -1,4 +1,4 @@
-"""transforms/storage/plan.py: the compact chunk plan and the job estimates, against per-chunk references.
+"""transforms/core/chunk_plan.py (the compact chunk plan) and transforms/sources/extract_plan.py (the job estimates), against per-chunk references.
 
 The references are the straightforward per-chunk computations (every window, every ChunkSpec,
 `request_plan.split_window` on each chunk) that the plan replaces with arithmetic.
@@ -14,10 +14,11 @@ import pytest
 import shapely
 
 from transforms.core import grid as gridlib
+from transforms.core import progress
+from transforms.core.chunk_plan import ChunkPlan
 from transforms.core.chunks import ChunkSpec
+from transforms.sources import extract_plan as planlib
 from transforms.sources import request_plan
-from transforms.storage import plan as planlib
-from transforms.storage import progress
 
 YEARS = [2019, 2020, 2021]
 
@@ -59,7 +60,7 @@ def ring_area():
 def test_chunk_plan_equals_the_per_chunk_plan(chunk_size, area):
     aoi = gridlib.parse_bbox("5.9,45.8,6.3,46.1") if area == "bbox" else ring_area()
     grid, aoi_in_crs = gridlib.plan_grid(aoi)
-    plan = planlib.ChunkPlan.for_area(grid, chunk_size, YEARS, aoi_in_crs)
+    plan = ChunkPlan.for_area(grid, chunk_size, YEARS, aoi_in_crs)
     expected, skipped = reference_specs(grid, chunk_size, YEARS, aoi_in_crs)
     assert list(plan.specs()) == expected  # windows, years and indexes (the shard deal) unchanged
     assert plan.count == len(expected) and plan.skipped == skipped
@@ -73,7 +74,7 @@ def test_chunk_plan_equals_the_per_chunk_plan(chunk_size, area):
 
 def test_resume_rows_skip_done_markers_and_keep_indexes():
     grid, aoi = gridlib.plan_grid(ring_area())
-    plan = planlib.ChunkPlan.for_area(grid, 256, YEARS, aoi)
+    plan = ChunkPlan.for_area(grid, 256, YEARS, aoi)
     every = list(plan.specs())
     done = {s.marker for s in every[::3]}
     todo = list(plan.specs(done))
@@ -82,7 +83,7 @@ def test_resume_rows_skip_done_markers_and_keep_indexes():
 
 
 def test_full_plan_is_every_chunk_of_a_store():
-    plan = planlib.ChunkPlan.full(1000, 700, 256, 128, YEARS)
+    plan = ChunkPlan.full(1000, 700, 256, 128, YEARS)
     windows = [
         gridlib.Window(r, c, min(256, 1000 - r), min(128, 700 - c))
         for r in range(0, 1000, 256)
@@ -98,7 +99,7 @@ def test_full_plan_is_every_chunk_of_a_store():
 )
 def test_estimate_counts_by_shape_equal_per_chunk_counts(itemsize, tile, dtype):
     grid, aoi = gridlib.plan_grid(ring_area())
-    plan = planlib.ChunkPlan.for_area(grid, 512, YEARS, aoi)
+    plan = ChunkPlan.for_area(grid, 512, YEARS, aoi)
     job = planlib.estimate(
         plan, n_bands=64, transfer_itemsize=itemsize, store_dtype=dtype, tile_size=tile
     )
@@ -121,7 +122,7 @@ def test_country_plans_compactly():
     aoi = gridlib.parse_bbox("0.0,43.0,6.0,51.0")
     grid, aoi_in_crs = gridlib.plan_grid(aoi)
     years = list(range(2017, 2025))
-    plan = planlib.ChunkPlan.for_area(grid, 1024, years, aoi_in_crs)
+    plan = ChunkPlan.for_area(grid, 1024, years, aoi_in_crs)
     assert grid.crs == "EPSG:32631" and 20_000 <= plan.count <= 60_000
     rows = list(plan.rows())
     assert len(rows) <= plan.touched.shape[0] * len(years) < plan.count / 30
@@ -209,7 +210,7 @@ def test_finalize_checks_markers_against_the_compact_plan(tmp_path):
         resume=False,
         overwrite=False,
     )
-    plan = planlib.ChunkPlan.full(grid.height, grid.width, 128, 128, YEARS)
+    plan = ChunkPlan.full(grid.height, grid.width, 128, 128, YEARS)
     markers = list(plan)
     assert len(markers) == plan.count == 2 * 3 * 3
     folder = tmp_path / "s.zarr" / ".efm" / "done"

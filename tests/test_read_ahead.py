@@ -153,18 +153,18 @@ def test_points_read_as_zarr_indexes_them(sharded):
 
 
 def test_points_read_only_the_inner_chunks_under_them(sharded, monkeypatch):
-    from transforms.storage import layouts
+    from transforms.storage import shard_windows
 
     reader, asked = StoreReader(sharded.path), []
     reader.read_points(0, np.array([0]), np.array([0]))
     shards = reader._other._direct
-    fetch = layouts.ShardWindows._fetch
+    fetch = shard_windows.ShardWindows._fetch
 
     def counting(self, requests):
         asked.extend(requests)
         return fetch(self, requests)
 
-    monkeypatch.setattr(layouts.ShardWindows, "_fetch", counting)
+    monkeypatch.setattr(shard_windows.ShardWindows, "_fetch", counting)
     reader.read_points(0, np.array([10, 20, 300]), np.array([10, 400, 30]))
     whole = [r for r in asked if r[1] is None]
     ranged = [r for r in asked if r[1] is not None and r[1] >= 0]
@@ -183,7 +183,7 @@ def test_a_shorter_inner_chunk_than_its_header_says_is_an_error_not_a_crash(tmp_
     the bytes it is given (garbage values, or a segfault, in numcodecs 0.16): refused first."""
     from zarr.codecs import BloscCodec
 
-    from transforms.storage import layouts
+    from transforms.storage import shard_windows
 
     root = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
     array = root.create_array(
@@ -196,7 +196,7 @@ def test_a_shorter_inner_chunk_than_its_header_says_is_an_error_not_a_crash(tmp_
         dimension_names=("time", "band", "y", "x"),
     )
     array[...] = np.random.default_rng(0).integers(-127, 128, (1, 8, 64, 64), dtype=np.int8)
-    shards = layouts.ShardWindows.of(array, str(tmp_path / "g.zarr" / "embedding"))
+    shards = shard_windows.ShardWindows.of(array, str(tmp_path / "g.zarr" / "embedding"))
     np.testing.assert_array_equal(
         shards.read(0, slice(0, 16), slice(0, 16)), np.moveaxis(array[0, :, :16, :16], 0, -1)
     )

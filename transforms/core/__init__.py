@@ -1,4 +1,5 @@
-"""The data contract's vocabulary: errors, the grid, chunks, the int8 quantisation, metric names.
+"""The data contract's vocabulary: errors, the grid, chunks and the plan of which a run writes,
+the int8 quantisation, metric names; and a local run's progress line (counted from its output).
 
 Imports nothing else of efm: every other layer builds on it.
 """

@@ -23,7 +23,7 @@ old sidecar; the new sidecar is then still there as `.<model>.json.efm-tmp-*`, w
 `outputs.check_output` accepts as proof that the model is efm's, so `--overwrite` replaces it.
 
 Leftover temporary files (a killed process) are named `.<name>.efm-tmp-*` / `.<name>.efm-old-*`:
-`is_temp` recognises them; the folder checks count them as the product's own (see outputs.py).
+`is_temp` recognises them; the folder checks count them as the product's own (see transforms/storage/recognise.py).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from transforms.core import atomic, parquet
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError, first_line
 from transforms.core.metrics import METRICS_NAMESPACE
-from transforms.storage.outputs import TABLE_METADATA_KEY
+from transforms.storage.kinds import TABLE_METADATA_KEY
 from transforms.storage.readers import StoreInfo, StoreReader, valid_mask
 from transforms.storage.store import as_float
 

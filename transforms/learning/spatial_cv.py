@@ -327,7 +327,7 @@ def write_curve_png(curve: dict, path: str, title: str) -> str:
     import matplotlib.pyplot as plt
 
     from transforms.core import atomic
-    from transforms.storage.outputs import PNG_KEY
+    from transforms.storage.kinds import PNG_KEY
 
     points = curve["points"]
     n = np.array([p["n"] for p in points], dtype=float)

@@ -27,7 +27,7 @@ from transforms.products.zonal_polygons import (
     read_row_group,
 )
 from transforms.products.zonal_stats import COUNT_COLUMN, stat_columns
-from transforms.storage.outputs import TABLE_METADATA_KEY
+from transforms.storage.kinds import TABLE_METADATA_KEY
 from transforms.storage.readers import StoreInfo
 
 BATCHES_KEY = b"batches"

@@ -304,10 +304,10 @@ def mark(folder: str) -> None:
     import json
 
     from transforms.core import atomic
-    from transforms.storage import outputs
+    from transforms.storage import kinds
     from transforms.storage.store import tool_version
 
     atomic.write_bytes(
-        join(folder, outputs.MARKER_FILE),
-        json.dumps({outputs.PRODUCT_ATTR: KIND, "efm_version": tool_version()}),
+        join(folder, kinds.MARKER_FILE),
+        json.dumps({kinds.PRODUCT_ATTR: KIND, "efm_version": tool_version()}),
     )

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from transforms.storage.layouts import _EMPTY, ShardWindows
+from transforms.storage.shard_windows import EMPTY, ShardWindows
 
 _BUFFER = threading.local()  # one decode buffer per thread
 
@@ -56,8 +56,8 @@ def read(shards: ShardWindows, time_index: int, rows: slice, cols: slice) -> np.
                 if xe <= xs:
                     continue
                 target = out[:, ys - r0 : ye - r0, xs - c0 : xe - c0]
-                offset, nbytes = (_EMPTY, 0) if index is None else index[a, b]
-                if offset == _EMPTY:
+                offset, nbytes = (EMPTY, 0) if index is None else index[a, b]
+                if offset == EMPTY:
                     target[...] = shards.fill
                     continue
                 buffer = _buffer(shards)

@@ -51,7 +51,7 @@ class Member:
 @dataclasses.dataclass(frozen=True)
 class Collection:
     root: str
-    kind: str  # what each member store is ("embeddings", "classes", ... as outputs.KINDS)
+    kind: str  # what each member store is ("embeddings", "classes", ... as kinds.KINDS)
     members: tuple[Member, ...]
     years: tuple[int, ...] = ()
     area_lonlat: tuple[float, float, float, float] | None = None

@@ -18,7 +18,7 @@ import xarray as xr
 from transforms.core.chunks import ChunkSpec, plan_chunks
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
-from transforms.storage import integrity, layouts, store
+from transforms.storage import integrity, layout_view, layouts, store
 from transforms.storage.chunk_files import ChunkFiles
 from transforms.storage.zarr_direct import _all_fill
 
@@ -112,7 +112,7 @@ class StoreReader:
         self.path = path
         self._array = None
         self._files = None
-        self._other = None  # a store in another layout: layouts.LayoutReader reads it
+        self._other = None  # a store in another layout: layout_view.LayoutReader reads it
         self._shards = None  # efm's own Zarr 3 store: its embedding array (for the chunk guard)
         self._lock = threading.Lock()
         self._guard = integrity.ChunkGuard(path)
@@ -137,9 +137,9 @@ class StoreReader:
                         self.path, mode="r", storage_options=storage_options(self.path) or None
                     )
                     if group.metadata.zarr_format != 2 or "embedding" not in group:
-                        # another layout (checked in the driver): layouts.LayoutReader reads it;
+                        # another layout (checked in the driver): layout_view.LayoutReader reads it;
                         # efm's own Zarr 3 stores keep the chunk guard (their shards are recorded)
-                        self._other = layouts.LayoutReader(layouts.describe(self.path))
+                        self._other = layout_view.LayoutReader(layouts.describe(self.path))
                         self._array = self._other
                         if group.attrs.get("efm_product") == "embeddings":
                             self._shards = group["embedding"]

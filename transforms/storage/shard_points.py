@@ -1,6 +1,6 @@
 """Single pixels of a sharded Zarr 3 store, reading only the inner chunks that hold them.
 
-A window read (layouts.ShardWindows.read) of the box around a chunk's points reads nearly every
+A window read (shard_windows.ShardWindows.read) of the box around a chunk's points reads nearly every
 inner chunk once the points are spread out (50 random points in a 1024 px shard of 256 px inner
 chunks: a box of the whole shard). Here the shards' indexes are fetched in one round, then the
 inner chunks under the points in a second (one ranged request each, concurrently on a remote
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transforms.storage.layouts import _EMPTY, ShardWindows
+from transforms.storage.shard_windows import EMPTY, ShardWindows
 
 
 class PointsRead:
@@ -68,7 +68,7 @@ def read_points(
             raise on_decode(names[s], exc) from None
         for r, c in inner:
             offset, nbytes = index[r - s[0] * gy, c - s[1] * gx]
-            if offset == _EMPTY:
+            if offset == EMPTY:
                 out[(inner_r == r) & (inner_c == c)] = shards.fill
             else:
                 requests.append((names[s], int(offset), int(offset + nbytes)))

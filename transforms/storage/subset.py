@@ -82,7 +82,7 @@ class Subset:
 
     def plan(self, years):
         """The output store's ChunkPlan: the window's chunks the area touches, for each year."""
-        from transforms.storage.plan import ChunkPlan
+        from transforms.core.chunk_plan import ChunkPlan
 
         return ChunkPlan(
             self.window.rows,

@@ -17,7 +17,7 @@ Two grids (`choose_grid`):
   source's own pixels, it is the same plain copy.
 
 A chunk is read through `cog_read.read_into_grid` with the store's **inner chunks** as its
-blocks: only the inner chunks that the chunk's pixels touch are read (`layouts.LayoutReader`),
+blocks: only the inner chunks that the chunk's pixels touch are read (`layout_view.LayoutReader`),
 each decoded once per process while nearby chunks want it (`cog_blocks.BlockCache`, shared with
 the fetch threads, keyed by this run). What was read is counted as the decoded size of those
 inner chunks.
@@ -46,7 +46,7 @@ from transforms.sources.cog_blocks import Layout as BlockLayout
 from transforms.sources.cog_read import RESAMPLING, no_data, read_into_grid
 from transforms.sources.fetch import RetryableError
 from transforms.sources.grid_source import GridSource
-from transforms.storage import layouts
+from transforms.storage import layout_view, layouts
 
 FLAG = "--zarr-root"
 GRIDS = ("source", "utm")
@@ -252,7 +252,7 @@ class ZarrSource(GridSource):
     def setup(self) -> None:
         import rasterio.crs
 
-        self._reader = layouts.LayoutReader(self.layout)
+        self._reader = layout_view.LayoutReader(self.layout)
         self._geometry = north_up(self.layout)
         self._blocks = BlockCache.for_capacity(self.block_cache_bytes)
         self._src_crs = rasterio.crs.CRS.from_user_input(self.layout.crs)
