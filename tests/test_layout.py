@@ -4,6 +4,7 @@ and test infrastructure (emulators/, tests/) stays out of the installed package.
     core  <-  sources  <-  storage  <-  learning  <-  products        (transforms/)
     sample_data (the demo's generator) may use core and sources; label_page (efm label's server and page)
     may use all of transforms/, and so may efm (the Python API, which also reuses the commands' checks);
+    efm may also use label_page (efm.label serves the same page in a notebook), never pipelines/;
     pipelines/ composes them all.
 """
 
@@ -31,12 +32,14 @@ ALLOWED = {
         "transforms.learning",
         "transforms.products",
     },
-    # the Python API: the same transforms as the commands, never the commands themselves
+    # the Python API: the same transforms as the commands, never the commands themselves; and
+    # label_page, the labelling page's server, which efm.label serves inside a notebook
     "efm": {
         "transforms.core",
         "transforms.storage",
         "transforms.learning",
         "transforms.products",
+        "label_page",
     },
     "pipelines": {
         "transforms.core",
