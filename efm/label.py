@@ -251,9 +251,8 @@ def _stop(httpd, thread) -> None:
 
 def _frame(features: list, props, columns: list):
     import geopandas as gpd
-    from shapely.geometry import shape
-
     import pandas as pd
+    from shapely.geometry import shape
 
     rows = [props(f["properties"]) for f in features]
     return gpd.GeoDataFrame(

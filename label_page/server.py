@@ -74,7 +74,9 @@ CSP = (
 )
 # efm.label in a notebook: the page inside an IFrame of a notebook served from this machine (Jupyter
 # on localhost / 127.0.0.1, any port); no other page may frame it (clickjacking)
-NOTEBOOK_ANCESTORS = "'self' http://127.0.0.1:* http://localhost:* https://127.0.0.1:* https://localhost:*"
+NOTEBOOK_ANCESTORS = (
+    "'self' http://127.0.0.1:* http://localhost:* https://127.0.0.1:* https://localhost:*"
+)
 DRAIN_BYTES, DRAIN_SECONDS = 1 << 20, 2.0  # an unread body, read and dropped after a refusal
 log = logging.getLogger(__name__)
 

@@ -284,7 +284,7 @@ class NotebookHost:
     def __init__(self, html: str):
         import http.server
 
-        body = f"<!doctype html><html><body><h1>notebook</h1>{html}</body></html>".encode()
+        body = f'<!doctype html><html><body style="margin: 0">{html}</body></html>'.encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -314,9 +314,10 @@ def run_cell(client, nb, index: int) -> list:
 
 
 def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_browser(
-    tmp_path, monkeypatch, chromium
+    tmp_path,
+    monkeypatch,
+    browser,
 ):
-    browser = chromium
     import nbformat
     import shapely
     from nbclient import NotebookClient
@@ -369,7 +370,13 @@ def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_b
         try:
             browser.get(host.url)
             frame = browser.find_element("css selector", "iframe")
+            # the IFrame at the top left of the host page: WebDriver's click coordinates and
+            # the frame's own are then the same
+            assert browser.execute_script(
+                "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top];", frame
+            ) == [0, 0]
             browser.switch_to.frame(frame)
+
             wait_for(browser, "efmLabel.idle() && efmLabel.state.info !== null")
             classes = browser.execute_script("return efmLabel.state.classes.map(c => c.name)")
             h, w = grid["h"], grid["w"]
@@ -417,6 +424,11 @@ def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_b
         lon, lat = centre(row, col)
         assert feat["properties"]["label"] == name and feat["properties"]["polygon"] is None
         x, y = feat["geometry"]["coordinates"]
+        sx, sy = pyproj.Transformer.from_crs("EPSG:4326", grid["crs"], always_xy=True).transform(
+            x, y
+        )
+        at_pixel = ((sy - f) / e - 0.5, (sx - c) / a - 0.5)  # (row, col): a north-up grid
+        assert np.allclose(at_pixel, (row, col), atol=1e-6), (at_pixel, row, col, x, y, lon, lat)
         assert abs(x - lon) < 1e-9 and abs(y - lat) < 1e-9
     sampled = mine[len(clicked) :]
     to_store = pyproj.Transformer.from_crs("EPSG:4326", grid["crs"], always_xy=True)
@@ -442,6 +454,27 @@ def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_b
         str(o.get("data", {}).get("text/plain", "")) for o in nb.cells[after].outputs
     )
     assert clicked[0][2] in table_text
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Debian's headless Chromium as tests/test_label_browser.py starts it (same flags, same rule:
+    missing is a failure, EFM_SKIP_BROWSER=1 skips)."""
+    from test_label_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, browser_or_fail
+
+    browser_or_fail()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
 
 
 def run_cell_source(client, nb, source: str) -> list:
