@@ -24,6 +24,8 @@ the page when it is served), POST bodies are `application/json` of a declared le
 MAX_BODY_BYTES, and every field is checked for type and range before anything runs: a bad request
 is a 4xx with {"error": "<field>: <what>"}, never a 500. The page loads images from one other
 place only, the --basemap the user named (its origin in the Content-Security-Policy's img-src).
+It is never framed, except when efm.label serves it in a notebook (`framable`): then a page of
+this machine (Jupyter on localhost / 127.0.0.1) may show it in an IFrame; the API's checks stay.
 """
 
 from __future__ import annotations
