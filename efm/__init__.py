@@ -13,6 +13,8 @@ threads, a `dask.distributed.LocalCluster`, or a cluster on Kubernetes (docs/pyt
     classes = efm.predict(ds, model)                            # lazy DataArray `class` (time, y, x)
     efm.plot(classes.sel(time="2022"))                          # with the legend
     efm.to_cog(classes.sel(time="2022"), "classes_2022.tif")    # the writer of `efm export`
+    lab = efm.label(ds, classes=["water", "forest"])            # efm label's map in the notebook
+    table = efm.sample(ds, lab.points, label_column="label")    # the points set on it so far
 
     coll = efm.open_embeddings("europe")                         # a collection: one store per UTM zone
     ds = coll.sel(bbox=(5.9, 45.0, 6.1, 45.1))                   # one lazy Dataset, zones hidden
@@ -29,6 +31,7 @@ from efm.collection import EmbeddingCollection
 from efm.collection_maps import MapCollection, change, predict, similarity, to_cog
 from efm.embeddings import open_embeddings, sample
 from efm.export import plot
+from efm.label import Labeller, label
 from efm.learning import Report, save_model, train
 from efm.zonal import zonal
 from transforms.core.errors import InputError
@@ -45,6 +48,8 @@ __all__ = [
     "change",
     "to_cog",
     "plot",
+    "label",
+    "Labeller",
     "InputError",
     "EmbeddingCollection",
     "MapCollection",

@@ -103,15 +103,21 @@ def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
 
 
 def load(
-    path: str, info: StoreInfo, classes: list[str], flag: str = "--points"
+    path: str, info: StoreInfo, classes: list[str], flag: str = "--points", frame=None
 ) -> tuple[list[Point], list[str]]:
     """Points of an existing file (any format `efm sample` reads, label column `label`) -> (points, classes).
 
-    Without --classes the classes are the file's labels (sorted); with it, every label must be one."""
+    Without --classes the classes are the file's labels (sorted); with it, every label must be one.
+    frame: a (Geo)DataFrame already in memory instead of the file (efm.label's `points=`); `path`
+    then only names it in messages."""
     import pyproj
 
     try:
-        read = sampling.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
+        if frame is None:
+            read = sampling.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
+        else:
+            geo = frame if "geometry" in frame.columns and hasattr(frame, "crs") else None
+            read = sampling.frame_points(frame, geo, path, LABEL_COLUMN, None, flag, [])
     except InputError as exc:
         if (
             exc.flag == "--label-column"

@@ -24,6 +24,8 @@ the page when it is served), POST bodies are `application/json` of a declared le
 MAX_BODY_BYTES, and every field is checked for type and range before anything runs: a bad request
 is a 4xx with {"error": "<field>: <what>"}, never a 500. The page loads images from one other
 place only, the --basemap the user named (its origin in the Content-Security-Policy's img-src).
+It is never framed, except when efm.label serves it in a notebook (`framable`): then a page of
+this machine (Jupyter on localhost / 127.0.0.1) may show it in an IFrame; the API's checks stay.
 """
 
 from __future__ import annotations
@@ -69,8 +71,13 @@ STATIC = {
 TOKEN_HEADER = "X-EFM-Token"
 TOKEN_SLOT = b"{{EFM_TOKEN}}"  # in static/index.html: replaced by the run's token when served
 CSP = (
-    "default-src 'self'; img-src 'self' data: blob:{basemap}; frame-ancestors 'none'; "
+    "default-src 'self'; img-src 'self' data: blob:{basemap}; frame-ancestors {ancestors}; "
     "base-uri 'none'; form-action 'none'"
+)
+# efm.label in a notebook: the page inside an IFrame of a notebook served from this machine (Jupyter
+# on localhost / 127.0.0.1, any port); no other page may frame it (clickjacking)
+NOTEBOOK_ANCESTORS = (
+    "'self' http://127.0.0.1:* http://localhost:* https://127.0.0.1:* https://localhost:*"
 )
 DRAIN_BYTES, DRAIN_SECONDS = 1 << 20, 2.0  # an unread body, read and dropped after a refusal
 log = logging.getLogger(__name__)
@@ -93,7 +100,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", self.server.csp)
-        self.send_header("X-Frame-Options", "DENY")
+        if not self.server.framable:  # else the CSP's frame-ancestors decides (loopback pages)
+            self.send_header("X-Frame-Options", "DENY")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         for k, v in (headers or {}).items():
@@ -128,7 +136,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if origins and [o.strip().lower() for o in origins] != [f"http://{hosts[0]}"]:
             return f"Origin {origins[0][:80]!r} is not this page's (http://{hosts[0]})"
         site = (self.headers.get("Sec-Fetch-Site") or "").strip().lower()
-        if site == "cross-site" or (api and site == "same-site"):
+        dest = (self.headers.get("Sec-Fetch-Dest") or "").strip().lower()
+        framed = self.server.framable and not api and dest == "iframe"  # the notebook's IFrame
+        if (site == "cross-site" and not framed) or (api and site == "same-site"):
             return f"Sec-Fetch-Site: {site}: only the page itself may call efm label"
         if api:
             given = self.headers.get_all(TOKEN_HEADER) or []
@@ -267,15 +277,25 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     token: str  # this run's secret: in the page, and required on every /api/ call
     csp: str  # the Content-Security-Policy of every answer
+    framable: bool = False  # the page may be shown in an IFrame of a loopback page (efm.label)
 
 
 def make_server(
-    session: Session, port: int, host: str = "127.0.0.1", basemap_origin: str | None = None
+    session: Session,
+    port: int,
+    host: str = "127.0.0.1",
+    basemap_origin: str | None = None,
+    framable: bool = False,
 ) -> Server:
     """basemap_origin: e.g. https://*.tile.example.org, the one other place the page's images may
-    come from (imagery.basemap_origin of --basemap)."""
+    come from (imagery.basemap_origin of --basemap). framable: efm.label's page, shown in an IFrame
+    of a notebook served from this machine (NOTEBOOK_ANCESTORS); `efm label`'s is never framed."""
     handler = type("LabelHandler", (Handler,), {"session": session})
     server = Server((host, port), handler)
     server.token = secrets.token_urlsafe(32)
-    server.csp = CSP.format(basemap=f" {basemap_origin}" if basemap_origin else "")
+    server.framable = framable
+    server.csp = CSP.format(
+        basemap=f" {basemap_origin}" if basemap_origin else "",
+        ancestors=NOTEBOOK_ANCESTORS if framable else "'none'",
+    )
     return server

@@ -3,7 +3,8 @@ and test infrastructure (emulators/, tests/) stays out of the installed package.
 
     core  <-  sources  <-  storage  <-  learning  <-  products        (transforms/)
     sample_data (the demo's generator) may use core and sources; label_page (efm label's server and page)
-    may use all of transforms/, and so may efm (the Python API); pipelines/ composes them all.
+    may use all of transforms/, and so may efm (the Python API), which may also use label_page
+    (efm.label serves the same page in a notebook), never pipelines/; pipelines/ composes them all.
 
 The rule, whole (each part is a test below):
 * layers only point down: efm/ (the API) and pipelines/ (the commands) both sit on transforms/ and
@@ -44,12 +45,14 @@ ALLOWED = {
         "transforms.learning",
         "transforms.products",
     },
-    # the Python API: the same transforms as the commands, never the commands themselves
+    # the Python API: the same transforms as the commands, never the commands themselves; and
+    # label_page, the labelling page's server, which efm.label serves inside a notebook
     "efm": {
         "transforms.core",
         "transforms.storage",
         "transforms.learning",
         "transforms.products",
+        "label_page",
     },
     "pipelines": {
         "transforms.core",
