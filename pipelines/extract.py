@@ -8,12 +8,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, extract_plan, extract_run
+from pipelines import common, extract_plan, extract_run, tuning
 from pipelines.extract_sizing import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_COG_CONCURRENCY,
     DEFAULT_EE_CONCURRENCY,
-    DEFAULT_WORKER_MEMORY_GB,
     block_cache_bytes,
 )
 from transforms.core import grid as gridlib
@@ -91,21 +90,10 @@ def build_parser():
         help="chunk side in pixels (default: %(default)s)",
     )
     parser.add_argument(
-        "--request-tile-size",
-        type=int,
-        help="square request tile side in pixels; must divide --chunk-size (default: the fewest requests that fit)",
-    )
-    parser.add_argument(
         "--dtype",
         choices=["float32", "int8"],
         default="float32",
         help="store dtype: float32 (NaN no-data) or int8 codes (-128 no-data) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--transfer-dtype",
-        choices=["auto", "int8", "float32"],
-        default="auto",
-        help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise",
     )
     parser.add_argument(
         "--ee-project",
@@ -116,42 +104,7 @@ def build_parser():
         default=earthengine.HIGH_VOLUME_URL,
         help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)",
     )
-    parser.add_argument(
-        "--max-concurrent-requests",
-        type=int,
-        help="cap on Earth Engine requests in flight across all workers of this job "
-        "(default: 40, the per-project quota); with --source cog or zarr, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
-    )
-    parser.add_argument(
-        "--max-requests-per-second",
-        type=float,
-        default=100.0,
-        help="cap on requests per second across all workers (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--threads-per-worker",
-        type=int,
-        help="request threads per shard; with --source cog or zarr, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog or zarr)",
-    )
-    parser.add_argument(
-        "--worker-memory-gb",
-        type=float,
-        default=DEFAULT_WORKER_MEMORY_GB,
-        help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
-        "a process holds while they are fetched (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-retries",
-        type=int,
-        default=8,
-        help="retries per request on 429/5xx/timeouts (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--retry-initial-delay",
-        type=float,
-        default=1.0,
-        help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)",
-    )
+    tuning.add_flag(parser, "extract")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--resume",
@@ -181,13 +134,6 @@ def build_parser():
     return parser
 
 
-def _check_positive(flag: str, value, kind=int):
-    if value is not None and not value > 0:
-        raise InputError(
-            flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}"
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # 1. Local checks: cheap, no network.
@@ -202,27 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         gridlib.parse_years(args.add_years, flag="--add-years")
     else:
         gridlib.parse_years(args.years)
-    for flag, value in [
-        ("--max-concurrent-requests", args.max_concurrent_requests),
-        ("--threads-per-worker", args.threads_per_worker),
-        ("--request-tile-size", args.request_tile_size),
-    ]:
-        _check_positive(flag, value)
-    _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
-    _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
     if args.repair and not args.resume:
         raise InputError(
             "--repair", "only with --resume: add --resume to refetch the damaged chunks of a store"
-        )
-    if args.max_retries < 0:
-        raise InputError(
-            "--max-retries",
-            f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}",
-        )
-    if not 0 < args.retry_initial_delay < float("inf"):
-        raise InputError(
-            "--retry-initial-delay",
-            f"must be a positive number of seconds (e.g. 1), got {args.retry_initial_delay}",
         )
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = (
