@@ -48,6 +48,8 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
         prog=prog,
         description=description,
         allow_abbrev=False,  # an abbreviation must not swallow a Beam flag
+        # helps start at column 32: `efm <cmd> --help` fits one screen (tests/test_surface.py)
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),
         epilog="Any other flag is passed to Beam's PipelineOptions (e.g. --runner, --direct_num_workers, "
         "--temp_location, --project, --region for Dataflow)."
         if beam_options
@@ -57,7 +59,7 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
         "--verbose",
         action="store_true",
         help="on failure, print the full trace and the run's log on stderr "
-        "(otherwise: one line, the trace in a log file it names)",
+        "(otherwise: one line, the trace in a log file)",
     )
     return parser
 

@@ -117,8 +117,8 @@ def add_flag(parser: argparse.ArgumentParser, command: str) -> None:
         "--tuning",
         action="append",
         metavar="KEY=VALUE,...",
-        help="rarely needed knobs, comma-separated, or @file.toml: "
-        f"{', '.join(k.name for k in keys)} (defaults and meaning: docs/tuning.md)",
+        help=f"rarely needed knobs, or @file.toml: {', '.join(k.name for k in keys)} "
+        "(docs/tuning.md)",
     )
     parser.set_defaults(_efm_tuning_command=command)
 

@@ -44,7 +44,8 @@ class Key:
             raise self.error(f"must be one of {', '.join(self.choices)}, got {value!r}")
         problem = self.check(value) if self.check else None
         if problem:
-            raise self.error(f"{problem}, got {raw.strip() if isinstance(raw, str) else value!r}")
+            shown = raw.strip() if isinstance(raw, str) else repr(value)
+            raise self.error(f"{problem}, got {shown}")
         return value
 
     def error(self, message: str) -> InputError:
