@@ -1,7 +1,7 @@
 """`efm classify`: an embedding store + a model -> a class-map store, chunk by chunk.
 
 `efm classify` is another name for `efm predict` (same flags, same output; its lines say
-`efm classify`): the command is pipelines/predict.py, which comes here for a classifier or a
+`efm classify`; it still refuses a regressor, naming `efm predict`): the command is pipelines/predict.py, which comes here for a classifier or a
 clusterer. `python -m pipelines.classify` runs it too.
 
     chunk specs | ClassifyChunks(store, model) | WriteChunks | MarkComplete

@@ -54,6 +54,8 @@ def predict_polygons(args, options, loaded, prog: str = "efm predict") -> int:
 def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:
     args, options = common.split_args(build_parser(prog), argv)
     loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    if loaded.is_regressor and prog == "efm classify":  # the one difference: a class map, or no
+        return classify_cli.classify(args, options, loaded, prog=prog)  # (refused, naming predict)
     if args.polygons is not None:
         return predict_polygons(args, options, loaded, prog)
     for flag in ("id_column", "all_touched", "skip_invalid"):
