@@ -281,8 +281,8 @@ def run_extract(data, bbox, output, dtype, chunk):
         dtype,
         "--chunk-size",
         str(chunk),
-        "--max-concurrent-requests",
-        "4",
+        "--tuning",
+        "max_concurrent_requests=4",
         "--runner=FnApiRunner",
     ]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -360,8 +360,8 @@ def extract_peak_rss(data, bbox, output: str, chunk: int) -> tuple[int, float]:
         "int8",
         "--chunk-size",
         str(chunk),
-        "--max-concurrent-requests",
-        "4",
+        "--tuning",
+        "max_concurrent_requests=4",
     ]
     return run_measured(argv, output + ".log")
 
@@ -567,7 +567,7 @@ def main() -> int:
         )
     lines.append(
         "\n**memory**: peak RSS (process tree, sampled every 0.2 s) of `python -m pipelines.extract --source cog "
-        "--dtype int8` on the whole area (both zones), in a process of its own, default `--worker-memory-gb 2`\n"
+        "--dtype int8` on the whole area (both zones), in a process of its own, default `worker_memory_gb=2`\n"
     )
     lines.append("| scale | peak RSS | vs the first scale | wall s (imports included) |")
     lines.append("|---|---:|---:|---:|")

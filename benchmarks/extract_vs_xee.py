@@ -70,8 +70,8 @@ def bbox_of(tile: TileSpec, inset_px: int = 1) -> str:
 
 def run_efm(emu, tile, output, chunk_size, tile_size=None, threads=None, cap=40, transfer="auto"):
     argv = [
-        "--transfer-dtype",
-        transfer,
+        "--tuning",
+        f"transfer_dtype={transfer}",
         "--bbox",
         bbox_of(tile),
         "--crs",
@@ -86,14 +86,14 @@ def run_efm(emu, tile, output, chunk_size, tile_size=None, threads=None, cap=40,
         emu.url,
         "--ee-project",
         "bench",
-        "--max-concurrent-requests",
-        str(cap),
+        "--tuning",
+        f"max_concurrent_requests={cap}",
         "--runner=FnApiRunner",
     ]
     if tile_size:
-        argv += ["--request-tile-size", str(tile_size)]
+        argv += ["--tuning", f"request_tile_size={tile_size}"]
     if threads:
-        argv += ["--threads-per-worker", str(threads)]
+        argv += ["--tuning", f"threads_per_worker={threads}"]
     extract_quietly(argv)
 
 

@@ -1,7 +1,7 @@
 """Peak memory of `efm extract`, `sample`, `classify` and `cluster` at 1x, 4x and 16x the area.
 
 Each command runs as a subprocess with default flags (float32 store, chunk 1024, cap 40,
---worker-memory-gb 2); the summed RSS of its process tree is sampled every 0.2 s. The Earth
+worker_memory_gb=2); the summed RSS of its process tree is sampled every 0.2 s. The Earth
 Engine emulator serves the procedural collection (emulators/earthengine/procedural.py:
 values computed per request, so it holds nothing however large the area) from its own
 process, not counted, with a fixed latency per request. Targets (issue 8): peak RSS at 16x

@@ -72,8 +72,8 @@ def run_extract(emu, tile, output, dtype, cap):
         emu.url,
         "--ee-project",
         "bench",
-        "--max-concurrent-requests",
-        str(cap),
+        "--tuning",
+        f"max_concurrent_requests={cap}",
         "--runner=FnApiRunner",
     ]
     extract_quietly(argv)

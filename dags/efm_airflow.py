@@ -80,6 +80,13 @@ COMMON_PARAMS = {
         type=["null", "string"],
         description="Earth Engine API URL (default: the high-volume endpoint)",
     ),
+    "tuning": Param(
+        None,
+        type=["null", "string"],
+        pattern=r"^[a-z_]+=[^,=\s]+(,[a-z_]+=[^,=\s]+)*$",
+        description="Extraction knobs a run rarely needs, KEY=VALUE,... (efm extract --tuning; "
+        "keys and defaults in docs/tuning.md), e.g. max_concurrent_requests=20,max_retries=4",
+    ),
     # the stores and the model
     "embeddings": Param(
         "gs://my-bucket/efm/embeddings.zarr",
@@ -245,6 +252,7 @@ STEP_PARAMETERS = {
         "cog_root": "cog_root",
         "ee_project": "ee_project",
         "ee_api_url": "ee_api_url",
+        "tuning": "tuning",
         "output": "embeddings",
         "overwrite": "overwrite",
         "yes": "yes",

@@ -1,5 +1,9 @@
 """`efm classify`: an embedding store + a model -> a class-map store, chunk by chunk.
 
+`efm classify` is another name for `efm predict` (same flags, same output; its lines say
+`efm classify`; it still refuses a regressor, naming `efm predict`): the command is pipelines/predict.py, which comes here for a classifier or a
+clusterer. `python -m pipelines.classify` runs it too.
+
     chunk specs | ClassifyChunks(store, model) | WriteChunks | MarkComplete
 
 The flow (prepare, plan, progress, write, markers) is pipelines/product.py's, shared by every per-pixel product.
@@ -19,12 +23,16 @@ from transforms.products.classify import ClassifyChunks, class_encoding, class_t
 from transforms.storage import readers, store, subset
 
 
-def build_parser(verb: str = "classify"):
-    """`efm classify`'s flags; `efm predict` takes the same ones (verb "predict" in their help)."""
-    parser = common.make_parser(
-        "efm classify",
-        "Apply a trained model (or k-means) to every pixel of an embedding store -> a class-map Zarr store.",
-    )
+def build_parser():
+    """`efm classify` = `efm predict`'s parser under the name the user typed."""
+    from pipelines import predict  # (predict builds on this module)
+
+    return predict.build_parser(prog="efm classify")
+
+
+def map_parser(prog: str, description: str, verb: str = "predict"):
+    """The flags of a per-pixel map from a model (`efm predict`, and so `efm classify`)."""
+    parser = common.make_parser(prog, description)
     parser.add_argument(
         "--embeddings",
         required=True,
@@ -76,8 +84,9 @@ def worker_threads(options) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, options = common.split_args(build_parser(), argv)
-    return classify(args, options)
+    from pipelines import predict
+
+    return predict.main(argv, prog="efm classify")
 
 
 def classify(

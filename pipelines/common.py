@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines import beam_args, failures
+from pipelines import beam_args, failures, tuning
 from transforms.core.errors import InputError
 from transforms.storage import places
 
@@ -48,6 +48,8 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
         prog=prog,
         description=description,
         allow_abbrev=False,  # an abbreviation must not swallow a Beam flag
+        # helps start at column 32: `efm <cmd> --help` fits one screen (tests/test_surface.py)
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),
         epilog="Any other flag is passed to Beam's PipelineOptions (e.g. --runner, --direct_num_workers, "
         "--temp_location, --project, --region for Dataflow)."
         if beam_options
@@ -57,14 +59,17 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
         "--verbose",
         action="store_true",
         help="on failure, print the full trace and the run's log on stderr "
-        "(otherwise: one line, the trace in a log file it names)",
+        "(otherwise: one line, the trace in a log file)",
     )
     return parser
 
 
 def own_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """For a command that runs no Beam pipeline (train, export): its own flags only, anything else refused."""
-    args = parser.parse_args(_attach_negative_values(parser, argv))
+    argv = _attach_negative_values(parser, argv)
+    tuning.refuse_moved(parser, argv)
+    args = parser.parse_args(argv)
+    tuning.apply(parser, args)
     failures.note_args(parser, args)
     return args
 
@@ -73,7 +78,9 @@ def split_args(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> tuple[argparse.Namespace, PipelineOptions]:
     """Our flags -> namespace; the rest -> Beam options, refusing flags neither side knows."""
-    args, rest = parser.parse_known_args(_attach_negative_values(parser, argv))
+    attached = _attach_negative_values(parser, argv)
+    tuning.refuse_moved(parser, attached)
+    args, rest = parser.parse_known_args(attached)
     _refuse_beam_dry_run(parser, rest)
     beam_args.check_values(rest)
     if not os.environ.get(
@@ -94,6 +101,7 @@ def split_args(
                     f"unknown flag: not an option of `{parser.prog}` nor of Beam (see --help)",
                 )
     beam_args.check_runner(runner_name(options))
+    tuning.apply(parser, args)
     failures.note_args(parser, args)
     return args, options
 

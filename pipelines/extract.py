@@ -8,12 +8,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, extract_plan, extract_run
+from pipelines import common, extract_plan, extract_run, tuning
 from pipelines.extract_sizing import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_COG_CONCURRENCY,
     DEFAULT_EE_CONCURRENCY,
-    DEFAULT_WORKER_MEMORY_GB,
     block_cache_bytes,
 )
 from transforms.core import grid as gridlib
@@ -31,127 +30,85 @@ def build_parser():
         "or a region of a Zarr embedding store, --source zarr) into a Zarr store.",
     )
     area = parser.add_mutually_exclusive_group(required=True)
-    area.add_argument("--bbox", help="area as W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0")
+    area.add_argument(
+        "--bbox", metavar="W,S,E,N", help="area in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0"
+    )
     area.add_argument(
         "--aoi",
-        help="area as a vector file (GeoJSON, GeoPackage, Shapefile, ...); chunks that miss it are not requested",
+        metavar="FILE",
+        help="area as a vector file (GeoJSON, GeoPackage, ...)",
     )
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--years", help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")
     when.add_argument(
         "--add-years",
-        help="instead of --years: years to add to the existing store at --output, after its last "
-        "year; only they are fetched (the other flags as the store was made)",
+        metavar="YEARS",
+        help="years to add after the last of the store at --output",
     )
     parser.add_argument(
-        "--output", required=True, help="Zarr store to write: a local path or gs://bucket/path"
+        "--output", required=True, metavar="PATH", help="Zarr store to write: local path or gs://"
     )
     parser.add_argument(
         "--source",
         choices=["ee", "cog", "zarr"],
         default="ee",
-        help="where to read: ee = Earth Engine, cog = the int8 COG mirror at --cog-root, zarr = a "
-        "Zarr embedding store at --zarr-root (default: %(default)s)",
+        help="ee = Earth Engine (default), cog = the int8 COG mirror at --cog-root, zarr = a "
+        "Zarr embedding store at --zarr-root",
     )
     parser.add_argument(
         "--cog-root",
-        help="with --source cog: the mirror's root (local folder, gs://, s3:// or https:// URL) holding aef_index.parquet|.gpkg|.csv and <year>/<zone>/<name>.tiff",
+        metavar="ROOT",
+        help="the mirror's root (folder, gs://, s3://, https://): aef_index.* + <year>/<zone>/*.tiff",
     )
     parser.add_argument(
         "--zarr-root",
-        help="with --source zarr: an embedding store (the public AEF mosaic, a TESSERA zone group, "
-        "any convention store, efm's own): local path, s3://, gs:// or https:// URL",
+        metavar="STORE",
+        help="an embedding store (AEF mosaic, TESSERA, efm's own): path, s3://, gs://, https://",
     )
     parser.add_argument(
         "--grid",
         choices=list(zarr_source.GRIDS),
-        help="with --source zarr: source = the store's own pixels, copied (default for a store in a "
-        "projected CRS); utm = the grid --crs/--scale plan, default the area's UTM zone at 10 m, "
-        "nearest source pixel (default for a store in degrees, or with --crs or --scale)",
+        help="with --source zarr: source = the store's own pixels (default in a projected CRS); "
+        "utm = the --crs/--scale grid, nearest pixel (default in degrees or with --crs/--scale)",
     )
     parser.add_argument(
         "--collection",
         default=earthengine.DEFAULT_COLLECTION,
-        help="Earth Engine image collection (default: %(default)s)",
+        metavar="ID",
+        help="Earth Engine image collection (default: the satellite embedding)",
     )
     parser.add_argument(
         "--split-zones",
         action="store_true",
-        help="write a collection: one store per UTM zone the area touches, plus an index "
-        "(the default for an area no one zone holds; README: Continent)",
+        help="one store per UTM zone + an index (default when no one zone holds the area)",
     )
-    parser.add_argument(
-        "--crs", help="target CRS, e.g. EPSG:32631 (default: the UTM zone of the area's centre)"
-    )
+    parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the area's UTM zone)")
     parser.add_argument("--scale", type=float, help="pixel size in CRS units (default: 10)")
     parser.add_argument(
         "--chunk-size",
         type=int,
         default=DEFAULT_CHUNK_SIZE,
+        metavar="PX",
         help="chunk side in pixels (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--request-tile-size",
-        type=int,
-        help="square request tile side in pixels; must divide --chunk-size (default: the fewest requests that fit)",
     )
     parser.add_argument(
         "--dtype",
         choices=["float32", "int8"],
         default="float32",
-        help="store dtype: float32 (NaN no-data) or int8 codes (-128 no-data) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--transfer-dtype",
-        choices=["auto", "int8", "float32"],
-        default="auto",
-        help="dtype on the wire: int8 quantises on the server (lossless for the embedding collection, 4x fewer requests); auto = int8 for the embedding collection, float32 otherwise",
+        help="float32 (NaN no-data, default) or int8 codes (-128 no-data)",
     )
     parser.add_argument(
         "--ee-project",
-        help="Google Cloud project for Earth Engine requests (default: from the credentials)",
+        metavar="PROJECT",
+        help="Cloud project for Earth Engine requests (default: the credentials')",
     )
     parser.add_argument(
         "--ee-api-url",
         default=earthengine.HIGH_VOLUME_URL,
-        help="Earth Engine API base URL (default: the high-volume endpoint %(default)s)",
+        metavar="URL",
+        help="Earth Engine API base URL (default: the high-volume endpoint)",
     )
-    parser.add_argument(
-        "--max-concurrent-requests",
-        type=int,
-        help="cap on Earth Engine requests in flight across all workers of this job "
-        "(default: 40, the per-project quota); with --source cog or zarr, reads in flight on this machine (default 8; on Dataflow see --threads-per-worker)",
-    )
-    parser.add_argument(
-        "--max-requests-per-second",
-        type=float,
-        default=100.0,
-        help="cap on requests per second across all workers (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--threads-per-worker",
-        type=int,
-        help="request threads per shard; with --source cog or zarr, reads in flight per worker (default: the cap split over local workers; on Dataflow 10, or 8 with --source cog or zarr)",
-    )
-    parser.add_argument(
-        "--worker-memory-gb",
-        type=float,
-        default=DEFAULT_WORKER_MEMORY_GB,
-        help="memory one worker process may use (locally: this machine's share for the whole run); sets how many chunks "
-        "a process holds while they are fetched (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-retries",
-        type=int,
-        default=8,
-        help="retries per request on 429/5xx/timeouts (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--retry-initial-delay",
-        type=float,
-        default=1.0,
-        help="first backoff in seconds, doubled each retry, with jitter (default: %(default)s)",
-    )
+    tuning.add_flag(parser, "extract")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--resume",
@@ -162,8 +119,7 @@ def build_parser():
     parser.add_argument(
         "--repair",
         action="store_true",
-        help="with --resume: also refetch the chunks marked written whose file is missing, altered or does "
-        "not decode (what `efm verify` reports); every other chunk is left as it is",
+        help="with --resume: also refetch the chunks `efm verify` reports damaged",
     )
     # --dry_run too: Beam has a --dry_run test option that would otherwise take it silently.
     parser.add_argument(
@@ -171,21 +127,14 @@ def build_parser():
         "--dry_run",
         dest="dry_run",
         action="store_true",
-        help="check every input, print the plan (chunks, requests, bytes, store size, time) and stop: nothing is written",
+        help="check every input, print the plan; write nothing",
     )
     parser.add_argument(
         "--yes",
         action="store_true",
-        help="run a job past the size threshold (see the README, 'Plan and size') after reading its plan",
+        help="run a job past the size threshold (README: Plan and size)",
     )
     return parser
-
-
-def _check_positive(flag: str, value, kind=int):
-    if value is not None and not value > 0:
-        raise InputError(
-            flag, f"must be a positive {'integer' if kind is int else 'number'}, got {value}"
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,27 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         gridlib.parse_years(args.add_years, flag="--add-years")
     else:
         gridlib.parse_years(args.years)
-    for flag, value in [
-        ("--max-concurrent-requests", args.max_concurrent_requests),
-        ("--threads-per-worker", args.threads_per_worker),
-        ("--request-tile-size", args.request_tile_size),
-    ]:
-        _check_positive(flag, value)
-    _check_positive("--max-requests-per-second", args.max_requests_per_second, float)
-    _check_positive("--worker-memory-gb", args.worker_memory_gb, float)
     if args.repair and not args.resume:
         raise InputError(
             "--repair", "only with --resume: add --resume to refetch the damaged chunks of a store"
-        )
-    if args.max_retries < 0:
-        raise InputError(
-            "--max-retries",
-            f"must be 0 or more (0 = give up at the first failure), got {args.max_retries}",
-        )
-    if not 0 < args.retry_initial_delay < float("inf"):
-        raise InputError(
-            "--retry-initial-delay",
-            f"must be a positive number of seconds (e.g. 1), got {args.retry_initial_delay}",
         )
     if args.max_concurrent_requests is None:
         args.max_concurrent_requests = (

@@ -217,7 +217,7 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
         rows.append(
             (
                 "requests in flight",
-                f"{in_flight} of the cap's {args.max_concurrent_requests}: --worker-memory-gb {args.worker_memory_gb:g} holds "
+                f"{in_flight} of the cap's {args.max_concurrent_requests}: worker_memory_gb={args.worker_memory_gb:g} holds "
                 f"{open_chunks} open chunk(s) per process; more memory buys speed (README: what memory a run needs)",
             )
         )

@@ -183,7 +183,7 @@ def run_stores(runs: list[StoreRun], *, progress_base: tuple[int, int] | None = 
             ),
             (
                 "peak open chunks per process",
-                f"{metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, --worker-memory-gb {args.worker_memory_gb:g})",
+                f"{metric_max(result, 'open_chunks') or 0} (limit {fetch.max_open_chunks}, worker_memory_gb={args.worker_memory_gb:g})",
             ),
             (
                 "wall time",

@@ -1,5 +1,5 @@
 """`efm extract`'s sizing: how many chunks a process holds, its block cache, what is in flight,
-from --worker-memory-gb and the runner (README: what memory a run needs and why)."""
+from the worker_memory_gb tuning key and the runner (README: what memory a run needs and why)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def band_count(args) -> int:
 
 
 def open_chunk_limit(args, options) -> int:
-    """Chunks a process may hold, from --worker-memory-gb (README: what memory a run needs and why)."""
+    """Chunks a process may hold, from worker_memory_gb (README: what memory a run needs and why)."""
     chunk_bytes = args.chunk_size**2 * band_count(args) * (1 if args.dtype == "int8" else 4)
     processes = memory_processes(options)
     cache = block_cache_bytes(args, processes)
@@ -47,15 +47,15 @@ def open_chunk_limit(args, options) -> int:
         )
         each = fetchlib.CHUNK_COST_FACTOR * chunk_bytes / 2**20
         raise InputError(
-            "--worker-memory-gb",
-            f"{args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
-            f"requests, plus {(fetchlib.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --worker-memory-gb {math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size",
+            "--tuning",
+            f"worker_memory_gb: {args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
+            f"requests, plus {(fetchlib.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --tuning worker_memory_gb={math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size",
         )
     return limit
 
 
 def memory_processes(options) -> int:
-    """Processes sharing --worker-memory-gb: locally the budget is the machine's; on Dataflow one worker process's."""
+    """Processes sharing worker_memory_gb: locally the budget is the machine's; on Dataflow one worker process's."""
     workers = common.local_workers(options)
     return (
         workers

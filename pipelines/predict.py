@@ -24,19 +24,20 @@ from transforms.products.classify import RegressFunction, regression_variable
 from transforms.storage import readers, store, subset
 
 
-def build_parser():
-    parser = classify_cli.build_parser("predict")
-    parser.prog = "efm predict"
-    parser.description = (
-        "Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> a class map "
-        "(as efm classify), a regressor -> `prediction` float32. With --polygons: to each polygon's "
-        "mean embedding -> a table (Parquet) with a class (or prediction) per polygon and year."
+def build_parser(prog: str = "efm predict"):
+    """`efm predict`'s flags; `efm classify` is the same command under another name."""
+    parser = classify_cli.map_parser(
+        prog,
+        "Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> "
+        "a class map, a regressor -> `prediction` float32. With --polygons: to each polygon's "
+        "mean embedding -> a table (Parquet) with a class (or prediction) per polygon and year. "
+        "`efm classify` is another name for this command.",
     )
     zonal_cli.add_polygon_flags(parser, with_stats=False)
     return parser
 
 
-def predict_polygons(args, options, loaded) -> int:
+def predict_polygons(args, options, loaded, prog: str = "efm predict") -> int:
     """`efm predict --polygons`: `efm zonal`'s mean per polygon and year, then the model on it."""
     for flag, given in (
         ("--confidence", args.confidence),
@@ -47,19 +48,21 @@ def predict_polygons(args, options, loaded) -> int:
     ):
         if given:
             raise InputError(flag, "does not apply with --polygons (a table per polygon); drop it")
-    return zonal_cli.run_zonal(args, options, "efm predict", ("mean",), loaded)
+    return zonal_cli.run_zonal(args, options, prog, ("mean",), loaded)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args, options = common.split_args(build_parser(), argv)
+def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:
+    args, options = common.split_args(build_parser(prog), argv)
     loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
+    if loaded.is_regressor and prog == "efm classify":  # the one difference: a class map, or no
+        return classify_cli.classify(args, options, loaded, prog=prog)  # (refused, naming predict)
     if args.polygons is not None:
-        return predict_polygons(args, options, loaded)
+        return predict_polygons(args, options, loaded, prog)
     for flag in ("id_column", "all_touched", "skip_invalid"):
         if getattr(args, flag):
             raise InputError("--" + flag.replace("_", "-"), "applies with --polygons only; drop it")
     if not loaded.is_regressor:
-        return classify_cli.classify(args, options, loaded, prog="efm predict")
+        return classify_cli.classify(args, options, loaded, prog=prog)
     if args.confidence:
         raise InputError(
             "--confidence",
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     return fanout.run(
-        "efm predict",
+        prog,
         args,
         options,
         kind="prediction",

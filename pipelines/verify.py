@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from pipelines import common
+from pipelines import common, tuning
 from transforms.core import progress
 from transforms.core.errors import InputError
 from transforms.storage import integrity, kinds, outputs, store
@@ -30,19 +30,12 @@ def build_parser():
         beam_options=False,
     )
     parser.add_argument("store", help="the Zarr store to check: a local path or gs://bucket/path")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=4,
-        help="chunks read and decoded at once (memory: one chunk each) (default: %(default)s)",
-    )
+    tuning.add_flag(parser, "verify")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
-    if args.threads < 1:
-        raise InputError("--threads", f"must be a positive integer, got {args.threads}")
     path = args.store
     if not store.exists(path):
         raise InputError("store", f"{path} does not exist; give the path of an efm Zarr store")

@@ -186,7 +186,7 @@ def to_pipeline_args(
             and token.startswith("--")
             and field in RUNTIME_ENVIRONMENT_NAMES
             and not difflib.get_close_matches(field, list(params), n=1)
-        ):  # a close miss of a parameter (`max_workers` of extract: max_retries?) stays refused
+        ):  # a close miss of a parameter stays refused
             if dropped is not None:
                 dropped.append(field)
             environment_value_next = not has_value  # `--launcherMachineType n1-standard-2`
@@ -234,9 +234,16 @@ def check_other_option(pipeline: str, token: str, params: dict, beam: set[str]) 
         raise TemplateParameterError(
             f"{token}: not a --parameter=value; template parameters are given as --name=value"
         )
-    name = token[2:].partition("=")[0]
+    name, _, value = token[2:].partition("=")
     if name in params or name.replace("-", "_") in beam:
         return
+    from pipelines import tuning  # a knob that was a parameter of its own: where it went
+
+    if f"--{name.replace('_', '-')}" in tuning.MOVED.get(pipeline, {}):
+        raise TemplateParameterError(
+            f"{name}: moved into the tuning parameter: pass --tuning={name}={value or '...'} "
+            "(docs/tuning.md)"
+        )
     close = difflib.get_close_matches(name, list(params), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise TemplateParameterError(

@@ -45,8 +45,8 @@ def argv(data, output, *extra) -> list[str]:
         "128",
         "--dtype",
         "int8",
-        "--max-concurrent-requests",
-        "2",
+        "--tuning",
+        "max_concurrent_requests=2",
         *extra,
         *FNAPI,
     ]
@@ -159,10 +159,12 @@ def test_an_add_that_stops_is_finished_with_resume(sd, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(cog.CogSource, "fetch", failing)
     capsys.readouterr()
-    code = extract.run(argv(sd, path, "--add-years", "2023", "--max-retries", "0"))
+    code = extract.run(argv(sd, path, "--add-years", "2023", "--tuning", "max_retries=0"))
     err = capsys.readouterr().err.strip()
     assert code == 1, err
-    assert err.endswith("--add-years 2023 --max-retries 0 --runner=FnApiRunner --resume"), err
+    assert err.endswith("--add-years 2023 --tuning max_retries=0 --runner=FnApiRunner --resume"), (
+        err
+    )
     group = zarr.open_group(path, mode="r")
     assert group.attrs["efm_status"] == "incomplete"
     with pytest.raises(Exception, match="incomplete"):

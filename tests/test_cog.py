@@ -412,8 +412,8 @@ def test_extract_from_gs_root(mirror, gs_mirror, gcs_bucket):
             "128",
             "--dtype",
             "int8",
-            "--max-concurrent-requests",
-            "4",
+            "--tuning",
+            "max_concurrent_requests=4",
             *FNAPI,
         ]
     )
@@ -473,8 +473,8 @@ def run_extract(data, output, *extra):
             str(output),
             "--chunk-size",
             "128",
-            "--max-concurrent-requests",
-            "4",
+            "--tuning",
+            "max_concurrent_requests=4",
             *extra,
             *FNAPI,
         ]

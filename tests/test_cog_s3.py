@@ -97,8 +97,8 @@ def run_extract(root, output, *extra, years="2022,2023"):
             "128",
             "--dtype",
             "int8",
-            "--max-concurrent-requests",
-            "4",
+            "--tuning",
+            "max_concurrent_requests=4",
             *(extra or FNAPI),
         ]
     )

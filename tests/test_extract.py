@@ -107,8 +107,8 @@ def run_extract(emu, output, *args, runner=FNAPI):
         emu.url,
         "--ee-project",
         "test-project",
-        "--retry-initial-delay",
-        "0.01",
+        "--tuning",
+        "retry_initial_delay=0.01",
         *args,
         *runner,
     ]
@@ -144,8 +144,8 @@ def test_extract_equals_source_with_planned_requests(
         bbox_inside(images, 2021),
         "--chunk-size",
         str(chunk_size),
-        "--transfer-dtype",
-        transfer,
+        "--tuning",
+        f"transfer_dtype={transfer}",
     )
     summary = summary_values(capsys.readouterr().out)
     ds = store.open_embeddings(output)
@@ -213,10 +213,10 @@ def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, cap
         bbox,
         "--chunk-size",
         "128",
-        "--max-concurrent-requests",
-        "3",
-        "--max-retries",
-        "20",
+        "--tuning",
+        "max_concurrent_requests=3",
+        "--tuning",
+        "max_retries=20",
     )
     statuses = [r.status for r in emulator.requests if r.kind == "computePixels"]
     summary = summary_values(capsys.readouterr().out.split("efm extract: " + faulty)[-1])
@@ -241,8 +241,8 @@ def test_multiprocess_direct_runner(emulator, images, tmp_path):
         bbox_inside(images, 2021),
         "--chunk-size",
         "128",
-        "--max-concurrent-requests",
-        "4",
+        "--tuning",
+        "max_concurrent_requests=4",
         runner=MULTIPROCESS,
     )
     ds = store.open_embeddings(output)
@@ -273,8 +273,8 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
         emulator.url,
         "--ee-project",
         "test-project",
-        "--max-concurrent-requests",
-        "1",
+        "--tuning",
+        "max_concurrent_requests=1",
         *FNAPI,
     ]
     proc = subprocess.Popen(

@@ -66,8 +66,8 @@ def run(emu, capsys, *args):
         emu.url,
         "--ee-project",
         "test-project",
-        "--retry-initial-delay",
-        "0.01",
+        "--tuning",
+        "retry_initial_delay=0.01",
         "--runner=FnApiRunner",
         *args,
     ]
@@ -167,8 +167,8 @@ def test_plan_equals_what_the_run_sends(emulator, images, tmp_path, capsys, tran
         output,
         "--chunk-size",
         "256",
-        "--transfer-dtype",
-        transfer,
+        "--tuning",
+        f"transfer_dtype={transfer}",
     ]
     code, out, err = run(emulator, capsys, *args, "--dry-run")
     plan = summary_values(out)
@@ -257,8 +257,8 @@ def test_progress_lines_on_a_local_run(emulator, images, tmp_path, capsys, monke
         output,
         "--chunk-size",
         "128",
-        "--max-concurrent-requests",
-        "2",
+        "--tuning",
+        "max_concurrent_requests=2",
     )
     assert code == 0, err
     lines = [line for line in err.splitlines() if "progress:" in line]
@@ -325,10 +325,10 @@ def test_the_plan_times_the_requests_memory_lets_fly(emulator, images, tmp_path,
     assert code == 0, err
     plan = summary_values(out)
     assert plan["requests in flight"].startswith(
-        "4 of the cap's 40: --worker-memory-gb 2 holds 2 open chunk(s)"
+        "4 of the cap's 40: worker_memory_gb=2 holds 2 open chunk(s)"
     )
     assert "0.8 requests/s: 4 in flight, 5 s per request assumed" in plan["time at the quota bound"]
-    code, out, err = run(emulator, capsys, *common, "--worker-memory-gb", "64")
+    code, out, err = run(emulator, capsys, *common, "--tuning", "worker_memory_gb=64")
     plan = summary_values(out)
     assert (
         code == 0

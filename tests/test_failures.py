@@ -89,21 +89,21 @@ def one_line(err: str) -> str:
             "known runners: BundleBasedDirectRunner, DataflowRunner, DirectRunner",
         ),
         (["--runner=no.such.module.Runner"], "--runner", "cannot load the runner class"),
-        (["--max-retries", "-1"], "--max-retries", "must be 0 or more"),
+        (["--tuning", "max_retries=-1"], "--tuning", "max_retries: must be 0 or more"),
         (
-            ["--retry-initial-delay", "0"],
-            "--retry-initial-delay",
-            "must be a positive number of seconds",
+            ["--tuning", "retry_initial_delay=0"],
+            "--tuning",
+            "retry_initial_delay: must be a positive number of seconds",
         ),
         (
-            ["--retry-initial-delay", "-2"],
-            "--retry-initial-delay",
-            "must be a positive number of seconds",
+            ["--tuning", "retry_initial_delay=-2"],
+            "--tuning",
+            "retry_initial_delay: must be a positive number of seconds",
         ),
         (
-            ["--retry-initial-delay", "nan"],
-            "--retry-initial-delay",
-            "must be a positive number of seconds",
+            ["--tuning", "retry_initial_delay=nan"],
+            "--tuning",
+            "retry_initial_delay: must be a positive number of seconds",
         ),
     ],
 )
@@ -414,7 +414,9 @@ def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(
     output = str(tmp_path / "emb.zarr")
     reference = str(tmp_path / "reference.zarr")
     assert (
-        extract.main(extract_argv(emu, images, reference, "--retry-initial-delay", "0.01", *FNAPI))
+        extract.main(
+            extract_argv(emu, images, reference, "--tuning", "retry_initial_delay=0.01", *FNAPI)
+        )
         == 0
     )
     emu.configure(error_rates={"429": 1.0})  # every computePixels answers 429
@@ -424,10 +426,10 @@ def test_quota_exhausted_leaves_a_store_that_the_printed_command_finishes(
             emu,
             images,
             output,
-            "--max-retries",
-            "1",
-            "--retry-initial-delay",
-            "0.01",
+            "--tuning",
+            "max_retries=1",
+            "--tuning",
+            "retry_initial_delay=0.01",
             "--overwrite",
             *runner,
         ),
@@ -469,7 +471,7 @@ def test_ctrl_c_is_one_line_exit_130_with_the_resume_command(emu, images, tmp_pa
         "-m",
         "pipelines.cli",
         "extract",
-        *extract_argv(emu, images, output, "--max-concurrent-requests", "1", *FNAPI),
+        *extract_argv(emu, images, output, "--tuning", "max_concurrent_requests=1", *FNAPI),
     ]
     proc = subprocess.Popen(
         argv,

@@ -168,10 +168,10 @@ def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
         "128",
         "--ee-project",
         "test-project",
-        "--max-concurrent-requests",
-        "4",
-        "--retry-initial-delay",
-        "0.01",
+        "--tuning",
+        "max_concurrent_requests=4",
+        "--tuning",
+        "retry_initial_delay=0.01",
         *MULTIPROCESS,
     ]
     with emulator:

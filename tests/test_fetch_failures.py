@@ -259,8 +259,8 @@ def test_a_budget_too_small_for_one_chunk_is_refused_before_anything_is_written(
             "2021",
             "--output",
             str(output),
-            "--worker-memory-gb",
-            "1",
+            "--tuning",
+            "worker_memory_gb=1",
             "--runner=FnApiRunner",
         ]
     )
@@ -268,11 +268,11 @@ def test_a_budget_too_small_for_one_chunk_is_refused_before_anything_is_written(
     assert status == 2 and not output.exists()
     assert (
         err.startswith(
-            "efm extract: error: --worker-memory-gb: 1 GB cannot hold one 1024 px float32 chunk"
+            "efm extract: error: --tuning: worker_memory_gb: 1 GB cannot hold one 1024 px float32 chunk"
         )
         and "\n" not in err
     )
-    assert "--chunk-size" in err and "--worker-memory-gb 1.2 or more" in err
+    assert "--chunk-size" in err and "--tuning worker_memory_gb=1.2 or more" in err
 
 
 @dataclasses.dataclass

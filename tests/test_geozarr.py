@@ -132,8 +132,8 @@ def extract_argv(w, output, *, dtype="float32") -> list[str]:
         dtype,
         "--scale",
         "10",
-        "--max-concurrent-requests",
-        "2",
+        "--tuning",
+        "max_concurrent_requests=2",
         *FNAPI,
     ]
 

@@ -65,8 +65,8 @@ def stores(mirror, tmp_path_factory):
                 dtype,
                 "--chunk-size",
                 "128",
-                "--max-concurrent-requests",
-                "4",
+                "--tuning",
+                "max_concurrent_requests=4",
                 *FNAPI,
             ]
         )

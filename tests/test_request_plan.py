@@ -55,5 +55,5 @@ def test_split_is_exact_cover_under_limit_and_fewest_strips(rows, cols, bands, i
 def test_square_tiles_and_errors():
     tiles = rp.split_window(Window(0, 0, 1024, 1024), 64, 4, tile_size=256)
     assert len(tiles) == 16 and {(t.rows, t.cols) for t in tiles} == {(256, 256)}
-    with pytest.raises(InputError, match="--request-tile-size: 1024 px does not fit"):
+    with pytest.raises(InputError, match="--tuning: request_tile_size: 1024 px does not fit"):
         rp.split_window(Window(0, 0, 1024, 1024), 64, 4, tile_size=1024)

@@ -73,8 +73,8 @@ def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
         f"--bbox={bbox or p['base']}",
         "--output",
         str(output),
-        "--max-concurrent-requests",
-        "2",
+        "--tuning",
+        "max_concurrent_requests=2",
         *FNAPI,
     ]
     for k, v in options.items():

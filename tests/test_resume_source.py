@@ -55,8 +55,8 @@ def cog_argv(root: str, output, bbox: str, *extra) -> list[str]:
         "128",
         "--dtype",
         "int8",
-        "--max-concurrent-requests",
-        "2",
+        "--tuning",
+        "max_concurrent_requests=2",
         *extra,
         *FNAPI,
     ]
@@ -229,8 +229,8 @@ def ee_argv(emu, output, bbox, *extra) -> list[str]:
         emu.url,
         "--ee-project",
         "test-project",
-        "--retry-initial-delay",
-        "0.01",
+        "--tuning",
+        "retry_initial_delay=0.01",
         *extra,
         *FNAPI,
     ]

@@ -164,20 +164,13 @@ BAD_VALUES = {
     "add_years": ["21", "2025;2026", "2025-", "next year", "2025,,2026"],
     "source": ["gee", "EE", ""],
     "dtype": ["int16", "float"],
-    "transfer_dtype": ["uint8", "Auto"],
     "collection": ["", "GOOGLE/ SATELLITE", "/leading/slash"],
     "crs": ["32631", "EPSG:", "+proj=utm +zone=31", "EPSG:32631 "],
     "scale": ["-10", "ten", "1e1"],
     "chunk_size": ["0", "-1024", "1024.0", "1k"],
-    "request_tile_size": ["0", "256px"],
     "ee_project": ["My_Project", "p", "-leading-dash", "project!"],
     "ee_api_url": ["earthengine.googleapis.com", "ftp://x", "https://"],
-    "max_concurrent_requests": ["0", "-4", "four"],
-    "max_requests_per_second": ["-1", "fast"],
-    "threads_per_worker": ["0", "ten"],
-    "worker_memory_gb": ["-1", "2GB", "two"],
-    "max_retries": ["-1", "many"],
-    "retry_initial_delay": ["-1", "1s"],
+    "tuning": ["max_retries", "max_retries=", "=3", "max_retries=3,", "max retries=3", "@t.toml"],
     "resume": ["yes", "True", "1", ""],
     "split_zones": ["yes", "TRUE"],
     "repair": ["yes", "True", "1", ""],
@@ -430,8 +423,8 @@ def test_runtime_environment_fields_are_dropped_with_a_note():
     # and so is a near miss of a field (only the exact names are the launcher's)
     with pytest.raises(flex_launcher.TemplateParameterError, match=r"^launcherMachineTyp: not a"):
         flex_launcher.to_pipeline_args("sample", ["--launcherMachineTyp=n1-standard-2"])
-    # a field name that is also a near miss of a template parameter (extract's max_retries for
-    # maxWorkers / max_workers) is refused as the typo it may be; everywhere else it is dropped
+    # a field name that is also a near miss of a template parameter is refused as the typo it may
+    # be; everywhere else it is dropped
     import difflib
 
     for pipeline in PIPELINES:
@@ -446,8 +439,14 @@ def test_runtime_environment_fields_are_dropped_with_a_note():
                     flex_launcher.to_pipeline_args(pipeline, [f"--{field}=4"])
             else:
                 assert flex_launcher.to_pipeline_args(pipeline, [f"--{field}=4"]) == []
-    with pytest.raises(flex_launcher.TemplateParameterError, match=r"did you mean max_retries\?"):
-        flex_launcher.to_pipeline_args("extract", ["--max_workers=4"])
+    # extract's max_retries (max_workers' near miss) moved into `tuning`: max_workers is dropped,
+    # and the old parameter is refused saying where it went
+    assert flex_launcher.to_pipeline_args("extract", ["--max_workers=4"]) == []
+    with pytest.raises(
+        flex_launcher.TemplateParameterError,
+        match=r"^max_retries: moved into the tuning parameter: pass --tuning=max_retries=3 ",
+    ):
+        flex_launcher.to_pipeline_args("extract", ["--max_retries=3"])
 
 
 def test_workers_without_the_image_get_the_package_and_the_pins():

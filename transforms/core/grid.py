@@ -329,7 +329,8 @@ def check_chunk_size(chunk_size: int, request_tile_size: int | None = None) -> N
     if request_tile_size is not None and chunk_size % request_tile_size:
         raise InputError(
             "--chunk-size",
-            f"{chunk_size} is not a multiple of --request-tile-size {request_tile_size}; "
+            f"{chunk_size} is not a multiple of the request tile size {request_tile_size} "
+            "(--tuning request_tile_size); "
             f"use e.g. {max(1, chunk_size // request_tile_size) * request_tile_size}",
         )
 

@@ -38,8 +38,8 @@ def check_request_tile_size(
     largest = max_square_tile(n_bands, itemsize, limit)
     if tile_size < 1 or tile_size > largest:
         raise InputError(
-            "--request-tile-size",
-            f"{tile_size} px does not fit one request: {n_bands} bands x {itemsize} B + mask allow at most "
+            "--tuning",
+            f"request_tile_size: {tile_size} px does not fit one request: {n_bands} bands x {itemsize} B + mask allow at most "
             f"{largest} px a side under {limit // 2**20} MiB; leave it unset to let efm choose",
         )
 
