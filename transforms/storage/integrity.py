@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from transforms.core.chunks import MARKER_DIR
+from transforms.core.errors import EfmError
 
 RECORD_KEY = "efm_chunk_files"
 RECORD_VERSION = 1
@@ -448,7 +449,7 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- what readers raise
 
 
-class DamagedStoreError(RuntimeError):
+class DamagedStoreError(EfmError, RuntimeError):
     """A chunk a store marks as written is missing or does not decode: one line naming it and the repair."""
 
 

@@ -43,7 +43,7 @@ import re
 import fsspec
 
 from transforms.core import atomic
-from transforms.core.errors import InputError, first_line
+from transforms.core.errors import EfmError, InputError, first_line
 
 TABLE_METADATA_KEY = (
     b"efm"  # a sample table's Parquet schema key holding its provenance (efm sample)
@@ -195,8 +195,14 @@ def _key(path: str) -> str:
     return os.path.realpath(os.path.expanduser(root))
 
 
-class RemovalError(RuntimeError):
-    """Deleting an old product failed part-way; the message says what is left and how to finish."""
+class RemovalError(EfmError, RuntimeError):
+    """Deleting an old product failed part-way; the message says what is left and how to finish.
+    Its line stands whatever else failed with it."""
+
+    decisive = True
+
+    def line(self) -> str:
+        return str(self)
 
 
 _removed: list[str] = []  # products removed by this process (for the failure line's advice)
