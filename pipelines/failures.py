@@ -7,6 +7,22 @@ temp folder) holds the traceback and the log records of the run; `--verbose` pri
 stderr instead. A failure after an output store exists ends with the `--resume` command built
 from the command's own argv, so the user can copy it. A Ctrl-C is one KeyboardInterrupt, reported
 as one line and exit 130; later ones change nothing (pipelines/interrupts.py).
+
+The line comes from the exception's TYPE (`classify`): efm's own errors derive from
+`transforms.core.errors.EfmError`, which carries the line and the exit status; the chain Beam
+wraps around them (`__cause__` / `__context__`) is walked for the first EfmError, OSError or
+MemoryError. A runner whose workers are other processes (DirectRunner's multi_processing) hands
+back only the text of the worker's traceback: no exception object crosses, so pickling efm's
+errors (they do pickle whole) cannot help there. `named_in_text` is the one place that reads
+text: the last `[<module>.]<Name>: <message>` line whose Name is an EfmError subclass (from the
+registry of subclasses, not a list here), a named OSError or MemoryError; the subclass rebuilt
+from the message prints the same line as the original would.
+
+No file descriptor is redirected. The log file is written from the session's buffer of log
+records (`logging`). Beam's SDK harness prints a failed bundle's traceback on `sys.stderr`: while
+a pipeline runs (`pipeline_running`), and in local worker processes (a `--beam_plugins` module,
+transforms/core/beam_worker.py), such a write goes to the logger `efm.stderr` (the log), while
+a step's own output still reaches the terminal (transforms/core/run_log.py).
 """
 
 from __future__ import annotations
