@@ -860,3 +860,26 @@ def test_a_failing_multi_process_run_redirects_no_file_descriptor(tmp_path, capf
     ), last
     log = open(last.split("full trace in ")[1].split(")")[0]).read()
     assert "a traceback printed on stderr" in log and "TileFetchError" in log
+
+
+def test_a_traceback_beam_prints_in_this_process_goes_to_the_log(tmp_path, capfd, monkeypatch):
+    """multi_threading: Beam's SDK harness prints a failed bundle's traceback on this process's
+    sys.stderr; it goes to the log (logger efm.stderr), the step's own output to the terminal."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
+    threads = ["--runner=DirectRunner", "--direct_num_workers=2"]
+    threads.append("--direct_running_mode=multi_threading")
+
+    def main(argv):
+        steps = lambda p: p | beam.Create([1, 2]) | beam.Map(_loud_step)  # noqa: E731
+        common.run_pipeline(steps, PipelineOptions(threads))
+        return 0
+
+    assert common.run("efm sample", main, ["--output", str(tmp_path / "t.parquet")]) == 1
+    *before, last = capfd.readouterr().err.strip().splitlines()
+    assert "progress 1" in before and not any("Traceback" in line for line in before), before
+    assert 'File "' not in last and last.startswith("efm sample: error: unexpected RuntimeError")
+    log = open(last.split("full trace in ")[1].split(")")[0]).read()
+    assert "efm.stderr: a traceback printed on stderr:\nTraceback (most recent call last)" in log
