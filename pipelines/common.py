@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import (
     DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
+    SetupOptions,
     StandardOptions,
 )
 
@@ -173,6 +174,14 @@ def local_workers(options: PipelineOptions) -> int | None:
     return max(1, options.view_as(DirectOptions).direct_num_workers or 1)
 
 
+def worker_processes(options: PipelineOptions) -> bool:
+    """A local runner whose workers are processes of their own (`multi_processing`)."""
+    return (
+        runner_name(options) in LOCAL_RUNNERS
+        and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    )
+
+
 IN_PROCESS_RUNNERS = {None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner"}
 
 
@@ -253,9 +262,12 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
     Raises JobSubmitted instead of waiting when `detached(options)`: the run summary (counters)
     is then in the Dataflow job's page, not on this process's stdout.
     """
+    if failures.quiet() and worker_processes(options):  # their printed tracebacks: to the log
+        setup = options.view_as(SetupOptions)
+        setup.beam_plugins = [*(setup.beam_plugins or []), "transforms.core.beam_worker"]
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
-    with failures.quiet_stderr():
+    with failures.pipeline_running():
         result = pipeline.run()
         if not detached(options):
             result.wait_until_finish()

@@ -28,7 +28,7 @@ from sample_data import fields as sample_fields
 from sample_data import generate as sample_data
 from sample_data import truth as sample_truth
 from transforms.core import atomic
-from transforms.core.errors import InputError
+from transforms.core.errors import EfmError, InputError
 from transforms.storage import kinds, outputs
 
 RUNNER = ["--runner=FnApiRunner"]
@@ -74,8 +74,11 @@ class Step:
     wrote: list[str]
 
 
-class StepFailed(RuntimeError):
-    pass
+class StepFailed(EfmError, RuntimeError):
+    """A step of the demo failed: its own lines follow the first."""
+
+    def line(self) -> str:
+        return str(self).strip()
 
 
 def prepare_output(path: str, overwrite: bool) -> str:

@@ -7,6 +7,22 @@ temp folder) holds the traceback and the log records of the run; `--verbose` pri
 stderr instead. A failure after an output store exists ends with the `--resume` command built
 from the command's own argv, so the user can copy it. A Ctrl-C is one KeyboardInterrupt, reported
 as one line and exit 130; later ones change nothing (pipelines/interrupts.py).
+
+The line comes from the exception's TYPE (`classify`): efm's own errors derive from
+`transforms.core.errors.EfmError`, which carries the line and the exit status; the chain Beam
+wraps around them (`__cause__` / `__context__`) is walked for the first EfmError, OSError or
+MemoryError. A runner whose workers are other processes (DirectRunner's multi_processing) hands
+back only the text of the worker's traceback: no exception object crosses, so pickling efm's
+errors (they do pickle whole) cannot help there. `named_in_text` is the one place that reads
+text: the last `[<module>.]<Name>: <message>` line whose Name is an EfmError subclass (from the
+registry of subclasses, not a list here), a named OSError or MemoryError; the subclass rebuilt
+from the message prints the same line as the original would.
+
+No file descriptor is redirected. The log file is written from the session's buffer of log
+records (`logging`). Beam's SDK harness prints a failed bundle's traceback on `sys.stderr`: while
+a pipeline runs (`pipeline_running`), and in local worker processes (a `--beam_plugins` module,
+transforms/core/beam_worker.py), such a write goes to the logger `efm.stderr` (the log), while
+a step's own output still reaches the terminal (transforms/core/run_log.py).
 """
 
 from __future__ import annotations
@@ -15,10 +31,8 @@ import collections
 import contextlib
 import dataclasses
 import datetime
-import io
 import logging
 import os
-import re
 import shlex
 import sys
 import tempfile
@@ -26,18 +40,12 @@ import traceback
 from collections.abc import Sequence
 
 from pipelines import interrupts
-from transforms.core.errors import InputError, first_line
+from transforms.core import errors, run_log
+from transforms.core.errors import EfmError, first_line, strip_beam_step
 
-EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = errors.EXIT_INPUT, errors.EXIT_RUNTIME, 130
 LOG_DIR_ENV = "EFM_LOG_DIR"
 _BUFFERED_RECORDS = 5000  # the last records of a run go into the log file on failure
-# Exception names found in the text of a worker's failure (multi-process runners pass only text).
-_NAMED = re.compile(
-    r"^(?:[\w.]+\.)?(TileFetchError|DamagedStoreError|InputError|CredentialsError|PermissionError|FileNotFoundError|"
-    r"IsADirectoryError|NotADirectoryError|FileExistsError|OSError|MemoryError): (.+)$",
-    re.M,
-)
-_BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]\s*$")
 
 
 @dataclasses.dataclass
@@ -158,83 +166,21 @@ def note_args(parser, args) -> None:
         state.output_existed = _exists(state.output)
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Beam prints a failed bundle's traceback straight to stderr (sdk_worker.py), in this process
-    and in worker subprocesses, which inherit file descriptor 2. While a pipeline runs, fd 2 goes
-    to the log (only worker subprocesses write there directly), and sys.stderr passes everything
-    on to the terminal except tracebacks, which go to the log too."""
+def quiet() -> bool:
+    """Does a traceback printed while this command runs belong in the log (not --verbose)?"""
     state = current()
-    if state is None or state.verbose:
+    return state is not None and not state.verbose
+
+
+@contextlib.contextmanager
+def pipeline_running():
+    """While a pipeline runs, a traceback Beam prints on stderr goes to the log, not the terminal
+    (transforms/core/run_log.py); with --verbose everything stays on the terminal."""
+    if not quiet():
         yield
         return
-    raw = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    old_stderr = sys.stderr
-    real_fd2 = _is_fd2(old_stderr)
-    terminal = (
-        os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
-        if real_fd2
-        else old_stderr
-    )
-    if real_fd2 and state.handler is not None:  # our own log lines still reach the terminal
-        state.handler.setStream(terminal)
-    sys.stderr = _NoTracebacks(terminal, raw)
-    os.dup2(raw.fileno(), 2)
-    try:
+    with run_log.tracebacks_to_log():
         yield
-    finally:
-        sys.stderr = old_stderr
-        raw.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        if real_fd2:
-            if state.handler is not None:
-                state.handler.setStream(old_stderr)
-            terminal.close()
-        raw.seek(0)
-        text = raw.read()
-        raw.close()
-        if text.strip():
-            state.records.append("stderr of the run:\n" + text.rstrip())
-
-
-class _NoTracebacks(io.TextIOBase):
-    """sys.stderr while a pipeline runs: a write holding a traceback (and the newline print adds
-    after it) goes to the log; anything else to the terminal."""
-
-    def __init__(self, terminal, log):
-        self.terminal, self.log, self._diverted = terminal, log, False
-
-    def write(self, text: str) -> int:
-        if "Traceback (most recent call last)" in text or (self._diverted and text == "\n"):
-            self.log.write(text)
-            self._diverted = text != "\n"
-        else:
-            self._diverted = False
-            self.terminal.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.terminal.flush()
-
-    def fileno(self) -> int:
-        return self.terminal.fileno()
-
-    def isatty(self) -> bool:
-        return self.terminal.isatty()
-
-    @property
-    def encoding(self):
-        return getattr(self.terminal, "encoding", "utf-8")
-
-
-def _is_fd2(stream) -> bool:
-    try:
-        return stream.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def _exists(path: str) -> bool | None:
@@ -260,88 +206,74 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def classify(exc: BaseException) -> tuple[int, str]:
-    """(exit status, one-line message) for any exception, unwrapping what Beam wrapped around ours."""
-    from transforms.sources.fetch import TileFetchError
-    from transforms.storage.integrity import DamagedStoreError
-    from transforms.storage.outputs import RemovalError
-
+    """(exit status, one line) for any exception, by the types in its chain (what Beam wrapped
+    around ours): a Ctrl-C anywhere; else a decisive EfmError anywhere; else the first EfmError,
+    OSError or MemoryError; else what a worker in another process named in its text."""
     chain = _chain(exc)
     if any(isinstance(e, KeyboardInterrupt) for e in chain):
         return EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
-    for e in chain:
-        if isinstance(
-            e, RemovalError
-        ):  # an --overwrite's removal failed part-way: says what is left
-            return EXIT_RUNTIME, str(e)
-    for e in chain:
-        if isinstance(e, InputError):
-            return EXIT_INPUT, _strip(str(e))
-        if isinstance(e, TileFetchError):
-            return EXIT_RUNTIME, _fetch_message(first_line(e))
-        if isinstance(e, DamagedStoreError):  # names the chunk and the repair
-            return EXIT_RUNTIME, _strip(str(e))
+    decisive = [e for e in chain if isinstance(e, EfmError) and e.decisive]
+    for e in decisive + chain:
+        if isinstance(e, EfmError):
+            return e.exit_status, e.line()
         if isinstance(e, OSError):
-            return EXIT_RUNTIME, _os_message(type(e).__name__, e)
+            return EXIT_RUNTIME, _os_message(e)
         if isinstance(e, MemoryError):
-            return (
-                EXIT_RUNTIME,
-                "out of memory; lower --chunk-size or run on workers with more memory",
-            )
-    matches = _NAMED.findall(str(exc))
-    if matches:  # a worker in another process: only its traceback's text came back
-        name, text = matches[-1]
-        text = _strip(text)
-        if name == "TileFetchError":
-            return EXIT_RUNTIME, _fetch_message(text)
-        if name in ("InputError", "CredentialsError"):
-            return EXIT_INPUT, text
-        if name == "DamagedStoreError":
-            return EXIT_RUNTIME, text
+            return EXIT_RUNTIME, _OUT_OF_MEMORY
+    named = named_in_text(str(exc))
+    if named is not None:
+        name, text = named
+        if name in errors.registry():
+            found = errors.registry()[name].from_text(text)
+            return found.exit_status, found.line()
         if name == "MemoryError":
-            return (
-                EXIT_RUNTIME,
-                "out of memory; lower --chunk-size or run on workers with more memory",
-            )
-        return EXIT_RUNTIME, f"{_os_word(name)}: {text}"
-    if type(exc).__module__.startswith(
-        "pipelines."
-    ):  # ours, written for the user (e.g. the demo's step failures)
-        return EXIT_RUNTIME, str(exc).strip()
-    return EXIT_RUNTIME, f"unexpected {type(exc).__name__}: {_strip(first_line(exc))[:300]}"
+            return EXIT_RUNTIME, _OUT_OF_MEMORY
+        return EXIT_RUNTIME, f"{_OS_WORDS.get(name, 'file system error')}: {strip_beam_step(text)}"
+    return (
+        EXIT_RUNTIME,
+        f"unexpected {type(exc).__name__}: {strip_beam_step(first_line(exc))[:300]}",
+    )
 
 
-def _strip(text: str) -> str:
-    """First line, without Beam's "[while running ...]" suffix nor a final full stop (a clause follows)."""
-    return _BEAM_STEP.sub("", text.strip().splitlines()[0] if text.strip() else text).rstrip(".")
+def named_in_text(text: str) -> tuple[str, str] | None:
+    """The one place efm reads an error out of text. A runner whose workers run in other processes
+    (DirectRunner's multi_processing, a portable runner) hands back a failed bundle only as the
+    text of the worker's traceback, inside a RuntimeError: no exception object crosses. The last
+    line of that text of the form `[<module>.]<Name>: <message>` whose Name is an EfmError subclass
+    (transforms.core.errors.registry(): efm's errors, known once their module is imported, as the
+    command that built the pipeline has done), an OSError named in `_OS_WORDS` or MemoryError:
+    (Name, message), or None."""
+    known = {*errors.registry(), *_OS_WORDS, "MemoryError"}
+    found = None
+    for line in text.splitlines():
+        head, sep, message = line.partition(": ")
+        if not (sep and message.strip()) or head.rsplit(".", 1)[-1] not in known:
+            continue
+        if all(part.isidentifier() for part in head.split(".")):
+            found = head.rsplit(".", 1)[-1], message
+    return found
 
 
-def _fetch_message(text: str) -> str:
-    text = _strip(text)
-    if "HTTP 429" in text:
-        return (
-            f"quota exhausted: {text}; the service still refused after every retry: try later, or lower "
-            "--max-concurrent-requests / --max-requests-per-second, or raise --max-retries"
-        )
-    return f"a request kept failing: {text}"
+_OUT_OF_MEMORY = "out of memory; lower --chunk-size or run on workers with more memory"
+_OS_WORDS = {  # the OSErrors a failure line names in words (any other OSError: its own name)
+    "PermissionError": "permission denied",
+    "FileNotFoundError": "not found",
+    "IsADirectoryError": "is a folder",
+    "NotADirectoryError": "not a folder",
+    "FileExistsError": "already exists",
+    "OSError": "file system error",
+}
 
 
-def _os_word(name: str) -> str:
-    return {
-        "PermissionError": "permission denied",
-        "FileNotFoundError": "not found",
-        "IsADirectoryError": "is a folder",
-        "NotADirectoryError": "not a folder",
-        "FileExistsError": "already exists",
-    }.get(name, "file system error")
-
-
-def _os_message(name: str, exc: OSError) -> str:
-    if not getattr(
-        exc, "filename", None
-    ):  # not a file: e.g. a connection that broke (requests' errors are OSErrors)
-        return f"{name}: {_strip(first_line(exc))[:300]}"
+def _os_message(exc: OSError) -> str:
+    name = type(exc).__name__
+    if not getattr(exc, "filename", None):  # not a file: e.g. a connection that broke
+        return f"{name}: {strip_beam_step(first_line(exc))[:300]}"
     what = exc.strerror or first_line(exc)
-    return f"{_os_word(name)}: {exc.filename} ({what}); check that the path is right and writable, then re-run"
+    return (
+        f"{_OS_WORDS.get(name, 'file system error')}: {exc.filename} ({what}); "
+        "check that the path is right and writable, then re-run"
+    )
 
 
 # ---------------------------------------------------------------- the line, the log, the next command
@@ -367,7 +299,7 @@ def next_step(state: Session) -> str:
     """
     argv = [a for a in state.argv if a not in ("--overwrite", "--resume", "--verbose")]
     removed = _removed_by(state)
-    if state.has_resume and state.output and _incomplete_store(state.output):
+    if state.has_resume and state.output and _unfinished(state.output):
         return (
             f"{'the old store was removed (nothing of it remains) and ' if removed else ''}"
             f"{state.output} is incomplete; finish it with: {_command(state.prog, argv + ['--resume'])}"
@@ -402,31 +334,14 @@ def _removed_by(state: Session) -> bool:
     return real in outputs.removed_paths()[state.removed_before :]
 
 
+def _unfinished(path: str) -> bool:
+    from transforms.storage import collection
+
+    return collection.unfinished(path)
+
+
 def _command(prog: str, argv: list[str]) -> str:
     return shlex.join(prog.split() + argv)
-
-
-def _incomplete_store(path: str) -> bool:
-    """An unfinished store, or a collection with a member missing or unfinished."""
-    try:
-        import zarr
-
-        from transforms.storage import collection, store
-
-        if collection.is_collection(path):
-            coll = collection.read(path, check_stores=False)
-            for member in coll.members:
-                try:
-                    group = zarr.open_group(coll.path_of(member), mode="r")
-                except Exception:  # not written yet
-                    return True
-                if group.attrs.get(store.STATUS_ATTR) != "complete":
-                    return True
-            return False
-        group = zarr.open_group(path, mode="r")
-        return group.attrs.get(store.STATUS_ATTR) == "incomplete"
-    except Exception:  # no store, or not ours: nothing to resume
-        return False
 
 
 def _write_log(state: Session, exc: BaseException) -> str | None:

@@ -703,3 +703,186 @@ def test_aiohttps_unclosed_session_notice_stays_off_the_terminal():
     assert not keep.filter(record("asyncio", "Unclosed connector"))
     assert keep.filter(record("asyncio", "Task exception was never retrieved"))
     assert keep.filter(record("efm", "a real error"))
+
+
+# ---------------------------------------------------------------- classification by type (issue 20 item 3)
+
+
+def _raised(make):
+    """The exception `make` raises (called inside an except block, so chains form as in real code)."""
+    try:
+        make()
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def _deep(inner: BaseException) -> BaseException:
+    """`inner` three links down a chain: wrapped by `raise ... from`, then raised over while handled."""
+
+    def level1():
+        raise inner
+
+    def level2():
+        try:
+            level1()
+        except BaseException as exc:
+            raise ValueError("a library wrapped it") from exc
+
+    def level3():
+        try:
+            level2()
+        except ValueError:
+            raise RuntimeError("the runner failed [while running 'Step']")  # noqa: B904
+
+    return _raised(level3)
+
+
+def test_an_efm_error_deep_in_a_chain_is_classified_by_its_type():
+    """Any EfmError subclass, even one no list names, gives its own line and exit status."""
+    from pipelines.failures import classify
+    from transforms.core.errors import EfmError
+    from transforms.sources.fetch import TileFetchError
+
+    class BrandNew(EfmError):
+        exit_status = 2
+
+        def line(self):
+            return "--thing: the brand-new error's own line"
+
+    assert classify(_deep(BrandNew("ignored text"))) == (
+        2,
+        "--thing: the brand-new error's own line",
+    )
+    fetch = TileFetchError("gave up on year 2021 after 2 attempts: HTTP 429: Too Many Requests.")
+    status, line = classify(_deep(fetch))
+    assert status == 1 and line.startswith(
+        "quota exhausted: gave up on year 2021 after 2 attempts: HTTP 429: Too Many Requests; "
+        "the service still refused after every retry"
+    ), line
+    # a Ctrl-C anywhere in the chain wins over everything
+    assert classify(_deep(KeyboardInterrupt())) == (130, "interrupted (Ctrl-C)")
+
+
+def test_an_os_error_in_a_chain_is_named_in_words():
+    from pipelines.failures import classify
+
+    denied = PermissionError(13, "Permission denied", "/data/out/map.tif")
+    assert classify(_deep(denied)) == (
+        1,
+        "permission denied: /data/out/map.tif (Permission denied); "
+        "check that the path is right and writable, then re-run",
+    )
+    assert classify(_deep(ConnectionResetError("peer went away\nmore"))) == (
+        1,
+        "ConnectionResetError: peer went away",
+    )
+    assert classify(_deep(MemoryError())) == (
+        1,
+        "out of memory; lower --chunk-size or run on workers with more memory",
+    )
+
+
+def test_efm_errors_cross_a_pickle_whole():
+    """A worker's exception is pickled to travel: efm's errors come back as the same error."""
+    import pickle
+
+    from transforms.core.errors import CredentialsError, InputError
+
+    for exc in (InputError("--bbox", "west must be below east"), CredentialsError("no token")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc) and back.flag == exc.flag
+        # the exception's own reduction (a library such as tblib may register another in copyreg)
+        rebuild, args, state = exc.__reduce__()
+        back = rebuild(*args)
+        back.__dict__.update(state)
+        assert type(back) is type(exc) and str(back) == str(exc) and back.flag == exc.flag
+    assert str(CredentialsError("no token")).startswith("--ee-project: no Earth Engine credentials")
+
+
+def test_the_text_boundary_reads_only_efm_and_named_os_errors():
+    from pipelines.failures import named_in_text
+
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "    raise InputError('--a', 'b')\n"
+        "transforms.core.errors.InputError: --a: first\n"
+        "\nDuring handling of the above exception, another exception occurred:\n\n"
+        "transforms.sources.fetch.TileFetchError: gave up: HTTP 429 [while running 'Fetch']\n"
+        "ValueError: not ours\n"
+        "  InputError: indented, so a source line, not an exception\n"
+        "some.module.TileFetchErrorish: a longer name\n"
+    )
+    assert named_in_text(text) == ("TileFetchError", "gave up: HTTP 429 [while running 'Fetch']")
+    assert named_in_text("ValueError: x\nKeyError: y") is None
+    assert named_in_text("PermissionError: [Errno 13] Permission denied: '/x'") == (
+        "PermissionError",
+        "[Errno 13] Permission denied: '/x'",
+    )
+
+
+def test_a_failing_multi_process_run_redirects_no_file_descriptor(tmp_path, capfd, monkeypatch):
+    """No descriptor is redirected (os.dup2 fails the run if called), yet the one line is all the
+    terminal shows: the worker process's printed traceback goes to the log through logging, and
+    the worker's error, handed back as text, is read by its type's name."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
+    fd2 = os.readlink("/proc/self/fd/2")
+
+    def no_dup2(*args):
+        raise AssertionError(f"os.dup2{args} while a command runs")
+
+    def fail_in_a_worker(x):  # nested: pickled by value (workers cannot import this module)
+        from transforms.sources.fetch import TileFetchError
+
+        if x == 2:
+            raise TileFetchError(
+                "gave up on year 2021, rows 0-128 after 2 attempts: HTTP 429: Slow"
+            )
+        return x
+
+    def main(argv):
+        monkeypatch.setattr(os, "dup2", no_dup2)
+        p = PipelineOptions(MULTIPROCESS)
+        common.run_pipeline(lambda p: p | beam.Create([1, 2]) | beam.Map(fail_in_a_worker), p)
+        return 0
+
+    assert common.run("efm extract", main, ["--output", str(tmp_path / "e.zarr")]) == 1
+    monkeypatch.undo()
+    assert os.readlink("/proc/self/fd/2") == fd2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(
+        "efm extract: error: quota exhausted: gave up on year 2021, rows 0-128 after 2 attempts: "
+        "HTTP 429: Slow; the service still refused"
+    ), last
+    log = open(last.split("full trace in ")[1].split(")")[0]).read()
+    assert "a traceback printed on stderr" in log and "TileFetchError" in log
+
+
+def test_a_traceback_beam_prints_in_this_process_goes_to_the_log(tmp_path, capfd, monkeypatch):
+    """multi_threading: Beam's SDK harness prints a failed bundle's traceback on this process's
+    sys.stderr; it goes to the log (logger efm.stderr), the step's own output to the terminal."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("EFM_LOG_DIR", str(tmp_path))
+    threads = ["--runner=DirectRunner", "--direct_num_workers=2"]
+    threads.append("--direct_running_mode=multi_threading")
+
+    def main(argv):
+        steps = lambda p: p | beam.Create([1, 2]) | beam.Map(_loud_step)  # noqa: E731
+        common.run_pipeline(steps, PipelineOptions(threads))
+        return 0
+
+    assert common.run("efm sample", main, ["--output", str(tmp_path / "t.parquet")]) == 1
+    *before, last = capfd.readouterr().err.strip().splitlines()
+    shown = "\n".join(before)  # two threads print: their lines may interleave
+    assert "progress 1" in shown and "Traceback" not in shown, shown
+    assert 'File "' not in last and last.startswith("efm sample: error: unexpected RuntimeError")
+    log = open(last.split("full trace in ")[1].split(")")[0]).read()
+    assert "efm.stderr: a traceback printed on stderr:\nTraceback (most recent call last)" in log

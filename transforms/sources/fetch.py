@@ -43,6 +43,7 @@ import numpy as np
 import xarray_beam as xbeam
 
 from transforms.core.chunks import CHUNK, MARKER_DIR, ChunkSpec
+from transforms.core.errors import EfmError, strip_beam_step
 from transforms.core.grid import Window
 from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.sources import grid_source
@@ -65,8 +66,17 @@ class RetryableError(Exception):
     """A transient failure (429, 5xx, timeout, truncated body): try the request again."""
 
 
-class TileFetchError(RuntimeError):
+class TileFetchError(EfmError, RuntimeError):
     """A tile that could not be fetched, named so the user can find it."""
+
+    def line(self) -> str:
+        text = strip_beam_step(str(self))
+        if "HTTP 429" in text:
+            return (
+                f"quota exhausted: {text}; the service still refused after every retry: try later, "
+                "or lower --max-concurrent-requests / --max-requests-per-second, or raise --max-retries"
+            )
+        return f"a request kept failing: {text}"
 
 
 class _Stopped(Exception):

@@ -189,3 +189,28 @@ def check_member(coll: Collection, member: Member, flag: str) -> None:
             f"the collection at {coll.root}: {member.path} is in {crs}, its index says "
             f"{member.crs}: its index and stores disagree",
         )
+
+
+def unfinished(path: str) -> bool:
+    """Is `path` a store efm left unfinished (`efm_status: incomplete`), or a collection with a
+    member missing or not complete? False for anything else (no store, not ours): nothing to
+    resume there. Advice only: it never raises."""
+    try:
+        import zarr
+
+        from transforms.storage import store
+
+        if is_collection(path):
+            coll = read(path, check_stores=False)
+            for member in coll.members:
+                try:
+                    group = zarr.open_group(coll.path_of(member), mode="r")
+                except Exception:  # not written yet
+                    return True
+                if group.attrs.get(store.STATUS_ATTR) != "complete":
+                    return True
+            return False
+        group = zarr.open_group(path, mode="r")
+        return group.attrs.get(store.STATUS_ATTR) == "incomplete"
+    except Exception:  # no store, or not ours: nothing to resume
+        return False

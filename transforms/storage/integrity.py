@@ -33,6 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from transforms.core.chunks import MARKER_DIR
+from transforms.core.errors import EfmError
 from transforms.storage import store_arrays
 
 RECORD_KEY = "efm_chunk_files"
@@ -263,7 +264,7 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- what readers raise
 
 
-class DamagedStoreError(RuntimeError):
+class DamagedStoreError(EfmError, RuntimeError):
     """A chunk a store marks as written is missing or does not decode: one line naming it and the repair."""
 
 

@@ -30,12 +30,18 @@ import json
 import os
 
 from transforms.core import atomic
-from transforms.core.errors import InputError, first_line
+from transforms.core.errors import EfmError, InputError, first_line
 from transforms.storage import kinds, places, recognise
 
 
-class RemovalError(RuntimeError):
-    """Deleting an old product failed part-way; the message says what is left and how to finish."""
+class RemovalError(EfmError, RuntimeError):
+    """Deleting an old product failed part-way; the message says what is left and how to finish.
+    Its line stands whatever else failed with it."""
+
+    decisive = True
+
+    def line(self) -> str:
+        return str(self)
 
 
 _removed: list[str] = []  # products removed by this process (for the failure line's advice)
