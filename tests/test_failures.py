@@ -760,6 +760,8 @@ def test_an_efm_error_deep_in_a_chain_is_classified_by_its_type():
         "quota exhausted: gave up on year 2021 after 2 attempts: HTTP 429: Too Many Requests; "
         "the service still refused after every retry"
     ), line
+    # the advice names knobs that exist: --tuning keys (their old flags are refused now)
+    assert "--tuning" in line and "max_concurrent_requests" in line and "--max-" not in line
     # a Ctrl-C anywhere in the chain wins over everything
     assert classify(_deep(KeyboardInterrupt())) == (130, "interrupted (Ctrl-C)")
 

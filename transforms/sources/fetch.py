@@ -74,7 +74,8 @@ class TileFetchError(EfmError, RuntimeError):
         if "HTTP 429" in text:
             return (
                 f"quota exhausted: {text}; the service still refused after every retry: try later, "
-                "or lower --max-concurrent-requests / --max-requests-per-second, or raise --max-retries"
+                "or lower the --tuning keys max_concurrent_requests / max_requests_per_second, "
+                "or raise max_retries"
             )
         return f"a request kept failing: {text}"
 

@@ -265,7 +265,7 @@ class ZarrSource(GridSource):
         return state
 
     def plan(self, spec: ChunkSpec) -> list[Window]:
-        """One read per chunk (a store has no request-size limit), unless --request-tile-size."""
+        """One read per chunk (a store has no request-size limit), unless --tuning request_tile_size."""
         if self.request_tile_size:
             return super().plan(spec)
         return [spec.window]
