@@ -151,3 +151,65 @@ def test_count_summary_reads_the_table_a_row_group_at_a_time(tmp_path):
     assert pq.ParquetFile(path).num_row_groups == 4
     whole = pd.read_parquet(path)
     assert zonal_table.count_summary(str(path)) == (len(whole), int((whole.pixel_count == 0).sum()))
+
+
+def test_a_chunks_polygons_in_groups_equal_geometry_mask(s, monkeypatch):
+    """One chunk's polygons (the whole grid as one window: holes, overlaps, a multipolygon) taken
+    3 at a time: every group rasterised on its own (the groups seen: more than one, none larger
+    than 3), the polygons finished here and the crossing ones' partials (combined as the
+    pipeline does) equal geometry_mask per polygon, for every statistic."""
+    from transforms.products import zonal_raster, zonal_stats
+
+    frame = fields(s)
+    geometry = np.asarray(frame.geometry.values, dtype=object)
+    n = len(geometry)
+    single = np.arange(n) % 4 != 1  # every 4th polygon as if it also reached another chunk
+    seen = []
+    real = zonal_raster.pixel_owners
+
+    def watched(geoms, *args, **kwargs):
+        seen.append(len(geoms))
+        return real(geoms, *args, **kwargs)
+
+    monkeypatch.setattr(zonal_raster, "pixel_owners", watched)
+    stats = ("mean", "std", "median")
+    emitted = []
+    crossing = zonal_stats.zonal_chunk(
+        lambda year: np.moveaxis(s.values[s.years.index(year)], -1, 0),
+        s.years,
+        (0, 0, s.grid.height, s.grid.width),
+        s.grid.transform,
+        np.arange(n) + 1000,
+        shapely.to_wkb(geometry),
+        single,
+        stats,
+        BANDS,
+        False,
+        emit=emitted.append,
+        group=3,
+    )
+    assert len(seen) == -(-n // 3) > 1 and max(seen) == 3
+    assert len(emitted) == len(seen) * len(s.years)  # a frame per group and year
+    crossed = zonal_stats.combine_crossing([crossing], s.years, stats, BANDS)
+    assert sorted(crossed["fid"].unique() - 1000) == np.flatnonzero(~single).tolist()
+    got = pd.concat([*emitted, crossed], ignore_index=True)
+    got = got.rename(columns={"fid": "polygon_id"}).assign(polygon_id=lambda t: t.polygon_id - 1000)
+    check(got, expected(s, geometry))
+
+
+def test_groups_of_two_polygons_give_the_whole_table(s, tmp_path, monkeypatch):
+    """`efm zonal` with chunks' polygons taken 2 at a time and batches of 5 polygons (a chunk's
+    part holds several row groups per batch, a group's rows may span two batches): the table
+    equals geometry_mask per polygon."""
+    from transforms.products import zonal_stats
+
+    frame = fields(s)
+    frame.to_file(tmp_path / "f.gpkg")
+    monkeypatch.setattr(zonal_stats, "GROUP", 2)
+    monkeypatch.setattr(zonal_polygons, "BATCH", 5)
+    out = tmp_path / "o.parquet"
+    argv = ["--embeddings", s.path, "--polygons", tmp_path / "f.gpkg", "--output", out]
+    assert zonal_cli.run([*map(str, argv), "--stat", "mean,std,median", *FNAPI]) == 0
+    table = pd.read_parquet(out)
+    check(table, expected(s, frame.geometry))
+    assert list(table["name"]) == [name for name in frame["name"] for _ in s.years]
