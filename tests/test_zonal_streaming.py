@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas
 import numpy as np
 import pandas as pd
@@ -197,19 +199,53 @@ def test_a_chunks_polygons_in_groups_equal_geometry_mask(s, monkeypatch):
     check(got, expected(s, geometry))
 
 
-def test_groups_of_two_polygons_give_the_whole_table(s, tmp_path, monkeypatch):
-    """`efm zonal` with chunks' polygons taken 2 at a time and batches of 5 polygons (a chunk's
-    part holds several row groups per batch, a group's rows may span two batches): the table
+def test_groups_of_four_polygons_give_the_whole_table(s, tmp_path, monkeypatch):
+    """`efm zonal` with chunks' polygons taken 4 at a time and batches of 3 polygons (a group's
+    rows span two batches or more; a chunk's part holds several row groups per batch): the table
     equals geometry_mask per polygon."""
     from transforms.products import zonal_stats
 
     frame = fields(s)
     frame.to_file(tmp_path / "f.gpkg")
-    monkeypatch.setattr(zonal_stats, "GROUP", 2)
-    monkeypatch.setattr(zonal_polygons, "BATCH", 5)
+    monkeypatch.setattr(zonal_stats, "GROUP", 4)
+    monkeypatch.setattr(zonal_polygons, "BATCH", 3)
     out = tmp_path / "o.parquet"
     argv = ["--embeddings", s.path, "--polygons", tmp_path / "f.gpkg", "--output", out]
     assert zonal_cli.run([*map(str, argv), "--stat", "mean,std,median", *FNAPI]) == 0
     table = pd.read_parquet(out)
     check(table, expected(s, frame.geometry))
     assert list(table["name"]) == [name for name in frame["name"] for _ in s.years]
+
+
+def test_a_chunk_part_lists_the_batch_of_each_row_group(tmp_path):
+    """A chunk's result frames written a piece at a time: read back with pyarrow, each row group
+    holds the rows of the one polygon batch (fid // batch) listed for it, and together the rows
+    written; a failure leaves no file, nor does a chunk without any row."""
+    import pyarrow.parquet as pq
+
+    from transforms.products import zonal_table
+
+    pieces = [
+        pd.DataFrame({"fid": f, "year": np.int16(2021), "pixel_count": f * 2, "A00": f / 3.0})
+        for f in (np.array([0, 1, 3, 4, 5]), np.array([6, 9]), np.array([11, 12, 13, 14]))
+    ]
+    path = tmp_path / "part-1-7.parquet"
+    with zonal_table.ChunkPart(str(path), 5) as part:
+        for piece in pieces:
+            part.write(piece)
+    pf = pq.ParquetFile(path)
+    listed = json.loads(pf.metadata.metadata[b"batches"])
+    assert listed == [0, 1, 1, 2] and pf.num_row_groups == 4
+    for g, b in enumerate(listed):
+        fids = pf.read_row_group(g).column("fid").to_numpy()
+        assert len(fids) and set(fids // 5) == {b}
+    whole = pf.read().to_pandas()
+    pd.testing.assert_frame_equal(whole, pd.concat(pieces, ignore_index=True))
+    assert part.rows == 11
+    with pytest.raises(RuntimeError):
+        with zonal_table.ChunkPart(str(tmp_path / "part-1-8.parquet"), 5) as part:
+            part.write(pieces[0])
+            raise RuntimeError("the chunk failed")
+    with zonal_table.ChunkPart(str(tmp_path / "part-1-9.parquet"), 5):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1-7.parquet"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import fsspec
 import numpy as np
@@ -109,11 +110,16 @@ class ChunkPart:
         self.rows += len(frame)
 
     def __exit__(self, kind, exc, tb):
-        with self.stack:  # the file: renamed into place, or removed on an error
+        try:
             if self.writer is not None:
                 if kind is None:
                     self.writer.add_key_value_metadata({BATCHES_KEY: json.dumps(self.listed)})
                 self.writer.close()
+        except BaseException:
+            if not self.stack.__exit__(*sys.exc_info()):
+                raise
+        else:  # the file: renamed into place, or removed when the chunk failed
+            self.stack.__exit__(kind, exc, tb)
         return False
 
 
