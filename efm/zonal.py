@@ -1,7 +1,7 @@
 """Embeddings per polygon (`efm zonal`'s table) as a DataFrame, on Dask, chunk by chunk.
 
 The same pieces as the command line: the polygons are read, checked and indexed by chunk a batch at
-a time into a temporary parts folder (transforms/products/zonal_polygons.py), each chunk is one
+a time into a temporary parts folder (transforms/products/zonal_index.py), each chunk is one
 Dask task (transforms/products/zonal.py `run_task`), polygons crossing chunks are combined by
 key, and the table is assembled batch by batch (zonal_table.py). On a collection, each pixel is
 read from the member whose cell holds its centre (transforms/products/zonal_collection.py).

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas
 import numpy as np
 import pandas as pd
@@ -151,3 +153,99 @@ def test_count_summary_reads_the_table_a_row_group_at_a_time(tmp_path):
     assert pq.ParquetFile(path).num_row_groups == 4
     whole = pd.read_parquet(path)
     assert zonal_table.count_summary(str(path)) == (len(whole), int((whole.pixel_count == 0).sum()))
+
+
+def test_a_chunks_polygons_in_groups_equal_geometry_mask(s, monkeypatch):
+    """One chunk's polygons (the whole grid as one window: holes, overlaps, a multipolygon) taken
+    3 at a time: every group rasterised on its own (the groups seen: more than one, none larger
+    than 3), the polygons finished here and the crossing ones' partials (combined as the
+    pipeline does) equal geometry_mask per polygon, for every statistic."""
+    from transforms.products import zonal_raster, zonal_stats
+
+    frame = fields(s)
+    geometry = np.asarray(frame.geometry.values, dtype=object)
+    n = len(geometry)
+    single = np.arange(n) % 4 != 1  # every 4th polygon as if it also reached another chunk
+    seen = []
+    real = zonal_raster.pixel_owners
+
+    def watched(geoms, *args, **kwargs):
+        seen.append(len(geoms))
+        return real(geoms, *args, **kwargs)
+
+    monkeypatch.setattr(zonal_raster, "pixel_owners", watched)
+    stats = ("mean", "std", "median")
+    emitted = []
+    crossing = zonal_stats.zonal_chunk(
+        lambda year: np.moveaxis(s.values[s.years.index(year)], -1, 0),
+        s.years,
+        (0, 0, s.grid.height, s.grid.width),
+        s.grid.transform,
+        np.arange(n) + 1000,
+        shapely.to_wkb(geometry),
+        single,
+        stats,
+        BANDS,
+        False,
+        emit=emitted.append,
+        group=3,
+    )
+    assert len(seen) == -(-n // 3) > 1 and max(seen) == 3
+    assert len(emitted) == len(seen) * len(s.years)  # a frame per group and year
+    crossed = zonal_stats.combine_crossing([crossing], s.years, stats, BANDS)
+    assert sorted(crossed["fid"].unique() - 1000) == np.flatnonzero(~single).tolist()
+    got = pd.concat([*emitted, crossed], ignore_index=True)
+    got = got.rename(columns={"fid": "polygon_id"}).assign(polygon_id=lambda t: t.polygon_id - 1000)
+    check(got, expected(s, geometry))
+
+
+def test_groups_of_four_polygons_give_the_whole_table(s, tmp_path, monkeypatch):
+    """`efm zonal` with chunks' polygons taken 4 at a time and batches of 3 polygons (a group's
+    rows span two batches or more; a chunk's part holds several row groups per batch): the table
+    equals geometry_mask per polygon."""
+    from transforms.products import zonal_stats
+
+    frame = fields(s)
+    frame.to_file(tmp_path / "f.gpkg")
+    monkeypatch.setattr(zonal_stats, "GROUP", 4)
+    monkeypatch.setattr(zonal_polygons, "BATCH", 3)
+    out = tmp_path / "o.parquet"
+    argv = ["--embeddings", s.path, "--polygons", tmp_path / "f.gpkg", "--output", out]
+    assert zonal_cli.run([*map(str, argv), "--stat", "mean,std,median", *FNAPI]) == 0
+    table = pd.read_parquet(out)
+    check(table, expected(s, frame.geometry))
+    assert list(table["name"]) == [name for name in frame["name"] for _ in s.years]
+
+
+def test_a_chunk_part_lists_the_batch_of_each_row_group(tmp_path):
+    """A chunk's result frames written a piece at a time: read back with pyarrow, each row group
+    holds the rows of the one polygon batch (fid // batch) listed for it, and together the rows
+    written; a failure leaves no file, nor does a chunk without any row."""
+    import pyarrow.parquet as pq
+
+    from transforms.products import zonal_table
+
+    pieces = [
+        pd.DataFrame({"fid": f, "year": np.int16(2021), "pixel_count": f * 2, "A00": f / 3.0})
+        for f in (np.array([0, 1, 3, 4, 5]), np.array([6, 9]), np.array([11, 12, 13, 14]))
+    ]
+    path = tmp_path / "part-1-7.parquet"
+    with zonal_table.ChunkPart(str(path), 5) as part:
+        for piece in pieces:
+            part.write(piece)
+    pf = pq.ParquetFile(path)
+    listed = json.loads(pf.metadata.metadata[b"batches"])
+    assert listed == [0, 1, 1, 2] and pf.num_row_groups == 4
+    for g, b in enumerate(listed):
+        fids = pf.read_row_group(g).column("fid").to_numpy()
+        assert len(fids) and set(fids // 5) == {b}
+    whole = pf.read().to_pandas()
+    pd.testing.assert_frame_equal(whole, pd.concat(pieces, ignore_index=True))
+    assert part.rows == 11
+    with pytest.raises(RuntimeError):
+        with zonal_table.ChunkPart(str(tmp_path / "part-1-8.parquet"), 5) as part:
+            part.write(pieces[0])
+            raise RuntimeError("the chunk failed")
+    with zonal_table.ChunkPart(str(tmp_path / "part-1-9.parquet"), 5):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1-7.parquet"]

@@ -68,3 +68,18 @@ def test_cells_and_names():
     ]
     # a box only touching the seam's line does not take the neighbour
     assert [c.name for c in zones.cells_for(shapely.box(5.0, 45, 6.0, 46))] == ["31N"]
+
+
+def test_a_member_tile_reaches_the_writer_band_first():
+    """A collection member's tile (rows, cols, bands) is handed on with the same values, laid out
+    band-first in memory (the store's order), so the writer's transpose is a view; an array
+    that is not C-contiguous is handed on as it is."""
+    from transforms.sources.zone_mask import band_first
+
+    tile = np.random.default_rng(5).integers(-128, 128, (37, 41, 64), dtype=np.int8)
+    got = band_first(tile)
+    np.testing.assert_array_equal(got, tile)
+    assert got.shape == tile.shape and np.moveaxis(got, -1, 0).flags.c_contiguous
+    assert not np.shares_memory(got, tile)
+    view = tile[:, ::2]
+    assert band_first(view) is view

@@ -8,21 +8,24 @@ are left out; a polygon with no pixel left has `pixel_count` 0 and NaN statistic
 population standard deviation (ddof=0); `median` is exact (the middle value, or the mean of the
 two middle values).
 
-    driver (zonal_polygons.py): the polygon file a batch at a time -> checked, projected to the
-            store's CRS, joined to its chunks by bounds -> parts: the polygons of each chunk
-            (WKB, row groups by chunk) and the table columns, per batch
-    ZonalChunks: per chunk, read each year once as stored (band-first), rasterise the chunk's
-            polygons into label images, then counts and sums per polygon, one np.bincount per
-            band (zonal_stats.py). A polygon whose pixels all lie in this chunk is finished here
-            (median too) -> a part. The polygons crossing chunks leave their partials (sums,
-            counts, and for a median their pixel values) as arrays, one element per chunk and
-            polygon batch (never one per polygon) -> GroupByKey by batch -> combined exactly
-            (sorted by polygon, np.add.reduceat) -> one part per polygon batch.
+    driver (zonal_polygons.py, zonal_index.py): the polygon file a batch at a time -> checked,
+            projected to the store's CRS, joined to its chunks by bounds -> parts: the polygons
+            of each chunk (WKB, row groups by chunk) and the table columns, per batch
+    ZonalChunks: per chunk, read each year once as stored (band-first); the chunk's polygons a
+            group of at most GROUP at a time: rasterised into the group's own label images
+            (zonal_raster.py), then counts and sums per polygon, one np.bincount per band
+            (zonal_stats.py). A polygon whose pixels all lie in this chunk is finished here
+            (median too) -> a part, streamed a group at a time. The polygons crossing chunks
+            leave their partials (sums, counts, and for a median their pixel values) as arrays,
+            one element per chunk and polygon batch (never one per polygon) -> GroupByKey by
+            batch -> combined exactly (sorted by polygon, np.add.reduceat) -> one part per
+            polygon batch.
     AssembleZonal (zonal_table.py): per polygon batch, its columns + its results -> a row group
             of the table (one row per polygon and year, polygons without pixels included).
 
-Memory is bounded by a chunk and a batch of polygons (and, for a median, by one polygon's
-pixels), never by the number of polygons: no step holds all polygons or all rows.
+Memory is bounded by a chunk and a group or batch of polygons (and, for a median, by one
+polygon's pixels), never by the number of polygons: no step holds all polygons or all rows, nor
+a temporary per polygon of a chunk.
 """
 
 from __future__ import annotations
@@ -33,12 +36,9 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.core.metrics import METRICS_NAMESPACE
-from transforms.products.zonal_polygons import (  # noqa: F401  (the names products use)
-    BATCH,
+from transforms.products.zonal_index import (  # noqa: F401  (the names products use)
     CHUNK_PART,
     CROSSING_PART,
-    ID_COLUMN,
-    Checks,
     Indexed,
     chunk_index,
     chunk_window,
@@ -46,8 +46,10 @@ from transforms.products.zonal_polygons import (  # noqa: F401  (the names produ
     part_name,
     read_task_polygons,
 )
+from transforms.products.zonal_polygons import BATCH, ID_COLUMN, Checks  # noqa: F401
 from transforms.products.zonal_stats import (  # noqa: F401
     COUNT_COLUMN,
+    GROUP,
     STATS,
     Crossing,
     Partial,
@@ -58,6 +60,7 @@ from transforms.products.zonal_stats import (  # noqa: F401
     zonal_chunk,
 )
 from transforms.products.zonal_table import (  # noqa: F401
+    ChunkPart,
     apply_model,
     assemble,
     read_table,
@@ -77,40 +80,40 @@ def checks(name: str, id_column, skip_invalid: bool, reserved, api: bool = False
     return Checks(name, id_column, skip_invalid, frozenset(map(str, reserved)), flags)
 
 
-def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batch: int):
+def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batch: int, group=None):
     """One task (task id, polygon parts): its chunk's results -> part-1-<task id> (the polygons
-    finished here), and the partials of the polygons crossing chunks, one element per polygon
-    batch: [(batch, Crossing)].
+    finished here, streamed `group` polygons and a year at a time), and the partials of the
+    polygons crossing chunks, one element per polygon batch: [(batch, Crossing)].
     `locate(task id)` -> (read(year, rows, cols) band-first, store info, chunk id, pixels that
     count or None)."""
     tid, refs = task
-    fids, geometry, single = read_task_polygons(refs)
+    fids, wkb, single = read_task_polygons(refs)
     read, info, local, keep = locate(tid)
     row0, col0, h, w = chunk_window(info, local)
 
     def read_year(year):
         return read(year, slice(row0, row0 + h), slice(col0, col0 + w))
 
-    frame, crossing = zonal_chunk(
-        read_year,
-        years,
-        (row0, col0, h, w),
-        info.transform,
-        fids,
-        geometry,
-        single,
-        stats,
-        info.bands,
-        all_touched,
-        keep,
-    )
-    if frame is not None:
-        write_frame(part_name(parts_dir, CHUNK_PART, tid), frame, batch)
-    written = frame is not None
-    del frame, geometry
+    with ChunkPart(part_name(parts_dir, CHUNK_PART, tid), batch) as part:
+        crossing = zonal_chunk(
+            read_year,
+            years,
+            (row0, col0, h, w),
+            info.transform,
+            fids,
+            wkb,
+            single,
+            stats,
+            info.bands,
+            all_touched,
+            keep,
+            emit=part.write,
+            group=group,
+        )
+    del wkb
     release_memory()
     return (
-        written,
+        part.rows > 0,
         int(np.count_nonzero(single)),
         [] if crossing is None else crossing.split(batch),
     )

@@ -10,7 +10,7 @@ members its pixels are in.
 
 Tasks are (task id, polygon parts): member i's chunk c is task id offset_i + c, where offset_i
 is the number of chunks of the members before it (so the parts folder's names stay unique); the
-driver's index (zonal_polygons.index) projects each batch of polygons to every member's CRS.
+driver's index (zonal_index.index) projects each batch of polygons to every member's CRS.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import bisect
 import numpy as np
 
 from transforms.core.grid import Window
-from transforms.products import zonal, zonal_polygons
+from transforms.products import zonal, zonal_index
 from transforms.storage.readers import StoreInfo, StoreReader
 
 
 def chunk_count(info: StoreInfo) -> int:
-    return zonal_polygons.chunk_count(info)
+    return zonal_index.chunk_count(info)
 
 
 def offsets(infos: list[StoreInfo]) -> list[int]:
@@ -33,7 +33,7 @@ def offsets(infos: list[StoreInfo]) -> list[int]:
 
 
 def targets(members) -> list[tuple[StoreInfo, int]]:
-    """members [(cell, StoreInfo)] -> zonal_polygons.index's targets: (store, first task id)."""
+    """members [(cell, StoreInfo)] -> zonal_index.index's targets: (store, first task id)."""
     infos = [info for _, info in members]
     return list(zip(infos, offsets(infos)))
 

@@ -1,10 +1,8 @@
 """`efm zonal`'s work on one chunk (pure: numpy, shapely, rasterio; no Beam): rasterise the
-chunk's polygons, then per polygon the count, sums (and sums of squares, pixel values for a
-median) of each band over its pixels; partials of a polygon crossing chunks combine exactly.
-
-The rule: a pixel belongs to a polygon when its CENTRE falls inside the polygon (GDAL's
-rasterisation rule, the same as `rasterio.features.geometry_mask`); with `all_touched`, every
-pixel the polygon touches. Pixels with no data (NaN / code -128 in any band) are left out.
+chunk's polygons a group at a time (zonal_raster.py says which pixels a polygon owns), then per
+polygon the count, sums (and sums of squares, pixel values for a median) of each band over its
+pixels; partials of a polygon crossing chunks combine exactly. Pixels with no data (NaN / code
+-128 in any band) are left out.
 
 Band-first: the chunk's stored codes (bands, rows, cols) are summed as they are stored: the
 pixels inside polygons are gathered once per block ((bands, k) codes), then per band the 256-entry
@@ -25,6 +23,7 @@ from transforms.core.errors import InputError
 STATS = ("mean", "median", "std", "count")
 COUNT_COLUMN = "pixel_count"
 BLOCK = 262_144  # pixels gathered at a time (bounds the temporaries: 16 MB of int8 codes)
+GROUP = 8_192  # a chunk's polygons rasterised and summed at a time (bounds the temporaries)
 
 
 def release_memory() -> None:
@@ -69,98 +68,6 @@ def stat_columns(stats, bands) -> dict[str, list[str]]:
     return {s: [b if s == "mean" else f"{b}_{s}" for b in bands] for s in stats if s != "count"}
 
 
-def layers(geometry: np.ndarray, near: float = 0.0) -> list[np.ndarray]:
-    """Split polygons into layers in which no two can share a pixel, so that each layer
-    rasterises into one label image and every polygon gets all its pixels, as if alone.
-    Centre rule: polygons that meet (touching counts: a centre on a shared edge). All touched
-    (`near` = a pixel's diagonal): polygons closer than that can touch the same pixel."""
-    import shapely
-
-    n = len(geometry)
-    if n < 2:
-        return [np.arange(n)]
-    tree = shapely.STRtree(geometry)
-    if near > 0:
-        a, b = tree.query(geometry, predicate="dwithin", distance=near)
-    else:
-        a, b = tree.query(geometry, predicate="intersects")
-    pair = a < b
-    a, b = a[pair], b[pair]
-    if len(a) == 0:
-        return [np.arange(n)]
-    colour = np.zeros(n, dtype=np.int64)
-    neighbours: dict[int, list[int]] = {}
-    for i, j in zip(a.tolist(), b.tolist()):
-        neighbours.setdefault(i, []).append(j)
-        neighbours.setdefault(j, []).append(i)
-    for i in sorted(neighbours):  # greedy colouring of the polygons that meet another
-        used = {colour[j] for j in neighbours[i] if j < i}
-        k = 0
-        while k in used:
-            k += 1
-        colour[i] = k
-    return [np.flatnonzero(colour == k) for k in range(int(colour.max()) + 1)]
-
-
-def _shapes(geometry: np.ndarray) -> list[dict]:
-    """Polygons -> GeoJSON-like dicts for rasterio, built from shapely's ragged arrays (rings as
-    coordinate arrays): ~5x cheaper than each geometry's __geo_interface__."""
-    import shapely
-
-    if len(geometry) == 0:
-        return []
-    kind, coords, offsets = shapely.to_ragged_array(geometry)
-    if kind == shapely.GeometryType.POLYGON:
-        rings, polys = offsets
-        ring = np.split(coords, rings[1:-1])
-        return [
-            {"type": "Polygon", "coordinates": ring[a:b]}
-            for a, b in zip(polys[:-1].tolist(), polys[1:].tolist())
-        ]
-    rings, parts, polys = offsets  # MultiPolygon (polygons among them promoted)
-    ring = np.split(coords, rings[1:-1])
-    part = [ring[a:b] for a, b in zip(parts[:-1].tolist(), parts[1:].tolist())]
-    return [
-        {"type": "MultiPolygon", "coordinates": part[a:b]}
-        for a, b in zip(polys[:-1].tolist(), polys[1:].tolist())
-    ]
-
-
-def label_images(
-    geometry, shape, transform, all_touched: bool
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(label image int32: 0 none, i+1 = polygon members[i]; members)] per layer."""
-
-    import gc
-
-    near = float(np.hypot(transform.a, transform.e) + np.hypot(transform.b, transform.d))
-    paused = gc.isenabled()  # ~4 containers a polygon, none cyclic: a full collection each
-    gc.disable()  # ~700 of them re-scanned every live object (~20 % of the chunk's CPU)
-    try:
-        return _label_images(geometry, shape, transform, all_touched, near)
-    finally:
-        if paused:
-            gc.enable()
-
-
-def _label_images(geometry, shape, transform, all_touched: bool, near: float):
-    from rasterio import features
-
-    shapes = _shapes(geometry)
-    out = []
-    for members in layers(geometry, near if all_touched else 0.0):
-        label = features.rasterize(
-            [(shapes[m], k) for k, m in enumerate(members.tolist(), start=1)],
-            out_shape=shape,
-            transform=transform,
-            fill=0,
-            all_touched=all_touched,
-            dtype=np.int32,
-        )
-        out.append((label, members))
-    return out
-
-
 @dataclasses.dataclass
 class Partial:
     """Sums of one year's pixels per polygon: counts (n,), sums and sums of squares (n, bands),
@@ -189,22 +96,18 @@ def _gather(values: np.ndarray, pix: np.ndarray) -> np.ndarray:
 
 
 def polygon_sums(
-    values: np.ndarray, labels, n: int, *, squares: bool, keep_values: bool
+    values: np.ndarray, pixels, n: int, *, squares: bool, keep_values: bool
 ) -> Partial:
     """values (bands, rows, cols): the store's codes (int8, de-quantised here, only the pixels
-    inside a polygon) or float32, NaN = no data; labels from `label_images` -> Partial."""
+    inside a polygon) or float32, NaN = no data; pixels [(pix, owner)] from
+    `zonal_raster.pixel_owners` of n polygons -> Partial."""
     bands = values.shape[0]
     codes = values.dtype == np.int8
     count = np.zeros(n + 1, np.int64)  # bin n: pixels without data
     sums = np.zeros((bands, n + 1), np.float64)
     sumsq = np.zeros((bands, n + 1), np.float64) if squares else None
     kept = [[] for _ in range(n)] if keep_values else None
-    for label, members in labels:
-        lab = label.ravel()
-        pix = np.flatnonzero(lab)
-        if len(pix) == 0:
-            continue
-        owner = members[lab[pix] - 1]
+    for pix, owner in pixels:
         if keep_values:  # a polygon's pixels together, for its median
             order = np.argsort(owner, kind="stable")
             pix, owner = pix[order], owner[order]
@@ -270,6 +173,34 @@ def finish(count, sums, sumsq, values, stats, bands) -> dict[str, np.ndarray]:
     return out
 
 
+def _take(part: Partial, idx: np.ndarray) -> Partial:
+    return Partial(
+        part.count[idx],
+        part.sum[idx],
+        None if part.sumsq is None else part.sumsq[idx],
+        None if part.values is None else [part.values[i] for i in idx.tolist()],
+    )
+
+
+def _join(parts: list[Partial]) -> Partial:
+    return Partial(
+        np.concatenate([p.count for p in parts]),
+        np.concatenate([p.sum for p in parts]),
+        None if parts[0].sumsq is None else np.concatenate([p.sumsq for p in parts]),
+        None if parts[0].values is None else [v for p in parts for v in p.values],
+    )
+
+
+def _geometry(items) -> np.ndarray:
+    """A group's polygons: shapely geometries, or their WKB (as `read_task_polygons` gives)."""
+    import shapely
+
+    items = np.asarray(items, dtype=object)
+    if len(items) and isinstance(items[0], (bytes, bytearray)):
+        return shapely.from_wkb(items)
+    return items
+
+
 def zonal_chunk(
     read_year,
     years,
@@ -282,53 +213,64 @@ def zonal_chunk(
     bands,
     all_touched,
     keep=None,
+    *,
+    emit,
+    group: int | None = None,
 ):
-    """One chunk, every year: -> (frame of the polygons finished here (fid, year, pixel_count,
-    stat columns) or None, Crossing of the polygons crossing chunks or None).
+    """One chunk, every year: the polygons finished here -> `emit(frame)` (fid, year,
+    pixel_count, stat columns), a group of polygons and a year at a time; -> the Crossing of the
+    polygons crossing chunks, or None.
 
     `read_year(year)` returns the chunk's stored values (bands, rows, cols): int8 codes or
-    float32 (NaN = no data), band-first in memory or a view of a band-last array;
-    `window` is (row0, col0, rows, cols) in the grid whose affine is `transform`; `keep` (rows,
-    cols) bool: only these pixels count (a collection's member: centre in its cell)."""
+    float32 (NaN = no data), band-first in memory or a view of a band-last array, read once a
+    year; `window` is (row0, col0, rows, cols) in the grid whose affine is `transform`;
+    `geometry`: shapely polygons or their WKB; `keep` (rows, cols) bool: only these pixels count
+    (a collection's member: centre in its cell).
+
+    The polygons are taken `group` (GROUP) at a time in their order: each group is rasterised
+    into its own label images, kept only as (pixel, owner) arrays, and summed into (group x
+    bands) arrays, so no temporary grows with the polygons in the chunk."""
     import affine
 
+    from transforms.products.zonal_raster import pixel_owners
+
+    group = group or GROUP
     row0, col0, h, w = window
     local = affine.Affine(*tuple(transform)[:6]) @ affine.Affine.translation(col0, row0)
-    labels = label_images(np.asarray(geometry, dtype=object), (h, w), local, all_touched)
-    for label, _ in labels if keep is not None else ():
-        label[~keep] = 0
-    squares, median = "std" in stats, "median" in stats
-    frames, partials = [], []
     single = np.asarray(single, dtype=bool)
     fids = np.asarray(fids, dtype=np.int64)
+    spans = [(a, min(a + group, len(fids))) for a in range(0, len(fids), group)]
+    pixels = [
+        pixel_owners(_geometry(geometry[a:b]), (h, w), local, all_touched, keep) for a, b in spans
+    ]
+    squares, median = "std" in stats, "median" in stats
     cross = np.flatnonzero(~single)
+    partials = []  # per year: the crossing polygons' Partial
     for year in years:
-        part = polygon_sums(read_year(year), labels, len(fids), squares=squares, keep_values=median)
-        if single.any():
-            idx = np.flatnonzero(single)
-            done = finish(
-                part.count[idx],
-                part.sum[idx],
-                None if part.sumsq is None else part.sumsq[idx],
-                None if part.values is None else [part.values[i] for i in idx],
-                stats,
-                bands,
-            )
-            frames.append(
-                pd.DataFrame({"fid": fids[idx], "year": np.full(len(idx), year, np.int16), **done})
-            )
-        if len(cross):  # only the crossing polygons' sums are kept past this year
-            partials.append(
-                Partial(
-                    part.count[cross],
-                    part.sum[cross],
-                    None if part.sumsq is None else part.sumsq[cross],
-                    None if part.values is None else [part.values[i] for i in cross.tolist()],
+        values = read_year(year)
+        pieces = []
+        for (a, b), found in zip(spans, pixels):
+            part = polygon_sums(values, found, b - a, squares=squares, keep_values=median)
+            idx = np.flatnonzero(single[a:b])
+            if len(idx):
+                done = _take(part, idx)
+                emit(
+                    pd.DataFrame(
+                        {
+                            "fid": fids[a + idx],
+                            "year": np.full(len(idx), year, np.int16),
+                            **finish(done.count, done.sum, done.sumsq, done.values, stats, bands),
+                        }
+                    )
                 )
-            )
-        del part
-    frame = pd.concat(frames, ignore_index=True) if frames else None
-    return frame, (Crossing.of(fids[cross], partials) if len(cross) else None)
+            away = np.flatnonzero(~single[a:b])
+            if len(away):  # only the crossing polygons' sums are kept past this group
+                pieces.append(_take(part, away))
+            del part
+        del values
+        if len(cross):
+            partials.append(_join(pieces))
+    return Crossing.of(fids[cross], partials) if len(cross) else None
 
 
 @dataclasses.dataclass

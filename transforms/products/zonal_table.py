@@ -1,7 +1,7 @@
 """`efm zonal`'s table: the workers' result parts + the polygons' columns -> one Parquet, written a
 batch of polygons at a time (one row group per batch), so no step holds every row.
 
-Result parts (transforms/products/zonal_polygons.py names them):
+Result parts (transforms/products/zonal_index.py names them):
     part-1-<task>.parquet   the polygons finished in one chunk, sorted by fid, one row group per
                             polygon batch (schema metadata b"batches" lists them)
     part-2-<batch>.parquet  the polygons crossing chunks (or stores) of one batch, combined
@@ -12,15 +12,17 @@ then the years'.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sys
 
 import fsspec
 import numpy as np
 import pandas as pd
 
 from transforms.core import atomic, parquet
-from transforms.products.zonal_polygons import (
+from transforms.products.zonal_index import (
     ATTRIBUTES_PART,
     CHUNK_PART,
     CROSSING_PART,
@@ -38,7 +40,7 @@ def table_metadata(
 ) -> dict:
     """The table's provenance (Parquet schema key b"efm"); `bands` are the mean columns, which
     `efm train` reads as features, and `group_column` keeps a polygon's years in one CV fold.
-    `polygons`: zonal_polygons.Indexed (crs, id_column, skipped)."""
+    `polygons`: zonal_index.Indexed (crs, id_column, skipped)."""
     return {
         "product": "zonal",
         "embeddings": embeddings,
@@ -59,28 +61,66 @@ def table_metadata(
     }
 
 
-def write_frame(path: str, frame: pd.DataFrame, batch: int | None = None) -> None:
-    """A result frame (fid, year, ...) -> Parquet, whole or absent; with `batch`, sorted by fid,
-    one row group per polygon batch, the batches listed in the schema metadata."""
+def write_frame(path: str, frame: pd.DataFrame) -> None:
+    """A result frame (fid, year, ...) -> Parquet, whole or absent."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if batch is not None:
-        frame = frame.sort_values("fid", kind="stable").reset_index(drop=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    groups = [(0, len(frame), None)]
-    if batch is not None:
-        which = frame["fid"].to_numpy() // batch
-        ids, starts = np.unique(which, return_index=True)
-        groups = list(zip(starts.tolist(), np.r_[starts[1:], len(frame)].tolist(), ids.tolist()))
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), BATCHES_KEY: json.dumps(ids.tolist()).encode()}
-        )
     buffer = io.BytesIO()  # no dictionary: statistics are all distinct (it cost ~10x the write)
     with pq.ParquetWriter(buffer, table.schema, use_dictionary=False) as writer:
-        for start, stop, _ in groups:
-            writer.write_table(table.slice(start, stop - start), row_group_size=stop - start + 1)
+        writer.write_table(table, row_group_size=len(frame) + 1)
     atomic.write_bytes(path, buffer.getvalue())
+
+
+class ChunkPart:
+    """A chunk's result frames (fid, year, ...), a piece at a time -> one Parquet part at `path`,
+    streamed to its file (whole on success, absent otherwise; no file when nothing is written):
+    one row group per piece and polygon batch (fid // batch), the batch of each row group listed
+    in the metadata (b"batches"), as `assemble` reads them."""
+
+    def __init__(self, path: str, batch: int):
+        self.path, self.batch = path, batch
+        self.rows, self.listed = 0, []
+        self.writer = None
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if len(frame) == 0:
+            return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            f = self.stack.enter_context(atomic.open_write(self.path))
+            # no dictionary: statistics are all distinct (it cost ~10x the write)
+            self.writer = pq.ParquetWriter(f, table.schema, use_dictionary=False)
+        which = frame["fid"].to_numpy() // self.batch
+        order = np.argsort(which, kind="stable")
+        ids, starts = np.unique(which[order], return_index=True)
+        stops = np.r_[starts[1:], len(order)]
+        for b, start, stop in zip(ids.tolist(), starts.tolist(), stops.tolist()):
+            rows = table.take(pa.array(order[start:stop])).cast(self.writer.schema)
+            self.writer.write_table(rows, row_group_size=stop - start + 1)
+            self.listed.append(b)
+        self.rows += len(frame)
+
+    def __exit__(self, kind, exc, tb):
+        try:
+            if self.writer is not None:
+                if kind is None:
+                    self.writer.add_key_value_metadata({BATCHES_KEY: json.dumps(self.listed)})
+                self.writer.close()
+        except BaseException:
+            if not self.stack.__exit__(*sys.exc_info()):
+                raise
+        else:  # the file: renamed into place, or removed when the chunk failed
+            self.stack.__exit__(kind, exc, tb)
+        return False
 
 
 def batch_table(stats_frames, columns, metadata: dict):
@@ -169,7 +209,7 @@ def assemble(parts_dir: str, output: str, metadata: dict, model=None) -> int:
     for name in sorted(fs.glob(f"{root}/part-{CHUNK_PART}-*.parquet")):
         path = full(name)
         with fs.open(name, "rb") as f:
-            listed = json.loads(pq.read_schema(f).metadata[BATCHES_KEY])
+            listed = json.loads(pq.read_metadata(f).metadata[BATCHES_KEY])
         for group, b in enumerate(listed):
             groups.setdefault(int(b), []).append((path, group))
     attributes = sorted(

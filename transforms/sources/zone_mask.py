@@ -49,4 +49,20 @@ class ZoneMask:
         return self.source.empty_chunk(spec)
 
     def to_dataset(self, spec: ChunkSpec, data: np.ndarray):
-        return self.source.to_dataset(spec, data)
+        return self.source.to_dataset(spec, band_first(data))
+
+
+def band_first(data: np.ndarray) -> np.ndarray:
+    """A tile (rows, cols, bands) -> the same values, as a view of a band-first array: the
+    store's own order (a Zarr 3 embedding store is (time, band, y, x)), so the writer's transpose
+    is a view and zarr encodes it without a copy. Copied a row at a time (each row's (cols, bands)
+    block transposed in cache): ~5x less CPU than the strided copy zarr's codec otherwise makes
+    of a band-last chunk (0.06 vs 0.3 s for 1024^2 px x 64 bands, int8; the profile of a
+    two-zone extract showed it in zarr's bytes codec, a single store pays it in zarr's chunk
+    buffer)."""
+    if data.ndim != 3 or not data.flags.c_contiguous:
+        return data
+    out = np.empty((data.shape[2], data.shape[0], data.shape[1]), dtype=data.dtype)
+    for r in range(data.shape[0]):
+        out[:, r, :] = data[r].T
+    return np.moveaxis(out, 0, -1)
