@@ -11,7 +11,7 @@ import xarray as xr
 from transforms.core import grid as gridlib
 from transforms.core import quantize
 from transforms.core.errors import InputError
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sample_table, sampling
 from transforms.storage import readers, store
 from transforms.storage.readers import StoreInfo
 
@@ -118,10 +118,10 @@ def points_of(
     label_column: str | None,
     points_crs: str | None = None,
     keep_columns: list[str] | None = None,
-) -> sampling.Points:
+) -> labelled_points.Points:
     """Points from a file (any format `efm sample` reads) or a (Geo)DataFrame (coordinate columns lon/lat or x/y)."""
     if isinstance(points, (str, os.PathLike)):
-        return sampling.read_points(
+        return labelled_points.read_points(
             os.fspath(points), label_column, points_crs, flag="points", keep_columns=keep_columns
         )
     if not isinstance(points, pd.DataFrame):
@@ -129,7 +129,7 @@ def points_of(
             "points", f"expected a points file or a (Geo)DataFrame, got {type(points).__name__}"
         )
     geo = points if hasattr(points, "geometry") and "geometry" in points.columns else None
-    return sampling.frame_points(
+    return labelled_points.frame_points(
         points, geo, "the points", label_column, points_crs, "points", keep_columns
     )
 
@@ -167,7 +167,7 @@ def sample(
     from efm.collection import as_collection
 
     coll = as_collection(ds)
-    keep = sampling.parse_keep_columns(
+    keep = labelled_points.parse_keep_columns(
         None if keep_columns is None else (",".join(keep_columns) or "none"), label_column
     )
     if (
@@ -220,6 +220,6 @@ def sample(
         "keep_columns": list(pts.columns),
     }
     tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames if len(f)]
-    table = sampling.combine(tables, metadata, info.bands).to_pandas()
+    table = sample_table.combine(tables, metadata, info.bands).to_pandas()
     table.attrs["efm"] = metadata
     return table

@@ -25,7 +25,7 @@ import xarray as xr
 from efm.embeddings import dataset, grid, points_of
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import models
+from transforms.learning import model_inputs, models
 from transforms.products import similarity as similarity_refs
 from transforms.products.change import (
     ChangeFunction,
@@ -203,7 +203,7 @@ def predict(
     info = grid(ds)
     years = _years(info, years)
     loaded = _loaded(model, model_sha256, trust_pickle)
-    models.check_bands(loaded, list(info.bands), info.path or "the store", flag="model")
+    model_inputs.check_bands(loaded, list(info.bands), info.path or "the store", flag="model")
     # A copy: setup() limits its threads (n_jobs=1, Dask parallelises over chunks) without touching the caller's model.
     fitted = copy.deepcopy(loaded.model)
     attrs = {
@@ -230,7 +230,7 @@ def predict(
         ]
         fn, product = RegressFunction(loaded.path, loaded.sha256, 1, model=fitted), "prediction"
     else:
-        if confidence and not models.has_proba(loaded.model):
+        if confidence and not model_inputs.has_proba(loaded.model):
             raise InputError(
                 "confidence",
                 f"a {type(loaded.model).__name__} gives no class probabilities; drop confidence=True",

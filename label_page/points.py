@@ -17,7 +17,7 @@ import numpy as np
 
 from transforms.core import atomic
 from transforms.core.errors import InputError
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sampling
 from transforms.storage import outputs
 from transforms.storage.readers import StoreInfo
 
@@ -111,7 +111,7 @@ def load(
     import pyproj
 
     try:
-        read = sampling.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
+        read = labelled_points.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
     except InputError as exc:
         if (
             exc.flag == "--label-column"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pipelines import common, fanout, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import model_cache, models
+from transforms.learning import model_cache, model_inputs, models
 from transforms.products.classify import ClassifyChunks, class_encoding, class_template
 from transforms.storage import readers, store, subset
 
@@ -95,7 +95,7 @@ def classify(
             f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
             "apply it with `efm predict` (same flags)",
         )
-    if args.confidence and not models.has_proba(loaded.model):
+    if args.confidence and not model_inputs.has_proba(loaded.model):
         raise InputError(
             "--confidence",
             f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba",
@@ -112,7 +112,7 @@ def classify(
         sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
         if sub is None:
             return None
-        models.check_bands(loaded, list(info.bands), embeddings)
+        model_inputs.check_bands(loaded, list(info.bands), embeddings)
         template = class_template(
             ds,
             years,

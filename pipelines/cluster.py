@@ -19,7 +19,7 @@ from transforms.core import checks
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.learning import models, sampling
+from transforms.learning import models, random_pixels
 from transforms.storage import collection, outputs, readers
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 | f"ChunkSpecs{name}" >> beam.Create(member_specs)
                 | f"Reshuffle{name}" >> beam.Reshuffle()
                 | f"RandomPixels{name}"
-                >> sampling.RandomPixels(
+                >> random_pixels.RandomPixels(
                     member,
                     args.sample_size,
                     args.seed,
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tuple(draws)
                 | "Members" >> beam.Flatten()
                 | "KeepSmallestKeys"
-                >> beam.CombineGlobally(sampling.BottomK(args.sample_size, len(info.bands)))
+                >> beam.CombineGlobally(random_pixels.BottomK(args.sample_size, len(info.bands)))
             )
         )
         sample | "FitAndSave" >> beam.Map(

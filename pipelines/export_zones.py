@@ -13,7 +13,7 @@ import os
 from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.products import export, zone_export
+from transforms.products import export, export_layer, zone_export
 from transforms.products import zone_mosaic as zm
 from transforms.storage import collection as collectionlib
 from transforms.storage import outputs
@@ -35,8 +35,6 @@ def _mosaic_degrees(text: str | None) -> float | None:
 
 
 def main(args, float_nodata: float) -> int:
-    from pipelines.export import parse_colors
-
     coll = collectionlib.read(args.input, flag="--input")
     if args.png:
         raise InputError(
@@ -55,7 +53,7 @@ def main(args, float_nodata: float) -> int:
     cells_layers = [
         (
             m.zone,
-            export.open_layer(
+            export_layer.open_layer(
                 coll.path_of(m),
                 variable=args.variable,
                 band=args.band,
@@ -100,7 +98,7 @@ def main(args, float_nodata: float) -> int:
     if args.colors:
         if not first.is_class:
             raise InputError("--colors", "colours apply to class maps only")
-        colors.update(parse_colors(args.colors, first))
+        colors.update(export.parse_colors(args.colors, first))
     inputs = {
         "--input": [args.input, *coll.paths()],
         "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,

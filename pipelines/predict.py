@@ -18,7 +18,7 @@ from pipelines import common, fanout, product
 from pipelines import zonal as zonal_cli
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import model_cache, models
+from transforms.learning import model_cache, model_inputs, models
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.classify import RegressFunction, regression_variable
 from transforms.storage import readers, store, subset
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
         if sub is None:
             return None
-        models.check_bands(loaded, list(info.bands), embeddings)
+        model_inputs.check_bands(loaded, list(info.bands), embeddings)
         attrs = {
             **product.grid_attrs(embeddings, info),
             "model": args.model,

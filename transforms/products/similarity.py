@@ -21,7 +21,7 @@ import pandas as pd
 
 from transforms.core.errors import InputError
 from transforms.core.grid import Window
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sampling
 from transforms.storage.readers import StoreInfo, StoreReader
 
 
@@ -35,11 +35,11 @@ def _any_column(path: str) -> str:
     """A column every point has, for reading points without a label column (read_points needs one)."""
     lower = path.lower()
     try:
-        if lower.endswith(sampling.CSV_SUFFIXES):
+        if lower.endswith(labelled_points.CSV_SUFFIXES):
             columns = list(
                 pd.read_csv(path, nrows=0, sep="\t" if lower.endswith(".tsv") else ",").columns
             )
-        elif lower.endswith(sampling.PARQUET_SUFFIXES):
+        elif lower.endswith(labelled_points.PARQUET_SUFFIXES):
             import pyarrow.parquet as pq
 
             columns = pq.read_schema(path).names
@@ -51,14 +51,14 @@ def _any_column(path: str) -> str:
         return "geometry"
     lowered = {str(c).lower(): c for c in columns}
     return next(
-        (lowered[a] for a, b in sampling.COORD_COLUMNS if a in lowered and b in lowered),
+        (lowered[a] for a, b in labelled_points.COORD_COLUMNS if a in lowered and b in lowered),
         columns[0] if columns else "geometry",
     )
 
 
 def read_reference_points(
     path: str, label_column: str | None, label: str | None, points_crs: str | None = None
-) -> sampling.Points:
+) -> labelled_points.Points:
     """The reference points, optionally only those whose `label_column` equals `label` (compared as text)."""
     if label is not None and label_column is None:
         raise InputError("--label", "--label needs --label-column, the column to compare it with")
@@ -67,7 +67,7 @@ def read_reference_points(
             "--label-column",
             "--label-column needs --label, the value of the reference points in it",
         )
-    points = sampling.read_points(path, label_column or _any_column(path), points_crs)
+    points = labelled_points.read_points(path, label_column or _any_column(path), points_crs)
     if label is None:
         return points
     keep = np.array([str(v) == str(label) for v in points.labels], dtype=bool)
@@ -77,7 +77,7 @@ def read_reference_points(
         raise InputError(
             "--label", f"no point of {path} has {label_column} = {label!r}; its values are {shown}"
         )
-    return sampling.Points(points.labels[keep], points.x[keep], points.y[keep], points.crs)
+    return labelled_points.Points(points.labels[keep], points.x[keep], points.y[keep], points.crs)
 
 
 def point_values(
@@ -103,7 +103,7 @@ def point_values(
 
 
 def references(
-    info: StoreInfo, points: sampling.Points, years: list[int], path: str, read=None
+    info: StoreInfo, points: labelled_points.Points, years: list[int], path: str, read=None
 ) -> dict[int, Reference]:
     """Year -> the mean embedding at the points (points outside the grid or on no-data skipped).
 
@@ -122,7 +122,7 @@ def references(
 
 
 def collection_references(
-    members, points: sampling.Points, years: list[int], path: str, root: str
+    members, points: labelled_points.Points, years: list[int], path: str, root: str
 ) -> dict[int, Reference]:
     """`references` on a collection: each point read from the member whose cell holds it
     (members: [(name, cell, StoreInfo)], transforms/learning/collection_points.py); one mean of
