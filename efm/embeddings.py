@@ -113,27 +113,6 @@ def grid(ds: xr.Dataset, name: str = "ds") -> StoreInfo:
     )
 
 
-def points_of(
-    points,
-    label_column: str | None,
-    points_crs: str | None = None,
-    keep_columns: list[str] | None = None,
-) -> labelled_points.Points:
-    """Points from a file (any format `efm sample` reads) or a (Geo)DataFrame (coordinate columns lon/lat or x/y)."""
-    if isinstance(points, (str, os.PathLike)):
-        return labelled_points.read_points(
-            os.fspath(points), label_column, points_crs, flag="points", keep_columns=keep_columns
-        )
-    if not isinstance(points, pd.DataFrame):
-        raise InputError(
-            "points", f"expected a points file or a (Geo)DataFrame, got {type(points).__name__}"
-        )
-    geo = points if hasattr(points, "geometry") and "geometry" in points.columns else None
-    return labelled_points.frame_points(
-        points, geo, "the points", label_column, points_crs, "points", keep_columns
-    )
-
-
 def _sample_window(
     values: np.ndarray, batch: dict, row0: int, col0: int, year: int, bands
 ) -> pd.DataFrame:
@@ -175,7 +154,7 @@ def sample(
     ):  # each point from the member whose cell holds it (efm/collection_sample.py)
         from efm import collection_sample
 
-        pts = points_of(points, label_column, points_crs, keep)
+        pts = labelled_points.points_of(points, label_column, points_crs, keep)
         if len(pts.x) == 0:
             raise InputError("points", f"no labelled point (column {label_column!r} is empty)")
         name = os.fspath(points) if isinstance(points, (str, os.PathLike)) else "DataFrame"
@@ -184,7 +163,7 @@ def sample(
     ds = dataset(ds)
     info = grid(ds)
     years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
-    pts = points_of(points, label_column, points_crs, keep)
+    pts = labelled_points.points_of(points, label_column, points_crs, keep)
     if len(pts.x) == 0:
         raise InputError("points", f"no labelled point (column {label_column!r} is empty)")
     rows, cols = sampling.to_pixels(info, pts)

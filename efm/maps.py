@@ -22,7 +22,7 @@ import threading
 import numpy as np
 import xarray as xr
 
-from efm.embeddings import dataset, grid, points_of
+from efm.embeddings import dataset, grid
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import model_inputs, models
@@ -302,22 +302,7 @@ def similarity(
     info = grid(ds)
     _check_threshold(threshold)
     years = _years(info, years)
-    if (label is None) != (label_column is None):
-        raise InputError(
-            "label" if label_column is not None else "label_column",
-            "give both label_column and label, or neither",
-        )
-    if isinstance(points, (str, os.PathLike)):
-        pts = similarity_refs.read_reference_points(
-            os.fspath(points), label_column, label, points_crs
-        )
-    else:
-        pts = points_of(points, label_column, points_crs, keep_columns=[])
-        if label_column is not None:
-            keep = np.array([str(v) == str(label) for v in pts.labels], dtype=bool)
-            if not keep.any():
-                raise InputError("label", f"no point has {label_column} = {label!r}")
-            pts = type(pts)(pts.labels[keep], pts.x[keep], pts.y[keep], pts.crs)
+    pts = similarity_refs.reference_points(points, label_column, label, points_crs, api=True)
     if reference_year is not None:
         reference_year = gridlib.one_year(reference_year, "reference_year")
         readers.select_years(info, [reference_year], flag="reference_year")

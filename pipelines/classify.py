@@ -148,26 +148,17 @@ def classify(
         )
 
         def rows(result: product.MapRun) -> list:
-            pixels = result.totals.get("pixels_classified", 0)
-            return [
-                (
-                    "model",
-                    f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}",
-                ),
-                (
-                    "grid",
-                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-                ),
-                *product.chunk_rows(result),
-                *sub.summary_rows(len(years)),
-                ("pixels classified", pixels),
-                ("pixels without data (left as fill)", result.totals.get("pixels_nodata", 0)),
-                ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
-                (
-                    "wall time",
-                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-                ),
-            ]
+            model = f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"
+            return product.summary_rows(
+                result,
+                info,
+                sub,
+                [("model", model)],
+                years,
+                ("pixels classified", "pixels_classified"),
+                "pixels without data (left as fill)",
+                [("class encoding", f"{encoding.dtype}, fill {encoding.fill}")],
+            )
 
         return fanout.Job(
             info,

@@ -108,24 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layer = export_layer.open_layer(
         args.input, variable=args.variable, band=args.band, float_nodata=float_nodata
     )
-    if not layer.timed and args.years:
-        raise InputError(
-            "--years",
-            f"{args.input} has no time dimension ({layer.variable} is one map, e.g. of a change); drop --years",
-        )
-    years = (
-        gridlib.parse_years(args.years)
-        if args.years
-        else list(layer.years)
-        if layer.timed
-        else [None]
-    )
-    missing = [y for y in years if layer.timed and y not in layer.years]
-    if missing:
-        raise InputError(
-            "--years",
-            f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}",
-        )
+    years = select_years(args, layer, ", e.g. of a change")
     sub = subset.from_args(
         args, layer
     )  # --bbox/--aoi: the GeoTIFF is that window of the store's grid
@@ -148,18 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,
         "--aoi": args.aoi,
     }
-    for path in paths.values():
-        common.check_writable(path)
-        outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
-        if args.png:
-            outputs.check_output(
-                path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=args.overwrite
-            )
-    colors = export.layer_colors(layer)
-    if args.colors:
-        if not layer.is_class:
-            raise InputError("--colors", "colours apply to class maps only")
-        colors.update(export.parse_colors(args.colors, layer))
+    check_outputs(paths, inputs, args.overwrite, png=args.png)
+    colors = class_colours(args, layer)
     rows = []
     with common.Stopwatch() as clock:
         try:
@@ -213,6 +186,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     return 0
+
+
+def select_years(args, layer, one_map: str = "") -> list:
+    """The years to export (--years, else every year of the store; [None] for a map without
+    time), each one the store holds. `one_map` ends the message about a store without time."""
+    if not layer.timed and args.years:
+        raise InputError(
+            "--years",
+            f"{args.input} has no time dimension ({layer.variable} is one map{one_map}); drop --years",
+        )
+    years = (
+        gridlib.parse_years(args.years)
+        if args.years
+        else list(layer.years)
+        if layer.timed
+        else [None]
+    )
+    missing = [y for y in years if layer.timed and y not in layer.years]
+    if missing:
+        raise InputError(
+            "--years",
+            f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}",
+        )
+    return years
+
+
+def check_outputs(paths: dict, inputs: dict, overwrite: bool, png: bool = False) -> None:
+    """Each GeoTIFF (and with `png` its quicklook) may be written: writable, and new or ours."""
+    for path in paths.values():
+        common.check_writable(path)
+        outputs.check_output(path, "geotiff", inputs=inputs, overwrite=overwrite)
+        if png:
+            outputs.check_output(
+                path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=overwrite
+            )
+
+
+def class_colours(args, layer) -> dict | None:
+    """The colour table: the layer's own (None for a continuous map), with --colors over it."""
+    colors = export.layer_colors(layer)
+    if args.colors:
+        if not layer.is_class:
+            raise InputError("--colors", "colours apply to class maps only")
+        colors.update(export.parse_colors(args.colors, layer))
+    return colors
 
 
 def _span(layer) -> str:

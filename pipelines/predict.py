@@ -102,25 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         def rows(result: product.MapRun) -> list:
-            pixels = result.totals.get("pixels_predicted", 0)
-            return [
-                (
-                    "model",
-                    f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}",
-                ),
-                (
-                    "grid",
-                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-                ),
-                *product.chunk_rows(result),
-                *sub.summary_rows(len(years)),
-                ("pixels predicted", pixels),
-                ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
-                (
-                    "wall time",
-                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-                ),
-            ]
+            model = f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}"
+            return product.summary_rows(
+                result,
+                info,
+                sub,
+                [("model", model)],
+                years,
+                ("pixels predicted", "pixels_predicted"),
+                "pixels without data (NaN)",
+            )
 
         return fanout.Job(
             info,

@@ -4,6 +4,7 @@ the numeric columns a sample table carries along."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pandas as pd
@@ -218,3 +219,22 @@ def parse_keep_columns(text: str | None, label_column: str | None) -> list[str] 
             "required: name the class label column, or (for regression only) name the numeric columns to keep with --keep-columns, e.g. --keep-columns agbd",
         )
     return names
+
+
+def points_of(
+    points,
+    label_column: str | None,
+    points_crs: str | None = None,
+    keep_columns: list[str] | None = None,
+) -> Points:
+    """The Python API's points: a file (any format `efm sample` reads) or a (Geo)DataFrame (coordinate columns lon/lat or x/y)."""
+    if isinstance(points, (str, os.PathLike)):
+        return read_points(
+            os.fspath(points), label_column, points_crs, flag="points", keep_columns=keep_columns
+        )
+    if not isinstance(points, pd.DataFrame):
+        raise InputError(
+            "points", f"expected a points file or a (Geo)DataFrame, got {type(points).__name__}"
+        )
+    geo = points if hasattr(points, "geometry") and "geometry" in points.columns else None
+    return frame_points(points, geo, "the points", label_column, points_crs, "points", keep_columns)
