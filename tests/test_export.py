@@ -167,12 +167,12 @@ def test_class_colours_parse_from_pairs_and_from_a_json_file(tmp_path):
 
     from transforms.products.export import parse_colors
 
-    layer = types.SimpleNamespace(labels=("water", "forest", "crop land"), values=(0, 1, 2))
+    layer = types.SimpleNamespace(labels=("water", "forest", "crop land"), values=(3, 7, 9))
     # #2b6cb0 is (0x2b, 0x6c, 0xb0); CSS "red" is (255, 0, 0)
-    assert parse_colors("water=#2b6cb0, forest = red", layer) == {0: (43, 108, 176), 1: (255, 0, 0)}
+    assert parse_colors("water=#2b6cb0, forest = red", layer) == {3: (43, 108, 176), 7: (255, 0, 0)}
     colours = tmp_path / "colours.json"
     colours.write_text(json.dumps({"crop land": "#00ff00"}))
-    assert parse_colors(str(colours), layer) == {2: (0, 255, 0)}
+    assert parse_colors(str(colours), layer) == {9: (0, 255, 0)}
     for text, message in (
         ("water", "expected LABEL=COLOUR pairs"),
         ("lava=#ff0000", "'lava' is not a class of this map"),
