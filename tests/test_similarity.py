@@ -351,3 +351,22 @@ def test_reference_points_from_a_file_or_a_frame_keep_only_the_label(tmp_path):
         with pytest.raises(InputError) as caught:
             reference_points(str(path), "kind", None, api=api)
         assert caught.value.flag == other
+
+
+def test_similarity_asks_once_whether_its_input_is_a_collection(stores, tmp_path, monkeypatch):
+    """Each look may be a remote reachability check (under a deadline): one per run, not one per use."""
+    from transforms.storage import collection
+
+    looked = []
+    real = collection.is_collection
+
+    def is_collection(path, *args, **kwargs):
+        looked.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(collection, "is_collection", is_collection)
+    s = stores["float32"]
+    points = write_points(tmp_path / "refs.geojson", class_pixels(s, 1), ["a"] * 6)
+    output = tmp_path / "sim.zarr"
+    assert run("--embeddings", s.path, "--points", points, "--output", output, *FNAPI) == 0
+    assert looked.count(s.path) == 1, looked
