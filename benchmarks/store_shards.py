@@ -73,7 +73,7 @@ shard of 1024 px (64 MiB) peaks the writing process at ~0.3 GiB, 2048 px at 0.85
 (the public mosaic's) at 2.9 GiB: more than issue 8's 2 GiB per worker by itself. A float32
 store is 4x: 1024 px = 256 MiB + at most ~0.5 GiB to write, inside the budget with the process's
 512 MiB and two open chunks; 2048 px = 1 GiB + 1-1.8 GiB, not. For the writer:
-`fetch.CHUNK_COST_FACTOR` (2.5 = the chunk, its tiles in flight, one encoded copy) undercounts a
+`fetch_bounds.CHUNK_COST_FACTOR` (2.5 = the chunk, its tiles in flight, one encoded copy) undercounts a
 zarr sharded write by about one encoded copy (~0.85x the chunk at these ratios, up to 1x on
 incompressible data); writing the shard file directly (inner chunks encoded one at a time and
 appended, the index last) would need neither copy.

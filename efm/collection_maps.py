@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import numpy as np
 import xarray as xr
 
 from efm.collection import EmbeddingCollection, as_collection
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.core.zones import Cell, cell_of
+from transforms.core.zones import Cell
 from transforms.products import zone_mosaic as zm
 from transforms.storage import collection as collectionlib
 
@@ -117,70 +116,27 @@ def _collection_similarity(
     threshold=None,
     points_crs=None,
 ):
-    import pyproj
-
     from efm import maps
-    from efm.embeddings import points_of
-    from transforms.learning import sampling
     from transforms.products import similarity as similarity_refs
     from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
 
     maps._check_threshold(threshold)
     years = coll._years(years)
-    if (label is None) != (label_column is None):
-        raise InputError(
-            "label" if label_column is not None else "label_column",
-            "give both label_column and label, or neither",
-        )
-    if isinstance(points, (str, os.PathLike)):
-        pts = similarity_refs.read_reference_points(
-            os.fspath(points), label_column, label, points_crs
-        )
-    else:
-        pts = points_of(points, label_column, points_crs, keep_columns=[])
-        if label_column is not None:
-            keep = np.array([str(v) == str(label) for v in pts.labels], dtype=bool)
-            if not keep.any():
-                raise InputError("label", f"no point has {label_column} = {label!r}")
-            pts = type(pts)(pts.labels[keep], pts.x[keep], pts.y[keep], pts.crs)
+    pts = similarity_refs.reference_points(points, label_column, label, points_crs, api=True)
     if reference_year is not None:
         reference_year = gridlib.one_year(reference_year, "reference_year")
         coll._years([reference_year])
     ref_years = [reference_year] if reference_year is not None else years
-    lon, lat = pyproj.Transformer.from_crs(pts.crs, "EPSG:4326", always_xy=True).transform(
-        np.asarray(pts.x, float), np.asarray(pts.y, float)
+    members = [(cell, cell, coll._info[cell]) for cell in coll.members]
+    refs = similarity_refs.collection_references(
+        members,
+        pts,
+        ref_years,
+        "the points",
+        coll.path,
+        read=lambda part, t: maps._values_at(coll.members[part.name])(part.rows, part.cols, t),
+        flag="points",
     )
-    sums = {y: 0.0 for y in ref_years}
-    counts = {y: 0 for y in ref_years}
-    for cell, ds in coll.members.items():
-        info = coll._info[cell]
-        own = np.array(
-            [cell_of(a, b).name == cell for a, b in zip(lon, lat)], dtype=bool
-        )  # each point read once, in its own cell's store
-        if not own.any():
-            continue
-        part = type(pts)(pts.labels[own], pts.x[own], pts.y[own], pts.crs)
-        rows, cols = sampling.to_pixels(info, part)
-        inside = rows >= 0
-        if not inside.any():
-            continue
-        read = maps._values_at(ds)
-        for y in ref_years:
-            values = read(rows[inside], cols[inside], info.time_index(y)).astype(np.float64)
-            valid = ~np.isnan(values).any(axis=1)
-            sums[y] = sums[y] + values[valid].sum(axis=0)
-            counts[y] += int(valid.sum())
-    for y in ref_years:
-        if counts[y] == 0:
-            raise InputError(
-                "points",
-                f"none of the {len(lon)} reference points falls on a pixel with data in {y} "
-                "in the collection; check the area and the points' CRS",
-            )
-    refs = {
-        y: similarity_refs.Reference((sums[y] / counts[y]).astype(np.float32), counts[y])
-        for y in ref_years
-    }
     by_output = {
         t: refs[reference_year if reference_year is not None else y] for t, y in enumerate(years)
     }

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from transforms.core.errors import InputError
-from transforms.learning import collection_points, sampling
+from transforms.learning import collection_points, sample_table, sampling
 from transforms.storage import readers
 
 
@@ -22,7 +22,7 @@ def _member_window(path, info, batch, r0, r1, c0, c1, year, name, crs) -> pd.Dat
 
 
 def sample(coll, pts, years, points_name: str, label_column) -> pd.DataFrame:
-    """coll: efm.EmbeddingCollection; pts: sampling.Points -> the table `efm sample` writes."""
+    """coll: efm.EmbeddingCollection; pts: labelled_points.Points -> the table `efm sample` writes."""
     import dask
     import pyarrow as pa
 
@@ -83,6 +83,6 @@ def sample(coll, pts, years, points_name: str, label_column) -> pd.DataFrame:
         "members": [{"member": m.path, "cell": m.cell, "crs": m.crs} for m in coll.index.members],
     }
     tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames if len(f)]
-    table = sampling.combine(tables, metadata, info.bands).to_pandas()
+    table = sample_table.combine(tables, metadata, info.bands).to_pandas()
     table.attrs["efm"] = metadata
     return table

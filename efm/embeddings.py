@@ -11,7 +11,7 @@ import xarray as xr
 from transforms.core import grid as gridlib
 from transforms.core import quantize
 from transforms.core.errors import InputError
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sample_table, sampling
 from transforms.storage import readers, store
 from transforms.storage.readers import StoreInfo
 
@@ -113,27 +113,6 @@ def grid(ds: xr.Dataset, name: str = "ds") -> StoreInfo:
     )
 
 
-def points_of(
-    points,
-    label_column: str | None,
-    points_crs: str | None = None,
-    keep_columns: list[str] | None = None,
-) -> sampling.Points:
-    """Points from a file (any format `efm sample` reads) or a (Geo)DataFrame (coordinate columns lon/lat or x/y)."""
-    if isinstance(points, (str, os.PathLike)):
-        return sampling.read_points(
-            os.fspath(points), label_column, points_crs, flag="points", keep_columns=keep_columns
-        )
-    if not isinstance(points, pd.DataFrame):
-        raise InputError(
-            "points", f"expected a points file or a (Geo)DataFrame, got {type(points).__name__}"
-        )
-    geo = points if hasattr(points, "geometry") and "geometry" in points.columns else None
-    return sampling.frame_points(
-        points, geo, "the points", label_column, points_crs, "points", keep_columns
-    )
-
-
 def _sample_window(
     values: np.ndarray, batch: dict, row0: int, col0: int, year: int, bands
 ) -> pd.DataFrame:
@@ -167,7 +146,7 @@ def sample(
     from efm.collection import as_collection
 
     coll = as_collection(ds)
-    keep = sampling.parse_keep_columns(
+    keep = labelled_points.parse_keep_columns(
         None if keep_columns is None else (",".join(keep_columns) or "none"), label_column
     )
     if (
@@ -175,7 +154,7 @@ def sample(
     ):  # each point from the member whose cell holds it (efm/collection_sample.py)
         from efm import collection_sample
 
-        pts = points_of(points, label_column, points_crs, keep)
+        pts = labelled_points.points_of(points, label_column, points_crs, keep)
         if len(pts.x) == 0:
             raise InputError("points", f"no labelled point (column {label_column!r} is empty)")
         name = os.fspath(points) if isinstance(points, (str, os.PathLike)) else "DataFrame"
@@ -184,7 +163,7 @@ def sample(
     ds = dataset(ds)
     info = grid(ds)
     years = readers.select_years(info, gridlib.years_value(years, "years"), flag="years")
-    pts = points_of(points, label_column, points_crs, keep)
+    pts = labelled_points.points_of(points, label_column, points_crs, keep)
     if len(pts.x) == 0:
         raise InputError("points", f"no labelled point (column {label_column!r} is empty)")
     rows, cols = sampling.to_pixels(info, pts)
@@ -220,6 +199,6 @@ def sample(
         "keep_columns": list(pts.columns),
     }
     tables = [pa.Table.from_pandas(f, preserve_index=False) for f in frames if len(f)]
-    table = sampling.combine(tables, metadata, info.bands).to_pandas()
+    table = sample_table.combine(tables, metadata, info.bands).to_pandas()
     table.attrs["efm"] = metadata
     return table

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from transforms.core.errors import InputError
-from transforms.products import export
+from transforms.products import export, export_layer, quicklook
 from transforms.storage import outputs
 
 BATCH = 8  # windows computed at once: the workers read and classify in parallel, the writer takes them in order
@@ -70,8 +70,8 @@ class _Windows:
 
 
 @dataclasses.dataclass(frozen=True)
-class _ArrayLayer(export.Layer):
-    """An `export.Layer` over an in-memory / lazy DataArray instead of a store's Zarr array."""
+class _ArrayLayer(export_layer.Layer):
+    """An `export_layer.Layer` over an in-memory / lazy DataArray instead of a store's Zarr array."""
 
     data: object = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -89,7 +89,7 @@ def layer(
     """The export layer of a map: kind, dtype, nodata, labels as `efm export` decides them from the variable's attributes."""
     da = _map2d(da, year)
     name = str(da.name or "map")
-    kind, dtype, nodata, labels, values = export.describe_variable(
+    kind, dtype, nodata, labels, values = export_layer.describe_variable(
         name, str(da.dtype), da.attrs, da.encoding.get("_FillValue"), float_nodata
     )
     recalc = da.sizes["x"] > 1 and da.sizes["y"] > 1
@@ -182,7 +182,7 @@ def plot(da: xr.DataArray, *, year: int | None = None, ax=None, title: str | Non
             frameon=False,
         )
     else:
-        name, vmin, vmax = export.colour_scale(lay, image[np.isfinite(image)])
+        name, vmin, vmax = quicklook.colour_scale(lay, image[np.isfinite(image)])
         im = ax.imshow(
             np.ma.masked_invalid(image),
             cmap=matplotlib.colormaps[name].with_extremes(bad="#bdbdbd"),

@@ -9,7 +9,14 @@ import pandas as pd
 
 from transforms.core import checks
 from transforms.core.errors import InputError
-from transforms.learning import models, spatial_cv, training
+from transforms.learning import (
+    model_sidecar,
+    models,
+    skops_trust,
+    spatial_cv,
+    training,
+    training_samples,
+)
 from transforms.storage import outputs
 
 
@@ -37,7 +44,7 @@ class Report:
 def _table(table) -> tuple[pd.DataFrame, dict, str]:
     """(frame, efm metadata, name for messages) of a DataFrame from `efm.sample` or a Parquet path from `efm sample`."""
     if isinstance(table, (str, os.PathLike)):
-        frame, meta = training._read_table(os.fspath(table), "table")
+        frame, meta = training_samples._read_table(os.fspath(table), "table")
         return frame, meta, os.fspath(table)
     if not isinstance(table, pd.DataFrame):
         raise InputError(
@@ -113,7 +120,7 @@ def train(
     if target_column is None:
         classifier = classifier or "random-forest"
         estimator = models.make_classifier(classifier, params, flag="classifier")
-        X, labels, groups, bands, meta, used = training.frame_samples(
+        X, labels, groups, bands, meta, used = training_samples.frame_samples(
             frame, meta, label_column, name, flag="table", rows=True
         )
         metrics = training.cross_validate(
@@ -138,7 +145,7 @@ def train(
     else:
         regressor = regressor or "random-forest"
         estimator = models.make_regressor(regressor, params, flag="regressor")
-        X, y, groups, bands, meta, used = training.frame_target_samples(
+        X, y, groups, bands, meta, used = training_samples.frame_target_samples(
             frame,
             meta,
             target_column,
@@ -177,7 +184,7 @@ def train(
     models.embed_fields(
         estimator, sidecar
     )  # what save_model stores: efm.predict checks the bands against the store
-    return estimator, Report(sidecar["kind"], metrics, text, models._jsonable(sidecar))
+    return estimator, Report(sidecar["kind"], metrics, text, model_sidecar.jsonable(sidecar))
 
 
 def _curve_png(learning_curve) -> str | None:
@@ -225,5 +232,5 @@ def _untrusted(model) -> list[str]:
 
     return sorted(
         set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
-        - set(models.TRUSTED_SKOPS_TYPES)
+        - set(skops_trust.TRUSTED_SKOPS_TYPES)
     )

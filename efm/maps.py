@@ -22,10 +22,10 @@ import threading
 import numpy as np
 import xarray as xr
 
-from efm.embeddings import dataset, grid, points_of
+from efm.embeddings import dataset, grid
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import models
+from transforms.learning import model_inputs, models
 from transforms.products import similarity as similarity_refs
 from transforms.products.change import (
     ChangeFunction,
@@ -203,7 +203,7 @@ def predict(
     info = grid(ds)
     years = _years(info, years)
     loaded = _loaded(model, model_sha256, trust_pickle)
-    models.check_bands(loaded, list(info.bands), info.path or "the store", flag="model")
+    model_inputs.check_bands(loaded, list(info.bands), info.path or "the store", flag="model")
     # A copy: setup() limits its threads (n_jobs=1, Dask parallelises over chunks) without touching the caller's model.
     fitted = copy.deepcopy(loaded.model)
     attrs = {
@@ -230,7 +230,7 @@ def predict(
         ]
         fn, product = RegressFunction(loaded.path, loaded.sha256, 1, model=fitted), "prediction"
     else:
-        if confidence and not models.has_proba(loaded.model):
+        if confidence and not model_inputs.has_proba(loaded.model):
             raise InputError(
                 "confidence",
                 f"a {type(loaded.model).__name__} gives no class probabilities; drop confidence=True",
@@ -302,22 +302,7 @@ def similarity(
     info = grid(ds)
     _check_threshold(threshold)
     years = _years(info, years)
-    if (label is None) != (label_column is None):
-        raise InputError(
-            "label" if label_column is not None else "label_column",
-            "give both label_column and label, or neither",
-        )
-    if isinstance(points, (str, os.PathLike)):
-        pts = similarity_refs.read_reference_points(
-            os.fspath(points), label_column, label, points_crs
-        )
-    else:
-        pts = points_of(points, label_column, points_crs, keep_columns=[])
-        if label_column is not None:
-            keep = np.array([str(v) == str(label) for v in pts.labels], dtype=bool)
-            if not keep.any():
-                raise InputError("label", f"no point has {label_column} = {label!r}")
-            pts = type(pts)(pts.labels[keep], pts.x[keep], pts.y[keep], pts.crs)
+    pts = similarity_refs.reference_points(points, label_column, label, points_crs, api=True)
     if reference_year is not None:
         reference_year = gridlib.one_year(reference_year, "reference_year")
         readers.select_years(info, [reference_year], flag="reference_year")

@@ -17,7 +17,7 @@ import numpy as np
 
 from transforms.core import atomic
 from transforms.core.errors import InputError
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sampling
 from transforms.storage import kinds
 from transforms.storage.readers import StoreInfo
 
@@ -114,10 +114,10 @@ def load(
 
     try:
         if frame is None:
-            read = sampling.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
+            read = labelled_points.read_points(path, LABEL_COLUMN, flag=flag, keep_columns=[])
         else:
             geo = frame if "geometry" in frame.columns and hasattr(frame, "crs") else None
-            read = sampling.frame_points(frame, geo, path, LABEL_COLUMN, None, flag, [])
+            read = labelled_points.frame_points(frame, geo, path, LABEL_COLUMN, None, flag, [])
     except InputError as exc:
         if (
             exc.flag == "--label-column"

@@ -99,28 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         def rows(result: product.MapRun) -> list:
-            pixels = result.totals.get("pixels_computed", 0)
-            return [
-                ("years", f"{args.from_year} -> {args.to_year}"),
-                ("grid", f"{info.width} x {info.height} px in {info.crs}"),
-                *product.chunk_rows(result),
-                *sub.summary_rows(),
-                ("pixels compared", pixels),
-                (
-                    "pixels without data in either year (NaN)",
-                    result.totals.get("pixels_nodata", 0),
-                ),
-                (
-                    "threshold",
-                    "none"
-                    if args.threshold is None
-                    else f"changed = similarity < {args.threshold}",
-                ),
-                (
-                    "wall time",
-                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-                ),
-            ]
+            threshold = (
+                "none" if args.threshold is None else f"changed = similarity < {args.threshold}"
+            )
+            return product.summary_rows(
+                result,
+                info,
+                sub,
+                [("years", f"{args.from_year} -> {args.to_year}")],
+                None,
+                ("pixels compared", "pixels_computed"),
+                "pixels without data in either year (NaN)",
+                [("threshold", threshold)],
+            )
 
         return fanout.Job(
             info,

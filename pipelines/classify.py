@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pipelines import common, fanout, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import model_cache, models
+from transforms.learning import model_cache, model_inputs, models
 from transforms.products.classify import ClassifyChunks, class_encoding, class_template
 from transforms.storage import readers, store, subset
 
@@ -104,7 +104,7 @@ def classify(
             f"{args.model} is a regressor ({type(loaded.model).__name__}): it predicts values, not classes; "
             "apply it with `efm predict` (same flags)",
         )
-    if args.confidence and not models.has_proba(loaded.model):
+    if args.confidence and not model_inputs.has_proba(loaded.model):
         raise InputError(
             "--confidence",
             f"a {type(loaded.model).__name__} gives no class probabilities; drop --confidence or use a classifier with predict_proba",
@@ -121,7 +121,7 @@ def classify(
         sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
         if sub is None:
             return None
-        models.check_bands(loaded, list(info.bands), embeddings)
+        model_inputs.check_bands(loaded, list(info.bands), embeddings)
         template = class_template(
             ds,
             years,
@@ -157,26 +157,17 @@ def classify(
         )
 
         def rows(result: product.MapRun) -> list:
-            pixels = result.totals.get("pixels_classified", 0)
-            return [
-                (
-                    "model",
-                    f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}",
-                ),
-                (
-                    "grid",
-                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-                ),
-                *product.chunk_rows(result),
-                *sub.summary_rows(len(years)),
-                ("pixels classified", pixels),
-                ("pixels without data (left as fill)", result.totals.get("pixels_nodata", 0)),
-                ("class encoding", f"{encoding.dtype}, fill {encoding.fill}"),
-                (
-                    "wall time",
-                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-                ),
-            ]
+            model = f"{type(loaded.model).__name__}, {len(encoding.labels)} classes, sha256 {loaded.sha256}"
+            return product.summary_rows(
+                result,
+                info,
+                sub,
+                [("model", model)],
+                years,
+                ("pixels classified", "pixels_classified"),
+                "pixels without data (left as fill)",
+                [("class encoding", f"{encoding.dtype}, fill {encoding.fill}")],
+            )
 
         return fanout.Job(
             info,

@@ -1,6 +1,7 @@
 """`efm cluster`: unsupervised k-means on a uniform random sample of valid pixels -> a model file.
 
-    chunk specs | RandomPixels (bottom-k of uniform keys per chunk, combined) | fit k-means, save
+    chunk specs | RandomPixels (bottom-k of uniform keys per chunk, combined)
+                | clustering.fit_and_save (k-means, its metrics, the model file)
 
 The model file and sidecar are the same kind `efm train` writes (classes 0..K-1, kind
 "clusterer"), so `efm classify` applies them unchanged.
@@ -12,19 +13,17 @@ import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
-import numpy as np
 
 from pipelines import common
 from transforms.core import checks
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.learning import models, sampling
+from transforms.learning import clustering, models, random_pixels
 from transforms.storage import collection, outputs, readers
 
 DEFAULT_CLUSTERS = 10  # as in the original notebook
 DEFAULT_SAMPLE_SIZE = 100_000
-MAX_CLUSTERS = 32767  # the largest class map `efm classify` writes (int16 codes, -1 = fill)
 
 
 def build_parser():
@@ -65,73 +64,10 @@ def build_parser():
     return parser
 
 
-def fit_kmeans(vectors: np.ndarray, clusters: int, seed: int = 0):
-    from sklearn.cluster import KMeans
-
-    return KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit(vectors)
-
-
-def kmeans_metrics(model, vectors: np.ndarray, seed: int = 0) -> dict:
-    from sklearn.metrics import silhouette_score
-
-    sizes = np.bincount(model.labels_, minlength=model.n_clusters)
-    n = min(len(vectors), 5000)
-    silhouette = (
-        float(silhouette_score(vectors, model.labels_, sample_size=n, random_state=seed))
-        if 1 < model.n_clusters < len(vectors)
-        else None
-    )
-    return {
-        "inertia": float(model.inertia_),
-        "silhouette_sample": silhouette,
-        "cluster_sizes": sizes.tolist(),
-        "sample_size": len(vectors),
-    }
-
-
-def check_sample(drawn: int, clusters: int, path: str, years: list[int]) -> None:
-    """After the sampler, before the fit: a store (in these years) with no valid pixel, or too few."""
-    when = ", ".join(map(str, years))
-    if drawn == 0:
-        raise InputError(
-            "--embeddings",
-            f"{path} has no valid pixel in {when} (every pixel is no data): nothing to cluster; "
-            "choose other --years or another store",
-        )
-    if drawn < clusters:
-        raise InputError(
-            "--clusters",
-            f"{path} has only {drawn} valid pixels in {when}, fewer than --clusters {clusters}; "
-            f"pass --clusters {drawn} or fewer",
-        )
-
-
-def fit_and_save(sample, *, clusters: int, seed: int, output: str, sidecar: dict) -> dict:
-    """Runs once, after the sample is combined: fit and write the model file + sidecar."""
-    _, vectors = sample
-    check_sample(len(vectors), clusters, sidecar["store"]["embeddings"], sidecar["store"]["years"])
-    model = fit_kmeans(vectors, clusters, seed)
-    return models.save_model(
-        model, output, {**sidecar, "metrics": kmeans_metrics(model, vectors, seed)}
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     checks.check_seed(args.seed)
-    if args.clusters < 2:
-        raise InputError("--clusters", f"k-means needs at least 2 clusters, got {args.clusters}")
-    if args.clusters > MAX_CLUSTERS:
-        raise InputError(
-            "--clusters",
-            f"{args.clusters} clusters cannot be stored in a class map (at most {MAX_CLUSTERS}, int16); k-means on embeddings is "
-            "used with tens of clusters: pass e.g. --clusters 10",
-        )
-    if args.sample_size < args.clusters:
-        raise InputError(
-            "--sample-size",
-            f"{args.sample_size} pixels cannot make {args.clusters} clusters; draw at least as many pixels as clusters",
-        )
+    clustering.check_clusters(args.clusters, args.sample_size)
     models.model_format(args.output, "--output")
     outputs.check_output(
         args.output, "model", inputs={"--embeddings": args.embeddings}, overwrite=args.overwrite
@@ -183,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 | f"ChunkSpecs{name}" >> beam.Create(member_specs)
                 | f"Reshuffle{name}" >> beam.Reshuffle()
                 | f"RandomPixels{name}"
-                >> sampling.RandomPixels(
+                >> random_pixels.RandomPixels(
                     member,
                     args.sample_size,
                     args.seed,
@@ -198,11 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tuple(draws)
                 | "Members" >> beam.Flatten()
                 | "KeepSmallestKeys"
-                >> beam.CombineGlobally(sampling.BottomK(args.sample_size, len(info.bands)))
+                >> beam.CombineGlobally(random_pixels.BottomK(args.sample_size, len(info.bands)))
             )
         )
         sample | "FitAndSave" >> beam.Map(
-            fit_and_save,
+            clustering.fit_and_save,
             clusters=args.clusters,
             seed=args.seed,
             output=args.output,

@@ -7,7 +7,6 @@ process (memory stays flat; the store is read chunk by chunk).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ import fsspec
 from pipelines import common
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.products import export
+from transforms.products import export, export_layer, quicklook
 from transforms.storage import outputs, subset
 
 
@@ -86,7 +85,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
-    export.check_png_size(args.png_size)
+    quicklook.check_png_size(args.png_size)
     try:
         float_nodata = float(args.nodata)
     except ValueError:
@@ -106,31 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
         raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
-    layer = export.open_layer(
+    layer = export_layer.open_layer(
         args.input, variable=args.variable, band=args.band, float_nodata=float_nodata
     )
-    if not layer.timed and args.years:
-        raise InputError(
-            "--years",
-            f"{args.input} has no time dimension ({layer.variable} is one map, e.g. of a change); drop --years",
-        )
-    years = (
-        gridlib.parse_years(args.years)
-        if args.years
-        else list(layer.years)
-        if layer.timed
-        else [None]
-    )
-    missing = [y for y in years if layer.timed and y not in layer.years]
-    if missing:
-        raise InputError(
-            "--years",
-            f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}",
-        )
+    years = select_years(args, layer, ", e.g. of a change")
     sub = subset.from_args(
         args, layer
     )  # --bbox/--aoi: the GeoTIFF is that window of the store's grid
-    layer = export.crop(layer, sub)
+    layer = export_layer.crop(layer, sub)
     rgb, rgb_idx = [], []
     if args.png and layer.variable == "embedding":
         rgb = [b.strip() for b in args.rgb.split(",")]
@@ -149,18 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,
         "--aoi": args.aoi,
     }
-    for path in paths.values():
-        common.check_writable(path)
-        outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
-        if args.png:
-            outputs.check_output(
-                path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=args.overwrite
-            )
-    colors = export.layer_colors(layer)
-    if args.colors:
-        if not layer.is_class:
-            raise InputError("--colors", "colours apply to class maps only")
-        colors.update(parse_colors(args.colors, layer))
+    check_outputs(paths, inputs, args.overwrite, png=args.png)
+    colors = class_colours(args, layer)
     rows = []
     with common.Stopwatch() as clock:
         try:
@@ -173,13 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     png = path.rsplit(".", 1)[0] + ".png"
                     if layer.kind == "continuous":
                         title = f"{os.path.basename(layer.path.rstrip('/'))} — {layer.variable} — {when}"
-                        with _local_copy(path) as local:
-                            export.quicklook_continuous(local, png, layer, title, args.png_size)
+                        with export.local_copy(path) as local:
+                            quicklook.quicklook_continuous(local, png, layer, title, args.png_size)
                     elif layer.is_class:
-                        with _local_copy(path) as local:
-                            export.quicklook_classes(local, png, layer, colors, when, args.png_size)
+                        with export.local_copy(path) as local:
+                            quicklook.quicklook_classes(
+                                local, png, layer, colors, when, args.png_size
+                            )
                     else:
-                        export.quicklook_false_colour(
+                        quicklook.quicklook_false_colour(
                             layer, t, rgb, rgb_idx, png, year, args.png_size
                         )
                     rows.append((f"{when} quicklook", png))
@@ -214,6 +188,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def select_years(args, layer, one_map: str = "") -> list:
+    """The years to export (--years, else every year of the store; [None] for a map without
+    time), each one the store holds. `one_map` ends the message about a store without time."""
+    if not layer.timed and args.years:
+        raise InputError(
+            "--years",
+            f"{args.input} has no time dimension ({layer.variable} is one map{one_map}); drop --years",
+        )
+    years = (
+        gridlib.parse_years(args.years)
+        if args.years
+        else list(layer.years)
+        if layer.timed
+        else [None]
+    )
+    missing = [y for y in years if layer.timed and y not in layer.years]
+    if missing:
+        raise InputError(
+            "--years",
+            f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, layer.years))}",
+        )
+    return years
+
+
+def check_outputs(paths: dict, inputs: dict, overwrite: bool, png: bool = False) -> None:
+    """Each GeoTIFF (and with `png` its quicklook) may be written: writable, and new or ours."""
+    for path in paths.values():
+        common.check_writable(path)
+        outputs.check_output(path, "geotiff", inputs=inputs, overwrite=overwrite)
+        if png:
+            outputs.check_output(
+                path.rsplit(".", 1)[0] + ".png", "png", inputs=inputs, overwrite=overwrite
+            )
+
+
+def class_colours(args, layer) -> dict | None:
+    """The colour table: the layer's own (None for a continuous map), with --colors over it."""
+    colors = export.layer_colors(layer)
+    if args.colors:
+        if not layer.is_class:
+            raise InputError("--colors", "colours apply to class maps only")
+        colors.update(export.parse_colors(args.colors, layer))
+    return colors
+
+
 def _span(layer) -> str:
     """The label of a store without time: its from/to years when it names them (change)."""
     import xarray as xr
@@ -224,59 +243,6 @@ def _span(layer) -> str:
         if "from_year" in attrs and "to_year" in attrs
         else "all"
     )
-
-
-def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:
-    """`water=#2b6cb0,forest=#1f5f2e` or a JSON file {label: colour} -> {class value: (r, g, b)}."""
-    import json
-    import os
-
-    import matplotlib.colors
-
-    if os.path.exists(text):
-        with open(text) as f:
-            pairs = list(json.load(f).items())
-    else:
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    by_label = {str(label): value for label, value in zip(layer.labels, layer.values)}
-    out = {}
-    for pair in pairs:
-        if len(pair) != 2:
-            raise InputError(
-                "--colors", f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, got {text!r}"
-            )
-        label, colour = str(pair[0]).strip(), str(pair[1]).strip()
-        if label not in by_label:
-            raise InputError(
-                "--colors", f"{label!r} is not a class of this map ({', '.join(by_label)})"
-            )
-        try:
-            out[by_label[label]] = tuple(
-                int(round(255 * c)) for c in matplotlib.colors.to_rgb(colour)
-            )
-        except ValueError:
-            raise InputError(
-                "--colors", f"{colour!r} is not a colour (use #rrggbb or a name)"
-            ) from None
-    return out
-
-
-@contextlib.contextmanager
-def _local_copy(path: str):
-    """A local path to read `path` from: itself, or a temporary download removed afterwards."""
-    if "://" not in path:
-        yield path
-        return
-    import tempfile
-
-    fs, root = fsspec.core.url_to_fs(path)
-    fd, local = tempfile.mkstemp(suffix=".tif")
-    os.close(fd)
-    try:
-        fs.get_file(root, local)
-        yield local
-    finally:
-        os.remove(local)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 
 from pipelines import common
+from pipelines import export as export_cli
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.products import export, zone_export
+from transforms.products import export, export_layer, zone_export
 from transforms.products import zone_mosaic as zm
 from transforms.storage import collection as collectionlib
 from transforms.storage import outputs
@@ -35,8 +36,6 @@ def _mosaic_degrees(text: str | None) -> float | None:
 
 
 def main(args, float_nodata: float) -> int:
-    from pipelines.export import parse_colors
-
     coll = collectionlib.read(args.input, flag="--input")
     if args.png:
         raise InputError(
@@ -55,7 +54,7 @@ def main(args, float_nodata: float) -> int:
     cells_layers = [
         (
             m.zone,
-            export.open_layer(
+            export_layer.open_layer(
                 coll.path_of(m),
                 variable=args.variable,
                 band=args.band,
@@ -66,24 +65,7 @@ def main(args, float_nodata: float) -> int:
     ]
     zone_export.check_alike(cells_layers, "--input", coll.root)
     first = cells_layers[0][1]
-    if not first.timed and args.years:
-        raise InputError(
-            "--years",
-            f"{args.input} has no time dimension ({first.variable} is one map); drop --years",
-        )
-    years = (
-        gridlib.parse_years(args.years)
-        if args.years
-        else list(first.years)
-        if first.timed
-        else [None]
-    )
-    missing = [y for y in years if first.timed and y not in first.years]
-    if missing:
-        raise InputError(
-            "--years",
-            f"{args.input} has no year {missing[0]}; it holds {', '.join(map(str, first.years))}",
-        )
+    years = export_cli.select_years(args, first)
     area = coll.area_lonlat or zm.area_of(m.bounds_lonlat for m in coll.members)
     if args.bbox:
         box = gridlib.parse_bbox(args.bbox)
@@ -96,11 +78,7 @@ def main(args, float_nodata: float) -> int:
             )
         area = part.bounds
     target = zone_export.grid_for(area, abs(first.transform[0]), degrees)
-    colors = export.layer_colors(first)
-    if args.colors:
-        if not first.is_class:
-            raise InputError("--colors", "colours apply to class maps only")
-        colors.update(parse_colors(args.colors, first))
+    colors = export_cli.class_colours(args, first)
     inputs = {
         "--input": [args.input, *coll.paths()],
         "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,
@@ -113,9 +91,7 @@ def main(args, float_nodata: float) -> int:
                     "--output", f"{args.output}: name the mosaic GeoTIFF with .tif, e.g. map.tif"
                 )
             paths = export.output_paths(args.output, years)
-            for path in paths.values():
-                common.check_writable(path)
-                outputs.check_output(path, "geotiff", inputs=inputs, overwrite=args.overwrite)
+            export_cli.check_outputs(paths, inputs, args.overwrite)
             layer = zone_export.mosaic_layer(cells_layers, target, args.output)
             written = []
             try:

@@ -20,7 +20,8 @@ from pipelines.extract_sizing import (
 from transforms.core import progress
 from transforms.core.metrics import coverage_warning, metric_max, metric_range, metric_totals
 from transforms.sources import cog, earthengine
-from transforms.sources.fetch import FetchChunks, RetryPolicy
+from transforms.sources.fetch import FetchChunks
+from transforms.sources.fetch_bounds import RetryPolicy
 from transforms.sources.zone_mask import ZoneMask
 from transforms.storage import store, store_years, zarr_source
 
@@ -105,7 +106,7 @@ def run_stores(runs: list[StoreRun], *, progress_base: tuple[int, int] | None = 
     one start-up, and the workers move from zone to zone without waiting). `progress_base`:
     chunks done in stores run before, and the total, for one progress line over a collection.
     Memory stays per process: the stores' fetches share the process's open-chunk slots and block
-    cache (fetch.OpenChunks, cog_blocks: one per process and size)."""
+    cache (fetch_bounds.OpenChunks, cog_blocks: one per process and size)."""
     first = runs[0]
     args, options = first.args, first.options
     token = uuid.uuid4().hex  # one for the run's sources: they share decoded blocks

@@ -9,9 +9,8 @@ from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines import common
 from transforms.core.errors import InputError
-from transforms.sources import cog, earthengine
+from transforms.sources import cog, earthengine, fetch_bounds
 from transforms.sources import extract_plan as planlib
-from transforms.sources import fetch as fetchlib
 
 DEFAULT_CHUNK_SIZE = 1024
 COG_NEIGHBOURHOOD_CHUNKS = (
@@ -36,20 +35,20 @@ def open_chunk_limit(args, options) -> int:
     chunk_bytes = args.chunk_size**2 * band_count(args) * (1 if args.dtype == "int8" else 4)
     processes = memory_processes(options)
     cache = block_cache_bytes(args, processes)
-    limit = fetchlib.max_open_chunks(
+    limit = fetch_bounds.max_open_chunks(
         args.worker_memory_gb * 2**30, chunk_bytes, processes, extra_bytes=cache
     )
     if limit < 1:
         need = (
-            (fetchlib.PROCESS_BASE_BYTES + cache + fetchlib.CHUNK_COST_FACTOR * chunk_bytes)
+            (fetch_bounds.PROCESS_BASE_BYTES + cache + fetch_bounds.CHUNK_COST_FACTOR * chunk_bytes)
             * processes
             / 2**30
         )
-        each = fetchlib.CHUNK_COST_FACTOR * chunk_bytes / 2**20
+        each = fetch_bounds.CHUNK_COST_FACTOR * chunk_bytes / 2**20
         raise InputError(
             "--tuning",
             f"worker_memory_gb: {args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
-            f"requests, plus {(fetchlib.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --tuning worker_memory_gb={math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size",
+            f"requests, plus {(fetch_bounds.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --tuning worker_memory_gb={math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size",
         )
     return limit
 
@@ -73,8 +72,8 @@ def block_cache_bytes(args, processes: int) -> int:
     chunk_bytes = args.chunk_size**2 * band_count(args) * (1 if args.dtype == "int8" else 4)
     spare = (
         args.worker_memory_gb * 2**30 / max(1, processes)
-        - fetchlib.PROCESS_BASE_BYTES
-        - 2 * fetchlib.CHUNK_COST_FACTOR * chunk_bytes
+        - fetch_bounds.PROCESS_BASE_BYTES
+        - 2 * fetch_bounds.CHUNK_COST_FACTOR * chunk_bytes
     )
     return int(min(cog.BLOCK_CACHE_BYTES, max(0, spare)))
 
@@ -90,7 +89,7 @@ def requests_in_flight(args, options, open_chunks: int, itemsize: int) -> int:
             else 1
         )
     else:
-        holders = fetchlib.shard_count(
+        holders = fetch_bounds.shard_count(
             args.max_concurrent_requests, args.threads_per_worker or DEFAULT_THREADS_DISTRIBUTED
         )
     per_chunk = planlib.requests_per_chunk(

@@ -56,9 +56,15 @@ def run(
     kind: str,
     inputs: dict,
     make_job: Callable[[str, Cell | None], Job | None],
+    is_collection: bool | None = None,
 ) -> int:
-    """Check everything, then write the product of `kind` at args.output (a store or a collection)."""
-    if collectionlib.is_collection(args.embeddings):
+    """Check everything, then write the product of `kind` at args.output (a store or a collection).
+
+    `is_collection`: whether args.embeddings is a collection, when the command has looked already
+    (each look may be a remote reachability check)."""
+    if is_collection is None:
+        is_collection = collectionlib.is_collection(args.embeddings)
+    if is_collection:
         return _run_collection(prog, args, options, kind, inputs, make_job)
     job = make_job(args.embeddings, None)
     found = outputs.check_output(

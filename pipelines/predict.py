@@ -18,7 +18,7 @@ from pipelines import common, fanout, product
 from pipelines import zonal as zonal_cli
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.learning import model_cache, models
+from transforms.learning import model_cache, model_inputs, models
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.classify import RegressFunction, regression_variable
 from transforms.storage import readers, store, subset
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:
         sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
         if sub is None:
             return None
-        models.check_bands(loaded, list(info.bands), embeddings)
+        model_inputs.check_bands(loaded, list(info.bands), embeddings)
         attrs = {
             **product.grid_attrs(embeddings, info),
             "model": args.model,
@@ -105,25 +105,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:
         )
 
         def rows(result: product.MapRun) -> list:
-            pixels = result.totals.get("pixels_predicted", 0)
-            return [
-                (
-                    "model",
-                    f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}",
-                ),
-                (
-                    "grid",
-                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-                ),
-                *product.chunk_rows(result),
-                *sub.summary_rows(len(years)),
-                ("pixels predicted", pixels),
-                ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
-                (
-                    "wall time",
-                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-                ),
-            ]
+            model = f"{type(loaded.model).__name__} (regressor of {variable.attrs['target']}), sha256 {loaded.sha256}"
+            return product.summary_rows(
+                result,
+                info,
+                sub,
+                [("model", model)],
+                years,
+                ("pixels predicted", "pixels_predicted"),
+                "pixels without data (NaN)",
+            )
 
         return fanout.Job(
             info,

@@ -90,6 +90,34 @@ def chunk_rows(run: MapRun) -> list[tuple[str, object]]:
     ]
 
 
+def summary_rows(
+    result: MapRun,
+    info: readers.StoreInfo,
+    sub,
+    head: list,
+    years: list[int] | None,
+    computed: tuple[str, str],
+    nodata: str,
+    tail: list = (),
+) -> list[tuple[str, object]]:
+    """A per-pixel product's summary: `head` (what it applied), the grid (with `years`; None: a
+    map without time), the chunk and subset rows, the pixels computed (`computed`: label, counter)
+    and without data (`nodata`: label), `tail`, and the wall time with the pixel rate."""
+    label, counter = computed
+    pixels = result.totals.get(counter, 0)
+    grid = f"{info.width} x {info.height} px in {info.crs}"
+    return [
+        *head,
+        ("grid", grid if years is None else f"{grid}, year(s) {', '.join(map(str, years))}"),
+        *chunk_rows(result),
+        *(sub.summary_rows() if years is None else sub.summary_rows(len(years))),
+        (label, pixels),
+        (nodata, result.totals.get("pixels_nodata", 0)),
+        *tail,
+        ("wall time", f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)"),
+    ]
+
+
 def input_chunks_missing(totals: dict) -> str:
     """Embedding chunks the run found missing, apart from its no-data pixels: a chunk marked written
     and gone stops the run (transforms/storage/integrity.py), so this is 0, but for chunks of an old

@@ -17,7 +17,7 @@ from transforms.core import grid as gridlib
 from transforms.core import progress
 from transforms.core.errors import InputError
 from transforms.core.metrics import metric_totals
-from transforms.learning import collection_points, sampling
+from transforms.learning import collection_points, labelled_points, sample_table, sampling
 from transforms.storage import collection, outputs, parts_folder, readers, store
 
 
@@ -83,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
     )
     parts_folder.check_parts(args.output + ".parts")
-    keep = sampling.parse_keep_columns(args.keep_columns, args.label_column)
-    points = sampling.read_points(
+    keep = labelled_points.parse_keep_columns(args.keep_columns, args.label_column)
+    points = labelled_points.read_points(
         args.points, args.label_column, args.points_crs, keep_columns=keep
     )
     if len(points.x) == 0:
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if len(written) > 1:
             written = [tuple(written) | "Members" >> beam.Flatten()]
-        written[0] | "AssembleTable" >> sampling.AssembleTable(
+        written[0] | "AssembleTable" >> sample_table.AssembleTable(
             parts_dir, args.output, metadata, tuple(info.bands)
         )
 
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.Stopwatch() as clock, watch:
         result = common.run_pipeline(build, options)
     totals = metric_totals(result)
-    table = sampling.read_table(args.output)  # written by the pipeline's last step
+    table = sample_table.read_table(args.output)  # written by the pipeline's last step
     per_class = (
         collections.Counter(table.column("label").to_pylist())
         if points.labels is not None

@@ -20,7 +20,7 @@ from transforms.products.change import SimilarityFunction, mask_variable, simila
 from transforms.products.chunk_map import MapChunks, output_template
 from transforms.products.similarity import (
     collection_references,
-    read_reference_points,
+    reference_points,
     references,
 )
 from transforms.storage import collection, readers, store, subset
@@ -75,8 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
     # Checks, before anything is written or any worker starts (the reference points are read here too).
     similarity_lib.check_threshold(args.threshold)
-    points = read_reference_points(args.points, args.label_column, args.label, args.points_crs)
-    if collection.is_collection(args.embeddings):  # the points' pixels from the member holding each
+    points = reference_points(args.points, args.label_column, args.label, args.points_crs)
+    # one reachability look at --embeddings: a collection (the points' pixels from the member holding each)?
+    is_collection = collection.is_collection(args.embeddings)
+    if is_collection:
         coll = collection.read(args.embeddings)
         members = [
             (m.path, m.zone, readers.store_info(coll.path_of(m), flag="--embeddings"))
@@ -90,11 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         readers.select_years(info, [args.reference_year], flag="--reference-year")
     ref_years = [args.reference_year] if args.reference_year is not None else years
     # --bbox/--aoi before the points are read (the points may lie outside the area)
-    if not collection.is_collection(args.embeddings):
+    if not is_collection:
         subset.from_args(args, info)
     elif all(subset.from_args(args, i, cell) is None for _, cell, i in members):
         fanout.refuse_area(args, coll)
-    if collection.is_collection(args.embeddings):
+    if is_collection:
         refs = collection_references(members, points, ref_years, args.points, args.embeddings)
     else:
         refs = references(info, points, ref_years, args.points)
@@ -154,25 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         def rows(result: product.MapRun) -> list:
-            pixels = result.totals.get("pixels_computed", 0)
-            return [
-                (
-                    "reference points",
-                    f"{len(points.x)} read{f' ({args.label_column} = {args.label})' if args.label else ''}; with data, by reference year: {used}",
-                ),
-                (
-                    "grid",
-                    f"{info.width} x {info.height} px in {info.crs}, year(s) {', '.join(map(str, years))}",
-                ),
-                *product.chunk_rows(result),
-                *sub.summary_rows(len(years)),
-                ("pixels compared", pixels),
-                ("pixels without data (NaN)", result.totals.get("pixels_nodata", 0)),
-                (
-                    "wall time",
-                    f"{result.seconds:.1f} s ({pixels / max(result.seconds, 1e-9):,.0f} px/s)",
-                ),
-            ]
+            refs = f"{len(points.x)} read{f' ({args.label_column} = {args.label})' if args.label else ''}; with data, by reference year: {used}"
+            return product.summary_rows(
+                result,
+                info,
+                sub,
+                [("reference points", refs)],
+                years,
+                ("pixels compared", "pixels_computed"),
+                "pixels without data (NaN)",
+            )
 
         return fanout.Job(
             info,
@@ -196,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind="similarity",
         inputs={"--embeddings": args.embeddings, "--points": args.points, "--aoi": args.aoi},
         make_job=make_job,
+        is_collection=is_collection,
     )
 
 

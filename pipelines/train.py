@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pipelines import common
 from transforms.core import checks
 from transforms.core.errors import InputError
-from transforms.learning import models, spatial_cv, training
+from transforms.learning import models, skops_trust, spatial_cv, training, training_samples
 from transforms.storage import outputs
 
 
@@ -116,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     curve_png = _check_curve_png(args)
     estimator = models.make_classifier(args.classifier, models.parse_params(args.param))
-    X, labels, groups, bands, table_meta, used = training.load_samples(
+    X, labels, groups, bands, table_meta, used = training_samples.load_samples(
         args.samples, args.label_column, rows=True
     )
     blocks = _blocks(args, used, table_meta, groups)
     if model_format == "skops":
-        models.check_skops_loadable(estimator, X, labels, args.output)
+        skops_trust.check_skops_loadable(estimator, X, labels, args.output)
     with common.Stopwatch() as cv_clock:
         metrics = training.cross_validate(
             estimator,
@@ -263,12 +263,12 @@ def train_regressor(args) -> int:
     )
     curve_png = _check_curve_png(args)
     estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
-    X, y, groups, bands, table_meta, used = training.load_target_samples(
+    X, y, groups, bands, table_meta, used = training_samples.load_target_samples(
         args.samples, args.target_column, drop_missing=args.drop_missing_target, rows=True
     )
     blocks = _blocks(args, used, table_meta, groups)
     if model_format == "skops":
-        models.check_skops_loadable(estimator, X, y, args.output)
+        skops_trust.check_skops_loadable(estimator, X, y, args.output)
     with common.Stopwatch() as cv_clock:
         metrics = training.cross_validate_regression(
             estimator,

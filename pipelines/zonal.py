@@ -96,9 +96,9 @@ def run_zonal(args, options, prog: str, stats, loaded=None) -> int:
         readers.select_years(member, years)
     inputs = {"--embeddings": args.embeddings, "--polygons": args.polygons}
     if loaded is not None:
-        from transforms.learning import models
+        from transforms.learning import model_inputs, models
 
-        models.check_bands(loaded, list(info.bands), args.embeddings)
+        model_inputs.check_bands(loaded, list(info.bands), args.embeddings)
         inputs["--model"] = [args.model, models.sidecar_path(args.model)]
     outputs.check_output(args.output, "table", inputs=inputs, overwrite=args.overwrite)
     parts_dir = args.output + ".parts"

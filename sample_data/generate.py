@@ -211,3 +211,25 @@ def generate(output: str, spec: SampleSpec = SampleSpec()) -> SampleData:
         len(points),
         spec,
     )
+
+
+def read(output: str) -> SampleData:
+    """The sample data `generate` wrote under `output`, from its manifest."""
+    with open(os.path.join(output, "sample_data.json")) as f:
+        manifest = json.load(f)
+    return SampleData(
+        output=output,
+        mirror=os.path.join(output, MIRROR_DIR),
+        ground_truth=os.path.join(output, "ground_truth.tif"),
+        points=os.path.join(output, "labels.geojson"),
+        colors=os.path.join(output, "colors.json"),
+        manifest=os.path.join(output, "sample_data.json"),
+        index={},
+        files=manifest["files"],
+        bbox=tuple(manifest["bbox"]),
+        crs=manifest["crs"],
+        n_points=manifest["points"],
+        spec=SampleSpec(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["spec"].items()}
+        ),
+    )

@@ -20,7 +20,7 @@ import pyproj
 from sample_data.embedding import BANDS, embedding_codes
 from sample_data.world import World, apply, seeded
 from transforms.core import quantize
-from transforms.sources.cog_index import zone_crs
+from transforms.sources.cog_paths import zone_crs
 
 # ---------------------------------------------------------------------------------------
 # Files of one zone

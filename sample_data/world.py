@@ -19,7 +19,7 @@ import numpy as np
 import pyproj
 
 from sample_data.embedding import N_BANDS, class_directions, mixing_weights, year_directions
-from transforms.sources.cog_index import zone_crs
+from transforms.sources.cog_paths import zone_crs
 
 if TYPE_CHECKING:
     from sample_data.generate import SampleSpec

@@ -29,7 +29,7 @@ from pipelines import export as export_cli
 from pipelines import sample as sample_cli
 from pipelines import train as train_cli
 from transforms.core import atomic
-from transforms.learning import models, sampling
+from transforms.learning import models, sample_table
 from transforms.storage import kinds, outputs
 
 FNAPI = ["--runner=FnApiRunner"]
@@ -521,9 +521,9 @@ def test_sample_on_a_full_disk(sample_inputs, tmp_path, capsys, monkeypatch, ste
     err = capsys.readouterr().err
     assert full.fired and code == 1, err
     assert snapshot(out) == before and not temps(out)
-    assert sampling.read_table(table).num_rows > 0  # the old table reads
+    assert sample_table.read_table(table).num_rows > 0  # the old table reads
     assert sample_cli.run(suggested(err, "efm sample")) == 0
-    assert set(sampling.read_table(table).column("year").to_pylist()) == {2021}
+    assert set(sample_table.read_table(table).column("year").to_pylist()) == {2021}
     # a new path: nothing left but the marked parts folder (the re-run clears it)
     fresh = str(out / "new.parquet")
     with monkeypatch.context() as m:
@@ -547,7 +547,7 @@ def test_sample_on_a_real_full_disk(sample_inputs, tiny_disk, capsys):
     after = snapshot(disk)
     after.pop(".filler")
     assert {k: v for k, v in after.items()} == before, err
-    assert sampling.read_table(table).num_rows > 0
+    assert sample_table.read_table(table).num_rows > 0
     os.remove(disk / ".filler")
     assert sample_cli.run(suggested(err, "efm sample")) == 0
 

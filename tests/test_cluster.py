@@ -11,7 +11,7 @@ from store_factory import make_store
 
 from pipelines import classify as classify_cli
 from pipelines import cluster as cluster_cli
-from transforms.learning import sampling
+from transforms.learning import random_pixels
 
 FNAPI = ["--runner=FnApiRunner"]
 
@@ -64,8 +64,8 @@ def test_bottom_k_sample_is_split_independent():
     rng = np.random.default_rng(0)
     keys = rng.random(10_000)
     vectors = np.arange(10_000, dtype=np.float32)[:, None]
-    whole = sampling.bottom_k(keys, vectors, 100)
-    combine = sampling.BottomK(100, 1)
+    whole = random_pixels.bottom_k(keys, vectors, 100)
+    combine = random_pixels.BottomK(100, 1)
     parts = [
         combine.add_input(combine.create_accumulator(), (keys[i : i + 999], vectors[i : i + 999]))
         for i in range(0, 10_000, 999)
@@ -86,7 +86,7 @@ def test_bottom_k_sample_is_uniform():
     p = k / n
     hits = np.zeros(n)
     first_half = np.zeros(seeds)
-    combine = sampling.BottomK(k, 1)
+    combine = random_pixels.BottomK(k, 1)
     items = np.arange(n, dtype=np.float32)[:, None]
     for seed in range(seeds):
         keys = np.random.default_rng(seed).random(n)

@@ -34,7 +34,7 @@ from transforms.core import quantize
 from transforms.core.chunks import ChunkSpec
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, Window
-from transforms.sources import cog, cog_index
+from transforms.sources import cog, cog_index, cog_paths
 
 BANDS = sample_embedding.BANDS
 FNAPI = ["--runner=FnApiRunner"]
@@ -321,15 +321,15 @@ def test_index_formats_agree(mirror, tmp_path):
 def test_index_paths_resolve_under_the_root():
     listed = "gs://alphaearth_foundations/satellite_embedding/v1/annual/2023/10N/xabc-0000000000-0000008192.tiff"
     assert (
-        cog_index.resolve_path("gs://copy/aef", listed)
+        cog_paths.resolve_path("gs://copy/aef", listed)
         == "gs://copy/aef/2023/10N/xabc-0000000000-0000008192.tiff"
     )
     assert (
-        cog_index.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
+        cog_paths.resolve_path("/data/mirror/", "2023/10N/x.tiff") == "/data/mirror/2023/10N/x.tiff"
     )
-    assert cog_index.zone_crs("10N") == "EPSG:32610" and cog_index.zone_crs("33S") == "EPSG:32733"
+    assert cog_paths.zone_crs("10N") == "EPSG:32610" and cog_paths.zone_crs("33S") == "EPSG:32733"
     with pytest.raises(InputError, match="--cog-root"):
-        cog_index.resolve_path("/data", "s3://elsewhere/file.tiff")
+        cog_paths.resolve_path("/data", "s3://elsewhere/file.tiff")
 
 
 def test_source_pickles_without_open_files(mirror):

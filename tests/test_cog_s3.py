@@ -37,7 +37,7 @@ from pipelines import extract  # noqa: E402
 from sample_data import generate as sample_data  # noqa: E402
 from transforms.core.errors import InputError  # noqa: E402
 from transforms.core.grid import Window  # noqa: E402
-from transforms.sources import cog_index, remote_fs  # noqa: E402
+from transforms.sources import cog_index, cog_paths, remote_fs  # noqa: E402
 
 MULTIPROCESS = [
     "--runner=DirectRunner",
@@ -304,4 +304,4 @@ def test_s3_without_s3fs_names_the_extra(monkeypatch):
         monkeypatch.delitem(registry, protocol, raising=False)
     monkeypatch.setitem(sys.modules, "s3fs", None)  # import s3fs -> ImportError
     with pytest.raises(InputError, match=r"--cog-root.*s3fs.*efm-pipelines\[s3\]"):
-        cog_index.filesystem("s3://opendata/x")
+        cog_paths.filesystem("s3://opendata/x")

@@ -12,6 +12,7 @@ import rasterio
 import xarray as xr
 
 from pipelines import cli, demo
+from sample_data import scores
 from sample_data import truth as sample_truth
 from sample_data import world as sample_world
 
@@ -124,7 +125,7 @@ def test_the_field_figures_catch_a_broken_step(demo_run):
         prediction["prediction"].dtype == np.float32
         and prediction["prediction"].attrs.get("units") == "Mg/ha"
     )
-    crs, transform, shape = demo.grid_of(prediction)
+    crs, transform, shape = scores.grid_of(prediction)
     field = sample_fields.read_on_grid(
         os.path.join(output, "sample-data", "biomass.tif"), crs, transform, shape, np.nan
     )

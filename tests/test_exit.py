@@ -29,7 +29,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from store_factory import BANDS, make_store
 
-from transforms.learning import sampling, training
+from transforms.learning import sample_table, training_samples
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = 20
@@ -111,7 +111,7 @@ def part_frames(n_parts: int = 3, rows: int = 400, seed: int = 0) -> list[pd.Dat
 
 @pytest.fixture
 def assembled(tmp_path):
-    """A table assembled by `sampling.assemble` from parts read through efmrec://."""
+    """A table assembled by `sample_table.assemble` from parts read through efmrec://."""
     parts = tmp_path / "s.parquet.parts"
     parts.mkdir()
     frames = part_frames()
@@ -120,7 +120,7 @@ def assembled(tmp_path):
     output = tmp_path / "s.parquet"
     metadata = {"label_column": "label", "keep_columns": [], "years": [2022]}
     RecordingFile.calls = []
-    sampling.assemble(f"efmrec://{parts}", f"efmrec://{output}", metadata, BANDS)
+    sample_table.assemble(f"efmrec://{parts}", f"efmrec://{output}", metadata, BANDS)
     assert RecordingFile.calls, "the parts were read through the recording file system"
     return output, pd.concat(frames, ignore_index=True), metadata
 
@@ -138,18 +138,18 @@ def test_assembling_the_table_reads_its_parts_in_the_calling_thread(assembled):
 def test_sample_reads_its_table_back_in_the_calling_thread(assembled):
     output, frames, metadata = assembled
     RecordingFile.calls = []
-    table = sampling.read_table(f"efmrec://{output}")  # what `efm sample` does before it exits
+    table = sample_table.read_table(f"efmrec://{output}")  # what `efm sample` does before it exits
     assert RecordingFile.calls and other_threads() == [], (
         "Arrow's threads called into a Python file object: they may still hold it at exit"
     )
     assert table.equals(pq.read_table(output))
-    assert sampling.read_table_metadata(str(output)) == metadata
+    assert sample_table.read_table_metadata(str(output)) == metadata
 
 
 def test_train_reads_the_table_in_the_calling_thread(assembled):
     output, frames, _ = assembled
     RecordingFile.calls = []
-    X, labels, groups, bands, _ = training.load_samples(f"efmrec://{output}")
+    X, labels, groups, bands, _ = training_samples.load_samples(f"efmrec://{output}")
     assert RecordingFile.calls and other_threads() == []
     expected = frames.sort_values(["point_id", "year"])
     np.testing.assert_array_equal(X, expected[list(BANDS)].to_numpy(np.float32))
@@ -161,7 +161,7 @@ def test_a_truncated_table_is_an_error_not_a_short_read(tmp_path, assembled):
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(output.read_bytes()[:-100])
     with pytest.raises(Exception, match="(?i)parquet"):
-        sampling.read_table(str(cut))
+        sample_table.read_table(str(cut))
 
 
 @pytest.fixture(scope="module")

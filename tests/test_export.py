@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -9,6 +11,7 @@ import zarr
 from store_factory import make_store
 
 from pipelines import export as export_cli
+from transforms.core.errors import InputError
 from transforms.products.classify import class_encoding, class_template
 from transforms.products.export import class_colors, output_paths, validate_cog
 from transforms.storage import store
@@ -155,3 +158,47 @@ def test_colours_from_the_command_line(big, tmp_path, capsys):
         == 2
     )
     assert "'lava' is not a class" in capsys.readouterr().err
+
+
+def test_class_colours_parse_from_pairs_and_from_a_json_file(tmp_path):
+    """`--colors` parsed in products/export.py: hex and named colours -> 8-bit RGB, by class label."""
+    import json
+    import types
+
+    from transforms.products.export import parse_colors
+
+    layer = types.SimpleNamespace(labels=("water", "forest", "crop land"), values=(3, 7, 9))
+    # #2b6cb0 is (0x2b, 0x6c, 0xb0); CSS "red" is (255, 0, 0)
+    assert parse_colors("water=#2b6cb0, forest = red", layer) == {3: (43, 108, 176), 7: (255, 0, 0)}
+    colours = tmp_path / "colours.json"
+    colours.write_text(json.dumps({"crop land": "#00ff00"}))
+    assert parse_colors(str(colours), layer) == {9: (0, 255, 0)}
+    for text, message in (
+        ("water", "expected LABEL=COLOUR pairs"),
+        ("lava=#ff0000", "'lava' is not a class of this map"),
+        ("water=not-a-colour", "'not-a-colour' is not a colour"),
+    ):
+        with pytest.raises(InputError, match=message) as caught:
+            parse_colors(text, layer)
+        assert caught.value.flag == "--colors"
+
+
+def test_a_remote_cog_is_read_through_a_local_copy_that_leaks_no_file_descriptor():
+    """The quicklook reads a gs:// COG from a temporary local copy: removed after, its fd closed."""
+    import fsspec
+
+    from transforms.products.export import local_copy
+
+    fsspec.filesystem("memory").pipe("/efm-local-copy-test/map.tif", b"GeoTIFF bytes")
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        with local_copy("memory://efm-local-copy-test/map.tif") as local:
+            assert "://" not in local
+            with open(local, "rb") as f:
+                assert f.read() == b"GeoTIFF bytes"
+        assert not os.path.exists(local), "the temporary copy is removed"
+        assert sorted(os.listdir("/proc/self/fd")) == before, "a file descriptor was left open"
+    finally:
+        fsspec.filesystem("memory").rm("/efm-local-copy-test", recursive=True)
+    with local_copy("/some/local/map.tif") as local:  # a local path is read where it is
+        assert local == "/some/local/map.tif"

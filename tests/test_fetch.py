@@ -17,7 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core.chunks import plan_chunks
 from transforms.core.grid import Grid, chunk_windows
-from transforms.sources.fetch import FetchChunks, RetryableError, RetryPolicy
+from transforms.sources.fetch import FetchChunks, RetryableError
+from transforms.sources.fetch_bounds import RetryPolicy
 from transforms.sources.grid_source import GridSource
 
 

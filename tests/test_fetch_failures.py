@@ -204,7 +204,7 @@ def test_without_a_global_cap_chunks_are_spread_and_each_fetched_once(tmp_path):
 
 
 def test_open_chunks_follow_the_memory_budget():
-    from transforms.sources.fetch import max_open_chunks
+    from transforms.sources.fetch_bounds import max_open_chunks
 
     mib = 2**20
     assert max_open_chunks(2 * 2**30, 256 * mib) == 2  # the defaults: 1024 px float32
@@ -220,7 +220,7 @@ def test_the_cog_block_cache_takes_what_two_open_chunks_leave():
     import types
 
     from pipelines import extract
-    from transforms.sources.fetch import max_open_chunks
+    from transforms.sources.fetch_bounds import max_open_chunks
 
     mib = 2**20
     for dtype, chunk, cache, chunks in (

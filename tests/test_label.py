@@ -20,7 +20,7 @@ from label_page import points as pointlib
 from label_page import server as serverlib
 from label_page.view import NO_CLASS, StoreView, ZoomIn
 from pipelines import cli, label
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sampling
 from transforms.storage import readers
 
 YEAR = 2021
@@ -333,7 +333,7 @@ def test_the_api_on_a_gcs_store_previews_the_knn_and_saves_what_sample_reads(
         httpd.server_close()
     local = tmp_path / "points.geojson"
     local.write_bytes(gcs.fs.cat(out[5:]))
-    read = sampling.read_points(str(local), "label")
+    read = labelled_points.read_points(str(local), "label")
     rows, cols = sampling.to_pixels(info, read)
     assert sorted(zip(rows.tolist(), cols.tolist(), read.labels.tolist())) == sorted(
         (p["row"], p["col"], p["label"]) for p in pts

@@ -297,7 +297,7 @@ def test_points_a_polygon_and_suggestions_over_imagery_give_the_knn_and_save_wha
     import shapely
     from sklearn.neighbors import KNeighborsClassifier
 
-    from transforms.learning import sampling
+    from transforms.learning import labelled_points, sampling
     from transforms.storage import readers
 
     s, t = synthetic, 0
@@ -487,7 +487,8 @@ def test_points_a_polygon_and_suggestions_over_imagery_give_the_knn_and_save_wha
     shape = shapely.Polygon(np.column_stack(from_lonlat.transform(ring[:, 0], ring[:, 1])))
     rr, cc = np.mgrid[0 : s.grid.height, 0 : s.grid.width]
     inside = shapely.contains_xy(shape, *store_factory.pixel_centre(s, rr, cc))
-    points = sampling.read_points(str(output), "label")  # as `efm sample --label-column label`
+    # as `efm sample --label-column label`
+    points = labelled_points.read_points(str(output), "label")
     rows, cols = sampling.to_pixels(readers.store_info(s.path), points)
     got = sorted(zip(rows.tolist(), cols.tolist(), [str(v) for v in points.labels]))
     want = sorted(

@@ -12,7 +12,7 @@ from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
 from pipelines import train as train_cli
-from transforms.learning import models, training
+from transforms.learning import models, skops_trust, training_samples
 from transforms.products.classify import class_encoding
 
 FNAPI = ["--runner=FnApiRunner"]
@@ -89,14 +89,14 @@ def test_untrusted_skops_model_is_refused_before_fitting(store_and_samples, tmp_
     from sklearn.neighbors import KNeighborsClassifier
 
     _, table = store_and_samples
-    X, labels, *_ = training.load_samples(table)
+    X, labels, *_ = training_samples.load_samples(table)
     estimator = KNeighborsClassifier(3, algorithm="ball_tree", metric=_python_metric)
     with pytest.raises(
         models.InputError, match=r"--output: .*PyFuncDistance.*--output .*m\.pkl.*--model-sha256"
     ):
-        models.check_skops_loadable(estimator, X, labels, str(tmp_path / "m.skops"))
+        skops_trust.check_skops_loadable(estimator, X, labels, str(tmp_path / "m.skops"))
     assert not hasattr(estimator, "classes_")  # the user's estimator was not fitted
-    models.check_skops_loadable(
+    skops_trust.check_skops_loadable(
         KNeighborsClassifier(3, algorithm="kd_tree"), X, labels, str(tmp_path / "m.skops")
     )
 

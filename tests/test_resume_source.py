@@ -340,7 +340,7 @@ def test_ee_summary_counts_the_response_bodies_and_warns_past_the_tiles(emulator
 
 
 def test_remote_roots_are_compared_by_their_canonical_url():
-    from transforms.sources.cog_index import canonical
+    from transforms.sources.cog_paths import canonical
 
     assert (
         canonical("GS://bucket//aef/v1/")

@@ -24,7 +24,7 @@ from sample_data import (
     world as sample_world,
 )
 from transforms.core import quantize
-from transforms.sources import cog_index
+from transforms.sources import cog_index, cog_paths
 
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
 PUBLIC_INDEX_COLUMNS = {
@@ -110,7 +110,7 @@ def test_layout_is_the_mirrors(data):
                 <= int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
             )
             assert ds.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") == "BAND" and ds.transform.e > 0
-            assert ds.crs.to_epsg() == int(cog_index.zone_crs(path.split("/")[-2]).split(":")[1])
+            assert ds.crs.to_epsg() == int(cog_paths.zone_crs(path.split("/")[-2]).split(":")[1])
             assert ds.transform.a == 10.0 and abs(ds.transform.e) == 10.0
 
 

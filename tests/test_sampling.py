@@ -11,7 +11,7 @@ import shapely
 from store_factory import BANDS, make_store
 
 from pipelines import sample as sample_cli
-from transforms.learning import sampling
+from transforms.learning import sample_table, sampling
 from transforms.storage import readers
 
 FNAPI = ["--runner=FnApiRunner"]
@@ -100,7 +100,7 @@ def test_points_in_any_format_and_crs_get_their_pixel(stores, tmp_path, fmt, cap
     assert (
         f"chunk reads                     {2 * 9}" in printed
     )  # 3 x 3 chunks, each read once per year
-    meta = sampling.read_table_metadata(str(out))
+    meta = sample_table.read_table_metadata(str(out))
     assert (
         meta["grid"]["crs"] == s.grid.crs
         and meta["years"] == [2021, 2022]
@@ -263,7 +263,7 @@ def test_sample_keeps_the_points_numeric_columns(stores, tmp_path, fmt, capsys):
         and table["count"].dtype.kind == "i"
         and np.isnan(table["agbd"]).any()
     )
-    assert sampling.read_table_metadata(str(out))["keep_columns"] == ["agbd", "count"]
+    assert sample_table.read_table_metadata(str(out))["keep_columns"] == ["agbd", "count"]
 
 
 def test_sample_for_regression_without_a_label(stores, tmp_path, capsys):
@@ -280,7 +280,7 @@ def test_sample_for_regression_without_a_label(stores, tmp_path, capsys):
     np.testing.assert_array_equal(
         table["agbd"].to_numpy(), file["agbd"].to_numpy()[table["point_id"]]
     )
-    meta = sampling.read_table_metadata(str(out))
+    meta = sample_table.read_table_metadata(str(out))
     assert meta["keep_columns"] == ["agbd"] and meta["label_column"] is None
     # --keep-columns none: the table of before, nothing of the file's columns
     file.assign(cls="a").to_csv(tmp_path / "l.csv", index=False)

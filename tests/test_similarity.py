@@ -312,3 +312,61 @@ def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, case
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"efm similarity: error: {flag}") and "\n" not in err, err
     assert not output.exists()
+
+
+def test_reference_points_from_a_file_or_a_frame_keep_only_the_label(tmp_path):
+    """One reading of the reference points for the command (a file) and the Python API (a file or
+    a DataFrame): the points whose column equals the label, compared as text."""
+    import pandas as pd
+
+    from transforms.core.errors import InputError
+    from transforms.products.similarity import reference_points
+
+    frame = pd.DataFrame(
+        {"lon": [1.0, 2.0, 3.0, 4.0], "lat": [10.0, 20.0, 30.0, 40.0], "kind": ["a", "b", "a", "7"]}
+    )
+    path = tmp_path / "refs.csv"
+    frame.to_csv(path, index=False)
+    for points, api in ((str(path), False), (str(path), True), (frame, True)):
+        got = reference_points(points, "kind", "a", api=api)
+        assert got.x.tolist() == [1.0, 3.0] and got.y.tolist() == [10.0, 30.0]
+        assert reference_points(points, "kind", 7, api=api).x.tolist() == [4.0]  # as text
+        assert len(reference_points(points, None, None, api=api).x) == 4
+    with pytest.raises(
+        InputError, match=r"no point of the points has kind = 'c'; its values are 7, a, b"
+    ) as caught:
+        reference_points(frame, "kind", "c", api=True)
+    assert caught.value.flag == "label"
+    with pytest.raises(InputError, match=r"no point of .*refs.csv has kind = 'c'") as caught:
+        reference_points(str(path), "kind", "c")
+    assert caught.value.flag == "--label"
+    # a label needs its column (and the other way round): the command's flags, the API's names
+    for api, (flag, other) in (
+        (False, ("--label", "--label-column")),
+        (True, ("label_column", "label")),
+    ):
+        with pytest.raises(InputError) as caught:
+            reference_points(str(path), None, "a", api=api)
+        assert caught.value.flag == flag
+        with pytest.raises(InputError) as caught:
+            reference_points(str(path), "kind", None, api=api)
+        assert caught.value.flag == other
+
+
+def test_similarity_asks_once_whether_its_input_is_a_collection(stores, tmp_path, monkeypatch):
+    """Each look may be a remote reachability check (under a deadline): one per run, not one per use."""
+    from transforms.storage import collection
+
+    looked = []
+    real = collection.is_collection
+
+    def is_collection(path, *args, **kwargs):
+        looked.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(collection, "is_collection", is_collection)
+    s = stores["float32"]
+    points = write_points(tmp_path / "refs.geojson", class_pixels(s, 1), ["a"] * 6)
+    output = tmp_path / "sim.zarr"
+    assert run("--embeddings", s.path, "--points", points, "--output", output, *FNAPI) == 0
+    assert looked.count(s.path) == 1, looked

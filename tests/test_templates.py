@@ -807,7 +807,7 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(
     from store_factory import BANDS, make_store
 
     from pipelines import common, sample
-    from transforms.learning import sampling
+    from transforms.learning import sample_table
 
     s = make_store(str(tmp_path / "emb.zarr"), height=200, width=180, years=(2021,), seed=3)
     rng = np.random.default_rng(1)
@@ -845,7 +845,7 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(
     np.testing.assert_array_equal(
         table[list(BANDS)].to_numpy(), s.values[0, rows[table["point_id"]], cols[table["point_id"]]]
     )
-    assert sampling.read_table_metadata(str(out))["bands"] == list(BANDS)
+    assert sample_table.read_table_metadata(str(out))["bands"] == list(BANDS)
     assert not (tmp_path / "samples.parquet.parts").exists()
 
 

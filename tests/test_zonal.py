@@ -14,7 +14,7 @@ from store_factory import BANDS, make_store
 import efm
 from pipelines import cli
 from pipelines import zonal as zonal_cli
-from transforms.learning import sampling
+from transforms.learning import sample_table
 
 FNAPI = ["--runner=FnApiRunner"]
 MEDIAN = [f"{b}_median" for b in BANDS]
@@ -143,7 +143,7 @@ def test_every_case_matches_geometry_mask(s, tmp_path, capsys):
     assert table.loc[table["pixel_count"] == 0, list(BANDS) + STD + MEDIAN].isna().all().all()
     assert by["crosses_with_hole", 2021] > 0 and by["multipolygon", 2021] > 0
     assert list(table.columns[:5]) == ["polygon_id", "name", "crop", "year", "pixel_count"]
-    meta = sampling.read_table_metadata(str(out))
+    meta = sample_table.read_table_metadata(str(out))
     assert meta["pixel_rule"] == "centre" and meta["bands"] == list(BANDS)
     assert "rows without a pixel" in capsys.readouterr().out
     assert not (tmp_path / "fields.parquet.parts").exists()

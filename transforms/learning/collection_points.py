@@ -37,9 +37,11 @@ def lonlat(x: np.ndarray, y: np.ndarray, crs: str) -> tuple[np.ndarray, np.ndarr
 
 
 def split(members, points) -> tuple[list[MemberPoints], np.ndarray]:
-    """members: [(name, cell, StoreInfo)]; points: sampling.Points -> (the points of each member
+    """members: [(name, cell, StoreInfo)]; points: labelled_points.Points -> (the points of each member
     with a pixel in its grid, bool mask of the points outside every member's store)."""
-    from transforms.learning import sampling  # noqa: PLC0415
+    from transforms.learning import (
+        sampling,  # noqa: PLC0415
+    )
 
     lon, lat = lonlat(points.x, points.y, points.crs)
     zone, north = cells_of(np.nan_to_num(lon), np.nan_to_num(lat))

@@ -27,11 +27,9 @@ def embedded_fields(model) -> dict:
 
 def intrinsic_fields(model) -> dict:
     """What the fitted estimator itself says about its kind, classes and bands."""
-    from transforms.learning.models import _jsonable
-
     out: dict = {}
     if hasattr(model, "classes_"):
-        out["kind"], out["classes"] = "classifier", _jsonable(np.asarray(model.classes_))
+        out["kind"], out["classes"] = "classifier", jsonable(np.asarray(model.classes_))
     elif hasattr(model, "cluster_centers_"):
         out["kind"], out["classes"] = "clusterer", list(range(len(model.cluster_centers_)))
     elif _is_regressor(model):
@@ -45,13 +43,13 @@ def intrinsic_fields(model) -> dict:
 def check_sidecar(model, sidecar: dict, path: str, flag: str = "--model") -> None:
     """Refuse, before any worker starts, a sidecar whose kind / classes / bands differ from the
     model file's, or bands that nothing in the model file can check."""
-    from transforms.learning.models import _jsonable, sidecar_path
+    from transforms.learning.models import sidecar_path
 
     embedded, intrinsic = embedded_fields(model), intrinsic_fields(model)
     for field in COVERED_FIELDS:
         if sidecar.get(field) is None:
             continue
-        said = _jsonable(sidecar[field])
+        said = jsonable(sidecar[field])
         for source, truth in (
             ("the model file records", embedded.get(field)),
             ("the fitted model has", intrinsic.get(field)),
@@ -88,3 +86,16 @@ def _show(value) -> str:
             else f"[{shown[0]}, {shown[1]}, …, {shown[-1]}]"
         )
     return repr(value)
+
+
+def jsonable(value):
+    """numpy scalars and arrays (also inside dicts and lists) -> plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value

@@ -8,13 +8,14 @@ scikit-learn version, the metrics, and the file's sha256.
 Loading is where the danger is: a pickle is code, and unpickling a file from a bucket runs
 whatever it holds on every worker. So:
 * a `.skops` file loads through skops' trusted-types check, with the default trusted set
-  plus an explicit list of scikit-learn types we produce (`TRUSTED_SKOPS_TYPES`);
+  plus an explicit list of scikit-learn types we produce (skops_trust.py's `TRUSTED_SKOPS_TYPES`);
 * a pickle loads only when its sha256 equals `--model-sha256`, or with `--trust-pickle`;
   the bytes are hashed and unpickled from the same buffer (no swap between check and load).
 Workers load again from the path and the sha256 the driver checked, so they never unpickle
 a file the driver did not see.
 The sidecar's kind, classes and bands are also stored inside the model file and checked
 against it on load (transforms/learning/model_sidecar.py): an edited sidecar is refused.
+What a loaded model expects (classes, bands) is read by transforms/learning/model_inputs.py.
 """
 
 from __future__ import annotations
@@ -29,18 +30,23 @@ import json
 import warnings
 
 import fsspec
-import numpy as np
 
 from transforms.core import atomic
 from transforms.core.errors import InputError, first_line
 from transforms.learning import model_sidecar
-from transforms.learning.model_sidecar import COVERED_FIELDS, EMBEDDED_ATTR, embedded_fields
+from transforms.learning.model_inputs import model_bands, model_classes
+from transforms.learning.model_sidecar import (
+    COVERED_FIELDS,
+    EMBEDDED_ATTR,
+    embedded_fields,
+    jsonable,
+)
+from transforms.learning.skops_trust import load_skops
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SKOPS_SUFFIXES = (".skops",)
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = "efm-model/1"
-PROBE_ROWS = 200  # rows of the trial fit that checks a .skops model will load
 
 # name -> (module, class, defaults); --param k=v override the defaults.
 CLASSIFIERS: dict[str, tuple[str, str, dict]] = {
@@ -98,37 +104,6 @@ REGRESSORS: dict[str, tuple[str, str, dict]] = {
     ),
 }
 
-# Types skops does not trust by default that our registry's models (and k-means) contain.
-TRUSTED_SKOPS_TYPES = (
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.MultinomialLogit",
-    "sklearn._loss.link.Interval",
-    # k-NN with algorithm=kd_tree/ball_tree (or "auto" on few bands): the fitted spatial index. Its
-    # state is numpy arrays (data, index, node bounds) and ints, restored by __setstate__: data only.
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
-    # The distance metric inside such an index: parameters only (p, weights, a covariance matrix).
-    # PyFuncDistance (a user's Python function) is left out on purpose: it holds code.
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.metrics._dist_metrics.SEuclideanDistance64",
-    "sklearn.metrics._dist_metrics.ManhattanDistance64",
-    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
-    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
-    "sklearn.metrics._dist_metrics.MahalanobisDistance64",
-    "sklearn.metrics._dist_metrics.HaversineDistance64",
-    "sklearn.metrics._dist_metrics.CanberraDistance64",
-    "sklearn.metrics._dist_metrics.BrayCurtisDistance64",
-    # MLP's optimizer state (solver adam or sgd): learning-rate scalars and lists of moment arrays,
-    # restored by setting __dict__; no callables.
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-)
-
 
 # ---------------------------------------------------------------- building estimators
 
@@ -181,46 +156,6 @@ def _make(registry: dict, kind: str, name: str, params: dict | None, flag: str):
     return estimator
 
 
-def check_skops_loadable(estimator, X: np.ndarray, labels: np.ndarray, output: str) -> None:
-    """Before the real fit: fit a copy on a few rows and refuse a .skops output holding types that
-    `load_model` would not trust (e.g. a k-NN with a Python-function metric); a pickle can hold them."""
-    import skops.io
-    from sklearn.base import clone
-
-    # one row of each class, then the first rows (a numeric target: the first rows only)
-    first = (
-        np.unique(labels, return_index=True)[1]
-        if labels.dtype.kind not in "fc"
-        else np.empty(0, np.int64)
-    )
-    rows = np.unique(np.concatenate([first, np.arange(min(len(labels), PROBE_ROWS))]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. ConvergenceWarning on the tiny fit
-        probe = clone(estimator)
-        params = probe.get_params(deep=False)
-        # fewer iterations or trees hold the same types: keep the trial fit quick
-        probe.set_params(
-            **{
-                k: min(params[k], 2)
-                for k in ("max_iter", "n_estimators")
-                if isinstance(params.get(k), int)
-            }
-        )
-        try:
-            probe.fit(X[rows], labels[rows])
-        except Exception:  # the real fit will say what is wrong, with all the data
-            return
-        untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(probe)))
-    refused = sorted(untrusted - set(TRUSTED_SKOPS_TYPES))
-    if refused:
-        pickle = output.rsplit(".", 1)[0] + ".pkl"
-        raise InputError(
-            "--output",
-            f"a {type(estimator).__name__} with these parameters holds {', '.join(refused)}, which efm does not load "
-            f"from .skops; write a pickle instead (--output {pickle}) and classify with the --model-sha256 that train prints",
-        )
-
-
 # ---------------------------------------------------------------- files
 
 
@@ -254,18 +189,6 @@ def _read(path: str, flag: str) -> bytes:
         raise InputError(flag, f"cannot read {path}: {exc}") from None
 
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
     """Write the model (joblib pickle or skops by suffix) and its sidecar; returns the sidecar."""
     import sklearn
@@ -289,7 +212,7 @@ def save_model(model, path: str, sidecar: dict, flag: str = "--output") -> dict:
         "model_file": path.rstrip("/").rsplit("/", 1)[-1],
         "model_format": fmt,
         "estimator": f"{type(model).__module__}.{type(model).__qualname__}",
-        **_jsonable(sidecar),
+        **jsonable(sidecar),
         "sklearn_version": sklearn.__version__,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sha256": sha256_bytes(data),
@@ -305,7 +228,7 @@ def embed_fields(model, sidecar: dict) -> None:
     setattr(
         model,
         EMBEDDED_ATTR,
-        {k: _jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None},
+        {k: jsonable(sidecar[k]) for k in COVERED_FIELDS if sidecar.get(k) is not None},
     )
 
 
@@ -390,7 +313,7 @@ def load_model(
                 f"cannot load {path}: not a valid joblib/pickle model file ({type(exc).__name__}: {str(exc)[:120]})",
             ) from None
     else:
-        model = _load_skops(data, path, flag)
+        model = load_skops(data, path, flag)
     if not hasattr(model, "predict"):
         raise InputError(
             flag, f"{path} holds a {type(model).__name__}, not a scikit-learn model with predict()"
@@ -405,109 +328,6 @@ def load_model(
     return LoadedModel(model, sidecar, digest, path)
 
 
-def _load_skops(data: bytes, path: str, flag: str):
-    import skops.io
-
-    try:
-        untrusted = skops.io.get_untrusted_types(data=data)
-    except Exception as exc:
-        raise InputError(
-            flag,
-            f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})",
-        ) from None
-    refused = sorted(set(untrusted) - set(TRUSTED_SKOPS_TYPES))
-    if refused:
-        raise InputError(
-            flag,
-            f"{path} contains types that are not trusted: {', '.join(refused)}; efm loads only scikit-learn models built from trusted types",
-        )
-    try:
-        return skops.io.loads(data, trusted=[t for t in untrusted if t in TRUSTED_SKOPS_TYPES])
-    except Exception as exc:
-        raise InputError(
-            flag,
-            f"cannot load {path}: not a valid .skops file ({type(exc).__name__}: {str(exc)[:120]})",
-        ) from None
-
-
 def load_verified(path: str, sha256: str):
     """On a worker: load the file the driver checked (same sha256), nothing else."""
     return load_model(path, sha256=sha256).model
-
-
-# ---------------------------------------------------------------- what a model expects
-
-
-def model_classes(model, sidecar: dict) -> list | None:
-    """The class labels (cluster numbers for a clusterer); None for a regressor."""
-    kind = embedded_fields(model).get("kind") or model_sidecar.intrinsic_fields(model).get("kind")
-    if kind == "regressor":
-        return None
-    if (
-        embedded_fields(model).get("classes") is not None
-    ):  # equal to the sidecar's when both exist (check_sidecar)
-        return list(embedded_fields(model)["classes"])
-    if sidecar.get("classes") is not None:
-        return list(sidecar["classes"])
-    if hasattr(model, "classes_"):
-        return _jsonable(np.asarray(model.classes_))
-    if hasattr(model, "cluster_centers_"):
-        return list(range(len(model.cluster_centers_)))
-    raise InputError(
-        "--model",
-        f"cannot tell the classes of a {type(model).__name__}: it has no classes_ and no sidecar",
-    )
-
-
-def model_bands(model, sidecar: dict) -> list[str] | None:
-    if embedded_fields(model).get("bands"):
-        return list(embedded_fields(model)["bands"])
-    if sidecar.get("bands"):
-        return list(sidecar["bands"])
-    names = getattr(model, "feature_names_in_", None)
-    return [str(n) for n in names] if names is not None else None
-
-
-def check_bands(
-    loaded: LoadedModel, store_bands: list[str], store_path: str, flag: str = "--model"
-) -> list[str]:
-    """The bands (in the model's order) to feed the model; fails naming both sides on a mismatch."""
-    n_features = getattr(loaded.model, "n_features_in_", None)
-    bands = loaded.bands
-    if bands is None:  # a model from elsewhere, trained on arrays: only the count can be checked
-        if n_features is not None and n_features != len(store_bands):
-            raise InputError(
-                flag,
-                f"{loaded.path} expects {n_features} features but {store_path} has {len(store_bands)} bands ({store_bands[0]}…{store_bands[-1]})",
-            )
-        return list(store_bands)
-    if n_features is not None and n_features != len(bands):
-        raise InputError(
-            flag,
-            f"{loaded.path}: its sidecar lists {len(bands)} bands but the model expects {n_features} features",
-        )
-    if list(bands) != list(store_bands):
-        missing = [b for b in bands if b not in store_bands]
-        what = (
-            f"bands missing from the store: {', '.join(missing[:5])}"
-            if missing
-            else "the same bands in another order"
-        )
-        raise InputError(
-            flag,
-            f"{loaded.path} was trained on {len(bands)} bands {_span(bands)} but {store_path} has {len(store_bands)} bands {_span(store_bands)} ({what})",
-        )
-    return list(bands)
-
-
-def _span(bands: list[str]) -> str:
-    return (
-        f"[{', '.join(bands)}]" if len(bands) <= 4 else f"[{bands[0]}, {bands[1]}, …, {bands[-1]}]"
-    )
-
-
-def has_proba(model) -> bool:
-    try:
-        return hasattr(model, "predict_proba") and callable(model.predict_proba)
-    except AttributeError:  # e.g. SVC(probability=False) raises from the property
-        return False

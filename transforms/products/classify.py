@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from transforms.core.errors import InputError
-from transforms.learning import model_cache, models
+from transforms.learning import model_cache, model_sidecar
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template
 from transforms.storage.readers import valid_mask
 
@@ -55,7 +55,7 @@ def _word(text: str) -> str:
 def class_encoding(labels, *, prefix: str = "class") -> ClassEncoding:
     """Integer labels in [0, 254] are stored as themselves (a land-cover code stays its code);
     anything else is numbered 0..n-1 in label order. uint8 up to 255 classes, int16 beyond."""
-    labels = tuple(models._jsonable(list(labels)))
+    labels = tuple(model_sidecar.jsonable(list(labels)))
     n = len(labels)
     if n == 0:
         raise InputError("--model", "the model has no classes")

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 import pandas as pd
 
 from transforms.core.errors import InputError
 from transforms.core.grid import Window
-from transforms.learning import sampling
+from transforms.learning import labelled_points, sampling
 from transforms.storage.readers import StoreInfo, StoreReader
 
 
@@ -35,11 +36,11 @@ def _any_column(path: str) -> str:
     """A column every point has, for reading points without a label column (read_points needs one)."""
     lower = path.lower()
     try:
-        if lower.endswith(sampling.CSV_SUFFIXES):
+        if lower.endswith(labelled_points.CSV_SUFFIXES):
             columns = list(
                 pd.read_csv(path, nrows=0, sep="\t" if lower.endswith(".tsv") else ",").columns
             )
-        elif lower.endswith(sampling.PARQUET_SUFFIXES):
+        elif lower.endswith(labelled_points.PARQUET_SUFFIXES):
             import pyarrow.parquet as pq
 
             columns = pq.read_schema(path).names
@@ -51,33 +52,46 @@ def _any_column(path: str) -> str:
         return "geometry"
     lowered = {str(c).lower(): c for c in columns}
     return next(
-        (lowered[a] for a, b in sampling.COORD_COLUMNS if a in lowered and b in lowered),
+        (lowered[a] for a, b in labelled_points.COORD_COLUMNS if a in lowered and b in lowered),
         columns[0] if columns else "geometry",
     )
 
 
-def read_reference_points(
-    path: str, label_column: str | None, label: str | None, points_crs: str | None = None
-) -> sampling.Points:
-    """The reference points, optionally only those whose `label_column` equals `label` (compared as text)."""
-    if label is not None and label_column is None:
+def reference_points(
+    points, label_column: str | None, label, points_crs: str | None = None, *, api: bool = False
+) -> labelled_points.Points:
+    """The reference points of `efm similarity` (a file) and of `efm.similarity` (`api`: a file or
+    a (Geo)DataFrame), only those whose `label_column` equals `label` (compared as text) when given."""
+    if api:
+        if (label is None) != (label_column is None):
+            raise InputError(
+                "label" if label_column is not None else "label_column",
+                "give both label_column and label, or neither",
+            )
+    elif label is not None and label_column is None:
         raise InputError("--label", "--label needs --label-column, the column to compare it with")
-    if label_column is not None and label is None:
+    elif label_column is not None and label is None:
         raise InputError(
             "--label-column",
             "--label-column needs --label, the value of the reference points in it",
         )
-    points = sampling.read_points(path, label_column or _any_column(path), points_crs)
+    if isinstance(points, (str, os.PathLike)):
+        path = os.fspath(points)
+        found = labelled_points.read_points(path, label_column or _any_column(path), points_crs)
+        where, flag = path, "--label"
+    else:  # the Python API's (Geo)DataFrame
+        found = labelled_points.points_of(points, label_column, points_crs, keep_columns=[])
+        where, flag = "the points", "label"
     if label is None:
-        return points
-    keep = np.array([str(v) == str(label) for v in points.labels], dtype=bool)
+        return found
+    keep = np.array([str(v) == str(label) for v in found.labels], dtype=bool)
     if not keep.any():
-        found = sorted({str(v) for v in points.labels})
-        shown = ", ".join(found[:10]) + (" ..." if len(found) > 10 else "")
+        values = sorted({str(v) for v in found.labels})
+        shown = ", ".join(values[:10]) + (" ..." if len(values) > 10 else "")
         raise InputError(
-            "--label", f"no point of {path} has {label_column} = {label!r}; its values are {shown}"
+            flag, f"no point of {where} has {label_column} = {label!r}; its values are {shown}"
         )
-    return sampling.Points(points.labels[keep], points.x[keep], points.y[keep], points.crs)
+    return labelled_points.Points(found.labels[keep], found.x[keep], found.y[keep], found.crs)
 
 
 def point_values(
@@ -103,7 +117,7 @@ def point_values(
 
 
 def references(
-    info: StoreInfo, points: sampling.Points, years: list[int], path: str, read=None
+    info: StoreInfo, points: labelled_points.Points, years: list[int], path: str, read=None
 ) -> dict[int, Reference]:
     """Year -> the mean embedding at the points (points outside the grid or on no-data skipped).
 
@@ -122,42 +136,53 @@ def references(
 
 
 def collection_references(
-    members, points: sampling.Points, years: list[int], path: str, root: str
+    members,
+    points: labelled_points.Points,
+    years: list[int],
+    path: str,
+    root: str,
+    read=None,
+    flag: str = "--points",
 ) -> dict[int, Reference]:
     """`references` on a collection: each point read from the member whose cell holds it
     (members: [(name, cell, StoreInfo)], transforms/learning/collection_points.py); one mean of
-    all of them per year, the same reference for every member's map."""
+    all of them per year, the same reference for every member's map.
+
+    `read(part, time_index)` -> (n, bands) float32 gives a member's points' values (default:
+    `point_values` from its store; the Python API reads them from the member's Dataset)."""
     from transforms.learning import collection_points
 
     parts, _ = collection_points.split(members, points)
     if not parts:
         raise InputError(
-            "--points",
+            flag,
             f"none of the {len(points.x)} points of {path} lies inside a store of the collection "
             f"{root}; check the area and the points' CRS (--points-crs)",
         )
 
-    def read(year):
+    read = read or (lambda p, t: point_values(p.info, p.rows, p.cols, t))
+
+    def read_year(year):
         return np.concatenate(
             [
-                point_values(p.info, p.rows, p.cols, p.info.time_index(year))
+                read(p, p.info.time_index(year))
                 if year in p.info.years
                 else np.full((len(p.rows), len(p.info.bands)), np.nan, np.float32)
                 for p in parts
             ]
         )
 
-    return _means(read, years, sum(len(p.rows) for p in parts), path)
+    return _means(read_year, years, sum(len(p.rows) for p in parts), path, flag)
 
 
-def _means(read, years, n: int, path: str) -> dict[int, Reference]:
+def _means(read, years, n: int, path: str, flag: str = "--points") -> dict[int, Reference]:
     out = {}
     for year in years:
         values = read(year).astype(np.float64)
         valid = ~np.isnan(values).any(axis=1)
         if not valid.any():
             raise InputError(
-                "--points",
+                flag,
                 f"all {n} points of {path} inside the store fall on pixels without data in {year}; "
                 "choose points on pixels with data (or another --reference-year)",
             )

@@ -25,7 +25,7 @@ import numpy as np
 
 from transforms.core.grid import Window
 from transforms.core.zones import Cell
-from transforms.products import export
+from transforms.products import export, export_layer
 from transforms.products import zone_mosaic as zm
 
 KIND = "cog-collection"
@@ -83,7 +83,7 @@ def _inverse(t: tuple) -> tuple:
     return (1.0 / a, 0.0, -c / a, 0.0, 1.0 / e, -f / e)
 
 
-def warped_vrt(cog_name: str, layer: export.Layer, target: zm.Target, block: Window) -> str:
+def warped_vrt(cog_name: str, layer: export_layer.Layer, target: zm.Target, block: Window) -> str:
     """A VRTWarpedDataset: the zone's COG (by name, beside the VRT) on `block` of `target`,
     nearest neighbour, exact transformer (no approximation)."""
     dtype = GDAL_TYPES[layer.dtype]
@@ -137,7 +137,7 @@ def warped_vrt(cog_name: str, layer: export.Layer, target: zm.Target, block: Win
 
 
 def mosaic_vrt(
-    parts: list[tuple[str, Window]], layer: export.Layer, target: zm.Target, colors
+    parts: list[tuple[str, Window]], layer: export_layer.Layer, target: zm.Target, colors
 ) -> str:
     """The whole area: each zone's warped VRT (by name) placed at its block of `target`."""
     dtype = GDAL_TYPES[layer.dtype]
@@ -186,8 +186,8 @@ def mosaic_vrt(
 
 
 @dataclasses.dataclass(frozen=True)
-class MosaicLayer(export.Layer):
-    """An `export.Layer` on an EPSG:4326 grid whose windows are computed by the collection's rule
+class MosaicLayer(export_layer.Layer):
+    """An `export_layer.Layer` on an EPSG:4326 grid whose windows are computed by the collection's rule
     from the members' layers (their own `read`: nodata, float handling as a store's export)."""
 
     members: tuple = dataclasses.field(default=(), compare=False, repr=False)  # (Source, Layer)
@@ -216,7 +216,7 @@ class MosaicLayer(export.Layer):
         return zm.window_values(target, w, sources, read, self.nodata, self.dtype)
 
 
-def source_of(cell: Cell, layer: export.Layer) -> zm.Source:
+def source_of(cell: Cell, layer: export_layer.Layer) -> zm.Source:
     return zm.Source(
         cell,
         layer.crs,
@@ -228,12 +228,12 @@ def source_of(cell: Cell, layer: export.Layer) -> zm.Source:
     )
 
 
-def mosaic_layer(cells_layers: list[tuple[Cell, export.Layer]], target: zm.Target, path: str):
+def mosaic_layer(cells_layers: list[tuple[Cell, export_layer.Layer]], target: zm.Target, path: str):
     """The mosaic of members' layers (all of one variable, kind and dtype) on `target`."""
     first = cells_layers[0][1]
     return MosaicLayer(
         **{
-            **{f.name: getattr(first, f.name) for f in dataclasses.fields(export.Layer)},
+            **{f.name: getattr(first, f.name) for f in dataclasses.fields(export_layer.Layer)},
             "path": path,
             "crs": target.crs,
             "transform": target.transform,
@@ -250,7 +250,7 @@ def mosaic_layer(cells_layers: list[tuple[Cell, export.Layer]], target: zm.Targe
 
 def write_zones(
     folder: str,
-    cells_layers: list[tuple[Cell, export.Layer]],
+    cells_layers: list[tuple[Cell, export_layer.Layer]],
     time_index: int | None,
     stems: dict[Cell, str],
     vrt_stem: str,
@@ -283,7 +283,7 @@ def join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
 
 
-def check_alike(cells_layers: list[tuple[Cell, export.Layer]], flag: str, root: str) -> None:
+def check_alike(cells_layers: list[tuple[Cell, export_layer.Layer]], flag: str, root: str) -> None:
     """The members of one export must be the same map (variable, kind, dtype, classes)."""
     from transforms.core.errors import InputError
 

@@ -52,7 +52,8 @@ from transforms.core.errors import first_line
 from transforms.core.grid import Grid, Window
 from transforms.sources import grid_source, remote_fs
 from transforms.sources.cog_blocks import BlockCache, Layout, compressed_bytes, read_block
-from transforms.sources.cog_index import CogFile, files_for_grid, filesystem, is_remote
+from transforms.sources.cog_index import CogFile, files_for_grid
+from transforms.sources.cog_paths import filesystem, is_remote
 from transforms.sources.cog_read import (
     MOSAIC_RULE,
     RESAMPLING,
@@ -301,13 +302,13 @@ def make_source(
 def store_attrs(root: str, index=None) -> dict:
     """What an extraction from the mirror records in the store's attrs.
 
-    `cog_root` is where the mirror is (`cog_index.canonical`: a local folder's real path, a
+    `cog_root` is where the mirror is (`cog_paths.canonical`: a local folder's real path, a
     remote root's canonical URL), `cog_root_given` the spelling the run was given; with the
     index rows `check_cog_root` returned, the fingerprint of what was read (`cog_index`,
     `cog_index_bytes`, `cog_index_sha256`, `cog_files`, `cog_files_sha256`), which `--resume`
     compares (transforms/storage/resume.py).
     """
-    from transforms.sources.cog_index import canonical
+    from transforms.sources.cog_paths import canonical
 
     record = dict(index.attrs.get("source_record", {})) if index is not None else {}
     place = record.get("cog_root", canonical(root))

@@ -100,7 +100,7 @@ class Layout:
 class BlockCache:
     """Decoded blocks, least recently used dropped first past `capacity_bytes`; one decode per block at a time.
 
-    Process-wide per capacity (`for_capacity`), like `fetch.OpenChunks`: every fetch thread and
+    Process-wide per capacity (`for_capacity`), like `fetch_bounds.OpenChunks`: every fetch thread and
     DoFn instance of a process shares it. Blocks in use by a thread stay alive while it copies
     them, whatever the cache drops.
     """

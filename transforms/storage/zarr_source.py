@@ -218,7 +218,7 @@ def fingerprint(layout: layouts.Layout) -> str:
 def store_attrs(root: str, layout: layouts.Layout, rule: str, store_dtype: str) -> dict:
     """What an extraction from a Zarr store records (`--resume` compares `zarr_root` and
     `zarr_metadata_sha256`: transforms/storage/resume.py)."""
-    from transforms.sources.cog_index import canonical
+    from transforms.sources.cog_paths import canonical
 
     place = canonical(root)
     attrs = {
