@@ -6,7 +6,7 @@ in a fresh process with a fresh output (wall s, CPU s of the process tree, peak 
   (a) one store in the west zone's CRS (`--crs`): what a user ran before collections for an area
       near a seam; the east zone's pixels are looked up across CRSs (nearest pixel);
   (b) one store per zone by hand: two runs, each over its zone's part in its own CRS;
-  (c) the collection: `--split-zones` (one run; the stores of (b), plus the seam's masks).
+  (c) the collection: `--tuning split_zones=true` (one run; the stores of (b), plus the seam's masks).
 One warm-up run of each, then the best of --repeat, interleaved. "per Mpx-year" divides by the
 pixels each method stores (its grids' sizes x years), so methods with more pixels are not
 penalised for them; the area is the same.
@@ -85,7 +85,7 @@ def main() -> None:
             [*python, *common, bbox(seam, east), f"--crs={zone_b}", f"--output={out}/b.zarr"],
         ],
         "(c) collection, --split-zones": lambda out: [
-            [*python, *common, bbox(west, east), "--split-zones", f"--output={out}"]
+            [*python, *common, bbox(west, east), "--tuning=split_zones=true", f"--output={out}"]
         ],
     }
     best: dict[str, dict] = {}

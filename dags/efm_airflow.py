@@ -75,17 +75,13 @@ COMMON_PARAMS = {
     "ee_project": Param(
         None, type=["null", "string"], description="Cloud project for Earth Engine requests"
     ),
-    "ee_api_url": Param(
-        None,
-        type=["null", "string"],
-        description="Earth Engine API URL (default: the high-volume endpoint)",
-    ),
     "tuning": Param(
         None,
         type=["null", "string"],
         pattern=r"^[a-z_]+=[^,=\s]+(,[a-z_]+=[^,=\s]+)*$",
         description="Extraction knobs a run rarely needs, KEY=VALUE,... (efm extract --tuning; "
-        "keys and defaults in docs/tuning.md), e.g. max_concurrent_requests=20,max_retries=4",
+        "keys and defaults in docs/tuning.md: ee_api_url, collection, scale, ...), "
+        "e.g. max_concurrent_requests=20,max_retries=4",
     ),
     # the stores and the model
     "embeddings": Param(
@@ -251,7 +247,6 @@ STEP_PARAMETERS = {
         "source": "source",
         "cog_root": "cog_root",
         "ee_project": "ee_project",
-        "ee_api_url": "ee_api_url",
         "tuning": "tuning",
         "output": "embeddings",
         "overwrite": "overwrite",

@@ -67,12 +67,8 @@ def map_parser(prog: str, description: str, verb: str = "predict"):
     )
     subset.add_flags(parser, verb)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--resume",
-        action="store_true",
-        help=f"finish an interrupted run: {verb} only the missing chunks",
-    )
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    common.add_resume(mode, f"{verb} only the missing chunks")
+    common.add_overwrite(mode)
     product.add_dry_run(parser)
     return parser
 

@@ -60,7 +60,7 @@ def build_parser():
         default=0,
         help="seed of the sample and of k-means (default: %(default)s)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    common.add_overwrite(parser, "an existing model file")
     return parser
 
 

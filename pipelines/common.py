@@ -56,13 +56,53 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
         if beam_options
         else None,
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="on failure, print the full trace and the run's log on stderr "
-        "(otherwise: one line, the trace in a log file)",
+    _shared(
+        parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="on failure, print the full trace and the run's log on stderr "
+            "(otherwise: one line, the trace in a log file)",
+        )
     )
     return parser
+
+
+# The run-control flags: defined here once, with one meaning in every command that takes them
+# (the help names what the command writes). tests/test_surface.py counts them once in the total.
+SHARED_FLAGS = ("--verbose", "--resume", "--overwrite", "--dry-run")
+
+
+def _shared(action: argparse.Action) -> argparse.Action:
+    action.efm_shared = True  # type: ignore[attr-defined]
+    return action
+
+
+def is_shared(action: argparse.Action) -> bool:
+    """An option defined by this module's run-control helpers (not a command's own)."""
+    return getattr(action, "efm_shared", False)
+
+
+def add_overwrite(container, what: str = "an existing output") -> argparse.Action:
+    """--overwrite: replace what the command wrote before (only a path it recognises as its own)."""
+    return _shared(
+        container.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+    )
+
+
+def add_resume(container, what: str) -> argparse.Action:
+    """--resume: finish an interrupted run into the same place, doing only what is missing."""
+    return _shared(
+        container.add_argument(
+            "--resume", action="store_true", help=f"finish an interrupted run: {what}"
+        )
+    )
+
+
+def add_dry_run(container, what: str, beam_spelling: bool = False) -> argparse.Action:
+    """--dry-run: check every input and print the plan; write nothing. beam_spelling: `--dry_run`
+    means the same (otherwise Beam's test option of that name is refused, see split_args)."""
+    names = ("--dry-run", "--dry_run") if beam_spelling else ("--dry-run",)
+    return _shared(container.add_argument(*names, dest="dry_run", action="store_true", help=what))
 
 
 def own_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -59,11 +59,7 @@ def build_parser():
         default="int8",
         help="embedding store dtype (default: %(default)s, the mirror's own codes)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the outputs of an earlier demo in --output",
-    )
+    common.add_overwrite(parser, "the outputs of an earlier demo in --output")
     return parser
 
 
@@ -254,7 +250,7 @@ def run_zone_steps(step, out: str, data, years: str, dtype: str, chunk: str) -> 
             "--source=cog",
             f"--cog-root={data.mirror}",
             f"--bbox={','.join(repr(v) for v in data.bbox)}",
-            "--split-zones",
+            "--tuning=split_zones=true",
             f"--years={years}",
             f"--output={area}",
             f"--dtype={dtype}",

@@ -79,7 +79,7 @@ def build_parser():
         help="with --mosaic: pixel size in degrees (default: the zones' pixel size in metres, east-west and north-south, at the area's centre latitude)",
     )
     subset.add_flags(parser, "export")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    common.add_overwrite(parser, "existing files")
     return parser
 
 

@@ -17,8 +17,6 @@ from pipelines.extract_sizing import (
 )
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
-from transforms.sources import earthengine
-from transforms.storage import zarr_source
 
 __all__ = ["block_cache_bytes", "build_parser", "main", "run"]
 
@@ -65,25 +63,7 @@ def build_parser():
         metavar="STORE",
         help="an embedding store (AEF mosaic, TESSERA, efm's own): path, s3://, gs://, https://",
     )
-    parser.add_argument(
-        "--grid",
-        choices=list(zarr_source.GRIDS),
-        help="with --source zarr: source = the store's own pixels (default in a projected CRS); "
-        "utm = the --crs/--scale grid, nearest pixel (default in degrees or with --crs/--scale)",
-    )
-    parser.add_argument(
-        "--collection",
-        default=earthengine.DEFAULT_COLLECTION,
-        metavar="ID",
-        help="Earth Engine image collection (default: the satellite embedding)",
-    )
-    parser.add_argument(
-        "--split-zones",
-        action="store_true",
-        help="one store per UTM zone + an index (default when no one zone holds the area)",
-    )
     parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the area's UTM zone)")
-    parser.add_argument("--scale", type=float, help="pixel size in CRS units (default: 10)")
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -102,32 +82,18 @@ def build_parser():
         metavar="PROJECT",
         help="Cloud project for Earth Engine requests (default: the credentials')",
     )
-    parser.add_argument(
-        "--ee-api-url",
-        default=earthengine.HIGH_VOLUME_URL,
-        metavar="URL",
-        help="Earth Engine API base URL (default: the high-volume endpoint)",
-    )
     tuning.add_flag(parser, "extract")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--resume",
-        action="store_true",
-        help="finish an interrupted run: fetch and write only the missing chunks",
-    )
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    common.add_resume(mode, "fetch and write only the missing chunks")
+    common.add_overwrite(mode)
     parser.add_argument(
         "--repair",
         action="store_true",
         help="with --resume: also refetch the chunks `efm verify` reports damaged",
     )
     # --dry_run too: Beam has a --dry_run test option that would otherwise take it silently.
-    parser.add_argument(
-        "--dry-run",
-        "--dry_run",
-        dest="dry_run",
-        action="store_true",
-        help="check every input, print the plan; write nothing",
+    common.add_dry_run(
+        parser, "check every input, print the plan; write nothing", beam_spelling=True
     )
     parser.add_argument(
         "--yes",
@@ -181,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(
             "--yes",
             f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with --yes "
-            "(or make the area, years or --scale smaller)",
+            "(or make the area or years smaller, or the pixels larger: --tuning scale=...)",
         )
     extract_run.run_store(run)
     return 0
@@ -195,11 +161,16 @@ def check_source_flags(args) -> None:
             "--source zarr needs --zarr-root: the embedding store to copy from (path or URL)",
         )
     if args.source != "zarr":
-        for flag, value in (("--zarr-root", args.zarr_root), ("--grid", args.grid)):
-            if value:
-                raise InputError(
-                    flag, "only used with --source zarr; add --source zarr to copy from a store"
-                )
+        if args.zarr_root:
+            raise InputError(
+                "--zarr-root",
+                "only used with --source zarr; add --source zarr to copy from a store",
+            )
+        if args.grid:
+            raise InputError(
+                "--tuning",
+                "grid: only used with --source zarr; add --source zarr to copy from a store",
+            )
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -263,9 +263,9 @@ def grid_row(layout, rule: str) -> str:
     a, _, _, _, e, _ = layout.transform
     src = f"{layout.width} x {layout.height} px at {abs(a):g} x {abs(e):g} in {zarr_source.crs_name(layout.crs)}, {len(layout.bands)} bands, {layout.dtype}"
     how = (
-        "--grid source: its own pixels, copied"
+        "grid=source: its own pixels, copied"
         if rule == "source"
-        else "--grid utm: the nearest source pixel under each pixel centre"
+        else "grid=utm: the nearest source pixel under each pixel centre"
     )
     return f"{src}; {how}"
 

@@ -1,4 +1,4 @@
-"""`efm extract` of an area no one UTM zone holds (or with --split-zones): a collection.
+"""`efm extract` of an area no one UTM zone holds (or with --tuning split_zones=true): a collection.
 
     the area -> its UTM cells -> one planned store per cell (extract.plan_store, each with the
     checks of a single store) -> the plans per zone and in total (the --yes threshold on the
@@ -26,7 +26,7 @@ KIND = "embeddings-collection"
 
 
 def wants_collection(args, aoi: shapely.Geometry) -> bool:
-    """A collection: asked for (--split-zones), an existing collection at --output, or an area
+    """A collection: asked for (--tuning split_zones=true), an existing collection at --output, or an area
     that the UTM zone of its centre cannot hold and no --crs was given."""
     if args.split_zones or collection.is_collection(args.output):
         return True
@@ -40,14 +40,14 @@ def _check_flags(args, aoi) -> None:
     if args.crs is not None:
         raise InputError(
             "--crs",
-            "a collection is written in each zone's own UTM CRS: drop --crs (or --split-zones, "
-            "to write one store in the CRS you give)",
+            "a collection is written in each zone's own UTM CRS: drop --crs (or drop "
+            "split_zones from --tuning, to write one store in the CRS you give)",
         )
     if args.source == "zarr" and args.grid == "source":
         raise InputError(
-            "--grid",
-            "a collection is one store per UTM zone: --grid source keeps the source's CRS; use "
-            "--grid utm (or no --split-zones)",
+            "--tuning",
+            "grid: a collection is one store per UTM zone; grid=source keeps the source's CRS: "
+            "use grid=utm (or drop split_zones)",
         )
     west, south, east, north = aoi.bounds
     if south < zones.SOUTH_LIMIT or north > zones.NORTH_LIMIT:
@@ -152,7 +152,7 @@ def run(args, options, aoi: shapely.Geometry) -> int:
         raise InputError(
             "--yes",
             f"a large job ({'; '.join(job.too_big())}): read the plan above, then run again with "
-            "--yes (or make the area, years or --scale smaller)",
+            "--yes (or make the area or years smaller, or the pixels larger: --tuning scale=...)",
         )
     # The first write: the old collection goes (every check has passed), the index comes first.
     if args.overwrite and found.kind is not None:

@@ -56,9 +56,7 @@ def build_parser():
         default=sample_data.SampleSpec.seed,
         help="random seed (default: %(default)s)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output folder"
-    )
+    common.add_overwrite(parser, "an existing output folder")
     return parser
 
 

@@ -133,16 +133,14 @@ def input_chunks_missing(totals: dict) -> str:
 
 def add_resume_flags(parser, what: str = "compute only the missing chunks") -> None:
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help=f"finish an interrupted run: {what}")
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    common.add_resume(mode, what)
+    common.add_overwrite(mode)
     add_dry_run(parser)
 
 
 def add_dry_run(parser) -> None:
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the plan (per member and in total for a collection) and write nothing",
+    common.add_dry_run(
+        parser, "print the plan (per member and in total for a collection) and write nothing"
     )
 
 

@@ -53,7 +53,7 @@ def build_parser():
         "--points-crs",
         help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output table")
+    common.add_overwrite(parser, "an existing output table")
     return parser
 
 

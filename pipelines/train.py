@@ -90,9 +90,7 @@ def build_parser():
         "regressor) over the same folds: a table, and a PNG at PNG (default: "
         "<output>.learning-curve.png)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing model file (and curve PNG)"
-    )
+    common.add_overwrite(parser, "an existing model file (and curve PNG)")
     return parser
 
 

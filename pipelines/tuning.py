@@ -24,7 +24,49 @@ def _positive_number(value) -> str | None:
     return None if tuning.positive(value) is None else "must be a positive number"
 
 
+# tests/test_surface.py checks these against transforms/sources/earthengine.py and
+# transforms/storage/zarr_source.py (not imported here: every command imports this module)
+EE_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+EE_HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
+ZARR_GRIDS = ("source", "utm")
+
 EXTRACT = (
+    Key(
+        "collection",
+        str,
+        EE_COLLECTION,
+        "Earth Engine image collection id (the satellite embedding)",
+        lambda v: None if v.strip() else "must be a collection id",
+    ),
+    Key(
+        "ee_api_url",
+        str,
+        EE_HIGH_VOLUME_URL,
+        "Earth Engine API base URL (the high-volume endpoint)",
+        lambda v: None if v.strip() else "must be a URL",
+    ),
+    Key(
+        "scale",
+        float,
+        None,
+        "pixel size in CRS units (default: 10; with --source zarr and grid=source, the store's)",
+        lambda v: None if tuning.positive(v) is None else "must be a positive number of CRS units",
+    ),
+    Key(
+        "grid",
+        str,
+        None,
+        "with --source zarr: source = the store's own pixels (default in a projected CRS); utm = "
+        "the --crs / scale grid, nearest pixel (default in degrees or with --crs or scale)",
+        choices=ZARR_GRIDS,
+    ),
+    Key(
+        "split_zones",
+        bool,
+        False,
+        "one store per UTM zone + an index even when one zone holds the area (without it: "
+        "only when no one zone holds the area)",
+    ),
     Key(
         "request_tile_size",
         int,
@@ -129,13 +171,17 @@ def command_of(parser: argparse.ArgumentParser) -> str | None:
 
 def refuse_moved(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """An old knob flag (`--max-retries 3`): one line naming where it went."""
-    moved = MOVED.get(command_of(parser) or "", {})
+    command = command_of(parser) or ""
+    moved = MOVED.get(command, {})
+    switches = {key.name for key in KEYS.get(command, ()) if key.kind is bool}
     argv = list(argv)
     for i, token in enumerate(argv):
         flag, equals, value = token.partition("=")
         if flag in moved:
             key = moved[flag]
-            if not equals and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            if key in switches:  # it was a switch (`--split-zones`): no value of its own
+                value = "true"
+            elif not equals and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 value = argv[i + 1]
             raise InputError(
                 flag,

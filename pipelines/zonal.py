@@ -65,7 +65,7 @@ def build_parser():
         "the pixel count is always there)",
     )
     parser.add_argument("--years", help="years, e.g. 2021,2022 (default: every year of the store)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output table")
+    common.add_overwrite(parser, "an existing output table")
     return parser
 
 

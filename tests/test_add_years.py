@@ -343,5 +343,5 @@ def test_ee_add_a_year_and_refuse_changed_images_of_the_old_one(ee_emulator, tmp
     capsys.readouterr()
     assert run(changed, "--add-years", "2022") == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("efm extract: error: --collection: ") and "\n" not in err, err
+    assert err.startswith("efm extract: error: --tuning: collection: ") and "\n" not in err, err
     assert files(changed) == before

@@ -95,7 +95,7 @@ def touched_pixels(grid: Grid, part_lonlat) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coll(sd, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("coll") / "area")
-    assert extract.run(argv(sd, out, "--split-zones")) == 0
+    assert extract.run(argv(sd, out, "--tuning", "split_zones=true")) == 0
     return out
 
 
@@ -167,7 +167,7 @@ def test_the_seam_has_no_gap_and_each_place_reads_one_zone(sd, coll):
 
 def test_dry_run_plans_per_zone_and_in_total_and_writes_nothing(sd, tmp_path, capsys):
     out = tmp_path / "plan"
-    assert extract.run(argv(sd, str(out), "--split-zones", "--dry-run")) == 0
+    assert extract.run(argv(sd, str(out), "--tuning", "split_zones=true", "--dry-run")) == 0
     text = capsys.readouterr().out
     assert "(zone 10N) (dry run" in text and "(zone 11N) (dry run" in text
     assert "stores                        2, one per UTM zone: 10N, 11N" in text
@@ -225,7 +225,7 @@ def test_a_collection_is_replaced_only_with_overwrite_and_only_when_alone(
 
 def test_adding_a_year_to_a_collection(sd, coll, tmp_path):
     out = str(tmp_path / "area")
-    assert extract.run(argv(sd, out, "--split-zones", years="2022")) == 0
+    assert extract.run(argv(sd, out, "--tuning", "split_zones=true", years="2022")) == 0
     args = [a for a in argv(sd, out, years="2023") if not a.startswith("--years")]
     assert extract.run([*args, "--add-years=2023"]) == 0
     assert json.load(open(os.path.join(out, "collection.json")))["years"] == [2022, 2023]
@@ -246,7 +246,7 @@ def test_bad_collection_flags_are_one_line(sd, tmp_path, capsys, extra, flag, wo
     out = tmp_path / "x"
     args = [
         a
-        for a in argv(sd, str(out), "--split-zones")
+        for a in argv(sd, str(out), "--tuning", "split_zones=true")
         if not (extra[0].startswith("--bbox") and a.startswith("--bbox"))
     ]
     assert extract.run([*args, *extra]) == 2

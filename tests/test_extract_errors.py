@@ -23,8 +23,8 @@ def run(capsys, emu, tmp_path, *args, output=None):
     argv = [
         "--output",
         output,
-        "--ee-api-url",
-        emu.url,
+        "--tuning",
+        f"ee_api_url={emu.url}",
         "--ee-project",
         "p",
         "--runner=FnApiRunner",
@@ -83,9 +83,9 @@ def run(capsys, emu, tmp_path, *args, output=None):
             "too large for EPSG:32631",
         ),
         (
-            ["--bbox", GOOD_BBOX, "--years", "2021", "--collection", "NO/SUCH/COLLECTION"],
-            "--collection",
-            "NO/SUCH/COLLECTION",
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "collection=NO/SUCH/COLLECTION"],
+            "--tuning",
+            "collection: 'NO/SUCH/COLLECTION' is not an Earth Engine collection",
         ),
         (["--bbox", GOOD_BBOX, "--years", "2019"], "--years", "no images for 2019"),
         (

@@ -62,8 +62,8 @@ def emulator(images, ee_token):
 
 def run(emu, capsys, *args):
     argv = [
-        "--ee-api-url",
-        emu.url,
+        "--tuning",
+        f"ee_api_url={emu.url}",
         "--ee-project",
         "test-project",
         "--tuning",
@@ -144,13 +144,13 @@ def test_dry_run_checks_inputs_like_a_real_run(emulator, images, tmp_path, capsy
         "2021",
         "--output",
         str(tmp_path / "x.zarr"),
-        "--collection",
-        "NO/SUCH",
+        "--tuning",
+        "collection=NO/SUCH",
         "--dry-run",
     )
     assert (
         code == 2
-        and err.startswith("efm extract: error: --collection: ")
+        and err.startswith("efm extract: error: --tuning: collection: ")
         and not (tmp_path / "x.zarr").exists()
     )
 

@@ -6,9 +6,9 @@ bands, and a TESSERA zone group (128 bands, per-pixel scale). Every run goes thr
 command on FnApiRunner; its output is read with `open_embeddings` (the canonical view, whatever
 layout efm writes) and compared with direct numpy indexing of the arrays written into the source:
 
-- `--grid source` (a projected store): the output's pixel centres must be source pixel centres
+- `--tuning grid=source` (a projected store): the output's pixel centres must be source pixel centres
   and its values the source's at those indices, bit for bit (int8 codes, or the floats);
-- `--grid utm`: every output pixel centre is transformed exactly (pyproj, per pixel) to the
+- `--tuning grid=utm`: every output pixel centre is transformed exactly (pyproj, per pixel) to the
   source's CRS and the source pixel containing it is taken (floor of the offset over the pixel
   size); the COG rule interpolates the transform between a 32 px lattice, so a centre within
   EDGE of a source pixel edge may take the pixel on the other side (docs/cog-source.md).
@@ -43,7 +43,7 @@ AEF_W, AEF_H = 400, 300
 AEF_YEARS = (2023, 2024)
 INSIDE_BBOX = "-122.49,37.98,-122.47,37.995"
 EDGE_BBOX = "-122.47,37.99,-122.455,38.005"  # reaches past the store's east and north edges
-# The UTM store: origin off the 10 m lattice, so only --grid source lands on its pixels.
+# The UTM store: origin off the 10 m lattice, so only grid=source lands on its pixels.
 UTM_WEST, UTM_NORTH, UTM_W, UTM_H = 543_998.0, 4_205_002.0, 300, 250
 
 
@@ -239,7 +239,7 @@ def test_float32_output_is_the_de_quantised_codes(stores, tmp_path):
 
 
 def test_a_projected_store_with_crs_goes_to_the_planned_grid(stores, tmp_path):
-    """--crs (or --scale, or --grid utm) on a UTM store: the planned 10 m lattice, not the store's
+    """--crs (or --tuning scale=/grid=utm) on a UTM store: the planned 10 m lattice, not the store's
     origin 2 m off it, centres 0.7 px into a source pixel; each pixel from the source pixel under its centre."""
     out = tmp_path / "out.zarr"
     bbox = utm_bbox(544_500, 4_203_000, 545_800, 4_204_500)
@@ -484,7 +484,7 @@ def test_dry_run_shows_the_plan_and_writes_nothing(stores, tmp_path, capsys):
     assert run(stores["root"] / "aef.zarr", out, INSIDE_BBOX, "--dry-run") == 0
     values = summary(capsys)
     assert values["chunks planned"] == "4"
-    assert "EPSG:4326, 64 bands, int8; --grid utm" in values["source grid"]
+    assert "EPSG:4326, 64 bands, int8; grid=utm" in values["source grid"]
     assert not out.exists()
 
 
@@ -518,14 +518,14 @@ REFUSALS = {
     "source grid of a store in degrees": (
         "aef.zarr",
         INSIDE_BBOX,
-        ("--grid", "source"),
-        "--grid: ",
+        ("--tuning", "grid=source"),
+        "--tuning: grid: ",
     ),
-    "--crs with --grid source": (
+    "--crs with grid=source": (
         "utm.zarr",
         None,
-        ("--grid", "source", "--crs", "EPSG:32610"),
-        "--crs: --grid source copies the store's own grid",
+        ("--tuning", "grid=source", "--crs", "EPSG:32610"),
+        "--crs: grid=source copies the store's own grid",
     ),
     "a year the store does not hold": (
         "aef.zarr",
@@ -569,7 +569,7 @@ def test_an_output_inside_the_source_is_refused(stores, tmp_path, capsys):
     [
         (["--source", "zarr"], "--zarr-root: --source zarr needs --zarr-root"),
         (["--source", "cog", "--cog-root", "x", "--zarr-root", "y"], "--zarr-root: only used with"),
-        (["--grid", "utm"], "--grid: only used with --source zarr"),
+        (["--tuning", "grid=utm"], "--tuning: grid: only used with --source zarr"),
     ],
     ids=["zarr without a root", "a root with cog", "a grid with ee"],
 )

@@ -176,7 +176,7 @@ def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
         *MULTIPROCESS,
     ]
     with emulator:
-        argv += ["--ee-api-url", emulator.url]
+        argv += ["--tuning", f"ee_api_url={emulator.url}"]
         emulator.configure(fail_once_after=10)
         with pytest.raises(Exception, match="400|Invalid request"):
             extract.main(argv)

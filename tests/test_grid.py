@@ -84,7 +84,7 @@ def test_plan_grid_explicit_crs_and_errors():
         g.plan_grid(g.parse_bbox("5.9,45.8,6.2,46.0"), crs="EPSG:4326")
     with pytest.raises(InputError, match="--crs"):
         g.plan_grid(g.parse_bbox("5.9,45.8,6.2,46.0"), crs="EPSG:999999")
-    with pytest.raises(InputError, match="--scale"):
+    with pytest.raises(InputError, match="^--tuning: scale: must be a positive number"):
         g.plan_grid(g.parse_bbox("5.9,45.8,6.2,46.0"), scale=0)
 
 

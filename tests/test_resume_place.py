@@ -62,8 +62,8 @@ def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
         "--years": "2022",
         "--chunk-size": "128",
         "--dtype": "float32",
-        "--scale": "10",
     }
+    scale = flags.pop("scale", "10")  # a --tuning key
     options.update({f"--{k.replace('_', '-')}": v for k, v in flags.items()})
     args = [
         "--source",
@@ -74,7 +74,7 @@ def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
         "--output",
         str(output),
         "--tuning",
-        "max_concurrent_requests=2",
+        f"max_concurrent_requests=2,scale={scale}",
         *FNAPI,
     ]
     for k, v in options.items():

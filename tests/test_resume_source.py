@@ -225,8 +225,8 @@ def ee_argv(emu, output, bbox, *extra) -> list[str]:
         str(output),
         "--chunk-size",
         "128",
-        "--ee-api-url",
-        emu.url,
+        "--tuning",
+        f"ee_api_url={emu.url}",
         "--ee-project",
         "test-project",
         "--tuning",
@@ -259,7 +259,9 @@ def test_ee_resume_after_the_image_list_changed_is_refused(emulator, tmp_path, c
     code = extract.run(ee_argv(emu, path, bbox, "--resume"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err, err
-    assert err.startswith("efm extract: error: --collection: ") and "ids sha256 " in err, err
+    assert err.startswith("efm extract: error: --tuning: collection: ") and "ids sha256 " in err, (
+        err
+    )
     assert "resume from the same source or --overwrite" in err
     assert snapshot(path) == before
 
@@ -273,7 +275,9 @@ def test_ee_resume_with_the_same_images_finishes(emulator, tmp_path, capsys):
     interrupt(path)
     collection = images[0]["collection"]
     spelled = "projects/earthengine-public/assets/" + collection  # one collection, two spellings
-    assert extract.run(ee_argv(emu, path, bbox, "--resume", "--collection", spelled)) == 0
+    assert (
+        extract.run(ee_argv(emu, path, bbox, "--resume", "--tuning", f"collection={spelled}")) == 0
+    )
     np.testing.assert_array_equal(
         xr.open_zarr(path)["embedding"].values, xr.open_zarr(reference)["embedding"].values
     )

@@ -1,9 +1,15 @@
 """The command-line surface (issue 20 item 4), counted from the parsers themselves.
 
-Own flags of a command = the options its parser defines, less -h/--help and --verbose (every
-command has both: they are efm's, not the command's) and less Beam's (passed through). `classify`
-is another name for `predict` (the same parser), so it is not counted twice. The table is printed
-(`pytest -s tests/test_surface.py`).
+A command's OWN flags = the options its parser defines, less -h/--help and less the run-control
+flags it takes from pipelines/common.py (`add_overwrite`, `add_resume`, `add_dry_run` and
+`make_parser`'s --verbose: defined there once, with one meaning in every command; `common.is_shared`
+tells them apart). Beam's options (passed through) are not counted. The TOTAL = the sum of the
+commands' own flags + the shared flags, counted once. `classify` is another name for `predict`
+(the same parser), so it is not counted twice. The table (all options and own, per command) is
+printed: `pytest -s tests/test_surface.py`.
+
+Target: every command's own flags <= 15 (held), total < 90 (not yet: pinned at TOTAL_NOW so it
+cannot grow; lowered as flags move into --tuning, docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import re
 
 import pytest
 
-from pipelines import cli, extract_sizing, tuning
+from pipelines import cli, common, extract_sizing, tuning
+from transforms.sources import earthengine
+from transforms.storage import zarr_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIMIT = 15
-# Still over the target (issue 20 item 4): pinned so they cannot grow, lowered as flags move.
-OVER = {"extract": 23, "predict": 16}
+TOTAL_TARGET = 90
+TOTAL_NOW = 121  # issue 20 item 4: still over TOTAL_TARGET; lower it as flags move
+SHARED = {"--verbose", "--resume", "--overwrite", "--dry-run"}
 HELP_LINES = 50
 COMMANDS = [name for name in cli.SUBCOMMANDS if name != "classify"]
 
@@ -28,25 +37,50 @@ def parser(name: str):
     return importlib.import_module(cli.SUBCOMMANDS[name][0]).build_parser()
 
 
+def options(name: str) -> list:
+    return [action for action in parser(name)._actions if action.option_strings]
+
+
 def own_flags(name: str) -> list[str]:
     return [
         action.option_strings[0]
-        for action in parser(name)._actions
-        if action.option_strings and action.dest not in ("help", "verbose")
+        for action in options(name)
+        if action.dest != "help" and not common.is_shared(action)
     ]
+
+
+def shared_flags(name: str) -> set[str]:
+    return {action.option_strings[0] for action in options(name) if common.is_shared(action)}
 
 
 def test_own_flags_per_command():
     counts = {name: own_flags(name) for name in COMMANDS}
-    distinct = {flag for flags in counts.values() for flag in flags}
-    print("\ncommand            own flags")
+    shared = set().union(*(shared_flags(name) for name in COMMANDS))
+    print("\ncommand            options  own")
     for name, flags in counts.items():
-        print(f"  {name:<17} {len(flags):>3}")
-    print(f"  {'(sum)':<17} {sum(map(len, counts.values())):>3}")
-    print(f"  {'(distinct names)':<17} {len(distinct):>3}")
+        every = len([a for a in options(name) if a.dest != "help"])
+        print(f"  {name:<17} {every:>7} {len(flags):>4}")
+    own = sum(map(len, counts.values()))
+    print(f"  {'(own, summed)':<17} {'':>7} {own:>4}")
+    print(f"  {'(shared, once)':<17} {'':>7} {len(shared):>4}  {' '.join(sorted(shared))}")
+    print(f"  {'(total)':<17} {'':>7} {own + len(shared):>4}  (target < {TOTAL_TARGET})")
     for name, flags in counts.items():
-        assert len(flags) <= OVER.get(name, LIMIT), (name, flags)
-    assert len(distinct) < 90, sorted(distinct)
+        assert len(flags) <= LIMIT, (name, flags)
+    # the shared flags are the run-control ones, one definition each (pipelines/common.py)
+    assert shared == SHARED == set(common.SHARED_FLAGS)
+    assert own + len(shared) <= TOTAL_NOW, (own, shared)
+
+
+def test_a_shared_flag_is_defined_once_and_means_one_thing():
+    """Every --overwrite/--resume/--dry-run a writing command takes comes from common.py's helpers
+    (label's --overwrite, pipelines/label.py, is still its own: counted as label's)."""
+    for name in COMMANDS:
+        for action in options(name):
+            flag = action.option_strings[0]
+            if flag in SHARED and name != "label":
+                assert common.is_shared(action), (name, flag)
+            if common.is_shared(action):
+                assert action.nargs == 0 and action.default is False, (name, flag)
 
 
 def test_classify_is_predict_under_its_own_name():
@@ -76,6 +110,8 @@ def test_docs_list_every_tuning_key_with_its_default():
             shown = "efm chooses" if key.default is None else f"`{key.default}`"
             assert default.startswith(shown), (key.name, default)
     # the key's default is the one the code used when it was a flag
-    assert dict((k.name, k.default) for k in tuning.EXTRACT)["worker_memory_gb"] == (
-        extract_sizing.DEFAULT_WORKER_MEMORY_GB
-    )
+    defaults = {k.name: k.default for k in tuning.EXTRACT}
+    assert defaults["worker_memory_gb"] == extract_sizing.DEFAULT_WORKER_MEMORY_GB
+    assert defaults["collection"] == earthengine.DEFAULT_COLLECTION
+    assert defaults["ee_api_url"] == earthengine.HIGH_VOLUME_URL
+    assert {k.name: k.choices for k in tuning.EXTRACT}["grid"] == zarr_source.GRIDS

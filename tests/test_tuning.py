@@ -54,7 +54,10 @@ def test_a_toml_file_gives_what_the_same_pairs_give(tmp_path):
     "text, expected",
     [
         ("max_retrys=3", "unknown key 'max_retrys'; did you mean max_retries?"),
-        ("threads=2", "unknown key 'threads'; the tuning keys of efm extract: request_tile_size"),
+        (
+            "threads=2",
+            "unknown key 'threads'; the tuning keys of efm extract: collection, ee_api_url",
+        ),
         ("max_retries=3,max_retries=4", "max_retries is given twice"),
         ("max_retries", "expected KEY=VALUE,KEY=VALUE (e.g. max_retries=3), got 'max_retries'"),
         ("max_retries=", "expected KEY=VALUE"),
@@ -82,14 +85,32 @@ def test_bad_tuning_is_one_line_naming_the_key(capsys, tmp_path, text, expected)
 def test_an_old_knob_flag_is_refused_saying_where_it_went(capsys, tmp_path, flag, key):
     output = tmp_path / "out.zarr"
     argv = [*REQUIRED[:-1], str(output), flag, "4", "--runner=FnApiRunner"]
+    said = "true" if KEYS[key].kind is bool else "4"  # a switch (--split-zones) had no value
     assert extract.run(argv) == 2
     err = capsys.readouterr().err
-    assert err == f"efm extract: error: {flag}: moved: use --tuning {key}=4 " + (
+    assert err == f"efm extract: error: {flag}: moved: use --tuning {key}={said} " + (
         "(rarely needed knobs are --tuning keys: docs/tuning.md)\n"
     )
     assert not output.exists()
     assert extract.run([*argv[:-3], f"{flag}=4", "--runner=FnApiRunner"]) == 2  # --flag=value too
-    assert f"{flag}: moved: use --tuning {key}=4 " in capsys.readouterr().err
+    assert f"{flag}: moved: use --tuning {key}={said} " in capsys.readouterr().err
+
+
+def test_the_grid_and_source_keys_that_were_extract_flags():
+    """--collection, --ee-api-url, --scale, --grid, --split-zones (issue 20 item 4): now keys, with
+    the flags' defaults and checks."""
+    args = parsed()
+    assert args.collection == "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+    assert args.ee_api_url == "https://earthengine-highvolume.googleapis.com"
+    assert (args.scale, args.grid, args.split_zones) == (None, None, False)
+    args = parsed(
+        "--tuning", "scale=20,grid=utm,split_zones=true,collection=A/B,ee_api_url=http://h:1"
+    )
+    assert (args.scale, args.grid, args.split_zones) == (20.0, "utm", True)
+    assert type(args.scale) is float and (args.collection, args.ee_api_url) == ("A/B", "http://h:1")
+    for text in ("scale=0", "scale=-10", "grid=native", "split_zones=maybe"):
+        with pytest.raises(InputError, match=f"^--tuning: {text.split('=')[0]}: "):
+            parsed("--tuning", text)
 
 
 def test_verify_takes_its_threads_through_tuning(capsys, tmp_path):

@@ -297,7 +297,7 @@ def plan_grid(
     Returns the grid and the AOI in the grid's CRS (to skip chunks that miss it).
     """
     if not (scale > 0 and math.isfinite(scale)):
-        raise InputError("--scale", f"must be a positive number of CRS units, got {scale}")
+        raise InputError("--tuning", f"scale: must be a positive number of CRS units, got {scale}")
     if crs is None:
         centre = aoi_lonlat.centroid
         crs = utm_crs_for(centre.x, centre.y)

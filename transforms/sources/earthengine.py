@@ -102,7 +102,8 @@ def initialize(settings: EarthEngineSettings) -> None:
                     f"Earth Engine needs a Cloud project: pass --ee-project ({message})",
                 ) from None
             raise InputError(
-                "--ee-api-url", f"cannot initialise Earth Engine at {settings.api_url}: {message}"
+                "--tuning",
+                f"ee_api_url: cannot initialise Earth Engine at {settings.api_url}: {message}",
             ) from None
         except google.auth.exceptions.GoogleAuthError as exc:  # e.g. expired or revoked credentials
             raise CredentialsError(
@@ -112,8 +113,8 @@ def initialize(settings: EarthEngineSettings) -> None:
             OSError
         ) as exc:  # connection refused, DNS, TLS: Earth Engine is not reachable from here
             raise InputError(
-                "--ee-api-url",
-                f"cannot initialise Earth Engine at {settings.api_url}: cannot connect ({first_line(exc)[:200]})",
+                "--tuning",
+                f"ee_api_url: cannot initialise Earth Engine at {settings.api_url}: cannot connect ({first_line(exc)[:200]})",
             ) from None
         ee.data.setMaxRetries(
             0
@@ -236,12 +237,13 @@ def check_collection(collection: str, years: list[int]) -> None:
         asset = ee.data.getAsset(collection)
     except ee.EEException as exc:
         raise InputError(
-            "--collection",
-            f"{collection!r} is not an Earth Engine collection you can read: {str(exc).splitlines()[0]}",
+            "--tuning",
+            f"collection: {collection!r} is not an Earth Engine collection you can read: {str(exc).splitlines()[0]}",
         ) from None
     if asset.get("type") not in ("IMAGE_COLLECTION", "ImageCollection"):
         raise InputError(
-            "--collection", f"{collection!r} is a {asset.get('type')}, not an image collection"
+            "--tuning",
+            f"collection: {collection!r} is a {asset.get('type')}, not an image collection",
         )
     sizes = ee.List(
         [

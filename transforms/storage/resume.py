@@ -259,9 +259,10 @@ def source_difference(path: str, have: dict, want: dict) -> tuple[str, str] | No
                 f" and years, ids sha256 {_sha(attrs['ee_images_sha256'])})"
             )
 
-        flag = "--collection"
+        flag = "--tuning"
     return flag, (
-        f"{path} was extracted from {said(have)}, this run reads {said(want)}; "
+        ("collection: " if flag == "--tuning" else "")
+        + f"{path} was extracted from {said(have)}, this run reads {said(want)}; "
         "resume from the same source or --overwrite"
     )
 

@@ -10,8 +10,8 @@ Two grids (`choose_grid`):
   pixel-aligned window of its grid (same CRS, same origin and pixel size) around the area,
   clipped to the store: values are copied, never resampled (int8 codes stay the same codes);
 - **utm** (the default for a store in degrees, such as the public AEF mosaic in EPSG:4326, and
-  what `--grid utm`, `--crs` or `--scale` ask for): the grid `--source ee/cog` would plan for the
-  area (`grid.plan_grid`: `--crs`, default the UTM zone of its centre, at `--scale`), each
+  what `--tuning grid=utm`, `--crs` or `--tuning scale=` ask for): the grid `--source ee/cog` would plan for the
+  area (`grid.plan_grid`: `--crs`, default the UTM zone of its centre, at the `scale` tuning key), each
   target pixel taking the source pixel under its centre, by the COG source's rule
   (`cog_read.read_into_grid`: one implementation for both sources). Where that grid lies on the
   source's own pixels, it is the same plain copy.
@@ -135,12 +135,14 @@ def choose_grid(
     projected = pyproj.CRS.from_user_input(layout.crs).is_projected
     if rule is None:
         rule = "source" if projected and crs is None and scale is None else "utm"
-    for flag, value in (("--crs", crs), ("--scale", scale)):
+    for flag, value in (("--crs", crs), ("--tuning", scale)):
         if rule == "source" and value is not None:
+            what = "scale: " if flag == "--tuning" else ""
+            drop = "scale" if flag == "--tuning" else flag
             raise InputError(
                 flag,
-                f"--grid source copies the store's own grid (its CRS and pixel size); drop {flag}, "
-                "or pass --grid utm to reproject",
+                f"{what}grid=source copies the store's own grid (its CRS and pixel size); drop "
+                f"{drop}, or pass --tuning grid=utm to reproject",
             )
     inside = _area_in_store(layout, aoi_lonlat, area_flag)
     if rule == "utm":
@@ -148,17 +150,17 @@ def choose_grid(
         return grid, aoi, rule
     if not projected:
         raise InputError(
-            "--grid",
-            f"{layout.path} is in {crs_name(layout.crs)} (degrees); efm's stores are on a "
-            "projected grid: use --grid utm (the default for such a store) to reproject it",
+            "--tuning",
+            f"grid: {layout.path} is in {crs_name(layout.crs)} (degrees); efm's stores are on a "
+            "projected grid: use grid=utm (the default for such a store) to reproject it",
         )
     t = north_up(layout).transform
     size = t.a
     if not (size > 0 and math.isclose(-t.e, size, rel_tol=1e-9)):
         raise InputError(
-            "--grid",
-            f"{layout.path} has pixels of {t.a:g} x {-t.e:g} (not square, or running east to west); "
-            "efm's stores have square north-up pixels: use --grid utm to reproject it",
+            "--tuning",
+            f"grid: {layout.path} has pixels of {t.a:g} x {-t.e:g} (not square, or running east "
+            "to west); efm's stores have square north-up pixels: use grid=utm to reproject it",
         )
     minx, miny, maxx, maxy = inside.bounds
     eps = 1e-9  # of a pixel: an edge on a pixel boundary takes no pixel beyond it
