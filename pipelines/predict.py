@@ -1,6 +1,6 @@
 """`efm predict`: any model + an embedding store -> a map, chunk by chunk.
 
-A classifier or clusterer gives what `efm classify` gives (the same code, pipelines/classify.py);
+A classifier or clusterer gives what `efm classify` gives (the same code, pipelines/predict_classes.py);
 a regressor (`sklearn.base.is_regressor`, or kind "regressor" in the model file / sidecar) gives
 `prediction (time, y, x)` float32, NaN = no data, with the target's name and units from the
 sidecar in its attrs.
@@ -13,8 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipelines import classify as classify_cli
-from pipelines import common, fanout, product
+from pipelines import common, fanout, predict_classes, product
 from pipelines import zonal as zonal_cli
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
@@ -26,7 +25,7 @@ from transforms.storage import readers, store, subset
 
 def build_parser(prog: str = "efm predict"):
     """`efm predict`'s flags; `efm classify` is the same command under another name."""
-    parser = classify_cli.map_parser(
+    parser = predict_classes.map_parser(
         prog,
         "Apply any trained model to every pixel of an embedding store: a classifier or clusterer -> "
         "a class map, a regressor -> `prediction` float32. With --polygons: to each polygon's "
@@ -55,14 +54,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:
     args, options = common.split_args(build_parser(prog), argv)
     loaded = models.load_model(args.model, sha256=args.model_sha256, trust_pickle=args.trust_pickle)
     if loaded.is_regressor and prog == "efm classify":  # the one difference: a class map, or no
-        return classify_cli.classify(args, options, loaded, prog=prog)  # (refused, naming predict)
+        return predict_classes.classify(
+            args, options, loaded, prog=prog
+        )  # (refused, naming predict)
     if args.polygons is not None:
         return predict_polygons(args, options, loaded, prog)
     for flag in ("id_column", "all_touched", "skip_invalid"):
         if getattr(args, flag):
             raise InputError("--" + flag.replace("_", "-"), "applies with --polygons only; drop it")
     if not loaded.is_regressor:
-        return classify_cli.classify(args, options, loaded, prog=prog)
+        return predict_classes.classify(args, options, loaded, prog=prog)
     if args.confidence:
         raise InputError(
             "--confidence",
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:
         )
         transform = MapChunks(
             embeddings,
-            RegressFunction(args.model, loaded.sha256, classify_cli.worker_threads(options)),
+            RegressFunction(args.model, loaded.sha256, predict_classes.worker_threads(options)),
             {t: (info.time_index(year),) for t, year in enumerate(years)},
             (variable,),
             offset=sub.offset,
