@@ -372,10 +372,33 @@ def test_own_previous_output_needs_overwrite_then_is_replaced(world, tmp_path, c
         copy(src + ".json", target + ".json")  # the sidecar: how a model file is known to be efm's
     if cmd == "export":
         copy(src[:-4] + ".png", target[:-4] + ".png")
+    old = aged(target)  # every file of the previous output, dated 1970-01-01
     code, err = call(cmd, argv(cmd, world, target), capsys)
     assert_refused(cmd, code, err, "already exists", "pass --overwrite to replace it")
+    assert all(f.stat().st_mtime == 1 for f in old)  # refused: untouched
     code, err = call(cmd, argv(cmd, world, target, "--overwrite"), capsys)
     assert code == 0, err
+    # replaced: the output is there again and none of its files is the previous one's
+    new = files_of(target)
+    assert new and all(f.stat().st_mtime > 1 for f in new), [str(f) for f in new]
+
+
+def files_of(path) -> list[pathlib.Path]:
+    """The files of an output: a file, or every file under a folder, with its sidecar and PNG."""
+    p = pathlib.Path(path)
+    found = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] * p.is_file()
+    for extra in (pathlib.Path(str(p) + ".json"), p.with_suffix(".png")):
+        if p.suffix in (".skops", ".tif") and extra.is_file():
+            found.append(extra)
+    return found
+
+
+def aged(path) -> list[pathlib.Path]:
+    """Date every file of an output 1970-01-01 (mtime 1 s): a file the run writes is newer."""
+    found = files_of(path)
+    for f in found:
+        os.utime(f, (1, 1))
+    return found
 
 
 def test_own_sample_data_folder_is_replaced_and_a_foreign_one_is_not(tmp_path, capsys):
