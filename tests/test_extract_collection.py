@@ -20,8 +20,8 @@ import zarr
 
 from pipelines import extract, extract_zones
 from sample_data import generate as sample_data
+from tests.helpers.cog_mirror import NODATA, check_nearest, files_touching, lookup, make_source
 from tests.store_factory import raw_embedding
-from tests.test_cog import NODATA, check_nearest, files_touching, lookup, make_source
 from transforms.core import grid as gridlib
 from transforms.core.grid import Grid, Window
 
