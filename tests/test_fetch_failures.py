@@ -15,8 +15,8 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from test_fetch import pixel_values
 
+from tests.helpers.pixel_values import pixel_values
 from transforms.core.chunks import plan_chunks
 from transforms.core.grid import Grid, chunk_windows
 from transforms.core.metrics import metric_max, metric_totals

@@ -10,9 +10,9 @@ import threading
 import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store, pixel_centre
 
 from pipelines import classify, cluster, sample
+from tests.helpers.store_factory import BANDS, make_store, pixel_centre
 from transforms.learning import models
 from transforms.storage import store
 
