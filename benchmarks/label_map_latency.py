@@ -27,9 +27,9 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests"), os.path.join(REPO, "benchmarks")]
+sys.path[:0] = [REPO, os.path.join(REPO, "benchmarks")]
 
-from test_label_browser import (  # noqa: E402
+from tests.helpers.label_browser import (
     CHROMEDRIVER,
     CHROMIUM,
     CHROMIUM_FLAGS,

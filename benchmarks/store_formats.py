@@ -215,8 +215,7 @@ def disk_bytes(path: str) -> int:
 
 def same_codes(a: str, b: str) -> bool:
     """The two stores hold the same values (read with zarr alone, each in its own dim order)."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from store_factory import raw_embedding
+    from tests.helpers.store_factory import raw_embedding
 
     return bool(np.array_equal(raw_embedding(a), raw_embedding(b), equal_nan=True))
 
@@ -307,9 +306,7 @@ def cpu_seconds() -> float:
 def writer_speed(source: str, workdir: str, repeat: int) -> dict:
     """Best wall and CPU s of ChunkWriter.write of every chunk of `source` (read once, band last)
     into a fresh v2 and v3 store; {"v2": (wall, cpu), "v3": ..., "bytes": raw bytes}."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from store_factory import write_v2
-
+    from tests.helpers.store_factory import write_v2
     from transforms.core.chunks import chunk_dataset, plan_chunks
     from transforms.core.grid import Grid
     from transforms.storage import store, zarr_direct

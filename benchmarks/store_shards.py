@@ -10,7 +10,7 @@ writes one shard; 2048; 4096 = the public AEF mosaic's) and inner chunk side (64
            of the shard's values, which the worker holds anyway);
   disk     bytes on disk / bytes of data, and each shard's index (16 bytes per inner chunk + 4);
   read     a 64 x 64, 256 x 256 and 1024 x 1024 px window (all bands) at an unaligned position,
-           read by zarr over HTTP range requests from a loopback server (tests/range_http.py) that
+           read by zarr over HTTP range requests from a loopback server (tests/helpers/range_http.py) that
            counts the requests and the bytes it sends, and sleeps --latency-ms before each answer
            (an object store's first-byte latency): requests, bytes fetched / bytes of the window,
            and the read's wall time. Each read is checked against the values written.
@@ -223,9 +223,8 @@ def disk(path: str, shard: int, inner: int) -> dict:
 
 
 def serve(folder: str, latency_s: float):
-    """tests/range_http.py's server on `folder`, each answer `latency_s` late."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import range_http
+    """tests/helpers/range_http.py's server on `folder`, each answer `latency_s` late."""
+    from tests.helpers import range_http
 
     server, url = range_http.serve(folder)
     handler = server.RequestHandlerClass.func  # this server's own subclass: patch only it

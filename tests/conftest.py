@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 # Must be set before gcsfs is imported anywhere: its experimental storage-layout gRPC call
@@ -16,13 +15,7 @@ os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
 import pytest  # noqa: E402
 
-FAKE_TOKEN = "efm-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers.local_servers import FAKE_TOKEN, free_port
 
 
 def _serve_suffix_ranges() -> None:

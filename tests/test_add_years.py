@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_extract import summary_values
 
 from pipelines import classify as classify_cli
 from pipelines import extract
 from sample_data import generate as sample_data
+from tests.helpers.run_summary import summary_values
+from tests.helpers.runners import FNAPI
 from transforms.learning import models
 from transforms.sources import cog
 
-FNAPI = ["--runner=FnApiRunner"]
 ARRAYS = ("embedding", "time", "x", "y", "band")
 
 
@@ -314,8 +314,7 @@ def ee_emulator(ee_token):
 
 
 def test_ee_add_a_year_and_refuse_changed_images_of_the_old_one(ee_emulator, tmp_path, capsys):
-    from test_extract import bbox_inside
-    from test_resume_source import ee_argv, ee_change
+    from tests.helpers.ee_extract import bbox_inside, ee_argv, ee_change
 
     emu, images = ee_emulator
     bbox = bbox_inside(images, 2021)

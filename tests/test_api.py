@@ -20,7 +20,6 @@ import pytest
 import xarray as xr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store, pixel_centre, raw_embedding
 
 import efm
 from pipelines import (
@@ -35,10 +34,10 @@ from pipelines import (
 from pipelines import (
     train as train_cli,
 )
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store, pixel_centre, raw_embedding
 from transforms.core.errors import InputError
 from transforms.learning import models
-
-FNAPI = ["--runner=FnApiRunner"]
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,18 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from store_factory import BANDS, make_store
 
 from label_page import points as points_mod
 from pipelines import cluster as cluster_cli
 from pipelines import export as export_cli
 from pipelines import sample as sample_cli
 from pipelines import train as train_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.core import atomic
 from transforms.learning import models, sample_table
 from transforms.storage import kinds, outputs
 
-FNAPI = ["--runner=FnApiRunner"]
 NAMES = np.array(["water", "forest", "crop"])
 
 
@@ -392,7 +392,7 @@ def test_cluster_on_a_full_disk(small_store, tmp_path, capsys, monkeypatch, step
 
 @pytest.fixture(scope="module")
 def class_map(tmp_path_factory):
-    from test_export import make_class_store
+    from tests.helpers.class_store import make_class_store
 
     root = tmp_path_factory.mktemp("map")
     s = make_store(str(root / "emb.zarr"), height=300, width=260, chunk_size=128, years=(2021,))

@@ -18,15 +18,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from store_factory import BANDS, make_store, pixel_centre
-from test_regression_train import regression_table
 
 import efm
 from pipelines import cli
+from tests.helpers.regression_table import regression_table
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store, pixel_centre
 from transforms.core.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FNAPI = "--runner=FnApiRunner"
 
 
 def listing(root) -> list[str]:
@@ -90,7 +90,7 @@ def test_cluster_checks_its_seed_before_sampling(small_store, tmp_path, capsys):
             str(tmp_path / "k.skops"),
             "--seed",
             "100000000000000",
-            FNAPI,
+            *FNAPI,
         ],
         tmp_path,
         capsys,
@@ -155,7 +155,7 @@ def test_cluster_over_years_without_a_valid_pixel_is_one_line_and_writes_nothing
         str(tmp_path / "k.skops"),
         "--sample-size",
         "100",
-        FNAPI,
+        *FNAPI,
     ]
     assert not small_store.valid[1].any() and small_store.valid[0].any()  # the premise
     assert cli.main(argv) == 2
@@ -174,7 +174,7 @@ def test_cluster_with_fewer_valid_pixels_than_clusters_names_how_many(tmp_path, 
     assert 0 < valid < 10
     before = listing(tmp_path)
     argv = ["cluster", "--embeddings", s.path, "--years", "2021", "--clusters", "10"]
-    assert cli.main([*argv, "--output", str(tmp_path / "k.skops"), FNAPI]) == 2
+    assert cli.main([*argv, "--output", str(tmp_path / "k.skops"), *FNAPI]) == 2
     assert capsys.readouterr().err.strip().splitlines()[1:] == [
         f"efm cluster: error: --clusters: {s.path} has only {valid} valid pixels in 2021, fewer "
         f"than --clusters 10; pass --clusters {valid} or fewer"
@@ -309,7 +309,7 @@ def test_an_empty_feature_collection_is_named(command, small_store, tmp_path, ca
             *label,
             "--output",
             out,
-            FNAPI,
+            *FNAPI,
         ],
         tmp_path,
         capsys,
@@ -338,7 +338,7 @@ def test_points_in_metres_in_a_geojson_are_named_not_blamed_on_the_area(
             "label",
             "--output",
             str(tmp_path / "s.parquet"),
-            FNAPI,
+            *FNAPI,
         ],
         tmp_path,
         capsys,
@@ -387,7 +387,7 @@ def test_csv_coordinates_in_metres_ask_for_points_crs(small_store, tmp_path, cap
             "label",
             "--output",
             str(tmp_path / "s.parquet"),
-            FNAPI,
+            *FNAPI,
         ],
         tmp_path,
         capsys,

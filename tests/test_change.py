@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from store_factory import make_store
 
 from pipelines import change as change_cli
+from tests.helpers.runners import FNAPI, MULTIPROCESS
+from tests.helpers.store_factory import make_store
 from transforms.storage import store
 
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 ATOL = 1e-5  # float32 dot products of 64-band unit vectors against float64
 
 

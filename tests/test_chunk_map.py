@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 from apache_beam.options.pipeline_options import PipelineOptions
-from store_factory import make_store
 
 from pipelines import product
+from tests.helpers.store_factory import make_store
 from transforms.core.chunk_plan import ChunkPlan
 from transforms.products.change import pair_similarity, reference_similarity, threshold_mask
 from transforms.products.chunk_map import ChunkFunction, MapChunks, Variable, output_template

@@ -7,19 +7,14 @@ import pytest
 import xarray as xr
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
+from tests.helpers.runners import FNAPI, MULTIPROCESS
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.learning import models
 from transforms.products.classify import class_encoding, predict_chunk
 from transforms.storage import store
 
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 NAMES = np.array(["water", "forest", "crop land", "urban"])
 
 

@@ -7,13 +7,12 @@ import json
 import numpy as np
 import xarray as xr
 from sklearn.metrics import adjusted_rand_score
-from store_factory import make_store
 
 from pipelines import classify as classify_cli
 from pipelines import cluster as cluster_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import make_store
 from transforms.learning import random_pixels
-
-FNAPI = ["--runner=FnApiRunner"]
 
 
 def test_kmeans_recovers_synthetic_classes(tmp_path, capsys):

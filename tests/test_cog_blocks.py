@@ -1,7 +1,7 @@
 """The mirror read block by block (transforms/sources/cog_blocks.py): files of many blocks, chunks that
 straddle them, both row orders, both zones; each block decoded once per process, however many chunks and
 threads want it. The reference is the files read whole with rasterio and looked up pixel by pixel
-(`test_cog.lookup`), never the reader under test."""
+(`check_nearest`, tests/helpers/cog_mirror.py), never the reader under test."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import pickle
 
 import numpy as np
 import pytest
-from test_cog import YEARS, assert_reads_match_files, make_source, reference_grid
 
 from sample_data import generate as sample_data
+from tests.helpers.cog_mirror import (
+    YEARS,
+    assert_reads_match_files,
+    check_nearest,
+    make_source,
+    mirror_files,
+    reference_grid,
+)
 from transforms.core.chunks import ChunkSpec
 from transforms.core.grid import Window, tile_windows
 from transforms.sources import cog, cog_blocks
@@ -88,14 +95,11 @@ def test_each_block_is_decoded_once(mirror, monkeypatch, threads):
     assert len(counts) > len(specs)  # chunks straddle blocks
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:3]
     whole = Window(0, 0, grid.height, grid.width)
-    expected = make_source(mirror.mirror, grid, "int8").fetch(
-        ChunkSpec(0, 0, YEARS[0], whole), whole
-    )
+    mosaic = np.zeros((grid.height, grid.width, 64), np.int8)
     for spec, chunk in zip(specs, chunks):
         w = spec.window
-        np.testing.assert_array_equal(
-            chunk, expected[w.row : w.row + w.rows, w.col : w.col + w.cols]
-        )
+        mosaic[w.row : w.row + w.rows, w.col : w.col + w.cols] = chunk
+    check_nearest(mosaic, grid, whole, mirror_files(mirror.mirror, YEARS[0]))  # the files' pixels
 
 
 def test_a_small_cache_decodes_again_and_stays_correct(mirror, monkeypatch):
@@ -109,6 +113,7 @@ def test_a_small_cache_decodes_again_and_stays_correct(mirror, monkeypatch):
     first = source.fetch(ChunkSpec(0, 0, YEARS[0], window), window)
     second = source.fetch(ChunkSpec(0, 0, YEARS[0], window), window)
     np.testing.assert_array_equal(first, second)
+    check_nearest(second, grid, window, mirror_files(mirror.mirror, YEARS[0]))
     assert max(counts.values()) == 2
     assert source._blocks.size <= max(b.nbytes for b in source._blocks._blocks.values())
 
@@ -126,8 +131,9 @@ def test_another_run_never_takes_this_runs_blocks(mirror, monkeypatch):
         sources.append(source)
     copy = pickle.loads(pickle.dumps(sources[0]))  # what a worker's DoFn gets
     copy.setup()
+    files = mirror_files(mirror.mirror, YEARS[0])
     for source in (sources[0], copy):
-        source.fetch(ChunkSpec(0, 0, YEARS[0], window), window)
+        check_nearest(source.fetch(ChunkSpec(0, 0, YEARS[0], window), window), grid, window, files)
     assert max(counts.values()) == 1  # the copy took the first run's blocks
-    sources[1].fetch(ChunkSpec(0, 0, YEARS[0], window), window)
+    check_nearest(sources[1].fetch(ChunkSpec(0, 0, YEARS[0], window), window), grid, window, files)
     assert min(counts.values()) == 2  # the other run decoded its own

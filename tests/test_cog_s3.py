@@ -5,7 +5,7 @@ reached through the real s3fs/aiobotocore via AWS_ENDPOINT_URL, as a user would 
 S3 endpoint) and served over plain HTTP by a range-capable static server (fsspec's
 HTTPFileSystem handles http:// and https:// alike; only TLS differs). `efm extract` from
 each must equal, pixel for pixel, the extract from the local copy and the independent
-nearest look-up of tests/test_cog.py, which reads the source files with rasterio directly.
+nearest look-up of tests/helpers/cog_mirror.py, which reads the source files with rasterio directly.
 """
 
 from __future__ import annotations
@@ -19,31 +19,25 @@ import xarray as xr
 pytest.importorskip("s3fs", reason="the [s3] extra")
 moto_server = pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
 
-import range_http  # noqa: E402
-from helpers import s3 as s3_helpers  # noqa: E402
-from test_cog import (
-    FNAPI,
+from pipelines import extract  # noqa: E402
+from sample_data import generate as sample_data  # noqa: E402
+from tests.helpers import range_http  # noqa: E402
+from tests.helpers import s3 as s3_helpers  # noqa: E402
+from tests.helpers.cog_mirror import (
     SPEC,
     bbox_arg,
     check_nearest,
     files_of,
     grid_of,
-    make_source,  # noqa: E402
+    make_source,
     reference_grid,
     sample_data_aoi,
 )
-
-from pipelines import extract  # noqa: E402
-from sample_data import generate as sample_data  # noqa: E402
+from tests.helpers.runners import FNAPI, MULTIPROCESS
 from transforms.core.errors import InputError  # noqa: E402
 from transforms.core.grid import Window  # noqa: E402
 from transforms.sources import cog_index, cog_paths, remote_fs  # noqa: E402
 
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 PREFIX = "tge-labs/aef/v1/annual"  # the public mirror's layout under its bucket
 _fresh_s3_state = s3_helpers.fresh_state
 _uploader = s3_helpers.uploader

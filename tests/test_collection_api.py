@@ -20,7 +20,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import efm
 from efm import collection as api
-from tests.helpers.collections import CELLS, SEAM_LON, make_collection
+from tests.helpers.collections import CELLS, SEAM_LON, check_vrt, make_collection
 from transforms.core.errors import InputError
 
 
@@ -226,30 +226,3 @@ def test_to_cog_of_a_map_collection_writes_a_cog_per_zone_and_a_vrt(tc, model, t
     with pytest.raises(InputError, match=r"^path: .* already exists"):
         efm.to_cog(classes, out)
     efm.to_cog(classes, out, overwrite=True)
-
-
-def check_vrt(tc, vrt, zone_values):
-    """The VRT opens in EPSG:4326 over the whole area; at every pixel centre its value is the
-    owning zone's (the zone array indexed by the reference's rule), no data where none has it."""
-    with rasterio.open(vrt) as src:
-        assert src.crs.to_epsg() == 4326
-        w, s, e, nn = src.bounds
-        assert w <= 5.975 + 1e-9 and e >= 6.025 - 1e-4 and s <= 45.0 + 1e-4 and nn >= 45.02
-        data = src.read(1)
-        rows, cols = np.mgrid[0 : src.height, 0 : src.width]
-        lon, lat = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
-        lon, lat = np.reshape(lon, rows.shape), np.reshape(lat, rows.shape)
-        fill = src.nodata
-    want = np.full(data.shape, fill, dtype=data.dtype)
-    for name, cell_crs, west, east in CELLS:
-        own = (lon >= west) & (lon < east)
-        x, y = pyproj.Transformer.from_crs("EPSG:4326", cell_crs, always_xy=True).transform(
-            lon[own], lat[own]
-        )
-        g = tc.members[name].grid
-        col = np.floor((x - g.x0) / g.scale).astype(int)
-        row = np.floor((g.y0 - y) / g.scale).astype(int)
-        ok = (row >= 0) & (row < g.height) & (col >= 0) & (col < g.width)
-        assert ok.sum() > 1000
-        want[tuple(a[ok] for a in np.nonzero(own))] = zone_values[name][row[ok], col[ok]]
-    np.testing.assert_array_equal(data, want)

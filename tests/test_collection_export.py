@@ -2,7 +2,7 @@
 EPSG:4326, or with --mosaic one COG in EPSG:4326 whose every pixel is the value of the pixel
 holding its centre in the store of the cell holding its centre.
 
-The reference (tests/test_collection_api.py's rule, computed here with pyproj): a pixel centre's
+The reference (check_vrt, tests/helpers/collections.py, with pyproj): a pixel centre's
 lon/lat, its cell by longitude (seam at 6 E), projected to that member's CRS, floored to its
 pixel, the member's array indexed there.
 """
@@ -18,16 +18,14 @@ import pytest
 import rasterio
 import xarray as xr
 from sklearn.neighbors import KNeighborsClassifier
-from test_collection_api import check_vrt
 
 from pipelines import classify as classify_cli
 from pipelines import export as export_cli
-from tests.helpers.collections import CELLS, SEAM_LON, make_collection
+from tests.helpers.collections import CELLS, SEAM_LON, check_vrt, make_collection
+from tests.helpers.runners import FNAPI
 from transforms.learning import models
 from transforms.products import export
 from transforms.storage import collection as collectionlib
-
-FNAPI = ["--runner=FnApiRunner"]
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pyproj
 import pytest
 from fsspec.implementations.local import LocalFileSystem
-from store_factory import BANDS, make_store
 
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.learning import sample_table, training_samples
 
 REPO = Path(__file__).resolve().parents[1]

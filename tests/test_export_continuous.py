@@ -7,10 +7,10 @@ import pytest
 import rasterio
 import zarr
 from PIL import Image
-from store_factory import make_store
 
 from pipelines import change as change_cli
 from pipelines import export as export_cli
+from tests.helpers.store_factory import make_store
 from transforms.products.change import mask_variable, similarity_variable
 from transforms.products.chunk_map import output_template
 from transforms.products.classify import class_encoding, class_template, regression_variable

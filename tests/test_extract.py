@@ -14,7 +14,6 @@ import sys
 import time
 
 import numpy as np
-import pyproj
 import pytest
 import rioxarray  # noqa: F401
 import xarray as xr
@@ -22,17 +21,12 @@ import xarray as xr
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import make_embedding_collection
 from pipelines import extract
+from tests.helpers.ee_extract import YEARS, bbox_inside, expected_array
+from tests.helpers.run_summary import summary_values
+from tests.helpers.runners import FNAPI, MULTIPROCESS
 from transforms.sources import request_plan
 from transforms.sources.earthengine import DEFAULT_COLLECTION
 from transforms.storage import store
-
-YEARS = (2021, 2022)
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 
 
 @pytest.fixture(scope="module")
@@ -47,54 +41,6 @@ def emulator(images, ee_token):
         emu.add_image(**image)
     with emu:
         yield emu
-
-
-def same_zone_images(images, crs="EPSG:32631"):
-    return [i for i in images if i["crs"] == crs]
-
-
-def bbox_inside(images, year, crs="EPSG:32631", margin_px=15):
-    """A lon/lat box well inside the union of the year's tiles in one zone."""
-    tiles = [i for i in same_zone_images(images, crs) if i["start"].startswith(str(year))]
-    lefts, tops, rights, bottoms = [], [], [], []
-    for t in tiles:
-        a, _, c, _, e, f = t["transform"]
-        bands, h, w = t["data"].shape
-        lefts.append(c), tops.append(f), rights.append(c + a * w), bottoms.append(f + e * h)
-    left, right, bottom, top = (
-        min(lefts) + margin_px * 10,
-        max(rights) - margin_px * 10,
-        max(bottoms) + margin_px * 10,
-        min(tops) - margin_px * 10,
-    )
-    to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    (w, s), (e, n) = to_lonlat.transform(left, bottom), to_lonlat.transform(right, top)
-    # Shrink a little so the box, curved in UTM, stays inside the tiles.
-    dx, dy = (e - w) * 0.05, (n - s) * 0.05
-    return f"{w + dx},{s + dy},{e - dx},{n - dy}"
-
-
-def expected_array(images, ds):
-    """Direct indexing: for every grid pixel, the source pixel of the tile that holds it."""
-    out = np.full(ds["embedding"].shape, np.nan, dtype=np.float32)
-    xs, ys = ds["x"].values, ds["y"].values
-    for t_index, year in enumerate(YEARS):
-        for image in same_zone_images(images):  # later images win, as in a mosaic
-            if not image["start"].startswith(str(year)):
-                continue
-            a, _, c, _, e, f = image["transform"]
-            cols = np.floor((xs - c) / a).astype(int)
-            rows = np.floor((ys - f) / e).astype(int)
-            _, h, w = image["data"].shape
-            ok_c, ok_r = (cols >= 0) & (cols < w), (rows >= 0) & (rows < h)
-            block = image["data"][:, rows[ok_r]][:, :, cols[ok_c]]  # (bands, r, c)
-            block = np.moveaxis(block, 0, -1)
-            target = out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))]
-            valid = ~np.isnan(block).all(axis=-1, keepdims=True)
-            out[t_index][np.ix_(np.flatnonzero(ok_r), np.flatnonzero(ok_c))] = np.where(
-                valid, block, target
-            )
-    return out
 
 
 def run_extract(emu, output, *args, runner=FNAPI):
@@ -113,12 +59,6 @@ def run_extract(emu, output, *args, runner=FNAPI):
         *runner,
     ]
     assert extract.main(argv) == 0
-
-
-def summary_values(out: str) -> dict[str, str]:
-    """The run summary's `name  value` lines."""
-    rows = [line.strip().split("  ", 1) for line in out.splitlines() if line.startswith("  ")]
-    return {name.strip(): value.strip() for name, value in rows}
 
 
 def expected_requests(ds, chunk_size, itemsize):

@@ -1,7 +1,7 @@
 """`efm extract` of an area across two UTM zones: a collection (one store per zone + an index).
 
 The reference is independent of the code under test: each member's pixels are checked against
-the mirror's files by the nearest-pixel look-up of tests/test_cog.py (rasterio + pyproj), and
+the mirror's files by the nearest-pixel look-up of tests/helpers/cog_mirror.py (rasterio + pyproj), and
 which pixels a member holds against each pixel's four corners projected to lon/lat with pyproj
 (the rule of docs/data-contract.md, "Collections").
 """
@@ -20,12 +20,12 @@ import zarr
 
 from pipelines import extract, extract_zones
 from sample_data import generate as sample_data
-from tests.store_factory import raw_embedding
-from tests.test_cog import NODATA, check_nearest, files_touching, lookup, make_source
+from tests.helpers.cog_mirror import NODATA, check_nearest, files_touching, lookup, make_source
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import raw_embedding
 from transforms.core import grid as gridlib
 from transforms.core.grid import Grid, Window
 
-FNAPI = ["--runner=FnApiRunner"]
 SPEC = sample_data.SampleSpec(**sample_data.SMALL)
 SEAM = -120.0  # zones 10 | 11
 CELLS = {"10N": ("EPSG:32610", -126.0, -120.0), "11N": ("EPSG:32611", -120.0, -114.0)}

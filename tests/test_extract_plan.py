@@ -14,11 +14,12 @@ import re
 
 import numpy as np
 import pytest
-from test_extract import bbox_inside, expected_array, summary_values
 
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import BAND_NAMES, COLLECTION_ID, make_embedding_collection
 from pipelines import extract
+from tests.helpers.ee_extract import bbox_inside, expected_array
+from tests.helpers.run_summary import summary_values
 from transforms.storage import store
 
 YEARS = (2021, 2022)

@@ -25,14 +25,14 @@ import pyproj
 import pytest
 import shapely
 import zarr
-from helpers import field_stores
-from test_extract import summary_values
 
 from pipelines import extract
+from tests.helpers import field_stores
+from tests.helpers.run_summary import summary_values
+from tests.helpers.runners import FNAPI
 from transforms.storage import layouts
 from transforms.storage.store import open_embeddings
 
-FNAPI = ["--runner=FnApiRunner"]
 EDGE = (
     0.01  # source pixels: a centre this close to an edge may go either way (lattice interpolation)
 )
@@ -467,7 +467,7 @@ def test_efm_s_own_store_is_a_source_too(complete, tmp_path):
 def test_a_remote_root_on_s3_gives_the_same_store(stores, complete, tmp_path, capsys):
     pytest.importorskip("s3fs", reason="the [s3] extra")
     pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
-    from helpers import s3
+    from tests.helpers import s3
 
     with s3.moto_server(str(tmp_path / "aws")):
         url = s3.upload_folder(str(stores["root"] / "aef.zarr"), "opendata", "tge/aef.zarr")

@@ -19,23 +19,18 @@ import weakref
 import numpy as np
 import pytest
 import xarray as xr
-from store_factory import make_store
-from test_export import make_class_store
-from test_extract import bbox_inside
 
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import make_embedding_collection
 from pipelines import common, extract
 from pipelines import export as export_cli
+from tests.helpers.class_store import make_class_store
+from tests.helpers.ee_extract import bbox_inside
+from tests.helpers.runners import FNAPI, MULTIPROCESS
+from tests.helpers.store_factory import make_store
 from transforms.storage import store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 
 
 @pytest.fixture(scope="module")

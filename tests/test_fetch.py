@@ -15,17 +15,13 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from tests.helpers.pixel_values import pixel_values
+from tests.helpers.runners import MULTIPROCESS
 from transforms.core.chunks import plan_chunks
 from transforms.core.grid import Grid, chunk_windows
 from transforms.sources.fetch import FetchChunks, RetryableError
 from transforms.sources.fetch_bounds import RetryPolicy
 from transforms.sources.grid_source import GridSource
-
-
-def pixel_values(year, rows, cols, bands):
-    """The value of every pixel: a pure function of its position."""
-    r, c, b = np.meshgrid(rows, cols, np.arange(bands), indexing="ij")
-    return ((r * 7 + c * 3 + b + year) % 251).astype(np.float32)
 
 
 class Tracker:
@@ -135,21 +131,13 @@ def test_gives_up_with_a_clear_error_naming_the_tile():
         run_fetch(source, specs, retry=RetryPolicy(max_retries=2, initial_delay_s=0.001))
 
 
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
-
-
 def test_the_cap_holds_across_processes_and_a_failed_bundle(tmp_path, ee_token):
     """Two worker processes, two shards of 2 threads under a cap of 4, against the emulator that
     counts what it serves at once; one request fails hard mid-run (HTTP 400), the run is resumed."""
-    from test_extract import bbox_inside, expected_array
-
     from emulators.earthengine import EarthEngineEmulator
     from emulators.earthengine.synthetic import make_embedding_collection
     from pipelines import extract
+    from tests.helpers.ee_extract import bbox_inside, expected_array
     from transforms.storage import store
 
     images = make_embedding_collection(years=(2021, 2022), seed=3)

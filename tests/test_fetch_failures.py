@@ -15,8 +15,8 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from test_fetch import pixel_values
 
+from tests.helpers.pixel_values import pixel_values
 from transforms.core.chunks import plan_chunks
 from transforms.core.grid import Grid, chunk_windows
 from transforms.core.metrics import metric_max, metric_totals
@@ -301,11 +301,10 @@ def test_without_a_global_cap_every_worker_process_reads(
     """One shard (cap = threads) runs in one process; without a global cap both processes read."""
     import os
 
-    tests_dir = os.path.dirname(
-        os.path.abspath(__file__)
-    )  # the workers unpickle PidSource from this module
+    # the workers unpickle PidSource from this module, tests.test_fetch_failures: the checkout
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
+        "PYTHONPATH", os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     )
     grid = Grid("EPSG:32631", 10.0, 500000.0, 5000000.0, 320, 256)
     pid_dir = tmp_path / "pids"

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from helpers import field_stores
 from sklearn.cluster import KMeans
 from sklearn.neighbors import KNeighborsClassifier
 
 from pipelines import classify as classify_cli
 from pipelines import cluster as cluster_cli
+from tests.helpers import field_stores
+from tests.helpers.runners import FNAPI
 from transforms.learning import models
 
-FNAPI = ["--runner=FnApiRunner"]
 K = 4
 ROWS, COLS = slice(20, 100), slice(4050, 4150)  # the mosaic's data: across its shard edge (4096)
 

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import field_stores
 
 import efm
 from pipelines import similarity as similarity_cli
+from tests.helpers import field_stores
+from tests.helpers.runners import FNAPI
 
-FNAPI = ["--runner=FnApiRunner"]
 YEARS = (2023, 2024)
 WEST, NORTH, RES = -122.5, 38.0, 0.00009
 ROWS, COLS = slice(100, 400), slice(3900, 4300)  # where the data is (across a shard edge)
@@ -163,7 +163,7 @@ def test_similarity_over_http_reads_only_the_inner_chunks_of_the_area(mosaic, tm
     the shard's own index), plus the metadata."""
     import os
 
-    import range_http
+    from tests.helpers import range_http
 
     path, full = mosaic
     server, url = range_http.serve(os.path.dirname(path))
@@ -327,12 +327,12 @@ def test_predict_and_export_over_s3_read_only_the_inner_chunks_of_the_area(
     pytest.importorskip("s3fs", reason="the [s3] extra")
     pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
     import rasterio
-    from helpers import s3
 
     from pipelines import export as export_cli
     from pipelines import predict as predict_cli
     from pipelines import sample as sample_cli
     from pipelines import train as train_cli
+    from tests.helpers import s3
 
     path, codes, labels = two_class_mosaic
     points = tmp_path / "points.csv"
@@ -410,10 +410,9 @@ def test_an_efm_store_on_a_public_bucket_is_read_anonymously(tmp_path):
 
     pytest.importorskip("s3fs", reason="the [s3] extra")
     pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
-    from helpers import s3
-    from store_factory import make_store
-
     from pipelines import change as change_cli
+    from tests.helpers import s3
+    from tests.helpers.store_factory import make_store
 
     s = make_store(str(tmp_path / "emb.zarr"), height=150, width=130, chunk_size=64)
     argv = ["--from-year", "2021", "--to-year", "2022", *FNAPI]

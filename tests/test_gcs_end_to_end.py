@@ -5,7 +5,8 @@
 
 The class map is scored against the synthetic collection's own land cover (what the embeddings
 were generated from), so the test checks the workflow computes the right thing, not only that
-files appear. The helpers here are shared with tests/test_templates.py.
+files appear. Its scene and map references (tests/helpers/ee_scene.py, map_references.py) are
+shared with tests/test_templates.py.
 """
 
 from __future__ import annotations
@@ -15,25 +16,28 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyproj
 import pytest
 import rasterio
 import xarray as xr
 
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import (
-    TileSpec,
-    default_tiles,
-    land_cover,
     make_embedding_collection,
 )
 from pipelines import classify, export, extract, sample, train
+from tests.helpers.ee_scene import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy
+from tests.helpers.map_references import (
+    REF_ATOL,
+    assert_map_equals,
+    gcs_embeddings,
+    reference_change,
+    reference_prediction,
+    reference_similarity,
+)
+from tests.helpers.runners import FNAPI
 from transforms.products import export as export_lib
 
 YEARS = (2021,)
-SEED = 5
-CRS = "EPSG:32631"
-FNAPI = ["--runner=FnApiRunner"]
 
 
 @pytest.fixture(scope="module")
@@ -47,56 +51,6 @@ def ee(images, ee_token):
     emu.add_images(images)
     with emu:
         yield emu
-
-
-def area_bbox(margin_m: float = 300.0) -> str:
-    """W,S,E,N in degrees, well inside the two side-by-side 31N tiles of the synthetic collection."""
-    tiles = [t for t in default_tiles() if t.crs == CRS]
-    left, top = min(t.x0 for t in tiles) + margin_m, max(t.y0 for t in tiles) - margin_m
-    right = max(t.x0 + t.width * t.scale for t in tiles) - margin_m
-    bottom = min(t.y0 - t.height * t.scale for t in tiles) + margin_m
-    to_lonlat = pyproj.Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
-    (w, s), (e, n) = to_lonlat.transform(left, bottom), to_lonlat.transform(right, top)
-    dx, dy = (e - w) * 0.05, (n - s) * 0.05  # the box is curved in UTM: stay inside the tiles
-    return f"{w + dx:.6f},{s + dy:.6f},{e - dx:.6f},{n - dy:.6f}"
-
-
-def truth_on_grid(ds: xr.Dataset) -> np.ndarray:
-    """The synthetic land-cover class of every pixel of a store's grid (a 250 m checkerboard in UTM)."""
-    x, y = ds["x"].values, ds["y"].values
-    scale = float(x[1] - x[0])
-    grid = TileSpec(
-        "grid", CRS, "31N", float(x[0] - scale / 2), float(y[0] + scale / 2), len(x), len(y), scale
-    )
-    return land_cover(grid, SEED)
-
-
-def labelled_points_csv(n: int = 400, seed: int = 1) -> bytes:
-    """Points at random pixel centres inside the area, labelled with their land-cover class, as lon/lat CSV."""
-    w, s, e, n_ = map(float, area_bbox(margin_m=600.0).split(","))
-    to_utm = pyproj.Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
-    (left, bottom), (right, top) = to_utm.transform(w, s), to_utm.transform(e, n_)
-    rng = np.random.default_rng(seed)
-    xs = np.floor(rng.uniform(left, right, n) / 10) * 10 + 5
-    ys = np.floor(rng.uniform(bottom, top, n) / 10) * 10 + 5
-    labels = [
-        f"class_{land_cover(TileSpec('p', CRS, '31N', x - 5, y + 5, 1, 1), SEED)[0, 0]}"
-        for x, y in zip(xs, ys)
-    ]
-    lon, lat = pyproj.Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(xs, ys)
-    return pd.DataFrame({"lon": lon, "lat": lat, "label": labels}).to_csv(index=False).encode()
-
-
-def map_accuracy(classes_path: str) -> tuple[float, int]:
-    """Share of classified pixels whose class is the land cover the embeddings were made from."""
-    ds = xr.open_zarr(classes_path, consolidated=True, mask_and_scale=False)
-    labels = [str(v) for v in ds["class"].attrs["class_labels"]]
-    fill = int(ds["class"].attrs.get("fill_value", 255))
-    predicted = np.asarray(ds["class"].isel(time=0).values)
-    valid = predicted != fill
-    names = np.array(labels + ["?"] * (256 - len(labels)))
-    truth = np.char.add("class_", truth_on_grid(ds).astype(str))
-    return float((names[predicted][valid] == truth[valid]).mean()), int(valid.sum())
 
 
 def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tmp_path, capsys):
@@ -230,14 +184,13 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
 # array to numpy / scikit-learn on the input store read straight from gs:// with xarray.
 
 MAP_YEARS = (2021, 2022)
-REF_ATOL = 1e-5  # float32 dot products of 64-band unit vectors against float64
 
 
 @pytest.fixture(scope="module")
 def map_world(gcs, tmp_path_factory):
-    """A two-year float32 embedding store (tests/store_factory.py) uploaded to a bucket, and on gs:// a
+    """A two-year float32 embedding store (tests/helpers/store_factory.py) uploaded to a bucket, and on gs:// a
     CSV of points (UTM x/y) with a class name and a numeric `agbd` that depends on the class and the vector."""
-    from store_factory import make_store
+    from tests.helpers.store_factory import make_store
 
     local = make_store(str(tmp_path_factory.mktemp("maps") / "emb.zarr"), years=MAP_YEARS, seed=11)
     bucket = f"gs://{gcs.make_bucket()}"
@@ -273,50 +226,6 @@ def map_world(gcs, tmp_path_factory):
         "cols": cols,
         "kind": kind,
     }
-
-
-def gcs_embeddings(path: str) -> np.ndarray:
-    """(time, y, x, band) float64 of an embedding store on gs://, read whole with xarray (not efm's reader)."""
-    with xr.open_zarr(path, consolidated=True) as ds:
-        return ds["embedding"].transpose("time", "y", "x", "band").values.astype(np.float64)
-
-
-def reference_prediction(model, values: np.ndarray) -> np.ndarray:
-    """model.predict on every pixel with data at once (float64 in, float32 out); NaN where there is no data."""
-    flat = values.reshape(-1, values.shape[-1])
-    valid = ~np.isnan(flat).any(axis=1)
-    out = np.full(flat.shape[0], np.nan)
-    out[valid] = model.predict(flat[valid])
-    return out.reshape(values.shape[:-1]).astype(np.float32)
-
-
-def reference_similarity(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Per year: the plain mean of the embeddings at the points' pixels (no-data pixels skipped), dotted with every pixel."""
-    out = np.full(values.shape[:-1], np.nan)
-    for t in range(values.shape[0]):
-        at_points = values[t, rows, cols]
-        reference = at_points[~np.isnan(at_points).any(axis=1)].mean(axis=0)
-        nodata = np.isnan(values[t]).any(axis=-1)
-        out[t] = np.einsum("yxb,b->yx", np.nan_to_num(values[t]), reference)
-        out[t][nodata] = np.nan
-    return out
-
-
-def reference_change(values: np.ndarray, t0: int, t1: int) -> np.ndarray:
-    a, b = values[t0], values[t1]
-    out = np.einsum("yxb,yxb->yx", np.nan_to_num(a), np.nan_to_num(b))
-    out[np.isnan(a).any(axis=-1) | np.isnan(b).any(axis=-1)] = np.nan
-    return out
-
-
-def assert_map_equals(path: str, variable: str, expected: np.ndarray, **tolerance) -> xr.Dataset:
-    ds = xr.open_zarr(path, consolidated=True, mask_and_scale=False)
-    got = ds[variable].values
-    assert got.dtype == np.float32 and got.shape == expected.shape
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_allclose(got, expected, **tolerance)
-    assert ds.attrs["efm_status"] == "complete"
-    return ds
 
 
 def test_sample_train_regressor_predict_all_on_gcs(map_world, gcs, capsys):

@@ -36,15 +36,14 @@ from sklearn.linear_model import Ridge
 
 from pipelines import change, classify, extract, predict, sample, similarity, train
 from sample_data import generate as sample_data
-from tests import store_factory
-from tests.helpers import gdal
+from tests.helpers import gdal, store_factory
 from tests.helpers.conventions import CONVENTIONS, validate_store
+from tests.helpers.runners import FNAPI
 from transforms.core import grid as gridlib
 from transforms.core.grid import Grid
 from transforms.learning import models
 from transforms.storage import geozarr, integrity, resume, store, zarr_direct
 
-FNAPI = ["--runner=FnApiRunner"]
 STORES = ["embeddings-float32", "embeddings-int8", "classes", "change", "similarity", "prediction"]
 # The keys of the conventions and GDAL's own CRS attribute (what stores from before had none of).
 GEOZARR_KEYS = (

@@ -16,16 +16,16 @@ import pytest
 import rasterio
 import xarray as xr
 import zarr
-from test_cog import check_nearest, files_of, grid_of, make_source
 
 from pipelines import classify, cluster, export, extract, sample, train
 from sample_data import embedding as sample_embedding
 from sample_data import generate as sample_data
+from tests.helpers.cog_mirror import check_nearest, files_of, grid_of, make_source
+from tests.helpers.runners import FNAPI
 from transforms.core import quantize
 from transforms.core.grid import Window
 from transforms.storage import readers, store
 
-FNAPI = ["--runner=FnApiRunner"]
 YEARS = (2022, 2023)
 
 

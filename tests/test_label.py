@@ -13,13 +13,14 @@ import urllib.request
 
 import numpy as np
 import pytest
-import store_factory
 from sklearn.neighbors import KNeighborsClassifier
 
 from label_page import points as pointlib
 from label_page import server as serverlib
 from label_page.view import NO_CLASS, StoreView, ZoomIn
 from pipelines import cli, label
+from tests.helpers import store_factory
+from tests.helpers.label import lonlat_of, one_error_line
 from transforms.learning import labelled_points, sampling
 from transforms.storage import readers
 
@@ -48,20 +49,6 @@ def points_file(path, labels, lonlat, extra_top=None) -> str:
     }
     path.write_text(json.dumps(collection))
     return str(path)
-
-
-def lonlat_of(s, row, col):
-    import pyproj
-
-    return pyproj.Transformer.from_crs(s.grid.crs, "EPSG:4326", always_xy=True).transform(
-        *store_factory.pixel_centre(s, row, col)
-    )
-
-
-def one_error_line(capsys, flag: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"efm label: error: {flag}: "), err
-    return err[0]
 
 
 # ---------------------------------------------------------------- bad input

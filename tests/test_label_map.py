@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import store_factory
-from test_label import lonlat_of, one_error_line
 
 from label_page import guide, polygons, tiles
 from label_page.view import StoreView
 from pipelines import label
+from tests.helpers import store_factory
+from tests.helpers.label import lonlat_of, one_error_line
 from transforms.storage import readers
 
 YEAR = 2021

@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-import store_factory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from label_page import points as pointlib
 from label_page import server as serverlib
 from label_page.view import StoreView
 from pipelines import label
+from tests.helpers import store_factory
 from transforms.storage import readers
 
 YEAR = 2021

@@ -273,3 +273,51 @@ def test_a_command_imports_only_the_shared_helpers_and_its_own_steps(module):
         else f"a command uses only the shared helpers {sorted(SHARED)} and its own steps; "
         "move what both need into a shared helper or down into transforms/"
     )
+
+
+def infrastructure_code(
+    tops=("tests", "tests_airflow", "benchmarks", "scripts"),
+) -> list[pathlib.Path]:
+    return sorted(
+        p for top in tops for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts
+    )
+
+
+def test_modules_share_code_only_through_tests_helpers():
+    """Shared test code lives in tests/helpers/ (or in a conftest's fixtures), imported one way,
+    `from tests.helpers.x import ...`: no test module imports another (nor a conftest), nothing
+    imports a helper by a second name (`helpers.x`, `store_factory`: a module loaded twice), and
+    the runner flags FNAPI are assigned once, in tests/helpers/runners.py."""
+    bare = {"helpers", "conftest"} | {
+        p.stem
+        for top in ("tests", "tests/helpers", "tests_airflow")
+        for p in (REPO / top).glob("*.py")
+    }
+    bare -= {"__init__", "collections"}  # tests/helpers/collections.py is only ever tests.helpers.*
+    wrong, fnapi = [], []
+    for path in infrastructure_code():
+        where = path.relative_to(REPO)
+        for node in ast.walk(ast.parse(path.read_text())):
+            on_path = isinstance(node, ast.Call) and "sys.path" in ast.unparse(node.func)
+            on_path |= isinstance(node, ast.Assign) and "sys.path" in ast.unparse(node.targets[0])
+            if on_path and any(getattr(c, "value", None) == "tests" for c in ast.walk(node)):
+                wrong.append(f"{where}:{node.lineno}: puts tests/ on sys.path (a second name)")
+            if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                fnapi += [where for t in targets if isinstance(t, ast.Name) and t.id == "FNAPI"]
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    wrong.append(f"{where}:{node.lineno}: a relative import")
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                ours = parts[0] in ("tests", "tests_airflow")
+                if parts[0] in bare or ours and parts[:2] != ["tests", "helpers"]:
+                    wrong.append(f"{where}:{node.lineno}: imports {name}")
+    assert not wrong, "\n".join(wrong)
+    assert fnapi == [pathlib.Path("tests/helpers/runners.py")], fnapi
+    assert __name__ == "tests.test_layout"  # tests/ is a package: modules load as tests.<name>

@@ -13,9 +13,9 @@ import os
 import numpy as np
 import pytest
 import zarr
-from helpers import field_stores
-from store_factory import make_store
 
+from tests.helpers import field_stores
+from tests.helpers.store_factory import make_store
 from transforms.core.errors import InputError
 from transforms.storage import layout_view, layouts, shard_windows
 

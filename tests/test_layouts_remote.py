@@ -11,9 +11,11 @@ import pytest
 pytest.importorskip("s3fs", reason="the [s3] extra")
 pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
 
-import range_http  # noqa: E402
-from helpers import field_stores, s3  # noqa: E402
-
+from tests.helpers import (  # noqa: E402
+    field_stores,
+    range_http,  # noqa: E402
+    s3,
+)
 from transforms.core.errors import InputError  # noqa: E402
 from transforms.storage import layout_view, layouts  # noqa: E402
 

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
 from pipelines import train as train_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.learning import models, skops_trust, training_samples
 from transforms.products.classify import class_encoding
 
-FNAPI = ["--runner=FnApiRunner"]
 NAMES = np.array(["water", "forest", "crop", "urban"])
 CASES = [(name, []) for name in models.CLASSIFIERS] + [
     ("knn", ["--param", "algorithm='kd_tree'"]),

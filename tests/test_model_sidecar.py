@@ -12,13 +12,12 @@ import pytest
 import xarray as xr
 from sklearn.cluster import KMeans
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.core.errors import InputError
 from transforms.learning import models
-
-FNAPI = ["--runner=FnApiRunner"]
 
 
 @pytest.fixture(scope="module")

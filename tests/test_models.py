@@ -10,14 +10,13 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
 from pipelines import train as train_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.core.errors import InputError
 from transforms.learning import models
-
-FNAPI = ["--runner=FnApiRunner"]
 
 
 def _double(x):  # a function skops does not trust: it could be anything

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import pytest
-import store_factory
 
 import efm
+from tests.helpers import store_factory
 
 YEAR = 2021
 CLASSES = ["water", "forest"]
@@ -321,7 +321,8 @@ def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_b
     import nbformat
     import shapely
     from nbclient import NotebookClient
-    from test_label_browser import click_lonlat, pick_class, wait_for
+
+    from tests.helpers.label_browser import click_lonlat, pick_class, wait_for
 
     monkeypatch.setenv(
         "PYTHONPATH",
@@ -460,7 +461,12 @@ def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_b
 def browser(tmp_path):
     """Debian's headless Chromium as tests/test_label_browser.py starts it (same flags, same rule:
     missing is a failure, EFM_SKIP_BROWSER=1 skips)."""
-    from test_label_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, browser_or_fail
+    from tests.helpers.label_browser import (
+        CHROMEDRIVER,
+        CHROMIUM,
+        CHROMIUM_FLAGS,
+        browser_or_fail,
+    )
 
     browser_or_fail()
     from selenium import webdriver

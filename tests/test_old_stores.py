@@ -16,17 +16,17 @@ import xarray as xr
 import xarray_beam as xbeam
 import zarr
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store, raw_embedding, write_v2
 
 from pipelines import change as change_cli
 from pipelines import classify as classify_cli
 from pipelines import similarity as similarity_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store, raw_embedding, write_v2
 from transforms.core import quantize
 from transforms.core.grid import Grid
 from transforms.learning import models
 from transforms.storage import store
 
-FNAPI = ["--runner=FnApiRunner"]
 X0, Y0, SCALE = 500_000.0, 5_000_000.0, 10.0  # store_factory's grid
 
 

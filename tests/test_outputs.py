@@ -8,7 +8,6 @@ output is replaced with --overwrite (and refused without it).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -16,20 +15,11 @@ import shutil
 
 import pytest
 
-from pipelines import classify, cluster, demo, export, extract, make_sample_data, sample, train
-from sample_data import generate as sample_data
+from pipelines import classify, demo, make_sample_data
+from tests.helpers.product_world import MARKER_FILE, RUN, World, argv, call, make_world
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_files import snapshot
 
-FNAPI = ["--runner=FnApiRunner"]
-RUN = {
-    "extract": extract.run,
-    "classify": classify.run,
-    "sample": sample.run,
-    "train": train.run,
-    "cluster": cluster.run,
-    "export": export.run,
-    "make-sample-data": make_sample_data.run,
-    "demo": demo.run,
-}
 SUFFIX = {
     "extract": ".zarr",
     "classify": ".zarr",
@@ -41,130 +31,13 @@ SUFFIX = {
     "demo": "",
 }
 COMMANDS = list(RUN)
-MARKER_FILE = (
-    ".efm-product"  # transforms.MARKER_FILE (literal: this file also runs against older code)
-)
 PARTS_MARKER = ".efm-parts"  # transforms.PARTS_MARKER
-
-
-@dataclasses.dataclass
-class World:
-    root: pathlib.Path
-    data: sample_data.SampleData
-    emb: str
-    samples: str
-    model: str
-    classes: str
-    tif: str
-
-    @property
-    def bbox(self) -> str:
-        return ",".join(repr(v) for v in self.data.bbox)
-
-
-def argv(cmd: str, w: World, output, *extra) -> list[str]:
-    out = str(output)
-    return {
-        "extract": [
-            "--source",
-            "cog",
-            "--cog-root",
-            w.data.mirror,
-            f"--bbox={w.bbox}",
-            "--crs",
-            w.data.crs,
-            "--years",
-            "2022",
-            "--chunk-size",
-            "128",
-            "--tuning",
-            "max_concurrent_requests=2",
-            "--output",
-            out,
-            *extra,
-            *FNAPI,
-        ],
-        "classify": ["--embeddings", w.emb, "--model", w.model, "--output", out, *extra, *FNAPI],
-        "sample": [
-            "--embeddings",
-            w.emb,
-            "--points",
-            w.data.points,
-            "--label-column",
-            "label",
-            "--output",
-            out,
-            *extra,
-            *FNAPI,
-        ],
-        "train": [
-            "--samples",
-            w.samples,
-            "--classifier",
-            "knn",
-            "--folds",
-            "3",
-            "--output",
-            out,
-            *extra,
-        ],
-        "cluster": [
-            "--embeddings",
-            w.emb,
-            "--clusters",
-            "3",
-            "--sample-size",
-            "300",
-            "--output",
-            out,
-            *extra,
-            *FNAPI,
-        ],
-        "export": ["--input", w.classes, "--output", out, "--png", *extra],
-        "make-sample-data": ["--output", out, "--size", "small", "--years", "2022", *extra],
-        "demo": ["--output", out, "--small", *extra],
-    }[cmd]
-
-
-def call(cmd: str, args: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    code = RUN[cmd](args)
-    return code, capsys.readouterr().err.strip()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     """Every kind of efm product, each made by its own command on the offline sample data."""
     return make_world(tmp_path_factory.mktemp("world"))
-
-
-def make_world(root: pathlib.Path) -> World:
-    data = sample_data.generate(
-        str(root / "sample-data"), sample_data.SampleSpec(**sample_data.SMALL, years=(2022,))
-    )
-    w = World(
-        root,
-        data,
-        str(root / "emb.zarr"),
-        str(root / "samples.parquet"),
-        str(root / "model.skops"),
-        str(root / "classes.zarr"),
-        str(root / "map.tif"),
-    )
-    assert extract.run(argv("extract", w, w.emb)) == 0
-    assert sample.run(argv("sample", w, w.samples)) == 0
-    assert train.run(argv("train", w, w.model)) == 0
-    assert classify.run(argv("classify", w, w.classes)) == 0
-    assert export.run(argv("export", w, w.tif)) == 0
-    return w
-
-
-def snapshot(path) -> dict[str, bytes]:
-    """Every file under `path` (or the file itself) with its bytes."""
-    p = pathlib.Path(path)
-    if p.is_file():
-        return {"": p.read_bytes()}
-    return {str(f.relative_to(p)): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
 
 
 def copy(src, dst) -> str:
@@ -372,10 +245,33 @@ def test_own_previous_output_needs_overwrite_then_is_replaced(world, tmp_path, c
         copy(src + ".json", target + ".json")  # the sidecar: how a model file is known to be efm's
     if cmd == "export":
         copy(src[:-4] + ".png", target[:-4] + ".png")
+    old = aged(target)  # every file of the previous output, dated 1970-01-01
     code, err = call(cmd, argv(cmd, world, target), capsys)
     assert_refused(cmd, code, err, "already exists", "pass --overwrite to replace it")
+    assert all(f.stat().st_mtime == 1 for f in old)  # refused: untouched
     code, err = call(cmd, argv(cmd, world, target, "--overwrite"), capsys)
     assert code == 0, err
+    # replaced: the output is there again and none of its files is the previous one's
+    new = files_of(target)
+    assert new and all(f.stat().st_mtime > 1 for f in new), [str(f) for f in new]
+
+
+def files_of(path) -> list[pathlib.Path]:
+    """The files of an output: a file, or every file under a folder, with its sidecar and PNG."""
+    p = pathlib.Path(path)
+    found = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] * p.is_file()
+    for extra in (pathlib.Path(str(p) + ".json"), p.with_suffix(".png")):
+        if p.suffix in (".skops", ".tif") and extra.is_file():
+            found.append(extra)
+    return found
+
+
+def aged(path) -> list[pathlib.Path]:
+    """Date every file of an output 1970-01-01 (mtime 1 s): a file the run writes is newer."""
+    found = files_of(path)
+    for f in found:
+        os.utime(f, (1, 1))
+    return found
 
 
 def test_own_sample_data_folder_is_replaced_and_a_foreign_one_is_not(tmp_path, capsys):

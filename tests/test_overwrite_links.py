@@ -20,17 +20,19 @@ import shutil
 import numpy as np
 import pytest
 import xarray as xr
-from store_factory import make_store
-from test_outputs import FNAPI, MARKER_FILE, argv, call, make_world, snapshot
 
 from pipelines import change, demo, similarity
+from tests.helpers.product_world import MARKER_FILE, argv, call, make_world
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import make_store
+from tests.helpers.store_files import snapshot
 from transforms.core.errors import InputError
 from transforms.storage import outputs
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Every kind of efm product (tests/test_outputs.py), made once for this file."""
+    """Every kind of efm product (tests/helpers/product_world.py), made once for this file."""
     return make_world(tmp_path_factory.mktemp("world"))
 
 

@@ -7,19 +7,13 @@ import pytest
 import xarray as xr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from store_factory import BANDS, make_store
 
 from pipelines import classify as classify_cli
 from pipelines import predict as predict_cli
+from tests.helpers.runners import FNAPI, MULTIPROCESS
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.learning import models
 from transforms.storage import store
-
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import threading
 
 import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store, pixel_centre
 
 from pipelines import classify, cluster, sample
+from tests.helpers.store_factory import BANDS, make_store, pixel_centre
 from transforms.learning import models
 from transforms.storage import store
 
@@ -28,10 +31,31 @@ def progress_lines(err: str, prog: str, verb: str) -> list[tuple[int, int]]:
     return [tuple(map(int, pattern.fullmatch(line).groups()[:2])) for line in lines]
 
 
+class _Watch:
+    """stderr, noting for each progress line how many done markers are on disk as it is written
+    (listed here with os.listdir), and letting a chunk write wait for the next line."""
+
+    def __init__(self, stream, done_dir: str):
+        self.stream, self.done_dir, self.seen = stream, done_dir, []
+        self.printed = threading.Event()
+
+    def write(self, text: str) -> int:
+        if "progress:" in text:
+            on_disk = len(os.listdir(self.done_dir)) if os.path.isdir(self.done_dir) else 0
+            self.seen.append((text.strip(), on_disk))
+            self.printed.set()
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def test_classify_prints_progress_up_to_the_planned_count(
     embeddings, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setenv("EFM_PROGRESS_INTERVAL", "0.1")
+    from transforms.storage import zarr_direct
+
+    monkeypatch.setenv("EFM_PROGRESS_INTERVAL", "0.05")
     valid = embeddings.valid[0]
     rows, cols = np.nonzero(valid)
     model = KNeighborsClassifier(3).fit(
@@ -43,6 +67,18 @@ def test_classify_prints_progress_up_to_the_planned_count(
         model, model_path, {"kind": "classifier", "classes": model.classes_, "bands": list(BANDS)}
     )
     output = str(tmp_path / "classes.zarr")
+    watch = _Watch(sys.stderr, os.path.join(output, ".efm", "done"))
+    monkeypatch.setattr(sys, "stderr", watch)
+    write = zarr_direct.ChunkWriter.write
+
+    def write_after_a_line(self, *args, **kwargs):
+        """Each chunk is written only after a progress line has been printed since the last one:
+        so the lines between the first and the last are there whatever the machine's speed."""
+        watch.printed.clear()
+        watch.printed.wait(3)  # a bound: a run without lines along the way fails below
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(zarr_direct.ChunkWriter, "write", write_after_a_line)
     assert (
         classify.run(
             [
@@ -60,6 +96,15 @@ def test_classify_prints_progress_up_to_the_planned_count(
     counts = progress_lines(capsys.readouterr().err, "efm classify", "written")
     planned = 2 * 3 * 3  # 2 years x (300/128 -> 3) x (260/128 -> 3) chunks
     assert counts[-1] == (planned, planned) == (len(store.done_markers(output)), planned)
+    assert len(watch.seen) == len(counts)
+    # each line counts what was on disk: at least the markers there at the line before it,
+    # at most those there as it is printed
+    before = 0
+    for (done, total), (line, on_disk) in zip(counts, watch.seen):
+        assert total == planned and before <= done <= on_disk, (line, before, on_disk)
+        before = on_disk
+    assert any(0 < done < planned for done, _ in counts), counts  # lines along the way
+    assert [c for c, _ in counts] == sorted(c for c, _ in counts)  # never backwards
 
 
 def test_sample_prints_progress_in_chunks_with_points(embeddings, tmp_path, capsys, monkeypatch):

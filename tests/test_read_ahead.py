@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 import zarr
-from store_factory import make_store
 
+from tests.helpers.store_factory import make_store
 from transforms.core import quantize
 from transforms.core.grid import Window, tile_windows
 from transforms.storage.read_ahead import ReadAhead

@@ -24,17 +24,18 @@ import shutil
 import numpy as np
 import pytest
 import xarray as xr
-from test_cog import check_nearest, grid_of
-from test_extract import bbox_inside, summary_values
-from test_resume_place import interrupt, snapshot
 
 from emulators.earthengine import EarthEngineEmulator
 from emulators.earthengine.synthetic import make_embedding_collection
 from pipelines import extract
 from sample_data import generate as sample_data
+from tests.helpers.cog_mirror import check_nearest, grid_of
+from tests.helpers.ee_extract import bbox_inside, ee_argv, ee_change
+from tests.helpers.run_summary import summary_values
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_files import interrupt, snapshot
 from transforms.core.grid import Window
 
-FNAPI = ["--runner=FnApiRunner"]
 MIRROR = os.path.join("sd", "mirror")  # the relative spelling, from folder a/ or b/
 
 
@@ -213,35 +214,6 @@ def emulator(ee_token):
         emu.add_image(**image)
     with emu:
         yield emu, images
-
-
-def ee_argv(emu, output, bbox, *extra) -> list[str]:
-    return [
-        "--bbox",
-        bbox,
-        "--years",
-        "2021",
-        "--output",
-        str(output),
-        "--chunk-size",
-        "128",
-        "--tuning",
-        f"ee_api_url={emu.url}",
-        "--ee-project",
-        "test-project",
-        "--tuning",
-        "retry_initial_delay=0.01",
-        *extra,
-        *FNAPI,
-    ]
-
-
-def ee_change(emu, images, change):
-    tile = next(i for i in images if i["crs"] == "EPSG:32631")
-    if change == "an image added":
-        emu.add_image(**{**tile, "image_id": tile["image_id"] + "_reprocessed"})
-    else:  # the same id, reprocessed: a new version
-        emu.add_image(**{**tile, "properties": {"system:version": 1800000000000000}})
 
 
 @pytest.mark.parametrize("change", ["an image added", "an image's new version"])

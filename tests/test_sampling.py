@@ -8,13 +8,12 @@ import pandas as pd
 import pyproj
 import pytest
 import shapely
-from store_factory import BANDS, make_store
 
 from pipelines import sample as sample_cli
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.learning import sample_table, sampling
 from transforms.storage import readers
-
-FNAPI = ["--runner=FnApiRunner"]
 
 
 @pytest.fixture(scope="module")

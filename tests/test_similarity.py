@@ -7,17 +7,12 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from store_factory import make_store
 
 from pipelines import similarity as similarity_cli
+from tests.helpers.runners import FNAPI, MULTIPROCESS
+from tests.helpers.store_factory import make_store
 from transforms.storage import store
 
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 ATOL = 1e-5  # float32 dot products against float64
 X0, Y0, SCALE = 500_000.0, 5_000_000.0, 10.0  # store_factory's grid
 

@@ -16,11 +16,11 @@ import shutil
 import numpy as np
 import pytest
 import zarr
-from helpers import field_stores
 
 from pipelines import cli, common
+from tests.helpers import field_stores
+from tests.helpers.runners import FNAPI
 
-FNAPI = ["--runner=FnApiRunner"]
 YEARS = (2023, 2024)
 WEST, NORTH, RES = -122.5, 38.0, 0.00009  # the mosaic
 UTM_WEST, UTM_NORTH = 500000.0, 4200000.0  # the float store (10 m pixels)

@@ -24,7 +24,7 @@ pytest.importorskip("s3fs", reason="the [s3] extra")
 pytest.importorskip("gcsfs", reason="the [gcs] extra")
 pytest.importorskip("moto.server", reason="moto[server], in the [test] extra")
 
-from helpers import field_stores, s3  # noqa: E402
+from tests.helpers import field_stores, s3  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

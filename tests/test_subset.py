@@ -21,7 +21,6 @@ import xarray as xr
 import zarr
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsClassifier
-from store_factory import BANDS, make_store
 
 from pipelines import (
     change as change_cli,
@@ -38,6 +37,8 @@ from pipelines import (
 from pipelines import (
     similarity as similarity_cli,
 )
+from tests.helpers.runners import FNAPI, MULTIPROCESS
+from tests.helpers.store_factory import BANDS, make_store
 from transforms.core.errors import InputError
 from transforms.core.grid import Grid, Window
 from transforms.learning import models
@@ -45,12 +46,6 @@ from transforms.products.chunk_map import output_template
 from transforms.products.classify import regression_variable
 from transforms.storage import readers, store, subset
 
-FNAPI = ["--runner=FnApiRunner"]
-MULTIPROCESS = [
-    "--runner=DirectRunner",
-    "--direct_num_workers=2",
-    "--direct_running_mode=multi_processing",
-]
 X0, Y0, SCALE, CRS = (
     500_000.0,
     5_000_000.0,

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAKE_TOKEN
+
+from tests.helpers.ee_scene import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy
+from tests.helpers.local_servers import FAKE_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
 sys.path.insert(0, str(TEMPLATES))
 import flex_launcher  # noqa: E402
-from test_gcs_end_to_end import CRS, SEED, area_bbox, labelled_points_csv, map_accuracy  # noqa: E402
 
 PIPELINES = ("extract", "classify", "sample", "predict", "similarity", "change")
 MAP_PIPELINES = (
@@ -799,9 +800,9 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(
     the table must be written by the pipeline itself. Here the same early return on FnApiRunner, which
     has run the whole pipeline by then: the table is there, with the values the store holds, and its metadata."""
     import pandas as pd
-    from store_factory import BANDS, make_store
 
     from pipelines import common, sample
+    from tests.helpers.store_factory import BANDS, make_store
     from transforms.learning import sample_table
 
     s = make_store(str(tmp_path / "emb.zarr"), height=200, width=180, years=(2021,), seed=3)
@@ -1083,8 +1084,8 @@ def test_unreachable_earth_engine_is_one_line(monkeypatch, ee_token):
     """No Earth Engine at the URL (closed port): a clear --tuning ee_api_url error, not a traceback.
     (ee retries the connection 5 times with backoff first, about 50 s: made 0 here.)"""
     import ee
-    from conftest import free_port
 
+    from tests.helpers.local_servers import free_port
     from transforms.core.errors import InputError
     from transforms.sources import earthengine
 
@@ -1173,10 +1174,10 @@ def test_map_templates_translate_their_parameters():
 @pytest.fixture(scope="module")
 def map_launched(launched, gcs, tmp_path_factory):
     """predict (a regressor), similarity and change through their entry files on DirectRunner, on a two-year
-    store in the bucket (tests/store_factory.py, uploaded) with the model and the reference points on gs://."""
+    store in the bucket (tests/helpers/store_factory.py, uploaded) with the model and the reference points on gs://."""
     import pandas as pd
-    from store_factory import BANDS, make_store
 
+    from tests.helpers.store_factory import BANDS, make_store
     from transforms.learning import models
 
     paths, _, env = launched
@@ -1254,8 +1255,8 @@ def map_launched(launched, gcs, tmp_path_factory):
 
 def test_map_entry_files_run_their_pipelines_as_the_launcher_does(map_launched):
     """Each new template's entry file, run as the launcher runs it, writes the map its pipeline writes:
-    equal to scikit-learn / numpy on the whole store read back from gs:// (test_gcs_end_to_end's references)."""
-    from test_gcs_end_to_end import (
+    equal to scikit-learn / numpy on the whole store read back from gs:// (tests/helpers/map_references.py)."""
+    from tests.helpers.map_references import (
         REF_ATOL,
         assert_map_equals,
         gcs_embeddings,

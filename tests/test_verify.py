@@ -20,10 +20,10 @@ import xarray as xr
 from pipelines import cli
 from sample_data import embedding as sample_embedding
 from sample_data import generate as sample_data
+from tests.helpers.runners import FNAPI
 from transforms.core.errors import InputError
 from transforms.storage import store
 
-FNAPI = ["--runner=FnApiRunner"]
 # shard files of the 2-year, 2 x 3-chunk store ((time, band, y, x): year 0 row 1 col 1, year 1 row 0 col 2)
 DELETED, TRUNCATED = "c/0/0/1/1", "c/1/0/0/2"
 
@@ -149,8 +149,7 @@ def test_verify_decodes_chunks_of_a_store_without_records(pristine, tmp_path, ca
 
 def test_store_with_chunks_of_no_data_verifies_clean(tmp_path, capsys, model):
     """Chunks of fill values have no file, on purpose: their markers say so; a deleted chunk next to them is caught."""
-    from store_factory import BANDS
-
+    from tests.helpers.store_factory import BANDS
     from transforms.core.chunks import ChunkSpec, chunk_dataset
     from transforms.core.grid import Grid, tile_windows
 

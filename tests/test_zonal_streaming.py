@@ -23,9 +23,7 @@ import zarr
 
 import efm
 from pipelines import zonal as zonal_cli
-from tests.helpers.collections import make_collection
-from tests.store_factory import BANDS, make_store
-from tests.test_collection_products import (
+from tests.helpers.collection_seam import (
     CRS,
     MEMBER,
     cell_of,
@@ -35,7 +33,10 @@ from tests.test_collection_products import (
     seam_polygons,
     write_points,
 )
-from tests.test_zonal import FNAPI, check, expected, fields, xy
+from tests.helpers.collections import make_collection
+from tests.helpers.runners import FNAPI
+from tests.helpers.store_factory import BANDS, make_store
+from tests.helpers.zonal_fields import check, expected, fields, xy
 from transforms.products import zonal_polygons
 from transforms.storage import readers
 

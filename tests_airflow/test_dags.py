@@ -19,22 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DAGS, REPO
 
-DAG_IDS = {
-    "efm_extract_classify_beam",
-    "efm_extract_classify_flex",
-    "efm_regression_maps_beam",
-    "efm_regression_maps_flex",
-}
-
-
-def dag_bag():
-    """The DAG folder parsed as Airflow 3's dag processor parses the dags-folder bundle (on sys.path:
-    the DAGs import their helper module, efm_airflow, from it)."""
-    from airflow.dag_processing.dagbag import BundleDagBag
-
-    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)
+from tests.helpers.airflow_dags import DAG_IDS, DAGS, REPO, dag_bag
 
 
 def run_efm(efm_python: str, *argv: str) -> str:

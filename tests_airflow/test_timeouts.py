@@ -15,7 +15,8 @@ import re
 from datetime import timedelta
 
 import pytest
-from test_dags import DAG_IDS, dag_bag
+
+from tests.helpers.airflow_dags import DAG_IDS, dag_bag
 
 TINY_TIMEOUT_HOURS = 0.001  # 3.6 s
 

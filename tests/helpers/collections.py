@@ -13,9 +13,10 @@ import os
 
 import numpy as np
 import pyproj
+import rasterio
 import zarr
 
-from tests.store_factory import SyntheticStore, make_store
+from tests.helpers.store_factory import SyntheticStore, make_store
 from transforms.core import quantize
 from transforms.core.zones import Cell
 from transforms.storage import collection as collectionlib
@@ -101,3 +102,30 @@ def make_collection(
         )
     )
     return TestCollection(root, members, owned)
+
+
+def check_vrt(tc, vrt, zone_values):
+    """The VRT opens in EPSG:4326 over the whole area; at every pixel centre its value is the
+    owning zone's (the zone array indexed by the reference's rule), no data where none has it."""
+    with rasterio.open(vrt) as src:
+        assert src.crs.to_epsg() == 4326
+        w, s, e, nn = src.bounds
+        assert w <= 5.975 + 1e-9 and e >= 6.025 - 1e-4 and s <= 45.0 + 1e-4 and nn >= 45.02
+        data = src.read(1)
+        rows, cols = np.mgrid[0 : src.height, 0 : src.width]
+        lon, lat = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
+        lon, lat = np.reshape(lon, rows.shape), np.reshape(lat, rows.shape)
+        fill = src.nodata
+    want = np.full(data.shape, fill, dtype=data.dtype)
+    for name, cell_crs, west, east in CELLS:
+        own = (lon >= west) & (lon < east)
+        x, y = pyproj.Transformer.from_crs("EPSG:4326", cell_crs, always_xy=True).transform(
+            lon[own], lat[own]
+        )
+        g = tc.members[name].grid
+        col = np.floor((x - g.x0) / g.scale).astype(int)
+        row = np.floor((g.y0 - y) / g.scale).astype(int)
+        ok = (row >= 0) & (row < g.height) & (col >= 0) & (col < g.width)
+        assert ok.sum() > 1000
+        want[tuple(a[ok] for a in np.nonzero(own))] = zone_values[name][row[ok], col[ok]]
+    np.testing.assert_array_equal(data, want)
