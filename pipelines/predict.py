@@ -13,8 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, fanout, predict_classes, product
-from pipelines import zonal as zonal_cli
+from pipelines import common, fanout, polygon_table, predict_classes, product
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
 from transforms.learning import model_cache, model_inputs, models
@@ -32,7 +31,7 @@ def build_parser(prog: str = "efm predict"):
         "mean embedding -> a table (Parquet) with a class (or prediction) per polygon and year. "
         "`efm classify` is another name for this command.",
     )
-    zonal_cli.add_polygon_flags(parser, with_stats=False)
+    polygon_table.add_polygon_flags(parser, with_stats=False)
     return parser
 
 
@@ -47,7 +46,7 @@ def predict_polygons(args, options, loaded, prog: str = "efm predict") -> int:
     ):
         if given:
             raise InputError(flag, "does not apply with --polygons (a table per polygon); drop it")
-    return zonal_cli.run_zonal(args, options, prog, ("mean",), loaded)
+    return polygon_table.run_zonal(args, options, prog, ("mean",), loaded)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "efm predict") -> int:

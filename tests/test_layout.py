@@ -213,7 +213,16 @@ def test_the_label_page_takes_its_colours_without_the_export_product():
 
 
 # pipelines/ modules every command may use (and that use only each other)
-SHARED = {"beam_args", "common", "failures", "interrupts", "product", "fanout", "tuning"}
+SHARED = {
+    "beam_args",
+    "common",
+    "failures",
+    "interrupts",
+    "product",
+    "fanout",
+    "tuning",
+    "polygon_table",
+}
 DRIVERS = {"cli", "demo"}  # run other commands by design (the `efm` entry; the whole workflow)
 ALIASES = {"classify": "predict"}  # another name for a command: it may import that command only
 PIPELINES = sorted(p.stem for p in (REPO / "pipelines").glob("*.py") if p.stem != "__init__")
@@ -235,22 +244,7 @@ def pipeline_imports(path: pathlib.Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(
-            m,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="predict borrows classify's and zonal's code: one predict command "
-                "(issue 20 item 4) removes this; drop this mark then",
-            ),
-        )
-        if m == "predict"
-        else m
-        for m in PIPELINES
-    ],
-)
+@pytest.mark.parametrize("module", PIPELINES)
 def test_a_command_imports_only_the_shared_helpers_and_its_own_steps(module):
     assert SHARED <= set(PIPELINES) and DRIVERS <= set(PIPELINES), "a listed module is gone"
     if module in DRIVERS:
