@@ -200,11 +200,6 @@ def test_the_api_and_the_commands_never_import_each_other():
             assert not leaks, f"{path.relative_to(REPO)} imports {leaks}: {top} never uses {other}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="label_page/session.py imports products.export.class_colors: the palette moves out of "
-    "export.py with its split (issue 20, products helper); drop this mark then",
-)
 def test_the_label_page_takes_its_colours_without_the_export_product():
     for path in sorted((REPO / "label_page").rglob("*.py")):
         leaks = sorted(i for i in imports_of(path) if i.startswith("transforms.products.export"))

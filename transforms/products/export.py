@@ -19,6 +19,7 @@ import xarray as xr
 from transforms.core import atomic
 from transforms.core.errors import InputError
 from transforms.core.grid import Window, tile_windows
+from transforms.products.colours import class_colors
 from transforms.storage import store
 
 BLOCK_SIZE = 512
@@ -252,22 +253,6 @@ def describe_variable(
         labels = tuple(attrs.get("class_labels") or str(attrs.get("flag_meanings", "")).split())
         kind = "class" if variable == "class" else "mask"
     return kind, dtype, nodata, labels, values
-
-
-def class_colors(values) -> dict[int, tuple[int, int, int]]:
-    """A distinct colour per class value (tab10/tab20, then evenly spaced hues)."""
-    import matplotlib
-
-    n = len(values)
-    if n <= 10:
-        palette = matplotlib.colormaps["tab10"].colors
-    elif n <= 20:
-        palette = matplotlib.colormaps["tab20"].colors
-    else:
-        palette = [matplotlib.colors.hsv_to_rgb((i / n, 0.65, 0.9)) for i in range(n)]
-    return {
-        int(v): tuple(int(round(255 * c)) for c in palette[i][:3]) for i, v in enumerate(values)
-    }
 
 
 def layer_colors(layer: Layer) -> dict[int, tuple[int, int, int]] | None:
