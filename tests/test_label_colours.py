@@ -73,6 +73,7 @@ def test_preview_and_uncertainty_tiles_take_their_colours_from_matplotlib_s_tabl
     import matplotlib
     import pyproj
     from PIL import Image
+    from sklearn.neighbors import KNeighborsClassifier
 
     from label_page import guide, tiles
     from label_page import server as serverlib
@@ -93,7 +94,8 @@ def test_preview_and_uncertainty_tiles_take_their_colours_from_matplotlib_s_tabl
         ],
         "polygons": [],
     }
-    assert session.update(body)["k"] is not None
+    k = session.update(body)["k"]
+    assert k is not None
     h, w = s.grid.height, s.grid.width
     cx, cy = store_factory.pixel_centre(s, h // 2, w // 2)
     mx, my = pyproj.Transformer.from_crs(s.grid.crs, "EPSG:3857", always_xy=True).transform(cx, cy)
@@ -111,16 +113,22 @@ def test_preview_and_uncertainty_tiles_take_their_colours_from_matplotlib_s_tabl
         png = session.tile(layer, z, x, y, None)
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
 
-    # preview: every data pixel opaque, in tab10's first two colours (water, forest)
-    preview = rgba("preview")
-    tab10 = [tuple(round(255 * c) for c in matplotlib.colormaps["tab10"].colors[i]) for i in (0, 1)]
-    shown = {tuple(p) for p in preview[data][:, :3]}
-    assert (preview[data][:, 3] == 255).all() and shown <= set(tab10) and len(shown) == 2
-    assert (preview[~inside][:, 3] == 0).all()
-
-    # uncertainty: matplotlib's plasma at round(u * 255), alpha 40 (sure) .. 255 (on the boundary)
+    # preview: scikit-learn's k-NN class of each data pixel, opaque, in tab10's colour of the class
     train = np.stack([flat[r * w + c] for r, c in picks])
     labels = np.array([i % 2 for i in range(len(picks))])
+    predicted = (
+        KNeighborsClassifier(n_neighbors=k)
+        .fit(train, labels)
+        .predict(flat[rows[data] * w + cols[data]])
+    )
+    tab10 = np.array(matplotlib.colormaps["tab10"].colors)[:2]
+    preview = rgba("preview")
+    assert (preview[data][:, 3] == 255).all() and (preview[~inside][:, 3] == 0).all()
+    expected = np.round(tab10[predicted] * 255).astype(np.uint8)
+    assert (preview[data][:, :3] == expected).all(axis=1).mean() > 0.999
+    assert len(set(predicted.tolist())) == 2
+
+    # uncertainty: matplotlib's plasma at round(u * 255), alpha 40 (sure) .. 255 (on the boundary)
     u = guide.uncertainty(train, labels, flat[rows[data] * w + cols[data]])
     index = np.clip(np.round(u * 255).astype(int), 0, 255)
     plasma = np.array(matplotlib.colormaps["plasma"].colors)
