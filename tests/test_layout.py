@@ -206,6 +206,19 @@ def test_the_label_page_takes_its_colours_without_the_export_product():
         assert not leaks, f"{path.relative_to(REPO)} imports {leaks}"
 
 
+# what only label_page/startup.py calls: the start-up checks `efm label` and `efm.label` share
+LABEL_STARTUP_NAMES = {
+    "make_server", "check_output", "basemap_origin", "Imagery", "default_year", "split_polygons",
+    "EADDRINUSE",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["pipelines/label.py", "efm/label.py"])
+def test_the_label_command_and_function_share_one_set_of_start_up_checks(path):
+    own = sorted(names_in(REPO / path) & LABEL_STARTUP_NAMES)
+    assert not own, f"{path} checks {own} itself: use label_page/startup.py"
+
+
 # pipelines/ modules every command may use (and that use only each other)
 SHARED = {"beam_args", "common", "failures", "interrupts", "product", "fanout"}
 DRIVERS = {"cli", "demo"}  # run other commands by design (the `efm` entry; the whole workflow)
