@@ -18,7 +18,6 @@ README ("Label points", "In a notebook"): an SSH tunnel on the same port, or `ef
 
 from __future__ import annotations
 
-import errno
 import html
 import os
 import tempfile
@@ -29,7 +28,7 @@ import xarray as xr
 
 from efm.embeddings import PATH_KEY
 from transforms.core.errors import InputError
-from transforms.storage import outputs, readers, store
+from transforms.storage import readers, store
 
 POINT_COLUMNS = ["label", "polygon", "geometry"]
 POLYGON_COLUMNS = ["polygon", "label", "pixels", "sampled", "fixed", "geometry"]
@@ -62,53 +61,36 @@ def label(
 
     Bad input raises InputError (one line naming the parameter) before the server starts.
     """
-    # imported here: `import efm` stays free of the page's modules (matplotlib's colour maps)
-    from label_page import imagery
-    from label_page import polygons as polygonlib
+    # imported here: `import efm` stays free of the page's modules
     from label_page import server as serverlib
+    from label_page import startup
     from label_page.view import StoreView
 
+    names = startup.API
     path, info, year = _store(ds, year)
     classes = _classes(classes)
-    origin = imagery.basemap_origin(basemap, "basemap") if basemap is not None else None
-    if isinstance(points_per_polygon, bool) or not isinstance(points_per_polygon, int):
-        raise InputError(
-            "points_per_polygon", f"expected an int, got {type(points_per_polygon).__name__}"
-        )
-    if not 0 <= points_per_polygon <= polygonlib.MAX_PER_POLYGON:
-        raise InputError(
-            "points_per_polygon",
-            f"must be 0..{polygonlib.MAX_PER_POLYGON} (0: every pixel centre inside, capped), "
-            f"got {points_per_polygon}",
-        )
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise InputError("port", f"must be an int 0-65535 (0 = any free port), got {port!r}")
+    if output is not None:
+        output = os.fspath(output)
+    origin = startup.check_options(
+        names, output=output, port=port, basemap=basemap, per_polygon=points_per_polygon
+    )
     if isinstance(height, bool) or not isinstance(height, int) or height < 100:
         raise InputError("height", f"the IFrame's height in pixels, 100 or more; got {height!r}")
-    loaded, loaded_polygons = [], []
-    if points is not None:
-        loaded, classes, loaded_polygons = _loaded(points, info, classes)
-    if output is None:
-        output = os.path.join(tempfile.mkdtemp(prefix="efm-label-"), "points.geojson")
-    output = os.fspath(output)
-    if not output.lower().endswith((".geojson", ".json")):
-        raise InputError(
-            "output", f"{output}: the page's Save writes GeoJSON; name it e.g. points.geojson"
-        )
     inputs = {"ds": path, **({"points": points} if isinstance(points, (str, os.PathLike)) else {})}
-    outputs.check_output(
-        output, "points", flag="output", inputs={k: os.fspath(v) for k, v in inputs.items()},
+    start = startup.open_inputs(
+        names,
+        info,
+        classes,
+        points=points,
+        image=os.fspath(image) if image is not None else None,
+        output=output,
         overwrite=overwrite,
-    )  # fmt: skip
-    picture = imagery.Imagery(os.fspath(image), info, flag="image") if image is not None else None
-    try:
-        httpd = serverlib.make_server(None, port, basemap_origin=origin, framable=True)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise InputError(
-                "port", f"port {port} on 127.0.0.1 is in use; pass another, or port=0 for any"
-            ) from None
-        raise InputError("port", f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        inputs={k: os.fspath(v) for k, v in inputs.items()},
+    )
+    classes, loaded, loaded_polygons = start.classes, start.loaded, start.loaded_polygons
+    if output is None:  # made once every input is checked: a refusal leaves no folder behind
+        output = os.path.join(tempfile.mkdtemp(prefix="efm-label-"), "points.geojson")
+    httpd = startup.listen(names, port, basemap_origin=origin, framable=True)
     try:
         session = serverlib.Session(
             StoreView(info, year),
@@ -124,7 +106,7 @@ def label(
                 "efm_version": store.tool_version(),
             },
             basemap=basemap,
-            image=picture,
+            image=start.image,
             per_polygon=points_per_polygon,
             loaded_polygons=loaded_polygons,
         )
@@ -266,7 +248,7 @@ def _frame(features: list, props, columns: list):
 
 def _store(ds, year):
     """ds -> (the store's path, its StoreInfo, the year shown)."""
-    from label_page.view import default_year
+    from label_page import startup
 
     if isinstance(ds, (str, os.PathLike)):
         path, wanted = os.fspath(ds), None
@@ -295,10 +277,7 @@ def _store(ds, year):
     info = readers.store_info(path, raw, flag="ds")
     if year is None and wanted:
         year = max(y for y in wanted if y in info.years) if set(wanted) & set(info.years) else None
-    try:
-        return path, info, default_year(info, year)
-    except InputError as exc:
-        raise InputError("year", str(exc).split(": ", 1)[1]) from None
+    return path, info, startup.year_of(startup.API, info, year)
 
 
 def _classes(classes) -> list[str]:
@@ -323,27 +302,6 @@ def _classes(classes) -> list[str]:
     if twice:
         raise InputError("classes", f"class {twice[0]!r} is given twice; name each class once")
     return names
-
-
-def _loaded(points, info, classes):
-    """points= -> (Points, classes, polygons to start from)."""
-    import pandas as pd
-
-    from label_page import points as pointlib
-
-    if isinstance(points, (str, os.PathLike)):
-        path = os.fspath(points)
-        loaded, classes = pointlib.load(path, info, classes, flag="points")
-        loaded, polys = pointlib.split_polygons(path, loaded)
-        return loaded, classes, polys
-    if not isinstance(points, pd.DataFrame):
-        raise InputError(
-            "points",
-            f"expected a GeoDataFrame or a points file with a 'label' column, got "
-            f"{type(points).__name__}",
-        )
-    loaded, classes = pointlib.load("the points GeoDataFrame", info, classes, "points", points)
-    return loaded, classes, []
 
 
 def _state(loaded, loaded_polygons) -> dict:

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from label_page import guide, polygons, tiles
+from label_page import guide, layers, polygons, tiles
 from label_page import points as pointlib
 from label_page.validate import (
     MAX_CLASSES,
@@ -26,7 +26,8 @@ from label_page.validate import (
     parse_preview,
     parse_suggest,
 )
-from label_page.view import StoreView, knn_predict, neighbours
+from label_page.view import StoreView, neighbours
+from transforms.products.colours import hex_colours
 from transforms.storage import outputs
 
 SUGGEST_PIXELS = 40_000  # pixels of the view the suggestions are chosen among (a grid)
@@ -51,8 +52,6 @@ class Session:
         per_polygon: int = 0,
         loaded_polygons: list | None = None,
     ):
-        from transforms.products.export import class_colors
-
         self.view, self.classes, self.output, self.overwrite, self.rgb, self.meta = (
             view,
             list(classes),
@@ -61,7 +60,6 @@ class Session:
             rgb,
             meta,
         )
-        self._palette = class_colors
         self.chosen_colours = dict(colours or {})  # --colors: label -> "#rrggbb"
         self.loaded = {p.id: p for p in loaded}
         self.points = list(loaded)
@@ -79,10 +77,7 @@ class Session:
         self.training = None  # (vectors, class indices, rows, cols) of the latest update
 
     def colours(self) -> list[str]:
-        palette = [
-            "#{:02x}{:02x}{:02x}".format(*rgb)
-            for rgb in self._palette(list(range(len(self.classes)))).values()
-        ]
+        palette = hex_colours(len(self.classes))
         return [
             self.chosen_colours.get(name, colour) for name, colour in zip(self.classes, palette)
         ]
@@ -278,33 +273,8 @@ class Session:
 
     # ------------------------------------------------------------ tiles
     def tile(self, layer: str, z: int, x: int, y: int, bands: list[int] | None) -> bytes | None:
-        """A layer's tile as PNG; None where it shows nothing (off the store, no model yet)."""
-        if layer == "image":
-            if self.image is None:
-                raise BadRequest("tile: no --image was given")
-            rgba = self.image.tile(z, x, y)
-            return None if rgba is None else tiles.png(rgba)
-        if layer not in ("store", "preview", "uncertainty"):
-            raise BadRequest(f"tile: unknown layer {layer!r} (store, preview, uncertainty, image)")
-        model = self.model  # a snapshot: one model for the whole tile
-        if layer != "store" and model is None:
-            return None
-        got = self.tiles.values(z, x, y)
-        if got is None:
-            return None
-        values = got.values  # each store pixel once: colours are spread to the tile by got.paint
-        if layer == "store":
-            colours = self.view.colour(values[None], bands)[0]
-        elif layer == "preview":
-            lut = np.zeros((256, 4), dtype=np.uint8)
-            for k, c in enumerate(self.colours()):
-                lut[k] = [*(int(c[j : j + 2], 16) for j in (1, 3, 5)), 255]
-            classes = knn_predict(model[0], values) if len(values) else np.zeros(0, int)
-            colours = lut[classes]
-        else:
-            u = guide.uncertainty(model[1], model[2], values)
-            colours = UNCERTAINTY_LUT[np.clip((u * 255).round().astype(int), 0, 255)]
-        return tiles.png(got.paint(colours))
+        """A layer's tile as PNG; None where it shows nothing (layers.draw)."""
+        return layers.draw(self, layer, z, x, y, bands)
 
     # ------------------------------------------------------------ guidance
     def suggest(self, body: dict) -> dict:
@@ -403,15 +373,3 @@ def lonlat_bounds(info) -> list[float]:
     cols = np.concatenate([t, 0 * t + 1, t, 0 * t]) * info.width
     lon, lat = pointlib.pixel_centres_lonlat(info, rows - 0.5, cols - 0.5)
     return [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())]
-
-
-def _uncertainty_lut() -> np.ndarray:
-    """0 (sure) transparent to 1 (on the boundary) opaque magenta-yellow (matplotlib's plasma)."""
-    import matplotlib
-
-    lut = (matplotlib.colormaps["plasma"](np.linspace(0, 1, 256)) * 255).round().astype(np.uint8)
-    lut[:, 3] = np.linspace(40, 255, 256).round().astype(np.uint8)
-    return lut
-
-
-UNCERTAINTY_LUT = _uncertainty_lut()

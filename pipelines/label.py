@@ -8,19 +8,18 @@ page's "Save"; every input is checked before the server starts.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from collections.abc import Sequence
 
-from label_page import imagery, polygons
 from label_page import points as pointlib
+from label_page import polygons, startup
 from label_page import server as serverlib
-from label_page.view import StoreView, default_year
+from label_page.view import StoreView
 from pipelines import common
 from transforms.core.errors import InputError
 from transforms.products import export
-from transforms.storage import outputs, readers, store
+from transforms.storage import readers, store
 
 DEFAULT_PORT = 8765
 
@@ -94,20 +93,14 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
-    if not args.output.lower().endswith((".geojson", ".json")):
-        raise InputError(
-            "--output",
-            f"{args.output}: the points are written as GeoJSON; name the file e.g. points.geojson",
-        )
-    if not 0 <= args.port <= 65535:
-        raise InputError("--port", f"must be 0-65535 (0 = any free port), got {args.port}")
-    origin = imagery.basemap_origin(args.basemap) if args.basemap else None
-    if not 0 <= args.points_per_polygon <= polygons.MAX_PER_POLYGON:
-        raise InputError(
-            "--points-per-polygon",
-            f"must be 0..{polygons.MAX_PER_POLYGON} (0: every pixel centre inside, capped), "
-            f"got {args.points_per_polygon}",
-        )
+    names = startup.COMMAND
+    origin = startup.check_options(
+        names,
+        output=args.output,
+        port=args.port,
+        basemap=args.basemap or None,
+        per_polygon=args.points_per_polygon,
+    )
     classes = pointlib.parse_classes(args.classes)
     colours = pointlib.parse_colours(args.colors)
     unknown = [name for name in colours if classes and name not in classes]
@@ -119,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
-    year = default_year(info, args.year)
+    year = startup.year_of(names, info, args.year)
     rgb = None
     if args.rgb:
         rgb = [b.strip() for b in args.rgb.split(",")]
@@ -129,24 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}",
             )
     inputs = {"--embeddings": args.embeddings, **({"--points": args.points} if args.points else {})}
-    outputs.check_output(args.output, "points", inputs=inputs, overwrite=args.overwrite)
-    image = imagery.Imagery(args.image, info) if args.image else None
-    loaded, loaded_polygons = [], []
-    if args.points:
-        loaded, classes = pointlib.load(args.points, info, classes)
-        loaded, loaded_polygons = pointlib.split_polygons(args.points, loaded)
-    try:
-        # bound before the PCA sample is read, so a busy port fails at once
-        httpd = serverlib.make_server(None, args.port, basemap_origin=origin)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise InputError(
-                "--port",
-                f"port {args.port} on 127.0.0.1 is in use; pass another --port, or --port 0 for any free one",
-            ) from None
-        raise InputError(
-            "--port", f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}"
-        ) from None
+    start = startup.open_inputs(
+        names,
+        info,
+        classes,
+        points=args.points or None,
+        image=args.image or None,
+        output=args.output,
+        overwrite=args.overwrite,
+        inputs=inputs,
+    )
+    classes, loaded = start.classes, start.loaded
+    httpd = startup.listen(names, args.port, basemap_origin=origin)
     with httpd:
         print(
             f"efm label: reading a sample of {args.embeddings} ({year}) for the false colour...",
@@ -169,9 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             meta=meta,
             colours=colours,
             basemap=args.basemap,
-            image=image,
+            image=start.image,
             per_polygon=args.points_per_polygon,
-            loaded_polygons=loaded_polygons,
+            loaded_polygons=start.loaded_polygons,
         )
         httpd.RequestHandlerClass.session = session
         outside = sum(p.row is None for p in loaded)

@@ -201,15 +201,23 @@ def test_the_api_and_the_commands_never_import_each_other():
             assert not leaks, f"{path.relative_to(REPO)} imports {leaks}: {top} never uses {other}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="label_page/session.py imports products.export.class_colors: the palette moves out of "
-    "export.py with its split (issue 20, products helper); drop this mark then",
-)
 def test_the_label_page_takes_its_colours_without_the_export_product():
     for path in sorted((REPO / "label_page").rglob("*.py")):
         leaks = sorted(i for i in imports_of(path) if i.startswith("transforms.products.export"))
         assert not leaks, f"{path.relative_to(REPO)} imports {leaks}"
+
+
+# what only label_page/startup.py calls: the start-up checks `efm label` and `efm.label` share
+LABEL_STARTUP_NAMES = {
+    "make_server", "check_output", "basemap_origin", "Imagery", "default_year", "split_polygons",
+    "EADDRINUSE",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["pipelines/label.py", "efm/label.py"])
+def test_the_label_command_and_function_share_one_set_of_start_up_checks(path):
+    own = sorted(names_in(REPO / path) & LABEL_STARTUP_NAMES)
+    assert not own, f"{path} checks {own} itself: use label_page/startup.py"
 
 
 # pipelines/ modules every command may use (and that use only each other)

@@ -274,6 +274,25 @@ def test_bad_input_is_one_line_naming_the_parameter_and_nothing_starts(synthetic
         assert (tmp_path / "foreign.geojson").read_text().endswith("[]}")
 
 
+def test_a_refusal_leaves_no_temporary_output_folder(synthetic, tmp_path, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where mkdtemp makes efm-label-*
+    for kwargs, param in (
+        ({"image": str(tmp_path / "missing.tif")}, "image"),
+        ({"points": str(tmp_path / "missing.geojson")}, "points"),
+        ({"port": -1}, "port"),
+    ):
+        with pytest.raises(efm.InputError) as raised:
+            efm.label(synthetic.path, classes=["water", "forest"], **kwargs)
+        assert str(raised.value).startswith(f"{param}: ")
+    assert list(temp.iterdir()) == []
+    with efm.label(synthetic.path, classes=["water", "forest"]) as lab:  # the default output
+        assert Path(lab.output).parent.parent == temp and not Path(lab.output).exists()
+
+
 # ------------------------------------------------------------------ the notebook, in a browser
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from transforms.core import atomic
 from transforms.core.errors import InputError
+from transforms.products.colours import class_colors
 from transforms.storage import store
 
 if TYPE_CHECKING:
@@ -37,22 +38,6 @@ DEFAULT_RGB = (
 MAX_PNG_SIZE = 4096
 # Float products get a numeric nodata tag: NaN tags are not honoured by every GIS tool, -9999 is.
 DEFAULT_FLOAT_NODATA = -9999.0
-
-
-def class_colors(values) -> dict[int, tuple[int, int, int]]:
-    """A distinct colour per class value (tab10/tab20, then evenly spaced hues)."""
-    import matplotlib
-
-    n = len(values)
-    if n <= 10:
-        palette = matplotlib.colormaps["tab10"].colors
-    elif n <= 20:
-        palette = matplotlib.colormaps["tab20"].colors
-    else:
-        palette = [matplotlib.colors.hsv_to_rgb((i / n, 0.65, 0.9)) for i in range(n)]
-    return {
-        int(v): tuple(int(round(255 * c)) for c in palette[i][:3]) for i, v in enumerate(values)
-    }
 
 
 def layer_colors(layer: Layer) -> dict[int, tuple[int, int, int]] | None:
