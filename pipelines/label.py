@@ -83,11 +83,7 @@ def build_parser():
         default=DEFAULT_PORT,
         help="port on 127.0.0.1 (default: %(default)s; 0 for any free port)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="let Save replace an existing points file that efm wrote",
-    )
+    common.add_overwrite(parser, "an existing points file efm wrote, on Save")
     return parser
 
 
