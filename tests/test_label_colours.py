@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-import store_factory
 
+from tests.helpers import store_factory
 from transforms.products import colours, export
 
 YEAR = 2021
