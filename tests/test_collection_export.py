@@ -21,7 +21,13 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from pipelines import classify as classify_cli
 from pipelines import export as export_cli
-from tests.helpers.collections import CELLS, SEAM_LON, check_vrt, make_collection
+from tests.helpers.collections import (
+    CELLS,
+    SEAM_LON,
+    check_vrt,
+    make_collection,
+    reference_lonlat,
+)
 from tests.helpers.runners import FNAPI
 from transforms.learning import models
 from transforms.products import export
@@ -66,22 +72,6 @@ def run(argv, capsys):
     code = export_cli.run(argv)
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def reference_lonlat(tc, zone_arrays, lon, lat, fill):
-    """zone_arrays[name]: (y, x) of that member; values by the rule at points (lon, lat)."""
-    out = np.full(lon.shape, fill, dtype=np.asarray(next(iter(zone_arrays.values()))).dtype)
-    for name, cell_crs, west, east in CELLS:
-        own = (lon >= west) & (lon < east)
-        x, y = pyproj.Transformer.from_crs("EPSG:4326", cell_crs, always_xy=True).transform(
-            lon[own], lat[own]
-        )
-        g = tc.members[name].grid
-        col = np.floor((x - g.x0) / g.scale).astype(int)
-        row = np.floor((g.y0 - y) / g.scale).astype(int)
-        ok = (row >= 0) & (row < g.height) & (col >= 0) & (col < g.width)
-        out[tuple(a[ok] for a in np.nonzero(own))] = zone_arrays[name][row[ok], col[ok]]
-    return out
 
 
 def read_all(path):
