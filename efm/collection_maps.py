@@ -118,7 +118,6 @@ def _collection_similarity(
 ):
     from efm import maps
     from transforms.products import similarity as similarity_refs
-    from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
 
     maps._check_threshold(threshold)
     years = coll._years(years)
@@ -140,34 +139,13 @@ def _collection_similarity(
     by_output = {
         t: refs[reference_year if reference_year is not None else y] for t, y in enumerate(years)
     }
-    variables = [similarity_variable("dot product with the mean embedding at the reference points")]
-    if threshold is not None:
-        variables.append(mask_variable("similar", f"similarity at least {threshold}", threshold))
+    note = (
+        "plain mean of the points' embeddings over the whole collection "
+        "(each point read in the store of the cell holding it), not re-normalised"
+    )
     out = {}
     for cell, ds in coll.members.items():
-        info = coll._info[cell]
-        attrs = {
-            "source": info.path,
-            "crs": info.crs,
-            "reference_points": [by_output[t].points for t in range(len(years))],
-            "reference_vectors": [
-                [float(v) for v in by_output[t].vector] for t in range(len(years))
-            ],
-            "reference_mean": "plain mean of the points' embeddings over the whole collection "
-            "(each point read in the store of the cell holding it), not re-normalised",
-        }
-        fn = SimilarityFunction({t: r.vector for t, r in by_output.items()}, threshold)
-        dsm = maps.lazy_map(
-            ds,
-            info,
-            fn,
-            {t: (info.time_index(y),) for t, y in enumerate(years)},
-            variables,
-            years,
-            product="similarity",
-            attrs=attrs,
-        )
-        out[cell] = dsm if threshold is not None else dsm["similarity"]
+        out[cell] = maps.similarity_map(ds, coll._info[cell], by_output, years, threshold, note)
     return MapCollection(out, coll.index)
 
 

@@ -316,6 +316,20 @@ def similarity(
     by_output = {
         t: refs[reference_year if reference_year is not None else y] for t, y in enumerate(years)
     }
+    return similarity_map(
+        ds,
+        info,
+        by_output,
+        years,
+        threshold,
+        "plain mean of the points' embeddings, not re-normalised (as Earth Engine's tutorial)",
+    )
+
+
+def similarity_map(ds, info, by_output: dict, years: list[int], threshold, mean_note: str):
+    """The lazy similarity map of one store to the reference vector of each output year
+    (`by_output[t]`: similarity_refs' reference for output year t); efm.similarity's for a store
+    and for each member of a collection. mean_note: how the reference mean was taken (an attr)."""
     variables = [similarity_variable("dot product with the mean embedding at the reference points")]
     if threshold is not None:
         variables.append(mask_variable("similar", f"similarity at least {threshold}", threshold))
@@ -324,7 +338,7 @@ def similarity(
         "crs": info.crs,
         "reference_points": [by_output[t].points for t in range(len(years))],
         "reference_vectors": [[float(v) for v in by_output[t].vector] for t in range(len(years))],
-        "reference_mean": "plain mean of the points' embeddings, not re-normalised (as Earth Engine's tutorial)",
+        "reference_mean": mean_note,
     }
     fn = SimilarityFunction({t: r.vector for t, r in by_output.items()}, threshold)
     out = lazy_map(
