@@ -68,8 +68,9 @@ def make_parser(prog: str, description: str, beam_options: bool = True) -> argpa
 
 
 # The run-control flags: defined here once, with one meaning in every command that takes them
-# (the help names what the command writes). tests/test_surface.py counts them once in the total.
-SHARED_FLAGS = ("--verbose", "--resume", "--overwrite", "--dry-run")
+# (the help names what the command writes); and --tuning (pipelines/tuning.add_flag: one syntax,
+# each command's own keys). tests/test_surface.py counts them once in the total.
+SHARED_FLAGS = ("--verbose", "--resume", "--overwrite", "--dry-run", "--tuning")
 
 
 def _shared(action: argparse.Action) -> argparse.Action:

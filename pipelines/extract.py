@@ -17,6 +17,7 @@ from pipelines.extract_sizing import (
 )
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
+from transforms.storage import subset
 
 __all__ = ["block_cache_bytes", "build_parser", "main", "run"]
 
@@ -27,14 +28,11 @@ def build_parser():
         "Extract satellite embedding fields from Earth Engine (or the int8 COG mirror, --source cog, "
         "or a region of a Zarr embedding store, --source zarr) into a Zarr store.",
     )
-    area = parser.add_mutually_exclusive_group(required=True)
-    area.add_argument(
-        "--bbox", metavar="W,S,E,N", help="area in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0"
-    )
-    area.add_argument(
-        "--aoi",
-        metavar="FILE",
-        help="area as a vector file (GeoJSON, GeoPackage, ...)",
+    subset.add_flags(
+        parser,
+        required=True,
+        help="area: W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0, or a vector file "
+        "(GeoJSON, GeoPackage, ...); --bbox and --aoi are one option",
     )
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--years", help="years, e.g. 2021,2022 or 2019-2024 (from 2017)")

@@ -155,13 +155,16 @@ MOVED: dict[str, dict[str, str]] = {
 def add_flag(parser: argparse.ArgumentParser, command: str) -> None:
     """`--tuning` on a command's parser (its keys are recorded on the parser for `apply`)."""
     keys = KEYS[command]
-    parser.add_argument(
+    action = parser.add_argument(
         "--tuning",
         action="append",
         metavar="KEY=VALUE,...",
         help=f"rarely needed knobs, or @file.toml: {', '.join(k.name for k in keys)} "
         "(docs/tuning.md)",
     )
+    # one flag with one syntax in every command (its keys differ): counted once in the surface,
+    # like pipelines/common.py's run-control flags (the same mark; common imports this module)
+    action.efm_shared = True  # type: ignore[attr-defined]
     parser.set_defaults(_efm_tuning_command=command)
 
 

@@ -589,7 +589,7 @@ def test_a_failing_pipeline_shows_its_output_but_no_traceback(tmp_path, capsys, 
     [
         (
             ["extract", "--years", "2022", "--output", "x.zarr"],
-            "efm extract: error: one of the arguments --bbox --aoi is required (see efm extract --help)",
+            "efm extract: error: the following arguments are required: --bbox/--aoi (see efm extract --help)",
         ),
         (
             [

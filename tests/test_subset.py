@@ -708,7 +708,7 @@ def test_bad_area_is_one_line_exit_2_and_writes_nothing(
             "lies outside",
         ),
         "bad bbox": (["--bbox", "3.0,45.2,2.9,45.1"], "--bbox", "inverted or empty box"),
-        "both": (["--bbox", BBOX, "--aoi", "x.gpkg"], "--aoi", "not allowed with argument --bbox"),
+        "both": (["--bbox", BBOX, "--aoi", "x.gpkg"], "--aoi", "the area is given twice"),
         "aoi missing": (["--aoi", str(tmp_path / "nothere.gpkg")], "--aoi", "cannot read"),
     }[case]
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -721,3 +721,38 @@ def test_bad_area_is_one_line_exit_2_and_writes_nothing(
         err.startswith(f"efm {command}: error: {flag}: ") and message in err and "\n" not in err
     ), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", ["extract", "predict", "similarity", "change", "export"])
+def test_bbox_and_aoi_are_one_option_the_value_says_which(command, tmp_path, monkeypatch):
+    """Issue 20 item 4: one area option, two spellings; a box or a file whichever is used."""
+    import argparse
+    import importlib
+
+    from pipelines import cli as efm_cli
+
+    parser = importlib.import_module(efm_cli.SUBCOMMANDS[command][0]).build_parser()
+    flags = [a for a in parser._actions if "--bbox" in a.option_strings]
+    assert len(flags) == 1 and set(flags[0].option_strings) == {"--bbox", "--aoi"}
+    area = flags[0]
+    monkeypatch.chdir(tmp_path)
+
+    def parse(*pairs):
+        ns = argparse.Namespace(**parser.parse_args.__self__._defaults)
+        for spelling, value in pairs:
+            area(parser, ns, value, spelling)
+        return ns.bbox, ns.aoi
+
+    for spelling in ("--bbox", "--aoi"):
+        assert parse((spelling, "-1.5,45.0,2.5e0,46")) == ("-1.5,45.0,2.5e0,46", None)
+        assert parse((spelling, "fields.gpkg")) == (None, "fields.gpkg")
+    (tmp_path / "1,2,3,4").write_text("")
+    with pytest.raises(InputError, match=r"both a W,S,E,N box and an existing file"):
+        parse(("--aoi", "1,2,3,4"))
+    with pytest.raises(InputError, match=r"^--bbox: the area is given twice"):
+        parse(("--aoi", "a.gpkg"), ("--bbox", "1,2,3,4.5"))
+    if command == "extract":  # through argparse, and required there
+        args = parser.parse_args(["--aoi=-1,2,3,4", "--years", "2022", "--output", "o.zarr"])
+        assert (args.bbox, args.aoi) == ("-1,2,3,4", None)
+        with pytest.raises(InputError, match=r"required: --bbox/--aoi"):
+            parser.parse_args(["--years", "2022", "--output", "o.zarr"])

@@ -17,9 +17,12 @@ Pure functions and small dataclasses: no Beam, no I/O but reading an --aoi file.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import math
+import os
+import re
 
 import affine
 import numpy as np
@@ -42,19 +45,45 @@ RESUME_ATTRS = {
 }
 
 
-def add_flags(parser, what: str = "compute") -> None:
-    """--bbox / --aoi (mutually exclusive, optional), with the syntax of `efm extract`."""
-    area = parser.add_mutually_exclusive_group()
-    area.add_argument(
-        "--bbox",
-        help=f"{what} only this area, W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0: "
-        "the output is the area's window of the input grid (same pixels)",
+AREA_FLAGS = ("--bbox", "--aoi")
+_BBOX_SHAPE = re.compile(r"^[\s\d.,+eE-]+$")  # only numbers and commas: a W,S,E,N box
+
+
+class _Area(argparse.Action):
+    """`--bbox` and `--aoi` are one option: W,S,E,N in degrees, or a vector file, whichever
+    spelling is used. The value's form says which (sets `bbox` or `aoi`); a box-shaped value
+    naming an existing file is ambiguous and refused, and so is a second area."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if getattr(namespace, "bbox", None) or getattr(namespace, "aoi", None):
+            raise InputError(option_string, "the area is given twice (one --bbox or --aoi)")
+        text = value.strip()
+        if _BBOX_SHAPE.match(text):
+            if os.path.exists(text):
+                raise InputError(
+                    option_string,
+                    f"{value!r} is both a W,S,E,N box and an existing file: rename the file",
+                )
+            namespace.bbox = value
+        else:
+            namespace.aoi = value
+
+
+def add_flags(container, what: str = "compute", required: bool = False, help: str = "") -> None:
+    """The area (`--bbox` = `--aoi`, one option: a W,S,E,N box or a vector file), with the syntax
+    of `efm extract`; optional unless `required`."""
+    container.add_argument(
+        *AREA_FLAGS,
+        action=_Area,
+        dest="area",
+        metavar="W,S,E,N|FILE",
+        required=required,
+        help=help
+        or f"{what} only this area: W,S,E,N in degrees (lon/lat), e.g. 5.9,45.8,6.2,46.0, or a "
+        "vector file (GeoJSON, GeoPackage, ...: chunks that miss its polygons stay no data); the "
+        "output is the area's window of the input grid (same pixels)",
     )
-    area.add_argument(
-        "--aoi",
-        help=f"{what} only this area, a vector file (GeoJSON, GeoPackage, Shapefile, ...): "
-        "its bounds' window of the input grid; chunks that miss the polygon stay no data",
-    )
+    container.set_defaults(bbox=None, aoi=None)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
