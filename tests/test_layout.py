@@ -229,6 +229,7 @@ SHARED = {
     "product",
     "fanout",
     "tuning",
+    "tuning_keys",
     "polygon_table",
 }
 DRIVERS = {"cli", "demo"}  # run other commands by design (the `efm` entry; the whole workflow)
