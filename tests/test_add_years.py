@@ -41,8 +41,8 @@ def argv(data, output, *extra) -> list[str]:
         "EPSG:32610",
         "--output",
         str(output),
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--dtype",
         "int8",
         "--tuning",
@@ -234,10 +234,10 @@ def store_as_float(X):
             ["--add-years", "2023", "--years", "2022"],
             "--years: not allowed with argument --add-years",
         ),
-        (["--add-years", "2023", "--chunk-size", "256"], "--add-years: "),
+        (["--add-years", "2023", "--tuning", "chunk_size=256"], "--add-years: "),
         (["--add-years", "2023", "--crs", "EPSG:32611"], "--add-years: "),
     ],
-    ids=["present", "before-last", "not-in-source", "overwrite", "with-years", "chunk-size", "crs"],
+    ids=["present", "before-last", "not-in-source", "overwrite", "with-years", "chunk_size", "crs"],
 )
 def test_bad_input_is_one_line_and_writes_nothing(sd, tmp_path, capsys, extra, message):
     path = grown_copy(sd, tmp_path)

@@ -51,8 +51,8 @@ def run_extract(emu, output, *args, runner=FNAPI):
         output,
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "test-project",
+        "--tuning",
+        "ee_project=test-project",
         "--tuning",
         "retry_initial_delay=0.01",
         *args,
@@ -82,8 +82,8 @@ def test_extract_equals_source_with_planned_requests(
         output,
         "--bbox",
         bbox_inside(images, 2021),
-        "--chunk-size",
-        str(chunk_size),
+        "--tuning",
+        f"chunk_size={chunk_size}",
         "--tuning",
         f"transfer_dtype={transfer}",
     )
@@ -128,7 +128,7 @@ def test_extract_equals_source_with_planned_requests(
 
 def test_extract_to_gcs(emulator, images, gcs_bucket):
     output = f"{gcs_bucket}/emb.zarr"
-    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", "256")
+    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--tuning", "chunk_size=256")
     ds = store.open_embeddings(output)
     np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
     assert ds.rio.crs.to_epsg() == 32631
@@ -137,7 +137,7 @@ def test_extract_to_gcs(emulator, images, gcs_bucket):
 def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, capsys):
     bbox = bbox_inside(images, 2021)
     clean = str(tmp_path / "clean.zarr")
-    run_extract(emulator, clean, "--bbox", bbox, "--chunk-size", "128")
+    run_extract(emulator, clean, "--bbox", bbox, "--tuning", "chunk_size=128")
     emulator.reset_stats()
     emulator.configure(
         error_rates={"429": 0.12, "500": 0.04, "503": 0.04},
@@ -151,8 +151,8 @@ def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, cap
         faulty,
         "--bbox",
         bbox,
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         "max_concurrent_requests=3",
         "--tuning",
@@ -179,8 +179,8 @@ def test_multiprocess_direct_runner(emulator, images, tmp_path):
         output,
         "--bbox",
         bbox_inside(images, 2021),
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         "max_concurrent_requests=4",
         runner=MULTIPROCESS,
@@ -193,7 +193,7 @@ def test_multiprocess_direct_runner(emulator, images, tmp_path):
 def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_path):
     bbox = bbox_inside(images, 2021)
     reference = str(tmp_path / "reference.zarr")
-    run_extract(emulator, reference, "--bbox", bbox, "--chunk-size", "128")
+    run_extract(emulator, reference, "--bbox", bbox, "--tuning", "chunk_size=128")
     total_chunks = len(store.done_markers(reference))
     emulator.configure(latency_s=0.1)
     output = str(tmp_path / "emb.zarr")
@@ -207,12 +207,12 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
         "2021,2022",
         "--output",
         output,
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         f"ee_api_url={emulator.url}",
-        "--ee-project",
-        "test-project",
+        "--tuning",
+        "ee_project=test-project",
         "--tuning",
         "max_concurrent_requests=1",
         *FNAPI,
@@ -240,8 +240,8 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
     emulator.configure(latency_s=0.0)
     emulator.reset_stats()
     with pytest.raises(Exception, match="already exists"):
-        run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128")
-    run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128", "--resume")
+        run_extract(emulator, output, "--bbox", bbox, "--tuning", "chunk_size=128")
+    run_extract(emulator, output, "--bbox", bbox, "--tuning", "chunk_size=128", "--resume")
     assert emulator.count("computePixels") == total_chunks - len(
         done
     )  # one request per 128 px int8 chunk

@@ -25,8 +25,8 @@ def run(capsys, emu, tmp_path, *args, output=None):
         output,
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "p",
+        "--tuning",
+        "ee_project=p",
         "--runner=FnApiRunner",
         *args,
     ]
@@ -43,9 +43,14 @@ def run(capsys, emu, tmp_path, *args, output=None):
         (["--bbox", GOOD_BBOX, "--years", "2015"], "--years", "before 2017"),
         (["--bbox", GOOD_BBOX, "--years", "2099"], "--years", "future"),
         (
-            ["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "16"],
-            "--chunk-size",
-            "too small",
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "chunk_size=16"],
+            "--tuning",
+            "chunk_size: 16 is too small; use at least 128",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "chunk_size=abc"],
+            "--tuning",
+            "chunk_size: must be an integer, got 'abc'",
         ),
         (
             [
@@ -53,13 +58,70 @@ def run(capsys, emu, tmp_path, *args, output=None):
                 GOOD_BBOX,
                 "--years",
                 "2021",
-                "--chunk-size",
-                "1000",
+                "--tuning",
+                "chunk_size=1000",
                 "--tuning",
                 "request_tile_size=256",
             ],
+            "--tuning",
+            "chunk_size: 1000 is not a multiple of the request tile size 256",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "512"],
             "--chunk-size",
-            "not a multiple",
+            "moved: use --tuning chunk_size=512 ",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--ee-project=other"],
+            "--ee-project",
+            "moved: use --tuning ee_project=other ",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "ee_project= "],
+            "--tuning",
+            "expected KEY=VALUE",
+        ),
+        # --source-root = --cog-root = --zarr-root: one option, its meaning following --source
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--cog-root", "/mirror"],
+            "--cog-root",
+            "only used with --source cog; add --source cog",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "zarr", "--cog-root", "/m"],
+            "--cog-root",
+            "only used with --source cog; add --source cog",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog", "--zarr-root", "/s"],
+            "--zarr-root",
+            "only used with --source zarr; add --source zarr",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--zarr-root", "/s"],
+            "--zarr-root",
+            "only used with --source zarr; add --source zarr",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source-root", "/s"],
+            "--source-root",
+            "only used with --source cog or zarr",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "zarr"],
+            "--source-root",
+            "--source zarr needs --source-root (or --zarr-root)",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"],
+            "--source-root",
+            "--source cog needs --source-root (or --cog-root)",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"]
+            + ["--source-root", "/m", "--cog-root", "/n"],
+            "--cog-root",
+            "the source root is given twice (--source-root before)",
         ),
         (
             [
@@ -67,8 +129,8 @@ def run(capsys, emu, tmp_path, *args, output=None):
                 GOOD_BBOX,
                 "--years",
                 "2021",
-                "--chunk-size",
-                "1024",
+                "--tuning",
+                "chunk_size=1024",
                 "--tuning",
                 "request_tile_size=1024",
                 "--tuning",

@@ -79,12 +79,12 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
                 CRS,
                 "--output",
                 embeddings,
-                "--chunk-size",
-                "256",
+                "--tuning",
+                "chunk_size=256",
                 "--tuning",
                 f"ee_api_url={ee.url}",
-                "--ee-project",
-                "test-project",
+                "--tuning",
+                "ee_project=test-project",
                 *FNAPI,
             ]
         )
