@@ -162,10 +162,8 @@ def run_all(emb: str, points: str, workdir: str) -> list[dict]:
             "change",
             "--embeddings",
             emb,
-            "--from-year",
-            str(years[0]),
-            "--to-year",
-            str(years[1]),
+            "--years",
+            f"{years[0]},{years[1]}",
         ],
         "similarity": [
             "similarity",

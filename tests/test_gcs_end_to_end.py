@@ -341,10 +341,8 @@ def test_change_all_on_gcs(map_world, capsys):
             [
                 "--embeddings",
                 w["embeddings"],
-                "--from-year",
-                "2021",
-                "--to-year",
-                "2022",
+                "--years",
+                "2021,2022",
                 "--output",
                 output,
                 "--threshold",
