@@ -24,22 +24,15 @@ __all__ = ["block_cache_bytes", "build_parser", "main", "run"]
 # one option, three spellings: its meaning follows --source (cog: the mirror's root; zarr: the
 # store); --cog-root and --zarr-root say the source too, and are refused with another one
 SOURCE_ROOT_FLAGS = ("--source-root", "--cog-root", "--zarr-root")
-SPELLING_SOURCE = {"--cog-root": "cog", "--zarr-root": "zarr"}
 
 
 class _SourceRoot(argparse.Action):
-    """`--source-root` (= `--cog-root` = `--zarr-root`): the value, and the spelling used (the
-    checks after parsing name it); a second root is refused."""
+    """`--source-root` (= `--cog-root` = `--zarr-root`): each value with the spelling used, for
+    the checks after parsing (`check_source_flags`), which name that spelling."""
 
     def __call__(self, parser, namespace, value, option_string=None):
-        if getattr(namespace, "source_root", None) is not None:
-            raise InputError(
-                option_string,
-                f"the source root is given twice ({namespace.source_root_flag} before); give one "
-                "--source-root (or --cog-root / --zarr-root)",
-            )
-        namespace.source_root = value
-        namespace.source_root_flag = option_string
+        given = list(getattr(namespace, "source_roots", None) or [])
+        namespace.source_roots = [*given, (option_string, value)]
 
 
 def build_parser():
@@ -74,13 +67,13 @@ def build_parser():
     parser.add_argument(
         *SOURCE_ROOT_FLAGS,
         action=_SourceRoot,
-        dest="source_root",
+        dest="source_roots",
         metavar="ROOT",
         help="with --source cog: the mirror's root (aef_index.* + <year>/<zone>/*.tiff); with "
         "--source zarr: the embedding store (AEF mosaic, TESSERA, efm's own); a folder, gs://, "
         "s3://, https://. --cog-root and --zarr-root are its spellings for one source each",
     )
-    parser.set_defaults(cog_root=None, zarr_root=None, source_root_flag=None)
+    parser.set_defaults(cog_root=None, zarr_root=None)
     parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the area's UTM zone)")
     parser.add_argument(
         "--dtype",
@@ -162,35 +155,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_source_flags(args) -> None:
     """Each source's own flags, and only with it (local checks: nothing is read yet); then
     `args.cog_root` / `args.zarr_root` hold --source-root for the source that reads it."""
-    root, spelling = args.source_root, args.source_root_flag
-    if (
-        root is not None
-        and spelling in SPELLING_SOURCE
-        and SPELLING_SOURCE[spelling] != args.source
-    ):
-        if spelling == "--cog-root":
+    given = args.source_roots or []
+    for spelling, _ in given:  # a spelling that names another source than --source
+        if spelling == "--cog-root" and args.source != "cog":
             raise InputError(
                 "--cog-root", "only used with --source cog; add --source cog to read the COG mirror"
             )
+        if spelling == "--zarr-root" and args.source != "zarr":
+            raise InputError(
+                "--zarr-root",
+                "only used with --source zarr; add --source zarr to copy from a store",
+            )
+    if len(given) > 1:
         raise InputError(
-            "--zarr-root", "only used with --source zarr; add --source zarr to copy from a store"
+            given[1][0],
+            f"the source root is given twice ({given[0][0]} before); give one --source-root "
+            "(or --cog-root / --zarr-root)",
         )
+    spelling, root = given[0] if given else (None, None)
     if root is not None and args.source == "ee":
         raise InputError(
             spelling,
             "only used with --source cog or zarr (Earth Engine needs no root); add --source cog "
             "to read the COG mirror or --source zarr to copy from a store",
         )
+    # no root: named with the source's own spelling, as before --source-root (scripts match it)
     if args.source == "zarr" and not root:
         raise InputError(
-            "--source-root",
-            "--source zarr needs --source-root (or --zarr-root): the embedding store to copy "
+            "--zarr-root",
+            "--source zarr needs --zarr-root (or --source-root): the embedding store to copy "
             "from (path or URL)",
         )
     if args.source == "cog" and not root:
         raise InputError(
-            "--source-root",
-            "--source cog needs --source-root (or --cog-root): the mirror's root folder or "
+            "--cog-root",
+            "--source cog needs --cog-root (or --source-root): the mirror's root folder or "
             "gs:// path",
         )
     args.cog_root = root if args.source == "cog" else None

@@ -34,18 +34,18 @@ EXTRACT = (
         lambda v: None if v.strip() else "must be a collection id",
     ),
     Key(
-        "ee_project",
-        str,
-        None,
-        "Cloud project for Earth Engine requests (default: the credentials' project)",
-        lambda v: None if v.strip() else "must be a Cloud project id",
-    ),
-    Key(
         "ee_api_url",
         str,
         EE_HIGH_VOLUME_URL,
         "Earth Engine API base URL (the high-volume endpoint)",
         lambda v: None if v.strip() else "must be a URL",
+    ),
+    Key(
+        "ee_project",
+        str,
+        None,
+        "Cloud project for Earth Engine requests (default: the credentials' project)",
+        lambda v: None if v.strip() else "must be a Cloud project id",
     ),
     Key(
         "scale",

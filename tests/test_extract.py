@@ -126,6 +126,29 @@ def test_extract_equals_source_with_planned_requests(
         assert len(record.body["bandIds"]) == 64  # all bands in one request
 
 
+def test_ee_project_is_the_project_every_request_names(emulator, images, tmp_path, capsys):
+    """`--tuning ee_project=P` (was --ee-project): the Earth Engine client's requests go to
+    /v1/projects/P/... (the public catalogue's assets aside); without it, with credentials that
+    name no project, the refusal names the key."""
+    emulator.reset_stats()
+    argv = ["--years", "2021", "--output", str(tmp_path / "e.zarr")]
+    argv += ["--bbox", bbox_inside(images, 2021), "--dry-run", *FNAPI]
+    url = f"ee_api_url={emulator.url}"
+    assert extract.main([*argv, "--tuning", f"{url},ee_project=other-project-7"]) == 0
+    named = {
+        r.path.split("/")[3]
+        for r in emulator.requests
+        if r.path.startswith("/v1/projects/") and "/assets/" not in r.path
+    }
+    assert named == {"other-project-7"}, named
+    assert extract.run([*argv, "--tuning", url]) == 2  # a token names no project
+    assert capsys.readouterr().err.startswith(
+        "efm extract: error: --tuning: ee_project: Earth Engine needs a Cloud project: pass "
+        "--tuning ee_project=PROJECT ("
+    )
+    assert not (tmp_path / "e.zarr").exists()
+
+
 def test_extract_to_gcs(emulator, images, gcs_bucket):
     output = f"{gcs_bucket}/emb.zarr"
     run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--tuning", "chunk_size=256")

@@ -109,19 +109,25 @@ def run(capsys, emu, tmp_path, *args, output=None):
         ),
         (
             ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "zarr"],
-            "--source-root",
-            "--source zarr needs --source-root (or --zarr-root)",
+            "--zarr-root",
+            "--source zarr needs --zarr-root (or --source-root)",
         ),
         (
             ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"],
-            "--source-root",
-            "--source cog needs --source-root (or --cog-root)",
+            "--cog-root",
+            "--source cog needs --cog-root (or --source-root)",
         ),
         (
             ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"]
             + ["--source-root", "/m", "--cog-root", "/n"],
             "--cog-root",
             "the source root is given twice (--source-root before)",
+        ),
+        (  # a spelling of another source is named first, as before --source-root
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"]
+            + ["--cog-root", "/m", "--zarr-root", "/n"],
+            "--zarr-root",
+            "only used with --source zarr",
         ),
         (
             [
@@ -170,6 +176,31 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert err.startswith(f"efm extract: error: {flag}: ") and words in err and "\n" not in err, err
     assert not (tmp_path / "out.zarr").exists()
     assert emu.count("computePixels") == 0
+
+
+@pytest.mark.parametrize(
+    "given, source, cog_root, zarr_root",
+    [
+        (["--source-root", "/m"], "cog", "/m", None),
+        (["--cog-root", "/m"], "cog", "/m", None),
+        (["--source-root", "s3://b/aef.zarr"], "zarr", None, "s3://b/aef.zarr"),
+        (["--zarr-root=s3://b/aef.zarr"], "zarr", None, "s3://b/aef.zarr"),
+    ],
+)
+def test_source_root_is_one_option_whose_meaning_follows_the_source(
+    given, source, cog_root, zarr_root
+):
+    """--source-root, --cog-root and --zarr-root: one option (one action, counted once in the
+    surface), read by the source --source names."""
+    from pipelines import common
+
+    parser = extract.build_parser()
+    roots = [a for a in parser._actions if "--source-root" in a.option_strings]
+    assert [a.option_strings for a in roots] == [["--source-root", "--cog-root", "--zarr-root"]]
+    argv = ["--bbox", GOOD_BBOX, "--years", "2021", "--output", "x.zarr", "--source", source]
+    args, _ = common.split_args(parser, [*argv, *given])
+    extract.check_source_flags(args)
+    assert (args.cog_root, args.zarr_root) == (cog_root, zarr_root)
 
 
 def test_unreadable_aoi(capsys, emu, tmp_path, ee_token):

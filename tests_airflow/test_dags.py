@@ -150,10 +150,7 @@ def check_flex_dag(dag_id: str) -> dict:
         if task.task_id == "classify":
             assert sent["confidence"] == "true"
         if task.task_id == "change":
-            assert (
-                sent["threshold"] == "-0.25"
-                and sent["years"] == "2022,2023"
-            )
+            assert sent["threshold"] == "-0.25" and sent["years"] == "2022,2023"
         if task.task_id == "similarity":
             assert (
                 sent["reference_year"] == "2022"
