@@ -161,8 +161,8 @@ def main() -> None:
                     store,
                     "--tuning",
                     f"ee_api_url={url}",
-                    "--ee-project",
-                    "bench",
+                    "--tuning",
+                    "ee_project=bench",
                 ],
                 "sample": [
                     "sample",

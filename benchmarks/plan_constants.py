@@ -70,8 +70,8 @@ def run_extract(emu, tile, output, dtype, cap):
         dtype,
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "bench",
+        "--tuning",
+        "ee_project=bench",
         "--tuning",
         f"max_concurrent_requests={cap}",
         "--runner=FnApiRunner",
@@ -144,8 +144,8 @@ def country_dry_run(work):
             os.path.join(work, "country.zarr"),
             "--tuning",
             f"ee_api_url={emu.url}",
-            "--ee-project",
-            "bench",
+            "--tuning",
+            "ee_project=bench",
             "--dry-run",
         ]
         start = time.perf_counter()

@@ -179,8 +179,8 @@ def extract_argv(data: dict, output: str, dtype: str) -> list[str]:
         output,
         "--dtype",
         dtype,
-        "--chunk-size",
-        "1024",
+        "--tuning",
+        "chunk_size=1024",
     ]
 
 

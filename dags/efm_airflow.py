@@ -55,12 +55,6 @@ COMMON_PARAMS = {
         type=["null", "string"],
         description="Target CRS, e.g. EPSG:32631 (default: the UTM zone of the area)",
     ),
-    "chunk_size": Param(
-        None,
-        type=["null", "integer"],
-        minimum=128,
-        description="Chunk side in pixels (default 1024)",
-    ),
     "dtype": Param("float32", enum=["float32", "int8"], description="Store dtype"),
     "source": Param(
         "ee",
@@ -72,16 +66,13 @@ COMMON_PARAMS = {
         type=["null", "string"],
         description="With source=cog: the mirror's root folder or gs:// path",
     ),
-    "ee_project": Param(
-        None, type=["null", "string"], description="Cloud project for Earth Engine requests"
-    ),
     "tuning": Param(
         None,
         type=["null", "string"],
         pattern=r"^[a-z_]+=[^,=\s]+(,[a-z_]+=[^,=\s]+)*$",
         description="Extraction knobs a run rarely needs, KEY=VALUE,... (efm extract --tuning; "
-        "keys and defaults in docs/tuning.md: ee_api_url, collection, scale, ...), "
-        "e.g. max_concurrent_requests=20,max_retries=4",
+        "keys and defaults in docs/tuning.md: ee_project, chunk_size, scale, ...), "
+        "e.g. ee_project=my-ee-project,chunk_size=512,max_retries=4",
     ),
     # the stores and the model
     "embeddings": Param(
@@ -217,11 +208,11 @@ MAP_PARAMS = {
         maximum=1,
         description="Also write `similar` where similarity >= this",
     ),
-    "from_year": Param(
-        2022, type="integer", description="Change: the earlier year (efm change --from-year)"
-    ),
-    "to_year": Param(
-        2023, type="integer", description="Change: the later year (efm change --to-year)"
+    "change_years": Param(
+        "2022,2023",
+        type="string",
+        pattern=r"^[0-9]{4},[0-9]{4}$",
+        description="Change: the two years FROM,TO, the earlier first (efm change --years)",
     ),
     "change": Param(
         "gs://my-bucket/efm/change.zarr", type="string", description="Change store change writes"
@@ -236,17 +227,15 @@ MAP_PARAMS = {
 }
 
 # Each step's inputs, by the name of its flex template parameter (templates/<pipeline>/metadata.json)
-# -> the DAG param that feeds it. The efm flag is the same name with dashes (chunk_size -> --chunk-size).
+# -> the DAG param that feeds it. The efm flag is the same name with dashes (cog_root -> --cog-root).
 STEP_PARAMETERS = {
     "extract": {
         "bbox": "bbox",
         "years": "years",
         "crs": "crs",
-        "chunk_size": "chunk_size",
         "dtype": "dtype",
         "source": "source",
         "cog_root": "cog_root",
-        "ee_project": "ee_project",
         "tuning": "tuning",
         "output": "embeddings",
         "overwrite": "overwrite",
@@ -287,8 +276,7 @@ STEP_PARAMETERS = {
     },
     "change": {
         "embeddings": "embeddings",
-        "from_year": "from_year",
-        "to_year": "to_year",
+        "years": "change_years",
         "threshold": "change_threshold",
         "output": "change",
         "overwrite": "overwrite",

@@ -11,7 +11,7 @@ at once with efm's one-line error in the task log, before any Dataflow job exist
 
 Trigger it with a config, e.g.
     airflow dags trigger efm_extract_classify_beam --conf '{"runner": "DataflowRunner", "gcp_project": "my-project",
-        "bbox": "5.9,45.8,6.2,46.0", "years": "2022", "ee_project": "my-ee-project",
+        "bbox": "5.9,45.8,6.2,46.0", "years": "2022", "tuning": "ee_project=my-ee-project",
         "embeddings": "gs://my-bucket/efm/geneva.zarr", "model": "gs://my-bucket/efm/model.skops",
         "classes": "gs://my-bucket/efm/geneva-classes.zarr", "temp_location": "gs://my-bucket/tmp",
         "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1.0"}'

@@ -9,7 +9,7 @@ and give their spec files as extract_template / classify_template.
     airflow dags trigger efm_extract_classify_flex --conf '{"gcp_project": "my-project", "region": "europe-west1",
         "extract_template": "gs://my-bucket/templates/efm-extract.json",
         "classify_template": "gs://my-bucket/templates/efm-classify.json",
-        "bbox": "5.9,45.8,6.2,46.0", "years": "2022", "ee_project": "my-ee-project",
+        "bbox": "5.9,45.8,6.2,46.0", "years": "2022", "tuning": "ee_project=my-ee-project",
         "embeddings": "gs://my-bucket/efm/geneva.zarr", "model": "gs://my-bucket/efm/model.skops",
         "classes": "gs://my-bucket/efm/geneva-classes.zarr", "temp_location": "gs://my-bucket/tmp",
         "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1.0"}'

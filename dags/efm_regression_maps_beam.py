@@ -12,12 +12,12 @@ or gs:// paths. similarity and change need only the embeddings: they run beside 
 
 Trigger it with a config, e.g.
     airflow dags trigger efm_regression_maps_beam --conf '{"runner": "DataflowRunner", "gcp_project": "my-project",
-        "bbox": "5.9,45.8,6.2,46.0", "years": "2022,2023", "ee_project": "my-ee-project",
+        "bbox": "5.9,45.8,6.2,46.0", "years": "2022,2023", "tuning": "ee_project=my-ee-project",
         "embeddings": "gs://my-bucket/efm/geneva.zarr", "points": "gs://my-bucket/efm/gedi.geojson", "keep_columns": "agbd",
         "samples": "gs://my-bucket/efm/gedi.parquet", "target_column": "agbd", "regressor": "knn", "target_units": "Mg/ha",
         "model": "gs://my-bucket/efm/agbd.skops", "prediction": "gs://my-bucket/efm/agbd.zarr",
         "reference_points": "gs://my-bucket/efm/refs.geojson", "similarity": "gs://my-bucket/efm/similarity.zarr",
-        "from_year": 2022, "to_year": 2023, "change_threshold": 0.8, "change": "gs://my-bucket/efm/change.zarr",
+        "change_years": "2022,2023", "change_threshold": 0.8, "change": "gs://my-bucket/efm/change.zarr",
         "temp_location": "gs://my-bucket/tmp", "sdk_container_image": "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:1.0"}'
 
 The model is a .skops file (the default): predict loads it without a hash. A pickle (.pkl) would need

@@ -15,7 +15,7 @@ needs efm in a virtualenv on the workers (EFM_PYTHON) for that one task. Build t
         "extract_template": "gs://my-bucket/templates/efm-extract.json", "sample_template": "gs://my-bucket/templates/efm-sample.json",
         "predict_template": "gs://my-bucket/templates/efm-predict.json", "similarity_template": "gs://my-bucket/templates/efm-similarity.json",
         "change_template": "gs://my-bucket/templates/efm-change.json",
-        "bbox": "5.9,45.8,6.2,46.0", "years": "2022,2023", "ee_project": "my-ee-project", "embeddings": "gs://my-bucket/efm/geneva.zarr",
+        "bbox": "5.9,45.8,6.2,46.0", "years": "2022,2023", "tuning": "ee_project=my-ee-project", "embeddings": "gs://my-bucket/efm/geneva.zarr",
         "points": "gs://my-bucket/efm/gedi.geojson", "samples": "gs://my-bucket/efm/gedi.parquet", "model": "gs://my-bucket/efm/agbd.skops",
         "prediction": "gs://my-bucket/efm/agbd.zarr", "reference_points": "gs://my-bucket/efm/refs.geojson",
         "similarity": "gs://my-bucket/efm/similarity.zarr", "change": "gs://my-bucket/efm/change.zarr",

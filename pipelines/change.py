@@ -1,14 +1,15 @@
 """`efm change`: two years of an embedding store -> a change store, chunk by chunk.
 
-    chunk specs | MapChunks(ChangeFunction, reads (from-year, to-year) of each window) | WriteChunks | MarkComplete
+    chunk specs | MapChunks(ChangeFunction, reads (FROM, TO) of each window) | WriteChunks | MarkComplete
 
-`similarity (y, x)` float32 = the dot product of the pixel's from-year and to-year vectors
+`--years FROM,TO`. `similarity (y, x)` float32 = the dot product of the pixel's FROM and TO vectors
 (1 = unchanged; NaN where either year has no data); with --threshold also `changed (y, x)`
 uint8 (1 = similarity < threshold, 0 otherwise, 255 = no data).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 
@@ -28,8 +29,12 @@ def build_parser():
     parser.add_argument(
         "--embeddings", required=True, help="embedding store (Zarr, local path or gs://)"
     )
-    parser.add_argument("--from-year", required=True, type=int, help="the earlier year, e.g. 2022")
-    parser.add_argument("--to-year", required=True, type=int, help="the later year, e.g. 2023")
+    parser.add_argument(
+        "--years",
+        required=True,
+        metavar="FROM,TO",
+        help="the two years, the earlier first, e.g. 2022,2023 (both held by the store)",
+    )
     parser.add_argument(
         "--output", required=True, help="change store to write (Zarr, local path or gs://)"
     )
@@ -44,14 +49,11 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    refuse_replaced(sys.argv[1:] if argv is None else argv)
     args, options = common.split_args(build_parser(), argv)
     # Checks, before anything is written or any worker starts.
+    args.from_year, args.to_year = parse_year_pair(args.years)
     similarity.check_threshold(args.threshold)
-    if args.from_year == args.to_year:
-        raise InputError(
-            "--to-year",
-            f"--from-year and --to-year are both {args.to_year}; give two different years",
-        )
     variables = [
         similarity_variable(
             f"similarity of the {args.from_year} and {args.to_year} embeddings (1 = unchanged)"
@@ -65,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def make_job(embeddings: str, cell) -> fanout.Job | None:
         ds = store.open_embeddings(embeddings)
         info = readers.store_info(embeddings, ds)
-        readers.select_years(info, [args.from_year], flag="--from-year")
-        readers.select_years(info, [args.to_year], flag="--to-year")
+        readers.select_years(info, [args.from_year, args.to_year], flag="--years")
         sub = subset.from_args(args, info, cell)  # --bbox/--aoi: a window of the grid
         if sub is None:
             return None
@@ -133,6 +134,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs={"--embeddings": args.embeddings, "--aoi": args.aoi},
         make_job=make_job,
     )
+
+
+def parse_year_pair(text: str) -> tuple[int, int]:
+    """`--years FROM,TO`: exactly two years (four digits each), the earlier first."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if len(parts) != 2:
+        raise InputError(
+            "--years",
+            f"expected two years FROM,TO, the earlier first (e.g. 2018,2024), got {text!r}",
+        )
+    for part in parts:
+        if not re.fullmatch(r"\d{4}", part):
+            raise InputError(
+                "--years",
+                f"{part!r} is not a year; expected two years FROM,TO (e.g. 2018,2024), got {text!r}",
+            )
+    first, last = int(parts[0]), int(parts[1])
+    if first == last:
+        raise InputError(
+            "--years",
+            f"both years are {first}; give two different years (e.g. {first},{first + 1})",
+        )
+    if first > last:
+        raise InputError(
+            "--years",
+            f"{first} is after {last}; give the earlier year first: --years {last},{first}",
+        )
+    return first, last
+
+
+REPLACED = ("--from-year", "--to-year")
+
+
+def refuse_replaced(argv: Sequence[str]) -> None:
+    """The two year flags of before (`--from-year 2022 --to-year 2023`): one line with the way to
+    say it now, so a script that still passes them is not run on other years."""
+    argv = list(argv)
+    given: dict[str, str] = {}
+    first = None
+    for i, token in enumerate(argv):
+        flag, equals, value = token.partition("=")
+        if flag in REPLACED:
+            first = first or flag
+            if not equals and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+            given[flag] = value
+    if first is not None:
+        here = (
+            f" (here: --years {given['--from-year']},{given['--to-year']})"
+            if given.get("--from-year") and given.get("--to-year")
+            else ""
+        )
+        raise InputError(first, f"replaced by --years FROM,TO{here}")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

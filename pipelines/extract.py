@@ -5,12 +5,12 @@ source chunk specs | FetchChunks(EarthEngineSource, CogSource or ZarrSource) | W
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from pipelines import common, extract_plan, extract_run, tuning
 from pipelines.extract_sizing import (
-    DEFAULT_CHUNK_SIZE,
     DEFAULT_COG_CONCURRENCY,
     DEFAULT_EE_CONCURRENCY,
     block_cache_bytes,
@@ -20,6 +20,19 @@ from transforms.core.errors import InputError
 from transforms.storage import subset
 
 __all__ = ["block_cache_bytes", "build_parser", "main", "run"]
+
+# one option, three spellings: its meaning follows --source (cog: the mirror's root; zarr: the
+# store); --cog-root and --zarr-root say the source too, and are refused with another one
+SOURCE_ROOT_FLAGS = ("--source-root", "--cog-root", "--zarr-root")
+
+
+class _SourceRoot(argparse.Action):
+    """`--source-root` (= `--cog-root` = `--zarr-root`): each value with the spelling used, for
+    the checks after parsing (`check_source_flags`), which name that spelling."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        given = list(getattr(namespace, "source_roots", None) or [])
+        namespace.source_roots = [*given, (option_string, value)]
 
 
 def build_parser():
@@ -48,37 +61,25 @@ def build_parser():
         "--source",
         choices=["ee", "cog", "zarr"],
         default="ee",
-        help="ee = Earth Engine (default), cog = the int8 COG mirror at --cog-root, zarr = a "
-        "Zarr embedding store at --zarr-root",
+        help="ee = Earth Engine (default), cog = the int8 COG mirror at --source-root, zarr = a "
+        "Zarr embedding store at --source-root",
     )
     parser.add_argument(
-        "--cog-root",
+        *SOURCE_ROOT_FLAGS,
+        action=_SourceRoot,
+        dest="source_roots",
         metavar="ROOT",
-        help="the mirror's root (folder, gs://, s3://, https://): aef_index.* + <year>/<zone>/*.tiff",
+        help="with --source cog: the mirror's root (aef_index.* + <year>/<zone>/*.tiff); with "
+        "--source zarr: the embedding store (AEF mosaic, TESSERA, efm's own); a folder, gs://, "
+        "s3://, https://. --cog-root and --zarr-root are its spellings for one source each",
     )
-    parser.add_argument(
-        "--zarr-root",
-        metavar="STORE",
-        help="an embedding store (AEF mosaic, TESSERA, efm's own): path, s3://, gs://, https://",
-    )
+    parser.set_defaults(cog_root=None, zarr_root=None)
     parser.add_argument("--crs", help="target CRS, e.g. EPSG:32631 (default: the area's UTM zone)")
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=DEFAULT_CHUNK_SIZE,
-        metavar="PX",
-        help="chunk side in pixels (default: %(default)s)",
-    )
     parser.add_argument(
         "--dtype",
         choices=["float32", "int8"],
         default="float32",
         help="float32 (NaN no-data, default) or int8 codes (-128 no-data)",
-    )
-    parser.add_argument(
-        "--ee-project",
-        metavar="PROJECT",
-        help="Cloud project for Earth Engine requests (default: the credentials')",
     )
     tuning.add_flag(parser, "extract")
     mode = parser.add_mutually_exclusive_group()
@@ -152,23 +153,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_source_flags(args) -> None:
-    """Each source's own flags, and only with it (local checks: nothing is read yet)."""
-    if args.source == "zarr" and not args.zarr_root:
-        raise InputError(
-            "--zarr-root",
-            "--source zarr needs --zarr-root: the embedding store to copy from (path or URL)",
-        )
-    if args.source != "zarr":
-        if args.zarr_root:
+    """Each source's own flags, and only with it (local checks: nothing is read yet); then
+    `args.cog_root` / `args.zarr_root` hold --source-root for the source that reads it."""
+    given = args.source_roots or []
+    for spelling, _ in given:  # a spelling that names another source than --source
+        if spelling == "--cog-root" and args.source != "cog":
+            raise InputError(
+                "--cog-root", "only used with --source cog; add --source cog to read the COG mirror"
+            )
+        if spelling == "--zarr-root" and args.source != "zarr":
             raise InputError(
                 "--zarr-root",
                 "only used with --source zarr; add --source zarr to copy from a store",
             )
-        if args.grid:
-            raise InputError(
-                "--tuning",
-                "grid: only used with --source zarr; add --source zarr to copy from a store",
-            )
+    if len(given) > 1:
+        raise InputError(
+            given[1][0],
+            f"the source root is given twice ({given[0][0]} before); give one --source-root "
+            "(or --cog-root / --zarr-root)",
+        )
+    spelling, root = given[0] if given else (None, None)
+    if root is not None and args.source == "ee":
+        raise InputError(
+            spelling,
+            "only used with --source cog or zarr (Earth Engine needs no root); add --source cog "
+            "to read the COG mirror or --source zarr to copy from a store",
+        )
+    # no root: named with the source's own spelling, as before --source-root (scripts match it)
+    if args.source == "zarr" and not root:
+        raise InputError(
+            "--zarr-root",
+            "--source zarr needs --zarr-root (or --source-root): the embedding store to copy "
+            "from (path or URL)",
+        )
+    if args.source == "cog" and not root:
+        raise InputError(
+            "--cog-root",
+            "--source cog needs --cog-root (or --source-root): the mirror's root folder or "
+            "gs:// path",
+        )
+    args.cog_root = root if args.source == "cog" else None
+    args.zarr_root = root if args.source == "zarr" else None
+    if args.source != "zarr" and args.grid:
+        raise InputError(
+            "--tuning",
+            "grid: only used with --source zarr; add --source zarr to copy from a store",
+        )
 
 
 def run(argv: Sequence[str] | None = None) -> int:

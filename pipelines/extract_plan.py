@@ -82,14 +82,6 @@ def plan_store(args, options, aoi, *, cell=None) -> StoreRun:
             aoi, args.crs, 10.0 if args.scale is None else args.scale
         )
     open_chunks = open_chunk_limit(args, options)
-    if args.source == "cog" and not args.cog_root:
-        raise InputError(
-            "--cog-root", "--source cog needs --cog-root: the mirror's root folder or gs:// path"
-        )
-    if args.source != "cog" and args.cog_root:
-        raise InputError(
-            "--cog-root", "only used with --source cog; add --source cog to read the COG mirror"
-        )
     if args.source == "zarr":
         itemsize = zarr_source.transfer_itemsize(args.zarr_layout)
         transfer_dtype = "int8" if itemsize == 1 else "float32"

@@ -48,7 +48,7 @@ def open_chunk_limit(args, options) -> int:
         raise InputError(
             "--tuning",
             f"worker_memory_gb: {args.worker_memory_gb:g} GB cannot hold one {args.chunk_size} px {args.dtype} chunk ({each:.0f} MiB with its "
-            f"requests, plus {(fetch_bounds.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --tuning worker_memory_gb={math.ceil(need * 10) / 10:g} or more, or a smaller --chunk-size",
+            f"requests, plus {(fetch_bounds.PROCESS_BASE_BYTES + cache) / 2**30:.2g} GiB per process{' with its cache of decoded blocks' if cache else ''}, {processes} process(es)); pass --tuning worker_memory_gb={math.ceil(need * 10) / 10:g} or more, or a smaller chunk_size",
         )
     return limit
 

@@ -254,7 +254,10 @@ def named_in_text(text: str) -> tuple[str, str] | None:
     return found
 
 
-_OUT_OF_MEMORY = "out of memory; lower --chunk-size or run on workers with more memory"
+_OUT_OF_MEMORY = (
+    "out of memory; lower chunk_size (efm extract --tuning chunk_size=...) or run on workers "
+    "with more memory"
+)
 _OS_WORDS = {  # the OSErrors a failure line names in words (any other OSError: its own name)
     "PermissionError": "permission denied",
     "FileNotFoundError": "not found",

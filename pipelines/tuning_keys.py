@@ -41,6 +41,13 @@ EXTRACT = (
         lambda v: None if v.strip() else "must be a URL",
     ),
     Key(
+        "ee_project",
+        str,
+        None,
+        "Cloud project for Earth Engine requests (default: the credentials' project)",
+        lambda v: None if v.strip() else "must be a Cloud project id",
+    ),
+    Key(
         "scale",
         float,
         None,
@@ -63,10 +70,17 @@ EXTRACT = (
         "only when no one zone holds the area)",
     ),
     Key(
+        "chunk_size",
+        int,
+        1024,  # pipelines/extract_sizing.py DEFAULT_CHUNK_SIZE (tests/test_surface.py checks)
+        "chunk side in pixels, at least 128 (transforms/core/grid.py MIN_CHUNK_SIZE); a multiple "
+        "of request_tile_size when that is given",
+    ),
+    Key(
         "request_tile_size",
         int,
         None,
-        "square request tile side in pixels; must divide --chunk-size "
+        "square request tile side in pixels; must divide chunk_size "
         "(default: the fewest requests that fit one request's 48 MiB)",
         _positive_integer,
     ),

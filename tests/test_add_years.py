@@ -30,7 +30,7 @@ from transforms.sources import cog
 ARRAYS = ("embedding", "time", "x", "y", "band")
 
 
-def argv(data, output, *extra) -> list[str]:
+def argv(data, output, *extra, chunk_size=128) -> list[str]:
     return [
         "--source",
         "cog",
@@ -41,8 +41,8 @@ def argv(data, output, *extra) -> list[str]:
         "EPSG:32610",
         "--output",
         str(output),
-        "--chunk-size",
-        "128",
+        "--tuning",
+        f"chunk_size={chunk_size}",
         "--dtype",
         "int8",
         "--tuning",
@@ -234,22 +234,25 @@ def store_as_float(X):
             ["--add-years", "2023", "--years", "2022"],
             "--years: not allowed with argument --add-years",
         ),
-        (["--add-years", "2023", "--chunk-size", "256"], "--add-years: "),
+        (["--add-years", "2023", "chunk_size=256"], "--add-years: "),
         (["--add-years", "2023", "--crs", "EPSG:32611"], "--add-years: "),
     ],
-    ids=["present", "before-last", "not-in-source", "overwrite", "with-years", "chunk-size", "crs"],
+    ids=["present", "before-last", "not-in-source", "overwrite", "with-years", "chunk_size", "crs"],
 )
 def test_bad_input_is_one_line_and_writes_nothing(sd, tmp_path, capsys, extra, message):
     path = grown_copy(sd, tmp_path)
     before = files(path)
     capsys.readouterr()
-    code = extract.run(argv(sd, path, *extra))
+    # chunk_size=N: the store's --tuning chunk_size replaced (a key is given once)
+    chunk = dict(e.split("=") for e in extra if e.startswith("chunk_size="))
+    rest = [e for e in extra if not e.startswith("chunk_size=")]
+    code = extract.run(argv(sd, path, *rest, **chunk))
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith(f"efm extract: error: {message}") and "\n" not in err, err
     said = {
         "2024": "lists no files for 2024",
-        "256": "chunk size 128 (this run: 256); add years with the flags that made it",
+        "chunk_size=256": "chunk size 128 (this run: 256); add years with the flags that made it",
         "EPSG:32611": "CRS EPSG:32610 (this run: EPSG:32611)",
     }.get(extra[-1])
     assert said is None or said in err, err

@@ -57,10 +57,8 @@ def test_change_equals_numpy(stores, tmp_path, dtype, runner, capsys):
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2021,
-            "--to-year",
-            2023,
+            "--years",
+            "2021,2023",
             "--output",
             output,
             "--threshold",
@@ -95,10 +93,8 @@ def test_change_without_threshold_and_resume_overwrite(stores, tmp_path):
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2022,
-            "--to-year",
-            2021,
+            "--years",
+            "2021,2023",
             "--output",
             output,
             *FNAPI,
@@ -108,16 +104,14 @@ def test_change_without_threshold_and_resume_overwrite(stores, tmp_path):
     got = xr.open_zarr(output)
     assert "changed" not in got
     np.testing.assert_allclose(
-        got["similarity"].values, expected_change(s, 1, 0)[0], rtol=0, atol=ATOL
+        got["similarity"].values, expected_change(s, 0, 2)[0], rtol=0, atol=ATOL
     )
     assert (
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2022,
-            "--to-year",
-            2021,
+            "--years",
+            "2021,2023",
             "--output",
             output,
             *FNAPI,
@@ -128,10 +122,8 @@ def test_change_without_threshold_and_resume_overwrite(stores, tmp_path):
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2022,
-            "--to-year",
-            2021,
+            "--years",
+            "2021,2023",
             "--output",
             output,
             "--resume",
@@ -143,10 +135,8 @@ def test_change_without_threshold_and_resume_overwrite(stores, tmp_path):
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2021,
-            "--to-year",
-            2022,
+            "--years",
+            "2021,2022",
             "--output",
             output,
             "--resume",
@@ -158,10 +148,8 @@ def test_change_without_threshold_and_resume_overwrite(stores, tmp_path):
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2021,
-            "--to-year",
-            2022,
+            "--years",
+            "2021,2022",
             "--output",
             output,
             "--overwrite",
@@ -181,10 +169,8 @@ def test_same_class_four_years_on_is_unchanged(stores, tmp_path):
         run(
             "--embeddings",
             s.path,
-            "--from-year",
-            2021,
-            "--to-year",
-            2025,
+            "--years",
+            "2021,2025",
             "--output",
             output,
             "--threshold",
@@ -208,10 +194,8 @@ def test_change_on_gcs(stores, gcs, gcs_bucket):
         run(
             "--embeddings",
             f"{gcs_bucket}/emb.zarr",
-            "--from-year",
-            2022,
-            "--to-year",
-            2023,
+            "--years",
+            "2022,2023",
             "--output",
             output,
             *FNAPI,
@@ -228,11 +212,22 @@ def test_change_on_gcs(stores, gcs, gcs_bucket):
 @pytest.mark.parametrize(
     "flags,flag",
     [
-        (["--from-year", 2021, "--to-year", 2021], "--to-year"),
-        (["--from-year", 2019, "--to-year", 2021], "--from-year"),
-        (["--from-year", 2021, "--to-year", 2030], "--to-year"),
-        (["--from-year", 2021, "--to-year", 2022, "--threshold", 1.5], "--threshold"),
-        (["--from-year", 2021, "--to-year", 2022, "--threshold", "nan"], "--threshold"),
+        (["--years", "2021,2021"], "--years: both years are 2021; give two different years"),
+        (["--years", "2022,2021"], "--years: 2022 is after 2021; give the earlier year first"),
+        (["--years", "2021"], "--years: expected two years FROM,TO, the earlier first"),
+        (["--years", "2021,2022,2023"], "--years: expected two years FROM,TO"),
+        (["--years", "2021-2023"], "--years: expected two years FROM,TO"),
+        (["--years", "21,2022"], "--years: '21' is not a year"),
+        (["--years", "2019,2021"], "--years: "),
+        (["--years", "2021,2030"], "--years: "),
+        (["--years", "2021,2022", "--threshold", 1.5], "--threshold"),
+        (["--years", "2021,2022", "--threshold", "nan"], "--threshold"),
+        # the two flags of before: refused with the way to say it now, never run on other years
+        (
+            ["--from-year", "2021", "--to-year", "2022"],
+            "--from-year: replaced by --years FROM,TO (here: --years 2021,2022)",
+        ),
+        (["--to-year=2022"], "--to-year: replaced by --years FROM,TO"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, flags, flag):
@@ -241,3 +236,15 @@ def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, flag
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"efm change: error: {flag}") and "\n" not in err
     assert not output.exists()
+
+
+@pytest.mark.parametrize("years, missing", [("2019,2021", 2019), ("2021,2030", 2030)])
+def test_a_year_the_store_lacks_is_named(stores, tmp_path, capsys, years, missing):
+    s = stores["float32"]
+    code = run("--embeddings", s.path, "--years", years, "--output", tmp_path / "c.zarr", *FNAPI)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        f"efm change: error: --years: {s.path} has no year {missing}; "
+        "it holds 2021, 2022, 2023, 2024, 2025"
+    )

@@ -79,7 +79,7 @@ def expected_change(s, t0=0, t1=1):
 
 def test_change_writes_a_collection_of_maps(coll, tmp_path, capsys):
     out = tmp_path / "change"
-    assert run(change_cli, "--embeddings", coll.root, "--from-year", 2021, "--to-year", 2022,
+    assert run(change_cli, "--embeddings", coll.root, "--years", "2021,2022",
                "--output", out) == 0  # fmt: skip
     index = index_of(out)
     assert index["kind"] == "change"
@@ -94,7 +94,7 @@ def test_change_writes_a_collection_of_maps(coll, tmp_path, capsys):
 
 def test_dry_run_plans_per_member_and_writes_nothing(coll, tmp_path, capsys):
     out = tmp_path / "change"
-    assert run(change_cli, "--embeddings", coll.root, "--from-year", 2021, "--to-year", 2022,
+    assert run(change_cli, "--embeddings", coll.root, "--years", "2021,2022",
                "--output", out, "--dry-run") == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "plan for" in err and "utm-31n.zarr" in err and "utm-32n.zarr" in err
@@ -181,7 +181,7 @@ def test_resume_writes_only_the_missing_member_chunks(tmp_path):
 
     tc = fresh(tmp_path)
     out = tmp_path / "change"
-    argv = ["--embeddings", tc.root, "--from-year", 2021, "--to-year", 2022, "--output", out]
+    argv = ["--embeddings", tc.root, "--years", "2021,2022", "--output", out]
     assert run(change_cli, *argv) == 0
     # the second member interrupted: two of its chunks unmarked and their files gone
     second = str(out / MEMBER["32N"])
@@ -211,7 +211,7 @@ def test_resume_writes_only_the_missing_member_chunks(tmp_path):
 def test_resume_with_a_missing_member_writes_it(tmp_path):
     tc = fresh(tmp_path)
     out = tmp_path / "change"
-    argv = ["--embeddings", tc.root, "--from-year", 2021, "--to-year", 2022, "--output", out]
+    argv = ["--embeddings", tc.root, "--years", "2021,2022", "--output", out]
     assert run(change_cli, *argv) == 0
     shutil.rmtree(out / MEMBER["32N"])  # cut short before the second member began
     before = files_state(out / MEMBER["31N"])
@@ -226,7 +226,7 @@ def test_resume_with_a_missing_member_writes_it(tmp_path):
 
 def test_bbox_writes_the_members_it_reaches_and_resume_checks_them(coll, tmp_path, capsys):
     out = tmp_path / "change"
-    argv = ["--embeddings", coll.root, "--from-year", 2021, "--to-year", 2022, "--output", out]
+    argv = ["--embeddings", coll.root, "--years", "2021,2022", "--output", out]
     assert run(change_cli, *argv, "--bbox", "5.98,45.005,5.99,45.015") == 0
     assert [m["cell"] for m in index_of(out)["members"]] == ["31N"]
     assert not (out / MEMBER["32N"]).exists()
@@ -240,7 +240,7 @@ def test_bbox_writes_the_members_it_reaches_and_resume_checks_them(coll, tmp_pat
 
 def test_resume_refuses_members_of_another_place_before_writing(coll, tmp_path, capsys):
     out = tmp_path / "change"
-    argv = ["--from-year", 2021, "--to-year", 2022, "--output", out]
+    argv = ["--years", "2021,2022", "--output", out]
     assert run(change_cli, "--embeddings", coll.root, *argv) == 0
     shutil.rmtree(out / MEMBER["32N"])
     other = make_collection(str(tmp_path / "other"), chunk_size=64, area=(5.97, 45.0, 6.03, 45.02))
@@ -263,7 +263,7 @@ def test_refuses_a_collection_whose_index_lists_a_missing_store(tmp_path, capsys
     tc = fresh(tmp_path)
     shutil.rmtree(os.path.join(tc.root, MEMBER["32N"]))
     out = tmp_path / "change"
-    code = run(change_cli, "--embeddings", tc.root, "--from-year", 2021, "--to-year", 2022,
+    code = run(change_cli, "--embeddings", tc.root, "--years", "2021,2022",
                "--output", out)  # fmt: skip
     err = one_line_refusal(capsys, code, "efm change", "--embeddings")
     assert "utm-32n.zarr" in err and "disagree" in err
@@ -272,7 +272,7 @@ def test_refuses_a_collection_whose_index_lists_a_missing_store(tmp_path, capsys
 
 def test_overwrite_refuses_a_collection_holding_a_foreign_file(coll, tmp_path, capsys):
     out = tmp_path / "change"
-    argv = ["--embeddings", coll.root, "--from-year", 2021, "--to-year", 2022, "--output", out]
+    argv = ["--embeddings", coll.root, "--years", "2021,2022", "--output", out]
     assert run(change_cli, *argv) == 0
     (out / "notes.txt").write_text("mine")
     before = files_state(out)
@@ -285,7 +285,7 @@ def test_overwrite_refuses_a_collection_holding_a_foreign_file(coll, tmp_path, c
 
 def test_overwrite_refuses_a_collection_of_another_kind(coll, tmp_path, capsys):
     out = tmp_path / "maps"
-    assert run(change_cli, "--embeddings", coll.root, "--from-year", 2021, "--to-year", 2022,
+    assert run(change_cli, "--embeddings", coll.root, "--years", "2021,2022",
                "--output", out) == 0  # fmt: skip
     before = files_state(out)
     capsys.readouterr()

@@ -41,14 +41,14 @@ def test_extract_from_the_procedural_collection_equals_the_formula(tmp_path, ee_
             "2021,2022",
             "--output",
             output,
-            "--chunk-size",
-            "128",
+            "--tuning",
+            "chunk_size=128",
             "--crs",
             procedural.CRS,
             "--tuning",
             f"ee_api_url={emulator.url}",
-            "--ee-project",
-            "test-project",
+            "--tuning",
+            "ee_project=test-project",
             "--runner=FnApiRunner",
         ]
         assert extract.main(argv) == 0

@@ -87,10 +87,8 @@ def stores(tmp_path_factory):
             [
                 "--embeddings",
                 s.path,
-                "--from-year",
-                "2021",
-                "--to-year",
-                "2023",
+                "--years",
+                "2021,2023",
                 "--output",
                 out["change"],
                 "--threshold",

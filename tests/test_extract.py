@@ -51,8 +51,8 @@ def run_extract(emu, output, *args, runner=FNAPI):
         output,
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "test-project",
+        "--tuning",
+        "ee_project=test-project",
         "--tuning",
         "retry_initial_delay=0.01",
         *args,
@@ -82,8 +82,8 @@ def test_extract_equals_source_with_planned_requests(
         output,
         "--bbox",
         bbox_inside(images, 2021),
-        "--chunk-size",
-        str(chunk_size),
+        "--tuning",
+        f"chunk_size={chunk_size}",
         "--tuning",
         f"transfer_dtype={transfer}",
     )
@@ -126,9 +126,32 @@ def test_extract_equals_source_with_planned_requests(
         assert len(record.body["bandIds"]) == 64  # all bands in one request
 
 
+def test_ee_project_is_the_project_every_request_names(emulator, images, tmp_path, capsys):
+    """`--tuning ee_project=P` (was --ee-project): the Earth Engine client's requests go to
+    /v1/projects/P/... (the public catalogue's assets aside); without it, with credentials that
+    name no project, the refusal names the key."""
+    emulator.reset_stats()
+    argv = ["--years", "2021", "--output", str(tmp_path / "e.zarr")]
+    argv += ["--bbox", bbox_inside(images, 2021), "--dry-run", *FNAPI]
+    url = f"ee_api_url={emulator.url}"
+    assert extract.main([*argv, "--tuning", f"{url},ee_project=other-project-7"]) == 0
+    named = {
+        r.path.split("/")[3]
+        for r in emulator.requests
+        if r.path.startswith("/v1/projects/") and "/assets/" not in r.path
+    }
+    assert named == {"other-project-7"}, named
+    assert extract.run([*argv, "--tuning", url]) == 2  # a token names no project
+    assert capsys.readouterr().err.startswith(
+        "efm extract: error: --tuning: ee_project: Earth Engine needs a Cloud project: pass "
+        "--tuning ee_project=PROJECT ("
+    )
+    assert not (tmp_path / "e.zarr").exists()
+
+
 def test_extract_to_gcs(emulator, images, gcs_bucket):
     output = f"{gcs_bucket}/emb.zarr"
-    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--chunk-size", "256")
+    run_extract(emulator, output, "--bbox", bbox_inside(images, 2021), "--tuning", "chunk_size=256")
     ds = store.open_embeddings(output)
     np.testing.assert_array_equal(ds["embedding"].values, expected_array(images, ds))
     assert ds.rio.crs.to_epsg() == 32631
@@ -137,7 +160,7 @@ def test_extract_to_gcs(emulator, images, gcs_bucket):
 def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, capsys):
     bbox = bbox_inside(images, 2021)
     clean = str(tmp_path / "clean.zarr")
-    run_extract(emulator, clean, "--bbox", bbox, "--chunk-size", "128")
+    run_extract(emulator, clean, "--bbox", bbox, "--tuning", "chunk_size=128")
     emulator.reset_stats()
     emulator.configure(
         error_rates={"429": 0.12, "500": 0.04, "503": 0.04},
@@ -151,8 +174,8 @@ def test_faults_change_nothing_and_the_cap_holds(emulator, images, tmp_path, cap
         faulty,
         "--bbox",
         bbox,
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         "max_concurrent_requests=3",
         "--tuning",
@@ -179,8 +202,8 @@ def test_multiprocess_direct_runner(emulator, images, tmp_path):
         output,
         "--bbox",
         bbox_inside(images, 2021),
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         "max_concurrent_requests=4",
         runner=MULTIPROCESS,
@@ -193,7 +216,7 @@ def test_multiprocess_direct_runner(emulator, images, tmp_path):
 def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_path):
     bbox = bbox_inside(images, 2021)
     reference = str(tmp_path / "reference.zarr")
-    run_extract(emulator, reference, "--bbox", bbox, "--chunk-size", "128")
+    run_extract(emulator, reference, "--bbox", bbox, "--tuning", "chunk_size=128")
     total_chunks = len(store.done_markers(reference))
     emulator.configure(latency_s=0.1)
     output = str(tmp_path / "emb.zarr")
@@ -207,12 +230,12 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
         "2021,2022",
         "--output",
         output,
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         f"ee_api_url={emulator.url}",
-        "--ee-project",
-        "test-project",
+        "--tuning",
+        "ee_project=test-project",
         "--tuning",
         "max_concurrent_requests=1",
         *FNAPI,
@@ -240,8 +263,8 @@ def test_killed_run_resumes_writing_only_missing_chunks(emulator, images, tmp_pa
     emulator.configure(latency_s=0.0)
     emulator.reset_stats()
     with pytest.raises(Exception, match="already exists"):
-        run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128")
-    run_extract(emulator, output, "--bbox", bbox, "--chunk-size", "128", "--resume")
+        run_extract(emulator, output, "--bbox", bbox, "--tuning", "chunk_size=128")
+    run_extract(emulator, output, "--bbox", bbox, "--tuning", "chunk_size=128", "--resume")
     assert emulator.count("computePixels") == total_chunks - len(
         done
     )  # one request per 128 px int8 chunk

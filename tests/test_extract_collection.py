@@ -48,7 +48,7 @@ def argv(sd, output, *extra, years="2022,2023"):
         f"--years={years}",
         f"--output={output}",
         "--dtype=int8",
-        "--chunk-size=128",
+        "--tuning=chunk_size=128",
         *extra,
         *FNAPI,
     ]

@@ -25,8 +25,8 @@ def run(capsys, emu, tmp_path, *args, output=None):
         output,
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "p",
+        "--tuning",
+        "ee_project=p",
         "--runner=FnApiRunner",
         *args,
     ]
@@ -43,9 +43,14 @@ def run(capsys, emu, tmp_path, *args, output=None):
         (["--bbox", GOOD_BBOX, "--years", "2015"], "--years", "before 2017"),
         (["--bbox", GOOD_BBOX, "--years", "2099"], "--years", "future"),
         (
-            ["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "16"],
-            "--chunk-size",
-            "too small",
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "chunk_size=16"],
+            "--tuning",
+            "chunk_size: 16 is too small; use at least 128",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "chunk_size=abc"],
+            "--tuning",
+            "chunk_size: must be an integer, got 'abc'",
         ),
         (
             [
@@ -53,13 +58,76 @@ def run(capsys, emu, tmp_path, *args, output=None):
                 GOOD_BBOX,
                 "--years",
                 "2021",
-                "--chunk-size",
-                "1000",
+                "--tuning",
+                "chunk_size=1000",
                 "--tuning",
                 "request_tile_size=256",
             ],
+            "--tuning",
+            "chunk_size: 1000 is not a multiple of the request tile size 256",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--chunk-size", "512"],
             "--chunk-size",
-            "not a multiple",
+            "moved: use --tuning chunk_size=512 ",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--ee-project=other"],
+            "--ee-project",
+            "moved: use --tuning ee_project=other ",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--tuning", "ee_project= "],
+            "--tuning",
+            "expected KEY=VALUE",
+        ),
+        # --source-root = --cog-root = --zarr-root: one option, its meaning following --source
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--cog-root", "/mirror"],
+            "--cog-root",
+            "only used with --source cog; add --source cog",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "zarr", "--cog-root", "/m"],
+            "--cog-root",
+            "only used with --source cog; add --source cog",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog", "--zarr-root", "/s"],
+            "--zarr-root",
+            "only used with --source zarr; add --source zarr",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--zarr-root", "/s"],
+            "--zarr-root",
+            "only used with --source zarr; add --source zarr",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source-root", "/s"],
+            "--source-root",
+            "only used with --source cog or zarr",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "zarr"],
+            "--zarr-root",
+            "--source zarr needs --zarr-root (or --source-root)",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"],
+            "--cog-root",
+            "--source cog needs --cog-root (or --source-root)",
+        ),
+        (
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"]
+            + ["--source-root", "/m", "--cog-root", "/n"],
+            "--cog-root",
+            "the source root is given twice (--source-root before)",
+        ),
+        (  # a spelling of another source is named first, as before --source-root
+            ["--bbox", GOOD_BBOX, "--years", "2021", "--source", "cog"]
+            + ["--cog-root", "/m", "--zarr-root", "/n"],
+            "--zarr-root",
+            "only used with --source zarr",
         ),
         (
             [
@@ -67,8 +135,8 @@ def run(capsys, emu, tmp_path, *args, output=None):
                 GOOD_BBOX,
                 "--years",
                 "2021",
-                "--chunk-size",
-                "1024",
+                "--tuning",
+                "chunk_size=1024",
                 "--tuning",
                 "request_tile_size=1024",
                 "--tuning",
@@ -108,6 +176,31 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert err.startswith(f"efm extract: error: {flag}: ") and words in err and "\n" not in err, err
     assert not (tmp_path / "out.zarr").exists()
     assert emu.count("computePixels") == 0
+
+
+@pytest.mark.parametrize(
+    "given, source, cog_root, zarr_root",
+    [
+        (["--source-root", "/m"], "cog", "/m", None),
+        (["--cog-root", "/m"], "cog", "/m", None),
+        (["--source-root", "s3://b/aef.zarr"], "zarr", None, "s3://b/aef.zarr"),
+        (["--zarr-root=s3://b/aef.zarr"], "zarr", None, "s3://b/aef.zarr"),
+    ],
+)
+def test_source_root_is_one_option_whose_meaning_follows_the_source(
+    given, source, cog_root, zarr_root
+):
+    """--source-root, --cog-root and --zarr-root: one option (one action, counted once in the
+    surface), read by the source --source names."""
+    from pipelines import common
+
+    parser = extract.build_parser()
+    roots = [a for a in parser._actions if "--source-root" in a.option_strings]
+    assert [a.option_strings for a in roots] == [["--source-root", "--cog-root", "--zarr-root"]]
+    argv = ["--bbox", GOOD_BBOX, "--years", "2021", "--output", "x.zarr", "--source", source]
+    args, _ = common.split_args(parser, [*argv, *given])
+    extract.check_source_flags(args)
+    assert (args.cog_root, args.zarr_root) == (cog_root, zarr_root)
 
 
 def test_unreadable_aoi(capsys, emu, tmp_path, ee_token):

@@ -65,8 +65,8 @@ def run(emu, capsys, *args):
     argv = [
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "test-project",
+        "--tuning",
+        "ee_project=test-project",
         "--tuning",
         "retry_initial_delay=0.01",
         "--runner=FnApiRunner",
@@ -92,8 +92,8 @@ def test_dry_run_plans_and_writes_nothing(
             "2021,2022",
             "--output",
             output,
-            "--chunk-size",
-            "256",
+            "--tuning",
+            "chunk_size=256",
             flag,
         )
         assert code == 0, err
@@ -166,8 +166,8 @@ def test_plan_equals_what_the_run_sends(emulator, images, tmp_path, capsys, tran
         "2021,2022",
         "--output",
         output,
-        "--chunk-size",
-        "256",
+        "--tuning",
+        "chunk_size=256",
         "--tuning",
         f"transfer_dtype={transfer}",
     ]
@@ -227,8 +227,8 @@ def test_yes_runs_a_job_past_the_threshold(emulator, images, tmp_path, capsys, m
         "2021,2022",
         "--output",
         output,
-        "--chunk-size",
-        "256",
+        "--tuning",
+        "chunk_size=256",
     ]
     code, out, err = run(emulator, capsys, *args)
     assert code == 2 and "--yes" in err and not (tmp_path / "emb.zarr").exists()
@@ -256,8 +256,8 @@ def test_progress_lines_on_a_local_run(emulator, images, tmp_path, capsys, monke
         "2021,2022",
         "--output",
         output,
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         "max_concurrent_requests=2",
     )
@@ -292,8 +292,8 @@ def test_cog_dry_run_checks_the_index_and_plans_reads(tmp_path_factory, tmp_path
         "EPSG:32610",
         "--output",
         str(output),
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--runner=FnApiRunner",
     ]
     assert extract.run([*args, "--years", "2022,2023", "--dry-run"]) == 0

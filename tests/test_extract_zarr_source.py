@@ -132,8 +132,8 @@ def run(source: str, output, bbox: str, *extra, years: str = "2024") -> int:
             years,
             "--output",
             str(output),
-            "--chunk-size",
-            "128",
+            "--tuning",
+            "chunk_size=128",
             *extra,
             *FNAPI,
         ]

@@ -55,12 +55,12 @@ def extract_argv(emu, images, output, *extra):
         "2021",
         "--output",
         output,
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--tuning",
         f"ee_api_url={emu.url}",
-        "--ee-project",
-        "p",
+        "--tuning",
+        "ee_project=p",
         *extra,
     ]
 
@@ -593,17 +593,17 @@ def test_a_failing_pipeline_shows_its_output_but_no_traceback(tmp_path, capsys, 
         ),
         (
             [
-                "extract",
-                "--bbox",
-                "1,2,3,4",
+                "change",
+                "--embeddings",
+                "e.zarr",
                 "--years",
-                "2022",
+                "2022,2023",
                 "--output",
                 "x.zarr",
-                "--chunk-size",
+                "--threshold",
                 "abc",
             ],
-            "efm extract: error: --chunk-size: invalid int value: 'abc' (see efm extract --help)",
+            "efm change: error: --threshold: invalid float value: 'abc' (see efm change --help)",
         ),
         (
             [
@@ -776,7 +776,8 @@ def test_an_os_error_in_a_chain_is_named_in_words():
     )
     assert classify(_deep(MemoryError())) == (
         1,
-        "out of memory; lower --chunk-size or run on workers with more memory",
+        "out of memory; lower chunk_size (efm extract --tuning chunk_size=...) or run on workers "
+        "with more memory",
     )
 
 
@@ -794,7 +795,7 @@ def test_efm_errors_cross_a_pickle_whole():
         back = rebuild(*args)
         back.__dict__.update(state)
         assert type(back) is type(exc) and str(back) == str(exc) and back.flag == exc.flag
-    assert str(CredentialsError("no token")).startswith("--ee-project: no Earth Engine credentials")
+    assert str(CredentialsError("no token")).startswith("credentials: no Earth Engine credentials")
 
 
 def test_the_text_boundary_reads_only_efm_and_named_os_errors():

@@ -272,7 +272,7 @@ def test_a_budget_too_small_for_one_chunk_is_refused_before_anything_is_written(
         )
         and "\n" not in err
     )
-    assert "--chunk-size" in err and "--tuning worker_memory_gb=1.2 or more" in err
+    assert "or a smaller chunk_size" in err and "--tuning worker_memory_gb=1.2 or more" in err
 
 
 @dataclasses.dataclass

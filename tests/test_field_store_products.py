@@ -276,7 +276,7 @@ def test_change_between_two_years_of_the_mosaic(mosaic, tmp_path):
     e, s = _lonlat(r1 - 1, c1 - 1)
     bbox = f"{w - RES / 4},{s - RES / 4},{e + RES / 4},{n + RES / 4}"
     out = str(tmp_path / "change.zarr")
-    argv = ["--embeddings", path, "--from-year", "2023", "--to-year", "2024", "--bbox", bbox]
+    argv = ["--embeddings", path, "--years", "2023,2024", "--bbox", bbox]
     assert change_cli.run(argv + ["--output", out] + FNAPI) == 0
     values = _values(full)[:, r0:r1, c0:c1].astype(np.float64)
     want = np.einsum("yxb,yxb->yx", values[0], values[1])
@@ -415,7 +415,7 @@ def test_an_efm_store_on_a_public_bucket_is_read_anonymously(tmp_path):
     from tests.helpers.store_factory import make_store
 
     s = make_store(str(tmp_path / "emb.zarr"), height=150, width=130, chunk_size=64)
-    argv = ["--from-year", "2021", "--to-year", "2022", *FNAPI]
+    argv = ["--years", "2021,2022", *FNAPI]
     local, remote = str(tmp_path / "local.zarr"), str(tmp_path / "remote.zarr")
     assert change_cli.run(["--embeddings", s.path, "--output", local, *argv]) == 0
     with s3.moto_server(str(tmp_path / "aws")) as endpoint:

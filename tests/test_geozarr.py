@@ -92,7 +92,7 @@ def world(tmp_path_factory):
     }
     argv = ["--embeddings", emb, "--model", model, "--output", products["classes"]]
     assert classify.run([*argv, "--confidence", *FNAPI]) == 0
-    argv = ["--embeddings", emb, "--from-year", "2022", "--to-year", "2023", "--threshold", "0.8"]
+    argv = ["--embeddings", emb, "--years", "2022,2023", "--threshold", "0.8"]
     assert change.run([*argv, "--output", products["change"], *FNAPI]) == 0
     refs = os.path.join(data.output, "refs.geojson")
     argv = ["--embeddings", emb, "--points", refs, "--threshold", "0.8"]
@@ -125,8 +125,8 @@ def extract_argv(w, output, *, dtype="float32") -> list[str]:
         w["data"].crs,
         "--years",
         "2022,2023",
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--dtype",
         dtype,
         "--tuning",

@@ -113,7 +113,7 @@ def test_similarity_and_change_on_an_old_store_equal_numpy(old, tmp_path):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
     out = tmp_path / "change.zarr"
-    argv = ["--embeddings", s.path, "--from-year", "2021", "--to-year", "2022"]
+    argv = ["--embeddings", s.path, "--years", "2021,2022"]
     assert change_cli.run([*argv, "--output", str(out), *FNAPI]) == 0
     got = xr.open_zarr(out)["similarity"].values
     np.testing.assert_allclose(

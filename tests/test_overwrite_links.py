@@ -297,7 +297,7 @@ def late_failures(w, tmp_path):
     emb = make_store(str(tmp_path / "two-years.zarr"), height=40, width=40, chunk_size=32)
     sim = ["--embeddings", w.emb, "--points", w.data.points, "--label-column", "label",
            "--label", "water", *FNAPI]  # fmt: skip
-    chg = ["--embeddings", emb.path, "--to-year", "2022", *FNAPI]
+    chg = ["--embeddings", emb.path, *FNAPI]
 
     def copy_of(src):
         return lambda out: copy_store(src, out)
@@ -337,8 +337,8 @@ def late_failures(w, tmp_path):
         ),
         "change, a year the store lacks": (
             change.run,
-            made_by(change.run, [*chg, "--from-year", "2021"]),
-            lambda out: [*chg, "--from-year", "2019", "--output", str(out), "--overwrite"],
+            made_by(change.run, [*chg, "--years", "2021,2022"]),
+            lambda out: [*chg, "--years", "2019,2022", "--output", str(out), "--overwrite"],
         ),
     }
 

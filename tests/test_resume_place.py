@@ -63,10 +63,10 @@ def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
     options = {
         "--crs": p["data"].crs,
         "--years": "2022",
-        "--chunk-size": "128",
         "--dtype": "float32",
     }
-    scale = flags.pop("scale", "10")  # a --tuning key
+    scale = flags.pop("scale", "10")  # --tuning keys
+    chunk_size = flags.pop("chunk_size", "128")
     options.update({f"--{k.replace('_', '-')}": v for k, v in flags.items()})
     args = [
         "--source",
@@ -77,7 +77,7 @@ def extract_argv(p, output, *, bbox=None, **flags) -> list[str]:
         "--output",
         str(output),
         "--tuning",
-        f"max_concurrent_requests=2,scale={scale}",
+        f"max_concurrent_requests=2,scale={scale},chunk_size={chunk_size}",
         *FNAPI,
     ]
     for k, v in options.items():

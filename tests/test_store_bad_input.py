@@ -106,7 +106,7 @@ def _argv(command: str, store: str, out_dir, model: str | None = None) -> tuple[
         "classify": ["--model", model or "m.skops"],
         "similarity": ["--points", str(refs)],
         "sample": ["--points", str(refs)],
-        "change": ["--from-year", "2023", "--to-year", "2024"],
+        "change": ["--years", "2023,2024"],
         "export": ["--band", "A01", "--years", "2024"],
         "cluster": ["--clusters", "2", "--sample-size", "100"],
         "label": ["--classes", "a,b", "--port", "0"],

@@ -49,6 +49,9 @@ SDK_IMAGE = "europe-west1-docker.pkg.dev/my-project/efm/efm-extract:test"
 NOT_IN_TEMPLATE: dict[str, set[str]] = {p: {"--verbose"} for p in PIPELINES}
 # A dry run submits no job (the launch would fail for want of one): plan with `efm extract --dry-run` before launching.
 NOT_IN_TEMPLATE["extract"] |= {"--dry-run", "--dry_run"}
+# one option, three spellings: the template names the root per source (cog_root: gs:// only;
+# zarr_root: gs://, s3://, https://), each a spelling of --source-root with its own check
+NOT_IN_TEMPLATE["extract"] |= {"--source-root"}
 for _p in ("classify", "predict", "similarity", "change"):  # their plan (pipelines/fanout.py)
     NOT_IN_TEMPLATE[_p] |= {"--dry-run"}
 
@@ -169,8 +172,6 @@ BAD_VALUES = {
     "source": ["gee", "EE", ""],
     "dtype": ["int16", "float"],
     "crs": ["32631", "EPSG:", "+proj=utm +zone=31", "EPSG:32631 "],
-    "chunk_size": ["0", "-1024", "1024.0", "1k"],
-    "ee_project": ["My_Project", "p", "-leading-dash", "project!"],
     "tuning": ["max_retries", "max_retries=", "=3", "max_retries=3,", "max retries=3", "@t.toml"],
     "resume": ["yes", "True", "1", ""],
     "repair": ["yes", "True", "1", ""],
@@ -189,12 +190,12 @@ BAD_VALUES = {
     "keep_columns": ["", "agbd,,height", ",agbd", "agbd,", "a\nb"],
     "label": ["", "forest\n"],
     "reference_year": ["22", "2022,2023", "2022-2023", "twenty"],
-    "from_year": ["22", "2021,2022", ""],
-    "to_year": ["2023-2024", "last", ""],
     "threshold": ["1.5", "-2", "0.8.1", "high", "", "1e-1", "0,8"],
 }
 BAD_BY_PIPELINE = {
-    "sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]}
+    "sample": {"output": GCS_BAD + ["gs://bucket/samples.csv", "gs://bucket/samples.parquet.tmp"]},
+    # exactly two years FROM,TO (efm change --years)
+    "change": {"years": ["2022", "22,2023", "2021-2022", "2021,2022,2023", "2021;2022", ""]},
 }
 
 
@@ -213,9 +214,9 @@ def test_launcher_translates_template_parameters_to_efm_flags():
         "--bbox=5.9,45.8,6.2,46.0",
         "--years=2021",
         "--output=gs://my-bucket/a.zarr",
-        "--chunk_size=512",
-        "--ee_project",
-        "my-ee-project",
+        "--tuning=chunk_size=512,ee_project=my-ee-project",
+        "--cog_root",
+        "gs://my-bucket/aef",
         "--overwrite=true",
         "--resume=false",
         "--crs=",
@@ -227,8 +228,8 @@ def test_launcher_translates_template_parameters_to_efm_flags():
         "--bbox=5.9,45.8,6.2,46.0",
         "--years=2021",
         "--output=gs://my-bucket/a.zarr",
-        "--chunk-size=512",
-        "--ee-project=my-ee-project",
+        "--tuning=chunk_size=512,ee_project=my-ee-project",
+        "--cog-root=gs://my-bucket/aef",
         "--overwrite",  # resume=false and the blank crs are dropped
         "--runner=DataflowRunner",
         "--temp_location=gs://my-bucket/tmp",
@@ -239,9 +240,16 @@ def test_launcher_translates_template_parameters_to_efm_flags():
     ) == ["--model-sha256=" + "a" * 64, "--confidence"]
     with pytest.raises(
         flex_launcher.TemplateParameterError,
-        match=r"^chunk_size: '1k' is not a valid chunk size \(must match",
+        match=r"^crs: '32631' is not a valid target crs \(must match",
     ):
-        flex_launcher.to_pipeline_args("extract", ["--chunk_size=1k"])
+        flex_launcher.to_pipeline_args("extract", ["--crs=32631"])
+    # a knob that was a parameter of its own: where it went
+    for name, value in [("chunk_size", "512"), ("ee_project", "my-ee-project")]:
+        with pytest.raises(
+            flex_launcher.TemplateParameterError,
+            match=rf"^{name}: moved into the tuning parameter: pass --tuning={name}={value} ",
+        ):
+            flex_launcher.to_pipeline_args("extract", [f"--{name}={value}"])
     with pytest.raises(flex_launcher.TemplateParameterError, match="^output: a value is required"):
         flex_launcher.to_pipeline_args("extract", ["--output="])
 
@@ -273,10 +281,10 @@ def test_switches_take_the_bare_form_and_true_false_in_any_case():
 def test_unknown_template_parameters_are_refused_naming_them():
     with pytest.raises(
         flex_launcher.TemplateParameterError,
-        match=r"^chunk_sise: not a parameter of the efm-extract template; did you mean chunk_size\? its parameters are bbox, ",
+        match=r"^dtyp: not a parameter of the efm-extract template; did you mean dtype\? its parameters are bbox, ",
     ):
         flex_launcher.to_pipeline_args(
-            "extract", ["--years=2021", "--chunk_sise=512", "--runner=DataflowRunner"]
+            "extract", ["--years=2021", "--dtyp=int8", "--runner=DataflowRunner"]
         )
     with pytest.raises(
         flex_launcher.TemplateParameterError,
@@ -734,9 +742,7 @@ def launched(gcs, ee_emulator, adc, tmp_path_factory):
             "years": "2021",
             "crs": CRS,
             "output": paths["embeddings"],
-            "chunk_size": "256",
-            "tuning": f"ee_api_url={ee_emulator.url}",
-            "ee_project": "test-project",
+            "tuning": f"ee_api_url={ee_emulator.url},ee_project=test-project,chunk_size=256",
         },
         direct("efm-extract"),
         env,
@@ -894,9 +900,7 @@ def test_dataflow_launch_with_the_image_stages_no_package_and_does_not_wait(
                 "years": "2021",
                 "crs": CRS,
                 "output": f"{bucket}/df-emb.zarr",
-                "tuning": f"ee_api_url={ee_emulator.url}",
-                "ee_project": "test-project",
-                "chunk_size": "256",
+                "tuning": f"ee_api_url={ee_emulator.url},ee_project=test-project,chunk_size=256",
             },
         ),
         (
@@ -1047,23 +1051,22 @@ def test_bad_input_fails_at_launch_with_one_line(case, launched, gcs, ee_emulato
         "bbox": area_bbox(),
         "years": "2021",
         "output": f"{bucket}/bad-{case}.zarr",
-        "tuning": f"ee_api_url={ee_emulator.url}",
-        "ee_project": "test-project",
+        "tuning": f"ee_api_url={ee_emulator.url},ee_project=test-project",
     }
     pipeline, expected = "extract", None
     if case == "regex":
-        extract["chunk_size"] = "1k"
-        expected = r"^efm extract \(flex template\): error: chunk_size: '1k' is not a valid chunk size \(must match \^\[1-9\]\[0-9\]\*\$\); e\.g\. 1024$"
+        extract["crs"] = "32631"
+        expected = r"^efm extract \(flex template\): error: crs: '32631' is not a valid target crs \(must match "
     elif case == "bucket":
         extract["output"] = "gs://efm-no-such-bucket/emb.zarr"
         expected = r"^efm extract: error: --output: bucket 'efm-no-such-bucket' of gs://efm-no-such-bucket/emb.zarr does not exist"
     elif case == "no-credentials":
         env = child_env(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path))
-        expected = r"^efm extract: error: --ee-project: no Earth Engine credentials found; run `gcloud auth application-default login"
+        expected = r"^efm extract: error: credentials: no Earth Engine credentials found; run `gcloud auth application-default login"
     elif case == "refused-credentials":
         refusing = RefusingEmulator().start()
-        extract["tuning"] = f"ee_api_url={refusing.url}"
-        expected = r"^efm extract: error: --ee-project: these credentials may not use Earth Engine in project test-project: Caller does not have"
+        extract["tuning"] = f"ee_api_url={refusing.url},ee_project=test-project"
+        expected = r"^efm extract: error: --tuning: ee_project: these credentials may not use Earth Engine in project test-project: Caller does not have"
     else:
         pipeline = "classify"
         extract = {
@@ -1123,8 +1126,7 @@ def test_map_templates_translate_their_parameters():
         "change",
         [
             "--embeddings=gs://my-bucket/e.zarr",
-            "--from_year=2021",
-            "--to_year=2022",
+            "--years=2021,2022",
             "--output=gs://my-bucket/c.zarr",
             "--threshold=0.8",
             "--resume=false",
@@ -1132,8 +1134,7 @@ def test_map_templates_translate_their_parameters():
         ],
     ) == [
         "--embeddings=gs://my-bucket/e.zarr",
-        "--from-year=2021",
-        "--to-year=2022",
+        "--years=2021,2022",
         "--output=gs://my-bucket/c.zarr",
         "--threshold=0.8",
         "--runner=DataflowRunner",
@@ -1165,9 +1166,9 @@ def test_map_templates_translate_their_parameters():
         flex_launcher.to_pipeline_args("change", ["--threshold=1.5"])
     with pytest.raises(
         flex_launcher.TemplateParameterError,
-        match=r"^from_yaer: not a parameter of the efm-change template; did you mean from_year\?",
+        match=r"^yaers: not a parameter of the efm-change template; did you mean years\?",
     ):
-        flex_launcher.to_pipeline_args("change", ["--from_yaer=2021"])
+        flex_launcher.to_pipeline_args("change", ["--yaers=2021,2022"])
     with pytest.raises(
         flex_launcher.TemplateParameterError,
         match=r"^reference: not a parameter of the efm-similarity template; did you mean",
@@ -1231,8 +1232,7 @@ def map_launched(launched, gcs, tmp_path_factory):
         },
         "change": {
             "embeddings": embeddings,
-            "from_year": "2021",
-            "to_year": "2022",
+            "years": "2021,2022",
             "output": out["change"],
             "threshold": "0.5",
         },
@@ -1349,8 +1349,8 @@ def test_map_templates_refuse_bad_input_at_launch_with_one_line(case, map_launch
     if case == "same-years":
         pipeline, params, expected = (
             "change",
-            dict(m["params"]["change"], to_year="2021"),
-            r"^efm change: error: --to-year: --from-year and --to-year are both 2021",
+            dict(m["params"]["change"], years="2021,2021"),
+            r"^efm change: error: --years: both years are 2021; give two different years",
         )
     elif case == "regressor-confidence":
         pipeline, params, expected = (

@@ -113,6 +113,32 @@ def test_the_grid_and_source_keys_that_were_extract_flags():
             parsed("--tuning", text)
 
 
+def test_chunk_size_and_ee_project_that_were_extract_flags(capsys, tmp_path):
+    """--chunk-size and --ee-project (issue 20 item 4): now keys, with the flags' defaults (1024;
+    the credentials' project) and checks (an integer, at least 128, a multiple of
+    request_tile_size: refused as one line naming the key, before anything is written)."""
+    args = parsed()
+    assert (args.chunk_size, args.ee_project) == (1024, None)
+    args = parsed("--tuning", "chunk_size=512,ee_project=my-ee-project")
+    assert (args.chunk_size, args.ee_project) == (512, "my-ee-project")
+    assert type(args.chunk_size) is int
+    with pytest.raises(InputError, match="^--tuning: chunk_size: must be an integer, got '1k'$"):
+        parsed("--tuning", "chunk_size=1k")
+    output = tmp_path / "out.zarr"
+    argv = [*REQUIRED[:-1], str(output), "--runner=FnApiRunner"]
+    for given, said in [
+        ("chunk_size=64", "chunk_size: 64 is too small; use at least 128 (default 1024)"),
+        (
+            "chunk_size=1000,request_tile_size=256",
+            "chunk_size: 1000 is not a multiple of the request tile size 256 "
+            "(request_tile_size); use e.g. chunk_size=768",
+        ),
+    ]:
+        assert extract.run([*argv, "--tuning", given]) == 2
+        assert capsys.readouterr().err == f"efm extract: error: --tuning: {said}\n"
+    assert not output.exists()
+
+
 def test_verify_takes_its_threads_through_tuning(capsys, tmp_path):
     args = common.own_args(verify.build_parser(), ["s.zarr", "--tuning", "threads=2"])
     assert args.threads == 2

@@ -105,9 +105,8 @@ def check_flex_dag(dag_id: str) -> dict:
     params = {
         **{k: dag.params[k] for k in dag.params.keys()},
         "gcp_project": "my-project",
-        "ee_project": "my-ee-project",
+        "tuning": "ee_project=my-ee-project,chunk_size=512",
         "crs": "EPSG:32631",
-        "chunk_size": 512,
         "overwrite": True,
         "confidence": True,
         "model_sha256": None,
@@ -151,11 +150,7 @@ def check_flex_dag(dag_id: str) -> dict:
         if task.task_id == "classify":
             assert sent["confidence"] == "true"
         if task.task_id == "change":
-            assert (
-                sent["threshold"] == "-0.25"
-                and sent["from_year"] == "2022"
-                and sent["to_year"] == "2023"
-            )
+            assert sent["threshold"] == "-0.25" and sent["years"] == "2022,2023"
         if task.task_id == "similarity":
             assert (
                 sent["reference_year"] == "2022"
@@ -204,8 +199,8 @@ def sample_world(sample_data, efm_python):
         world["years"],
         "--output",
         str(training),
-        "--chunk-size",
-        "128",
+        "--tuning",
+        "chunk_size=128",
         "--dtype",
         "int8",
         "--runner=FnApiRunner",
@@ -251,7 +246,7 @@ def test_beam_dag_runs_extract_then_classify_on_direct_runner(sample_world, efm_
             "bbox": world["bbox"],
             "crs": world["crs"],
             "years": world["years"],
-            "chunk_size": 128,
+            "tuning": "chunk_size=128",
             "dtype": "int8",
             "embeddings": str(embeddings),
             "model": world["model"],
@@ -329,7 +324,7 @@ def test_both_dags_feed_every_step_the_flags_the_templates_declare():
             "bbox": "5.9,45.8,6.2,46.0",
             "years": "2021,2022",
             "embeddings": "gs://b/e.zarr",
-            "chunk_size": 512,
+            "tuning": "chunk_size=512",
             "overwrite": True,
             "crs": None,
             "temp_location": "gs://b/tmp",
@@ -341,7 +336,7 @@ def test_both_dags_feed_every_step_the_flags_the_templates_declare():
         "bbox": "5.9,45.8,6.2,46.0",
         "years": "2021,2022",
         "output": "gs://b/e.zarr",
-        "chunk-size": "512",
+        "tuning": "chunk_size=512",
         "overwrite": True,
         "temp_location": "gs://b/tmp",
         "staging_location": "gs://b/tmp",
@@ -501,7 +496,7 @@ def test_regression_maps_dag_runs_end_to_end_on_direct_runner(sample_data, efm_p
             "bbox": world["bbox"],
             "crs": world["crs"],
             "years": world["years"],
-            "chunk_size": 128,
+            "tuning": "chunk_size=128",
             "embeddings": paths["embeddings.zarr"],
             "points": world["gedi"],
             "keep_columns": "agbd",
@@ -513,8 +508,7 @@ def test_regression_maps_dag_runs_end_to_end_on_direct_runner(sample_data, efm_p
             "prediction": paths["agbd.zarr"],
             "reference_points": world["refs"],
             "similarity": paths["similarity.zarr"],
-            "from_year": first,
-            "to_year": last,
+            "change_years": f"{first},{last}",
             "change_threshold": threshold,
             "change": paths["change.zarr"],
         }

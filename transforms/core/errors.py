@@ -93,4 +93,5 @@ class CredentialsError(InputError):
             "--scopes=https://www.googleapis.com/auth/earthengine,https://www.googleapis.com/auth/cloud-platform` "
             "or set EFM_EE_ACCESS_TOKEN=$(gcloud auth print-access-token)"
         )
-        super().__init__("--ee-project", f"{how} ({detail})" if detail else how)
+        # not a flag's fault (the project is --tuning ee_project): the line names what is missing
+        super().__init__("credentials", f"{how} ({detail})" if detail else how)

@@ -321,17 +321,18 @@ def plan_grid(
 
 
 def check_chunk_size(chunk_size: int, request_tile_size: int | None = None) -> None:
+    """`efm extract --tuning chunk_size=N` (with request_tile_size): refused naming the key."""
     if chunk_size < MIN_CHUNK_SIZE:
         raise InputError(
-            "--chunk-size",
-            f"{chunk_size} is too small; use at least {MIN_CHUNK_SIZE} (default 1024)",
+            "--tuning",
+            f"chunk_size: {chunk_size} is too small; use at least {MIN_CHUNK_SIZE} (default 1024)",
         )
     if request_tile_size is not None and chunk_size % request_tile_size:
         raise InputError(
-            "--chunk-size",
-            f"{chunk_size} is not a multiple of the request tile size {request_tile_size} "
-            "(--tuning request_tile_size); "
-            f"use e.g. {max(1, chunk_size // request_tile_size) * request_tile_size}",
+            "--tuning",
+            f"chunk_size: {chunk_size} is not a multiple of the request tile size "
+            f"{request_tile_size} (request_tile_size); use e.g. chunk_size="
+            f"{max(1, chunk_size // request_tile_size) * request_tile_size}",
         )
 
 

@@ -91,15 +91,16 @@ def initialize(settings: EarthEngineSettings) -> None:
                 word in message.lower() for word in ("permission", "not registered", "forbidden")
             ):
                 raise InputError(
-                    "--ee-project",
-                    f"these credentials may not use Earth Engine{' in project ' + settings.project if settings.project else ''}: "
+                    "--tuning",
+                    f"ee_project: these credentials may not use Earth Engine{' in project ' + settings.project if settings.project else ''}: "
                     f"{message} (the account needs roles/earthengine.viewer or .writer and roles/serviceusage.serviceUsageConsumer "
                     "on a project registered for Earth Engine)",
                 ) from None
             if "project" in message.lower():
                 raise InputError(
-                    "--ee-project",
-                    f"Earth Engine needs a Cloud project: pass --ee-project ({message})",
+                    "--tuning",
+                    f"ee_project: Earth Engine needs a Cloud project: pass --tuning "
+                    f"ee_project=PROJECT ({message})",
                 ) from None
             raise InputError(
                 "--tuning",
