@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
 
 
 def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
-    """`water=#2b6cb0,forest=green` or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
+    """`water=#2b6cb0,forest=green` (or `;`-separated, as in `--tuning colors=...`) or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
     name more labels than there are classes: a palette shared with `efm export --colors`)."""
     if not text:
         return {}
@@ -87,7 +88,7 @@ def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
                 flag, f"{text} is not a JSON object {{label: colour}}: {exc}"
             ) from None
     else:
-        pairs = [tuple(item.split("=", 1)) for item in text.split(",") if item.strip()]
+        pairs = [tuple(item.split("=", 1)) for item in re.split("[;,]", text) if item.strip()]
     out = {}
     for pair in pairs:
         if len(pair) != 2:

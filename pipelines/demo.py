@@ -196,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--output",
                 os.path.join(out, "land_cover.tif"),
                 "--png",
-                "--colors",
-                demo_figure.palette(classes, data),
+                "--tuning",
+                f"colors={demo_figure.palette(classes, data)}",
             ],
             [],
         )
