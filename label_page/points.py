@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 
 import numpy as np
 
-from transforms.core import atomic
+from transforms.core import atomic, tuning
 from transforms.core.errors import InputError
 from transforms.learning import labelled_points, sampling
 from transforms.storage import kinds
@@ -74,7 +73,7 @@ def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
 
 def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
     """`water=#2b6cb0,forest=green` (or `;`-separated, as in `--tuning colors=...`) or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
-    name more labels than there are classes: a palette shared with `efm export --colors`)."""
+    name more labels than there are classes: a palette shared with `efm export --tuning colors=...`)."""
     if not text:
         return {}
     import matplotlib.colors
@@ -88,7 +87,7 @@ def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
                 flag, f"{text} is not a JSON object {{label: colour}}: {exc}"
             ) from None
     else:
-        pairs = [tuple(item.split("=", 1)) for item in re.split("[;,]", text) if item.strip()]
+        pairs = [tuple(item.split("=", 1)) for item in tuning.value_list(text)]
     out = {}
     for pair in pairs:
         if len(pair) != 2:

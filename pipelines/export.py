@@ -8,7 +8,6 @@ process (memory stays flat; the store is read chunk by chunk).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ import fsspec
 
 from pipelines import common, tuning
 from transforms.core import grid as gridlib
+from transforms.core import tuning as tuning_syntax
 from transforms.core.errors import InputError
 from transforms.products import export, export_layer, quicklook
 from transforms.storage import outputs, subset
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layer = export_layer.crop(layer, sub)
     rgb, rgb_idx = [], []
     if args.png and layer.variable == "embedding":
-        rgb = split_list(args.rgb)
+        rgb = tuning_syntax.value_list(args.rgb)
         from transforms.storage import store
 
         bands = [str(b) for b in store.open_embeddings(args.input)["band"].values]
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             layer, t, rgb, rgb_idx, png, year, args.png_size
                         )
                     rows.append((f"{when} quicklook", png))
-        except InputError:  # a --nodata value found in the map mid-way: drop this run's files, so nothing is left half done
+        except InputError:  # a nodata value found in the map mid-way: drop this run's files, so nothing is left half done
             for _, written in rows:
                 fs, root = fsspec.core.url_to_fs(written)
                 if fs.exists(root):
@@ -200,7 +200,7 @@ def check_outputs(paths: dict, inputs: dict, overwrite: bool, png: bool = False)
 
 
 def class_colours(args, layer) -> dict | None:
-    """The colour table: the layer's own (None for a continuous map), with --colors over it."""
+    """The colour table: the layer's own (None for a continuous map), with --tuning colors over it."""
     colors = export.layer_colors(layer)
     if args.colors:
         if not layer.is_class:
@@ -211,12 +211,6 @@ def class_colours(args, layer) -> dict | None:
 
 # a refusal of the colors key reads as the key's own checks do: `--tuning: colors: ...`
 COLORS_FLAG = "--tuning: colors"
-
-
-def split_list(text: str) -> list[str]:
-    """A list in a --tuning value: `A01;A16;A09` (`,` separates the KEY=VALUE items) or, from a
-    @file.toml string or the Python API, `A01,A16,A09`."""
-    return [item.strip() for item in re.split("[;,]", text) if item.strip()]
 
 
 def _span(layer) -> str:

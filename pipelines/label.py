@@ -17,7 +17,7 @@ from label_page import server as serverlib
 from label_page import startup
 from label_page.view import StoreView
 from pipelines import common, tuning, tuning_keys
-from pipelines.export import split_list
+from transforms.core import tuning as tuning_syntax
 from transforms.core.errors import InputError
 from transforms.products import export
 from transforms.storage import readers, store
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     year = startup.year_of(names, info, args.year)
     rgb = None
     if args.rgb:
-        rgb = split_list(args.rgb)
+        rgb = tuning_syntax.value_list(args.rgb)
         if len(rgb) != 3 or any(b not in info.bands for b in rgb):
             raise InputError(
                 "--tuning",

@@ -1,6 +1,6 @@
 """Bad values refused in one line, exit 2, before any work and with nothing written (issue 16,
 "What to build" 6): seeds, k-NN neighbours vs the folds' samples, a store with no valid pixel,
---png-size, non-finite regression targets, Beam flags with bad values, an empty or non-degree
+export's png_size, non-finite regression targets, Beam flags with bad values, an empty or non-degree
 GeoJSON, Ctrl-C in `efm demo`; and the Python API's years / folds / seed, checked by the same
 functions as the commands (docs/bad-input.md, "Values").
 """
@@ -101,10 +101,18 @@ def test_cluster_checks_its_seed_before_sampling(small_store, tmp_path, capsys):
 
 def test_make_sample_data_refuses_a_negative_seed(tmp_path, capsys):
     refused(
-        ["make-sample-data", "--output", str(tmp_path / "sd"), "--size", "small", "--seed", "-3"],
+        [
+            "make-sample-data",
+            "--output",
+            str(tmp_path / "sd"),
+            "--size",
+            "small",
+            "--tuning",
+            "seed=-3",
+        ],
         tmp_path,
         capsys,
-        "efm make-sample-data: error: --seed: must be a whole number in 0..4294967295 "
+        "efm make-sample-data: error: --tuning: seed: must be a whole number in 0..4294967295 "
         "(numpy's limit), got -3",
     )
 
@@ -182,7 +190,7 @@ def test_cluster_with_fewer_valid_pixels_than_clusters_names_how_many(tmp_path, 
     assert listing(tmp_path) == before
 
 
-# ---------------------------------------------------------------- export --png-size
+# ---------------------------------------------------------------- export --tuning png_size
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "5000"])
@@ -199,14 +207,14 @@ def test_export_png_size_out_of_range_is_refused_before_the_geotiff(
             "--years",
             "2021",
             "--png",
-            "--png-size",
-            size,
+            "--tuning",
+            f"png_size={size}",
             "--output",
             str(tmp_path / "a01.tif"),
         ],
         tmp_path,
         capsys,
-        "efm export: error: --png-size: must be 1..4096 pixels (the quicklook is a preview drawn "
+        "efm export: error: --tuning: png_size: must be 1..4096 pixels (the quicklook is a preview drawn "
         f"800 px wide; for full resolution open the GeoTIFF), got {size}",
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -156,3 +157,9 @@ def _known(name: str, keys: Mapping[str, Key], prog: str) -> Key:
         FLAG,
         f"unknown key {name!r}; {hint}the tuning keys{whose}: {listed} (docs/tuning.md)",
     )
+
+
+def value_list(text: str) -> list[str]:
+    """A list inside one value: `A01;A16;A09` (`,` separates the KEY=VALUE items, so a list there
+    is `;`-separated) or, from a @file.toml string or the Python API, `A01,A16,A09`."""
+    return [item.strip() for item in re.split("[;,]", text) if item.strip()]

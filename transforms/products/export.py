@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import tempfile
 from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
 
-from transforms.core import atomic
+from transforms.core import atomic, tuning
 from transforms.core.errors import InputError
 from transforms.products.colours import class_colors
 from transforms.storage import store
@@ -57,7 +56,7 @@ def parse_colors(text: str, layer, flag: str = "--colors") -> dict[int, tuple[in
         with open(text) as f:
             pairs = list(json.load(f).items())
     else:
-        pairs = [item.split("=", 1) for item in re.split("[;,]", text) if item.strip()]
+        pairs = [item.split("=", 1) for item in tuning.value_list(text)]
     by_label = {str(label): value for label, value in zip(layer.labels, layer.values)}
     out = {}
     for pair in pairs:
