@@ -205,3 +205,17 @@ def test_sample_data_keys_reach_the_files(tmp_path, capsys):
 
     np.testing.assert_array_equal(truth("b"), truth("c"))
     assert (truth("a") != truth("b")).mean() > 0.3
+
+
+def test_a_comma_list_on_the_command_line_is_refused_naming_the_item(tmp_path, capsys):
+    """`,` separates --tuning's items: `rgb=A01,A16,A09` is refused (never read as rgb=A01 and two
+    stray words), saying how a list is written."""
+    argv = ["export", "--input", "e.zarr", "--output", str(tmp_path / "x.tif")]
+    refused(
+        [*argv, "--tuning", "png_size=300,rgb=A01,A16,A09"],
+        tmp_path,
+        capsys,
+        "efm export: error: --tuning: expected KEY=VALUE,KEY=VALUE (e.g. max_retries=3), got "
+        "'A16' after rgb=A01: a list inside one value is ;-separated (e.g. rgb=A01;A16); or "
+        "@file.toml (docs/tuning.md)",
+    )

@@ -119,9 +119,16 @@ def _items(text: str) -> list[tuple[str, object]]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
+            # a word after a KEY=VALUE: most likely a list given with `,` (rgb=A01,A16,A09)
+            after = (
+                f" after {items[-1][0]}={items[-1][1]}: a list inside one value is ;-separated "
+                f"(e.g. {items[-1][0]}={items[-1][1]};{item})"
+                if items and not sep
+                else ""
+            )
             raise InputError(
                 FLAG,
-                f"expected KEY=VALUE,KEY=VALUE (e.g. max_retries=3), got {item!r}; "
+                f"expected KEY=VALUE,KEY=VALUE (e.g. max_retries=3), got {item!r}{after}; "
                 "or @file.toml (docs/tuning.md)",
             )
         items.append((name.strip(), value.strip()))
