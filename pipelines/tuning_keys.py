@@ -140,7 +140,15 @@ VERIFY = (
 # the other commands' keys (each command's own tuple; empty = no --tuning)
 CHANGE: tuple[Key, ...] = ()
 CLUSTER: tuple[Key, ...] = ()
-DEMO: tuple[Key, ...] = ()
+# `efm demo --small` was used only by tests (a quick check): a key
+DEMO = (
+    Key(
+        "small",
+        bool,
+        False,
+        "a small area (256 x 320 px) for a quick check (about 30 s)",
+    ),
+)
 
 # tests/test_tuning_surfe.py checks these against transforms/products/export.py,
 # label_page/polygons.py, label_page/startup.py and sample_data/generate.py (not imported here)

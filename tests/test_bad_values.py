@@ -456,7 +456,7 @@ def test_ctrl_c_in_the_demo_is_one_line_exit_130_and_its_re_run_is_accepted(tmp_
     test short; the demo's full run is tests/test_demo.py). A Ctrl-C inside the store's setup,
     before its attributes are written, is the setup's own cleanup (transforms/storage/store.prepare)."""
     out = str(tmp_path / "demo")
-    status, err = interrupt_demo(["--small", "--output", out], out, tmp_path)
+    status, err = interrupt_demo(["--tuning", "small=true", "--output", out], out, tmp_path)
     assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -464,13 +464,13 @@ def test_ctrl_c_in_the_demo_is_one_line_exit_130_and_its_re_run_is_accepted(tmp_
     suffix = f"); to replace what it left at {out}, re-run: "
     assert lines[0].startswith(prefix) and suffix in lines[0], lines[0]
     command = shlex.split(lines[0].split(suffix, 1)[1])
-    assert command == ["efm", "demo", "--small", "--output", out, "--overwrite"]
+    assert command == ["efm", "demo", "--tuning", "small=true", "--output", out, "--overwrite"]
     # the re-run: accepted (it gets as far as the first run did), and its own Ctrl-C is one line too
     status, err = interrupt_demo(command[2:], out, tmp_path)
     assert status == 130, err
     (again,) = err.strip().splitlines()
     assert again.startswith(prefix), again
-    assert again.endswith(f"re-run: efm demo --small --output {out} --overwrite"), again
+    assert again.endswith(f"re-run: efm demo --tuning small=true --output {out} --overwrite"), again
 
 
 def test_ctrl_c_held_down_in_the_demo_is_still_one_line_and_exit_130(tmp_path):
@@ -478,12 +478,16 @@ def test_ctrl_c_held_down_in_the_demo_is_still_one_line_and_exit_130(tmp_path):
     shutdown) change nothing: one line, exit 130, not death by the signal (the store a held Ctrl-C
     leaves: tests/test_failures.py::test_ctrl_c_is_one_line_exit_130_with_the_resume_command)."""
     out = str(tmp_path / "demo")
-    status, err = interrupt_demo(["--small", "--output", out], out, tmp_path, again_every=0.005)
+    status, err = interrupt_demo(
+        ["--tuning", "small=true", "--output", out], out, tmp_path, again_every=0.005
+    )
     assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("efm demo: error: interrupted (Ctrl-C) (full trace in "), lines[0]
-    assert lines[0].endswith(f"re-run: efm demo --small --output {out} --overwrite"), lines[0]
+    assert lines[0].endswith(f"re-run: efm demo --tuning small=true --output {out} --overwrite"), (
+        lines[0]
+    )
 
 
 # ---------------------------------------------------------------- the Python API

@@ -1,4 +1,4 @@
-"""export's, label's and make-sample-data's rarely needed knobs as `--tuning` keys (issue 20 item
+"""export's, label's, make-sample-data's and demo's rarely needed knobs as `--tuning` keys (issue 20 item
 4): the old flags refused with the way to say it now, bad values refused as one line naming the
 key, and the values reaching the run (checked on what the run wrote: the GeoTIFF's colour table,
 the PNG's pixels, the sample data's files). Lists inside a value are `;`-separated on the command
@@ -50,6 +50,7 @@ def refused(argv, tmp_path, capsys, line):
         ("make-sample-data", "--tile-size", "64", "tile_size"),
         ("make-sample-data", "--top-down", None, "top_down"),
         ("make-sample-data", "--seed", "3", "seed"),
+        ("demo", "--small", None, "small"),
     ],
 )
 def test_an_old_flag_is_refused_with_its_key(tmp_path, capsys, command, flag, value, key):
@@ -75,6 +76,7 @@ def test_an_old_flag_is_refused_with_its_key(tmp_path, capsys, command, flag, va
         ),
         ("make-sample-data", "tile_size=32", "tile_size: must be at least 64 px, got 32"),
         ("make-sample-data", "top_down=maybe", "top_down: must be true or false, got 'maybe'"),
+        ("demo", "small=maybe", "small: must be true or false, got 'maybe'"),
         (
             "make-sample-data",
             "seed=4294967296",
@@ -96,6 +98,7 @@ def test_a_bad_value_is_one_line_naming_the_key(tmp_path, capsys, command, text,
         "export": ["--input", str(tmp_path / "in.zarr")],
         "label": ["--embeddings", str(tmp_path / "in.zarr")],
         "make-sample-data": [],
+        "demo": [],
     }[command]
     argv = [command, *required, "--output", str(tmp_path / "out"), "--tuning", text]
     refused(argv, tmp_path, capsys, f"efm {command}: error: --tuning: {message}")
