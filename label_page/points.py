@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from transforms.core import atomic
+from transforms.core import atomic, tuning
 from transforms.core.errors import InputError
 from transforms.learning import labelled_points, sampling
 from transforms.storage import kinds
@@ -72,8 +72,8 @@ def parse_classes(text: str | None, flag: str = "--classes") -> list[str]:
 
 
 def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
-    """`water=#2b6cb0,forest=green` or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
-    name more labels than there are classes: a palette shared with `efm export --colors`)."""
+    """`water=#2b6cb0,forest=green` (or `;`-separated, as in `--tuning colors=...`) or a JSON file {label: colour} -> {label: "#rrggbb"} (a file may
+    name more labels than there are classes: a palette shared with `efm export --tuning colors=...`)."""
     if not text:
         return {}
     import matplotlib.colors
@@ -87,7 +87,7 @@ def parse_colours(text: str | None, flag: str = "--colors") -> dict[str, str]:
                 flag, f"{text} is not a JSON object {{label: colour}}: {exc}"
             ) from None
     else:
-        pairs = [tuple(item.split("=", 1)) for item in text.split(",") if item.strip()]
+        pairs = [tuple(item.split("=", 1)) for item in tuning.value_list(text)]
     out = {}
     for pair in pairs:
         if len(pair) != 2:

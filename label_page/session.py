@@ -60,7 +60,7 @@ class Session:
             rgb,
             meta,
         )
-        self.chosen_colours = dict(colours or {})  # --colors: label -> "#rrggbb"
+        self.chosen_colours = dict(colours or {})  # --tuning colors / colors=: label -> "#rrggbb"
         self.loaded = {p.id: p for p in loaded}
         self.points = list(loaded)
         self.saved = None  # points count of the last save

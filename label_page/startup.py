@@ -1,6 +1,6 @@
 """The start-up checks of `efm label` (pipelines/label.py) and `efm.label` (efm/label.py), one
 implementation: every input is checked before the server starts, a bad one refused with InputError
-naming the command's flag (`--port`) or the function's parameter (`port`), as `Names` spells it.
+naming the command's flag (`--tuning: port`) or the function's parameter (`port`), as `Names` spells it.
 Nothing is written here: `outputs.check_output` only looks.
 """
 
@@ -33,12 +33,14 @@ class Names:
     port_in_use: str  # after "port N on 127.0.0.1 is in use; "
 
 
+# the port and the points per polygon are `efm label --tuning` keys: a refusal reads as the
+# key's own checks do (`--tuning: port: ...`, pipelines/tuning_keys.py)
 COMMAND = Names(
-    output="--output", port="--port", basemap="--basemap", image="--image",
-    per_polygon="--points-per-polygon", points="--points", year="--year",
+    output="--output", port="--tuning: port", basemap="--basemap", image="--image",
+    per_polygon="--tuning: points_per_polygon", points="--points", year="--year",
     not_geojson="the points are written as GeoJSON; name the file e.g. points.geojson",
     port_range="must be 0-65535 (0 = any free port)",
-    port_in_use="pass another --port, or --port 0 for any free one",
+    port_in_use="pass another (--tuning port=N), or --tuning port=0 for any free one",
 )  # fmt: skip
 API = Names(
     output="output", port="port", basemap="basemap", image="image",

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from pipelines import common, failures
+from pipelines import common, failures, tuning
 from sample_data import figure as demo_figure
 from sample_data import generate as sample_data
 from sample_data import scores as demo_scores
@@ -49,16 +49,12 @@ def build_parser():
         help="folder to write everything to (default: %(default)s)",
     )
     parser.add_argument(
-        "--small",
-        action="store_true",
-        help="a small area (256 x 320 px) for a quick check (about 30 s)",
-    )
-    parser.add_argument(
         "--dtype",
         choices=["int8", "float32"],
         default="int8",
         help="embedding store dtype (default: %(default)s, the mirror's own codes)",
     )
+    tuning.add_flag(parser, "demo")  # small=true: a small area for a quick check
     common.add_overwrite(parser, "the outputs of an earlier demo in --output")
     return parser
 
@@ -194,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--output",
                 os.path.join(out, "land_cover.tif"),
                 "--png",
-                "--colors",
-                demo_figure.palette(classes, data),
+                "--tuning",
+                f"colors={demo_figure.palette(classes, data)}",
             ],
             [],
         )

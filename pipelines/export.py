@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import fsspec
 
-from pipelines import common
+from pipelines import common, tuning
 from transforms.core import grid as gridlib
+from transforms.core import tuning as tuning_syntax
 from transforms.core.errors import InputError
 from transforms.products import export, export_layer, quicklook
 from transforms.storage import outputs, subset
@@ -43,11 +44,6 @@ def build_parser():
         "--variable",
         help="the store's variable to export, e.g. confidence, similar, changed (default: the product's main one: class, prediction or similarity)",
     )
-    parser.add_argument(
-        "--nodata",
-        default=str(export.DEFAULT_FLOAT_NODATA),
-        help="float maps: the GeoTIFF's nodata value written where the store holds NaN, a number or nan (default: %(default)s)",
-    )
     parser.add_argument("--band", help="embedding stores: the band to export, e.g. A01")
     parser.add_argument(
         "--png",
@@ -55,43 +51,21 @@ def build_parser():
         help="also write a PNG quicklook next to each GeoTIFF (legend of the classes; colour bar with units for float maps; false colour for embedding stores)",
     )
     parser.add_argument(
-        "--rgb",
-        default=",".join(export.DEFAULT_RGB),
-        help="embedding stores: three bands for the false-colour PNG (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--colors",
-        help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour} (default: matplotlib's tab10/tab20)",
-    )
-    parser.add_argument(
-        "--png-size",
-        type=int,
-        default=1024,
-        help=f"longest side of the quicklook in pixels, 1..{export.MAX_PNG_SIZE} (default: %(default)s)",
-    )
-    parser.add_argument(
         "--mosaic",
         action="store_true",
         help="collections: one COG in EPSG:4326 over all zones (each pixel from the zone holding its centre) instead of a COG per zone + map.vrt",
     )
-    parser.add_argument(
-        "--mosaic-scale",
-        help="with --mosaic: pixel size in degrees (default: the zones' pixel size in metres, east-west and north-south, at the area's centre latitude)",
-    )
     subset.add_flags(parser, "export")
+    tuning.add_flag(parser, "export")
     common.add_overwrite(parser, "existing files")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.own_args(build_parser(), argv)
-    quicklook.check_png_size(args.png_size)
-    try:
-        float_nodata = float(args.nodata)
-    except ValueError:
-        raise InputError(
-            "--nodata", f"expected a number or nan, e.g. -9999, got {args.nodata!r}"
-        ) from None
+    # png_size, mosaic_scale, nodata, colors, rgb: --tuning keys (pipelines/tuning_keys.py),
+    # checked as they are parsed
+    float_nodata = args.nodata
     from transforms.storage import collection as collectionlib
 
     if collectionlib.is_collection(args.input):  # a store per UTM zone: pipelines/export_zones.py
@@ -100,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export_zones.main(args, float_nodata)
     if args.mosaic or args.mosaic_scale is not None:
         raise InputError(
-            "--mosaic" if args.mosaic else "--mosaic-scale",
-            f"{args.input} is one store, exported in its own grid; --mosaic is for a collection",
+            "--mosaic" if args.mosaic else "--tuning",
+            ("" if args.mosaic else "mosaic_scale: ")
+            + f"{args.input} is one store, exported in its own grid; --mosaic is for a collection",
         )
     if not args.output.lower().replace("{year}", "").endswith((".tif", ".tiff")):
         raise InputError("--output", f"{args.output}: name the GeoTIFF with .tif, e.g. classes.tif")
@@ -115,20 +90,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     layer = export_layer.crop(layer, sub)
     rgb, rgb_idx = [], []
     if args.png and layer.variable == "embedding":
-        rgb = [b.strip() for b in args.rgb.split(",")]
+        rgb = tuning_syntax.value_list(args.rgb)
         from transforms.storage import store
 
         bands = [str(b) for b in store.open_embeddings(args.input)["band"].values]
         if len(rgb) != 3 or any(b not in bands for b in rgb):
             raise InputError(
-                "--rgb",
-                f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}",
+                "--tuning",
+                f"rgb: expected three bands of the store, e.g. rgb={';'.join(export.DEFAULT_RGB)}, "
+                f"got {args.rgb!r}",
             )
         rgb_idx = [bands.index(b) for b in rgb]
     paths = export.output_paths(args.output, years)
     inputs = {
         "--input": args.input,
-        "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,
+        "--tuning colors": args.colors if args.colors and os.path.exists(args.colors) else None,
         "--aoi": args.aoi,
     }
     check_outputs(paths, inputs, args.overwrite, png=args.png)
@@ -157,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             layer, t, rgb, rgb_idx, png, year, args.png_size
                         )
                     rows.append((f"{when} quicklook", png))
-        except InputError:  # a --nodata value found in the map mid-way: drop this run's files, so nothing is left half done
+        except InputError:  # a nodata value found in the map mid-way: drop this run's files, so nothing is left half done
             for _, written in rows:
                 fs, root = fsspec.core.url_to_fs(written)
                 if fs.exists(root):
@@ -224,13 +200,17 @@ def check_outputs(paths: dict, inputs: dict, overwrite: bool, png: bool = False)
 
 
 def class_colours(args, layer) -> dict | None:
-    """The colour table: the layer's own (None for a continuous map), with --colors over it."""
+    """The colour table: the layer's own (None for a continuous map), with --tuning colors over it."""
     colors = export.layer_colors(layer)
     if args.colors:
         if not layer.is_class:
-            raise InputError("--colors", "colours apply to class maps only")
-        colors.update(export.parse_colors(args.colors, layer))
+            raise InputError("--tuning", "colors: colours apply to class maps only")
+        colors.update(export.parse_colors(args.colors, layer, flag=COLORS_FLAG))
     return colors
+
+
+# a refusal of the colors key reads as the key's own checks do: `--tuning: colors: ...`
+COLORS_FLAG = "--tuning: colors"
 
 
 def _span(layer) -> str:

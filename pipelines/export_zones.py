@@ -20,21 +20,6 @@ from transforms.storage import collection as collectionlib
 from transforms.storage import outputs
 
 
-def _mosaic_degrees(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise InputError(
-            "--mosaic-scale",
-            f"expected the mosaic's pixel size in degrees, 0 < size < 1, e.g. 0.0001, got {text!r}",
-        )
-    return value
-
-
 def main(args, float_nodata: float) -> int:
     coll = collectionlib.read(args.input, flag="--input")
     if args.png:
@@ -49,8 +34,10 @@ def main(args, float_nodata: float) -> int:
             "limits the mosaic's area",
         )
     if args.mosaic_scale is not None and not args.mosaic:
-        raise InputError("--mosaic-scale", "the mosaic's pixel size: add --mosaic, or drop it")
-    degrees = _mosaic_degrees(args.mosaic_scale)
+        raise InputError(
+            "--tuning", "mosaic_scale: the mosaic's pixel size: add --mosaic, or drop it"
+        )
+    degrees = args.mosaic_scale  # a --tuning key: 0 < degrees < 1, checked as it is parsed
     cells_layers = [
         (
             m.zone,
@@ -81,7 +68,7 @@ def main(args, float_nodata: float) -> int:
     colors = export_cli.class_colours(args, first)
     inputs = {
         "--input": [args.input, *coll.paths()],
-        "--colors": args.colors if args.colors and os.path.exists(args.colors) else None,
+        "--tuning colors": args.colors if args.colors and os.path.exists(args.colors) else None,
     }
     rows = []
     with common.Stopwatch() as clock:
@@ -100,7 +87,7 @@ def main(args, float_nodata: float) -> int:
                     export.write_cog(layer, t, path, colors)
                     written.append(path)
                     rows.append((f"{year}" if year is not None else "map", path))
-            except InputError:  # a --nodata value found in a map mid-way: nothing left half done
+            except InputError:  # a nodata value found in a map mid-way: nothing left half done
                 for path in written:
                     outputs.remove(path, "geotiff")
                 raise

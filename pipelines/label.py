@@ -13,15 +13,21 @@ import sys
 from collections.abc import Sequence
 
 from label_page import points as pointlib
-from label_page import polygons, startup
 from label_page import server as serverlib
+from label_page import startup
 from label_page.view import StoreView
-from pipelines import common
+from pipelines import common, tuning, tuning_keys
+from transforms.core import tuning as tuning_syntax
 from transforms.core.errors import InputError
 from transforms.products import export
 from transforms.storage import readers, store
 
-DEFAULT_PORT = 8765
+DEFAULT_PORT = tuning_keys.DEFAULT_PORT
+
+
+# points_per_polygon, port, colors, rgb: --tuning keys (pipelines/tuning_keys.py); a refusal of
+# one after parsing reads as the key's own checks do (`--tuning: colors: ...`)
+COLORS_FLAG = "--tuning: colors"
 
 
 def build_parser():
@@ -51,15 +57,6 @@ def build_parser():
         help="existing points to start from (any file `efm sample` reads, with a 'label' column); their labels must be among --classes",
     )
     parser.add_argument(
-        "--rgb",
-        help=f"start with these three bands as false colour instead of the first three principal components, e.g. {','.join(export.DEFAULT_RGB)}",
-    )
-    parser.add_argument(
-        "--colors",
-        help="class colours: LABEL=#rrggbb,... or a JSON file {label: colour}, as `efm export --colors` "
-        "(default: matplotlib's tab10/tab20)",
-    )
-    parser.add_argument(
         "--basemap",
         help="imagery under the store: an XYZ tile URL template with {z}, {x} and {y}, e.g. "
         "https://tiles.example.org/{z}/{x}/{y}.png (your provider, your key; none by default). "
@@ -70,19 +67,7 @@ def build_parser():
         help="an RGB raster (GeoTIFF/COG, local or a URL GDAL reads) in any CRS, shown under the "
         "store as tiles served by efm label itself",
     )
-    parser.add_argument(
-        "--points-per-polygon",
-        type=int,
-        default=0,
-        help="points sampled from each drawn polygon (default 0: every pixel centre inside, "
-        f"{polygons.MAX_PER_POLYGON} at most)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help="port on 127.0.0.1 (default: %(default)s; 0 for any free port)",
-    )
+    tuning.add_flag(parser, "label")
     common.add_overwrite(parser, "an existing points file efm wrote, on Save")
     return parser
 
@@ -98,24 +83,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_polygon=args.points_per_polygon,
     )
     classes = pointlib.parse_classes(args.classes)
-    colours = pointlib.parse_colours(args.colors)
+    colours = pointlib.parse_colours(args.colors, flag=COLORS_FLAG)
     unknown = [name for name in colours if classes and name not in classes]
     if unknown and not os.path.exists(
         args.colors
     ):  # a JSON palette may name more labels than these classes
         raise InputError(
-            "--colors", f"{unknown[0]!r} is not one of --classes ({', '.join(classes)})"
+            COLORS_FLAG, f"{unknown[0]!r} is not one of --classes ({', '.join(classes)})"
         )
     ds = store.open_embeddings(args.embeddings)
     info = readers.store_info(args.embeddings, ds)
     year = startup.year_of(names, info, args.year)
     rgb = None
     if args.rgb:
-        rgb = [b.strip() for b in args.rgb.split(",")]
+        rgb = tuning_syntax.value_list(args.rgb)
         if len(rgb) != 3 or any(b not in info.bands for b in rgb):
             raise InputError(
-                "--rgb",
-                f"expected three bands of the store, e.g. {','.join(export.DEFAULT_RGB)}, got {args.rgb!r}",
+                "--tuning",
+                f"rgb: expected three bands of the store, e.g. rgb={';'.join(export.DEFAULT_RGB)}, "
+                f"got {args.rgb!r}",
             )
     inputs = {"--embeddings": args.embeddings, **({"--points": args.points} if args.points else {})}
     start = startup.open_inputs(

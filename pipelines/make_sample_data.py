@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from pipelines import common
+from pipelines import common, tuning
 from sample_data import generate as sample_data
 from transforms.core import checks
 from transforms.core import grid as gridlib
@@ -37,25 +37,9 @@ def build_parser():
         help="small | default | ROWSxCOLS in 10 m pixels (default: %(default)s = 1024x1280)",
     )
     parser.add_argument(
-        "--tile-size",
-        type=int,
-        help="side of each COG file in pixels (default: 512, small: 128; the public mirror's is 8192)",
-    )
-    parser.add_argument(
         "--years", default="2022,2023", help="years to generate (default: %(default)s)"
     )
-    parser.add_argument(
-        "--top-down",
-        action="store_true",
-        help="write rows top-down (negative y resolution, a standard COG); "
-        "by default they run bottom-up, as in the public mirror's files",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=sample_data.SampleSpec.seed,
-        help="random seed (default: %(default)s)",
-    )
+    tuning.add_flag(parser, "make-sample-data")
     common.add_overwrite(parser, "an existing output folder")
     return parser
 
@@ -79,9 +63,7 @@ def parse_size(text: str) -> dict:
 
 def spec_from_args(args) -> sample_data.SampleSpec:
     options = parse_size(args.size)
-    if args.tile_size is not None:
-        if args.tile_size < 64:
-            raise InputError("--tile-size", f"must be at least 64 px, got {args.tile_size}")
+    if args.tile_size is not None:  # a --tuning key: at least 64, checked as it is parsed
         options["tile_size"] = args.tile_size
     years = gridlib.parse_years(args.years)
     if len(years) < 1:
@@ -89,7 +71,7 @@ def spec_from_args(args) -> sample_data.SampleSpec:
     return sample_data.SampleSpec(
         years=tuple(years),
         bottom_up=not args.top_down,
-        seed=checks.check_seed(args.seed),
+        seed=checks.check_seed(args.seed, "--tuning: seed"),
         **options,
     )
 
@@ -110,7 +92,7 @@ def prepare_output(path: str, overwrite: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = common.own_args(build_parser(), argv)
     spec = spec_from_args(args)
     folder = prepare_output(args.output, args.overwrite)
     with common.Stopwatch() as clock:

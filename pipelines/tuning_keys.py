@@ -154,10 +154,149 @@ VERIFY = (
 # the other commands' keys (each command's own tuple; empty = no --tuning)
 CHANGE: tuple[Key, ...] = ()
 CLUSTER: tuple[Key, ...] = ()
-DEMO: tuple[Key, ...] = ()
-EXPORT: tuple[Key, ...] = ()
-LABEL: tuple[Key, ...] = ()
-MAKE_SAMPLE_DATA: tuple[Key, ...] = ()
+# `efm demo --small` was used only by tests (a quick check): a key
+DEMO = (
+    Key(
+        "small",
+        bool,
+        False,
+        "a small area (256 x 320 px) for a quick check (about 30 s)",
+    ),
+)
+
+# tests/test_tuning_surfe.py checks these against transforms/products/export.py,
+# label_page/polygons.py, label_page/startup.py and sample_data/generate.py (not imported here)
+MAX_PNG_SIZE = 4096
+DEFAULT_FLOAT_NODATA = -9999.0
+DEFAULT_RGB = "A01,A16,A09"
+MAX_PER_POLYGON = 1000
+DEFAULT_PORT = 8765
+DEFAULT_SEED = 7
+MIN_TILE_SIZE = 64
+# A list inside one KEY=VALUE item is `;`-separated (`rgb=A01;A16;A09`): `,` separates the items.
+# In a @file.toml the value is a string and `,` works too (`rgb = "A01,A16,A09"`).
+LIST_WORDS = "`;`-separated in KEY=VALUE (`,` in a @file.toml string)"
+
+
+def _png_size(value) -> str | None:
+    if 1 <= value <= MAX_PNG_SIZE:
+        return None
+    return (
+        f"must be 1..{MAX_PNG_SIZE} pixels (the quicklook is a preview drawn 800 px wide; "
+        "for full resolution open the GeoTIFF)"
+    )
+
+
+def _degrees(value) -> str | None:
+    if 0 < value < 1:
+        return None
+    return "expected the mosaic's pixel size in degrees, 0 < size < 1, e.g. 0.0001"
+
+
+EXPORT = (
+    Key(
+        "png_size",
+        int,
+        1024,
+        f"longest side of the --png quicklook in pixels, 1..{MAX_PNG_SIZE}",
+        _png_size,
+    ),
+    Key(
+        "mosaic_scale",
+        float,
+        None,
+        "with --mosaic: pixel size in degrees (default: the zones' pixel size in metres, "
+        "east-west and north-south, at the area's centre latitude)",
+        _degrees,
+    ),
+    Key(
+        "nodata",
+        float,
+        DEFAULT_FLOAT_NODATA,
+        "float maps: the GeoTIFF's nodata value written where the store holds NaN (a number, or "
+        "nan to keep NaN)",
+    ),
+    Key(
+        "colors",
+        str,
+        None,
+        "class colours: LABEL=#rrggbb pairs, " + LIST_WORDS + ", or a JSON file "
+        "{label: colour} (default: matplotlib's tab10/tab20)",
+        lambda v: None if v.strip() else "must be LABEL=#rrggbb pairs or a JSON file",
+    ),
+    Key(
+        "rgb",
+        str,
+        DEFAULT_RGB,
+        "embedding stores: three bands for the false-colour PNG, " + LIST_WORDS,
+    ),
+)
+
+LABEL = (
+    Key(
+        "points_per_polygon",
+        int,
+        0,
+        f"points sampled from each drawn polygon (0: every pixel centre inside, "
+        f"{MAX_PER_POLYGON} at most)",
+        lambda v: (
+            None
+            if 0 <= v <= MAX_PER_POLYGON
+            else f"must be 0..{MAX_PER_POLYGON} (0: every pixel centre inside, capped)"
+        ),
+    ),
+    Key(
+        "port",
+        int,
+        DEFAULT_PORT,
+        "port on 127.0.0.1 (0: any free port; the URL printed says which)",
+        lambda v: None if 0 <= v <= 65535 else "must be 0-65535 (0 = any free port)",
+    ),
+    Key(
+        "colors",
+        str,
+        None,
+        "class colours, as export's colors: LABEL=#rrggbb pairs, " + LIST_WORDS + ", or a JSON "
+        "file {label: colour} (default: matplotlib's tab10/tab20)",
+        lambda v: None if v.strip() else "must be LABEL=#rrggbb pairs or a JSON file",
+    ),
+    Key(
+        "rgb",
+        str,
+        None,
+        "start with these three bands as false colour instead of the first three principal "
+        "components, " + LIST_WORDS + ", e.g. rgb=A01;A16;A09",
+    ),
+)
+
+MAKE_SAMPLE_DATA = (
+    Key(
+        "tile_size",
+        int,
+        None,
+        "side of each COG file in pixels (default: 512, --size small: 128; the public mirror's "
+        f"is 8192), at least {MIN_TILE_SIZE}",
+        lambda v: None if v >= MIN_TILE_SIZE else f"must be at least {MIN_TILE_SIZE} px",
+    ),
+    Key(
+        "top_down",
+        bool,
+        False,
+        "write rows top-down (negative y resolution, a standard COG); by default they run "
+        "bottom-up, as in the public mirror's files",
+    ),
+    Key(
+        "seed",
+        int,
+        DEFAULT_SEED,
+        "random seed",
+        lambda v: (
+            None
+            if 0 <= v <= 2**32 - 1
+            else "must be a whole number in 0..4294967295 (numpy's limit)"
+        ),
+    ),
+)
 PREDICT: tuple[Key, ...] = ()
 SAMPLE: tuple[Key, ...] = ()
 SIMILARITY: tuple[Key, ...] = ()

@@ -124,7 +124,8 @@ def field_panels(fig, truth_ax, row, fields: FieldScores) -> None:
 
 
 def palette(classes_path: str, data: sample_data.SampleData) -> str:
-    """`efm export --colors` for the class map: each class in its ground-truth colour."""
+    """`efm export --tuning colors=...` for the class map: each class in its ground-truth colour
+    (`;`-separated pairs: `,` separates --tuning's items)."""
     labels = [str(v) for v in open_store(classes_path)["class"].attrs["class_labels"]]
     colours = json.load(open(data.colors))
-    return ",".join(f"{label}={colours[label]}" for label in labels if label in colours)
+    return ";".join(f"{label}={colours[label]}" for label in labels if label in colours)

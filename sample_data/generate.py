@@ -12,7 +12,7 @@ What `efm make-sample-data` (and `efm demo`) writes under one folder:
     gedi.geojson                           GEDI-like points with `agbd` from biomass.tif
     refs.geojson                           the forest labelled points (for similarity)
     change_truth.tif                       1 where land cover changed in the last year
-    colors.json                            {label: colour} (for `efm export --colors`)
+    colors.json                            {label: colour} (for `efm export --tuning colors=`)
     sample_data.json                       what was generated: grid, classes, files
 
 How the data is made, so that it looks and behaves like the real thing:

@@ -82,7 +82,16 @@ def run(work: str) -> None:
     data = os.path.join(work, "sample-data")
     efm_cmd = efm_command()
     subprocess.run(
-        [*efm_cmd, "make-sample-data", "--output", data, "--size", "128x160", "--tile-size", "64"],
+        [
+            *efm_cmd,
+            "make-sample-data",
+            "--output",
+            data,
+            "--size",
+            "128x160",
+            "--tuning",
+            "tile_size=64",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )

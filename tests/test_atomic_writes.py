@@ -436,7 +436,9 @@ def test_export_on_a_full_disk(class_map, tmp_path, capsys, monkeypatch, failing
             _partial_cog(m)
         else:
             full = DiskFull(m, out, [f"map.{failing}"], step)
-        code = export_cli.run(export_argv(class_map, tif, "--png-size", "200", "--overwrite"))
+        code = export_cli.run(
+            export_argv(class_map, tif, "--tuning", "png_size=200", "--overwrite")
+        )
     err = capsys.readouterr().err
     assert code == 1 and (step == "cog" or full.fired), err
     assert snapshot(out)[f"map.{failing}"] == before[f"map.{failing}"] and not temps(out)
@@ -655,7 +657,8 @@ def test_an_export_through_a_link_replaces_the_file_it_points_to(class_map, tmp_
     link = tmp_path / "link.tif"
     os.symlink(target, link)
     assert (
-        export_cli.run(export_argv(class_map, str(link), "--png-size", "100", "--overwrite")) == 0
+        export_cli.run(export_argv(class_map, str(link), "--tuning", "png_size=100", "--overwrite"))
+        == 0
     )
     assert os.path.islink(link) and os.readlink(link) == target
     assert os.stat(target).st_ino != before and not temps(real)  # renamed into place there

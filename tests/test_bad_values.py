@@ -1,6 +1,6 @@
 """Bad values refused in one line, exit 2, before any work and with nothing written (issue 16,
 "What to build" 6): seeds, k-NN neighbours vs the folds' samples, a store with no valid pixel,
---png-size, non-finite regression targets, Beam flags with bad values, an empty or non-degree
+export's png_size, non-finite regression targets, Beam flags with bad values, an empty or non-degree
 GeoJSON, Ctrl-C in `efm demo`; and the Python API's years / folds / seed, checked by the same
 functions as the commands (docs/bad-input.md, "Values").
 """
@@ -101,10 +101,18 @@ def test_cluster_checks_its_seed_before_sampling(small_store, tmp_path, capsys):
 
 def test_make_sample_data_refuses_a_negative_seed(tmp_path, capsys):
     refused(
-        ["make-sample-data", "--output", str(tmp_path / "sd"), "--size", "small", "--seed", "-3"],
+        [
+            "make-sample-data",
+            "--output",
+            str(tmp_path / "sd"),
+            "--size",
+            "small",
+            "--tuning",
+            "seed=-3",
+        ],
         tmp_path,
         capsys,
-        "efm make-sample-data: error: --seed: must be a whole number in 0..4294967295 "
+        "efm make-sample-data: error: --tuning: seed: must be a whole number in 0..4294967295 "
         "(numpy's limit), got -3",
     )
 
@@ -182,7 +190,7 @@ def test_cluster_with_fewer_valid_pixels_than_clusters_names_how_many(tmp_path, 
     assert listing(tmp_path) == before
 
 
-# ---------------------------------------------------------------- export --png-size
+# ---------------------------------------------------------------- export --tuning png_size
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "5000"])
@@ -199,14 +207,14 @@ def test_export_png_size_out_of_range_is_refused_before_the_geotiff(
             "--years",
             "2021",
             "--png",
-            "--png-size",
-            size,
+            "--tuning",
+            f"png_size={size}",
             "--output",
             str(tmp_path / "a01.tif"),
         ],
         tmp_path,
         capsys,
-        "efm export: error: --png-size: must be 1..4096 pixels (the quicklook is a preview drawn "
+        "efm export: error: --tuning: png_size: must be 1..4096 pixels (the quicklook is a preview drawn "
         f"800 px wide; for full resolution open the GeoTIFF), got {size}",
     )
 
@@ -448,7 +456,7 @@ def test_ctrl_c_in_the_demo_is_one_line_exit_130_and_its_re_run_is_accepted(tmp_
     test short; the demo's full run is tests/test_demo.py). A Ctrl-C inside the store's setup,
     before its attributes are written, is the setup's own cleanup (transforms/storage/store.prepare)."""
     out = str(tmp_path / "demo")
-    status, err = interrupt_demo(["--small", "--output", out], out, tmp_path)
+    status, err = interrupt_demo(["--tuning", "small=true", "--output", out], out, tmp_path)
     assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -456,13 +464,13 @@ def test_ctrl_c_in_the_demo_is_one_line_exit_130_and_its_re_run_is_accepted(tmp_
     suffix = f"); to replace what it left at {out}, re-run: "
     assert lines[0].startswith(prefix) and suffix in lines[0], lines[0]
     command = shlex.split(lines[0].split(suffix, 1)[1])
-    assert command == ["efm", "demo", "--small", "--output", out, "--overwrite"]
+    assert command == ["efm", "demo", "--tuning", "small=true", "--output", out, "--overwrite"]
     # the re-run: accepted (it gets as far as the first run did), and its own Ctrl-C is one line too
     status, err = interrupt_demo(command[2:], out, tmp_path)
     assert status == 130, err
     (again,) = err.strip().splitlines()
     assert again.startswith(prefix), again
-    assert again.endswith(f"re-run: efm demo --small --output {out} --overwrite"), again
+    assert again.endswith(f"re-run: efm demo --tuning small=true --output {out} --overwrite"), again
 
 
 def test_ctrl_c_held_down_in_the_demo_is_still_one_line_and_exit_130(tmp_path):
@@ -470,12 +478,16 @@ def test_ctrl_c_held_down_in_the_demo_is_still_one_line_and_exit_130(tmp_path):
     shutdown) change nothing: one line, exit 130, not death by the signal (the store a held Ctrl-C
     leaves: tests/test_failures.py::test_ctrl_c_is_one_line_exit_130_with_the_resume_command)."""
     out = str(tmp_path / "demo")
-    status, err = interrupt_demo(["--small", "--output", out], out, tmp_path, again_every=0.005)
+    status, err = interrupt_demo(
+        ["--tuning", "small=true", "--output", out], out, tmp_path, again_every=0.005
+    )
     assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("efm demo: error: interrupted (Ctrl-C) (full trace in "), lines[0]
-    assert lines[0].endswith(f"re-run: efm demo --small --output {out} --overwrite"), lines[0]
+    assert lines[0].endswith(f"re-run: efm demo --tuning small=true --output {out} --overwrite"), (
+        lines[0]
+    )
 
 
 # ---------------------------------------------------------------- the Python API

@@ -177,7 +177,7 @@ def test_the_mosaic_takes_a_scale_and_a_bbox(tc, tmp_path, capsys):
     out = str(tmp_path / "m.tif")
     argv = ["--input", tc.root, "--band", "A05", "--years", "2021", "--mosaic", "--output", out]
     code, _, err = run(
-        [*argv, "--mosaic-scale", "0.0002", "--bbox", "5.99,45.005,6.01,45.015"], capsys
+        [*argv, "--tuning", "mosaic_scale=0.0002", "--bbox", "5.99,45.005,6.01,45.015"], capsys
     )
     assert code == 0, err
     src, data, lon, lat = read_all(out)
@@ -217,8 +217,8 @@ def test_only_efms_export_is_replaced(tc, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, flag, message",
     [
-        (["--mosaic-scale", "0.0001"], "--mosaic-scale", "add --mosaic"),
-        (["--mosaic", "--mosaic-scale", "2"], "--mosaic-scale", "0 < size < 1"),
+        (["--tuning", "mosaic_scale=0.0001"], "--tuning: mosaic_scale", "add --mosaic"),
+        (["--mosaic", "--tuning", "mosaic_scale=2"], "--tuning: mosaic_scale", "0 < size < 1"),
         (["--bbox", "5.99,45.0,6.01,45.01"], "--bbox", "exported whole"),
         (["--mosaic", "--bbox", "7,45,7.1,45.1"], "--bbox", "lies outside the collection"),
         (["--png"], "--png", "quicklooks are made per store"),

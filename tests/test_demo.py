@@ -1,4 +1,4 @@
-"""`efm demo --small` end to end, offline: every real step, and an accuracy a broken step would miss."""
+"""`efm demo --tuning small=true` end to end, offline: every real step, and an accuracy a broken step would miss."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def demo_run(tmp_path_factory):
     output = str(tmp_path_factory.mktemp("demo") / "out")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        rc = cli.main(["demo", "--output", output, "--small"])
+        rc = cli.main(["demo", "--output", output, "--tuning", "small=true"])
     return rc, buffer.getvalue(), output
 
 
@@ -235,7 +235,7 @@ def test_the_threshold_catches_a_broken_step(demo_run):
 
 def test_demo_refuses_to_overwrite_without_the_flag(demo_run, capsys):
     rc, _, output = demo_run
-    assert demo.run(["--output", output, "--small"]) == 2
+    assert demo.run(["--output", output, "--tuning", "small=true"]) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert os.path.exists(os.path.join(output, "classes.zarr"))  # nothing removed

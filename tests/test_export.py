@@ -61,8 +61,8 @@ def test_embedding_band_export_and_false_colour(big, tmp_path):
                 "--output",
                 str(out),
                 "--png",
-                "--rgb",
-                "A01,A16,A09",
+                "--tuning",
+                "rgb=A01;A16;A09",
             ]
         )
         == 0
@@ -114,8 +114,8 @@ def test_colours_from_the_command_line(big, tmp_path, capsys):
                 "2022",
                 "--output",
                 str(out),
-                "--colors",
-                "water=#2b6cb0,crop land=yellow",
+                "--tuning",
+                "colors=water=#2b6cb0;crop land=yellow",
             ]
         )
         == 0
@@ -128,15 +128,22 @@ def test_colours_from_the_command_line(big, tmp_path, capsys):
         )
     assert (
         export_cli.run(
-            ["--input", classes, "--output", str(tmp_path / "d.tif"), "--colors", "lava=#ff0000"]
+            [
+                "--input",
+                classes,
+                "--output",
+                str(tmp_path / "d.tif"),
+                "--tuning",
+                "colors=lava=#ff0000",
+            ]
         )
         == 2
     )
-    assert "'lava' is not a class" in capsys.readouterr().err
+    assert "--tuning: colors: 'lava' is not a class" in capsys.readouterr().err
 
 
 def test_class_colours_parse_from_pairs_and_from_a_json_file(tmp_path):
-    """`--colors` parsed in products/export.py: hex and named colours -> 8-bit RGB, by class label."""
+    """export's colors (`--tuning colors=...`) parsed in products/export.py: hex and named colours -> 8-bit RGB, by class label."""
     import json
     import types
 

@@ -157,8 +157,8 @@ def test_similarity_main_variable_mask_and_nan_nodata(stores, tmp_path):
                 "--output",
                 str(tmp_path / "sim.tif"),
                 "--png",
-                "--nodata",
-                "nan",
+                "--tuning",
+                "nodata=nan",
             ]
         )
         == 0
@@ -277,20 +277,20 @@ def test_exported_files_are_ours_to_overwrite(stores, tmp_path, capsys):
             "has no 'elevation' variable; choose one of changed, similarity",
         ),
         (["--years", "2021"], "--years", "no time dimension"),
-        (["--nodata", "minus one"], "--nodata", "expected a number or nan"),
+        (["--tuning", "nodata=minus one"], "--tuning: nodata", "must be a number"),
         (
-            ["--nodata", "0.5"],
-            "--nodata",
+            ["--tuning", "nodata=0.5"],
+            "--tuning: nodata",
             "holds the value",
         ),  # replaced below by a value the map holds
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, argv, flag, words):
     _, _, paths, _ = stores
-    if flag == "--nodata" and "0.5" in argv:
+    if flag == "--tuning: nodata" and "nodata=0.5" in argv:
         # a value the map really holds: make it so by asking for one of its pixels
         sim = zarr.open_group(paths["change"], mode="r")["similarity"][...]
-        argv = ["--nodata", repr(float(sim[np.isfinite(sim)][0]))]
+        argv = ["--tuning", f"nodata={float(sim[np.isfinite(sim)][0])!r}"]
         words = "holds the value"
     assert (
         export_cli.run(["--input", paths["change"], "--output", str(tmp_path / "x.tif"), *argv])
@@ -333,7 +333,7 @@ def test_change_store_on_gcs_to_gcs(stores, gcs, gcs_bucket, tmp_path):
 
 
 def test_nodata_found_in_a_later_year_leaves_no_file(stores, tmp_path, capsys):
-    """2021 is written before 2022 shows the --nodata value: the 2021 COG and PNG are removed again."""
+    """2021 is written before 2022 shows the nodata value: the 2021 COG and PNG are removed again."""
     _, _, paths, arrays = stores
     later = arrays["prediction"][1]
     value = float(later[np.isfinite(later)][0])
@@ -346,11 +346,11 @@ def test_nodata_found_in_a_later_year_leaves_no_file(stores, tmp_path, capsys):
                 "--output",
                 str(tmp_path / "p.tif"),
                 "--png",
-                "--nodata",
-                repr(value),
+                "--tuning",
+                f"nodata={value!r}",
             ]
         )
         == 2
     )
-    assert "--nodata" in capsys.readouterr().err
+    assert "--tuning: nodata: " in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

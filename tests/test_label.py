@@ -70,13 +70,13 @@ def test_a_port_in_use_is_one_line_and_nothing_is_written(synthetic, tmp_path, c
                     str(out),
                     "--classes",
                     "a,b",
-                    "--port",
-                    str(port),
+                    "--tuning",
+                    f"port={port}",
                 ]
             )
             == 2
         )
-    assert "in use" in one_error_line(capsys, "--port")
+    assert "in use" in one_error_line(capsys, "--tuning: port")
     assert not out.exists()
 
 
@@ -105,8 +105,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_path, c
         str(out),
         "--classes",
         "water,forest",
-        "--port",
-        "0",
+        "--tuning",
+        "port=0",
     ]
     flag = {
         "not-a-store": "--embeddings",
@@ -115,8 +115,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_path, c
         "no-label-column": "--points",
         "not-geojson": "--output",
         "year": "--year",
-        "rgb": "--rgb",
-        "colors": "--colors",
+        "rgb": "--tuning: rgb",
+        "colors": "--tuning: colors",
         "output-not-efms": "--output",
         "output-efms-without-overwrite": "--output",
         "output-is-the-points": "--output",
@@ -158,9 +158,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_path, c
     elif case == "year":
         args += ["--year", "2019"]
     elif case == "rgb":
-        args += ["--rgb", "A01,A02"]
+        args += ["--tuning", "rgb=A01;A02"]
     elif case == "colors":
-        args += ["--colors", "crops=red"]
+        args += ["--tuning", "colors=crops=red"]
     elif case == "output-not-efms":
         out.write_text('{"type": "FeatureCollection", "features": []}')
         before = out.read_text()

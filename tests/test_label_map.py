@@ -46,7 +46,16 @@ def write_rgb(path, crs, bounds, size=(40, 50)):
 )  # fmt: skip
 def test_bad_map_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_path, capsys, case):
     out = tmp_path / "p.geojson"
-    args = ["--embeddings", synthetic.path, "--output", str(out), "--classes", "a,b", "--port", "0"]
+    args = [
+        "--embeddings",
+        synthetic.path,
+        "--output",
+        str(out),
+        "--classes",
+        "a,b",
+        "--tuning",
+        "port=0",
+    ]
     lon, lat = lonlat_of(synthetic, 150, 130)
     extra, flag = {
         "basemap-no-xyz": (["--basemap", "https://tiles.example/{z}/{x}.png"], "--basemap"),
@@ -61,7 +70,10 @@ def test_bad_map_input_is_one_line_exit_2_and_nothing_written(synthetic, tmp_pat
             "--image",
         ),
         "image-not-raster": (["--image", str(tmp_path / "missing.tif")], "--image"),
-        "points-per-polygon": (["--points-per-polygon", "-1"], "--points-per-polygon"),
+        "points-per-polygon": (
+            ["--tuning", "points_per_polygon=-1"],
+            "--tuning: points_per_polygon",
+        ),
     }[case]
     assert label.run(args + extra) == 2
     line = one_error_line(capsys, flag)

@@ -625,7 +625,7 @@ def test_class_names_and_points_past_the_page_s_limits_are_refused_at_start(
     synthetic, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "p.geojson"
-    base = ["--embeddings", synthetic.path, "--output", str(out), "--port", "0"]
+    base = ["--embeddings", synthetic.path, "--output", str(out), "--tuning", "port=0"]
     assert label.run([*base, "--classes", "water," + "x" * 101]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("efm label: error: --classes: class 'xxx")

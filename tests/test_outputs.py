@@ -323,7 +323,7 @@ def demo_folder(w: World, out: pathlib.Path, marker: bool = True) -> pathlib.Pat
 @pytest.mark.parametrize("marker", [True, False])  # False: a demo folder from before the marker
 def test_demo_overwrite_of_its_own_folder_keeps_working(world, tmp_path, capsys, marker):
     out = demo_folder(world, tmp_path / "demo-output", marker)
-    code, err = call("demo", ["--output", str(out), "--small"], capsys)
+    code, err = call("demo", ["--output", str(out), "--tuning", "small=true"], capsys)
     assert code == 2 and "pass --overwrite" in err
     demo.prepare_output(
         str(out), overwrite=True
@@ -336,7 +336,9 @@ def test_demo_folder_with_other_files_is_refused(world, tmp_path, capsys):
     (out / "classes.zarr" / "extra.txt").write_text("mine")
     (out / "thesis.tex").write_text("mine")
     before = snapshot(out)
-    code, err = call("demo", ["--output", str(out), "--small", "--overwrite"], capsys)
+    code, err = call(
+        "demo", ["--output", str(out), "--tuning", "small=true", "--overwrite"], capsys
+    )
     assert_refused("demo", code, err, "also holds files efm did not write", "thesis.tex")
     assert snapshot(out) == before
 

@@ -279,7 +279,16 @@ def test_command_line(tmp_path, capsys):
     output = tmp_path / "out"
     assert (
         make_sample_data.run(
-            ["--output", str(output), "--size", "128x160", "--tile-size", "64", "--years", "2021"]
+            [
+                "--output",
+                str(output),
+                "--size",
+                "128x160",
+                "--tuning",
+                "tile_size=64",
+                "--years",
+                "2021",
+            ]
         )
         == 0
     )

@@ -109,7 +109,7 @@ def _argv(command: str, store: str, out_dir, model: str | None = None) -> tuple[
         "change": ["--years", "2023,2024"],
         "export": ["--band", "A01", "--years", "2024"],
         "cluster": ["--clusters", "2", "--sample-size", "100"],
-        "label": ["--classes", "a,b", "--port", "0"],
+        "label": ["--classes", "a,b", "--tuning", "port=0"],
     }[command]
     return argv + (FNAPI if command not in ("export", "label") else []), out
 

@@ -126,7 +126,17 @@ def _argv(command: str, root: str, out: str, refs: str) -> list[str]:
     if command == "export":
         return ["export", "--input", root, "--band", "A01", "--output", out]
     if command == "label":
-        return ["label", "--embeddings", root, "--output", out, "--classes", "a,b", "--port", "0"]
+        return [
+            "label",
+            "--embeddings",
+            root,
+            "--output",
+            out,
+            "--classes",
+            "a,b",
+            "--tuning",
+            "port=0",
+        ]
     return [command, "--embeddings", root, "--points", refs, "--output", out]
 
 

@@ -34,10 +34,10 @@ CHROMIUM_FLAGS = (
 
 
 def start_label(*args, timeout: float = 120):
-    """`efm label ... --port 0` as a process; returns (process, url, its later output lines) once it prints its URL."""
+    """`efm label ... --tuning port=0` as a process; returns (process, url, its later output lines) once it prints its URL."""
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.label", *args, "--port", "0"],
+        [sys.executable, "-m", "pipelines.label", *args, "--tuning", "port=0"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

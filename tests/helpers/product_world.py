@@ -102,7 +102,7 @@ def argv(cmd: str, w: World, output, *extra) -> list[str]:
         ],
         "export": ["--input", w.classes, "--output", out, "--png", *extra],
         "make-sample-data": ["--output", out, "--size", "small", "--years", "2022", *extra],
-        "demo": ["--output", out, "--small", *extra],
+        "demo": ["--output", out, "--tuning", "small=true", *extra],
     }[cmd]
 
 

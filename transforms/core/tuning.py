@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -118,9 +119,16 @@ def _items(text: str) -> list[tuple[str, object]]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
+            # a word after a KEY=VALUE: most likely a list given with `,` (rgb=A01,A16,A09)
+            after = (
+                f" after {items[-1][0]}={items[-1][1]}: a list inside one value is ;-separated "
+                f"(e.g. {items[-1][0]}={items[-1][1]};{item})"
+                if items and not sep
+                else ""
+            )
             raise InputError(
                 FLAG,
-                f"expected KEY=VALUE,KEY=VALUE (e.g. max_retries=3), got {item!r}; "
+                f"expected KEY=VALUE,KEY=VALUE (e.g. max_retries=3), got {item!r}{after}; "
                 "or @file.toml (docs/tuning.md)",
             )
         items.append((name.strip(), value.strip()))
@@ -156,3 +164,9 @@ def _known(name: str, keys: Mapping[str, Key], prog: str) -> Key:
         FLAG,
         f"unknown key {name!r}; {hint}the tuning keys{whose}: {listed} (docs/tuning.md)",
     )
+
+
+def value_list(text: str) -> list[str]:
+    """A list inside one value: `A01;A16;A09` (`,` separates the KEY=VALUE items, so a list there
+    is `;`-separated) or, from a @file.toml string or the Python API, `A01,A16,A09`."""
+    return [item.strip() for item in re.split("[;,]", text) if item.strip()]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import fsspec
 import numpy as np
 
-from transforms.core import atomic
+from transforms.core import atomic, tuning
 from transforms.core.errors import InputError
 from transforms.products.colours import class_colors
 from transforms.storage import store
@@ -47,35 +47,30 @@ def layer_colors(layer: Layer) -> dict[int, tuple[int, int, int]] | None:
     return class_colors(layer.values) if layer.is_class else None
 
 
-def parse_colors(text: str, layer) -> dict[int, tuple[int, int, int]]:
-    """`water=#2b6cb0,forest=#1f5f2e` or a JSON file {label: colour} -> {class value: (r, g, b)}."""
+def parse_colors(text: str, layer, flag: str = "--colors") -> dict[int, tuple[int, int, int]]:
+    """`water=#2b6cb0,forest=#1f5f2e` (or `;`-separated, as in `--tuning colors=...`) or a JSON
+    file {label: colour} -> {class value: (r, g, b)}."""
     import matplotlib.colors
 
     if os.path.exists(text):
         with open(text) as f:
             pairs = list(json.load(f).items())
     else:
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        pairs = [item.split("=", 1) for item in tuning.value_list(text)]
     by_label = {str(label): value for label, value in zip(layer.labels, layer.values)}
     out = {}
     for pair in pairs:
         if len(pair) != 2:
-            raise InputError(
-                "--colors", f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, got {text!r}"
-            )
+            raise InputError(flag, f"expected LABEL=COLOUR pairs, e.g. water=#2b6cb0, got {text!r}")
         label, colour = str(pair[0]).strip(), str(pair[1]).strip()
         if label not in by_label:
-            raise InputError(
-                "--colors", f"{label!r} is not a class of this map ({', '.join(by_label)})"
-            )
+            raise InputError(flag, f"{label!r} is not a class of this map ({', '.join(by_label)})")
         try:
             out[by_label[label]] = tuple(
                 int(round(255 * c)) for c in matplotlib.colors.to_rgb(colour)
             )
         except ValueError:
-            raise InputError(
-                "--colors", f"{colour!r} is not a colour (use #rrggbb or a name)"
-            ) from None
+            raise InputError(flag, f"{colour!r} is not a colour (use #rrggbb or a name)") from None
     return out
 
 

@@ -82,9 +82,10 @@ class Layer:
         block = array[time_index, rows, cols] if self.timed else array[rows, cols]
         if self.kind == "continuous" and not np.isnan(self.nodata):
             if np.any(block == self.nodata):  # a real value would read back as no data
-                raise InputError(
-                    "--nodata",
-                    f"{self.path} holds the value {self.nodata:g} itself; choose another, e.g. --nodata nan",
+                raise InputError(  # efm export's --tuning nodata (efm.export: float_nodata)
+                    "--tuning",
+                    f"nodata: {self.path} holds the value {self.nodata:g} itself; choose another, "
+                    "e.g. --tuning nodata=nan",
                 )
             block = np.where(np.isnan(block), np.float32(self.nodata), block)
         return block

@@ -10,22 +10,7 @@ import os
 import numpy as np
 
 from transforms.core import atomic
-from transforms.core.errors import InputError
-from transforms.products.export import MAX_PNG_SIZE
 from transforms.products.export_layer import Layer
-
-
-def check_png_size(size, flag: str = "--png-size") -> int:
-    """The quicklook's longest side in pixels: a whole number in 1..MAX_PNG_SIZE."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise InputError(flag, f"expected a whole number of pixels, e.g. 1024, got {size!r}")
-    if not 1 <= size <= MAX_PNG_SIZE:
-        raise InputError(
-            flag,
-            f"must be 1..{MAX_PNG_SIZE} pixels (the quicklook is a preview drawn 800 px wide; "
-            f"for full resolution open the GeoTIFF), got {size}",
-        )
-    return int(size)
 
 
 def _legend_figure(image, extent_px, title: str, handles=None):
