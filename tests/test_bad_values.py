@@ -88,8 +88,8 @@ def test_cluster_checks_its_seed_before_sampling(small_store, tmp_path, capsys):
             small_store.path,
             "--output",
             str(tmp_path / "k.skops"),
-            "--seed",
-            "100000000000000",
+            "--tuning",
+            "seed=100000000000000",
             *FNAPI,
         ],
         tmp_path,
@@ -153,8 +153,8 @@ def test_cluster_over_years_without_a_valid_pixel_is_one_line_and_writes_nothing
         "2022",
         "--output",
         str(tmp_path / "k.skops"),
-        "--sample-size",
-        "100",
+        "--tuning",
+        "sample_size=100",
         *FNAPI,
     ]
     assert not small_store.valid[1].any() and small_store.valid[0].any()  # the premise

@@ -115,8 +115,8 @@ def test_extract_sample_train_classify_export_all_on_gcs(ee, gcs, gcs_bucket, tm
                 "logistic-regression",
                 "--output",
                 model,
-                "--folds",
-                "3",
+                "--tuning",
+                "folds=3",
             ]
         )
         == 0
@@ -265,12 +265,12 @@ def test_sample_train_regressor_predict_all_on_gcs(map_world, gcs, capsys):
                 "agbd",
                 "--regressor",
                 "ridge",
-                "--target-units",
-                "Mg/ha",
+                "--tuning",
+                "target_units=Mg/ha",
                 "--output",
                 model,
-                "--folds",
-                "3",
+                "--tuning",
+                "folds=3",
             ]
         )
         == 0

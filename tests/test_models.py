@@ -225,8 +225,8 @@ def test_train_refuses_classes_too_small_to_validate(tmp_path, capsys):
             [
                 "--samples",
                 str(table),
-                "--folds",
-                "3",
+                "--tuning",
+                "folds=3",
                 "--classifier",
                 "knn",
                 "--output",

@@ -20,7 +20,7 @@ import re
 
 import pytest
 
-from pipelines import cli, common, extract_sizing, tuning
+from pipelines import cli, cluster, common, extract_sizing, tuning, tuning_keys
 from transforms.sources import earthengine
 from transforms.storage import zarr_source
 
@@ -97,16 +97,22 @@ def test_help_fits_one_screen(name, monkeypatch):
 
 def test_docs_list_every_tuning_key_with_its_default():
     table = (REPO / "docs" / "tuning.md").read_text()
+    # one row per (command, key): two commands may have a key of the same name (seed, points_crs)
     rows = {
-        m.group(2): (m.group(1), m.group(3).strip())
-        for m in re.finditer(r"^\| (\w+) \| `(\w+)` \| ([^|]+) \|", table, re.M)
+        (m.group(1), m.group(2)): m.group(3).strip()
+        for m in re.finditer(r"^\| ([\w-]+) \| `(\w+)` \| ([^|]+) \|", table, re.M)
     }
     for command, keys in tuning.KEYS.items():
         for key in keys:
-            assert key.name in rows, f"docs/tuning.md: no row for {key.name}"
-            where, default = rows[key.name]
-            assert where == command
-            shown = "efm chooses" if key.default is None else f"`{key.default}`"
+            assert (command, key.name) in rows, f"docs/tuning.md: no row for {command} {key.name}"
+            default = rows[command, key.name]
+            shown = (
+                "efm chooses"
+                if key.default is None
+                else "none"
+                if key.default == ""
+                else f"`{key.default}`"
+            )
             assert default.startswith(shown), (key.name, default)
     # the key's default is the one the code used when it was a flag
     defaults = {k.name: k.default for k in tuning.EXTRACT}
@@ -114,3 +120,6 @@ def test_docs_list_every_tuning_key_with_its_default():
     assert defaults["collection"] == earthengine.DEFAULT_COLLECTION
     assert defaults["ee_api_url"] == earthengine.HIGH_VOLUME_URL
     assert {k.name: k.choices for k in tuning.EXTRACT}["grid"] == zarr_source.GRIDS
+    assert {k.name: k.default for k in tuning_keys.CLUSTER}[
+        "sample_size"
+    ] == cluster.DEFAULT_SAMPLE_SIZE

@@ -757,8 +757,8 @@ def launched(gcs, ee_emulator, adc, tmp_path_factory):
                 "logistic-regression",
                 "--output",
                 paths["model"],
-                "--folds",
-                "3",
+                "--tuning",
+                "folds=3",
             ]
         )
         == 0
