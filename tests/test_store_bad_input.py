@@ -43,7 +43,7 @@ def stores(tmp_path_factory):
 
 
 def _points(folder, kind: str) -> tuple[str, list[str]]:
-    """Six labelled points inside a store (CSV; UTM ones with --points-crs)."""
+    """Six labelled points inside a store (CSV; UTM ones with --tuning points_crs)."""
     path = folder / f"points-{kind}.csv"
     if kind == "4326":
         rows = [(WEST + (c + 0.5) * RES, NORTH - (r + 0.5) * RES) for r, c in _PIXELS]
