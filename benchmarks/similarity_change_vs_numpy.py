@@ -171,10 +171,8 @@ def run_all(emb: str, points: str, workdir: str) -> list[dict]:
             emb,
             "--points",
             points,
-            "--label-column",
-            "label",
             "--label",
-            LABEL,
+            f"label={LABEL}",
         ],
     }
     out = lambda name: os.path.join(workdir, f"{name}.zarr")  # noqa: E731

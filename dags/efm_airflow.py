@@ -161,7 +161,9 @@ MAP_PARAMS = {
         description="Sample table sample writes and train reads (Parquet)",
     ),
     "target_column": Param(
-        "agbd", type="string", description="Column the regressor learns (efm train --target-column)"
+        "agbd",
+        type="string",
+        description="Numeric column the regressor learns (efm train --regressor --label-column)",
     ),
     "regressor": Param(
         "knn",
@@ -171,7 +173,7 @@ MAP_PARAMS = {
     "target_units": Param(
         None,
         type=["null", "string"],
-        description="Units of the target, e.g. Mg/ha (efm train --target-units)",
+        description="Units of the target, e.g. Mg/ha (efm train --tuning target_units=...)",
     ),
     "prediction": Param(
         "gs://my-bucket/efm/agbd.zarr", type="string", description="Prediction store predict writes"
@@ -181,15 +183,11 @@ MAP_PARAMS = {
         type="string",
         description="Reference points of similarity (efm similarity --points)",
     ),
-    "reference_label_column": Param(
-        None,
-        type=["null", "string"],
-        description="With reference_label: use only the points whose value in this column is it",
-    ),
     "reference_label": Param(
         None,
         type=["null", "string"],
-        description="The value of reference_label_column that marks the reference points",
+        description="COLUMN=VALUE: use only the reference points whose COLUMN holds VALUE, e.g. "
+        "kind=forest (efm similarity --label)",
     ),
     "reference_year": Param(
         None,
@@ -267,7 +265,6 @@ STEP_PARAMETERS = {
     "similarity": {
         "embeddings": "embeddings",
         "points": "reference_points",
-        "label_column": "reference_label_column",
         "label": "reference_label",
         "reference_year": "reference_year",
         "threshold": "similarity_threshold",
@@ -293,15 +290,15 @@ def train_command(params: dict) -> str:
         "pipelines.train",
         "--samples",
         str(params["samples"]),
-        "--target-column",
-        str(params["target_column"]),
         "--regressor",
         str(params["regressor"]),
+        "--label-column",
+        str(params["target_column"]),
         "--output",
         str(params["model"]),
     ]
     if params.get("target_units"):
-        argv += ["--target-units", str(params["target_units"])]
+        argv += ["--tuning", f"target_units={params['target_units']}"]
     if params.get("overwrite") is True:
         argv.append("--overwrite")
     return shlex.join(argv)

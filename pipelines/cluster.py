@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 
-from pipelines import common
+from pipelines import common, tuning
 from transforms.core import checks
 from transforms.core import grid as gridlib
 from transforms.core.errors import InputError
@@ -46,28 +46,17 @@ def build_parser():
         help="number of clusters K (default: %(default)s)",
     )
     parser.add_argument(
-        "--sample-size",
-        type=int,
-        default=DEFAULT_SAMPLE_SIZE,
-        help="valid pixels drawn uniformly to fit on (default: %(default)s)",
-    )
-    parser.add_argument(
         "--years", help="years to draw from, e.g. 2021,2022 (default: every year of the store)"
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the sample and of k-means (default: %(default)s)",
-    )
     common.add_overwrite(parser, "an existing model file")
+    tuning.add_flag(parser, "cluster")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = common.split_args(build_parser(), argv)
-    checks.check_seed(args.seed)
-    clustering.check_clusters(args.clusters, args.sample_size)
+    checks.check_seed(args.seed, "--tuning")
+    clustering.check_clusters(args.clusters, args.sample_size, "--tuning")
     models.model_format(args.output, "--output")
     outputs.check_output(
         args.output, "model", inputs={"--embeddings": args.embeddings}, overwrite=args.overwrite

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 import numpy as np
 
-from pipelines import common
+from pipelines import common, tuning
 from transforms.core import grid as gridlib
 from transforms.core import progress
 from transforms.core.errors import InputError
@@ -49,11 +49,8 @@ def build_parser():
     parser.add_argument(
         "--years", help="years to sample, e.g. 2021,2022 (default: every year of the store)"
     )
-    parser.add_argument(
-        "--points-crs",
-        help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)",
-    )
     common.add_overwrite(parser, "an existing output table")
+    tuning.add_flag(parser, "sample")
     return parser
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pipelines import common, fanout, product
+from pipelines import common, fanout, product, tuning
 from transforms.core import grid as gridlib
+from transforms.core.errors import InputError
 from transforms.products import similarity as similarity_lib
 from transforms.products.change import SimilarityFunction, mask_variable, similarity_variable
 from transforms.products.chunk_map import MapChunks, output_template
@@ -40,15 +41,10 @@ def build_parser():
         help="reference points: GeoJSON, GeoPackage, GeoParquet, or CSV with lon/lat columns; any CRS",
     )
     parser.add_argument(
-        "--points-crs",
-        help="CRS of the points' coordinates when the file has none (CSV default: EPSG:4326 lon/lat)",
-    )
-    parser.add_argument(
-        "--label-column",
-        help="with --label: use only the points whose value in this column is LABEL",
-    )
-    parser.add_argument(
-        "--label", help="the value of --label-column that marks the reference points"
+        "--label",
+        metavar="COLUMN=VALUE",
+        help="use only the points whose COLUMN holds VALUE (compared as text), e.g. kind=forest "
+        "(default: every point)",
     )
     parser.add_argument(
         "--output", required=True, help="similarity store to write (Zarr, local path or gs://)"
@@ -68,13 +64,27 @@ def build_parser():
     )
     subset.add_flags(parser)
     product.add_resume_flags(parser)
+    tuning.add_flag(parser, "similarity")
     return parser
 
 
+def refuse_label_column(argv: Sequence[str] | None) -> None:
+    """`--label-column kind --label forest` (before --label took both): one line saying how to
+    say it now (before parsing: argparse would take it for a Beam option it does not know)."""
+    for token in sys.argv[1:] if argv is None else argv:
+        if token.partition("=")[0] == "--label-column":
+            raise InputError(
+                "--label-column",
+                "merged into --label: give --label COLUMN=VALUE (e.g. --label kind=forest)",
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    refuse_label_column(argv)
     args, options = common.split_args(build_parser(), argv)
     # Checks, before anything is written or any worker starts (the reference points are read here too).
     similarity_lib.check_threshold(args.threshold)
+    args.label_column, args.label = similarity_lib.split_label(args.label)
     points = reference_points(args.points, args.label_column, args.label, args.points_crs)
     # one reachability look at --embeddings: a collection (the points' pixels from the member holding each)?
     is_collection = collection.is_collection(args.embeddings)

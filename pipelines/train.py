@@ -1,5 +1,5 @@
-"""`efm train`: a sample table -> a cross-validated classifier (or, with --target-column, a
-regressor) in a model file + JSON sidecar.
+"""`efm train`: a sample table -> a cross-validated classifier (or, with --regressor, a regressor
+on the numeric column --label-column names) in a model file + JSON sidecar.
 
 Runs in one process (the samples fit in memory; scikit-learn is the engine): k-fold
 cross-validation first (stratified for classes; with --cv spatial, over square blocks of
@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipelines import common
+from pipelines import common, tuning
 from transforms.core import checks
 from transforms.core.errors import InputError
 from transforms.learning import models, skops_trust, spatial_cv, training, training_samples
@@ -23,7 +23,8 @@ from transforms.storage import outputs
 def build_parser():
     parser = common.make_parser(
         "efm train",
-        "Train a classifier (or a regressor, with --target-column) on sampled embeddings, with k-fold cross-validation.",
+        "Train a classifier (or a regressor, with --regressor) on sampled embeddings, with k-fold "
+        "cross-validation.",
         beam_options=False,
     )
     parser.add_argument("--samples", required=True, help="table from `efm sample` (Parquet)")
@@ -31,17 +32,9 @@ def build_parser():
         "--classifier", help=f"one of {', '.join(models.CLASSIFIERS)} (default: random-forest)"
     )
     parser.add_argument(
-        "--target-column",
-        help="train a regressor on this numeric column of the table (kept by `efm sample --keep-columns`) instead of a classifier",
-    )
-    parser.add_argument(
         "--regressor",
-        help=f"with --target-column: one of {', '.join(models.REGRESSORS)} (default: random-forest)",
-    )
-    parser.add_argument(
-        "--target-units",
-        default="",
-        help="units of the target, recorded in the sidecar, e.g. Mg/ha (default: none)",
+        help=f"train a regressor instead, on the numeric column --label-column names (e.g. one "
+        f"kept by `efm sample --keep-columns`): one of {', '.join(models.REGRESSORS)}",
     )
     parser.add_argument(
         "--param",
@@ -55,19 +48,10 @@ def build_parser():
         help="model file: .skops (safe to share) or .pkl/.joblib (pickle); the sidecar goes to <output>.json",
     )
     parser.add_argument(
-        "--label-column", default="label", help="label column of the table (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the fold shuffling (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--drop-missing-target",
-        action="store_true",
-        help="with --target-column: train on the rows whose target is a finite number, dropping "
-        "those without (NaN, e.g. an empty cell, or inf); by default such rows are refused",
+        "--label-column",
+        default="label",
+        help="column of the table to learn: the class label, or with --regressor the numeric "
+        "target (default: %(default)s)",
     )
     parser.add_argument(
         "--cv",
@@ -91,21 +75,41 @@ def build_parser():
         "<output>.learning-curve.png)",
     )
     common.add_overwrite(parser, "an existing model file (and curve PNG)")
+    tuning.add_flag(parser, "train")
     return parser
 
 
+# --target-column became --label-column (with --regressor it names the numeric target)
+MERGED = {"--target-column": "use --label-column (with --regressor it names the numeric target)"}
+
+
+def refuse_merged(argv: Sequence[str] | None) -> None:
+    """A script's `--target-column agbd`: one line saying how to say it now (before parsing, so
+    argparse's abbreviation matching cannot take it for another flag)."""
+    for token in sys.argv[1:] if argv is None else argv:
+        flag = token.partition("=")[0]
+        if flag in MERGED:
+            raise InputError(flag, MERGED[flag])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    refuse_merged(argv)
     args = common.own_args(build_parser(), argv)
-    checks.check_seed(args.seed)
-    training.check_fold_count(args.folds)
-    training.check_estimator_choice(args.classifier, args.regressor, args.target_column)
-    if args.drop_missing_target and args.target_column is None:
+    checks.check_seed(args.seed, "--tuning")
+    training.check_fold_count(args.folds, "--tuning")
+    if args.classifier is not None and args.regressor is not None:
         raise InputError(
-            "--drop-missing-target",
-            "applies to a regressor's target: add --target-column COLUMN, or drop the flag",
+            "--regressor",
+            "--classifier trains a classifier, --regressor a regressor: give one of them",
+        )
+    if args.drop_missing_target and args.regressor is None:
+        raise InputError(
+            "--tuning",
+            "drop_missing_target: applies to a regressor's target: add --regressor NAME, or "
+            "drop the key",
         )
     args.block = spatial_cv.check_cv_choice(args.cv, args.block_size)
-    if args.target_column is not None:
+    if args.regressor is not None:
         return train_regressor(args)
     args.classifier = args.classifier or "random-forest"
     model_format = models.model_format(args.output, "--output")
@@ -130,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seed,
             blocks=blocks,
             curve=curve_png is not None,
+            folds_flag="--tuning",
         )
     print(training.format_metrics(metrics))
     with common.Stopwatch() as fit_clock:
@@ -206,9 +211,10 @@ def _blocks(args, used, table_meta: dict, groups):
     """The spatial blocks of the rows training uses (None for --cv random)."""
     if args.block is None:
         return None
-    training.check_fold_count(args.folds)
     size, unit = args.block
-    return spatial_cv.make_blocks(used, table_meta, size, unit, groups, args.folds, args.samples)
+    return spatial_cv.make_blocks(
+        used, table_meta, size, unit, groups, args.folds, args.samples, folds_flag="--tuning"
+    )
 
 
 def _write_curve(metrics: dict, png: str | None, args) -> None:
@@ -253,8 +259,9 @@ def _fitted_fields(estimator, bands: list[str], table_meta: dict, metrics: dict)
 
 
 def train_regressor(args) -> int:
-    """`efm train --target-column C [--regressor NAME]`: the same steps, with a regressor on a numeric column."""
-    args.regressor = args.regressor or "random-forest"
+    """`efm train --regressor NAME --label-column C`: the same steps, with a regressor on the
+    numeric column C."""
+    target = args.label_column
     model_format = models.model_format(args.output, "--output")
     outputs.check_output(
         args.output, "model", inputs={"--samples": args.samples}, overwrite=args.overwrite
@@ -262,7 +269,12 @@ def train_regressor(args) -> int:
     curve_png = _check_curve_png(args)
     estimator = models.make_regressor(args.regressor, models.parse_params(args.param))
     X, y, groups, bands, table_meta, used = training_samples.load_target_samples(
-        args.samples, args.target_column, drop_missing=args.drop_missing_target, rows=True
+        args.samples,
+        target,
+        drop_missing=args.drop_missing_target,
+        rows=True,
+        target_flag="--label-column",
+        drop_flag="--tuning drop_missing_target=true",
     )
     blocks = _blocks(args, used, table_meta, groups)
     if model_format == "skops":
@@ -277,8 +289,9 @@ def train_regressor(args) -> int:
             args.seed,
             blocks=blocks,
             curve=curve_png is not None,
+            folds_flag="--tuning",
         )
-    print(training.format_regression_metrics(metrics, args.target_column, args.target_units))
+    print(training.format_regression_metrics(metrics, target, args.target_units))
     with common.Stopwatch() as fit_clock:
         estimator.fit(X, y)
     sidecar = models.save_model(
@@ -287,9 +300,9 @@ def train_regressor(args) -> int:
         {
             "kind": "regressor",
             "regressor": args.regressor,
-            "target": args.target_column,
+            "target": target,
             "units": args.target_units,
-            "samples": {"path": args.samples, "rows": len(y), "target_column": args.target_column},
+            "samples": {"path": args.samples, "rows": len(y), "target_column": target},
             **_fitted_fields(estimator, bands, table_meta, metrics),
         },
     )
@@ -302,7 +315,7 @@ def train_regressor(args) -> int:
             ("regressor", f"{type(estimator).__name__} ({args.regressor})"),
             (
                 "target",
-                f"{args.target_column}" + (f" ({args.target_units})" if args.target_units else ""),
+                target + (f" ({args.target_units})" if args.target_units else ""),
             ),
             ("samples", f"{len(y)} x {len(bands)} bands"),
             ("R² (CV)", f"{metrics['r2']:.4f}"),

@@ -8,6 +8,7 @@ no --tuning.
 from __future__ import annotations
 
 from transforms.core import tuning
+from transforms.core.checks import MAX_SEED
 from transforms.core.tuning import Key
 
 
@@ -153,7 +154,6 @@ VERIFY = (
 
 # the other commands' keys (each command's own tuple; empty = no --tuning)
 CHANGE: tuple[Key, ...] = ()
-CLUSTER: tuple[Key, ...] = ()
 # `efm demo --small` was used only by tests (a quick check): a key
 DEMO = (
     Key(
@@ -298,10 +298,76 @@ MAKE_SAMPLE_DATA = (
     ),
 )
 PREDICT: tuple[Key, ...] = ()
-SAMPLE: tuple[Key, ...] = ()
-SIMILARITY: tuple[Key, ...] = ()
-TRAIN: tuple[Key, ...] = ()
 ZONAL: tuple[Key, ...] = ()
+
+
+def _seed(value) -> str | None:
+    return (
+        None
+        if 0 <= value <= MAX_SEED
+        else f"must be a whole number in 0..{MAX_SEED} (numpy's limit)"
+    )
+
+
+def _crs(value) -> str | None:
+    """A CRS pyproj knows (imported here only when the key is given: every command imports this)."""
+    import pyproj
+
+    try:
+        pyproj.CRS.from_user_input(value)
+    except pyproj.exceptions.CRSError:
+        return "unknown CRS (give e.g. EPSG:32631)"
+    return None
+
+
+def _points_crs(what: str) -> Key:
+    return Key(
+        "points_crs",
+        str,
+        None,
+        f"CRS of the {what} coordinates when the file has none (default: the file's; a CSV's "
+        "lon/lat columns: EPSG:4326)",
+        _crs,
+    )
+
+
+TRAIN = (
+    Key(
+        "folds",
+        int,
+        5,
+        "cross-validation folds",
+        lambda v: None if v >= 2 else "cross-validation needs at least 2 folds",
+    ),
+    Key("seed", int, 0, "seed of the fold shuffling (and of the learning curve's draws)", _seed),
+    Key(
+        "target_units",
+        str,
+        "",
+        "with --regressor: units of the target, recorded in the sidecar, e.g. Mg/ha (default: none)",
+    ),
+    Key(
+        "drop_missing_target",
+        bool,
+        False,
+        "with --regressor: train on the rows whose target is a finite number, dropping those "
+        "without (NaN, e.g. an empty cell, or inf); without it such rows are refused",
+    ),
+)
+
+CLUSTER = (
+    Key(
+        "sample_size",
+        int,
+        100_000,  # pipelines/cluster.py DEFAULT_SAMPLE_SIZE (tests/test_surface.py checks)
+        "valid pixels drawn uniformly to fit k-means on (at least --clusters)",
+        _positive_integer,
+    ),
+    Key("seed", int, 0, "seed of the sample and of k-means", _seed),
+)
+
+SAMPLE = (_points_crs("points'"),)
+SIMILARITY = (_points_crs("reference points'"),)
 
 # command -> its keys; a command not listed has no --tuning
 KEYS: dict[str, tuple[Key, ...]] = {

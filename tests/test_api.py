@@ -261,8 +261,8 @@ def test_sample_and_train_equal_the_commands(stores, tmp_path, client, capsys):
                 s.path,
                 "--points",
                 str(tmp_path / "points.csv"),
-                "--points-crs",
-                s.grid.crs,
+                "--tuning",
+                f"points_crs={s.grid.crs}",
                 "--label-column",
                 "cls",
                 "--output",
@@ -307,7 +307,7 @@ def test_sample_and_train_equal_the_commands(stores, tmp_path, client, capsys):
     cli_model = models.load_model(str(tmp_path / "m.skops")).model
     X = got[list(BANDS)].to_numpy(np.float32)
     np.testing.assert_array_equal(model.predict(X), cli_model.predict(X))
-    # a regressor on a kept column, as `efm train --target-column`
+    # a regressor on a kept column, as `efm train --regressor ... --label-column`
     reg, rep = efm.train(got, regressor="ridge", target_column="height", target_units="m")
     assert rep.kind == "regressor" and "R²" in str(rep)
     assert efm.predict(s.path, reg).attrs["target"] == "height"

@@ -225,7 +225,17 @@ def tiny_disk(tmp_path):
 
 
 def train_argv(table: str, model: str, *extra: str) -> list[str]:
-    return ["--samples", table, "--classifier", "knn", "--folds", "2", "--output", model, *extra]
+    return [
+        "--samples",
+        table,
+        "--classifier",
+        "knn",
+        "--tuning",
+        "folds=2",
+        "--output",
+        model,
+        *extra,
+    ]
 
 
 def load(model: str):
@@ -351,8 +361,8 @@ def cluster_argv(store, model, *extra):
         store.path,
         "--clusters",
         "3",
-        "--sample-size",
-        "300",
+        "--tuning",
+        "sample_size=300",
         "--output",
         model,
         *FNAPI,
@@ -370,7 +380,9 @@ def test_cluster_on_a_full_disk(small_store, tmp_path, capsys, monkeypatch, step
     capsys.readouterr()
     with monkeypatch.context() as m:
         full = DiskFull(m, out, ["km.skops"], step, n)
-        code = cluster_cli.run(cluster_argv(small_store, model, "--seed", "1", "--overwrite"))
+        code = cluster_cli.run(
+            cluster_argv(small_store, model, "--tuning", "seed=1", "--overwrite")
+        )
     err = capsys.readouterr().err
     assert full.fired and code == 1, err
     assert snapshot(out) == before
@@ -497,8 +509,8 @@ def sample_argv(s, points, output, *extra):
         s.path,
         "--points",
         points,
-        "--points-crs",
-        s.grid.crs,
+        "--tuning",
+        f"points_crs={s.grid.crs}",
         "--label-column",
         "label",
         "--output",

@@ -72,10 +72,18 @@ def small_store(tmp_path_factory):
 def test_train_refuses_a_seed_numpy_cannot_take(seed, tmp_path, capsys):
     samples = class_table(tmp_path / "s.parquet")
     refused(
-        ["train", "--samples", samples, "--output", str(tmp_path / "m.skops"), "--seed", seed],
+        [
+            "train",
+            "--samples",
+            samples,
+            "--output",
+            str(tmp_path / "m.skops"),
+            f"--tuning=seed={seed}",
+        ],
         tmp_path,
         capsys,
-        f"efm train: error: --seed: must be a whole number in 0..4294967295 (numpy's limit), got {seed}",
+        "efm train: error: --tuning: seed: must be a whole number in 0..4294967295 (numpy's limit), "
+        f"got {seed}",
     )
 
 
@@ -88,14 +96,14 @@ def test_cluster_checks_its_seed_before_sampling(small_store, tmp_path, capsys):
             small_store.path,
             "--output",
             str(tmp_path / "k.skops"),
-            "--seed",
-            "100000000000000",
+            "--tuning",
+            "seed=100000000000000",
             *FNAPI,
         ],
         tmp_path,
         capsys,
-        "efm cluster: error: --seed: must be a whole number in 0..4294967295 (numpy's limit), "
-        "got 100000000000000",
+        "efm cluster: error: --tuning: seed: must be a whole number in 0..4294967295 (numpy's "
+        "limit), got 100000000000000",
     )
 
 
@@ -132,7 +140,7 @@ def test_knn_with_more_neighbours_than_a_fold_trains_on_is_refused(kind, tmp_pat
         regression_table(
             table, points=20 if kind == "regressor" else 10, years=1 if kind == "regressor" else 2
         )
-        model = ["--target-column", "agbd", "--regressor", "knn"]
+        model = ["--label-column", "agbd", "--regressor", "knn"]
     argv = ["train", "--samples", str(table), *model, "--output", str(tmp_path / "m.skops")]
     refused(
         [*argv, "--param", "n_neighbors=17"],
@@ -161,8 +169,8 @@ def test_cluster_over_years_without_a_valid_pixel_is_one_line_and_writes_nothing
         "2022",
         "--output",
         str(tmp_path / "k.skops"),
-        "--sample-size",
-        "100",
+        "--tuning",
+        "sample_size=100",
         *FNAPI,
     ]
     assert not small_store.valid[1].any() and small_store.valid[0].any()  # the premise
@@ -229,17 +237,22 @@ def test_non_finite_targets_are_refused_naming_count_and_points(tmp_path, capsys
     frame.loc[7, "agbd"] = np.inf
     frame.loc[12, "agbd"] = -np.inf
     frame.to_parquet(table)
-    argv = ["train", "--samples", str(table), "--target-column", "agbd", "--regressor", "knn"]
+    argv = ["train", "--samples", str(table), "--label-column", "agbd", "--regressor", "knn"]
     refused(
         [*argv, "--output", str(tmp_path / "r.skops")],
         tmp_path,
         capsys,
-        f"efm train: error: --target-column: column 'agbd' of {table} is not a finite number in 3 "
+        f"efm train: error: --label-column: column 'agbd' of {table} is not a finite number in 3 "
         "of 20 rows (NaN or inf; first at point_id 3, 7, 12); give every sample a value, or pass "
-        "--drop-missing-target to train on the other rows",
+        "--tuning drop_missing_target=true to train on the other rows",
     )
     # the documented way out: train on the 17 other rows
-    assert cli.main([*argv, "--drop-missing-target", "--output", str(tmp_path / "r.skops")]) == 0
+    assert (
+        cli.main(
+            [*argv, "--tuning", "drop_missing_target=true", "--output", str(tmp_path / "r.skops")]
+        )
+        == 0
+    )
     sidecar = json.loads((tmp_path / "r.skops.json").read_text())
     assert sidecar["samples"]["rows"] == 17
     finite = frame["agbd"][np.isfinite(frame["agbd"])]
@@ -384,25 +397,33 @@ def test_csv_coordinates_in_metres_ask_for_points_crs(small_store, tmp_path, cap
     x, y = pixel_centre(small_store, 10, 10)
     points = tmp_path / "p.csv"
     points.write_text(f"lon,lat,label\n{x},{y},a\n")
+    argv = [
+        "sample",
+        "--embeddings",
+        small_store.path,
+        "--points",
+        str(points),
+        "--label-column",
+        "label",
+        "--output",
+        str(tmp_path / "s.parquet"),
+        *FNAPI,
+    ]
     refused(
-        [
-            "sample",
-            "--embeddings",
-            small_store.path,
-            "--points",
-            str(points),
-            "--label-column",
-            "label",
-            "--output",
-            str(tmp_path / "s.parquet"),
-            *FNAPI,
-        ],
+        argv,
         tmp_path,
         capsys,
         f"efm sample: error: --points: {points}: coordinates are not degrees (x {x:.10g}..{x:.10g}, "
         f"y {y:.10g}..{y:.10g}): lon/lat columns are read as degrees (WGS84); for other coordinates "
-        "pass --points-crs with their CRS, e.g. EPSG:32631",
+        "give their CRS, e.g. --tuning points_crs=EPSG:32631",
     )
+    # the fix the line names: the point is read in the store's CRS, on the pixel it names
+    assert cli.main([*argv, "--tuning", f"points_crs={small_store.grid.crs}"]) == 0
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert table["label"].tolist() == ["a"] and table["year"].tolist() == [2021]
+    expected = small_store.values[0, 10, 10]
+    assert small_store.valid[0, 10, 10]
+    np.testing.assert_array_equal(table[list(BANDS)].to_numpy()[0], expected)
 
 
 # ---------------------------------------------------------------- Ctrl-C in efm demo

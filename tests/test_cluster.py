@@ -25,8 +25,8 @@ def test_kmeans_recovers_synthetic_classes(tmp_path, capsys):
                 s.path,
                 "--clusters",
                 "5",
-                "--sample-size",
-                "3000",
+                "--tuning",
+                "sample_size=3000",
                 "--output",
                 str(model),
                 *FNAPI,
@@ -131,15 +131,18 @@ def test_cluster_refuses_bad_flags(tmp_path, capsys):
                 str(tmp_path / "x.zarr"),
                 "--clusters",
                 "8",
-                "--sample-size",
-                "4",
+                "--tuning",
+                "sample_size=4",
                 "--output",
                 str(tmp_path / "m.skops"),
             ]
         )
         == 2
     )
-    assert "--sample-size" in capsys.readouterr().err
+    assert (
+        "efm cluster: error: --tuning: sample_size: 4 pixels cannot make 8 clusters; draw at least "
+        "as many pixels as clusters" in capsys.readouterr().err
+    )
     assert (
         cluster_cli.run(
             [
@@ -154,3 +157,39 @@ def test_cluster_refuses_bad_flags(tmp_path, capsys):
         == 2
     )
     assert "--clusters: 100000 clusters cannot be stored in a class map" in capsys.readouterr().err
+
+
+def test_sample_size_and_seed_are_tuning_keys(tmp_path, capsys):
+    """sample_size and seed (were --sample-size, --seed) reach the run: the sidecar records them,
+    k-means is seeded with the seed, the same seed draws the same sample (the same centres) and
+    another seed another; the old flags and bad values are refused in one line."""
+    from transforms.learning import models
+
+    s = make_store(str(tmp_path / "emb.zarr"), n_classes=3, seed=4)
+
+    def fit(name: str, tuning: str) -> tuple[dict, np.ndarray, object]:
+        argv = ["--embeddings", s.path, "--clusters", "3", "--output", str(tmp_path / name)]
+        assert cluster_cli.run([*argv, "--tuning", tuning, *FNAPI]) == 0
+        meta = json.loads((tmp_path / f"{name}.json").read_text())
+        model = models.load_model(str(tmp_path / name)).model
+        return meta, np.sort(model.cluster_centers_, axis=0), model
+
+    meta, centres, model = fit("a.skops", "sample_size=60,seed=7")
+    assert meta["params"] == {"n_clusters": 3, "seed": 7, "sample_size": 60}
+    assert meta["metrics"]["sample_size"] == 60 and model.random_state == 7
+    _, again, _ = fit("b.skops", "seed=7,sample_size=60")
+    np.testing.assert_array_equal(again, centres)
+    other_meta, other, _ = fit("c.skops", "sample_size=60,seed=8")
+    assert other_meta["params"]["seed"] == 8 and not np.array_equal(other, centres)
+    capsys.readouterr()
+    base = ["--embeddings", s.path, "--output", str(tmp_path / "d.skops"), *FNAPI]
+    for extra, line in [
+        (["--sample-size", "500"], "--sample-size: moved: use --tuning sample_size=500 "),
+        (["--seed=3"], "--seed: moved: use --tuning seed=3 "),
+        (["--tuning", "sample_size=0"], "--tuning: sample_size: must be a positive integer, got 0"),
+        (["--tuning", "seed=1.5"], "--tuning: seed: must be an integer, got '1.5'"),
+    ]:
+        assert cluster_cli.run([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and line in err, err
+    assert not (tmp_path / "d.skops").exists()

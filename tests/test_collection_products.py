@@ -152,7 +152,7 @@ def test_cluster_once_across_members_then_classify_the_collection(coll, tmp_path
 
     model = tmp_path / "k.skops"
     owned = owned_valid_pixels(coll)
-    assert run(cluster_cli, "--embeddings", coll.root, "--clusters", 8, "--sample-size", 10**7,
+    assert run(cluster_cli, "--embeddings", coll.root, "--clusters", 8, "--tuning", f"sample_size={10**7}",
                "--output", model) == 0  # fmt: skip
     meta = json.loads((tmp_path / "k.skops.json").read_text())
     # each place once: every owned valid pixel, none of the seam strip twice
@@ -302,7 +302,7 @@ def test_a_check_failing_on_the_second_member_writes_nothing(tmp_path, capsys):
     tc = fresh(tmp_path)
     model = tmp_path / "k.skops"
     assert run(cluster_cli, "--embeddings", tc.members["31N"].path, "--clusters", 3,
-               "--sample-size", 500, "--output", model) == 0  # fmt: skip
+               "--tuning", "sample_size=500", "--output", model) == 0  # fmt: skip
     g = tc.members["32N"].grid
     path = tc.members["32N"].path
     shutil.rmtree(path)

@@ -85,8 +85,15 @@ def test_cluster_equals_scikit_learns_kmeans_on_the_same_pixels(stores, tmp_path
     flat = values.reshape(-1, values.shape[-1])
     valid = ~np.isnan(flat).any(axis=1)
     model_path = str(tmp_path / "km.skops")
-    argv = ["--embeddings", store, "--clusters", str(K), "--sample-size", str(valid.sum() + 10)]
-    assert cluster_cli.run(argv + ["--seed", "3", "--output", model_path] + FNAPI) == 0
+    argv = [
+        "--embeddings",
+        store,
+        "--clusters",
+        str(K),
+        "--tuning",
+        f"sample_size={valid.sum() + 10}",
+    ]
+    assert cluster_cli.run(argv + ["--tuning", "seed=3", "--output", model_path] + FNAPI) == 0
     loaded = models.load_model(model_path)
     assert loaded.sidecar["metrics"]["sample_size"] == int(valid.sum())
     assert loaded.sidecar["n_features"] == values.shape[-1]

@@ -258,7 +258,16 @@ def test_bad_convention_inputs_are_one_line_and_write_nothing(
     table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
     argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
     assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
-    train = ["--samples", table, "--classifier", "knn", "--folds", "2", "--param", "n_neighbors=1"]
+    train = [
+        "--samples",
+        table,
+        "--classifier",
+        "knn",
+        "--tuning",
+        "folds=2",
+        "--param",
+        "n_neighbors=1",
+    ]
     assert train_cli.run(train + ["--output", model]) == 0
     capsys.readouterr()
     argv = ["--embeddings", f"{tessera}/utm10", "--model", model, "--output", str(out)]
@@ -348,7 +357,16 @@ def test_predict_and_export_over_s3_read_only_the_inner_chunks_of_the_area(
     table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
     argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
     assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
-    train = ["--samples", table, "--classifier", "knn", "--folds", "2", "--param", "n_neighbors=1"]
+    train = [
+        "--samples",
+        table,
+        "--classifier",
+        "knn",
+        "--tuning",
+        "folds=2",
+        "--param",
+        "n_neighbors=1",
+    ]
     assert train_cli.run(train + ["--output", model]) == 0
     r0, r1, c0, c1 = 260, 300, 4120, 4160  # inside inner chunk (1, 0) of shard (0, 1)
     w, n = _lonlat(r0, c0)

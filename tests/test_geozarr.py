@@ -84,7 +84,7 @@ def world(tmp_path_factory):
     w["table"] = table
     argv = ["--embeddings", emb, "--points", data.points, "--label-column", "label"]
     assert sample.run([*argv, "--output", table, *FNAPI]) == 0
-    argv = ["--samples", table, "--classifier", "knn", "--folds", "3", "--output", model]
+    argv = ["--samples", table, "--classifier", "knn", "--tuning", "folds=3", "--output", model]
     assert train.run(argv) == 0
     products = {
         name: str(root / f"{name}.zarr")
@@ -413,7 +413,7 @@ def test_previous_stores_are_read_sampled_and_classified(world, previous, tmp_pa
     table, model = str(tmp_path / "t.parquet"), str(tmp_path / "m.skops")
     argv = ["--embeddings", previous, "--points", world["data"].points, "--label-column", "label"]
     assert sample.run([*argv, "--output", table, *FNAPI]) == 0
-    argv = ["--samples", table, "--classifier", "knn", "--folds", "3", "--output", model]
+    argv = ["--samples", table, "--classifier", "knn", "--tuning", "folds=3", "--output", model]
     assert train.run(argv) == 0
     out = str(tmp_path / "classes.zarr")
     argv = ["--embeddings", previous, "--model", model, "--output", out, "--confidence"]

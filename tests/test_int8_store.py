@@ -166,7 +166,9 @@ def test_sample_train_classify_agree_on_int8_and_float(mirror, stores, tmp_path)
     b[b["label"].isin(counts[counts >= 4].index)].to_parquet(training)
     model = str(tmp_path / "knn.skops")
     assert (
-        train.run(["--samples", training, "--classifier", "knn", "--folds", "2", "--output", model])
+        train.run(
+            ["--samples", training, "--classifier", "knn", "--tuning", "folds=2", "--output", model]
+        )
         == 0
     )
     for dtype, path in stores.items():
@@ -206,10 +208,10 @@ def test_cluster_and_export_agree_on_int8_and_float(stores, tmp_path):
                     model,
                     "--clusters",
                     "4",
-                    "--sample-size",
-                    "2000",
-                    "--seed",
-                    "1",
+                    "--tuning",
+                    "sample_size=2000",
+                    "--tuning",
+                    "seed=1",
                     *FNAPI,
                 ]
             )

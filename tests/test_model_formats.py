@@ -57,7 +57,17 @@ def test_train_then_classify(store_and_samples, tmp_path, capsys, name, params, 
     model = str(tmp_path / f"model{suffix}")
     assert (
         train_cli.run(
-            ["--samples", table, "--classifier", name, *params, "--folds", "2", "--output", model]
+            [
+                "--samples",
+                table,
+                "--classifier",
+                name,
+                *params,
+                "--tuning",
+                "folds=2",
+                "--output",
+                model,
+            ]
         )
         == 0
     )

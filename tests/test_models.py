@@ -218,15 +218,19 @@ def test_train_refuses_classes_too_small_to_validate(tmp_path, capsys):
     samples_table(table, n_per_class=(12, 3, 12))
     assert train_cli.run(["--samples", str(table), "--output", str(tmp_path / "m.skops")]) == 2
     err = capsys.readouterr().err
-    assert "--folds: too few samples to validate with 5 folds in class 'forest': 3" in err
+    assert (
+        "--tuning: folds: too few samples to validate with 5 folds in class 'forest': 3; add "
+        "samples to these classes or lower folds (--tuning folds=N) (each class needs at least 5)"
+        in err
+    )
     assert not (tmp_path / "m.skops").exists()
     assert (
         train_cli.run(
             [
                 "--samples",
                 str(table),
-                "--folds",
-                "3",
+                "--tuning",
+                "folds=3",
                 "--classifier",
                 "knn",
                 "--output",

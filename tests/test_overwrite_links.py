@@ -295,8 +295,8 @@ def late_failures(w, tmp_path):
     from pipelines import classify, extract
 
     emb = make_store(str(tmp_path / "two-years.zarr"), height=40, width=40, chunk_size=32)
-    sim = ["--embeddings", w.emb, "--points", w.data.points, "--label-column", "label",
-           "--label", "water", *FNAPI]  # fmt: skip
+    sim = ["--embeddings", w.emb, "--points", w.data.points, "--label", "label=water",
+           *FNAPI]  # fmt: skip
     chg = ["--embeddings", emb.path, *FNAPI]
 
     def copy_of(src):

@@ -1,4 +1,4 @@
-"""`efm train --target-column`: a regressor cross-validated against scikit-learn's own numbers,
+"""`efm train --regressor NAME --label-column COLUMN`: a regressor cross-validated against scikit-learn's own numbers,
 its model + sidecar pair (kind, target and bands covered by the model file), every registered
 regressor round-tripping through .skops and pickle, and the bad input refused in one line."""
 
@@ -33,8 +33,17 @@ def reference_metrics(frame, cv, groups=None):
     }
 
 
-@pytest.mark.parametrize("years", [1, 2])
-def test_metrics_equal_scikit_learn_on_the_same_folds(tmp_path, capsys, years):
+@pytest.mark.parametrize(
+    "years, tuning, folds, seed",
+    [
+        (1, "target_units=Mg/ha", 5, 0),
+        (2, "target_units=Mg/ha", 5, 0),
+        # the folds and the seed, as --tuning keys, reach scikit-learn's splitter
+        (1, "target_units=Mg/ha,folds=3,seed=7", 3, 7),
+        (2, "folds=4,target_units=Mg/ha,seed=11", 4, 11),
+    ],
+)
+def test_metrics_equal_scikit_learn_on_the_same_folds(tmp_path, capsys, years, tuning, folds, seed):
     table, out = tmp_path / "s.parquet", tmp_path / "knn.skops"
     frame = regression_table(table, years=years)
     assert (
@@ -42,12 +51,12 @@ def test_metrics_equal_scikit_learn_on_the_same_folds(tmp_path, capsys, years):
             [
                 "--samples",
                 str(table),
-                "--target-column",
+                "--label-column",
                 "agbd",
                 "--regressor",
                 "knn",
-                "--target-units",
-                "Mg/ha",
+                "--tuning",
+                tuning,
                 "--output",
                 str(out),
             ]
@@ -58,9 +67,9 @@ def test_metrics_equal_scikit_learn_on_the_same_folds(tmp_path, capsys, years):
     meta = json.loads((tmp_path / "knn.skops.json").read_text())
     groups = frame["point_id"].to_numpy() if years > 1 else None
     cv = (
-        GroupKFold(5, shuffle=True, random_state=0)
+        GroupKFold(folds, shuffle=True, random_state=seed)
         if groups is not None
-        else KFold(5, shuffle=True, random_state=0)
+        else KFold(folds, shuffle=True, random_state=seed)
     )
     if (
         groups is not None
@@ -100,7 +109,7 @@ def test_sidecar_target_is_covered_by_the_model_file(tmp_path):
             [
                 "--samples",
                 str(table),
-                "--target-column",
+                "--label-column",
                 "agbd",
                 "--regressor",
                 "ridge",
@@ -131,12 +140,12 @@ def test_every_regressor_round_trips(tmp_path, name, suffix):
     argv = [
         "--samples",
         str(table),
-        "--target-column",
+        "--label-column",
         "agbd",
         "--regressor",
         name,
-        "--folds",
-        "2",
+        "--tuning",
+        "folds=2",
         "--output",
         str(out),
     ]
@@ -167,27 +176,66 @@ def bad_table(path):
     ).to_parquet(path)
 
 
+REG = ["--regressor", "knn"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--target-column", "label"], "--target-column: column 'label' of .* is not numeric"),
         (
-            ["--target-column", "two"],
-            "--target-column: column 'two' of .* holds only 2 distinct values .*did you mean --label-column",
-        ),
-        (["--target-column", "biomass"], "--target-column: .* has no column 'biomass'"),
-        (
-            ["--target-column", "agbd", "--classifier", "knn"],
-            "--classifier: --target-column trains a regressor",
+            [*REG, "--label-column", "label"],
+            "--label-column: column 'label' of .* is not numeric .*for classes use --classifier "
+            "instead of --regressor",
         ),
         (
-            ["--regressor", "knn"],
-            "--regressor: a regressor needs the numeric column to learn: add --target-column",
+            [*REG, "--label-column", "two"],
+            "--label-column: column 'two' of .* holds only 2 distinct values .*did you mean "
+            "--classifier instead of --regressor",
         ),
-        (["--target-column", "agbd", "--regressor", "xgb"], "--regressor: unknown regressor 'xgb'"),
+        ([*REG, "--label-column", "biomass"], "--label-column: .* has no column 'biomass'"),
+        # --regressor alone: the numeric target is --label-column's default column, label
+        (REG, "--label-column: column 'label' of .* is not numeric"),
         (
-            ["--target-column", "agbd", "--folds", "40"],
-            "--folds: too few samples \\(30\\) to validate with 40 folds",
+            [*REG, "--label-column", "agbd", "--classifier", "knn"],
+            "--regressor: --classifier trains a classifier, --regressor a regressor: give one",
+        ),
+        (["--label-column", "agbd", "--regressor", "xgb"], "--regressor: unknown regressor 'xgb'"),
+        (
+            [*REG, "--label-column", "agbd", "--tuning", "folds=40"],
+            "--tuning: folds: too few samples \\(30\\) to validate with 40 folds; add samples or "
+            "lower folds \\(--tuning folds=N\\)$",
+        ),
+        # --target-column merged into --label-column: a script that still passes it is told how
+        (
+            ["--target-column", "agbd", *REG],
+            "^efm train: error: --target-column: use --label-column \\(with --regressor it names "
+            "the numeric target\\)$",
+        ),
+        (["--target-column=agbd"], "--target-column: use --label-column \\(with --regressor"),
+        # the moved knobs: the old flag names its key; a bad value names the key
+        (["--folds", "3"], "--folds: moved: use --tuning folds=3 "),
+        (["--seed=4"], "--seed: moved: use --tuning seed=4 "),
+        (["--target-units", "Mg/ha"], "--target-units: moved: use --tuning target_units=Mg/ha "),
+        (
+            ["--drop-missing-target"],
+            "--drop-missing-target: moved: use --tuning drop_missing_target=true ",
+        ),
+        (
+            [*REG, "--label-column", "agbd", "--tuning", "folds=1"],
+            "--tuning: folds: cross-validation needs at least 2 folds, got 1$",
+        ),
+        (["--tuning", "folds=two"], "--tuning: folds: must be an integer, got 'two'$"),
+        (
+            ["--tuning", "seed=-1"],
+            "--tuning: seed: must be a whole number in 0..4294967295 \\(numpy's limit\\), got -1$",
+        ),
+        (
+            ["--tuning", "drop_missing_target=maybe"],
+            "--tuning: drop_missing_target: must be true or false, got 'maybe'$",
+        ),
+        (
+            ["--tuning", "drop_missing_target=true"],
+            "--tuning: drop_missing_target: applies to a regressor's target: add --regressor NAME",
         ),
     ],
 )

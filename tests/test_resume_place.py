@@ -183,8 +183,8 @@ def class_place(place):
                     str(root / f"samples-{name}.parquet"),
                     "--classifier",
                     "knn",
-                    "--folds",
-                    "3",
+                    "--tuning",
+                    "folds=3",
                     "--output",
                     str(root / f"{name}.skops"),
                 ]

@@ -140,10 +140,8 @@ def test_label_filter_and_reference_year(stores, tmp_path):
             s.path,
             "--points",
             points,
-            "--label-column",
-            "kind",
             "--label",
-            "forest",
+            "kind=forest",
             "--reference-year",
             2021,
             "--years",
@@ -264,8 +262,30 @@ def _bad_cases(s, tmp_path):
         ),
         "no-such-label": (
             write_points(tmp_path / "p2.geojson", good, ["a"] * 6),
-            ["--label-column", "kind", "--label", "b"],
+            ["--label", "kind=b"],
             "--label",
+        ),
+        "no-such-column": (
+            write_points(tmp_path / "p6.geojson", good, ["a"] * 6),
+            ["--label", "colour=a"],
+            "--label: ",
+        ),
+        # --label-column merged into --label COLUMN=VALUE; --points-crs is a --tuning key
+        "label-column": (
+            write_points(tmp_path / "p7.geojson", good, ["a"] * 6),
+            ["--label-column", "kind", "--label", "a"],
+            "--label-column: merged into --label: give --label COLUMN=VALUE (e.g. --label "
+            "kind=forest)",
+        ),
+        "points-crs": (
+            write_points(tmp_path / "p8.geojson", good, ["a"] * 6),
+            ["--points-crs", "EPSG:32631"],
+            "--points-crs: moved: use --tuning points_crs=EPSG:32631 ",
+        ),
+        "bad-points-crs": (
+            write_points(tmp_path / "p9.geojson", good, ["a"] * 6),
+            ["--tuning", "points_crs=EPSG:99999"],
+            "--tuning: points_crs: unknown CRS (give e.g. EPSG:32631), got EPSG:99999",
         ),
         "ref-year": (
             write_points(tmp_path / "p3.geojson", good, ["a"] * 6),
@@ -286,7 +306,20 @@ def _bad_cases(s, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case", ["nodata", "outside", "label-only", "no-such-label", "ref-year", "threshold", "years"]
+    "case",
+    [
+        "nodata",
+        "outside",
+        "label-only",
+        "no-such-label",
+        "no-such-column",
+        "label-column",
+        "points-crs",
+        "bad-points-crs",
+        "ref-year",
+        "threshold",
+        "years",
+    ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(stores, tmp_path, capsys, case):
     points, flags, flag = _bad_cases(stores["float32"], tmp_path)[case]
@@ -335,17 +368,13 @@ def test_reference_points_from_a_file_or_a_frame_keep_only_the_label(tmp_path):
     with pytest.raises(InputError, match=r"no point of .*refs.csv has kind = 'c'") as caught:
         reference_points(str(path), "kind", "c")
     assert caught.value.flag == "--label"
-    # a label needs its column (and the other way round): the command's flags, the API's names
-    for api, (flag, other) in (
-        (False, ("--label", "--label-column")),
-        (True, ("label_column", "label")),
-    ):
-        with pytest.raises(InputError) as caught:
-            reference_points(str(path), None, "a", api=api)
-        assert caught.value.flag == flag
-        with pytest.raises(InputError) as caught:
-            reference_points(str(path), "kind", None, api=api)
-        assert caught.value.flag == other
+    # the API: a label needs its column (and the other way round)
+    with pytest.raises(InputError) as caught:
+        reference_points(str(path), None, "a", api=True)
+    assert caught.value.flag == "label_column"
+    with pytest.raises(InputError) as caught:
+        reference_points(str(path), "kind", None, api=True)
+    assert caught.value.flag == "label"
 
 
 def test_similarity_asks_once_whether_its_input_is_a_collection(stores, tmp_path, monkeypatch):
@@ -365,3 +394,54 @@ def test_similarity_asks_once_whether_its_input_is_a_collection(stores, tmp_path
     output = tmp_path / "sim.zarr"
     assert run("--embeddings", s.path, "--points", points, "--output", output, *FNAPI) == 0
     assert looked.count(s.path) == 1, looked
+
+
+def test_label_is_column_equals_value(tmp_path):
+    """`--label COLUMN=VALUE` split at the first `=` (a value may hold one); a bare VALUE, or an
+    empty side, is refused naming the form (there is no default column)."""
+    from transforms.core.errors import InputError
+    from transforms.products.similarity import split_label
+
+    assert split_label(None) == (None, None)
+    assert split_label("kind=forest") == ("kind", "forest")
+    assert split_label("kind=a=b") == ("kind", "a=b")
+    assert split_label("kind= x") == ("kind", " x")  # compared as text, as given
+    for bad in ("forest", "=forest", "kind=", ""):
+        with pytest.raises(InputError) as caught:
+            split_label(bad)
+        assert str(caught.value) == (
+            "--label: expected COLUMN=VALUE, the column of the points and the value that marks "
+            f"the reference points (e.g. kind=forest), got {bad!r}"
+        )
+
+
+def test_points_crs_key_and_a_label_value_holding_an_equals_sign(stores, tmp_path, capsys):
+    """A CSV in the store's CRS (x/y columns, no CRS of its own) read with --tuning points_crs,
+    the reference the points whose kind is 'forest=old': equals numpy on the whole array. Without
+    the key the coordinates are taken for degrees and refused, naming the key."""
+    import pandas as pd
+
+    s = stores["float32"]
+    water, forest = class_pixels(s, 0, seed=3), class_pixels(s, 3, seed=4)
+    pixels = water + forest
+    pd.DataFrame(
+        {
+            "x": [X0 + (c + 0.5) * SCALE for _, c in pixels],
+            "y": [Y0 - (r + 0.5) * SCALE for r, _ in pixels],
+            "kind": ["water"] * len(water) + ["forest=old"] * len(forest),
+        }
+    ).to_csv(tmp_path / "refs.csv", index=False)
+    argv = ["--embeddings", s.path, "--points", tmp_path / "refs.csv", "--label", "kind=forest=old"]
+    output = tmp_path / "sim.zarr"
+    assert run(*argv, "--output", output, *FNAPI) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("efm similarity: error: --points: ") and "\n" not in err
+    assert err.endswith("for other coordinates give their CRS, e.g. --tuning points_crs=EPSG:32631")
+    assert not output.exists()
+    tuned = ["--tuning", f"points_crs={s.grid.crs}"]
+    assert run(*argv, *tuned, "--output", output, *FNAPI) == 0
+    got = xr.open_zarr(output, mask_and_scale=False)
+    np.testing.assert_allclose(got["similarity"].values, expected(s, forest)[0], rtol=0, atol=ATOL)
+    assert got.attrs["label_column"] == "kind" and got.attrs["label"] == "forest=old"
+    with_data = [sum(bool(s.valid[t, r, c]) for r, c in forest) for t in range(2)]
+    assert got.attrs["reference_points"] == with_data

@@ -188,7 +188,9 @@ def test_learning_curve_last_point_is_the_full_cv_score(tmp_path, capsys):
     frame["pixel_x"], frame["pixel_y"] = np.arange(n) % SIDE, np.arange(n) // 7
     table = write_table(frame, tmp_path / "s.parquet")
     png = tmp_path / "curve.png"
-    metrics, printed = train(tmp_path, capsys, table, "--seed", "3", "--learning-curve", str(png))
+    metrics, printed = train(
+        tmp_path, capsys, table, "--tuning", "seed=3", "--learning-curve", str(png)
+    )
     curve = metrics["learning_curve"]
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=3)
     full = cross_val_score(KNeighborsClassifier(n_neighbors=5), X, y, cv=cv, scoring="accuracy")

@@ -43,7 +43,7 @@ def stores(tmp_path_factory):
 
 
 def _points(folder, kind: str) -> tuple[str, list[str]]:
-    """Six labelled points inside a store (CSV; UTM ones with --points-crs)."""
+    """Six labelled points inside a store (CSV; UTM ones with --tuning points_crs)."""
     path = folder / f"points-{kind}.csv"
     if kind == "4326":
         rows = [(WEST + (c + 0.5) * RES, NORTH - (r + 0.5) * RES) for r, c in _PIXELS]
@@ -53,7 +53,7 @@ def _points(folder, kind: str) -> tuple[str, list[str]]:
         return str(path), []
     rows = [(UTM_WEST + (c + 0.5) * 10, UTM_NORTH - (r + 0.5) * 10) for r, c in _PIXELS]
     path.write_text("x,y,cls\n" + "".join(f"{x},{y},{k}\n" for (x, y), k in _labelled(rows)))
-    return str(path), ["--points-crs", "EPSG:32631"]
+    return str(path), ["--tuning", "points_crs=EPSG:32631"]
 
 
 _PIXELS = [(5, 5), (10, 40), (30, 20), (40, 50), (50, 10), (20, 70)]
@@ -73,7 +73,7 @@ def models(stores, tmp_path_factory):
         table, model = str(folder / f"{kind}.parquet"), str(folder / f"{kind}.skops")
         argv = ["sample", "--embeddings", store, "--points", points, "--label-column", "cls"]
         assert cli.main(argv + crs + ["--output", table] + FNAPI) == 0
-        train = ["train", "--samples", table, "--classifier", "knn", "--folds", "2"]
+        train = ["train", "--samples", table, "--classifier", "knn", "--tuning", "folds=2"]
         assert cli.main(train + ["--param", "n_neighbors=1", "--output", model]) == 0
         made[kind] = model
     return made
@@ -108,7 +108,7 @@ def _argv(command: str, store: str, out_dir, model: str | None = None) -> tuple[
         "sample": ["--points", str(refs)],
         "change": ["--years", "2023,2024"],
         "export": ["--band", "A01", "--years", "2024"],
-        "cluster": ["--clusters", "2", "--sample-size", "100"],
+        "cluster": ["--clusters", "2", "--tuning", "sample_size=100"],
         "label": ["--classes", "a,b", "--tuning", "port=0"],
     }[command]
     return argv + (FNAPI if command not in ("export", "label") else []), out

@@ -188,7 +188,7 @@ BAD_VALUES = {
     "label_column": ["", "a\nb"],
     "points_crs": ["4326", "WGS84"],
     "keep_columns": ["", "agbd,,height", ",agbd", "agbd,", "a\nb"],
-    "label": ["", "forest\n"],
+    "label": ["", "forest\n", "forest", "=forest", "kind="],
     "reference_year": ["22", "2022,2023", "2022-2023", "twenty"],
     "threshold": ["1.5", "-2", "0.8.1", "high", "", "1e-1", "0,8"],
 }
@@ -499,7 +499,7 @@ def test_unknown_parameter_fails_the_launch_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if not line.startswith(("WARNING", "INFO"))]
     assert lines == [
         "efm sample (flex template): error: overwirte: not a parameter of the efm-sample template; did you mean overwrite? "
-        "its parameters are embeddings, points, label_column, output, years, points_crs, overwrite"
+        "its parameters are embeddings, points, label_column, output, years, tuning, overwrite"
     ] or (
         len(lines) == 1
         and lines[0].startswith("efm sample (flex template): error: overwirte: not a parameter")
@@ -767,8 +767,8 @@ def launched(gcs, ee_emulator, adc, tmp_path_factory):
                 "logistic-regression",
                 "--output",
                 paths["model"],
-                "--folds",
-                "3",
+                "--tuning",
+                "folds=3",
             ]
         )
         == 0
@@ -833,8 +833,8 @@ def test_sample_table_is_written_by_the_job_when_the_launcher_does_not_wait(
                 s.path,
                 "--points",
                 str(tmp_path / "p.csv"),
-                "--points-crs",
-                s.grid.crs,
+                "--tuning",
+                f"points_crs={s.grid.crs}",
                 "--label-column",
                 "label",
                 "--output",
@@ -1143,16 +1143,14 @@ def test_map_templates_translate_their_parameters():
         "similarity",
         [
             "--points=gs://my-bucket/r.geojson",
-            "--label_column=kind",
-            "--label=forest",
+            "--label=kind=forest",
             "--reference_year=2022",
             "--threshold=-0.5",
             "--overwrite",
         ],
     ) == [
         "--points=gs://my-bucket/r.geojson",
-        "--label-column=kind",
-        "--label=forest",
+        "--label=kind=forest",
         "--reference-year=2022",
         "--threshold=-0.5",
         "--overwrite",
@@ -1226,7 +1224,7 @@ def map_launched(launched, gcs, tmp_path_factory):
         "similarity": {
             "embeddings": embeddings,
             "points": refs,
-            "points_crs": CRS,
+            "tuning": f"points_crs={CRS}",
             "output": out["similarity"],
             "reference_year": "2021",
         },

@@ -130,7 +130,7 @@ def test_train_on_fields_then_a_class_per_polygon(s, tmp_path):
     assert (
         cli.main(
             ["train", "--samples", str(table), "--label-column", "crop"]
-            + ["--classifier", "knn", "--param", "n_neighbors=1", "--folds", "2"]
+            + ["--classifier", "knn", "--param", "n_neighbors=1", "--tuning", "folds=2"]
             + ["--output", str(model)]
         )
         == 0

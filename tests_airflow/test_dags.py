@@ -115,8 +115,7 @@ def check_flex_dag(dag_id: str) -> dict:
         "reference_year": 2022,
         "similarity_threshold": 0.7,
         "change_threshold": -0.25,
-        "reference_label_column": "kind",
-        "reference_label": "forest",
+        "reference_label": "kind=forest",
     }
     env = dag.get_template_env()
     for task in dag.tasks:
@@ -154,7 +153,7 @@ def check_flex_dag(dag_id: str) -> dict:
         if task.task_id == "similarity":
             assert (
                 sent["reference_year"] == "2022"
-                and sent["label"] == "forest"
+                and sent["label"] == "kind=forest"
                 and sent["points"] == params["reference_points"]
             )
     return sent
@@ -436,14 +435,14 @@ def test_map_dags_train_command_quotes_every_value():
         "pipelines.train",
         "--samples",
         "gs://b/s.parquet",
-        "--target-column",
-        "agbd; rm -rf /",
         "--regressor",
         "knn",
+        "--label-column",
+        "agbd; rm -rf /",
         "--output",
         "/data/my model.skops",
-        "--target-units",
-        "Mg/ha",
+        "--tuning",
+        "target_units=Mg/ha",
         "--overwrite",
     ]
     assert "--overwrite" not in efm_airflow.train_command({**params, "overwrite": False})
@@ -458,10 +457,10 @@ def test_map_dags_train_command_quotes_every_value():
         "pipelines.train",
         "--samples",
         dag.params["samples"],
-        "--target-column",
-        "agbd",
         "--regressor",
         "knn",
+        "--label-column",
+        "agbd",
         "--output",
         dag.params["model"],
     ]

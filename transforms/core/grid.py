@@ -125,12 +125,13 @@ def check_degrees(
     span = f"x {minx:.10g}..{maxx:.10g}, y {miny:.10g}..{maxy:.10g}"
     if crs_from == "flag":
         why = (
-            f"{crs_flag} {crs} is in degrees; give the CRS the coordinates are in, e.g. EPSG:32631"
+            f"{crs_flag}={crs} is in degrees; give the CRS the coordinates are in, e.g. "
+            f"{crs_flag}=EPSG:32631"
         )
     elif crs_from == "default":
         why = (
-            "lon/lat columns are read as degrees (WGS84); for other coordinates pass "
-            f"{crs_flag or '--points-crs'} with their CRS, e.g. EPSG:32631"
+            "lon/lat columns are read as degrees (WGS84); for other coordinates give their CRS, "
+            f"e.g. {crs_flag or '--tuning points_crs'}=EPSG:32631"
         )
     elif path.lower().endswith(GEOJSON_SUFFIXES):
         why = (

@@ -11,8 +11,9 @@ from transforms.learning import models
 MAX_CLUSTERS = 32767  # the largest class map `efm classify` writes (int16 codes, -1 = fill)
 
 
-def check_clusters(clusters: int, sample_size: int) -> None:
-    """K between 2 and what a class map can store, and at least K pixels to draw."""
+def check_clusters(clusters: int, sample_size: int, size_flag: str = "--sample-size") -> None:
+    """K between 2 and what a class map can store, and at least K pixels to draw (`size_flag`:
+    where the sample size was given; `--tuning` on the command line, whose key is named)."""
     if clusters < 2:
         raise InputError("--clusters", f"k-means needs at least 2 clusters, got {clusters}")
     if clusters > MAX_CLUSTERS:
@@ -22,9 +23,11 @@ def check_clusters(clusters: int, sample_size: int) -> None:
             "used with tens of clusters: pass e.g. --clusters 10",
         )
     if sample_size < clusters:
+        key = "sample_size: " if size_flag == "--tuning" else ""
         raise InputError(
-            "--sample-size",
-            f"{sample_size} pixels cannot make {clusters} clusters; draw at least as many pixels as clusters",
+            size_flag,
+            f"{key}{sample_size} pixels cannot make {clusters} clusters; draw at least as many "
+            "pixels as clusters",
         )
 
 

@@ -30,7 +30,9 @@ def lonlat(x: np.ndarray, y: np.ndarray, crs: str) -> tuple[np.ndarray, np.ndarr
     try:
         transformer = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     except pyproj.exceptions.CRSError as exc:
-        raise InputError("--points-crs", f"unknown CRS {crs!r}: {first_line(exc)}") from None
+        raise InputError(
+            "--tuning", f"points_crs: unknown CRS {crs!r}: {first_line(exc)}"
+        ) from None
     with np.errstate(invalid="ignore"):
         lon, lat = transformer.transform(np.asarray(x, float), np.asarray(y, float), errcheck=False)
     return np.asarray(lon, float), np.asarray(lat, float)

@@ -81,6 +81,8 @@ def frame_points(
     keep_columns: list[str] | None = None,
 ) -> Points:
     """`read_points` on a table already read: a GeoDataFrame (`geo` is it) or a DataFrame with coordinate columns (`geo` None)."""
+    # where a CRS for the coordinates is given: --tuning points_crs=... on the command line
+    crs_flag = "--tuning points_crs" if flag.startswith("--") else "points_crs"
     if len(frame) == 0:
         raise InputError(flag, f"{path} holds no {'features' if geo is not None else 'rows'}")
     if label_column is not None and label_column not in frame.columns:
@@ -105,7 +107,7 @@ def frame_points(
         crs = points_crs or (geo.crs.to_string() if geo.crs is not None else None)
         if crs is None:
             raise InputError(
-                "--points-crs", f"{path} has no CRS; pass --points-crs, e.g. EPSG:4326"
+                flag, f"{path} has no CRS; give the CRS of its coordinates: {crs_flag}=EPSG:4326"
             )
         ok = geometry.notna() & ~geometry.is_empty
         x = np.where(ok, geometry.x.where(ok), np.nan)
@@ -132,7 +134,7 @@ def frame_points(
             path,
             flag,
             crs_from="flag" if points_crs else ("file" if geo is not None else "default"),
-            crs_flag="--points-crs" if flag.startswith("--") else "points_crs",
+            crs_flag=crs_flag,
         )
     coords = () if geo is not None else pair
     columns = numeric_columns(frame, path, keep_columns, exclude={label_column, *coords})

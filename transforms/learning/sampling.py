@@ -43,7 +43,9 @@ def to_pixels(info: StoreInfo, points: Points) -> tuple[np.ndarray, np.ndarray]:
     try:
         transformer = pyproj.Transformer.from_crs(points.crs, info.crs, always_xy=True)
     except pyproj.exceptions.CRSError as exc:
-        raise InputError("--points-crs", f"unknown CRS {points.crs!r}: {first_line(exc)}") from None
+        raise InputError(
+            "--tuning", f"points_crs: unknown CRS {points.crs!r}: {first_line(exc)}"
+        ) from None
     with np.errstate(invalid="ignore"):
         sx, sy = transformer.transform(points.x, points.y, errcheck=False)
     return pixel_index(info, np.asarray(sx, dtype=np.float64), np.asarray(sy, dtype=np.float64))

@@ -178,9 +178,19 @@ def make_blocks(
             f"the samples lie in {count} block{'s' if count != 1 else ''} of "
             f"{format_size(size, metre)}, fewer than the {folds} folds (the blocks are larger "
             f"than the samples' extent); try {suggest(x, y, pixel, folds, metre, start=size)} "
-            f"or lower {folds_flag}",
+            f"or {lower_folds(folds_flag)}",
         )
     return Blocks(ids, size, crs, metre)
+
+
+def lower_folds(flag: str) -> str:
+    """How to ask for fewer folds where `flag` took them (the command line: `--tuning folds=N`)."""
+    return "lower folds (--tuning folds=N)" if flag == "--tuning" else f"lower {flag}"
+
+
+def folds_key(flag: str) -> str:
+    """The key a refusal about the folds names after `--tuning:` on the command line."""
+    return "folds: " if flag == "--tuning" else ""
 
 
 def suggest(x, y, pixel: float, folds: int, metre: bool, *, start: float) -> str:

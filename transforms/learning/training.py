@@ -53,7 +53,10 @@ def check_fold_count(folds, flag: str = "--folds") -> int:
     """A number of cross-validation folds: an int, at least 2."""
     folds = checks.check_int(folds, flag, "a number of folds", 5)
     if folds < 2:
-        raise InputError(flag, f"cross-validation needs at least 2 folds, got {folds}")
+        raise InputError(
+            flag,
+            f"{spatial_cv.folds_key(flag)}cross-validation needs at least 2 folds, got {folds}",
+        )
     return folds
 
 
@@ -91,7 +94,9 @@ def check_folds(
         listed = ", ".join(f"{c!r}: {n}" for c, n in short[:5])
         raise InputError(
             flag,
-            f"too few {unit} to validate with {folds} folds in class {listed}; add samples to these classes or lower --folds (each class needs at least {folds})",
+            f"{spatial_cv.folds_key(flag)}too few {unit} to validate with {folds} folds in class "
+            f"{listed}; add samples to these classes or {spatial_cv.lower_folds(flag)} (each "
+            f"class needs at least {folds})",
         )
 
 
@@ -126,7 +131,7 @@ def cross_validate(
     check_folds(labels, groups, folds, folds_flag)
     if blocks is not None:
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = _block_splits(cv, X, labels, blocks, folds, size_flag)
+        splits = _block_splits(cv, X, labels, blocks, folds, size_flag, folds_flag)
     else:
         if groups is not None:
             cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -171,7 +176,9 @@ def cross_validate(
     )
 
 
-def _block_splits(cv, X, y, blocks, folds: int, size_flag: str) -> list:
+def _block_splits(
+    cv, X, y, blocks, folds: int, size_flag: str, folds_flag: str = "--folds"
+) -> list:
     """The folds of a group k-fold over the blocks; refuses a fold left without test samples."""
     splits = list(cv.split(X, y, blocks.ids))
     empty = sum(1 for _, test in splits if len(test) == 0)
@@ -179,7 +186,7 @@ def _block_splits(cv, X, y, blocks, folds: int, size_flag: str) -> list:
         raise InputError(
             size_flag,
             f"the {blocks.count} blocks of {blocks.size_text()} leave {empty} of the {folds} folds "
-            "empty; use smaller blocks or lower --folds",
+            f"empty; use smaller blocks or {spatial_cv.lower_folds(folds_flag)}",
         )
     return splits
 
@@ -300,11 +307,13 @@ def cross_validate_regression(
     if units < folds:
         raise InputError(
             folds_flag,
-            f"too few {'points' if groups is not None else 'samples'} ({units}) to validate with {folds} folds; add samples or lower --folds",
+            f"{spatial_cv.folds_key(folds_flag)}too few "
+            f"{'points' if groups is not None else 'samples'} ({units}) to validate with {folds} "
+            f"folds; add samples or {spatial_cv.lower_folds(folds_flag)}",
         )
     if blocks is not None:
         cv = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = _block_splits(cv, X, y, blocks, folds, size_flag)
+        splits = _block_splits(cv, X, y, blocks, folds, size_flag, folds_flag)
     else:
         splits = list(regression_cv(groups, folds, seed).split(X, y, groups))
     check_neighbours(estimator, splits, len(y), params_flag)

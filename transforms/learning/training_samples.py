@@ -47,13 +47,23 @@ def load_target_samples(
     drop_missing: bool = False,
     *,
     rows: bool = False,
+    target_flag: str = "--target-column",
+    drop_flag: str = "--drop-missing-target",
 ):
     """Like `load_samples`, for regression: the target read as float64; refuses a column that is
     missing, not numeric, holds values that are not finite (NaN, inf: unless `drop_missing`,
     which drops those rows), or holds fewer than 3 distinct values (that is a class label)."""
     frame, meta = _read_table(path, flag)
     return frame_target_samples(
-        frame, meta, target_column, path, flag, drop_missing=drop_missing, rows=rows
+        frame,
+        meta,
+        target_column,
+        path,
+        flag,
+        drop_missing=drop_missing,
+        rows=rows,
+        target_flag=target_flag,
+        drop_flag=drop_flag,
     )
 
 
@@ -69,21 +79,28 @@ def frame_target_samples(
     target_flag: str = "--target-column",
     rows: bool = False,
 ):
-    """`load_target_samples` on a table already read."""
+    """`load_target_samples` on a table already read. `target_flag` names where the target column
+    was given (`--label-column` with `efm train --regressor`, `target_column` in the API)."""
     import pandas as pd
 
+    # a class label instead: on the command line the same column with --classifier
+    classes = (
+        "--classifier instead of --regressor"
+        if target_flag == "--label-column"
+        else "--label-column with --classifier"
+    )
     if target_column not in frame.columns:
         raise InputError(
-            "--target-column",
+            target_flag,
             f"{path} has no column {target_column!r}; its columns start {', '.join(map(str, frame.columns[:8]))} "
             "(carry it from the points file with `efm sample --keep-columns`)",
         )
     column = frame[target_column]
     if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
         raise InputError(
-            "--target-column",
-            f"column {target_column!r} of {path} is not numeric ({column.dtype}); a regressor predicts numbers "
-            "(for classes use --label-column with --classifier)",
+            target_flag,
+            f"column {target_column!r} of {path} is not numeric ({column.dtype}); a regressor "
+            f"predicts numbers (for classes use {classes})",
         )
     frame = frame.assign(**{target_column: column.astype(np.float64)})
     finite = np.isfinite(frame[target_column].to_numpy())
@@ -103,9 +120,10 @@ def frame_target_samples(
     distinct = len(np.unique(y))
     if distinct < 3:
         raise InputError(
-            "--target-column",
-            f"column {target_column!r} of {path} holds only {distinct} distinct value{'s' if distinct != 1 else ''} "
-            f"({', '.join(map(str, np.unique(y)))}); did you mean --label-column (classification)?",
+            target_flag,
+            f"column {target_column!r} of {path} holds only {distinct} distinct "
+            f"value{'s' if distinct != 1 else ''} ({', '.join(map(str, np.unique(y)))}); did you "
+            f"mean {classes} (classification)?",
         )
     return (X, y, groups, bands, meta, used) if rows else (X, y, groups, bands, meta)
 

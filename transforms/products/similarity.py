@@ -57,6 +57,22 @@ def _any_column(path: str) -> str:
     )
 
 
+def split_label(text: str | None, flag: str = "--label") -> tuple[str | None, str | None]:
+    """`efm similarity --label COLUMN=VALUE` -> (COLUMN, VALUE), split at the first `=` (a value
+    may hold one; a column name seldom does); (None, None) when not given. A text without `=`, or
+    with an empty side, is refused: there is no default column to compare a bare VALUE with."""
+    if text is None:
+        return None, None
+    column, equals, value = text.partition("=")
+    if not equals or not column.strip() or not value:
+        raise InputError(
+            flag,
+            f"expected COLUMN=VALUE, the column of the points and the value that marks the "
+            f"reference points (e.g. kind=forest), got {text!r}",
+        )
+    return column, value
+
+
 def reference_points(
     points, label_column: str | None, label, points_crs: str | None = None, *, api: bool = False
 ) -> labelled_points.Points:
@@ -68,16 +84,16 @@ def reference_points(
                 "label" if label_column is not None else "label_column",
                 "give both label_column and label, or neither",
             )
-    elif label is not None and label_column is None:
-        raise InputError("--label", "--label needs --label-column, the column to compare it with")
-    elif label_column is not None and label is None:
-        raise InputError(
-            "--label-column",
-            "--label-column needs --label, the value of the reference points in it",
-        )
+    elif (label is None) != (label_column is None):  # split_label gives both or neither
+        raise ValueError("the command line gives label_column and label together")
     if isinstance(points, (str, os.PathLike)):
         path = os.fspath(points)
-        found = labelled_points.read_points(path, label_column or _any_column(path), points_crs)
+        try:
+            found = labelled_points.read_points(path, label_column or _any_column(path), points_crs)
+        except InputError as exc:  # a COLUMN the file does not have: named by --label here
+            if exc.flag != "--label-column":
+                raise
+            raise InputError("--label", str(exc).removeprefix("--label-column: ")) from None
         where, flag = path, "--label"
     else:  # the Python API's (Geo)DataFrame
         found = labelled_points.points_of(points, label_column, points_crs, keep_columns=[])
@@ -129,7 +145,7 @@ def references(
     if not inside.any():
         raise InputError(
             "--points",
-            f"none of the {len(rows)} points of {path} lies inside {info.path}; check the area and the points' CRS (--points-crs)",
+            f"none of the {len(rows)} points of {path} lies inside {info.path}; check the area and the points' CRS (--tuning points_crs)",
         )
     rows, cols = rows[inside], cols[inside]
     return _means(lambda year: read(rows, cols, info.time_index(year)), years, len(rows), path)
@@ -157,7 +173,7 @@ def collection_references(
         raise InputError(
             flag,
             f"none of the {len(points.x)} points of {path} lies inside a store of the collection "
-            f"{root}; check the area and the points' CRS (--points-crs)",
+            f"{root}; check the area and the points' CRS (--tuning points_crs)",
         )
 
     read = read or (lambda p, t: point_values(p.info, p.rows, p.cols, t))
