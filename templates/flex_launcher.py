@@ -5,11 +5,11 @@ Dataflow's launcher runs FLEX_TEMPLATE_PYTHON_PY_FILE (templates/<pipeline>/main
     python main.py --<parameter>=<value> ... --runner=DataflowRunner --project=... --region=... (Beam options)
 
 Template parameter names use underscores (`chunk_size`), the way Dataflow, gcloud and Beam name
-options; efm's flags use dashes (`--chunk-size`). This module, shared by the entry files (one per template, PIPELINES):
+options; efm's flags use dashes (`--label-column`). This module, shared by the entry files (one per template, PIPELINES):
 
 1. checks each template parameter against its metadata.json regexes, so the same values fail
    here as in Dataflow's own launch-time check (and when the entry file is run by hand);
-2. turns `--chunk_size=512` into `--chunk-size=512`, and a switch given bare (`--overwrite`) or as
+2. turns `--label_column=crop` into `--label-column=crop`, and a switch given bare (`--overwrite`) or as
    `--overwrite=true` (any case) into `--overwrite` (`=false` drops it); a Beam option (any flag
    Beam's PipelineOptions define: the launcher passes the job's environment as Beam options) passes
    as it is; a field of Dataflow's flex template runtime environment that Beam Python has no option
@@ -97,7 +97,7 @@ def parameters(pipeline: str) -> dict[str, dict]:
 
 
 def flag_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """`--chunk-size` -> its argparse action, for every long flag of an efm parser."""
+    """`--label-column` -> its argparse action, for every long flag of an efm parser."""
     return {
         s: a
         for a in parser._actions
@@ -107,7 +107,7 @@ def flag_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def flag_for(name: str, actions: dict[str, argparse.Action]) -> str | None:
-    """The efm flag a template parameter stands for: `chunk_size` -> `--chunk-size` (None: not efm's)."""
+    """The efm flag a template parameter stands for: `label_column` -> `--label-column` (None: not efm's)."""
     for candidate in (f"--{name.replace('_', '-')}", f"--{name}"):
         if candidate in actions:
             return candidate
