@@ -33,12 +33,13 @@ def release_memory() -> None:
     polygons' small objects interleaved with large arrays otherwise leave the heap fragmented,
     and the process's RSS crept up chunk after chunk (~15 MB a chunk at 1M polygons)."""
     import ctypes
-    import ctypes.util
 
     global _TRIM
     if _TRIM is None:
         try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            # libc.so.6 by name first: find_library runs a subprocess (ldconfig), a fork of this
+            # process that a sampler of the process tree counts at its full RSS
+            _TRIM = _libc(ctypes).malloc_trim
         except (OSError, AttributeError):  # not glibc: nothing to do
             _TRIM = False
     if "pyarrow" in sys.modules:  # Arrow's own allocator (mimalloc/jemalloc) keeps freed pages
@@ -48,6 +49,15 @@ def release_memory() -> None:
 
 
 _TRIM = None
+
+
+def _libc(ctypes):
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        import ctypes.util
+
+        return ctypes.CDLL(ctypes.util.find_library("c"))
 
 
 def parse_stats(text, flag: str = "--stat") -> tuple[str, ...]:
