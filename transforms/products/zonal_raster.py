@@ -114,7 +114,7 @@ def _window(geometry, shape, transform):
     if not np.isfinite([x0, y0, x1, y1]).all():
         return 0, shape[0], 0, shape[1]
     inverse = ~transform
-    cols, rows = zip(*(inverse * (x, y) for x in (x0, x1) for y in (y0, y1)))
+    cols, rows = zip(*(inverse @ (x, y) for x in (x0, x1) for y in (y0, y1)))
     r0 = int(np.clip(np.floor(min(rows)) - 1, 0, shape[0]))
     r1 = int(np.clip(np.ceil(max(rows)) + 1, 0, shape[0]))
     c0 = int(np.clip(np.floor(min(cols)) - 1, 0, shape[1]))
@@ -134,7 +134,7 @@ def pixel_owners(geometry, shape, transform, all_touched: bool, keep=None):
     r0, r1, c0, c1 = _window(geometry, shape, transform)
     if r1 <= r0 or c1 <= c0:
         return []
-    window = transform * affine.Affine.translation(c0, r0)
+    window = transform @ affine.Affine.translation(c0, r0)
     out = []
     for label, members in label_images(geometry, (r1 - r0, c1 - c0), window, all_touched):
         if keep is not None:
