@@ -16,10 +16,10 @@ two middle values).
             (zonal_raster.py), then counts and sums per polygon, one np.bincount per band
             (zonal_stats.py). A polygon whose pixels all lie in this chunk is finished here
             (median too) -> a part, streamed a group at a time. The polygons crossing chunks
-            leave their partials (sums, counts, and for a median their pixel values) as arrays,
-            one element per chunk and polygon batch (never one per polygon) -> GroupByKey by
-            batch -> combined exactly (sorted by polygon, np.add.reduceat) -> one part per
-            polygon batch.
+            leave their partials (sums, counts, and for a median their pixel values) in a part
+            of the chunk (zonal_crossing.py), one row group per polygon batch; only where they
+            are travels on -> GroupByKey by batch -> read back and combined exactly (sorted by
+            polygon, np.add.reduceat) -> one part per polygon batch.
     AssembleZonal (zonal_table.py): per polygon batch, its columns + its results -> a row group
             of the table (one row per polygon and year, polygons without pixels included).
 
@@ -36,6 +36,7 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.core.metrics import METRICS_NAMESPACE
+from transforms.products.zonal_crossing import read_partials, write_partials
 from transforms.products.zonal_index import (  # noqa: F401  (the names products use)
     CHUNK_PART,
     CROSSING_PART,
@@ -83,7 +84,8 @@ def checks(name: str, id_column, skip_invalid: bool, reserved, api: bool = False
 def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batch: int, group=None):
     """One task (task id, polygon parts): its chunk's results -> part-1-<task id> (the polygons
     finished here, streamed `group` polygons and a year at a time), and the partials of the
-    polygons crossing chunks, one element per polygon batch: [(batch, Crossing)].
+    polygons crossing chunks -> part-4-<task id> (zonal_crossing.py), passed on as one element
+    per polygon batch: [(batch, (part, row group))].
     `locate(task id)` -> (read(year, rows, cols) band-first, store info, chunk id, pixels that
     count or None)."""
     tid, refs = task
@@ -111,12 +113,10 @@ def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batc
             group=group,
         )
     del wkb
+    refs = write_partials(parts_dir, tid, crossing, batch)
+    del crossing
     release_memory()
-    return (
-        part.rows > 0,
-        int(np.count_nonzero(single)),
-        [] if crossing is None else crossing.split(batch),
-    )
+    return part.rows > 0, int(np.count_nonzero(single)), refs
 
 
 class _ZonalChunkFn(beam.DoFn):
@@ -150,9 +150,10 @@ class _ZonalChunkFn(beam.DoFn):
 
 
 def write_crossing(element, parts_dir: str, years, stats, bands):
-    """(polygon batch, Crossing partials of its polygons from every chunk) -> the polygons
-    combined -> part-2-<batch>."""
-    b, parts = element
+    """(polygon batch, where the partials of its polygons are, from every chunk: [(part, row
+    group)]) -> the polygons combined -> part-2-<batch>."""
+    b, refs = element
+    parts = read_partials(sorted(refs), len(bands))
     write_frame(
         part_name(parts_dir, CROSSING_PART, b), combine_crossing(parts, years, stats, bands)
     )
@@ -181,7 +182,7 @@ class ZonalChunks(beam.PTransform):
         )
         out = tasks | "ZonalChunk" >> beam.ParDo(chunk_fn).with_outputs("written", main="crossing")
         crossing = (
-            out.crossing  # (polygon batch, Crossing): one element per chunk and batch
+            out.crossing  # (polygon batch, (part, row group)): one per chunk and batch
             | "GroupByBatch" >> beam.GroupByKey()
             | "WriteBatch"
             >> beam.Map(write_crossing, self.parts_dir, self.years, self.stats, self.info.bands)

@@ -18,7 +18,10 @@ import numpy as np
 from transforms.core.errors import InputError, first_line
 
 ID_COLUMN = "polygon_id"  # the id column when no --id-column is named: the row number in the file
-BATCH = 100_000  # polygons read, checked and indexed at a time (bounds the driver's memory)
+# polygons read, checked and indexed at a time, and the unit of the crossing polygons' combine and
+# of the table's row groups: small and FIXED, so that a batch costs the same memory at 10,000
+# polygons as at 1,000,000 (batches of 100,000 made the driver's peak grow with the file)
+BATCH = 10_000
 
 
 # ---------------------------------------------------------------- reading in batches
@@ -40,7 +43,9 @@ def _parquet_batches(path: str, size: int):
     import pyarrow.parquet as pq
     from geopandas.io.arrow import _arrow_to_geopandas
 
-    pf = pq.ParquetFile(path)
+    # column chunks read through a 1 MB buffer, not whole: a file written as one row group (what
+    # geopandas writes up to ~1M rows) otherwise held all its WKB at once (~90 MB at 1M polygons)
+    pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
     meta = pf.schema_arrow.metadata or {}
     if b"geo" not in meta:
         raise ValueError("not a GeoParquet file (no 'geo' metadata)")
@@ -50,7 +55,7 @@ def _parquet_batches(path: str, size: int):
     name = geo["primary_column"]
     index = json.loads(meta.get(b"pandas", b"{}")).get("index_columns", [])
     drop = [name] + [c for c in index if isinstance(c, str)]
-    for batch in pf.iter_batches(batch_size=size):
+    for batch in pf.iter_batches(batch_size=size, use_threads=False):
         table = pa.Table.from_batches([batch])
         frame = _arrow_to_geopandas(table.select([name]), geo)
         yield (
@@ -119,6 +124,20 @@ def batches(source, name: str, flag: str = "--polygons", size: int | None = None
 
 
 # ---------------------------------------------------------------- checking a batch
+
+
+def _unique(ids) -> bool:
+    """Every id present and distinct: numbers by a sort (8 bytes an id: a pandas hash table of
+    1M ids cost ~45 MB, and left the heap fragmented), other types by Arrow's hash."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if ids.null_count:
+        return False
+    if pa.types.is_integer(ids.type) or pa.types.is_floating(ids.type):
+        values = np.sort(ids.to_numpy())
+        return not (values[1:] == values[:-1]).any() and not np.isnan(values[-1:]).any()
+    return len(pc.unique(ids)) == len(ids)
 
 
 @dataclasses.dataclass
@@ -209,8 +228,8 @@ class Checks:
         flag, id_flag, skip_flag = self.flags
         if self.rows == 0:
             raise InputError(flag, f"{self.name} holds no polygon")
-        if self.ids:
-            ids = pa.chunked_array(self.ids).to_pandas()
+        if self.ids and not _unique(pa.chunked_array(self.ids)):
+            ids = pa.chunked_array(self.ids).to_pandas()  # the message: which rows, the first
             duplicated = ids[ids.duplicated(keep=False) | ids.isna()]
             if len(duplicated):
                 raise InputError(

@@ -105,18 +105,45 @@ def _label_images(geometry, shape, transform, all_touched: bool, near: float):
     return out
 
 
+def _window(geometry, shape, transform):
+    """The rows [r0, r1) and cols [c0, c1) of `shape` the polygons' bounds reach, one pixel wider
+    on each side (a superset of every pixel they may own or touch)."""
+    import shapely
+
+    x0, y0, x1, y1 = shapely.total_bounds(geometry)
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        return 0, shape[0], 0, shape[1]
+    inverse = ~transform
+    cols, rows = zip(*(inverse @ (x, y) for x in (x0, x1) for y in (y0, y1)))
+    r0 = int(np.clip(np.floor(min(rows)) - 1, 0, shape[0]))
+    r1 = int(np.clip(np.ceil(max(rows)) + 1, 0, shape[0]))
+    c0 = int(np.clip(np.floor(min(cols)) - 1, 0, shape[1]))
+    c1 = int(np.clip(np.ceil(max(cols)) + 1, 0, shape[1]))
+    return r0, r1, c0, c1
+
+
 def pixel_owners(geometry, shape, transform, all_touched: bool, keep=None):
     """Polygons -> [(pix, owner)] per layer: the flat indices (in `shape`) of the pixels inside a
     polygon and the index of that polygon in `geometry`, int32 (int64 beyond 2**31 pixels);
-    `keep` (shape) bool: only these pixels count."""
+    `keep` (shape) bool: only these pixels count. The label images cover only the window the
+    polygons' bounds reach (a group of neighbouring polygons: a strip of the chunk, not all of
+    it), shifted by whole pixels."""
+    import affine
+
     index = np.int32 if shape[0] * shape[1] < 2**31 else np.int64
+    r0, r1, c0, c1 = _window(geometry, shape, transform)
+    if r1 <= r0 or c1 <= c0:
+        return []
+    window = transform @ affine.Affine.translation(c0, r0)
     out = []
-    for label, members in label_images(geometry, shape, transform, all_touched):
+    for label, members in label_images(geometry, (r1 - r0, c1 - c0), window, all_touched):
         if keep is not None:
-            label[~keep] = 0
+            label[~keep[r0:r1, c0:c1]] = 0
         lab = label.ravel()
-        pix = np.flatnonzero(lab)
-        if len(pix):
-            out.append((pix.astype(index), members[lab[pix] - 1].astype(np.int32)))
+        at = np.flatnonzero(lab)
+        if len(at):
+            width = c1 - c0
+            pix = (at // width + r0) * shape[1] + (at % width + c0)
+            out.append((pix.astype(index), members[lab[at] - 1].astype(np.int32)))
         del label, lab
     return out

@@ -28,7 +28,7 @@ from transforms.products.zonal_index import (
     CROSSING_PART,
     read_row_group,
 )
-from transforms.products.zonal_stats import COUNT_COLUMN, stat_columns
+from transforms.products.zonal_stats import COUNT_COLUMN, release_memory, stat_columns
 from transforms.storage.kinds import TABLE_METADATA_KEY
 from transforms.storage.readers import StoreInfo
 
@@ -251,6 +251,8 @@ def assemble(parts_dir: str, output: str, metadata: dict, model=None) -> int:
                 )
             writer.write_table(table.cast(writer.schema))
             rows += table.num_rows
+            del table, frames, columns
+            release_memory()  # Arrow's pool kept each batch's freed pages: +120 MB at 1M polygons
         writer.close()
     fs.rm(root, recursive=True)
     return rows
