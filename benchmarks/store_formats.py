@@ -6,7 +6,8 @@ The same embeddings (a generated COG mirror, `efm extract --source cog` over its
   (a) v2      a local Zarr 2 store as efm wrote it before issue 17 (`embedding (time, y, x,
               band)`, Blosc-LZ4), extracted by efm at commit 713b4f6 (exported to the workdir);
   (b) v3      the same data as efm writes it now (Zarr 3, `embedding (time, band, y, x)`, 1024 px
-              shards of 256 px inner chunks, Blosc-Zstd 1), extracted by this tree;
+              shards of 256 px inner chunks, Blosc-Zstd 1, float32 in 256 KiB
+              Blosc blocks), extracted by this tree;
   (c) v3 S3   store (b) served by moto's S3 server on loopback (tests/helpers/s3.py), read
               anonymously through s3fs as a public bucket is.
 
@@ -54,60 +55,86 @@ OLD = "713b4f6"  # the last commit whose efm wrote Zarr 2 stores
 LABEL = "target"
 CONFIGS = ("a", "b", "c")
 FINDINGS = """
-**This run's load**: 3.6 before, 7-9 during the product runs (other work on the 2 shared cores,
-4x oversubscribed): every wall time above is 1.5-3x its CPU time, so the wall ratios, (c)/(b)
-included, say more about the load than the stores. CPU s is the figure to read.
+**Where (b) spends CPU that (a) does not, profiled** (`getrusage` per phase, one process, the
+same 8 windows (4 x 1024 px, 2 years) of each 2048 px store, `StoreReader.read_codes` then
+`store.as_float` then the product's function; load 2-4):
 
-**What changed since the previous run of this section, measured** (outputs identical: the
-last column, and each change checked against the base tree's output value for value):
-- Read-ahead (`transforms/storage/read_ahead.py`, used by `chunk_map._MapFn`): the product DoFn
-  reads the next chunk's windows in one background thread while it computes the current one,
-  at most one chunk ahead (a DoFn holds at most 2 chunks' windows; a chunk's output is emitted
-  when the next arrives, the last at the end of the bundle). A failing read raises the same
-  exception where its values are taken: the same one-line failure. It saves no CPU (the
-  same reads, in another thread) but overlaps fetch and decode with the compute: side by side
-  at load ~5, int8 similarity over S3 (c) 15.0 s wall against 16.9 s before, (b) 11.6-13.7
-  against 17.5-18.2.
-- Reference points from inner chunks (`transforms/storage/shard_points.py`): the similarity
-  driver read the box of a chunk's points (for 50 random points, the whole 1024 px shard, 8
-  windows' worth); it now fetches the shards' indexes, then only the 256 px inner chunks under
-  the points, and takes the pixels from the decoded band-first buffer (no transposition).
-  Similarity (b) CPU: int8 10.2 -> 9.1 s, float32 17.6 -> 12.0 s (b/a: 1.21 -> 1.19 and
-  1.77 -> 1.31); (c) int8 14.3 -> 12.2, float32 21.5 -> 16.1. `efm sample` reads chunk boxes
-  with its own code (`learning/sampling.py`) and was left as it is.
-- Inner chunks sliced from the shard as memoryviews, not copies: 0.011 s (int8) / 0.023 s
-  (float32) per shard.
-- Blosc threads, checked, left as they are: numcodecs decodes with blosc's own 2 threads only
-  in the main thread; the CPU is the same with 1 or 2 (int8 0.085 vs 0.084 s per shard, float32
-  0.41 vs 0.41; float32 wall 0.41 -> 0.24 with 2). Decoding is already into one reused buffer
-  per thread. With read-ahead the decode runs single-threaded in the background thread,
-  overlapped with the compute, which is the better use of 2 cores.
-- Band-first compute, measured, not done: a dot product over bands computed band first sums in
-  another order than `np.einsum('ijk,k->ij')` on band-last data: on random unit vectors only
-  18.6% of the float32 results are bit-equal, so (a) and (b) (and stores read before) would no
-  longer give identical outputs. For classify the model needs (n, band) rows: transposing the
-  de-quantised float32 moves 4x the bytes of the int8 interleave (0.27 vs 0.085 s per window).
-  The most it could save is the interleave: ~0.7 (int8) / ~2.2 (float32) CPU s per run here.
+| CPU s, 8 windows | int8 (a) | int8 (b) | float32 (a) | float32 (b), before |
+|---|---:|---:|---:|---:|
+| read (file + decode [+ interleave]) | 0.59 | 1.64-1.72 | 2.46 | 5.99 |
+| of which: file read / Blosc decode / interleave to (pixels, bands) | - | 0.17 / 0.67 / 0.85 | - | 0.39 / 3.24 / 2.30 |
+| de-quantise (int8 -> float32 table) | 1.46 | 1.52 | 0 | 0 |
+| similarity (`einsum` dot product) | 0.20 | 0.19 | 0.19 | 0.19 |
 
-**Why (b) still misses (b) <= (a) in CPU, measured** (per 1024 px window, CPU s, one process):
-the codec. Reading a v3 window is decode (Blosc-Zstd 1: int8 0.085, float32 0.40) + interleave
-(0.085 / 0.27) + file read (0.025 / 0.06); a v2 window (LZ4, band last, decoded in place) is
-0.065 / 0.28 in all. The float32 decode alone is above v2's whole read. Classify hides it
-behind the model (int8 1.04, float32 1.10); similarity, one dot product a pixel, shows it (int8
-1.19, float32 1.31). Reaching <= 1 needs a faster-decoding store codec (LZ4, or Zstd with
-shuffle for float32), a writer decision (`transforms/storage/zarr_direct.py`: CODEC), not a
-reader one; or the band-first compute above, which changes the outputs' last bits.
+Side by side under load 6-9 (same script, 8 windows): float32 (b) before 7.49-7.59 (file 0.52-0.65,
+decode 3.37-3.46, interleave 3.42-3.44), now 6.46-6.56 (0.38-0.39, 2.87-3.00, 3.09-3.11). The rest
+of each run (~5.5 s of a similarity run: imports, Beam, the output store, the reference points) is
+the same for (a) and (b).
 
-**(c) over (b)**: not judged by this run's wall (load 7-9; moto's server runs in the benchmark's
-own process and competes for the same cores). In CPU, (c) costs 1.08 (classify int8), 1.07
-(classify float32), 1.34 (similarity int8 and float32) of (b): the S3 client receiving the
-shards (aiohttp/s3fs, ~0.25 CPU s per 56 MB shard). Side by side at load ~5 (one run each
-after a warm-up, int8 similarity): (c)/(b) = 15.0 / 13.7 = 1.09 with read-ahead, 16.9 / 18.2
-before (the base tree's best). A quiet-machine rerun of this script is needed to state the
-1.3x targets.
-- Extraction: the Zarr 3 writer costs 1.17x the CPU of 713b4f6's for a whole int8 extract
-  (ChunkWriter alone: 4.0x int8, 2.6x float32), from Zstd's encode, the band transposition and
-  zarr's in-memory shard encode. Not changed here.
+**What changed, measured: float32 inner chunks in Blosc blocks of 256 KiB**
+(`transforms/storage/zarr_direct.py`: `codec(dtype)`, `WIDE_BLOCKSIZE`). Blosc compresses each
+block alone, and the block it picks itself at Zstd level 1 is small; on this mirror's float32
+inner chunks (one 1024 px shard, 16 inner chunks, one thread, best of 3):
+
+| float32, Blosc-Zstd | ratio | decode s / shard | encode s / shard |
+|---|---:|---:|---:|
+| level 1, no shuffle, blosc's own block (before) | 0.464 | 0.41-0.42 | 1.46-1.50 |
+| level 1, no shuffle, 64 / 128 KiB | 0.428 / 0.407 | 0.365 / 0.345 | 1.39 / 1.35 |
+| **level 1, no shuffle, 256 KiB (now)** | **0.357** | **0.344-0.356** | **1.30-1.35** |
+| level 1, no shuffle, 512 KiB / 1 MiB | 0.393 / 0.390 | 0.354 / 0.330 | 1.26 / 1.21 |
+| level 2 / 3, no shuffle, 256 KiB | 0.321 / 0.309 | 0.430 / 0.351 | 1.72 / 3.84 |
+| level 1, byte shuffle, 256 KiB / 2 MiB | 0.635 / 0.545 | 0.307 / 0.273 | 0.79 / 0.72 |
+| level 1, bit shuffle, 1 MiB | 0.846 | 0.197 | 0.47 |
+| (a)'s Blosc-LZ4 5, byte shuffle | 0.911 | 0.081 | 0.28 |
+
+Against blosc's own block, 256 KiB is smaller and faster to decode and encode; among block sizes
+it is the smallest, within 8 % of the fastest decode (1 MiB); the shuffles decode faster but make
+the store 1.5-2.4x bigger. Whole store: float32 (b) 996,651,536 -> 766,819,599 bytes (0.506 -> 0.389 of
+(a)); similarity float32 (b) 11.7 -> 10.6 CPU s, (b)/(a) 1.23 -> 1.12 side by side (the table
+above); against the previous run of this section (another day and load): similarity float32
+1.31 -> 1.17, classify float32 1.10 -> 1.06. int8
+keeps blosc's own block: 256 KiB or 1 MiB make the codes 2 % bigger (0.837 -> 0.852) for
+0.005-0.007 s a shard less decode; bit shuffle with 1 MiB blocks decodes 16 % faster but is 13 %
+bigger; (a)'s LZ4 "decodes" int8 in 0.007 s because these generated codes do not compress under
+LZ4 and blosc stores its blocks as they are. Stores written before keep their codec (the reader
+takes any block size). The extract plan's `COMPRESSION_RATIO` (float32 0.506,
+`transforms/sources/extract_plan.py`) now overstates the size: an upper bound still, left.
+
+**Checked, measured, not done:**
+- Blosc's own threads: no spinning cost: a window's decode costs the same or less CPU with
+  numcodecs' threads (main thread) than without (int8 1.72 vs 2.23, float32 5.99 vs 6.47 CPU s
+  per 8 windows; in a product run the decode is in the read-ahead thread, single-threaded).
+  zarr's codec pool and `async.concurrency` are not on this path: (b)'s windows are read by
+  `ShardWindows`, without zarr; the output stores are written the same way for (a) and (b).
+- The interleave to (pixels, bands) is at numpy's floor: per 1024 px window, 0.18-0.25 s int8 /
+  0.24-0.29 float32 (16-64 rows a pass: within 5 %), against 1.2-2.0 / 0.43-0.52 for
+  `np.copyto` of the transposed view (whole, in row or column blocks).
+- int8 de-quantise fused with the interleave (16-row slabs interleaved into a cache-sized buffer,
+  then the table look-up into the float32 window): 0.40 s a window against 0.38 for the two
+  passes; a look-up with the transposed codes as index: 1.03 s. No gain.
+- Classify without the interleave: scikit-learn's trees take a band-first window as a
+  Fortran-ordered (pixels, bands) view and predict the same classes, but the random forest's
+  `predict_proba` took 2.72-2.80 s on half a window against 1.91-1.92 s pixel-major: 40 % more,
+  against ~0.1-0.3 s saved.
+- Similarity band first (`refs @ X` on (bands, pixels)): numpy's `einsum('ijk,k->ij')` on
+  band-last data sums each pixel's 64 products in SIMD lanes with fused multiply-adds; no numpy
+  formula over band-first planes gives the same float32 bits (the previous run: 18.6 % of
+  results bit-equal), so (a)'s, (b)'s and earlier outputs would differ. Not done.
+
+**Why (b) still misses (b) <= (a) on three rows**: the Zstd decode plus the interleave against
+(a)'s LZ4 read of band-last chunks. float32: decode alone (0.34 s a shard) is above (a)'s whole
+read (~0.31 s a window); int8: decode 0.085 + interleave ~0.1 against ~0.07. Similarity int8
+(one cheap dot product a pixel, the de-quantise shared) is at parity; classify hides the reader
+behind the model (int8 1.03, float32 1.06); similarity float32 shows it (1.17). Going further
+needs a codec that decodes at LZ4's speed (outside the issue's Blosc-Zstd) or a band-first
+similarity whose last bits differ from today's outputs.
+
+**(c) over (b)** (this run, float32): CPU 1.09 (classify) and 1.44 (similarity) of (b): the S3
+client receiving the shards (aiohttp/s3fs). Wall: classify 1.13 (met), similarity 1.93 (not
+met; moto's server runs in the benchmark's own process and competes for the 2 cores, load 4-11).
+Earlier changes of this section (read-ahead of the next chunk's windows, reference points from
+inner chunks, inner chunks sliced as memoryviews) and their measurements: this file's git
+history.
 """
 NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (moto, loopback)"}
 
@@ -533,7 +560,7 @@ def report(args, data, results, extracts, writes, sizes, started, load_before) -
         f"Stores: `efm extract --source cog` of a generated mirror, about {args.size} x "
         f"{args.size} px x 2 years x 64 bands, 1024 px chunks; (a) written by efm {OLD} (Zarr 2, "
         "band last, Blosc-LZ4), (b) by this tree (Zarr 3, band first, 1024 px shards of 256 px "
-        "inner chunks, Blosc-Zstd 1), (c) = (b) on moto's S3 server on loopback. Each run is "
+        "inner chunks, Blosc-Zstd 1, float32 in 256 KiB blocks), (c) = (b) on moto's S3 server on loopback. Each run is "
         "`python -m pipelines.cli <product>` in a fresh process, default flags; one warm-up run "
         f"each, then best of {args.repeat} (interleaved a, b, c); model: {args.model} (.skops); "
         "similarity: 50 reference points.\n\n"

@@ -80,7 +80,7 @@ def _old_setup(path, template):
             "_FillValue": template[name].encoding.get(
                 "_FillValue", quantize.fill_value(template[name].dtype)
             ),
-            "compressors": [BloscCodec(**zarr_direct.CODEC)],
+            "compressors": [BloscCodec(**zarr_direct.codec(template[name].dtype))],
             # efm also makes the fill Zarr's own (xarray leaves it 0): an absent inner chunk then
             # reads as no data in any reader, not as code 0
             "fill_value": template[name].encoding.get(
@@ -233,3 +233,36 @@ def test_a_chunk_of_fill_values_is_no_file_as_with_zarr(emb, tmp_path, kind):
     np.testing.assert_array_equal(
         values, np.full(values.shape, quantize.fill_value(str(values.dtype)), values.dtype)
     )
+
+
+@pytest.mark.parametrize("dtype, blocksize", [("float32", 256 * 1024), ("int8", 0)])
+def test_float32_inner_chunks_are_blosc_blocks_of_256_kib(tmp_path, dtype, blocksize):
+    """float32 arrays are Blosc-Zstd in 256 KiB blocks (smaller, faster to decode: the blocks
+    blosc picks by itself at level 1 are small); int8 ones keep blosc's own. Read from the shard
+    file with numcodecs alone: the blosc header's block size, and the values."""
+    import numcodecs
+
+    template = _embeddings(dtype)
+    path = str(tmp_path / "s.zarr")
+    store.setup(path, template)
+    meta = json.load(open(os.path.join(path, "embedding", "zarr.json")))
+    (sharding,) = meta["codecs"]
+    blosc = sharding["configuration"]["codecs"][1]["configuration"]
+    assert (blosc["cname"], blosc["clevel"], blosc["shuffle"]) == ("zstd", 1, "noshuffle")
+    assert blosc["blocksize"] == blocksize
+    writer = zarr_direct.ChunkWriter(path, template, {"time": 1, "band": 64, "y": 64, "x": 64})
+    rng = np.random.default_rng(5)
+    codes = rng.integers(-127, 128, size=(1, 64, 64, 64)).astype(np.int8)  # (time, y, x, band)
+    values = codes if dtype == "int8" else quantize.dequantize(codes)
+    dims = ("time", "y", "x", "band")
+    writer.write({"time": 0, "y": 64, "x": 64}, xr.Dataset({"embedding": (dims, values)}))
+    data = open(os.path.join(path, "embedding", "c", "0", "0", "1", "1"), "rb").read()
+    offset, nbytes = np.frombuffer(data[-20:-4], dtype="<u8")  # one inner chunk: its index
+    chunk = data[int(offset) : int(offset + nbytes)]
+    header_blocksize = int.from_bytes(chunk[8:12], "little")
+    if blocksize:
+        assert header_blocksize == blocksize
+    else:
+        assert header_blocksize != 256 * 1024
+    decoded = np.frombuffer(numcodecs.Blosc().decode(chunk), dtype=dtype).reshape(64, 64, 64)
+    assert np.array_equal(decoded, values[0].transpose(2, 0, 1), equal_nan=True)
