@@ -22,9 +22,10 @@ from transforms.sources import request_plan
 
 # Bytes on disk / bytes uncompressed of a written chunk with data, by store dtype: measured on
 # emulator output (de-quantised int8 codes, like the real collection) with the store's own
-# codec (sharded, Blosc-Zstd 1); `python benchmarks/plan_constants.py --size 1024`
+# codec (sharded, Blosc-Zstd 1; float32 in 256 KiB Blosc blocks);
+# `python benchmarks/plan_constants.py --size 1024`
 # (benchmarks/RESULTS.md). An upper bound: chunks of no data (sea) compress to almost nothing.
-COMPRESSION_RATIO = {"float32": 0.506, "int8": 0.869}
+COMPRESSION_RATIO = {"float32": 0.383, "int8": 0.869}
 # Earth Engine: the per-project quota, and a per-request latency that is ASSUMED (nothing here
 # reaches Earth Engine): the time to compute and send one full-size (up to 48 MiB) request.
 EE_MAX_CONCURRENT = 40
