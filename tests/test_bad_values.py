@@ -21,30 +21,13 @@ import pytest
 
 import efm
 from pipelines import cli
+from tests.helpers.refusals import listing, refused
 from tests.helpers.regression_table import regression_table
 from tests.helpers.runners import FNAPI
 from tests.helpers.store_factory import BANDS, make_store, pixel_centre
 from transforms.core.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def listing(root) -> list[str]:
-    """Every path under root (relative): what 'nothing written' compares."""
-    out = []
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            out.append(os.path.relpath(os.path.join(folder, name), root))
-    return sorted(out)
-
-
-def refused(argv, tmp_path, capsys, line):
-    """Run `efm <argv>` in tmp_path: exit 2, stderr exactly `line`, tmp_path unchanged."""
-    before = listing(tmp_path)
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == [line], err
-    assert listing(tmp_path) == before
 
 
 def class_table(path, n=20, seed=0):

@@ -17,22 +17,11 @@ from label_page import polygons
 from pipelines import cli, tuning, tuning_keys
 from sample_data import generate as sample_data
 from tests.helpers.class_store import make_class_store
+from tests.helpers.refusals import refused
 from tests.helpers.store_factory import make_store
 from transforms.products import export
 
 HINT = "(rarely needed knobs are --tuning keys: docs/tuning.md)"
-
-
-def listing(folder):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
-
-
-def refused(argv, tmp_path, capsys, line):
-    before = listing(tmp_path)
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == [line], err
-    assert listing(tmp_path) == before
 
 
 @pytest.mark.parametrize(
