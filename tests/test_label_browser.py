@@ -30,6 +30,7 @@ from tests.helpers.label_browser import (
     start_label,
     wait_for,
 )
+from tests.helpers.local_servers import OneBodyServer
 
 YEAR = 2021
 CLASSES = ("water", "forest")
@@ -79,41 +80,15 @@ def pick_pixels(s, t: int, truth: int, n: int, rng, margin: int = 1) -> list[tup
     return [(int(rows[i]), int(cols[i])) for i in pick]
 
 
-class TileServer:
+def tile_server() -> OneBodyServer:
     """A basemap on this machine: any /{z}/{x}/{y}.png is a grey PNG; every request is logged."""
+    import io
 
-    def __init__(self):
-        import http.server
-        import io
+    from PIL import Image
 
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.new("RGB", (256, 256), (120, 130, 120)).save(buffer, "PNG")
-        png, log = buffer.getvalue(), []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                log.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(png)))
-                self.end_headers()
-                self.wfile.write(png)
-
-            def log_message(self, *args):
-                pass
-
-        self.log = log
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (120, 130, 120)).save(buffer, "PNG")
+    return OneBodyServer(buffer.getvalue(), "image/png")
 
 
 def rgb_cog(path, s) -> str:
@@ -205,7 +180,7 @@ def test_points_a_polygon_and_suggestions_over_imagery_give_the_knn_and_save_wha
 
     s, t = synthetic, 0
     output = tmp_path / "points.geojson"
-    tiles_server = TileServer()
+    tiles_server = tile_server()
     cog = rgb_cog(tmp_path / "rgb.tif", s)
     basemap = tiles_server.origin + "/{z}/{x}/{y}.png"
     proc, url, lines = start_label(

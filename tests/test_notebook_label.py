@@ -26,6 +26,7 @@ import pytest
 
 import efm
 from tests.helpers import store_factory
+from tests.helpers.local_servers import OneBodyServer
 
 YEAR = 2021
 CLASSES = ["water", "forest"]
@@ -296,35 +297,11 @@ def test_a_refusal_leaves_no_temporary_output_folder(synthetic, tmp_path, monkey
 # ------------------------------------------------------------------ the notebook, in a browser
 
 
-class NotebookHost:
+def notebook_host(html: str) -> OneBodyServer:
     """A page of another origin (http://localhost:PORT, as Jupyter serves a notebook) holding the
     `efm.label` cell's HTML output as it is."""
-
-    def __init__(self, html: str):
-        import http.server
-
-        body = f'<!doctype html><html><body style="margin: 0">{html}</body></html>'.encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://localhost:{self.httpd.server_address[1]}/"
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    body = f'<!doctype html><html><body style="margin: 0">{html}</body></html>'
+    return OneBodyServer(body.encode(), "text/html; charset=utf-8", host="localhost")
 
 
 def run_cell(client, nb, index: int) -> list:
@@ -386,9 +363,9 @@ def test_the_notebook_s_label_cell_returns_the_points_clicked_and_drawn_in_the_b
                 a * (col + 0.5) + b * (row + 0.5) + c, d * (col + 0.5) + e * (row + 0.5) + f
             )
 
-        host = NotebookHost(html)
+        host = notebook_host(html)
         try:
-            browser.get(host.url)
+            browser.get(host.origin + "/")
             frame = browser.find_element("css selector", "iframe")
             # the IFrame at the top left of the host page: WebDriver's click coordinates and
             # the frame's own are then the same

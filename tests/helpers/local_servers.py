@@ -1,8 +1,11 @@
-"""Loopback servers for tests: a free port, and the access token the emulators accept."""
+"""Loopback servers for tests: a free port, the access token the emulators accept, and a server
+that answers every GET with the same body (a notebook's host page, a basemap's tiles)."""
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 
 FAKE_TOKEN = "efm-test-token"
 
@@ -11,3 +14,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class OneBodyServer:
+    """`body` (bytes) with `content_type` for every GET, each path asked for logged in `log`;
+    `host` names the origin in `origin` ("localhost": a page of another origin than 127.0.0.1)."""
+
+    def __init__(self, body: bytes, content_type: str, host: str = "127.0.0.1"):
+        log: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                log.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.log = log
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://{host}:{self.httpd.server_address[1]}"
+        threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -7,7 +7,7 @@ import fsspec
 import numpy as np
 
 from transforms.core import parquet
-from transforms.core.errors import InputError
+from transforms.core.errors import InputError, first_line
 
 
 def load_samples(
@@ -140,7 +140,7 @@ def _read_table(path: str, flag: str):
     except Exception as exc:
         raise InputError(
             flag,
-            f"cannot read {path} as a Parquet table: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"cannot read {path} as a Parquet table: {first_line(exc)}",
         ) from None
     return frame, meta
 
