@@ -154,9 +154,11 @@ def index(
     bounds reach one chunk of one store."""
     import geopandas
     import pyarrow as pa
+    import pyproj
     import shapely
 
     batch = batch or zonal_polygons.BATCH
+    crs = [pyproj.CRS.from_user_input(info.crs) for info, _ in targets]  # once, not per batch
     tasks: dict[int, list] = {}
     kept = batches_done = 0
     for b, (geometry, columns) in enumerate(batches(source, name, checks.flags[0], batch)):
@@ -170,8 +172,8 @@ def index(
         found = []  # per target: (task ids, polygon indices, single, wkb)
         reached = np.zeros(len(fids), np.int64)
         series = geopandas.GeoSeries(keep, crs=geometry.crs)
-        for info, first in targets:
-            projected = np.asarray(series.to_crs(info.crs).values, dtype=object)
+        for (info, first), to in zip(targets, crs):
+            projected = np.asarray(series.to_crs(to).values, dtype=object)
             chunk, polygon, single = chunk_index(info, projected, all_touched)
             reached[np.unique(polygon)] += 1
             found.append((chunk + first, polygon, single, projected))
