@@ -61,7 +61,10 @@ def _parquet_batches(path: str, size: int):
         frame = _arrow_to_geopandas(table.select([name]), geo)
         if crs is None:  # the CRS parsed once: from its PROJJSON, ~10 ms a batch
             crs = frame.crs
-            geo = {**geo, "columns": {**geo["columns"], name: {**geo["columns"][name], "crs": None}}}
+            geo = {
+                **geo,
+                "columns": {**geo["columns"], name: {**geo["columns"][name], "crs": None}},
+            }
         yield (
             geopandas.GeoSeries(frame.geometry.values, crs=crs),
             table.drop_columns([c for c in drop if c in table.column_names]),
