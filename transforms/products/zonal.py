@@ -34,6 +34,7 @@ import dataclasses
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 
 from transforms.core.metrics import METRICS_NAMESPACE
 from transforms.products.zonal_crossing import read_partials, write_partials
@@ -111,6 +112,7 @@ def run_task(task, locate, years, stats, all_touched: bool, parts_dir: str, batc
             keep,
             emit=part.write,
             group=group,
+            frame=pa.table,  # straight to Arrow: a DataFrame's conversion cost ~10 % of the run
         )
     del wkb
     refs = write_partials(parts_dir, tid, crossing, batch)

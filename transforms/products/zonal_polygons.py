@@ -55,11 +55,18 @@ def _parquet_batches(path: str, size: int):
     name = geo["primary_column"]
     index = json.loads(meta.get(b"pandas", b"{}")).get("index_columns", [])
     drop = [name] + [c for c in index if isinstance(c, str)]
+    crs = None
     for batch in pf.iter_batches(batch_size=size, use_threads=False):
         table = pa.Table.from_batches([batch])
         frame = _arrow_to_geopandas(table.select([name]), geo)
+        if crs is None:  # the CRS parsed once: from its PROJJSON, ~10 ms a batch
+            crs = frame.crs
+            geo = {
+                **geo,
+                "columns": {**geo["columns"], name: {**geo["columns"][name], "crs": None}},
+            }
         yield (
-            geopandas.GeoSeries(frame.geometry.values, crs=frame.crs),
+            geopandas.GeoSeries(frame.geometry.values, crs=crs),
             table.drop_columns([c for c in drop if c in table.column_names]),
         )
 

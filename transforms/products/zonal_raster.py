@@ -46,6 +46,12 @@ def layers(geometry: np.ndarray, near: float = 0.0) -> list[np.ndarray]:
     return [np.flatnonzero(colour == k) for k in range(int(colour.max()) + 1)]
 
 
+def _rings(coords: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """The rings' coordinate arrays, by slicing (np.split: ~3x the CPU, a swapaxes per ring)."""
+    bounds = offsets.tolist()
+    return [coords[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def _shapes(geometry: np.ndarray) -> list[dict]:
     """Polygons -> GeoJSON-like dicts for rasterio, built from shapely's ragged arrays (rings as
     coordinate arrays): ~5x cheaper than each geometry's __geo_interface__."""
@@ -56,13 +62,13 @@ def _shapes(geometry: np.ndarray) -> list[dict]:
     kind, coords, offsets = shapely.to_ragged_array(geometry)
     if kind == shapely.GeometryType.POLYGON:
         rings, polys = offsets
-        ring = np.split(coords, rings[1:-1])
+        ring = _rings(coords, rings)
         return [
             {"type": "Polygon", "coordinates": ring[a:b]}
             for a, b in zip(polys[:-1].tolist(), polys[1:].tolist())
         ]
     rings, parts, polys = offsets  # MultiPolygon (polygons among them promoted)
-    ring = np.split(coords, rings[1:-1])
+    ring = _rings(coords, rings)
     part = [ring[a:b] for a, b in zip(parts[:-1].tolist(), parts[1:].tolist())]
     return [
         {"type": "MultiPolygon", "coordinates": part[a:b]}

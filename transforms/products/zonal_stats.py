@@ -230,9 +230,11 @@ def zonal_chunk(
     *,
     emit,
     group: int | None = None,
+    frame=pd.DataFrame,
 ):
     """One chunk, every year: the polygons finished here -> `emit(frame)` (fid, year,
-    pixel_count, stat columns), a group of polygons and a year at a time; -> the Crossing of the
+    pixel_count, stat columns; built by `frame` from a dict of arrays: a DataFrame, or pa.table
+    for an Arrow table), a group of polygons and a year at a time; -> the Crossing of the
     polygons crossing chunks, or None.
 
     `read_year(year)` returns the chunk's stored values (bands, rows, cols): int8 codes or
@@ -269,7 +271,7 @@ def zonal_chunk(
             if len(idx):
                 done = _take(part, idx)
                 emit(
-                    pd.DataFrame(
+                    frame(
                         {
                             "fid": fids[a + idx],
                             "year": np.full(len(idx), year, np.int16),
