@@ -589,3 +589,19 @@ def test_api_train_refuses_non_finite_targets_unless_told_to_drop_them(tmp_path)
     )
     _, report = efm.train(table, target_column="agbd", regressor="knn", drop_missing_target=True)
     assert report.metrics["samples"] == 19
+
+
+def test_samples_that_are_not_a_parquet_table_are_refused_with_the_reader_s_first_line(
+    tmp_path, capsys
+):
+    table = tmp_path / "s.parquet"
+    table.write_text("point_id,label\n1,2\n")  # a CSV under a Parquet name
+    argv = ["train", "--samples", str(table), "--output", str(tmp_path / "m.skops")]
+    before = listing(tmp_path)
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"efm train: error: --samples: cannot read {table} as a Parquet table: "
+    ), lines
+    assert lines[0].split("as a Parquet table: ", 1)[1].strip()  # the reader's words, not empty
+    assert listing(tmp_path) == before
