@@ -124,15 +124,15 @@ def test_dequantised_reads_match_the_float_store(stores):
     )
 
 
-def test_int8_store_on_disk_is_less_than_half(stores):
-    """4x fewer bytes before compression; Zstd shrinks the float32 values (255 distinct ones)
-    about twice as much as the codes (benchmarks/RESULTS.md, "Store codecs"), so on disk the
-    int8 store is a little under half the float32 one."""
+def test_int8_store_on_disk_is_well_under_the_float32_one(stores):
+    """4x fewer bytes before compression; Zstd in 256 KiB Blosc blocks shrinks the float32 values
+    (255 distinct ones) far more than the codes (benchmarks/RESULTS.md, "Store formats": 0.389 vs
+    0.861 of the v2 stores), so on disk the int8 store is ~0.57-0.59 of the float32 one."""
 
     def size(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
-    assert size(stores["int8"]) < 0.5 * size(stores["float32"])
+    assert size(stores["int8"]) < 0.65 * size(stores["float32"])
 
 
 def test_sample_train_classify_agree_on_int8_and_float(mirror, stores, tmp_path):
