@@ -11,7 +11,7 @@ One warm-up run of each, then the best of --repeat, interleaved. "per Mpx-year" 
 pixels each method stores (its grids' sizes x years), so methods with more pixels are not
 penalised for them; the area is the same.
 
-    python benchmarks/collection_extract.py [--size default|small] [--repeat 3] [--workdir /tmp/efm-coll-bench]
+    python benchmarks/collection_extract.py [--size default|small|large] [--repeat 3] [--workdir /tmp/efm-coll-bench]
 """
 
 from __future__ import annotations
@@ -53,14 +53,20 @@ def stored_pixels(path: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=["default", "small"], default="default")
+    parser.add_argument(
+        "--size",
+        choices=["default", "small", "large"],
+        default="default",
+        help="the sample data's area: default 1024 x 1280 px, small, large (4x default)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", default="/tmp/efm-coll-bench")
     parser.add_argument("--no-write", action="store_true", help="print only (no RESULTS.md)")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
-    spec = sample_data.SampleSpec(**(sample_data.SMALL if args.size == "small" else {}))
+    sizes = {"default": {}, "small": sample_data.SMALL, "large": {"rows": 2048, "cols": 2560}}
+    spec = sample_data.SampleSpec(**sizes[args.size])
     data = sample_data.generate(os.path.join(args.workdir, "sample"), spec)
     west, south, east, north = data.bbox
     seam = -180.0 + 6.0 * int(spec.zone_a[:-1])  # zone A's east edge

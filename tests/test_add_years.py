@@ -190,7 +190,7 @@ def test_products_made_before_keep_working_and_classify_maps_all_years(sd, tmp_p
     path = grown_copy(sd, tmp_path)
     values = arrays(path)["embedding"][0]  # (band, y, x) int8 codes of 2022
     X = values.reshape(values.shape[0], -1).T.astype(np.float32)
-    X = X[(X != -128).all(axis=1)]
+    X = X[(X != -128).all(axis=1)][::64]  # any model does: a k-NN on every pixel took ~3 min
     from sklearn.neighbors import KNeighborsClassifier
 
     y = np.where(X[:, 0] > np.median(X[:, 0]), "high", "low")
