@@ -187,7 +187,8 @@ def make_mirror(workdir: str, size: int) -> dict:
     return saved
 
 
-def extract_argv(data: dict, output: str, dtype: str) -> list[str]:
+def extract_argv(data: dict, output: str, dtype: str, old: bool = False) -> list[str]:
+    """`old`: the argv of efm at OLD, before the chunk size became a --tuning key."""
     return [
         sys.executable,
         "-m",
@@ -206,8 +207,7 @@ def extract_argv(data: dict, output: str, dtype: str) -> list[str]:
         output,
         "--dtype",
         dtype,
-        "--tuning",
-        "chunk_size=1024",
+        *(["--chunk-size", "1024"] if old else ["--tuning", "chunk_size=1024"]),
     ]
 
 
@@ -228,7 +228,7 @@ def run(argv: list[str], tree: str, extra: dict | None = None) -> dict:
 
 def extract(data: dict, output: str, dtype: str, tree: str) -> dict:
     shutil.rmtree(output, ignore_errors=True)
-    return run(extract_argv(data, output, dtype), tree)
+    return run(extract_argv(data, output, dtype, old=tree != ROOT), tree)
 
 
 def disk_bytes(path: str) -> int:
