@@ -48,6 +48,7 @@ EXTRAS = {
     "test": [
         "pytest>=9.2.0",
         "pytest-timeout>=2.4.0",
+        "pytest-xdist>=3.8.0",  # make test runs tests/ on every core, a test file per worker
         "hypothesis>=6.170.15",
         "ruff>=0.17.6",  # make test runs ruff check + ruff format --check (pyproject.toml)
         "gcp-storage-emulator>=2026.7.19",
