@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import urllib.request
 
 import numpy as np
@@ -23,6 +22,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from pipelines import classify as classify_cli
 from pipelines import cluster as cluster_cli
 from tests.helpers import field_stores
+from tests.helpers.local_servers import serve_in_background
 from tests.helpers.runners import FNAPI
 from transforms.learning import models
 
@@ -122,8 +122,7 @@ def test_cluster_equals_scikit_learns_kmeans_on_the_same_pixels(stores, tmp_path
 def _serve(session):
     from label_page import server as serverlib
 
-    httpd = serverlib.make_server(session, 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = serve_in_background(serverlib.make_server(session, 0))
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
 

@@ -8,7 +8,6 @@ import base64
 import json
 import pathlib
 import socket
-import threading
 import urllib.request
 
 import numpy as np
@@ -21,6 +20,7 @@ from label_page.view import NO_CLASS, StoreView, ZoomIn
 from pipelines import cli, label
 from tests.helpers import store_factory
 from tests.helpers.label import lonlat_of, one_error_line
+from tests.helpers.local_servers import serve_in_background
 from transforms.learning import labelled_points, sampling
 from transforms.storage import readers
 
@@ -237,8 +237,7 @@ SERVED: dict = {}  # url -> its server (for its token)
 
 
 def serve(session):
-    httpd = serverlib.make_server(session, 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = serve_in_background(serverlib.make_server(session, 0))
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
     SERVED[url] = httpd
     return httpd, url

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -30,7 +29,7 @@ from tests.helpers.label_browser import (
     start_label,
     wait_for,
 )
-from tests.helpers.local_servers import OneBodyServer
+from tests.helpers.local_servers import OneBodyServer, serve_in_background
 
 YEAR = 2021
 CLASSES = ("water", "forest")
@@ -420,11 +419,8 @@ def test_another_page_in_the_browser_cannot_save_or_read(synthetic, browser, tmp
         rgb=None,
         meta={},
     )
-    label = serverlib.make_server(session, 0)
+    label = serve_in_background(serverlib.make_server(session, 0))
     port = label.server_address[1]
-    threading.Thread(
-        target=label.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
 
     class Evil(http.server.BaseHTTPRequestHandler):
         target = ""
@@ -440,8 +436,7 @@ def test_another_page_in_the_browser_cannot_save_or_read(synthetic, browser, tmp
         def log_message(self, *args):
             pass
 
-    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
-    threading.Thread(target=evil.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    evil = serve_in_background(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil))
     try:
         points = [{"id": "c1", "label": "water", "row": 5, "col": 6}]
         request = urllib.request.Request(

@@ -10,7 +10,6 @@ import json
 import math
 import re
 import socket
-import threading
 import tracemalloc
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from label_page import server as serverlib
 from label_page.view import StoreView
 from pipelines import label
 from tests.helpers import store_factory
+from tests.helpers.local_servers import serve_in_background, stop
 from transforms.storage import readers
 
 YEAR = 2021
@@ -51,17 +51,13 @@ class Served:
         self.session = serverlib.Session(
             view, list(classes), [], str(output), overwrite=False, rgb=None, meta={}
         )
-        self.httpd = serverlib.make_server(self.session, 0)
+        self.httpd = serve_in_background(serverlib.make_server(self.session, 0))
         self.port = self.httpd.server_address[1]
         self.token = self.httpd.token
         self.output = output
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop(self.httpd)
 
     def good_headers(self, post: bool = True) -> dict:
         return {"X-EFM-Token": self.token, **({"Content-Type": "application/json"} if post else {})}

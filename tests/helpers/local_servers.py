@@ -1,5 +1,6 @@
-"""Loopback servers for tests: a free port, the access token the emulators accept, and a server
-that answers every GET with the same body (a notebook's host page, a basemap's tiles)."""
+"""Loopback servers for tests: a free port, the access token the emulators accept, a server run
+in a background thread, and one that answers every GET with the same body (a notebook's host
+page, a basemap's tiles)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve_in_background(httpd):
+    """Serve `httpd` (a socketserver) in a daemon thread; -> httpd. `stop(httpd)` ends it."""
+    threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    return httpd
+
+
+def stop(httpd) -> None:
+    httpd.shutdown()
+    httpd.server_close()
 
 
 class OneBodyServer:
@@ -36,12 +50,8 @@ class OneBodyServer:
                 pass
 
         self.log = log
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = serve_in_background(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.origin = f"http://{host}:{self.httpd.server_address[1]}"
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop(self.httpd)
