@@ -8,12 +8,10 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-# tests/ in one process by default, the 15 slowest tests listed. On every core (pytest-xdist, a
-# test file per worker): make test PYTEST_ARGS="-n auto --maxprocesses=4 --dist loadfile"
-# (10 min 50 s instead of 18 min on 2 cores), not the default yet: in 1 of 3 such runs a Ctrl-C
-# test saw the demo print its one line and then die by the signal (exit -2, not 130), a race
-# the extra load exposes (README, "Tests").
-PYTEST_ARGS ?= --durations=15
+# tests/ on every core (pytest-xdist), a test file per worker so a file's fixtures are built
+# once; at most 4 workers (each builds its own session fixtures); the 15 slowest tests listed.
+# make test PYTEST_ARGS= runs them in one process.
+PYTEST_ARGS ?= -n auto --maxprocesses=4 --dist loadfile --durations=15
 
 .PHONY: vendor-label-page demo test test-airflow install airflow-env gdal-bin gdal-root benchmark clean lint compat-smoke
 
