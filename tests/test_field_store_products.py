@@ -114,8 +114,6 @@ def test_sample_train_predict_on_the_mosaic(two_class_mosaic, tmp_path):
     from sklearn.neighbors import KNeighborsClassifier
 
     from pipelines import predict as predict_cli
-    from pipelines import sample as sample_cli
-    from pipelines import train as train_cli
 
     path, codes, labels = two_class_mosaic
     rng = np.random.default_rng(9)
@@ -130,11 +128,7 @@ def test_sample_train_predict_on_the_mosaic(two_class_mosaic, tmp_path):
     ]
     points = tmp_path / "points.geojson"
     points.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
-    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
-    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
-    train = ["--samples", table, "--classifier", "knn", "--param", "n_neighbors=3"]
-    assert train_cli.run(train + ["--output", model]) == 0
+    model = knn_model(path, points, tmp_path, "--param", "n_neighbors=3")
     r0, r1, c0, c1 = 150, 390, 3950, 4290
     w, n = _lonlat(r0, c0)
     e, s = _lonlat(r1 - 1, c1 - 1)
@@ -208,6 +202,20 @@ def test_similarity_over_http_reads_only_the_inner_chunks_of_the_area(mosaic, tm
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
 
+def knn_model(path: str, points, tmp_path, *train_args: str) -> str:
+    """`efm sample` of `points` (column `cls`) from the store, then `efm train --classifier knn
+    TRAIN_ARGS` on the table: -> the model's path."""
+    from pipelines import sample as sample_cli
+    from pipelines import train as train_cli
+
+    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
+    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
+    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
+    train = ["--samples", table, "--classifier", "knn", *train_args]
+    assert train_cli.run(train + ["--output", model]) == 0
+    return model
+
+
 def _one_line(capsys, *fragments):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and all(f in err[0] for f in fragments), err
@@ -220,8 +228,6 @@ def test_bad_convention_inputs_are_one_line_and_write_nothing(
     import zarr
 
     from pipelines import predict as predict_cli
-    from pipelines import sample as sample_cli
-    from pipelines import train as train_cli
 
     refs = tmp_path / "refs.csv"
     lon, lat = _lonlat(150, 4000)
@@ -255,20 +261,7 @@ def test_bad_convention_inputs_are_one_line_and_write_nothing(
         "lon,lat,cls\n"
         + "".join(f"{_lonlat(r, c)[0]},{_lonlat(r, c)[1]},{k}\n" for r, c, k in rows * 3)
     )
-    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
-    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
-    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
-    train = [
-        "--samples",
-        table,
-        "--classifier",
-        "knn",
-        "--tuning",
-        "folds=2",
-        "--param",
-        "n_neighbors=1",
-    ]
-    assert train_cli.run(train + ["--output", model]) == 0
+    model = knn_model(path, points, tmp_path, "--tuning", "folds=2", "--param", "n_neighbors=1")
     capsys.readouterr()
     argv = ["--embeddings", f"{tessera}/utm10", "--model", model, "--output", str(out)]
     assert predict_cli.run(argv + FNAPI) == 2
@@ -339,8 +332,6 @@ def test_predict_and_export_over_s3_read_only_the_inner_chunks_of_the_area(
 
     from pipelines import export as export_cli
     from pipelines import predict as predict_cli
-    from pipelines import sample as sample_cli
-    from pipelines import train as train_cli
     from tests.helpers import s3
 
     path, codes, labels = two_class_mosaic
@@ -354,20 +345,7 @@ def test_predict_and_export_over_s3_read_only_the_inner_chunks_of_the_area(
             for r, c in picks
         )
     )
-    table, model = str(tmp_path / "s.parquet"), str(tmp_path / "m.skops")
-    argv = ["--embeddings", path, "--points", str(points), "--label-column", "cls"]
-    assert sample_cli.run(argv + ["--output", table] + FNAPI) == 0
-    train = [
-        "--samples",
-        table,
-        "--classifier",
-        "knn",
-        "--tuning",
-        "folds=2",
-        "--param",
-        "n_neighbors=1",
-    ]
-    assert train_cli.run(train + ["--output", model]) == 0
+    model = knn_model(path, points, tmp_path, "--tuning", "folds=2", "--param", "n_neighbors=1")
     r0, r1, c0, c1 = 260, 300, 4120, 4160  # inside inner chunk (1, 0) of shard (0, 1)
     w, n = _lonlat(r0, c0)
     e, s = _lonlat(r1 - 1, c1 - 1)
