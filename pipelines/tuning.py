@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pipelines.tuning_keys import EXTRACT, KEYS, VERIFY  # noqa: F401 (EXTRACT, VERIFY: for tests)
+from pipelines.tuning_keys import KEYS
 from transforms.core import tuning
 from transforms.core.errors import InputError
 

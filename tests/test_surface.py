@@ -116,13 +116,13 @@ def test_docs_list_every_tuning_key_with_its_default():
             )
             assert default.startswith(shown), (key.name, default)
     # the key's default is the one the code used when it was a flag
-    defaults = {k.name: k.default for k in tuning.EXTRACT}
+    defaults = {k.name: k.default for k in tuning_keys.EXTRACT}
     assert defaults["worker_memory_gb"] == extract_sizing.DEFAULT_WORKER_MEMORY_GB
     assert defaults["chunk_size"] == extract_sizing.DEFAULT_CHUNK_SIZE
     assert defaults["ee_project"] is None  # the credentials' project, as the flag's default
     assert defaults["collection"] == earthengine.DEFAULT_COLLECTION
     assert defaults["ee_api_url"] == earthengine.HIGH_VOLUME_URL
-    assert {k.name: k.choices for k in tuning.EXTRACT}["grid"] == zarr_source.GRIDS
+    assert {k.name: k.choices for k in tuning_keys.EXTRACT}["grid"] == zarr_source.GRIDS
     assert {k.name: k.default for k in tuning_keys.CLUSTER}[
         "sample_size"
     ] == cluster.DEFAULT_SAMPLE_SIZE

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import common, extract, tuning, verify
+from pipelines import common, extract, tuning, tuning_keys, verify
 from transforms.core import tuning as core
 from transforms.core.errors import InputError
 
-KEYS = {key.name: key for key in tuning.EXTRACT}
+KEYS = {key.name: key for key in tuning_keys.EXTRACT}
 REQUIRED = ["--bbox", "6.0,46.0,6.1,46.1", "--years", "2021", "--output", "out.zarr"]
 
 
