@@ -217,7 +217,11 @@ def _span(layer) -> str:
     """The label of a store without time: its from/to years when it names them (change)."""
     import xarray as xr
 
-    attrs = xr.open_zarr(layer.path, consolidated=True).attrs
+    from transforms.storage.reach import storage_options
+
+    attrs = xr.open_zarr(
+        layer.path, consolidated=True, storage_options=storage_options(layer.path) or None
+    ).attrs
     return (
         f"{attrs['from_year']} → {attrs['to_year']}"
         if "from_year" in attrs and "to_year" in attrs

@@ -129,3 +129,97 @@ def test_remote_windows_read_directly_as_written(mosaic, s3_root, http_root, whe
             r0 - 100 : rows.stop - 100, c0 - 3500 : cols.stop - 3500
         ]
         np.testing.assert_array_equal(reader.read_codes(0, rows, cols), want)
+
+
+def test_a_remote_shard_comes_in_bounded_requests(mosaic, http_root, monkeypatch):
+    """A remote window's inner chunks are asked for in requests of at most PART_BYTES, at most
+    IN_FLIGHT out at once (the shard's index first), and land where they belong."""
+    from transforms.storage import shard_windows
+
+    monkeypatch.setattr(shard_windows, "PART_BYTES", 3 * 2**20)  # an inner chunk: 0.3-2.9 MB
+    monkeypatch.setattr(shard_windows, "IN_FLIGHT", 3)
+    reader = layout_view.LayoutReader(layouts.describe(http_root))
+    reader.read_codes(0, slice(0, 1), slice(0, 1))
+    fs = reader._direct.fs
+    original, live, peak, parts = fs._cat_file, [0], [0], []
+
+    async def counted(path, start=None, end=None, **kwargs):
+        ranged = start is not None and start >= 0  # not an index (a suffix)
+        live[0] += ranged
+        peak[0] = max(peak[0], live[0])
+        try:
+            data = await original(path, start=start, end=end, **kwargs)
+        finally:
+            live[0] -= ranged
+        if ranged:
+            parts.append(len(data))
+        return data
+
+    monkeypatch.setattr(fs, "_cat_file", counted)
+    got = reader.read_codes(0, slice(100, 600), slice(3500, 4400))  # every chunk with data
+    np.testing.assert_array_equal(got, np.moveaxis(mosaic[1][0], 0, -1))
+    path = mosaic[0]
+    written = [
+        n
+        for shard in ("0", "1")
+        for n in _inner_chunk_bytes(
+            os.path.join(path, "embeddings", "c", "0", "0", "0", shard), 16
+        ).ravel()
+        if n
+    ]
+    assert sum(parts) == sum(written)  # every byte of them, once
+    assert all(n <= 3 * 2**20 or n in written for n in parts)  # a part: one chunk, or <= PART_BYTES
+    assert 3 < len(parts) < len(written)  # neighbours together
+    assert peak[0] == 3
+
+
+def test_a_root_found_readable_is_not_looked_at_again(mosaic, http_root, monkeypatch):
+    """reach.check_root looks (HEAD zarr.json) once per root and settings; a refusal is never kept."""
+    from transforms.storage import reach
+
+    seen = _server_of(http_root).requests_seen
+    heads = lambda: sum(r.startswith("HEAD ") for r in seen)  # noqa: E731
+    before = heads()
+    reach.check_root(http_root, "--embeddings")
+    reach.check_root(http_root, "--embeddings")
+    layouts.describe(http_root)
+    looked = heads() - before
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # other settings: looked again
+    reach.check_root(http_root, "--embeddings")
+    assert (looked, heads() - before) in ((0, 1), (1, 2))  # 0 if an earlier test looked already
+    for _ in range(2):
+        with pytest.raises(InputError):
+            reach.check_root("http://127.0.0.1:9/aef-mosaic.zarr", "--embeddings")
+
+
+def test_a_collection_in_a_public_bucket_opens_anonymously(tmp_path, s3_root):
+    """A collection (index + one store per zone) uploaded to a public bucket is found and read
+    without credentials (s3_root: moto's server is up, no AWS credentials set)."""
+    import efm
+    from tests.helpers.collections import make_collection
+    from transforms.storage import collection as collectionlib
+
+    made = make_collection(str(tmp_path / "coll"), years=(2021,), chunk_size=32)
+    url = s3.upload_folder(made.root, "opendata", "efm/coll")
+    s3.fresh_state()
+    assert collectionlib.is_collection(url)
+    coll = efm.open_embeddings(url)
+    local = efm.open_embeddings(made.root)
+    box = (5.99, 45.005, 6.01, 45.015)
+    got = coll.sel(bbox=box).embedding.values
+    want = local.sel(bbox=box).embedding.values
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("layout", ["v2", "convention"])
+def test_an_efm_store_in_a_public_bucket_opens_anonymously(tmp_path, s3_root, layout):
+    """efm's own stores, as written before issue 17 (Zarr 2) and now, read from a public bucket
+    without credentials give the values written."""
+    import efm
+    from tests.helpers.store_factory import make_store
+
+    made = make_store(str(tmp_path / "e.zarr"), years=(2021,), height=40, width=30, layout=layout)
+    url = s3.upload_folder(made.path, "opendata", f"efm/{layout}.zarr")
+    s3.fresh_state()
+    got = efm.open_embeddings(url).embedding.values
+    np.testing.assert_array_equal(got, efm.open_embeddings(made.path).embedding.values)

@@ -25,6 +25,7 @@ import fsspec
 from transforms.core import atomic
 from transforms.core.errors import InputError, first_line
 from transforms.core.zones import Cell, cell_of
+from transforms.sources.remote_fs import storage_options
 
 INDEX = "collection.json"
 FORMAT = "efm-collection/1"
@@ -112,7 +113,7 @@ def is_collection(path) -> bool:
         # server waits minutes; an unreachable root is not a collection, and the store reader's
         # own check then says why in one line.
         reach.check_root(path, "--embeddings")
-        fs, root = fsspec.core.url_to_fs(path)
+        fs, root = fsspec.core.url_to_fs(path, **storage_options(path))
         return fs.isfile(join(root, INDEX))
     except Exception:
         return False
@@ -130,7 +131,7 @@ def write(collection: Collection) -> None:
 def read(path: str, *, flag: str = "--embeddings", check_stores: bool = True) -> Collection:
     """The collection at `path`, its index checked against its stores (one line if they disagree)."""
     try:
-        with fsspec.open(join(path, INDEX), "rt") as f:
+        with fsspec.open(join(path, INDEX), "rt", **storage_options(path)) as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
         raise InputError(flag, f"{path}: cannot read its {INDEX} ({first_line(exc)})") from None
@@ -167,7 +168,9 @@ def store_crs(path: str) -> str | None:
     import zarr
 
     try:
-        attrs = dict(zarr.open_group(path, mode="r").attrs)
+        attrs = dict(
+            zarr.open_group(path, mode="r", storage_options=storage_options(path) or None).attrs
+        )
     except Exception:
         return None
     return attrs.get("proj:code") or attrs.get("crs")

@@ -75,10 +75,29 @@ def _kind(path: str) -> str | None:
     return None
 
 
+# What a look depends on besides the root: a root found readable under the same settings is not
+# looked at again in this process (a command opens its store several times, and each look opens a
+# client of its own: ~0.2 s on S3). A refusal is never remembered.
+SETTINGS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_NO_SIGN_REQUEST",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
+_READABLE: set[tuple] = set()
+
+
 def check_root(path: str, flag: str) -> None:
     """Raise a one-line InputError if the remote root `path` cannot be reached or read."""
     kind = _kind(path)
     if kind is None:
+        return
+    seen = (path.rstrip("/"), *(os.environ.get(name) for name in SETTINGS))
+    if seen in _READABLE:
         return
     import fsspec.asyn
 
@@ -90,6 +109,7 @@ def check_root(path: str, flag: str) -> None:
 
     try:
         fsspec.asyn.sync(fsspec.asyn.get_loop(), bounded)
+        _READABLE.add(seen)
     except TimeoutError:
         raise InputError(
             flag,

@@ -324,6 +324,7 @@ def open_embeddings(
 
     Any layout efm reads (transforms/storage/layouts.py): efm's own stores as they are, a
     convention store (the AEF mosaic, TESSERA's, efm's next) as the same canonical view."""
+    from transforms.sources.remote_fs import storage_options
     from transforms.storage import layout_view, layouts
 
     layout = layouts.describe(path, flag=flag)
@@ -339,7 +340,14 @@ def open_embeddings(
     try:
         # mask_and_scale=False: int8 stores come back as their codes (-128 = no data), not
         # as float with NaN; `as_float` de-quantises. Float stores hold NaN either way.
-        ds = xr.open_zarr(path, consolidated=True, zarr_format=2, chunks=None, mask_and_scale=False)
+        ds = xr.open_zarr(
+            path,
+            consolidated=True,
+            zarr_format=2,
+            chunks=None,
+            mask_and_scale=False,
+            storage_options=storage_options(path) or None,  # s3: anonymous without credentials
+        )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(flag, f"cannot open {path} as an embedding store: {exc}") from None
     if "embedding" not in ds:
