@@ -4,6 +4,7 @@ band-last interleaving of planar inner chunks (`interleave`).
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 import threading
@@ -149,8 +150,13 @@ class ShardWindows:
         for name, start, stop in requests:
             try:
                 with open(name, "rb") as f:
-                    if start is None:
-                        out.append(f.read())
+                    if (
+                        start is None
+                    ):  # mapped, not copied: the inner chunks decode from the page cache
+                        size = os.fstat(f.fileno()).st_size
+                        out.append(
+                            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+                        )
                     elif start < 0:
                         f.seek(0, os.SEEK_END)
                         f.seek(max(0, f.tell() + start))
