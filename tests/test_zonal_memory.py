@@ -17,11 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import shapely
 from rasterio import features
 
 from tests.helpers.store_factory import BANDS, make_store
-from tests.helpers.zonal_fields import box, check, expected, fields
+from tests.helpers.zonal_fields import box, check, expected, fields, whole_grid_chunk
 from transforms.core.errors import InputError
 from transforms.products import zonal, zonal_crossing, zonal_polygons, zonal_raster, zonal_stats
 
@@ -38,20 +37,7 @@ def test_crossing_partials_through_their_part_equal_geometry_mask(s, tmp_path):
     single = np.arange(n) % 3 != 1  # every 3rd polygon as if it also reached another chunk
     stats = ("mean", "std", "median")
     emitted = []
-    crossing = zonal_stats.zonal_chunk(
-        lambda year: np.moveaxis(s.values[s.years.index(year)], -1, 0),
-        s.years,
-        (0, 0, s.grid.height, s.grid.width),
-        s.grid.transform,
-        np.arange(n),
-        shapely.to_wkb(geometry),
-        single,
-        stats,
-        BANDS,
-        False,
-        emit=emitted.append,
-        group=4,
-    )
+    crossing = whole_grid_chunk(s, np.arange(n), geometry, single, emit=emitted.append, group=4)
     assert len(s.years) > 1
     refs = zonal_crossing.write_partials(str(tmp_path), 7, crossing, 7)  # batches of 7 polygons
     crossed = np.flatnonzero(~single)
@@ -80,17 +66,11 @@ def test_a_crossing_polygon_from_two_chunks_is_added_exactly(s, tmp_path):
     stats = ("mean", "std", "median")
     refs = []
     for task, half in enumerate(halves):
-        crossing = zonal_stats.zonal_chunk(
-            lambda year: np.moveaxis(s.values[s.years.index(year)], -1, 0),
-            s.years,
-            (0, 0, s.grid.height, s.grid.width),
-            s.grid.transform,
+        crossing = whole_grid_chunk(
+            s,
             np.array([5]),
-            shapely.to_wkb(np.array([half], dtype=object)),
+            np.array([half], dtype=object),
             np.array([False]),
-            stats,
-            BANDS,
-            False,
             emit=lambda frame: None,
         )
         refs += zonal_crossing.write_partials(str(tmp_path), task, crossing, 10)

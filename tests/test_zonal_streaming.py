@@ -36,7 +36,7 @@ from tests.helpers.collection_seam import (
 from tests.helpers.collections import make_collection
 from tests.helpers.runners import FNAPI
 from tests.helpers.store_factory import BANDS, make_store
-from tests.helpers.zonal_fields import check, expected, fields, xy
+from tests.helpers.zonal_fields import check, expected, fields, whole_grid_chunk, xy
 from transforms.products import zonal_polygons
 from transforms.storage import readers
 
@@ -177,19 +177,8 @@ def test_a_chunks_polygons_in_groups_equal_geometry_mask(s, monkeypatch):
     monkeypatch.setattr(zonal_raster, "pixel_owners", watched)
     stats = ("mean", "std", "median")
     emitted = []
-    crossing = zonal_stats.zonal_chunk(
-        lambda year: np.moveaxis(s.values[s.years.index(year)], -1, 0),
-        s.years,
-        (0, 0, s.grid.height, s.grid.width),
-        s.grid.transform,
-        np.arange(n) + 1000,
-        shapely.to_wkb(geometry),
-        single,
-        stats,
-        BANDS,
-        False,
-        emit=emitted.append,
-        group=3,
+    crossing = whole_grid_chunk(
+        s, np.arange(n) + 1000, geometry, single, emit=emitted.append, group=3
     )
     assert len(seen) == -(-n // 3) > 1 and max(seen) == 3
     assert len(emitted) == len(seen) * len(s.years)  # a frame per group and year

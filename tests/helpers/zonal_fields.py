@@ -109,3 +109,25 @@ def check(table: pd.DataFrame, want: pd.DataFrame, stats=("mean", "std", "median
             atol=1e-6,
             err_msg=stat,
         )
+
+
+def whole_grid_chunk(s, fids, geometry, single, *, emit, stats=("mean", "std", "median"), **kw):
+    """zonal_stats.zonal_chunk over store `s`'s whole grid as one chunk, every year and band (its
+    values read band-first from the test's array), pixel centres only; -> its Crossing or None.
+    `geometry`: shapely polygons; `kw`: zonal_chunk's keywords (group, ...)."""
+    from transforms.products import zonal_stats
+
+    return zonal_stats.zonal_chunk(
+        lambda year: np.moveaxis(s.values[s.years.index(year)], -1, 0),
+        s.years,
+        (0, 0, s.grid.height, s.grid.width),
+        s.grid.transform,
+        fids,
+        shapely.to_wkb(geometry),
+        single,
+        stats,
+        BANDS,
+        False,
+        emit=emit,
+        **kw,
+    )
