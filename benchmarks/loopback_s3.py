@@ -48,44 +48,46 @@ def rclone_binary() -> str:
 
 
 @contextlib.contextmanager
-def rclone_s3(folder: str):
-    """Serve `folder` as S3 (each sub-folder a bucket; symbolic links followed); yields the
-    endpoint URL, e.g. http://127.0.0.1:PORT."""
+def _serving(argv_of):
+    """Run `argv_of(port)` on a free port until the block ends; yields its endpoint URL."""
     port = free_port()
-    proc = subprocess.Popen(
-        [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--copy-links", folder],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
-def moto_s3():
-    """moto's ThreadedMotoServer in a process of its own (empty: write to it first); yields the
-    endpoint URL. It accepts any credentials."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom moto import server\n"
-            f"server.ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start()\n"
-            "time.sleep(86400)",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(argv_of(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def rclone_s3(folder: str):
+    """Serve `folder` as S3 (each sub-folder a bucket; symbolic links followed): a context
+    manager yielding the endpoint URL, e.g. http://127.0.0.1:PORT."""
+    return _serving(
+        lambda port: [
+            rclone_binary(),
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--copy-links",
+            folder,
+        ]
+    )
+
+
+def moto_s3():
+    """moto's ThreadedMotoServer (empty: write to it first; it accepts any credentials): a
+    context manager yielding the endpoint URL."""
+    return _serving(
+        lambda port: [
+            sys.executable,
+            "-c",
+            "import time\nfrom moto import server\n"
+            f"server.ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start()\n"
+            "time.sleep(86400)",
+        ]
+    )
 
 
 def anonymous_env(endpoint: str, scratch: str) -> dict:

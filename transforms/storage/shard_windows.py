@@ -241,23 +241,13 @@ class ShardWindows:
             ]
         )
         runs, parts = [], []  # ranged reads; (shard, inner chunk, run, offset in run, nbytes)
-        for (name, i, j, wanted, whole), data in zip(shards, first):
-            if isinstance(data, FileNotFoundError):
-                for a, b in wanted:
-                    place(i, j, a, b, None)
-                continue
-            index = self._parse_index(data)
+        for (name, i, j, wanted, whole), data, index in self._present(shards, first, place):
             if whole:
                 view = memoryview(data)  # inner chunks sliced without copies
                 for a, b in wanted:
-                    offset, nbytes = index[a, b]
-                    place(
-                        i,
-                        j,
-                        a,
-                        b,
-                        None if offset == EMPTY else view[int(offset) : int(offset + nbytes)],
-                    )
+                    offset, nbytes = (int(v) for v in index[a, b])
+                    chunk = None if offset == EMPTY else view[offset : offset + nbytes]
+                    place(i, j, a, b, chunk)
                 continue
             for offset, nbytes, a, b in self._spans(index, i, j, wanted, place):
                 if runs and runs[-1][0] == name and runs[-1][2] == offset:
@@ -282,12 +272,7 @@ class ShardWindows:
         decoding could only start once the last byte had come (benchmarks/store_formats.py)."""
         indexes = self._fetch([(name, -self.index_bytes, None) for name, *_ in shards])
         parts = []  # [object, start, stop, [(i, j, a, b, offset in the part, nbytes)]]
-        for (name, i, j, wanted, _), data in zip(shards, indexes):
-            if isinstance(data, FileNotFoundError):
-                for a, b in wanted:
-                    place(i, j, a, b, None)
-                continue
-            index = self._parse_index(data)
+        for (name, i, j, wanted, _), _, index in self._present(shards, indexes, place):
             for offset, nbytes, a, b in self._spans(index, i, j, wanted, place):
                 last = parts[-1] if parts else None
                 if (
@@ -304,6 +289,17 @@ class ShardWindows:
             view = memoryview(data)
             for i, j, a, b, at, nbytes in part[3]:
                 place(i, j, a, b, view[at : at + nbytes])
+
+    def _present(self, shards, fetched, place):
+        """(shard, its bytes as fetched, its index) for each shard that exists; the wanted inner
+        chunks of a shard never written are placed as fill."""
+        for shard, data in zip(shards, fetched):
+            if isinstance(data, FileNotFoundError):
+                _, i, j, wanted, _ = shard
+                for a, b in wanted:
+                    place(i, j, a, b, None)
+                continue
+            yield shard, data, self._parse_index(data)
 
     def _spans(self, index, i, j, wanted, place) -> list[tuple[int, int, int, int]]:
         """(offset, nbytes, a, b) of the wanted inner chunks that were written, in file order; the
