@@ -223,3 +223,42 @@ def test_an_efm_store_in_a_public_bucket_opens_anonymously(tmp_path, s3_root, la
     s3.fresh_state()
     got = efm.open_embeddings(url).embedding.values
     np.testing.assert_array_equal(got, efm.open_embeddings(made.path).embedding.values)
+
+
+def test_a_remote_part_is_decoded_while_the_next_is_on_the_wire(mosaic, http_root, monkeypatch):
+    """The second ranged request of a window answers only once the first part's inner chunk has
+    been placed in the result: a reader that waited for every part before decoding would wait
+    here for ever (the test's deadline: 20 s)."""
+    import asyncio
+    import threading
+
+    from transforms.storage import shard_windows
+
+    monkeypatch.setattr(shard_windows, "PART_BYTES", 1)  # an inner chunk a request
+    monkeypatch.setattr(shard_windows, "IN_FLIGHT", 2)
+    reader = layout_view.LayoutReader(layouts.describe(http_root))
+    reader.read_codes(0, slice(0, 1), slice(0, 1))
+    direct = reader._direct
+    placed, ranged, waited = threading.Event(), [], []
+    real_place = direct._place
+
+    def place(out, chunk, *args):
+        real_place(out, chunk, *args)
+        if chunk is not None:
+            placed.set()
+
+    monkeypatch.setattr(direct, "_place", place)
+    original = direct.fs._cat_file
+
+    async def held(path, start=None, end=None, **kwargs):
+        if start is not None and start >= 0:
+            ranged.append(start)
+            if len(ranged) > 1:
+                loop = asyncio.get_running_loop()
+                waited.append(await loop.run_in_executor(None, placed.wait, 20))
+        return await original(path, start=start, end=end, **kwargs)
+
+    monkeypatch.setattr(direct.fs, "_cat_file", held)
+    got = reader.read_codes(0, slice(100, 600), slice(4096, 4400))  # shard 1's chunks with data
+    np.testing.assert_array_equal(got, np.moveaxis(mosaic[1][0, :, :, 596:], 0, -1))
+    assert len(ranged) > 2 and waited and all(waited)
