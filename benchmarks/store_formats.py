@@ -123,18 +123,35 @@ takes any block size). The extract plan's `COMPRESSION_RATIO` (float32 0.506,
   band-last data sums each pixel's 64 products in SIMD lanes with fused multiply-adds; no numpy
   formula over band-first planes gives the same float32 bits (the previous run: 18.6 % of
   results bit-equal), so (a)'s, (b)'s and earlier outputs would differ. Not done.
+- Classify on band-first inner chunks as cache-sized Fortran-ordered blocks (no interleave):
+  a random forest of 50 trees on 1024^2 px, 65,536 px a block, 4.4-4.6 CPU s against 3.4-3.5
+  pixel-major: the trees read a pixel's features from 64 cache lines instead of 4, in cache or
+  not. Not done.
+- The shard writer without zarr (numcodecs' Blosc on each inner chunk, the shard put together
+  by hand): 0.22 against zarr's 0.29 CPU s an int8 shard, against LZ4's 0.05: extract would stay
+  ~1.1x (a)'s CPU. Not done: a second writer of the shard format for a few per cent.
 
-**Why (b) still misses (b) <= (a) on three rows**: the Zstd decode plus the interleave against
-(a)'s LZ4 read of band-last chunks. float32: decode alone (0.34 s a shard) is above (a)'s whole
-read (~0.31 s a window); int8: decode 0.085 + interleave ~0.1 against ~0.07. Similarity int8
-(one cheap dot product a pixel, the de-quantise shared) is at parity; classify hides the reader
-behind the model (int8 1.03, float32 1.06); similarity float32 shows it (1.17). Going further
-needs a codec that decodes at LZ4's speed (outside the issue's Blosc-Zstd) or a band-first
-similarity whose last bits differ from today's outputs.
+**Why (b) misses (b) <= (a) where it does: the codec the convention asks for.** Blosc-Zstd
+decodes and encodes slower than (a)'s Blosc-LZ4: float32, Zstd's decode alone (0.34 s a shard)
+is above (a)'s whole read (~0.31 s a window), and the interleave to (pixels, bands) (~0.15 s a
+window, at numpy's floor) comes on top; classify hides most of it behind the model (1.02-1.06),
+similarity float32 (one dot product a pixel) does not need to (band-first reads are cheaper
+than (a)'s partial-chunk reads through zarr: 0.75-0.90). Writing, an int8 shard costs ~0.2 s of
+Zstd level 1 (the lowest level Blosc has) against ~0.05 s of LZ4, which gives up on these
+incompressible codes early: that is most of extract's +16-21 % CPU. The convention's codec is
+kept (it is the point of the format, and it makes the stores 0.39 / 0.86 of (a)'s size, bytes
+that a cloud read does not move); docs/data-contract.md records the decision.
 
-**(c) over (b)** (this run, float32): CPU 1.09 (classify) and 1.44 (similarity) of (b): the S3
-client receiving the shards (aiohttp/s3fs). Wall: classify 1.13 (met), similarity 1.93 (not
-met; moto's server runs in the benchmark's own process and competes for the 2 cores, load 4-11).
+**(c) over (b)**: read by `ShardWindows._read_streamed`: a remote shard's index, then its inner
+chunks in ranged requests of up to 8 MiB, 8 at a time, each decoded as it arrives while the
+others are on the wire. Before it, a window took its shard whole in one request (s3fs: a HEAD,
+then 50 MiB pieces copied into one buffer; 1.6x the client CPU of the same bytes in 6 MiB ranges,
+`s3_read_rate.py`) and decoded only after the last byte. A remote root is looked at once per
+process (`reach.check_root` looked six times, each with an S3 client of its own) and the
+collection check no longer opens a signing client besides (with both, a (c) similarity run took
+10.8-11.1 s against 13.7-16.4 s with the streamed read alone; `/usr/bin/time`, same machine).
+Earlier, on moto's server, (c) could not be measured for efm's part: moto copies the whole
+object out for every ranged GET (~50 MiB/s here) and ran in the benchmark's own process.
 Earlier changes of this section (read-ahead of the next chunk's windows, reference points from
 inner chunks, inner chunks sliced as memoryviews) and their measurements: this file's git
 history.
@@ -548,6 +565,8 @@ def report(args, data, results, extracts, writes, sizes, started, load_before) -
     command = (
         f"PYTHONPATH=$PWD python benchmarks/store_formats.py --size {args.size} "
         f"--repeat {args.repeat} --model {args.model}"
+        + (f" --dtypes {args.dtypes}" if args.dtypes != "int8,float32" else "")
+        + (f" --products {args.products}" if args.products != "classify,similarity" else "")
     )
     load = os.getloadavg()
     return (
