@@ -150,9 +150,8 @@ class ShardWindows:
         for name, start, stop in requests:
             try:
                 with open(name, "rb") as f:
-                    if (
-                        start is None
-                    ):  # mapped, not copied: the inner chunks decode from the page cache
+                    if start is None:
+                        # mapped, not copied: the inner chunks decode from the page cache
                         size = os.fstat(f.fileno()).st_size
                         out.append(
                             mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
