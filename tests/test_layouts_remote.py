@@ -192,6 +192,28 @@ def test_a_root_found_readable_is_not_looked_at_again(mosaic, http_root, monkeyp
             reach.check_root("http://127.0.0.1:9/aef-mosaic.zarr", "--embeddings")
 
 
+def test_a_remote_store_is_opened_once_per_reader(mosaic, http_root):
+    """Opening a remote store, and reading it, each read its metadata once: every open of a root
+    costs a round trip per array it looks at (~1 s at 100 ms a request, on a store across an
+    ocean). Counted at the server: the root's zarr.json and the embeddings array's."""
+    from transforms.storage import readers, store
+
+    seen = _server_of(http_root).requests_seen
+
+    def opens(step):
+        before = len(seen)
+        step()
+        asked = seen[before:]
+        return [
+            sum(r == f"GET /aef-mosaic.zarr/{name}zarr.json" for r in asked)
+            for name in ("", "embeddings/")
+        ]
+
+    assert opens(lambda: store.open_embeddings(http_root)) == [1, 2]  # describe, the dask array
+    window = lambda: readers.StoreReader(http_root).read_codes(0, slice(0, 8), slice(0, 8))  # noqa: E731
+    assert opens(window) == [1, 2]  # describe, the reader's array
+
+
 def test_a_collection_in_a_public_bucket_opens_anonymously(tmp_path, s3_root):
     """A collection (index + one store per zone) uploaded to a public bucket is found and read
     without credentials (s3_root: moto's server is up, no AWS credentials set)."""

@@ -87,8 +87,9 @@ def transform_of(attrs: dict, group, height: int, width: int, path: str, flag: s
         )
     # Coordinates, when stored, must be the centres the transform gives.
     for name, n, origin, step in (("x", width, c, a), ("y", height, f, e)):
-        if name in group:
-            coords = np.asarray(group[name][:], dtype=np.float64)
+        stored = group.get(name)
+        if stored is not None:
+            coords = np.asarray(stored[:], dtype=np.float64)
             want = origin + (np.arange(n) + 0.5) * step
             if coords.shape != want.shape or not np.allclose(
                 coords, want, rtol=0, atol=abs(step) * 1e-3

@@ -20,8 +20,9 @@ class LayoutReader:
     here, NaN where the scale says no data); `read` always gives float32, NaN = no data.
     """
 
-    def __init__(self, layout: layouts.Layout):
+    def __init__(self, layout: layouts.Layout, group=None):
         self.layout = layout
+        self._group = group  # the store's root, when the caller has it open (not pickled)
         self._arrays = None
         self._direct = None  # shard_windows.ShardWindows, for the arrays it reads
 
@@ -33,7 +34,9 @@ class LayoutReader:
 
     def _open(self):
         if self._arrays is None:
-            group = layouts.open_group(self.layout.path, "--embeddings")
+            group = self._group
+            if group is None:  # (a Group's truth lists its members)
+                group = layouts.open_group(self.layout.path, "--embeddings")
             scale = group[self.layout.scale_array] if self.layout.scale_array else None
             array = group[self.layout.array]
             self._direct = shard_windows.ShardWindows.of(
@@ -77,7 +80,7 @@ class LayoutReader:
         )
 
 
-def open_dataset(layout: layouts.Layout, *, flag: str = "--embeddings"):
+def open_dataset(layout: layouts.Layout, *, flag: str = "--embeddings", group=None):
     """A convention store as efm's canonical lazy Dataset: `embedding (time, y, x, band)` (int8
     codes of the AEF quantisation, or float32 with NaN), `time` as 1 January of each year, x/y
     centres, `spatial_ref` (rioxarray's CRS and transform). Nothing is read but metadata and
@@ -90,7 +93,7 @@ def open_dataset(layout: layouts.Layout, *, flag: str = "--embeddings"):
     # The arrays are opened by name, never by listing the group: a store served over plain
     # HTTP(S) (a CDN in front of a bucket) cannot be listed, and a convention store need not be
     # consolidated. One dask chunk = one unit of work (whole inner chunks).
-    group = layouts.open_group(layout.path, flag)
+    group = layouts.open_group(layout.path, flag) if group is None else group
     rows, cols = layout.work_unit
     sizes = {"time": 1, "band": len(layout.bands), "y": rows, "x": cols}
     data = da.from_zarr(group[layout.array], chunks=tuple(sizes[d] for d in layout.dims))

@@ -93,6 +93,15 @@ class Layout:
         return side(self.chunk_rows, self.shard_rows), side(self.chunk_cols, self.shard_cols)
 
 
+def open_root(path: str, flag: str):
+    """`open_group` of a store to read, once its root is known reachable (`reach.check_root`: a
+    remote root's failure said in bounded time)."""
+    from transforms.storage import reach
+
+    reach.check_root(path, flag)
+    return open_group(path, flag)
+
+
 def open_group(path: str, flag: str):
     """The store's root group, read-only, any Zarr format; one line for what cannot be opened."""
     import zarr
@@ -144,7 +153,8 @@ def array_dims(array) -> tuple[str, ...]:
 
 
 def _find_array(group, path: str, flag: str):
-    found = [name for name in ARRAY_NAMES if name in group]
+    # one metadata read per name tried (`name in group` and then `group[name]` would be two)
+    found = [(name, array) for name in ARRAY_NAMES if (array := group.get(name)) is not None]
     if not found:
         names = sorted(group.array_keys()) if hasattr(group, "array_keys") else []
         raise InputError(
@@ -152,15 +162,15 @@ def _find_array(group, path: str, flag: str):
             f"{path} is a Zarr store but not an embedding store: it has no 'embedding' or "
             f"'embeddings' array (it holds {', '.join(names[:6]) or 'no arrays'})",
         )
-    array = group[found[0]]
+    name, array = found[0]
     dims = array_dims(array)
     if sorted(dims) != sorted(CANONICAL):
         raise InputError(
             flag,
-            f"{path}: array {found[0]!r} has dimensions {list(dims) or 'without names'}; an embedding "
+            f"{path}: array {name!r} has dimensions {list(dims) or 'without names'}; an embedding "
             f"store's are (time, band, y, x) or efm's (time, y, x, band)",
         )
-    return found[0], array, dims
+    return name, array, dims
 
 
 def quantization(attrs: dict, array_attrs: dict, dtype, path: str, flag: str):
@@ -208,10 +218,11 @@ def quantization(attrs: dict, array_attrs: dict, dtype, path: str, flag: str):
 
 
 def _years(group, n: int, path: str, flag: str) -> tuple[int, ...]:
-    if "time" not in group:
+    time = group.get("time")
+    if time is None:
         raise InputError(flag, f"{path} has no time coordinate")
-    raw = np.asarray(group["time"][:])
-    attrs = dict(group["time"].attrs)
+    raw = np.asarray(time[:])
+    attrs = dict(time.attrs)
     units = str(attrs.get("units", ""))
     if raw.dtype.kind in "iu" and not units:  # integer years (the convention's choice)
         years = [int(v) for v in raw]
@@ -228,8 +239,9 @@ def _years(group, n: int, path: str, flag: str) -> tuple[int, ...]:
 
 
 def _bands(group, n: int) -> tuple[str, ...]:
-    if "band" in group:
-        values = [v.decode() if isinstance(v, bytes) else v for v in group["band"][:].tolist()]
+    band = group.get("band")
+    if band is not None:
+        values = [v.decode() if isinstance(v, bytes) else v for v in band[:].tolist()]
         if len(values) == n:
             return tuple(
                 f"A{int(v):02d}" if isinstance(v, (int, np.integer)) else str(v) for v in values
@@ -245,12 +257,10 @@ def _chunking(array, dims) -> tuple[int, int, int, int]:
     return int(inner[y]), int(inner[x]), int(shards[y]), int(shards[x])
 
 
-def describe(path: str, *, flag: str = "--embeddings") -> Layout:
-    """Read a store's metadata (nothing else) and say how to read its embeddings."""
-    from transforms.storage import reach
-
-    reach.check_root(path, flag)  # a remote root: reachable and readable, said in bounded time
-    group = open_group(path, flag)
+def describe(path: str, *, flag: str = "--embeddings", group=None) -> Layout:
+    """Read a store's metadata (nothing else) and say how to read its embeddings; `group`: the
+    store's root as `open_root` gave it (on a remote store each open costs metadata requests)."""
+    group = open_root(path, flag) if group is None else group
     attrs = dict(group.attrs)
     name, array, dims = _find_array(group, path, flag)
     if (
@@ -269,8 +279,8 @@ def describe(path: str, *, flag: str = "--embeddings") -> Layout:
         crs = layout_grid.crs_of(attrs, path, flag)
         transform = layout_grid.transform_of(attrs, group, sizes["y"], sizes["x"], path, flag)
         layout_grid.check_extent(crs, transform, sizes["y"], sizes["x"], path, flag)
-    elif "spatial_ref" in group:  # efm v2 before proj:/spatial: were written: CF's grid mapping
-        ref = dict(group["spatial_ref"].attrs)
+    elif (grid_mapping := group.get("spatial_ref")) is not None:  # efm v2 before proj:/spatial:
+        ref = dict(grid_mapping.attrs)  # were written: CF's grid mapping
         crs, geo = ref.get("crs_wkt") or ref.get("spatial_ref"), ref.get("GeoTransform")
         if not crs or not geo:
             raise InputError(flag, f"{path} has no readable CRS/transform (spatial_ref)")

@@ -139,10 +139,11 @@ class StoreReader:
                     if group.metadata.zarr_format != 2 or "embedding" not in group:
                         # another layout (checked in the driver): layout_view.LayoutReader reads it;
                         # efm's own Zarr 3 stores keep the chunk guard (their shards are recorded)
-                        self._other = layout_view.LayoutReader(layouts.describe(self.path))
+                        layout = layouts.describe(self.path, group=group)
+                        self._other = layout_view.LayoutReader(layout, group)
                         self._array = self._other
                         if group.attrs.get("efm_product") == "embeddings":
-                            self._shards = group["embedding"]
+                            self._shards, _ = self._other._open()  # its `embedding` array
                         return self._array
                     local = "://" not in self.path or self.path.startswith("file://")
                     self._files = (

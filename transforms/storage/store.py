@@ -327,10 +327,11 @@ def open_embeddings(
     from transforms.sources.remote_fs import storage_options
     from transforms.storage import layout_view, layouts
 
-    layout = layouts.describe(path, flag=flag)
+    group = layouts.open_root(path, flag)  # once: on a remote store each open is requests
+    layout = layouts.describe(path, flag=flag, group=group)
     if not layout.is_efm_v2:
-        ds = layout_view.open_dataset(layout, flag=flag)
-        attrs = dict(layouts.open_group(path, flag).attrs)
+        ds = layout_view.open_dataset(layout, flag=flag, group=group)
+        attrs = dict(group.attrs)
         if attrs.get("efm_product") != "embeddings":
             return ds  # a store someone else published: complete as it is
         # efm's own (Zarr 3) store: its attrs, and the same completeness checks as ever
