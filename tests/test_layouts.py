@@ -175,6 +175,50 @@ def test_bad_convention_metadata_is_one_line(tmp_path, change, message):
     assert str(err.value).startswith("--embeddings: ")
 
 
+def _chunked_x(path, width, chunk, values):
+    """Replace the store's x coordinate with one of `values`, in chunks of `chunk`."""
+    group = zarr.open_group(path, mode="r+")
+    del group["x"]
+    x = group.create_array(
+        "x", shape=(len(values),), chunks=(chunk,), dtype="float64", dimension_names=["x"]
+    )
+    x[:] = values
+
+
+@pytest.mark.parametrize(
+    "where, refused",
+    [
+        (None, False),
+        (0, True),
+        (499, True),
+        (4000, True),
+        (4399, True),
+        (500, False),
+        (3999, False),
+        ("length", True),
+    ],
+)
+def test_a_long_coordinate_is_checked_at_its_ends(tmp_path, monkeypatch, where, refused):
+    """x/y longer than COORDINATES_READ values are checked by their first and last chunk (and
+    their length), not read whole on every open: the values in between are not looked at."""
+    from transforms.storage import layout_grid
+
+    monkeypatch.setattr(layout_grid, "COORDINATES_READ", 1000)
+    path = str(tmp_path / "m.zarr")
+    field_stores.aef_mosaic(path, width=4400, height=600, years=YEARS)
+    x = -122.5 + (np.arange(4400) + 0.5) * 0.00009
+    if where == "length":
+        x = x[:4000]
+    elif where is not None:
+        x[where] += 0.01
+    _chunked_x(path, 4400, 500, x)  # chunks 0-499 ... 4000-4399: the last one is 4000-4399
+    if refused:
+        with pytest.raises(InputError, match="x coordinates are not"):
+            layouts.describe(path)
+    else:
+        assert layouts.describe(path).width == 4400
+
+
 def test_a_zarr_that_is_not_an_embedding_store(tmp_path):
     path = str(tmp_path / "other.zarr")
     group = zarr.open_group(path, mode="w", zarr_format=3)

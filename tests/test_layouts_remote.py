@@ -214,6 +214,22 @@ def test_a_remote_store_is_opened_once_per_reader(mosaic, http_root):
     assert opens(window) == [1, 2]  # describe, the reader's array
 
 
+def test_a_long_coordinate_in_one_chunk_is_not_fetched(mosaic, http_root, monkeypatch):
+    """The public mosaic keeps x and y in one chunk each (32 MB for a global x): an open fetches
+    an axis's values only when it holds at most COORDINATES_READ of them."""
+    from transforms.storage import layout_grid
+
+    monkeypatch.setattr(layout_grid, "COORDINATES_READ", 1000)  # x: 4400 values, y: 600
+    seen = _server_of(http_root).requests_seen
+    before = len(seen)
+    layout = layouts.describe(http_root)
+    asked = seen[before:]
+    assert (layout.width, layout.height) == (4400, 600)
+    assert "GET /aef-mosaic.zarr/x/zarr.json" in asked  # its length is checked
+    assert "GET /aef-mosaic.zarr/x/c/0" not in asked
+    assert "GET /aef-mosaic.zarr/y/c/0" in asked
+
+
 def test_a_collection_in_a_public_bucket_opens_anonymously(tmp_path, s3_root):
     """A collection (index + one store per zone) uploaded to a public bucket is found and read
     without credentials (s3_root: moto's server is up, no AWS credentials set)."""
