@@ -214,6 +214,32 @@ def test_a_remote_store_is_opened_once_per_reader(mosaic, http_root):
     assert opens(window) == [1, 2]  # describe, the reader's array
 
 
+def test_an_open_looks_up_the_coordinates_together(mosaic):
+    """describe asks for time, band, x and y at once, not one round trip after another: the
+    server holds each of those requests until all four are in (a reader asking in turn would
+    break the barrier after its timeout)."""
+    import threading
+
+    barrier = threading.Barrier(4, timeout=20)
+    passed, broken = [], []
+
+    def together(path):
+        if path in [f"/aef-mosaic.zarr/{c}/zarr.json" for c in ("time", "band", "x", "y")]:
+            try:
+                barrier.wait()
+                passed.append(path)
+            except threading.BrokenBarrierError:
+                broken.append(path)
+
+    server, url = range_http.serve(os.path.dirname(mosaic[0]), before=together)
+    try:
+        layout = layouts.describe(f"{url}/aef-mosaic.zarr")
+    finally:
+        server.shutdown()
+    assert layout.years == YEARS and layout.width == 4400
+    assert (len(passed), broken) == (4, [])
+
+
 def test_a_long_coordinate_in_one_chunk_is_not_fetched(mosaic, http_root, monkeypatch):
     """The public mosaic keeps x and y in one chunk each (32 MB for a global x): an open fetches
     an axis's values only when it holds at most COORDINATES_READ of them."""

@@ -22,8 +22,12 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
+    before = None  # set per server: called with each request's path first (a test's hook)
+
     def send_head(self):
         self.requests_seen.append(f"{self.command} {self.path}")
+        if self.before is not None:
+            self.before(self.path)
         path = self.translate_path(self.path)
         if os.path.isdir(path):  # a bucket does not list its folders: neither do we
             self.send_error(404)
@@ -72,12 +76,14 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self._remaining = None
 
 
-def serve(directory: str):
-    """(server, base URL): a threaded server for `directory` on a free port of 127.0.0.1."""
+def serve(directory: str, before=None):
+    """(server, base URL): a threaded server for `directory` on a free port of 127.0.0.1;
+    `before(path)` is called as each request arrives, on the thread that answers it."""
     seen: list[str] = []
     sent: list[int] = []
+    fields = {"requests_seen": seen, "bytes_sent": sent, "before": staticmethod(before)}
     handler = functools.partial(
-        type("Handler", (RangeHandler,), {"requests_seen": seen, "bytes_sent": sent}),
+        type("Handler", (RangeHandler,), fields),
         directory=directory,
     )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -56,7 +56,8 @@ COORDINATES_READ = 2**17  # 1 MiB of float64
 
 
 def coordinate_parts(stored, n: int) -> list[slice]:
-    """The parts of a coordinate array of `n` values that are read to check it."""
+    """The parts of a coordinate array of `n` values that are read to check it (all of it, or
+    its first and last chunk, or none)."""
     if n <= COORDINATES_READ:
         return [slice(0, n)]
     chunk = int(stored.chunks[0])
@@ -66,7 +67,7 @@ def coordinate_parts(stored, n: int) -> list[slice]:
     return [slice(0, chunk), slice(last, n)]
 
 
-def transform_of(attrs: dict, group, height: int, width: int, path: str, flag: str):
+def transform_of(attrs: dict, coordinates: dict, height: int, width: int, path: str, flag: str):
     values = attrs.get("spatial:transform")
     if not (
         isinstance(values, list)
@@ -103,19 +104,20 @@ def transform_of(attrs: dict, group, height: int, width: int, path: str, flag: s
             f"{path}: spatial:shape {list(shape)} disagrees with the array's y, x size "
             f"[{height}, {width}]",
         )
-    # Coordinates, when stored, must be the centres the transform gives.
+    # Coordinates, when stored, must be the centres the transform gives (`coordinates`: x and y
+    # as layouts._look_up read them: the array, and the values of its parts read).
     for name, n, origin, step in (("x", width, c, a), ("y", height, f, e)):
-        stored = group.get(name)
+        stored, read = coordinates[name]
         if stored is None:
             continue
-        agree = tuple(stored.shape) == (n,) and all(
+        agree = tuple(getattr(stored, "shape", ())) == (n,) and all(
             np.allclose(
-                np.asarray(stored[part], dtype=np.float64),
-                origin + (np.arange(part.start, part.stop) + 0.5) * step,
+                np.asarray(values, dtype=np.float64),
+                origin + (np.arange(start, stop) + 0.5) * step,
                 rtol=0,
                 atol=abs(step) * 1e-3,
             )
-            for part in coordinate_parts(stored, n)
+            for (start, stop), values in read.items()
         )
         if not agree:
             raise InputError(
