@@ -167,7 +167,7 @@ def _look_up(group) -> dict:
         if name not in COORDINATES or len(getattr(member, "shape", ())) != 1:
             return member, {}
         n = member.shape[0]
-        parts = layout_grid.coordinate_parts(member, n) if name in "xy" else [slice(0, n)]
+        parts = layout_grid.coordinate_parts(member, n) if name in ("x", "y") else [slice(0, n)]
         return member, {(p.start, p.stop): np.asarray(member[p]) for p in parts}
 
     names = (*ARRAY_NAMES, *COORDINATES)
