@@ -21,14 +21,15 @@ import os
 import platform
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+
+import trees  # noqa: E402
 
 from tests.helpers import field_stores, range_http  # noqa: E402
 
@@ -36,21 +37,6 @@ OPEN = (
     "import sys, time; from transforms.storage import store; t = time.perf_counter(); "
     "store.open_embeddings(sys.argv[1]); print(time.perf_counter() - t)"
 )
-
-
-def export(ref: str, workdir: str) -> str:
-    """efm at `ref`, exported (git archive) into the workdir."""
-    out = os.path.join(workdir, f"efm-{ref}")
-    os.makedirs(out)
-    archive = subprocess.run(
-        ["git", "-C", ROOT, "archive", "--format=tar", ref], check=True, capture_output=True
-    ).stdout
-    with tempfile.TemporaryFile() as f:
-        f.write(archive)
-        f.seek(0)
-        with tarfile.open(fileobj=f) as tar:
-            tar.extractall(out, filter="data")
-    return out
 
 
 def make_store(folder: str, width: int, height: int) -> str:
@@ -91,12 +77,13 @@ def main() -> int:
         delay = args.latency_ms / 1000
         server, url = range_http.serve(workdir, before=lambda _: time.sleep(delay))
         root = f"{url}/aef-mosaic.zarr"
-        trees = {"this tree": ROOT, args.baseline: export(args.baseline, workdir)}
+        baseline = trees.export(args.baseline, os.path.join(workdir, f"efm-{args.baseline}"))
+        runs = {"this tree": ROOT, args.baseline: baseline}
         best: dict = {}
         try:
             for what in ("open_embeddings", "efm similarity"):
                 for i in range(args.repeat + 1):  # the first: warm-up; the trees interleaved
-                    for t, (name, tree) in enumerate(trees.items()):
+                    for t, (name, tree) in enumerate(runs.items()):
                         output = os.path.join(workdir, f"similarity-{t}-{i}.zarr")
                         argv = (
                             [sys.executable, "-c", OPEN, root]

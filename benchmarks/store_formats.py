@@ -40,10 +40,7 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 
 import numpy as np
@@ -164,19 +161,9 @@ NAMES = {"a": "(a) v2 local", "b": "(b) v3 local", "c": "(c) v3 over S3 (rclone,
 
 def old_tree(workdir: str) -> str:
     """efm at OLD, exported (git archive) into the workdir: the writer of Zarr 2 stores."""
-    out = os.path.join(workdir, f"efm-{OLD}")
-    if not os.path.exists(os.path.join(out, "pipelines", "cli.py")):
-        shutil.rmtree(out, ignore_errors=True)
-        os.makedirs(out)
-        archive = subprocess.run(
-            ["git", "-C", ROOT, "archive", "--format=tar", OLD], check=True, capture_output=True
-        ).stdout
-        with tempfile.TemporaryFile() as f:
-            f.write(archive)
-            f.seek(0)
-            with tarfile.open(fileobj=f) as tar:
-                tar.extractall(out, filter="data")
-    return out
+    from trees import export
+
+    return export(OLD, os.path.join(workdir, f"efm-{OLD}"))
 
 
 def make_mirror(workdir: str, size: int) -> dict:
