@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.request
 
 CREDENTIAL_VARS = (
     "AWS_ACCESS_KEY_ID",
@@ -38,6 +39,10 @@ def moto_server(scratch: str):
     server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto keeps its buckets in the process, not in the server: a bucket another test module
+    # made in this process (one pytest-xdist worker runs several) would still be there.
+    reset = urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=30).close()
     for k in CREDENTIAL_VARS:
         os.environ.pop(k, None)
     nowhere = os.path.join(scratch, "none")
